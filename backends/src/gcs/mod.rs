@@ -1,0 +1,112 @@
+//! Cloud Storage as ciofs needs it: buckets, listings by prefix, object
+//! metadata and ranged reads.
+
+mod google;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::BackendResult;
+
+pub use google::{GcsConfig, GoogleGcs};
+
+/// A bucket's metadata, as `.meta/_bucket.json` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketMeta {
+    pub name: String,
+    pub location: String,
+    pub location_type: String,
+    pub storage_class: String,
+    pub created: Option<SystemTime>,
+    pub updated: Option<SystemTime>,
+    pub metageneration: i64,
+    pub labels: BTreeMap<String, String>,
+    pub versioning: bool,
+    pub etag: String,
+}
+
+/// An object's metadata, as a listing or a get returns it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub bucket: String,
+    pub name: String,
+    pub size: u64,
+    pub generation: i64,
+    pub metageneration: i64,
+    pub content_type: Option<String>,
+    pub md5_hash: Option<String>,
+    pub crc32c: Option<String>,
+    pub created: Option<SystemTime>,
+    pub updated: Option<SystemTime>,
+    pub storage_class: Option<String>,
+    pub custom_metadata: BTreeMap<String, String>,
+    pub etag: String,
+}
+
+/// One page of a bucket listing.
+#[derive(Clone, Debug, Default)]
+pub struct BucketPage {
+    pub buckets: Vec<BucketMeta>,
+    pub next_page_token: Option<String>,
+}
+
+/// A request for one page of an object listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListObjects {
+    pub bucket: String,
+    pub prefix: String,
+    /// `Some("/")` lists one directory level: deeper names are folded into
+    /// `prefixes`.
+    pub delimiter: Option<String>,
+    pub page_token: Option<String>,
+    /// Always passed: the emulator has no default page size.
+    pub page_size: u32,
+    /// List names at or after this one.
+    pub start_offset: Option<String>,
+}
+
+/// One page of an object listing: objects and, with a delimiter, the
+/// prefixes one level down (each ending with the delimiter).
+#[derive(Clone, Debug, Default)]
+pub struct ObjectPage {
+    pub objects: Vec<ObjectMeta>,
+    pub prefixes: Vec<String>,
+    pub next_page_token: Option<String>,
+}
+
+/// The bytes of a ranged read, as they arrive.
+pub type ByteStream = Pin<Box<dyn Stream<Item = BackendResult<Bytes>> + Send>>;
+
+/// The Cloud Storage calls ciofs makes.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    async fn list_buckets(
+        &self,
+        project: &str,
+        page_token: Option<String>,
+        page_size: u32,
+    ) -> BackendResult<BucketPage>;
+
+    async fn get_bucket(&self, bucket: &str) -> BackendResult<BucketMeta>;
+
+    async fn list_objects(&self, request: &ListObjects) -> BackendResult<ObjectPage>;
+
+    async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<ObjectMeta>;
+
+    /// Streams `range` (end exclusive) of the object's bytes. With a
+    /// generation, reads that generation, so that a concurrent overwrite
+    /// cannot tear the read.
+    async fn read_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        range: Range<u64>,
+    ) -> BackendResult<ByteStream>;
+}

@@ -1,0 +1,10 @@
+//! ciofs's side that talks to Google: one small trait per service, the
+//! implementation on Google's API, and an in-memory implementation for unit
+//! tests. Nothing here knows about files or frontends.
+
+pub mod error;
+pub mod gcs;
+pub mod memory;
+pub mod retry;
+
+pub use error::{BackendError, BackendResult, ErrorKind};

@@ -1,0 +1,528 @@
+//! The FUSE frontend: each kernel request is handed to the tokio runtime,
+//! which runs the `Vfs` call and replies from the task, so a slow call to
+//! Google never blocks fuser's session threads. A callback here is a
+//! translation and nothing more.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
+    TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+
+use crate::vfs::{Attr, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
+
+/// How many entries one readdir asks of the Vfs; the reply buffer (4 KiB
+/// for plain readdir, more for readdirplus) usually fills before that.
+const READDIR_BATCH: usize = 256;
+
+/// How a FUSE mount is set up.
+#[derive(Clone, Debug)]
+pub struct FuseOptions {
+    pub fs_name: String,
+    /// How long the kernel may trust attributes and names.
+    pub ttl: Duration,
+    /// Session threads reading from /dev/fuse.
+    pub threads: usize,
+    /// Let other users than the one mounting see the files.
+    pub allow_other: bool,
+    pub read_only: bool,
+}
+
+impl Default for FuseOptions {
+    fn default() -> Self {
+        Self {
+            fs_name: "ciofs".to_string(),
+            ttl: Duration::from_secs(1),
+            threads: 4,
+            allow_other: false,
+            read_only: false,
+        }
+    }
+}
+
+/// A mounted filesystem; dropping it unmounts.
+pub struct FuseMount {
+    session: fuser::BackgroundSession,
+}
+
+impl FuseMount {
+    /// Unmounts and waits for the session to end.
+    pub fn unmount(self) -> io::Result<()> {
+        self.session.umount_and_join()
+    }
+
+    /// Waits until the filesystem is unmounted from outside (`umount`).
+    pub fn join(self) -> io::Result<()> {
+        self.session.join()
+    }
+}
+
+/// Mounts `vfs` at `mountpoint`. Must be called from within a tokio runtime,
+/// which runs the requests.
+pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> io::Result<FuseMount> {
+    let mut mount_options = vec![
+        MountOption::FSName(options.fs_name.clone()),
+        MountOption::Subtype("ciofs".to_string()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::DefaultPermissions,
+    ];
+    if options.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = options.threads > 1;
+    let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttl: options.ttl };
+    let session = fuser::Session::new(adapter, mountpoint, &config)?.spawn()?;
+    Ok(FuseMount { session })
+}
+
+struct FuseAdapter<V: Vfs> {
+    vfs: Arc<V>,
+    runtime: Handle,
+    ttl: Duration,
+}
+
+impl<V: Vfs> FuseAdapter<V> {
+    /// Runs `op` on the runtime; the future replies itself.
+    fn spawn<F, Fut>(&self, op: F)
+    where
+        F: FnOnce(Arc<V>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(op(self.vfs.clone()));
+    }
+}
+
+/// Logs a failed call at a level that fits and gives the errno to reply.
+fn errno(op: &str, error: &VfsError) -> Errno {
+    if error.is_routine() {
+        tracing::debug!(op, errno = error.errno(), "{error}");
+    } else {
+        tracing::warn!(op, errno = error.errno(), "{error}");
+    }
+    Errno::from_i32(error.errno())
+}
+
+fn file_attr(attr: &Attr) -> FileAttr {
+    let (kind, nlink) = match attr.kind {
+        FileKind::Directory => (FileType::Directory, 2),
+        FileKind::File => (FileType::RegularFile, 1),
+    };
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind,
+        perm: attr.perm,
+        nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn open_flags(flags: fuser::OpenFlags) -> OpenFlags {
+    OpenFlags {
+        write: !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY),
+        truncate: flags.0 & libc::O_TRUNC != 0,
+        append: flags.0 & libc::O_APPEND != 0,
+    }
+}
+
+fn fopen_flags(opened: &crate::vfs::Opened) -> FopenFlags {
+    let mut flags = FopenFlags::empty();
+    if opened.direct_io {
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if opened.keep_cache {
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    flags
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// A name from the kernel as UTF-8; Cloud Storage names are UTF-8, so any
+/// other name cannot exist.
+fn utf8(name: &OsStr) -> Result<String, Errno> {
+    name.to_str().map(str::to_string).ok_or(Errno::ENOENT)
+}
+
+impl<V: Vfs> Filesystem for FuseAdapter<V> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_MAX_PAGES;
+        let supported = wanted & config.capabilities();
+        if let Err(missing) = config.add_capabilities(supported) {
+            tracing::debug!(?missing, "kernel lacks FUSE capabilities");
+        }
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match utf8(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        let ttl = self.ttl;
+        self.spawn(move |vfs| async move {
+            match vfs.lookup(parent.0, &name).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ttl = self.ttl;
+        self.spawn(move |vfs| async move {
+            match vfs.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr { size, mode, uid, gid, mtime: mtime.map(time), atime: atime.map(time) };
+        let ttl = self.ttl;
+        self.spawn(move |vfs| async move {
+            match vfs.setattr(ino.0, set).await {
+                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno("setattr", &e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let flags = open_flags(flags);
+        self.spawn(move |vfs| async move {
+            match vfs.open(ino.0, flags).await {
+                Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(&opened)),
+                Err(e) => reply.error(errno("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |vfs| async move {
+            match vfs.read(ino.0, Some(fh.0), offset, size).await {
+                Ok((data, _eof)) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |vfs| async move {
+            match vfs.write(ino.0, Some(fh.0), offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(errno("write", &e)),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.spawn(move |vfs| async move {
+            match vfs.flush(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flush", &e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |vfs| async move {
+            match vfs.release(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("release", &e)),
+            }
+        });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |vfs| async move {
+            match vfs.fsync(ino.0, Some(fh.0)).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsync", &e)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |vfs| async move {
+            match vfs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.spawn(move |vfs| async move {
+            match vfs.readdir(ino.0, Some(fh.0), offset, READDIR_BATCH).await {
+                Ok(page) => {
+                    for entry in &page.entries {
+                        let kind = file_attr(&entry.attr).kind;
+                        // The offset of an entry is its cookie: its inode number.
+                        if reply.add(INodeNo(entry.attr.ino), entry.attr.ino, kind, &entry.name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno("readdir", &e)),
+            }
+        });
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let ttl = self.ttl;
+        self.spawn(move |vfs| async move {
+            match vfs.readdir(ino.0, Some(fh.0), offset, READDIR_BATCH).await {
+                Ok(page) => {
+                    for entry in &page.entries {
+                        let attr = file_attr(&entry.attr);
+                        let generation = Generation(entry.attr.generation);
+                        if reply.add(INodeNo(entry.attr.ino), entry.attr.ino, &entry.name, &ttl, &attr, generation) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno("readdirplus", &e)),
+            }
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: fuser::OpenFlags, reply: ReplyEmpty) {
+        self.spawn(move |vfs| async move {
+            match vfs.releasedir(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("releasedir", &e)),
+            }
+        });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |vfs| async move {
+            match vfs.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks,
+                    s.blocks_free,
+                    s.blocks_free,
+                    s.files,
+                    s.files_free,
+                    s.block_size,
+                    s.name_max,
+                    s.block_size,
+                ),
+                Err(e) => reply.error(errno("statfs", &e)),
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let name = match name.to_str() {
+            Some(name) => name.to_string(),
+            None => return reply.error(Errno::EINVAL),
+        };
+        let ttl = self.ttl;
+        self.spawn(move |vfs| async move {
+            match vfs.mkdir(parent.0, &name, mode).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name.to_str() {
+            Some(name) => name.to_string(),
+            None => return reply.error(Errno::EINVAL),
+        };
+        let ttl = self.ttl;
+        self.spawn(move |vfs| async move {
+            match vfs.create(parent.0, &name, mode).await {
+                Ok((attr, opened)) => reply.created(
+                    &ttl,
+                    &file_attr(&attr),
+                    Generation(attr.generation),
+                    FileHandle(opened.fh),
+                    fopen_flags(&opened),
+                ),
+                Err(e) => reply.error(errno("create", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(move |vfs| async move {
+            match vfs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(move |vfs| async move {
+            match vfs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rmdir", &e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (utf8(name), newname.to_str()) {
+            (Ok(name), Some(newname)) => (name, newname.to_string()),
+            (Err(e), _) => return reply.error(e),
+            (_, None) => return reply.error(Errno::EINVAL),
+        };
+        self.spawn(move |vfs| async move {
+            match vfs.rename(parent.0, &name, newparent.0, &newname).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rename", &e)),
+            }
+        });
+    }
+
+    // Extended attributes are not supported. ENOSYS (not ENOTSUP) makes the
+    // kernel stop asking, so `ls -l` does not pay a round trip per entry.
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    // Links and device nodes have no Cloud Storage equivalent.
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+}

@@ -1,0 +1,134 @@
+//! The versioned JSON documents ciofs shows (shared/seed-plan.md, section 3).
+//! Every document carries `"version": "1"` and a `"type"`; fields follow in a
+//! fixed order so a rendering is byte-for-byte stable.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ciofs_backends::gcs::{BucketMeta, ObjectMeta};
+use serde::Serialize;
+
+pub const VERSION: &str = "1";
+
+/// `storage/<bucket>/.meta/<object>.json`
+#[derive(Serialize)]
+struct ObjectDocument<'a> {
+    version: &'static str,
+    r#type: &'static str,
+    bucket: &'a str,
+    name: &'a str,
+    content_type: Option<&'a str>,
+    size: u64,
+    md5_hash: Option<&'a str>,
+    crc32c: Option<&'a str>,
+    created: Option<String>,
+    updated: Option<String>,
+    generation: String,
+    metageneration: String,
+    storage_class: Option<&'a str>,
+    custom_metadata: &'a BTreeMap<String, String>,
+}
+
+/// `storage/<bucket>/.meta/_bucket.json`
+#[derive(Serialize)]
+struct BucketDocument<'a> {
+    version: &'static str,
+    r#type: &'static str,
+    name: &'a str,
+    location: &'a str,
+    location_type: &'a str,
+    storage_class: &'a str,
+    created: Option<String>,
+    updated: Option<String>,
+    metageneration: String,
+    versioning: bool,
+    labels: &'a BTreeMap<String, String>,
+}
+
+pub fn object_document(meta: &ObjectMeta) -> Vec<u8> {
+    render(&ObjectDocument {
+        version: VERSION,
+        r#type: "gcs-object-metadata",
+        bucket: &meta.bucket,
+        name: &meta.name,
+        content_type: meta.content_type.as_deref(),
+        size: meta.size,
+        md5_hash: meta.md5_hash.as_deref(),
+        crc32c: meta.crc32c.as_deref(),
+        created: meta.created.map(rfc3339),
+        updated: meta.updated.map(rfc3339),
+        generation: meta.generation.to_string(),
+        metageneration: meta.metageneration.to_string(),
+        storage_class: meta.storage_class.as_deref(),
+        custom_metadata: &meta.custom_metadata,
+    })
+}
+
+pub fn bucket_document(meta: &BucketMeta) -> Vec<u8> {
+    render(&BucketDocument {
+        version: VERSION,
+        r#type: "gcs-bucket-metadata",
+        name: &meta.name,
+        location: &meta.location,
+        location_type: &meta.location_type,
+        storage_class: &meta.storage_class,
+        created: meta.created.map(rfc3339),
+        updated: meta.updated.map(rfc3339),
+        metageneration: meta.metageneration.to_string(),
+        versioning: meta.versioning,
+        labels: &meta.labels,
+    })
+}
+
+/// Pretty JSON with a final newline, as a text editor would save it.
+fn render(document: &impl Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(document).unwrap_or_else(|e| {
+        // Serializing these plain structs cannot fail; keep serving anyway.
+        tracing::error!(error = %e, "rendering a document");
+        b"{}".to_vec()
+    });
+    out.push(b'\n');
+    out
+}
+
+pub fn rfc3339(time: SystemTime) -> String {
+    DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn object_document_has_the_seed_format() {
+        let meta = ObjectMeta {
+            bucket: "bucket-name".into(),
+            name: "object.txt".into(),
+            size: 1024,
+            generation: 1705492800000000,
+            metageneration: 1,
+            content_type: Some("text/plain".into()),
+            md5_hash: Some("XUFAKrxLKna5cZ2REBfFkg==".into()),
+            crc32c: Some("yZRlqg==".into()),
+            created: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_651_200)),
+            updated: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_768_653_000_250)),
+            storage_class: Some("STANDARD".into()),
+            custom_metadata: BTreeMap::from([("user-key".into(), "user-value".into())]),
+            etag: "x".into(),
+        };
+        let text = String::from_utf8(object_document(&meta)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["version"], "1");
+        assert_eq!(value["type"], "gcs-object-metadata");
+        assert_eq!(value["size"], 1024);
+        assert_eq!(value["generation"], "1705492800000000");
+        assert_eq!(value["created"], "2026-01-17T12:00:00Z");
+        assert_eq!(value["updated"], "2026-01-17T12:30:00.250Z");
+        assert_eq!(value["custom_metadata"]["user-key"], "user-value");
+        assert!(text.ends_with("}\n"));
+        // The same metadata renders to the same bytes.
+        assert_eq!(object_document(&meta), text.into_bytes());
+    }
+}

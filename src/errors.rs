@@ -1,0 +1,36 @@
+//! Google's answers as errnos: the one table (shared/DESIGN.md, "Errors").
+
+use ciofs_backends::{BackendError, ErrorKind};
+use ciofs_frontends::VfsError;
+
+pub fn errno_of(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::NotFound => libc::ENOENT,
+        ErrorKind::PermissionDenied => libc::EACCES,
+        ErrorKind::AlreadyExists => libc::EEXIST,
+        ErrorKind::PreconditionFailed => libc::ESTALE,
+        ErrorKind::RateLimited => libc::EDQUOT,
+        ErrorKind::InvalidArgument => libc::EINVAL,
+        ErrorKind::Unavailable | ErrorKind::Other => libc::EIO,
+    }
+}
+
+pub fn vfs_error(error: BackendError) -> VfsError {
+    VfsError::new(errno_of(error.kind), error.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_design_table_holds() {
+        assert_eq!(errno_of(ErrorKind::NotFound), libc::ENOENT);
+        assert_eq!(errno_of(ErrorKind::PermissionDenied), libc::EACCES);
+        assert_eq!(errno_of(ErrorKind::AlreadyExists), libc::EEXIST);
+        assert_eq!(errno_of(ErrorKind::PreconditionFailed), libc::ESTALE);
+        assert_eq!(errno_of(ErrorKind::RateLimited), libc::EDQUOT);
+        assert_eq!(errno_of(ErrorKind::Unavailable), libc::EIO);
+        assert_eq!(errno_of(ErrorKind::InvalidArgument), libc::EINVAL);
+    }
+}

@@ -1,0 +1,11 @@
+//! ciofs: a Google Cloud project as a filesystem.
+//!
+//! `namespace` implements the frontends' `Vfs` on top of the backends;
+//! `documents` renders the JSON formats; `errors` maps Google's answers to
+//! errnos; `cli` and `daemon` run it all.
+
+pub mod cli;
+pub mod daemon;
+pub mod documents;
+pub mod errors;
+pub mod namespace;

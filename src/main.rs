@@ -1,0 +1,224 @@
+//! `ciofs`: mount, unmount, serve-nfs.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ciofs::cli::{Cli, Command, MountArgs, ServeNfsArgs, TreeArgs};
+use ciofs::daemon::{self, PidFile, ReadyPipe};
+use ciofs::namespace::Namespace;
+use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) if !args.foreground => mount_in_background(&args),
+        Command::Mount(args) => run(|| mount_foreground(args)),
+        Command::Unmount { mountpoint } => {
+            let state_dir = TreeArgs::default_state_dir();
+            daemon::unmount(&state_dir, &mountpoint)
+        }
+        Command::ServeNfs(args) => run(|| serve_nfs(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ciofs: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up logging and the runtime, then runs `body` on it.
+fn run<F, Fut>(body: F) -> Result<(), String>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("CIOFS_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ciofs")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(body())
+}
+
+fn mount_in_background(args: &MountArgs) -> Result<(), String> {
+    let log = args.log_file.clone().unwrap_or_else(|| {
+        let pid = daemon::pid_file(&args.tree.state_dir(), &args.mountpoint);
+        pid.with_extension("log")
+    });
+    let detail = daemon::spawn_and_wait(&["--foreground"], &log)?;
+    eprintln!("ciofs: mounted {} ({detail}); log: {}", args.mountpoint.display(), log.display());
+    Ok(())
+}
+
+async fn namespace(tree: &TreeArgs, journal: Option<&Path>) -> Result<Arc<Namespace>, String> {
+    let gcs =
+        GoogleGcs::connect(GcsConfig::from_env()).await.map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
+    let projects = tree.projects.clone();
+    let namespace = match journal {
+        Some(journal) => Namespace::persistent(projects, Arc::new(gcs), tree.options(), journal)
+            .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
+        None => Namespace::new(projects, Arc::new(gcs), tree.options()),
+    };
+    Ok(Arc::new(namespace))
+}
+
+async fn mount_foreground(args: MountArgs) -> Result<(), String> {
+    let mut ready = ReadyPipe::from_fd(args.ready_fd);
+    let result = mount_and_wait(&args, &mut ready).await;
+    if let Err(message) = &result {
+        ready.failed(message);
+    }
+    result
+}
+
+async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
+    let state_dir = args.tree.state_dir();
+    if args.nfs {
+        return nfs_mount_and_wait(args, ready).await;
+    }
+    let namespace = namespace(&args.tree, None).await?;
+    let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
+    let mount = ciofs_frontends::fuse::mount(namespace, &args.mountpoint, &options)
+        .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
+    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
+        .map_err(|e| format!("cannot write the pid file: {e}"))?;
+    tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
+    ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
+    // Until a signal, or an unmount from outside ends the session.
+    let mut session = tokio::task::spawn_blocking(move || mount.join());
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("unmounting");
+            daemon_umount(&args.mountpoint)?;
+            let _ = (&mut session).await;
+        }
+        ended = &mut session => {
+            tracing::info!(?ended, "unmounted from outside");
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts a FUSE mount this daemon serves. (The session thread holds the
+/// fuser handle; an unmount makes it end.)
+fn daemon_umount(mountpoint: &Path) -> Result<(), String> {
+    if !daemon::is_mounted(mountpoint) {
+        return Ok(());
+    }
+    let status =
+        std::process::Command::new("umount").arg(mountpoint).status().map_err(|e| format!("cannot run umount: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("umount {} failed: {status}", mountpoint.display())) }
+}
+
+async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
+    let state_dir = args.tree.state_dir();
+    let journal = nfs_journal(&args.tree);
+    let namespace = namespace(&args.tree, Some(&journal)).await?;
+    let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(ciofs_frontends::nfs::serve(namespace, "127.0.0.1:0", Some(port_tx)));
+    let address = port_rx.await.map_err(|_| "the NFS server did not start".to_string())?;
+    let port = address.port();
+    if let Err(message) = os_nfs_mount(port, &args.mountpoint) {
+        server.abort();
+        let projects = args.tree.projects.join(",");
+        return Err(format!(
+            "{message}. This system cannot mount NFS; run `ciofs serve-nfs --project {projects} --listen 127.0.0.1:{port}` \
+             and use a userspace NFS client, or mount with FUSE (without --nfs)"
+        ));
+    }
+    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
+        .map_err(|e| format!("cannot write the pid file: {e}"))?;
+    ready.ready(&format!("NFS on 127.0.0.1:{port}"));
+    shutdown_signal().await;
+    daemon_umount(&args.mountpoint)?;
+    server.abort();
+    Ok(())
+}
+
+/// Runs the OS's NFS mount command for a server on loopback.
+fn os_nfs_mount(port: u16, mountpoint: &Path) -> Result<(), String> {
+    let mut command = if cfg!(target_os = "macos") {
+        let mut c = std::process::Command::new("mount_nfs");
+        c.arg("-o").arg(format!("nolocks,vers=3,tcp,rsize=1048576,port={port},mountport={port}")).arg("localhost:/");
+        c
+    } else {
+        let mut c = std::process::Command::new("mount");
+        c.args(["-t", "nfs", "-o"]).arg(format!("nolock,vers=3,tcp,port={port},mountport={port}")).arg("127.0.0.1:/");
+        c
+    };
+    let output = command.arg(mountpoint).output().map_err(|e| format!("cannot run the NFS mount command: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(format!("the NFS mount failed ({}): {}", output.status, stderr.trim()))
+}
+
+fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
+    let key = ciofs::namespace::path_hash(&tree.projects.join("\0"));
+    tree.state_dir().join("nfs").join(format!("{key:016x}.inodes.jsonl"))
+}
+
+async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
+    let mut ready = ReadyPipe::from_fd(args.ready_fd);
+    let journal = nfs_journal(&args.tree);
+    if let Some(dir) = journal.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let namespace = namespace(&args.tree, Some(&journal)).await?;
+    let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+    let listen = args.listen.clone();
+    let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(namespace, &listen, Some(port_tx)).await });
+    let address = match port_rx.await {
+        Ok(address) => address,
+        Err(_) => {
+            let error = match server.await {
+                Ok(Err(e)) => format!("cannot listen on {}: {e}", args.listen),
+                _ => "the NFS server did not start".to_string(),
+            };
+            ready.failed(&error);
+            return Err(error);
+        }
+    };
+    // The one line a script or a user reads to find the port.
+    eprintln!("ciofs: serving NFSv3 on {address}");
+    tracing::info!(%address, projects = ?args.tree.projects, "serving NFS");
+    ready.ready(&address.to_string());
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    server.abort();
+    Ok(())
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGHUP.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let wait = |s: &mut Option<tokio::signal::unix::Signal>| {
+        let s = s.take();
+        async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = wait(&mut term) => {}
+        _ = wait(&mut hangup) => {}
+    }
+}

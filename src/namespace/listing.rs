@@ -1,0 +1,134 @@
+//! Directory listings that stream page by page.
+//!
+//! A listing is a sequence of entries in a fixed order (settings files
+//! first, then children in Cloud Storage key order). Frontends ask for it in
+//! slices, each continuing after the inode number of the last entry they
+//! took (the cookie). A `DirStream` keeps the entries of the current page and
+//! the last ones it handed out, so a frontend that took fewer entries than it
+//! was given (a full FUSE reply buffer) continues without a new list call.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use ciofs_backends::gcs::ObjectMeta;
+use ciofs_frontends::{DirEntry, Fh, Ino};
+
+/// How many returned entries a stream keeps to serve a step back.
+const KEEP_RETURNED: usize = 1024;
+/// How many streams one directory handle keeps (NFS has one handle for all).
+const STREAMS_PER_HANDLE: usize = 8;
+/// How many directory handles keep streams at once.
+const MAX_HANDLES: usize = 4096;
+
+/// Where the next page of a listing comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing fetched yet.
+    Start,
+    /// Continue with this page token.
+    Token(String),
+    Done,
+}
+
+/// A child of a bucket directory, as a listing returns it.
+#[derive(Clone, Debug)]
+pub enum Child {
+    Object(Arc<ObjectMeta>),
+    /// The full prefix, ending with `/`.
+    Prefix(String),
+}
+
+impl Child {
+    /// The child's Cloud Storage key, which orders the listing.
+    pub fn key(&self) -> &str {
+        match self {
+            Child::Object(meta) => &meta.name,
+            Child::Prefix(full) => full,
+        }
+    }
+}
+
+pub struct DirStream {
+    pub returned: VecDeque<DirEntry>,
+    pub pending: VecDeque<DirEntry>,
+    pub next: Next,
+    /// The key of the last child handed on (or the cookie's, when a listing
+    /// resumes): children at or before it are not listed again.
+    pub last_key: Option<String>,
+    /// Prefixes of a page that sort after its last object, kept for the next
+    /// page (fake-gcs-server returns every prefix after the page's start).
+    pub carried: Vec<(String, Child)>,
+}
+
+impl DirStream {
+    pub fn new(first: Vec<DirEntry>, last_key: Option<String>) -> Self {
+        Self { returned: VecDeque::new(), pending: first.into(), next: Next::Start, last_key, carried: Vec::new() }
+    }
+
+    /// Whether the stream is positioned so that it can continue after
+    /// `after`: rewinds to it if it was handed out recently.
+    pub fn seek(&mut self, after: Ino) -> bool {
+        if after == 0 {
+            return self.returned.is_empty();
+        }
+        let Some(at) = self.returned.iter().rposition(|e| e.attr.ino == after) else {
+            return false;
+        };
+        while self.returned.len() > at + 1 {
+            if let Some(entry) = self.returned.pop_back() {
+                self.pending.push_front(entry);
+            }
+        }
+        true
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pending.is_empty() && self.next == Next::Done && self.carried.is_empty()
+    }
+
+    /// Hands out up to `max` pending entries.
+    pub fn take(&mut self, max: usize) -> Vec<DirEntry> {
+        let count = max.min(self.pending.len());
+        let entries: Vec<DirEntry> = self.pending.drain(..count).collect();
+        self.returned.extend(entries.iter().cloned());
+        while self.returned.len() > KEEP_RETURNED {
+            self.returned.pop_front();
+        }
+        entries
+    }
+}
+
+/// The open listings, by directory and handle.
+#[derive(Default)]
+pub struct DirStreams {
+    streams: Mutex<HashMap<(Ino, Fh), Vec<DirStream>>>,
+}
+
+impl DirStreams {
+    /// Takes out a stream of `dir` that can continue after `after`.
+    pub fn take(&self, dir: Ino, fh: Fh, after: Ino) -> Option<DirStream> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let list = streams.get_mut(&(dir, fh))?;
+        let at = list.iter_mut().position(|s| s.seek(after))?;
+        Some(list.remove(at))
+    }
+
+    pub fn put_back(&self, dir: Ino, fh: Fh, stream: DirStream) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.len() >= MAX_HANDLES && !streams.contains_key(&(dir, fh)) {
+            // Rare: many directories listed over NFS at once. Any will do.
+            if let Some(key) = streams.keys().next().copied() {
+                streams.remove(&key);
+            }
+        }
+        let list = streams.entry((dir, fh)).or_default();
+        if list.len() >= STREAMS_PER_HANDLE {
+            list.remove(0);
+        }
+        list.push(stream);
+    }
+
+    pub fn close(&self, dir: Ino, fh: Fh) {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&(dir, fh));
+    }
+}

@@ -1,0 +1,312 @@
+//! What a project looks like as files: the `Vfs` both frontends serve.
+//!
+//! `node` says which path is which resource, `inodes` numbers them,
+//! `storage` answers for Cloud Storage, `listing` streams directory pages,
+//! `reader` streams object bytes, `cache` remembers metadata for a while.
+
+mod cache;
+mod inodes;
+mod listing;
+pub mod node;
+mod reader;
+mod storage;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ciofs_backends::gcs::ObjectStore;
+use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, Vfs, VfsError, VfsResult};
+use tokio::sync::Mutex as AsyncMutex;
+
+use self::cache::MetaCache;
+use self::inodes::InodeTable;
+use self::listing::DirStreams;
+use self::node::{Node, Service};
+use self::reader::ObjectReader;
+
+pub use self::inodes::path_hash;
+
+/// How the tree looks to users; set from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// Entries per list call (Cloud Storage allows up to 1000).
+    pub page_size: u32,
+    /// How long listed or fetched metadata is trusted.
+    pub metadata_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            page_size: 1000,
+            metadata_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What an open file handle reads.
+enum Handle {
+    Object(Arc<AsyncMutex<ObjectReader>>),
+    /// A generated document, rendered once at open so the reader sees one
+    /// consistent version.
+    Document(Bytes),
+}
+
+/// Readers for NFS, which reads without opening: kept per inode.
+const NFS_READERS: usize = 64;
+
+pub struct Namespace {
+    projects: Vec<String>,
+    gcs: Arc<dyn ObjectStore>,
+    options: Options,
+    inodes: InodeTable,
+    cache: MetaCache,
+    streams: DirStreams,
+    handles: Mutex<HashMap<Fh, Handle>>,
+    next_fh: AtomicU64,
+    nfs_readers: Mutex<HashMap<Ino, Arc<AsyncMutex<ObjectReader>>>>,
+    /// The object generation each inode last had when opened, so that an
+    /// unchanged object keeps the kernel's page cache.
+    opened_generation: Mutex<HashMap<Ino, i64>>,
+}
+
+impl Namespace {
+    pub fn new(projects: Vec<String>, gcs: Arc<dyn ObjectStore>, options: Options) -> Self {
+        Self::with_inodes(projects, gcs, options, InodeTable::new())
+    }
+
+    /// A namespace whose inode numbers survive a restart (for NFS).
+    pub fn persistent(
+        projects: Vec<String>,
+        gcs: Arc<dyn ObjectStore>,
+        options: Options,
+        journal: &Path,
+    ) -> std::io::Result<Self> {
+        let inodes = InodeTable::persistent(journal)?;
+        Ok(Self::with_inodes(projects, gcs, options, inodes))
+    }
+
+    fn with_inodes(projects: Vec<String>, gcs: Arc<dyn ObjectStore>, options: Options, inodes: InodeTable) -> Self {
+        let cache = MetaCache::new(options.metadata_ttl);
+        Self {
+            projects,
+            gcs,
+            options,
+            inodes,
+            cache,
+            streams: DirStreams::default(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            nfs_readers: Mutex::new(HashMap::new()),
+            opened_generation: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn node(&self, ino: Ino) -> VfsResult<Node> {
+        self.inodes
+            .node(ino)
+            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))
+    }
+
+    fn attr(&self, ino: Ino, generation: u64, kind: FileKind, size: u64, mtime: SystemTime) -> Attr {
+        let perm = match kind {
+            FileKind::Directory => self.options.dir_mode,
+            FileKind::File => self.options.file_mode,
+        };
+        Attr { ino, kind, size, mtime, perm, uid: self.options.uid, gid: self.options.gid, generation }
+    }
+
+    /// Numbers `node` and gives its attributes from what is already known.
+    fn entry(&self, node: Node, size: u64, mtime: SystemTime) -> DirEntry {
+        let kind = if node.is_dir() { FileKind::Directory } else { FileKind::File };
+        let name = node.path().rsplit('/').next().unwrap_or_default().to_string();
+        let (ino, generation) = self.inodes.remember(&node);
+        DirEntry { name, attr: self.attr(ino, generation, kind, size, mtime) }
+    }
+
+    fn dir_entry(&self, node: Node) -> DirEntry {
+        self.entry(node, 0, SystemTime::UNIX_EPOCH)
+    }
+
+    fn new_handle(&self, handle: Handle) -> Fh {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, handle);
+        fh
+    }
+
+    /// The fixed children of the tree's upper levels, or None for a
+    /// directory whose children come from Google.
+    fn fixed_children(&self, node: &Node) -> Option<Vec<Node>> {
+        match node {
+            Node::Root => Some(self.projects.iter().map(|p| Node::Project { project: p.clone() }).collect()),
+            Node::Project { project } => Some(
+                Service::ALL.into_iter().map(|service| Node::Service { project: project.clone(), service }).collect(),
+            ),
+            // BigQuery and Pub/Sub come with their issues.
+            Node::Service { service: Service::BigQuery | Service::PubSub, .. } => Some(Vec::new()),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Vfs for Namespace {
+    async fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        let dir = self.node(parent)?;
+        // NFS clients look up `.` and `..`; FUSE answers them in the kernel.
+        match name {
+            "." => return self.getattr(parent).await,
+            ".." => {
+                let (ino, _) = self.inodes.remember(&dir.parent());
+                return self.getattr(ino).await;
+            }
+            _ => {}
+        }
+        if let Some(children) = self.fixed_children(&dir) {
+            let child = children
+                .into_iter()
+                .find(|c| c.path().rsplit('/').next() == Some(name))
+                .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
+            return Ok(self.dir_entry(child).attr);
+        }
+        Ok(self.storage_lookup(&dir, name).await?.attr)
+    }
+
+    async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
+        let node = self.node(ino)?;
+        let generation = self.inodes.generation(ino).unwrap_or(0);
+        let (size, mtime) = self.storage_stat(&node).await?;
+        let kind = if node.is_dir() { FileKind::Directory } else { FileKind::File };
+        Ok(self.attr(ino, generation, kind, size, mtime))
+    }
+
+    fn generation(&self, ino: Ino) -> Option<u64> {
+        self.inodes.generation(ino)
+    }
+
+    fn forget(&self, ino: Ino, count: u64) {
+        self.inodes.forget(ino, count);
+    }
+
+    async fn opendir(&self, ino: Ino) -> VfsResult<Fh> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(VfsError::new(libc::ENOTDIR, format!("{node}: not a directory")));
+        }
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn releasedir(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
+        self.streams.close(ino, fh);
+        Ok(())
+    }
+
+    async fn readdir(&self, dir: Ino, fh: Option<Fh>, after: Ino, max: usize) -> VfsResult<DirPage> {
+        let node = self.node(dir)?;
+        if let Some(children) = self.fixed_children(&node) {
+            let entries: Vec<DirEntry> = children.into_iter().map(|c| self.dir_entry(c)).collect();
+            let start = match after {
+                0 => 0,
+                _ => entries.iter().position(|e| e.attr.ino == after).map_or(entries.len(), |i| i + 1),
+            };
+            let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
+            let eof = page.len() < max;
+            return Ok(DirPage { entries: page, eof });
+        }
+        self.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
+    }
+
+    async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
+        let node = self.node(ino)?;
+        if flags.write || flags.truncate || flags.append {
+            return Err(VfsError::read_only(format!("{node}: open for write")));
+        }
+        match &node {
+            Node::Object { .. } => {
+                let reader = self.object_reader(&node).await?;
+                let generation = reader.version().generation;
+                let mut opened = self.opened_generation.lock().unwrap_or_else(|e| e.into_inner());
+                let keep_cache = opened.insert(ino, generation) == Some(generation);
+                let fh = self.new_handle(Handle::Object(Arc::new(AsyncMutex::new(reader))));
+                Ok(Opened { fh, direct_io: false, keep_cache })
+            }
+            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
+                let document = self.render_document(&node).await?;
+                Ok(Opened { fh: self.new_handle(Handle::Document(document)), direct_io: false, keep_cache: false })
+            }
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+        }
+    }
+
+    async fn release(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+        Ok(())
+    }
+
+    async fn read(&self, ino: Ino, fh: Option<Fh>, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
+        let handle = fh.and_then(|fh| {
+            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles.get(&fh).map(|h| match h {
+                Handle::Object(reader) => Handle::Object(reader.clone()),
+                Handle::Document(bytes) => Handle::Document(bytes.clone()),
+            })
+        });
+        let handle = match handle {
+            Some(handle) => handle,
+            None => self.handle_without_open(ino).await?,
+        };
+        match handle {
+            Handle::Object(reader) => {
+                let mut reader = reader.lock().await;
+                reader.read(offset, len).await.map_err(crate::errors::vfs_error)
+            }
+            Handle::Document(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(len as usize).min(bytes.len());
+                Ok((bytes.slice(start..end), end == bytes.len()))
+            }
+        }
+    }
+}
+
+impl Namespace {
+    /// What NFS reads through, having no open: a reader per inode, replaced
+    /// when the object's generation changed.
+    async fn handle_without_open(&self, ino: Ino) -> VfsResult<Handle> {
+        let node = self.node(ino)?;
+        match &node {
+            Node::Object { .. } => {
+                let current = self.object_meta(&node).await?;
+                if let Some(reader) = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
+                    && reader.try_lock().is_ok_and(|r| r.version().generation == current.generation)
+                {
+                    return Ok(Handle::Object(reader.clone()));
+                }
+                let reader = Arc::new(AsyncMutex::new(self.object_reader(&node).await?));
+                let mut readers = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner());
+                if readers.len() >= NFS_READERS {
+                    readers.clear();
+                }
+                readers.insert(ino, reader.clone());
+                Ok(Handle::Object(reader))
+            }
+            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
+                Ok(Handle::Document(self.render_document(&node).await?))
+            }
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Which resource a path is. A `Node` is the authority on names: its path
+//! from the mount root identifies it, and its inode number derives from
+//! that path.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The directory that holds metadata documents in a bucket or prefix.
+pub const META_DIR: &str = ".meta";
+/// The bucket's own document in the bucket root's `.meta/`.
+pub const BUCKET_META: &str = "_bucket.json";
+/// Suffix of an object's document in `.meta/`.
+pub const META_SUFFIX: &str = ".json";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Service {
+    Storage,
+    BigQuery,
+    PubSub,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Storage, Service::BigQuery, Service::PubSub];
+
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Service::Storage => "storage",
+            Service::BigQuery => "bigquery",
+            Service::PubSub => "pubsub",
+        }
+    }
+
+    pub fn from_dir_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.dir_name() == name)
+    }
+}
+
+/// A resource, or a part of the tree ciofs makes up around resources.
+///
+/// Object names and prefixes are full Cloud Storage names; a prefix ends with
+/// `/` (or is empty for the bucket root).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Node {
+    Root,
+    Project {
+        project: String,
+    },
+    Service {
+        project: String,
+        service: Service,
+    },
+    /// A bucket's root directory, or a prefix inside it.
+    Dir {
+        project: String,
+        bucket: String,
+        prefix: String,
+    },
+    Object {
+        project: String,
+        bucket: String,
+        name: String,
+    },
+    /// The `.meta/` of the directory at `prefix`.
+    MetaDir {
+        project: String,
+        bucket: String,
+        prefix: String,
+    },
+    ObjectMeta {
+        project: String,
+        bucket: String,
+        name: String,
+    },
+    BucketMeta {
+        project: String,
+        bucket: String,
+    },
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(
+            self,
+            Node::Root | Node::Project { .. } | Node::Service { .. } | Node::Dir { .. } | Node::MetaDir { .. }
+        )
+    }
+
+    /// The directory this node is in (the root is its own parent).
+    pub fn parent(&self) -> Node {
+        match self {
+            Node::Root | Node::Project { .. } => Node::Root,
+            Node::Service { project, .. } => Node::Project { project: project.clone() },
+            Node::Dir { project, bucket, prefix } if prefix.is_empty() => {
+                Node::Service { project: project.clone(), service: Service::Storage }
+            }
+            Node::Dir { project, bucket, prefix } => Node::Dir {
+                project: project.clone(),
+                bucket: bucket.clone(),
+                prefix: split_name(prefix.trim_end_matches('/')).0.to_string(),
+            },
+            Node::Object { project, bucket, name } => {
+                Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: split_name(name).0.to_string() }
+            }
+            Node::MetaDir { project, bucket, prefix } => {
+                Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: prefix.clone() }
+            }
+            Node::ObjectMeta { project, bucket, name } => Node::MetaDir {
+                project: project.clone(),
+                bucket: bucket.clone(),
+                prefix: split_name(name).0.to_string(),
+            },
+            Node::BucketMeta { project, bucket } => {
+                Node::MetaDir { project: project.clone(), bucket: bucket.clone(), prefix: String::new() }
+            }
+        }
+    }
+
+    /// The path from the mount root, without a leading `/`. Unique per node.
+    pub fn path(&self) -> String {
+        match self {
+            Node::Root => String::new(),
+            Node::Project { project } => project.clone(),
+            Node::Service { project, service } => format!("{project}/{}", service.dir_name()),
+            Node::Dir { project, bucket, prefix } => {
+                format!("{project}/storage/{bucket}/{prefix}").trim_end_matches('/').to_string()
+            }
+            Node::Object { project, bucket, name } => format!("{project}/storage/{bucket}/{name}"),
+            Node::MetaDir { project, bucket, prefix } => format!("{project}/storage/{bucket}/{prefix}{META_DIR}"),
+            Node::ObjectMeta { project, bucket, name } => {
+                let (dir, base) = split_name(name);
+                format!("{project}/storage/{bucket}/{dir}{META_DIR}/{base}{META_SUFFIX}")
+            }
+            Node::BucketMeta { project, bucket } => format!("{project}/storage/{bucket}/{META_DIR}/{BUCKET_META}"),
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}", self.path())
+    }
+}
+
+/// Splits an object name into its directory prefix (ending with `/`, or
+/// empty) and its last segment.
+pub fn split_name(name: &str) -> (&str, &str) {
+    match name.rfind('/') {
+        Some(at) => (&name[..=at], &name[at + 1..]),
+        None => ("", name),
+    }
+}
+
+/// Why a Cloud Storage name segment cannot be shown as a file name, if it
+/// cannot. Such objects are left out of listings (and logged); see
+/// docs/SEMANTICS.md.
+pub fn unusable_segment(segment: &str) -> Option<&'static str> {
+    if segment.is_empty() {
+        Some("empty path segment")
+    } else if segment == "." || segment == ".." {
+        Some("`.` or `..` segment")
+    } else if segment.len() > 255 {
+        Some("segment longer than 255 bytes")
+    } else if segment.contains('\0') {
+        Some("NUL byte in name")
+    } else if segment == META_DIR {
+        Some("`.meta` is reserved for metadata documents")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(prefix: &str) -> Node {
+        Node::Dir { project: "p".into(), bucket: "b".into(), prefix: prefix.into() }
+    }
+
+    #[test]
+    fn paths_are_unique_and_readable() {
+        assert_eq!(Node::Root.path(), "");
+        assert_eq!(dir("").path(), "p/storage/b");
+        assert_eq!(dir("a/c/").path(), "p/storage/b/a/c");
+        let meta = Node::ObjectMeta { project: "p".into(), bucket: "b".into(), name: "a/x.txt".into() };
+        assert_eq!(meta.path(), "p/storage/b/a/.meta/x.txt.json");
+        let bucket_meta = Node::BucketMeta { project: "p".into(), bucket: "b".into() };
+        assert_eq!(bucket_meta.path(), "p/storage/b/.meta/_bucket.json");
+        assert_eq!(bucket_meta.parent().parent(), dir(""));
+        assert_eq!(dir("a/c/").parent(), dir("a/"));
+        assert_eq!(meta.parent().parent(), dir("a/"));
+        assert_eq!(dir("").parent().parent().parent(), Node::Root);
+    }
+
+    #[test]
+    fn unusable_segments_are_named() {
+        assert!(unusable_segment("ok.txt").is_none());
+        assert!(unusable_segment("").is_some());
+        assert!(unusable_segment("..").is_some());
+        assert!(unusable_segment(&"x".repeat(256)).is_some());
+        assert!(unusable_segment(".meta").is_some());
+        assert!(unusable_segment(&"x".repeat(255)).is_none());
+    }
+
+    #[test]
+    fn split_name_separates_prefix() {
+        assert_eq!(split_name("a/b/c"), ("a/b/", "c"));
+        assert_eq!(split_name("c"), ("", "c"));
+    }
+}

@@ -1,0 +1,430 @@
+//! Cloud Storage as files: buckets and prefixes are directories, objects are
+//! files, and each directory's `.meta/` holds the metadata documents.
+//!
+//! Listings take attributes from the list call itself (no call per entry)
+//! and fill the metadata cache, so the `stat` that follows a `readdir` costs
+//! nothing. A name that is both an object and a prefix shows as the
+//! directory; names that cannot be file names are left out (docs/SEMANTICS.md).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use ciofs_backends::ErrorKind;
+use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta};
+use ciofs_frontends::{DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
+
+use super::Namespace;
+use super::cache::{Known, key};
+use super::listing::{Child, DirStream, Next};
+use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
+use super::reader::{ObjectReader, ObjectVersion};
+use crate::documents;
+use crate::errors::vfs_error;
+
+impl Namespace {
+    /// Finds `name` in a storage directory.
+    pub(super) async fn storage_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+        let missing = || VfsError::not_found(format!("{dir}/{name}"));
+        match dir {
+            Node::Service { project, service: Service::Storage } => {
+                let bucket = self.bucket_meta(name).await?;
+                Ok(self.bucket_entry(project, &bucket))
+            }
+            Node::Dir { project, bucket, prefix } => {
+                if name == META_DIR {
+                    return Ok(self.dir_entry(Node::MetaDir {
+                        project: project.clone(),
+                        bucket: bucket.clone(),
+                        prefix: prefix.clone(),
+                    }));
+                }
+                if unusable_segment(name).is_some() {
+                    return Err(missing());
+                }
+                let full = format!("{prefix}{name}");
+                match self.resolve(bucket, &full).await? {
+                    Known::Prefix => Ok(self.dir_entry(Node::Dir {
+                        project: project.clone(),
+                        bucket: bucket.clone(),
+                        prefix: format!("{full}/"),
+                    })),
+                    Known::Object(meta) => Ok(self.object_entry(project, &meta)),
+                    _ => Err(missing()),
+                }
+            }
+            Node::MetaDir { project, bucket, prefix } => {
+                if prefix.is_empty() && name == BUCKET_META {
+                    let meta = self.bucket_meta(bucket).await?;
+                    return Ok(self.bucket_meta_entry(project, &meta));
+                }
+                let Some(object) = name.strip_suffix(META_SUFFIX).filter(|o| unusable_segment(o).is_none()) else {
+                    return Err(missing());
+                };
+                match self.resolve(bucket, &format!("{prefix}{object}")).await? {
+                    Known::Object(meta) => Ok(self.object_meta_entry(project, &meta)),
+                    _ => Err(missing()),
+                }
+            }
+            _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+        }
+    }
+
+    /// Size and mtime of a storage node, from the cache where it can.
+    pub(super) async fn storage_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+        match node {
+            Node::Dir { bucket, prefix, .. } if prefix.is_empty() => {
+                let meta = self.bucket_meta(bucket).await?;
+                Ok((0, meta.created.unwrap_or(SystemTime::UNIX_EPOCH)))
+            }
+            Node::Object { .. } => {
+                let meta = self.object_meta(node).await?;
+                Ok((meta.size, modified(&meta)))
+            }
+            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
+                let (document, mtime) = self.document(node).await?;
+                Ok((document.len() as u64, mtime))
+            }
+            _ => Ok((0, SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    /// The current metadata of an object node.
+    pub(super) async fn object_meta(&self, node: &Node) -> VfsResult<Arc<ObjectMeta>> {
+        let (Node::Object { bucket, name, .. } | Node::ObjectMeta { bucket, name, .. }) = node else {
+            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+        };
+        let cache_key = key(bucket, name);
+        if let Some(Known::Object(meta)) = self.cache.get(&cache_key) {
+            return Ok(meta);
+        }
+        match self.gcs.get_object(bucket, name).await {
+            Ok(meta) => {
+                let meta = Arc::new(meta);
+                self.cache.put(cache_key, Known::Object(meta.clone()));
+                Ok(meta)
+            }
+            Err(e) => {
+                if e.kind == ErrorKind::NotFound {
+                    self.cache.put(cache_key, Known::Absent);
+                }
+                Err(vfs_error(e))
+            }
+        }
+    }
+
+    pub(super) async fn object_reader(&self, node: &Node) -> VfsResult<ObjectReader> {
+        let meta = self.object_meta(node).await?;
+        let version = ObjectVersion {
+            bucket: meta.bucket.clone(),
+            name: meta.name.clone(),
+            generation: meta.generation,
+            size: meta.size,
+        };
+        Ok(ObjectReader::new(self.gcs.clone(), version))
+    }
+
+    pub(super) async fn render_document(&self, node: &Node) -> VfsResult<Bytes> {
+        Ok(self.document(node).await?.0)
+    }
+
+    /// A metadata document and its mtime.
+    async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        match node {
+            Node::ObjectMeta { .. } => {
+                let meta = self.object_meta(node).await?;
+                Ok((documents::object_document(&meta).into(), modified(&meta)))
+            }
+            Node::BucketMeta { bucket, .. } => {
+                let meta = self.bucket_meta(bucket).await?;
+                let mtime = meta.updated.or(meta.created).unwrap_or(SystemTime::UNIX_EPOCH);
+                Ok((documents::bucket_document(&meta).into(), mtime))
+            }
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+        }
+    }
+
+    async fn bucket_meta(&self, bucket: &str) -> VfsResult<Arc<BucketMeta>> {
+        if unusable_segment(bucket).is_some() {
+            return Err(VfsError::not_found(format!("bucket {bucket}")));
+        }
+        let cache_key = key(bucket, "");
+        match self.cache.get(&cache_key) {
+            Some(Known::Bucket(meta)) => return Ok(meta),
+            Some(Known::Absent) => return Err(VfsError::not_found(format!("bucket {bucket}"))),
+            _ => {}
+        }
+        match self.gcs.get_bucket(bucket).await {
+            Ok(meta) => {
+                let meta = Arc::new(meta);
+                self.cache.put(cache_key, Known::Bucket(meta.clone()));
+                Ok(meta)
+            }
+            Err(e) => {
+                if e.kind == ErrorKind::NotFound {
+                    self.cache.put(cache_key, Known::Absent);
+                }
+                Err(vfs_error(e))
+            }
+        }
+    }
+
+    /// Whether `name` in `bucket` is a prefix (wins), an object, or absent:
+    /// from the cache, else one get and one single-entry list, concurrently.
+    async fn resolve(&self, bucket: &str, name: &str) -> VfsResult<Known> {
+        let prefix_key = key(bucket, &format!("{name}/"));
+        let object_key = key(bucket, name);
+        match (self.cache.get(&prefix_key), self.cache.get(&object_key)) {
+            (Some(Known::Prefix), _) => return Ok(Known::Prefix),
+            (_, Some(known @ Known::Object(_))) => return Ok(known),
+            (Some(Known::Absent), Some(Known::Absent)) => return Ok(Known::Absent),
+            _ => {}
+        }
+        let probe = ListObjects {
+            bucket: bucket.to_string(),
+            prefix: format!("{name}/"),
+            delimiter: Some("/".to_string()),
+            page_size: 1,
+            ..Default::default()
+        };
+        let (listed, got) = tokio::join!(self.gcs.list_objects(&probe), self.gcs.get_object(bucket, name));
+        let listed = listed.map_err(vfs_error)?;
+        if !listed.objects.is_empty() || !listed.prefixes.is_empty() {
+            self.cache.put(prefix_key, Known::Prefix);
+            return Ok(Known::Prefix);
+        }
+        self.cache.put(prefix_key, Known::Absent);
+        match got {
+            Ok(meta) => {
+                let known = Known::Object(Arc::new(meta));
+                self.cache.put(object_key, known.clone());
+                Ok(known)
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                self.cache.put(object_key, Known::Absent);
+                Ok(Known::Absent)
+            }
+            Err(e) => Err(vfs_error(e)),
+        }
+    }
+
+    fn bucket_entry(&self, project: &str, bucket: &BucketMeta) -> DirEntry {
+        let node = Node::Dir { project: project.to_string(), bucket: bucket.name.clone(), prefix: String::new() };
+        self.entry(node, 0, bucket.created.unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    fn bucket_meta_entry(&self, project: &str, bucket: &BucketMeta) -> DirEntry {
+        let size = documents::bucket_document(bucket).len() as u64;
+        let node = Node::BucketMeta { project: project.to_string(), bucket: bucket.name.clone() };
+        self.entry(node, size, bucket.updated.or(bucket.created).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    fn object_entry(&self, project: &str, meta: &ObjectMeta) -> DirEntry {
+        let node = Node::Object { project: project.to_string(), bucket: meta.bucket.clone(), name: meta.name.clone() };
+        self.entry(node, meta.size, modified(meta))
+    }
+
+    fn object_meta_entry(&self, project: &str, meta: &ObjectMeta) -> DirEntry {
+        let size = documents::object_document(meta).len() as u64;
+        let node =
+            Node::ObjectMeta { project: project.to_string(), bucket: meta.bucket.clone(), name: meta.name.clone() };
+        self.entry(node, size, modified(meta))
+    }
+
+    /// A slice of a storage directory's listing, continuing after `after`.
+    pub(super) async fn storage_readdir(
+        &self,
+        dir: &Node,
+        ino: Ino,
+        fh: Fh,
+        after: Ino,
+        max: usize,
+    ) -> VfsResult<DirPage> {
+        let mut stream = match self.streams.take(ino, fh, after) {
+            Some(stream) => stream,
+            None => self.new_stream(dir, after).await?,
+        };
+        let mut entries = Vec::new();
+        while entries.len() < max {
+            if stream.pending.is_empty() && stream.next != Next::Done {
+                if let Err(e) = self.fetch_page(dir, &mut stream).await {
+                    // Keep the stream: the frontend may retry from here.
+                    self.streams.put_back(ino, fh, stream);
+                    return Err(e);
+                }
+                continue;
+            }
+            let taken = stream.take(max - entries.len());
+            if taken.is_empty() {
+                break;
+            }
+            entries.extend(taken);
+        }
+        let eof = stream.is_done();
+        self.streams.put_back(ino, fh, stream);
+        Ok(DirPage { entries, eof })
+    }
+
+    /// A stream positioned after the entry `after` (0: at the start).
+    async fn new_stream(&self, dir: &Node, after: Ino) -> VfsResult<DirStream> {
+        if after == 0 {
+            let fixed = self.fixed_entries(dir).await?;
+            return Ok(DirStream::new(fixed, None));
+        }
+        // Resuming a listing we no longer hold (NFS after a restart, or a
+        // seekdir): continue after the cookie's entry.
+        let resume = self
+            .inodes
+            .node(after)
+            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("{dir}: unknown directory cookie {after}")))?;
+        let last_key = match &resume {
+            // A fixed entry: the children follow from the start.
+            Node::MetaDir { .. } | Node::BucketMeta { .. } => None,
+            Node::Dir { bucket, prefix, .. } if prefix.is_empty() => Some(bucket.clone()),
+            Node::Dir { prefix, .. } => Some(prefix.clone()),
+            Node::Object { name, .. } | Node::ObjectMeta { name, .. } => Some(name.clone()),
+            _ => return Err(VfsError::new(libc::EINVAL, format!("{dir}: cookie {after} is not in it"))),
+        };
+        Ok(DirStream::new(Vec::new(), last_key))
+    }
+
+    /// The entries a directory lists before its children: the settings.
+    async fn fixed_entries(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
+        Ok(match dir {
+            Node::Dir { project, bucket, prefix } => vec![self.dir_entry(Node::MetaDir {
+                project: project.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            })],
+            Node::MetaDir { project, bucket, prefix } if prefix.is_empty() => {
+                let meta = self.bucket_meta(bucket).await?;
+                vec![self.bucket_meta_entry(project, &meta)]
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    /// Fetches the next page of `dir`'s listing into the stream.
+    async fn fetch_page(&self, dir: &Node, stream: &mut DirStream) -> VfsResult<()> {
+        let token = match &stream.next {
+            Next::Token(token) => Some(token.clone()),
+            _ => None,
+        };
+        match dir {
+            Node::Service { project, service: Service::Storage } => {
+                let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
+                for bucket in page.buckets {
+                    if unusable_segment(&bucket.name).is_some() {
+                        continue;
+                    }
+                    let entry = self.bucket_entry(project, &bucket);
+                    self.cache.put(key(&bucket.name, ""), Known::Bucket(Arc::new(bucket)));
+                    if stream.last_key.as_ref().is_none_or(|last| entry.name > *last) {
+                        stream.last_key = Some(entry.name.clone());
+                        stream.pending.push_back(entry);
+                    }
+                }
+                stream.next = page.next_page_token.map_or(Next::Done, Next::Token);
+                Ok(())
+            }
+            Node::Dir { project, bucket, prefix } => self.fetch_objects(project, bucket, prefix, false, stream).await,
+            Node::MetaDir { project, bucket, prefix } => {
+                self.fetch_objects(project, bucket, prefix, true, stream).await
+            }
+            _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+        }
+    }
+
+    /// One list call of a bucket directory: its objects and prefixes merged
+    /// in key order (or, for `.meta/`, one document per object).
+    async fn fetch_objects(
+        &self,
+        project: &str,
+        bucket: &str,
+        prefix: &str,
+        documents_only: bool,
+        stream: &mut DirStream,
+    ) -> VfsResult<()> {
+        let request = ListObjects {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            delimiter: Some("/".to_string()),
+            page_token: match &stream.next {
+                Next::Token(token) => Some(token.clone()),
+                _ => None,
+            },
+            page_size: self.options.page_size,
+            start_offset: match stream.next {
+                Next::Start => stream.last_key.clone(),
+                _ => None,
+            },
+        };
+        let page = self.gcs.list_objects(&request).await.map_err(vfs_error)?;
+        stream.next = page.next_page_token.clone().map_or(Next::Done, Next::Token);
+        // With more pages to come, only what sorts before the page's last
+        // object is sure to be in order; later prefixes wait.
+        let boundary = match stream.next {
+            Next::Done => None,
+            _ => page.objects.iter().map(|o| o.name.clone()).max(),
+        };
+        let mut children: BTreeMap<String, (String, Child)> =
+            stream.carried.drain(..).map(|(name, child)| (child.key().to_string(), (name, child))).collect();
+        for meta in page.objects {
+            let name = meta.name.get(prefix.len()..).unwrap_or_default().to_string();
+            // `prefix` itself is the directory's placeholder object.
+            if name.is_empty() || !meta.name.starts_with(prefix) {
+                continue;
+            }
+            let meta = Arc::new(meta);
+            self.cache.put(key(bucket, &meta.name), Known::Object(meta.clone()));
+            children.insert(meta.name.clone(), (name, Child::Object(meta)));
+        }
+        for full in page.prefixes {
+            let Some(name) = full.strip_prefix(prefix).and_then(|n| n.strip_suffix('/')) else {
+                continue;
+            };
+            self.cache.put(key(bucket, &full), Known::Prefix);
+            children.insert(full.clone(), (name.to_string(), Child::Prefix(full.clone())));
+        }
+        let prefix_names: HashSet<String> = children
+            .values()
+            .filter(|(_, child)| matches!(child, Child::Prefix(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for (child_key, (name, child)) in children {
+            if stream.last_key.as_ref().is_some_and(|last| child_key <= *last) {
+                continue;
+            }
+            if boundary.as_ref().is_some_and(|b| child_key > *b) {
+                stream.carried.push((name, child));
+                continue;
+            }
+            if let Some(why) = unusable_segment(&name) {
+                tracing::warn!(bucket, name = %child_key, why, "not shown: cannot be a file name");
+                continue;
+            }
+            let entry = match (&child, documents_only) {
+                (Child::Object(_), _) if prefix_names.contains(&name) => {
+                    tracing::warn!(bucket, name = %child_key, "object hidden by a directory of the same name");
+                    continue;
+                }
+                (Child::Object(meta), false) => self.object_entry(project, meta),
+                (Child::Object(meta), true) => self.object_meta_entry(project, meta),
+                (Child::Prefix(full), false) => self.dir_entry(Node::Dir {
+                    project: project.to_string(),
+                    bucket: bucket.to_string(),
+                    prefix: full.clone(),
+                }),
+                (Child::Prefix(_), true) => continue,
+            };
+            stream.last_key = Some(child_key);
+            stream.pending.push_back(entry);
+        }
+        Ok(())
+    }
+}
+
+fn modified(meta: &ObjectMeta) -> SystemTime {
+    meta.updated.or(meta.created).unwrap_or(SystemTime::UNIX_EPOCH)
+}
