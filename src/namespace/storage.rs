@@ -314,7 +314,10 @@ impl Namespace {
         match dir {
             Node::Service { project, service: Service::Storage } => {
                 let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
-                for bucket in page.buckets {
+                // Sorted here: fake-gcs-server lists buckets in no order.
+                let mut buckets = page.buckets;
+                buckets.sort_by(|a, b| a.name.cmp(&b.name));
+                for bucket in buckets {
                     if unusable_segment(&bucket.name).is_some() {
                         continue;
                     }

