@@ -310,3 +310,6 @@ impl Namespace {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! The namespace's logic against the in-memory Cloud Storage: which calls
+//! a listing makes, paging and cookies, names that cannot be files.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ciofs_backends::memory::MemoryGcs;
+use ciofs_frontends::{FileKind, Ino, ROOT_INO, Vfs};
+
+use super::{Namespace, Options};
+
+fn namespace(gcs: &Arc<MemoryGcs>, page_size: u32) -> Namespace {
+    let options = Options { page_size, ..Options::default() };
+    Namespace::new(vec!["p".to_string()], gcs.clone(), options)
+}
+
+async fn walk(ns: &Namespace, path: &str) -> Ino {
+    let mut ino = ROOT_INO;
+    for part in path.split('/') {
+        ino = ns.lookup(ino, part).await.unwrap_or_else(|e| panic!("{path}: {e}")).ino;
+    }
+    ino
+}
+
+/// Every name of a directory, `max` entries per readdir call.
+async fn names(ns: &Namespace, dir: Ino, max: usize) -> Vec<String> {
+    let (mut names, mut after) = (Vec::new(), 0);
+    loop {
+        let page = ns.readdir(dir, Some(7), after, max).await.unwrap();
+        names.extend(page.entries.iter().map(|e| e.name.clone()));
+        match page.entries.last() {
+            Some(last) if !page.eof => after = last.attr.ino,
+            _ => return names,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_listing_makes_one_call_per_page_and_no_call_per_entry() {
+    let gcs = Arc::new(MemoryGcs::new());
+    for i in 0..250 {
+        gcs.put_object("b", &format!("d/f{i:03}"), vec![0; i]);
+    }
+    let ns = namespace(&gcs, 100);
+    let dir = walk(&ns, "p/storage/b/d").await;
+    let before = gcs.calls.list_objects.load(Ordering::SeqCst);
+    let listed = names(&ns, dir, 30).await;
+    assert_eq!(listed.len(), 251);
+    assert_eq!(listed[0], ".meta");
+    assert_eq!(gcs.calls.list_objects.load(Ordering::SeqCst) - before, 3, "250 entries, 100 a page");
+    // `ls -l` then stats each entry: all from the listing.
+    let gets = gcs.calls.get_object.load(Ordering::SeqCst);
+    for i in [0, 17, 249] {
+        let attr = ns.lookup(dir, &format!("f{i:03}")).await.unwrap();
+        assert_eq!((attr.kind, attr.size), (FileKind::File, i as u64));
+        ns.getattr(attr.ino).await.unwrap();
+    }
+    assert_eq!(gcs.calls.get_object.load(Ordering::SeqCst), gets, "no get per entry");
+}
+
+#[tokio::test]
+async fn a_listing_resumes_from_a_cookie_after_its_stream_is_gone() {
+    let gcs = Arc::new(MemoryGcs::new());
+    for name in ["a", "b/x", "c", "d/y", "e"] {
+        gcs.put_object("b", name, "1");
+    }
+    let ns = namespace(&gcs, 2);
+    let dir = walk(&ns, "p/storage/b").await;
+    let first = ns.readdir(dir, None, 0, 3).await.unwrap();
+    let got: Vec<&str> = first.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(got, [".meta", "a", "b"]);
+    // A new handle (as after an NFS restart) continues from the cookie alone.
+    let rest = ns.readdir(dir, Some(99), first.entries[2].attr.ino, 10).await.unwrap();
+    let got: Vec<&str> = rest.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(got, ["c", "d", "e"]);
+    assert!(rest.eof);
+    // A step back within what was handed out does not list again.
+    let calls = gcs.calls.list_objects.load(Ordering::SeqCst);
+    let again = ns.readdir(dir, Some(99), rest.entries[0].attr.ino, 10).await.unwrap();
+    let got: Vec<&str> = again.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(got, ["d", "e"]);
+    assert_eq!(gcs.calls.list_objects.load(Ordering::SeqCst), calls);
+}
+
+#[tokio::test]
+async fn odd_names_are_left_out_and_a_prefix_wins_over_an_object() {
+    let gcs = Arc::new(MemoryGcs::new());
+    let long = "l".repeat(256);
+    for name in ["ok", "both", "both/in", "x//y", "dot/./z", ".meta/q", long.as_str(), "empty/"] {
+        gcs.put_object("b", name, "1");
+    }
+    let ns = namespace(&gcs, 1000);
+    let root = walk(&ns, "p/storage/b").await;
+    assert_eq!(names(&ns, root, 100).await, [".meta", "both", "dot", "empty", "ok", "x"]);
+    assert_eq!(ns.lookup(root, "both").await.unwrap().kind, FileKind::Directory);
+    let x = walk(&ns, "p/storage/b/x").await;
+    assert_eq!(names(&ns, x, 100).await, [".meta"]);
+    assert_eq!(ns.lookup(x, "").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(ns.lookup(root, &long).await.unwrap_err().errno(), libc::ENOENT);
+    let empty = walk(&ns, "p/storage/b/empty").await;
+    assert_eq!(names(&ns, empty, 100).await, [".meta"], "the placeholder is not a file");
+}
+
+#[tokio::test]
+async fn meta_documents_list_after_the_bucket_document_with_exact_sizes() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "one.txt", "1");
+    gcs.put_object("b", "sub/two.txt", "22");
+    let ns = namespace(&gcs, 1000);
+    let meta = walk(&ns, "p/storage/b/.meta").await;
+    assert_eq!(names(&ns, meta, 100).await, ["_bucket.json", "one.txt.json"]);
+    let attr = ns.lookup(meta, "one.txt.json").await.unwrap();
+    let (bytes, eof) = ns.read(attr.ino, None, 0, 1 << 20).await.unwrap();
+    assert!(eof);
+    assert_eq!(bytes.len() as u64, attr.size);
+    let sub_meta = walk(&ns, "p/storage/b/sub/.meta").await;
+    assert_eq!(names(&ns, sub_meta, 100).await, ["two.txt.json"]);
+    assert_eq!(ns.lookup(sub_meta, "_bucket.json").await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn dot_and_dotdot_resolve_for_nfs_and_unknown_inodes_are_stale() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "a/b/c", "1");
+    let ns = namespace(&gcs, 1000);
+    let b = walk(&ns, "p/storage/b/a/b").await;
+    let a = walk(&ns, "p/storage/b/a").await;
+    assert_eq!(ns.lookup(b, "..").await.unwrap().ino, a);
+    assert_eq!(ns.lookup(b, ".").await.unwrap().ino, b);
+    assert_eq!(ns.getattr(12345).await.unwrap_err().errno(), libc::ESTALE);
+}
