@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 type Conn = Nfs3Connection<TokioIo<TcpStream>>;
 
 async fn connect(port: u16) -> Conn {
-    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1".to_string(), "/")
+    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
         .portmapper_port(port)
         .mount_port(port)
         .nfs3_port(port)

@@ -28,8 +28,7 @@ pub fn bucket_name(test: &str) -> String {
 }
 
 pub fn run(command: &mut Command) -> Output {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    output
+    command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
 }
 
 /// Runs curl and returns the body; fails the test on an HTTP error.
