@@ -132,7 +132,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
         server.abort();
         let projects = args.tree.projects.join(",");
         return Err(format!(
-            "{message}. This system cannot mount NFS; run `ciofs serve-nfs --project {projects} --listen 127.0.0.1:{port}` \
+            "{message}\nThis system cannot mount NFS. Run `ciofs serve-nfs --project {projects} --listen 127.0.0.1:12049` \
              and use a userspace NFS client, or mount with FUSE (without --nfs)"
         ));
     }
@@ -161,7 +161,7 @@ fn os_nfs_mount(port: u16, mountpoint: &Path) -> Result<(), String> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(format!("the NFS mount failed ({}): {}", output.status, stderr.trim()))
+    Err(format!("the NFS mount failed ({}): {}", output.status, stderr.trim().trim_end_matches('.')))
 }
 
 fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
@@ -172,9 +172,6 @@ fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
     let journal = nfs_journal(&args.tree);
-    if let Some(dir) = journal.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
     let namespace = namespace(&args.tree, Some(&journal)).await?;
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
     let listen = args.listen.clone();

@@ -311,3 +311,24 @@ fn scopeguard(dir: &std::path::Path) -> impl Drop + '_ {
     }
     Guard(dir)
 }
+
+#[test]
+fn mount_nfs_without_a_kernel_client_fails_naming_serve_nfs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let guard = scopeguard(&dir);
+    let output = run(ciofs()
+        .args(["mount", "--nfs", "--project", PROJECT])
+        .arg(&dir)
+        .env("CIOFS_STATE_DIR", scratch.path().join("state")));
+    if output.status.success() {
+        // A kernel with an NFS client mounted it: that is fine too.
+        assert!(is_mounted(&dir));
+        let _ = run(ciofs().arg("unmount").arg(&dir).env("CIOFS_STATE_DIR", scratch.path().join("state")));
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("ciofs serve-nfs --project"), "{stderr}");
+    }
+    drop(guard);
+}

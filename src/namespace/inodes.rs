@@ -57,6 +57,9 @@ impl InodeTable {
     pub fn persistent(journal: &Path) -> std::io::Result<Self> {
         let mut table = Table::default();
         table.insert(ROOT_INO, Node::Root, 0);
+        if let Some(dir) = journal.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut records = Vec::new();
         if journal.exists() {
             for line in BufReader::new(File::open(journal)?).lines() {
