@@ -156,7 +156,8 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-fn umount(mountpoint: &Path) -> Result<(), String> {
+/// Unmounts `mountpoint` with umount(2).
+pub fn umount(mountpoint: &Path) -> Result<(), String> {
     let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
         .map_err(|_| "mount point contains a NUL byte".to_string())?;
     // SAFETY: umount2 with a valid C string.
@@ -169,9 +170,12 @@ fn umount(mountpoint: &Path) -> Result<(), String> {
 
 /// Whether something is mounted at `mountpoint` (Linux: /proc/self/mountinfo).
 pub fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(canonical) = mountpoint.canonicalize() else {
-        return false;
-    };
+    mountpoint.canonicalize().is_ok_and(|canonical| is_mounted_at(&canonical))
+}
+
+/// Like `is_mounted`, for a path already made canonical: no stat, so the
+/// daemon can ask about its own mount point.
+pub fn is_mounted_at(canonical: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };

@@ -1,6 +1,6 @@
 //! `ciofs`: mount, unmount, serve-nfs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use ciofs::cli::{Cli, Command, MountArgs, ServeNfsArgs, TreeArgs};
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::Namespace;
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
+use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -82,53 +83,79 @@ async fn mount_foreground(args: MountArgs) -> Result<(), String> {
 }
 
 async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
-    let state_dir = args.tree.state_dir();
     if args.nfs {
         return nfs_mount_and_wait(args, ready).await;
     }
+    // Resolved before mounting: a stat of our own mount point from the
+    // daemon would wait on the daemon.
+    let canonical = canonical(&args.mountpoint)?;
     let namespace = namespace(&args.tree, None).await?;
     let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
     let mount = ciofs_frontends::fuse::mount(namespace, &args.mountpoint, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
-    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir(), &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
-    // Until a signal, or an unmount from outside ends the session.
-    let mut session = tokio::task::spawn_blocking(move || mount.join());
-    tokio::select! {
-        _ = shutdown_signal() => {
-            tracing::info!("unmounting");
-            daemon_umount(&args.mountpoint)?;
-            let _ = (&mut session).await;
-        }
-        ended = &mut session => {
-            tracing::info!(?ended, "unmounted from outside");
-        }
-    }
+    serve_until_unmounted(Some(mount), &canonical).await;
     Ok(())
 }
 
-/// Unmounts a FUSE mount this daemon serves. (The session thread holds the
-/// fuser handle; an unmount makes it end.)
-fn daemon_umount(mountpoint: &Path) -> Result<(), String> {
-    if !daemon::is_mounted(mountpoint) {
-        return Ok(());
+fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
+    mountpoint.canonicalize().map_err(|e| format!("mount point {}: {e}", mountpoint.display()))
+}
+
+/// Serves until the mount is gone: unmounted from outside, or by us on a
+/// signal. An unmount that fails (a busy mount) is logged and serving goes
+/// on until the next signal. `fuse` is None for an NFS mount.
+async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = &mut signal => {
+                signal.set(shutdown_signal());
+                tracing::info!("unmounting");
+                let unmounted = match fuse.take() {
+                    Some(mount) => tokio::task::spawn_blocking(move || mount.unmount()).await,
+                    None => {
+                        let path = mountpoint.to_path_buf();
+                        tokio::task::spawn_blocking(move || daemon::umount(&path).map_err(std::io::Error::other)).await
+                    }
+                };
+                match unmounted {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => tracing::error!("cannot unmount ({e}); still serving"),
+                    Err(e) => tracing::error!("the unmount failed ({e}); still serving"),
+                }
+            }
+            _ = tick.tick() => {
+                let gone = match &fuse {
+                    Some(mount) => mount.is_finished(),
+                    None => !daemon::is_mounted_at(mountpoint),
+                };
+                if gone {
+                    tracing::info!("unmounted from outside");
+                    return;
+                }
+            }
+        }
     }
-    let status =
-        std::process::Command::new("umount").arg(mountpoint).status().map_err(|e| format!("cannot run umount: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("umount {} failed: {status}", mountpoint.display())) }
 }
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
-    let state_dir = args.tree.state_dir();
-    let journal = nfs_journal(&args.tree);
-    let namespace = namespace(&args.tree, Some(&journal)).await?;
+    let canonical = canonical(&args.mountpoint)?;
+    let namespace = namespace(&args.tree, Some(&nfs_journal(&args.tree))).await?;
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(ciofs_frontends::nfs::serve(namespace, "127.0.0.1:0", Some(port_tx)));
     let address = port_rx.await.map_err(|_| "the NFS server did not start".to_string())?;
     let port = address.port();
-    if let Err(message) = os_nfs_mount(port, &args.mountpoint) {
+    let target = canonical.clone();
+    // The mount command talks to our own server: keep it off the runtime.
+    let mounted = tokio::task::spawn_blocking(move || os_nfs_mount(port, &target))
+        .await
+        .map_err(|e| format!("the NFS mount command failed: {e}"))?;
+    if let Err(message) = mounted {
         server.abort();
         let projects = args.tree.projects.join(",");
         return Err(format!(
@@ -136,11 +163,10 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
              and use a userspace NFS client, or mount with FUSE (without --nfs)"
         ));
     }
-    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir(), &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
-    shutdown_signal().await;
-    daemon_umount(&args.mountpoint)?;
+    serve_until_unmounted(None, &canonical).await;
     server.abort();
     Ok(())
 }

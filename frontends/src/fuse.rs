@@ -55,14 +55,15 @@ pub struct FuseMount {
 }
 
 impl FuseMount {
-    /// Unmounts and waits for the session to end.
+    /// Unmounts (with fusermount where not root) and waits for the session
+    /// to end. On failure (the mount is busy), the session goes on serving.
     pub fn unmount(self) -> io::Result<()> {
         self.session.umount_and_join()
     }
 
-    /// Waits until the filesystem is unmounted from outside (`umount`).
-    pub fn join(self) -> io::Result<()> {
-        self.session.join()
+    /// Whether the session ended (the filesystem was unmounted from outside).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
     }
 }
 
@@ -367,6 +368,8 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
                         if reply.add(INodeNo(entry.attr.ino), entry.attr.ino, &entry.name, &ttl, &attr, generation) {
                             break;
                         }
+                        // The kernel takes a reference to every entry in the reply.
+                        vfs.count_lookup(entry.attr.ino);
                     }
                     reply.ok();
                 }

@@ -195,8 +195,12 @@ pub trait Vfs: Send + Sync + 'static {
         Ok(StatFs::default())
     }
 
-    /// The frontend keeps `ino` in `count` fewer places (FUSE forget). NFS
-    /// never forgets.
+    /// The kernel was handed `ino` once more without a `lookup` call (an
+    /// entry of a FUSE readdirplus reply). `lookup` counts itself.
+    fn count_lookup(&self, _ino: Ino) {}
+
+    /// The kernel forgot `count` of its references to `ino` (FUSE forget).
+    /// NFS never forgets.
     fn forget(&self, _ino: Ino, _count: u64) {}
 
     async fn open(&self, _ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {

@@ -46,6 +46,10 @@ impl MetaCache {
         }
     }
 
+    pub fn forget(&self, key: &str) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
     pub fn put(&self, key: String, known: Known) {
         let ttl = if matches!(known, Known::Absent) { self.negative_ttl } else { self.ttl };
         let now = Instant::now();

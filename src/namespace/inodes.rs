@@ -95,23 +95,29 @@ impl InodeTable {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The inode number of `node`, made if needed, with one more lookup
-    /// counted. Returns the number and the generation.
+    /// The inode number of `node`, made if needed, and its generation.
     pub fn remember(&self, node: &Node) -> (Ino, u64) {
         let mut table = self.lock();
-        let path = node.path();
+        let path = node.key();
         if let Some(&ino) = table.by_path.get(&path) {
             let entry = table.by_ino.get_mut(&ino).expect("by_path and by_ino agree");
-            entry.lookups += 1;
             return (ino, entry.generation);
+        }
+        if table.journal.is_none() && table.by_ino.len() >= SWEEP_AT {
+            table.sweep();
         }
         let ino = table.free_ino(&path);
         table.insert(ino, node.clone(), 0);
-        if let Some(entry) = table.by_ino.get_mut(&ino) {
-            entry.lookups = 1;
-        }
         table.journal_new(ino);
         (ino, 0)
+    }
+
+    /// The kernel was told of `ino` once more (a lookup, or an entry of a
+    /// readdirplus reply).
+    pub fn count_lookup(&self, ino: Ino) {
+        if let Some(entry) = self.lock().by_ino.get_mut(&ino) {
+            entry.lookups += 1;
+        }
     }
 
     pub fn node(&self, ino: Ino) -> Option<Node> {
@@ -134,7 +140,7 @@ impl InodeTable {
         };
         entry.lookups = entry.lookups.saturating_sub(count);
         if entry.lookups == 0 {
-            let path = entry.node.path();
+            let path = entry.node.key();
             table.by_ino.remove(&ino);
             table.by_path.remove(&path);
         }
@@ -147,9 +153,20 @@ impl Default for InodeTable {
     }
 }
 
+/// Without a journal, past this many inodes the ones the kernel holds no
+/// reference to (listed but never looked up) are dropped.
+const SWEEP_AT: usize = 1 << 20;
+
 impl Table {
+    fn sweep(&mut self) {
+        self.by_ino.retain(|ino, entry| entry.lookups > 0 || *ino == ROOT_INO);
+        let by_ino = &self.by_ino;
+        self.by_path.retain(|_, ino| by_ino.contains_key(ino));
+        tracing::debug!(kept = self.by_ino.len(), "swept inodes without references");
+    }
+
     fn insert(&mut self, ino: Ino, node: Node, generation: u64) {
-        let path = node.path();
+        let path = node.key();
         if let Some(old) = self.by_path.insert(path, ino)
             && old != ino
         {
@@ -162,7 +179,7 @@ impl Table {
     fn free_ino(&self, path: &str) -> Ino {
         let mut ino = path_hash(path);
         while self.by_ino.contains_key(&ino) || ino <= ROOT_INO {
-            ino = ino.wrapping_add(1);
+            ino = (ino + 1) & (u64::MAX >> 1);
         }
         ino
     }
@@ -184,14 +201,16 @@ fn write_record(out: &mut impl Write, ino: Ino, entry: &Entry) -> std::io::Resul
     out.write_all(b"\n")
 }
 
-/// FNV-1a, 64 bits: stable across Rust versions (std's hasher is not).
+/// FNV-1a, stable across Rust versions (std's hasher is not), in 63 bits:
+/// FUSE directory offsets are the inode numbers, and the kernel takes them
+/// as signed.
 pub fn path_hash(path: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in path.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    hash >> 1
 }
 
 #[cfg(test)]
@@ -212,10 +231,23 @@ mod tests {
     }
 
     #[test]
+    fn an_object_and_a_prefix_of_one_name_are_different_inodes() {
+        let table = InodeTable::new();
+        let prefix = Node::Dir { project: "p".into(), bucket: "b".into(), prefix: "x/".into() };
+        let (file, _) = table.remember(&object("x"));
+        let (dir, _) = table.remember(&prefix);
+        assert_ne!(file, dir);
+        assert_eq!(table.node(file), Some(object("x")));
+        assert_eq!(table.node(dir), Some(prefix));
+        assert!(file < 1 << 63 && dir < 1 << 63, "offsets must be positive as i64");
+    }
+
+    #[test]
     fn forgetting_every_lookup_drops_the_entry() {
         let table = InodeTable::new();
         let (ino, _) = table.remember(&object("x"));
-        table.remember(&object("x"));
+        table.count_lookup(ino);
+        table.count_lookup(ino);
         table.forget(ino, 1);
         assert!(table.node(ino).is_some());
         table.forget(ino, 1);

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ciofs_backends::gcs::ObjectMeta;
 use ciofs_frontends::{DirEntry, Fh, Ino};
@@ -19,6 +20,10 @@ const KEEP_RETURNED: usize = 1024;
 const STREAMS_PER_HANDLE: usize = 8;
 /// How many directory handles keep streams at once.
 const MAX_HANDLES: usize = 4096;
+/// Past this many handles, streams idle this long go (NFS never closes a
+/// directory, so its streams would otherwise stay).
+const PRUNE_AT: usize = 256;
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Where the next page of a listing comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +54,7 @@ impl Child {
 }
 
 pub struct DirStream {
+    pub last_used: Instant,
     pub returned: VecDeque<DirEntry>,
     pub pending: VecDeque<DirEntry>,
     pub next: Next,
@@ -62,7 +68,14 @@ pub struct DirStream {
 
 impl DirStream {
     pub fn new(first: Vec<DirEntry>, last_key: Option<String>) -> Self {
-        Self { returned: VecDeque::new(), pending: first.into(), next: Next::Start, last_key, carried: Vec::new() }
+        Self {
+            last_used: Instant::now(),
+            returned: VecDeque::new(),
+            pending: first.into(),
+            next: Next::Start,
+            last_key,
+            carried: Vec::new(),
+        }
     }
 
     /// Whether the stream is positioned so that it can continue after
@@ -113,8 +126,15 @@ impl DirStreams {
         Some(list.remove(at))
     }
 
-    pub fn put_back(&self, dir: Ino, fh: Fh, stream: DirStream) {
+    pub fn put_back(&self, dir: Ino, fh: Fh, mut stream: DirStream) {
+        stream.last_used = Instant::now();
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.len() >= PRUNE_AT {
+            streams.retain(|_, list| {
+                list.retain(|s| s.last_used.elapsed() < IDLE);
+                !list.is_empty()
+            });
+        }
         if streams.len() >= MAX_HANDLES && !streams.contains_key(&(dir, fh)) {
             // Rare: many directories listed over NFS at once. Any will do.
             if let Some(key) = streams.keys().next().copied() {

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::ObjectStore;
 use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, Vfs, VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
@@ -65,6 +66,12 @@ enum Handle {
     Document(Bytes),
 }
 
+/// The most one read returns (FUSE asks for at most 1 MiB, NFS clients for
+/// what fsinfo allows); a larger count from a client is cut to this.
+const MAX_READ: u32 = 4 << 20;
+
+type SharedReader = Arc<AsyncMutex<ObjectReader>>;
+
 /// Readers for NFS, which reads without opening: kept per inode.
 const NFS_READERS: usize = 64;
 
@@ -77,7 +84,8 @@ pub struct Namespace {
     streams: DirStreams,
     handles: Mutex<HashMap<Fh, Handle>>,
     next_fh: AtomicU64,
-    nfs_readers: Mutex<HashMap<Ino, Arc<AsyncMutex<ObjectReader>>>>,
+    /// By inode: the generation read and its reader.
+    nfs_readers: Mutex<HashMap<Ino, (i64, SharedReader)>>,
     /// The object generation each inode last had when opened, so that an
     /// unchanged object keeps the kernel's page cache.
     opened_generation: Mutex<HashMap<Ino, i64>>,
@@ -165,24 +173,9 @@ impl Namespace {
 #[async_trait]
 impl Vfs for Namespace {
     async fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
-        let dir = self.node(parent)?;
-        // NFS clients look up `.` and `..`; FUSE answers them in the kernel.
-        match name {
-            "." => return self.getattr(parent).await,
-            ".." => {
-                let (ino, _) = self.inodes.remember(&dir.parent());
-                return self.getattr(ino).await;
-            }
-            _ => {}
-        }
-        if let Some(children) = self.fixed_children(&dir) {
-            let child = children
-                .into_iter()
-                .find(|c| c.path().rsplit('/').next() == Some(name))
-                .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
-            return Ok(self.dir_entry(child).attr);
-        }
-        Ok(self.storage_lookup(&dir, name).await?.attr)
+        let attr = self.find(parent, name).await?;
+        self.inodes.count_lookup(attr.ino);
+        Ok(attr)
     }
 
     async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
@@ -195,6 +188,10 @@ impl Vfs for Namespace {
 
     fn generation(&self, ino: Ino) -> Option<u64> {
         self.inodes.generation(ino)
+    }
+
+    fn count_lookup(&self, ino: Ino) {
+        self.inodes.count_lookup(ino);
     }
 
     fn forget(&self, ino: Ino, count: u64) {
@@ -271,7 +268,17 @@ impl Vfs for Namespace {
         match handle {
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
-                reader.read(offset, len).await.map_err(crate::errors::vfs_error)
+                match reader.read(offset, len.min(MAX_READ)).await {
+                    Ok(read) => Ok(read),
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        // The generation this handle reads was replaced or
+                        // deleted: the next open sees what is there now.
+                        let version = reader.version();
+                        self.cache.forget(&cache::key(&version.bucket, &version.name));
+                        Err(VfsError::new(libc::ESTALE, format!("{e}; the object changed since it was opened")))
+                    }
+                    Err(e) => Err(crate::errors::vfs_error(e)),
+                }
             }
             Handle::Document(bytes) => {
                 let start = (offset as usize).min(bytes.len());
@@ -283,24 +290,48 @@ impl Vfs for Namespace {
 }
 
 impl Namespace {
+    /// Finds `name` in directory `parent`.
+    async fn find(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        let dir = self.node(parent)?;
+        // NFS clients look up `.` and `..`; FUSE answers them in the kernel.
+        match name {
+            "." => return self.getattr(parent).await,
+            ".." => {
+                let (ino, _) = self.inodes.remember(&dir.parent());
+                return self.getattr(ino).await;
+            }
+            _ => {}
+        }
+        if let Some(children) = self.fixed_children(&dir) {
+            let child = children
+                .into_iter()
+                .find(|c| c.path().rsplit('/').next() == Some(name))
+                .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
+            return Ok(self.dir_entry(child).attr);
+        }
+        Ok(self.storage_lookup(&dir, name).await?.attr)
+    }
+
     /// What NFS reads through, having no open: a reader per inode, replaced
     /// when the object's generation changed.
     async fn handle_without_open(&self, ino: Ino) -> VfsResult<Handle> {
         let node = self.node(ino)?;
         match &node {
             Node::Object { .. } => {
-                let current = self.object_meta(&node).await?;
-                if let Some(reader) = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
-                    && reader.try_lock().is_ok_and(|r| r.version().generation == current.generation)
+                let current = self.object_meta(&node).await?.generation;
+                if let Some((generation, reader)) = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
+                    && *generation == current
                 {
                     return Ok(Handle::Object(reader.clone()));
                 }
-                let reader = Arc::new(AsyncMutex::new(self.object_reader(&node).await?));
+                let reader = self.object_reader(&node).await?;
+                let generation = reader.version().generation;
+                let reader = Arc::new(AsyncMutex::new(reader));
                 let mut readers = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner());
                 if readers.len() >= NFS_READERS {
                     readers.clear();
                 }
-                readers.insert(ino, reader.clone());
+                readers.insert(ino, (generation, reader.clone()));
                 Ok(Handle::Object(reader))
             }
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {

@@ -116,7 +116,16 @@ impl Node {
         }
     }
 
-    /// The path from the mount root, without a leading `/`. Unique per node.
+    /// What identifies the node: its path, with a final `/` for a directory
+    /// (an object `a` and a prefix `a/` can both exist, and must not share an
+    /// inode).
+    pub fn key(&self) -> String {
+        let path = self.path();
+        if self.is_dir() { path + "/" } else { path }
+    }
+
+    /// The path from the mount root, without a leading `/`. Unique per node
+    /// but for an object and a prefix of the same name.
     pub fn path(&self) -> String {
         match self {
             Node::Root => String::new(),

@@ -13,16 +13,19 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ciofs_backends::gcs::ObjectStore;
-use ciofs_backends::{BackendError, BackendResult};
+use ciofs_backends::{BackendError, BackendResult, ErrorKind};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 
 const FIRST_REQUEST: u64 = 1 << 20;
 const MAX_REQUEST: u64 = 1 << 30;
 const PREFETCH_BYTES: usize = 16 << 20;
-const BEHIND_BYTES: usize = 2 << 20;
-/// A forward jump this short is read through rather than re-requested.
-const SKIP_THROUGH: u64 = 4 << 20;
+const BEHIND_BYTES: usize = 4 << 20;
+/// A forward jump this short is read through rather than re-requested (and
+/// what it skips stays behind, for the reads the jump overtook).
+const SKIP_THROUGH: u64 = 2 << 20;
+/// How often a read that broke off mid-stream is started again.
+const MID_STREAM_RETRIES: u32 = 3;
 
 /// Which object generation a reader reads.
 #[derive(Clone, Debug)]
@@ -78,6 +81,8 @@ impl ObjectReader {
     }
 
     /// Reads up to `len` bytes at `offset`; the flag is true at end of file.
+    /// A request that breaks off mid-stream is started again from where it
+    /// stopped, a few times.
     pub async fn read(&mut self, offset: u64, len: u32) -> BackendResult<(Bytes, bool)> {
         let size = self.version.size;
         if offset >= size {
@@ -86,10 +91,20 @@ impl ObjectReader {
         let end = size.min(offset + u64::from(len));
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         let mut at = offset;
+        let mut failures = 0;
         while at < end {
-            let piece = self.read_piece(at, end).await?;
-            at += piece.len() as u64;
-            out.extend_from_slice(&piece);
+            match self.read_piece(at, end).await {
+                Ok(piece) => {
+                    at += piece.len() as u64;
+                    out.extend_from_slice(&piece);
+                }
+                Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
+                    failures += 1;
+                    tracing::debug!(error = %e, at, "read broke off; starting again");
+                    self.prefetch = None;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok((out.freeze(), end == size))
     }
@@ -105,27 +120,27 @@ impl ObjectReader {
             self.start_prefetch(at, end).await?;
         }
         loop {
-            let chunk = self.next_chunk().await?;
-            let chunk_start = self.behind_end() - chunk.len() as u64;
-            if at < self.behind_end() {
-                let from = (at - chunk_start) as usize;
-                let to = (end.min(self.behind_end()) - chunk_start) as usize;
+            let (chunk_start, chunk) = self.next_chunk().await?;
+            let chunk_end = chunk_start + chunk.len() as u64;
+            if at < chunk_end {
+                let from = at.saturating_sub(chunk_start) as usize;
+                let to = (end.min(chunk_end) - chunk_start) as usize;
                 return Ok(chunk.slice(from..to));
             }
         }
     }
 
-    /// The next chunk of the prefetch, recorded as consumed. Starts the
-    /// following request when the current one is done.
-    async fn next_chunk(&mut self) -> BackendResult<Bytes> {
+    /// The next chunk of the prefetch and its offset, recorded as consumed.
+    /// Starts the following request when the current one is done.
+    async fn next_chunk(&mut self) -> BackendResult<(u64, Bytes)> {
         loop {
             let Some(prefetch) = self.prefetch.as_mut() else {
-                return Err(BackendError::new(ciofs_backends::ErrorKind::Other, "no read in flight"));
+                return Err(BackendError::new(ErrorKind::Other, "no read in flight"));
             };
             if prefetch.next >= prefetch.end {
                 let (next, size) = (prefetch.end, self.version.size);
                 if next >= size {
-                    return Err(BackendError::new(ciofs_backends::ErrorKind::Other, "read past the end"));
+                    return Err(BackendError::new(ErrorKind::Other, "read past the end"));
                 }
                 self.start_prefetch(next, next + 1).await?;
                 continue;
@@ -133,9 +148,10 @@ impl ObjectReader {
             match prefetch.chunks.recv().await {
                 Some(Ok(chunk)) => {
                     prefetch.budget.add_permits(permits_for(chunk.len()));
+                    let start = prefetch.next;
                     prefetch.next += chunk.len() as u64;
-                    self.push_behind(chunk.clone());
-                    return Ok(chunk);
+                    self.push_behind(start, chunk.clone());
+                    return Ok((start, chunk));
                 }
                 Some(Err(e)) => {
                     self.prefetch = None;
@@ -144,29 +160,22 @@ impl ObjectReader {
                 None => {
                     let (next, end) = (prefetch.next, prefetch.end);
                     self.prefetch = None;
-                    return Err(BackendError::new(
-                        ciofs_backends::ErrorKind::Unavailable,
-                        format!(
-                            "gs://{}/{}: the read ended at byte {next}, {end} expected",
-                            self.version.bucket, self.version.name
-                        ),
-                    ));
+                    let v = &self.version;
+                    let message =
+                        format!("gs://{}/{}: the read ended at byte {next}, {end} expected", v.bucket, v.name);
+                    return Err(BackendError::new(ErrorKind::Unavailable, message));
                 }
             }
         }
     }
 
-    /// Starts a ranged GET at `at` that covers at least up to `end`.
+    /// Starts a ranged GET at `at` that covers at least up to `end`. A
+    /// request that continues one read to its end is twice as long.
     async fn start_prefetch(&mut self, at: u64, end: u64) -> BackendResult<()> {
-        let sequential = self.prefetch.as_ref().is_some_and(|p| p.end == at);
+        let sequential = self.prefetch.as_ref().is_some_and(|p| p.next == at && p.end == at);
         self.next_request = if sequential { (self.next_request * 2).min(MAX_REQUEST) } else { FIRST_REQUEST };
         let range = at..self.version.size.min(at + self.next_request.max(end - at));
         self.prefetch = None;
-        if !sequential {
-            self.behind.clear();
-            self.behind_len = 0;
-            self.behind_start = at;
-        }
         self.prefetch = Some(self.spawn_prefetch(range).await?);
         Ok(())
     }
@@ -216,7 +225,14 @@ impl ObjectReader {
         None
     }
 
-    fn push_behind(&mut self, chunk: Bytes) {
+    /// Records `chunk`, which starts at `start`, as just consumed. The bytes
+    /// behind are contiguous: a chunk elsewhere starts them afresh.
+    fn push_behind(&mut self, start: u64, chunk: Bytes) {
+        if start != self.behind_end() {
+            self.behind.clear();
+            self.behind_len = 0;
+            self.behind_start = start;
+        }
         self.behind_len += chunk.len();
         self.behind.push_back(chunk);
         while self.behind_len > BEHIND_BYTES && self.behind.len() > 1 {
@@ -272,7 +288,20 @@ mod tests {
     async fn out_of_order_and_random_reads_return_the_right_bytes() {
         let gcs = Arc::new(MemoryGcs::new());
         let (mut reader, bytes) = reader(&gcs, 3 << 20);
-        for (offset, len) in [(131072, 4096), (0, 131072), (2_000_000, 100), (10, 20), (3_145_000, 4096)] {
+        let reads = [
+            (131072, 4096),
+            (0, 131072),
+            (2_000_000, 100),
+            (10, 20),
+            (3_145_000, 4096),
+            // A read that starts where the first request ends, before that
+            // request was read to its end; then the bytes it skipped.
+            (0, 4096),
+            (1 << 20, 4096),
+            (4096, 8192),
+            ((1 << 20) - 100, 200),
+        ];
+        for (offset, len) in reads {
             let (chunk, eof) = reader.read(offset, len).await.unwrap();
             let end = (offset as usize + len as usize).min(bytes.len());
             assert_eq!(&chunk[..], &bytes[offset as usize..end], "at {offset}");
@@ -280,6 +309,23 @@ mod tests {
         }
         let (chunk, eof) = reader.read(bytes.len() as u64, 10).await.unwrap();
         assert!(chunk.is_empty() && eof);
+    }
+
+    #[tokio::test]
+    async fn concurrent_out_of_order_reads_return_the_right_bytes() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (reader, bytes) = reader(&gcs, 8 << 20);
+        let reader = Arc::new(tokio::sync::Mutex::new(reader));
+        // As the kernel's async readahead does: many 128 KiB reads at once.
+        let reads = (0..64u64).rev().map(|i| {
+            let reader = reader.clone();
+            tokio::spawn(async move { (i, reader.lock().await.read(i * 131072, 131072).await.unwrap().0) })
+        });
+        for read in reads {
+            let (i, chunk) = read.await.unwrap();
+            let at = (i * 131072) as usize;
+            assert!(chunk[..] == bytes[at..at + 131072], "block {i}");
+        }
     }
 
     #[tokio::test]

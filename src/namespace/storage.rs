@@ -161,12 +161,12 @@ impl Namespace {
                 self.cache.put(cache_key, Known::Bucket(meta.clone()));
                 Ok(meta)
             }
-            Err(e) => {
-                if e.kind == ErrorKind::NotFound {
-                    self.cache.put(cache_key, Known::Absent);
-                }
-                Err(vfs_error(e))
+            // 400: not a valid bucket name (`.Trash-1000`, say), so absent.
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) => {
+                self.cache.put(cache_key, Known::Absent);
+                Err(VfsError::not_found(format!("bucket {bucket}")))
             }
+            Err(e) => Err(vfs_error(e)),
         }
     }
 
@@ -277,7 +277,8 @@ impl Namespace {
         let resume = self
             .inodes
             .node(after)
-            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("{dir}: unknown directory cookie {after}")))?;
+            .filter(|node| node.parent() == *dir)
+            .ok_or_else(|| VfsError::new(libc::EINVAL, format!("{dir}: cookie {after} is not an entry of it")))?;
         let last_key = match &resume {
             // A fixed entry: the children follow from the start.
             Node::MetaDir { .. } | Node::BucketMeta { .. } => None,
@@ -307,36 +308,44 @@ impl Namespace {
 
     /// Fetches the next page of `dir`'s listing into the stream.
     async fn fetch_page(&self, dir: &Node, stream: &mut DirStream) -> VfsResult<()> {
-        let token = match &stream.next {
-            Next::Token(token) => Some(token.clone()),
-            _ => None,
-        };
         match dir {
-            Node::Service { project, service: Service::Storage } => {
-                let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
-                // Sorted here: fake-gcs-server lists buckets in no order.
-                let mut buckets = page.buckets;
-                buckets.sort_by(|a, b| a.name.cmp(&b.name));
-                for bucket in buckets {
-                    if unusable_segment(&bucket.name).is_some() {
-                        continue;
-                    }
-                    let entry = self.bucket_entry(project, &bucket);
-                    self.cache.put(key(&bucket.name, ""), Known::Bucket(Arc::new(bucket)));
-                    if stream.last_key.as_ref().is_none_or(|last| entry.name > *last) {
-                        stream.last_key = Some(entry.name.clone());
-                        stream.pending.push_back(entry);
-                    }
-                }
-                stream.next = page.next_page_token.map_or(Next::Done, Next::Token);
-                Ok(())
-            }
+            Node::Service { project, service: Service::Storage } => self.fetch_buckets(project, stream).await,
             Node::Dir { project, bucket, prefix } => self.fetch_objects(project, bucket, prefix, false, stream).await,
             Node::MetaDir { project, bucket, prefix } => {
                 self.fetch_objects(project, bucket, prefix, true, stream).await
             }
             _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
         }
+    }
+
+    /// All of a project's buckets at once, in name order: a project has few,
+    /// and fake-gcs-server lists them in no order, so pages cannot stream.
+    async fn fetch_buckets(&self, project: &str, stream: &mut DirStream) -> VfsResult<()> {
+        let mut buckets = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
+            buckets.extend(page.buckets);
+            token = page.next_page_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        for bucket in buckets {
+            if let Some(why) = unusable_segment(&bucket.name) {
+                tracing::warn!(bucket = %bucket.name, why, "not shown: cannot be a file name");
+                continue;
+            }
+            let entry = self.bucket_entry(project, &bucket);
+            self.cache.put(key(&bucket.name, ""), Known::Bucket(Arc::new(bucket)));
+            if stream.last_key.as_ref().is_none_or(|last| entry.name > *last) {
+                stream.last_key = Some(entry.name.clone());
+                stream.pending.push_back(entry);
+            }
+        }
+        stream.next = Next::Done;
+        Ok(())
     }
 
     /// One list call of a bucket directory: its objects and prefixes merged
@@ -366,7 +375,7 @@ impl Namespace {
         let page = self.gcs.list_objects(&request).await.map_err(vfs_error)?;
         stream.next = page.next_page_token.clone().map_or(Next::Done, Next::Token);
         // With more pages to come, only what sorts before the page's last
-        // object is sure to be in order; later prefixes wait.
+        // object is sure to be in order.
         let boundary = match stream.next {
             Next::Done => None,
             _ => page.objects.iter().map(|o| o.name.clone()).max(),
@@ -395,11 +404,19 @@ impl Namespace {
             .filter(|(_, child)| matches!(child, Child::Prefix(_)))
             .map(|(name, _)| name.clone())
             .collect();
+        let mut waiting = false;
         for (child_key, (name, child)) in children {
             if stream.last_key.as_ref().is_some_and(|last| child_key <= *last) {
                 continue;
             }
-            if boundary.as_ref().is_some_and(|b| child_key > *b) {
+            // Past the boundary, or an object whose prefix twin (`name/`)
+            // would sort past it: this and all after wait for the next page,
+            // so that order holds and a directory still hides its twin.
+            waiting = waiting
+                || boundary.as_ref().is_some_and(|b| {
+                    child_key > *b || (matches!(child, Child::Object(_)) && format!("{child_key}/") > *b)
+                });
+            if waiting {
                 stream.carried.push((name, child));
                 continue;
             }
@@ -413,6 +430,10 @@ impl Namespace {
                     continue;
                 }
                 (Child::Object(meta), false) => self.object_entry(project, meta),
+                (Child::Object(_), true) if prefix.is_empty() && format!("{name}{META_SUFFIX}") == BUCKET_META => {
+                    tracing::warn!(bucket, "the document of object `_bucket` is hidden by .meta/_bucket.json");
+                    continue;
+                }
                 (Child::Object(meta), true) => self.object_meta_entry(project, meta),
                 (Child::Prefix(full), false) => self.dir_entry(Node::Dir {
                     project: project.to_string(),

@@ -129,3 +129,40 @@ async fn dot_and_dotdot_resolve_for_nfs_and_unknown_inodes_are_stale() {
     assert_eq!(ns.lookup(b, ".").await.unwrap().ino, b);
     assert_eq!(ns.getattr(12345).await.unwrap_err().errno(), libc::ESTALE);
 }
+
+#[tokio::test]
+async fn an_object_and_its_prefix_twin_on_different_pages_show_once_as_a_directory() {
+    let gcs = Arc::new(MemoryGcs::new());
+    // `a` on the first page, `a/` only after a page boundary.
+    gcs.put_object("b", "a", "object");
+    for i in 0..9 {
+        gcs.put_object("b", &format!("a-{i}"), "1");
+    }
+    gcs.put_object("b", "a/inside", "1");
+    gcs.put_object("b", "b", "1");
+    let ns = namespace(&gcs, 4);
+    let root = walk(&ns, "p/storage/b").await;
+    let listed = names(&ns, root, 3).await;
+    let expected: Vec<String> = [".meta"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..9).map(|i| format!("a-{i}")))
+        .chain(["a".to_string(), "b".to_string()])
+        .collect();
+    // Key order: `a-0` .. `a-8` sort before `a/`.
+    assert_eq!(listed, expected);
+    let a = ns.lookup(root, "a").await.unwrap();
+    assert_eq!(a.kind, FileKind::Directory);
+}
+
+#[tokio::test]
+async fn a_cookie_from_another_directory_is_refused() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "x/1", "1");
+    gcs.put_object("b", "y/2", "1");
+    let ns = namespace(&gcs, 1000);
+    let x = walk(&ns, "p/storage/b/x").await;
+    let y = walk(&ns, "p/storage/b/y").await;
+    let in_x = ns.lookup(x, "1").await.unwrap().ino;
+    assert_eq!(ns.readdir(y, Some(5), in_x, 10).await.unwrap_err().errno(), libc::EINVAL);
+}

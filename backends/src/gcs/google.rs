@@ -98,7 +98,11 @@ impl ObjectStore for GoogleGcs {
                     }),
                     // Cloud Storage leaves out `items` when a project has no
                     // bucket, and the crate's response type requires it.
-                    Err(HttpError::HttpClient(e)) if e.is_decode() => Ok(BucketPage::default()),
+                    Err(HttpError::HttpClient(e))
+                        if e.is_decode() && format!("{e:?}").contains("missing field `items`") =>
+                    {
+                        Ok(BucketPage::default())
+                    }
                     Err(e) => Err(backend_error(&what, e)),
                 }
             })
