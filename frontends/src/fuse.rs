@@ -35,6 +35,10 @@ pub struct FuseOptions {
     /// Let other users than the one mounting see the files.
     pub allow_other: bool,
     pub read_only: bool,
+    /// The kernel's read-ahead for the mount, in KiB (root only; the default
+    /// of 128 KiB halves sequential throughput; gcsfuse documents the same
+    /// tuning).
+    pub read_ahead_kb: Option<u32>,
 }
 
 impl Default for FuseOptions {
@@ -45,6 +49,7 @@ impl Default for FuseOptions {
             threads: 4,
             allow_other: false,
             read_only: false,
+            read_ahead_kb: Some(1024),
         }
     }
 }
@@ -86,8 +91,31 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> i
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = options.threads > 1;
     let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttl: options.ttl };
+    let canonical = mountpoint.canonicalize()?;
     let session = fuser::Session::new(adapter, mountpoint, &config)?.spawn()?;
+    if let Some(kb) = options.read_ahead_kb
+        && let Err(e) = set_read_ahead(&canonical, kb)
+    {
+        tracing::debug!(error = %e, "cannot raise the read-ahead (not root?)");
+    }
     Ok(FuseMount { session })
+}
+
+/// Writes the read-ahead of the mount at `mountpoint` to its backing device
+/// info in sysfs, found by the device number in /proc/self/mountinfo.
+fn set_read_ahead(mountpoint: &Path, kb: u32) -> io::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let device = info
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.get(4) == Some(&wanted.as_str())).then(|| fields.get(2).map(|d| d.to_string()))
+        })
+        .last()
+        .flatten()
+        .ok_or_else(|| io::Error::other("mount not found in /proc/self/mountinfo"))?;
+    std::fs::write(format!("/sys/class/bdi/{device}/read_ahead_kb"), kb.to_string())
 }
 
 struct FuseAdapter<V: Vfs> {
