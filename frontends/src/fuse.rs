@@ -106,14 +106,13 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> i
 fn set_read_ahead(mountpoint: &Path, kb: u32) -> io::Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
+    // The last line for the path is the mount on top.
     let device = info
         .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            (fields.get(4) == Some(&wanted.as_str())).then(|| fields.get(2).map(|d| d.to_string()))
-        })
-        .last()
-        .flatten()
+        .rev()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .find(|fields| fields.get(4) == Some(&wanted.as_str()))
+        .and_then(|fields| fields.get(2).map(|d| d.to_string()))
         .ok_or_else(|| io::Error::other("mount not found in /proc/self/mountinfo"))?;
     std::fs::write(format!("/sys/class/bdi/{device}/read_ahead_kb"), kb.to_string())
 }
