@@ -332,3 +332,32 @@ fn mount_nfs_without_a_kernel_client_fails_naming_serve_nfs() {
     }
     drop(guard);
 }
+
+#[test]
+fn diff_r_of_the_mount_matches_a_tree_downloaded_with_curl() {
+    let bucket = bucket_name("diff");
+    seed(&bucket);
+    let mount = FuseMount::start(&[]);
+    let local = tempfile::tempdir().unwrap();
+    let url = format!("{}/storage/v1/b/{bucket}/o?maxResults=1000", gcs_url());
+    let listing: serde_json::Value = serde_json::from_slice(&curl(&[&url])).unwrap();
+    for item in listing["items"].as_array().unwrap() {
+        let name = item["name"].as_str().unwrap();
+        if name.ends_with('/') {
+            std::fs::create_dir_all(local.path().join(name)).unwrap();
+            continue;
+        }
+        let path = local.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, read_object(&bucket, name)).unwrap();
+    }
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}"));
+    let output = run(Command::new("diff").args(["-r", "--exclude=.meta"]).arg(local.path()).arg(&dir));
+    assert!(output.status.success(), "diff -r: {}", String::from_utf8_lossy(&output.stdout));
+
+    // stat(1) shows the sizes and mtimes the JSON API gives.
+    let stat = stdout(Command::new("stat").args(["-c", "%s %Y %F"]).arg(dir.join("dir/sub/b.txt")));
+    let object = object_json(&bucket, "dir/sub/b.txt");
+    let updated = chrono::DateTime::parse_from_rfc3339(object["updated"].as_str().unwrap()).unwrap();
+    assert_eq!(stat.trim(), format!("{} {} regular file", object["size"].as_str().unwrap(), updated.timestamp()));
+}
