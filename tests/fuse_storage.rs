@@ -67,7 +67,7 @@ fn ls_l_shows_buckets_and_objects_with_listing_sizes_and_mtimes() {
 }
 
 #[test]
-fn cat_dd_and_tail_read_what_the_emulator_holds() {
+fn cat_cp_dd_and_tail_read_what_the_emulator_holds() {
     let bucket = bucket_name("reads");
     let big = seed(&bucket);
     let mount = FuseMount::start(&[]);
@@ -89,6 +89,11 @@ fn cat_dd_and_tail_read_what_the_emulator_holds() {
     let output = run(Command::new("tail").args(["-c", "1000"]).arg(&file));
     let len = big.len() as u64;
     assert!(output.stdout == read_range(&bucket, "big.bin", len - 1000, len - 1), "tail -c differs");
+
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    let output = run(Command::new("cp").arg(&file).arg(copy.path()));
+    assert!(output.status.success(), "cp: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(std::fs::read(copy.path()).unwrap() == big, "cp copied other bytes");
 
     let nested = mount.path(&format!("{PROJECT}/storage/{bucket}/dir/sub/deeper/c.txt"));
     assert_eq!(std::fs::read(nested).unwrap(), read_object(&bucket, "dir/sub/deeper/c.txt"));
