@@ -17,6 +17,7 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use crate::vfs::{Attr, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
 
@@ -124,13 +125,15 @@ struct FuseAdapter<V: Vfs> {
 }
 
 impl<V: Vfs> FuseAdapter<V> {
-    /// Runs `op` on the runtime; the future replies itself.
-    fn spawn<F, Fut>(&self, op: F)
+    /// Runs `call` on the runtime inside a span named for the operation;
+    /// the future replies itself.
+    fn spawn<F, Fut>(&self, op: &'static str, call: F)
     where
         F: FnOnce(Arc<V>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(op(self.vfs.clone()));
+        let span = tracing::debug_span!("fuse", op);
+        self.runtime.spawn(call(self.vfs.clone()).instrument(span));
     }
 }
 
@@ -221,7 +224,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             Err(e) => return reply.error(e),
         };
         let ttl = self.ttl;
-        self.spawn(move |vfs| async move {
+        self.spawn("lookup", move |vfs| async move {
             match vfs.lookup(parent.0, &name).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
                 Err(e) => reply.error(errno("lookup", &e)),
@@ -235,7 +238,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.ttl;
-        self.spawn(move |vfs| async move {
+        self.spawn("getattr", move |vfs| async move {
             match vfs.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("getattr", &e)),
@@ -263,7 +266,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     ) {
         let set = SetAttr { size, mode, uid, gid, mtime: mtime.map(time), atime: atime.map(time) };
         let ttl = self.ttl;
-        self.spawn(move |vfs| async move {
+        self.spawn("setattr", move |vfs| async move {
             match vfs.setattr(ino.0, set).await {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
@@ -273,7 +276,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         let flags = open_flags(flags);
-        self.spawn(move |vfs| async move {
+        self.spawn("open", move |vfs| async move {
             match vfs.open(ino.0, flags).await {
                 Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(&opened)),
                 Err(e) => reply.error(errno("open", &e)),
@@ -292,7 +295,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |vfs| async move {
+        self.spawn("read", move |vfs| async move {
             match vfs.read(ino.0, Some(fh.0), offset, size).await {
                 Ok((data, _eof)) => reply.data(&data),
                 Err(e) => reply.error(errno("read", &e)),
@@ -313,7 +316,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(move |vfs| async move {
+        self.spawn("write", move |vfs| async move {
             match vfs.write(ino.0, Some(fh.0), offset, &data).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno("write", &e)),
@@ -322,7 +325,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.spawn(move |vfs| async move {
+        self.spawn("flush", move |vfs| async move {
             match vfs.flush(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("flush", &e)),
@@ -340,7 +343,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |vfs| async move {
+        self.spawn("release", move |vfs| async move {
             match vfs.release(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),
@@ -349,7 +352,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.spawn(move |vfs| async move {
+        self.spawn("fsync", move |vfs| async move {
             match vfs.fsync(ino.0, Some(fh.0)).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fsync", &e)),
@@ -358,7 +361,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |vfs| async move {
+        self.spawn("opendir", move |vfs| async move {
             match vfs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
@@ -367,7 +370,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.spawn(move |vfs| async move {
+        self.spawn("readdir", move |vfs| async move {
             match vfs.readdir(ino.0, Some(fh.0), offset, READDIR_BATCH).await {
                 Ok(page) => {
                     for entry in &page.entries {
@@ -386,7 +389,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let ttl = self.ttl;
-        self.spawn(move |vfs| async move {
+        self.spawn("readdirplus", move |vfs| async move {
             match vfs.readdir(ino.0, Some(fh.0), offset, READDIR_BATCH).await {
                 Ok(page) => {
                     for entry in &page.entries {
@@ -406,7 +409,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: fuser::OpenFlags, reply: ReplyEmpty) {
-        self.spawn(move |vfs| async move {
+        self.spawn("releasedir", move |vfs| async move {
             match vfs.releasedir(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("releasedir", &e)),
@@ -415,7 +418,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |vfs| async move {
+        self.spawn("statfs", move |vfs| async move {
             match vfs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks,
@@ -438,7 +441,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             None => return reply.error(Errno::EINVAL),
         };
         let ttl = self.ttl;
-        self.spawn(move |vfs| async move {
+        self.spawn("mkdir", move |vfs| async move {
             match vfs.mkdir(parent.0, &name, mode).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
                 Err(e) => reply.error(errno("mkdir", &e)),
@@ -461,7 +464,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             None => return reply.error(Errno::EINVAL),
         };
         let ttl = self.ttl;
-        self.spawn(move |vfs| async move {
+        self.spawn("create", move |vfs| async move {
             match vfs.create(parent.0, &name, mode).await {
                 Ok((attr, opened)) => reply.created(
                     &ttl,
@@ -480,7 +483,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |vfs| async move {
+        self.spawn("unlink", move |vfs| async move {
             match vfs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("unlink", &e)),
@@ -493,7 +496,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |vfs| async move {
+        self.spawn("rmdir", move |vfs| async move {
             match vfs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rmdir", &e)),
@@ -516,7 +519,7 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             (Err(e), _) => return reply.error(e),
             (_, None) => return reply.error(Errno::EINVAL),
         };
-        self.spawn(move |vfs| async move {
+        self.spawn("rename", move |vfs| async move {
             match vfs.rename(parent.0, &name, newparent.0, &newname).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
