@@ -1,19 +1,21 @@
 //! In-memory implementations of the service traits, for unit tests of the
-//! core's logic. They count calls so tests can check how many were made.
+//! core's logic. They count calls so tests can check how many were made, and
+//! can be told to fail the next calls of a kind.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::{BackendError, BackendResult};
-use crate::gcs::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore};
+use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::gcs::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, Upload};
 
-/// How many calls of each kind a `MemoryGcs` served.
+/// How many calls of each kind a `MemoryGcs` served (failed ones included).
 #[derive(Debug, Default)]
 pub struct CallCounts {
     pub list_buckets: AtomicU64,
@@ -21,6 +23,43 @@ pub struct CallCounts {
     pub list_objects: AtomicU64,
     pub get_object: AtomicU64,
     pub read_object: AtomicU64,
+    pub upload_object: AtomicU64,
+    pub delete_object: AtomicU64,
+    pub copy_object: AtomicU64,
+    pub create_bucket: AtomicU64,
+    pub delete_bucket: AtomicU64,
+}
+
+/// A kind of `ObjectStore` call, to make it fail with `MemoryGcs::fail_next`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    ListBuckets,
+    GetBucket,
+    ListObjects,
+    GetObject,
+    ReadObject,
+    Upload,
+    DeleteObject,
+    CopyObject,
+    CreateBucket,
+    DeleteBucket,
+}
+
+impl CallCounts {
+    fn of(&self, op: Op) -> &AtomicU64 {
+        match op {
+            Op::ListBuckets => &self.list_buckets,
+            Op::GetBucket => &self.get_bucket,
+            Op::ListObjects => &self.list_objects,
+            Op::GetObject => &self.get_object,
+            Op::ReadObject => &self.read_object,
+            Op::Upload => &self.upload_object,
+            Op::DeleteObject => &self.delete_object,
+            Op::CopyObject => &self.copy_object,
+            Op::CreateBucket => &self.create_bucket,
+            Op::DeleteBucket => &self.delete_bucket,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -30,11 +69,14 @@ struct Bucket {
 }
 
 /// Cloud Storage in memory: buckets of objects, listing with prefix,
-/// delimiter and page tokens as the JSON API does.
+/// delimiter and page tokens as the JSON API does, generation preconditions
+/// as Cloud Storage checks them.
 #[derive(Default)]
 pub struct MemoryGcs {
     buckets: Mutex<BTreeMap<String, Bucket>>,
     next_generation: AtomicU64,
+    /// Calls still to fail, per kind: how many, and how.
+    failures: Mutex<BTreeMap<Op, (u32, ErrorKind)>>,
     pub calls: CallCounts,
 }
 
@@ -44,46 +86,50 @@ impl MemoryGcs {
     }
 
     pub fn add_bucket(&self, name: &str) {
-        let meta = BucketMeta {
-            name: name.to_string(),
-            location: "US".to_string(),
-            storage_class: "STANDARD".to_string(),
-            created: Some(SystemTime::UNIX_EPOCH),
-            updated: Some(SystemTime::UNIX_EPOCH),
-            ..Default::default()
-        };
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        buckets.entry(name.to_string()).or_default().meta = meta;
+        buckets.entry(name.to_string()).or_default().meta = new_bucket_meta(name);
     }
 
-    /// Stores an object (creating its bucket if needed) with a new generation.
+    /// Stores an object (creating its bucket if needed) with a new generation,
+    /// as a change made behind the mount's back would.
     pub fn put_object(&self, bucket: &str, name: &str, data: impl Into<Bytes>) -> ObjectMeta {
-        let data = data.into();
-        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst) as i64 + 1;
-        let meta = ObjectMeta {
-            bucket: bucket.to_string(),
-            name: name.to_string(),
-            size: data.len() as u64,
-            generation,
-            metageneration: 1,
-            content_type: Some("application/octet-stream".to_string()),
-            created: Some(SystemTime::UNIX_EPOCH),
-            updated: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(generation as u64)),
-            storage_class: Some("STANDARD".to_string()),
-            ..Default::default()
-        };
         self.add_bucket_if_missing(bucket);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = buckets.get_mut(bucket) {
-            b.objects.insert(name.to_string(), (meta.clone(), data));
-        }
-        meta
+        let b = buckets.get_mut(bucket).expect("the bucket was just added");
+        self.store(b, name, data.into(), None, BTreeMap::new())
     }
 
-    pub fn delete_object(&self, bucket: &str, name: &str) {
+    /// Removes an object behind the mount's back (no call is counted).
+    pub fn remove_object(&self, bucket: &str, name: &str) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = buckets.get_mut(bucket) {
             b.objects.remove(name);
+        }
+    }
+
+    /// An object's bytes, if it exists.
+    pub fn object_data(&self, bucket: &str, name: &str) -> Option<Bytes> {
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.get(bucket)?.objects.get(name).map(|(_, data)| data.clone())
+    }
+
+    /// Makes the next `times` calls of kind `op` fail with `kind` (they
+    /// count as calls, and change nothing). Replaces what was set for `op`.
+    pub fn fail_next(&self, op: Op, times: u32, kind: ErrorKind) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.insert(op, (times, kind));
+    }
+
+    /// Counts a call, and fails it if `fail_next` said so.
+    fn call(&self, op: Op) -> BackendResult<()> {
+        self.calls.of(op).fetch_add(1, Ordering::SeqCst);
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get_mut(&op) {
+            Some((left, kind)) if *left > 0 => {
+                *left -= 1;
+                Err(BackendError::new(*kind, format!("{op:?}: failure injected by the test")))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -94,12 +140,72 @@ impl MemoryGcs {
         }
     }
 
+    /// Stores `data` as `name` in `bucket` with a new generation.
+    fn store(
+        &self,
+        bucket: &mut Bucket,
+        name: &str,
+        data: Bytes,
+        content_type: Option<String>,
+        custom_metadata: BTreeMap<String, String>,
+    ) -> ObjectMeta {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst) as i64 + 1;
+        let meta = ObjectMeta {
+            bucket: bucket.meta.name.clone(),
+            name: name.to_string(),
+            size: data.len() as u64,
+            generation,
+            metageneration: 1,
+            content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".to_string())),
+            created: Some(SystemTime::UNIX_EPOCH),
+            updated: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(generation as u64)),
+            storage_class: Some("STANDARD".to_string()),
+            custom_metadata,
+            etag: format!("etag-{generation}"),
+            ..Default::default()
+        };
+        bucket.objects.insert(name.to_string(), (meta.clone(), data));
+        meta
+    }
+
     fn with_bucket<T>(&self, bucket: &str, f: impl FnOnce(&Bucket) -> BackendResult<T>) -> BackendResult<T> {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         match buckets.get(bucket) {
             Some(b) => f(b),
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
         }
+    }
+
+    fn with_bucket_mut<T>(&self, bucket: &str, f: impl FnOnce(&mut Bucket) -> BackendResult<T>) -> BackendResult<T> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get_mut(bucket) {
+            Some(b) => f(b),
+            None => Err(BackendError::not_found(format!("bucket {bucket}"))),
+        }
+    }
+}
+
+fn new_bucket_meta(name: &str) -> BucketMeta {
+    BucketMeta {
+        name: name.to_string(),
+        location: "US".to_string(),
+        storage_class: "STANDARD".to_string(),
+        created: Some(SystemTime::UNIX_EPOCH),
+        updated: Some(SystemTime::UNIX_EPOCH),
+        metageneration: 1,
+        ..Default::default()
+    }
+}
+
+/// `PreconditionFailed` unless `current` (the object's generation, `None`
+/// when absent) satisfies `expected` (0: must be absent).
+fn check_generation(what: &str, current: Option<i64>, expected: Option<i64>) -> BackendResult<()> {
+    match (expected, current.unwrap_or(0)) {
+        (Some(expected), current) if expected != current => Err(BackendError::new(
+            ErrorKind::PreconditionFailed,
+            format!("{what} is at generation {current}, not {expected}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -111,7 +217,7 @@ impl ObjectStore for MemoryGcs {
         page_token: Option<String>,
         page_size: u32,
     ) -> BackendResult<BucketPage> {
-        self.calls.list_buckets.fetch_add(1, Ordering::SeqCst);
+        self.call(Op::ListBuckets)?;
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let after = page_token.unwrap_or_default();
         let mut page: Vec<BucketMeta> = buckets
@@ -130,17 +236,17 @@ impl ObjectStore for MemoryGcs {
     }
 
     async fn get_bucket(&self, bucket: &str) -> BackendResult<BucketMeta> {
-        self.calls.get_bucket.fetch_add(1, Ordering::SeqCst);
+        self.call(Op::GetBucket)?;
         self.with_bucket(bucket, |b| Ok(b.meta.clone()))
     }
 
     async fn list_objects(&self, request: &ListObjects) -> BackendResult<ObjectPage> {
-        self.calls.list_objects.fetch_add(1, Ordering::SeqCst);
+        self.call(Op::ListObjects)?;
         self.with_bucket(&request.bucket, |b| Ok(list_page(b, request)))
     }
 
     async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<ObjectMeta> {
-        self.calls.get_object.fetch_add(1, Ordering::SeqCst);
+        self.call(Op::GetObject)?;
         self.with_bucket(bucket, |b| {
             b.objects
                 .get(name)
@@ -156,7 +262,7 @@ impl ObjectStore for MemoryGcs {
         generation: Option<i64>,
         range: Range<u64>,
     ) -> BackendResult<ByteStream> {
-        self.calls.read_object.fetch_add(1, Ordering::SeqCst);
+        self.call(Op::ReadObject)?;
         let data = self.with_bucket(bucket, |b| match b.objects.get(name) {
             Some((meta, data)) if generation.is_none_or(|g| g == meta.generation) => Ok(data.clone()),
             _ => Err(BackendError::not_found(format!("gs://{bucket}/{name}"))),
@@ -167,6 +273,81 @@ impl ObjectStore for MemoryGcs {
         let chunks: Vec<BackendResult<Bytes>> =
             (start..end).step_by(64 * 1024).map(|at| Ok(data.slice(at..(at + 64 * 1024).min(end)))).collect();
         Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta> {
+        self.call(Op::Upload)?;
+        let what = format!("gs://{}/{}", upload.bucket, upload.name);
+        let mut data = vec![0; upload.size as usize];
+        upload
+            .source
+            .read_exact_at(&mut data, 0)
+            .map_err(|e| BackendError::new(ErrorKind::InvalidArgument, format!("upload {what}: staging file: {e}")))?;
+        self.with_bucket_mut(&upload.bucket, |b| {
+            let current = b.objects.get(&upload.name).map(|(meta, _)| meta.generation);
+            check_generation(&what, current, upload.if_generation_match)?;
+            let content_type = upload.content_type.clone();
+            Ok(self.store(b, &upload.name, data.into(), content_type, upload.custom_metadata.clone()))
+        })
+    }
+
+    async fn delete_object(&self, bucket: &str, name: &str, if_generation_match: Option<i64>) -> BackendResult<()> {
+        self.call(Op::DeleteObject)?;
+        let what = format!("gs://{bucket}/{name}");
+        self.with_bucket_mut(bucket, |b| {
+            let current = b.objects.get(name).map(|(meta, _)| meta.generation);
+            if current.is_none() {
+                return Err(BackendError::not_found(&what));
+            }
+            check_generation(&what, current, if_generation_match)?;
+            b.objects.remove(name);
+            Ok(())
+        })
+    }
+
+    async fn copy_object(
+        &self,
+        bucket: &str,
+        source: &str,
+        destination: &str,
+        if_source_generation_match: Option<i64>,
+    ) -> BackendResult<ObjectMeta> {
+        self.call(Op::CopyObject)?;
+        let what = format!("gs://{bucket}/{source}");
+        self.with_bucket_mut(bucket, |b| {
+            let Some((meta, data)) = b.objects.get(source).cloned() else {
+                return Err(BackendError::not_found(&what));
+            };
+            check_generation(&what, Some(meta.generation), if_source_generation_match)?;
+            Ok(self.store(b, destination, data, meta.content_type, meta.custom_metadata))
+        })
+    }
+
+    async fn create_bucket(&self, _project: &str, bucket: &str) -> BackendResult<BucketMeta> {
+        self.call(Op::CreateBucket)?;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.contains_key(bucket) {
+            return Err(BackendError::new(ErrorKind::AlreadyExists, format!("bucket {bucket} exists")));
+        }
+        let meta = new_bucket_meta(bucket);
+        buckets.insert(bucket.to_string(), Bucket { meta: meta.clone(), objects: BTreeMap::new() });
+        Ok(meta)
+    }
+
+    /// As Cloud Storage: only an empty bucket, else `AlreadyExists` (its 409).
+    async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
+        self.call(Op::DeleteBucket)?;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get(bucket) {
+            None => Err(BackendError::not_found(format!("bucket {bucket}"))),
+            Some(b) if !b.objects.is_empty() => {
+                Err(BackendError::new(ErrorKind::AlreadyExists, format!("bucket {bucket} is not empty")))
+            }
+            Some(_) => {
+                buckets.remove(bucket);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -211,6 +392,32 @@ fn list_page(bucket: &Bucket, request: &ListObjects) -> ObjectPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    fn upload(name: &str, data: &[u8], if_generation_match: Option<i64>) -> Upload {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(data).unwrap();
+        Upload {
+            bucket: "b".to_string(),
+            name: name.to_string(),
+            source: Arc::new(file),
+            size: data.len() as u64,
+            content_type: Some("text/plain".to_string()),
+            custom_metadata: [("k".to_string(), "v".to_string())].into(),
+            if_generation_match,
+        }
+    }
+
+    async fn read(gcs: &MemoryGcs, name: &str) -> Vec<u8> {
+        let stream = gcs.read_object("b", name, None, 0..u64::MAX).await.unwrap();
+        stream.try_collect::<Vec<_>>().await.unwrap().concat()
+    }
+
+    fn kind<T: std::fmt::Debug>(result: BackendResult<T>) -> ErrorKind {
+        result.unwrap_err().kind
+    }
 
     fn request(prefix: &str, page_size: u32, page_token: Option<String>) -> ListObjects {
         ListObjects {
@@ -238,5 +445,120 @@ mod tests {
         assert!(second.next_page_token.is_none());
         let nested = gcs.list_objects(&request("e/", 10, None)).await.unwrap();
         assert_eq!(nested.prefixes, vec!["e/x/"]);
+    }
+
+    #[tokio::test]
+    async fn an_upload_stores_the_file_with_its_metadata() {
+        let gcs = MemoryGcs::new();
+        gcs.add_bucket("b");
+        let request = upload("f", b"hello", Some(0));
+        let meta = gcs.upload_object(&request).await.unwrap();
+        assert_eq!(meta.size, 5);
+        assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(meta.custom_metadata, request.custom_metadata);
+        assert_eq!(gcs.get_object("b", "f").await.unwrap(), meta);
+        assert_eq!(read(&gcs, "f").await, b"hello");
+        assert_eq!(gcs.calls.upload_object.load(Ordering::SeqCst), 1);
+
+        let plain = Upload { content_type: None, ..upload("g", b"", None) };
+        let meta = gcs.upload_object(&plain).await.unwrap();
+        assert_eq!(meta.content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(meta.size, 0);
+    }
+
+    #[tokio::test]
+    async fn uploads_honour_generation_preconditions() {
+        let gcs = MemoryGcs::new();
+        let first = gcs.put_object("b", "f", "one");
+        assert_eq!(kind(gcs.upload_object(&upload("f", b"two", Some(0))).await), ErrorKind::PreconditionFailed);
+        let stale = upload("f", b"two", Some(first.generation + 1));
+        assert_eq!(kind(gcs.upload_object(&stale).await), ErrorKind::PreconditionFailed);
+        assert_eq!(read(&gcs, "f").await, b"one", "a refused upload changes nothing");
+        let second = gcs.upload_object(&upload("f", b"two", Some(first.generation))).await.unwrap();
+        assert!(second.generation > first.generation);
+        assert_eq!(read(&gcs, "f").await, b"two");
+        let absent = upload("new", b"x", Some(second.generation));
+        assert_eq!(kind(gcs.upload_object(&absent).await), ErrorKind::PreconditionFailed);
+    }
+
+    #[tokio::test]
+    async fn an_upload_needs_its_bucket_and_all_its_bytes() {
+        let gcs = MemoryGcs::new();
+        let request = upload("f", b"abc", None);
+        assert_eq!(kind(gcs.upload_object(&request).await), ErrorKind::NotFound);
+        gcs.add_bucket("b");
+        let short = Upload { size: 10, ..request };
+        assert_eq!(kind(gcs.upload_object(&short).await), ErrorKind::InvalidArgument);
+        assert_eq!(kind(gcs.get_object("b", "f").await), ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn deletes_honour_generation_preconditions() {
+        let gcs = MemoryGcs::new();
+        let meta = gcs.put_object("b", "f", "x");
+        assert_eq!(kind(gcs.delete_object("b", "f", Some(meta.generation + 1)).await), ErrorKind::PreconditionFailed);
+        assert_eq!(kind(gcs.delete_object("b", "f", Some(0)).await), ErrorKind::PreconditionFailed);
+        gcs.delete_object("b", "f", Some(meta.generation)).await.unwrap();
+        assert_eq!(kind(gcs.delete_object("b", "f", None).await), ErrorKind::NotFound);
+        gcs.put_object("b", "g", "y");
+        gcs.delete_object("b", "g", None).await.unwrap();
+        assert_eq!(kind(gcs.get_object("b", "g").await), ErrorKind::NotFound);
+        assert_eq!(kind(gcs.delete_object("nobucket", "g", None).await), ErrorKind::NotFound);
+        assert_eq!(gcs.calls.delete_object.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn a_copy_keeps_content_and_metadata() {
+        let gcs = MemoryGcs::new();
+        gcs.add_bucket("b");
+        let source = gcs.upload_object(&upload("src", b"data", None)).await.unwrap();
+        let copy = gcs.copy_object("b", "src", "dst", Some(source.generation)).await.unwrap();
+        assert_eq!(copy.name, "dst");
+        assert_ne!(copy.generation, source.generation);
+        assert_eq!(copy.content_type, source.content_type);
+        assert_eq!(copy.custom_metadata, source.custom_metadata);
+        assert_eq!(read(&gcs, "dst").await, b"data");
+        assert_eq!(gcs.get_object("b", "src").await.unwrap(), source, "the source stays");
+        let stale = gcs.copy_object("b", "src", "x", Some(source.generation + 1)).await;
+        assert_eq!(kind(stale), ErrorKind::PreconditionFailed);
+        assert_eq!(kind(gcs.copy_object("b", "nope", "x", None).await), ErrorKind::NotFound);
+        assert_eq!(kind(gcs.get_object("b", "x").await), ErrorKind::NotFound);
+        assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn buckets_are_created_once_and_deleted_when_empty() {
+        let gcs = MemoryGcs::new();
+        assert_eq!(gcs.create_bucket("p", "b").await.unwrap().name, "b");
+        assert_eq!(kind(gcs.create_bucket("p", "b").await), ErrorKind::AlreadyExists);
+        gcs.put_object("b", "o", "x");
+        assert_eq!(kind(gcs.delete_bucket("b").await), ErrorKind::AlreadyExists);
+        gcs.remove_object("b", "o");
+        gcs.delete_bucket("b").await.unwrap();
+        assert_eq!(kind(gcs.get_bucket("b").await), ErrorKind::NotFound);
+        assert_eq!(kind(gcs.delete_bucket("b").await), ErrorKind::NotFound);
+        assert_eq!(gcs.calls.create_bucket.load(Ordering::SeqCst), 2);
+        assert_eq!(gcs.calls.delete_bucket.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn injected_failures_fail_the_next_calls_of_a_kind_and_change_nothing() {
+        let gcs = MemoryGcs::new();
+        gcs.add_bucket("b");
+        gcs.fail_next(Op::Upload, 2, ErrorKind::Unavailable);
+        let request = upload("f", b"x", None);
+        assert_eq!(kind(gcs.upload_object(&request).await), ErrorKind::Unavailable);
+        assert_eq!(kind(gcs.get_object("b", "f").await), ErrorKind::NotFound, "other kinds are not failed");
+        assert_eq!(kind(gcs.upload_object(&request).await), ErrorKind::Unavailable);
+        gcs.upload_object(&request).await.unwrap();
+        assert_eq!(gcs.calls.upload_object.load(Ordering::SeqCst), 3, "failed calls count too");
+
+        gcs.fail_next(Op::DeleteObject, 1, ErrorKind::PermissionDenied);
+        assert_eq!(kind(gcs.delete_object("b", "f", None).await), ErrorKind::PermissionDenied);
+        assert_eq!(read(&gcs, "f").await, b"x");
+        gcs.fail_next(Op::ListObjects, 1, ErrorKind::RateLimited);
+        let listing = ListObjects { bucket: "b".to_string(), page_size: 10, ..Default::default() };
+        assert_eq!(kind(gcs.list_objects(&listing).await), ErrorKind::RateLimited);
+        assert_eq!(gcs.list_objects(&listing).await.unwrap().objects.len(), 1);
     }
 }

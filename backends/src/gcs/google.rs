@@ -1,4 +1,7 @@
 //! `ObjectStore` on Cloud Storage's JSON API (crate `gcloud-storage`).
+//! Uploads are in `upload.rs`.
+
+mod upload;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -9,15 +12,19 @@ use futures::StreamExt;
 use gcloud_storage::client::{Client, ClientConfig};
 use gcloud_storage::http::Error as HttpError;
 use gcloud_storage::http::buckets::Bucket;
+use gcloud_storage::http::buckets::delete::DeleteBucketRequest;
 use gcloud_storage::http::buckets::get::GetBucketRequest;
+use gcloud_storage::http::buckets::insert::{BucketCreationConfig, InsertBucketParam, InsertBucketRequest};
 use gcloud_storage::http::buckets::list::ListBucketsRequest;
 use gcloud_storage::http::objects::Object;
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range as HttpRange;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
+use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use time::OffsetDateTime;
 
-use super::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore};
+use super::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, Upload};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::retry::RetryPolicy;
 
@@ -43,18 +50,27 @@ impl GcsConfig {
 
 pub struct GoogleGcs {
     client: Client,
+    uploads: upload::Uploads,
     retry: RetryPolicy,
 }
 
 impl GoogleGcs {
     pub async fn connect(config: GcsConfig) -> BackendResult<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // A read that stalls this long fails; a long download that keeps
-            // moving does not (this is not a total timeout).
-            .read_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| BackendError::new(ErrorKind::Other, format!("building the HTTP client: {e}")))?;
+        let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        // A read that stalls this long fails; a long download that keeps
+        // moving does not (this is not a total timeout).
+        let client = Client::new(Self::client_config(&config, builder().read_timeout(Duration::from_secs(30))).await?);
+        // Uploads have their own HTTP client without a read timeout: reqwest
+        // runs it from the start of the request, while the body is still
+        // being sent, so it would cut every upload that takes longer. They
+        // are bounded by the retry policy's attempt timeout, scaled by size.
+        let uploads = upload::Uploads::new(Self::client_config(&config, builder()).await?);
+        Ok(Self { client, uploads, retry: config.retry })
+    }
+
+    async fn client_config(config: &GcsConfig, http: reqwest::ClientBuilder) -> BackendResult<ClientConfig> {
+        let http =
+            http.build().map_err(|e| BackendError::new(ErrorKind::Other, format!("building the HTTP client: {e}")))?;
         let base = ClientConfig {
             http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
             ..ClientConfig::default()
@@ -70,7 +86,24 @@ impl GoogleGcs {
                 )
             })?,
         };
-        Ok(Self { client: Client::new(client_config), retry: config.retry })
+        Ok(client_config)
+    }
+
+    /// `PreconditionFailed` unless the object is at `expected` (0: absent).
+    async fn check_generation(&self, bucket: &str, name: &str, expected: i64) -> BackendResult<()> {
+        let current = match self.get_object(bucket, name).await {
+            Ok(meta) => meta.generation,
+            Err(e) if e.kind == ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        if current == expected {
+            Ok(())
+        } else {
+            Err(BackendError::new(
+                ErrorKind::PreconditionFailed,
+                format!("gs://{bucket}/{name} is at generation {current}, not {expected}"),
+            ))
+        }
     }
 }
 
@@ -177,6 +210,115 @@ impl ObjectStore for GoogleGcs {
             })
             .await?;
         Ok(Box::pin(stream.map(move |chunk| chunk.map_err(|e| backend_error("reading object data", e)))))
+    }
+
+    async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta> {
+        self.upload(upload).await
+    }
+
+    async fn delete_object(&self, bucket: &str, name: &str, if_generation_match: Option<i64>) -> BackendResult<()> {
+        let request = DeleteObjectRequest {
+            bucket: bucket.to_string(),
+            object: name.to_string(),
+            if_generation_match,
+            ..Default::default()
+        };
+        let what = format!("delete gs://{bucket}/{name}");
+        self.retry
+            .run(&what, || async { self.client.delete_object(&request).await.map_err(|e| backend_error(&what, e)) })
+            .await
+    }
+
+    async fn copy_object(
+        &self,
+        bucket: &str,
+        source: &str,
+        destination: &str,
+        if_source_generation_match: Option<i64>,
+    ) -> BackendResult<ObjectMeta> {
+        // The crate's request has no ifSourceGenerationMatch (and
+        // fake-gcs-server ignores it): the copy reads that exact generation
+        // instead, which an overwrite cannot change, and a 404 is told apart
+        // below. (On a versioned bucket, an overwritten generation is still
+        // copied.) No destination metadata: the copy keeps the source's.
+        let mut request = RewriteObjectRequest {
+            source_bucket: bucket.to_string(),
+            source_object: source.to_string(),
+            destination_bucket: bucket.to_string(),
+            destination_object: destination.to_string(),
+            source_generation: if_source_generation_match,
+            ..Default::default()
+        };
+        let what = format!("copy gs://{bucket}/{source} to {destination}");
+        loop {
+            let step = self
+                .retry
+                .run(&what, || async {
+                    self.client.rewrite_object(&request).await.map_err(|e| backend_error(&what, e))
+                })
+                .await;
+            let response = match (step, if_source_generation_match) {
+                (Err(e), Some(expected)) if e.kind == ErrorKind::NotFound => {
+                    // Gone (or its bucket is), or there at another generation.
+                    return match self.get_object(bucket, source).await {
+                        Ok(current) => Err(BackendError::new(
+                            ErrorKind::PreconditionFailed,
+                            format!("{what}: the source is at generation {}, not {expected}", current.generation),
+                        )),
+                        Err(_) => Err(e),
+                    };
+                }
+                (step, _) => step?,
+            };
+            if response.done {
+                let object = response.resource.ok_or_else(|| {
+                    BackendError::new(ErrorKind::Other, format!("{what}: done, but the answer has no object"))
+                })?;
+                return Ok(object_meta(object));
+            }
+            match response.rewrite_token.filter(|t| !t.is_empty()) {
+                Some(token) => request.rewrite_token = Some(token),
+                None => {
+                    return Err(BackendError::new(
+                        ErrorKind::Other,
+                        format!("{what}: not done, and no token to go on"),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn create_bucket(&self, project: &str, bucket: &str) -> BackendResult<BucketMeta> {
+        let request = InsertBucketRequest {
+            name: bucket.to_string(),
+            param: InsertBucketParam { project: project.to_string(), ..Default::default() },
+            // Cloud Storage's default, said explicitly: the crate would send "".
+            bucket: BucketCreationConfig { location: "US".to_string(), ..Default::default() },
+        };
+        let what = format!("create bucket {bucket} in {project}");
+        self.retry
+            .run(&what, || async {
+                let created = self.client.insert_bucket(&request).await;
+                created.map(bucket_meta).map_err(|e| backend_error(&what, e))
+            })
+            .await
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
+        let request = DeleteBucketRequest { bucket: bucket.to_string(), ..Default::default() };
+        let what = format!("delete bucket {bucket}");
+        self.retry
+            .run(&what, || async {
+                match self.client.delete_bucket(&request).await.map_err(|e| backend_error(&what, e)) {
+                    // A bucket with objects: Cloud Storage answers 409,
+                    // fake-gcs-server 412 (no precondition was sent).
+                    Err(e) if e.kind == ErrorKind::PreconditionFailed => {
+                        Err(BackendError::new(ErrorKind::AlreadyExists, format!("{what}: not empty ({})", e.message)))
+                    }
+                    other => other,
+                }
+            })
+            .await
     }
 }
 

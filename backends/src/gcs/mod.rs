@@ -6,6 +6,7 @@ mod google;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -80,6 +81,23 @@ pub struct ObjectPage {
     pub next_page_token: Option<String>,
 }
 
+/// An upload: the whole content of an object, from a local staging file.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub bucket: String,
+    pub name: String,
+    /// Holds exactly the object's bytes from offset 0 (`size` of them). The
+    /// upload reads it with positioned reads and leaves it unchanged.
+    pub source: Arc<std::fs::File>,
+    pub size: u64,
+    /// `None`: Cloud Storage's default (application/octet-stream).
+    pub content_type: Option<String>,
+    pub custom_metadata: BTreeMap<String, String>,
+    /// Upload only if the object's current generation is this one; `Some(0)`
+    /// means only if no object exists. A mismatch is `PreconditionFailed`.
+    pub if_generation_match: Option<i64>,
+}
+
 /// The bytes of a ranged read, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = BackendResult<Bytes>> + Send>>;
 
@@ -109,4 +127,26 @@ pub trait ObjectStore: Send + Sync + 'static {
         generation: Option<i64>,
         range: Range<u64>,
     ) -> BackendResult<ByteStream>;
+
+    /// Uploads an object whole; it becomes visible only when complete. Large
+    /// objects go up in resumable chunks.
+    async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta>;
+
+    /// Deletes an object (only at that generation, if given).
+    async fn delete_object(&self, bucket: &str, name: &str, if_generation_match: Option<i64>) -> BackendResult<()>;
+
+    /// Copies an object server-side within a bucket (a rewrite, repeated
+    /// until done), keeping its content type and custom metadata. With a
+    /// generation, only if the source is still at it.
+    async fn copy_object(
+        &self,
+        bucket: &str,
+        source: &str,
+        destination: &str,
+        if_source_generation_match: Option<i64>,
+    ) -> BackendResult<ObjectMeta>;
+
+    async fn create_bucket(&self, project: &str, bucket: &str) -> BackendResult<BucketMeta>;
+
+    async fn delete_bucket(&self, bucket: &str) -> BackendResult<()>;
 }
