@@ -105,6 +105,7 @@ impl TreeArgs {
             dir_mode: self.dir_mode,
             page_size: self.page_size,
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
+            staging_dir: self.state_dir().join("staging"),
         }
     }
 

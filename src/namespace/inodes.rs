@@ -120,6 +120,39 @@ impl InodeTable {
         }
     }
 
+    /// Gives each inode whose node `moved` maps a new node (after a rename),
+    /// keeping its number. An inode that stood at a new node's place is
+    /// dropped: what it named was replaced.
+    pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) {
+        let mut table = self.lock();
+        let changes: Vec<(Ino, Node)> =
+            table.by_ino.iter().filter_map(|(ino, entry)| moved(&entry.node).map(|node| (*ino, node))).collect();
+        for (ino, _) in &changes {
+            if let Some(entry) = table.by_ino.get(ino) {
+                let old = entry.node.key();
+                table.by_path.remove(&old);
+            }
+        }
+        for (ino, node) in changes {
+            if let Some(replaced) = table.by_path.insert(node.key(), ino)
+                && replaced != ino
+            {
+                table.by_ino.remove(&replaced);
+            }
+            if let Some(entry) = table.by_ino.get_mut(&ino) {
+                entry.node = node;
+            }
+            table.journal_new(ino);
+        }
+    }
+
+    /// The inode number of `node` and its generation, if it has one.
+    pub fn find(&self, node: &Node) -> Option<(Ino, u64)> {
+        let table = self.lock();
+        let ino = *table.by_path.get(&node.key())?;
+        table.by_ino.get(&ino).map(|e| (ino, e.generation))
+    }
+
     pub fn node(&self, ino: Ino) -> Option<Node> {
         self.lock().by_ino.get(&ino).map(|e| e.node.clone())
     }
@@ -240,6 +273,17 @@ mod tests {
         assert_eq!(table.node(file), Some(object("x")));
         assert_eq!(table.node(dir), Some(prefix));
         assert!(file < 1 << 63 && dir < 1 << 63, "offsets must be positive as i64");
+    }
+
+    #[test]
+    fn a_rename_keeps_the_inode_and_drops_the_replaced_one() {
+        let table = InodeTable::new();
+        let (a, _) = table.remember(&object("a"));
+        let (b, _) = table.remember(&object("b"));
+        table.rekey(|node| (*node == object("a")).then(|| object("b")));
+        assert_eq!(table.node(a), Some(object("b")));
+        assert_eq!(table.node(b), None);
+        assert_eq!(table.remember(&object("b")).0, a);
     }
 
     #[test]

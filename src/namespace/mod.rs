@@ -7,12 +7,14 @@
 mod cache;
 mod inodes;
 mod listing;
+mod mutate;
 pub mod node;
 mod reader;
 mod storage;
+mod write;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,7 +23,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::ObjectStore;
-use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, Vfs, VfsError, VfsResult};
+use ciofs_frontends::{
+    Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
+};
 use tokio::sync::Mutex as AsyncMutex;
 
 use self::cache::MetaCache;
@@ -29,6 +33,7 @@ use self::inodes::InodeTable;
 use self::listing::DirStreams;
 use self::node::{Node, Service};
 use self::reader::ObjectReader;
+use self::write::Staged;
 
 pub use self::inodes::path_hash;
 
@@ -43,6 +48,8 @@ pub struct Options {
     pub page_size: u32,
     /// How long listed or fetched metadata is trusted.
     pub metadata_ttl: Duration,
+    /// Where files open for write are staged before upload.
+    pub staging_dir: PathBuf,
 }
 
 impl Default for Options {
@@ -54,16 +61,46 @@ impl Default for Options {
             dir_mode: 0o755,
             page_size: 1000,
             metadata_ttl: Duration::from_secs(60),
+            staging_dir: std::env::temp_dir().join("ciofs-staging"),
         }
     }
 }
 
-/// What an open file handle reads.
+/// What an open file handle reads or writes.
+#[derive(Clone)]
 enum Handle {
     Object(Arc<AsyncMutex<ObjectReader>>),
     /// A generated document, rendered once at open so the reader sees one
     /// consistent version.
     Document(Bytes),
+    /// An object open for write (write.rs).
+    Write(Arc<Writer>),
+    /// A write to a generated file (`.meta/*`): accepted and ignored, so
+    /// that `tar x` of an export succeeds.
+    Ignored,
+}
+
+/// An object open for write: the staged state, and what getattr and other
+/// opens need to know about it without waiting for its lock.
+pub(crate) struct Writer {
+    staged: AsyncMutex<Staged>,
+    /// Size, mtime, and whether it has unflushed data or an upload in flight.
+    state: Mutex<(u64, SystemTime, bool)>,
+}
+
+impl Writer {
+    fn new(staged: Staged) -> Self {
+        let state = (staged.size, staged.mtime, staged.dirty);
+        Writer { staged: AsyncMutex::new(staged), state: Mutex::new(state) }
+    }
+
+    fn state(&self) -> (u64, SystemTime, bool) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, staged: &Staged, busy: bool) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (staged.size, staged.mtime, busy);
+    }
 }
 
 /// The most one read returns (FUSE asks for at most 1 MiB, NFS clients for
@@ -86,6 +123,8 @@ pub struct Namespace {
     next_fh: AtomicU64,
     /// By inode: the generation read and its reader.
     nfs_readers: Mutex<HashMap<Ino, (i64, SharedReader)>>,
+    /// The latest handle open for write of each inode.
+    writers: Mutex<HashMap<Ino, Arc<Writer>>>,
     /// The object generation each inode last had when opened, so that an
     /// unchanged object keeps the kernel's page cache.
     opened_generation: Mutex<HashMap<Ino, i64>>,
@@ -120,6 +159,7 @@ impl Namespace {
             next_fh: AtomicU64::new(1),
             nfs_readers: Mutex::new(HashMap::new()),
             opened_generation: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,7 +221,13 @@ impl Vfs for Namespace {
     async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
         let node = self.node(ino)?;
         let generation = self.inodes.generation(ino).unwrap_or(0);
-        let (size, mtime) = self.storage_stat(&node).await?;
+        let (size, mtime) = match self.writer(ino) {
+            Some(writer) => {
+                let (size, mtime, _) = writer.state();
+                (size, mtime)
+            }
+            None => self.storage_stat(&node).await?,
+        };
         let kind = if node.is_dir() { FileKind::Directory } else { FileKind::File };
         Ok(self.attr(ino, generation, kind, size, mtime))
     }
@@ -229,7 +275,11 @@ impl Vfs for Namespace {
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
         let node = self.node(ino)?;
         if flags.write || flags.truncate || flags.append {
-            return Err(VfsError::read_only(format!("{node}: open for write")));
+            return self.open_for_write(ino, &node, flags.truncate).await;
+        }
+        if let Some(writer) = self.writer(ino) {
+            // Reading a file being written: its writer's bytes.
+            return Ok(Opened { fh: self.new_handle(Handle::Write(writer)), direct_io: false, keep_cache: false });
         }
         match &node {
             Node::Object { .. } => {
@@ -248,24 +298,119 @@ impl Vfs for Namespace {
         }
     }
 
-    async fn release(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+    async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
+        let dir = self.node(parent)?;
+        let node = self.child_to_create(&dir, name)?;
+        let (ino, generation) = self.inodes.remember(&node);
+        self.inodes.count_lookup(ino);
+        let handle = match node {
+            Node::Object { .. } => {
+                let writer = Arc::new(Writer::new(self.stage(&node, None, true)?));
+                self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+                Handle::Write(writer)
+            }
+            _ => Handle::Ignored,
+        };
+        let attr = self.attr(ino, generation, FileKind::File, 0, SystemTime::now());
+        Ok((attr, Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false }))
+    }
+
+    async fn write(&self, ino: Ino, fh: Option<Fh>, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        match self.handle(fh) {
+            Some(Handle::Write(writer)) => {
+                let mut staged = writer.staged.lock().await;
+                let written = self.staged_write(&mut staged, offset, data).await;
+                writer.record(&staged, staged.is_busy());
+                written
+            }
+            Some(Handle::Ignored) => Ok(data.len() as u32),
+            Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
+            None => Err(VfsError::new(libc::EROFS, "writes over NFS come with a later version")),
+        }
+    }
+
+    async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
+        let Some(Handle::Write(writer)) = self.handle(Some(fh)) else {
+            return Ok(());
+        };
+        let mut staged = writer.staged.lock().await;
+        writer.record(&staged, staged.is_busy());
+        let committed = self.commit(&mut staged).await;
+        writer.record(&staged, false);
+        committed
+    }
+
+    async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
+        match fh {
+            Some(fh) => self.flush(ino, fh).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
+        let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+        if let Some(Handle::Write(writer)) = handle {
+            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
+                writers.remove(&ino);
+            }
+        }
         Ok(())
     }
 
+    async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
+        let node = self.node(ino)?;
+        if let (Some(size), Node::Object { .. }) = (set.size, &node) {
+            match self.writer(ino) {
+                Some(writer) => {
+                    let mut staged = writer.staged.lock().await;
+                    let truncated = self.staged_truncate(&mut staged, size).await;
+                    writer.record(&staged, staged.is_busy());
+                    truncated?;
+                }
+                // `truncate -s` without an open file: change the object now.
+                None => self.truncate_object(&node, size).await?,
+            }
+        }
+        // Mode, owner and times: accepted (tar x and cp -p set them), not
+        // kept: Cloud Storage has no place for them yet.
+        self.getattr(ino).await
+    }
+
+    async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
+        let dir = self.node(parent)?;
+        let attr = self.make_dir(&dir, name).await?;
+        self.inodes.count_lookup(attr.ino);
+        Ok(attr)
+    }
+
+    async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
+        let dir = self.node(parent)?;
+        self.remove_file(&dir, name).await
+    }
+
+    async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
+        let dir = self.node(parent)?;
+        self.remove_dir(&dir, name).await
+    }
+
+    async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) -> VfsResult<()> {
+        let from = self.node(parent)?;
+        let to = self.node(new_parent)?;
+        self.rename_entry(&from, name, &to, new_name).await
+    }
+
     async fn read(&self, ino: Ino, fh: Option<Fh>, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
-        let handle = fh.and_then(|fh| {
-            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-            handles.get(&fh).map(|h| match h {
-                Handle::Object(reader) => Handle::Object(reader.clone()),
-                Handle::Document(bytes) => Handle::Document(bytes.clone()),
-            })
-        });
-        let handle = match handle {
+        let handle = match self.handle(fh) {
             Some(handle) => handle,
             None => self.handle_without_open(ino).await?,
         };
         match handle {
+            Handle::Write(writer) => {
+                let mut staged = writer.staged.lock().await;
+                self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
+            }
+            Handle::Ignored => Ok((Bytes::new(), true)),
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
                 match reader.read(offset, len.min(MAX_READ)).await {
@@ -290,6 +435,39 @@ impl Vfs for Namespace {
 }
 
 impl Namespace {
+    fn handle(&self, fh: Option<Fh>) -> Option<Handle> {
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        handles.get(&fh?).cloned()
+    }
+
+    fn writer(&self, ino: Ino) -> Option<Arc<Writer>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
+    }
+
+    async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
+        let handle = match node {
+            Node::Object { .. } => {
+                if self.writer(ino).is_some_and(|w| w.state().2) {
+                    return Err(VfsError::new(
+                        libc::EBUSY,
+                        format!("{node}: another handle has unflushed data or an upload in flight"),
+                    ));
+                }
+                let base = match self.object_meta(node).await {
+                    Ok(meta) => Some(meta),
+                    Err(e) if e.errno() == libc::ENOENT => None,
+                    Err(e) => return Err(e),
+                };
+                let writer = Arc::new(Writer::new(self.stage(node, base, truncate)?));
+                self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+                Handle::Write(writer)
+            }
+            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => Handle::Ignored,
+            _ => return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+        };
+        Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false })
+    }
+
     /// Finds `name` in directory `parent`.
     async fn find(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
         let dir = self.node(parent)?;

@@ -116,6 +116,27 @@ impl Node {
         }
     }
 
+    /// This node after the objects of `bucket` under `from` moved to `to`
+    /// (both prefixes ending with `/`, or full object names), if it moves.
+    pub fn moved(&self, in_bucket: &str, from: &str, to: &str) -> Option<Node> {
+        let rename = |name: &str| name.strip_prefix(from).map(|rest| format!("{to}{rest}"));
+        match self {
+            Node::Dir { project, bucket, prefix } if bucket == in_bucket => {
+                Some(Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: rename(prefix)? })
+            }
+            Node::MetaDir { project, bucket, prefix } if bucket == in_bucket => {
+                Some(Node::MetaDir { project: project.clone(), bucket: bucket.clone(), prefix: rename(prefix)? })
+            }
+            Node::Object { project, bucket, name } if bucket == in_bucket => {
+                Some(Node::Object { project: project.clone(), bucket: bucket.clone(), name: rename(name)? })
+            }
+            Node::ObjectMeta { project, bucket, name } if bucket == in_bucket => {
+                Some(Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: rename(name)? })
+            }
+            _ => None,
+        }
+    }
+
     /// What identifies the node: its path, with a final `/` for a directory
     /// (an object `a` and a prefix `a/` can both exist, and must not share an
     /// inode).

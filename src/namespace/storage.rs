@@ -44,6 +44,10 @@ impl Namespace {
                     return Err(missing());
                 }
                 let full = format!("{prefix}{name}");
+                let object = Node::Object { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
+                if let Some(entry) = self.staged_entry(&object) {
+                    return Ok(entry);
+                }
                 match self.resolve(bucket, &full).await? {
                     Known::Prefix => Ok(self.dir_entry(Node::Dir {
                         project: project.clone(),
@@ -172,7 +176,7 @@ impl Namespace {
 
     /// Whether `name` in `bucket` is a prefix (wins), an object, or absent:
     /// from the cache, else one get and one single-entry list, concurrently.
-    async fn resolve(&self, bucket: &str, name: &str) -> VfsResult<Known> {
+    pub(super) async fn resolve(&self, bucket: &str, name: &str) -> VfsResult<Known> {
         let prefix_key = key(bucket, &format!("{name}/"));
         let object_key = key(bucket, name);
         match (self.cache.get(&prefix_key), self.cache.get(&object_key)) {

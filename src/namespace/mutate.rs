@@ -1,0 +1,275 @@
+//! Changing the tree of Cloud Storage: files created, directories made and
+//! removed, files removed and renamed.
+//!
+//! A directory is a prefix; `mkdir` makes it last by writing a zero-byte
+//! `prefix/` placeholder object (as gcsfuse and the console do). In
+//! `storage/`, `mkdir` creates a bucket and `rmdir` deletes an empty one.
+//! Generated files (`.meta/*`) accept writes and removal without changing
+//! anything in Google, so `tar x` of an export and `rm -r` succeed.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ciofs_backends::ErrorKind;
+use ciofs_backends::gcs::{ListObjects, Upload};
+use ciofs_frontends::{Attr, FileKind, VfsError, VfsResult};
+
+use super::Namespace;
+use super::cache::{Known, key};
+use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
+use crate::errors::vfs_error;
+
+/// How many objects a directory rename moves at most (each is a copy and a
+/// delete; a larger tree is refused rather than half-moved).
+pub const MAX_RENAME_OBJECTS: usize = 1000;
+
+impl Namespace {
+    /// The node a `create` of `name` in `dir` makes.
+    pub(super) fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
+        if let Some(why) = unusable_segment(name) {
+            return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
+        }
+        match dir {
+            Node::Dir { project, bucket, prefix } => {
+                Ok(Node::Object { project: project.clone(), bucket: bucket.clone(), name: format!("{prefix}{name}") })
+            }
+            Node::MetaDir { project, bucket, prefix } if prefix.is_empty() && name == BUCKET_META => {
+                Ok(Node::BucketMeta { project: project.clone(), bucket: bucket.clone() })
+            }
+            Node::MetaDir { project, bucket, prefix } => {
+                let object = name.strip_suffix(META_SUFFIX).unwrap_or(name);
+                Ok(Node::ObjectMeta {
+                    project: project.clone(),
+                    bucket: bucket.clone(),
+                    name: format!("{prefix}{object}"),
+                })
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
+        }
+    }
+
+    /// `truncate -s SIZE` of an object that is not open: staged, cut and
+    /// uploaded at once.
+    pub(super) async fn truncate_object(&self, node: &Node, size: u64) -> VfsResult<()> {
+        let base = self.object_meta(node).await?;
+        if base.size == size {
+            return Ok(());
+        }
+        let mut staged = self.stage(node, Some(base), size == 0)?;
+        self.staged_truncate(&mut staged, size).await?;
+        self.commit(&mut staged).await
+    }
+
+    pub(super) async fn make_dir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        if let Some(why) = unusable_segment(name) {
+            return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
+        }
+        let node = match dir {
+            Node::Service { project, service: Service::Storage } => {
+                let bucket = self.gcs.create_bucket(project, name).await.map_err(|e| match e.kind {
+                    ErrorKind::AlreadyExists => VfsError::new(
+                        libc::EEXIST,
+                        format!("bucket {name} exists (bucket names are global across all projects)"),
+                    ),
+                    _ => vfs_error(e),
+                })?;
+                self.cache.put(key(name, ""), Known::Bucket(Arc::new(bucket)));
+                Node::Dir { project: project.clone(), bucket: name.to_string(), prefix: String::new() }
+            }
+            Node::Dir { project, bucket, prefix } => {
+                let full = format!("{prefix}{name}");
+                if !matches!(self.resolve(bucket, &full).await?, Known::Absent) {
+                    return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+                }
+                self.put_placeholder(bucket, &format!("{full}/")).await?;
+                self.cache.put(key(bucket, &format!("{full}/")), Known::Prefix);
+                Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: format!("{full}/") }
+            }
+            _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+        };
+        let (ino, generation) = self.inodes.remember(&node);
+        Ok(self.attr(ino, generation, FileKind::Directory, 0, SystemTime::UNIX_EPOCH))
+    }
+
+    /// Writes the zero-byte object that keeps an empty directory.
+    async fn put_placeholder(&self, bucket: &str, name: &str) -> VfsResult<()> {
+        let empty = tempfile::tempfile_in(&self.options.staging_dir)
+            .or_else(|_| tempfile::tempfile())
+            .map_err(|e| VfsError::new(libc::EIO, format!("staging file: {e}")))?;
+        let upload = Upload {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            source: Arc::new(empty),
+            size: 0,
+            content_type: None,
+            custom_metadata: Default::default(),
+            if_generation_match: Some(0),
+        };
+        match self.gcs.upload_object(&upload).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == ErrorKind::PreconditionFailed => {
+                Err(VfsError::new(libc::EEXIST, format!("gs://{bucket}/{name} exists")))
+            }
+            Err(e) => Err(vfs_error(e)),
+        }
+    }
+
+    pub(super) async fn remove_file(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        match dir {
+            Node::Dir { bucket, prefix, .. } => {
+                let full = format!("{prefix}{name}");
+                match self.resolve(bucket, &full).await? {
+                    Known::Object(meta) => {
+                        self.gcs.delete_object(bucket, &full, None).await.map_err(vfs_error)?;
+                        self.cache.put(key(bucket, &full), Known::Absent);
+                        tracing::debug!(bucket, name = %full, generation = meta.generation, "deleted");
+                        Ok(())
+                    }
+                    Known::Prefix => Err(VfsError::new(libc::EISDIR, format!("{dir}/{name} is a directory"))),
+                    _ => Err(VfsError::not_found(format!("{dir}/{name}"))),
+                }
+            }
+            // Generated documents: removing one deletes nothing in Google.
+            Node::MetaDir { .. } => Ok(()),
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+        }
+    }
+
+    pub(super) async fn remove_dir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        match dir {
+            Node::Service { service: Service::Storage, .. } => {
+                let probe = ListObjects { bucket: name.to_string(), page_size: 1, ..Default::default() };
+                let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
+                if !listed.objects.is_empty() {
+                    return Err(VfsError::new(libc::ENOTEMPTY, format!("bucket {name} is not empty")));
+                }
+                self.gcs.delete_bucket(name).await.map_err(vfs_error)?;
+                self.cache.put(key(name, ""), Known::Absent);
+                Ok(())
+            }
+            // `rm -r` removes `.meta` after its (generated) files: nothing to do.
+            Node::Dir { .. } if name == META_DIR => Ok(()),
+            Node::Dir { bucket, prefix, .. } => {
+                let full = format!("{prefix}{name}/");
+                let probe =
+                    ListObjects { bucket: bucket.clone(), prefix: full.clone(), page_size: 2, ..Default::default() };
+                let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
+                if listed.objects.iter().any(|o| o.name != full) {
+                    return Err(VfsError::new(libc::ENOTEMPTY, format!("{dir}/{name} is not empty")));
+                }
+                // With no object left (an implicit directory whose last file
+                // went) there is nothing to delete, and the directory is gone.
+                match self.gcs.delete_object(bucket, &full, None).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Err(vfs_error(e)),
+                }
+                self.cache.put(key(bucket, &full), Known::Absent);
+                self.cache.forget(&key(bucket, &format!("{prefix}{name}")));
+                Ok(())
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+        }
+    }
+
+    /// Renames a file (a server-side copy, then a delete of the source) or a
+    /// directory of up to `MAX_RENAME_OBJECTS` objects, within a bucket.
+    pub(super) async fn rename_entry(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
+        if let Some(why) = unusable_segment(new_name) {
+            return Err(VfsError::new(libc::EINVAL, format!("{to}/{new_name}: {why}")));
+        }
+        match (from, to) {
+            (Node::Dir { bucket, prefix, .. }, Node::Dir { bucket: to_bucket, prefix: to_prefix, .. })
+                if bucket == to_bucket =>
+            {
+                let source = format!("{prefix}{name}");
+                let target = format!("{to_prefix}{new_name}");
+                match self.resolve(bucket, &source).await? {
+                    Known::Object(meta) => {
+                        self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
+                        self.rekey(bucket, &source, &target, false);
+                        Ok(())
+                    }
+                    Known::Prefix => {
+                        self.move_prefix(bucket, &format!("{source}/"), &format!("{target}/")).await?;
+                        self.rekey(bucket, &source, &target, true);
+                        Ok(())
+                    }
+                    _ => Err(VfsError::not_found(format!("{from}/{name}"))),
+                }
+            }
+            (Node::Dir { .. }, Node::Dir { .. }) => {
+                Err(VfsError::new(libc::EXDEV, "rename across buckets: copy and delete instead"))
+            }
+            // Renaming generated files (an editor's backup of a .meta file,
+            // say) changes nothing in Google.
+            (Node::MetaDir { .. }, Node::MetaDir { .. }) => Ok(()),
+            _ => Err(VfsError::new(libc::EXDEV, format!("{from}/{name} cannot be renamed to {to}/{new_name}"))),
+        }
+    }
+
+    /// Copies `source` to `target` server-side, then deletes `source` (only
+    /// the generation that was copied).
+    async fn move_object(&self, bucket: &str, source: &str, target: &str, generation: Option<i64>) -> VfsResult<()> {
+        let copied = self.gcs.copy_object(bucket, source, target, generation).await.map_err(vfs_error)?;
+        self.cache.put(key(bucket, target), Known::Object(Arc::new(copied)));
+        match self.gcs.delete_object(bucket, source, generation).await {
+            Ok(()) | Err(ciofs_backends::BackendError { kind: ErrorKind::NotFound, .. }) => {}
+            Err(e) => return Err(vfs_error(e)),
+        }
+        self.cache.put(key(bucket, source), Known::Absent);
+        Ok(())
+    }
+
+    /// Moves every object under `source` (a prefix) to `target`.
+    async fn move_prefix(&self, bucket: &str, source: &str, target: &str) -> VfsResult<()> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let request = ListObjects {
+                bucket: bucket.to_string(),
+                prefix: source.to_string(),
+                page_token: token,
+                page_size: 1000,
+                ..Default::default()
+            };
+            let page = self.gcs.list_objects(&request).await.map_err(vfs_error)?;
+            names.extend(page.objects.into_iter().map(|o| (o.name, o.generation)));
+            if names.len() > MAX_RENAME_OBJECTS {
+                return Err(VfsError::new(
+                    libc::EXDEV,
+                    format!(
+                        "gs://{bucket}/{source} holds more than {MAX_RENAME_OBJECTS} objects; mv copies them instead"
+                    ),
+                ));
+            }
+            token = page.next_page_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        for (name, generation) in names {
+            let moved = format!("{target}{}", &name[source.len()..]);
+            self.move_object(bucket, &name, &moved, Some(generation)).await?;
+        }
+        self.cache.put(key(bucket, source), Known::Absent);
+        self.cache.put(key(bucket, target), Known::Prefix);
+        Ok(())
+    }
+
+    /// Moves the inodes of a renamed entry (and, for a directory, of all
+    /// below it) to their new names, so the kernel's handles keep working.
+    fn rekey(&self, bucket: &str, source: &str, target: &str, is_dir: bool) {
+        if is_dir {
+            let (from, to) = (format!("{source}/"), format!("{target}/"));
+            self.inodes.rekey(|node| node.moved(bucket, &from, &to));
+        } else {
+            self.inodes.rekey(|node| match node {
+                Node::Object { name, .. } | Node::ObjectMeta { name, .. } if name == source => {
+                    node.moved(bucket, source, target)
+                }
+                _ => None,
+            });
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Writing objects: a handle open for write stages the object's bytes in a
+//! local file (bounded memory) and uploads it whole at flush/fsync. The
+//! object changes in Cloud Storage only when an upload completes; a failed
+//! upload is reported to close() and leaves the previous version intact.
+//!
+//! Opening for write downloads nothing: the existing bytes are fetched into
+//! the staging file at the first write, read or truncate that needs them
+//! (never for a truncating open). A flush with nothing written uploads
+//! nothing. While one handle has unflushed data or an upload in flight,
+//! another open for write of the object is EBUSY.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use ciofs_backends::ErrorKind;
+use ciofs_backends::gcs::{ObjectMeta, Upload};
+use ciofs_frontends::{VfsError, VfsResult};
+
+use super::Namespace;
+use super::cache::{Known, key};
+use super::node::Node;
+use super::reader::{ObjectReader, ObjectVersion};
+use crate::errors::vfs_error;
+
+/// The local state of an object open for write.
+pub struct Staged {
+    pub bucket: String,
+    pub name: String,
+    file: Arc<std::fs::File>,
+    pub size: u64,
+    /// The object as it was when opened (None: a new object).
+    base: Option<Arc<ObjectMeta>>,
+    /// The staging file does not yet hold the base's bytes.
+    needs_fill: bool,
+    /// Written since the last upload.
+    pub dirty: bool,
+    pub mtime: SystemTime,
+}
+
+impl Staged {
+    pub fn is_busy(&self) -> bool {
+        self.dirty
+    }
+}
+
+fn io_error(what: &str, error: std::io::Error) -> VfsError {
+    let errno = error.raw_os_error().unwrap_or(libc::EIO);
+    VfsError::new(errno, format!("{what}: {error}"))
+}
+
+impl Namespace {
+    /// A staging file for `node`, empty; `base` is the object it replaces.
+    pub(super) fn stage(&self, node: &Node, base: Option<Arc<ObjectMeta>>, truncate: bool) -> VfsResult<Staged> {
+        let Node::Object { bucket, name, .. } = node else {
+            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+        };
+        std::fs::create_dir_all(&self.options.staging_dir)
+            .map_err(|e| io_error(&format!("staging directory {}", self.options.staging_dir.display()), e))?;
+        let file = tempfile::tempfile_in(&self.options.staging_dir).map_err(|e| io_error("staging file", e))?;
+        let needs_fill = !truncate && base.as_ref().is_some_and(|b| b.size > 0);
+        let size = if truncate { 0 } else { base.as_ref().map_or(0, |b| b.size) };
+        Ok(Staged {
+            bucket: bucket.clone(),
+            name: name.clone(),
+            file: Arc::new(file),
+            size,
+            base,
+            needs_fill,
+            // A truncating open of an existing object changes it even if
+            // nothing is written (`: > file`).
+            dirty: truncate,
+            mtime: SystemTime::now(),
+        })
+    }
+
+    /// Brings the base object's bytes into the staging file.
+    async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
+        let Some(base) = staged.base.clone().filter(|_| staged.needs_fill) else {
+            return Ok(());
+        };
+        let version = ObjectVersion {
+            bucket: base.bucket.clone(),
+            name: base.name.clone(),
+            generation: base.generation,
+            size: base.size,
+        };
+        let mut reader = ObjectReader::new(self.gcs.clone(), version);
+        let mut at = 0;
+        while at < base.size {
+            let (chunk, _) = reader.read(at, 4 << 20).await.map_err(vfs_error)?;
+            if chunk.is_empty() {
+                return Err(VfsError::new(libc::EIO, format!("gs://{}/{}: short read", base.bucket, base.name)));
+            }
+            staged.file.write_all_at(&chunk, at).map_err(|e| io_error("staging file", e))?;
+            at += chunk.len() as u64;
+        }
+        staged.needs_fill = false;
+        Ok(())
+    }
+
+    pub(super) async fn staged_write(&self, staged: &mut Staged, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        self.fill(staged).await?;
+        staged.file.write_all_at(data, offset).map_err(|e| io_error("staging file", e))?;
+        staged.size = staged.size.max(offset + data.len() as u64);
+        staged.dirty = true;
+        staged.mtime = SystemTime::now();
+        Ok(data.len() as u32)
+    }
+
+    pub(super) async fn staged_read(&self, staged: &mut Staged, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
+        self.fill(staged).await?;
+        let end = staged.size.min(offset.saturating_add(u64::from(len)));
+        if offset >= end {
+            return Ok((Bytes::new(), true));
+        }
+        let mut buffer = vec![0; (end - offset) as usize];
+        staged.file.read_exact_at(&mut buffer, offset).map_err(|e| io_error("staging file", e))?;
+        Ok((buffer.into(), end == staged.size))
+    }
+
+    pub(super) async fn staged_truncate(&self, staged: &mut Staged, size: u64) -> VfsResult<()> {
+        if size == 0 {
+            staged.needs_fill = false;
+        } else {
+            self.fill(staged).await?;
+        }
+        staged.file.set_len(size).map_err(|e| io_error("staging file", e))?;
+        staged.size = size;
+        staged.dirty = true;
+        staged.mtime = SystemTime::now();
+        Ok(())
+    }
+
+    /// Uploads the staged bytes if anything changed. On success the object
+    /// is the new base; on failure the previous version is untouched and the
+    /// error says why.
+    pub(super) async fn commit(&self, staged: &mut Staged) -> VfsResult<()> {
+        if !staged.dirty {
+            return Ok(());
+        }
+        self.fill(staged).await?;
+        let base = staged.base.as_deref();
+        let upload = Upload {
+            bucket: staged.bucket.clone(),
+            name: staged.name.clone(),
+            source: staged.file.clone(),
+            size: staged.size,
+            content_type: base.and_then(|b| b.content_type.clone()),
+            custom_metadata: base.map(|b| b.custom_metadata.clone()).unwrap_or_default(),
+            // A careful overwrite: only the version this handle started from.
+            if_generation_match: Some(base.map_or(0, |b| b.generation)),
+        };
+        let object_key = key(&staged.bucket, &staged.name);
+        match self.gcs.upload_object(&upload).await {
+            Ok(meta) => {
+                let meta = Arc::new(meta);
+                self.cache.put(object_key, Known::Object(meta.clone()));
+                self.cache.forget(&key(&staged.bucket, &format!("{}/", staged.name)));
+                staged.base = Some(meta);
+                staged.dirty = false;
+                tracing::debug!(bucket = %staged.bucket, name = %staged.name, size = staged.size, "uploaded");
+                Ok(())
+            }
+            Err(e) if e.kind == ErrorKind::PreconditionFailed => {
+                self.cache.forget(&object_key);
+                Err(VfsError::new(
+                    libc::ESTALE,
+                    format!(
+                        "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
+                        staged.bucket, staged.name
+                    ),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %staged.bucket, name = %staged.name, error = %e, "upload failed");
+                Err(vfs_error(e))
+            }
+        }
+    }
+
+    /// The entry of a file open for write (perhaps not uploaded yet).
+    pub(super) fn staged_entry(&self, node: &Node) -> Option<ciofs_frontends::DirEntry> {
+        let (ino, _) = self.inodes.find(node)?;
+        let (size, mtime, _) = self.writer(ino)?.state();
+        Some(self.entry(node.clone(), size, mtime))
+    }
+}

@@ -1,0 +1,174 @@
+//! Writing Cloud Storage through a real FUSE mount with real tools, every
+//! result checked with curl on the emulator (a client that is not ciofs).
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+
+use common::*;
+
+fn sh(script: &str) -> std::process::Output {
+    run(Command::new("bash").args(["-c", script]))
+}
+
+fn ok(script: &str) {
+    let output = sh(script);
+    assert!(
+        output.status.success(),
+        "{script}: {} {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn exists(bucket: &str, name: &str) -> bool {
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode(name));
+    Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success())
+}
+
+struct Fixture {
+    bucket: String,
+    mount: FuseMount,
+}
+
+impl Fixture {
+    fn new(test: &str) -> Self {
+        let bucket = bucket_name(test);
+        create_bucket(&bucket);
+        Fixture { bucket, mount: FuseMount::start(&[]) }
+    }
+
+    /// The bucket's directory in the mount, as a shell word.
+    fn dir(&self) -> String {
+        self.mount.path(&format!("{PROJECT}/storage/{}", self.bucket)).display().to_string()
+    }
+}
+
+#[test]
+fn new_files_are_uploaded_at_close() {
+    let f = Fixture::new("w_new");
+    let d = f.dir();
+    ok(&format!("/bin/echo hello > {d}/hello.txt"));
+    assert_eq!(read_object(&f.bucket, "hello.txt"), b"hello\n");
+    ok(&format!("touch {d}/empty"));
+    assert!(exists(&f.bucket, "empty"));
+    assert_eq!(read_object(&f.bucket, "empty"), b"");
+
+    let big = pattern(3 * 1024 * 1024 + 5, 9);
+    let mut local = tempfile::NamedTempFile::new().unwrap();
+    local.write_all(&big).unwrap();
+    ok(&format!("mkdir -p {d}/sub/deeper && cp {} {d}/sub/deeper/big.bin", local.path().display()));
+    assert!(read_object(&f.bucket, "sub/deeper/big.bin") == big, "cp uploaded other bytes");
+    // And it reads back through the mount, also after the kernel forgot it.
+    ok(&format!("cmp {} {d}/sub/deeper/big.bin", local.path().display()));
+}
+
+#[test]
+fn overwrite_append_offset_writes_and_truncate() {
+    let f = Fixture::new("w_edit");
+    upload(&f.bucket, "f.txt", b"0123456789");
+    let d = f.dir();
+    ok(&format!("/bin/echo -n abc > {d}/f.txt"));
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"abc");
+    ok(&format!("/bin/echo -n def >> {d}/f.txt"));
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"abcdef");
+    ok(&format!("printf XY | dd of={d}/f.txt bs=1 seek=2 conv=notrunc status=none"));
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"abXYef");
+    ok(&format!("truncate -s 4 {d}/f.txt"));
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"abXY");
+    ok(&format!("truncate -s 6 {d}/f.txt"));
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"abXY\0\0");
+    ok(&format!("sed -i 's/XY/--/' {d}/f.txt"));
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"ab--\0\0");
+}
+
+#[test]
+fn rm_mkdir_rmdir_and_buckets() {
+    let f = Fixture::new("w_dirs");
+    let d = f.dir();
+    upload(&f.bucket, "gone.txt", b"x");
+    ok(&format!("rm {d}/gone.txt"));
+    assert!(!exists(&f.bucket, "gone.txt"));
+
+    ok(&format!("mkdir {d}/empty"));
+    assert!(exists(&f.bucket, "empty/"), "mkdir writes a placeholder");
+    ok(&format!("test -d {d}/empty && rmdir {d}/empty"));
+    assert!(!exists(&f.bucket, "empty/"));
+
+    upload(&f.bucket, "full/a", b"a");
+    let output = sh(&format!("rmdir {d}/full"));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not empty"), "{output:?}");
+    ok(&format!("rm -r {d}/full"));
+    assert!(!exists(&f.bucket, "full/a"));
+
+    let storage = f.mount.path(&format!("{PROJECT}/storage")).display().to_string();
+    let new_bucket = bucket_name("w_made");
+    ok(&format!("mkdir {storage}/{new_bucket}"));
+    let url = format!("{}/storage/v1/b/{new_bucket}", gcs_url());
+    curl(&[&url]);
+    ok(&format!("rmdir {storage}/{new_bucket}"));
+    assert!(!Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().unwrap().success());
+}
+
+#[test]
+fn mv_renames_files_and_directories_server_side() {
+    let f = Fixture::new("w_mv");
+    upload(&f.bucket, "a.txt", b"alpha");
+    patch_metadata(&f.bucket, "a.txt", "text/plain", &[("k", "v")]);
+    upload(&f.bucket, "dir/one", b"1");
+    upload(&f.bucket, "dir/sub/two", b"2");
+    let d = f.dir();
+    ok(&format!("mv {d}/a.txt {d}/b.txt && cat {d}/b.txt >/dev/null"));
+    assert!(!exists(&f.bucket, "a.txt"));
+    assert_eq!(read_object(&f.bucket, "b.txt"), b"alpha");
+    let moved = object_json(&f.bucket, "b.txt");
+    assert_eq!(moved["metadata"]["k"], "v");
+    assert_eq!(moved["contentType"], "text/plain");
+
+    ok(&format!("mv {d}/dir {d}/renamed && ls -R {d}/renamed >/dev/null"));
+    assert!(!exists(&f.bucket, "dir/one") && !exists(&f.bucket, "dir/sub/two"));
+    assert_eq!(read_object(&f.bucket, "renamed/one"), b"1");
+    assert_eq!(read_object(&f.bucket, "renamed/sub/two"), b"2");
+}
+
+#[test]
+fn metadata_files_and_attributes_accept_writes_and_change_nothing() {
+    let f = Fixture::new("w_meta");
+    upload(&f.bucket, "x.txt", b"x");
+    let d = f.dir();
+    let before = object_json(&f.bucket, "x.txt");
+    ok(&format!("/bin/echo '{{}}' > {d}/.meta/x.txt.json"));
+    ok(&format!("chmod 600 {d}/x.txt && touch -d 2020-01-01 {d}/x.txt && chown 0:0 {d}/x.txt"));
+    let after = object_json(&f.bucket, "x.txt");
+    assert_eq!(before["generation"], after["generation"], "nothing was rewritten");
+    assert_eq!(read_object(&f.bucket, "x.txt"), b"x");
+}
+
+#[test]
+fn a_second_writer_with_unflushed_data_is_ebusy() {
+    let f = Fixture::new("w_busy");
+    upload(&f.bucket, "f", b"old");
+    let path = format!("{}/f", f.dir());
+    let script = format!(
+        r#"
+import errno, os
+a = os.open("{path}", os.O_WRONLY)
+os.write(a, b"new")
+try:
+    os.open("{path}", os.O_WRONLY)
+    print("opened")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+os.close(a)
+b = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
+os.write(b, b"again")
+os.close(b)
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "EBUSY");
+    assert_eq!(read_object(&f.bucket, "f"), b"again");
+}
