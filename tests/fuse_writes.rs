@@ -172,3 +172,86 @@ os.close(b)
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "EBUSY");
     assert_eq!(read_object(&f.bucket, "f"), b"again");
 }
+
+#[test]
+fn vim_saves_with_both_backupcopy_modes() {
+    let f = Fixture::new("w_vim");
+    upload(&f.bucket, "notes.txt", b"one\ntwo\n");
+    let d = f.dir();
+    for (mode, line) in [("yes", "three"), ("no", "four")] {
+        // A real vim: swap file, the `4913` probe, a backup, a rename or a
+        // rewrite in place, depending on backupcopy.
+        ok(&format!(
+            "cd {d} && HOME=/nonexistent vim -u NONE -i NONE -N -es -c 'set backup backupcopy={mode}' \
+             -c 'call append(line(\"$\"), \"{line}\")' -c wq notes.txt"
+        ));
+    }
+    assert_eq!(read_object(&f.bucket, "notes.txt"), b"one\ntwo\nthree\nfour\n");
+    let listing = curl(&[&format!("{}/storage/v1/b/{}/o", gcs_url(), f.bucket)]);
+    let listing = String::from_utf8_lossy(&listing);
+    assert!(!listing.contains("4913") && !listing.contains(".swp"), "vim left scratch files: {listing}");
+}
+
+#[test]
+fn tar_x_and_cp_r_into_a_bucket_twice() {
+    let f = Fixture::new("w_tar");
+    let src = tempfile::tempdir().unwrap();
+    ok(&format!(
+        "cd {} && mkdir -p a/b c && echo one > a/1 && echo two > a/b/2 && head -c 100000 /dev/urandom > c/blob && \
+         tar cf ../in.tar a c && mv ../in.tar .",
+        src.path().display()
+    ));
+    let d = f.dir();
+    // GNU tar as root: O_EXCL creates, unlink on EEXIST, fchown, fchmod, utimensat.
+    for _ in 0..2 {
+        ok(&format!("tar xf {}/in.tar -C {d}", src.path().display()));
+    }
+    assert_eq!(read_object(&f.bucket, "a/1"), b"one\n");
+    assert_eq!(read_object(&f.bucket, "a/b/2"), b"two\n");
+    assert_eq!(read_object(&f.bucket, "c/blob"), std::fs::read(src.path().join("c/blob")).unwrap());
+    ok(&format!("cp -r {}/a {d}/copied && cp -r {}/a/. {d}/copied", src.path().display(), src.path().display()));
+    assert_eq!(read_object(&f.bucket, "copied/b/2"), b"two\n");
+    ok(&format!("diff -r --exclude=.meta {}/a {d}/copied", src.path().display()));
+}
+
+#[test]
+fn sixteen_concurrent_writers_all_land_intact() {
+    let f = Fixture::new("w_many");
+    let d = f.dir();
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let path = format!("{d}/w{i}.bin");
+            std::thread::spawn(move || {
+                let data = pattern(256 * 1024 + i, i as u8);
+                std::fs::write(&path, &data).unwrap();
+                data
+            })
+        })
+        .collect();
+    for (i, writer) in writers.into_iter().enumerate() {
+        let data = writer.join().unwrap();
+        assert!(read_object(&f.bucket, &format!("w{i}.bin")) == data, "w{i}.bin");
+    }
+}
+
+#[test]
+fn a_file_being_written_is_visible_and_readable_before_close() {
+    let f = Fixture::new("w_open");
+    let path = format!("{}/pending.txt", f.dir());
+    let script = format!(
+        r#"
+import os
+fd = os.open("{path}", os.O_CREAT | os.O_RDWR)
+os.write(fd, b"not yet uploaded")
+print(os.stat("{path}").st_size)
+print("pending.txt" in os.listdir(os.path.dirname("{path}")))
+with open("{path}", "rb") as r:
+    print(r.read().decode())
+os.close(fd)
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "16\nTrue\nnot yet uploaded\n");
+    assert_eq!(read_object(&f.bucket, "pending.txt"), b"not yet uploaded");
+}

@@ -64,6 +64,8 @@ pub struct DirStream {
     /// Prefixes of a page that sort after its last object, kept for the next
     /// page (fake-gcs-server returns every prefix after the page's start).
     pub carried: Vec<(String, Child)>,
+    /// Files being written but not uploaded were added after the listing.
+    pub local_added: bool,
 }
 
 impl DirStream {
@@ -75,6 +77,7 @@ impl DirStream {
             next: Next::Start,
             last_key,
             carried: Vec::new(),
+            local_added: false,
         }
     }
 
@@ -96,7 +99,7 @@ impl DirStream {
     }
 
     pub fn is_done(&self) -> bool {
-        self.pending.is_empty() && self.next == Next::Done && self.carried.is_empty()
+        self.pending.is_empty() && self.next == Next::Done && self.carried.is_empty() && self.local_added
     }
 
     /// Hands out up to `max` pending entries.

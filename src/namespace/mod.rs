@@ -80,26 +80,37 @@ enum Handle {
     Ignored,
 }
 
-/// An object open for write: the staged state, and what getattr and other
-/// opens need to know about it without waiting for its lock.
+/// An object open for write: the staged state, and what getattr, listings
+/// and other opens need to know about it without waiting for its lock.
 pub(crate) struct Writer {
+    node: Node,
     staged: AsyncMutex<Staged>,
-    /// Size, mtime, and whether it has unflushed data or an upload in flight.
-    state: Mutex<(u64, SystemTime, bool)>,
+    state: Mutex<WriterState>,
+}
+
+#[derive(Clone, Copy)]
+struct WriterState {
+    size: u64,
+    mtime: SystemTime,
+    /// Unflushed data or an upload in flight.
+    busy: bool,
+    /// The object exists in Cloud Storage (it was there, or was uploaded).
+    in_gcs: bool,
 }
 
 impl Writer {
-    fn new(staged: Staged) -> Self {
-        let state = (staged.size, staged.mtime, staged.dirty);
-        Writer { staged: AsyncMutex::new(staged), state: Mutex::new(state) }
+    fn new(node: Node, staged: Staged) -> Self {
+        let state = WriterState { size: staged.size, mtime: staged.mtime, busy: staged.dirty, in_gcs: staged.in_gcs() };
+        Writer { node, staged: AsyncMutex::new(staged), state: Mutex::new(state) }
     }
 
-    fn state(&self) -> (u64, SystemTime, bool) {
+    fn state(&self) -> WriterState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn record(&self, staged: &Staged, busy: bool) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (staged.size, staged.mtime, busy);
+        let state = WriterState { size: staged.size, mtime: staged.mtime, busy, in_gcs: staged.in_gcs() };
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 }
 
@@ -223,8 +234,8 @@ impl Vfs for Namespace {
         let generation = self.inodes.generation(ino).unwrap_or(0);
         let (size, mtime) = match self.writer(ino) {
             Some(writer) => {
-                let (size, mtime, _) = writer.state();
-                (size, mtime)
+                let state = writer.state();
+                (state.size, state.mtime)
             }
             None => self.storage_stat(&node).await?,
         };
@@ -305,7 +316,7 @@ impl Vfs for Namespace {
         self.inodes.count_lookup(ino);
         let handle = match node {
             Node::Object { .. } => {
-                let writer = Arc::new(Writer::new(self.stage(&node, None, true)?));
+                let writer = Arc::new(Writer::new(node.clone(), self.stage(&node, None, true)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
@@ -444,10 +455,27 @@ impl Namespace {
         self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
     }
 
+    /// Entries for the files in `dir` being written that Cloud Storage does
+    /// not have yet, so `ls` shows a file while `cp` writes it.
+    fn unlisted_writers(&self, dir: &Node) -> Vec<DirEntry> {
+        let writers: Vec<Arc<Writer>> =
+            self.writers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut entries: Vec<DirEntry> = writers
+            .iter()
+            .filter(|w| w.node.parent() == *dir)
+            .filter_map(|w| {
+                let state = w.state();
+                (!state.in_gcs).then(|| self.entry(w.node.clone(), state.size, state.mtime))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
+    }
+
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
             Node::Object { .. } => {
-                if self.writer(ino).is_some_and(|w| w.state().2) {
+                if self.writer(ino).is_some_and(|w| w.state().busy) {
                     return Err(VfsError::new(
                         libc::EBUSY,
                         format!("{node}: another handle has unflushed data or an upload in flight"),
@@ -458,7 +486,7 @@ impl Namespace {
                     Err(e) if e.errno() == libc::ENOENT => None,
                     Err(e) => return Err(e),
                 };
-                let writer = Arc::new(Writer::new(self.stage(node, base, truncate)?));
+                let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }

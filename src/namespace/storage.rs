@@ -259,6 +259,13 @@ impl Namespace {
                 }
                 continue;
             }
+            if stream.pending.is_empty() && !stream.local_added {
+                // After Cloud Storage's entries: files not uploaded yet.
+                stream.local_added = true;
+                if matches!(dir, Node::Dir { .. }) {
+                    stream.pending.extend(self.unlisted_writers(dir));
+                }
+            }
             let taken = stream.take(max - entries.len());
             if taken.is_empty() {
                 break;

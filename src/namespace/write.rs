@@ -43,6 +43,11 @@ impl Staged {
     pub fn is_busy(&self) -> bool {
         self.dirty
     }
+
+    /// Whether Cloud Storage has the object (it was there, or was uploaded).
+    pub fn in_gcs(&self) -> bool {
+        self.base.is_some()
+    }
 }
 
 fn io_error(what: &str, error: std::io::Error) -> VfsError {
@@ -155,6 +160,10 @@ impl Namespace {
         let object_key = key(&staged.bucket, &staged.name);
         match self.gcs.upload_object(&upload).await {
             Ok(meta) => {
+                // From now on stat shows the object's own time, whether it
+                // comes from this handle or from Cloud Storage: an editor
+                // that compares times before saving must see no change.
+                staged.mtime = meta.updated.or(meta.created).unwrap_or(staged.mtime);
                 let meta = Arc::new(meta);
                 self.cache.put(object_key, Known::Object(meta.clone()));
                 self.cache.forget(&key(&staged.bucket, &format!("{}/", staged.name)));
@@ -183,7 +192,7 @@ impl Namespace {
     /// The entry of a file open for write (perhaps not uploaded yet).
     pub(super) fn staged_entry(&self, node: &Node) -> Option<ciofs_frontends::DirEntry> {
         let (ino, _) = self.inodes.find(node)?;
-        let (size, mtime, _) = self.writer(ino)?.state();
-        Some(self.entry(node.clone(), size, mtime))
+        let state = self.writer(ino)?.state();
+        Some(self.entry(node.clone(), state.size, state.mtime))
     }
 }
