@@ -12,6 +12,10 @@ use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// NFS has no close: what a client wrote is uploaded once it has not
+/// written to the file for this long.
+const NFS_COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -146,8 +150,9 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let canonical = canonical(&args.mountpoint)?;
     let namespace = namespace(&args.tree, Some(&nfs_journal(&args.tree))).await?;
+    let _commits = namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(ciofs_frontends::nfs::serve(namespace, "127.0.0.1:0", Some(port_tx)));
+    let server = tokio::spawn(ciofs_frontends::nfs::serve(namespace.clone(), "127.0.0.1:0", Some(port_tx)));
     let address = port_rx.await.map_err(|_| "the NFS server did not start".to_string())?;
     let port = address.port();
     let target = canonical.clone();
@@ -168,6 +173,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
     serve_until_unmounted(None, &canonical).await;
     server.abort();
+    namespace.commit_idle(std::time::Duration::ZERO).await;
     Ok(())
 }
 
@@ -199,9 +205,11 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
     let journal = nfs_journal(&args.tree);
     let namespace = namespace(&args.tree, Some(&journal)).await?;
+    let _commits = namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
     let listen = args.listen.clone();
-    let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(namespace, &listen, Some(port_tx)).await });
+    let served = namespace.clone();
+    let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, &listen, Some(port_tx)).await });
     let address = match port_rx.await {
         Ok(address) => address,
         Err(_) => {
@@ -220,6 +228,8 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     shutdown_signal().await;
     tracing::info!("stopping");
     server.abort();
+    // What NFS clients wrote and did not go up yet goes up now.
+    namespace.commit_idle(std::time::Duration::ZERO).await;
     Ok(())
 }
 

@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use nfs3_client::nfs3_types::nfs3::{
-    GETATTR3args, LOOKUP3args, Nfs3Option, Nfs3Result, READ3args, READDIRPLUS3args, diropargs3, nfs_fh3, nfsstat3,
+    CREATE3args, GETATTR3args, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READ3args, READDIRPLUS3args,
+    REMOVE3args, RENAME3args, RMDIR3args, SETATTR3args, WRITE3args, createhow3, diropargs3, nfs_fh3, nfsstat3, sattr3,
+    stable_how,
 };
 use nfs3_client::tokio::{TokioConnector, TokioIo};
 use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
@@ -141,4 +143,84 @@ async fn handles_stay_valid_across_a_server_restart() {
         Nfs3Result::Err((status, _)) => status,
     };
     assert!(matches!(status, nfsstat3::NFS3ERR_STALE | nfsstat3::NFS3ERR_BADHANDLE), "{status:?}");
+}
+
+fn dirop<'a>(dir: &nfs_fh3, name: &'a str) -> diropargs3<'a> {
+    diropargs3 { dir: dir.clone(), name: name.as_bytes().into() }
+}
+
+async fn write(conn: &mut Conn, fh: &nfs_fh3, offset: u64, data: &[u8]) {
+    let args = WRITE3args {
+        file: fh.clone(),
+        offset,
+        count: data.len() as u32,
+        stable: stable_how::FILE_SYNC,
+        data: data.into(),
+    };
+    let ok = conn.write(&args).await.expect("write call").unwrap();
+    assert_eq!(ok.count as usize, data.len());
+}
+
+/// Polls the emulator until `name` holds `expected` (the idle commit).
+async fn eventually(bucket: &str, name: &str, expected: &[u8]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let url = format!("{}/storage/v1/b/{bucket}/o/{}?alt=media", gcs_url(), encode(name));
+        let output = run(std::process::Command::new("curl").args(["-sf", &url]));
+        if output.status.success() && output.stdout == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} never became {:?}", String::from_utf8_lossy(expected));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn writes_are_uploaded_after_an_idle_time() {
+    let bucket = bucket_name("nfs_writes");
+    create_bucket(&bucket);
+    upload(&bucket, "old.txt", b"0123456789");
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start(state.path());
+    let mut conn = connect(server.port).await;
+    let dir = walk(&mut conn, &format!("{PROJECT}/storage/{bucket}")).await;
+
+    // create, then writes at offsets (out of order), then the idle commit.
+    let args = CREATE3args { where_: dirop(&dir, "new.txt"), how: createhow3::UNCHECKED(sattr3::default()) };
+    let file = conn.create(&args).await.unwrap().unwrap().obj.unwrap();
+    write(&mut conn, &file, 6, b"world").await;
+    write(&mut conn, &file, 0, b"hello ").await;
+    let (data, _) = read(&mut conn, &file, 0, 100).await;
+    assert_eq!(data, b"hello world", "reads see the written data before the upload");
+    eventually(&bucket, "new.txt", b"hello world").await;
+
+    // A write into an existing object, then setattr size.
+    let old = lookup(&mut conn, &dir, "old.txt").await.unwrap();
+    write(&mut conn, &old, 2, b"ab").await;
+    let set = SETATTR3args {
+        object: old.clone(),
+        new_attributes: sattr3 { size: Nfs3Option::Some(6), ..Default::default() },
+        guard: Default::default(),
+    };
+    conn.setattr(&set).await.unwrap().unwrap();
+    eventually(&bucket, "old.txt", b"01ab45").await;
+
+    // rename, remove, mkdir, rmdir.
+    let rename = RENAME3args { from: dirop(&dir, "new.txt"), to: dirop(&dir, "renamed.txt") };
+    conn.rename(&rename).await.unwrap().unwrap();
+    eventually(&bucket, "renamed.txt", b"hello world").await;
+    assert!(read_object_status(&bucket, "new.txt") == 404);
+    conn.remove(&REMOVE3args { object: dirop(&dir, "renamed.txt") }).await.unwrap().unwrap();
+    assert!(read_object_status(&bucket, "renamed.txt") == 404);
+    let mkdir = MKDIR3args { where_: dirop(&dir, "sub"), attributes: sattr3::default() };
+    conn.mkdir(&mkdir).await.unwrap().unwrap();
+    assert!(read_object_status(&bucket, "sub/") == 200);
+    conn.rmdir(&RMDIR3args { object: dirop(&dir, "sub") }).await.unwrap().unwrap();
+    assert!(read_object_status(&bucket, "sub/") == 404);
+}
+
+fn read_object_status(bucket: &str, name: &str) -> u16 {
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode(name));
+    let output = run(std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]));
+    String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
 }

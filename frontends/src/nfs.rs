@@ -220,11 +220,15 @@ fn sattr_to_setattr(sattr: &sattr3) -> SetAttr {
 impl<V: Vfs> NfsAdapter<V> {
     /// Creates a file, NFS-style: there is no open, so the handle is released
     /// at once (without a flush: an empty editable file is not a commit).
+    /// NFS has no open or close: a created file is flushed (made to exist)
+    /// and released at once; later WRITEs come without a handle.
     async fn create_file(&self, dir: Ino, name: &str, mode: u32) -> Result<Attr, VfsError> {
         let (attr, opened) = self.vfs.create(dir, name, mode).await?;
+        let flushed = self.vfs.flush(attr.ino, opened.fh).await;
         if let Err(err) = self.vfs.release(attr.ino, opened.fh).await {
             warn!(errno = err.errno(), "release after create: {err}");
         }
+        flushed?;
         Ok(attr)
     }
 }

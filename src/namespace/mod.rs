@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -86,6 +86,9 @@ pub(crate) struct Writer {
     node: Node,
     staged: AsyncMutex<Staged>,
     state: Mutex<WriterState>,
+    /// Written without a handle (NFS): committed when idle, not at close.
+    unattended: bool,
+    last_write: Mutex<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -101,7 +104,25 @@ struct WriterState {
 impl Writer {
     fn new(node: Node, staged: Staged) -> Self {
         let state = WriterState { size: staged.size, mtime: staged.mtime, busy: staged.dirty, in_gcs: staged.in_gcs() };
-        Writer { node, staged: AsyncMutex::new(staged), state: Mutex::new(state) }
+        Writer {
+            node,
+            staged: AsyncMutex::new(staged),
+            state: Mutex::new(state),
+            unattended: false,
+            last_write: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn unattended(node: Node, staged: Staged) -> Self {
+        Writer { unattended: true, ..Writer::new(node, staged) }
+    }
+
+    fn touch(&self) {
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
     }
 
     fn state(&self) -> WriterState {
@@ -336,7 +357,7 @@ impl Vfs for Namespace {
             }
             Some(Handle::Ignored) => Ok(data.len() as u32),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
-            None => Err(VfsError::new(libc::EROFS, "writes over NFS come with a later version")),
+            None => self.unattended_write(ino, offset, data).await,
         }
     }
 
@@ -377,6 +398,7 @@ impl Vfs for Namespace {
                     let mut staged = writer.staged.lock().await;
                     let truncated = self.staged_truncate(&mut staged, size).await;
                     writer.record(&staged, staged.is_busy());
+                    writer.touch();
                     truncated?;
                 }
                 // `truncate -s` without an open file: change the object now.
@@ -455,6 +477,73 @@ impl Namespace {
         self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
     }
 
+    /// A write without a handle (NFS): into the inode's unattended writer,
+    /// made on the first write; `commit_idle` uploads it once writes stop.
+    async fn unattended_write(&self, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let writer = match self.writer(ino) {
+            Some(writer) => writer,
+            None => {
+                let node = self.node(ino)?;
+                if !matches!(node, Node::Object { .. }) {
+                    // Generated documents accept writes and ignore them.
+                    return match node {
+                        Node::ObjectMeta { .. } | Node::BucketMeta { .. } => Ok(data.len() as u32),
+                        _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+                    };
+                }
+                let base = match self.object_meta(&node).await {
+                    Ok(meta) => Some(meta),
+                    Err(e) if e.errno() == libc::ENOENT => None,
+                    Err(e) => return Err(e),
+                };
+                let writer = Arc::new(Writer::unattended(node.clone(), self.stage(&node, base, false)?));
+                self.writers.lock().unwrap_or_else(|e| e.into_inner()).entry(ino).or_insert(writer).clone()
+            }
+        };
+        let mut staged = writer.staged.lock().await;
+        let written = self.staged_write(&mut staged, offset, data).await;
+        writer.record(&staged, staged.is_busy());
+        writer.touch();
+        written
+    }
+
+    /// Uploads what was written without a handle and has been idle for
+    /// `idle`; a writer whose upload succeeded and that stayed idle goes.
+    /// A failed upload is logged and tried again at the next call.
+    pub async fn commit_idle(&self, idle: Duration) {
+        let writers: Vec<(Ino, Arc<Writer>)> = {
+            let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            writers.iter().filter(|(_, w)| w.unattended && w.idle_for() >= idle).map(|(i, w)| (*i, w.clone())).collect()
+        };
+        for (ino, writer) in writers {
+            let mut staged = writer.staged.lock().await;
+            match self.commit(&mut staged).await {
+                Ok(()) => {
+                    writer.record(&staged, false);
+                    drop(staged);
+                    let mut all = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+                    if writer.idle_for() >= idle && all.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
+                        all.remove(&ino);
+                    }
+                }
+                Err(e) => tracing::warn!(node = %writer.node, error = %e, "upload of NFS writes failed; will retry"),
+            }
+        }
+    }
+
+    /// Runs `commit_idle` in the background, for a frontend without close.
+    pub fn spawn_idle_commits(self: &Arc<Self>, idle: Duration) -> tokio::task::JoinHandle<()> {
+        let namespace = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(idle / 4);
+            loop {
+                tick.tick().await;
+                let Some(namespace) = namespace.upgrade() else { return };
+                namespace.commit_idle(idle).await;
+            }
+        })
+    }
+
     /// Entries for the files in `dir` being written that Cloud Storage does
     /// not have yet, so `ls` shows a file while `cp` writes it.
     fn unlisted_writers(&self, dir: &Node) -> Vec<DirEntry> {
@@ -521,6 +610,9 @@ impl Namespace {
     /// What NFS reads through, having no open: a reader per inode, replaced
     /// when the object's generation changed.
     async fn handle_without_open(&self, ino: Ino) -> VfsResult<Handle> {
+        if let Some(writer) = self.writer(ino) {
+            return Ok(Handle::Write(writer));
+        }
         let node = self.node(ino)?;
         match &node {
             Node::Object { .. } => {
