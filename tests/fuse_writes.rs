@@ -255,3 +255,75 @@ os.close(fd)
     assert_eq!(String::from_utf8_lossy(&output.stdout), "16\nTrue\nnot yet uploaded\n");
     assert_eq!(read_object(&f.bucket, "pending.txt"), b"not yet uploaded");
 }
+
+/// Writes `data` to `path` through Python, returning the errno of close()
+/// (0 when it succeeded): bash's builtin echo would hide it.
+fn write_and_close(path: &str, data: &str) -> i32 {
+    let script = format!(
+        r#"
+import os, sys
+fd = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"{data}")
+try:
+    os.close(fd)
+    print(0)
+except OSError as e:
+    print(e.errno)
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_failed_upload_fails_close_and_keeps_the_previous_version() {
+    let mut gcs = PrivateGcs::start();
+    let url = gcs.url();
+    curl(&["-X", "POST", &format!("{url}/storage/v1/b?project={PROJECT}"), "-d", "{\"name\":\"faults\"}"]);
+    curl(&["-X", "POST", &format!("{url}/upload/storage/v1/b/faults/o?uploadType=media&name=f.txt"), "-d", "previous"]);
+    let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", &url)]);
+    let path = mount.path(&format!("{PROJECT}/storage/faults/f.txt")).display().to_string();
+    assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+
+    // The service goes away between the writes and the close.
+    let script = format!(
+        r#"
+import os, subprocess, sys
+fd = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"new content")
+sys.stdout.write("written\n"); sys.stdout.flush()
+sys.stdin.readline()
+try:
+    os.close(fd)
+    print(0)
+except OSError as e:
+    print(e.errno)
+"#
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "written\n");
+    gcs.stop();
+    writeln!(child.stdin.take().unwrap()).unwrap();
+    let mut errno = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut errno).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(errno.trim().parse::<i32>().unwrap(), libc::EIO, "close() reports the failed upload");
+
+    gcs.resume();
+    let media = format!("{url}/storage/v1/b/faults/o/f.txt?alt=media");
+    assert_eq!(curl(&[&media]), b"previous", "the previous version is intact");
+    let listing = String::from_utf8(curl(&[&format!("{url}/storage/v1/b/faults/o")])).unwrap();
+    assert_eq!(listing.matches("\"name\"").count(), 1, "no partial object: {listing}");
+    // Once the service is back, writing again succeeds.
+    assert_eq!(write_and_close(&path, "retried"), 0);
+    assert_eq!(curl(&[&media]), b"retried");
+}
