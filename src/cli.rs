@@ -48,6 +48,10 @@ pub struct TreeArgs {
     /// Entries per list call to Google (at most 1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+    /// How many objects `mv` of a directory moves server-side at most; past
+    /// it, rename answers EXDEV and mv copies by itself.
+    #[arg(long, default_value_t = 1000)]
+    pub rename_limit: usize,
     /// Where ciofs keeps its state (NFS handles, logs, pid files).
     #[arg(long, env = "CIOFS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -106,6 +110,7 @@ impl TreeArgs {
             page_size: self.page_size,
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             staging_dir: self.state_dir().join("staging"),
+            rename_limit: self.rename_limit,
         }
     }
 

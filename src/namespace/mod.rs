@@ -50,6 +50,9 @@ pub struct Options {
     pub metadata_ttl: Duration,
     /// Where files open for write are staged before upload.
     pub staging_dir: PathBuf,
+    /// How many objects a directory rename moves at most (each is a copy
+    /// and a delete; a larger tree is refused rather than half-moved).
+    pub rename_limit: usize,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             page_size: 1000,
             metadata_ttl: Duration::from_secs(60),
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
+            rename_limit: 1000,
         }
     }
 }

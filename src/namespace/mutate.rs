@@ -19,10 +19,6 @@ use super::cache::{Known, key};
 use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
 use crate::errors::vfs_error;
 
-/// How many objects a directory rename moves at most (each is a copy and a
-/// delete; a larger tree is refused rather than half-moved).
-pub const MAX_RENAME_OBJECTS: usize = 1000;
-
 impl Namespace {
     /// The node a `create` of `name` in `dir` makes.
     pub(super) fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
@@ -173,7 +169,7 @@ impl Namespace {
     }
 
     /// Renames a file (a server-side copy, then a delete of the source) or a
-    /// directory of up to `MAX_RENAME_OBJECTS` objects, within a bucket.
+    /// directory of up to `Options::rename_limit` objects, within a bucket.
     pub(super) async fn rename_entry(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
         if let Some(why) = unusable_segment(new_name) {
             return Err(VfsError::new(libc::EINVAL, format!("{to}/{new_name}: {why}")));
@@ -235,13 +231,10 @@ impl Namespace {
             };
             let page = self.gcs.list_objects(&request).await.map_err(vfs_error)?;
             names.extend(page.objects.into_iter().map(|o| (o.name, o.generation)));
-            if names.len() > MAX_RENAME_OBJECTS {
-                return Err(VfsError::new(
-                    libc::EXDEV,
-                    format!(
-                        "gs://{bucket}/{source} holds more than {MAX_RENAME_OBJECTS} objects; mv copies them instead"
-                    ),
-                ));
+            let limit = self.options.rename_limit;
+            if names.len() > limit {
+                let message = format!("gs://{bucket}/{source} holds more than {limit} objects (--rename-limit)");
+                return Err(VfsError::new(libc::EXDEV, format!("{message}; mv copies them instead")));
             }
             token = page.next_page_token;
             if token.is_none() {

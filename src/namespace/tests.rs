@@ -166,3 +166,24 @@ async fn a_cookie_from_another_directory_is_refused() {
     let in_x = ns.lookup(x, "1").await.unwrap().ino;
     assert_eq!(ns.readdir(y, Some(5), in_x, 10).await.unwrap_err().errno(), libc::EINVAL);
 }
+
+#[tokio::test]
+async fn a_directory_rename_past_the_limit_is_exdev_and_moves_nothing() {
+    let gcs = Arc::new(MemoryGcs::new());
+    for i in 0..5 {
+        gcs.put_object("b", &format!("d/{i}"), "1");
+    }
+    let options = Options { rename_limit: 4, ..Options::default() };
+    let ns = Namespace::new(vec!["p".to_string()], gcs.clone(), options);
+    let root = walk(&ns, "p/storage/b").await;
+    ns.lookup(root, "d").await.unwrap();
+    assert_eq!(ns.rename(root, "d", root, "e").await.unwrap_err().errno(), libc::EXDEV);
+    assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 0);
+    let options = Options { rename_limit: 5, ..Options::default() };
+    let ns = Namespace::new(vec!["p".to_string()], gcs.clone(), options);
+    let root = walk(&ns, "p/storage/b").await;
+    ns.rename(root, "d", root, "e").await.unwrap();
+    assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 5);
+    let e = walk(&ns, "p/storage/b/e").await;
+    assert_eq!(names(&ns, e, 10).await, [".meta", "0", "1", "2", "3", "4"]);
+}
