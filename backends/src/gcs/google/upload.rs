@@ -41,7 +41,11 @@ use crate::retry::RetryPolicy;
 /// Objects up to this size go up in one request.
 const SINGLE_REQUEST_MAX: u64 = 16 * 1024 * 1024;
 /// A resumable upload's chunk; Cloud Storage wants multiples of 256 KiB.
-const CHUNK: u64 = 16 * 1024 * 1024;
+/// Large, because each request costs a round trip (and fake-gcs-server
+/// rewrites the whole partial object for each chunk); the bytes stream from
+/// the staging file, so memory does not grow with it. A failed chunk is
+/// sent again whole.
+const CHUNK: u64 = 256 * 1024 * 1024;
 /// How much of the staging file one read takes (and one body piece holds).
 const READ_PIECE: u64 = 256 * 1024;
 /// The slowest upload rate an attempt is given time for (bytes per second),
