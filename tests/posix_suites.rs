@@ -6,7 +6,9 @@
 //! pjdfstest: every test runs; the ones ciofs fails by design are listed,
 //! each with its reason, in `tests/pjdfstest-expected-failures.txt`. This
 //! test fails on a failure that is not listed, and on a listed test that
-//! passes now (or no longer fails), so the list stays honest.
+//! passes now (or no longer fails), so the list stays honest. Run as root
+//! (as CI does): pjdfstest's root-only tests are skipped otherwise, and the
+//! list would not match.
 //!
 //! fsx: random reads, writes, mmap reads and writes, truncates, with
 //! close/reopen and fsync weighted in so that every one of them uploads, each
@@ -74,8 +76,9 @@ fn tail(text: &str, lines: usize) -> String {
 
 const EXPECTED_FAILURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest-expected-failures.txt");
 
-/// The whole suite through ciofs took about this long here; the limit leaves
-/// room for a slower machine and still ends a hang.
+/// The whole suite (398 tests, each creating and removing files, so many
+/// uploads) took 74-84 s through ciofs on an idle 2-core machine, 5-6 min
+/// while other builds ran; the limit leaves room and still ends a hang.
 const PJDFSTEST_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// pjdfstest's configuration: users that exist on Debian (its default wants
@@ -106,40 +109,48 @@ struct PjdResults {
     summary: Option<String>,
 }
 
-/// Parses pjdfstest's output: one line per test, `NAME   ok|FAILED|skipped`,
-/// a failure followed by its message on lines starting with a tab.
+/// Parses pjdfstest's output: one line per test, `NAME   ok|FAILED|skipped`;
+/// the lines after a failure, up to the next test, are its message.
 fn parse_pjdfstest(output: &str) -> PjdResults {
     let mut results = PjdResults::default();
     let mut last_failed: Option<String> = None;
     for line in output.lines() {
-        if line.starts_with('\t') {
-            if let Some(name) = last_failed.take() {
-                results.failed.insert(name, line.trim().to_string());
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let verdict = match words.as_slice() {
+            [name, verdict] if name.contains("::") && !line.starts_with(char::is_whitespace) => Some((*name, *verdict)),
+            [name, "PASSED", "UNEXPECTEDLY"] | [name, "failed", "as", "expected"] if name.contains("::") => {
+                Some((*name, "?"))
             }
-            continue;
-        }
-        last_failed = None;
-        if line.starts_with("Summary:") {
-            results.summary = Some(line.to_string());
-            continue;
-        }
-        let mut words = line.split_whitespace();
-        let (Some(name), Some(verdict)) = (words.next(), words.next()) else { continue };
-        if !name.contains("::") {
-            continue;
-        }
+            _ => None,
+        };
         match verdict {
-            "ok" => {
+            Some((name, "ok")) => {
                 results.passed.insert(name.to_string());
+                last_failed = None;
             }
-            "FAILED" => {
+            Some((name, "FAILED")) => {
                 results.failed.insert(name.to_string(), String::new());
                 last_failed = Some(name.to_string());
             }
-            "skipped" => {
+            Some((name, "skipped")) => {
                 results.skipped.insert(name.to_string());
+                last_failed = None;
             }
-            _ => {}
+            Some(_) => last_failed = None,
+            None if line.starts_with("Summary:") => {
+                results.summary = Some(line.to_string());
+                last_failed = None;
+            }
+            None => {
+                if let Some(message) = last_failed.as_ref().and_then(|name| results.failed.get_mut(name))
+                    && !line.trim().is_empty()
+                {
+                    if !message.is_empty() {
+                        message.push_str(" / ");
+                    }
+                    message.push_str(line.trim());
+                }
+            }
         }
     }
     results
@@ -172,10 +183,22 @@ fn pjdfstest_on_a_bucket_directory() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let config = scratch.path().join("pjdfstest.toml");
     std::fs::write(&config, PJDFSTEST_CONFIG).expect("config");
-    let output_path = scratch.path().join("pjdfstest.out");
+    // A short path to the bucket directory: the socket tests bind() a Unix
+    // socket there, and sun_path holds 108 bytes; through the mount's own
+    // path they would fail with ENAMETOOLONG before reaching ciofs.
+    let short = scratch.path().join("b");
+    std::os::unix::fs::symlink(&dir, &short).expect("symlink");
+    // Kept after the run for a closer look.
+    let output_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pjdfstest.out");
 
     let (status, took) = run_bounded(
-        Command::new(&pjdfstest).arg("-c").arg(&config).arg("-p").arg(&dir).env("NO_COLOR", "1"),
+        Command::new(&pjdfstest)
+            .arg("-c")
+            .arg(&config)
+            .arg("-p")
+            .arg(&short)
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0"),
         &output_path,
         PJDFSTEST_LIMIT,
     );
@@ -183,7 +206,7 @@ fn pjdfstest_on_a_bucket_directory() {
     let results = parse_pjdfstest(&output);
     let expected = expected_failures();
 
-    println!("pjdfstest on {} took {:.1} s", dir.display(), took.as_secs_f64());
+    println!("pjdfstest on {} took {:.1} s; output in {}", dir.display(), took.as_secs_f64(), output_path.display());
     println!("{}", results.summary.as_deref().unwrap_or("(no summary line)"));
     println!(
         "parsed: {} passed, {} failed ({} listed as expected), {} skipped",
@@ -225,18 +248,25 @@ fn pjdfstest_on_a_bucket_directory() {
             report += &format!("  {name}\n");
         }
     }
+    let bugs: Vec<_> = expected.iter().filter(|(_, reason)| reason.starts_with("BUG")).collect();
+    if !bugs.is_empty() {
+        println!("\n{} listed failure(s) are known ciofs bugs:", bugs.len());
+        for (name, reason) in &bugs {
+            println!("  {name}  {reason}");
+        }
+    }
     if report.is_empty() {
         println!("pjdfstest: every failure is listed, every listed test fails");
     } else {
-        println!("{report}");
-        panic!("pjdfstest's results do not match {EXPECTED_FAILURES}:{report}");
+        panic!("pjdfstest's results do not match {EXPECTED_FAILURES}:\n{report}");
     }
 }
 
 // ---------------------------------------------------------------------- fsx
 
 /// How many operations, and the seed (fsx's sequence depends only on them
-/// and the configuration).
+/// and the configuration). 10,000 operations took 18-21 s on an idle 2-core
+/// machine, 85 s while other builds ran.
 const FSX_OPS: u64 = 10_000;
 const FSX_SEED: u64 = 42;
 const FSX_LIMIT: Duration = Duration::from_secs(10 * 60);
@@ -284,9 +314,10 @@ fn fsx_on_a_file_in_a_bucket() {
     println!("fsx -N {FSX_OPS} -S {FSX_SEED} on {} took {:.1} s: {status:?}", file.display(), took.as_secs_f64());
     println!("{}", tail(&output, 3));
 
-    // fsx writes its model's content (.fsxgood) only when it fails; on
-    // success, the same seed and configuration on a local file give that
-    // content (the sequence of operations depends on nothing else).
+    // fsx writes its model's content (.fsxgood, its whole flen-sized buffer)
+    // only when it fails; on success, the same seed and configuration on a
+    // local file give that content (the sequence of operations depends on
+    // nothing else).
     let good_path = artifacts.join("fsx.bin.fsxgood");
     let good = if good_path.exists() {
         std::fs::read(&good_path).expect(".fsxgood")
