@@ -327,3 +327,62 @@ except OSError as e:
     assert_eq!(write_and_close(&path, "retried"), 0);
     assert_eq!(curl(&[&media]), b"retried");
 }
+
+#[test]
+fn a_redirect_uploads_once_and_never_an_empty_object_in_between() {
+    let f = Fixture::new("w_once");
+    upload(&f.bucket, "f.txt", b"before");
+    let generation = |o: &serde_json::Value| o["generation"].as_str().unwrap().parse::<i64>().unwrap();
+    let before = generation(&object_json(&f.bucket, "f.txt"));
+    // bash opens with O_TRUNC, dups to stdout and closes the original first.
+    ok(&format!("/bin/echo after > {}/f.txt", f.dir()));
+    let after = object_json(&f.bucket, "f.txt");
+    assert_eq!(read_object(&f.bucket, "f.txt"), b"after\n");
+    // fake-gcs-server's generations are timestamps: one upload, one step,
+    // which the log confirms; count uploads in the mount's log.
+    assert!(generation(&after) > before);
+    let uploads = f.mount.log_text().matches("uploaded bucket=").count();
+    assert_eq!(uploads, 1, "one upload for one redirect:\n{}", f.mount.log_text());
+}
+
+#[test]
+fn a_file_removed_while_open_is_never_uploaded() {
+    let f = Fixture::new("w_unlink");
+    upload(&f.bucket, "old.txt", b"old content");
+    let d = f.dir();
+    let script = format!(
+        r#"
+import os
+fd = os.open("{d}/tmp1", os.O_CREAT | os.O_RDWR)
+os.write(fd, b"scratch")
+os.unlink("{d}/tmp1")
+print(os.path.exists("{d}/tmp1"))
+os.write(fd, b" more")
+os.lseek(fd, 0, 0)
+print(os.read(fd, 100).decode())
+os.close(fd)
+fd = os.open("{d}/old.txt", os.O_RDWR)
+os.unlink("{d}/old.txt")
+os.write(fd, b"NEW")
+os.lseek(fd, 0, 0)
+print(os.read(fd, 100).decode())
+os.close(fd)
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "False\nscratch more\nNEW content\n");
+    assert!(!exists(&f.bucket, "tmp1"), "a removed file must not appear at close");
+    assert!(!exists(&f.bucket, "old.txt"));
+}
+
+#[test]
+fn names_longer_than_255_bytes_are_enametoolong() {
+    let f = Fixture::new("w_long");
+    let long = "n".repeat(256);
+    let d = f.dir();
+    for script in [format!("stat {d}/{long}"), format!("touch {d}/{long}"), format!("mkdir {d}/{long}")] {
+        let output = sh(&script);
+        assert!(String::from_utf8_lossy(&output.stderr).contains("File name too long"), "{script}: {output:?}");
+    }
+}

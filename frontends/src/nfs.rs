@@ -225,10 +225,9 @@ impl<V: Vfs> NfsAdapter<V> {
     async fn create_file(&self, dir: Ino, name: &str, mode: u32) -> Result<Attr, VfsError> {
         let (attr, opened) = self.vfs.create(dir, name, mode).await?;
         let flushed = self.vfs.flush(attr.ino, opened.fh).await;
-        if let Err(err) = self.vfs.release(attr.ino, opened.fh).await {
-            warn!(errno = err.errno(), "release after create: {err}");
-        }
+        let released = self.vfs.release(attr.ino, opened.fh).await;
         flushed?;
+        released?;
         Ok(attr)
     }
 }

@@ -146,6 +146,16 @@ impl InodeTable {
         }
     }
 
+    /// Unties `ino` from its path (a file removed while open): it keeps
+    /// answering for its handles, and the path gets a new inode if made again.
+    pub fn detach(&self, ino: Ino) {
+        let mut table = self.lock();
+        let Some(key) = table.by_ino.get(&ino).map(|e| e.node.key()) else { return };
+        if table.by_path.get(&key) == Some(&ino) {
+            table.by_path.remove(&key);
+        }
+    }
+
     /// The inode number of `node` and its generation, if it has one.
     pub fn find(&self, node: &Node) -> Option<(Ino, u64)> {
         let table = self.lock();

@@ -93,6 +93,8 @@ pub(crate) struct Writer {
     /// Written without a handle (NFS): committed when idle, not at close.
     unattended: bool,
     last_write: Mutex<Instant>,
+    /// Open handles on it; when none is left, the last release uploads.
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -103,17 +105,26 @@ struct WriterState {
     busy: bool,
     /// The object exists in Cloud Storage (it was there, or was uploaded).
     in_gcs: bool,
+    /// Removed while open: only its open handles still see it.
+    unlinked: bool,
 }
 
 impl Writer {
     fn new(node: Node, staged: Staged) -> Self {
-        let state = WriterState { size: staged.size, mtime: staged.mtime, busy: staged.dirty, in_gcs: staged.in_gcs() };
+        let state = WriterState {
+            size: staged.size,
+            mtime: staged.mtime,
+            busy: staged.is_busy(),
+            in_gcs: staged.in_gcs(),
+            unlinked: staged.unlinked,
+        };
         Writer {
             node,
             staged: AsyncMutex::new(staged),
             state: Mutex::new(state),
             unattended: false,
             last_write: Mutex::new(Instant::now()),
+            handles: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -134,7 +145,13 @@ impl Writer {
     }
 
     fn record(&self, staged: &Staged, busy: bool) {
-        let state = WriterState { size: staged.size, mtime: staged.mtime, busy, in_gcs: staged.in_gcs() };
+        let state = WriterState {
+            size: staged.size,
+            mtime: staged.mtime,
+            busy,
+            in_gcs: staged.in_gcs(),
+            unlinked: staged.unlinked,
+        };
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 }
@@ -226,6 +243,9 @@ impl Namespace {
     }
 
     fn new_handle(&self, handle: Handle) -> Fh {
+        if let Handle::Write(writer) = &handle {
+            writer.handles.fetch_add(1, Ordering::SeqCst);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, handle);
         fh
@@ -370,28 +390,53 @@ impl Vfs for Namespace {
             return Ok(());
         };
         let mut staged = writer.staged.lock().await;
-        writer.record(&staged, staged.is_busy());
+        if !staged.written {
+            // Created or truncated but not written: uploaded at release.
+            return Ok(());
+        }
         let committed = self.commit(&mut staged).await;
-        writer.record(&staged, false);
+        if committed.is_err() {
+            // close() reports the failure; the previous version stays, and
+            // nothing is tried again behind the user's back at release.
+            staged.dirty = false;
+            staged.written = false;
+        }
+        writer.record(&staged, staged.is_busy());
         committed
     }
 
-    async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
-        match fh {
-            Some(fh) => self.flush(ino, fh).await,
-            None => Ok(()),
-        }
+    async fn fsync(&self, _ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
+        let Some(Handle::Write(writer)) = self.handle(fh) else {
+            return Ok(());
+        };
+        let mut staged = writer.staged.lock().await;
+        let committed = self.commit(&mut staged).await;
+        writer.record(&staged, staged.is_busy());
+        committed
     }
 
     async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
         let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
-        if let Some(Handle::Write(writer)) = handle {
-            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-            if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
-                writers.remove(&ino);
-            }
+        let Some(Handle::Write(writer)) = handle else {
+            return Ok(());
+        };
+        writer.handles.fetch_sub(1, Ordering::SeqCst);
+        // What a flush left (a file only created or truncated): its error
+        // reaches no close(), so it is logged. The writer stays registered
+        // until the upload is done, so an unlink racing with this release
+        // finds it (and deletes what was uploaded).
+        let mut staged = writer.staged.lock().await;
+        let committed = self.commit(&mut staged).await;
+        writer.record(&staged, false);
+        drop(staged);
+        if let Err(e) = &committed {
+            tracing::warn!(node = %writer.node, error = %e, "upload at release failed");
         }
-        Ok(())
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
+            writers.remove(&ino);
+        }
+        committed
     }
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
@@ -400,10 +445,14 @@ impl Vfs for Namespace {
             match self.writer(ino) {
                 Some(writer) => {
                     let mut staged = writer.staged.lock().await;
-                    let truncated = self.staged_truncate(&mut staged, size).await;
+                    self.staged_truncate(&mut staged, size).await?;
+                    if writer.handles.load(Ordering::SeqCst) == 0 && !writer.unattended {
+                        // Its last handle is gone (its release may still be
+                        // on the way): nobody else will upload this.
+                        self.commit(&mut staged).await?;
+                    }
                     writer.record(&staged, staged.is_busy());
                     writer.touch();
-                    truncated?;
                 }
                 // `truncate -s` without an open file: change the object now.
                 None => self.truncate_object(&node, size).await?,
@@ -548,6 +597,16 @@ impl Namespace {
         })
     }
 
+    /// Whether files under `prefix` of `bucket` are open for write (not
+    /// removed): Cloud Storage may not have them yet.
+    fn has_local_files(&self, bucket: &str, prefix: &str) -> bool {
+        let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        writers.values().any(|w| {
+            matches!(&w.node, Node::Object { bucket: b, name, .. } if b == bucket && name.starts_with(prefix))
+                && !w.state().unlinked
+        })
+    }
+
     /// Entries for the files in `dir` being written that Cloud Storage does
     /// not have yet, so `ls` shows a file while `cp` writes it.
     fn unlisted_writers(&self, dir: &Node) -> Vec<DirEntry> {
@@ -558,7 +617,7 @@ impl Namespace {
             .filter(|w| w.node.parent() == *dir)
             .filter_map(|w| {
                 let state = w.state();
-                (!state.in_gcs).then(|| self.entry(w.node.clone(), state.size, state.mtime))
+                (!state.in_gcs && !state.unlinked).then(|| self.entry(w.node.clone(), state.size, state.mtime))
             })
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -591,6 +650,7 @@ impl Namespace {
 
     /// Finds `name` in directory `parent`.
     async fn find(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        node::check_name_length(name)?;
         let dir = self.node(parent)?;
         // NFS clients look up `.` and `..`; FUSE answers them in the kernel.
         match name {

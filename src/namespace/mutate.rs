@@ -16,12 +16,13 @@ use ciofs_frontends::{Attr, FileKind, VfsError, VfsResult};
 
 use super::Namespace;
 use super::cache::{Known, key};
-use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
+use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, check_name_length, unusable_segment};
 use crate::errors::vfs_error;
 
 impl Namespace {
     /// The node a `create` of `name` in `dir` makes.
     pub(super) fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
+        check_name_length(name)?;
         if let Some(why) = unusable_segment(name) {
             return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
         }
@@ -57,6 +58,7 @@ impl Namespace {
     }
 
     pub(super) async fn make_dir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        check_name_length(name)?;
         if let Some(why) = unusable_segment(name) {
             return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
         }
@@ -111,9 +113,27 @@ impl Namespace {
     }
 
     pub(super) async fn remove_file(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
         match dir {
-            Node::Dir { bucket, prefix, .. } => {
+            Node::Dir { project, bucket, prefix } => {
                 let full = format!("{prefix}{name}");
+                let node = Node::Object { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
+                let writer = self.inodes.find(&node).and_then(|(ino, _)| self.writer(ino).map(|w| (ino, w)));
+                if let Some((ino, writer)) = writer {
+                    // Open for write: the handles keep their bytes, nothing
+                    // is uploaded any more, and what Cloud Storage has goes.
+                    let mut staged = writer.staged.lock().await;
+                    self.unlink_staged(&mut staged).await;
+                    writer.record(&staged, false);
+                    let in_gcs = staged.in_gcs();
+                    drop(staged);
+                    // Its inode stays for the open handles; the name is free
+                    // for a new file with a new inode.
+                    self.inodes.detach(ino);
+                    if !in_gcs {
+                        return Ok(());
+                    }
+                }
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => {
                         self.gcs.delete_object(bucket, &full, None).await.map_err(vfs_error)?;
@@ -132,8 +152,12 @@ impl Namespace {
     }
 
     pub(super) async fn remove_dir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
         match dir {
             Node::Service { service: Service::Storage, .. } => {
+                if self.has_local_files(name, "") {
+                    return Err(VfsError::new(libc::ENOTEMPTY, format!("bucket {name} holds files being written")));
+                }
                 let probe = ListObjects { bucket: name.to_string(), page_size: 1, ..Default::default() };
                 let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
                 if !listed.objects.is_empty() {
@@ -147,6 +171,9 @@ impl Namespace {
             Node::Dir { .. } if name == META_DIR => Ok(()),
             Node::Dir { bucket, prefix, .. } => {
                 let full = format!("{prefix}{name}/");
+                if self.has_local_files(bucket, &full) {
+                    return Err(VfsError::new(libc::ENOTEMPTY, format!("{dir}/{name} holds files being written")));
+                }
                 let probe =
                     ListObjects { bucket: bucket.clone(), prefix: full.clone(), page_size: 2, ..Default::default() };
                 let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
@@ -171,6 +198,8 @@ impl Namespace {
     /// Renames a file (a server-side copy, then a delete of the source) or a
     /// directory of up to `Options::rename_limit` objects, within a bucket.
     pub(super) async fn rename_entry(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
+        check_name_length(new_name)?;
         if let Some(why) = unusable_segment(new_name) {
             return Err(VfsError::new(libc::EINVAL, format!("{to}/{new_name}: {why}")));
         }
@@ -180,13 +209,30 @@ impl Namespace {
             {
                 let source = format!("{prefix}{name}");
                 let target = format!("{to_prefix}{new_name}");
-                match self.resolve(bucket, &source).await? {
-                    Known::Object(meta) => {
+                if source == target {
+                    return Ok(());
+                }
+                let (from_kind, to_kind) = (self.resolve(bucket, &source).await?, self.resolve(bucket, &target).await?);
+                match (from_kind, to_kind) {
+                    (Known::Object(_), Known::Prefix) => {
+                        Err(VfsError::new(libc::EISDIR, format!("{to}/{new_name} is a directory")))
+                    }
+                    (Known::Object(meta), _) => {
                         self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
                         self.rekey(bucket, &source, &target, false);
                         Ok(())
                     }
-                    Known::Prefix => {
+                    (Known::Prefix, Known::Object(_)) => {
+                        Err(VfsError::new(libc::ENOTDIR, format!("{to}/{new_name} is not a directory")))
+                    }
+                    (Known::Prefix, _) if target.starts_with(&format!("{source}/")) => {
+                        Err(VfsError::new(libc::EINVAL, format!("{from}/{name} cannot move into itself")))
+                    }
+                    (Known::Prefix, to_kind) => {
+                        if matches!(to_kind, Known::Prefix) {
+                            // Replacing a directory: only an empty one.
+                            self.remove_dir(to, new_name).await?;
+                        }
                         self.move_prefix(bucket, &format!("{source}/"), &format!("{target}/")).await?;
                         self.rekey(bucket, &source, &target, true);
                         Ok(())

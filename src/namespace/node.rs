@@ -189,7 +189,7 @@ pub fn unusable_segment(segment: &str) -> Option<&'static str> {
         Some("empty path segment")
     } else if segment == "." || segment == ".." {
         Some("`.` or `..` segment")
-    } else if segment.len() > 255 {
+    } else if segment.len() > NAME_MAX {
         Some("segment longer than 255 bytes")
     } else if segment.contains('\0') {
         Some("NUL byte in name")
@@ -198,6 +198,22 @@ pub fn unusable_segment(segment: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The longest file name (as statfs reports it).
+pub const NAME_MAX: usize = 255;
+
+/// ENAMETOOLONG for a name past `NAME_MAX` bytes, which no lookup or
+/// creation accepts.
+pub fn check_name_length(name: &str) -> Result<(), ciofs_frontends::VfsError> {
+    if name.len() > NAME_MAX {
+        let shown: String = name.chars().take(40).collect();
+        return Err(ciofs_frontends::VfsError::new(
+            libc::ENAMETOOLONG,
+            format!("{shown}...: name longer than {NAME_MAX} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

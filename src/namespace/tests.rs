@@ -96,7 +96,7 @@ async fn odd_names_are_left_out_and_a_prefix_wins_over_an_object() {
     let x = walk(&ns, "p/storage/b/x").await;
     assert_eq!(names(&ns, x, 100).await, [".meta"]);
     assert_eq!(ns.lookup(x, "").await.unwrap_err().errno(), libc::ENOENT);
-    assert_eq!(ns.lookup(root, &long).await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(ns.lookup(root, &long).await.unwrap_err().errno(), libc::ENAMETOOLONG);
     let empty = walk(&ns, "p/storage/b/empty").await;
     assert_eq!(names(&ns, empty, 100).await, [".meta"], "the placeholder is not a file");
 }
@@ -186,4 +186,22 @@ async fn a_directory_rename_past_the_limit_is_exdev_and_moves_nothing() {
     assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 5);
     let e = walk(&ns, "p/storage/b/e").await;
     assert_eq!(names(&ns, e, 10).await, [".meta", "0", "1", "2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn renaming_a_directory_onto_a_non_empty_one_is_enotempty_and_changes_nothing() {
+    let gcs = Arc::new(MemoryGcs::new());
+    for (name, data) in [("a/f", "1"), ("b/f", "2"), ("b/g", "3"), ("c/", ""), ("x", "file")] {
+        gcs.put_object("b", name, data);
+    }
+    let ns = namespace(&gcs, 1000);
+    let root = walk(&ns, "p/storage/b").await;
+    assert_eq!(ns.rename(root, "a", root, "b").await.unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 0);
+    assert_eq!(ns.rename(root, "a", root, "x").await.unwrap_err().errno(), libc::ENOTDIR);
+    assert_eq!(ns.rename(root, "x", root, "b").await.unwrap_err().errno(), libc::EISDIR);
+    // An empty directory is replaced.
+    ns.rename(root, "a", root, "c").await.unwrap();
+    let c = walk(&ns, "p/storage/b/c").await;
+    assert_eq!(names(&ns, c, 10).await, [".meta", "f"]);
 }

@@ -34,14 +34,22 @@ pub struct Staged {
     base: Option<Arc<ObjectMeta>>,
     /// The staging file does not yet hold the base's bytes.
     needs_fill: bool,
-    /// Written since the last upload.
+    /// The object must be uploaded (written, truncated or created since the
+    /// last upload).
     pub dirty: bool,
+    /// Bytes were written, or the size changed, since the last upload. A
+    /// flush uploads only then; a handle that was only created or truncated
+    /// at open uploads at its release, so `cmd > file` (bash closes a dup of
+    /// the descriptor first) does not upload an empty object in between.
+    pub written: bool,
+    /// The file was removed while open: nothing is uploaded any more.
+    pub unlinked: bool,
     pub mtime: SystemTime,
 }
 
 impl Staged {
     pub fn is_busy(&self) -> bool {
-        self.dirty
+        self.written && !self.unlinked
     }
 
     /// Whether Cloud Storage has the object (it was there, or was uploaded).
@@ -76,6 +84,8 @@ impl Namespace {
             // A truncating open of an existing object changes it even if
             // nothing is written (`: > file`).
             dirty: truncate,
+            written: false,
+            unlinked: false,
             mtime: SystemTime::now(),
         })
     }
@@ -110,6 +120,7 @@ impl Namespace {
         staged.file.write_all_at(data, offset).map_err(|e| io_error("staging file", e))?;
         staged.size = staged.size.max(offset + data.len() as u64);
         staged.dirty = true;
+        staged.written = true;
         staged.mtime = SystemTime::now();
         Ok(data.len() as u32)
     }
@@ -126,6 +137,10 @@ impl Namespace {
     }
 
     pub(super) async fn staged_truncate(&self, staged: &mut Staged, size: u64) -> VfsResult<()> {
+        if size == staged.size {
+            // The truncate that follows an O_TRUNC open, say: no change.
+            return Ok(());
+        }
         if size == 0 {
             staged.needs_fill = false;
         } else {
@@ -134,6 +149,10 @@ impl Namespace {
         staged.file.set_len(size).map_err(|e| io_error("staging file", e))?;
         staged.size = size;
         staged.dirty = true;
+        // Emptying a file nothing was written to is what an O_TRUNC open
+        // does (the kernel sends it as a truncate after the open): like that
+        // open, it uploads at release, not at the flush of a dup'd fd.
+        staged.written = staged.written || size > 0;
         staged.mtime = SystemTime::now();
         Ok(())
     }
@@ -142,7 +161,7 @@ impl Namespace {
     /// is the new base; on failure the previous version is untouched and the
     /// error says why.
     pub(super) async fn commit(&self, staged: &mut Staged) -> VfsResult<()> {
-        if !staged.dirty {
+        if !staged.dirty || staged.unlinked {
             return Ok(());
         }
         self.fill(staged).await?;
@@ -169,6 +188,7 @@ impl Namespace {
                 self.cache.forget(&key(&staged.bucket, &format!("{}/", staged.name)));
                 staged.base = Some(meta);
                 staged.dirty = false;
+                staged.written = false;
                 tracing::debug!(bucket = %staged.bucket, name = %staged.name, size = staged.size, "uploaded");
                 Ok(())
             }
@@ -189,10 +209,21 @@ impl Namespace {
         }
     }
 
+    /// Marks a staged file removed: it keeps its bytes for the handles that
+    /// still have it open (fetched first, if they were not yet), and is never
+    /// uploaded.
+    pub(super) async fn unlink_staged(&self, staged: &mut Staged) {
+        if let Err(e) = self.fill(staged).await {
+            tracing::debug!(error = %e, "removed file's old bytes are gone");
+            staged.needs_fill = false;
+        }
+        staged.unlinked = true;
+    }
+
     /// The entry of a file open for write (perhaps not uploaded yet).
     pub(super) fn staged_entry(&self, node: &Node) -> Option<ciofs_frontends::DirEntry> {
         let (ino, _) = self.inodes.find(node)?;
         let state = self.writer(ino)?.state();
-        Some(self.entry(node.clone(), state.size, state.mtime))
+        (!state.unlinked).then(|| self.entry(node.clone(), state.size, state.mtime))
     }
 }
