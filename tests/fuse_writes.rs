@@ -386,3 +386,57 @@ fn names_longer_than_255_bytes_are_enametoolong() {
         assert!(String::from_utf8_lossy(&output.stderr).contains("File name too long"), "{script}: {output:?}");
     }
 }
+
+#[test]
+fn the_service_going_away_during_an_upload_fails_close_and_leaves_nothing_half_written() {
+    let mut gcs = PrivateGcs::start();
+    let url = gcs.url();
+    curl(&["-X", "POST", &format!("{url}/storage/v1/b?project={PROJECT}"), "-d", "{\"name\":\"midway\"}"]);
+    curl(&[
+        "-X",
+        "POST",
+        &format!("{url}/upload/storage/v1/b/midway/o?uploadType=media&name=big.bin"),
+        "-d",
+        "previous",
+    ]);
+    let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", &url)]);
+    let path = mount.path(&format!("{PROJECT}/storage/midway/big.bin")).display().to_string();
+    // 40 MiB: a resumable upload that takes a while on this emulator.
+    let script = format!(
+        r#"
+import os, sys, time
+fd = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
+block = bytes(range(256)) * 4096
+for _ in range(40):
+    os.write(fd, block)
+sys.stdout.write("closing\n"); sys.stdout.flush()
+time.sleep(0.05)
+try:
+    os.close(fd)
+    print(0)
+except OSError as e:
+    print(e.errno)
+"#
+    );
+    let mut child = Command::new("python3").args(["-c", &script]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "closing\n");
+    // The close has begun uploading: freeze the service mid-request, then
+    // take it away altogether.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    gcs.freeze();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    gcs.stop();
+    let mut errno = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut errno).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(errno.trim().parse::<i32>().unwrap(), libc::EIO, "close() reports the broken upload");
+
+    gcs.resume();
+    let media = format!("{url}/storage/v1/b/midway/o/big.bin?alt=media");
+    assert_eq!(curl(&[&media]), b"previous", "the previous version is intact, nothing half-written");
+    let listing = String::from_utf8(curl(&[&format!("{url}/storage/v1/b/midway/o")])).unwrap();
+    assert_eq!(listing.matches("\"name\"").count(), 1, "no partial object: {listing}");
+}

@@ -244,6 +244,14 @@ impl PrivateGcs {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Freezes the emulator (SIGSTOP): requests in flight stall.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill with the pid of our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
