@@ -150,6 +150,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let canonical = canonical(&args.mountpoint)?;
     let namespace = namespace(&args.tree, Some(&nfs_journal(&args.tree))).await?;
+    namespace.resume_journaled_uploads().await;
     let _commits = namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(ciofs_frontends::nfs::serve(namespace.clone(), "127.0.0.1:0", Some(port_tx)));
@@ -205,6 +206,7 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
     let journal = nfs_journal(&args.tree);
     let namespace = namespace(&args.tree, Some(&journal)).await?;
+    namespace.resume_journaled_uploads().await;
     let _commits = namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
     let listen = args.listen.clone();

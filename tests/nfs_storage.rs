@@ -224,3 +224,22 @@ fn read_object_status(bucket: &str, name: &str) -> u16 {
     let output = run(std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]));
     String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
 }
+
+#[tokio::test]
+async fn writes_left_by_a_killed_server_are_uploaded_at_the_next_start() {
+    let bucket = bucket_name("nfs_journal");
+    create_bucket(&bucket);
+    upload(&bucket, "kept.txt", b"before");
+    let state = tempfile::tempdir().unwrap();
+    {
+        let server = NfsServer::start(state.path());
+        let mut conn = connect(server.port).await;
+        let file = walk(&mut conn, &format!("{PROJECT}/storage/{bucket}/kept.txt")).await;
+        write(&mut conn, &file, 0, b"written before the crash").await;
+        // SIGKILL well within the idle time: nothing was uploaded yet.
+        drop(server);
+    }
+    assert_eq!(read_object(&bucket, "kept.txt"), b"before");
+    let _server = NfsServer::start(state.path());
+    eventually(&bucket, "kept.txt", b"written before the crash").await;
+}

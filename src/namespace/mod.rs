@@ -549,12 +549,15 @@ impl Namespace {
                     Err(e) if e.errno() == libc::ENOENT => None,
                     Err(e) => return Err(e),
                 };
-                let writer = Arc::new(Writer::unattended(node.clone(), self.stage(&node, base, false)?));
+                let writer = Arc::new(Writer::unattended(node.clone(), self.stage_journaled(&node, base, ino)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).entry(ino).or_insert(writer).clone()
             }
         };
         let mut staged = writer.staged.lock().await;
         let written = self.staged_write(&mut staged, offset, data).await;
+        if written.is_ok() {
+            self.journal(&mut staged)?;
+        }
         writer.record(&staged, staged.is_busy());
         writer.touch();
         written
@@ -573,10 +576,10 @@ impl Namespace {
             match self.commit(&mut staged).await {
                 Ok(()) => {
                     writer.record(&staged, false);
-                    drop(staged);
                     let mut all = self.writers.lock().unwrap_or_else(|e| e.into_inner());
                     if writer.idle_for() >= idle && all.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
                         all.remove(&ino);
+                        self.forget_journal(&mut staged);
                     }
                 }
                 Err(e) => tracing::warn!(node = %writer.node, error = %e, "upload of NFS writes failed; will retry"),

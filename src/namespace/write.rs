@@ -10,13 +10,15 @@
 //! another open for write of the object is EBUSY.
 
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{ObjectMeta, Upload};
-use ciofs_frontends::{VfsError, VfsResult};
+use ciofs_frontends::{Ino, VfsError, VfsResult};
+use serde::{Deserialize, Serialize};
 
 use super::Namespace;
 use super::cache::{Known, key};
@@ -45,6 +47,20 @@ pub struct Staged {
     /// The file was removed while open: nothing is uploaded any more.
     pub unlinked: bool,
     pub mtime: SystemTime,
+    /// For writes without a handle (NFS): the staging file's path and its
+    /// journal record, written once the file holds the object's bytes, so
+    /// that a restart uploads what a crash left behind.
+    journal: Option<(PathBuf, PathBuf)>,
+    journaled: bool,
+}
+
+/// What a journal record says about a staged NFS write.
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    bucket: String,
+    name: String,
+    /// The generation the writes started from (None: a new object).
+    base_generation: Option<i64>,
 }
 
 impl Staged {
@@ -72,11 +88,47 @@ impl Namespace {
         std::fs::create_dir_all(&self.options.staging_dir)
             .map_err(|e| io_error(&format!("staging directory {}", self.options.staging_dir.display()), e))?;
         let file = tempfile::tempfile_in(&self.options.staging_dir).map_err(|e| io_error("staging file", e))?;
+        Ok(self.staged_in(bucket, name, file, base, truncate, None))
+    }
+
+    /// A staging file for writes without a handle, kept under a name in
+    /// the journal directory so that it survives a crash.
+    pub(super) fn stage_journaled(&self, node: &Node, base: Option<Arc<ObjectMeta>>, ino: Ino) -> VfsResult<Staged> {
+        let Node::Object { bucket, name, .. } = node else {
+            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+        };
+        let dir = self.journal_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&format!("journal directory {}", dir.display()), e))?;
+        let data = dir.join(format!("{ino:016x}.data"));
+        let record = dir.join(format!("{ino:016x}.json"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&data)
+            .map_err(|e| io_error("journaled staging file", e))?;
+        Ok(self.staged_in(bucket, name, file, base, false, Some((data, record))))
+    }
+
+    fn journal_dir(&self) -> PathBuf {
+        self.options.staging_dir.join("nfs")
+    }
+
+    fn staged_in(
+        &self,
+        bucket: &str,
+        name: &str,
+        file: std::fs::File,
+        base: Option<Arc<ObjectMeta>>,
+        truncate: bool,
+        journal: Option<(PathBuf, PathBuf)>,
+    ) -> Staged {
         let needs_fill = !truncate && base.as_ref().is_some_and(|b| b.size > 0);
         let size = if truncate { 0 } else { base.as_ref().map_or(0, |b| b.size) };
-        Ok(Staged {
-            bucket: bucket.clone(),
-            name: name.clone(),
+        Staged {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
             file: Arc::new(file),
             size,
             base,
@@ -87,7 +139,76 @@ impl Namespace {
             written: false,
             unlinked: false,
             mtime: SystemTime::now(),
-        })
+            journal,
+            journaled: false,
+        }
+    }
+
+    /// Writes the journal record of a journaled staging file, once it holds
+    /// the object's bytes (after its first write).
+    pub(super) fn journal(&self, staged: &mut Staged) -> VfsResult<()> {
+        let Some((_, record_path)) = staged.journal.as_ref().filter(|_| !staged.journaled) else {
+            return Ok(());
+        };
+        staged.file.sync_data().map_err(|e| io_error("journaled staging file", e))?;
+        let record = JournalRecord {
+            bucket: staged.bucket.clone(),
+            name: staged.name.clone(),
+            base_generation: staged.base.as_ref().map(|b| b.generation),
+        };
+        let text = serde_json::to_vec(&record).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
+        std::fs::write(record_path, text).map_err(|e| io_error("journal record", e))?;
+        staged.journaled = true;
+        Ok(())
+    }
+
+    /// Removes a journaled staging file once its bytes are uploaded.
+    pub(super) fn forget_journal(&self, staged: &mut Staged) {
+        if let Some((data, record)) = staged.journal.take() {
+            let _ = std::fs::remove_file(record);
+            let _ = std::fs::remove_file(data);
+        }
+    }
+
+    /// Uploads what NFS clients wrote before a crash (journaled staging
+    /// files), then forgets them; what fails stays for the next start.
+    pub async fn resume_journaled_uploads(&self) {
+        let Ok(entries) = std::fs::read_dir(self.journal_dir()) else { return };
+        for entry in entries.flatten() {
+            let record_path = entry.path();
+            if record_path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let data_path = record_path.with_extension("data");
+            let resumed = async {
+                let text = std::fs::read(&record_path).map_err(|e| e.to_string())?;
+                let record: JournalRecord = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+                let file = std::fs::File::open(&data_path).map_err(|e| e.to_string())?;
+                let size = file.metadata().map_err(|e| e.to_string())?.len();
+                let upload = Upload {
+                    bucket: record.bucket.clone(),
+                    name: record.name.clone(),
+                    source: Arc::new(file),
+                    size,
+                    content_type: None,
+                    custom_metadata: Default::default(),
+                    if_generation_match: Some(record.base_generation.unwrap_or(0)),
+                };
+                self.gcs.upload_object(&upload).await.map_err(|e| e.to_string())?;
+                self.cache.forget(&key(&record.bucket, &record.name));
+                Ok::<_, String>(format!("gs://{}/{}", record.bucket, record.name))
+            };
+            match resumed.await {
+                Ok(object) => {
+                    tracing::info!(%object, "uploaded NFS writes left by an earlier run");
+                    let _ = std::fs::remove_file(&record_path);
+                    let _ = std::fs::remove_file(&data_path);
+                }
+                Err(e) => {
+                    tracing::warn!(journal = %record_path.display(), error = %e, "cannot upload journaled NFS writes; kept")
+                }
+            }
+        }
     }
 
     /// Brings the base object's bytes into the staging file.
@@ -218,6 +339,7 @@ impl Namespace {
             staged.needs_fill = false;
         }
         staged.unlinked = true;
+        self.forget_journal(staged);
     }
 
     /// The entry of a file open for write (perhaps not uploaded yet).
