@@ -401,13 +401,13 @@ fn the_service_going_away_during_an_upload_fails_close_and_leaves_nothing_half_w
     ]);
     let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", &url)]);
     let path = mount.path(&format!("{PROJECT}/storage/midway/big.bin")).display().to_string();
-    // 40 MiB: a resumable upload that takes a while on this emulator.
+    // 96 MiB: a resumable upload that takes a while on this emulator.
     let script = format!(
         r#"
 import os, sys, time
 fd = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
 block = bytes(range(256)) * 4096
-for _ in range(40):
+for _ in range(96):
     os.write(fd, block)
 sys.stdout.write("closing\n"); sys.stdout.flush()
 time.sleep(0.05)
