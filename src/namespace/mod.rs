@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::ObjectStore;
+use ciofs_backends::gcs::{ObjectMeta, ObjectStore};
 use ciofs_frontends::{
     Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
@@ -109,19 +109,24 @@ struct WriterState {
     unlinked: bool,
 }
 
-impl Writer {
-    fn new(node: Node, staged: Staged) -> Self {
-        let state = WriterState {
+impl WriterState {
+    fn of(staged: &Staged) -> Self {
+        WriterState {
             size: staged.size,
             mtime: staged.mtime,
             busy: staged.is_busy(),
             in_gcs: staged.in_gcs(),
             unlinked: staged.unlinked,
-        };
+        }
+    }
+}
+
+impl Writer {
+    fn new(node: Node, staged: Staged) -> Self {
         Writer {
             node,
+            state: Mutex::new(WriterState::of(&staged)),
             staged: AsyncMutex::new(staged),
-            state: Mutex::new(state),
             unattended: false,
             last_write: Mutex::new(Instant::now()),
             handles: std::sync::atomic::AtomicUsize::new(0),
@@ -144,15 +149,9 @@ impl Writer {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, staged: &Staged, busy: bool) {
-        let state = WriterState {
-            size: staged.size,
-            mtime: staged.mtime,
-            busy,
-            in_gcs: staged.in_gcs(),
-            unlinked: staged.unlinked,
-        };
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    /// Publishes what getattr, listings and other opens see of `staged`.
+    fn record(&self, staged: &Staged) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = WriterState::of(staged);
     }
 }
 
@@ -376,7 +375,7 @@ impl Vfs for Namespace {
             Some(Handle::Write(writer)) => {
                 let mut staged = writer.staged.lock().await;
                 let written = self.staged_write(&mut staged, offset, data).await;
-                writer.record(&staged, staged.is_busy());
+                writer.record(&staged);
                 written
             }
             Some(Handle::Ignored) => Ok(data.len() as u32),
@@ -389,30 +388,15 @@ impl Vfs for Namespace {
         let Some(Handle::Write(writer)) = self.handle(Some(fh)) else {
             return Ok(());
         };
-        let mut staged = writer.staged.lock().await;
-        if !staged.written {
-            // Created or truncated but not written: uploaded at release.
-            return Ok(());
-        }
-        let committed = self.commit(&mut staged).await;
-        if committed.is_err() {
-            // close() reports the failure; the previous version stays, and
-            // nothing is tried again behind the user's back at release.
-            staged.dirty = false;
-            staged.written = false;
-        }
-        writer.record(&staged, staged.is_busy());
-        committed
+        // Created or truncated but not written: uploaded at release.
+        self.commit_reported(&writer, true).await
     }
 
     async fn fsync(&self, _ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         let Some(Handle::Write(writer)) = self.handle(fh) else {
             return Ok(());
         };
-        let mut staged = writer.staged.lock().await;
-        let committed = self.commit(&mut staged).await;
-        writer.record(&staged, staged.is_busy());
-        committed
+        self.commit_reported(&writer, false).await
     }
 
     async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
@@ -427,7 +411,7 @@ impl Vfs for Namespace {
         // finds it (and deletes what was uploaded).
         let mut staged = writer.staged.lock().await;
         let committed = self.commit(&mut staged).await;
-        writer.record(&staged, false);
+        writer.record(&staged);
         drop(staged);
         if let Err(e) = &committed {
             tracing::warn!(node = %writer.node, error = %e, "upload at release failed");
@@ -451,7 +435,7 @@ impl Vfs for Namespace {
                         // on the way): nobody else will upload this.
                         self.commit(&mut staged).await?;
                     }
-                    writer.record(&staged, staged.is_busy());
+                    writer.record(&staged);
                     writer.touch();
                 }
                 // `truncate -s` without an open file: change the object now.
@@ -544,11 +528,7 @@ impl Namespace {
                         _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
                     };
                 }
-                let base = match self.object_meta(&node).await {
-                    Ok(meta) => Some(meta),
-                    Err(e) if e.errno() == libc::ENOENT => None,
-                    Err(e) => return Err(e),
-                };
+                let base = self.existing_object(&node).await?;
                 let writer = Arc::new(Writer::unattended(node.clone(), self.stage_journaled(&node, base, ino)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).entry(ino).or_insert(writer).clone()
             }
@@ -558,7 +538,7 @@ impl Namespace {
         if written.is_ok() {
             self.journal(&mut staged)?;
         }
-        writer.record(&staged, staged.is_busy());
+        writer.record(&staged);
         writer.touch();
         written
     }
@@ -575,7 +555,7 @@ impl Namespace {
             let mut staged = writer.staged.lock().await;
             match self.commit(&mut staged).await {
                 Ok(()) => {
-                    writer.record(&staged, false);
+                    writer.record(&staged);
                     let mut all = self.writers.lock().unwrap_or_else(|e| e.into_inner());
                     if writer.idle_for() >= idle && all.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
                         all.remove(&ino);
@@ -627,6 +607,33 @@ impl Namespace {
         entries
     }
 
+    /// The object a write starts from, or None for a new one.
+    async fn existing_object(&self, node: &Node) -> VfsResult<Option<Arc<ObjectMeta>>> {
+        match self.object_meta(node).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads a handle's changes for close() or fsync() (with `if_written`,
+    /// only when bytes were written). A failure is reported to the caller and
+    /// ends that change: the previous version stays, and nothing is tried
+    /// again behind the user's back at release.
+    async fn commit_reported(&self, writer: &Writer, if_written: bool) -> VfsResult<()> {
+        let mut staged = writer.staged.lock().await;
+        if if_written && !staged.written {
+            return Ok(());
+        }
+        let committed = self.commit(&mut staged).await;
+        if committed.is_err() {
+            staged.dirty = false;
+            staged.written = false;
+        }
+        writer.record(&staged);
+        committed
+    }
+
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
             Node::Object { .. } => {
@@ -636,11 +643,7 @@ impl Namespace {
                         format!("{node}: another handle has unflushed data or an upload in flight"),
                     ));
                 }
-                let base = match self.object_meta(node).await {
-                    Ok(meta) => Some(meta),
-                    Err(e) if e.errno() == libc::ENOENT => None,
-                    Err(e) => return Err(e),
-                };
+                let base = self.existing_object(node).await?;
                 let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)

@@ -124,7 +124,7 @@ impl Namespace {
                     // is uploaded any more, and what Cloud Storage has goes.
                     let mut staged = writer.staged.lock().await;
                     self.unlink_staged(&mut staged).await;
-                    writer.record(&staged, false);
+                    writer.record(&staged);
                     let in_gcs = staged.in_gcs();
                     drop(staged);
                     // Its inode stays for the open handles; the name is free
