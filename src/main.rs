@@ -149,12 +149,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let canonical = canonical(&args.mountpoint)?;
-    let namespace = namespace(&args.tree, Some(&nfs_journal(&args.tree))).await?;
-    namespace.resume_journaled_uploads().await;
-    let _commits = namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
-    let (port_tx, port_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(ciofs_frontends::nfs::serve(namespace.clone(), "127.0.0.1:0", Some(port_tx)));
-    let address = port_rx.await.map_err(|_| "the NFS server did not start".to_string())?;
+    let (service, address) = NfsService::start(&args.tree, "127.0.0.1:0").await?;
     let port = address.port();
     let target = canonical.clone();
     // The mount command talks to our own server: keep it off the runtime.
@@ -162,7 +157,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
         .await
         .map_err(|e| format!("the NFS mount command failed: {e}"))?;
     if let Err(message) = mounted {
-        server.abort();
+        service.stop().await;
         let projects = args.tree.projects.join(",");
         return Err(format!(
             "{message}\nThis system cannot mount NFS. Run `ciofs serve-nfs --project {projects} --listen 127.0.0.1:12049` \
@@ -173,8 +168,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
     serve_until_unmounted(None, &canonical).await;
-    server.abort();
-    namespace.commit_idle(std::time::Duration::ZERO).await;
+    service.stop().await;
     Ok(())
 }
 
@@ -204,21 +198,9 @@ fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
-    let journal = nfs_journal(&args.tree);
-    let namespace = namespace(&args.tree, Some(&journal)).await?;
-    namespace.resume_journaled_uploads().await;
-    let _commits = namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
-    let (port_tx, port_rx) = tokio::sync::oneshot::channel();
-    let listen = args.listen.clone();
-    let served = namespace.clone();
-    let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, &listen, Some(port_tx)).await });
-    let address = match port_rx.await {
-        Ok(address) => address,
-        Err(_) => {
-            let error = match server.await {
-                Ok(Err(e)) => format!("cannot listen on {}: {e}", args.listen),
-                _ => "the NFS server did not start".to_string(),
-            };
+    let (service, address) = match NfsService::start(&args.tree, &args.listen).await {
+        Ok(started) => started,
+        Err(error) => {
             ready.failed(&error);
             return Err(error);
         }
@@ -229,10 +211,40 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     ready.ready(&address.to_string());
     shutdown_signal().await;
     tracing::info!("stopping");
-    server.abort();
-    // What NFS clients wrote and did not go up yet goes up now.
-    namespace.commit_idle(std::time::Duration::ZERO).await;
+    service.stop().await;
     Ok(())
+}
+
+/// The NFS server on a journaled namespace, with what NFS needs for having
+/// no close: uploads after an idle time, and of what a crash left behind.
+struct NfsService {
+    namespace: Arc<Namespace>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl NfsService {
+    async fn start(tree: &TreeArgs, listen: &str) -> Result<(Self, std::net::SocketAddr), String> {
+        let namespace = namespace(tree, Some(&nfs_journal(tree))).await?;
+        namespace.resume_journaled_uploads().await;
+        // Ends by itself when the namespace goes.
+        namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+        let (served, listen_on) = (namespace.clone(), listen.to_string());
+        let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, &listen_on, Some(port_tx)).await });
+        match port_rx.await {
+            Ok(address) => Ok((NfsService { namespace, server }, address)),
+            Err(_) => Err(match server.await {
+                Ok(Err(e)) => format!("cannot listen on {listen}: {e}"),
+                _ => "the NFS server did not start".to_string(),
+            }),
+        }
+    }
+
+    /// Stops serving; what NFS clients wrote and did not go up yet goes up now.
+    async fn stop(self) {
+        self.server.abort();
+        self.namespace.commit_idle(std::time::Duration::ZERO).await;
+    }
 }
 
 /// Resolves on SIGTERM, SIGINT or SIGHUP.
