@@ -276,22 +276,30 @@ except OSError as e:
     String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
 }
 
-#[test]
-fn a_failed_upload_fails_close_and_keeps_the_previous_version() {
-    let mut gcs = PrivateGcs::start();
+/// A private emulator (it will be stopped) whose bucket `faults` holds
+/// `f.bin` = "previous", and a mount on it; the object's path in the mount.
+fn faults_fixture() -> (PrivateGcs, FuseMount, String) {
+    let gcs = PrivateGcs::start();
     let url = gcs.url();
     curl(&["-X", "POST", &format!("{url}/storage/v1/b?project={PROJECT}"), "-d", "{\"name\":\"faults\"}"]);
-    curl(&["-X", "POST", &format!("{url}/upload/storage/v1/b/faults/o?uploadType=media&name=f.txt"), "-d", "previous"]);
+    curl(&["-X", "POST", &format!("{url}/upload/storage/v1/b/faults/o?uploadType=media&name=f.bin"), "-d", "previous"]);
     let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", &url)]);
-    let path = mount.path(&format!("{PROJECT}/storage/faults/f.txt")).display().to_string();
+    let path = mount.path(&format!("{PROJECT}/storage/faults/f.bin")).display().to_string();
     assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+    (gcs, mount, path)
+}
 
-    // The service goes away between the writes and the close.
+/// Opens `path` with O_TRUNC and writes `mib` MiB in Python, runs `before`,
+/// lets Python close while `during` runs, and returns close()'s errno (0:
+/// it succeeded).
+fn close_around(path: &str, mib: usize, before: impl FnOnce(), during: impl FnOnce()) -> i32 {
     let script = format!(
         r#"
-import os, subprocess, sys
+import os, sys
 fd = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
-os.write(fd, b"new content")
+block = bytes(range(256)) * 4096
+for _ in range({mib}):
+    os.write(fd, block)
 sys.stdout.write("written\n"); sys.stdout.flush()
 sys.stdin.readline()
 try:
@@ -311,21 +319,38 @@ except OSError as e:
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line, "written\n");
-    gcs.stop();
+    before();
     writeln!(child.stdin.take().unwrap()).unwrap();
+    during();
     let mut errno = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut errno).unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(errno.trim().parse::<i32>().unwrap(), libc::EIO, "close() reports the failed upload");
+    errno.trim().parse().unwrap()
+}
 
-    gcs.resume();
-    let media = format!("{url}/storage/v1/b/faults/o/f.txt?alt=media");
-    assert_eq!(curl(&[&media]), b"previous", "the previous version is intact");
+/// The object still holds "previous", and it is the bucket's only object.
+fn assert_previous_intact(gcs: &PrivateGcs) {
+    let url = gcs.url();
+    assert_eq!(
+        curl(&[&format!("{url}/storage/v1/b/faults/o/f.bin?alt=media")]),
+        b"previous",
+        "the previous version is intact"
+    );
     let listing = String::from_utf8(curl(&[&format!("{url}/storage/v1/b/faults/o")])).unwrap();
     assert_eq!(listing.matches("\"name\"").count(), 1, "no partial object: {listing}");
+}
+
+#[test]
+fn a_failed_upload_fails_close_and_keeps_the_previous_version() {
+    let (mut gcs, _mount, path) = faults_fixture();
+    // The service goes away between the writes and the close.
+    let errno = close_around(&path, 1, || gcs.stop(), || {});
+    assert_eq!(errno, libc::EIO, "close() reports the failed upload");
+    gcs.resume();
+    assert_previous_intact(&gcs);
     // Once the service is back, writing again succeeds.
     assert_eq!(write_and_close(&path, "retried"), 0);
-    assert_eq!(curl(&[&media]), b"retried");
+    assert_eq!(curl(&[&format!("{}/storage/v1/b/faults/o/f.bin?alt=media", gcs.url())]), b"retried");
 }
 
 #[test]
@@ -389,54 +414,22 @@ fn names_longer_than_255_bytes_are_enametoolong() {
 
 #[test]
 fn the_service_going_away_during_an_upload_fails_close_and_leaves_nothing_half_written() {
-    let mut gcs = PrivateGcs::start();
-    let url = gcs.url();
-    curl(&["-X", "POST", &format!("{url}/storage/v1/b?project={PROJECT}"), "-d", "{\"name\":\"midway\"}"]);
-    curl(&[
-        "-X",
-        "POST",
-        &format!("{url}/upload/storage/v1/b/midway/o?uploadType=media&name=big.bin"),
-        "-d",
-        "previous",
-    ]);
-    let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", &url)]);
-    let path = mount.path(&format!("{PROJECT}/storage/midway/big.bin")).display().to_string();
-    // 96 MiB: a resumable upload that takes a while on this emulator.
-    let script = format!(
-        r#"
-import os, sys, time
-fd = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
-block = bytes(range(256)) * 4096
-for _ in range(96):
-    os.write(fd, block)
-sys.stdout.write("closing\n"); sys.stdout.flush()
-time.sleep(0.05)
-try:
-    os.close(fd)
-    print(0)
-except OSError as e:
-    print(e.errno)
-"#
+    let (mut gcs, _mount, path) = faults_fixture();
+    // 96 MiB: a resumable upload that takes a while on this emulator. Once
+    // the close has begun uploading, the service freezes mid-request, then
+    // goes away altogether.
+    let errno = close_around(
+        &path,
+        96,
+        || {},
+        || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            gcs.freeze();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            gcs.stop();
+        },
     );
-    let mut child = Command::new("python3").args(["-c", &script]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line, "closing\n");
-    // The close has begun uploading: freeze the service mid-request, then
-    // take it away altogether.
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    gcs.freeze();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    gcs.stop();
-    let mut errno = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut errno).unwrap();
-    assert!(child.wait().unwrap().success());
-    assert_eq!(errno.trim().parse::<i32>().unwrap(), libc::EIO, "close() reports the broken upload");
-
+    assert_eq!(errno, libc::EIO, "close() reports the broken upload");
     gcs.resume();
-    let media = format!("{url}/storage/v1/b/midway/o/big.bin?alt=media");
-    assert_eq!(curl(&[&media]), b"previous", "the previous version is intact, nothing half-written");
-    let listing = String::from_utf8(curl(&[&format!("{url}/storage/v1/b/midway/o")])).unwrap();
-    assert_eq!(listing.matches("\"name\"").count(), 1, "no partial object: {listing}");
+    assert_previous_intact(&gcs);
 }
