@@ -95,6 +95,8 @@ pub(crate) struct Writer {
     last_write: Mutex<Instant>,
     /// Open handles on it; when none is left, the last release uploads.
     handles: std::sync::atomic::AtomicUsize,
+    /// Woken whenever `state` changes.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Clone, Copy)]
@@ -130,6 +132,7 @@ impl Writer {
             unattended: false,
             last_write: Mutex::new(Instant::now()),
             handles: std::sync::atomic::AtomicUsize::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -152,8 +155,31 @@ impl Writer {
     /// Publishes what getattr, listings and other opens see of `staged`.
     fn record(&self, staged: &Staged) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = WriterState::of(staged);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits up to `limit` for this writer to have no unflushed data or
+    /// upload in flight; whether it has none.
+    async fn settled_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if !self.state().busy {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return !self.state().busy;
+            }
+        }
     }
 }
+
+/// How long an open for write waits for another handle's data to be
+/// uploaded before it answers EBUSY. FUSE sends RELEASE after close()
+/// returned, so a change made through a closed handle's file (an ftruncate
+/// on another descriptor, say) is uploaded only then: a short wait lets
+/// `close(); open()` in one program see it done.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 /// The most one read returns (FUSE asks for at most 1 MiB, NFS clients for
 /// what fsinfo allows); a larger count from a client is cut to this.
@@ -637,7 +663,11 @@ impl Namespace {
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
             Node::Object { .. } => {
-                if self.writer(ino).is_some_and(|w| w.state().busy) {
+                let busy = match self.writer(ino) {
+                    Some(writer) => !writer.settled_within(SETTLE_WAIT).await,
+                    None => false,
+                };
+                if busy {
                     return Err(VfsError::new(
                         libc::EBUSY,
                         format!("{node}: another handle has unflushed data or an upload in flight"),

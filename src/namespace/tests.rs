@@ -222,3 +222,35 @@ async fn an_upload_over_a_version_changed_meanwhile_is_estale_and_keeps_the_othe
     ns.release(f, opened.fh).await.unwrap();
     assert_eq!(gcs.object_data("b", "f").as_deref(), Some(&b"theirs"[..]), "nothing retried at release");
 }
+
+/// FUSE sends RELEASE after close() returned: a change made through the
+/// closed handle's file before its release (an ftruncate on another
+/// descriptor) must not make the next open EBUSY (pjdfstest's
+/// ftruncate::shrink_not_empty). A writer that stays busy still is.
+#[tokio::test]
+async fn an_open_for_write_waits_for_a_release_in_flight() {
+    use ciofs_frontends::{OpenFlags, SetAttr};
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "f", "0123456789");
+    let ns = Arc::new(namespace(&gcs, 100));
+    let ino = walk(&ns, "p/storage/b/f").await;
+    let write = OpenFlags { write: true, ..OpenFlags::default() };
+    let first = ns.open(ino, write).await.unwrap();
+    ns.flush(ino, first.fh).await.unwrap();
+    // Closed, its release not yet here; the file shrinks meanwhile.
+    ns.setattr(ino, SetAttr { size: Some(3), ..SetAttr::default() }).await.unwrap();
+    let releasing = {
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            ns.release(ino, first.fh).await
+        })
+    };
+    let second = ns.open(ino, write).await.expect("the open waits for the release");
+    releasing.await.unwrap().unwrap();
+    assert_eq!(gcs.object_data("b", "f").unwrap().as_ref(), b"012");
+    // A handle that keeps unflushed data makes the next open EBUSY.
+    ns.write(ino, Some(second.fh), 0, b"x").await.unwrap();
+    let busy = ns.open(ino, write).await.err().map(|e| e.errno());
+    assert_eq!(busy, Some(libc::EBUSY));
+}
