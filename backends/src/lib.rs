@@ -2,6 +2,7 @@
 //! implementation on Google's API, and an in-memory implementation for unit
 //! tests. Nothing here knows about files or frontends.
 
+pub mod bigquery;
 pub mod error;
 pub mod gcs;
 pub mod memory;

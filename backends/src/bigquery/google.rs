@@ -1,0 +1,353 @@
+//! `BigQuery` on Google's REST API with the official crate
+//! `google-cloud-bigquery-v2` (DatasetService, TableService). The two
+//! whole-resource updates are sent as JSON by `rest.rs` (it says why);
+//! `convert.rs` maps the API's resources to ciofs's types.
+//!
+//! The crate's own retries are off (it would retry idempotent calls up to
+//! 10 times within a minute): every call goes through ciofs's
+//! `RetryPolicy`, which bounds each attempt and the attempts.
+
+mod convert;
+mod rest;
+
+use async_trait::async_trait;
+use google_cloud_auth::credentials::Credentials;
+use google_cloud_bigquery_v2::Error as ApiError;
+use google_cloud_bigquery_v2::client::{DatasetService, TableService};
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_gax::retry_policy::NeverRetry;
+use serde_json::Value;
+
+use super::{BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings};
+use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::retry::RetryPolicy;
+use convert::{api_dataset, api_table, dataset_list_entry, dataset_meta, from_json, table_list_entry, table_meta};
+use rest::Rest;
+
+/// Google's BigQuery endpoint.
+const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com";
+
+/// Entries per listing page. BigQuery's default is 50; a larger page makes
+/// fewer calls for a big dataset (the service caps it as it sees fit).
+const LIST_PAGE_SIZE: u32 = 1000;
+
+/// Where and how to reach BigQuery.
+#[derive(Clone, Debug, Default)]
+pub struct BigQueryConfig {
+    /// An emulator's base URL (`http://127.0.0.1:9050`): anonymous access.
+    /// `None`: Google's endpoint with Application Default Credentials.
+    pub emulator: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+impl BigQueryConfig {
+    /// Reads `BIGQUERY_EMULATOR_HOST` (`http://` is added when missing).
+    pub fn from_env() -> Self {
+        let emulator = std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|host| !host.is_empty()).map(with_scheme);
+        Self { emulator, retry: RetryPolicy::default() }
+    }
+}
+
+/// `host:port` as a URL; a URL as it is.
+fn with_scheme(host: String) -> String {
+    if host.contains("://") { host } else { format!("http://{host}") }
+}
+
+pub struct GoogleBigQuery {
+    datasets: DatasetService,
+    tables: TableService,
+    rest: Rest,
+    retry: RetryPolicy,
+}
+
+impl GoogleBigQuery {
+    pub async fn connect(config: BigQueryConfig) -> BackendResult<Self> {
+        let credentials = credentials(&config)?;
+        let endpoint = config.emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT).trim_end_matches('/').to_string();
+        tracing::debug!(%endpoint, "connecting to BigQuery");
+        let datasets = DatasetService::builder()
+            .with_endpoint(endpoint.clone())
+            .with_credentials(credentials.clone())
+            .with_retry_policy(NeverRetry)
+            .build()
+            .await
+            .map_err(|e| BackendError::new(ErrorKind::Other, format!("BigQuery dataset client: {e}")))?;
+        let tables = TableService::builder()
+            .with_endpoint(endpoint.clone())
+            .with_credentials(credentials.clone())
+            .with_retry_policy(NeverRetry)
+            .build()
+            .await
+            .map_err(|e| BackendError::new(ErrorKind::Other, format!("BigQuery table client: {e}")))?;
+        let rest = Rest::new(&endpoint, credentials)?;
+        Ok(Self { datasets, tables, rest, retry: config.retry })
+    }
+
+    /// The resource as JSON, for a whole-resource update.
+    async fn get_json(&self, what: &str, segments: &[&str]) -> BackendResult<Value> {
+        self.retry.run(what, || self.rest.get(what, segments)).await
+    }
+}
+
+/// Anonymous for an emulator (without them the crate would look for the
+/// metadata server for about a minute); Application Default Credentials
+/// otherwise.
+fn credentials(config: &BigQueryConfig) -> BackendResult<Credentials> {
+    if config.emulator.is_some() {
+        return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
+    }
+    google_cloud_auth::credentials::Builder::default().build().map_err(|e| {
+        BackendError::new(ErrorKind::PermissionDenied, format!("no Application Default Credentials for BigQuery: {e}"))
+    })
+}
+
+#[async_trait]
+impl BigQuery for GoogleBigQuery {
+    async fn list_datasets(&self, project: &str, page_token: Option<String>) -> BackendResult<Page<DatasetListEntry>> {
+        let what = format!("list datasets of {project}");
+        let list = self
+            .retry
+            .run(&what, || async {
+                let call = self.datasets.list_datasets().set_project_id(project).set_max_results(LIST_PAGE_SIZE);
+                let call = call.set_page_token(page_token.clone().unwrap_or_default());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(Page {
+            items: list.datasets.into_iter().map(dataset_list_entry).collect(),
+            next_page_token: Some(list.next_page_token).filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn get_dataset(&self, project: &str, dataset: &str) -> BackendResult<DatasetMeta> {
+        let what = format!("get dataset {project}.{dataset}");
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.datasets.get_dataset().set_project_id(project).set_dataset_id(dataset);
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(dataset_meta(dataset, api))
+    }
+
+    async fn create_dataset(
+        &self,
+        project: &str,
+        dataset: &str,
+        settings: &DatasetSettings,
+    ) -> BackendResult<DatasetMeta> {
+        let what = format!("create dataset {project}.{dataset}");
+        let resource = api_dataset(project, dataset, settings);
+        // A retry after a lost answer may find the dataset made by the first
+        // attempt: it then fails with AlreadyExists, as the caller would
+        // expect of a second create.
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.datasets.insert_dataset().set_project_id(project).set_dataset(resource.clone());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(dataset_meta(dataset, api))
+    }
+
+    async fn update_dataset(
+        &self,
+        project: &str,
+        dataset: &str,
+        settings: &DatasetSettings,
+    ) -> BackendResult<DatasetMeta> {
+        let what = format!("update dataset {project}.{dataset}");
+        let path = ["projects", project, "datasets", dataset];
+        let mut resource = self.get_json(&what, &path).await?;
+        convert::overlay_dataset(&mut resource, settings)?;
+        let updated = self.retry.run(&what, || self.rest.put(&what, &path, &resource, None)).await?;
+        Ok(dataset_meta(dataset, from_json(&what, updated)?))
+    }
+
+    async fn delete_dataset(&self, project: &str, dataset: &str) -> BackendResult<()> {
+        let what = format!("delete dataset {project}.{dataset}");
+        self.retry
+            .run(&what, || async {
+                let call = self.datasets.delete_dataset().set_project_id(project).set_dataset_id(dataset);
+                // Never the contents: only an empty dataset goes.
+                match call.set_delete_contents(false).send().await.map_err(|e| backend_error(&what, &e)) {
+                    // BigQuery answers 400 "... is still in use"; bqemulator
+                    // 404 "... is not empty", which must not read as "gone".
+                    Err(e) if e.kind == ErrorKind::NotFound && e.message.contains("not empty") => {
+                        Err(BackendError::new(ErrorKind::InvalidArgument, e.message))
+                    }
+                    other => other,
+                }
+            })
+            .await
+    }
+
+    async fn list_tables(
+        &self,
+        project: &str,
+        dataset: &str,
+        page_token: Option<String>,
+    ) -> BackendResult<Page<TableListEntry>> {
+        let what = format!("list tables of {project}.{dataset}");
+        let list = self
+            .retry
+            .run(&what, || async {
+                let call = self.tables.list_tables().set_project_id(project).set_dataset_id(dataset);
+                let call = call.set_max_results(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(Page {
+            items: list.tables.into_iter().map(|t| table_list_entry(dataset, t)).collect(),
+            next_page_token: Some(list.next_page_token).filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn get_table(&self, project: &str, dataset: &str, table: &str) -> BackendResult<TableMeta> {
+        let what = format!("get table {project}.{dataset}.{table}");
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.tables.get_table().set_project_id(project).set_dataset_id(dataset);
+                call.set_table_id(table).send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        table_meta(dataset, table, api)
+    }
+
+    async fn create_table(
+        &self,
+        project: &str,
+        dataset: &str,
+        table: &str,
+        settings: &TableSettings,
+    ) -> BackendResult<TableMeta> {
+        let what = format!("create table {project}.{dataset}.{table}");
+        let resource = api_table(project, dataset, table, settings);
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.tables.insert_table().set_project_id(project).set_dataset_id(dataset);
+                call.set_table(resource.clone()).send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        table_meta(dataset, table, api)
+    }
+
+    /// Reads the table, replaces its settings, and PUTs it back whole. With
+    /// an etag, the read must still be at it (bqemulator ignores If-Match,
+    /// so this check is what holds there), and the PUT carries it in
+    /// If-Match for the moment between the two. Without one, a change made
+    /// between the read and the PUT to something ciofs does not manage
+    /// would be overwritten; that window is one round trip.
+    async fn update_table(
+        &self,
+        project: &str,
+        dataset: &str,
+        table: &str,
+        settings: &TableSettings,
+        etag: Option<&str>,
+    ) -> BackendResult<TableMeta> {
+        let what = format!("update table {project}.{dataset}.{table}");
+        let path = ["projects", project, "datasets", dataset, "tables", table];
+        let mut resource = self.get_json(&what, &path).await?;
+        let current = resource.get("etag").and_then(Value::as_str).unwrap_or_default();
+        if let Some(expected) = etag.filter(|expected| *expected != current) {
+            return Err(BackendError::new(
+                ErrorKind::PreconditionFailed,
+                format!("{what}: the table is at etag {current}, not {expected}"),
+            ));
+        }
+        convert::overlay_table(&mut resource, settings)?;
+        let updated = self.retry.run(&what, || self.rest.put(&what, &path, &resource, etag)).await?;
+        table_meta(dataset, table, from_json(&what, updated)?)
+    }
+
+    async fn delete_table(&self, project: &str, dataset: &str, table: &str) -> BackendResult<()> {
+        let what = format!("delete table {project}.{dataset}.{table}");
+        self.retry
+            .run(&what, || async {
+                let call = self.tables.delete_table().set_project_id(project).set_dataset_id(dataset);
+                call.set_table_id(table).send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await
+    }
+}
+
+/// Maps the crate's error to ours, with the call and the service's message;
+/// the one place that reads its statuses.
+fn backend_error(what: &str, error: &ApiError) -> BackendError {
+    let message = error.status().map(|s| s.message.clone()).filter(|m| !m.is_empty());
+    BackendError::new(error_kind(error), format!("{what}: {}", message.unwrap_or_else(|| error.to_string())))
+}
+
+fn error_kind(error: &ApiError) -> ErrorKind {
+    if let Some(status) = error.http_status_code() {
+        return ErrorKind::from_http_status(status);
+    }
+    if let Some(status) = error.status() {
+        return kind_of_code(status.code);
+    }
+    if error.is_timeout() || error.is_exhausted() || error.is_connect() || error.is_io() || error.is_transport() {
+        // No answer (refused, reset, timed out): the service may be back soon.
+        ErrorKind::Unavailable
+    } else if error.is_authentication() {
+        if error.is_transient_and_before_rpc() { ErrorKind::Unavailable } else { ErrorKind::PermissionDenied }
+    } else if error.is_binding() || error.is_serialization() {
+        // A name that cannot be put in a request path.
+        ErrorKind::InvalidArgument
+    } else {
+        // An answer that could not be decoded.
+        ErrorKind::Other
+    }
+}
+
+/// For a service error without an HTTP status (none seen on REST, but the
+/// type allows it).
+fn kind_of_code(code: Code) -> ErrorKind {
+    match code {
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::FailedPrecondition | Code::Aborted => ErrorKind::PreconditionFailed,
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+        Code::PermissionDenied | Code::Unauthenticated => ErrorKind::PermissionDenied,
+        Code::ResourceExhausted => ErrorKind::RateLimited,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Internal => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_emulator_host_gets_a_scheme() {
+        assert_eq!(with_scheme("127.0.0.1:9050".to_string()), "http://127.0.0.1:9050");
+        assert_eq!(with_scheme("https://bq.example:443".to_string()), "https://bq.example:443");
+    }
+
+    #[test]
+    fn service_errors_map_by_http_status() {
+        let status = google_cloud_gax::error::rpc::Status::default()
+            .set_code(Code::NotFound)
+            .set_message("Not found: table p:d.t");
+        let error = ApiError::service_with_http_metadata(status, Some(404), None);
+        let mapped = backend_error("get table p.d.t", &error);
+        assert_eq!(mapped.kind, ErrorKind::NotFound);
+        assert_eq!(mapped.message, "get table p.d.t: Not found: table p:d.t");
+        let conflict = ApiError::service_with_http_metadata(
+            google_cloud_gax::error::rpc::Status::default().set_code(Code::AlreadyExists),
+            Some(409),
+            None,
+        );
+        assert_eq!(error_kind(&conflict), ErrorKind::AlreadyExists);
+        assert_eq!(error_kind(&ApiError::http(412, http::HeaderMap::new(), "x".into())), ErrorKind::PreconditionFailed);
+        assert_eq!(error_kind(&ApiError::http(503, http::HeaderMap::new(), "x".into())), ErrorKind::Unavailable);
+        assert_eq!(error_kind(&ApiError::io("reset")), ErrorKind::Unavailable);
+        assert_eq!(error_kind(&ApiError::timeout("slow")), ErrorKind::Unavailable);
+        assert_eq!(error_kind(&ApiError::deser("bad")), ErrorKind::Other);
+    }
+}
