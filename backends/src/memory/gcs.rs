@@ -1,6 +1,6 @@
-//! In-memory implementations of the service traits, for unit tests of the
-//! core's logic. They count calls so tests can check how many were made, and
-//! can be told to fail the next calls of a kind.
+//! `MemoryGcs`: Cloud Storage in memory, for unit tests of the core. It
+//! counts calls so tests can check how many were made, and can be told to
+//! fail the next calls of a kind.
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -1,0 +1,8 @@
+//! In-memory implementations of the service traits, for unit tests of the
+//! core's logic. They count calls so tests can check how many were made,
+//! can be told to fail the next calls of a kind, and answer as the real
+//! services do (NotFound, AlreadyExists, preconditions).
+
+mod gcs;
+
+pub use gcs::{CallCounts, MemoryGcs, Op};
