@@ -63,23 +63,26 @@ pub struct GoogleBigQuery {
 impl GoogleBigQuery {
     pub async fn connect(config: BigQueryConfig) -> BackendResult<Self> {
         let credentials = credentials(&config)?;
-        let endpoint = config.emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT).trim_end_matches('/').to_string();
-        tracing::debug!(%endpoint, "connecting to BigQuery");
-        let datasets = DatasetService::builder()
-            .with_endpoint(endpoint.clone())
-            .with_credentials(credentials.clone())
-            .with_retry_policy(NeverRetry)
+        let emulator = config.emulator.as_deref().map(|e| e.trim_end_matches('/').to_string());
+        tracing::debug!(endpoint = emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), "connecting to BigQuery");
+        // The crate's own endpoint unless an emulator is named (it knows
+        // about universe domains; ours would override that).
+        let mut datasets =
+            DatasetService::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut tables = TableService::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        if let Some(endpoint) = &emulator {
+            datasets = datasets.with_endpoint(endpoint.clone());
+            tables = tables.with_endpoint(endpoint.clone());
+        }
+        let datasets = datasets
             .build()
             .await
             .map_err(|e| BackendError::new(ErrorKind::Other, format!("BigQuery dataset client: {e}")))?;
-        let tables = TableService::builder()
-            .with_endpoint(endpoint.clone())
-            .with_credentials(credentials.clone())
-            .with_retry_policy(NeverRetry)
+        let tables = tables
             .build()
             .await
             .map_err(|e| BackendError::new(ErrorKind::Other, format!("BigQuery table client: {e}")))?;
-        let rest = Rest::new(&endpoint, credentials)?;
+        let rest = Rest::new(emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), credentials)?;
         Ok(Self { datasets, tables, rest, retry: config.retry })
     }
 
