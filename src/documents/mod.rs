@@ -1,6 +1,11 @@
 //! The versioned JSON documents ciofs shows (shared/seed-plan.md, section 3).
 //! Every document carries `"version": "1"` and a `"type"`; fields follow in a
 //! fixed order so a rendering is byte-for-byte stable.
+//!
+//! Cloud Storage's documents are here; BigQuery's, which are also parsed
+//! back when a user edits them, are in `bigquery`.
+
+pub mod bigquery;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -82,7 +87,7 @@ pub fn bucket_document(meta: &BucketMeta) -> Vec<u8> {
 }
 
 /// Pretty JSON with a final newline, as a text editor would save it.
-fn render(document: &impl Serialize) -> Vec<u8> {
+pub(crate) fn render(document: &impl Serialize) -> Vec<u8> {
     let mut out = serde_json::to_vec_pretty(document).unwrap_or_else(|e| {
         // Serializing these plain structs cannot fail; keep serving anyway.
         tracing::error!(error = %e, "rendering a document");
