@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use ciofs::cli::{Cli, Command, MountArgs, ServeNfsArgs, TreeArgs};
 use ciofs::daemon::{self, PidFile, ReadyPipe};
-use ciofs::namespace::Namespace;
+use ciofs::namespace::{Namespace, Services};
+use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
@@ -68,11 +69,14 @@ fn mount_in_background(args: &MountArgs) -> Result<(), String> {
 async fn namespace(tree: &TreeArgs, journal: Option<&Path>) -> Result<Arc<Namespace>, String> {
     let gcs =
         GoogleGcs::connect(GcsConfig::from_env()).await.map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
+    let bigquery =
+        GoogleBigQuery::connect(BigQueryConfig::from_env()).await.map_err(|e| format!("cannot reach BigQuery: {e}"))?;
+    let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery) };
     let projects = tree.projects.clone();
     let namespace = match journal {
-        Some(journal) => Namespace::persistent(projects, Arc::new(gcs), tree.options(), journal)
+        Some(journal) => Namespace::persistent(projects, services, tree.options(), journal)
             .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
-        None => Namespace::new(projects, Arc::new(gcs), tree.options()),
+        None => Namespace::new(projects, services, tree.options()),
     };
     Ok(Arc::new(namespace))
 }

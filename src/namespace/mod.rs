@@ -4,7 +4,11 @@
 //! `storage` answers for Cloud Storage, `listing` streams directory pages,
 //! `reader` streams object bytes, `cache` remembers metadata for a while.
 
+mod bigquery;
+mod bq_ops;
 mod cache;
+mod edits;
+mod error_log;
 mod inodes;
 mod listing;
 mod mutate;
@@ -22,13 +26,17 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
+use ciofs_backends::bigquery::BigQuery;
 use ciofs_backends::gcs::{ObjectMeta, ObjectStore};
 use ciofs_frontends::{
     Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 use tokio::sync::Mutex as AsyncMutex;
 
+use self::bigquery::BigQueryTree;
 use self::cache::MetaCache;
+use self::edits::LocalFiles;
+use self::error_log::ErrorLog;
 use self::inodes::InodeTable;
 use self::listing::DirStreams;
 use self::node::{Node, Service};
@@ -82,6 +90,16 @@ enum Handle {
     /// A write to a generated file (`.meta/*`): accepted and ignored, so
     /// that `tar x` of an export succeeds.
     Ignored,
+    /// A file kept locally: an edit of a BigQuery document, or a scratch
+    /// file (edits.rs).
+    Local(Node),
+}
+
+/// The Google services a namespace serves.
+#[derive(Clone)]
+pub struct Services {
+    pub gcs: Arc<dyn ObjectStore>,
+    pub bigquery: Arc<dyn BigQuery>,
 }
 
 /// An object open for write: the staged state, and what getattr, listings
@@ -206,29 +224,37 @@ pub struct Namespace {
     /// The object generation each inode last had when opened, so that an
     /// unchanged object keeps the kernel's page cache.
     opened_generation: Mutex<HashMap<Ino, i64>>,
+    bigquery: BigQueryTree,
+    /// Edits of BigQuery documents and scratch files (edits.rs).
+    local: LocalFiles,
+    /// `.ciofs/errors`.
+    error_log: ErrorLog,
 }
 
 impl Namespace {
-    pub fn new(projects: Vec<String>, gcs: Arc<dyn ObjectStore>, options: Options) -> Self {
-        Self::with_inodes(projects, gcs, options, InodeTable::new())
+    pub fn new(projects: Vec<String>, services: Services, options: Options) -> Self {
+        Self::with_inodes(projects, services, options, InodeTable::new())
     }
 
     /// A namespace whose inode numbers survive a restart (for NFS).
     pub fn persistent(
         projects: Vec<String>,
-        gcs: Arc<dyn ObjectStore>,
+        services: Services,
         options: Options,
         journal: &Path,
     ) -> std::io::Result<Self> {
         let inodes = InodeTable::persistent(journal)?;
-        Ok(Self::with_inodes(projects, gcs, options, inodes))
+        Ok(Self::with_inodes(projects, services, options, inodes))
     }
 
-    fn with_inodes(projects: Vec<String>, gcs: Arc<dyn ObjectStore>, options: Options, inodes: InodeTable) -> Self {
+    fn with_inodes(projects: Vec<String>, services: Services, options: Options, inodes: InodeTable) -> Self {
         let cache = MetaCache::new(options.metadata_ttl);
         Self {
             projects,
-            gcs,
+            gcs: services.gcs,
+            bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
+            local: LocalFiles::default(),
+            error_log: ErrorLog::default(),
             options,
             inodes,
             cache,
@@ -267,6 +293,17 @@ impl Namespace {
         self.entry(node, 0, SystemTime::UNIX_EPOCH)
     }
 
+    /// The entry of one of the tree's fixed nodes.
+    fn fixed_entry(&self, node: Node) -> DirEntry {
+        match node {
+            Node::ErrorLog => {
+                let (text, mtime) = self.error_log.render();
+                self.entry(node, text.len() as u64, mtime)
+            }
+            _ => self.dir_entry(node),
+        }
+    }
+
     fn new_handle(&self, handle: Handle) -> Fh {
         if let Handle::Write(writer) = &handle {
             writer.handles.fetch_add(1, Ordering::SeqCst);
@@ -280,12 +317,16 @@ impl Namespace {
     /// directory whose children come from Google.
     fn fixed_children(&self, node: &Node) -> Option<Vec<Node>> {
         match node {
-            Node::Root => Some(self.projects.iter().map(|p| Node::Project { project: p.clone() }).collect()),
+            Node::Root => {
+                let projects = self.projects.iter().map(|p| Node::Project { project: p.clone() });
+                Some(projects.chain([Node::Control]).collect())
+            }
             Node::Project { project } => Some(
                 Service::ALL.into_iter().map(|service| Node::Service { project: project.clone(), service }).collect(),
             ),
-            // BigQuery and Pub/Sub come with their issues.
-            Node::Service { service: Service::BigQuery | Service::PubSub, .. } => Some(Vec::new()),
+            Node::Control => Some(vec![Node::ErrorLog]),
+            // Pub/Sub comes with its issue.
+            Node::Service { service: Service::PubSub, .. } => Some(Vec::new()),
             _ => None,
         }
     }
@@ -302,12 +343,17 @@ impl Vfs for Namespace {
     async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
         let node = self.node(ino)?;
         let generation = self.inodes.generation(ino).unwrap_or(0);
-        let (size, mtime) = match self.writer(ino) {
-            Some(writer) => {
+        let (size, mtime) = match (self.writer(ino), node.service()) {
+            (Some(writer), _) => {
                 let state = writer.state();
                 (state.size, state.mtime)
             }
-            None => self.storage_stat(&node).await?,
+            (None, Some(Service::BigQuery)) => self.bq_stat(&node).await?,
+            (None, _) if node == Node::ErrorLog => {
+                let (text, mtime) = self.error_log.render();
+                (text.len() as u64, mtime)
+            }
+            (None, _) => self.storage_stat(&node).await?,
         };
         let kind = if node.is_dir() { FileKind::Directory } else { FileKind::File };
         Ok(self.attr(ino, generation, kind, size, mtime))
@@ -341,20 +387,27 @@ impl Vfs for Namespace {
     async fn readdir(&self, dir: Ino, fh: Option<Fh>, after: Ino, max: usize) -> VfsResult<DirPage> {
         let node = self.node(dir)?;
         if let Some(children) = self.fixed_children(&node) {
-            let entries: Vec<DirEntry> = children.into_iter().map(|c| self.dir_entry(c)).collect();
-            let start = match after {
-                0 => 0,
-                _ => entries.iter().position(|e| e.attr.ino == after).map_or(entries.len(), |i| i + 1),
-            };
-            let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
-            let eof = page.len() < max;
-            return Ok(DirPage { entries: page, eof });
+            let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
+            return Ok(page_after(entries, after, max));
+        }
+        if node.service() == Some(Service::BigQuery) {
+            return Ok(page_after(self.bq_children(&node).await?, after, max));
         }
         self.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
     }
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
         let node = self.node(ino)?;
+        if node.service() == Some(Service::BigQuery) {
+            return self.bq_open(&node, flags).await;
+        }
+        if node == Node::ErrorLog {
+            if flags.write || flags.truncate || flags.append {
+                return Err(VfsError::new(libc::EACCES, format!("{node} is read-only")));
+            }
+            let handle = Handle::Document(self.error_log.render().0);
+            return Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false });
+        }
         if flags.write || flags.truncate || flags.append {
             return self.open_for_write(ino, &node, flags.truncate).await;
         }
@@ -381,6 +434,9 @@ impl Vfs for Namespace {
 
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
         let dir = self.node(parent)?;
+        if dir.service() == Some(Service::BigQuery) {
+            return self.bq_create(&dir, name).await;
+        }
         let node = self.child_to_create(&dir, name)?;
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);
@@ -405,30 +461,46 @@ impl Vfs for Namespace {
                 written
             }
             Some(Handle::Ignored) => Ok(data.len() as u32),
+            Some(Handle::Local(node)) => self.local_write(&node, offset, data).await,
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
-            None => self.unattended_write(ino, offset, data).await,
+            None => {
+                let node = self.node(ino)?;
+                if node.service() == Some(Service::BigQuery) {
+                    return self.bq_write(&node, offset, data).await;
+                }
+                self.unattended_write(ino, offset, data).await
+            }
         }
     }
 
     async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
-        let Some(Handle::Write(writer)) = self.handle(Some(fh)) else {
-            return Ok(());
-        };
-        // Created or truncated but not written: uploaded at release.
-        self.commit_reported(&writer, true).await
+        match self.handle(Some(fh)) {
+            // Created or truncated but not written: uploaded at release.
+            Some(Handle::Write(writer)) => self.commit_reported(&writer, true).await,
+            Some(Handle::Local(node)) => self.local_flush(&node).await,
+            _ => Ok(()),
+        }
     }
 
-    async fn fsync(&self, _ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
-        let Some(Handle::Write(writer)) = self.handle(fh) else {
-            return Ok(());
-        };
-        self.commit_reported(&writer, false).await
+    async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
+        match self.handle(fh) {
+            Some(Handle::Write(writer)) => self.commit_reported(&writer, false).await,
+            Some(Handle::Local(node)) => self.local_fsync(&node).await,
+            Some(_) => Ok(()),
+            // NFS's COMMIT has no handle.
+            None => match self.node(ino)? {
+                node if node.service() == Some(Service::BigQuery) => self.local_fsync(&node).await,
+                _ => Ok(()),
+            },
+        }
     }
 
     async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
         let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
-        let Some(Handle::Write(writer)) = handle else {
-            return Ok(());
+        let writer = match handle {
+            Some(Handle::Write(writer)) => writer,
+            Some(Handle::Local(node)) => return self.local_release(&node).await,
+            _ => return Ok(()),
         };
         writer.handles.fetch_sub(1, Ordering::SeqCst);
         // What a flush left (a file only created or truncated): its error
@@ -440,7 +512,8 @@ impl Vfs for Namespace {
         writer.record(&staged);
         drop(staged);
         if let Err(e) = &committed {
-            tracing::warn!(node = %writer.node, error = %e, "upload at release failed");
+            // No close() reports this one.
+            self.error_log.record(&writer.node.to_string(), e.errno(), e.message());
         }
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
@@ -451,6 +524,9 @@ impl Vfs for Namespace {
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         let node = self.node(ino)?;
+        if let (Some(size), Some(Service::BigQuery)) = (set.size, node.service()) {
+            self.bq_truncate(&node, size).await?;
+        }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
             match self.writer(ino) {
                 Some(writer) => {
@@ -475,25 +551,39 @@ impl Vfs for Namespace {
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.node(parent)?;
-        let attr = self.make_dir(&dir, name).await?;
+        let attr = match dir.service() {
+            Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await?,
+            _ => self.make_dir(&dir, name).await?,
+        };
         self.inodes.count_lookup(attr.ino);
         Ok(attr)
     }
 
     async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.node(parent)?;
-        self.remove_file(&dir, name).await
+        match dir.service() {
+            Some(Service::BigQuery) => self.bq_unlink(&dir, name).await,
+            _ => self.remove_file(&dir, name).await,
+        }
     }
 
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.node(parent)?;
-        self.remove_dir(&dir, name).await
+        match dir.service() {
+            Some(Service::BigQuery) => self.bq_rmdir(&dir, name).await,
+            _ => self.remove_dir(&dir, name).await,
+        }
     }
 
     async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) -> VfsResult<()> {
         let from = self.node(parent)?;
         let to = self.node(new_parent)?;
-        self.rename_entry(&from, name, &to, new_name).await
+        match (from.service(), to.service()) {
+            (Some(Service::BigQuery), _) | (_, Some(Service::BigQuery)) => {
+                self.bq_rename(&from, name, &to, new_name).await
+            }
+            _ => self.rename_entry(&from, name, &to, new_name).await,
+        }
     }
 
     async fn read(&self, ino: Ino, fh: Option<Fh>, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
@@ -507,6 +597,7 @@ impl Vfs for Namespace {
                 self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
             Handle::Ignored => Ok((Bytes::new(), true)),
+            Handle::Local(node) => self.local_read(&node, offset, len.min(MAX_READ)).await,
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
                 match reader.read(offset, len.min(MAX_READ)).await {
@@ -588,9 +679,12 @@ impl Namespace {
                         self.forget_journal(&mut staged);
                     }
                 }
-                Err(e) => tracing::warn!(node = %writer.node, error = %e, "upload of NFS writes failed; will retry"),
+                Err(e) => {
+                    self.error_log.record(&writer.node.to_string(), e.errno(), &format!("{e}; will retry"));
+                }
             }
         }
+        self.apply_idle_edits(idle).await;
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.
@@ -702,7 +796,10 @@ impl Namespace {
                 .into_iter()
                 .find(|c| c.path().rsplit('/').next() == Some(name))
                 .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
-            return Ok(self.dir_entry(child).attr);
+            return Ok(self.fixed_entry(child).attr);
+        }
+        if dir.service() == Some(Service::BigQuery) {
+            return Ok(self.bq_lookup(&dir, name).await?.attr);
         }
         Ok(self.storage_lookup(&dir, name).await?.attr)
     }
@@ -714,6 +811,13 @@ impl Namespace {
             return Ok(Handle::Write(writer));
         }
         let node = self.node(ino)?;
+        if node.service() == Some(Service::BigQuery) || node == Node::ErrorLog {
+            return match node {
+                Node::ErrorLog => Ok(Handle::Document(self.error_log.render().0)),
+                node if edits::is_local(&node) => Ok(Handle::Local(node)),
+                node => Ok(Handle::Document(self.bq_document(&node).await?.0)),
+            };
+        }
         match &node {
             Node::Object { .. } => {
                 let current = self.object_meta(&node).await?.generation;
@@ -740,5 +844,19 @@ impl Namespace {
     }
 }
 
+/// The entries of a directory after the one numbered `after` (0: from the
+/// start), at most `max`.
+fn page_after(entries: Vec<DirEntry>, after: Ino, max: usize) -> DirPage {
+    let start = match after {
+        0 => 0,
+        _ => entries.iter().position(|e| e.attr.ino == after).map_or(entries.len(), |i| i + 1),
+    };
+    let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
+    let eof = page.len() < max;
+    DirPage { entries: page, eof }
+}
+
+#[cfg(test)]
+mod bigquery_tests;
 #[cfg(test)]
 mod tests;

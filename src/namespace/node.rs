@@ -12,6 +12,12 @@ pub const META_DIR: &str = ".meta";
 pub const BUCKET_META: &str = "_bucket.json";
 /// Suffix of an object's document in `.meta/`.
 pub const META_SUFFIX: &str = ".json";
+/// A dataset's own document in the dataset's `.meta/`.
+pub const DATASET_META: &str = "_dataset.json";
+/// ciofs's own directory at the mount root, and the file in it that tells
+/// why recent writes were refused or failed.
+pub const CONTROL_DIR: &str = ".ciofs";
+pub const ERRORS_FILE: &str = "errors";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Service {
@@ -33,6 +39,37 @@ impl Service {
 
     pub fn from_dir_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.dir_name() == name)
+    }
+}
+
+/// The files of a table directory, in listing order: the settings first
+/// (config.json before schema.json, so that `tar x` creates a table with its
+/// configuration), then the generated status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TableFile {
+    Config,
+    Schema,
+    Status,
+}
+
+impl TableFile {
+    pub const ALL: [TableFile; 3] = [TableFile::Config, TableFile::Schema, TableFile::Status];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            TableFile::Config => "config.json",
+            TableFile::Schema => "schema.json",
+            TableFile::Status => "_status.json",
+        }
+    }
+
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.file_name() == name)
+    }
+
+    /// Whether writing the file changes the table (else it is ignored).
+    pub fn is_editable(self) -> bool {
+        !matches!(self, TableFile::Status)
     }
 }
 
@@ -76,14 +113,81 @@ pub enum Node {
         project: String,
         bucket: String,
     },
+    /// A BigQuery dataset's directory.
+    Dataset {
+        project: String,
+        dataset: String,
+    },
+    /// A dataset's `.meta/`, holding `_dataset.json`.
+    DatasetMetaDir {
+        project: String,
+        dataset: String,
+    },
+    DatasetMeta {
+        project: String,
+        dataset: String,
+    },
+    /// A table's (or view's) directory, also one made by mkdir that has no
+    /// table yet.
+    Table {
+        project: String,
+        dataset: String,
+        table: String,
+    },
+    TableFile {
+        project: String,
+        dataset: String,
+        table: String,
+        file: TableFile,
+    },
+    /// Any other file in a table directory (an editor's swap file, `sed -i`'s
+    /// temporary file): kept locally, never sent to Google.
+    Scratch {
+        project: String,
+        dataset: String,
+        table: String,
+        name: String,
+    },
+    /// `.ciofs/` at the mount root.
+    Control,
+    /// `.ciofs/errors`.
+    ErrorLog,
 }
 
 impl Node {
     pub fn is_dir(&self) -> bool {
         matches!(
             self,
-            Node::Root | Node::Project { .. } | Node::Service { .. } | Node::Dir { .. } | Node::MetaDir { .. }
+            Node::Root
+                | Node::Project { .. }
+                | Node::Service { .. }
+                | Node::Dir { .. }
+                | Node::MetaDir { .. }
+                | Node::Dataset { .. }
+                | Node::DatasetMetaDir { .. }
+                | Node::Table { .. }
+                | Node::Control
         )
+    }
+
+    /// The service a node belongs to (None above the services, and for
+    /// ciofs's own files).
+    pub fn service(&self) -> Option<Service> {
+        match self {
+            Node::Root | Node::Project { .. } | Node::Control | Node::ErrorLog => None,
+            Node::Service { service, .. } => Some(*service),
+            Node::Dir { .. }
+            | Node::Object { .. }
+            | Node::MetaDir { .. }
+            | Node::ObjectMeta { .. }
+            | Node::BucketMeta { .. } => Some(Service::Storage),
+            Node::Dataset { .. }
+            | Node::DatasetMetaDir { .. }
+            | Node::DatasetMeta { .. }
+            | Node::Table { .. }
+            | Node::TableFile { .. }
+            | Node::Scratch { .. } => Some(Service::BigQuery),
+        }
     }
 
     /// The directory this node is in (the root is its own parent).
@@ -113,6 +217,21 @@ impl Node {
             Node::BucketMeta { project, bucket } => {
                 Node::MetaDir { project: project.clone(), bucket: bucket.clone(), prefix: String::new() }
             }
+            Node::Dataset { project, .. } => Node::Service { project: project.clone(), service: Service::BigQuery },
+            Node::DatasetMetaDir { project, dataset } => {
+                Node::Dataset { project: project.clone(), dataset: dataset.clone() }
+            }
+            Node::DatasetMeta { project, dataset } => {
+                Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() }
+            }
+            Node::Table { project, dataset, .. } => {
+                Node::Dataset { project: project.clone(), dataset: dataset.clone() }
+            }
+            Node::TableFile { project, dataset, table, .. } | Node::Scratch { project, dataset, table, .. } => {
+                Node::Table { project: project.clone(), dataset: dataset.clone(), table: table.clone() }
+            }
+            Node::Control => Node::Root,
+            Node::ErrorLog => Node::Control,
         }
     }
 
@@ -162,6 +281,18 @@ impl Node {
                 format!("{project}/storage/{bucket}/{dir}{META_DIR}/{base}{META_SUFFIX}")
             }
             Node::BucketMeta { project, bucket } => format!("{project}/storage/{bucket}/{META_DIR}/{BUCKET_META}"),
+            Node::Dataset { project, dataset } => format!("{project}/bigquery/{dataset}"),
+            Node::DatasetMetaDir { project, dataset } => format!("{project}/bigquery/{dataset}/{META_DIR}"),
+            Node::DatasetMeta { project, dataset } => {
+                format!("{project}/bigquery/{dataset}/{META_DIR}/{DATASET_META}")
+            }
+            Node::Table { project, dataset, table } => format!("{project}/bigquery/{dataset}/{table}"),
+            Node::TableFile { project, dataset, table, file } => {
+                format!("{project}/bigquery/{dataset}/{table}/{}", file.file_name())
+            }
+            Node::Scratch { project, dataset, table, name } => format!("{project}/bigquery/{dataset}/{table}/{name}"),
+            Node::Control => CONTROL_DIR.to_string(),
+            Node::ErrorLog => format!("{CONTROL_DIR}/{ERRORS_FILE}"),
         }
     }
 }

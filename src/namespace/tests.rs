@@ -4,17 +4,21 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ciofs_backends::memory::MemoryGcs;
+use ciofs_backends::memory::{MemoryBigQuery, MemoryGcs};
 use ciofs_frontends::{FileKind, Ino, ROOT_INO, Vfs};
 
-use super::{Namespace, Options};
+use super::{Namespace, Options, Services};
+
+pub(super) fn services(gcs: &Arc<MemoryGcs>) -> Services {
+    Services { gcs: gcs.clone(), bigquery: Arc::new(MemoryBigQuery::new()) }
+}
 
 fn namespace(gcs: &Arc<MemoryGcs>, page_size: u32) -> Namespace {
     let options = Options { page_size, ..Options::default() };
-    Namespace::new(vec!["p".to_string()], gcs.clone(), options)
+    Namespace::new(vec!["p".to_string()], services(gcs), options)
 }
 
-async fn walk(ns: &Namespace, path: &str) -> Ino {
+pub(super) async fn walk(ns: &Namespace, path: &str) -> Ino {
     let mut ino = ROOT_INO;
     for part in path.split('/') {
         ino = ns.lookup(ino, part).await.unwrap_or_else(|e| panic!("{path}: {e}")).ino;
@@ -174,13 +178,13 @@ async fn a_directory_rename_past_the_limit_is_exdev_and_moves_nothing() {
         gcs.put_object("b", &format!("d/{i}"), "1");
     }
     let options = Options { rename_limit: 4, ..Options::default() };
-    let ns = Namespace::new(vec!["p".to_string()], gcs.clone(), options);
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), options);
     let root = walk(&ns, "p/storage/b").await;
     ns.lookup(root, "d").await.unwrap();
     assert_eq!(ns.rename(root, "d", root, "e").await.unwrap_err().errno(), libc::EXDEV);
     assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 0);
     let options = Options { rename_limit: 5, ..Options::default() };
-    let ns = Namespace::new(vec!["p".to_string()], gcs.clone(), options);
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), options);
     let root = walk(&ns, "p/storage/b").await;
     ns.rename(root, "d", root, "e").await.unwrap();
     assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 5);

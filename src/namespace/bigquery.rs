@@ -1,0 +1,620 @@
+//! BigQuery as files: datasets and tables are directories; a table holds
+//! `config.json`, `schema.json` (edited to change the table, edits.rs) and a
+//! generated `_status.json`; a dataset's `.meta/_dataset.json` shows it.
+//!
+//! Listings are fetched whole (all pages) and kept for the metadata TTL; a
+//! table's three documents are rendered from one `tables.get`, cached the
+//! same way, so the size a lookup reports is the size a read returns.
+//! `mkdir` of a dataset creates it; `mkdir` of a table makes a pending
+//! directory that becomes a table when a schema.json is written into it.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use ciofs_backends::ErrorKind;
+use ciofs_backends::bigquery::{BigQuery, DatasetListEntry, DatasetMeta, TableListEntry, TableMeta, TableSettings};
+use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
+
+use super::Namespace;
+use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
+use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
+use crate::documents::bigquery::{
+    parse_schema, parse_table_config, render_dataset, render_schema, render_table_config, render_table_status,
+};
+use crate::errors::vfs_error;
+
+/// A table as files: its metadata and the three documents rendered once.
+pub(super) struct TableView {
+    pub meta: TableMeta,
+    documents: [Bytes; 3],
+}
+
+impl TableView {
+    fn new(meta: TableMeta) -> Self {
+        let documents = [
+            Bytes::from(render_table_config(&meta)),
+            Bytes::from(render_schema(&meta.settings.schema)),
+            Bytes::from(render_table_status(&meta)),
+        ];
+        Self { meta, documents }
+    }
+
+    pub fn document(&self, file: TableFile) -> Bytes {
+        let at = TableFile::ALL.iter().position(|f| *f == file).unwrap_or(0);
+        self.documents[at].clone()
+    }
+
+    /// The documents' time: the table's last change.
+    pub fn mtime(&self) -> SystemTime {
+        self.meta.modified.or(self.meta.created).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// The directory's time: the table's creation (the one time that a list
+    /// and a get both give).
+    fn created(&self) -> Option<SystemTime> {
+        self.meta.created
+    }
+}
+
+/// A table directory made by mkdir whose table does not exist yet: the
+/// configuration written into it so far, used when schema.json arrives.
+#[derive(Clone, Default)]
+pub(super) struct PendingTable {
+    pub settings: TableSettings,
+    pub config_written: bool,
+    pub made: Option<SystemTime>,
+}
+
+/// Values that expire after a TTL.
+struct Timed<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Timed<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 100_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        }
+        entries.insert(key, (value, Instant::now()));
+    }
+
+    fn forget(&self, key: &K) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+type TableKey = (String, String, String);
+
+/// What ciofs knows of BigQuery, and the client to ask.
+pub(super) struct BigQueryTree {
+    api: Arc<dyn BigQuery>,
+    datasets: Timed<String, Arc<Vec<DatasetListEntry>>>,
+    tables: Timed<(String, String), Arc<Vec<TableListEntry>>>,
+    views: Timed<TableKey, Arc<TableView>>,
+    dataset_views: Timed<(String, String), Arc<(DatasetMeta, Bytes)>>,
+    pending: Mutex<HashMap<TableKey, PendingTable>>,
+}
+
+impl BigQueryTree {
+    pub fn new(api: Arc<dyn BigQuery>, ttl: Duration) -> Self {
+        Self {
+            api,
+            datasets: Timed::new(ttl),
+            tables: Timed::new(ttl),
+            views: Timed::new(ttl),
+            dataset_views: Timed::new(ttl),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn pending(&self, project: &str, dataset: &str, table: &str) -> Option<PendingTable> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.get(&table_key(project, dataset, table)).cloned()
+    }
+
+    fn pending_in(&self, project: &str, dataset: &str) -> Vec<(String, PendingTable)> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .filter(|((p, d, _), _)| p == project && d == dataset)
+            .map(|((_, _, t), pending)| (t.clone(), pending.clone()))
+            .collect()
+    }
+
+    fn set_pending(&self, project: &str, dataset: &str, table: &str, value: Option<PendingTable>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let key = table_key(project, dataset, table);
+        match value {
+            Some(value) => pending.insert(key, value),
+            None => pending.remove(&key),
+        };
+    }
+
+    /// Drops what is cached of a dataset's table list and of one table.
+    fn forget_table(&self, project: &str, dataset: &str, table: &str) {
+        self.tables.forget(&(project.to_string(), dataset.to_string()));
+        self.views.forget(&table_key(project, dataset, table));
+    }
+}
+
+fn table_key(project: &str, dataset: &str, table: &str) -> TableKey {
+    (project.to_string(), dataset.to_string(), table.to_string())
+}
+
+/// Dataset names: letters, digits and underscores, at most 1024 bytes.
+fn check_dataset_name(name: &str) -> VfsResult<()> {
+    if name.is_empty() || name.len() > 1024 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(VfsError::new(
+            libc::EINVAL,
+            format!("`{name}` cannot name a dataset: use letters, digits and underscores (at most 1024)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Table names: letters, marks, digits, connectors, dashes and spaces, at
+/// most 1024 bytes (BigQuery's rule).
+fn check_table_name(name: &str) -> VfsResult<()> {
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '$');
+    if name.is_empty() || name.len() > 1024 || !name.chars().all(allowed) {
+        return Err(VfsError::new(
+            libc::EINVAL,
+            format!("`{name}` cannot name a table: use letters, digits, `_`, `-` and spaces (at most 1024 bytes)"),
+        ));
+    }
+    Ok(())
+}
+
+impl Namespace {
+    /// Finds `name` in a BigQuery directory.
+    pub(super) async fn bq_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+        check_name_length(name)?;
+        let missing = || VfsError::not_found(format!("{dir}/{name}"));
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => {
+                let listed = self.bigquery.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
+                if !listed {
+                    self.dataset_view(project, name).await?;
+                }
+                Ok(self.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
+            }
+            Node::Dataset { project, dataset } => {
+                if name == META_DIR {
+                    return Ok(
+                        self.dir_entry(Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() })
+                    );
+                }
+                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
+                if let Some(pending) = self.bigquery.pending(project, dataset, name) {
+                    return Ok(self.entry(node, 0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
+                }
+                let created = self.table_created(project, dataset, name).await?;
+                Ok(self.entry(node, 0, created))
+            }
+            Node::DatasetMetaDir { project, dataset } if name == DATASET_META => {
+                let node = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
+                self.visible_file_entry(node).await?.ok_or_else(missing)
+            }
+            Node::Table { project, dataset, table } => {
+                let node = match TableFile::from_file_name(name) {
+                    Some(file) => Node::TableFile {
+                        project: project.clone(),
+                        dataset: dataset.clone(),
+                        table: table.clone(),
+                        file,
+                    },
+                    None => Node::Scratch {
+                        project: project.clone(),
+                        dataset: dataset.clone(),
+                        table: table.clone(),
+                        name: name.to_string(),
+                    },
+                };
+                self.visible_file_entry(node).await?.ok_or_else(missing)
+            }
+            _ => Err(missing()),
+        }
+    }
+
+    /// The entry of a file in a BigQuery directory, if it is to be seen:
+    /// not removed, and (in a pending table) written.
+    async fn visible_file_entry(&self, node: Node) -> VfsResult<Option<DirEntry>> {
+        if self.local.is_hidden(&node) {
+            return Ok(None);
+        }
+        if let Some((size, mtime)) = self.local.stat(&node) {
+            return Ok(Some(self.entry(node, size, mtime)));
+        }
+        if let Node::TableFile { project, dataset, table, .. } = &node
+            && self.bigquery.pending(project, dataset, table).is_some()
+        {
+            // A pending table shows only the files written into it.
+            return match self.bq_document(&node).await {
+                Ok((document, mtime)) => Ok(Some(self.entry(node, document.len() as u64, mtime))),
+                Err(e) if e.errno() == libc::ENOENT => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        if matches!(node, Node::Scratch { .. }) {
+            return Ok(None);
+        }
+        let (document, mtime) = self.bq_document(&node).await?;
+        Ok(Some(self.entry(node, document.len() as u64, mtime)))
+    }
+
+    /// Size and time of a BigQuery node.
+    pub(super) async fn bq_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+        if let Some(stat) = self.local.stat(node) {
+            return Ok(stat);
+        }
+        match node {
+            Node::Table { project, dataset, table } => {
+                if let Some(pending) = self.bigquery.pending(project, dataset, table) {
+                    return Ok((0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
+                }
+                Ok((0, self.table_created(project, dataset, table).await?))
+            }
+            Node::TableFile { .. } | Node::DatasetMeta { .. } => {
+                let (document, mtime) = self.bq_document(node).await?;
+                Ok((document.len() as u64, mtime))
+            }
+            Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
+            _ => Ok((0, SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    /// The current rendering of a generated or editable document.
+    pub(super) async fn bq_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        match node {
+            Node::TableFile { project, dataset, table, file } => {
+                if let Some(pending) = self.bigquery.pending(project, dataset, table) {
+                    let made = pending.made.unwrap_or(SystemTime::UNIX_EPOCH);
+                    return match file {
+                        TableFile::Config if pending.config_written => {
+                            let meta = TableMeta { settings: pending.settings, ..TableMeta::default() };
+                            Ok((Bytes::from(render_table_config(&meta)), made))
+                        }
+                        _ => Err(VfsError::not_found(format!("{node} (the table has no schema.json yet)"))),
+                    };
+                }
+                let view = self.table_view(project, dataset, table).await?;
+                Ok((view.document(*file), view.mtime()))
+            }
+            Node::DatasetMeta { project, dataset } => {
+                let view = self.dataset_view(project, dataset).await?;
+                let mtime = view.0.modified.or(view.0.created).unwrap_or(SystemTime::UNIX_EPOCH);
+                Ok((view.1.clone(), mtime))
+            }
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+        }
+    }
+
+    /// Every entry of a BigQuery directory, in listing order.
+    pub(super) async fn bq_children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => {
+                let datasets = self.datasets(project).await?;
+                Ok(datasets
+                    .iter()
+                    .map(|d| self.dir_entry(Node::Dataset { project: project.clone(), dataset: d.dataset.clone() }))
+                    .collect())
+            }
+            Node::Dataset { project, dataset } => self.dataset_children(project, dataset).await,
+            Node::DatasetMetaDir { project, dataset } => {
+                let node = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
+                Ok(self.visible_file_entry(node).await?.into_iter().collect())
+            }
+            Node::Table { project, dataset, table } => {
+                let mut entries = Vec::new();
+                for file in TableFile::ALL {
+                    let node = Node::TableFile {
+                        project: project.clone(),
+                        dataset: dataset.clone(),
+                        table: table.clone(),
+                        file,
+                    };
+                    entries.extend(self.visible_file_entry(node).await?);
+                }
+                for (node, size, mtime) in self.local.scratch_in(dir) {
+                    entries.push(self.entry(node, size, mtime));
+                }
+                Ok(entries)
+            }
+            _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+        }
+    }
+
+    /// `.meta`, then the tables (and pending table directories) by name.
+    async fn dataset_children(&self, project: &str, dataset: &str) -> VfsResult<Vec<DirEntry>> {
+        let tables = self.tables(project, dataset).await?;
+        let mut children: Vec<(String, SystemTime)> =
+            tables.iter().map(|t| (t.table.clone(), t.created.unwrap_or(SystemTime::UNIX_EPOCH))).collect();
+        for (table, pending) in self.bigquery.pending_in(project, dataset) {
+            if !children.iter().any(|(name, _)| *name == table) {
+                children.push((table, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
+            }
+        }
+        children.sort();
+        let meta = Node::DatasetMetaDir { project: project.to_string(), dataset: dataset.to_string() };
+        let mut entries = vec![self.dir_entry(meta)];
+        for (table, created) in children {
+            let node = Node::Table { project: project.to_string(), dataset: dataset.to_string(), table };
+            entries.push(self.entry(node, 0, created));
+        }
+        Ok(entries)
+    }
+
+    /// A project's datasets, all pages, by name.
+    async fn datasets(&self, project: &str) -> VfsResult<Arc<Vec<DatasetListEntry>>> {
+        if let Some(datasets) = self.bigquery.datasets.get(&project.to_string()) {
+            return Ok(datasets);
+        }
+        let mut datasets = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.bigquery.api.list_datasets(project, token).await.map_err(vfs_error)?;
+            datasets.extend(page.items);
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        datasets.retain(|d| check_dataset_name(&d.dataset).is_ok());
+        datasets.sort_by(|a, b| a.dataset.cmp(&b.dataset));
+        datasets.dedup_by(|a, b| a.dataset == b.dataset);
+        let datasets = Arc::new(datasets);
+        self.bigquery.datasets.put(project.to_string(), datasets.clone());
+        Ok(datasets)
+    }
+
+    /// A dataset's tables, all pages, by name.
+    async fn tables(&self, project: &str, dataset: &str) -> VfsResult<Arc<Vec<TableListEntry>>> {
+        let key = (project.to_string(), dataset.to_string());
+        if let Some(tables) = self.bigquery.tables.get(&key) {
+            return Ok(tables);
+        }
+        let mut tables = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.bigquery.api.list_tables(project, dataset, token).await.map_err(vfs_error)?;
+            tables.extend(page.items);
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        tables.retain(|t| match check_table_name(&t.table).and(check_name_length(&t.table)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(project, dataset, table = %t.table, error = %e, "table left out of the listing");
+                false
+            }
+        });
+        tables.sort_by(|a, b| a.table.cmp(&b.table));
+        tables.dedup_by(|a, b| a.table == b.table);
+        let tables = Arc::new(tables);
+        self.bigquery.tables.put(key, tables.clone());
+        Ok(tables)
+    }
+
+    /// A table directory's time, from the listing if it has the table (`ls
+    /// -l` makes no call per table), else from a get.
+    async fn table_created(&self, project: &str, dataset: &str, table: &str) -> VfsResult<SystemTime> {
+        let key = (project.to_string(), dataset.to_string());
+        let listed = self.bigquery.tables.get(&key).and_then(|l| l.iter().find(|t| t.table == table).cloned());
+        let created = match listed {
+            Some(entry) => entry.created,
+            None => self.table_view(project, dataset, table).await?.created(),
+        };
+        Ok(created.unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    /// A table's metadata and documents, from the cache or one get.
+    pub(super) async fn table_view(&self, project: &str, dataset: &str, table: &str) -> VfsResult<Arc<TableView>> {
+        let key = table_key(project, dataset, table);
+        if let Some(view) = self.bigquery.views.get(&key) {
+            return Ok(view);
+        }
+        let meta = self.bigquery.api.get_table(project, dataset, table).await.map_err(vfs_error)?;
+        Ok(self.remember_table(project, meta))
+    }
+
+    fn remember_table(&self, project: &str, meta: TableMeta) -> Arc<TableView> {
+        let key = table_key(project, &meta.dataset, &meta.table);
+        let view = Arc::new(TableView::new(meta));
+        self.bigquery.views.put(key, view.clone());
+        view
+    }
+
+    async fn dataset_view(&self, project: &str, dataset: &str) -> VfsResult<Arc<(DatasetMeta, Bytes)>> {
+        let key = (project.to_string(), dataset.to_string());
+        if let Some(view) = self.bigquery.dataset_views.get(&key) {
+            return Ok(view);
+        }
+        let meta = self.bigquery.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
+        let document = Bytes::from(render_dataset(&meta));
+        let view = Arc::new((meta, document));
+        self.bigquery.dataset_views.put(key, view.clone());
+        Ok(view)
+    }
+
+    /// `mkdir bigquery/NEW` creates a dataset (default location);
+    /// `mkdir bigquery/DS/NEW` makes a pending table directory.
+    pub(super) async fn bq_mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        check_name_length(name)?;
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => {
+                check_dataset_name(name)?;
+                let settings = Default::default();
+                let meta = self.bigquery.api.create_dataset(project, name, &settings).await.map_err(vfs_error)?;
+                self.bigquery.datasets.forget(&project.to_string());
+                let document = Bytes::from(render_dataset(&meta));
+                self.bigquery.dataset_views.put((project.clone(), name.to_string()), Arc::new((meta, document)));
+                tracing::info!(project, dataset = name, "dataset created");
+                Ok(self.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }).attr)
+            }
+            Node::Dataset { project, dataset } => {
+                check_table_name(name)?;
+                if self.bigquery.pending(project, dataset, name).is_some() {
+                    return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+                }
+                match self.table_view(project, dataset, name).await {
+                    Ok(_) => return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name}: the table exists"))),
+                    Err(e) if e.errno() == libc::ENOENT => {}
+                    Err(e) => return Err(e),
+                }
+                // The dataset must exist for the table to be made in it.
+                self.dataset_view(project, dataset).await?;
+                let made = SystemTime::now();
+                let pending = PendingTable { made: Some(made), ..PendingTable::default() };
+                self.bigquery.set_pending(project, dataset, name, Some(pending));
+                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
+                Ok(self.entry(node, 0, made).attr)
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+        }
+    }
+
+    /// `rmdir` of a table deletes it (whatever files it shows); of a dataset,
+    /// only an empty one.
+    pub(super) async fn bq_rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => self.delete_dataset(project, name).await,
+            // `rm -r` removes `.meta` after its (generated) file: nothing to do.
+            Node::Dataset { .. } if name == META_DIR => Ok(()),
+            Node::Dataset { project, dataset } => {
+                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
+                self.local.drop_under(&node);
+                if self.bigquery.pending(project, dataset, name).is_some() {
+                    self.bigquery.set_pending(project, dataset, name, None);
+                    return Ok(());
+                }
+                let deleted = self.bigquery.api.delete_table(project, dataset, name).await.map_err(vfs_error);
+                self.bigquery.forget_table(project, dataset, name);
+                deleted?;
+                tracing::info!(project, dataset, table = name, "table deleted");
+                Ok(())
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+        }
+    }
+
+    async fn delete_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
+        if !self.bigquery.pending_in(project, dataset).is_empty() {
+            return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} holds new table directories")));
+        }
+        // Asked afresh: a cached listing may miss a table made elsewhere.
+        let key = (project.to_string(), dataset.to_string());
+        self.bigquery.tables.forget(&key);
+        if !self.tables(project, dataset).await?.is_empty() {
+            return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} is not empty")));
+        }
+        let deleted = self.bigquery.api.delete_dataset(project, dataset).await.map_err(vfs_error);
+        self.bigquery.datasets.forget(&project.to_string());
+        self.bigquery.dataset_views.forget(&key);
+        self.bigquery.tables.forget(&key);
+        deleted?;
+        tracing::info!(project, dataset, "dataset deleted");
+        Ok(())
+    }
+
+    /// Applies a whole document written to `node`: validated, then sent if
+    /// it changes anything. Generated documents are accepted and ignored.
+    pub(super) async fn bq_apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        let Node::TableFile { project, dataset, table, file } = node else {
+            return Ok(());
+        };
+        match (file, self.bigquery.pending(project, dataset, table)) {
+            (TableFile::Status, _) => Ok(()),
+            (TableFile::Schema, Some(pending)) => self.create_table(project, dataset, table, pending, data).await,
+            (TableFile::Config, Some(mut pending)) => {
+                pending.settings = parse_table_config(data, &pending.settings)?;
+                check_new_table_config(&pending.settings, SystemTime::now())?;
+                pending.config_written = true;
+                self.bigquery.set_pending(project, dataset, table, Some(pending));
+                Ok(())
+            }
+            (TableFile::Schema, None) => {
+                let view = self.fresh_table_view(project, dataset, table).await?;
+                let schema = parse_schema(data)?;
+                check_schema_change(&view.meta.settings.schema, &schema)?;
+                let settings = TableSettings { schema, ..view.meta.settings.clone() };
+                self.update_table(project, &view, settings).await
+            }
+            (TableFile::Config, None) => {
+                let view = self.fresh_table_view(project, dataset, table).await?;
+                let settings = parse_table_config(data, &view.meta.settings)?;
+                check_config_change(&view.meta.table_type, &view.meta.settings, &settings, SystemTime::now())?;
+                self.update_table(project, &view, settings).await
+            }
+        }
+    }
+
+    /// The table as it is now (an edit is checked against the current
+    /// version, not a cached one).
+    async fn fresh_table_view(&self, project: &str, dataset: &str, table: &str) -> VfsResult<Arc<TableView>> {
+        self.bigquery.views.forget(&table_key(project, dataset, table));
+        self.table_view(project, dataset, table).await
+    }
+
+    /// Sends `settings` if they differ from the table's (an unchanged
+    /// document makes no call).
+    async fn update_table(&self, project: &str, view: &TableView, settings: TableSettings) -> VfsResult<()> {
+        let meta = &view.meta;
+        if settings == meta.settings {
+            tracing::debug!(project, dataset = %meta.dataset, table = %meta.table, "unchanged; nothing sent");
+            return Ok(());
+        }
+        let etag = Some(meta.etag.as_str()).filter(|e| !e.is_empty());
+        let updated = self.bigquery.api.update_table(project, &meta.dataset, &meta.table, &settings, etag).await;
+        let updated = match updated {
+            Ok(updated) => updated,
+            Err(e) => {
+                self.bigquery.views.forget(&table_key(project, &meta.dataset, &meta.table));
+                return Err(match e.kind {
+                    ErrorKind::PreconditionFailed => VfsError::new(
+                        libc::ESTALE,
+                        format!("{}.{} changed in BigQuery while it was edited; not updated", meta.dataset, meta.table),
+                    ),
+                    _ => vfs_error(e),
+                });
+            }
+        };
+        tracing::info!(project, dataset = %meta.dataset, table = %meta.table, "table updated");
+        self.remember_table(project, updated);
+        Ok(())
+    }
+
+    async fn create_table(
+        &self,
+        project: &str,
+        dataset: &str,
+        table: &str,
+        pending: PendingTable,
+        data: &[u8],
+    ) -> VfsResult<()> {
+        let schema = parse_schema(data)?;
+        let settings = TableSettings { schema, ..pending.settings };
+        let created = self.bigquery.api.create_table(project, dataset, table, &settings).await.map_err(vfs_error)?;
+        tracing::info!(project, dataset, table, "table created");
+        self.bigquery.set_pending(project, dataset, table, None);
+        self.bigquery.tables.forget(&(project.to_string(), dataset.to_string()));
+        self.remember_table(project, created);
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! The namespace's BigQuery logic against the in-memory BigQuery: which
+//! calls listings and edits make, when an edit is applied, what a refusal
+//! leaves behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ciofs_backends::bigquery::{SchemaField, TableSettings};
+use ciofs_backends::memory::{BigQueryOp, MemoryBigQuery, MemoryGcs};
+use ciofs_frontends::{Ino, OpenFlags, Vfs};
+
+use super::tests::walk;
+use super::{Namespace, Options, Services};
+
+fn column(name: &str, mode: &str) -> SchemaField {
+    SchemaField {
+        name: name.to_string(),
+        field_type: "STRING".to_string(),
+        mode: mode.to_string(),
+        description: None,
+        fields: Vec::new(),
+    }
+}
+
+/// A namespace on an in-memory BigQuery with dataset `ds` holding `tables`
+/// tables `t00`.. of columns `id` (REQUIRED) and `name`.
+fn fixture(tables: usize) -> (Arc<MemoryBigQuery>, Namespace) {
+    let bigquery = Arc::new(MemoryBigQuery::new());
+    for i in 0..tables {
+        let settings = TableSettings {
+            schema: vec![column("id", "REQUIRED"), column("name", "NULLABLE")],
+            description: Some("a table".to_string()),
+            ..TableSettings::default()
+        };
+        bigquery.put_table("p", "ds", &format!("t{i:02}"), settings);
+    }
+    let services = Services { gcs: Arc::new(MemoryGcs::new()), bigquery: bigquery.clone() };
+    (bigquery, Namespace::new(vec!["p".to_string()], services, Options::default()))
+}
+
+async fn read_all(ns: &Namespace, ino: Ino) -> Vec<u8> {
+    let opened = ns.open(ino, OpenFlags::default()).await.unwrap();
+    let (data, eof) = ns.read(ino, Some(opened.fh), 0, 1 << 20).await.unwrap();
+    assert!(eof);
+    ns.release(ino, opened.fh).await.unwrap();
+    data.to_vec()
+}
+
+/// Writes `data` as the whole file through a handle (open with O_TRUNC,
+/// write, close); close()'s result.
+async fn write_whole(ns: &Namespace, ino: Ino, data: &[u8]) -> Result<(), i32> {
+    let flags = OpenFlags { write: true, truncate: true, ..OpenFlags::default() };
+    let opened = ns.open(ino, flags).await.map_err(|e| e.errno())?;
+    ns.write(ino, Some(opened.fh), 0, data).await.map_err(|e| e.errno())?;
+    let closed = ns.flush(ino, opened.fh).await.map_err(|e| e.errno());
+    ns.release(ino, opened.fh).await.map_err(|e| e.errno())?;
+    closed
+}
+
+#[tokio::test]
+async fn a_dataset_listing_makes_one_list_call_per_page_and_no_get_per_table() {
+    let (bigquery, ns) = fixture(120);
+    bigquery.set_page_size(50);
+    let dataset = walk(&ns, "p/bigquery/ds").await;
+    let page = ns.readdir(dataset, None, 0, 1000).await.unwrap();
+    assert_eq!(page.entries.len(), 121, ".meta and every table");
+    assert_eq!(page.entries[0].name, ".meta");
+    assert_eq!(page.entries[120].name, "t99", "in byte order: t100..t119 come before t11");
+    for entry in &page.entries[1..] {
+        ns.lookup(dataset, &entry.name).await.unwrap();
+        ns.getattr(entry.attr.ino).await.unwrap();
+    }
+    assert_eq!(bigquery.calls.get(BigQueryOp::ListTables), 3, "120 tables, 50 a page");
+    assert_eq!(bigquery.calls.get(BigQueryOp::GetTable), 0, "no get per table");
+}
+
+#[tokio::test]
+async fn a_table_directory_costs_one_get_and_reports_exact_sizes() {
+    let (bigquery, ns) = fixture(1);
+    let table = walk(&ns, "p/bigquery/ds/t00").await;
+    let page = ns.readdir(table, None, 0, 100).await.unwrap();
+    let names: Vec<&str> = page.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["config.json", "schema.json", "_status.json"]);
+    for entry in &page.entries {
+        assert_eq!(read_all(&ns, entry.attr.ino).await.len() as u64, entry.attr.size, "{}", entry.name);
+    }
+    assert_eq!(bigquery.calls.get(BigQueryOp::GetTable), 1);
+}
+
+#[tokio::test]
+async fn an_unchanged_document_written_back_makes_no_call() {
+    let (bigquery, ns) = fixture(1);
+    for file in ["schema.json", "config.json"] {
+        let ino = walk(&ns, &format!("p/bigquery/ds/t00/{file}")).await;
+        let document = read_all(&ns, ino).await;
+        write_whole(&ns, ino, &document).await.unwrap();
+    }
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 0);
+}
+
+#[tokio::test]
+async fn an_added_column_is_sent_once_at_close() {
+    let (bigquery, ns) = fixture(1);
+    let ino = walk(&ns, "p/bigquery/ds/t00/schema.json").await;
+    let document = br#"{"fields": [{"name": "id", "type": "STRING", "mode": "REQUIRED"},
+        {"name": "name", "type": "STRING"}, {"name": "extra", "type": "STRING", "mode": "REPEATED"}]}"#;
+    write_whole(&ns, ino, document).await.unwrap();
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 1);
+    let table = bigquery.table("p", "ds", "t00").unwrap();
+    assert_eq!(table.settings.schema.len(), 3);
+    assert_eq!(table.settings.description.as_deref(), Some("a table"), "the rest is kept");
+    // The file shows the new schema at once.
+    assert!(String::from_utf8(read_all(&ns, ino).await).unwrap().contains("extra"));
+}
+
+#[tokio::test]
+async fn a_refused_change_sends_nothing_and_says_why_in_the_error_log() {
+    let (bigquery, ns) = fixture(1);
+    let ino = walk(&ns, "p/bigquery/ds/t00/schema.json").await;
+    let before = read_all(&ns, ino).await;
+    let dropped = br#"{"fields": [{"name": "id", "type": "STRING", "mode": "REQUIRED"}]}"#;
+    assert_eq!(write_whole(&ns, ino, dropped).await, Err(libc::EINVAL));
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 0);
+    assert_eq!(read_all(&ns, ino).await, before, "the file shows the table as it is");
+    let errors = walk(&ns, ".ciofs/errors").await;
+    let text = String::from_utf8(read_all(&ns, errors).await).unwrap();
+    assert!(text.contains("/p/bigquery/ds/t00/schema.json") && text.contains("name"), "{text}");
+    assert!(text.contains("(EINVAL)"), "{text}");
+}
+
+#[tokio::test]
+async fn a_pending_table_is_created_with_the_config_written_before_its_schema() {
+    let (bigquery, ns) = fixture(0);
+    bigquery.put_dataset("p", "ds", Default::default());
+    let dataset = walk(&ns, "p/bigquery/ds").await;
+    let table = ns.mkdir(dataset, "new", 0o755).await.unwrap().ino;
+    assert!(ns.readdir(table, None, 0, 10).await.unwrap().entries.is_empty());
+    let (config, opened) = ns.create(table, "config.json", 0o644).await.unwrap();
+    ns.write(config.ino, Some(opened.fh), 0, br#"{"description": "before the schema"}"#).await.unwrap();
+    ns.flush(config.ino, opened.fh).await.unwrap();
+    ns.release(config.ino, opened.fh).await.unwrap();
+    assert!(bigquery.table("p", "ds", "new").is_none(), "still pending");
+    let names: Vec<String> =
+        ns.readdir(table, None, 0, 10).await.unwrap().entries.into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["config.json"]);
+
+    let (schema, opened) = ns.create(table, "schema.json", 0o644).await.unwrap();
+    ns.write(schema.ino, Some(opened.fh), 0, br#"{"fields": [{"name": "x", "type": "INT64"}]}"#).await.unwrap();
+    ns.flush(schema.ino, opened.fh).await.unwrap();
+    ns.release(schema.ino, opened.fh).await.unwrap();
+    let created = bigquery.table("p", "ds", "new").expect("created");
+    assert_eq!(created.settings.description.as_deref(), Some("before the schema"));
+    assert_eq!(created.settings.schema[0].name, "x");
+    assert_eq!(bigquery.calls.get(BigQueryOp::CreateTable), 1);
+}
+
+#[tokio::test]
+async fn writes_without_a_handle_are_applied_once_idle() {
+    let (bigquery, ns) = fixture(1);
+    let ino = walk(&ns, "p/bigquery/ds/t00/config.json").await;
+    let document = br#"{"labels": {"team": "data"}}"#;
+    ns.setattr(ino, ciofs_frontends::SetAttr { size: Some(0), ..Default::default() }).await.unwrap();
+    ns.write(ino, None, 0, document).await.unwrap();
+    assert_eq!(ns.getattr(ino).await.unwrap().size, document.len() as u64, "the local edit is seen");
+    ns.commit_idle(Duration::from_secs(60)).await;
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 0, "not idle yet");
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 1);
+    let labels = bigquery.table("p", "ds", "t00").unwrap().settings.labels;
+    assert_eq!(labels.get("team").map(String::as_str), Some("data"));
+}
+
+#[tokio::test]
+async fn rmdir_deletes_a_table_and_only_an_empty_dataset() {
+    let (bigquery, ns) = fixture(2);
+    let root = walk(&ns, "p/bigquery").await;
+    let dataset = walk(&ns, "p/bigquery/ds").await;
+    assert_eq!(ns.rmdir(root, "ds").await.unwrap_err().errno(), libc::ENOTEMPTY);
+    ns.rmdir(dataset, "t00").await.unwrap();
+    ns.rmdir(dataset, "t01").await.unwrap();
+    assert!(bigquery.table("p", "ds", "t00").is_none());
+    ns.rmdir(root, "ds").await.unwrap();
+    assert!(bigquery.dataset("p", "ds").is_none());
+    assert_eq!(ns.mkdir(root, "no-dashes", 0o755).await.unwrap_err().errno(), libc::EINVAL);
+}

@@ -1,0 +1,117 @@
+//! The file operations on BigQuery's nodes: what an open gives, where a
+//! create, write, truncate, unlink or rename goes. Editable files and
+//! scratch files live locally until applied (edits.rs); generated files
+//! (`_status.json`, `.meta/_dataset.json`) accept writes and ignore them, so
+//! that `tar x` of an export succeeds.
+
+use std::time::SystemTime;
+
+use ciofs_frontends::{Attr, FileKind, OpenFlags, Opened, VfsError, VfsResult};
+
+use super::edits::is_local;
+use super::node::{DATASET_META, Node, TableFile, check_name_length};
+use super::{Handle, Namespace};
+
+impl Namespace {
+    /// The node `name` names in a BigQuery directory that holds files.
+    fn bq_child(&self, dir: &Node, name: &str) -> VfsResult<Node> {
+        check_name_length(name)?;
+        match dir {
+            Node::Table { project, dataset, table } => {
+                let (project, dataset, table) = (project.clone(), dataset.clone(), table.clone());
+                Ok(match TableFile::from_file_name(name) {
+                    Some(file) => Node::TableFile { project, dataset, table, file },
+                    None if name.contains('\0') || name == "." || name == ".." => {
+                        return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: not a file name")));
+                    }
+                    None => Node::Scratch { project, dataset, table, name: name.to_string() },
+                })
+            }
+            Node::DatasetMetaDir { project, dataset } if name == DATASET_META => {
+                Ok(Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() })
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
+        }
+    }
+
+    pub(super) async fn bq_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
+        let handle = if flags.write || flags.truncate || flags.append {
+            if is_local(node) {
+                self.local_open(node, flags.truncate).await?;
+                Handle::Local(node.clone())
+            } else if matches!(node, Node::TableFile { .. } | Node::DatasetMeta { .. }) {
+                Handle::Ignored
+            } else {
+                return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
+            }
+        } else if self.local.stat(node).is_some() || matches!(node, Node::Scratch { .. }) {
+            Handle::Local(node.clone())
+        } else {
+            // The rendering the lookup sized: one consistent version.
+            Handle::Document(self.bq_document(node).await?.0)
+        };
+        Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false })
+    }
+
+    pub(super) async fn bq_create(&self, dir: &Node, name: &str) -> VfsResult<(Attr, Opened)> {
+        let node = self.bq_child(dir, name)?;
+        if let Node::Table { project, dataset, table } = dir
+            && self.bigquery.pending(project, dataset, table).is_none()
+        {
+            // The table must still exist for its files to be written.
+            self.table_view(project, dataset, table).await?;
+        }
+        let (ino, generation) = self.inodes.remember(&node);
+        self.inodes.count_lookup(ino);
+        let handle = if is_local(&node) {
+            self.local_create(&node);
+            Handle::Local(node)
+        } else {
+            self.local_unhide(&node);
+            Handle::Ignored
+        };
+        let attr = self.attr(ino, generation, FileKind::File, 0, SystemTime::now());
+        Ok((attr, Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false }))
+    }
+
+    /// A write without a handle (NFS).
+    pub(super) async fn bq_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        if is_local(node) {
+            return self.local_write(node, offset, data).await;
+        }
+        match node {
+            Node::TableFile { .. } | Node::DatasetMeta { .. } => Ok(data.len() as u32),
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+        }
+    }
+
+    pub(super) async fn bq_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
+        if is_local(node) {
+            return self.local_truncate(node, size).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn bq_unlink(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        let node = self.bq_child(dir, name)?;
+        if !matches!(node, Node::Scratch { .. }) {
+            // It must be there to be removed.
+            self.bq_lookup(dir, name).await?;
+        }
+        self.local_unlink(&node)
+    }
+
+    pub(super) async fn bq_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
+        if from != to || !matches!(from, Node::Table { .. }) {
+            return Err(VfsError::new(
+                libc::EXDEV,
+                format!("{from}/{name}: BigQuery files move only within their table directory"),
+            ));
+        }
+        let (source, target) = (self.bq_child(from, name)?, self.bq_child(to, new_name)?);
+        self.local_rename(&source, &target).await?;
+        // The kernel now knows the source's inode by the new name.
+        self.inodes.rekey(|node| (*node == source).then(|| target.clone()));
+        Ok(())
+    }
+}
