@@ -8,20 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn sh(script: &str) -> std::process::Output {
-    run(Command::new("bash").args(["-c", script]))
-}
-
-fn ok(script: &str) {
-    let output = sh(script);
-    assert!(
-        output.status.success(),
-        "{script}: {} {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 fn exists(bucket: &str, name: &str) -> bool {
     let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode(name));
     Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success())

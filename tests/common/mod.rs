@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod nfs;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -25,6 +27,23 @@ pub fn gcs_url() -> String {
 pub fn bucket_name(test: &str) -> String {
     let name = format!("t-{}-{}", test.replace('_', "-"), std::process::id());
     name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+}
+
+/// Runs a bash script.
+pub fn sh(script: &str) -> Output {
+    run(Command::new("bash").args(["-c", script]))
+}
+
+/// Runs a bash script that must succeed; its standard output.
+pub fn ok(script: &str) -> String {
+    let output = sh(script);
+    assert!(
+        output.status.success(),
+        "{script}: {} {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
 }
 
 pub fn run(command: &mut Command) -> Output {
@@ -299,4 +318,74 @@ fn fake_gcs_binary() -> PathBuf {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
+}
+
+/// The BigQuery emulator's REST base (`.../bigquery/v2/projects/PROJECT`).
+pub fn bq_url() -> String {
+    let url = std::env::var("BIGQUERY_EMULATOR_HOST")
+        .expect("BIGQUERY_EMULATOR_HOST is not set: run the tests with scripts/test (it starts the emulators)");
+    let url = if url.contains("://") { url } else { format!("http://{url}") };
+    format!("{url}/bigquery/v2/projects/{PROJECT}")
+}
+
+/// A dataset name unique to this test and process.
+pub fn dataset_name(test: &str) -> String {
+    format!("t_{}_{}", test, std::process::id())
+}
+
+/// Creates a dataset with curl on the REST API.
+pub fn bq_create_dataset(dataset: &str) {
+    let body = serde_json::json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}});
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        &format!("{}/datasets", bq_url()),
+        "-d",
+        &body.to_string(),
+    ]);
+}
+
+/// Creates a table with curl; `resource` holds the fields besides the
+/// table's reference (schema, description, labels, view ...).
+pub fn bq_create_table(dataset: &str, table: &str, mut resource: Value) {
+    resource["tableReference"] = serde_json::json!({"projectId": PROJECT, "datasetId": dataset, "tableId": table});
+    let url = format!("{}/datasets/{dataset}/tables", bq_url());
+    curl(&["-X", "POST", "-H", "content-type: application/json", &url, "-d", &resource.to_string()]);
+}
+
+/// The table as the REST API returns it, or None if it does not exist.
+pub fn bq_table(dataset: &str, table: &str) -> Option<Value> {
+    bq_get(&format!("/datasets/{dataset}/tables/{}", encode(table)))
+}
+
+/// GET on the REST API; None on 404.
+pub fn bq_get(path: &str) -> Option<Value> {
+    let output = run(Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("{}{path}", bq_url())]));
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    match status {
+        "200" => Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))),
+        "404" => None,
+        _ => panic!("GET {path}: HTTP {status}: {body}"),
+    }
+}
+
+/// Writes `data` to `path` (truncating) and closes it, returning close()'s
+/// errno (0: it succeeded). A program that checks close(), unlike bash's
+/// builtin echo.
+pub fn write_and_close_errno(path: &Path, data: &[u8]) -> i32 {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut file = match std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path) {
+        Ok(file) => file,
+        Err(e) => return e.raw_os_error().unwrap_or(-1),
+    };
+    if let Err(e) = file.write_all(data) {
+        return e.raw_os_error().unwrap_or(-1);
+    }
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just taken from the file, which no longer owns it.
+    if unsafe { libc::close(fd) } == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) }
 }
