@@ -183,3 +183,30 @@ async fn rmdir_deletes_a_table_and_only_an_empty_dataset() {
     assert!(bigquery.dataset("p", "ds").is_none());
     assert_eq!(ns.mkdir(root, "no-dashes", 0o755).await.unwrap_err().errno(), libc::EINVAL);
 }
+
+/// The emulator drops both settings, so their path to BigQuery is checked
+/// here: a future expiration and the partition filter of a partitioned
+/// table are sent; an expiration in the past is refused.
+#[tokio::test]
+async fn expiration_and_partition_filter_are_sent() {
+    let (bigquery, ns) = fixture(0);
+    let settings = TableSettings {
+        schema: vec![column("day", "NULLABLE")],
+        time_partitioning: Some(ciofs_backends::bigquery::TimePartitioning {
+            partition_type: "DAY".to_string(),
+            ..Default::default()
+        }),
+        ..TableSettings::default()
+    };
+    bigquery.put_table("p", "ds", "parted", settings);
+    let ino = walk(&ns, "p/bigquery/ds/parted/config.json").await;
+    let past = br#"{"expiration_time": "2001-01-01T00:00:00Z"}"#;
+    assert_eq!(write_whole(&ns, ino, past).await, Err(libc::EINVAL));
+    let future = br#"{"expiration_time": "2099-01-01T00:00:00Z", "require_partition_filter": true}"#;
+    write_whole(&ns, ino, future).await.unwrap();
+    let table = bigquery.table("p", "ds", "parted").unwrap();
+    let expected = std::time::UNIX_EPOCH + Duration::from_secs(4_070_908_800);
+    assert_eq!(table.settings.expiration_time, Some(expected));
+    assert!(table.settings.require_partition_filter);
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 1);
+}
