@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 /// NFS has no close: what a client wrote is uploaded once it has not
 /// written to the file for this long.
-const NFS_COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -98,6 +98,8 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // daemon would wait on the daemon.
     let canonical = canonical(&args.mountpoint)?;
     let namespace = namespace(&args.tree, None).await?;
+    // Edits written without close (a truncate alone, say) settle when idle.
+    let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
     let mount = ciofs_frontends::fuse::mount(namespace, &args.mountpoint, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
@@ -231,7 +233,7 @@ impl NfsService {
         let namespace = namespace(tree, Some(&nfs_journal(tree))).await?;
         namespace.resume_journaled_uploads().await;
         // Ends by itself when the namespace goes.
-        namespace.spawn_idle_commits(NFS_COMMIT_IDLE);
+        namespace.spawn_idle_commits(COMMIT_IDLE);
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();
         let (served, listen_on) = (namespace.clone(), listen.to_string());
         let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, &listen_on, Some(port_tx)).await });

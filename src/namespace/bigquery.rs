@@ -169,7 +169,9 @@ fn check_dataset_name(name: &str) -> VfsResult<()> {
 /// Table names: letters, marks, digits, connectors, dashes and spaces, at
 /// most 1024 bytes (BigQuery's rule).
 fn check_table_name(name: &str) -> VfsResult<()> {
-    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '$');
+    // Not `$`: `table$20240101` names a partition, and deleting it deletes
+    // that partition's rows.
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ');
     if name.is_empty() || name.len() > 1024 || !name.chars().all(allowed) {
         return Err(VfsError::new(
             libc::EINVAL,
@@ -267,6 +269,17 @@ impl Namespace {
                     return Ok((0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
                 }
                 Ok((0, self.table_created(project, dataset, table).await?))
+            }
+            Node::TableFile { project, dataset, table, file: TableFile::Status } => {
+                match self.bigquery.pending(project, dataset, table) {
+                    // Created by tar in a new table directory: an empty file
+                    // whose writes are ignored.
+                    Some(pending) => Ok((0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH))),
+                    None => {
+                        let (document, mtime) = self.bq_document(node).await?;
+                        Ok((document.len() as u64, mtime))
+                    }
+                }
             }
             Node::TableFile { .. } | Node::DatasetMeta { .. } => {
                 let (document, mtime) = self.bq_document(node).await?;
@@ -562,6 +575,15 @@ impl Namespace {
                 check_config_change(&view.meta.table_type, &view.meta.settings, &settings, SystemTime::now())?;
                 self.update_table(project, &view, settings).await
             }
+        }
+    }
+
+    /// A pending table's config.json was removed: its settings go too.
+    pub(super) fn forget_pending_config(&self, project: &str, dataset: &str, table: &str) {
+        if let Some(mut pending) = self.bigquery.pending(project, dataset, table) {
+            pending.settings = TableSettings::default();
+            pending.config_written = false;
+            self.bigquery.set_pending(project, dataset, table, Some(pending));
         }
     }
 

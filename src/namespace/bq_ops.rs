@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use ciofs_frontends::{Attr, FileKind, OpenFlags, Opened, VfsError, VfsResult};
 
 use super::edits::is_local;
-use super::node::{DATASET_META, Node, TableFile, check_name_length};
+use super::node::{DATASET_META, Node, Service, TableFile, check_name_length};
 use super::{Handle, Namespace};
 
 impl Namespace {
@@ -37,15 +37,17 @@ impl Namespace {
     pub(super) async fn bq_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
         let handle = if flags.write || flags.truncate || flags.append {
             if is_local(node) {
-                self.local_open(node, flags.truncate).await?;
-                Handle::Local(node.clone())
+                Handle::Local(self.local_open(node, flags.truncate).await?)
             } else if matches!(node, Node::TableFile { .. } | Node::DatasetMeta { .. }) {
                 Handle::Ignored
             } else {
                 return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
             }
-        } else if self.local.stat(node).is_some() || matches!(node, Node::Scratch { .. }) {
-            Handle::Local(node.clone())
+        } else if matches!(node, Node::Scratch { .. }) {
+            Handle::Local(self.local_open_scratch(node)?)
+        } else if let Some(edit) = self.local_snapshot(node) {
+            // An edit under way, as it is now.
+            Handle::Document(edit)
         } else {
             // The rendering the lookup sized: one consistent version.
             Handle::Document(self.bq_document(node).await?.0)
@@ -64,8 +66,7 @@ impl Namespace {
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);
         let handle = if is_local(&node) {
-            self.local_create(&node);
-            Handle::Local(node)
+            Handle::Local(self.local_create(&node))
         } else {
             self.local_unhide(&node);
             Handle::Ignored
@@ -102,11 +103,21 @@ impl Namespace {
     }
 
     pub(super) async fn bq_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
-        if from != to || !matches!(from, Node::Table { .. }) {
-            return Err(VfsError::new(
-                libc::EXDEV,
-                format!("{from}/{name}: BigQuery files move only within their table directory"),
-            ));
+        match from {
+            Node::Table { .. } if from == to => {}
+            // A file moves out by copy and removal (which hides the name).
+            Node::Table { .. } => {
+                return Err(VfsError::new(libc::EXDEV, format!("{from}/{name}: moves by copy only")));
+            }
+            // Not EXDEV for a table or dataset: `mv` would copy its documents
+            // into a new, empty table and then delete the old one, rows and all.
+            _ if from.service() == Some(Service::BigQuery) => {
+                return Err(VfsError::new(
+                    libc::EPERM,
+                    format!("{from}/{name}: BigQuery tables and datasets cannot be renamed"),
+                ));
+            }
+            _ => return Err(VfsError::new(libc::EXDEV, format!("{to}/{new_name}: moves by copy only"))),
         }
         let (source, target) = (self.bq_child(from, name)?, self.bq_child(to, new_name)?);
         self.local_rename(&source, &target).await?;

@@ -12,6 +12,7 @@
 //! copy and hides the name until it is written again (vim's backup).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,10 +21,16 @@ use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::Namespace;
-use super::node::Node;
+use super::node::{Node, TableFile};
 
 /// The largest local file: schema and config documents are small.
 const MAX_LOCAL_FILE: u64 = 16 << 20;
+/// The most all local files of a mount hold together.
+const MAX_LOCAL_TOTAL: usize = 256 << 20;
+/// How long a file created or emptied, and not written yet, waits for its
+/// writes (an NFS client creates, then writes; a slow `program > file`
+/// truncates at the start and writes at the end) before it is dropped.
+const WRITE_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct LocalState {
@@ -33,10 +40,13 @@ struct LocalState {
     written: bool,
     /// The content differs from what Google has (written, or truncated).
     dirty: bool,
-    /// Open handles (FUSE); writes without a handle are applied when idle.
+    /// Open write handles; with none left, the file is applied or dropped.
     handles: usize,
+    /// Created, or emptied without a handle: kept for the writes to come
+    /// until `WRITE_GRACE` passes.
+    awaits_writes: bool,
     last_change: Option<Instant>,
-    /// Bumped at every change, so that an apply forgets only what it sent.
+    /// Bumped at every change, so that an apply settles only what it sent.
     version: u64,
 }
 
@@ -62,6 +72,18 @@ impl LocalFile {
     fn state(&self) -> std::sync::MutexGuard<'_, LocalState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// An open handle on a local file. It holds the file itself, so its writes
+/// always continue the bytes it wrote before, whatever happens to the name
+/// (an apply, an unlink).
+pub(super) struct LocalHandle {
+    pub node: Node,
+    file: Arc<LocalFile>,
+    /// Opened for write: counted in the file's `handles`.
+    for_write: bool,
+    /// This handle wrote since its last flush: its flush applies.
+    wrote: AtomicBool,
 }
 
 /// The local files and the hidden names of one mount.
@@ -129,22 +151,48 @@ impl LocalFiles {
         self.hidden.lock().unwrap_or_else(|e| e.into_inner()).retain(|node| node.parent() != *dir);
     }
 
-    /// Edits written without a handle that have been idle for `idle`, and
-    /// files only created or truncated whose handles are gone.
-    fn idle(&self, idle: Duration) -> Vec<(Node, Arc<LocalFile>)> {
+    /// Files without open handles that are due: edits idle for `idle` (to
+    /// apply), and files that wait no more for writes (to drop); each with
+    /// its state's version, taken under one lock with the rest.
+    fn due(&self, idle: Duration) -> Vec<(Node, Arc<LocalFile>, Due)> {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         files
             .iter()
-            .filter(|(node, file)| {
+            .filter(|(node, _)| is_editable(node))
+            .filter_map(|(node, file)| {
                 let state = file.state();
-                is_editable(node)
-                    && state.dirty
-                    && state.handles == 0
-                    && state.last_change.is_none_or(|at| at.elapsed() >= idle)
+                let quiet = state.last_change.map_or(Duration::MAX, |at| at.elapsed());
+                let due = match () {
+                    _ if state.handles > 0 => return None,
+                    _ if state.written && quiet >= idle => Due::Apply,
+                    _ if state.written => return None,
+                    _ if state.awaits_writes && quiet < WRITE_GRACE => return None,
+                    _ => Due::Drop(state.version),
+                };
+                Some((node.clone(), file.clone(), due))
             })
-            .map(|(node, file)| (node.clone(), file.clone()))
             .collect()
     }
+
+    /// Drops `node`'s local file if it is still `file` at `version`.
+    fn drop_if_unchanged(&self, node: &Node, file: &Arc<LocalFile>, version: u64) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let unchanged = file.state().version == version && file.state().handles == 0;
+        if unchanged && files.get(node).is_some_and(|f| Arc::ptr_eq(f, file)) {
+            files.remove(node);
+        }
+    }
+
+    /// Bytes held by all local files.
+    fn total(&self) -> usize {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.values().map(|f| f.state().data.len()).sum()
+    }
+}
+
+enum Due {
+    Apply,
+    Drop(u64),
 }
 
 /// Whether writing `node` changes something in Google when applied.
@@ -190,29 +238,50 @@ impl Namespace {
         };
         self.local.set_hidden(node, false);
         let file = LocalFile::with(data, truncate);
-        Ok(self
-            .local
-            .files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(node.clone())
-            .or_insert(Arc::new(file))
-            .clone())
+        let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(files.entry(node.clone()).or_insert(Arc::new(file)).clone())
     }
 
-    /// Opens a local file for write (`Handle::Local`).
-    pub(super) async fn local_open(&self, node: &Node, truncate: bool) -> VfsResult<()> {
+    fn new_local_handle(node: &Node, file: Arc<LocalFile>, for_write: bool) -> Arc<LocalHandle> {
+        if for_write {
+            file.state().handles += 1;
+        }
+        Arc::new(LocalHandle { node: node.clone(), file, for_write, wrote: AtomicBool::new(false) })
+    }
+
+    /// Opens a local file for write.
+    pub(super) async fn local_open(&self, node: &Node, truncate: bool) -> VfsResult<Arc<LocalHandle>> {
         let file = self.local_file(node, truncate).await?;
-        file.state().handles += 1;
-        Ok(())
+        Ok(Self::new_local_handle(node, file, true))
     }
 
-    /// `create`: a new, empty local file (an editable file written anew).
-    pub(super) fn local_create(&self, node: &Node) {
+    /// Opens a scratch file for reading: its live bytes.
+    pub(super) fn local_open_scratch(&self, node: &Node) -> VfsResult<Arc<LocalHandle>> {
+        let file = self.local.get(node).ok_or_else(|| VfsError::not_found(node.to_string()))?;
+        Ok(Self::new_local_handle(node, file, false))
+    }
+
+    /// What a read-only open of an edited file sees: the edit as it is now.
+    pub(super) fn local_snapshot(&self, node: &Node) -> Option<Bytes> {
+        Some(Bytes::from(self.local.get(node)?.state().data.clone()))
+    }
+
+    /// `create`: an empty local file (an editable file written anew). One
+    /// that other handles have open is emptied and shared.
+    pub(super) fn local_create(&self, node: &Node) -> Arc<LocalHandle> {
         self.local.set_hidden(node, false);
-        let file = LocalFile::with(Vec::new(), is_editable(node));
-        file.state().handles = 1;
-        self.local.insert(node.clone(), file);
+        let file = match self.local.get(node) {
+            Some(file) => {
+                let mut state = file.state();
+                state.data.clear();
+                touch(&mut state, false);
+                drop(state);
+                file
+            }
+            None => self.local.insert(node.clone(), LocalFile::with(Vec::new(), is_editable(node))),
+        };
+        file.state().awaits_writes = true;
+        Self::new_local_handle(node, file, true)
     }
 
     /// A generated file created again after its removal.
@@ -220,95 +289,147 @@ impl Namespace {
         self.local.set_hidden(node, false);
     }
 
+    /// A write through a handle: into the handle's own file.
+    pub(super) fn local_handle_write(&self, handle: &LocalHandle, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        if !handle.for_write {
+            return Err(VfsError::new(libc::EBADF, format!("{}: not open for write", handle.node)));
+        }
+        self.write_into(&handle.node, &handle.file, offset, data)?;
+        handle.wrote.store(true, Ordering::SeqCst);
+        Ok(data.len() as u32)
+    }
+
+    /// A write without a handle (NFS).
     pub(super) async fn local_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let file = self.local_file(node, false).await?;
+        self.write_into(node, &file, offset, data)?;
+        Ok(data.len() as u32)
+    }
+
+    fn write_into(&self, node: &Node, file: &LocalFile, offset: u64, data: &[u8]) -> VfsResult<()> {
         let end =
             offset.checked_add(data.len() as u64).filter(|end| *end <= MAX_LOCAL_FILE).ok_or_else(|| too_big(node))?;
-        let file = self.local_file(node, false).await?;
+        let grows = (end as usize).saturating_sub(file.state().data.len());
+        if grows > 0 && self.local.total() + grows > MAX_LOCAL_TOTAL {
+            return Err(VfsError::new(
+                libc::ENOSPC,
+                format!("{node}: local files hold {MAX_LOCAL_TOTAL} bytes already"),
+            ));
+        }
         let mut state = file.state();
         if state.data.len() < end as usize {
             state.data.resize(end as usize, 0);
         }
         state.data[offset as usize..end as usize].copy_from_slice(data);
         touch(&mut state, true);
-        Ok(data.len() as u32)
+        Ok(())
     }
 
+    /// `truncate`/`ftruncate`/SETATTR size. Emptying a file without a handle
+    /// (NFS's first step of a rewrite) keeps it for the writes to come.
     pub(super) async fn local_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
         if size > MAX_LOCAL_FILE {
             return Err(too_big(node));
         }
-        let file = match self.local.get(node) {
-            Some(file) => file,
-            None => self.local_file(node, size == 0).await?,
-        };
+        let file = self.local_file(node, size == 0).await?;
         let mut state = file.state();
         if state.data.len() as u64 != size {
             state.data.resize(size as usize, 0);
             touch(&mut state, size > 0);
         }
+        if state.handles == 0 {
+            state.awaits_writes = true;
+        }
         Ok(())
     }
 
-    /// Reads a local file, or the current document when there is none.
+    /// Reads through a handle: its own file's bytes.
+    pub(super) fn local_handle_read(&self, handle: &LocalHandle, offset: u64, len: u32) -> (Bytes, bool) {
+        slice(&handle.file.state().data, offset, len)
+    }
+
+    /// Reads without a handle (NFS): the local file, or the current document.
     pub(super) async fn local_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
-        let data = match self.local.get(node) {
-            Some(file) => Bytes::from(file.state().data.clone()),
-            None if matches!(node, Node::Scratch { .. }) => return Err(VfsError::not_found(node.to_string())),
-            None => self.bq_document(node).await?.0,
-        };
-        let start = (offset as usize).min(data.len());
-        let end = start.saturating_add(len as usize).min(data.len());
-        Ok((data.slice(start..end), end == data.len()))
-    }
-
-    /// close(): applies what this handle's file had written.
-    pub(super) async fn local_flush(&self, node: &Node) -> VfsResult<()> {
         match self.local.get(node) {
-            Some(file) if is_editable(node) && file.state().written => self.apply_local(node, &file).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// fsync(): applies any change.
-    pub(super) async fn local_fsync(&self, node: &Node) -> VfsResult<()> {
-        match self.local.get(node) {
-            Some(file) if is_editable(node) && file.state().dirty => self.apply_local(node, &file).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// The last release applies what was written and not yet applied; a
-    /// file only created or truncated waits for writes without a handle
-    /// (NFS creates, then writes) and is dropped if none come.
-    pub(super) async fn local_release(&self, node: &Node) -> VfsResult<()> {
-        let Some(file) = self.local.get(node) else { return Ok(()) };
-        let apply = {
-            let mut state = file.state();
-            state.handles = state.handles.saturating_sub(1);
-            state.last_change = Some(Instant::now());
-            is_editable(node) && state.handles == 0 && state.written
-        };
-        if apply { self.apply_local(node, &file).await } else { Ok(()) }
-    }
-
-    /// Applies edits written without a handle once idle (NFS); drops files
-    /// that were only emptied.
-    pub async fn apply_idle_edits(&self, idle: Duration) {
-        for (node, file) in self.local.idle(idle) {
-            if file.state().written {
-                // The error is in the log and in .ciofs/errors.
-                let _ = self.apply_local(&node, &file).await;
-            } else {
-                let version = file.state().version;
-                self.forget_local(&node, &file, version);
-                tracing::info!(%node, "emptied and never written: not applied");
+            Some(file) => Ok(slice(&file.state().data, offset, len)),
+            None if matches!(node, Node::Scratch { .. }) => Err(VfsError::not_found(node.to_string())),
+            None => {
+                let document = self.bq_document(node).await?.0;
+                Ok(slice(&document, offset, len))
             }
         }
     }
 
-    /// Applies a local file's content to Google. Whatever the outcome, the
-    /// change is over: on success the file shows the new state, on refusal
-    /// the unchanged one (the reason is returned and kept in .ciofs/errors).
+    /// close(): applies what this handle wrote. A refusal ends that change
+    /// (the handle's later writes continue its bytes and apply again).
+    pub(super) async fn local_flush(&self, handle: &LocalHandle) -> VfsResult<()> {
+        if !is_editable(&handle.node) || !handle.wrote.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.apply_local(&handle.node, &handle.file).await
+    }
+
+    /// fsync(): applies any change of the handle's file.
+    pub(super) async fn local_fsync(&self, handle: &LocalHandle) -> VfsResult<()> {
+        handle.wrote.store(false, Ordering::SeqCst);
+        self.apply_local(&handle.node, &handle.file).await
+    }
+
+    /// fsync() without a handle (NFS COMMIT).
+    pub(super) async fn local_fsync_node(&self, node: &Node) -> VfsResult<()> {
+        match self.local.get(node) {
+            Some(file) => self.apply_local(node, &file).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The last release applies what was written and not yet applied; a
+    /// file created and not written yet waits for writes without a handle
+    /// (NFS creates, then writes); anything else local is dropped, so the
+    /// file shows the table again (`touch`, `: > schema.json`).
+    pub(super) async fn local_release(&self, handle: &LocalHandle) -> VfsResult<()> {
+        if !handle.for_write || !is_editable(&handle.node) {
+            if handle.for_write {
+                let mut state = handle.file.state();
+                state.handles = state.handles.saturating_sub(1);
+            }
+            return Ok(());
+        }
+        let (apply, keep, version) = {
+            let mut state = handle.file.state();
+            state.handles = state.handles.saturating_sub(1);
+            let last = state.handles == 0;
+            (last && state.written, state.awaits_writes && state.dirty, state.version)
+        };
+        if apply {
+            // No close() reports this: the log and .ciofs/errors do.
+            return self.apply_local(&handle.node, &handle.file).await;
+        }
+        if !keep {
+            self.local.drop_if_unchanged(&handle.node, &handle.file, version);
+        }
+        Ok(())
+    }
+
+    /// Applies edits written without a handle once idle (NFS), and drops
+    /// files that waited for writes in vain.
+    pub async fn apply_idle_edits(&self, idle: Duration) {
+        for (node, file, due) in self.local.due(idle) {
+            match due {
+                // The error is in the log and in .ciofs/errors.
+                Due::Apply => drop(self.apply_local(&node, &file).await),
+                Due::Drop(version) => {
+                    self.local.drop_if_unchanged(&node, &file, version);
+                    tracing::info!(%node, "created or emptied and never written: nothing applied");
+                }
+            }
+        }
+    }
+
+    /// Applies a local file's content to Google, if it is still the file of
+    /// its name. Whatever the outcome, that change is over: on success the
+    /// file shows the new state, on refusal the unchanged one (the reason is
+    /// returned and kept in .ciofs/errors). A file no handle has open goes.
     async fn apply_local(&self, node: &Node, file: &Arc<LocalFile>) -> VfsResult<()> {
         let _applying = file.applying.lock().await;
         let (data, version) = {
@@ -318,34 +439,43 @@ impl Namespace {
             }
             (state.data.clone(), state.version)
         };
-        let applied = self.bq_apply(node, &data).await;
-        if let Err(e) = &applied {
-            self.error_log.record(&node.to_string(), e.errno(), e.message());
+        if !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file)) {
+            // Removed (or replaced) while open: like a write to an unlinked file.
+            return Ok(());
         }
-        self.forget_local(node, file, version);
+        let applied = self.bq_apply(node, &data).await;
+        // On success, the file shows at once what it will show once closed
+        // (vim compares size and time before it saves again); a refused
+        // edit keeps its bytes while open, so that later writes continue them.
+        let shown = match &applied {
+            Ok(()) => self.bq_document(node).await.ok(),
+            Err(e) => {
+                self.error_log.record(&node.to_string(), e.errno(), e.message());
+                None
+            }
+        };
+        {
+            let mut state = file.state();
+            if state.version == version {
+                state.written = false;
+                state.dirty = false;
+                state.awaits_writes = false;
+                if let Some((document, mtime)) = shown {
+                    state.data = document.to_vec();
+                    state.mtime = Some(mtime);
+                }
+            }
+        }
+        let version = file.state().version;
+        if !file.state().dirty {
+            self.local.drop_if_unchanged(node, file, version);
+        }
         applied
     }
 
-    /// Drops a local edit once applied (or refused), unless it changed since.
-    fn forget_local(&self, node: &Node, file: &Arc<LocalFile>, version: u64) {
-        let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
-        let mut state = file.state();
-        if state.version != version {
-            return;
-        }
-        if state.handles > 0 {
-            // Still open: later writes start from what Google now has.
-            state.written = false;
-            state.dirty = false;
-        }
-        if files.get(node).is_some_and(|f| Arc::ptr_eq(f, file)) {
-            drop(state);
-            files.remove(node);
-        }
-    }
-
     /// `rm` in a table directory: a scratch file goes; an editable or
-    /// generated file is hidden (nothing changes in Google).
+    /// generated file is hidden (nothing changes in Google), and a pending
+    /// table forgets the configuration written into it.
     pub(super) fn local_unlink(&self, node: &Node) -> VfsResult<()> {
         let existed = self.local.remove(node).is_some();
         match node {
@@ -353,6 +483,9 @@ impl Namespace {
             Node::Scratch { .. } => Ok(()),
             _ => {
                 self.local.set_hidden(node, true);
+                if let Node::TableFile { project, dataset, table, file: TableFile::Config } = node {
+                    self.forget_pending_config(project, dataset, table);
+                }
                 Ok(())
             }
         }
@@ -385,17 +518,19 @@ impl Namespace {
             // Onto a generated file: accepted and ignored.
             self.local.set_hidden(to, false);
         }
-        match from {
-            Node::Scratch { .. } => {
-                self.local.remove(from);
-            }
-            _ => {
-                self.local.remove(from);
-                self.local.set_hidden(from, true);
-            }
+        self.local.remove(from);
+        if !matches!(from, Node::Scratch { .. }) {
+            self.local.set_hidden(from, true);
         }
         Ok(())
     }
+}
+
+/// `len` bytes of `data` from `offset`, and whether they reach its end.
+fn slice(data: &[u8], offset: u64, len: u32) -> (Bytes, bool) {
+    let start = (offset as usize).min(data.len());
+    let end = start.saturating_add(len as usize).min(data.len());
+    (Bytes::copy_from_slice(&data[start..end]), end == data.len())
 }
 
 fn touch(state: &mut LocalState, written: bool) {

@@ -92,7 +92,7 @@ enum Handle {
     Ignored,
     /// A file kept locally: an edit of a BigQuery document, or a scratch
     /// file (edits.rs).
-    Local(Node),
+    Local(Arc<edits::LocalHandle>),
 }
 
 /// The Google services a namespace serves.
@@ -388,10 +388,10 @@ impl Vfs for Namespace {
         let node = self.node(dir)?;
         if let Some(children) = self.fixed_children(&node) {
             let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
-            return Ok(page_after(entries, after, max));
+            return Ok(self.page_after(entries, after, max));
         }
         if node.service() == Some(Service::BigQuery) {
-            return Ok(page_after(self.bq_children(&node).await?, after, max));
+            return Ok(self.page_after(self.bq_children(&node).await?, after, max));
         }
         self.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
     }
@@ -461,7 +461,7 @@ impl Vfs for Namespace {
                 written
             }
             Some(Handle::Ignored) => Ok(data.len() as u32),
-            Some(Handle::Local(node)) => self.local_write(&node, offset, data).await,
+            Some(Handle::Local(handle)) => self.local_handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
                 let node = self.node(ino)?;
@@ -477,7 +477,7 @@ impl Vfs for Namespace {
         match self.handle(Some(fh)) {
             // Created or truncated but not written: uploaded at release.
             Some(Handle::Write(writer)) => self.commit_reported(&writer, true).await,
-            Some(Handle::Local(node)) => self.local_flush(&node).await,
+            Some(Handle::Local(handle)) => self.local_flush(&handle).await,
             _ => Ok(()),
         }
     }
@@ -485,11 +485,11 @@ impl Vfs for Namespace {
     async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, false).await,
-            Some(Handle::Local(node)) => self.local_fsync(&node).await,
+            Some(Handle::Local(handle)) => self.local_fsync(&handle).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
             None => match self.node(ino)? {
-                node if node.service() == Some(Service::BigQuery) => self.local_fsync(&node).await,
+                node if node.service() == Some(Service::BigQuery) => self.local_fsync_node(&node).await,
                 _ => Ok(()),
             },
         }
@@ -499,7 +499,7 @@ impl Vfs for Namespace {
         let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
         let writer = match handle {
             Some(Handle::Write(writer)) => writer,
-            Some(Handle::Local(node)) => return self.local_release(&node).await,
+            Some(Handle::Local(handle)) => return self.local_release(&handle).await,
             _ => return Ok(()),
         };
         writer.handles.fetch_sub(1, Ordering::SeqCst);
@@ -589,7 +589,11 @@ impl Vfs for Namespace {
     async fn read(&self, ino: Ino, fh: Option<Fh>, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
         let handle = match self.handle(fh) {
             Some(handle) => handle,
-            None => self.handle_without_open(ino).await?,
+            None => match self.node(ino)? {
+                // NFS reads an edit under way as it is now.
+                node if edits::is_local(&node) => return self.local_read(&node, offset, len.min(MAX_READ)).await,
+                _ => self.handle_without_open(ino).await?,
+            },
         };
         match handle {
             Handle::Write(writer) => {
@@ -597,7 +601,7 @@ impl Vfs for Namespace {
                 self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
             Handle::Ignored => Ok((Bytes::new(), true)),
-            Handle::Local(node) => self.local_read(&node, offset, len.min(MAX_READ)).await,
+            Handle::Local(handle) => Ok(self.local_handle_read(&handle, offset, len.min(MAX_READ))),
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
                 match reader.read(offset, len.min(MAX_READ)).await {
@@ -814,7 +818,6 @@ impl Namespace {
         if node.service() == Some(Service::BigQuery) || node == Node::ErrorLog {
             return match node {
                 Node::ErrorLog => Ok(Handle::Document(self.error_log.render().0)),
-                node if edits::is_local(&node) => Ok(Handle::Local(node)),
                 node => Ok(Handle::Document(self.bq_document(&node).await?.0)),
             };
         }
@@ -844,18 +847,30 @@ impl Namespace {
     }
 }
 
-/// The entries of a directory after the one numbered `after` (0: from the
-/// start), at most `max`.
-fn page_after(entries: Vec<DirEntry>, after: Ino, max: usize) -> DirPage {
-    let start = match after {
-        0 => 0,
-        _ => entries.iter().position(|e| e.attr.ino == after).map_or(entries.len(), |i| i + 1),
-    };
-    let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
-    let eof = page.len() < max;
-    DirPage { entries: page, eof }
+impl Namespace {
+    /// The entries of a directory after the one numbered `after` (0: from
+    /// the start), at most `max`. If that entry is gone (a table deleted
+    /// between two pages), the listing goes on after its name.
+    fn page_after(&self, entries: Vec<DirEntry>, after: Ino, max: usize) -> DirPage {
+        let start = match after {
+            0 => 0,
+            _ => match entries.iter().position(|e| e.attr.ino == after) {
+                Some(at) => at + 1,
+                None => {
+                    let name = self.inodes.node(after).map(|n| n.path().rsplit('/').next().unwrap_or("").to_string());
+                    let name = name.unwrap_or_default();
+                    entries.iter().position(|e| e.name > name).unwrap_or(entries.len())
+                }
+            },
+        };
+        let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
+        let eof = page.len() < max;
+        DirPage { entries: page, eof }
+    }
 }
 
+#[cfg(test)]
+mod bigquery_edit_tests;
 #[cfg(test)]
 mod bigquery_tests;
 #[cfg(test)]
