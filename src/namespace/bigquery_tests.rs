@@ -210,3 +210,18 @@ async fn expiration_and_partition_filter_are_sent() {
     assert!(table.settings.require_partition_filter);
     assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 1);
 }
+
+#[tokio::test]
+async fn datasets_are_listed_across_pages_in_name_order() {
+    let (bigquery, ns) = fixture(0);
+    bigquery.set_page_size(7);
+    for i in (0..30).rev() {
+        bigquery.put_dataset("p", &format!("d{i:02}"), Default::default());
+    }
+    let root = walk(&ns, "p/bigquery").await;
+    let names: Vec<String> =
+        ns.readdir(root, None, 0, 100).await.unwrap().entries.into_iter().map(|e| e.name).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(bigquery.calls.get(BigQueryOp::ListDatasets), 5, "30 datasets, 7 a page");
+}
