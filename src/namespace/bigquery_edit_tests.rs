@@ -253,3 +253,21 @@ async fn vim_in_place_then_by_rename_while_the_first_release_is_late() {
     let columns = bigquery.table("p", "ds", "t00").unwrap().settings.schema.len();
     assert_eq!(columns, 4, "both edits applied");
 }
+
+/// A generated file opened read-write reads its document; what is written
+/// to it is ignored.
+#[tokio::test]
+async fn a_generated_file_opened_for_write_reads_its_document() {
+    let (bigquery, ns) = fixture();
+    let ino = walk(&ns, "p/bigquery/ds/t00/_status.json").await;
+    let document = read_all(&ns, ino).await;
+    let opened = ns.open(ino, WRITE).await.unwrap();
+    let (read, eof) = ns.read(ino, Some(opened.fh), 0, 1 << 20).await.unwrap();
+    assert!(eof);
+    assert_eq!(read.to_vec(), document);
+    ns.write(ino, Some(opened.fh), 0, b"ignored").await.unwrap();
+    ns.flush(ino, opened.fh).await.unwrap();
+    ns.release(ino, opened.fh).await.unwrap();
+    assert_eq!(read_all(&ns, ino).await, document);
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 0);
+}

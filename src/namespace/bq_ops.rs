@@ -39,7 +39,8 @@ impl Namespace {
             if is_local(node) {
                 Handle::Local(self.local_open(node, flags.truncate).await?)
             } else if matches!(node, Node::TableFile { .. } | Node::DatasetMeta { .. }) {
-                Handle::Ignored
+                let shown = if flags.truncate { None } else { self.bq_document(node).await.ok() };
+                Handle::Ignored(shown.map(|(document, _)| document).unwrap_or_default())
             } else {
                 return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
             }
@@ -69,7 +70,7 @@ impl Namespace {
             Handle::Local(self.local_create(&node))
         } else {
             self.local_unhide(&node);
-            Handle::Ignored
+            Handle::Ignored(bytes::Bytes::new())
         };
         let attr = self.attr(ino, generation, FileKind::File, 0, SystemTime::now());
         Ok((attr, Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false }))

@@ -87,9 +87,11 @@ enum Handle {
     Document(Bytes),
     /// An object open for write (write.rs).
     Write(Arc<Writer>),
-    /// A write to a generated file (`.meta/*`): accepted and ignored, so
-    /// that `tar x` of an export succeeds.
-    Ignored,
+    /// A generated file opened for write (`.meta/*`, `_status.json`):
+    /// writes are accepted and ignored, so that `tar x` of an export
+    /// succeeds; reads see the document as it was at open (empty after a
+    /// truncating open or a create).
+    Ignored(Bytes),
     /// A file kept locally: an edit of a BigQuery document, or a scratch
     /// file (edits.rs).
     Local(Arc<edits::LocalHandle>),
@@ -446,7 +448,7 @@ impl Vfs for Namespace {
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
-            _ => Handle::Ignored,
+            _ => Handle::Ignored(Bytes::new()),
         };
         let attr = self.attr(ino, generation, FileKind::File, 0, SystemTime::now());
         Ok((attr, Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false }))
@@ -460,7 +462,7 @@ impl Vfs for Namespace {
                 writer.record(&staged);
                 written
             }
-            Some(Handle::Ignored) => Ok(data.len() as u32),
+            Some(Handle::Ignored(_)) => Ok(data.len() as u32),
             Some(Handle::Local(handle)) => self.local_handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
@@ -600,7 +602,7 @@ impl Vfs for Namespace {
                 let mut staged = writer.staged.lock().await;
                 self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
-            Handle::Ignored => Ok((Bytes::new(), true)),
+            Handle::Ignored(bytes) => Ok(slice_of(&bytes, offset, len)),
             Handle::Local(handle) => Ok(self.local_handle_read(&handle, offset, len.min(MAX_READ))),
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
@@ -616,11 +618,7 @@ impl Vfs for Namespace {
                     Err(e) => Err(crate::errors::vfs_error(e)),
                 }
             }
-            Handle::Document(bytes) => {
-                let start = (offset as usize).min(bytes.len());
-                let end = start.saturating_add(len as usize).min(bytes.len());
-                Ok((bytes.slice(start..end), end == bytes.len()))
-            }
+            Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),
         }
     }
 }
@@ -776,7 +774,10 @@ impl Namespace {
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
-            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => Handle::Ignored,
+            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
+                let shown = if truncate { None } else { self.render_document(node).await.ok() };
+                Handle::Ignored(shown.unwrap_or_default())
+            }
             _ => return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
         };
         Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false })
@@ -845,6 +846,13 @@ impl Namespace {
             _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
         }
     }
+}
+
+/// `len` bytes of a document from `offset`, and whether they reach its end.
+fn slice_of(bytes: &Bytes, offset: u64, len: u32) -> (Bytes, bool) {
+    let start = (offset as usize).min(bytes.len());
+    let end = start.saturating_add(len as usize).min(bytes.len());
+    (bytes.slice(start..end), end == bytes.len())
 }
 
 impl Namespace {
