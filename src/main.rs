@@ -232,6 +232,7 @@ impl NfsService {
     async fn start(tree: &TreeArgs, listen: &str) -> Result<(Self, std::net::SocketAddr), String> {
         let namespace = namespace(tree, Some(&nfs_journal(tree))).await?;
         namespace.resume_journaled_uploads().await;
+        namespace.resume_journaled_edits().await;
         // Ends by itself when the namespace goes.
         namespace.spawn_idle_commits(COMMIT_IDLE);
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();

@@ -98,3 +98,28 @@ async fn documents_read_and_schema_edits_applied_after_idle() {
     write(&mut conn, &file, 0, br#"{"fields": [{"name": "x", "type": "STRING"}]}"#).await;
     eventually("the table is created", || bq_table(&dataset, "made").is_some_and(|t| column_names(&t) == ["x"])).await;
 }
+
+/// An edit acknowledged over NFS survives a crash within the idle time: it
+/// is journaled, and applied at the next start with the same state.
+#[tokio::test]
+async fn an_edit_left_by_a_killed_server_is_applied_at_the_next_start() {
+    let dataset = dataset_name("nfs_bq_crash");
+    bq_create_dataset(&dataset);
+    bq_create_table(&dataset, "t", json!({"schema": {"fields": [{"name": "id", "type": "INTEGER"}]}}));
+    let state = tempfile::tempdir().unwrap();
+    {
+        let server = NfsServer::start(state.path());
+        let mut conn = connect(server.port).await;
+        let schema = walk(&mut conn, &format!("{PROJECT}/bigquery/{dataset}/t/schema.json")).await;
+        let document = br#"{"fields": [{"name": "id", "type": "INTEGER"}, {"name": "late", "type": "STRING"}]}"#;
+        replace(&mut conn, &schema, document).await;
+        // SIGKILL well within the idle time: nothing was applied yet.
+        drop(server);
+    }
+    assert_eq!(column_names(&bq_table(&dataset, "t").unwrap()), ["id"]);
+    let _server = NfsServer::start(state.path());
+    eventually("the journaled edit is applied", || {
+        column_names(&bq_table(&dataset, "t").unwrap_or_default()) == ["id", "late"]
+    })
+    .await;
+}

@@ -12,6 +12,7 @@
 //! copy and hides the name until it is written again (vim's backup).
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -299,11 +300,71 @@ impl Namespace {
         Ok(data.len() as u32)
     }
 
-    /// A write without a handle (NFS).
+    /// A write without a handle (NFS). An edit is journaled before the
+    /// write is acknowledged: NFS clients take a WRITE as stable.
     pub(super) async fn local_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
         let file = self.local_file(node, false).await?;
         self.write_into(node, &file, offset, data)?;
+        if is_editable(node) {
+            let content = file.state().data.clone();
+            self.journal_edit(node, &content)?;
+        }
         Ok(data.len() as u32)
+    }
+
+    /// Where edits written without a handle are kept until applied.
+    fn edit_journal_dir(&self) -> PathBuf {
+        self.options.staging_dir.join("nfs-edits")
+    }
+
+    fn edit_journal_path(&self, node: &Node) -> PathBuf {
+        self.edit_journal_dir().join(format!("{:016x}.edit", super::path_hash(&node.key())))
+    }
+
+    /// Writes `node`'s edit durably: its node as a JSON line, then the bytes.
+    fn journal_edit(&self, node: &Node, content: &[u8]) -> VfsResult<()> {
+        let io = |e: std::io::Error| VfsError::new(libc::EIO, format!("journal of {node}: {e}"));
+        let dir = self.edit_journal_dir();
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let path = self.edit_journal_path(node);
+        let temporary = path.with_extension("tmp");
+        let mut record = serde_json::to_vec(node).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
+        record.push(b'\n');
+        record.extend_from_slice(content);
+        let file = std::fs::File::create(&temporary).map_err(io)?;
+        std::io::Write::write_all(&mut &file, &record).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)
+    }
+
+    fn forget_edit_journal(&self, node: &Node) {
+        let _ = std::fs::remove_file(self.edit_journal_path(node));
+    }
+
+    /// Applies the edits an earlier run acknowledged over NFS and did not
+    /// apply (killed within the idle time). A refusal is logged and the
+    /// edit dropped; a failure to reach BigQuery keeps it for the next start.
+    pub async fn resume_journaled_edits(&self) {
+        let Ok(entries) = std::fs::read_dir(self.edit_journal_dir()) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "edit") {
+                continue;
+            }
+            let Some((node, content)) = read_journaled_edit(&path) else {
+                tracing::warn!(journal = %path.display(), "unreadable journaled edit; kept");
+                continue;
+            };
+            match self.bq_apply(&node, &content).await {
+                Ok(()) => tracing::info!(%node, "applied an NFS edit left by an earlier run"),
+                Err(e) if e.errno() == libc::EIO => {
+                    tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
+                    continue;
+                }
+                Err(e) => self.error_log.record(&node.to_string(), e.errno(), e.message()),
+            }
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     fn write_into(&self, node: &Node, file: &LocalFile, offset: u64, data: &[u8]) -> VfsResult<()> {
@@ -420,6 +481,7 @@ impl Namespace {
                 Due::Apply => drop(self.apply_local(&node, &file).await),
                 Due::Drop(version) => {
                     self.local.drop_if_unchanged(&node, &file, version);
+                    self.forget_edit_journal(&node);
                     tracing::info!(%node, "created or emptied and never written: nothing applied");
                 }
             }
@@ -464,6 +526,7 @@ impl Namespace {
                     state.data = document.to_vec();
                     state.mtime = Some(mtime);
                 }
+                self.forget_edit_journal(node);
             }
         }
         let version = file.state().version;
@@ -524,6 +587,14 @@ impl Namespace {
         }
         Ok(())
     }
+}
+
+/// A journaled edit: the node (a JSON line), then the content.
+fn read_journaled_edit(path: &std::path::Path) -> Option<(Node, Vec<u8>)> {
+    let record = std::fs::read(path).ok()?;
+    let end = record.iter().position(|b| *b == b'\n')?;
+    let node: Node = serde_json::from_slice(&record[..end]).ok()?;
+    is_editable(&node).then(|| (node, record[end + 1..].to_vec()))
 }
 
 /// `len` bytes of `data` from `offset`, and whether they reach its end.
