@@ -578,6 +578,25 @@ impl Namespace {
         }
     }
 
+    /// Before a journaled edit of an earlier run is applied: a table that
+    /// does not exist (yet) in an existing dataset is a directory made by
+    /// mkdir, pending again.
+    pub(super) async fn pending_again(&self, node: &Node) -> VfsResult<()> {
+        let Node::TableFile { project, dataset, table, .. } = node else { return Ok(()) };
+        if self.bigquery.pending(project, dataset, table).is_some() {
+            return Ok(());
+        }
+        match self.table_view(project, dataset, table).await {
+            Err(e) if e.errno() == libc::ENOENT => {
+                self.dataset_view(project, dataset).await?;
+                let pending = PendingTable { made: Some(SystemTime::now()), ..PendingTable::default() };
+                self.bigquery.set_pending(project, dataset, table, Some(pending));
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
     /// A pending table's config.json was removed: its settings go too.
     pub(super) fn forget_pending_config(&self, project: &str, dataset: &str, table: &str) {
         if let Some(mut pending) = self.bigquery.pending(project, dataset, table) {

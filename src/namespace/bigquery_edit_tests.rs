@@ -10,7 +10,7 @@ use ciofs_backends::bigquery::{SchemaField, TableSettings};
 use ciofs_backends::memory::{BigQueryOp, MemoryBigQuery, MemoryGcs};
 use ciofs_frontends::{Ino, OpenFlags, SetAttr, Vfs};
 
-use super::tests::walk;
+use super::tests::{test_options, walk};
 use super::{Namespace, Options, Services};
 
 fn column(name: &str, mode: &str) -> SchemaField {
@@ -40,7 +40,7 @@ fn fixture_with(options: Options) -> (Arc<MemoryBigQuery>, Namespace) {
 }
 
 fn fixture() -> (Arc<MemoryBigQuery>, Namespace) {
-    fixture_with(Options::default())
+    fixture_with(test_options())
 }
 
 async fn read_all(ns: &Namespace, ino: Ino) -> Vec<u8> {
@@ -170,7 +170,7 @@ async fn renaming_a_table_directory_is_not_exdev() {
 /// not dirty): the file shows that copy forever, whatever BigQuery has.
 #[tokio::test]
 async fn touch_does_not_freeze_schema_json() {
-    let options = Options { metadata_ttl: Duration::ZERO, ..Options::default() };
+    let options = Options { metadata_ttl: Duration::ZERO, ..test_options() };
     let (bigquery, ns) = fixture_with(options);
     let ino = walk(&ns, "p/bigquery/ds/t00/schema.json").await;
     let opened = ns.open(ino, WRITE).await.unwrap();
@@ -270,4 +270,152 @@ async fn a_generated_file_opened_for_write_reads_its_document() {
     ns.release(ino, opened.fh).await.unwrap();
     assert_eq!(read_all(&ns, ino).await, document);
     assert_eq!(bigquery.calls.get(BigQueryOp::UpdateTable), 0);
+}
+
+// ---- NFS journal and idle apply (found in a second review) ----
+
+fn labels_of(bigquery: &MemoryBigQuery) -> Option<String> {
+    bigquery.table("p", "ds", "t00").unwrap().settings.labels.get("team").cloned()
+}
+
+/// A namespace on `bigquery` with its own state directory.
+fn namespace_on(bigquery: &Arc<MemoryBigQuery>, staging: &std::path::Path) -> Namespace {
+    let options = Options { staging_dir: staging.to_path_buf(), ..Options::default() };
+    let services = Services { gcs: Arc::new(MemoryGcs::new()), bigquery: bigquery.clone() };
+    Namespace::new(vec!["p".to_string()], services, options)
+}
+
+fn journal_files(staging: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(staging.join("nfs-edits")) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// NFS, a script: `cat a.json > config.json; sed -i s/a/b/ config.json`
+/// within a second. The first edit is journaled; sed's rename applies the
+/// second and removes the local file, but not the journal of the first. At
+/// the next start ciofs applies the first edit again, reverting sed's.
+/// (local_unlink and rmdir's drop_under leave the journal the same way.)
+#[tokio::test]
+async fn a_rename_onto_an_nfs_edit_leaves_no_journal_to_replay() {
+    let staging = tempfile::tempdir().unwrap();
+    let bigquery = Arc::new(MemoryBigQuery::new());
+    bigquery.put_table("p", "ds", "t00", settings());
+    let ns = namespace_on(&bigquery, staging.path());
+    let table = walk(&ns, "p/bigquery/ds/t00").await;
+    let ino = walk(&ns, "p/bigquery/ds/t00/config.json").await;
+    ns.setattr(ino, SetAttr { size: Some(0), ..Default::default() }).await.unwrap();
+    ns.write(ino, None, 0, br#"{"labels": {"team": "a"}}"#).await.unwrap();
+
+    // sed -i over NFS: CREATE (with flush and release), WRITE, RENAME.
+    let (scratch, opened) = ns.create(table, "sedXYZ", 0o644).await.unwrap();
+    ns.flush(scratch.ino, opened.fh).await.unwrap();
+    ns.release(scratch.ino, opened.fh).await.unwrap();
+    ns.write(scratch.ino, None, 0, br#"{"labels": {"team": "b"}}"#).await.unwrap();
+    ns.rename(table, "sedXYZ", table, "config.json").await.unwrap();
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(labels_of(&bigquery).as_deref(), Some("b"));
+    drop(ns);
+    let left = journal_files(staging.path());
+
+    // ciofs restarts.
+    let again = namespace_on(&bigquery, staging.path());
+    again.resume_journaled_edits().await;
+    assert_eq!(labels_of(&bigquery).as_deref(), Some("b"), "the restart replayed a superseded edit from {left:?}");
+}
+
+/// NFS: an edit acknowledged to the client meets a BigQuery outage (503
+/// after the client's retries) at its idle apply. apply_local ends the
+/// change whatever the error: the local file and its journal go, so the
+/// edit is lost; resume_journaled_edits keeps EIO edits, the idle path
+/// does not.
+#[tokio::test]
+async fn an_nfs_edit_is_retried_after_bigquery_was_unavailable() {
+    let staging = tempfile::tempdir().unwrap();
+    let bigquery = Arc::new(MemoryBigQuery::new());
+    bigquery.put_table("p", "ds", "t00", settings());
+    let ns = namespace_on(&bigquery, staging.path());
+    let ino = walk(&ns, "p/bigquery/ds/t00/config.json").await;
+    ns.setattr(ino, SetAttr { size: Some(0), ..Default::default() }).await.unwrap();
+    ns.write(ino, None, 0, br#"{"labels": {"team": "data"}}"#).await.unwrap();
+    bigquery.fail_next(BigQueryOp::UpdateTable, 1, ciofs_backends::ErrorKind::Unavailable);
+    ns.commit_idle(Duration::ZERO).await; // fails: BigQuery unavailable
+    ns.commit_idle(Duration::ZERO).await; // BigQuery is back
+    assert_eq!(
+        labels_of(&bigquery).as_deref(),
+        Some("data"),
+        "an acknowledged NFS edit was dropped after one failed attempt; journal: {:?}",
+        journal_files(staging.path())
+    );
+}
+
+/// NFS: config.json written (not yet applied: within the idle second), then
+/// rewritten by a slow `program > config.json`: SETATTR size 0 at open,
+/// WRITE at close more than a second later. The truncate keeps `written`
+/// from the first write, so the idle task applies the empty file (refused),
+/// drops it, and the late WRITE lands on the table's rendering.
+#[tokio::test]
+async fn nfs_rewrite_of_an_unapplied_edit_applies_the_new_document() {
+    let (bigquery, ns) = fixture();
+    let ino = walk(&ns, "p/bigquery/ds/t00/config.json").await;
+    ns.setattr(ino, SetAttr { size: Some(0), ..Default::default() }).await.unwrap();
+    ns.write(ino, None, 0, br#"{"labels": {"team": "first"}}"#).await.unwrap();
+    // The second writer opens with O_TRUNC before the first edit went out.
+    ns.setattr(ino, SetAttr { size: Some(0), ..Default::default() }).await.unwrap();
+    ns.commit_idle(Duration::ZERO).await; // the program takes more than a second
+    let document = br#"{"labels": {"team": "data"}}"#;
+    ns.write(ino, None, 0, document).await.unwrap();
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(labels_of(&bigquery).as_deref(), Some("data"), "the second document is applied");
+}
+
+/// `{ cat new.json; printf '\n'; } > schema.json` under FUSE: cat exits
+/// (FLUSH of a dup'd descriptor) after writing a whole, valid document,
+/// which is applied; apply_local then replaces the open file's bytes with
+/// BigQuery's (longer) rendering, so the shell's '\n' at its own offset
+/// lands inside that rendering and the last close() fails with EINVAL.
+#[tokio::test]
+async fn writes_after_a_dup_d_flush_applied_continue_the_writer_s_bytes() {
+    let (bigquery, ns) = fixture();
+    let ino = walk(&ns, "p/bigquery/ds/t00/schema.json").await;
+    let opened = ns.open(ino, WRITE_TRUNC).await.unwrap();
+    ns.write(ino, Some(opened.fh), 0, NEW_SCHEMA).await.unwrap();
+    ns.flush(ino, opened.fh).await.unwrap(); // cat exits
+    assert!(has_extra(&bigquery));
+    ns.write(ino, Some(opened.fh), NEW_SCHEMA.len() as u64, b"\n").await.unwrap();
+    let (read, _) = ns.read(ino, Some(opened.fh), 0, 1 << 20).await.unwrap();
+    let closed = ns.flush(ino, opened.fh).await;
+    ns.release(ino, opened.fh).await.unwrap();
+    assert!(
+        closed.is_ok(),
+        "close() after the shell's last write: {closed:?}; the file held:\n{}",
+        String::from_utf8_lossy(&read)
+    );
+}
+
+/// NFS: `mkdir ds/new; cat schema > ds/new/schema.json`, and ciofs is
+/// killed within the idle second. The WRITE was journaled, but the pending
+/// table lives only in memory: at the next start bq_apply finds no table
+/// (ENOENT), logs it and deletes the journal. The acknowledged edit (and
+/// the table) is lost although 4954b80 says it is applied at the next start.
+#[tokio::test]
+async fn a_journaled_nfs_schema_of_a_new_table_survives_a_restart() {
+    let staging = tempfile::tempdir().unwrap();
+    let bigquery = Arc::new(MemoryBigQuery::new());
+    bigquery.put_table("p", "ds", "t00", settings());
+    let ns = namespace_on(&bigquery, staging.path());
+    let dataset = walk(&ns, "p/bigquery/ds").await;
+    let table = ns.mkdir(dataset, "new", 0o755).await.unwrap().ino;
+    let (schema, opened) = ns.create(table, "schema.json", 0o644).await.unwrap();
+    ns.flush(schema.ino, opened.fh).await.unwrap();
+    ns.release(schema.ino, opened.fh).await.unwrap();
+    ns.write(schema.ino, None, 0, br#"{"fields": [{"name": "x", "type": "INT64"}]}"#).await.unwrap();
+    drop(ns); // killed before the idle apply
+    let left = journal_files(staging.path());
+    assert_eq!(left.len(), 1, "the WRITE was journaled");
+
+    let again = namespace_on(&bigquery, staging.path());
+    again.resume_journaled_edits().await;
+    assert!(bigquery.table("p", "ds", "new").is_some(), "the journaled schema.json of a new table was dropped");
 }

@@ -9,8 +9,8 @@ use ciofs_backends::bigquery::{SchemaField, TableSettings};
 use ciofs_backends::memory::{BigQueryOp, MemoryBigQuery, MemoryGcs};
 use ciofs_frontends::{Ino, OpenFlags, Vfs};
 
-use super::tests::walk;
-use super::{Namespace, Options, Services};
+use super::tests::{test_options, walk};
+use super::{Namespace, Services};
 
 fn column(name: &str, mode: &str) -> SchemaField {
     SchemaField {
@@ -35,7 +35,7 @@ fn fixture(tables: usize) -> (Arc<MemoryBigQuery>, Namespace) {
         bigquery.put_table("p", "ds", &format!("t{i:02}"), settings);
     }
     let services = Services { gcs: Arc::new(MemoryGcs::new()), bigquery: bigquery.clone() };
-    (bigquery, Namespace::new(vec!["p".to_string()], services, Options::default()))
+    (bigquery, Namespace::new(vec!["p".to_string()], services, test_options()))
 }
 
 async fn read_all(ns: &Namespace, ino: Ino) -> Vec<u8> {

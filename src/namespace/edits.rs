@@ -22,6 +22,7 @@ use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::Namespace;
+use super::edit_journal::EditJournal;
 use super::node::{Node, TableFile};
 
 /// The largest local file: schema and config documents are small.
@@ -49,6 +50,34 @@ struct LocalState {
     last_change: Option<Instant>,
     /// Bumped at every change, so that an apply settles only what it sent.
     version: u64,
+    /// After a successful apply, the table's new document: what the file
+    /// shows (stat, new opens) until it changes again. The handles still
+    /// open keep writing over their own bytes in `data`.
+    shown: Option<(Bytes, SystemTime)>,
+}
+
+impl LocalState {
+    /// The bytes and time the file shows to stat and to new opens.
+    fn visible(&self) -> (Bytes, SystemTime) {
+        match &self.shown {
+            Some(shown) if !self.dirty => shown.clone(),
+            _ => (Bytes::from(self.data.clone()), self.mtime.unwrap_or(SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    fn visible_size(&self) -> (u64, SystemTime) {
+        match &self.shown {
+            Some((bytes, mtime)) if !self.dirty => (bytes.len() as u64, *mtime),
+            _ => (self.data.len() as u64, self.mtime.unwrap_or(SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    /// Emptied: what was written before is no longer to be applied.
+    fn emptied(&mut self) {
+        self.data.clear();
+        touch(self, false);
+        self.written = false;
+    }
 }
 
 #[derive(Default)]
@@ -88,15 +117,25 @@ pub(super) struct LocalHandle {
 }
 
 /// The local files and the hidden names of one mount.
-#[derive(Default)]
 pub(super) struct LocalFiles {
     files: Mutex<HashMap<Node, Arc<LocalFile>>>,
     /// Generated or editable files that were removed: not shown until they
     /// are created again. Removing them deletes nothing in Google.
     hidden: Mutex<HashSet<Node>>,
+    /// Edits written without a handle, until applied. A file's record goes
+    /// with the file (whenever it leaves `files`).
+    journal: EditJournal,
 }
 
 impl LocalFiles {
+    pub fn new(journal_dir: PathBuf) -> Self {
+        Self {
+            files: Mutex::new(HashMap::new()),
+            hidden: Mutex::new(HashSet::new()),
+            journal: EditJournal::new(journal_dir),
+        }
+    }
+
     fn get(&self, node: &Node) -> Option<Arc<LocalFile>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
     }
@@ -108,7 +147,9 @@ impl LocalFiles {
     }
 
     fn remove(&self, node: &Node) -> Option<Arc<LocalFile>> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(node)
+        let removed = self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
+        self.journal.forget(node);
+        removed
     }
 
     pub fn is_hidden(&self, node: &Node) -> bool {
@@ -127,8 +168,8 @@ impl LocalFiles {
     /// Size and time of a local file, if there is one.
     pub fn stat(&self, node: &Node) -> Option<(u64, SystemTime)> {
         let file = self.get(node)?;
-        let state = file.state();
-        Some((state.data.len() as u64, state.mtime.unwrap_or(SystemTime::UNIX_EPOCH)))
+        let visible = file.state().visible_size();
+        Some(visible)
     }
 
     /// The scratch files in a table directory, by name.
@@ -148,7 +189,12 @@ impl LocalFiles {
 
     /// Forgets every local file and hidden name in directory `dir`.
     pub fn drop_under(&self, dir: &Node) {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).retain(|node, _| node.parent() != *dir);
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<Node> = files.keys().filter(|node| node.parent() == *dir).cloned().collect();
+        for node in gone {
+            files.remove(&node);
+            self.journal.forget(&node);
+        }
         self.hidden.lock().unwrap_or_else(|e| e.into_inner()).retain(|node| node.parent() != *dir);
     }
 
@@ -175,12 +221,17 @@ impl LocalFiles {
             .collect()
     }
 
-    /// Drops `node`'s local file if it is still `file` at `version`.
+    /// Drops `node`'s local file (and its journal record) if it is still
+    /// `file` at `version`, with no handle open.
     fn drop_if_unchanged(&self, node: &Node, file: &Arc<LocalFile>, version: u64) {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let unchanged = file.state().version == version && file.state().handles == 0;
+        let unchanged = {
+            let state = file.state();
+            state.version == version && state.handles == 0
+        };
         if unchanged && files.get(node).is_some_and(|f| Arc::ptr_eq(f, file)) {
             files.remove(node);
+            self.journal.forget(node);
         }
     }
 
@@ -216,12 +267,9 @@ impl Namespace {
     /// none (empty with `truncate`).
     async fn local_file(&self, node: &Node, truncate: bool) -> VfsResult<Arc<LocalFile>> {
         if let Some(file) = self.local.get(node) {
-            let mut state = file.state();
-            if truncate && !state.data.is_empty() {
-                state.data.clear();
-                touch(&mut state, false);
+            if truncate {
+                self.empty_file(node, &file);
             }
-            drop(state);
             return Ok(file);
         }
         if matches!(node, Node::Scratch { .. }) {
@@ -239,8 +287,25 @@ impl Namespace {
         };
         self.local.set_hidden(node, false);
         let file = LocalFile::with(data, truncate);
-        let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(files.entry(node.clone()).or_insert(Arc::new(file)).clone())
+        let file = {
+            let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
+            files.entry(node.clone()).or_insert(Arc::new(file)).clone()
+        };
+        if truncate {
+            // Another open may have made the file meanwhile.
+            self.empty_file(node, &file);
+        }
+        Ok(file)
+    }
+
+    /// Empties a local file: what was written into it before is not to be
+    /// applied any more.
+    fn empty_file(&self, node: &Node, file: &LocalFile) {
+        let mut state = file.state();
+        if !state.data.is_empty() || state.written {
+            state.emptied();
+            self.local.journal.forget(node);
+        }
     }
 
     fn new_local_handle(node: &Node, file: Arc<LocalFile>, for_write: bool) -> Arc<LocalHandle> {
@@ -264,7 +329,9 @@ impl Namespace {
 
     /// What a read-only open of an edited file sees: the edit as it is now.
     pub(super) fn local_snapshot(&self, node: &Node) -> Option<Bytes> {
-        Some(Bytes::from(self.local.get(node)?.state().data.clone()))
+        let file = self.local.get(node)?;
+        let visible = file.state().visible().0;
+        Some(visible)
     }
 
     /// `create`: an empty local file (an editable file written anew). One
@@ -273,10 +340,7 @@ impl Namespace {
         self.local.set_hidden(node, false);
         let file = match self.local.get(node) {
             Some(file) => {
-                let mut state = file.state();
-                state.data.clear();
-                touch(&mut state, false);
-                drop(state);
+                self.empty_file(node, &file);
                 file
             }
             None => self.local.insert(node.clone(), LocalFile::with(Vec::new(), is_editable(node))),
@@ -295,7 +359,7 @@ impl Namespace {
         if !handle.for_write {
             return Err(VfsError::new(libc::EBADF, format!("{}: not open for write", handle.node)));
         }
-        self.write_into(&handle.node, &handle.file, offset, data)?;
+        self.write_into(&handle.node, &handle.file, offset, data, false)?;
         handle.wrote.store(true, Ordering::SeqCst);
         Ok(data.len() as u32)
     }
@@ -303,61 +367,32 @@ impl Namespace {
     /// A write without a handle (NFS). An edit is journaled before the
     /// write is acknowledged: NFS clients take a WRITE as stable.
     pub(super) async fn local_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let file = self.local_file(node, false).await?;
-        self.write_into(node, &file, offset, data)?;
-        if is_editable(node) {
-            let content = file.state().data.clone();
-            self.journal_edit(node, &content)?;
+        if self.local.is_hidden(node) {
+            // A removed file, written through an old NFS handle.
+            return Err(VfsError::new(libc::ESTALE, format!("{node} was removed")));
         }
+        let file = self.local_file(node, false).await?;
+        self.write_into(node, &file, offset, data, is_editable(node))?;
         Ok(data.len() as u32)
     }
 
-    /// Where edits written without a handle are kept until applied.
-    fn edit_journal_dir(&self) -> PathBuf {
-        self.options.staging_dir.join("nfs-edits")
-    }
-
-    fn edit_journal_path(&self, node: &Node) -> PathBuf {
-        self.edit_journal_dir().join(format!("{:016x}.edit", super::path_hash(&node.key())))
-    }
-
-    /// Writes `node`'s edit durably: its node as a JSON line, then the bytes.
-    fn journal_edit(&self, node: &Node, content: &[u8]) -> VfsResult<()> {
-        let io = |e: std::io::Error| VfsError::new(libc::EIO, format!("journal of {node}: {e}"));
-        let dir = self.edit_journal_dir();
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let path = self.edit_journal_path(node);
-        let temporary = path.with_extension("tmp");
-        let mut record = serde_json::to_vec(node).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
-        record.push(b'\n');
-        record.extend_from_slice(content);
-        let file = std::fs::File::create(&temporary).map_err(io)?;
-        std::io::Write::write_all(&mut &file, &record).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        std::fs::rename(&temporary, &path).map_err(io)
-    }
-
-    fn forget_edit_journal(&self, node: &Node) {
-        let _ = std::fs::remove_file(self.edit_journal_path(node));
-    }
-
     /// Applies the edits an earlier run acknowledged over NFS and did not
-    /// apply (killed within the idle time). A refusal is logged and the
-    /// edit dropped; a failure to reach BigQuery keeps it for the next start.
+    /// apply (killed within the idle time). A table directory made by mkdir
+    /// is made again for them. A refusal is logged and the edit dropped; a
+    /// failure to reach BigQuery keeps it for the next start.
     pub async fn resume_journaled_edits(&self) {
-        let Ok(entries) = std::fs::read_dir(self.edit_journal_dir()) else { return };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "edit") {
-                continue;
-            }
-            let Some((node, content)) = read_journaled_edit(&path) else {
+        for (path, record) in self.local.journal.records() {
+            let Some((node, content)) = record.filter(|(node, _)| is_editable(node)) else {
                 tracing::warn!(journal = %path.display(), "unreadable journaled edit; kept");
                 continue;
             };
+            if let Err(e) = self.pending_again(&node).await {
+                tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
+                continue;
+            }
             match self.bq_apply(&node, &content).await {
                 Ok(()) => tracing::info!(%node, "applied an NFS edit left by an earlier run"),
-                Err(e) if e.errno() == libc::EIO => {
+                Err(e) if is_transient(&e) => {
                     tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
                     continue;
                 }
@@ -367,7 +402,10 @@ impl Namespace {
         }
     }
 
-    fn write_into(&self, node: &Node, file: &LocalFile, offset: u64, data: &[u8]) -> VfsResult<()> {
+    /// Writes into a local file; `journal`: records the result durably
+    /// first (under the file's lock, so that an apply's removal of the record
+    /// cannot be overtaken).
+    fn write_into(&self, node: &Node, file: &LocalFile, offset: u64, data: &[u8], journal: bool) -> VfsResult<()> {
         let end =
             offset.checked_add(data.len() as u64).filter(|end| *end <= MAX_LOCAL_FILE).ok_or_else(|| too_big(node))?;
         let grows = (end as usize).saturating_sub(file.state().data.len());
@@ -383,6 +421,9 @@ impl Namespace {
         }
         state.data[offset as usize..end as usize].copy_from_slice(data);
         touch(&mut state, true);
+        if journal {
+            self.local.journal.write(node, &state.data)?;
+        }
         Ok(())
     }
 
@@ -400,6 +441,9 @@ impl Namespace {
         }
         if state.handles == 0 {
             state.awaits_writes = true;
+            if state.written && is_editable(node) {
+                self.local.journal.write(node, &state.data)?;
+            }
         }
         Ok(())
     }
@@ -412,7 +456,10 @@ impl Namespace {
     /// Reads without a handle (NFS): the local file, or the current document.
     pub(super) async fn local_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
         match self.local.get(node) {
-            Some(file) => Ok(slice(&file.state().data, offset, len)),
+            Some(file) => {
+                let visible = file.state().visible().0;
+                Ok(slice(&visible, offset, len))
+            }
             None if matches!(node, Node::Scratch { .. }) => Err(VfsError::not_found(node.to_string())),
             None => {
                 let document = self.bq_document(node).await?.0;
@@ -427,19 +474,19 @@ impl Namespace {
         if !is_editable(&handle.node) || !handle.wrote.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
-        self.apply_local(&handle.node, &handle.file).await
+        self.apply_local(&handle.node, &handle.file, None).await
     }
 
     /// fsync(): applies any change of the handle's file.
     pub(super) async fn local_fsync(&self, handle: &LocalHandle) -> VfsResult<()> {
         handle.wrote.store(false, Ordering::SeqCst);
-        self.apply_local(&handle.node, &handle.file).await
+        self.apply_local(&handle.node, &handle.file, None).await
     }
 
     /// fsync() without a handle (NFS COMMIT).
     pub(super) async fn local_fsync_node(&self, node: &Node) -> VfsResult<()> {
         match self.local.get(node) {
-            Some(file) => self.apply_local(node, &file).await,
+            Some(file) => self.apply_local(node, &file, None).await,
             None => Ok(()),
         }
     }
@@ -464,7 +511,7 @@ impl Namespace {
         };
         if apply {
             // No close() reports this: the log and .ciofs/errors do.
-            return self.apply_local(&handle.node, &handle.file).await;
+            return self.apply_local(&handle.node, &handle.file, None).await;
         }
         if !keep {
             self.local.drop_if_unchanged(&handle.node, &handle.file, version);
@@ -478,10 +525,9 @@ impl Namespace {
         for (node, file, due) in self.local.due(idle) {
             match due {
                 // The error is in the log and in .ciofs/errors.
-                Due::Apply => drop(self.apply_local(&node, &file).await),
+                Due::Apply => drop(self.apply_local(&node, &file, Some(idle)).await),
                 Due::Drop(version) => {
                     self.local.drop_if_unchanged(&node, &file, version);
-                    self.forget_edit_journal(&node);
                     tracing::info!(%node, "created or emptied and never written: nothing applied");
                 }
             }
@@ -489,14 +535,19 @@ impl Namespace {
     }
 
     /// Applies a local file's content to Google, if it is still the file of
-    /// its name. Whatever the outcome, that change is over: on success the
-    /// file shows the new state, on refusal the unchanged one (the reason is
-    /// returned and kept in .ciofs/errors). A file no handle has open goes.
-    async fn apply_local(&self, node: &Node, file: &Arc<LocalFile>) -> VfsResult<()> {
+    /// its name. With `idle` (no close to report to, NFS), only if the file
+    /// is still idle, and a failure to reach BigQuery keeps the edit (and
+    /// its journal record) to be tried again. Otherwise the change is over
+    /// whatever the outcome: on success the file shows the table's new
+    /// document, on refusal the unchanged one (the reason is returned and
+    /// kept in .ciofs/errors). A file no handle has open then goes.
+    async fn apply_local(&self, node: &Node, file: &Arc<LocalFile>, idle: Option<Duration>) -> VfsResult<()> {
         let _applying = file.applying.lock().await;
         let (data, version) = {
             let state = file.state();
-            if !state.dirty {
+            let quiet = state.last_change.map_or(Duration::MAX, |at| at.elapsed());
+            let still_idle = idle.is_none_or(|idle| state.handles == 0 && quiet >= idle);
+            if !state.dirty || !still_idle {
                 return Ok(());
             }
             (state.data.clone(), state.version)
@@ -506,31 +557,32 @@ impl Namespace {
             return Ok(());
         }
         let applied = self.bq_apply(node, &data).await;
-        // On success, the file shows at once what it will show once closed
-        // (vim compares size and time before it saves again); a refused
-        // edit keeps its bytes while open, so that later writes continue them.
         let shown = match &applied {
             Ok(()) => self.bq_document(node).await.ok(),
+            Err(e) if idle.is_some() && is_transient(e) => {
+                self.error_log.record(&node.to_string(), e.errno(), &format!("{}; will retry", e.message()));
+                // Tried again after another idle time.
+                file.state().last_change = Some(Instant::now());
+                return Err(e.clone());
+            }
             Err(e) => {
                 self.error_log.record(&node.to_string(), e.errno(), e.message());
                 None
             }
         };
-        {
+        let settled = {
             let mut state = file.state();
-            if state.version == version {
+            let settled = state.version == version;
+            if settled {
                 state.written = false;
                 state.dirty = false;
                 state.awaits_writes = false;
-                if let Some((document, mtime)) = shown {
-                    state.data = document.to_vec();
-                    state.mtime = Some(mtime);
-                }
-                self.forget_edit_journal(node);
+                state.shown = shown;
+                self.local.journal.forget(node);
             }
-        }
-        let version = file.state().version;
-        if !file.state().dirty {
+            settled && state.handles == 0
+        };
+        if settled {
             self.local.drop_if_unchanged(node, file, version);
         }
         applied
@@ -589,19 +641,17 @@ impl Namespace {
     }
 }
 
-/// A journaled edit: the node (a JSON line), then the content.
-fn read_journaled_edit(path: &std::path::Path) -> Option<(Node, Vec<u8>)> {
-    let record = std::fs::read(path).ok()?;
-    let end = record.iter().position(|b| *b == b'\n')?;
-    let node: Node = serde_json::from_slice(&record[..end]).ok()?;
-    is_editable(&node).then(|| (node, record[end + 1..].to_vec()))
-}
-
 /// `len` bytes of `data` from `offset`, and whether they reach its end.
 fn slice(data: &[u8], offset: u64, len: u32) -> (Bytes, bool) {
     let start = (offset as usize).min(data.len());
     let end = start.saturating_add(len as usize).min(data.len());
     (Bytes::copy_from_slice(&data[start..end]), end == data.len())
+}
+
+/// Whether a failed apply may succeed later (BigQuery unreachable, or rate
+/// limited), as opposed to a refusal.
+fn is_transient(error: &VfsError) -> bool {
+    matches!(error.errno(), libc::EIO | libc::EDQUOT)
 }
 
 fn touch(state: &mut LocalState, written: bool) {

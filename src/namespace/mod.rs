@@ -7,6 +7,7 @@
 mod bigquery;
 mod bq_ops;
 mod cache;
+mod edit_journal;
 mod edits;
 mod error_log;
 mod inodes;
@@ -255,7 +256,7 @@ impl Namespace {
             projects,
             gcs: services.gcs,
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
-            local: LocalFiles::default(),
+            local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,
             inodes,

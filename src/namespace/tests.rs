@@ -9,12 +9,21 @@ use ciofs_frontends::{FileKind, Ino, ROOT_INO, Vfs};
 
 use super::{Namespace, Options, Services};
 
+/// Options with a staging directory of this test's own (staged files and
+/// journal records of parallel tests must not meet).
+pub(super) fn test_options() -> Options {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("ciofs-unit-{}-{n}", std::process::id()));
+    Options { staging_dir: dir, ..Options::default() }
+}
+
 pub(super) fn services(gcs: &Arc<MemoryGcs>) -> Services {
     Services { gcs: gcs.clone(), bigquery: Arc::new(MemoryBigQuery::new()) }
 }
 
 fn namespace(gcs: &Arc<MemoryGcs>, page_size: u32) -> Namespace {
-    let options = Options { page_size, ..Options::default() };
+    let options = Options { page_size, ..test_options() };
     Namespace::new(vec!["p".to_string()], services(gcs), options)
 }
 
@@ -177,13 +186,13 @@ async fn a_directory_rename_past_the_limit_is_exdev_and_moves_nothing() {
     for i in 0..5 {
         gcs.put_object("b", &format!("d/{i}"), "1");
     }
-    let options = Options { rename_limit: 4, ..Options::default() };
+    let options = Options { rename_limit: 4, ..test_options() };
     let ns = Namespace::new(vec!["p".to_string()], services(&gcs), options);
     let root = walk(&ns, "p/storage/b").await;
     ns.lookup(root, "d").await.unwrap();
     assert_eq!(ns.rename(root, "d", root, "e").await.unwrap_err().errno(), libc::EXDEV);
     assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 0);
-    let options = Options { rename_limit: 5, ..Options::default() };
+    let options = Options { rename_limit: 5, ..test_options() };
     let ns = Namespace::new(vec!["p".to_string()], services(&gcs), options);
     let root = walk(&ns, "p/storage/b").await;
     ns.rename(root, "d", root, "e").await.unwrap();

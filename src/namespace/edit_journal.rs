@@ -1,0 +1,77 @@
+//! The journal of edits acknowledged without a close (NFS WRITEs to
+//! `schema.json` and `config.json`): one file per document, written and
+//! fsync'd before the WRITE is answered, removed once the edit is applied,
+//! refused or given up. A restart applies what a crash left behind.
+//!
+//! A record is the node as one JSON line, then the document's bytes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ciofs_frontends::{VfsError, VfsResult};
+
+use super::node::Node;
+
+/// A record read back: the edited node and the document written to it
+/// (None: the record is unreadable).
+pub(super) type Record = (PathBuf, Option<(Node, Vec<u8>)>);
+
+pub(super) struct EditJournal {
+    dir: PathBuf,
+}
+
+impl EditJournal {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, node: &Node) -> PathBuf {
+        self.dir.join(format!("{:016x}.edit", super::path_hash(&node.key())))
+    }
+
+    /// Records `node`'s current content durably (replacing the last record).
+    pub fn write(&self, node: &Node, content: &[u8]) -> VfsResult<()> {
+        let io = |e: std::io::Error| VfsError::new(libc::EIO, format!("journal of {node}: {e}"));
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let path = self.path(node);
+        let temporary = path.with_extension("tmp");
+        let mut record = serde_json::to_vec(node).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
+        record.push(b'\n');
+        record.extend_from_slice(content);
+        let mut file = std::fs::File::create(&temporary).map_err(io)?;
+        file.write_all(&record).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)
+    }
+
+    pub fn forget(&self, node: &Node) {
+        let _ = std::fs::remove_file(self.path(node));
+    }
+
+    /// The records left by an earlier run, config.json before schema.json
+    /// (a new table is created with the configuration written before).
+    /// Half-written records (a crash while writing one) are removed.
+    pub fn records(&self) -> Vec<Record> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut records = Vec::new();
+        for path in entries.flatten().map(|e| e.path()) {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("edit") => {
+                    let record = read_record(&path);
+                    records.push((path, record));
+                }
+                Some("tmp") => drop(std::fs::remove_file(&path)),
+                _ => {}
+            }
+        }
+        records.sort_by_key(|(_, record)| !matches!(record, Some((node, _)) if node.path().ends_with("config.json")));
+        records
+    }
+}
+
+fn read_record(path: &Path) -> Option<(Node, Vec<u8>)> {
+    let record = std::fs::read(path).ok()?;
+    let end = record.iter().position(|b| *b == b'\n')?;
+    let node: Node = serde_json::from_slice(&record[..end]).ok()?;
+    Some((node, record[end + 1..].to_vec()))
+}
