@@ -4,20 +4,21 @@
 //! from close()'s EINVAL and its message, whichever of the two is behind.
 //!
 //! Every check collects all the problems it finds and reports them in one
-//! EINVAL, joined by "; " (at most `MAX_REPORTED`, then "and N more"), so a
-//! user fixes a file in one round. Each problem names the column (dotted
-//! path, `data.value`), label or setting, and the rule.
+//! EINVAL, joined by "; " (at most `rules::MAX_REPORTED`, then "and N
+//! more"), so a user fixes a file in one round. Each problem names the
+//! column (dotted path, `data.value`), label or setting, and the rule.
 //!
 //! Where BigQuery's own limits are in characters, ciofs counts Unicode
 //! scalar values (Rust `char`s), as BigQuery counts characters.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use ciofs_backends::bigquery::{RangePartitioning, SchemaField, TableSettings, TimePartitioning};
 use ciofs_frontends::VfsError;
 
 use crate::documents::rfc3339;
+use crate::rules::{label_problems, refuse_if_any};
 
 /// The column types BigQuery knows, as `tables.insert` accepts them.
 const TYPES: &[&str] = &[
@@ -47,13 +48,9 @@ const MAX_COLUMN_NAME_CHARS: usize = 300;
 /// BigQuery's limit of nested RECORDs: a RECORD may sit at most this deep
 /// (a top-level column is at depth 1).
 const MAX_RECORD_DEPTH: usize = 15;
-const MAX_LABELS: usize = 64;
-const MAX_LABEL_CHARS: usize = 63;
 const MAX_DESCRIPTION_CHARS: usize = 16384;
 const MAX_FRIENDLY_NAME_CHARS: usize = 1024;
 const MAX_CLUSTERING_COLUMNS: usize = 4;
-/// More problems than this in one document are summarized as "and N more".
-const MAX_REPORTED: usize = 10;
 
 /// The spelling BigQuery treats as the same type: INT64 is INTEGER, and so
 /// on. Upper case, so that `int64` and `INTEGER` compare equal.
@@ -79,18 +76,6 @@ fn mode(field: &SchemaField) -> String {
 
 fn column_path(prefix: &str, name: &str) -> String {
     if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
-}
-
-/// Ok when nothing was found, else one EINVAL listing the problems.
-pub(crate) fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let mut message = problems.iter().take(MAX_REPORTED).cloned().collect::<Vec<_>>().join("; ");
-    if problems.len() > MAX_REPORTED {
-        message.push_str(&format!("; and {} more", problems.len() - MAX_REPORTED));
-    }
-    Err(VfsError::new(libc::EINVAL, message))
 }
 
 // ---------------------------------------------------------------------------
@@ -279,7 +264,7 @@ pub fn check_config_change(
 ) -> Result<(), VfsError> {
     let mut problems = Vec::new();
     if new.labels != old.labels {
-        label_problems(&new.labels, &mut problems);
+        label_problems("BigQuery", &new.labels, &mut problems);
     }
     if new.expiration_time != old.expiration_time {
         expiration_problems(new.expiration_time, now, &mut problems);
@@ -301,7 +286,7 @@ pub fn check_config_change(
 /// A view is a table with a `view_query`.
 pub fn check_new_table_config(settings: &TableSettings, now: SystemTime) -> Result<(), VfsError> {
     let mut problems = Vec::new();
-    label_problems(&settings.labels, &mut problems);
+    label_problems("BigQuery", &settings.labels, &mut problems);
     expiration_problems(settings.expiration_time, now, &mut problems);
     clustering_problems(&settings.clustering, &mut problems);
     text_problems(settings, &mut problems);
@@ -319,56 +304,6 @@ pub fn check_new_table_config(settings: &TableSettings, now: SystemTime) -> Resu
         problems.push("a table has either view_query or materialized_view_query, not both".into());
     }
     refuse_if_any(problems)
-}
-
-/// Google's label rules: at most 64 labels; keys 1–63 characters starting
-/// with a lowercase letter; values 0–63 characters; lowercase letters,
-/// digits, `_` and `-` only. International letters count as lowercase
-/// letters when they have no case (Google's pattern is `[\p{Ll}\p{Lo}]`
-/// first, `[\p{Ll}\p{Lo}\p{N}_-]` after); an uppercase letter never does.
-pub(crate) fn label_problems(labels: &BTreeMap<String, String>, problems: &mut Vec<String>) {
-    if labels.len() > MAX_LABELS {
-        problems.push(format!("labels: {} labels, BigQuery allows at most {MAX_LABELS}", labels.len()));
-    }
-    for (key, value) in labels {
-        let key_chars = key.chars().count();
-        if key_chars == 0 {
-            problems.push("labels: a label key cannot be empty".into());
-            continue;
-        }
-        if key_chars > MAX_LABEL_CHARS {
-            problems.push(format!(
-                "label `{key}`: the key is {key_chars} characters long, at most {MAX_LABEL_CHARS} allowed"
-            ));
-        }
-        if !key.chars().next().is_some_and(label_letter) {
-            problems.push(format!("label `{key}`: a key must start with a lowercase letter"));
-        }
-        // The first character was judged just above.
-        if let Some(bad) = key.chars().skip(1).find(|&c| !label_char(c)) {
-            problems.push(format!("label `{key}`: {bad:?} in the key ({LABEL_CHARS})"));
-        }
-        let value_chars = value.chars().count();
-        if value_chars > MAX_LABEL_CHARS {
-            problems.push(format!(
-                "label `{key}`: the value is {value_chars} characters long, at most {MAX_LABEL_CHARS} allowed"
-            ));
-        }
-        if let Some(bad) = value.chars().find(|&c| !label_char(c)) {
-            problems.push(format!("label `{key}`: {bad:?} in the value {value:?} ({LABEL_CHARS})"));
-        }
-    }
-}
-
-const LABEL_CHARS: &str = "label keys and values may contain only lowercase letters, digits, `_` and `-`";
-
-/// A letter without case (Chinese, Arabic...) or a lowercase one.
-fn label_letter(c: char) -> bool {
-    c.is_lowercase() || (!c.is_ascii() && c.is_alphabetic() && !c.is_uppercase())
-}
-
-fn label_char(c: char) -> bool {
-    label_letter(c) || c.is_numeric() || c == '_' || c == '-'
 }
 
 fn expiration_problems(expiration: Option<SystemTime>, now: SystemTime, problems: &mut Vec<String>) {

@@ -10,3 +10,5 @@ pub mod daemon;
 pub mod documents;
 pub mod errors;
 pub mod namespace;
+pub mod pubsub_rules;
+mod rules;

@@ -17,9 +17,10 @@ use ciofs_backends::bigquery::{
     DatasetMeta, RangePartitioning, SchemaField, TableMeta, TableSettings, TimePartitioning,
 };
 use ciofs_frontends::VfsError;
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::input::{check_header, parse_json, pick, present};
 use super::{VERSION, render, rfc3339};
 use crate::bigquery_rules::{canonical_type, check_schema};
 
@@ -237,12 +238,6 @@ struct RangePartitioningInput {
     interval: i64,
 }
 
-/// A key that is present, null or not: `Some(value)`. With
-/// `#[serde(default)]`, an absent key stays `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 fn present_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<SystemTime>>, D::Error> {
     let Some(text) = Option::<String>::deserialize(d)? else {
         return Ok(Some(None));
@@ -295,11 +290,6 @@ pub fn parse_table_config(bytes: &[u8], current: &TableSettings) -> Result<Table
         view_query: pick(input.view_query, &current.view_query),
         materialized_view_query: pick(input.materialized_view_query, &current.materialized_view_query),
     })
-}
-
-/// The document's value when the key was there, else the current one.
-fn pick<T: Clone>(given: Option<T>, current: &T) -> T {
-    given.unwrap_or_else(|| current.clone())
 }
 
 fn time_partitioning(input: TimePartitioningInput) -> TimePartitioning {
@@ -373,43 +363,6 @@ pub fn render_dataset(meta: &DatasetMeta) -> Vec<u8> {
         modified: meta.modified.map(rfc3339),
         etag: &meta.etag,
     })
-}
-
-// ---------------------------------------------------------------------------
-// Shared by the parsers
-
-/// Deserializes a written document; any error is EINVAL naming the file,
-/// the line and the column, as an editor shows them.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, VfsError> {
-    serde_json::from_slice(bytes).map_err(|e| json_error(&e, file))
-}
-
-fn json_error(error: &serde_json::Error, file: &str) -> VfsError {
-    // serde_json's Display appends " at line L column C"; say it our way.
-    let full = error.to_string();
-    let suffix = format!(" at line {} column {}", error.line(), error.column());
-    let reason = full.strip_suffix(&suffix).unwrap_or(&full);
-    let place = format!("line {}, column {}", error.line(), error.column());
-    let message = if error.is_syntax() || error.is_eof() {
-        format!("{file}: invalid JSON at {place}: {reason}")
-    } else {
-        format!("{file}: at {place}: {reason}")
-    };
-    VfsError::new(libc::EINVAL, message)
-}
-
-/// `version` and `type` may be left out, but when present they must be
-/// this ciofs's version and this file's type.
-fn check_header(file: &str, version: Option<&str>, kind: Option<&str>, expected: &str) -> Result<(), VfsError> {
-    if let Some(version) = version.filter(|&v| v != VERSION) {
-        let message = format!("{file}: version {version:?} is not supported (this ciofs reads version \"{VERSION}\")");
-        return Err(VfsError::new(libc::EINVAL, message));
-    }
-    if let Some(kind) = kind.filter(|&k| k != expected) {
-        let message = format!("{file}: type {kind:?} does not belong here (expected \"{expected}\")");
-        return Err(VfsError::new(libc::EINVAL, message));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! back when a user edits them, are in `bigquery`.
 
 pub mod bigquery;
+mod input;
+pub mod pubsub;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
