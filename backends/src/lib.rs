@@ -4,8 +4,10 @@
 
 pub mod bigquery;
 pub mod error;
+mod gax_error;
 pub mod gcs;
 pub mod memory;
+pub mod pubsub;
 pub mod retry;
 
 pub use error::{BackendError, BackendResult, ErrorKind};

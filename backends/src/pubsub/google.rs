@@ -1,0 +1,393 @@
+//! Pub/Sub on Google's API with the official crate `google-cloud-pubsub`:
+//! `TopicAdmin` and `SubscriptionAdmin` (REST) for topics and
+//! subscriptions, the batching `Publisher` (gRPC) for publishing, and the
+//! `Subscriber`'s streaming pull (gRPC) for receiving (`subscriber.rs`).
+//! `convert.rs` maps the API's resources to ciofs's types.
+//!
+//! The crate's own retries are off for admin calls and publishing: every
+//! call goes through ciofs's `RetryPolicy`, which bounds each attempt and
+//! the attempts. The streaming pull reopens itself on transient errors (the
+//! crate's policy); what bounds ciofs's waits there is `next(wait)`.
+//!
+//! Updates send a field mask naming only the fields that changed, read
+//! from the resource first: the emulator answers 400 to any update naming
+//! `labels`, so a config.json change that leaves labels alone works there.
+
+mod convert;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use google_cloud_auth::credentials::Credentials;
+use google_cloud_gax::retry_policy::NeverRetry;
+use google_cloud_pubsub::client::{BasePublisher, Publisher, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::error::PublishError;
+use google_cloud_pubsub::model;
+use google_cloud_pubsub::subscriber::ShutdownBehavior;
+
+use super::{
+    OutgoingMessage, Page, PubSub, Subscriber, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+};
+use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::gax_error::backend_error;
+use crate::retry::RetryPolicy;
+use convert::{
+    api_message, api_subscription, api_subscription_update, api_topic, field_mask, short_name_in, subscription_mask,
+    subscription_meta, subscription_name, topic_mask, topic_meta, topic_name,
+};
+use subscriber::GoogleSubscriber;
+
+/// Entries per listing page (the service's maximum).
+const LIST_PAGE_SIZE: i32 = 1000;
+
+/// The ack deadline of a streaming pull, which its lease loop extends while
+/// ciofs holds a message: a message held by a ciofs that died comes back
+/// after this long.
+const STREAM_ACK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Where and how to reach Pub/Sub.
+#[derive(Clone, Debug, Default)]
+pub struct PubSubConfig {
+    /// An emulator's base URL (`http://127.0.0.1:8085`): anonymous access.
+    /// `None`: Google's endpoint with Application Default Credentials.
+    pub emulator: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+impl PubSubConfig {
+    /// Reads `PUBSUB_EMULATOR_HOST` (`127.0.0.1:8085`; `http://` is added
+    /// when missing).
+    pub fn from_env() -> Self {
+        let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok().filter(|host| !host.is_empty()).map(with_scheme);
+        Self { emulator, retry: RetryPolicy::default() }
+    }
+}
+
+/// `host:port` as a URL; a URL as it is.
+fn with_scheme(host: String) -> String {
+    if host.contains("://") { host } else { format!("http://{host}") }
+}
+
+pub struct GooglePubSub {
+    topics: TopicAdmin,
+    subscriptions: SubscriptionAdmin,
+    publisher: BasePublisher,
+    /// One batching publisher per topic (full name), made at first use.
+    publishers: Mutex<HashMap<String, Publisher>>,
+    subscriber: google_cloud_pubsub::client::Subscriber,
+    retry: RetryPolicy,
+}
+
+impl GooglePubSub {
+    pub async fn connect(config: PubSubConfig) -> BackendResult<Self> {
+        let credentials = credentials(&config)?;
+        let endpoint = config.emulator.as_deref().map(|e| e.trim_end_matches('/').to_string());
+        tracing::debug!(endpoint = endpoint.as_deref().unwrap_or("Google"), "connecting to Pub/Sub");
+        let topics = topic_admin(&credentials, endpoint.as_deref()).await?;
+        let subscriptions = subscription_admin(&credentials, endpoint.as_deref()).await?;
+        let mut publisher =
+            BasePublisher::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut subscriber = google_cloud_pubsub::client::Subscriber::builder().with_credentials(credentials);
+        if let Some(endpoint) = &endpoint {
+            publisher = publisher.with_endpoint(endpoint.clone());
+            subscriber = subscriber.with_endpoint(endpoint.clone());
+        }
+        let publisher = publisher.build().await.map_err(|e| client_error("publisher", &e))?;
+        let subscriber = subscriber.build().await.map_err(|e| client_error("subscriber", &e))?;
+        Ok(Self { topics, subscriptions, publisher, publishers: Mutex::default(), subscriber, retry: config.retry })
+    }
+
+    fn publisher_for(&self, topic: String) -> Publisher {
+        let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        publishers.entry(topic).or_insert_with_key(|topic| self.publisher.publisher(topic.clone()).build()).clone()
+    }
+
+    /// One attempt: publishes the messages without an id yet, and records
+    /// the ids the service gave. Fails with the first error.
+    async fn publish_missing(
+        &self,
+        what: &str,
+        publisher: &Publisher,
+        messages: &[model::Message],
+        ids: &Mutex<Vec<Option<String>>>,
+    ) -> BackendResult<()> {
+        let pending: Vec<usize> = lock(ids).iter().enumerate().filter(|(_, id)| id.is_none()).map(|(i, _)| i).collect();
+        let futures = pending.iter().map(|&i| publisher.publish(messages[i].clone()));
+        let results = futures::future::join_all(futures).await;
+        let mut first_error: Option<BackendError> = None;
+        for (i, result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(id) => lock(ids)[i] = Some(id),
+                Err(e) => {
+                    let key = &messages[i].ordering_key;
+                    if !key.is_empty() {
+                        // The publisher paused the key to keep its order; the
+                        // retry sends the rest in order again.
+                        publisher.resume_publish(key.clone());
+                    }
+                    let error = publish_error(what, &e);
+                    // A service error says more than the pauses it caused.
+                    if first_error.as_ref().is_none_or(|f| f.kind.is_transient() && !error.kind.is_transient()) {
+                        first_error = Some(error);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn topic_admin(credentials: &Credentials, endpoint: Option<&str>) -> BackendResult<TopicAdmin> {
+    let mut builder = TopicAdmin::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder.build().await.map_err(|e| client_error("topic admin", &e))
+}
+
+async fn subscription_admin(credentials: &Credentials, endpoint: Option<&str>) -> BackendResult<SubscriptionAdmin> {
+    let mut builder = SubscriptionAdmin::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder.build().await.map_err(|e| client_error("subscription admin", &e))
+}
+
+fn client_error(which: &str, error: &dyn std::fmt::Display) -> BackendError {
+    BackendError::new(ErrorKind::Other, format!("Pub/Sub {which} client: {error}"))
+}
+
+/// Anonymous for an emulator (without them the crate would look for the
+/// metadata server for about a minute); Application Default Credentials
+/// otherwise.
+fn credentials(config: &PubSubConfig) -> BackendResult<Credentials> {
+    if config.emulator.is_some() {
+        return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
+    }
+    google_cloud_auth::credentials::Builder::default().build().map_err(|e| {
+        BackendError::new(ErrorKind::PermissionDenied, format!("no Application Default Credentials for Pub/Sub: {e}"))
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn publish_error(what: &str, error: &PublishError) -> BackendError {
+    match error {
+        PublishError::Rpc(e) => backend_error(what, e),
+        // Paused after an earlier message of the key failed, or shut down:
+        // another attempt may pass.
+        other => BackendError::new(ErrorKind::Unavailable, format!("{what}: {other}")),
+    }
+}
+
+#[async_trait]
+impl PubSub for GooglePubSub {
+    async fn list_topics(&self, project: &str, page_token: Option<String>) -> BackendResult<Page<TopicMeta>> {
+        let what = format!("list topics of {project}");
+        let list = self
+            .retry
+            .run(&what, || async {
+                let call = self.topics.list_topics().set_project(format!("projects/{project}"));
+                let call = call.set_page_size(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(Page {
+            items: list.topics.iter().map(topic_meta).collect(),
+            next_page_token: Some(list.next_page_token).filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn get_topic(&self, project: &str, topic: &str) -> BackendResult<TopicMeta> {
+        let what = format!("get topic {project}/{topic}");
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.topics.get_topic().set_topic(topic_name(project, topic));
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(topic_meta(&api))
+    }
+
+    async fn create_topic(&self, project: &str, topic: &str, settings: &TopicSettings) -> BackendResult<TopicMeta> {
+        let what = format!("create topic {project}/{topic}");
+        let resource = api_topic(project, topic, settings);
+        // A retry after a lost answer finds the topic made by the first
+        // attempt: AlreadyExists, as a second create would.
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.topics.create_topic().with_request(resource.clone());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(topic_meta(&api))
+    }
+
+    async fn update_topic(&self, project: &str, topic: &str, settings: &TopicSettings) -> BackendResult<TopicMeta> {
+        let what = format!("update topic {project}/{topic}");
+        let current = self.get_topic(project, topic).await?;
+        let mask = topic_mask(&current.settings, settings);
+        if mask.is_empty() {
+            return Ok(current);
+        }
+        let resource = api_topic(project, topic, settings);
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.topics.update_topic().set_topic(resource.clone()).set_update_mask(field_mask(&mask));
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(topic_meta(&api))
+    }
+
+    async fn delete_topic(&self, project: &str, topic: &str) -> BackendResult<()> {
+        let what = format!("delete topic {project}/{topic}");
+        self.retry
+            .run(&what, || async {
+                let call = self.topics.delete_topic().set_topic(topic_name(project, topic));
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        lock(&self.publishers).remove(&topic_name(project, topic));
+        Ok(())
+    }
+
+    async fn list_topic_subscriptions(
+        &self,
+        project: &str,
+        topic: &str,
+        page_token: Option<String>,
+    ) -> BackendResult<Page<String>> {
+        let what = format!("list subscriptions of topic {project}/{topic}");
+        let list = self
+            .retry
+            .run(&what, || async {
+                let call = self.topics.list_topic_subscriptions().set_topic(topic_name(project, topic));
+                let call = call.set_page_size(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(Page {
+            items: list.subscriptions.iter().filter_map(|s| short_name_in(s, project, "subscriptions")).collect(),
+            next_page_token: Some(list.next_page_token).filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn get_subscription(&self, project: &str, subscription: &str) -> BackendResult<SubscriptionMeta> {
+        let what = format!("get subscription {project}/{subscription}");
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call =
+                    self.subscriptions.get_subscription().set_subscription(subscription_name(project, subscription));
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(subscription_meta(&api))
+    }
+
+    async fn create_subscription(
+        &self,
+        project: &str,
+        subscription: &str,
+        topic: &str,
+        settings: &SubscriptionSettings,
+    ) -> BackendResult<SubscriptionMeta> {
+        let what = format!("create subscription {project}/{subscription} of topic {topic}");
+        let resource = api_subscription(project, subscription, topic, settings);
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.subscriptions.create_subscription().with_request(resource.clone());
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(subscription_meta(&api))
+    }
+
+    async fn update_subscription(
+        &self,
+        project: &str,
+        subscription: &str,
+        settings: &SubscriptionSettings,
+    ) -> BackendResult<SubscriptionMeta> {
+        let what = format!("update subscription {project}/{subscription}");
+        let current = self.get_subscription(project, subscription).await?;
+        let mask = subscription_mask(&current.settings, settings);
+        if mask.is_empty() {
+            return Ok(current);
+        }
+        let resource = api_subscription_update(project, subscription, &current.topic, settings);
+        let api = self
+            .retry
+            .run(&what, || async {
+                let call = self.subscriptions.update_subscription().set_subscription(resource.clone());
+                call.set_update_mask(field_mask(&mask)).send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await?;
+        Ok(subscription_meta(&api))
+    }
+
+    async fn delete_subscription(&self, project: &str, subscription: &str) -> BackendResult<()> {
+        let what = format!("delete subscription {project}/{subscription}");
+        self.retry
+            .run(&what, || async {
+                let name = subscription_name(project, subscription);
+                let call = self.subscriptions.delete_subscription().set_subscription(name);
+                call.send().await.map_err(|e| backend_error(&what, &e))
+            })
+            .await
+    }
+
+    /// The publisher batches (100 messages, 1 MB or 10 ms); each attempt
+    /// sends only the messages the service has not acknowledged yet, so a
+    /// retry duplicates at most those whose answer was lost.
+    async fn publish(&self, project: &str, topic: &str, messages: Vec<OutgoingMessage>) -> BackendResult<Vec<String>> {
+        let what = format!("publish {} messages to {project}/{topic}", messages.len());
+        let publisher = self.publisher_for(topic_name(project, topic));
+        let ids = Mutex::new(vec![None; messages.len()]);
+        let messages: Vec<model::Message> = messages.into_iter().map(api_message).collect();
+        self.retry.run(&what, || self.publish_missing(&what, &publisher, &messages, &ids)).await?;
+        let ids = ids.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(ids.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Checks that the subscription exists (the stream itself opens at the
+    /// first `next`), then starts the streaming pull.
+    async fn subscribe(
+        &self,
+        project: &str,
+        subscription: &str,
+        max_outstanding: usize,
+    ) -> BackendResult<Box<dyn Subscriber>> {
+        self.get_subscription(project, subscription).await?;
+        let stream = self
+            .subscriber
+            .subscribe(subscription_name(project, subscription))
+            .set_max_outstanding_messages(i64::try_from(max_outstanding).unwrap_or(i64::MAX).max(1))
+            .set_max_lease_extension(STREAM_ACK_DEADLINE)
+            .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
+            .build();
+        let what = format!("streaming pull of {project}/{subscription}");
+        Ok(Box::new(GoogleSubscriber::start(stream, what)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_emulator_host_gets_a_scheme() {
+        assert_eq!(with_scheme("127.0.0.1:8085".to_string()), "http://127.0.0.1:8085");
+        assert_eq!(with_scheme("https://pubsub.example".to_string()), "https://pubsub.example");
+    }
+}

@@ -1,0 +1,186 @@
+//! Pub/Sub as ciofs needs it: topics and subscriptions with their settings,
+//! publishing, and a streaming pull whose messages are acked or nacked one
+//! by one by the caller (ciofs acks a message only once a reader got it).
+//!
+//! Names in these types are short (`my-topic`), but references to other
+//! resources inside settings (a subscription's topic, a dead-letter topic)
+//! are full names (`projects/P/topics/T`), as the API has them.
+
+mod google;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::BackendResult;
+
+pub use google::{GooglePubSub, PubSubConfig};
+
+/// A topic's schema settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchemaSettings {
+    /// Full name: `projects/P/schemas/S`.
+    pub schema: String,
+    /// JSON or BINARY.
+    pub encoding: String,
+}
+
+/// What a user can set on a topic (`config.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub labels: BTreeMap<String, String>,
+    /// None: the service's default (no retention beyond subscriptions').
+    pub message_retention_duration: Option<Duration>,
+    pub schema_settings: Option<SchemaSettings>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Short name.
+    pub topic: String,
+    pub settings: TopicSettings,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterPolicy {
+    /// Full name: `projects/P/topics/T`.
+    pub dead_letter_topic: String,
+    pub max_delivery_attempts: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub minimum_backoff: Option<Duration>,
+    pub maximum_backoff: Option<Duration>,
+}
+
+/// What a user can set on a subscription (`config.json`). `filter` and
+/// `enable_message_ordering` can only be set at creation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionSettings {
+    pub labels: BTreeMap<String, String>,
+    /// 0: the service's default (10 s).
+    pub ack_deadline_seconds: i32,
+    pub retain_acked_messages: bool,
+    pub message_retention_duration: Option<Duration>,
+    pub filter: String,
+    pub enable_message_ordering: bool,
+    pub dead_letter_policy: Option<DeadLetterPolicy>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionMeta {
+    /// Short name.
+    pub subscription: String,
+    /// Full name of its topic: `projects/P/topics/T` (`_deleted-topic_` if
+    /// the topic is gone).
+    pub topic: String,
+    pub settings: SubscriptionSettings,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+/// A message to publish.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub data: Bytes,
+    pub attributes: BTreeMap<String, String>,
+    pub ordering_key: String,
+}
+
+/// A message received by a streaming pull, to be acked or nacked by its
+/// `ack_id`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub ack_id: String,
+    pub message_id: String,
+    pub data: Bytes,
+    pub attributes: BTreeMap<String, String>,
+    pub ordering_key: String,
+    pub publish_time: Option<SystemTime>,
+    pub delivery_attempt: Option<i32>,
+}
+
+/// One streaming pull on a subscription. Messages it received count against
+/// its flow control until acked or nacked; dropping it nacks what is left
+/// (or lets their ack deadline pass).
+#[async_trait]
+pub trait Subscriber: Send + Sync {
+    /// The next message, waiting at most `wait`; None if none came in time.
+    async fn next(&mut self, wait: Duration) -> BackendResult<Option<ReceivedMessage>>;
+
+    /// Acknowledges messages: they are not delivered again.
+    async fn ack(&mut self, ack_ids: &[String]) -> BackendResult<()>;
+
+    /// Gives messages back at once (ack deadline 0): they are delivered
+    /// again, to this or another subscriber.
+    async fn nack(&mut self, ack_ids: &[String]) -> BackendResult<()>;
+}
+
+/// The Pub/Sub calls ciofs makes. Every call is bounded in time and retried
+/// on transient failures; what still fails is a `BackendError`.
+#[async_trait]
+pub trait PubSub: Send + Sync + 'static {
+    async fn list_topics(&self, project: &str, page_token: Option<String>) -> BackendResult<Page<TopicMeta>>;
+
+    async fn get_topic(&self, project: &str, topic: &str) -> BackendResult<TopicMeta>;
+
+    /// Fails with `AlreadyExists` if the topic exists.
+    async fn create_topic(&self, project: &str, topic: &str, settings: &TopicSettings) -> BackendResult<TopicMeta>;
+
+    /// Replaces the topic's settings (a label left out is removed).
+    async fn update_topic(&self, project: &str, topic: &str, settings: &TopicSettings) -> BackendResult<TopicMeta>;
+
+    async fn delete_topic(&self, project: &str, topic: &str) -> BackendResult<()>;
+
+    /// The short names of a topic's subscriptions (of this project).
+    async fn list_topic_subscriptions(
+        &self,
+        project: &str,
+        topic: &str,
+        page_token: Option<String>,
+    ) -> BackendResult<Page<String>>;
+
+    async fn get_subscription(&self, project: &str, subscription: &str) -> BackendResult<SubscriptionMeta>;
+
+    /// Creates a subscription of `topic` (short name, in `project`).
+    async fn create_subscription(
+        &self,
+        project: &str,
+        subscription: &str,
+        topic: &str,
+        settings: &SubscriptionSettings,
+    ) -> BackendResult<SubscriptionMeta>;
+
+    /// Replaces the settings that can change after creation.
+    async fn update_subscription(
+        &self,
+        project: &str,
+        subscription: &str,
+        settings: &SubscriptionSettings,
+    ) -> BackendResult<SubscriptionMeta>;
+
+    async fn delete_subscription(&self, project: &str, subscription: &str) -> BackendResult<()>;
+
+    /// Publishes messages and returns once the service acknowledged each,
+    /// with their message ids in order. A failure means none of the
+    /// returned ids exist; the messages may or may not have been published.
+    async fn publish(&self, project: &str, topic: &str, messages: Vec<OutgoingMessage>) -> BackendResult<Vec<String>>;
+
+    /// Opens a streaming pull on a subscription, with at most
+    /// `max_outstanding` messages received and not yet acked or nacked.
+    async fn subscribe(
+        &self,
+        project: &str,
+        subscription: &str,
+        max_outstanding: usize,
+    ) -> BackendResult<Box<dyn Subscriber>>;
+}
