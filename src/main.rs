@@ -9,6 +9,7 @@ use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
+use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -71,7 +72,9 @@ async fn namespace(tree: &TreeArgs, journal: Option<&Path>) -> Result<Arc<Namesp
         GoogleGcs::connect(GcsConfig::from_env()).await.map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
     let bigquery =
         GoogleBigQuery::connect(BigQueryConfig::from_env()).await.map_err(|e| format!("cannot reach BigQuery: {e}"))?;
-    let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery) };
+    let pubsub =
+        GooglePubSub::connect(PubSubConfig::from_env()).await.map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
+    let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
     let namespace = match journal {
         Some(journal) => Namespace::persistent(projects, services, tree.options(), journal)

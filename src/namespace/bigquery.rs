@@ -9,9 +9,8 @@
 //! directory that becomes a table when a schema.json is written into it.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
@@ -19,6 +18,7 @@ use ciofs_backends::bigquery::{BigQuery, DatasetListEntry, DatasetMeta, TableLis
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
+use super::cache::Timed;
 use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
 use crate::documents::bigquery::{
@@ -66,35 +66,6 @@ pub(super) struct PendingTable {
     pub settings: TableSettings,
     pub config_written: bool,
     pub made: Option<SystemTime>,
-}
-
-/// Values that expire after a TTL.
-struct Timed<K, V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<K, (V, Instant)>>,
-}
-
-impl<K: Hash + Eq, V: Clone> Timed<K, V> {
-    fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
-    }
-
-    fn put(&self, key: K, value: V) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > 100_000 {
-            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
-        }
-        entries.insert(key, (value, Instant::now()));
-    }
-
-    fn forget(&self, key: &K) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
 }
 
 type TableKey = (String, String, String);
@@ -219,12 +190,7 @@ impl Namespace {
                         table: table.clone(),
                         file,
                     },
-                    None => Node::Scratch {
-                        project: project.clone(),
-                        dataset: dataset.clone(),
-                        table: table.clone(),
-                        name: name.to_string(),
-                    },
+                    None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
                 };
                 self.visible_file_entry(node).await?.ok_or_else(missing)
             }

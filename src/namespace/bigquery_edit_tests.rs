@@ -35,7 +35,11 @@ fn settings() -> TableSettings {
 fn fixture_with(options: Options) -> (Arc<MemoryBigQuery>, Namespace) {
     let bigquery = Arc::new(MemoryBigQuery::new());
     bigquery.put_table("p", "ds", "t00", settings());
-    let services = Services { gcs: Arc::new(MemoryGcs::new()), bigquery: bigquery.clone() };
+    let services = Services {
+        gcs: Arc::new(MemoryGcs::new()),
+        bigquery: bigquery.clone(),
+        pubsub: Arc::new(ciofs_backends::memory::MemoryPubSub::new()),
+    };
     (bigquery, Namespace::new(vec!["p".to_string()], services, options))
 }
 
@@ -281,7 +285,11 @@ fn labels_of(bigquery: &MemoryBigQuery) -> Option<String> {
 /// A namespace on `bigquery` with its own state directory.
 fn namespace_on(bigquery: &Arc<MemoryBigQuery>, staging: &std::path::Path) -> Namespace {
     let options = Options { staging_dir: staging.to_path_buf(), ..Options::default() };
-    let services = Services { gcs: Arc::new(MemoryGcs::new()), bigquery: bigquery.clone() };
+    let services = Services {
+        gcs: Arc::new(MemoryGcs::new()),
+        bigquery: bigquery.clone(),
+        pubsub: Arc::new(ciofs_backends::memory::MemoryPubSub::new()),
+    };
     Namespace::new(vec!["p".to_string()], services, options)
 }
 

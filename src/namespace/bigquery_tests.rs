@@ -34,7 +34,11 @@ fn fixture(tables: usize) -> (Arc<MemoryBigQuery>, Namespace) {
         };
         bigquery.put_table("p", "ds", &format!("t{i:02}"), settings);
     }
-    let services = Services { gcs: Arc::new(MemoryGcs::new()), bigquery: bigquery.clone() };
+    let services = Services {
+        gcs: Arc::new(MemoryGcs::new()),
+        bigquery: bigquery.clone(),
+        pubsub: Arc::new(ciofs_backends::memory::MemoryPubSub::new()),
+    };
     (bigquery, Namespace::new(vec!["p".to_string()], services, test_options()))
 }
 

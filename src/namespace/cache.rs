@@ -4,6 +4,7 @@
 //! for a shorter time.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,35 @@ impl MetaCache {
             }
         }
         entries.insert(key, (known, now + ttl));
+    }
+}
+
+/// Values that expire after a TTL.
+pub(super) struct Timed<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Timed<K, V> {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
+    }
+
+    pub fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 100_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        }
+        entries.insert(key, (value, Instant::now()));
+    }
+
+    pub fn forget(&self, key: &K) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::Namespace;
 use super::edit_journal::EditJournal;
-use super::node::{Node, TableFile};
+use super::node::{Node, SubscriptionFile, TableFile, TopicFile};
 
 /// The largest local file: schema and config documents are small.
 const MAX_LOCAL_FILE: u64 = 16 << 20;
@@ -249,7 +249,17 @@ enum Due {
 
 /// Whether writing `node` changes something in Google when applied.
 fn is_editable(node: &Node) -> bool {
-    matches!(node, Node::TableFile { file, .. } if file.is_editable())
+    match node {
+        Node::TableFile { file, .. } => file.is_editable(),
+        Node::TopicFile { .. } | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether each handle of `node` writes its own content (a message to
+/// publish), rather than sharing the file's.
+fn is_private(node: &Node) -> bool {
+    matches!(node, Node::TopicFile { file: TopicFile::Message | TopicFile::Messages, .. })
 }
 
 /// Whether `node` is a file ciofs keeps locally while it is written (the
@@ -278,7 +288,7 @@ impl Namespace {
         let data = if truncate || self.local.is_hidden(node) {
             Vec::new()
         } else {
-            match self.bq_document(node).await {
+            match self.editable_document(node).await {
                 Ok((document, _)) => document.to_vec(),
                 // A file of a pending table not written yet starts empty.
                 Err(e) if e.errno() == libc::ENOENT => Vec::new(),
@@ -317,6 +327,9 @@ impl Namespace {
 
     /// Opens a local file for write.
     pub(super) async fn local_open(&self, node: &Node, truncate: bool) -> VfsResult<Arc<LocalHandle>> {
+        if is_private(node) {
+            return Ok(Self::new_local_handle(node, Arc::new(LocalFile::with(Vec::new(), false)), true));
+        }
         let file = self.local_file(node, truncate).await?;
         Ok(Self::new_local_handle(node, file, true))
     }
@@ -338,6 +351,9 @@ impl Namespace {
     /// that other handles have open is emptied and shared.
     pub(super) fn local_create(&self, node: &Node) -> Arc<LocalHandle> {
         self.local.set_hidden(node, false);
+        if is_private(node) {
+            return Self::new_local_handle(node, Arc::new(LocalFile::with(Vec::new(), false)), true);
+        }
         let file = match self.local.get(node) {
             Some(file) => {
                 self.empty_file(node, &file);
@@ -390,7 +406,7 @@ impl Namespace {
                 tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
                 continue;
             }
-            match self.bq_apply(&node, &content).await {
+            match self.apply_document(&node, &content).await {
                 Ok(()) => tracing::info!(%node, "applied an NFS edit left by an earlier run"),
                 Err(e) if is_transient(&e) => {
                     tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
@@ -462,7 +478,7 @@ impl Namespace {
             }
             None if matches!(node, Node::Scratch { .. }) => Err(VfsError::not_found(node.to_string())),
             None => {
-                let document = self.bq_document(node).await?.0;
+                let document = self.editable_document(node).await?.0;
                 Ok(slice(&document, offset, len))
             }
         }
@@ -552,13 +568,14 @@ impl Namespace {
             }
             (state.data.clone(), state.version)
         };
-        if !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file)) {
+        let private = is_private(node) && !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file));
+        if !private && !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file)) {
             // Removed (or replaced) while open: like a write to an unlinked file.
             return Ok(());
         }
-        let applied = self.bq_apply(node, &data).await;
+        let applied = self.apply_document(node, &data).await;
         let shown = match &applied {
-            Ok(()) => self.bq_document(node).await.ok(),
+            Ok(()) => self.editable_document(node).await.ok(),
             Err(e) if idle.is_some() && is_transient(e) => {
                 self.error_log.record(&node.to_string(), e.errno(), &format!("{}; will retry", e.message()));
                 // Tried again after another idle time.
@@ -618,11 +635,11 @@ impl Namespace {
             None if matches!(from, Node::Scratch { .. }) || self.local.is_hidden(from) => {
                 return Err(VfsError::not_found(from.to_string()));
             }
-            None => self.bq_document(from).await?.0.to_vec(),
+            None => self.editable_document(from).await?.0.to_vec(),
         };
         if is_editable(to) {
             self.local.set_hidden(to, false);
-            if let Err(e) = self.bq_apply(to, &data).await {
+            if let Err(e) = self.apply_document(to, &data).await {
                 self.error_log.record(&to.to_string(), e.errno(), e.message());
                 return Err(e);
             }

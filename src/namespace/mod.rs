@@ -5,8 +5,8 @@
 //! `reader` streams object bytes, `cache` remembers metadata for a while.
 
 mod bigquery;
-mod bq_ops;
 mod cache;
+mod documents_ops;
 mod edit_journal;
 mod edits;
 mod error_log;
@@ -14,6 +14,7 @@ mod inodes;
 mod listing;
 mod mutate;
 pub mod node;
+mod pubsub;
 mod reader;
 mod storage;
 mod write;
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::BigQuery;
 use ciofs_backends::gcs::{ObjectMeta, ObjectStore};
+use ciofs_backends::pubsub::PubSub;
 use ciofs_frontends::{
     Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
@@ -41,6 +43,7 @@ use self::error_log::ErrorLog;
 use self::inodes::InodeTable;
 use self::listing::DirStreams;
 use self::node::{Node, Service};
+use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
 use self::write::Staged;
 
@@ -103,6 +106,7 @@ enum Handle {
 pub struct Services {
     pub gcs: Arc<dyn ObjectStore>,
     pub bigquery: Arc<dyn BigQuery>,
+    pub pubsub: Arc<dyn PubSub>,
 }
 
 /// An object open for write: the staged state, and what getattr, listings
@@ -228,6 +232,7 @@ pub struct Namespace {
     /// unchanged object keeps the kernel's page cache.
     opened_generation: Mutex<HashMap<Ino, i64>>,
     bigquery: BigQueryTree,
+    pubsub: PubSubTree,
     /// Edits of BigQuery documents and scratch files (edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
@@ -256,6 +261,7 @@ impl Namespace {
             projects,
             gcs: services.gcs,
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
+            pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
             local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,
@@ -328,8 +334,6 @@ impl Namespace {
                 Service::ALL.into_iter().map(|service| Node::Service { project: project.clone(), service }).collect(),
             ),
             Node::Control => Some(vec![Node::ErrorLog]),
-            // Pub/Sub comes with its issue.
-            Node::Service { service: Service::PubSub, .. } => Some(Vec::new()),
             _ => None,
         }
     }
@@ -352,6 +356,8 @@ impl Vfs for Namespace {
                 (state.size, state.mtime)
             }
             (None, Some(Service::BigQuery)) => self.bq_stat(&node).await?,
+            (None, Some(Service::PubSub)) if node.is_dir() => (0, SystemTime::UNIX_EPOCH),
+            (None, Some(Service::PubSub)) => self.ps_stat(&node).await?,
             (None, _) if node == Node::ErrorLog => {
                 let (text, mtime) = self.error_log.render();
                 (text.len() as u64, mtime)
@@ -393,16 +399,18 @@ impl Vfs for Namespace {
             let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
             return Ok(self.page_after(entries, after, max));
         }
-        if node.service() == Some(Service::BigQuery) {
-            return Ok(self.page_after(self.bq_children(&node).await?, after, max));
+        match node.service() {
+            Some(Service::BigQuery) => return Ok(self.page_after(self.bq_children(&node).await?, after, max)),
+            Some(Service::PubSub) => return Ok(self.page_after(self.ps_children(&node).await?, after, max)),
+            _ => {}
         }
         self.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
     }
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
         let node = self.node(ino)?;
-        if node.service() == Some(Service::BigQuery) {
-            return self.bq_open(&node, flags).await;
+        if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) {
+            return self.doc_open(&node, flags).await;
         }
         if node == Node::ErrorLog {
             if flags.write || flags.truncate || flags.append {
@@ -437,8 +445,8 @@ impl Vfs for Namespace {
 
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
         let dir = self.node(parent)?;
-        if dir.service() == Some(Service::BigQuery) {
-            return self.bq_create(&dir, name).await;
+        if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
+            return self.doc_create(&dir, name).await;
         }
         let node = self.child_to_create(&dir, name)?;
         let (ino, generation) = self.inodes.remember(&node);
@@ -468,8 +476,8 @@ impl Vfs for Namespace {
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
                 let node = self.node(ino)?;
-                if node.service() == Some(Service::BigQuery) {
-                    return self.bq_write(&node, offset, data).await;
+                if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) {
+                    return self.doc_write(&node, offset, data).await;
                 }
                 self.unattended_write(ino, offset, data).await
             }
@@ -492,7 +500,9 @@ impl Vfs for Namespace {
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
             None => match self.node(ino)? {
-                node if node.service() == Some(Service::BigQuery) => self.local_fsync_node(&node).await,
+                node if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) => {
+                    self.local_fsync_node(&node).await
+                }
                 _ => Ok(()),
             },
         }
@@ -527,8 +537,8 @@ impl Vfs for Namespace {
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         let node = self.node(ino)?;
-        if let (Some(size), Some(Service::BigQuery)) = (set.size, node.service()) {
-            self.bq_truncate(&node, size).await?;
+        if let (Some(size), Some(Service::BigQuery | Service::PubSub)) = (set.size, node.service()) {
+            self.doc_truncate(&node, size).await?;
         }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
             match self.writer(ino) {
@@ -556,6 +566,7 @@ impl Vfs for Namespace {
         let dir = self.node(parent)?;
         let attr = match dir.service() {
             Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await?,
+            Some(Service::PubSub) => self.ps_mkdir(&dir, name).await?,
             _ => self.make_dir(&dir, name).await?,
         };
         self.inodes.count_lookup(attr.ino);
@@ -565,7 +576,7 @@ impl Vfs for Namespace {
     async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.node(parent)?;
         match dir.service() {
-            Some(Service::BigQuery) => self.bq_unlink(&dir, name).await,
+            Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
             _ => self.remove_file(&dir, name).await,
         }
     }
@@ -574,6 +585,7 @@ impl Vfs for Namespace {
         let dir = self.node(parent)?;
         match dir.service() {
             Some(Service::BigQuery) => self.bq_rmdir(&dir, name).await,
+            Some(Service::PubSub) => self.ps_rmdir(&dir, name).await,
             _ => self.remove_dir(&dir, name).await,
         }
     }
@@ -582,8 +594,8 @@ impl Vfs for Namespace {
         let from = self.node(parent)?;
         let to = self.node(new_parent)?;
         match (from.service(), to.service()) {
-            (Some(Service::BigQuery), _) | (_, Some(Service::BigQuery)) => {
-                self.bq_rename(&from, name, &to, new_name).await
+            (Some(Service::BigQuery | Service::PubSub), _) | (_, Some(Service::BigQuery | Service::PubSub)) => {
+                self.doc_rename(&from, name, &to, new_name).await
             }
             _ => self.rename_entry(&from, name, &to, new_name).await,
         }
@@ -804,8 +816,10 @@ impl Namespace {
                 .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
             return Ok(self.fixed_entry(child).attr);
         }
-        if dir.service() == Some(Service::BigQuery) {
-            return Ok(self.bq_lookup(&dir, name).await?.attr);
+        match dir.service() {
+            Some(Service::BigQuery) => return Ok(self.bq_lookup(&dir, name).await?.attr),
+            Some(Service::PubSub) => return Ok(self.ps_lookup(&dir, name).await?.attr),
+            _ => {}
         }
         Ok(self.storage_lookup(&dir, name).await?.attr)
     }
@@ -817,10 +831,10 @@ impl Namespace {
             return Ok(Handle::Write(writer));
         }
         let node = self.node(ino)?;
-        if node.service() == Some(Service::BigQuery) || node == Node::ErrorLog {
+        if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) || node == Node::ErrorLog {
             return match node {
                 Node::ErrorLog => Ok(Handle::Document(self.error_log.render().0)),
-                node => Ok(Handle::Document(self.bq_document(&node).await?.0)),
+                node => Ok(Handle::Document(self.editable_document(&node).await?.0)),
             };
         }
         match &node {

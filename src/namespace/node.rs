@@ -73,6 +73,64 @@ impl TableFile {
     }
 }
 
+/// The files of a topic directory, in listing order (settings first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TopicFile {
+    Config,
+    /// Writing it publishes one message (its whole content).
+    Message,
+    /// Writing it publishes one message per line.
+    Messages,
+}
+
+impl TopicFile {
+    pub const ALL: [TopicFile; 3] = [TopicFile::Config, TopicFile::Message, TopicFile::Messages];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            TopicFile::Config => "config.json",
+            TopicFile::Message => "_message",
+            TopicFile::Messages => "_messages",
+        }
+    }
+
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.file_name() == name)
+    }
+}
+
+/// The files of a subscription directory, in listing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SubscriptionFile {
+    Config,
+    /// Reading it consumes messages, one line each.
+    Stream,
+    /// The same as JSON lines.
+    StreamJson,
+}
+
+impl SubscriptionFile {
+    pub const ALL: [SubscriptionFile; 3] =
+        [SubscriptionFile::Config, SubscriptionFile::Stream, SubscriptionFile::StreamJson];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            SubscriptionFile::Config => "config.json",
+            SubscriptionFile::Stream => "_stream",
+            SubscriptionFile::StreamJson => "_stream.jsonl",
+        }
+    }
+
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.file_name() == name)
+    }
+}
+
+/// Pub/Sub's fixed names.
+pub const TOPICS_DIR: &str = "topics";
+pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
+pub const QUOTAS_FILE: &str = "_quotas.json";
+
 /// A resource, or a part of the tree ciofs makes up around resources.
 ///
 /// Object names and prefixes are full Cloud Storage names; a prefix ends with
@@ -140,13 +198,48 @@ pub enum Node {
         table: String,
         file: TableFile,
     },
-    /// Any other file in a table directory (an editor's swap file, `sed -i`'s
-    /// temporary file): kept locally, never sent to Google.
+    /// Any other file in a directory of documents (a table, topic or
+    /// subscription directory): an editor's swap file, `sed -i`'s temporary
+    /// file. Kept locally, never sent to Google.
     Scratch {
-        project: String,
-        dataset: String,
-        table: String,
+        dir: Box<Node>,
         name: String,
+    },
+    /// `pubsub/.meta/`, holding `_quotas.json`.
+    PubSubMetaDir {
+        project: String,
+    },
+    Quotas {
+        project: String,
+    },
+    /// `pubsub/topics/`.
+    Topics {
+        project: String,
+    },
+    Topic {
+        project: String,
+        topic: String,
+    },
+    TopicFile {
+        project: String,
+        topic: String,
+        file: TopicFile,
+    },
+    /// A topic's `subscriptions/`.
+    Subscriptions {
+        project: String,
+        topic: String,
+    },
+    Subscription {
+        project: String,
+        topic: String,
+        subscription: String,
+    },
+    SubscriptionFile {
+        project: String,
+        topic: String,
+        subscription: String,
+        file: SubscriptionFile,
     },
     /// `.ciofs/` at the mount root.
     Control,
@@ -166,6 +259,11 @@ impl Node {
                 | Node::Dataset { .. }
                 | Node::DatasetMetaDir { .. }
                 | Node::Table { .. }
+                | Node::PubSubMetaDir { .. }
+                | Node::Topics { .. }
+                | Node::Topic { .. }
+                | Node::Subscriptions { .. }
+                | Node::Subscription { .. }
                 | Node::Control
         )
     }
@@ -185,8 +283,16 @@ impl Node {
             | Node::DatasetMetaDir { .. }
             | Node::DatasetMeta { .. }
             | Node::Table { .. }
-            | Node::TableFile { .. }
-            | Node::Scratch { .. } => Some(Service::BigQuery),
+            | Node::TableFile { .. } => Some(Service::BigQuery),
+            Node::Scratch { dir, .. } => dir.service(),
+            Node::PubSubMetaDir { .. }
+            | Node::Quotas { .. }
+            | Node::Topics { .. }
+            | Node::Topic { .. }
+            | Node::TopicFile { .. }
+            | Node::Subscriptions { .. }
+            | Node::Subscription { .. }
+            | Node::SubscriptionFile { .. } => Some(Service::PubSub),
         }
     }
 
@@ -227,9 +333,26 @@ impl Node {
             Node::Table { project, dataset, .. } => {
                 Node::Dataset { project: project.clone(), dataset: dataset.clone() }
             }
-            Node::TableFile { project, dataset, table, .. } | Node::Scratch { project, dataset, table, .. } => {
+            Node::Scratch { dir, .. } => (**dir).clone(),
+            Node::TableFile { project, dataset, table, .. } => {
                 Node::Table { project: project.clone(), dataset: dataset.clone(), table: table.clone() }
             }
+            Node::PubSubMetaDir { project } | Node::Topics { project } => {
+                Node::Service { project: project.clone(), service: Service::PubSub }
+            }
+            Node::Quotas { project } => Node::PubSubMetaDir { project: project.clone() },
+            Node::Topic { project, .. } => Node::Topics { project: project.clone() },
+            Node::TopicFile { project, topic, .. } | Node::Subscriptions { project, topic } => {
+                Node::Topic { project: project.clone(), topic: topic.clone() }
+            }
+            Node::Subscription { project, topic, .. } => {
+                Node::Subscriptions { project: project.clone(), topic: topic.clone() }
+            }
+            Node::SubscriptionFile { project, topic, subscription, .. } => Node::Subscription {
+                project: project.clone(),
+                topic: topic.clone(),
+                subscription: subscription.clone(),
+            },
             Node::Control => Node::Root,
             Node::ErrorLog => Node::Control,
         }
@@ -290,7 +413,23 @@ impl Node {
             Node::TableFile { project, dataset, table, file } => {
                 format!("{project}/bigquery/{dataset}/{table}/{}", file.file_name())
             }
-            Node::Scratch { project, dataset, table, name } => format!("{project}/bigquery/{dataset}/{table}/{name}"),
+            Node::Scratch { dir, name } => format!("{}/{name}", dir.path()),
+            Node::PubSubMetaDir { project } => format!("{project}/pubsub/{META_DIR}"),
+            Node::Quotas { project } => format!("{project}/pubsub/{META_DIR}/{QUOTAS_FILE}"),
+            Node::Topics { project } => format!("{project}/pubsub/{TOPICS_DIR}"),
+            Node::Topic { project, topic } => format!("{project}/pubsub/{TOPICS_DIR}/{topic}"),
+            Node::TopicFile { project, topic, file } => {
+                format!("{project}/pubsub/{TOPICS_DIR}/{topic}/{}", file.file_name())
+            }
+            Node::Subscriptions { project, topic } => {
+                format!("{project}/pubsub/{TOPICS_DIR}/{topic}/{SUBSCRIPTIONS_DIR}")
+            }
+            Node::Subscription { project, topic, subscription } => {
+                format!("{project}/pubsub/{TOPICS_DIR}/{topic}/{SUBSCRIPTIONS_DIR}/{subscription}")
+            }
+            Node::SubscriptionFile { project, topic, subscription, file } => {
+                format!("{project}/pubsub/{TOPICS_DIR}/{topic}/{SUBSCRIPTIONS_DIR}/{subscription}/{}", file.file_name())
+            }
             Node::Control => CONTROL_DIR.to_string(),
             Node::ErrorLog => format!("{CONTROL_DIR}/{ERRORS_FILE}"),
         }

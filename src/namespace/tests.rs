@@ -19,7 +19,11 @@ pub(super) fn test_options() -> Options {
 }
 
 pub(super) fn services(gcs: &Arc<MemoryGcs>) -> Services {
-    Services { gcs: gcs.clone(), bigquery: Arc::new(MemoryBigQuery::new()) }
+    Services {
+        gcs: gcs.clone(),
+        bigquery: Arc::new(MemoryBigQuery::new()),
+        pubsub: Arc::new(ciofs_backends::memory::MemoryPubSub::new()),
+    }
 }
 
 fn namespace(gcs: &Arc<MemoryGcs>, page_size: u32) -> Namespace {

@@ -1,0 +1,400 @@
+//! Pub/Sub as files: `pubsub/topics/T/` holds `config.json`, `_message`
+//! (writing it publishes one message), `_messages` (one message per line)
+//! and `subscriptions/S/` with `config.json`; `pubsub/.meta/_quotas.json`
+//! shows the documented limits. `mkdir` creates topics and subscriptions,
+//! `rmdir` deletes them; config.json edits go through edits.rs like
+//! BigQuery's and are applied here.
+//!
+//! Listings are fetched whole (all pages) and kept for the metadata TTL.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionMeta, TopicMeta};
+use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
+
+use super::Namespace;
+use super::cache::Timed;
+use super::node::{
+    META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
+};
+use crate::documents::pubsub::{
+    parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
+};
+use crate::errors::vfs_error;
+use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
+
+/// The most messages one publish call carries (Pub/Sub's request limit).
+const PUBLISH_BATCH: usize = 1000;
+
+type TopicKey = (String, String);
+
+/// What ciofs knows of Pub/Sub, and the client to ask.
+pub(super) struct PubSubTree {
+    api: Arc<dyn PubSub>,
+    topics: Timed<String, Arc<Vec<TopicMeta>>>,
+    subscriptions: Timed<TopicKey, Arc<Vec<String>>>,
+    subscription_metas: Timed<TopicKey, Arc<SubscriptionMeta>>,
+}
+
+impl PubSubTree {
+    pub fn new(api: Arc<dyn PubSub>, ttl: Duration) -> Self {
+        Self { api, topics: Timed::new(ttl), subscriptions: Timed::new(ttl), subscription_metas: Timed::new(ttl) }
+    }
+}
+
+/// Topic and subscription names: letters, digits and `-_.~+%`, starting
+/// with a letter, 3 to 255 characters, not starting with `goog`.
+fn check_resource_name(kind: &str, name: &str) -> VfsResult<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~+%".contains(c);
+    let valid = (3..=255).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(allowed)
+        && !name.starts_with("goog");
+    if !valid {
+        return Err(VfsError::new(
+            libc::EINVAL,
+            format!(
+                "`{name}` cannot name a {kind}: 3 to 255 letters, digits or `-_.~+%`, starting with a letter, not with `goog`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Namespace {
+    /// Finds `name` in a Pub/Sub directory.
+    pub(super) async fn ps_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+        check_name_length(name)?;
+        let missing = || VfsError::not_found(format!("{dir}/{name}"));
+        let project = match dir {
+            Node::Service { project, .. }
+            | Node::PubSubMetaDir { project }
+            | Node::Topics { project }
+            | Node::Topic { project, .. }
+            | Node::Subscriptions { project, .. }
+            | Node::Subscription { project, .. } => project.clone(),
+            _ => return Err(missing()),
+        };
+        let node = match dir {
+            Node::Service { .. } if name == META_DIR => Node::PubSubMetaDir { project },
+            Node::Service { .. } if name == TOPICS_DIR => Node::Topics { project },
+            Node::PubSubMetaDir { .. } if name == QUOTAS_FILE => Node::Quotas { project },
+            Node::Topics { .. } => {
+                self.topic(&project, name).await?;
+                Node::Topic { project, topic: name.to_string() }
+            }
+            Node::Topic { topic, .. } if name == SUBSCRIPTIONS_DIR => {
+                Node::Subscriptions { project, topic: topic.clone() }
+            }
+            Node::Topic { topic, .. } => match TopicFile::from_file_name(name) {
+                Some(file) => Node::TopicFile { project, topic: topic.clone(), file },
+                None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+            },
+            Node::Subscriptions { topic, .. } => {
+                self.subscription_of(&project, topic, name).await?;
+                Node::Subscription { project, topic: topic.clone(), subscription: name.to_string() }
+            }
+            Node::Subscription { topic, subscription, .. } => match SubscriptionFile::from_file_name(name) {
+                Some(file) => {
+                    Node::SubscriptionFile { project, topic: topic.clone(), subscription: subscription.clone(), file }
+                }
+                None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+            },
+            _ => return Err(missing()),
+        };
+        let scratch_missing = matches!(node, Node::Scratch { .. }) && self.local.stat(&node).is_none();
+        if self.local.is_hidden(&node) || scratch_missing {
+            return Err(missing());
+        }
+        let (size, mtime) = self.ps_stat(&node).await?;
+        Ok(self.entry(node, size, mtime))
+    }
+
+    /// Size and time of a Pub/Sub node. Pub/Sub keeps no times: every
+    /// node shows a constant one. `_message` and `_stream` are empty.
+    pub(super) async fn ps_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+        if let Some(stat) = self.local.stat(node) {
+            return Ok(stat);
+        }
+        match node {
+            Node::Quotas { .. }
+            | Node::TopicFile { file: TopicFile::Config, .. }
+            | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => {
+                Ok((self.ps_document(node).await?.len() as u64, SystemTime::UNIX_EPOCH))
+            }
+            Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
+            _ => Ok((0, SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    /// The current rendering of a Pub/Sub document (empty for `_message`,
+    /// `_messages` and the streams, which have no content of their own).
+    pub(super) async fn ps_document(&self, node: &Node) -> VfsResult<Bytes> {
+        match node {
+            Node::Quotas { project } => Ok(Bytes::from(render_quotas(project))),
+            Node::TopicFile { project, topic, file: TopicFile::Config } => {
+                Ok(Bytes::from(render_topic_config(&self.topic(project, topic).await?)))
+            }
+            Node::SubscriptionFile { project, topic, subscription, file: SubscriptionFile::Config } => {
+                let meta = self.subscription_of(project, topic, subscription).await?;
+                Ok(Bytes::from(render_subscription_config(project, &meta)))
+            }
+            Node::TopicFile { .. } | Node::SubscriptionFile { .. } => Ok(Bytes::new()),
+            Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+        }
+    }
+
+    /// Every entry of a Pub/Sub directory, in listing order.
+    pub(super) async fn ps_children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
+        let nodes: Vec<Node> = match dir {
+            Node::Service { project, .. } => {
+                vec![Node::PubSubMetaDir { project: project.clone() }, Node::Topics { project: project.clone() }]
+            }
+            Node::PubSubMetaDir { project } => vec![Node::Quotas { project: project.clone() }],
+            Node::Topics { project } => self
+                .topics(project)
+                .await?
+                .iter()
+                .map(|t| Node::Topic { project: project.clone(), topic: t.topic.clone() })
+                .collect(),
+            Node::Topic { project, topic } => {
+                let files = TopicFile::ALL.into_iter().map(|file| Node::TopicFile {
+                    project: project.clone(),
+                    topic: topic.clone(),
+                    file,
+                });
+                files.chain([Node::Subscriptions { project: project.clone(), topic: topic.clone() }]).collect()
+            }
+            Node::Subscriptions { project, topic } => self
+                .subscriptions(project, topic)
+                .await?
+                .iter()
+                .map(|s| Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: s.clone() })
+                .collect(),
+            Node::Subscription { project, topic, subscription } => SubscriptionFile::ALL
+                .into_iter()
+                .map(|file| Node::SubscriptionFile {
+                    project: project.clone(),
+                    topic: topic.clone(),
+                    subscription: subscription.clone(),
+                    file,
+                })
+                .collect(),
+            _ => return Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+        };
+        let mut entries = Vec::new();
+        for node in nodes.into_iter().filter(|n| !self.local.is_hidden(n)) {
+            let (size, mtime) = if node.is_dir() { (0, SystemTime::UNIX_EPOCH) } else { self.ps_stat(&node).await? };
+            entries.push(self.entry(node, size, mtime));
+        }
+        for (node, size, mtime) in self.local.scratch_in(dir) {
+            entries.push(self.entry(node, size, mtime));
+        }
+        Ok(entries)
+    }
+
+    /// A project's topics, all pages, by name.
+    async fn topics(&self, project: &str) -> VfsResult<Arc<Vec<TopicMeta>>> {
+        if let Some(topics) = self.pubsub.topics.get(&project.to_string()) {
+            return Ok(topics);
+        }
+        let mut topics = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.pubsub.api.list_topics(project, token).await.map_err(vfs_error)?;
+            topics.extend(page.items);
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        topics.retain(|t| check_name_length(&t.topic).is_ok());
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        let topics = Arc::new(topics);
+        self.pubsub.topics.put(project.to_string(), topics.clone());
+        Ok(topics)
+    }
+
+    /// A topic, from the listing if it is fresh, else asked.
+    async fn topic(&self, project: &str, topic: &str) -> VfsResult<TopicMeta> {
+        let listed = self.pubsub.topics.get(&project.to_string());
+        if let Some(meta) = listed.as_ref().and_then(|l| l.iter().find(|t| t.topic == topic)) {
+            return Ok(meta.clone());
+        }
+        self.pubsub.api.get_topic(project, topic).await.map_err(vfs_error)
+    }
+
+    /// A topic's subscriptions (short names, this project's), by name.
+    async fn subscriptions(&self, project: &str, topic: &str) -> VfsResult<Arc<Vec<String>>> {
+        let key = (project.to_string(), topic.to_string());
+        if let Some(names) = self.pubsub.subscriptions.get(&key) {
+            return Ok(names);
+        }
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.pubsub.api.list_topic_subscriptions(project, topic, token).await.map_err(vfs_error)?;
+            names.extend(page.items);
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        names.retain(|n| check_name_length(n).is_ok());
+        names.sort();
+        let names = Arc::new(names);
+        self.pubsub.subscriptions.put(key, names.clone());
+        Ok(names)
+    }
+
+    /// A subscription of `topic` (ENOENT if it is another topic's).
+    async fn subscription_of(
+        &self,
+        project: &str,
+        topic: &str,
+        subscription: &str,
+    ) -> VfsResult<Arc<SubscriptionMeta>> {
+        let key = (project.to_string(), subscription.to_string());
+        let meta = match self.pubsub.subscription_metas.get(&key) {
+            Some(meta) => meta,
+            None => {
+                let meta = Arc::new(self.pubsub.api.get_subscription(project, subscription).await.map_err(vfs_error)?);
+                self.pubsub.subscription_metas.put(key, meta.clone());
+                meta
+            }
+        };
+        if meta.topic != full_topic(project, topic) {
+            return Err(VfsError::not_found(format!("subscription {subscription} of topic {topic}")));
+        }
+        Ok(meta)
+    }
+
+    /// `mkdir pubsub/topics/NEW` creates a topic; `mkdir
+    /// pubsub/topics/T/subscriptions/NEW` a subscription with default settings.
+    pub(super) async fn ps_mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        check_name_length(name)?;
+        let node = match dir {
+            Node::Topics { project } => {
+                check_resource_name("topic", name)?;
+                self.pubsub.api.create_topic(project, name, &Default::default()).await.map_err(vfs_error)?;
+                self.pubsub.topics.forget(&project.clone());
+                tracing::info!(project, topic = name, "topic created");
+                Node::Topic { project: project.clone(), topic: name.to_string() }
+            }
+            Node::Subscriptions { project, topic } => {
+                check_resource_name("subscription", name)?;
+                let created = self.pubsub.api.create_subscription(project, name, topic, &Default::default()).await;
+                let created = created.map_err(vfs_error)?;
+                self.pubsub.subscriptions.forget(&(project.clone(), topic.clone()));
+                self.pubsub.subscription_metas.put((project.clone(), name.to_string()), Arc::new(created));
+                tracing::info!(project, topic, subscription = name, "subscription created");
+                Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
+            }
+            _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+        };
+        Ok(self.dir_entry(node).attr)
+    }
+
+    /// `rmdir` of a topic deletes it (its subscriptions stay, detached, as in
+    /// Pub/Sub), of a subscription deletes the subscription.
+    pub(super) async fn ps_rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
+        match dir {
+            Node::Topics { project } => {
+                let deleted = self.pubsub.api.delete_topic(project, name).await.map_err(vfs_error);
+                self.pubsub.topics.forget(&project.clone());
+                deleted?;
+                tracing::info!(project, topic = name, "topic deleted");
+                Ok(())
+            }
+            Node::Subscriptions { project, topic } => {
+                self.subscription_of(project, topic, name).await?;
+                let deleted = self.pubsub.api.delete_subscription(project, name).await.map_err(vfs_error);
+                self.pubsub.subscriptions.forget(&(project.clone(), topic.clone()));
+                self.pubsub.subscription_metas.forget(&(project.clone(), name.to_string()));
+                deleted?;
+                tracing::info!(project, topic, subscription = name, "subscription deleted");
+                Ok(())
+            }
+            // `rm -r` of a topic: its fixed directories hold nothing to delete.
+            Node::Service { .. } | Node::Topic { .. } | Node::Subscription { .. } => Ok(()),
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+        }
+    }
+
+    /// Applies a whole document written to `node`: a config, or messages to
+    /// publish. Generated files are accepted and ignored.
+    pub(super) async fn ps_apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        match node {
+            Node::TopicFile { project, topic, file: TopicFile::Config } => {
+                let current = self.pubsub.api.get_topic(project, topic).await.map_err(vfs_error)?;
+                let settings = parse_topic_config(data, &current.settings)?;
+                check_topic_settings(Some(&current.settings), &settings)?;
+                if settings == current.settings {
+                    return Ok(());
+                }
+                self.pubsub.api.update_topic(project, topic, &settings).await.map_err(vfs_error)?;
+                self.pubsub.topics.forget(&project.clone());
+                Ok(())
+            }
+            Node::SubscriptionFile { project, subscription, file: SubscriptionFile::Config, .. } => {
+                let current = self.pubsub.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
+                let settings = parse_subscription_config(project, &current.topic, data, &current.settings)?;
+                check_subscription_change(Some(&current.settings), &settings)?;
+                if settings == current.settings {
+                    return Ok(());
+                }
+                let updated = self.pubsub.api.update_subscription(project, subscription, &settings).await;
+                let updated = updated.map_err(vfs_error)?;
+                let key = (project.clone(), subscription.clone());
+                self.pubsub.subscription_metas.put(key, Arc::new(updated));
+                Ok(())
+            }
+            Node::TopicFile { project, topic, file: TopicFile::Message } => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                let message = OutgoingMessage { data: Bytes::copy_from_slice(data), ..OutgoingMessage::default() };
+                self.pubsub.api.publish(project, topic, vec![message]).await.map_err(vfs_error)?;
+                Ok(())
+            }
+            Node::TopicFile { project, topic, file: TopicFile::Messages } => {
+                self.publish_lines(project, topic, data).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One message per non-empty line, in batches; a failed batch does not
+    /// stop the others, and the error says how many messages failed.
+    async fn publish_lines(&self, project: &str, topic: &str, data: &[u8]) -> VfsResult<()> {
+        let lines: Vec<OutgoingMessage> = data
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| OutgoingMessage { data: Bytes::copy_from_slice(line), ..OutgoingMessage::default() })
+            .collect();
+        let total = lines.len();
+        let (mut failed, mut last_error) = (0, None);
+        for batch in lines.chunks(PUBLISH_BATCH) {
+            if let Err(e) = self.pubsub.api.publish(project, topic, batch.to_vec()).await {
+                failed += batch.len();
+                last_error = Some(vfs_error(e));
+            }
+        }
+        match last_error {
+            None => Ok(()),
+            Some(e) => Err(VfsError::new(
+                e.errno(),
+                format!("{failed} of {total} messages were not published (the rest were): {}", e.message()),
+            )),
+        }
+    }
+}
+
+/// A topic's full name.
+pub(super) fn full_topic(project: &str, topic: &str) -> String {
+    format!("projects/{project}/topics/{topic}")
+}
