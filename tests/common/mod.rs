@@ -389,3 +389,91 @@ pub fn write_and_close_errno(path: &Path, data: &[u8]) -> i32 {
     // SAFETY: `fd` was just taken from the file, which no longer owns it.
     if unsafe { libc::close(fd) } == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) }
 }
+
+/// The Pub/Sub emulator's REST base (`.../v1/projects/PROJECT`).
+pub fn pubsub_url() -> String {
+    let host = std::env::var("PUBSUB_EMULATOR_HOST")
+        .expect("PUBSUB_EMULATOR_HOST is not set: run the tests with scripts/test (it starts the emulators)");
+    let host = if host.contains("://") { host } else { format!("http://{host}") };
+    format!("{host}/v1/projects/{PROJECT}")
+}
+
+/// A Pub/Sub resource name unique to this test and process.
+pub fn pubsub_name(test: &str) -> String {
+    format!("t-{}-{}", test.replace('_', "-"), std::process::id())
+}
+
+/// Creates a topic with curl.
+pub fn ps_create_topic(topic: &str) {
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "content-type: application/json",
+        &format!("{}/topics/{topic}", pubsub_url()),
+        "-d",
+        "{}",
+    ]);
+}
+
+/// Creates a subscription of `topic` with curl.
+pub fn ps_create_subscription(subscription: &str, topic: &str) {
+    let body = serde_json::json!({"topic": format!("projects/{PROJECT}/topics/{topic}")});
+    let url = format!("{}/subscriptions/{subscription}", pubsub_url());
+    curl(&["-X", "PUT", "-H", "content-type: application/json", &url, "-d", &body.to_string()]);
+}
+
+/// Publishes messages with curl; their message ids.
+pub fn ps_publish(topic: &str, messages: &[&[u8]]) -> Vec<String> {
+    use base64::Engine;
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::json!({"data": base64::engine::general_purpose::STANDARD.encode(m)}))
+        .collect();
+    let body = serde_json::json!({"messages": messages}).to_string();
+    let url = format!("{}/topics/{topic}:publish", pubsub_url());
+    let reply: Value =
+        serde_json::from_slice(&curl(&["-X", "POST", "-H", "content-type: application/json", &url, "-d", &body]))
+            .expect("publish reply");
+    reply["messageIds"].as_array().into_iter().flatten().filter_map(|id| id.as_str().map(String::from)).collect()
+}
+
+/// Pulls (and acks) what a subscription holds with curl, until `want`
+/// messages came or `wait` passed; their data.
+pub fn ps_pull(subscription: &str, want: usize, wait: Duration) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let url = format!("{}/subscriptions/{subscription}", pubsub_url());
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        let body = r#"{"maxMessages": 100, "returnImmediately": true}"#;
+        let reply = curl(&["-X", "POST", "-H", "content-type: application/json", &format!("{url}:pull"), "-d", body]);
+        let reply: Value = serde_json::from_slice(&reply).expect("pull reply");
+        let received = reply["receivedMessages"].as_array().cloned().unwrap_or_default();
+        let mut ack_ids = Vec::new();
+        for message in &received {
+            let data = message["message"]["data"].as_str().unwrap_or_default();
+            got.push(base64::engine::general_purpose::STANDARD.decode(data).expect("base64 data"));
+            ack_ids.push(message["ackId"].clone());
+        }
+        if ack_ids.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let ack = serde_json::json!({"ackIds": ack_ids}).to_string();
+        curl(&["-X", "POST", "-H", "content-type: application/json", &format!("{url}:acknowledge"), "-d", &ack]);
+    }
+    got
+}
+
+/// GET on the Pub/Sub REST API; None on 404.
+pub fn ps_get(path: &str) -> Option<Value> {
+    let output = run(Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("{}{path}", pubsub_url())]));
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    match status {
+        "200" => Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))),
+        "404" => None,
+        _ => panic!("GET {path}: HTTP {status}: {body}"),
+    }
+}

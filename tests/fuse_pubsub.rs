@@ -1,0 +1,152 @@
+//! Pub/Sub through a real FUSE mount with real tools: topics and
+//! subscriptions as directories, `_message` and `_messages` publishing,
+//! config edits, mkdir/rmdir; every effect checked with curl on the
+//! emulator's REST API (a client that is not ciofs).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+struct Fixture {
+    topic: String,
+    subscription: String,
+    mount: FuseMount,
+}
+
+impl Fixture {
+    /// A topic with one subscription, made with curl, and a mount.
+    fn new(test: &str) -> Self {
+        let topic = pubsub_name(test);
+        let subscription = format!("{topic}-sub");
+        ps_create_topic(&topic);
+        ps_create_subscription(&subscription, &topic);
+        Fixture { topic, subscription, mount: FuseMount::start(&[]) }
+    }
+
+    fn topic_path(&self, relative: &str) -> PathBuf {
+        self.mount.path(&format!("{PROJECT}/pubsub/topics/{}/{relative}", self.topic))
+    }
+
+    /// The topic's directory, as a shell word.
+    fn dir(&self) -> String {
+        self.topic_path("").display().to_string().trim_end_matches('/').to_string()
+    }
+
+    fn read_json(&self, relative: &str) -> Value {
+        let text = std::fs::read(self.topic_path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    }
+}
+
+#[test]
+fn topics_and_subscriptions_are_directories_of_documents() {
+    let f = Fixture::new("ps_read");
+    let pubsub = f.mount.path(&format!("{PROJECT}/pubsub")).display().to_string();
+    assert_eq!(ok(&format!("ls -f {pubsub}")), ".meta\ntopics\n");
+    assert!(ok(&format!("ls {pubsub}/topics")).lines().any(|l| l == f.topic));
+    assert_eq!(ok(&format!("ls -f {}", f.dir())), "config.json\n_message\n_messages\nsubscriptions\n");
+    assert_eq!(ok(&format!("ls {}/subscriptions", f.dir())), format!("{}\n", f.subscription));
+    let sub = format!("subscriptions/{}", f.subscription);
+    assert_eq!(ok(&format!("ls -f {}/{sub}", f.dir())), "config.json\n_stream\n_stream.jsonl\n");
+
+    let topic = f.read_json("config.json");
+    assert_eq!((&topic["version"], &topic["type"]), (&"1".into(), &"pubsub-topic-config".into()));
+    let config = f.read_json(&format!("{sub}/config.json"));
+    assert_eq!(config["type"], "pubsub-subscription-config");
+    assert_eq!(config["ack_deadline_seconds"], 10);
+    assert_eq!(config["topic"], f.topic.as_str());
+    let quotas: Value =
+        serde_json::from_slice(&std::fs::read(format!("{pubsub}/.meta/_quotas.json")).unwrap()).unwrap();
+    assert_eq!(quotas["type"], "pubsub-quotas");
+
+    // Exact sizes; `_message` and `_stream` are empty (tar c passes them).
+    for file in ["config.json".to_string(), format!("{sub}/config.json")] {
+        let path = f.topic_path(&file);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), std::fs::read(&path).unwrap().len() as u64, "{file}");
+    }
+    assert_eq!(std::fs::metadata(f.topic_path("_message")).unwrap().len(), 0);
+    assert_eq!(std::fs::read(f.topic_path("_message")).unwrap(), b"");
+    let archive = ok(&format!("timeout 20 tar cf - -C {pubsub} topics/{} | tar tf -", f.topic));
+    assert!(archive.contains("_message") && archive.contains("_stream"), "{archive}");
+}
+
+#[test]
+fn writing_message_publishes_exactly_the_bytes_written() {
+    let f = Fixture::new("ps_publish");
+    ok(&format!("/bin/echo hello > {}/_message", f.dir()));
+    assert_eq!(write_and_close_errno(&f.topic_path("_message"), b"second\0binary"), 0);
+    let got = ps_pull(&f.subscription, 2, Duration::from_secs(10));
+    assert_eq!(got, vec![b"hello\n".to_vec(), b"second\0binary".to_vec()]);
+    // An empty write publishes nothing.
+    ok(&format!(": > {}/_message", f.dir()));
+    assert_eq!(write_and_close_errno(&f.topic_path("_message"), b""), 0);
+    ps_publish(&f.topic, &[b"marker"]);
+    assert_eq!(ps_pull(&f.subscription, 1, Duration::from_secs(10)), vec![b"marker".to_vec()]);
+    // The file still reads as empty.
+    assert_eq!(std::fs::read(f.topic_path("_message")).unwrap(), b"");
+}
+
+#[test]
+fn messages_publishes_one_message_per_line() {
+    let f = Fixture::new("ps_bulk");
+    let lines: String = (0..2500).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    assert_eq!(write_and_close_errno(&f.topic_path("_messages"), lines.as_bytes()), 0);
+    let got = ps_pull(&f.subscription, 2500, Duration::from_secs(30));
+    let mut numbers: Vec<u64> =
+        got.iter().map(|m| serde_json::from_slice::<Value>(m).unwrap()["n"].as_u64().unwrap()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 2500, "every line once");
+}
+
+#[test]
+fn publishing_to_a_topic_deleted_behind_ciofs_fails_close() {
+    let f = Fixture::new("ps_gone");
+    assert!(f.topic_path("_message").exists());
+    curl(&["-X", "DELETE", &format!("{}/topics/{}", pubsub_url(), f.topic)]);
+    let errno = write_and_close_errno(&f.topic_path("_message"), b"into the void");
+    assert_eq!(errno, libc::ENOENT);
+    let errors = std::fs::read_to_string(f.mount.path(".ciofs/errors")).unwrap();
+    assert!(errors.contains(&format!("{}/_message", f.topic)), "{errors}");
+}
+
+#[test]
+fn mkdir_and_rmdir_make_and_delete_topics_and_subscriptions() {
+    let f = Fixture::new("ps_mkdir");
+    let topics = f.mount.path(&format!("{PROJECT}/pubsub/topics")).display().to_string();
+    let topic = format!("{}-new", f.topic);
+    ok(&format!("mkdir {topics}/{topic}"));
+    assert!(ps_get(&format!("/topics/{topic}")).is_some());
+    let subscription = format!("{topic}-sub");
+    ok(&format!("mkdir {topics}/{topic}/subscriptions/{subscription}"));
+    let created = ps_get(&format!("/subscriptions/{subscription}")).expect("subscription created");
+    assert_eq!(created["topic"], format!("projects/{PROJECT}/topics/{topic}"));
+    ok(&format!("/bin/echo through-the-new-one > {topics}/{topic}/_message"));
+    assert_eq!(ps_pull(&subscription, 1, Duration::from_secs(10)), vec![b"through-the-new-one\n".to_vec()]);
+    ok(&format!("rmdir {topics}/{topic}/subscriptions/{subscription}"));
+    assert!(ps_get(&format!("/subscriptions/{subscription}")).is_none());
+    ok(&format!("rmdir {topics}/{topic}"));
+    assert!(ps_get(&format!("/topics/{topic}")).is_none());
+    assert!(!sh(&format!("mkdir {topics}/x")).status.success(), "a name of fewer than 3 characters is refused");
+}
+
+#[test]
+fn subscription_config_edits_change_what_can_change() {
+    let f = Fixture::new("ps_config");
+    let config = format!("{}/subscriptions/{}/config.json", f.dir(), f.subscription);
+    ok(&format!("sed -i 's/\"ack_deadline_seconds\": 10/\"ack_deadline_seconds\": 30/' {config}"));
+    let rest = ps_get(&format!("/subscriptions/{}", f.subscription)).unwrap();
+    assert_eq!(rest["ackDeadlineSeconds"], 30);
+    // The filter is fixed at creation: refused, nothing changes.
+    let errno = write_and_close_errno(&PathBuf::from(&config), br#"{"filter": "attributes.x = \"1\""}"#);
+    assert_eq!(errno, libc::EINVAL);
+    let errors = std::fs::read_to_string(f.mount.path(".ciofs/errors")).unwrap();
+    assert!(errors.lines().last().unwrap_or_default().contains("filter"), "{errors}");
+    let invalid = write_and_close_errno(&PathBuf::from(&config), br#"{"ack_deadline_seconds": 5000}"#);
+    assert_eq!(invalid, libc::EINVAL);
+    assert_eq!(ps_get(&format!("/subscriptions/{}", f.subscription)).unwrap()["ackDeadlineSeconds"], 30);
+}
