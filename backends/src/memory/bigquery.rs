@@ -20,6 +20,7 @@ use async_trait::async_trait;
 
 mod rules;
 
+use super::{InjectedFailures, page};
 use crate::bigquery::{
     BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings,
 };
@@ -215,7 +216,7 @@ pub struct MemoryBigQuery {
     state: Mutex<State>,
     page_size: AtomicUsize,
     /// Calls still to fail, per kind: how many, and how.
-    failures: Mutex<BTreeMap<BigQueryOp, (u32, ErrorKind)>>,
+    failures: InjectedFailures<BigQueryOp>,
     pub calls: BigQueryCallCounts,
 }
 
@@ -224,7 +225,7 @@ impl Default for MemoryBigQuery {
         Self {
             state: Mutex::default(),
             page_size: AtomicUsize::new(DEFAULT_PAGE_SIZE),
-            failures: Mutex::default(),
+            failures: InjectedFailures::default(),
             calls: BigQueryCallCounts::default(),
         }
     }
@@ -244,8 +245,7 @@ impl MemoryBigQuery {
     /// Makes the next `times` calls of kind `op` fail with `kind` (they
     /// count as calls, and change nothing). Replaces what was set for `op`.
     pub fn fail_next(&self, op: BigQueryOp, times: u32, kind: ErrorKind) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.insert(op, (times, kind));
+        self.failures.set(op, times, kind);
     }
 
     /// Creates a dataset, or replaces an existing one's settings (keeping
@@ -328,14 +328,7 @@ impl MemoryBigQuery {
     /// Counts a call, and fails it if `fail_next` said so.
     fn call(&self, op: BigQueryOp) -> BackendResult<()> {
         self.calls.of(op).fetch_add(1, Ordering::SeqCst);
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get_mut(&op) {
-            Some((left, kind)) if *left > 0 => {
-                *left -= 1;
-                Err(BackendError::new(*kind, format!("{op:?}: failure injected by the test")))
-            }
-            _ => Ok(()),
-        }
+        self.failures.check(op)
     }
 
     fn page_size(&self) -> usize {
@@ -351,7 +344,8 @@ impl BigQuery for MemoryBigQuery {
         let datasets = state.datasets.iter().filter(|((p, _), _)| p == project).map(|((_, name), d)| {
             (name, DatasetListEntry { dataset: name.clone(), location: d.meta.settings.location.clone() })
         });
-        Ok(page(datasets, page_token, self.page_size()))
+        let (items, next_page_token) = page(datasets, page_token, self.page_size());
+        Ok(Page { items, next_page_token })
     }
 
     async fn get_dataset(&self, project: &str, dataset: &str) -> BackendResult<DatasetMeta> {
@@ -423,7 +417,8 @@ impl BigQuery for MemoryBigQuery {
             };
             (name, entry)
         });
-        Ok(page(tables, page_token, self.page_size()))
+        let (items, next_page_token) = page(tables, page_token, self.page_size());
+        Ok(Page { items, next_page_token })
     }
 
     async fn get_table(&self, project: &str, dataset: &str, table: &str) -> BackendResult<TableMeta> {
@@ -501,22 +496,6 @@ fn table_not_found(project: &str, dataset: &str, table: &str) -> BackendError {
 
 fn invalid(message: String) -> BackendError {
     BackendError::new(ErrorKind::InvalidArgument, message)
-}
-
-/// The entries after `token` (names in order), `size` of them, and a token
-/// for the rest if any is left. Tokens are opaque to callers: here, the
-/// last name of the page.
-fn page<'a, T>(entries: impl Iterator<Item = (&'a String, T)>, token: Option<String>, size: usize) -> Page<T> {
-    let mut rest = entries.filter(|(name, _)| token.as_ref().is_none_or(|after| *name > after)).peekable();
-    let mut items = Vec::new();
-    let mut last = None;
-    while items.len() < size {
-        let Some((name, entry)) = rest.next() else { break };
-        items.push(entry);
-        last = Some(name.clone());
-    }
-    let next_page_token = if rest.peek().is_some() { last } else { None };
-    Page { items, next_page_token }
 }
 
 #[cfg(test)]

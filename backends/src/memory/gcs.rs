@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, Upload};
 
@@ -76,7 +77,7 @@ pub struct MemoryGcs {
     buckets: Mutex<BTreeMap<String, Bucket>>,
     next_generation: AtomicU64,
     /// Calls still to fail, per kind: how many, and how.
-    failures: Mutex<BTreeMap<Op, (u32, ErrorKind)>>,
+    failures: InjectedFailures<Op>,
     pub calls: CallCounts,
 }
 
@@ -116,21 +117,13 @@ impl MemoryGcs {
     /// Makes the next `times` calls of kind `op` fail with `kind` (they
     /// count as calls, and change nothing). Replaces what was set for `op`.
     pub fn fail_next(&self, op: Op, times: u32, kind: ErrorKind) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.insert(op, (times, kind));
+        self.failures.set(op, times, kind);
     }
 
     /// Counts a call, and fails it if `fail_next` said so.
     fn call(&self, op: Op) -> BackendResult<()> {
         self.calls.of(op).fetch_add(1, Ordering::SeqCst);
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get_mut(&op) {
-            Some((left, kind)) if *left > 0 => {
-                *left -= 1;
-                Err(BackendError::new(*kind, format!("{op:?}: failure injected by the test")))
-            }
-            _ => Ok(()),
-        }
+        self.failures.check(op)
     }
 
     fn add_bucket_if_missing(&self, bucket: &str) {

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::{InjectedFailures, page};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::pubsub::{
     OutgoingMessage, Page, PubSub, ReceivedMessage, Subscriber, SubscriptionMeta, SubscriptionSettings, TopicMeta,
@@ -169,7 +170,7 @@ struct Shared {
     arrived: Notify,
     page_size: AtomicUsize,
     /// Calls still to fail, per kind: how many, and how.
-    failures: Mutex<BTreeMap<PubSubOp, (u32, ErrorKind)>>,
+    failures: InjectedFailures<PubSubOp>,
     calls: Arc<PubSubCallCounts>,
 }
 
@@ -181,14 +182,7 @@ impl Shared {
     /// Counts a call, and fails it if `fail_next` said so.
     fn call(&self, op: PubSubOp) -> BackendResult<()> {
         self.calls.counts[op as usize].fetch_add(1, Ordering::SeqCst);
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get_mut(&op) {
-            Some((left, kind)) if *left > 0 => {
-                *left -= 1;
-                Err(BackendError::new(*kind, format!("{op:?}: failure injected by the test")))
-            }
-            _ => Ok(()),
-        }
+        self.failures.check(op)
     }
 }
 
@@ -205,7 +199,7 @@ impl Default for MemoryPubSub {
             state: Mutex::default(),
             arrived: Notify::new(),
             page_size: AtomicUsize::new(DEFAULT_PAGE_SIZE),
-            failures: Mutex::default(),
+            failures: InjectedFailures::default(),
             calls: calls.clone(),
         };
         Self { shared: Arc::new(shared), calls }
@@ -225,8 +219,7 @@ impl MemoryPubSub {
     /// Makes the next `times` calls of kind `op` fail with `kind` (they
     /// count as calls, and change nothing). Replaces what was set for `op`.
     pub fn fail_next(&self, op: PubSubOp, times: u32, kind: ErrorKind) {
-        let mut failures = self.shared.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.insert(op, (times, kind));
+        self.shared.failures.set(op, times, kind);
     }
 
     /// Creates a topic or replaces its settings, behind the core's back.
@@ -312,7 +305,8 @@ impl PubSub for MemoryPubSub {
         self.shared.call(PubSubOp::ListTopics)?;
         let state = self.shared.state();
         let topics = state.topics.iter().filter(|((p, _), _)| p == project).map(|((_, name), t)| (name, t.clone()));
-        Ok(page(topics, page_token, self.page_size()))
+        let (items, next_page_token) = page(topics, page_token, self.page_size());
+        Ok(Page { items, next_page_token })
     }
 
     async fn get_topic(&self, project: &str, topic: &str) -> BackendResult<TopicMeta> {
@@ -366,7 +360,8 @@ impl PubSub for MemoryPubSub {
             .iter()
             .filter(|((p, _), s)| p == project && s.meta.topic == full)
             .map(|((_, name), _)| (name, name.clone()));
-        Ok(page(subscriptions, page_token, self.page_size()))
+        let (items, next_page_token) = page(subscriptions, page_token, self.page_size());
+        Ok(Page { items, next_page_token })
     }
 
     async fn get_subscription(&self, project: &str, subscription: &str) -> BackendResult<SubscriptionMeta> {
@@ -604,21 +599,6 @@ fn with_defaults(settings: &SubscriptionSettings) -> SubscriptionSettings {
     }
     settings.message_retention_duration.get_or_insert(Duration::from_secs(7 * 24 * 3600));
     settings
-}
-
-/// The entries after `token` (names in order), `size` of them, and a token
-/// for the rest if any is left: the last name of the page.
-fn page<'a, T>(entries: impl Iterator<Item = (&'a String, T)>, token: Option<String>, size: usize) -> Page<T> {
-    let mut rest = entries.filter(|(name, _)| token.as_ref().is_none_or(|after| *name > after)).peekable();
-    let mut items = Vec::new();
-    let mut last = None;
-    while items.len() < size {
-        let Some((name, entry)) = rest.next() else { break };
-        items.push(entry);
-        last = Some(name.clone());
-    }
-    let next_page_token = if rest.peek().is_some() { last } else { None };
-    Page { items, next_page_token }
 }
 
 #[cfg(test)]
