@@ -19,6 +19,7 @@ use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
 use super::cache::Timed;
+use super::listing::all_pages;
 use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
 use crate::documents::bigquery::{
@@ -61,11 +62,18 @@ impl TableView {
 
 /// A table directory made by mkdir whose table does not exist yet: the
 /// configuration written into it so far, used when schema.json arrives.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct PendingTable {
     pub settings: TableSettings,
     pub config_written: bool,
-    pub made: Option<SystemTime>,
+    /// When the directory was made: its time, and its files'.
+    pub made: SystemTime,
+}
+
+impl PendingTable {
+    fn new() -> Self {
+        Self { settings: TableSettings::default(), config_written: false, made: SystemTime::now() }
+    }
 }
 
 type TableKey = (String, String, String);
@@ -173,7 +181,7 @@ impl Namespace {
                 }
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
                 if let Some(pending) = self.bigquery.pending(project, dataset, name) {
-                    return Ok(self.entry(node, 0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
+                    return Ok(self.entry(node, 0, pending.made));
                 }
                 let created = self.table_created(project, dataset, name).await?;
                 Ok(self.entry(node, 0, created))
@@ -232,7 +240,7 @@ impl Namespace {
         match node {
             Node::Table { project, dataset, table } => {
                 if let Some(pending) = self.bigquery.pending(project, dataset, table) {
-                    return Ok((0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
+                    return Ok((0, pending.made));
                 }
                 Ok((0, self.table_created(project, dataset, table).await?))
             }
@@ -240,7 +248,7 @@ impl Namespace {
                 match self.bigquery.pending(project, dataset, table) {
                     // Created by tar in a new table directory: an empty file
                     // whose writes are ignored.
-                    Some(pending) => Ok((0, pending.made.unwrap_or(SystemTime::UNIX_EPOCH))),
+                    Some(pending) => Ok((0, pending.made)),
                     None => {
                         let (document, mtime) = self.bq_document(node).await?;
                         Ok((document.len() as u64, mtime))
@@ -261,7 +269,7 @@ impl Namespace {
         match node {
             Node::TableFile { project, dataset, table, file } => {
                 if let Some(pending) = self.bigquery.pending(project, dataset, table) {
-                    let made = pending.made.unwrap_or(SystemTime::UNIX_EPOCH);
+                    let made = pending.made;
                     return match file {
                         TableFile::Config if pending.config_written => {
                             let meta = TableMeta { settings: pending.settings, ..TableMeta::default() };
@@ -324,7 +332,7 @@ impl Namespace {
             tables.iter().map(|t| (t.table.clone(), t.created.unwrap_or(SystemTime::UNIX_EPOCH))).collect();
         for (table, pending) in self.bigquery.pending_in(project, dataset) {
             if !children.iter().any(|(name, _)| *name == table) {
-                children.push((table, pending.made.unwrap_or(SystemTime::UNIX_EPOCH)));
+                children.push((table, pending.made));
             }
         }
         children.sort();
@@ -342,16 +350,10 @@ impl Namespace {
         if let Some(datasets) = self.bigquery.datasets.get(&project.to_string()) {
             return Ok(datasets);
         }
-        let mut datasets = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.bigquery.api.list_datasets(project, token).await.map_err(vfs_error)?;
-            datasets.extend(page.items);
-            token = page.next_page_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                break;
-            }
-        }
+        let mut datasets = all_pages(|token| async move {
+            self.bigquery.api.list_datasets(project, token).await.map(|page| (page.items, page.next_page_token))
+        })
+        .await?;
         datasets.retain(|d| check_dataset_name(&d.dataset).is_ok());
         datasets.sort_by(|a, b| a.dataset.cmp(&b.dataset));
         datasets.dedup_by(|a, b| a.dataset == b.dataset);
@@ -366,16 +368,10 @@ impl Namespace {
         if let Some(tables) = self.bigquery.tables.get(&key) {
             return Ok(tables);
         }
-        let mut tables = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.bigquery.api.list_tables(project, dataset, token).await.map_err(vfs_error)?;
-            tables.extend(page.items);
-            token = page.next_page_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                break;
-            }
-        }
+        let mut tables = all_pages(|token| async move {
+            self.bigquery.api.list_tables(project, dataset, token).await.map(|page| (page.items, page.next_page_token))
+        })
+        .await?;
         tables.retain(|t| match check_table_name(&t.table).and(check_name_length(&t.table)) {
             Ok(()) => true,
             Err(e) => {
@@ -458,8 +454,8 @@ impl Namespace {
                 }
                 // The dataset must exist for the table to be made in it.
                 self.dataset_view(project, dataset).await?;
-                let made = SystemTime::now();
-                let pending = PendingTable { made: Some(made), ..PendingTable::default() };
+                let pending = PendingTable::new();
+                let made = pending.made;
                 self.bigquery.set_pending(project, dataset, name, Some(pending));
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
                 Ok(self.entry(node, 0, made).attr)
@@ -555,7 +551,7 @@ impl Namespace {
         match self.table_view(project, dataset, table).await {
             Err(e) if e.errno() == libc::ENOENT => {
                 self.dataset_view(project, dataset).await?;
-                let pending = PendingTable { made: Some(SystemTime::now()), ..PendingTable::default() };
+                let pending = PendingTable::new();
                 self.bigquery.set_pending(project, dataset, table, Some(pending));
                 Ok(())
             }

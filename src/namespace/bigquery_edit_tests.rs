@@ -6,22 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ciofs_backends::bigquery::{SchemaField, TableSettings};
+use ciofs_backends::bigquery::TableSettings;
 use ciofs_backends::memory::{BigQueryOp, MemoryBigQuery, MemoryGcs};
 use ciofs_frontends::{Ino, OpenFlags, SetAttr, Vfs};
 
+use super::bigquery_tests::column;
 use super::tests::{test_options, walk};
 use super::{Namespace, Options, Services};
-
-fn column(name: &str, mode: &str) -> SchemaField {
-    SchemaField {
-        name: name.to_string(),
-        field_type: "STRING".to_string(),
-        mode: mode.to_string(),
-        description: None,
-        fields: Vec::new(),
-    }
-}
 
 fn settings() -> TableSettings {
     TableSettings {

@@ -12,7 +12,7 @@ use ciofs_frontends::{Ino, OpenFlags, Vfs};
 use super::tests::{test_options, walk};
 use super::{Namespace, Services};
 
-fn column(name: &str, mode: &str) -> SchemaField {
+pub(super) fn column(name: &str, mode: &str) -> SchemaField {
     SchemaField {
         name: name.to_string(),
         field_type: "STRING".to_string(),

@@ -16,6 +16,7 @@ use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
 use super::cache::Timed;
+use super::listing::all_pages;
 use super::node::{
     META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
 };
@@ -201,16 +202,10 @@ impl Namespace {
         if let Some(topics) = self.pubsub.topics.get(&project.to_string()) {
             return Ok(topics);
         }
-        let mut topics = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.pubsub.api.list_topics(project, token).await.map_err(vfs_error)?;
-            topics.extend(page.items);
-            token = page.next_page_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                break;
-            }
-        }
+        let mut topics = all_pages(|token| async move {
+            self.pubsub.api.list_topics(project, token).await.map(|page| (page.items, page.next_page_token))
+        })
+        .await?;
         topics.retain(|t| check_name_length(&t.topic).is_ok());
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         let topics = Arc::new(topics);
@@ -233,16 +228,14 @@ impl Namespace {
         if let Some(names) = self.pubsub.subscriptions.get(&key) {
             return Ok(names);
         }
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.pubsub.api.list_topic_subscriptions(project, topic, token).await.map_err(vfs_error)?;
-            names.extend(page.items);
-            token = page.next_page_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                break;
-            }
-        }
+        let mut names = all_pages(|token| async move {
+            self.pubsub
+                .api
+                .list_topic_subscriptions(project, topic, token)
+                .await
+                .map(|page| (page.items, page.next_page_token))
+        })
+        .await?;
         names.retain(|n| check_name_length(n).is_ok());
         names.sort();
         let names = Arc::new(names);

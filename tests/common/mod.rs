@@ -360,15 +360,21 @@ pub fn bq_table(dataset: &str, table: &str) -> Option<Value> {
     bq_get(&format!("/datasets/{dataset}/tables/{}", encode(table)))
 }
 
-/// GET on the REST API; None on 404.
+/// GET on the BigQuery REST API; None on 404.
 pub fn bq_get(path: &str) -> Option<Value> {
-    let output = run(Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("{}{path}", bq_url())]));
+    get_json(&format!("{}{path}", bq_url()))
+}
+
+/// GET of a JSON resource with curl; None on 404, a test failure on any
+/// other error.
+pub fn get_json(url: &str) -> Option<Value> {
+    let output = run(Command::new("curl").args(["-sS", "-w", "\n%{http_code}", url]));
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
     match status {
-        "200" => Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))),
+        "200" => Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))),
         "404" => None,
-        _ => panic!("GET {path}: HTTP {status}: {body}"),
+        _ => panic!("GET {url}: HTTP {status}: {body}"),
     }
 }
 
@@ -468,12 +474,5 @@ pub fn ps_pull(subscription: &str, want: usize, wait: Duration) -> Vec<Vec<u8>> 
 
 /// GET on the Pub/Sub REST API; None on 404.
 pub fn ps_get(path: &str) -> Option<Value> {
-    let output = run(Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("{}{path}", pubsub_url())]));
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
-    match status {
-        "200" => Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))),
-        "404" => None,
-        _ => panic!("GET {path}: HTTP {status}: {body}"),
-    }
+    get_json(&format!("{}{path}", pubsub_url()))
 }
