@@ -150,3 +150,111 @@ fn subscription_config_edits_change_what_can_change() {
     assert_eq!(invalid, libc::EINVAL);
     assert_eq!(ps_get(&format!("/subscriptions/{}", f.subscription)).unwrap()["ackDeadlineSeconds"], 30);
 }
+
+/// The data of `_stream` lines (`[time] id: data`).
+fn stream_data(lines: &str) -> Vec<String> {
+    lines.lines().map(|l| l.split_once(": ").map(|(_, data)| data.to_string()).unwrap_or_default()).collect()
+}
+
+#[test]
+fn stream_prints_each_message_as_a_line_and_a_reader_closing_early_loses_none() {
+    let f = Fixture::new("ps_stream");
+    let stream = format!("{}/subscriptions/{}/_stream", f.dir(), f.subscription);
+    let ids = ps_publish(&f.topic, &[b"one", b"two", b"three", b"four", b"five"]);
+    let first = ok(&format!("timeout 60 head -n 3 {stream}"));
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 3, "{first}");
+    assert!(lines[0].starts_with("[20") && lines[0].contains(&format!("Z] {}: ", ids[0])), "{first}");
+    // The two not read come to the next reader at once, none is lost.
+    let started = std::time::Instant::now();
+    let second = ok(&format!("timeout 60 head -n 2 {stream}"));
+    assert!(started.elapsed() < Duration::from_secs(5), "given back at close: {:?}", started.elapsed());
+    let mut all = stream_data(&first);
+    all.extend(stream_data(&second));
+    all.sort();
+    assert_eq!(all, ["five", "four", "one", "three", "two"]);
+    // Read means acked: curl finds nothing left.
+    assert_eq!(ps_pull(&f.subscription, 1, Duration::from_secs(2)), Vec::<Vec<u8>>::new());
+    // Multi-line data is base64; the JSON variant has every field.
+    ps_publish(&f.topic, &[b"a\nb"]);
+    let line = ok(&format!("timeout 60 head -n 1 {stream}"));
+    assert!(line.trim_end().ends_with(": base64:YQpi"), "{line}");
+    ps_publish(&f.topic, &[b"json"]);
+    let json_line = ok(&format!("timeout 60 head -n 1 {stream}.jsonl"));
+    let value: Value = serde_json::from_str(json_line.trim()).unwrap();
+    assert_eq!((&value["data"], &value["data_base64"]), (&"json".into(), &"anNvbg==".into()));
+    assert!(value["message_id"].is_string() && value["publish_time"].is_string());
+}
+
+/// The no-loss test: 1,000 numbered messages read by `head -n K`
+/// readers in turn, each closing early: every number arrives, and what was
+/// read is acked (curl finds nothing left).
+#[test]
+fn numbered_messages_through_readers_that_close_early_all_arrive() {
+    let f = Fixture::new("ps_noloss");
+    let stream = format!("{}/subscriptions/{}/_stream", f.dir(), f.subscription);
+    let numbers: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+    for batch in numbers.chunks(500) {
+        let messages: Vec<&[u8]> = batch.iter().map(|n| n.as_bytes()).collect();
+        ps_publish(&f.topic, &messages);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lines = 0;
+    let started = std::time::Instant::now();
+    let mut readers = 0;
+    while seen.len() < numbers.len() {
+        assert!(started.elapsed() < Duration::from_secs(120), "{} of 1000 after {readers} readers", seen.len());
+        // Never more than are left unseen, or the last reader would wait.
+        let take = [7, 50, 133][readers % 3].min(numbers.len() - seen.len());
+        let output = ok(&format!("timeout 60 head -n {take} {stream}"));
+        readers += 1;
+        lines += output.lines().count();
+        seen.extend(stream_data(&output));
+    }
+    assert!(readers > 10, "many readers took part: {readers}");
+    assert_eq!(seen, numbers.into_iter().collect());
+    eprintln!("{lines} lines for 1000 messages through {readers} readers in {:?}", started.elapsed());
+    assert_eq!(ps_pull(&f.subscription, 1, Duration::from_secs(2)), Vec::<Vec<u8>>::new(), "all acked");
+}
+
+#[test]
+fn a_reader_waits_for_the_next_message_and_ctrl_c_ends_it() {
+    let f = Fixture::new("ps_wait");
+    let stream = format!("{}/subscriptions/{}/_stream", f.dir(), f.subscription);
+    // Nothing to read: cat waits (through EINTR retries) until SIGINT.
+    let started = std::time::Instant::now();
+    let interrupted = sh(&format!("timeout -s INT 3 cat {stream}"));
+    assert_eq!(interrupted.status.code(), Some(124), "ended by the signal: {interrupted:?}");
+    assert!(started.elapsed() < Duration::from_secs(6), "Ctrl-C ends it at once: {:?}", started.elapsed());
+    // A message published while a reader waits reaches it.
+    let topic = f.topic.clone();
+    let publisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        ps_publish(&topic, &[b"worth the wait"])
+    });
+    let line = ok(&format!("timeout 30 head -n 1 {stream}"));
+    publisher.join().unwrap();
+    assert_eq!(stream_data(&line), ["worth the wait"]);
+}
+
+#[test]
+fn two_readers_share_a_subscription_s_messages() {
+    let f = Fixture::new("ps_share");
+    let sub = format!("{}/subscriptions/{}", f.dir(), f.subscription);
+    let numbers: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
+    ps_publish(&f.topic, &numbers.iter().map(|n| n.as_bytes()).collect::<Vec<_>>());
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().display();
+    ok(&format!(
+        "timeout 60 head -n 100 {sub}/_stream > {out}/a & timeout 60 head -n 100 {sub}/_stream.jsonl > {out}/b; wait"
+    ));
+    let a = stream_data(&std::fs::read_to_string(format!("{out}/a")).unwrap());
+    let b: Vec<String> = std::fs::read_to_string(format!("{out}/b"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!((a.len(), b.len()), (100, 100));
+    let all: std::collections::BTreeSet<String> = a.into_iter().chain(b).collect();
+    assert_eq!(all, numbers.into_iter().collect(), "between them, every message");
+}

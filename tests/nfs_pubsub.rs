@@ -1,7 +1,8 @@
 //! Pub/Sub through `ciofs serve-nfs` and a userspace NFSv3 client:
 //! `_message` publishes what was written once the writes have been idle
-//! (NFS has no close), a topic's config.json reads with its exact size, and
-//! MKDIR makes a subscription. Checked with curl on the emulator.
+//! (NFS has no close), a topic's config.json reads with its exact size,
+//! MKDIR makes a subscription, `_stream` is a log that grows while it is
+//! read. Checked with curl on the emulator.
 
 mod common;
 
@@ -41,4 +42,62 @@ async fn message_written_over_nfs_is_published_after_idle() {
     conn.mkdir(&mkdir).await.expect("mkdir call").unwrap();
     let created = ps_get(&format!("/subscriptions/{made}")).expect("the subscription was created");
     assert_eq!(created["topic"], format!("projects/{PROJECT}/topics/{topic}"));
+}
+
+/// The data of `_stream` lines (`[time] id: data`).
+fn stream_data(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines().map(|l| l.split_once(": ").map(|(_, data)| data.to_string()).unwrap_or_default()).collect()
+}
+
+async fn size(conn: &mut Conn, fh: &nfs3_client::nfs3_types::nfs3::nfs_fh3) -> u64 {
+    conn.getattr(&GETATTR3args { object: fh.clone() }).await.unwrap().unwrap().obj_attributes.size
+}
+
+#[tokio::test]
+async fn stream_over_nfs_is_a_log_that_grows_while_it_is_read() {
+    let topic = pubsub_name("nfs_stream");
+    let subscription = format!("{topic}-sub");
+    ps_create_topic(&topic);
+    ps_create_subscription(&subscription, &topic);
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start(state.path());
+    let mut conn = connect(server.port).await;
+    let stream =
+        walk(&mut conn, &format!("{PROJECT}/pubsub/topics/{topic}/subscriptions/{subscription}/_stream")).await;
+    assert_eq!(size(&mut conn, &stream).await, 0, "not read yet: empty, nothing consumed");
+
+    ps_publish(&topic, &[b"one", b"two", b"three"]);
+    let (first, _) = read(&mut conn, &stream, 0, 1 << 20).await;
+    assert_eq!(stream_data(&first), ["one", "two", "three"]);
+    assert_eq!(size(&mut conn, &stream).await, first.len() as u64);
+    let held = tokio::task::spawn_blocking({
+        let subscription = subscription.clone();
+        move || ps_pull(&subscription, 1, Duration::from_secs(1))
+    });
+    assert!(held.await.unwrap().is_empty(), "what the log holds is not delivered to others");
+
+    // Like `tail -f`: poll the size, read what was added.
+    ps_publish(&topic, &[b"four", b"five"]);
+    let mut grown = first.len() as u64;
+    for _ in 0..50 {
+        grown = size(&mut conn, &stream).await;
+        if grown > first.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(grown > first.len() as u64, "the size grew");
+    let mut rest = Vec::new();
+    let mut offset = first.len() as u64;
+    while rest.len() < 2 {
+        let (bytes, _) = read(&mut conn, &stream, offset, 1 << 20).await;
+        offset += bytes.len() as u64;
+        rest.extend(stream_data(&bytes));
+    }
+    assert_eq!(rest, ["four", "five"]);
+    // Reading the same range again gives the same bytes.
+    assert_eq!(read(&mut conn, &stream, 0, first.len() as u32).await.0, first);
+    let (end, eof) = read(&mut conn, &stream, offset, 4096).await;
+    assert!(end.is_empty() && eof, "nothing more for now");
 }

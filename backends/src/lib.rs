@@ -8,6 +8,7 @@ mod gax_error;
 pub mod gcs;
 pub mod memory;
 pub mod pubsub;
+mod rest;
 pub mod retry;
 
 pub use error::{BackendError, BackendResult, ErrorKind};

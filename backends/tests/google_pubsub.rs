@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::pubsub::{
-    DeadLetterPolicy, GooglePubSub, OutgoingMessage, PubSub, PubSubConfig, RetryPolicy as DeliveryRetry, Subscriber,
+    DeadLetterPolicy, GooglePubSub, OutgoingMessage, PubSub, PubSubConfig, RetryPolicy as DeliveryRetry,
     SubscriptionSettings, TopicSettings,
 };
 use ciofs_backends::retry::RetryPolicy;
@@ -55,16 +55,22 @@ async fn topic_and_subscription(pubsub: &GooglePubSub, test: &str) -> String {
     project
 }
 
-/// Receives until `count` messages came or `limit` passed.
-async fn receive(subscriber: &mut Box<dyn Subscriber>, count: usize, limit: Duration) -> Vec<(String, String)> {
+/// Pulls until `count` messages came or `limit` passed: (ack id, data).
+async fn receive(pubsub: &GooglePubSub, project: &str, count: usize, limit: Duration) -> Vec<(String, String)> {
     let started = Instant::now();
     let mut received = Vec::new();
     while received.len() < count && started.elapsed() < limit {
-        if let Some(m) = subscriber.next(Duration::from_millis(500)).await.expect("next") {
-            received.push((m.ack_id, String::from_utf8_lossy(&m.data).to_string()));
+        let pulled = pubsub.pull(project, "sub", count - received.len()).await.expect("pull");
+        if pulled.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        received.extend(pulled.into_iter().map(|m| (m.ack_id, String::from_utf8_lossy(&m.data).to_string())));
     }
     received
+}
+
+fn ack_ids(received: &[(String, String)]) -> Vec<String> {
+    received.iter().map(|(ack_id, _)| ack_id.clone()).collect()
 }
 
 /// curl on the emulator's REST API: `method` on `/v1/<path>`.
@@ -170,7 +176,7 @@ async fn subscriptions_are_created_with_policies_listed_updated_and_deleted() {
     pubsub.delete_subscription(&project, "sub").await.unwrap();
     assert_eq!(pubsub.get_subscription(&project, "sub").await.unwrap_err().kind, ErrorKind::NotFound);
     assert_eq!(pubsub.delete_subscription(&project, "sub").await.unwrap_err().kind, ErrorKind::NotFound);
-    assert_eq!(pubsub.subscribe(&project, "sub", 10).await.err().map(|e| e.kind), Some(ErrorKind::NotFound));
+    assert_eq!(pubsub.pull(&project, "sub", 10).await.err().map(|e| e.kind), Some(ErrorKind::NotFound));
 }
 
 #[tokio::test]
@@ -184,22 +190,24 @@ async fn a_hundred_messages_are_published_and_all_received() {
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 100, "one id each");
     assert!(ids.iter().all(|id| !id.is_empty()));
 
-    let mut subscriber = pubsub.subscribe(&project, "sub", 50).await.unwrap();
     let mut data = BTreeSet::new();
     let started = Instant::now();
     while data.len() < 100 && started.elapsed() < Duration::from_secs(30) {
-        let Some(m) = subscriber.next(Duration::from_secs(1)).await.unwrap() else { continue };
-        assert!(ids.contains(&m.message_id), "{m:?}");
-        assert!(m.publish_time.is_some());
-        if m.data == "m7" {
-            assert_eq!(m.attributes.get("kind").map(String::as_str), Some("seven"));
+        let pulled = pubsub.pull(&project, "sub", 30).await.unwrap();
+        assert!(pulled.len() <= 30);
+        for m in &pulled {
+            assert!(ids.contains(&m.message_id), "{m:?}");
+            assert!(m.publish_time.is_some());
+            if m.data == "m7" {
+                assert_eq!(m.attributes.get("kind").map(String::as_str), Some("seven"));
+            }
+            data.insert(String::from_utf8_lossy(&m.data).to_string());
         }
-        data.insert(String::from_utf8_lossy(&m.data).to_string());
-        subscriber.ack(&[m.ack_id]).await.unwrap();
+        let ack_ids: Vec<String> = pulled.into_iter().map(|m| m.ack_id).collect();
+        pubsub.acknowledge(&project, "sub", &ack_ids).await.unwrap();
     }
     assert_eq!(data, (0..100).map(|i| format!("m{i}")).collect());
-    assert_eq!(subscriber.next(Duration::from_millis(1500)).await.unwrap(), None, "all acked");
-    drop(subscriber);
+    assert!(pubsub.pull(&project, "sub", 10).await.unwrap().is_empty(), "all acked");
 
     // curl: nothing is left to pull.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -212,55 +220,50 @@ async fn a_hundred_messages_are_published_and_all_received() {
 }
 
 #[tokio::test]
-async fn a_nacked_message_is_delivered_again() {
+async fn a_message_given_back_is_delivered_again_at_once() {
     let pubsub = pubsub().await;
     let project = topic_and_subscription(&pubsub, "nack").await;
-    pubsub.publish(&project, "topic", vec![message("again")]).await.unwrap();
-    let mut subscriber = pubsub.subscribe(&project, "sub", 10).await.unwrap();
-    let first = receive(&mut subscriber, 1, Duration::from_secs(10)).await;
-    assert_eq!(first.len(), 1);
-    subscriber.nack(&[first[0].0.clone()]).await.unwrap();
+    pubsub.publish(&project, "topic", vec![message("again"), message("other")]).await.unwrap();
+    let first = receive(&pubsub, &project, 2, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 2);
     let started = Instant::now();
-    let second = receive(&mut subscriber, 1, Duration::from_secs(10)).await;
-    assert_eq!(second.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["again"]);
+    pubsub.modify_ack_deadline(&project, "sub", &ack_ids(&first), Duration::ZERO).await.unwrap();
+    let second = receive(&pubsub, &project, 2, Duration::from_secs(10)).await;
+    let mut data: Vec<&str> = second.iter().map(|(_, d)| d.as_str()).collect();
+    data.sort();
+    assert_eq!(data, ["again", "other"]);
     assert_ne!(second[0].0, first[0].0, "each delivery has its own ack id");
     assert!(started.elapsed() < Duration::from_secs(5), "at once, not after the deadline: {:?}", started.elapsed());
-    subscriber.ack(&[second[0].0.clone()]).await.unwrap();
-    subscriber.ack(&[second[0].0.clone()]).await.unwrap();
+    pubsub.acknowledge(&project, "sub", &ack_ids(&second)).await.unwrap();
+    pubsub.acknowledge(&project, "sub", &ack_ids(&second)).await.unwrap();
+    assert!(pubsub.pull(&project, "sub", 10).await.unwrap().is_empty(), "acked");
 }
 
-/// On the emulator the message comes back after the stream's ack deadline
-/// (10 s, sometimes 20 s when the lease was extended once), not at once:
-/// the nacks the crate sends at shutdown are not seen to take effect there.
 #[tokio::test]
-async fn a_dropped_subscriber_gives_its_messages_back() {
+async fn a_lease_keeps_a_message_past_its_deadline() {
     let pubsub = pubsub().await;
-    let project = topic_and_subscription(&pubsub, "drop").await;
+    let project = topic_and_subscription(&pubsub, "lease").await;
     pubsub.publish(&project, "topic", vec![message("held")]).await.unwrap();
-    let mut first = pubsub.subscribe(&project, "sub", 10).await.unwrap();
-    assert_eq!(receive(&mut first, 1, Duration::from_secs(10)).await.len(), 1);
-    drop(first);
-    let started = Instant::now();
-    let mut second = pubsub.subscribe(&project, "sub", 10).await.unwrap();
-    let again = receive(&mut second, 1, Duration::from_secs(35)).await;
-    assert_eq!(again.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["held"]);
-    eprintln!("delivered again after {:?}", started.elapsed());
-    second.ack(&[again[0].0.clone()]).await.unwrap();
+    let held = receive(&pubsub, &project, 1, Duration::from_secs(10)).await;
+    // The subscription's deadline is 10 s; leased for 60 s from now, the
+    // message is still held 11 s later.
+    pubsub.modify_ack_deadline(&project, "sub", &ack_ids(&held), Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(pubsub.pull(&project, "sub", 10).await.unwrap().is_empty(), "still leased");
+    pubsub.acknowledge(&project, "sub", &ack_ids(&held)).await.unwrap();
 }
 
 #[tokio::test]
-async fn next_on_an_empty_subscription_returns_none_in_time() {
+async fn a_pull_on_an_empty_subscription_answers_at_once() {
     let pubsub = pubsub().await;
     let project = topic_and_subscription(&pubsub, "empty").await;
-    let mut subscriber = pubsub.subscribe(&project, "sub", 10).await.unwrap();
     for _ in 0..3 {
         let started = Instant::now();
-        assert_eq!(subscriber.next(Duration::from_millis(300)).await.unwrap(), None);
+        assert!(pubsub.pull(&project, "sub", 10).await.unwrap().is_empty());
         assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
     }
-    // A message published after the waits still comes (no read was lost).
     pubsub.publish(&project, "topic", vec![message("late")]).await.unwrap();
-    assert_eq!(receive(&mut subscriber, 1, Duration::from_secs(10)).await.len(), 1);
+    assert_eq!(receive(&pubsub, &project, 1, Duration::from_secs(10)).await.len(), 1);
 }
 
 #[tokio::test]
@@ -286,14 +289,13 @@ async fn what_ciofs_publishes_curl_pulls_and_what_curl_makes_ciofs_sees() {
         &format!("projects/{project}/topics/by-curl:publish"),
         Some(json!({"messages": [{"data": "ZnJvbSBjdXJs", "attributes": {"a": "b"}}]})),
     );
-    let mut subscriber = pubsub.subscribe(&project, "sub", 10).await.unwrap();
-    let m = subscriber.next(Duration::from_secs(10)).await.unwrap().expect("the message curl published");
+    let m = pubsub.pull(&project, "sub", 10).await.unwrap().pop().expect("the message curl published");
     assert_eq!(
         (m.data.as_ref(), m.message_id.as_str()),
         (&b"from curl"[..], published["messageIds"][0].as_str().unwrap())
     );
     assert_eq!(m.attributes.get("a").map(String::as_str), Some("b"));
-    subscriber.ack(&[m.ack_id]).await.unwrap();
+    pubsub.acknowledge(&project, "sub", &[m.ack_id]).await.unwrap();
 }
 
 #[tokio::test]
@@ -313,7 +315,7 @@ async fn an_unreachable_endpoint_is_unavailable_within_bounded_time() {
     assert!(error.message.contains("get topic p/topic"), "{error}");
     let error = pubsub.publish("p", "topic", vec![message("x")]).await.expect_err("nothing listens");
     assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
-    let error = pubsub.subscribe("p", "sub", 1).await.err().expect("nothing listens");
+    let error = pubsub.pull("p", "sub", 1).await.expect_err("nothing listens");
     assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }

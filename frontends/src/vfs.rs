@@ -55,7 +55,8 @@ impl VfsError {
     /// Whether this error is an expected answer (ENOENT on lookup, say) that
     /// should not be logged above debug level.
     pub fn is_routine(&self) -> bool {
-        matches!(self.errno, libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY)
+        // EINTR: a `_stream` read that had no message within its wait.
+        matches!(self.errno, libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::EINTR)
     }
 }
 

@@ -79,6 +79,10 @@ impl Namespace {
             } else {
                 return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
             }
+        } else if let Some(reader) = self.ps_stream_reader(node).await? {
+            // Each read a message: the kernel must not read ahead or cache.
+            let fh = self.new_handle(Handle::Stream(reader));
+            return Ok(Opened { fh, direct_io: true, keep_cache: false });
         } else if matches!(node, Node::Scratch { .. }) {
             Handle::Local(self.local_open_scratch(node)?)
         } else if let Some(edit) = self.local_snapshot(node) {

@@ -17,6 +17,8 @@ pub mod node;
 mod pubsub;
 mod reader;
 mod storage;
+mod stream;
+mod stream_log;
 mod write;
 
 use std::collections::HashMap;
@@ -99,6 +101,9 @@ enum Handle {
     /// A file kept locally: an edit of a BigQuery document, or a scratch
     /// file (edits.rs).
     Local(Arc<edits::LocalHandle>),
+    /// A subscription's `_stream` open for read: each read a message
+    /// (stream.rs).
+    Stream(Arc<stream::StreamReader>),
 }
 
 /// The Google services a namespace serves.
@@ -513,6 +518,10 @@ impl Vfs for Namespace {
         let writer = match handle {
             Some(Handle::Write(writer)) => writer,
             Some(Handle::Local(handle)) => return self.local_release(&handle).await,
+            Some(Handle::Stream(reader)) => {
+                reader.close().await;
+                return Ok(());
+            }
             _ => return Ok(()),
         };
         writer.handles.fetch_sub(1, Ordering::SeqCst);
@@ -607,6 +616,7 @@ impl Vfs for Namespace {
             None => match self.node(ino)? {
                 // NFS reads an edit under way as it is now.
                 node if edits::is_local(&node) => return self.local_read(&node, offset, len.min(MAX_READ)).await,
+                node if node.is_stream() => return self.ps_stream_log_read(&node, offset, len.min(MAX_READ)).await,
                 _ => self.handle_without_open(ino).await?,
             },
         };
@@ -632,6 +642,7 @@ impl Vfs for Namespace {
                 }
             }
             Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),
+            Handle::Stream(reader) => Ok((reader.read(len.min(MAX_READ)).await?, false)),
         }
     }
 }
@@ -700,6 +711,7 @@ impl Namespace {
             }
         }
         self.apply_idle_edits(idle).await;
+        self.pubsub.tend_stream_logs().await;
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.
@@ -896,5 +908,7 @@ impl Namespace {
 mod bigquery_edit_tests;
 #[cfg(test)]
 mod bigquery_tests;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

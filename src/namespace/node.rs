@@ -248,6 +248,11 @@ pub enum Node {
 }
 
 impl Node {
+    /// A subscription's `_stream` or `_stream.jsonl`.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Node::SubscriptionFile { file: SubscriptionFile::Stream | SubscriptionFile::StreamJson, .. })
+    }
+
     pub fn is_dir(&self) -> bool {
         matches!(
             self,

@@ -20,6 +20,8 @@ use super::listing::all_pages;
 use super::node::{
     META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
 };
+use super::stream::StreamReader;
+use super::stream_log::{StreamLog, StreamLogs};
 use crate::documents::pubsub::{
     parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
 };
@@ -37,11 +39,32 @@ pub(super) struct PubSubTree {
     topics: Timed<String, Arc<Vec<TopicMeta>>>,
     subscriptions: Timed<TopicKey, Arc<Vec<String>>>,
     subscription_metas: Timed<TopicKey, Arc<SubscriptionMeta>>,
+    /// `_stream` logs NFS clients follow (stream_log.rs).
+    stream_logs: StreamLogs,
 }
 
 impl PubSubTree {
     pub fn new(api: Arc<dyn PubSub>, ttl: Duration) -> Self {
-        Self { api, topics: Timed::new(ttl), subscriptions: Timed::new(ttl), subscription_metas: Timed::new(ttl) }
+        Self {
+            api,
+            topics: Timed::new(ttl),
+            subscriptions: Timed::new(ttl),
+            subscription_metas: Timed::new(ttl),
+            stream_logs: StreamLogs::default(),
+        }
+    }
+
+    /// Renews the leases of what stream logs hold, gives up idle ones.
+    pub async fn tend_stream_logs(&self) {
+        self.stream_logs.tend().await;
+    }
+
+    /// The log of a `_stream` node: started when `start`, else only if
+    /// followed already.
+    fn stream_log(&self, node: &Node, start: bool) -> Option<Arc<StreamLog>> {
+        let Node::SubscriptionFile { project, subscription, file, .. } = node else { return None };
+        let json = *file == SubscriptionFile::StreamJson;
+        self.stream_logs.get(&self.api, project, subscription, json, start)
     }
 }
 
@@ -126,7 +149,32 @@ impl Namespace {
                 Ok((self.ps_document(node).await?.len() as u64, SystemTime::UNIX_EPOCH))
             }
             Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
+            // Over NFS a followed stream is a growing log; otherwise empty.
+            node if node.is_stream() => match self.pubsub.stream_log(node, false) {
+                Some(log) => Ok((log.size().await?, SystemTime::now())),
+                None => Ok((0, SystemTime::UNIX_EPOCH)),
+            },
             _ => Ok((0, SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    /// A reader for a `_stream` node opened for read (FUSE), after checking
+    /// that the subscription exists; None for any other node.
+    pub(super) async fn ps_stream_reader(&self, node: &Node) -> VfsResult<Option<Arc<StreamReader>>> {
+        let Node::SubscriptionFile { project, topic, subscription, file } = node else { return Ok(None) };
+        if !node.is_stream() {
+            return Ok(None);
+        }
+        self.subscription_of(project, topic, subscription).await?;
+        let json = *file == SubscriptionFile::StreamJson;
+        Ok(Some(Arc::new(StreamReader::new(self.pubsub.api.clone(), project, subscription, json))))
+    }
+
+    /// A READ of a `_stream` node without a handle (NFS): its log.
+    pub(super) async fn ps_stream_log_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
+        match self.pubsub.stream_log(node, true) {
+            Some(log) => log.read(offset, len).await,
+            None => Err(VfsError::new(libc::EINVAL, format!("{node}: not a stream"))),
         }
     }
 

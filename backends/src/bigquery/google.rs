@@ -1,14 +1,22 @@
 //! `BigQuery` on Google's REST API with the official crate
-//! `google-cloud-bigquery-v2` (DatasetService, TableService). The two
-//! whole-resource updates are sent as JSON by `rest.rs` (it says why);
+//! `google-cloud-bigquery-v2` (DatasetService, TableService);
 //! `convert.rs` maps the API's resources to ciofs's types.
+//!
+//! The two updates (`tables.update`, `datasets.update`: PUT) and the `get`
+//! that reads the resource they replace are sent as plain JSON (`Rest`).
+//! Why: a PUT replaces the whole resource, so a setting being removed must
+//! be sent as removed. The crate's encoding leaves out empty label maps and
+//! unset fields, which BigQuery reads as "clear" on a PUT but bqemulator as
+//! "keep" (and on a patch both keep them). Sending `"labels": {}` and
+//! `"description": null` is right on both. The resource is read as JSON too,
+//! so the fields ciofs does not manage (access lists, encryption, ...) go
+//! back exactly as the service gave them.
 //!
 //! The crate's own retries are off (it would retry idempotent calls up to
 //! 10 times within a minute): every call goes through ciofs's
 //! `RetryPolicy`, which bounds each attempt and the attempts.
 
 mod convert;
-mod rest;
 
 use async_trait::async_trait;
 use google_cloud_auth::credentials::Credentials;
@@ -19,9 +27,9 @@ use serde_json::Value;
 use super::{BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gax_error::backend_error;
+use crate::rest::Rest;
 use crate::retry::RetryPolicy;
 use convert::{api_dataset, api_table, dataset_list_entry, dataset_meta, from_json, table_list_entry, table_meta};
-use rest::Rest;
 
 /// Google's BigQuery endpoint.
 const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com";
@@ -81,7 +89,7 @@ impl GoogleBigQuery {
             .build()
             .await
             .map_err(|e| BackendError::new(ErrorKind::Other, format!("BigQuery table client: {e}")))?;
-        let rest = Rest::new(emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), credentials)?;
+        let rest = Rest::new(emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), &["bigquery", "v2"], credentials)?;
         Ok(Self { datasets, tables, rest, retry: config.retry })
     }
 

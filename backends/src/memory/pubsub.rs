@@ -1,9 +1,9 @@
 //! `MemoryPubSub`: Pub/Sub's topics, subscriptions and messages in memory,
 //! for unit tests of the core. Each subscription keeps its own queue of the
 //! messages published to its topic after it was made; delivery is
-//! at-least-once: a message is handed to one subscriber at a time and comes
-//! back (first in line) when nacked or when its subscriber is dropped
-//! without acking it. Ack deadlines do not expire here. With a dead-letter
+//! at-least-once: a pulled message is outstanding until acked, and comes
+//! back (first in line) when given back (`modify_ack_deadline` zero) or
+//! when its ack deadline passed, as on Pub/Sub. With a dead-letter
 //! policy, a message nacked `max_delivery_attempts` times moves to the
 //! dead-letter topic, and `delivery_attempt` is reported, as on Pub/Sub.
 //!
@@ -12,19 +12,17 @@
 //! core's back (`put_topic`, `put_subscription`, `acked`, `backlog`), which
 //! counts no call.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 
 use super::{InjectedFailures, page};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::pubsub::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, Subscriber, SubscriptionMeta, SubscriptionSettings, TopicMeta,
-    TopicSettings,
+    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
 };
 
 /// Pub/Sub's default page size for listings.
@@ -33,7 +31,7 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 /// What a subscription's topic reads once the topic is deleted.
 const DELETED_TOPIC: &str = "_deleted-topic_";
 
-/// A kind of `PubSub` (or `Subscriber`) call, to count it or make it fail
+/// A kind of `PubSub` call, to count it or make it fail
 /// with `MemoryPubSub::fail_next`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PubSubOp {
@@ -48,16 +46,12 @@ pub enum PubSubOp {
     UpdateSubscription,
     DeleteSubscription,
     Publish,
-    Subscribe,
-    /// `Subscriber::next`.
-    Next,
-    /// `Subscriber::ack`.
-    Ack,
-    /// `Subscriber::nack`.
-    Nack,
+    Pull,
+    Acknowledge,
+    ModifyAckDeadline,
 }
 
-const OPS: usize = 15;
+const OPS: usize = 14;
 
 /// How many calls of each kind a `MemoryPubSub` served (failed ones
 /// included).
@@ -79,6 +73,8 @@ struct Stored {
     message: ReceivedMessage,
     /// Deliveries so far.
     attempts: i32,
+    /// When an outstanding message comes back if not acked.
+    expires: Instant,
 }
 
 #[derive(Debug)]
@@ -128,23 +124,37 @@ impl State {
             delivery_attempt: None,
         };
         for s in self.subscriptions.values_mut().filter(|s| s.meta.topic == topic) {
-            s.queue.push_back(Stored { message: message.clone(), attempts: 0 });
+            s.queue.push_back(Stored { message: message.clone(), attempts: 0, expires: Instant::now() });
         }
         message.message_id
     }
 
-    /// The next queued message of a subscription, handed out.
+    /// The next queued message of a subscription, handed out until its ack
+    /// deadline.
     fn deliver(&mut self, project: &str, subscription: &str) -> BackendResult<Option<ReceivedMessage>> {
         self.ack_ids += 1;
         let ack_id = format!("{subscription}:{}", self.ack_ids);
         let s = self.subscription_mut(project, subscription)?;
         let Some(mut stored) = s.queue.pop_front() else { return Ok(None) };
         stored.attempts += 1;
+        let deadline = u64::try_from(s.meta.settings.ack_deadline_seconds).unwrap_or(0).max(10);
+        stored.expires = Instant::now() + Duration::from_secs(deadline);
         let mut message = stored.message.clone();
         message.ack_id = ack_id.clone();
         message.delivery_attempt = s.meta.settings.dead_letter_policy.as_ref().map(|_| stored.attempts);
         s.outstanding.insert(ack_id, stored);
         Ok(Some(message))
+    }
+
+    /// Gives back the outstanding messages whose ack deadline passed.
+    fn expire(&mut self, project: &str, subscription: &str) {
+        let now = Instant::now();
+        let Ok(s) = self.subscription(project, subscription) else { return };
+        let expired: Vec<String> =
+            s.outstanding.iter().filter(|(_, stored)| stored.expires <= now).map(|(id, _)| id.clone()).collect();
+        for ack_id in expired.iter().rev() {
+            self.give_back(project, subscription, ack_id);
+        }
     }
 
     /// Gives a message back: first in line again, or to the dead-letter
@@ -166,8 +176,6 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
-    /// Woken at every publish and nack, for waiting subscribers.
-    arrived: Notify,
     page_size: AtomicUsize,
     /// Calls still to fail, per kind: how many, and how.
     failures: InjectedFailures<PubSubOp>,
@@ -197,7 +205,6 @@ impl Default for MemoryPubSub {
         let calls = Arc::new(PubSubCallCounts::default());
         let shared = Shared {
             state: Mutex::default(),
-            arrived: Notify::new(),
             page_size: AtomicUsize::new(DEFAULT_PAGE_SIZE),
             failures: InjectedFailures::default(),
             calls: calls.clone(),
@@ -265,7 +272,7 @@ impl MemoryPubSub {
         self.shared.state().subscriptions.remove(&key(project, subscription)).is_some()
     }
 
-    /// The messages a subscription's subscribers acked, in the order they
+    /// The messages acked on a subscription, in the order they
     /// were acked (empty for no such subscription).
     pub fn acked(&self, project: &str, subscription: &str) -> Vec<ReceivedMessage> {
         self.shared.state().subscription(project, subscription).map(|s| s.acked.clone()).unwrap_or_default()
@@ -429,90 +436,35 @@ impl PubSub for MemoryPubSub {
             let full = topic_name(project, topic);
             messages.into_iter().map(|m| state.publish(&full, m)).collect()
         };
-        self.shared.arrived.notify_waiters();
         Ok(ids)
     }
 
-    async fn subscribe(
+    async fn pull(
         &self,
         project: &str,
         subscription: &str,
-        max_outstanding: usize,
-    ) -> BackendResult<Box<dyn Subscriber>> {
-        self.shared.call(PubSubOp::Subscribe)?;
-        self.shared.state().subscription(project, subscription)?;
-        Ok(Box::new(MemorySubscriber {
-            shared: self.shared.clone(),
-            project: project.to_string(),
-            subscription: subscription.to_string(),
-            max_outstanding: max_outstanding.max(1),
-            held: BTreeSet::new(),
-        }))
-    }
-}
-
-/// One subscriber of a `MemoryPubSub` subscription.
-struct MemorySubscriber {
-    shared: Arc<Shared>,
-    project: String,
-    subscription: String,
-    max_outstanding: usize,
-    /// Ack ids handed out by this subscriber and not acked or nacked.
-    held: BTreeSet<String>,
-}
-
-impl MemorySubscriber {
-    /// A message if one waits and flow control allows it.
-    fn try_next(&mut self) -> BackendResult<Option<ReceivedMessage>> {
-        if self.held.len() >= self.max_outstanding {
-            // Still fails if the subscription is gone.
-            self.shared.state().subscription(&self.project, &self.subscription)?;
-            return Ok(None);
-        }
-        let message = self.shared.state().deliver(&self.project, &self.subscription)?;
-        if let Some(m) = &message {
-            self.held.insert(m.ack_id.clone());
-        }
-        Ok(message)
-    }
-
-    fn give_back(&mut self, ack_ids: &[String]) {
+        max_messages: usize,
+    ) -> BackendResult<Vec<ReceivedMessage>> {
+        self.shared.call(PubSubOp::Pull)?;
         let mut state = self.shared.state();
-        for id in ack_ids.iter().filter(|id| self.held.remove(*id)) {
-            state.give_back(&self.project, &self.subscription, id);
+        state.subscription(project, subscription)?;
+        state.expire(project, subscription);
+        let mut pulled = Vec::new();
+        while pulled.len() < max_messages.max(1)
+            && let Some(message) = state.deliver(project, subscription)?
+        {
+            pulled.push(message);
         }
-        drop(state);
-        self.shared.arrived.notify_waiters();
-    }
-}
-
-#[async_trait]
-impl Subscriber for MemorySubscriber {
-    async fn next(&mut self, wait: Duration) -> BackendResult<Option<ReceivedMessage>> {
-        self.shared.call(PubSubOp::Next)?;
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Registered before looking, so a publish in between wakes it.
-            let shared = self.shared.clone();
-            let arrived = shared.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            if let Some(message) = self.try_next()? {
-                return Ok(Some(message));
-            }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                return Ok(None);
-            }
-        }
+        Ok(pulled)
     }
 
-    /// Unknown ack ids (already acked or nacked, or another subscriber's)
-    /// are ignored, as Pub/Sub ignores expired ones.
-    async fn ack(&mut self, ack_ids: &[String]) -> BackendResult<()> {
-        self.shared.call(PubSubOp::Ack)?;
+    /// Ack ids not outstanding (acked, given back, expired, unknown) are
+    /// ignored, as Pub/Sub ignores expired ones.
+    async fn acknowledge(&self, project: &str, subscription: &str, ack_ids: &[String]) -> BackendResult<()> {
+        self.shared.call(PubSubOp::Acknowledge)?;
         let mut state = self.shared.state();
-        let Ok(s) = state.subscription_mut(&self.project, &self.subscription) else { return Ok(()) };
-        for id in ack_ids.iter().filter(|id| self.held.remove(*id)) {
+        let s = state.subscription_mut(project, subscription)?;
+        for id in ack_ids {
             if let Some(stored) = s.outstanding.remove(id) {
                 s.acked.push(ReceivedMessage { ack_id: id.clone(), ..stored.message });
             }
@@ -520,17 +472,30 @@ impl Subscriber for MemorySubscriber {
         Ok(())
     }
 
-    async fn nack(&mut self, ack_ids: &[String]) -> BackendResult<()> {
-        self.shared.call(PubSubOp::Nack)?;
-        self.give_back(ack_ids);
+    async fn modify_ack_deadline(
+        &self,
+        project: &str,
+        subscription: &str,
+        ack_ids: &[String],
+        deadline: Duration,
+    ) -> BackendResult<()> {
+        self.shared.call(PubSubOp::ModifyAckDeadline)?;
+        let mut state = self.shared.state();
+        state.subscription(project, subscription)?;
+        if deadline.is_zero() {
+            // In reverse, so that the first given back is first in line.
+            for id in ack_ids.iter().rev() {
+                state.give_back(project, subscription, id);
+            }
+            return Ok(());
+        }
+        let s = state.subscription_mut(project, subscription)?;
+        for id in ack_ids {
+            if let Some(stored) = s.outstanding.get_mut(id) {
+                stored.expires = Instant::now() + deadline;
+            }
+        }
         Ok(())
-    }
-}
-
-impl Drop for MemorySubscriber {
-    fn drop(&mut self) {
-        let held: Vec<String> = self.held.iter().cloned().collect();
-        self.give_back(&held);
     }
 }
 

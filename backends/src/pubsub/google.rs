@@ -1,20 +1,21 @@
 //! Pub/Sub on Google's API with the official crate `google-cloud-pubsub`:
 //! `TopicAdmin` and `SubscriptionAdmin` (REST) for topics and
-//! subscriptions, the batching `Publisher` (gRPC) for publishing, and the
-//! `Subscriber`'s streaming pull (gRPC) for receiving (`subscriber.rs`).
-//! `convert.rs` maps the API's resources to ciofs's types.
+//! subscriptions, the batching `Publisher` (gRPC) for publishing; unary
+//! pull, acknowledge and modifyAckDeadline as plain REST calls (`pull.rs`),
+//! which the crate does not offer. `convert.rs` maps the API's resources to
+//! ciofs's types.
 //!
-//! The crate's own retries are off for admin calls and publishing: every
-//! call goes through ciofs's `RetryPolicy`, which bounds each attempt and
-//! the attempts. The streaming pull reopens itself on transient errors (the
-//! crate's policy); what bounds ciofs's waits there is `next(wait)`.
+//! The crate's own retries are off: every call goes through ciofs's
+//! `RetryPolicy`, which bounds each attempt and the attempts. A pull retried
+//! after a lost answer loses nothing: what the lost answer held comes back
+//! after its ack deadline.
 //!
 //! Updates send a field mask naming only the fields that changed, read
 //! from the resource first: the emulator answers 400 to any update naming
 //! `labels`, so a config.json change that leaves labels alone works there.
 
 mod convert;
-mod subscriber;
+mod pull;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -26,27 +27,24 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_pubsub::client::{BasePublisher, Publisher, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model;
-use google_cloud_pubsub::subscriber::ShutdownBehavior;
 
 use super::{
-    OutgoingMessage, Page, PubSub, Subscriber, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gax_error::backend_error;
+use crate::rest::Rest;
 use crate::retry::RetryPolicy;
 use convert::{
     api_message, api_subscription, api_subscription_update, api_topic, field_mask, short_name_in, subscription_mask,
     subscription_meta, subscription_name, topic_mask, topic_meta, topic_name,
 };
-use subscriber::GoogleSubscriber;
+use pull::MAX_ACK_IDS;
 
 /// Entries per listing page (the service's maximum).
 const LIST_PAGE_SIZE: i32 = 1000;
 
-/// The ack deadline of a streaming pull, which its lease loop extends while
-/// ciofs holds a message: a message held by a ciofs that died comes back
-/// after this long.
-const STREAM_ACK_DEADLINE: Duration = Duration::from_secs(10);
+const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
 
 /// Where and how to reach Pub/Sub.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +75,8 @@ pub struct GooglePubSub {
     publisher: BasePublisher,
     /// One batching publisher per topic (full name), made at first use.
     publishers: Mutex<HashMap<String, Publisher>>,
-    subscriber: google_cloud_pubsub::client::Subscriber,
+    /// Pull, acknowledge, modifyAckDeadline.
+    rest: Rest,
     retry: RetryPolicy,
 }
 
@@ -90,14 +89,12 @@ impl GooglePubSub {
         let subscriptions = subscription_admin(&credentials, endpoint.as_deref()).await?;
         let mut publisher =
             BasePublisher::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut subscriber = google_cloud_pubsub::client::Subscriber::builder().with_credentials(credentials);
         if let Some(endpoint) = &endpoint {
             publisher = publisher.with_endpoint(endpoint.clone());
-            subscriber = subscriber.with_endpoint(endpoint.clone());
         }
         let publisher = publisher.build().await.map_err(|e| client_error("publisher", &e))?;
-        let subscriber = subscriber.build().await.map_err(|e| client_error("subscriber", &e))?;
-        Ok(Self { topics, subscriptions, publisher, publishers: Mutex::default(), subscriber, retry: config.retry })
+        let rest = Rest::new(endpoint.as_deref().unwrap_or(GOOGLE_ENDPOINT), &["v1"], credentials)?;
+        Ok(Self { topics, subscriptions, publisher, publishers: Mutex::default(), rest, retry: config.retry })
     }
 
     fn publisher_for(&self, topic: String) -> Publisher {
@@ -360,24 +357,37 @@ impl PubSub for GooglePubSub {
         Ok(ids.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// Checks that the subscription exists (the stream itself opens at the
-    /// first `next`), then starts the streaming pull.
-    async fn subscribe(
+    async fn pull(
         &self,
         project: &str,
         subscription: &str,
-        max_outstanding: usize,
-    ) -> BackendResult<Box<dyn Subscriber>> {
-        self.get_subscription(project, subscription).await?;
-        let stream = self
-            .subscriber
-            .subscribe(subscription_name(project, subscription))
-            .set_max_outstanding_messages(i64::try_from(max_outstanding).unwrap_or(i64::MAX).max(1))
-            .set_max_lease_extension(STREAM_ACK_DEADLINE)
-            .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
-            .build();
-        let what = format!("streaming pull of {project}/{subscription}");
-        Ok(Box::new(GoogleSubscriber::start(stream, what)))
+        max_messages: usize,
+    ) -> BackendResult<Vec<ReceivedMessage>> {
+        let what = format!("pull from {project}/{subscription}");
+        self.retry.run(&what, || pull::pull(&self.rest, &what, project, subscription, max_messages)).await
+    }
+
+    async fn acknowledge(&self, project: &str, subscription: &str, ack_ids: &[String]) -> BackendResult<()> {
+        for chunk in ack_ids.chunks(MAX_ACK_IDS) {
+            let what = format!("acknowledge {} messages of {project}/{subscription}", chunk.len());
+            self.retry.run(&what, || pull::acknowledge(&self.rest, &what, project, subscription, chunk)).await?;
+        }
+        Ok(())
+    }
+
+    async fn modify_ack_deadline(
+        &self,
+        project: &str,
+        subscription: &str,
+        ack_ids: &[String],
+        deadline: Duration,
+    ) -> BackendResult<()> {
+        for chunk in ack_ids.chunks(MAX_ACK_IDS) {
+            let what = format!("set the ack deadline of {} messages of {project}/{subscription}", chunk.len());
+            let call = || pull::modify_ack_deadline(&self.rest, &what, project, subscription, chunk, deadline);
+            self.retry.run(&what, call).await?;
+        }
+        Ok(())
     }
 }
 

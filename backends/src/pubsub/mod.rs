@@ -1,6 +1,12 @@
 //! Pub/Sub as ciofs needs it: topics and subscriptions with their settings,
-//! publishing, and a streaming pull whose messages are acked or nacked one
-//! by one by the caller (ciofs acks a message only once a reader got it).
+//! publishing, and a unary pull whose messages the caller acks or gives back
+//! one by one (ciofs acks a message only once a reader got it).
+//!
+//! Why unary pull and not a streaming pull: a streaming pull receives
+//! messages ahead of the reader, and on the emulator what a closed stream
+//! held comes back only after the ack deadline (10 s and more), even when
+//! nacked; `modifyAckDeadline(0)` on pulled messages gives them back at
+//! once, on the emulator and on Pub/Sub.
 //!
 //! Names in these types are short (`my-topic`), but references to other
 //! resources inside settings (a subscription's topic, a dead-letter topic)
@@ -96,8 +102,7 @@ pub struct OutgoingMessage {
     pub ordering_key: String,
 }
 
-/// A message received by a streaming pull, to be acked or nacked by its
-/// `ack_id`.
+/// A message received by a pull, to be acked or given back by its `ack_id`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReceivedMessage {
     pub ack_id: String,
@@ -107,22 +112,6 @@ pub struct ReceivedMessage {
     pub ordering_key: String,
     pub publish_time: Option<SystemTime>,
     pub delivery_attempt: Option<i32>,
-}
-
-/// One streaming pull on a subscription. Messages it received count against
-/// its flow control until acked or nacked; dropping it nacks what is left
-/// (or lets their ack deadline pass).
-#[async_trait]
-pub trait Subscriber: Send + Sync {
-    /// The next message, waiting at most `wait`; None if none came in time.
-    async fn next(&mut self, wait: Duration) -> BackendResult<Option<ReceivedMessage>>;
-
-    /// Acknowledges messages: they are not delivered again.
-    async fn ack(&mut self, ack_ids: &[String]) -> BackendResult<()>;
-
-    /// Gives messages back at once (ack deadline 0): they are delivered
-    /// again, to this or another subscriber.
-    async fn nack(&mut self, ack_ids: &[String]) -> BackendResult<()>;
 }
 
 /// The Pub/Sub calls ciofs makes. Every call is bounded in time and retried
@@ -175,12 +164,24 @@ pub trait PubSub: Send + Sync + 'static {
     /// returned ids exist; the messages may or may not have been published.
     async fn publish(&self, project: &str, topic: &str, messages: Vec<OutgoingMessage>) -> BackendResult<Vec<String>>;
 
-    /// Opens a streaming pull on a subscription, with at most
-    /// `max_outstanding` messages received and not yet acked or nacked.
-    async fn subscribe(
+    /// Pulls at most `max_messages` messages without waiting: none when
+    /// none is available now (callers poll). A pulled message comes back to
+    /// some puller after the subscription's ack deadline unless acked, or
+    /// at once after `modify_ack_deadline` with zero.
+    async fn pull(&self, project: &str, subscription: &str, max_messages: usize)
+    -> BackendResult<Vec<ReceivedMessage>>;
+
+    /// Acknowledges pulled messages: they are not delivered again. Ack ids
+    /// whose deadline passed are ignored, as Pub/Sub ignores them.
+    async fn acknowledge(&self, project: &str, subscription: &str, ack_ids: &[String]) -> BackendResult<()>;
+
+    /// Sets the ack deadline of pulled messages to `deadline` from now:
+    /// zero gives them back at once (a nack), more keeps them longer.
+    async fn modify_ack_deadline(
         &self,
         project: &str,
         subscription: &str,
-        max_outstanding: usize,
-    ) -> BackendResult<Box<dyn Subscriber>>;
+        ack_ids: &[String],
+        deadline: Duration,
+    ) -> BackendResult<()>;
 }

@@ -17,8 +17,6 @@ fn data(messages: &[ReceivedMessage]) -> Vec<String> {
     messages.iter().map(|m| String::from_utf8_lossy(&m.data).to_string()).collect()
 }
 
-const NOW: Duration = Duration::from_millis(50);
-
 #[tokio::test]
 async fn topics_and_subscriptions_answer_as_pubsub_does() {
     let ps = MemoryPubSub::new();
@@ -62,68 +60,58 @@ async fn listings_come_in_pages_in_name_order() {
 }
 
 #[tokio::test]
-async fn published_messages_are_received_in_order_and_acked_once() {
+async fn published_messages_are_pulled_in_order_and_acked_once() {
     let ps = MemoryPubSub::new();
     ps.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
     assert_eq!(kind(ps.publish("p", "nope", vec![message("x")]).await), ErrorKind::NotFound);
-    let ids = ps.publish("p", "topic", vec![message("a"), message("b")]).await.unwrap();
+    let ids = ps.publish("p", "topic", vec![message("a"), message("b"), message("c")]).await.unwrap();
     assert!(ids[0] < ids[1], "increasing ids: {ids:?}");
-    let mut s = ps.subscribe("p", "sub", 10).await.unwrap();
-    let a = s.next(NOW).await.unwrap().unwrap();
-    let b = s.next(NOW).await.unwrap().unwrap();
-    assert_eq!((a.message_id.as_str(), b.data.as_ref()), (ids[0].as_str(), &b"b"[..]));
-    assert_eq!(a.delivery_attempt, None, "only with a dead-letter policy");
-    assert_eq!(s.next(NOW).await.unwrap(), None);
-    s.ack(&[a.ack_id.clone(), b.ack_id.clone(), a.ack_id.clone()]).await.unwrap();
+    let first = ps.pull("p", "sub", 2).await.unwrap();
+    assert_eq!(data(&first), ["a", "b"], "at most max_messages");
+    assert_eq!(first[0].message_id, ids[0]);
+    assert_eq!(first[0].delivery_attempt, None, "only with a dead-letter policy");
+    let rest = ps.pull("p", "sub", 10).await.unwrap();
+    assert_eq!(data(&rest), ["c"]);
+    assert!(ps.pull("p", "sub", 10).await.unwrap().is_empty(), "outstanding ones are not pulled again");
+    let ack_ids = [first[0].ack_id.clone(), first[1].ack_id.clone(), first[0].ack_id.clone()];
+    ps.acknowledge("p", "sub", &ack_ids).await.unwrap();
     assert_eq!(data(&ps.acked("p", "sub")), ["a", "b"]);
-    assert!(ps.backlog("p", "sub").is_empty());
+    assert_eq!(data(&ps.backlog("p", "sub")), ["c"]);
 }
 
 #[tokio::test]
-async fn nacked_and_dropped_messages_come_back() {
+async fn given_back_messages_come_first_in_line_with_new_ack_ids() {
+    let ps = MemoryPubSub::new();
+    ps.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
+    ps.publish("p", "topic", vec![message("a"), message("b"), message("c")]).await.unwrap();
+    let pulled = ps.pull("p", "sub", 2).await.unwrap();
+    let ack_ids: Vec<String> = pulled.iter().map(|m| m.ack_id.clone()).collect();
+    ps.modify_ack_deadline("p", "sub", &ack_ids, Duration::ZERO).await.unwrap();
+    let again = ps.pull("p", "sub", 10).await.unwrap();
+    assert_eq!(data(&again), ["a", "b", "c"], "first in line again, in order");
+    assert_ne!(again[0].ack_id, pulled[0].ack_id);
+    ps.acknowledge("p", "sub", &ack_ids).await.unwrap();
+    assert!(ps.acked("p", "sub").is_empty(), "an old ack id acks nothing");
+}
+
+#[tokio::test]
+async fn a_message_whose_deadline_passed_comes_back_and_a_lease_keeps_it() {
     let ps = MemoryPubSub::new();
     ps.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
     ps.publish("p", "topic", vec![message("a"), message("b")]).await.unwrap();
-    let mut s = ps.subscribe("p", "sub", 10).await.unwrap();
-    let a = s.next(NOW).await.unwrap().unwrap();
-    s.nack(std::slice::from_ref(&a.ack_id)).await.unwrap();
-    let again = s.next(NOW).await.unwrap().unwrap();
-    assert_eq!((again.data.as_ref(), again.message_id == a.message_id), (&b"a"[..], true), "first in line again");
-    assert_ne!(again.ack_id, a.ack_id);
-    let _b = s.next(NOW).await.unwrap().unwrap();
-    assert_eq!(data(&ps.backlog("p", "sub")), ["a", "b"], "handed out, not acked");
-    drop(s);
-    let mut other = ps.subscribe("p", "sub", 10).await.unwrap();
-    let mut got = vec![other.next(NOW).await.unwrap().unwrap(), other.next(NOW).await.unwrap().unwrap()];
-    got.sort_by(|x, y| x.data.cmp(&y.data));
-    assert_eq!(data(&got), ["a", "b"], "the dropped subscriber's messages");
+    let pulled = ps.pull("p", "sub", 2).await.unwrap();
+    let (a, b) = (pulled[0].ack_id.clone(), pulled[1].ack_id.clone());
+    ps.modify_ack_deadline("p", "sub", &[a], Duration::from_secs(600)).await.unwrap();
+    // "b" expires at once: what Pub/Sub does after the deadline.
+    ps.modify_ack_deadline("p", "sub", &[b.clone()], Duration::from_millis(1)).await.unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(data(&ps.pull("p", "sub", 10).await.unwrap()), ["b"], "a is leased, b came back");
+    ps.acknowledge("p", "sub", &[b]).await.unwrap();
+    assert!(ps.acked("p", "sub").is_empty(), "the expired ack id acks nothing");
 }
 
 #[tokio::test]
-async fn flow_control_bounds_what_is_held_and_next_waits_for_publishes() {
-    let ps = Arc::new(MemoryPubSub::new());
-    ps.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
-    ps.publish("p", "topic", vec![message("a"), message("b")]).await.unwrap();
-    let mut s = ps.subscribe("p", "sub", 1).await.unwrap();
-    let a = s.next(NOW).await.unwrap().unwrap();
-    assert_eq!(s.next(NOW).await.unwrap(), None, "one outstanding at most");
-    s.ack(&[a.ack_id]).await.unwrap();
-    let b = s.next(NOW).await.unwrap().unwrap();
-    s.ack(&[b.ack_id]).await.unwrap();
-
-    let publisher = ps.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        publisher.publish("p", "topic", vec![message("late")]).await
-    });
-    let started = std::time::Instant::now();
-    let late = s.next(Duration::from_secs(5)).await.unwrap().unwrap();
-    assert_eq!(late.data.as_ref(), b"late");
-    assert!(started.elapsed() < Duration::from_secs(2), "woken by the publish");
-}
-
-#[tokio::test]
-async fn a_message_nacked_too_often_goes_to_the_dead_letter_topic() {
+async fn a_message_given_back_too_often_goes_to_the_dead_letter_topic() {
     let ps = MemoryPubSub::new();
     ps.put_topic("p", "dead", TopicSettings::default());
     ps.put_subscription("p", "dead-sub", "dead", SubscriptionSettings::default());
@@ -131,13 +119,12 @@ async fn a_message_nacked_too_often_goes_to_the_dead_letter_topic() {
     let settings = SubscriptionSettings { dead_letter_policy: Some(policy), ..Default::default() };
     ps.put_subscription("p", "sub", "topic", settings);
     ps.publish("p", "topic", vec![message("poison")]).await.unwrap();
-    let mut s = ps.subscribe("p", "sub", 10).await.unwrap();
     for attempt in 1..=5 {
-        let m = s.next(NOW).await.unwrap().unwrap();
+        let m = ps.pull("p", "sub", 1).await.unwrap().remove(0);
         assert_eq!(m.delivery_attempt, Some(attempt));
-        s.nack(&[m.ack_id]).await.unwrap();
+        ps.modify_ack_deadline("p", "sub", &[m.ack_id], Duration::ZERO).await.unwrap();
     }
-    assert_eq!(s.next(NOW).await.unwrap(), None);
+    assert!(ps.pull("p", "sub", 1).await.unwrap().is_empty());
     assert_eq!(data(&ps.backlog("p", "dead-sub")), ["poison"]);
 }
 
@@ -149,12 +136,11 @@ async fn injected_failures_fail_the_next_calls_of_a_kind() {
     assert_eq!(kind(ps.publish("p", "topic", vec![message("x")]).await), ErrorKind::Unavailable);
     assert!(ps.backlog("p", "sub").is_empty(), "a failed call changes nothing");
     ps.publish("p", "topic", vec![message("x")]).await.unwrap();
-    let mut s = ps.subscribe("p", "sub", 10).await.unwrap();
-    ps.fail_next(PubSubOp::Next, 1, ErrorKind::Unavailable);
-    assert_eq!(kind(s.next(NOW).await), ErrorKind::Unavailable);
-    assert!(s.next(NOW).await.unwrap().is_some());
+    ps.fail_next(PubSubOp::Pull, 1, ErrorKind::Unavailable);
+    assert_eq!(kind(ps.pull("p", "sub", 1).await), ErrorKind::Unavailable);
+    assert_eq!(ps.pull("p", "sub", 1).await.unwrap().len(), 1);
     assert_eq!(ps.calls.get(PubSubOp::Publish), 2);
-    assert_eq!(ps.calls.get(PubSubOp::Next), 2);
+    assert_eq!(ps.calls.get(PubSubOp::Pull), 2);
     assert!(ps.remove_subscription("p", "sub"));
-    assert_eq!(kind(s.next(NOW).await), ErrorKind::NotFound, "the subscription is gone");
+    assert_eq!(kind(ps.pull("p", "sub", 1).await), ErrorKind::NotFound, "the subscription is gone");
 }

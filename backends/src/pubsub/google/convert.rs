@@ -217,7 +217,7 @@ pub(super) fn field_mask(paths: &[&str]) -> wkt::FieldMask {
     wkt::FieldMask::default().set_paths(paths.iter().map(|p| p.to_string()))
 }
 
-/// A message from the streaming pull, under ciofs's own ack id.
+/// A pulled message with its ack id.
 pub(super) fn received_message(ack_id: String, api: model::Message, delivery_attempt: Option<i32>) -> ReceivedMessage {
     let publish_time = api.publish_time.and_then(|t| SystemTime::try_from(t).ok());
     ReceivedMessage {

@@ -1,17 +1,9 @@
-//! The two calls ciofs sends as plain JSON instead of through the crate:
-//! `tables.update` and `datasets.update` (PUT), and the `get` that reads the
-//! resource they replace.
-//!
-//! Why: a PUT replaces the whole resource, so a setting being removed must
-//! be sent as removed. The crate's encoding leaves out empty label maps and
-//! unset fields, which BigQuery reads as "clear" on a PUT but bqemulator as
-//! "keep" (and on a patch both keep them). Sending `"labels": {}` and
-//! `"description": null` is right on both. The resource is read as JSON too,
-//! so the fields ciofs does not manage (access lists, encryption, ...) go
-//! back exactly as the service gave them.
-//!
-//! The same endpoint and credentials as the crate's clients; one attempt per
-//! call (the caller's `RetryPolicy` retries).
+//! Calls ciofs sends as plain JSON over HTTP instead of through a Google
+//! crate, with the same endpoint and credentials as the crate's clients:
+//! BigQuery's whole-resource updates (bigquery/google.rs says why) and
+//! Pub/Sub's unary pull, acknowledge and modifyAckDeadline (which
+//! google-cloud-pubsub keeps private). One attempt per call: the caller's
+//! `RetryPolicy` retries.
 
 use std::time::Duration;
 
@@ -21,33 +13,45 @@ use serde_json::Value;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
 
-pub(super) struct Rest {
+pub(crate) struct Rest {
     http: reqwest::Client,
     /// `https://bigquery.googleapis.com` or the emulator's base URL.
     endpoint: Url,
+    /// The API's path prefix: `["bigquery", "v2"]`, `["v1"]`.
+    base_path: &'static [&'static str],
     credentials: Credentials,
 }
 
 impl Rest {
-    pub(super) fn new(endpoint: &str, credentials: Credentials) -> BackendResult<Self> {
+    pub(crate) fn new(
+        endpoint: &str,
+        base_path: &'static [&'static str],
+        credentials: Credentials,
+    ) -> BackendResult<Self> {
         let endpoint = Url::parse(endpoint)
-            .map_err(|e| BackendError::new(ErrorKind::InvalidArgument, format!("BigQuery endpoint {endpoint}: {e}")))?;
+            .map_err(|e| BackendError::new(ErrorKind::InvalidArgument, format!("endpoint {endpoint}: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| BackendError::new(ErrorKind::Other, format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, endpoint, credentials })
+        Ok(Self { http, endpoint, base_path, credentials })
     }
 
-    /// GET `/bigquery/v2/<segments>`; `what` names the call in errors.
-    pub(super) async fn get(&self, what: &str, segments: &[&str]) -> BackendResult<Value> {
+    /// GET `<base_path>/<segments>`; `what` names the call in errors.
+    pub(crate) async fn get(&self, what: &str, segments: &[&str]) -> BackendResult<Value> {
         self.send(what, Method::GET, segments, None, None).await
     }
 
-    /// PUT `body` to `/bigquery/v2/<segments>`, only if the resource is still
+    /// POST `body` to `<base_path>/<segments>` (a custom method such as
+    /// `subscriptions/S:pull` as the last segment).
+    pub(crate) async fn post(&self, what: &str, segments: &[&str], body: &Value) -> BackendResult<Value> {
+        self.send(what, Method::POST, segments, Some(body), None).await
+    }
+
+    /// PUT `body` to `<base_path>/<segments>`, only if the resource is still
     /// at `if_match` when given.
-    pub(super) async fn put(
+    pub(crate) async fn put(
         &self,
         what: &str,
         segments: &[&str],
@@ -91,7 +95,7 @@ impl Rest {
                 BackendError::new(ErrorKind::InvalidArgument, format!("{what}: endpoint cannot take a path"))
             })?
             .pop_if_empty()
-            .extend(["bigquery", "v2"])
+            .extend(self.base_path)
             .extend(segments);
         Ok(url)
     }
@@ -129,7 +133,8 @@ mod tests {
     use super::*;
 
     fn rest(endpoint: &str) -> Rest {
-        Rest::new(endpoint, google_cloud_auth::credentials::anonymous::Builder::new().build()).unwrap()
+        Rest::new(endpoint, &["bigquery", "v2"], google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .unwrap()
     }
 
     #[test]
@@ -139,6 +144,13 @@ mod tests {
         assert_eq!(url.as_str(), "http://127.0.0.1:9050/bigquery/v2/projects/p/datasets/d/tables/a%20b%2Fc");
         let url = rest("https://bigquery.googleapis.com/").url("t", &["projects", "p"]).unwrap();
         assert_eq!(url.as_str(), "https://bigquery.googleapis.com/bigquery/v2/projects/p");
+        let pubsub = Rest::new(
+            "http://127.0.0.1:8085",
+            &["v1"],
+            google_cloud_auth::credentials::anonymous::Builder::new().build(),
+        );
+        let url = pubsub.unwrap().url("t", &["projects", "p", "subscriptions", "s-1:pull"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8085/v1/projects/p/subscriptions/s-1:pull");
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! `_stream` logic against the in-memory Pub/Sub: what is acked when, what
+//! is given back, what reads answer. That it works on Pub/Sub itself is for
+//! the tests through a mount (tests/fuse_pubsub.rs, tests/nfs_pubsub.rs).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ciofs_backends::memory::{MemoryGcs, MemoryPubSub, PubSubOp};
+use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionSettings};
+use ciofs_frontends::{Fh, Ino, OpenFlags, Vfs};
+
+use super::tests::{test_options, walk};
+use super::{Namespace, Services};
+
+const STREAM: &str = "p/pubsub/topics/topic/subscriptions/sub/_stream";
+
+fn fixture() -> (Arc<MemoryPubSub>, Namespace) {
+    let pubsub = Arc::new(MemoryPubSub::new());
+    pubsub.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
+    let services = Services {
+        gcs: Arc::new(MemoryGcs::new()),
+        bigquery: Arc::new(ciofs_backends::memory::MemoryBigQuery::new()),
+        pubsub: pubsub.clone(),
+    };
+    (pubsub, Namespace::new(vec!["p".to_string()], services, test_options()))
+}
+
+/// Publishes `m<i>` for each i of `numbers`.
+async fn publish(pubsub: &MemoryPubSub, numbers: std::ops::Range<usize>) {
+    let messages = numbers.map(|i| OutgoingMessage { data: Bytes::from(format!("m{i}")), ..Default::default() });
+    pubsub.publish("p", "topic", messages.collect()).await.unwrap();
+}
+
+fn data_of(line: &[u8]) -> String {
+    let line = String::from_utf8_lossy(line);
+    line.rsplit(": ").next().unwrap_or_default().trim_end().to_string()
+}
+
+fn acked(pubsub: &MemoryPubSub) -> Vec<String> {
+    pubsub.acked("p", "sub").iter().map(|m| String::from_utf8_lossy(&m.data).to_string()).collect()
+}
+
+async fn open(ns: &Namespace, path: &str) -> (Ino, Fh) {
+    let ino = walk(ns, path).await;
+    let opened = ns.open(ino, OpenFlags::default()).await.unwrap();
+    assert!(opened.direct_io, "the kernel must not read ahead of the reader");
+    (ino, opened.fh)
+}
+
+#[tokio::test]
+async fn each_read_is_one_line_acked_only_once_the_next_read_or_close_comes() {
+    let (pubsub, ns) = fixture();
+    publish(&pubsub, 0..5).await;
+    let (ino, fh) = open(&ns, STREAM).await;
+    assert_eq!(pubsub.calls.get(PubSubOp::Pull), 0, "open pulls nothing");
+    let (first, eof) = ns.read(ino, Some(fh), 0, 128 * 1024).await.unwrap();
+    assert!(!eof);
+    assert_eq!(data_of(&first), "m0");
+    assert!(first.starts_with(b"[") && first.ends_with(b"\n") && first.iter().filter(|b| **b == b'\n').count() == 1);
+    assert!(acked(&pubsub).is_empty(), "m0 is not acked before the reader asks again");
+    let (second, _) = ns.read(ino, Some(fh), 0, 128 * 1024).await.unwrap();
+    assert_eq!(data_of(&second), "m1");
+    let (third, _) = ns.read(ino, Some(fh), 0, 128 * 1024).await.unwrap();
+    assert_eq!(data_of(&third), "m2");
+    ns.release(ino, fh).await.unwrap();
+    assert_eq!(acked(&pubsub), ["m0", "m1", "m2"]);
+    let backlog: Vec<String> =
+        pubsub.backlog("p", "sub").iter().map(|m| String::from_utf8_lossy(&m.data).to_string()).collect();
+    assert_eq!(backlog, ["m3", "m4"], "pulled ahead, given back at close, first in line");
+    assert_eq!(pubsub.calls.get(PubSubOp::Acknowledge), 1, "acks are batched");
+}
+
+#[tokio::test]
+async fn a_line_read_in_part_is_given_back_whole() {
+    let (pubsub, ns) = fixture();
+    publish(&pubsub, 0..1).await;
+    let (ino, fh) = open(&ns, STREAM).await;
+    let (start, _) = ns.read(ino, Some(fh), 0, 5).await.unwrap();
+    assert_eq!(start.len(), 5);
+    ns.release(ino, fh).await.unwrap();
+    assert!(acked(&pubsub).is_empty());
+    assert_eq!(pubsub.backlog("p", "sub").len(), 1);
+
+    let (ino, fh) = open(&ns, STREAM).await;
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") {
+        line.extend_from_slice(&ns.read(ino, Some(fh), 0, 7).await.unwrap().0);
+    }
+    assert!(line.starts_with(&start), "the same line again");
+    ns.release(ino, fh).await.unwrap();
+    assert_eq!(acked(&pubsub), ["m0"]);
+}
+
+#[tokio::test]
+async fn an_empty_subscription_answers_eintr_and_a_later_message_still_comes() {
+    let (pubsub, ns) = fixture();
+    let (ino, fh) = open(&ns, &format!("{STREAM}.jsonl")).await;
+    let started = std::time::Instant::now();
+    let error = ns.read(ino, Some(fh), 0, 4096).await.unwrap_err();
+    assert_eq!(error.errno(), libc::EINTR);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    publish(&pubsub, 0..1).await;
+    let (line, _) = ns.read(ino, Some(fh), 0, 4096).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(json["data"], "m0");
+    ns.release(ino, fh).await.unwrap();
+    assert_eq!(acked(&pubsub), ["m0"]);
+}
+
+#[tokio::test]
+async fn a_deleted_subscription_fails_open_and_read() {
+    let (pubsub, ns) = fixture();
+    let ino = walk(&ns, STREAM).await;
+    let opened = ns.open(ino, OpenFlags::default()).await.unwrap();
+    pubsub.remove_subscription("p", "sub");
+    assert_eq!(ns.read(ino, Some(opened.fh), 0, 4096).await.unwrap_err().errno(), libc::ENOENT);
+    ns.release(ino, opened.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn over_nfs_the_log_grows_and_acks_what_was_read_past() {
+    let (pubsub, ns) = fixture();
+    let ino = walk(&ns, STREAM).await;
+    assert_eq!(ns.getattr(ino).await.unwrap().size, 0, "not followed: empty, nothing pulled");
+    assert_eq!(pubsub.calls.get(PubSubOp::Pull), 0);
+    publish(&pubsub, 0..3).await;
+    let (first, _) = ns.read(ino, None, 0, 1 << 20).await.unwrap();
+    let lines: Vec<String> = first.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(data_of).collect();
+    assert_eq!(lines, ["m0", "m1", "m2"]);
+    assert_eq!(ns.getattr(ino).await.unwrap().size, first.len() as u64);
+    assert!(acked(&pubsub).is_empty(), "nothing read past yet");
+    // A re-read of the same range serves the same bytes.
+    assert_eq!(ns.read(ino, None, 0, 1 << 20).await.unwrap().0, first);
+    publish(&pubsub, 3..4).await;
+    let size = ns.getattr(ino).await.unwrap().size;
+    assert!(size > first.len() as u64, "the size grows while followed");
+    let (next, _) = ns.read(ino, None, first.len() as u64, 1 << 20).await.unwrap();
+    assert_eq!(data_of(&next), "m3");
+    assert_eq!(acked(&pubsub), ["m0", "m1", "m2"], "acked once a read started past them");
+    assert_eq!(ns.read(ino, None, size, 4096).await.unwrap().0.len(), 0, "nothing more");
+    assert_eq!(acked(&pubsub), ["m0", "m1", "m2", "m3"]);
+}
+
+#[tokio::test]
+async fn over_nfs_an_idle_log_gives_back_its_unread_lines() {
+    let (pubsub, ns) = fixture();
+    publish(&pubsub, 0..2).await;
+    let ino = walk(&ns, STREAM).await;
+    let (first, _) = ns.read(ino, None, 0, 30).await.unwrap();
+    assert_eq!(first.len(), 30, "a part of the first line");
+    assert!(ns.getattr(ino).await.unwrap().size > 30, "followed: both lines held");
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(31)).await;
+    ns.pubsub.tend_stream_logs().await;
+    assert_eq!(pubsub.backlog("p", "sub").len(), 2, "both back in the queue");
+    assert!(acked(&pubsub).is_empty());
+    assert_eq!(ns.getattr(ino).await.unwrap().size, 0, "the log starts afresh");
+}
