@@ -258,3 +258,28 @@ fn two_readers_share_a_subscription_s_messages() {
     let all: std::collections::BTreeSet<String> = a.into_iter().chain(b).collect();
     assert_eq!(all, numbers.into_iter().collect(), "between them, every message");
 }
+
+/// The emulator going away fails close() of `_message` with EIO in bounded
+/// time; once it is back, a publish succeeds.
+#[test]
+fn publishing_while_the_emulator_is_down_fails_close_and_works_once_it_is_back() {
+    let mut pubsub = PrivatePubSub::start();
+    pubsub.create_topic_and_subscription("outage", "outage-sub");
+    let mount = FuseMount::start_with_env(&[], &[("PUBSUB_EMULATOR_HOST", &pubsub.host())]);
+    let message = mount.path(&format!("{PROJECT}/pubsub/topics/outage/_message"));
+    assert_eq!(write_and_close_errno(&message, b"before"), 0);
+    assert_eq!(ps_pull_from(&pubsub.project_url(), "outage-sub", 1, Duration::from_secs(10)), [b"before".to_vec()]);
+
+    pubsub.stop();
+    let started = std::time::Instant::now();
+    assert_eq!(write_and_close_errno(&message, b"during"), libc::EIO);
+    assert!(started.elapsed() < Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+    let errors = std::fs::read_to_string(mount.path(".ciofs/errors")).unwrap();
+    assert!(errors.contains("outage/_message"), "{errors}");
+
+    // The emulator keeps no state: it comes back empty.
+    pubsub.resume();
+    pubsub.create_topic_and_subscription("outage", "outage-sub");
+    assert_eq!(write_and_close_errno(&message, b"after"), 0);
+    assert_eq!(ps_pull_from(&pubsub.project_url(), "outage-sub", 1, Duration::from_secs(10)), [b"after".to_vec()]);
+}

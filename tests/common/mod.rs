@@ -302,6 +302,71 @@ impl Drop for PrivateGcs {
     }
 }
 
+/// A private Pub/Sub emulator for tests that stop the service. Its state is
+/// in memory: a restart starts it empty.
+pub struct PrivatePubSub {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivatePubSub {
+    pub fn start() -> Self {
+        let mut pubsub = PrivatePubSub { port: free_port(), child: None };
+        pubsub.resume();
+        pubsub
+    }
+
+    /// `127.0.0.1:PORT`, as `PUBSUB_EMULATOR_HOST` takes it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The REST base of project `PROJECT`.
+    pub fn project_url(&self) -> String {
+        format!("http://{}/v1/projects/{PROJECT}", self.host())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn resume(&mut self) {
+        let binary = std::env::var_os("CIOFS_PUBSUB_EMULATOR_BIN").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+        });
+        // The script execs java: killing the child stops the emulator.
+        let child = Command::new(binary)
+            .args(["--host=127.0.0.1".to_string(), format!("--port={}", self.port)])
+            .env("JAVA_OPTS", "-Xmx256m")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Pub/Sub emulator");
+        self.child = Some(child);
+        let url = format!("http://{}/", self.host());
+        wait_until("the private Pub/Sub emulator answers", Duration::from_secs(30), || {
+            Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success())
+        });
+    }
+
+    /// Creates a topic and a subscription of it with curl.
+    pub fn create_topic_and_subscription(&self, topic: &str, subscription: &str) {
+        let json = "content-type: application/json";
+        curl(&["-X", "PUT", "-H", json, &format!("{}/topics/{topic}", self.project_url()), "-d", "{}"]);
+        let body = serde_json::json!({"topic": format!("projects/{PROJECT}/topics/{topic}")}).to_string();
+        curl(&["-X", "PUT", "-H", json, &format!("{}/subscriptions/{subscription}", self.project_url()), "-d", &body]);
+    }
+}
+
+impl Drop for PrivatePubSub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn fake_gcs_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CIOFS_FAKE_GCS_BIN") {
         return PathBuf::from(path);
@@ -447,8 +512,13 @@ pub fn ps_publish(topic: &str, messages: &[&[u8]]) -> Vec<String> {
 /// Pulls (and acks) what a subscription holds with curl, until `want`
 /// messages came or `wait` passed; their data.
 pub fn ps_pull(subscription: &str, want: usize, wait: Duration) -> Vec<Vec<u8>> {
+    ps_pull_from(&pubsub_url(), subscription, want, wait)
+}
+
+/// `ps_pull` on the project at REST base `project_url`.
+pub fn ps_pull_from(project_url: &str, subscription: &str, want: usize, wait: Duration) -> Vec<Vec<u8>> {
     use base64::Engine;
-    let url = format!("{}/subscriptions/{subscription}", pubsub_url());
+    let url = format!("{project_url}/subscriptions/{subscription}");
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
     while got.len() < want && Instant::now() < deadline {
