@@ -2,9 +2,11 @@
 //!
 //! Text (the seed's): `[<publish time, RFC 3339>] <message id>: <data>\n`.
 //! The data is shown as it is when it is UTF-8 text without control
-//! characters other than tab, so that one message is always one line;
-//! anything else (binary, a newline inside, text that itself starts with
-//! `base64:`) is shown as `base64:` and the standard base64 of its bytes.
+//! characters other than tab, so that one message is always one line; one
+//! trailing newline is not shown (what `echo hello > _message` published
+//! reads `hello`; `_stream.jsonl` has the exact bytes). Anything else
+//! (binary, a newline inside, text that itself starts with `base64:`) is
+//! shown as `base64:` and the standard base64 of its bytes.
 //!
 //! JSON lines: one compact object per message with every field, the data
 //! both as text (null when it is not UTF-8) and in base64.
@@ -22,7 +24,7 @@ const BASE64_PREFIX: &str = "base64:";
 /// `[2026-01-17T12:00:00Z] msg-12345: hello world\n`. The caller passes the
 /// time it received the message when the service gave no publish time.
 pub fn format_stream_line(publish_time: SystemTime, message_id: &str, data: &[u8]) -> Vec<u8> {
-    let shown = match std::str::from_utf8(data) {
+    let shown = match std::str::from_utf8(data.strip_suffix(b"\n").unwrap_or(data)) {
         Ok(text) if is_one_line(text) => text.to_string(),
         _ => format!("{BASE64_PREFIX}{}", base64(data)),
     };

@@ -361,6 +361,9 @@ fn stream_lines_show_text_as_it_is() {
     assert_eq!(text(format_stream_line(time, "2", b"")), "[2026-01-17T12:00:00Z] 2: \n");
     let fraction = format_stream_line(at("2026-01-17T12:00:00.123Z"), "3", b"x");
     assert_eq!(text(fraction), "[2026-01-17T12:00:00.123Z] 3: x\n");
+    // What `echo hello > _message` publishes shows as the line it was.
+    let echoed = format_stream_line(time, "4", b"hello\n");
+    assert_eq!(text(echoed), "[2026-01-17T12:00:00Z] 4: hello\n");
 }
 
 #[test]
@@ -368,8 +371,8 @@ fn stream_lines_show_anything_else_in_base64() {
     let time = at("2026-01-17T12:00:00Z");
     let newline = format_stream_line(time, "1", b"two\nlines");
     assert_eq!(text(newline), "[2026-01-17T12:00:00Z] 1: base64:dHdvCmxpbmVz\n");
-    let trailing = format_stream_line(time, "2", b"hello\n");
-    assert_eq!(text(trailing), "[2026-01-17T12:00:00Z] 2: base64:aGVsbG8K\n");
+    let two_trailing = format_stream_line(time, "2", b"hello\n\n");
+    assert_eq!(text(two_trailing), "[2026-01-17T12:00:00Z] 2: base64:aGVsbG8KCg==\n");
     let binary = format_stream_line(time, "3", &[0xff, 0x00, 0xfe]);
     assert_eq!(text(binary), "[2026-01-17T12:00:00Z] 3: base64:/wD+\n");
     let escape = format_stream_line(time, "4", b"\x1b[31mred");
