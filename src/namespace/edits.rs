@@ -146,6 +146,26 @@ impl LocalFiles {
         file
     }
 
+    /// The local file of `node`, if any, with one more handle counted.
+    /// Both happen under the lock `drop_if_unchanged` takes: a release that
+    /// finds no handle left and drops the file cannot slip in between,
+    /// which would leave the new handle writing into a file no longer
+    /// registered (and its close applying nothing).
+    fn claim(&self, node: &Node) -> Option<Arc<LocalFile>> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let file = files.get(node)?.clone();
+        file.state().handles += 1;
+        Some(file)
+    }
+
+    /// `claim`, registering `new` if `node` has no local file.
+    fn claim_or_insert(&self, node: &Node, new: LocalFile) -> Arc<LocalFile> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let file = files.entry(node.clone()).or_insert_with(|| Arc::new(new)).clone();
+        file.state().handles += 1;
+        file
+    }
+
     fn remove(&self, node: &Node) -> Option<Arc<LocalFile>> {
         let removed = self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
         self.journal.forget(node);
@@ -256,6 +276,13 @@ fn is_editable(node: &Node) -> bool {
     }
 }
 
+/// A handle's own file (see `is_private`), its one handle counted.
+fn private_file() -> Arc<LocalFile> {
+    let file = LocalFile::with(Vec::new(), false);
+    file.state().handles = 1;
+    Arc::new(file)
+}
+
 /// Whether each handle of `node` writes its own content (a message to
 /// publish), rather than sharing the file's.
 fn is_private(node: &Node) -> bool {
@@ -275,8 +302,9 @@ fn too_big(node: &Node) -> VfsError {
 impl Namespace {
     /// The local file of `node`, made from its current document if there is
     /// none (empty with `truncate`).
-    async fn local_file(&self, node: &Node, truncate: bool) -> VfsResult<Arc<LocalFile>> {
-        if let Some(file) = self.local.get(node) {
+    async fn local_file(&self, node: &Node, truncate: bool, claim: bool) -> VfsResult<Arc<LocalFile>> {
+        let existing = if claim { self.local.claim(node) } else { self.local.get(node) };
+        if let Some(file) = existing {
             if truncate {
                 self.empty_file(node, &file);
             }
@@ -297,9 +325,12 @@ impl Namespace {
         };
         self.local.set_hidden(node, false);
         let file = LocalFile::with(data, truncate);
-        let file = {
-            let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
-            files.entry(node.clone()).or_insert(Arc::new(file)).clone()
+        let file = match claim {
+            true => self.local.claim_or_insert(node, file),
+            false => {
+                let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
+                files.entry(node.clone()).or_insert(Arc::new(file)).clone()
+            }
         };
         if truncate {
             // Another open may have made the file meanwhile.
@@ -318,19 +349,18 @@ impl Namespace {
         }
     }
 
+    /// A handle of `file`; one for write must come with its handle counted
+    /// (`LocalFiles::claim`, or `private_file`).
     fn new_local_handle(node: &Node, file: Arc<LocalFile>, for_write: bool) -> Arc<LocalHandle> {
-        if for_write {
-            file.state().handles += 1;
-        }
         Arc::new(LocalHandle { node: node.clone(), file, for_write, wrote: AtomicBool::new(false) })
     }
 
     /// Opens a local file for write.
     pub(super) async fn local_open(&self, node: &Node, truncate: bool) -> VfsResult<Arc<LocalHandle>> {
         if is_private(node) {
-            return Ok(Self::new_local_handle(node, Arc::new(LocalFile::with(Vec::new(), false)), true));
+            return Ok(Self::new_local_handle(node, private_file(), true));
         }
-        let file = self.local_file(node, truncate).await?;
+        let file = self.local_file(node, truncate, true).await?;
         Ok(Self::new_local_handle(node, file, true))
     }
 
@@ -352,14 +382,14 @@ impl Namespace {
     pub(super) fn local_create(&self, node: &Node) -> Arc<LocalHandle> {
         self.local.set_hidden(node, false);
         if is_private(node) {
-            return Self::new_local_handle(node, Arc::new(LocalFile::with(Vec::new(), false)), true);
+            return Self::new_local_handle(node, private_file(), true);
         }
-        let file = match self.local.get(node) {
+        let file = match self.local.claim(node) {
             Some(file) => {
                 self.empty_file(node, &file);
                 file
             }
-            None => self.local.insert(node.clone(), LocalFile::with(Vec::new(), is_editable(node))),
+            None => self.local.claim_or_insert(node, LocalFile::with(Vec::new(), is_editable(node))),
         };
         file.state().awaits_writes = true;
         Self::new_local_handle(node, file, true)
@@ -387,7 +417,7 @@ impl Namespace {
             // A removed file, written through an old NFS handle.
             return Err(VfsError::new(libc::ESTALE, format!("{node} was removed")));
         }
-        let file = self.local_file(node, false).await?;
+        let file = self.local_file(node, false, false).await?;
         self.write_into(node, &file, offset, data, is_editable(node))?;
         Ok(data.len() as u32)
     }
@@ -449,7 +479,7 @@ impl Namespace {
         if size > MAX_LOCAL_FILE {
             return Err(too_big(node));
         }
-        let file = self.local_file(node, size == 0).await?;
+        let file = self.local_file(node, size == 0, false).await?;
         let mut state = file.state();
         if state.data.len() as u64 != size {
             state.data.resize(size as usize, 0);
