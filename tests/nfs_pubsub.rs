@@ -12,15 +12,31 @@ use common::nfs::*;
 use common::*;
 use nfs3_client::nfs3_types::nfs3::{GETATTR3args, MKDIR3args, sattr3};
 
-#[tokio::test]
-async fn message_written_over_nfs_is_published_after_idle() {
-    let topic = pubsub_name("nfs_ps");
+/// A topic with a subscription (made with curl) and an NFS server.
+struct Served {
+    topic: String,
+    subscription: String,
+    // Stopped before its state directory goes.
+    _server: NfsServer,
+    _state: tempfile::TempDir,
+}
+
+/// `Served`, and a client connected to the server.
+async fn serve(test: &str) -> (Served, Conn) {
+    let topic = pubsub_name(test);
     let subscription = format!("{topic}-sub");
     ps_create_topic(&topic);
     ps_create_subscription(&subscription, &topic);
     let state = tempfile::tempdir().unwrap();
     let server = NfsServer::start(state.path());
-    let mut conn = connect(server.port).await;
+    let conn = connect(server.port).await;
+    (Served { topic, subscription, _server: server, _state: state }, conn)
+}
+
+#[tokio::test]
+async fn message_written_over_nfs_is_published_after_idle() {
+    let (served, mut conn) = serve("nfs_ps").await;
+    let (topic, subscription) = (served.topic.clone(), served.subscription.clone());
 
     let topic_fh = walk(&mut conn, &format!("{PROJECT}/pubsub/topics/{topic}")).await;
     let (names, _) = list(&mut conn, &topic_fh, 8192).await;
@@ -56,13 +72,8 @@ async fn size(conn: &mut Conn, fh: &nfs3_client::nfs3_types::nfs3::nfs_fh3) -> u
 
 #[tokio::test]
 async fn stream_over_nfs_is_a_log_that_grows_while_it_is_read() {
-    let topic = pubsub_name("nfs_stream");
-    let subscription = format!("{topic}-sub");
-    ps_create_topic(&topic);
-    ps_create_subscription(&subscription, &topic);
-    let state = tempfile::tempdir().unwrap();
-    let server = NfsServer::start(state.path());
-    let mut conn = connect(server.port).await;
+    let (served, mut conn) = serve("nfs_stream").await;
+    let (topic, subscription) = (served.topic.clone(), served.subscription.clone());
     let stream =
         walk(&mut conn, &format!("{PROJECT}/pubsub/topics/{topic}/subscriptions/{subscription}/_stream")).await;
     assert_eq!(size(&mut conn, &stream).await, 0, "not read yet: empty, nothing consumed");
