@@ -69,6 +69,9 @@ fn topics_and_subscriptions_are_directories_of_documents() {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), std::fs::read(&path).unwrap().len() as u64, "{file}");
     }
     assert_eq!(std::fs::metadata(f.topic_path("_message")).unwrap().len(), 0);
+    // Streams are read-only; tar reads no empty file that all may read.
+    let modes = ok(&format!("cd {} && stat -c %a _message {sub}/_stream {sub}/_stream.jsonl", f.dir()));
+    assert_eq!(modes, "644\n444\n444\n");
     assert_eq!(std::fs::read(f.topic_path("_message")).unwrap(), b"");
     let archive = ok(&format!("timeout 20 tar cf - -C {pubsub} topics/{} | tar tf -", f.topic));
     assert!(archive.contains("_message") && archive.contains("_stream"), "{archive}");

@@ -184,6 +184,9 @@ fn fopen_flags(opened: &crate::vfs::Opened) -> FopenFlags {
     if opened.direct_io {
         flags |= FopenFlags::FOPEN_DIRECT_IO;
     }
+    if opened.stream {
+        flags |= FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM;
+    }
     if opened.keep_cache {
         flags |= FopenFlags::FOPEN_KEEP_CACHE;
     }

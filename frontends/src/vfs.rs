@@ -137,8 +137,11 @@ pub struct OpenFlags {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Opened {
     pub fh: Fh,
-    /// Bypass the kernel's page cache (streams whose size is not known).
+    /// Bypass the kernel's page cache.
     pub direct_io: bool,
+    /// A stream (`_stream`): direct I/O, no position, no seeking; each
+    /// read is answered with what comes next.
+    pub stream: bool,
     /// The content is unchanged since the kernel last cached it.
     pub keep_cache: bool,
 }

@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use ciofs_frontends::{Attr, FileKind, OpenFlags, Opened, VfsError, VfsResult};
+use ciofs_frontends::{Attr, OpenFlags, Opened, VfsError, VfsResult};
 
 use super::edits::is_local;
 use bytes::Bytes;
@@ -80,9 +80,9 @@ impl Namespace {
                 return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
             }
         } else if let Some(reader) = self.ps_stream_reader(node).await? {
-            // Each read a message: the kernel must not read ahead or cache.
-            let fh = self.new_handle(Handle::Stream(reader));
-            return Ok(Opened { fh, direct_io: true, keep_cache: false });
+            // Each read a message: the kernel must not read ahead, cache or
+            // keep a position.
+            return Ok(Opened { fh: self.new_handle(Handle::Stream(reader)), stream: true, ..Opened::default() });
         } else if matches!(node, Node::Scratch { .. }) {
             Handle::Local(self.local_open_scratch(node)?)
         } else if let Some(edit) = self.local_snapshot(node) {
@@ -92,7 +92,7 @@ impl Namespace {
             // The rendering the lookup sized: one consistent version.
             Handle::Document(self.editable_document(node).await?.0)
         };
-        Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false })
+        Ok(Opened { fh: self.new_handle(handle), ..Opened::default() })
     }
 
     pub(super) async fn doc_create(&self, dir: &Node, name: &str) -> VfsResult<(Attr, Opened)> {
@@ -111,8 +111,8 @@ impl Namespace {
             self.local_unhide(&node);
             Handle::Ignored(Bytes::new())
         };
-        let attr = self.attr(ino, generation, FileKind::File, 0, SystemTime::now());
-        Ok((attr, Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false }))
+        let attr = self.attr(ino, generation, &node, 0, SystemTime::now());
+        Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))
     }
 
     /// A write without a handle (NFS).

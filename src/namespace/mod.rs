@@ -287,20 +287,21 @@ impl Namespace {
             .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))
     }
 
-    fn attr(&self, ino: Ino, generation: u64, kind: FileKind, size: u64, mtime: SystemTime) -> Attr {
-        let perm = match kind {
-            FileKind::Directory => self.options.dir_mode,
-            FileKind::File => self.options.file_mode,
+    fn attr(&self, ino: Ino, generation: u64, node: &Node, size: u64, mtime: SystemTime) -> Attr {
+        let (kind, perm) = match node {
+            node if node.is_dir() => (FileKind::Directory, self.options.dir_mode),
+            // Read-only: writing a stream does nothing.
+            node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444),
+            _ => (FileKind::File, self.options.file_mode),
         };
         Attr { ino, kind, size, mtime, perm, uid: self.options.uid, gid: self.options.gid, generation }
     }
 
     /// Numbers `node` and gives its attributes from what is already known.
     fn entry(&self, node: Node, size: u64, mtime: SystemTime) -> DirEntry {
-        let kind = if node.is_dir() { FileKind::Directory } else { FileKind::File };
         let name = node.path().rsplit('/').next().unwrap_or_default().to_string();
         let (ino, generation) = self.inodes.remember(&node);
-        DirEntry { name, attr: self.attr(ino, generation, kind, size, mtime) }
+        DirEntry { name, attr: self.attr(ino, generation, &node, size, mtime) }
     }
 
     fn dir_entry(&self, node: Node) -> DirEntry {
@@ -369,8 +370,7 @@ impl Vfs for Namespace {
             }
             (None, _) => self.storage_stat(&node).await?,
         };
-        let kind = if node.is_dir() { FileKind::Directory } else { FileKind::File };
-        Ok(self.attr(ino, generation, kind, size, mtime))
+        Ok(self.attr(ino, generation, &node, size, mtime))
     }
 
     fn generation(&self, ino: Ino) -> Option<u64> {
@@ -422,14 +422,14 @@ impl Vfs for Namespace {
                 return Err(VfsError::new(libc::EACCES, format!("{node} is read-only")));
             }
             let handle = Handle::Document(self.error_log.render().0);
-            return Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false });
+            return Ok(Opened { fh: self.new_handle(handle), ..Opened::default() });
         }
         if flags.write || flags.truncate || flags.append {
             return self.open_for_write(ino, &node, flags.truncate).await;
         }
         if let Some(writer) = self.writer(ino) {
             // Reading a file being written: its writer's bytes.
-            return Ok(Opened { fh: self.new_handle(Handle::Write(writer)), direct_io: false, keep_cache: false });
+            return Ok(Opened { fh: self.new_handle(Handle::Write(writer)), ..Opened::default() });
         }
         match &node {
             Node::Object { .. } => {
@@ -438,11 +438,11 @@ impl Vfs for Namespace {
                 let mut opened = self.opened_generation.lock().unwrap_or_else(|e| e.into_inner());
                 let keep_cache = opened.insert(ino, generation) == Some(generation);
                 let fh = self.new_handle(Handle::Object(Arc::new(AsyncMutex::new(reader))));
-                Ok(Opened { fh, direct_io: false, keep_cache })
+                Ok(Opened { fh, keep_cache, ..Opened::default() })
             }
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
                 let document = self.render_document(&node).await?;
-                Ok(Opened { fh: self.new_handle(Handle::Document(document)), direct_io: false, keep_cache: false })
+                Ok(Opened { fh: self.new_handle(Handle::Document(document)), ..Opened::default() })
             }
             _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
         }
@@ -464,8 +464,8 @@ impl Vfs for Namespace {
             }
             _ => Handle::Ignored(Bytes::new()),
         };
-        let attr = self.attr(ino, generation, FileKind::File, 0, SystemTime::now());
-        Ok((attr, Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false }))
+        let attr = self.attr(ino, generation, &node, 0, SystemTime::now());
+        Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))
     }
 
     async fn write(&self, ino: Ino, fh: Option<Fh>, offset: u64, data: &[u8]) -> VfsResult<u32> {
@@ -805,7 +805,7 @@ impl Namespace {
             }
             _ => return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
         };
-        Ok(Opened { fh: self.new_handle(handle), direct_io: false, keep_cache: false })
+        Ok(Opened { fh: self.new_handle(handle), ..Opened::default() })
     }
 
     /// Finds `name` in directory `parent`.

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{ListObjects, Upload};
-use ciofs_frontends::{Attr, FileKind, VfsError, VfsResult};
+use ciofs_frontends::{Attr, VfsError, VfsResult};
 
 use super::Namespace;
 use super::cache::{Known, key};
@@ -86,7 +86,7 @@ impl Namespace {
             _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
         };
         let (ino, generation) = self.inodes.remember(&node);
-        Ok(self.attr(ino, generation, FileKind::Directory, 0, SystemTime::UNIX_EPOCH))
+        Ok(self.attr(ino, generation, &node, 0, SystemTime::UNIX_EPOCH))
     }
 
     /// Writes the zero-byte object that keeps an empty directory.

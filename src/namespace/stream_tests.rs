@@ -43,7 +43,7 @@ fn acked(pubsub: &MemoryPubSub) -> Vec<String> {
 async fn open(ns: &Namespace, path: &str) -> (Ino, Fh) {
     let ino = walk(ns, path).await;
     let opened = ns.open(ino, OpenFlags::default()).await.unwrap();
-    assert!(opened.direct_io, "the kernel must not read ahead of the reader");
+    assert!(opened.stream, "the kernel must not read ahead of the reader");
     (ino, opened.fh)
 }
 
