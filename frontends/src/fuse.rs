@@ -185,7 +185,10 @@ fn fopen_flags(opened: &crate::vfs::Opened) -> FopenFlags {
         flags |= FopenFlags::FOPEN_DIRECT_IO;
     }
     if opened.stream {
-        flags |= FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM;
+        // Not FOPEN_NONSEEKABLE: `head` seeks back to the end of what it
+        // printed when it is done (nothing to move, as each read is one
+        // line) and would complain "Illegal seek" on every use.
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
     }
     if opened.keep_cache {
         flags |= FopenFlags::FOPEN_KEEP_CACHE;

@@ -139,8 +139,8 @@ pub struct Opened {
     pub fh: Fh,
     /// Bypass the kernel's page cache.
     pub direct_io: bool,
-    /// A stream (`_stream`): direct I/O, no position, no seeking; each
-    /// read is answered with what comes next.
+    /// A stream (`_stream`): direct I/O; each read is answered with what
+    /// comes next, whatever its offset.
     pub stream: bool,
     /// The content is unchanged since the kernel last cached it.
     pub keep_cache: bool,

@@ -80,8 +80,7 @@ impl Namespace {
                 return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
             }
         } else if let Some(reader) = self.ps_stream_reader(node).await? {
-            // Each read a message: the kernel must not read ahead, cache or
-            // keep a position.
+            // Each read a message: the kernel must not read ahead or cache.
             return Ok(Opened { fh: self.new_handle(Handle::Stream(reader)), stream: true, ..Opened::default() });
         } else if matches!(node, Node::Scratch { .. }) {
             Handle::Local(self.local_open_scratch(node)?)
