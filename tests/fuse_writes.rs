@@ -198,6 +198,21 @@ fn tar_x_and_cp_r_into_a_bucket_twice() {
     ok(&format!("cp -r {}/a {d}/copied && cp -r {}/a/. {d}/copied", src.path().display(), src.path().display()));
     assert_eq!(read_object(&f.bucket, "copied/b/2"), b"two\n");
     ok(&format!("diff -r --exclude=.meta {}/a {d}/copied", src.path().display()));
+
+    // An export of the bucket (its .meta/ documents included) extracted
+    // over itself: every .meta file exists, so tar unlinks it and creates
+    // it again with O_EXCL. It must end (it looped once) and change nothing.
+    let export = src.path().join("export.tar");
+    ok(&format!("tar cf {} -C {d} .", export.display()));
+    assert!(ok(&format!("tar tf {}", export.display())).contains("./.meta/_bucket.json"));
+    for _ in 0..2 {
+        ok(&format!("timeout 60 tar xf {} -C {d}", export.display()));
+    }
+    assert_eq!(read_object(&f.bucket, "a/b/2"), b"two\n");
+    assert_eq!(
+        ok(&format!("ls {d}/.meta {d}/a/b/.meta")),
+        format!("{d}/.meta:\n_bucket.json\n\n{d}/a/b/.meta:\n2.json\n")
+    );
 }
 
 #[test]

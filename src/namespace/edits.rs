@@ -396,6 +396,11 @@ impl Namespace {
     }
 
     /// A generated file created again after its removal.
+    /// A generated file removed: hidden until it is created again.
+    pub(super) fn local_hide(&self, node: &Node) {
+        self.local.set_hidden(node, true);
+    }
+
     pub(super) fn local_unhide(&self, node: &Node) {
         self.local.set_hidden(node, false);
     }

@@ -462,7 +462,10 @@ impl Vfs for Namespace {
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
-            _ => Handle::Ignored(Bytes::new()),
+            _ => {
+                self.local_unhide(&node);
+                Handle::Ignored(Bytes::new())
+            }
         };
         let attr = self.attr(ino, generation, &node, 0, SystemTime::now());
         Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))

@@ -145,8 +145,14 @@ impl Namespace {
                     _ => Err(VfsError::not_found(format!("{dir}/{name}"))),
                 }
             }
-            // Generated documents: removing one deletes nothing in Google.
-            Node::MetaDir { .. } => Ok(()),
+            // Generated documents: removing one deletes nothing in Google;
+            // the name is hidden until it is created again (`tar x`
+            // unlinks a file that exists, then creates it with O_EXCL).
+            Node::MetaDir { .. } => {
+                let node = self.child_to_create(dir, name)?;
+                self.local_hide(&node);
+                Ok(())
+            }
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
         }
     }

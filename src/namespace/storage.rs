@@ -59,6 +59,10 @@ impl Namespace {
                 }
             }
             Node::MetaDir { project, bucket, prefix } => {
+                if self.child_to_create(dir, name).is_ok_and(|node| self.local.is_hidden(&node)) {
+                    // Removed (by `tar x` before it creates it again).
+                    return Err(missing());
+                }
                 if prefix.is_empty() && name == BUCKET_META {
                     let meta = self.bucket_meta(bucket).await?;
                     return Ok(self.bucket_meta_entry(project, &meta));
@@ -311,7 +315,8 @@ impl Namespace {
             })],
             Node::MetaDir { project, bucket, prefix } if prefix.is_empty() => {
                 let meta = self.bucket_meta(bucket).await?;
-                vec![self.bucket_meta_entry(project, &meta)]
+                let node = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
+                if self.local.is_hidden(&node) { Vec::new() } else { vec![self.bucket_meta_entry(project, &meta)] }
             }
             _ => Vec::new(),
         })
@@ -445,7 +450,17 @@ impl Namespace {
                     tracing::warn!(bucket, "the document of object `_bucket` is hidden by .meta/_bucket.json");
                     continue;
                 }
-                (Child::Object(meta), true) => self.object_meta_entry(project, meta),
+                (Child::Object(meta), true) => {
+                    let node = Node::ObjectMeta {
+                        project: project.to_string(),
+                        bucket: bucket.to_string(),
+                        name: meta.name.clone(),
+                    };
+                    if self.local.is_hidden(&node) {
+                        continue;
+                    }
+                    self.object_meta_entry(project, meta)
+                }
                 (Child::Prefix(full), false) => self.dir_entry(Node::Dir {
                     project: project.to_string(),
                     bucket: bucket.to_string(),
