@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Fixture {
     topic: String,
@@ -125,9 +125,20 @@ fn mkdir_and_rmdir_make_and_delete_topics_and_subscriptions() {
     ok(&format!("mkdir {topics}/{topic}"));
     assert!(ps_get(&format!("/topics/{topic}")).is_some());
     let subscription = format!("{topic}-sub");
+    // By hand: created with default settings within a second.
     ok(&format!("mkdir {topics}/{topic}/subscriptions/{subscription}"));
-    let created = ps_get(&format!("/subscriptions/{subscription}")).expect("subscription created");
+    let created = ps_get_soon(&format!("/subscriptions/{subscription}"));
     assert_eq!(created["topic"], format!("projects/{PROJECT}/topics/{topic}"));
+    // As tar x does it: mkdir, then config.json with a setting only a
+    // creation can take (a filter), made with it.
+    let filtered = format!("{topic}-filtered");
+    let dir = format!("{topics}/{topic}/subscriptions/{filtered}");
+    ok(&format!(
+        "mkdir {dir} && /bin/echo '{{\"filter\": \"attributes.k = \\\"v\\\"\", \"ack_deadline_seconds\": 20}}' > {dir}/config.json"
+    ));
+    let made = ps_get(&format!("/subscriptions/{filtered}")).expect("created at its config.json");
+    assert_eq!((&made["filter"], &made["ackDeadlineSeconds"]), (&json!("attributes.k = \"v\""), &json!(20)));
+    ok(&format!("rmdir {dir}"));
     ok(&format!("/bin/echo through-the-new-one > {topics}/{topic}/_message"));
     assert_eq!(ps_pull(&subscription, 1, Duration::from_secs(10)), vec![b"through-the-new-one\n".to_vec()]);
     ok(&format!("rmdir {topics}/{topic}/subscriptions/{subscription}"));

@@ -571,7 +571,15 @@ impl Vfs for Namespace {
         }
         // Mode, owner and times: accepted (tar x and cp -p set them), not
         // kept: Cloud Storage has no place for them yet.
-        self.getattr(ino).await
+        match self.getattr(ino).await {
+            // The document of an object not uploaded yet: `tar x` writes
+            // `.meta/` before the objects, then sets its times and mode.
+            Err(e) if e.errno() == libc::ENOENT && matches!(node, Node::ObjectMeta { .. }) => {
+                let generation = self.inodes.generation(ino).unwrap_or(0);
+                Ok(self.attr(ino, generation, &node, 0, SystemTime::now()))
+            }
+            attr => attr,
+        }
     }
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
@@ -715,6 +723,7 @@ impl Namespace {
         }
         self.apply_idle_edits(idle).await;
         self.pubsub.tend_stream_logs().await;
+        self.create_due_subscriptions(None).await;
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.

@@ -7,11 +7,13 @@
 //!
 //! Listings are fetched whole (all pages) and kept for the metadata TTL.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionMeta, TopicMeta};
+use ciofs_backends::ErrorKind;
+use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta};
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
@@ -31,6 +33,10 @@ use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
 /// The most messages one publish call carries (Pub/Sub's request limit).
 const PUBLISH_BATCH: usize = 1000;
 
+/// How long a subscription made by `mkdir` waits for its config.json
+/// before it is created with default settings.
+const PENDING_WAIT: Duration = Duration::from_secs(1);
+
 type TopicKey = (String, String);
 
 /// What ciofs knows of Pub/Sub, and the client to ask.
@@ -41,6 +47,11 @@ pub(super) struct PubSubTree {
     subscription_metas: Timed<TopicKey, Arc<SubscriptionMeta>>,
     /// `_stream` logs NFS clients follow (stream_log.rs).
     stream_logs: StreamLogs,
+    /// Subscriptions made by `mkdir` and not created yet, by (project,
+    /// subscription): their topic and when they were made. A filter and
+    /// message ordering can only be set at creation, so creation waits
+    /// for the config.json that `tar x` writes next (or `PENDING_WAIT`).
+    pending: Mutex<BTreeMap<TopicKey, (String, Instant)>>,
 }
 
 impl PubSubTree {
@@ -51,7 +62,17 @@ impl PubSubTree {
             subscriptions: Timed::new(ttl),
             subscription_metas: Timed::new(ttl),
             stream_logs: StreamLogs::default(),
+            pending: Mutex::default(),
         }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<TopicKey, (String, Instant)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The topic (short name) of a pending subscription.
+    fn pending_topic(&self, project: &str, subscription: &str) -> Option<String> {
+        self.pending().get(&(project.to_string(), subscription.to_string())).map(|(topic, _)| topic.clone())
     }
 
     /// Renews the leases of what stream logs hold, gives up idle ones.
@@ -165,6 +186,9 @@ impl Namespace {
         if !node.is_stream() {
             return Ok(None);
         }
+        if self.pubsub.pending_topic(project, subscription).is_some() {
+            self.create_due_subscriptions(Some((project, subscription))).await;
+        }
         self.subscription_of(project, topic, subscription).await?;
         let json = *file == SubscriptionFile::StreamJson;
         Ok(Some(Arc::new(StreamReader::new(self.pubsub.api.clone(), project, subscription, json))))
@@ -217,12 +241,19 @@ impl Namespace {
                 });
                 files.chain([Node::Subscriptions { project: project.clone(), topic: topic.clone() }]).collect()
             }
-            Node::Subscriptions { project, topic } => self
-                .subscriptions(project, topic)
-                .await?
-                .iter()
-                .map(|s| Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: s.clone() })
-                .collect(),
+            Node::Subscriptions { project, topic } => {
+                let mut names: Vec<String> = self.subscriptions(project, topic).await?.to_vec();
+                let pending = self.pubsub.pending();
+                let of_topic = pending.iter().filter(|((p, _), (t, _))| p == project && t == topic);
+                names.extend(of_topic.map(|((_, name), _)| name.clone()));
+                drop(pending);
+                names.sort();
+                names.dedup();
+                names
+                    .into_iter()
+                    .map(|s| Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: s })
+                    .collect()
+            }
             Node::Subscription { project, topic, subscription } => SubscriptionFile::ALL
                 .into_iter()
                 .map(|file| Node::SubscriptionFile {
@@ -298,6 +329,9 @@ impl Namespace {
         topic: &str,
         subscription: &str,
     ) -> VfsResult<Arc<SubscriptionMeta>> {
+        if self.pubsub.pending_topic(project, subscription).is_some_and(|t| t == topic) {
+            return Ok(Arc::new(pending_meta(project, topic, subscription)));
+        }
         let key = (project.to_string(), subscription.to_string());
         let meta = match self.pubsub.subscription_metas.get(&key) {
             Some(meta) => meta,
@@ -327,16 +361,74 @@ impl Namespace {
             }
             Node::Subscriptions { project, topic } => {
                 check_resource_name("subscription", name)?;
-                let created = self.pubsub.api.create_subscription(project, name, topic, &Default::default()).await;
-                let created = created.map_err(vfs_error)?;
-                self.pubsub.subscriptions.forget(&(project.clone(), topic.clone()));
-                self.pubsub.subscription_metas.put((project.clone(), name.to_string()), Arc::new(created));
-                tracing::info!(project, topic, subscription = name, "subscription created");
+                let exists = match self.pubsub.api.get_subscription(project, name).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind == ErrorKind::NotFound => self.pubsub.pending_topic(project, name).is_some(),
+                    Err(e) => return Err(vfs_error(e)),
+                };
+                if exists {
+                    return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
+                }
+                let key = (project.clone(), name.to_string());
+                self.pubsub.pending().insert(key, (topic.clone(), Instant::now()));
+                tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
             }
             _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
         };
         Ok(self.dir_entry(node).attr)
+    }
+
+    /// Creates a pending subscription with `settings`.
+    async fn create_pending(
+        &self,
+        project: &str,
+        subscription: &str,
+        settings: &SubscriptionSettings,
+    ) -> VfsResult<()> {
+        let key = (project.to_string(), subscription.to_string());
+        let Some(topic) = self.pubsub.pending_topic(project, subscription) else { return Ok(()) };
+        let created = self.pubsub.api.create_subscription(project, subscription, &topic, settings).await;
+        let created = match created {
+            Ok(created) => created,
+            // Made meanwhile (by another client, or a create whose answer
+            // was lost): it is not pending any more either way.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                self.pubsub.pending().remove(&key);
+                return Err(vfs_error(e));
+            }
+            Err(e) => return Err(vfs_error(e)),
+        };
+        self.pubsub.pending().remove(&key);
+        self.pubsub.subscriptions.forget(&(project.to_string(), topic.clone()));
+        self.pubsub.subscription_metas.put(key, Arc::new(created));
+        tracing::info!(project, topic, subscription, "subscription created");
+        Ok(())
+    }
+
+    /// Creates, with default settings, the pending subscriptions whose
+    /// config.json did not come within `PENDING_WAIT` (called periodically),
+    /// or the one named now (its stream is used).
+    pub(super) async fn create_due_subscriptions(&self, now_for: Option<(&str, &str)>) {
+        let due: Vec<Node> = self
+            .pubsub
+            .pending()
+            .iter()
+            .filter(|(key, (_, made))| {
+                made.elapsed() >= PENDING_WAIT || now_for.is_some_and(|(p, s)| key.0 == p && key.1 == s)
+            })
+            .map(|((project, subscription), (topic, _))| Node::Subscription {
+                project: project.clone(),
+                topic: topic.clone(),
+                subscription: subscription.clone(),
+            })
+            .collect();
+        for node in due {
+            let Node::Subscription { project, subscription, .. } = &node else { continue };
+            if let Err(e) = self.create_pending(project, subscription, &SubscriptionSettings::default()).await {
+                self.error_log.record(&node.to_string(), e.errno(), e.message());
+            }
+        }
     }
 
     /// `rmdir` of a topic deletes it (its subscriptions stay, detached, as in
@@ -352,6 +444,9 @@ impl Namespace {
                 Ok(())
             }
             Node::Subscriptions { project, topic } => {
+                if self.pubsub.pending().remove(&(project.clone(), name.to_string())).is_some() {
+                    return Ok(());
+                }
                 self.subscription_of(project, topic, name).await?;
                 let deleted = self.pubsub.api.delete_subscription(project, name).await.map_err(vfs_error);
                 self.pubsub.subscriptions.forget(&(project.clone(), topic.clone()));
@@ -380,6 +475,14 @@ impl Namespace {
                 self.pubsub.api.update_topic(project, topic, &settings).await.map_err(vfs_error)?;
                 self.pubsub.topics.forget(&project.clone());
                 Ok(())
+            }
+            Node::SubscriptionFile { project, topic, subscription, file: SubscriptionFile::Config }
+                if self.pubsub.pending_topic(project, subscription).is_some() =>
+            {
+                let defaults = pending_meta(project, topic, subscription).settings;
+                let settings = parse_subscription_config(project, &full_topic(project, topic), data, &defaults)?;
+                check_subscription_change(None, &settings)?;
+                self.create_pending(project, subscription, &settings).await
             }
             Node::SubscriptionFile { project, subscription, file: SubscriptionFile::Config, .. } => {
                 let current = self.pubsub.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
@@ -438,4 +541,15 @@ impl Namespace {
 /// A topic's full name.
 pub(super) fn full_topic(project: &str, topic: &str) -> String {
     format!("projects/{project}/topics/{topic}")
+}
+
+/// What a pending subscription shows until it is created: Pub/Sub's
+/// defaults.
+fn pending_meta(project: &str, topic: &str, subscription: &str) -> SubscriptionMeta {
+    let settings = SubscriptionSettings {
+        ack_deadline_seconds: 10,
+        message_retention_duration: Some(Duration::from_secs(7 * 24 * 3600)),
+        ..SubscriptionSettings::default()
+    };
+    SubscriptionMeta { subscription: subscription.to_string(), topic: full_topic(project, topic), settings }
 }

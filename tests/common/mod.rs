@@ -125,7 +125,8 @@ pub fn is_mounted(dir: &Path) -> bool {
     info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+/// Polls `done` every 20 ms until it holds; fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -540,6 +541,18 @@ pub fn ps_pull_from(project_url: &str, subscription: &str, want: usize, wait: Du
         curl(&["-X", "POST", "-H", "content-type: application/json", &format!("{url}:acknowledge"), "-d", &ack]);
     }
     got
+}
+
+/// A Pub/Sub resource (`/subscriptions/S`), waiting up to 5 s for it to
+/// exist: `mkdir` of a subscription creates it at its config.json or
+/// within a second.
+pub fn ps_get_soon(path: &str) -> Value {
+    let mut found = None;
+    wait_until(&format!("{path} exists"), Duration::from_secs(5), || {
+        found = ps_get(path);
+        found.is_some()
+    });
+    found.unwrap_or_default()
 }
 
 /// GET on the Pub/Sub REST API; None on 404.
