@@ -272,7 +272,7 @@ fn generated_files_accept_writes_and_tar_x_of_a_table_succeeds_twice() {
     let f = Fixture::new("bq_tar");
     let before = f.table("t");
     let d = f.dir();
-    ok(&format!("echo ignored > {d}/t/_status.json && echo ignored > {d}/.meta/_dataset.json"));
+    ok(&format!("echo ignored > {d}/t/_status.json"));
     assert_eq!(f.read_json("t/_status.json")["etag"], before["etag"]);
     // tar c of the dataset, then tar x over it (as root: O_EXCL, unlink on
     // EEXIST, create, fchown, fchmod, utimensat), twice.
@@ -285,4 +285,26 @@ fn generated_files_accept_writes_and_tar_x_of_a_table_succeeds_twice() {
     assert_eq!(after["etag"], before["etag"], "tar x of unchanged documents changes nothing");
     assert_eq!(ok(&format!("ls -f {d}/t")), "config.json\nschema.json\n_status.json\n");
     let _ = std::fs::remove_file(archive);
+}
+
+#[test]
+fn dataset_json_edits_change_description_and_labels() {
+    let f = Fixture::new("bq_dataset");
+    let meta = f.path(".meta/_dataset.json");
+    let before = f.read_json(".meta/_dataset.json");
+    assert_eq!(before["description"], Value::Null);
+    ok(&format!("sed -i 's/\"description\": null/\"description\": \"from sed\"/' {}", meta.display()));
+    let dataset = bq_get(&format!("/datasets/{}", f.dataset)).unwrap();
+    assert_eq!(dataset["description"], "from sed");
+    assert_eq!(write_and_close_errno(&meta, br#"{"labels": {"team": "data"}}"#), 0);
+    let dataset = bq_get(&format!("/datasets/{}", f.dataset)).unwrap();
+    assert_eq!((&dataset["labels"], &dataset["description"]), (&json!({"team": "data"}), &json!("from sed")));
+    assert_eq!(f.read_json(".meta/_dataset.json")["labels"], json!({"team": "data"}));
+    // What only a creation sets is refused, and nothing changes.
+    assert_eq!(write_and_close_errno(&meta, br#"{"location": "EU", "description": "no"}"#), libc::EINVAL);
+    assert!(f.errors().lines().last().unwrap_or_default().contains("location"), "{}", f.errors());
+    assert_eq!(bq_get(&format!("/datasets/{}", f.dataset)).unwrap()["description"], "from sed");
+    // The document as read back (server fields included) is accepted as is.
+    let current = std::fs::read(&meta).unwrap();
+    assert_eq!(write_and_close_errno(&meta, &current), 0);
 }

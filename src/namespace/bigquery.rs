@@ -23,9 +23,11 @@ use super::listing::all_pages;
 use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
 use crate::documents::bigquery::{
-    parse_schema, parse_table_config, render_dataset, render_schema, render_table_config, render_table_status,
+    parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
+    render_table_status,
 };
 use crate::errors::vfs_error;
+use crate::rules::{label_problems, refuse_if_any};
 
 /// A table as files: its metadata and the three documents rendered once.
 pub(super) struct TableView {
@@ -186,8 +188,12 @@ impl Namespace {
                 let created = self.table_created(project, dataset, name).await?;
                 Ok(self.entry(node, 0, created))
             }
-            Node::DatasetMetaDir { project, dataset } if name == DATASET_META => {
-                let node = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
+            Node::DatasetMetaDir { project, dataset } => {
+                let node = match name {
+                    DATASET_META => Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() },
+                    // sed -i's temporary file, an editor's swap file.
+                    _ => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+                };
                 self.visible_file_entry(node).await?.ok_or_else(missing)
             }
             Node::Table { project, dataset, table } => {
@@ -303,7 +309,11 @@ impl Namespace {
             Node::Dataset { project, dataset } => self.dataset_children(project, dataset).await,
             Node::DatasetMetaDir { project, dataset } => {
                 let node = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
-                Ok(self.visible_file_entry(node).await?.into_iter().collect())
+                let mut entries: Vec<DirEntry> = self.visible_file_entry(node).await?.into_iter().collect();
+                for (node, size, mtime) in self.local.scratch_in(dir) {
+                    entries.push(self.entry(node, size, mtime));
+                }
+                Ok(entries)
             }
             Node::Table { project, dataset, table } => {
                 let mut entries = Vec::new();
@@ -511,6 +521,9 @@ impl Namespace {
     /// Applies a whole document written to `node`: validated, then sent if
     /// it changes anything. Generated documents are accepted and ignored.
     pub(super) async fn bq_apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        if let Node::DatasetMeta { project, dataset } = node {
+            return self.apply_dataset(project, dataset, data).await;
+        }
         let Node::TableFile { project, dataset, table, file } = node else {
             return Ok(());
         };
@@ -538,6 +551,26 @@ impl Namespace {
                 self.update_table(project, &view, settings).await
             }
         }
+    }
+
+    /// A written `_dataset.json`: description, friendly name, labels and
+    /// default table expiration change; the rest must stay as it is.
+    async fn apply_dataset(&self, project: &str, dataset: &str, data: &[u8]) -> VfsResult<()> {
+        let current = self.bigquery.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
+        let settings = parse_dataset(data, &current.settings)?;
+        if settings == current.settings {
+            return Ok(());
+        }
+        let mut problems = Vec::new();
+        if settings.labels != current.settings.labels {
+            label_problems("BigQuery", &settings.labels, &mut problems);
+        }
+        refuse_if_any(problems)?;
+        let meta = self.bigquery.api.update_dataset(project, dataset, &settings).await.map_err(vfs_error)?;
+        let document = Bytes::from(render_dataset(&meta));
+        self.bigquery.dataset_views.put((project.to_string(), dataset.to_string()), Arc::new((meta, document)));
+        tracing::info!(project, dataset, "dataset updated");
+        Ok(())
     }
 
     /// Before a journaled edit of an earlier run is applied: a table that

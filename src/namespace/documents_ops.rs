@@ -51,6 +51,7 @@ impl Namespace {
             Node::DatasetMetaDir { project, dataset } if name == DATASET_META => {
                 Ok(Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() })
             }
+            Node::DatasetMetaDir { .. } => scratch(dir, name),
             Node::Topic { project, topic } => match TopicFile::from_file_name(name) {
                 Some(file) => Ok(Node::TopicFile { project: project.clone(), topic: topic.clone(), file }),
                 None => scratch(dir, name),
@@ -145,7 +146,10 @@ impl Namespace {
     }
 
     pub(super) async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
-        let holds_documents = matches!(from, Node::Table { .. } | Node::Topic { .. } | Node::Subscription { .. });
+        let holds_documents = matches!(
+            from,
+            Node::Table { .. } | Node::DatasetMetaDir { .. } | Node::Topic { .. } | Node::Subscription { .. }
+        );
         match from {
             _ if holds_documents && from == to => {}
             // A file moves out by copy and removal (which hides the name).

@@ -272,6 +272,7 @@ fn is_editable(node: &Node) -> bool {
     match node {
         Node::TableFile { file, .. } => file.is_editable(),
         Node::TopicFile { .. } | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => true,
+        Node::DatasetMeta { .. } => true,
         _ => false,
     }
 }

@@ -388,3 +388,23 @@ fn dataset_has_the_documented_keys_in_order() {
     assert_eq!(text(render_dataset(&meta)), expected);
     assert_eq!(render_dataset(&meta), render_dataset(&meta.clone()));
 }
+
+#[test]
+fn dataset_documents_merge_and_refuse_a_new_location() {
+    let current = DatasetSettings {
+        location: Some("US".to_string()),
+        description: Some("old".to_string()),
+        labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
+        ..DatasetSettings::default()
+    };
+    let meta = DatasetMeta { dataset: "ds".to_string(), settings: current.clone(), ..DatasetMeta::default() };
+    // As rendered (server fields included): unchanged.
+    assert_eq!(parse_dataset(&render_dataset(&meta), &current).unwrap(), current);
+    let labels_only = parse_dataset(br#"{"labels": {"team": "data"}}"#, &current).unwrap();
+    assert_eq!(labels_only.description.as_deref(), Some("old"), "absent keeps");
+    assert_eq!(labels_only.labels, BTreeMap::from([("team".to_string(), "data".to_string())]));
+    assert_eq!(parse_dataset(br#"{"description": null}"#, &current).unwrap().description, None, "null clears");
+    assert_eq!(parse_dataset(br#"{"location": "us"}"#, &current).unwrap(), current, "same location, any case");
+    assert!(einval(parse_dataset(br#"{"location": "EU"}"#, &current)).contains("location cannot change"));
+    assert!(einval(parse_dataset(br#"{"colour": "blue"}"#, &current)).contains("colour"));
+}
