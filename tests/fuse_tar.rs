@@ -1,9 +1,9 @@
 //! A project's BigQuery and Pub/Sub configuration exported with `tar c`
 //! through a FUSE mount and extracted with `tar x` into another project of
 //! the same mount: the copy is checked resource by resource with curl on the
-//! emulators' REST APIs (a client that is not ciofs). Cloud Storage is left
-//! out here: bucket names are global and object metadata is not applied
-//! from `.meta/` yet.
+//! emulators' REST APIs (a client that is not ciofs). Bucket names are
+//! global, so the bucket is renamed on the way (`tar --transform`), as a
+//! user migrating a project does.
 
 mod common;
 
@@ -63,18 +63,41 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
                "deadLetterPolicy": {"deadLetterTopic": format!("projects/{PROJECT}/topics/{dead}"), "maxDeliveryAttempts": 7}}),
     );
 
+    let (bucket, copied) = (format!("{prefix}-src"), format!("{prefix}-dst"));
+    post(&format!("{}/storage/v1/b?project={PROJECT}", gcs_url()), json!({"name": bucket}));
+    let object = json!({"name": "dir/a.csv", "contentType": "text/csv", "metadata": {"owner": "sales"}});
+    let boundary = "ciofs-tar-test";
+    let body = format!(
+        "--{boundary}\r\ncontent-type: application/json\r\n\r\n{object}\r\n--{boundary}\r\ncontent-type: text/csv\r\n\r\nid,total\n1,9\n\r\n--{boundary}--"
+    );
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("content-type: multipart/related; boundary={boundary}"),
+        &format!("{}/upload/storage/v1/b/{bucket}/o?uploadType=multipart", gcs_url()),
+        "--data-binary",
+        &body,
+    ]);
+
     let mount = FuseMount::start(&["--project", &target]);
     let root = mount.path("").display().to_string();
     let archive = tempfile::tempdir().unwrap();
     let archive = archive.path().join("p.tar").display().to_string();
-    let members = format!("bigquery/{dataset} pubsub/topics/{dead} pubsub/topics/{main}");
+    let members = format!("storage/{bucket} bigquery/{dataset} pubsub/topics/{dead} pubsub/topics/{main}");
     ok(&format!("tar cf {archive} -C {root}/{PROJECT} {members}"));
     let listing = ok(&format!("tar tf {archive}"));
     assert!(listing.contains(&format!("bigquery/{dataset}/orders/schema.json")), "{listing}");
     // Twice: the second finds everything there and changes nothing.
     for _ in 0..2 {
-        ok(&format!("timeout 120 tar xf {archive} -C {root}/{target}"));
+        let rename = format!("--transform 's,^storage/{bucket},storage/{copied},'");
+        ok(&format!("timeout 120 tar xf {archive} {rename} -C {root}/{target}"));
     }
+
+    let url = format!("{}/storage/v1/b/{copied}/o/dir%2Fa.csv", gcs_url());
+    let object = get_json(&url).expect("the object was copied");
+    assert_eq!((&object["contentType"], &object["metadata"]), (&json!("text/csv"), &json!({"owner": "sales"})));
+    assert_eq!(curl(&[&format!("{url}?alt=media")]), b"id,total\n1,9\n");
 
     let copy = bq(&target, &format!("/datasets/{dataset}"));
     assert_eq!((&copy["description"], &copy["labels"]), (&json!("sales"), &json!({"team": "data"})));

@@ -4,9 +4,11 @@
 mod common;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
+use serde_json::json;
 
 fn exists(bucket: &str, name: &str) -> bool {
     let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode(name));
@@ -433,4 +435,32 @@ fn the_service_going_away_during_an_upload_fails_close_and_leaves_nothing_half_w
     assert_eq!(errno, libc::EIO, "close() reports the broken upload");
     gcs.resume();
     assert_previous_intact(&gcs);
+}
+
+#[test]
+fn meta_documents_set_content_type_and_custom_metadata() {
+    let f = Fixture::new("w_setmeta");
+    let d = f.dir();
+    upload(&f.bucket, "x.txt", b"x");
+    let before = object_json(&f.bucket, "x.txt");
+    // An existing object: patched, its data (generation) unchanged.
+    let doc = r#"{"content_type": "text/csv", "custom_metadata": {"team": "data"}}"#;
+    assert_eq!(write_and_close_errno(&PathBuf::from(format!("{d}/.meta/x.txt.json")), doc.as_bytes()), 0);
+    let after = object_json(&f.bucket, "x.txt");
+    assert_eq!((&after["contentType"], &after["metadata"]), (&json!("text/csv"), &json!({"team": "data"})));
+    assert_eq!(after["generation"], before["generation"], "the data was not rewritten");
+    assert_eq!(ok(&format!("grep -c text/csv {d}/.meta/x.txt.json")), "1\n");
+    // Refused: not JSON; a key removed (a patch cannot remove yet).
+    let path = PathBuf::from(format!("{d}/.meta/x.txt.json"));
+    assert_eq!(write_and_close_errno(&path, b"{not json"), libc::EINVAL);
+    assert_eq!(write_and_close_errno(&path, br#"{"custom_metadata": {}}"#), libc::EINVAL);
+    let errors = std::fs::read_to_string(f.mount.path(".ciofs/errors")).unwrap();
+    assert!(errors.lines().last().unwrap_or_default().contains("team"), "{errors}");
+    // tar x's order: the document before its object, which is then uploaded
+    // with it.
+    let doc = r#"{"content_type": "application/json", "custom_metadata": {"source": "export"}}"#;
+    assert_eq!(write_and_close_errno(&PathBuf::from(format!("{d}/.meta/new.json.json")), doc.as_bytes()), 0);
+    assert_eq!(write_and_close_errno(&PathBuf::from(format!("{d}/new.json")), b"{}"), 0);
+    let new = object_json(&f.bucket, "new.json");
+    assert_eq!((&new["contentType"], &new["metadata"]), (&json!("application/json"), &json!({"source": "export"})));
 }

@@ -303,3 +303,23 @@ async fn an_upload_into_a_missing_bucket_is_not_found() {
     let large = gcs.upload_object(&upload(&bucket, "o", &pattern(17 * MIB))).await.expect_err("no bucket");
     assert_eq!(large.kind, ErrorKind::NotFound, "{large}");
 }
+
+#[tokio::test]
+async fn a_metadata_patch_sets_content_type_and_adds_keys() {
+    let gcs = gcs().await;
+    let bucket = new_bucket(&gcs, "patch").await;
+    let request = Upload { custom_metadata: metadata(&[("keep", "1")]), ..upload(&bucket, "p.txt", b"data") };
+    let uploaded = gcs.upload_object(&request).await.expect("upload");
+    let patched = gcs
+        .patch_object_metadata(&bucket, "p.txt", Some("text/csv"), &metadata(&[("team", "data")]), None)
+        .await
+        .expect("patch");
+    assert_eq!(patched.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(patched.custom_metadata, metadata(&[("keep", "1"), ("team", "data")]), "a patch adds keys");
+    assert_eq!(patched.generation, uploaded.generation, "the data is the same generation");
+    let got = gcs.get_object(&bucket, "p.txt").await.expect("get");
+    assert_eq!((got.content_type, got.custom_metadata), (patched.content_type, patched.custom_metadata));
+    assert_eq!(read_all(&gcs, &bucket, "p.txt", 4).await, b"data");
+    let missing = gcs.patch_object_metadata(&bucket, "nope", None, &BTreeMap::new(), None).await;
+    assert_eq!(missing.err().map(|e| e.kind), Some(ErrorKind::NotFound));
+}

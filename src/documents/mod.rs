@@ -14,9 +14,10 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ciofs_backends::gcs::{BucketMeta, ObjectMeta};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const VERSION: &str = "1";
+const OBJECT_TYPE: &str = "gcs-object-metadata";
 
 /// `storage/<bucket>/.meta/<object>.json`
 #[derive(Serialize)]
@@ -56,7 +57,7 @@ struct BucketDocument<'a> {
 pub fn object_document(meta: &ObjectMeta) -> Vec<u8> {
     render(&ObjectDocument {
         version: VERSION,
-        r#type: "gcs-object-metadata",
+        r#type: OBJECT_TYPE,
         bucket: &meta.bucket,
         name: &meta.name,
         content_type: meta.content_type.as_deref(),
@@ -86,6 +87,42 @@ pub fn bucket_document(meta: &BucketMeta) -> Vec<u8> {
         versioning: meta.versioning,
         labels: &meta.labels,
     })
+}
+
+/// What a written `.meta/<object>.json` asks to change: the content type
+/// and the custom metadata (`None`: keep). The other fields are the
+/// service's and are read and ignored, so a document read back (or taken
+/// from an export) is accepted as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMetadataEdit {
+    pub content_type: Option<String>,
+    pub custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the service's fields: only accepted
+struct ObjectInput {
+    version: Option<String>,
+    r#type: Option<String>,
+    content_type: Option<String>,
+    custom_metadata: Option<BTreeMap<String, String>>,
+    bucket: Option<serde_json::Value>,
+    name: Option<serde_json::Value>,
+    size: Option<serde_json::Value>,
+    md5_hash: Option<serde_json::Value>,
+    crc32c: Option<serde_json::Value>,
+    created: Option<serde_json::Value>,
+    updated: Option<serde_json::Value>,
+    generation: Option<serde_json::Value>,
+    metageneration: Option<serde_json::Value>,
+    storage_class: Option<serde_json::Value>,
+}
+
+pub fn parse_object_document(bytes: &[u8], file: &str) -> Result<ObjectMetadataEdit, ciofs_frontends::VfsError> {
+    let input: ObjectInput = input::parse_json(bytes, file)?;
+    input::check_header(file, input.version.as_deref(), input.r#type.as_deref(), OBJECT_TYPE)?;
+    Ok(ObjectMetadataEdit { content_type: input.content_type, custom_metadata: input.custom_metadata })
 }
 
 /// Pretty JSON with a final newline, as a text editor would save it.

@@ -14,6 +14,7 @@ mod inodes;
 mod listing;
 mod mutate;
 pub mod node;
+mod object_meta;
 mod pubsub;
 mod reader;
 mod storage;
@@ -104,6 +105,8 @@ enum Handle {
     /// A subscription's `_stream` open for read: each read a message
     /// (stream.rs).
     Stream(Arc<stream::StreamReader>),
+    /// An object's `.meta/` document open for write (object_meta.rs).
+    MetaEdit(Arc<object_meta::MetaEdit>),
 }
 
 /// The Google services a namespace serves.
@@ -238,6 +241,8 @@ pub struct Namespace {
     opened_generation: Mutex<HashMap<Ino, i64>>,
     bigquery: BigQueryTree,
     pubsub: PubSubTree,
+    /// `.meta/` documents written, for the objects' next new upload.
+    pending_object_meta: object_meta::PendingObjectMeta,
     /// Edits of BigQuery documents and scratch files (edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
@@ -267,6 +272,7 @@ impl Namespace {
             gcs: services.gcs,
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
             pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
+            pending_object_meta: Default::default(),
             local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,
@@ -462,6 +468,10 @@ impl Vfs for Namespace {
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
+            Node::ObjectMeta { .. } => {
+                self.local_unhide(&node);
+                Handle::MetaEdit(Arc::new(object_meta::MetaEdit::new(node.clone(), Vec::new())))
+            }
             _ => {
                 self.local_unhide(&node);
                 Handle::Ignored(Bytes::new())
@@ -480,6 +490,7 @@ impl Vfs for Namespace {
                 written
             }
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
+            Some(Handle::MetaEdit(edit)) => edit.write(offset, data),
             Some(Handle::Local(handle)) => self.local_handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
@@ -497,6 +508,7 @@ impl Vfs for Namespace {
             // Created or truncated but not written: uploaded at release.
             Some(Handle::Write(writer)) => self.commit_reported(&writer, true).await,
             Some(Handle::Local(handle)) => self.local_flush(&handle).await,
+            Some(Handle::MetaEdit(edit)) => self.meta_edit_flush(&edit).await,
             _ => Ok(()),
         }
     }
@@ -505,6 +517,7 @@ impl Vfs for Namespace {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, false).await,
             Some(Handle::Local(handle)) => self.local_fsync(&handle).await,
+            Some(Handle::MetaEdit(edit)) => self.meta_edit_flush(&edit).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
             None => match self.node(ino)? {
@@ -552,6 +565,18 @@ impl Vfs for Namespace {
         if let (Some(size), Some(Service::BigQuery | Service::PubSub)) = (set.size, node.service()) {
             self.doc_truncate(&node, size).await?;
         }
+        if let (Some(size), Node::ObjectMeta { .. }) = (set.size, &node) {
+            // SETATTR carries no handle here: every handle writing this
+            // document is cut (in practice the one O_TRUNC just opened).
+            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            for handle in handles.values() {
+                if let Handle::MetaEdit(edit) = handle
+                    && edit.node == node
+                {
+                    edit.truncate(size);
+                }
+            }
+        }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
             match self.writer(ino) {
                 Some(writer) => {
@@ -571,15 +596,7 @@ impl Vfs for Namespace {
         }
         // Mode, owner and times: accepted (tar x and cp -p set them), not
         // kept: Cloud Storage has no place for them yet.
-        match self.getattr(ino).await {
-            // The document of an object not uploaded yet: `tar x` writes
-            // `.meta/` before the objects, then sets its times and mode.
-            Err(e) if e.errno() == libc::ENOENT && matches!(node, Node::ObjectMeta { .. }) => {
-                let generation = self.inodes.generation(ino).unwrap_or(0);
-                Ok(self.attr(ino, generation, &node, 0, SystemTime::now()))
-            }
-            attr => attr,
-        }
+        self.getattr(ino).await
     }
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
@@ -654,6 +671,7 @@ impl Vfs for Namespace {
             }
             Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),
             Handle::Stream(reader) => Ok((reader.read(len.min(MAX_READ)).await?, false)),
+            Handle::MetaEdit(edit) => Ok(slice_of(&edit.bytes(), offset, len)),
         }
     }
 }
@@ -811,7 +829,11 @@ impl Namespace {
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
-            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
+            Node::ObjectMeta { .. } => {
+                let shown = if truncate { None } else { self.render_document(node).await.ok() };
+                Handle::MetaEdit(Arc::new(object_meta::MetaEdit::new(node.clone(), shown.unwrap_or_default().to_vec())))
+            }
+            Node::BucketMeta { .. } => {
                 let shown = if truncate { None } else { self.render_document(node).await.ok() };
                 Handle::Ignored(shown.unwrap_or_default())
             }

@@ -70,8 +70,14 @@ impl Namespace {
                 let Some(object) = name.strip_suffix(META_SUFFIX).filter(|o| unusable_segment(o).is_none()) else {
                     return Err(missing());
                 };
-                match self.resolve(bucket, &format!("{prefix}{object}")).await? {
+                let full = format!("{prefix}{object}");
+                match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => Ok(self.object_meta_entry(project, &meta)),
+                    // Written before its object (tar x): there until then.
+                    _ if self.meta_before_object(bucket, &full) => {
+                        let node = Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: full };
+                        Ok(self.entry(node, 0, SystemTime::now()))
+                    }
                     _ => Err(missing()),
                 }
             }
@@ -90,7 +96,14 @@ impl Namespace {
                 let meta = self.object_meta(node).await?;
                 Ok((meta.size, modified(&meta)))
             }
-            Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
+            Node::ObjectMeta { bucket, name, .. } => match self.document(node).await {
+                Ok((document, mtime)) => Ok((document.len() as u64, mtime)),
+                Err(e) if e.errno() == libc::ENOENT && self.meta_before_object(bucket, name) => {
+                    Ok((0, SystemTime::now()))
+                }
+                Err(e) => Err(e),
+            },
+            Node::BucketMeta { .. } => {
                 let (document, mtime) = self.document(node).await?;
                 Ok((document.len() as u64, mtime))
             }

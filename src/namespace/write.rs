@@ -287,19 +287,25 @@ impl Namespace {
         }
         self.fill(staged).await?;
         let base = staged.base.as_deref();
+        // A new object takes what its `.meta/` document said before it came.
+        let pending = match base {
+            None => self.pending_object_meta.get(&staged.bucket, &staged.name).unwrap_or_default(),
+            Some(_) => Default::default(),
+        };
         let upload = Upload {
             bucket: staged.bucket.clone(),
             name: staged.name.clone(),
             source: staged.file.clone(),
             size: staged.size,
-            content_type: base.and_then(|b| b.content_type.clone()),
-            custom_metadata: base.map(|b| b.custom_metadata.clone()).unwrap_or_default(),
+            content_type: base.and_then(|b| b.content_type.clone()).or(pending.content_type),
+            custom_metadata: base.map(|b| b.custom_metadata.clone()).or(pending.custom_metadata).unwrap_or_default(),
             // A careful overwrite: only the version this handle started from.
             if_generation_match: Some(base.map_or(0, |b| b.generation)),
         };
         let object_key = key(&staged.bucket, &staged.name);
         match self.gcs.upload_object(&upload).await {
             Ok(meta) => {
+                self.pending_object_meta.remove(&staged.bucket, &staged.name);
                 // From now on stat shows the object's own time, whether it
                 // comes from this handle or from Cloud Storage: an editor
                 // that compares times before saving must see no change.

@@ -146,6 +146,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         if_source_generation_match: Option<i64>,
     ) -> BackendResult<ObjectMeta>;
 
+    /// Sets an object's content type (`None` leaves it) and adds or changes
+    /// its custom metadata keys (a patch: keys not named stay), only while
+    /// it is at `if_metageneration_match` when given.
+    async fn patch_object_metadata(
+        &self,
+        bucket: &str,
+        name: &str,
+        content_type: Option<&str>,
+        custom_metadata: &BTreeMap<String, String>,
+        if_metageneration_match: Option<i64>,
+    ) -> BackendResult<ObjectMeta>;
+
     async fn create_bucket(&self, project: &str, bucket: &str) -> BackendResult<BucketMeta>;
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()>;

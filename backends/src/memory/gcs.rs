@@ -27,6 +27,7 @@ pub struct CallCounts {
     pub upload_object: AtomicU64,
     pub delete_object: AtomicU64,
     pub copy_object: AtomicU64,
+    pub patch_object: AtomicU64,
     pub create_bucket: AtomicU64,
     pub delete_bucket: AtomicU64,
 }
@@ -42,6 +43,7 @@ pub enum Op {
     Upload,
     DeleteObject,
     CopyObject,
+    PatchObject,
     CreateBucket,
     DeleteBucket,
 }
@@ -57,6 +59,7 @@ impl CallCounts {
             Op::Upload => &self.upload_object,
             Op::DeleteObject => &self.delete_object,
             Op::CopyObject => &self.copy_object,
+            Op::PatchObject => &self.patch_object,
             Op::CreateBucket => &self.create_bucket,
             Op::DeleteBucket => &self.delete_bucket,
         }
@@ -313,6 +316,36 @@ impl ObjectStore for MemoryGcs {
             };
             check_generation(&what, Some(meta.generation), if_source_generation_match)?;
             Ok(self.store(b, destination, data, meta.content_type, meta.custom_metadata))
+        })
+    }
+
+    async fn patch_object_metadata(
+        &self,
+        bucket: &str,
+        name: &str,
+        content_type: Option<&str>,
+        custom_metadata: &BTreeMap<String, String>,
+        if_metageneration_match: Option<i64>,
+    ) -> BackendResult<ObjectMeta> {
+        self.call(Op::PatchObject)?;
+        let what = format!("gs://{bucket}/{name}");
+        self.with_bucket_mut(bucket, |b| {
+            let Some((meta, _)) = b.objects.get_mut(name) else {
+                return Err(BackendError::not_found(&what));
+            };
+            if if_metageneration_match.is_some_and(|m| m != meta.metageneration) {
+                return Err(BackendError::new(
+                    ErrorKind::PreconditionFailed,
+                    format!("{what}: metageneration changed"),
+                ));
+            }
+            if let Some(content_type) = content_type {
+                meta.content_type = Some(content_type.to_string());
+            }
+            meta.custom_metadata.extend(custom_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            meta.metageneration += 1;
+            meta.updated = Some(std::time::SystemTime::now());
+            Ok(meta.clone())
         })
     }
 
