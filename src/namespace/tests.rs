@@ -271,3 +271,42 @@ async fn an_open_for_write_waits_for_a_release_in_flight() {
     let busy = ns.open(ino, write).await.err().map(|e| e.errno());
     assert_eq!(busy, Some(libc::EBUSY));
 }
+
+/// `.meta/` before its object (tar x's order): kept, then given to the
+/// upload; for an existing object: a patch, and a removed key refused.
+#[tokio::test]
+async fn a_meta_document_sets_the_metadata_of_its_object() {
+    use ciofs_frontends::OpenFlags;
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "old", "x");
+    let ns = namespace(&gcs, 1000);
+    let meta_dir = walk(&ns, "p/storage/b/.meta").await;
+    let doc = br#"{"content_type": "text/csv", "custom_metadata": {"k": "v"}}"#;
+    let (attr, opened) = ns.create(meta_dir, "new.csv.json", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, doc).await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    assert_eq!(gcs.calls.patch_object.load(Ordering::SeqCst), 0, "no object yet: nothing to patch");
+    assert_eq!(ns.lookup(meta_dir, "new.csv.json").await.unwrap().size, 0, "visible until its object comes");
+
+    let bucket = walk(&ns, "p/storage/b").await;
+    let (attr, opened) = ns.create(bucket, "new.csv", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, b"a,b\n").await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    let uploaded = gcs.object_meta("b", "new.csv").unwrap();
+    assert_eq!(uploaded.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(uploaded.custom_metadata.get("k").map(String::as_str), Some("v"));
+
+    let old = walk(&ns, "p/storage/b/.meta/old.json").await;
+    let write = OpenFlags { write: true, truncate: true, append: false };
+    let opened = ns.open(old, write).await.unwrap();
+    ns.write(old, Some(opened.fh), 0, br#"{"custom_metadata": {"a": "1"}}"#).await.unwrap();
+    ns.flush(old, opened.fh).await.unwrap();
+    ns.release(old, opened.fh).await.unwrap();
+    assert_eq!(gcs.object_meta("b", "old").unwrap().custom_metadata.get("a").map(String::as_str), Some("1"));
+    let opened = ns.open(old, write).await.unwrap();
+    ns.write(old, Some(opened.fh), 0, br#"{"custom_metadata": {}}"#).await.unwrap();
+    assert_eq!(ns.flush(old, opened.fh).await.unwrap_err().errno(), libc::EINVAL, "removing a key");
+    ns.release(old, opened.fh).await.unwrap();
+}

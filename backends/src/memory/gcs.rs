@@ -111,6 +111,12 @@ impl MemoryGcs {
         }
     }
 
+    /// An object's metadata, if it exists (no call is counted).
+    pub fn object_meta(&self, bucket: &str, name: &str) -> Option<ObjectMeta> {
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.get(bucket)?.objects.get(name).map(|(meta, _)| meta.clone())
+    }
+
     /// An object's bytes, if it exists.
     pub fn object_data(&self, bucket: &str, name: &str) -> Option<Bytes> {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
