@@ -23,6 +23,16 @@ pub enum Command {
     Unmount { mountpoint: PathBuf },
     /// Serve projects over NFSv3 (loopback only unless --listen says otherwise).
     ServeNfs(ServeNfsArgs),
+    /// Write a project as a tar archive (FILE.tar, or .tar.gz/.tgz compressed), as `tar c` of the mount would.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// The archive to write; it appears only once complete.
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -4,6 +4,7 @@
 //! `documents` renders the JSON formats; `errors` maps Google's answers to
 //! errnos; `cli` and `daemon` run it all.
 
+pub mod archive;
 pub mod bigquery_rules;
 pub mod cli;
 pub mod daemon;

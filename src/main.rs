@@ -1,10 +1,10 @@
-//! `ciofs`: mount, unmount, serve-nfs.
+//! `ciofs`: mount, unmount, serve-nfs, export.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ciofs::cli::{Cli, Command, MountArgs, ServeNfsArgs, TreeArgs};
+use ciofs::cli::{Cli, Command, ExportArgs, MountArgs, ServeNfsArgs, TreeArgs};
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             daemon::unmount(&state_dir, &mountpoint)
         }
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
+        Command::Export(args) => run(|| export(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -278,4 +279,64 @@ async fn shutdown_signal() {
         _ = wait(&mut term) => {}
         _ = wait(&mut hangup) => {}
     }
+}
+
+/// `ciofs export`: the archive is written next to FILE and renamed onto it
+/// once complete, so a failed export leaves no partial archive behind.
+async fn export(args: ExportArgs) -> Result<(), String> {
+    let [project] = args.tree.projects.as_slice() else {
+        return Err("export takes exactly one --project".to_string());
+    };
+    let project = project.clone();
+    let namespace = namespace(&args.tree, None).await?;
+    let partial = args.file.with_extension("partial");
+    let file = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let name = args.file.to_string_lossy().to_string();
+    let gzip = name.ends_with(".gz") || name.ends_with(".tgz");
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let exported = tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::new(file);
+        if gzip {
+            let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            let (encoder, summary) = ciofs::archive::export_project(namespace, runtime, &project, encoder, progress)?;
+            finish(encoder.finish())?;
+            Ok(summary)
+        } else {
+            let (out, summary) = ciofs::archive::export_project(namespace, runtime, &project, out, progress)?;
+            finish(Ok(out))?;
+            Ok(summary)
+        }
+    })
+    .await
+    .map_err(|e| format!("the export stopped: {e}"))
+    .and_then(|result: Result<_, String>| result);
+    let summary = match exported {
+        Ok(summary) => summary,
+        Err(message) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(message);
+        }
+    };
+    std::fs::rename(&partial, &args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    eprintln!(
+        "ciofs: exported {} to {}: {} directories, {} files, {} bytes",
+        args.tree.projects[0],
+        args.file.display(),
+        summary.directories,
+        summary.files,
+        summary.bytes
+    );
+    Ok(())
+}
+
+/// Flushes a finished archive to its file and to disk.
+fn finish(out: std::io::Result<std::io::BufWriter<std::fs::File>>) -> Result<(), String> {
+    let out = out.map_err(|e| format!("writing the archive: {e}"))?;
+    let file = out.into_inner().map_err(|e| format!("writing the archive: {}", e.error()))?;
+    file.sync_all().map_err(|e| format!("writing the archive: {e}"))
 }
