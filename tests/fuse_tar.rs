@@ -33,8 +33,8 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
     let target = format!("import-{}", std::process::id());
     // Source: a dataset with a nested-schema table, a topic with two
     // subscriptions, one with a filter and a dead-letter policy. The
-    // dead-letter topic sorts first: the archive must bring it before the
-    // subscription that names it.
+    // dead-letter topic sorts last: the subscription naming it comes first
+    // in the archive and waits for it.
     let dataset = dataset_name("tar_src");
     post(
         &format!("{}/datasets", bq_url()),
@@ -50,7 +50,7 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
                "schema": schema, "description": "one row per order", "labels": {"env": "prod"}}),
     );
     let prefix = pubsub_name("tar");
-    let (dead, main) = (format!("{prefix}-a-dead"), format!("{prefix}-b-main"));
+    let (dead, main) = (format!("{prefix}-z-dead"), format!("{prefix}-b-main"));
     put(&format!("{}/topics/{dead}", pubsub_url()), json!({}));
     put(&format!("{}/topics/{main}", pubsub_url()), json!({}));
     put(
@@ -112,6 +112,11 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
         (&plain["topic"], &plain["ackDeadlineSeconds"]),
         (&json!(format!("projects/{target}/topics/{main}")), &json!(30))
     );
+    let path = format!("/subscriptions/{main}-filtered").replace(PROJECT, &target);
+    let url = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{target}"));
+    wait_until("the filtered subscription is created", std::time::Duration::from_secs(10), || {
+        get_json(&format!("{url}{path}")).is_some()
+    });
     let filtered = ps(&target, &format!("/subscriptions/{main}-filtered"));
     assert_eq!(filtered["filter"], "attributes.kind = \"order\"");
     let policy = &filtered["deadLetterPolicy"];

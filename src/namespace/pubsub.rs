@@ -36,6 +36,20 @@ const PUBLISH_BATCH: usize = 1000;
 /// How long a subscription made by `mkdir` waits for its config.json
 /// before it is created with default settings.
 const PENDING_WAIT: Duration = Duration::from_secs(1);
+/// How long a subscription whose dead-letter topic does not exist yet waits
+/// for it (`tar x` may bring that topic after the subscription).
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
+
+/// A subscription made by `mkdir` and not created yet.
+struct PendingSubscription {
+    /// Short name.
+    topic: String,
+    /// Since when it waits.
+    since: Instant,
+    /// Written in its config.json, when that came before its dead-letter
+    /// topic existed.
+    settings: Option<SubscriptionSettings>,
+}
 
 type TopicKey = (String, String);
 
@@ -51,7 +65,7 @@ pub(super) struct PubSubTree {
     /// subscription): their topic and when they were made. A filter and
     /// message ordering can only be set at creation, so creation waits
     /// for the config.json that `tar x` writes next (or `PENDING_WAIT`).
-    pending: Mutex<BTreeMap<TopicKey, (String, Instant)>>,
+    pending: Mutex<BTreeMap<TopicKey, PendingSubscription>>,
 }
 
 impl PubSubTree {
@@ -66,13 +80,13 @@ impl PubSubTree {
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, BTreeMap<TopicKey, (String, Instant)>> {
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<TopicKey, PendingSubscription>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The topic (short name) of a pending subscription.
     fn pending_topic(&self, project: &str, subscription: &str) -> Option<String> {
-        self.pending().get(&(project.to_string(), subscription.to_string())).map(|(topic, _)| topic.clone())
+        self.pending().get(&(project.to_string(), subscription.to_string())).map(|p| p.topic.clone())
     }
 
     /// Renews the leases of what stream logs hold, gives up idle ones.
@@ -244,7 +258,7 @@ impl Namespace {
             Node::Subscriptions { project, topic } => {
                 let mut names: Vec<String> = self.subscriptions(project, topic).await?.to_vec();
                 let pending = self.pubsub.pending();
-                let of_topic = pending.iter().filter(|((p, _), (t, _))| p == project && t == topic);
+                let of_topic = pending.iter().filter(|((p, _), pending)| p == project && pending.topic == *topic);
                 names.extend(of_topic.map(|((_, name), _)| name.clone()));
                 drop(pending);
                 names.sort();
@@ -330,7 +344,12 @@ impl Namespace {
         subscription: &str,
     ) -> VfsResult<Arc<SubscriptionMeta>> {
         if self.pubsub.pending_topic(project, subscription).is_some_and(|t| t == topic) {
-            return Ok(Arc::new(pending_meta(project, topic, subscription)));
+            let mut meta = pending_meta(project, topic, subscription);
+            let key = (project.to_string(), subscription.to_string());
+            if let Some(settings) = self.pubsub.pending().get(&key).and_then(|p| p.settings.clone()) {
+                meta.settings = settings;
+            }
+            return Ok(Arc::new(meta));
         }
         let key = (project.to_string(), subscription.to_string());
         let meta = match self.pubsub.subscription_metas.get(&key) {
@@ -370,7 +389,8 @@ impl Namespace {
                     return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
                 }
                 let key = (project.clone(), name.to_string());
-                self.pubsub.pending().insert(key, (topic.clone(), Instant::now()));
+                let pending = PendingSubscription { topic: topic.clone(), since: Instant::now(), settings: None };
+                self.pubsub.pending().insert(key, pending);
                 tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
             }
@@ -410,23 +430,32 @@ impl Namespace {
     /// config.json did not come within `PENDING_WAIT` (called periodically),
     /// or the one named now (its stream is used).
     pub(super) async fn create_due_subscriptions(&self, now_for: Option<(&str, &str)>) {
-        let due: Vec<Node> = self
+        let due: Vec<(Node, Option<SubscriptionSettings>, Instant)> = self
             .pubsub
             .pending()
             .iter()
-            .filter(|(key, (_, made))| {
-                made.elapsed() >= PENDING_WAIT || now_for.is_some_and(|(p, s)| key.0 == p && key.1 == s)
+            .filter(|(key, pending)| {
+                pending.since.elapsed() >= PENDING_WAIT || now_for.is_some_and(|(p, s)| key.0 == p && key.1 == s)
             })
-            .map(|((project, subscription), (topic, _))| Node::Subscription {
-                project: project.clone(),
-                topic: topic.clone(),
-                subscription: subscription.clone(),
+            .map(|((project, subscription), pending)| {
+                let node = Node::Subscription {
+                    project: project.clone(),
+                    topic: pending.topic.clone(),
+                    subscription: subscription.clone(),
+                };
+                (node, pending.settings.clone(), pending.since)
             })
             .collect();
-        for node in due {
+        for (node, settings, since) in due {
             let Node::Subscription { project, subscription, .. } = &node else { continue };
-            if let Err(e) = self.create_pending(project, subscription, &SubscriptionSettings::default()).await {
-                self.error_log.record(&node.to_string(), e.errno(), e.message());
+            let waits_for_topic = settings.as_ref().is_some_and(|s| s.dead_letter_policy.is_some());
+            match self.create_pending(project, subscription, &settings.unwrap_or_default()).await {
+                Ok(()) => {}
+                Err(e) if e.errno() == libc::ENOENT && waits_for_topic && since.elapsed() < DEAD_LETTER_WAIT => {}
+                Err(e) => {
+                    self.pubsub.pending().remove(&(project.clone(), subscription.clone()));
+                    self.error_log.record(&node.to_string(), e.errno(), e.message());
+                }
             }
         }
     }
@@ -482,7 +511,20 @@ impl Namespace {
                 let defaults = pending_meta(project, topic, subscription).settings;
                 let settings = parse_subscription_config(project, &full_topic(project, topic), data, &defaults)?;
                 check_subscription_change(None, &settings)?;
-                self.create_pending(project, subscription, &settings).await
+                match self.create_pending(project, subscription, &settings).await {
+                    // Its dead-letter topic may come later in an archive:
+                    // created once it exists (or the error logged).
+                    Err(e) if e.errno() == libc::ENOENT && settings.dead_letter_policy.is_some() => {
+                        let key = (project.clone(), subscription.clone());
+                        if let Some(pending) = self.pubsub.pending().get_mut(&key) {
+                            pending.settings = Some(settings);
+                            pending.since = Instant::now();
+                        }
+                        tracing::info!(project, subscription, "subscription waits for its dead-letter topic");
+                        Ok(())
+                    }
+                    created => created,
+                }
             }
             Node::SubscriptionFile { project, subscription, file: SubscriptionFile::Config, .. } => {
                 let current = self.pubsub.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
