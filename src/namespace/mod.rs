@@ -601,10 +601,19 @@ impl Vfs for Namespace {
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.node(parent)?;
-        let attr = match dir.service() {
-            Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await?,
-            Some(Service::PubSub) => self.ps_mkdir(&dir, name).await?,
-            _ => self.make_dir(&dir, name).await?,
+        let made = match dir.service() {
+            Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await,
+            Some(Service::PubSub) => self.ps_mkdir(&dir, name).await,
+            _ => self.make_dir(&dir, name).await,
+        };
+        let attr = match made {
+            // A fixed directory (`bigquery`, `.meta`, `subscriptions` ...):
+            // there already, whatever else stands against making it. FUSE's
+            // kernel finds it first; an NFS client asks.
+            Err(e) if e.errno() != libc::EEXIST && self.find(parent, name).await.is_ok() => {
+                return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+            }
+            made => made?,
         };
         self.inodes.count_lookup(attr.ino);
         Ok(attr)

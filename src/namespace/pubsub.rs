@@ -447,7 +447,18 @@ impl Namespace {
             })
             .collect();
         for (node, settings, since) in due {
-            let Node::Subscription { project, subscription, .. } = &node else { continue };
+            let Node::Subscription { project, topic, subscription } = &node else { continue };
+            let config = Node::SubscriptionFile {
+                project: project.clone(),
+                topic: topic.clone(),
+                subscription: subscription.clone(),
+                file: SubscriptionFile::Config,
+            };
+            if now_for.is_none() && self.local.stat(&config).is_some() {
+                // Its config.json is being written (over NFS it applies
+                // after a quiet second): that creates it.
+                continue;
+            }
             let waits_for_topic = settings.as_ref().is_some_and(|s| s.dead_letter_policy.is_some());
             match self.create_pending(project, subscription, &settings.unwrap_or_default()).await {
                 Ok(()) => {}
