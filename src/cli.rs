@@ -33,6 +33,10 @@ pub struct ExportArgs {
     pub tree: TreeArgs,
     /// The archive to write; it appears only once complete.
     pub file: PathBuf,
+    /// Leave out the objects' contents, keep their `.meta/` documents: the
+    /// project's configuration only.
+    #[arg(long)]
+    pub config_only: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -299,15 +299,16 @@ async fn export(args: ExportArgs) -> Result<(), String> {
         indicatif::ProgressBar::hidden()
     };
     let runtime = tokio::runtime::Handle::current();
+    let options = ciofs::archive::ExportOptions { config_only: args.config_only, progress };
     let exported = tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::new(file);
         if gzip {
             let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-            let (encoder, summary) = ciofs::archive::export_project(namespace, runtime, &project, encoder, progress)?;
+            let (encoder, summary) = ciofs::archive::export_project(namespace, runtime, &project, encoder, options)?;
             finish(encoder.finish())?;
             Ok(summary)
         } else {
-            let (out, summary) = ciofs::archive::export_project(namespace, runtime, &project, out, progress)?;
+            let (out, summary) = ciofs::archive::export_project(namespace, runtime, &project, out, options)?;
             finish(Ok(out))?;
             Ok(summary)
         }

@@ -175,9 +175,10 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
 
     let work = tempfile::tempdir().unwrap();
     let w = work.path().display().to_string();
-    let export = |file: &str| {
+    let export = |file: &str, extra: &[&str]| {
         let output = ciofs()
             .args(["export", "--project", &source, &format!("{w}/{file}")])
+            .args(extra)
             .env("STORAGE_EMULATOR_HOST", gcs.url())
             .env("CIOFS_STATE_DIR", format!("{w}/state"))
             .output()
@@ -185,10 +186,16 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stderr).to_string()
     };
-    let said = export("one.tar");
+    let said = export("one.tar", &[]);
     assert!(said.contains("exported") && said.contains("files"), "{said}");
-    export("two.tar");
-    export("three.tar.gz");
+    export("two.tar", &[]);
+    export("three.tar.gz", &[]);
+    // Configuration only: the objects' documents, not the objects.
+    export("config.tar", &["--config-only"]);
+    let config = ok(&format!("tar tf {w}/config.tar"));
+    assert!(config.contains(&format!("{source}/storage/{bucket}/dir/.meta/b.bin.json")), "{config}");
+    assert!(!config.contains(&format!("{source}/storage/{bucket}/dir/b.bin\n")), "{config}");
+    assert!(config.contains(&format!("{source}/bigquery/sales/orders/schema.json")), "{config}");
     assert_eq!(ok(&format!("sha256sum < {w}/one.tar")), ok(&format!("sha256sum < {w}/two.tar")), "deterministic");
     assert_eq!(ok(&format!("gunzip -c {w}/three.tar.gz | sha256sum")), ok(&format!("sha256sum < {w}/one.tar")));
     assert!(!std::path::Path::new(&format!("{w}/one.partial")).exists());

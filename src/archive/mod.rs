@@ -4,4 +4,4 @@
 
 mod export;
 
-pub use export::{ExportSummary, export_project};
+pub use export::{ExportOptions, ExportSummary, export_project};
