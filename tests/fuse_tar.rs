@@ -20,14 +20,6 @@ fn ps(project: &str, path: &str) -> Value {
     get_json(&format!("{url}{path}")).unwrap_or_else(|| panic!("{project}{path} does not exist"))
 }
 
-fn post(url: &str, body: Value) {
-    curl(&["-X", "POST", "-H", "content-type: application/json", url, "-d", &body.to_string()]);
-}
-
-fn put(url: &str, body: Value) {
-    curl(&["-X", "PUT", "-H", "content-type: application/json", url, "-d", &body.to_string()]);
-}
-
 #[test]
 fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them() {
     let target = format!("import-{}", std::process::id());
@@ -36,7 +28,7 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
     // dead-letter topic sorts last: the subscription naming it comes first
     // in the archive and waits for it.
     let dataset = dataset_name("tar_src");
-    post(
+    post_json(
         &format!("{}/datasets", bq_url()),
         json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}, "description": "sales", "labels": {"team": "data"}}),
     );
@@ -44,27 +36,27 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
         {"name": "id", "type": "INTEGER", "mode": "REQUIRED"},
         {"name": "customer", "type": "RECORD", "fields": [{"name": "name", "type": "STRING"}, {"name": "tags", "type": "STRING", "mode": "REPEATED"}]}
     ]});
-    post(
+    post_json(
         &format!("{}/datasets/{dataset}/tables", bq_url()),
         json!({"tableReference": {"projectId": PROJECT, "datasetId": dataset, "tableId": "orders"},
                "schema": schema, "description": "one row per order", "labels": {"env": "prod"}}),
     );
     let prefix = pubsub_name("tar");
     let (dead, main) = (format!("{prefix}-z-dead"), format!("{prefix}-b-main"));
-    put(&format!("{}/topics/{dead}", pubsub_url()), json!({}));
-    put(&format!("{}/topics/{main}", pubsub_url()), json!({}));
-    put(
+    put_json(&format!("{}/topics/{dead}", pubsub_url()), json!({}));
+    put_json(&format!("{}/topics/{main}", pubsub_url()), json!({}));
+    put_json(
         &format!("{}/subscriptions/{main}-plain", pubsub_url()),
         json!({"topic": format!("projects/{PROJECT}/topics/{main}"), "ackDeadlineSeconds": 30}),
     );
-    put(
+    put_json(
         &format!("{}/subscriptions/{main}-filtered", pubsub_url()),
         json!({"topic": format!("projects/{PROJECT}/topics/{main}"), "filter": "attributes.kind = \"order\"",
                "deadLetterPolicy": {"deadLetterTopic": format!("projects/{PROJECT}/topics/{dead}"), "maxDeliveryAttempts": 7}}),
     );
 
     let (bucket, copied) = (format!("{prefix}-src"), format!("{prefix}-dst"));
-    post(&format!("{}/storage/v1/b?project={PROJECT}", gcs_url()), json!({"name": bucket}));
+    post_json(&format!("{}/storage/v1/b?project={PROJECT}", gcs_url()), json!({"name": bucket}));
     let object = json!({"name": "dir/a.csv", "contentType": "text/csv", "metadata": {"owner": "sales"}});
     let boundary = "ciofs-tar-test";
     let body = format!(
@@ -155,19 +147,22 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
     let target = format!("exported-{}", std::process::id());
     let bq_source = bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
     let ps_source = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
-    post(
+    post_json(
         &format!("{bq_source}/datasets"),
         json!({"datasetReference": {"projectId": source, "datasetId": "sales"}, "description": "d"}),
     );
-    post(
+    post_json(
         &format!("{bq_source}/datasets/sales/tables"),
         json!({"tableReference": {"projectId": source, "datasetId": "sales", "tableId": "orders"},
                "schema": {"fields": [{"name": "id", "type": "INTEGER"}]}}),
     );
-    put(&format!("{ps_source}/topics/events"), json!({}));
-    put(&format!("{ps_source}/subscriptions/events-sub"), json!({"topic": format!("projects/{source}/topics/events")}));
+    put_json(&format!("{ps_source}/topics/events"), json!({}));
+    put_json(
+        &format!("{ps_source}/subscriptions/events-sub"),
+        json!({"topic": format!("projects/{source}/topics/events")}),
+    );
     let bucket = format!("export-src-{}", std::process::id());
-    post(&format!("{}/storage/v1/b?project={source}", gcs.url()), json!({"name": bucket}));
+    post_json(&format!("{}/storage/v1/b?project={source}", gcs.url()), json!({"name": bucket}));
     for (name, data) in [("a.txt", "alpha\n"), ("dir/b.bin", "beta")] {
         let url = format!("{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}", gcs.url(), encode(name));
         curl(&["-X", "POST", &url, "--data-binary", data]);

@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 use common::nfs::*;
 use common::*;
 use nfs3_client::nfs3_types::nfs3::{CREATE3args, MKDIR3args, Nfs3Result, createhow3, nfs_fh3, nfsstat3, sattr3};
-use serde_json::{Value, json};
-
-fn post(url: &str, body: Value) {
-    curl(&["-X", "POST", "-H", "content-type: application/json", url, "-d", &body.to_string()]);
-}
-
-fn put(url: &str, body: Value) {
-    curl(&["-X", "PUT", "-H", "content-type: application/json", url, "-d", &body.to_string()]);
-}
+use serde_json::json;
 
 /// MKDIR, or the directory that is there.
 async fn mkdir(conn: &mut Conn, dir: &nfs_fh3, name: &str) -> nfs_fh3 {
@@ -61,19 +53,19 @@ async fn an_export_written_entry_by_entry_over_nfs_recreates_datasets_tables_and
     let bq_source = bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
     let ps_source = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
     let dataset = format!("nfs_tar_{pid}");
-    post(
+    post_json(
         &format!("{bq_source}/datasets"),
         json!({"datasetReference": {"projectId": source, "datasetId": dataset}, "labels": {"team": "ops"}}),
     );
     let schema = json!({"fields": [{"name": "id", "type": "INTEGER", "mode": "REQUIRED"}, {"name": "note", "type": "STRING", "mode": "NULLABLE"}]});
-    post(
+    post_json(
         &format!("{bq_source}/datasets/{dataset}/tables"),
         json!({"tableReference": {"projectId": source, "datasetId": dataset, "tableId": "t"}, "schema": schema, "description": "over nfs"}),
     );
     let topic = format!("nfs-tar-{pid}");
-    put(&format!("{ps_source}/topics/{topic}"), json!({}));
+    put_json(&format!("{ps_source}/topics/{topic}"), json!({}));
     let filtered = format!("{topic}-filtered");
-    put(
+    put_json(
         &format!("{ps_source}/subscriptions/{filtered}"),
         json!({"topic": format!("projects/{source}/topics/{topic}"), "filter": "attributes.k = \"v\"", "ackDeadlineSeconds": 20}),
     );

@@ -555,6 +555,16 @@ pub fn ps_get_soon(path: &str) -> Value {
     found.unwrap_or_default()
 }
 
+/// POST of a JSON body with curl (fails the test on a transport error).
+pub fn post_json(url: &str, body: Value) {
+    curl(&["-X", "POST", "-H", "content-type: application/json", url, "-d", &body.to_string()]);
+}
+
+/// PUT of a JSON body with curl.
+pub fn put_json(url: &str, body: Value) {
+    curl(&["-X", "PUT", "-H", "content-type: application/json", url, "-d", &body.to_string()]);
+}
+
 /// GET on the Pub/Sub REST API; None on 404.
 pub fn ps_get(path: &str) -> Option<Value> {
     get_json(&format!("{}{path}", pubsub_url()))
