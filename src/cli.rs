@@ -25,6 +25,32 @@ pub enum Command {
     ServeNfs(ServeNfsArgs),
     /// Write a project as a tar archive (FILE.tar, or .tar.gz/.tgz compressed), as `tar c` of the mount would.
     Export(ExportArgs),
+    /// Recreate an archive's resources in a project: prints a plan, then applies it.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// The archive (tar, or gzip-compressed tar).
+    pub file: PathBuf,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// What to do with a resource that exists and differs.
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_conflict: crate::archive::import::OnConflict,
+    /// Import bucket OLD as NEW (bucket names are global); repeatable.
+    #[arg(long, value_name = "OLD=NEW", value_parser = bucket_mapping)]
+    pub map_bucket: Vec<(String, String)>,
+}
+
+fn bucket_mapping(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((old, new)) if !old.is_empty() && !new.is_empty() => Ok((old.to_string(), new.to_string())),
+        _ => Err(format!("{text:?} is not OLD=NEW")),
+    }
 }
 
 #[derive(Args, Debug, Clone)]

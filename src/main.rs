@@ -1,10 +1,10 @@
-//! `ciofs`: mount, unmount, serve-nfs, export.
+//! `ciofs`: mount, unmount, serve-nfs, export, import.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ciofs::cli::{Cli, Command, ExportArgs, MountArgs, ServeNfsArgs, TreeArgs};
+use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, ServeNfsArgs, TreeArgs};
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         }
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
+        Command::Import(args) => run(|| import(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -340,4 +341,61 @@ fn finish(out: std::io::Result<std::io::BufWriter<std::fs::File>>) -> Result<(),
     let out = out.map_err(|e| format!("writing the archive: {e}"))?;
     let file = out.into_inner().map_err(|e| format!("writing the archive: {}", e.error()))?;
     file.sync_all().map_err(|e| format!("writing the archive: {e}"))
+}
+
+/// `ciofs import`: the plan, then (unless --dry-run, or conflicts with
+/// --on-conflict fail) the changes; a non-zero exit when anything was in
+/// conflict, invalid or failed.
+async fn import(args: ImportArgs) -> Result<(), String> {
+    use ciofs::archive::import::{self, Action, ImportOptions, OnConflict};
+    let [project] = args.tree.projects.as_slice() else {
+        return Err("import takes exactly one --project".to_string());
+    };
+    let project = project.clone();
+    let namespace = namespace(&args.tree, None).await?;
+    // Subscriptions waiting for a dead-letter topic are created by it.
+    let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
+    let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let options = ImportOptions { dry_run: args.dry_run, on_conflict: args.on_conflict, map_bucket: args.map_bucket };
+    let runtime = tokio::runtime::Handle::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut planned = import::read_archive(std::io::BufReader::new(file), &options)?;
+        import::plan(&namespace, &runtime, &project, &mut planned)?;
+        for item in &planned {
+            let (verb, detail) = match &item.action {
+                Action::Create => ("create", String::new()),
+                Action::Update(diffs) => ("update", diffs.join("; ")),
+                Action::Unchanged => ("unchanged", String::new()),
+                Action::Conflict(why) => ("conflict", why.clone()),
+                Action::Invalid(why) => ("invalid", why.clone()),
+                Action::Ignored => continue,
+            };
+            println!("{verb:<9} {}{}{detail}", item.entry.path, if detail.is_empty() { "" } else { "  " });
+        }
+        let mut summary = import::summarize(&planned);
+        let blocked = options.on_conflict == OnConflict::Fail && summary.conflicts + summary.invalid > 0;
+        if !options.dry_run && !blocked {
+            let mut report = |path: &str, what: &str| println!("{:<9} {path}  {what}", "error");
+            summary.failed = import::apply(&namespace, &runtime, &project, &planned, options.on_conflict, &mut report)?;
+        }
+        Ok::<_, String>((summary, blocked, options.dry_run))
+    })
+    .await
+    .map_err(|e| format!("the import stopped: {e}"))??;
+    let (summary, blocked, dry_run) = outcome;
+    let done = if dry_run {
+        "planned (dry run, nothing changed)"
+    } else if blocked {
+        "nothing applied (conflicts, --on-conflict fail)"
+    } else {
+        "applied"
+    };
+    eprintln!(
+        "ciofs: {done}: {} to create, {} to update, {} unchanged, {} conflicts, {} invalid, {} failed",
+        summary.created, summary.updated, summary.unchanged, summary.conflicts, summary.invalid, summary.failed
+    );
+    if summary.conflicts + summary.invalid + summary.failed > 0 {
+        return Err("the archive was not imported whole (see above)".to_string());
+    }
+    Ok(())
 }

@@ -225,3 +225,127 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
     assert_eq!(table["schema"]["fields"][0]["name"], "id");
     assert_eq!(ps(&target, "/subscriptions/events-sub")["topic"], format!("projects/{target}/topics/events"));
 }
+
+/// `ciofs import`: a dry run changes nothing; the import recreates the
+/// resources (a bucket mapped to a new name); a second import finds all
+/// unchanged and writes nothing; an archive made by `tar c` of the mount
+/// imports the same way; bad entries are reported, never applied.
+#[test]
+fn ciofs_import_plans_applies_and_is_idempotent() {
+    let gcs = PrivateGcs::start();
+    let pid = std::process::id();
+    let (source, target) = (format!("imsrc-{pid}"), format!("imdst-{pid}"));
+    let bq_of = |p: &str| bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{p}"));
+    let ps_of = |p: &str| pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{p}"));
+    post_json(
+        &format!("{}/datasets", bq_of(&source)),
+        json!({"datasetReference": {"projectId": source, "datasetId": "ds"}, "description": "d"}),
+    );
+    post_json(
+        &format!("{}/datasets/ds/tables", bq_of(&source)),
+        json!({"tableReference": {"projectId": source, "datasetId": "ds", "tableId": "t"},
+               "schema": {"fields": [{"name": "id", "type": "INTEGER"}]}, "labels": {"env": "prod"}}),
+    );
+    put_json(&format!("{}/topics/events", ps_of(&source)), json!({}));
+    put_json(
+        &format!("{}/subscriptions/events-sub", ps_of(&source)),
+        json!({"topic": format!("projects/{source}/topics/events"), "ackDeadlineSeconds": 25}),
+    );
+    let bucket = format!("import-src-{pid}");
+    post_json(&format!("{}/storage/v1/b?project={source}", gcs.url()), json!({"name": bucket}));
+    curl(&[
+        "-X",
+        "POST",
+        &format!("{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=a.txt", gcs.url()),
+        "--data-binary",
+        "alpha",
+    ]);
+
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display().to_string();
+    let run = |args: &[&str]| {
+        let output = ciofs()
+            .args(args)
+            .env("STORAGE_EMULATOR_HOST", gcs.url())
+            .env("CIOFS_STATE_DIR", format!("{w}/state"))
+            .output()
+            .expect("ciofs runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), text)
+    };
+    let (exported, said) = run(&["export", "--project", &source, &format!("{w}/p.tar")]);
+    assert!(exported, "{said}");
+    let copied = format!("import-dst-{pid}");
+    let mapping = format!("{bucket}={copied}");
+    let import = |extra: &[&str]| {
+        let mut args = vec!["import", "--project", &target, "--map-bucket", &mapping];
+        args.extend_from_slice(extra);
+        let file = format!("{w}/p.tar");
+        args.push(&file);
+        run(&args)
+    };
+
+    let (ok_dry, plan) = import(&["--dry-run"]);
+    assert!(ok_dry, "{plan}");
+    assert!(plan.contains(&format!("create    storage/{copied}/a.txt")), "{plan}");
+    assert!(plan.contains("create    bigquery/ds/t/schema.json"), "{plan}");
+    assert!(get_json(&format!("{}/datasets/ds", bq_of(&target))).is_none(), "a dry run changes nothing");
+
+    let (imported, said) = import(&[]);
+    assert!(imported, "{said}");
+    assert_eq!(curl(&[&format!("{}/storage/v1/b/{copied}/o/a.txt?alt=media", gcs.url())]), b"alpha");
+    let table = get_json(&format!("{}/datasets/ds/tables/t", bq_of(&target))).expect("the table");
+    assert_eq!((&table["labels"], &table["schema"]["fields"][0]["name"]), (&json!({"env": "prod"}), &json!("id")));
+    let sub = get_json(&format!("{}/subscriptions/events-sub", ps_of(&target))).expect("the subscription");
+    assert_eq!(
+        (&sub["ackDeadlineSeconds"], &sub["topic"]),
+        (&json!(25), &json!(format!("projects/{target}/topics/events")))
+    );
+
+    // Again: everything unchanged, nothing written.
+    let (again, plan) = import(&[]);
+    assert!(again, "{plan}");
+    assert!(plan.contains("0 to create, 0 to update"), "{plan}");
+    assert!(!plan.contains("create ") && !plan.contains("update "), "{plan}");
+    let after = get_json(&format!("{}/datasets/ds/tables/t", bq_of(&target))).unwrap();
+    assert_eq!(after["etag"], table["etag"]);
+
+    // A change in the target shows as an update with its field.
+    put_json(
+        &format!("{}/datasets/ds/tables/t", bq_of(&target)),
+        json!({"tableReference": {"projectId": target, "datasetId": "ds", "tableId": "t"}, "schema": {"fields": [{"name": "id", "type": "INTEGER"}]}, "labels": {"env": "dev"}}),
+    );
+    let (_, plan) = import(&["--dry-run"]);
+    assert!(plan.contains("update    bigquery/ds/t/config.json") && plan.contains("labels"), "{plan}");
+
+    // An existing bucket takes nothing: a differing object is a conflict.
+    curl(&[
+        "-X",
+        "POST",
+        &format!("{}/upload/storage/v1/b/{copied}/o?uploadType=media&name=a.txt", gcs.url()),
+        "--data-binary",
+        "changed",
+    ]);
+    let (conflicted, plan) = import(&[]);
+    assert!(!conflicted, "{plan}");
+    assert!(plan.contains(&format!("conflict  storage/{copied}  bucket {copied} exists")), "{plan}");
+    assert!(
+        plan.contains(&format!("conflict  storage/{copied}/a.txt  the object exists with other content")),
+        "{plan}"
+    );
+    assert_eq!(curl(&[&format!("{}/storage/v1/b/{copied}/o/a.txt?alt=media", gcs.url())]), b"changed", "skipped");
+
+    // Bad entries: reported with their reason, the rest applied, exit non-zero.
+    let bad = format!("{w}/bad");
+    ok(&format!(
+        "mkdir -p {bad}/p/bigquery/ds/t2 {bad}/p/secrets && echo '{{nope' > {bad}/p/bigquery/ds/t2/schema.json && \
+         echo x > {bad}/p/secrets/key && ln -s /etc/passwd {bad}/p/bigquery/ds/link && \
+         tar cf {w}/bad.tar -C {bad} p && tar rf {w}/bad.tar --absolute-names /etc/hostname"
+    ));
+    let (bad_ok, plan) = run(&["import", "--project", &target, &format!("{w}/bad.tar")]);
+    assert!(!bad_ok, "{plan}");
+    assert!(plan.contains("invalid   bigquery/ds/t2/schema.json  not valid JSON"), "{plan}");
+    assert!(plan.contains("unknown top-level directory \"secrets\""), "{plan}");
+    assert!(plan.contains("only directories and regular files"), "{plan}");
+    assert!(plan.contains("absolute path"), "{plan}");
+}

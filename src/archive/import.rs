@@ -1,0 +1,425 @@
+//! `ciofs import --project Q FILE`: an archive (from `tar c` of a mount or
+//! `ciofs export`) planned against project Q, then applied through the same
+//! `Vfs` a mount serves, so every change is checked as an edit through the
+//! mount is. The plan says of each entry: create, update (with the fields
+//! that differ), unchanged, conflict (and why) or invalid (and why);
+//! generated files (`_status.json`, `_stream` ...) are ignored. A second
+//! import of the same archive finds everything unchanged and writes nothing.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use ciofs_frontends::{FileKind, Ino, OpenFlags, ROOT_INO, Vfs, VfsError};
+use serde_json::Value;
+use tokio::runtime::Handle;
+
+use crate::bigquery_rules::check_schema_change;
+use crate::documents::bigquery::parse_schema;
+
+/// What to do with a resource that exists in the target and differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnConflict {
+    /// Leave it as it is, apply the rest.
+    Skip,
+    /// Apply nothing at all.
+    Fail,
+    /// Write the archive's version over it.
+    Overwrite,
+}
+
+pub struct ImportOptions {
+    pub dry_run: bool,
+    pub on_conflict: OnConflict,
+    /// `OLD=NEW`: bucket OLD of the archive is imported as NEW.
+    pub map_bucket: Vec<(String, String)>,
+}
+
+/// One entry of the archive, its path without the source project's name.
+pub struct Entry {
+    pub path: String,
+    pub dir: bool,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update(Vec<String>),
+    Unchanged,
+    Ignored,
+    Conflict(String),
+    Invalid(String),
+}
+
+pub struct Planned {
+    pub entry: Entry,
+    pub action: Action,
+}
+
+/// Counts of a plan and of what applying it did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub conflicts: u64,
+    pub invalid: u64,
+    pub failed: u64,
+}
+
+/// Names the service makes: accepted in an archive, never written.
+const GENERATED: [&str; 6] = ["_status.json", "_quotas.json", "_stream", "_stream.jsonl", "_message", "_messages"];
+/// Fields of the documents the service sets: not compared.
+const SERVICE_FIELDS: [&str; 16] = [
+    "version",
+    "type",
+    "created",
+    "modified",
+    "updated",
+    "etag",
+    "generation",
+    "metageneration",
+    "size",
+    "md5_hash",
+    "crc32c",
+    "dataset_id",
+    "bucket",
+    "name",
+    "storage_class",
+    "location_type",
+];
+
+/// Reads an archive (tar, or gzip-compressed tar); entries that cannot be
+/// imported (links, absolute paths, `..`, unknown top-level directories)
+/// come back as invalid with the reason.
+pub fn read_archive(mut input: impl Read, options: &ImportOptions) -> Result<Vec<Planned>, String> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| format!("reading the archive: {e}"))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut plain)
+            .map_err(|e| format!("the archive is not valid gzip: {e}"))?;
+        bytes = plain;
+    }
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut planned = Vec::new();
+    for entry in archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+        let kind = entry.header().entry_type();
+        let mut data = Vec::new();
+        if kind.is_file() {
+            entry.read_to_end(&mut data).map_err(|e| format!("{raw}: {e}"))?;
+        }
+        let (path, problem) = match relative_path(&raw, options) {
+            Ok(path) => (path, None),
+            Err(why) => (raw.clone(), Some(why)),
+        };
+        if path.is_empty() {
+            continue;
+        }
+        let problem = problem.or_else(|| {
+            (!kind.is_file() && !kind.is_dir()).then(|| "only directories and regular files are imported".to_string())
+        });
+        let action = match problem {
+            Some(why) => Action::Invalid(why),
+            None => Action::Create,
+        };
+        planned.push(Planned { entry: Entry { path, dir: kind.is_dir(), data }, action });
+    }
+    Ok(planned)
+}
+
+/// `P/storage/b/x` or `storage/b/x` → `storage/b/x`, buckets mapped.
+fn relative_path(raw: &str, options: &ImportOptions) -> Result<String, String> {
+    if raw.starts_with('/') {
+        return Err("absolute path".to_string());
+    }
+    let parts: Vec<&str> = raw.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.contains(&"..") {
+        return Err("`..` in the path".to_string());
+    }
+    let parts = match parts.first() {
+        Some(&("storage" | "bigquery" | "pubsub")) => &parts[..],
+        Some(_) => &parts[1..],
+        None => return Ok(String::new()),
+    };
+    let mut parts: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
+    match parts.first().map(String::as_str) {
+        None => return Ok(String::new()),
+        Some("storage" | "bigquery" | "pubsub") => {}
+        Some(other) => return Err(format!("unknown top-level directory {other:?}")),
+    }
+    if parts[0] == "storage"
+        && let Some(bucket) = parts.get_mut(1)
+        && let Some((_, new)) = options.map_bucket.iter().find(|(old, _)| old == bucket)
+    {
+        *bucket = new.clone();
+    }
+    Ok(parts.join("/"))
+}
+
+/// Plans each entry against project `project` of `vfs`; runs off the
+/// runtime's threads.
+pub fn plan<V: Vfs + ?Sized>(
+    vfs: &Arc<V>,
+    runtime: &Handle,
+    project: &str,
+    planned: &mut [Planned],
+) -> Result<(), String> {
+    let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?.ino;
+    let mut existing_buckets: Vec<String> = Vec::new();
+    for item in planned.iter_mut() {
+        if matches!(item.action, Action::Invalid(_)) {
+            continue;
+        }
+        let path = item.entry.path.clone();
+        let parts: Vec<&str> = path.split('/').collect();
+        let name = parts.last().copied().unwrap_or_default();
+        if !item.entry.dir && (GENERATED.contains(&name) || name == "_bucket.json") {
+            item.action = Action::Ignored;
+            continue;
+        }
+        let is_document = !item.entry.dir && name.ends_with(".json") && !is_object(&parts);
+        let archive_doc = if is_document {
+            match serde_json::from_slice::<Value>(&item.entry.data) {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    item.action = Action::Invalid(format!("not valid JSON: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let Some(found) = find(vfs, runtime, root, &parts) else {
+            item.action = Action::Create;
+            continue;
+        };
+        if item.entry.dir {
+            if parts[0] == "storage" && parts.len() == 2 {
+                existing_buckets.push(parts[1].to_string());
+            }
+            item.action = Action::Unchanged;
+            continue;
+        }
+        let current = match read_file(vfs, runtime, found) {
+            Ok(current) => current,
+            Err(e) => {
+                item.action = Action::Conflict(format!("cannot read what is there: {e}"));
+                continue;
+            }
+        };
+        item.action = match archive_doc {
+            None if current == item.entry.data => Action::Unchanged,
+            None => Action::Conflict("the object exists with other content".to_string()),
+            Some(wanted) => compare_documents(name, &current, &wanted),
+        };
+    }
+    for bucket in existing_buckets {
+        mark_bucket_conflict(planned, &bucket);
+    }
+    Ok(())
+}
+
+/// A bucket that exists (bucket names are global: it may be another
+/// project's) takes nothing from the archive: if anything in it would be
+/// created or changed, the bucket and those entries are conflicts. An
+/// import of the same archive again finds it all unchanged.
+fn mark_bucket_conflict(planned: &mut [Planned], bucket: &str) {
+    let prefix = format!("storage/{bucket}");
+    let inside = |p: &Planned| p.entry.path == prefix || p.entry.path.starts_with(&format!("{prefix}/"));
+    let changes =
+        planned.iter().filter(|p| inside(p)).any(|p| !matches!(p.action, Action::Unchanged | Action::Ignored));
+    if !changes {
+        return;
+    }
+    let why = format!("bucket {bucket} exists (bucket names are global: --map-bucket {bucket}=NEW)");
+    for item in planned.iter_mut().filter(|p| inside(p)) {
+        if item.entry.path == prefix || matches!(item.action, Action::Create | Action::Update(_)) {
+            item.action = Action::Conflict(why.clone());
+        }
+    }
+}
+
+/// An archive document against the target's: unchanged, an update with
+/// the fields that differ, or a conflict when BigQuery would refuse it.
+fn compare_documents(name: &str, current: &[u8], wanted: &Value) -> Action {
+    let current: Value = serde_json::from_slice(current).unwrap_or(Value::Null);
+    let mut diffs = Vec::new();
+    if let Value::Object(fields) = wanted {
+        for (key, value) in fields.iter().filter(|(k, _)| !SERVICE_FIELDS.contains(&k.as_str())) {
+            let now = current.get(key).unwrap_or(&Value::Null);
+            if now != value {
+                diffs.push(format!("{key}: {now} → {value}"));
+            }
+        }
+    }
+    if diffs.is_empty() {
+        return Action::Unchanged;
+    }
+    if name == "schema.json" {
+        let old = parse_schema(current.to_string().as_bytes());
+        let new = parse_schema(wanted.to_string().as_bytes());
+        match (old, new) {
+            (Ok(old), Ok(new)) => {
+                if let Err(e) = check_schema_change(&old, &new) {
+                    return Action::Conflict(e.message().to_string());
+                }
+            }
+            (_, Err(e)) => return Action::Invalid(e.message().to_string()),
+            (Err(_), _) => {}
+        }
+    }
+    Action::Update(diffs)
+}
+
+/// Whether `parts` (`storage/BUCKET/.../NAME`) names an object.
+fn is_object(parts: &[&str]) -> bool {
+    parts[0] == "storage" && parts.len() >= 3 && parts[parts.len() - 2] != ".meta"
+}
+
+fn find<V: Vfs + ?Sized>(vfs: &Arc<V>, runtime: &Handle, root: Ino, parts: &[&str]) -> Option<Ino> {
+    let mut ino = root;
+    for part in parts {
+        ino = runtime.block_on(vfs.lookup(ino, part)).ok()?.ino;
+    }
+    Some(ino)
+}
+
+fn read_file<V: Vfs + ?Sized>(vfs: &Arc<V>, runtime: &Handle, ino: Ino) -> Result<Vec<u8>, VfsError> {
+    let opened = runtime.block_on(vfs.open(ino, OpenFlags::default()))?;
+    let mut data = Vec::new();
+    let result = loop {
+        match runtime.block_on(vfs.read(ino, Some(opened.fh), data.len() as u64, 1 << 20)) {
+            Ok((bytes, eof)) => {
+                data.extend_from_slice(&bytes);
+                if eof || bytes.is_empty() {
+                    break Ok(data);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = runtime.block_on(vfs.release(ino, opened.fh));
+    result
+}
+
+/// Counts what the plan says.
+pub fn summarize(planned: &[Planned]) -> ImportSummary {
+    let mut summary = ImportSummary::default();
+    for item in planned {
+        match &item.action {
+            Action::Create => summary.created += 1,
+            Action::Update(_) => summary.updated += 1,
+            Action::Unchanged => summary.unchanged += 1,
+            Action::Conflict(_) => summary.conflicts += 1,
+            Action::Invalid(_) => summary.invalid += 1,
+            Action::Ignored => {}
+        }
+    }
+    summary
+}
+
+/// Applies the plan's creates and updates (and conflicts, with
+/// `Overwrite`) in archive order; what fails is counted and reported.
+pub fn apply<V: Vfs + ?Sized>(
+    vfs: &Arc<V>,
+    runtime: &Handle,
+    project: &str,
+    planned: &[Planned],
+    on_conflict: OnConflict,
+    report: &mut dyn FnMut(&str, &str),
+) -> Result<u64, String> {
+    let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?.ino;
+    let mut failed = 0;
+    for item in planned {
+        let wanted = match &item.action {
+            Action::Create | Action::Update(_) => true,
+            Action::Conflict(_) => on_conflict == OnConflict::Overwrite,
+            _ => false,
+        };
+        if !wanted {
+            continue;
+        }
+        if let Err(e) = write_entry(vfs, runtime, root, &item.entry) {
+            failed += 1;
+            report(&item.entry.path, &format!("failed: {e}"));
+        }
+    }
+    Ok(failed)
+}
+
+fn write_entry<V: Vfs + ?Sized>(vfs: &Arc<V>, runtime: &Handle, root: Ino, entry: &Entry) -> Result<(), VfsError> {
+    let parts: Vec<&str> = entry.path.split('/').collect();
+    let (name, parents) = parts.split_last().ok_or_else(|| VfsError::new(libc::EINVAL, "empty path"))?;
+    let mut dir = root;
+    for part in parents {
+        dir = runtime.block_on(vfs.lookup(dir, part))?.ino;
+    }
+    if entry.dir {
+        return match runtime.block_on(vfs.mkdir(dir, name, 0o755)) {
+            Err(e) if e.errno() == libc::EEXIST => Ok(()),
+            made => made.map(drop),
+        };
+    }
+    let (ino, fh) = match runtime.block_on(vfs.lookup(dir, name)) {
+        Ok(attr) if attr.kind == FileKind::File => {
+            let flags = OpenFlags { write: true, truncate: true, append: false };
+            (attr.ino, runtime.block_on(vfs.open(attr.ino, flags))?.fh)
+        }
+        _ => {
+            let (attr, opened) = runtime.block_on(vfs.create(dir, name, 0o644))?;
+            (attr.ino, opened.fh)
+        }
+    };
+    let written =
+        if entry.data.is_empty() { Ok(0) } else { runtime.block_on(vfs.write(ino, Some(fh), 0, &entry.data)) };
+    let flushed = written.and_then(|_| runtime.block_on(vfs.flush(ino, fh)));
+    let _ = runtime.block_on(vfs.release(ino, fh));
+    flushed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ImportOptions {
+        ImportOptions {
+            dry_run: false,
+            on_conflict: OnConflict::Fail,
+            map_bucket: vec![("old".to_string(), "new".to_string())],
+        }
+    }
+
+    #[test]
+    fn paths_lose_the_project_and_map_buckets_and_bad_ones_are_refused() {
+        let o = options();
+        assert_eq!(relative_path("p/storage/old/x", &o).unwrap(), "storage/new/x");
+        assert_eq!(relative_path("storage/old", &o).unwrap(), "storage/new");
+        assert_eq!(relative_path("p/bigquery/ds/t/schema.json", &o).unwrap(), "bigquery/ds/t/schema.json");
+        assert_eq!(relative_path("./pubsub/topics/", &o).unwrap(), "pubsub/topics");
+        assert!(relative_path("/etc/passwd", &o).unwrap_err().contains("absolute"));
+        assert!(relative_path("p/storage/../../x", &o).unwrap_err().contains(".."));
+        assert!(relative_path("p/secrets/x", &o).unwrap_err().contains("unknown top-level"));
+        assert_eq!(relative_path("p", &o).unwrap(), "");
+    }
+
+    #[test]
+    fn documents_compare_without_the_service_fields() {
+        let current = br#"{"version": "1", "etag": "a", "description": "x", "labels": {}}"#;
+        let same: Value = serde_json::json!({"version": "1", "etag": "b", "description": "x", "labels": {}});
+        assert_eq!(compare_documents("config.json", current, &same), Action::Unchanged);
+        let other: Value = serde_json::json!({"description": "y"});
+        assert_eq!(
+            compare_documents("config.json", current, &other),
+            Action::Update(vec![r#"description: "x" → "y""#.to_string()])
+        );
+        let old_schema = br#"{"fields": [{"name": "a", "type": "STRING"}, {"name": "b", "type": "STRING"}]}"#;
+        let dropped: Value = serde_json::json!({"fields": [{"name": "a", "type": "STRING"}]});
+        assert!(
+            matches!(compare_documents("schema.json", old_schema, &dropped), Action::Conflict(why) if why.contains('b'))
+        );
+    }
+}
