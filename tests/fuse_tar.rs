@@ -215,6 +215,27 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
             .contains(&format!("{source}/pubsub/topics/events/subscriptions/events-sub/_stream"))
     );
 
+    // The other way across: `tar c` of the mount, imported by `ciofs import`.
+    let imported = format!("viaimport-{}", std::process::id());
+    let moved = format!("export-imp-{}", std::process::id());
+    let output = ciofs()
+        .args([
+            "import",
+            "--project",
+            &imported,
+            "--map-bucket",
+            &format!("{bucket}={moved}"),
+            &format!("{w}/mount.tar"),
+        ])
+        .env("STORAGE_EMULATOR_HOST", gcs.url())
+        .env("CIOFS_STATE_DIR", format!("{w}/state"))
+        .output()
+        .expect("ciofs import runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(curl(&[&format!("{}/storage/v1/b/{moved}/o/a.txt?alt=media", gcs.url())]), b"alpha\n");
+    assert_eq!(bq(&imported, "/datasets/sales/tables/orders")["schema"]["fields"][0]["name"], "id");
+    assert_eq!(ps(&imported, "/subscriptions/events-sub")["topic"], format!("projects/{imported}/topics/events"));
+
     // The export, extracted through the mount into another project.
     let copied = format!("export-dst-{}", std::process::id());
     // GNU tar matches --transform against the name before stripping.
@@ -334,6 +355,17 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
         "{plan}"
     );
     assert_eq!(curl(&[&format!("{}/storage/v1/b/{copied}/o/a.txt?alt=media", gcs.url())]), b"changed", "skipped");
+
+    // With --on-conflict fail, a conflict stops everything: the label
+    // update that would go with it is not applied either.
+    put_json(
+        &format!("{}/datasets/ds/tables/t", bq_of(&target)),
+        json!({"tableReference": {"projectId": target, "datasetId": "ds", "tableId": "t"}, "schema": {"fields": [{"name": "id", "type": "INTEGER"}]}, "labels": {"env": "dev"}}),
+    );
+    let (failed, plan) = import(&["--on-conflict", "fail"]);
+    assert!(!failed && plan.contains("nothing applied"), "{plan}");
+    let labels = &get_json(&format!("{}/datasets/ds/tables/t", bq_of(&target))).unwrap()["labels"];
+    assert_eq!(labels, &json!({"env": "dev"}));
 
     // Bad entries: reported with their reason, the rest applied, exit non-zero.
     let bad = format!("{w}/bad");
