@@ -376,7 +376,14 @@ async fn import(args: ImportArgs) -> Result<(), String> {
         let blocked = options.on_conflict == OnConflict::Fail && summary.conflicts + summary.invalid > 0;
         if !options.dry_run && !blocked {
             let mut report = |path: &str, what: &str| println!("{:<9} {path}  {what}", "error");
-            summary.failed = import::apply(&namespace, &runtime, &project, &planned, options.on_conflict, &mut report)?;
+            let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                indicatif::ProgressBar::new(0)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let on_conflict = options.on_conflict;
+            summary.failed =
+                import::apply(&namespace, &runtime, &project, &planned, on_conflict, &progress, &mut report)?;
         }
         Ok::<_, String>((summary, blocked, options.dry_run))
     })

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use ciofs_frontends::{FileKind, Ino, OpenFlags, ROOT_INO, Vfs, VfsError};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use tokio::runtime::Handle;
 
@@ -330,24 +331,28 @@ pub fn apply<V: Vfs + ?Sized>(
     project: &str,
     planned: &[Planned],
     on_conflict: OnConflict,
+    progress: &ProgressBar,
     report: &mut dyn FnMut(&str, &str),
 ) -> Result<u64, String> {
     let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?.ino;
+    let wanted = |item: &&Planned| match &item.action {
+        Action::Create | Action::Update(_) => true,
+        Action::Conflict(_) => on_conflict == OnConflict::Overwrite,
+        _ => false,
+    };
+    progress.set_length(planned.iter().filter(wanted).count() as u64);
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}");
+    progress.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut failed = 0;
-    for item in planned {
-        let wanted = match &item.action {
-            Action::Create | Action::Update(_) => true,
-            Action::Conflict(_) => on_conflict == OnConflict::Overwrite,
-            _ => false,
-        };
-        if !wanted {
-            continue;
-        }
+    for item in planned.iter().filter(wanted) {
+        progress.set_message(item.entry.path.clone());
         if let Err(e) = write_entry(vfs, runtime, root, &item.entry) {
             failed += 1;
-            report(&item.entry.path, &format!("failed: {e}"));
+            progress.suspend(|| report(&item.entry.path, &format!("failed: {e}")));
         }
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     Ok(failed)
 }
 
