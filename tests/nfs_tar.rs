@@ -2,8 +2,8 @@
 //! `ciofs export`, its archive's entries written by a userspace NFSv3
 //! client (MKDIR, CREATE, WRITE: what a kernel NFS client sends for `tar
 //! x`) into another project, applied after the writes go quiet (NFS has no
-//! close), and checked with curl. Cloud Storage is left out: a private
-//! emulator keeps the export to BigQuery and Pub/Sub.
+//! close), and checked with curl. A private Cloud Storage emulator holds
+//! the one bucket, written back under a new name (names are global).
 
 mod common;
 
@@ -70,6 +70,16 @@ async fn an_export_written_entry_by_entry_over_nfs_recreates_datasets_tables_and
         json!({"topic": format!("projects/{source}/topics/{topic}"), "filter": "attributes.k = \"v\"", "ackDeadlineSeconds": 20}),
     );
 
+    let bucket = format!("nfs-tar-src-{pid}");
+    let copied = format!("nfs-tar-dst-{pid}");
+    post_json(&format!("{}/storage/v1/b?project={source}", gcs.url()), json!({"name": bucket}));
+    let object = json!({"name": "a.csv", "contentType": "text/csv", "metadata": {"owner": "ops"}});
+    let body = format!(
+        "--b\r\ncontent-type: application/json\r\n\r\n{object}\r\n--b\r\ncontent-type: text/csv\r\n\r\nid\n1\n\r\n--b--"
+    );
+    let upload = format!("{}/upload/storage/v1/b/{bucket}/o?uploadType=multipart", gcs.url());
+    curl(&["-X", "POST", "-H", "content-type: multipart/related; boundary=b", &upload, "--data-binary", &body]);
+
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("p.tar");
     let exported = ciofs()
@@ -82,7 +92,8 @@ async fn an_export_written_entry_by_entry_over_nfs_recreates_datasets_tables_and
     assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
 
     let state = tempfile::tempdir().unwrap();
-    let server = NfsServer::start(state.path());
+    let gcs_host = gcs.url();
+    let server = NfsServer::start_with_env(state.path(), &[("STORAGE_EMULATOR_HOST", &gcs_host)]);
     let mut conn = connect(server.port).await;
     let target = walk(&mut conn, PROJECT).await;
     let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
@@ -92,8 +103,10 @@ async fn an_export_written_entry_by_entry_over_nfs_recreates_datasets_tables_and
         let path = entry.path().unwrap().to_string_lossy().to_string();
         // Without the source project's name, as --strip-components=1.
         let Some((_, relative)) = path.split_once('/') else { continue };
-        let relative = relative.trim_end_matches('/');
-        if relative.is_empty() || relative.starts_with("storage") {
+        let relative =
+            relative.trim_end_matches('/').replacen(&format!("storage/{bucket}"), &format!("storage/{copied}"), 1);
+        let relative = relative.as_str();
+        if relative.is_empty() {
             continue;
         }
         let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
@@ -129,4 +142,10 @@ async fn an_export_written_entry_by_entry_over_nfs_recreates_datasets_tables_and
         ps_get(&format!("/subscriptions/{filtered}")).unwrap()["topic"],
         format!("projects/{PROJECT}/topics/{topic}")
     );
+    let url = format!("{}/storage/v1/b/{copied}/o/a.csv", gcs.url());
+    eventually("the object is uploaded with its content type and metadata", || {
+        get_json(&url).is_some_and(|o| o["contentType"] == "text/csv" && o["metadata"] == json!({"owner": "ops"}))
+    })
+    .await;
+    assert_eq!(curl(&[&format!("{url}?alt=media")]), b"id\n1\n");
 }

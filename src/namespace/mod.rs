@@ -243,6 +243,8 @@ pub struct Namespace {
     pubsub: PubSubTree,
     /// `.meta/` documents written, for the objects' next new upload.
     pending_object_meta: object_meta::PendingObjectMeta,
+    /// `.meta/` documents written over NFS, applied once idle.
+    nfs_meta_edits: object_meta::NfsMetaEdits,
     /// Edits of BigQuery documents and scratch files (edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
@@ -273,6 +275,7 @@ impl Namespace {
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
             pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
             pending_object_meta: Default::default(),
+            nfs_meta_edits: Default::default(),
             local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,
@@ -567,7 +570,8 @@ impl Vfs for Namespace {
         }
         if let (Some(size), Node::ObjectMeta { .. }) = (set.size, &node) {
             // SETATTR carries no handle here: every handle writing this
-            // document is cut (in practice the one O_TRUNC just opened).
+            // document is cut (in practice the one O_TRUNC just opened),
+            // and over NFS the edit without a handle.
             let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
             for handle in handles.values() {
                 if let Handle::MetaEdit(edit) = handle
@@ -576,6 +580,8 @@ impl Vfs for Namespace {
                     edit.truncate(size);
                 }
             }
+            drop(handles);
+            self.nfs_meta_truncate(&node, size);
         }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
             match self.writer(ino) {
@@ -705,7 +711,8 @@ impl Namespace {
                 if !matches!(node, Node::Object { .. }) {
                     // Generated documents accept writes and ignore them.
                     return match node {
-                        Node::ObjectMeta { .. } | Node::BucketMeta { .. } => Ok(data.len() as u32),
+                        Node::ObjectMeta { .. } => self.nfs_meta_write(node, offset, data),
+                        Node::BucketMeta { .. } => Ok(data.len() as u32),
                         _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
                     };
                 }
@@ -751,6 +758,7 @@ impl Namespace {
         self.apply_idle_edits(idle).await;
         self.pubsub.tend_stream_logs().await;
         self.create_due_subscriptions(None).await;
+        self.apply_idle_meta_edits(idle).await;
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ciofs_frontends::{VfsError, VfsResult};
@@ -79,11 +80,61 @@ impl PendingObjectMeta {
     }
 }
 
+/// `.meta/` documents written over NFS (no open, no close), with the time
+/// of their last write; applied once they have been idle.
+#[derive(Default)]
+pub(super) struct NfsMetaEdits {
+    edits: Mutex<HashMap<Node, (Arc<MetaEdit>, Instant)>>,
+}
+
 impl Namespace {
+    /// A WRITE without a handle to an object's `.meta/` document.
+    pub(super) fn nfs_meta_write(&self, node: Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let mut edits = self.nfs_meta_edits.edits.lock().unwrap_or_else(|e| e.into_inner());
+        let entry =
+            edits.entry(node.clone()).or_insert_with(|| (Arc::new(MetaEdit::new(node, Vec::new())), Instant::now()));
+        entry.1 = Instant::now();
+        entry.0.write(offset, data)
+    }
+
+    /// A SETATTR of the size of a document being written over NFS.
+    pub(super) fn nfs_meta_truncate(&self, node: &Node, size: u64) {
+        let mut edits = self.nfs_meta_edits.edits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((edit, written)) = edits.get_mut(node) {
+            edit.truncate(size);
+            *written = Instant::now();
+        }
+    }
+
+    /// Applies the NFS-written documents idle for `idle` (from the idle
+    /// task); a refusal goes to `.ciofs/errors`.
+    pub(super) async fn apply_idle_meta_edits(&self, idle: Duration) {
+        let due: Vec<Arc<MetaEdit>> = {
+            let mut edits = self.nfs_meta_edits.edits.lock().unwrap_or_else(|e| e.into_inner());
+            let nodes: Vec<Node> =
+                edits.iter().filter(|(_, (_, written))| written.elapsed() >= idle).map(|(n, _)| n.clone()).collect();
+            nodes.into_iter().filter_map(|n| edits.remove(&n)).map(|(edit, _)| edit).collect()
+        };
+        for edit in due {
+            // The error is recorded in .ciofs/errors by the flush.
+            let _ = self.meta_edit_flush(&edit).await;
+        }
+    }
+
     /// Whether the `.meta/` document of an object that does not exist was
     /// written (kept for its upload) or is being written.
     pub(super) fn meta_before_object(&self, bucket: &str, name: &str) -> bool {
         if self.pending_object_meta.get(bucket, name).is_some() {
+            return true;
+        }
+        let written_over_nfs = self
+            .nfs_meta_edits
+            .edits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .any(|node| matches!(node, Node::ObjectMeta { bucket: b, name: n, .. } if b == bucket && n == name));
+        if written_over_nfs {
             return true;
         }
         let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());

@@ -210,10 +210,16 @@ pub struct NfsServer {
 impl NfsServer {
     /// Starts a server keeping its state (inode journal) in `state`.
     pub fn start(state: &Path) -> Self {
+        Self::start_with_env(state, &[])
+    }
+
+    /// `start`, with more environment (another emulator, say).
+    pub fn start_with_env(state: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = ciofs()
             .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
             .env("CIOFS_STATE_DIR", state)
             .env("CIOFS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
