@@ -22,14 +22,16 @@ impl Namespace {
     pub(super) async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node.service() {
             Some(Service::PubSub) => Ok((self.ps_document(node).await?, SystemTime::UNIX_EPOCH)),
+            Some(Service::Storage) => self.storage_document(node).await,
             _ => self.bq_document(node).await,
         }
     }
 
     /// Applies a document written to a BigQuery or Pub/Sub file.
     pub(super) async fn apply_document(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
-        match node.service() {
-            Some(Service::PubSub) => self.ps_apply(node, data).await,
+        match node {
+            Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
+            _ if node.service() == Some(Service::PubSub) => self.ps_apply(node, data).await,
             _ => self.bq_apply(node, data).await,
         }
     }
@@ -66,6 +68,7 @@ impl Namespace {
                 None => scratch(dir, name),
             },
             Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
+            Node::MetaDir { .. } => self.child_to_create(dir, name),
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
         }
     }

@@ -272,7 +272,7 @@ fn is_editable(node: &Node) -> bool {
     match node {
         Node::TableFile { file, .. } => file.is_editable(),
         Node::TopicFile { .. } | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => true,
-        Node::DatasetMeta { .. } => true,
+        Node::DatasetMeta { .. } | Node::ObjectMeta { .. } => true,
         _ => false,
     }
 }
@@ -397,11 +397,6 @@ impl Namespace {
     }
 
     /// A generated file created again after its removal.
-    /// A generated file removed: hidden until it is created again.
-    pub(super) fn local_hide(&self, node: &Node) {
-        self.local.set_hidden(node, true);
-    }
-
     pub(super) fn local_unhide(&self, node: &Node) {
         self.local.set_hidden(node, false);
     }

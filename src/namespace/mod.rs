@@ -105,8 +105,6 @@ enum Handle {
     /// A subscription's `_stream` open for read: each read a message
     /// (stream.rs).
     Stream(Arc<stream::StreamReader>),
-    /// An object's `.meta/` document open for write (object_meta.rs).
-    MetaEdit(Arc<object_meta::MetaEdit>),
 }
 
 /// The Google services a namespace serves.
@@ -243,8 +241,6 @@ pub struct Namespace {
     pubsub: PubSubTree,
     /// `.meta/` documents written, for the objects' next new upload.
     pending_object_meta: object_meta::PendingObjectMeta,
-    /// `.meta/` documents written over NFS, applied once idle.
-    nfs_meta_edits: object_meta::NfsMetaEdits,
     /// Edits of BigQuery documents and scratch files (edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
@@ -275,7 +271,6 @@ impl Namespace {
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
             pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
             pending_object_meta: Default::default(),
-            nfs_meta_edits: Default::default(),
             local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,
@@ -423,7 +418,7 @@ impl Vfs for Namespace {
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
         let node = self.node(ino)?;
-        if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) {
+        if node.holds_documents() {
             return self.doc_open(&node, flags).await;
         }
         if node == Node::ErrorLog {
@@ -463,6 +458,9 @@ impl Vfs for Namespace {
             return self.doc_create(&dir, name).await;
         }
         let node = self.child_to_create(&dir, name)?;
+        if node.holds_documents() {
+            return self.doc_create(&dir, name).await;
+        }
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);
         let handle = match node {
@@ -470,10 +468,6 @@ impl Vfs for Namespace {
                 let writer = Arc::new(Writer::new(node.clone(), self.stage(&node, None, true)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
-            }
-            Node::ObjectMeta { .. } => {
-                self.local_unhide(&node);
-                Handle::MetaEdit(Arc::new(object_meta::MetaEdit::new(node.clone(), Vec::new())))
             }
             _ => {
                 self.local_unhide(&node);
@@ -493,12 +487,11 @@ impl Vfs for Namespace {
                 written
             }
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
-            Some(Handle::MetaEdit(edit)) => edit.write(offset, data),
             Some(Handle::Local(handle)) => self.local_handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
                 let node = self.node(ino)?;
-                if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) {
+                if node.holds_documents() {
                     return self.doc_write(&node, offset, data).await;
                 }
                 self.unattended_write(ino, offset, data).await
@@ -511,7 +504,6 @@ impl Vfs for Namespace {
             // Created or truncated but not written: uploaded at release.
             Some(Handle::Write(writer)) => self.commit_reported(&writer, true).await,
             Some(Handle::Local(handle)) => self.local_flush(&handle).await,
-            Some(Handle::MetaEdit(edit)) => self.meta_edit_flush(&edit).await,
             _ => Ok(()),
         }
     }
@@ -520,13 +512,10 @@ impl Vfs for Namespace {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, false).await,
             Some(Handle::Local(handle)) => self.local_fsync(&handle).await,
-            Some(Handle::MetaEdit(edit)) => self.meta_edit_flush(&edit).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
             None => match self.node(ino)? {
-                node if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) => {
-                    self.local_fsync_node(&node).await
-                }
+                node if node.holds_documents() => self.local_fsync_node(&node).await,
                 _ => Ok(()),
             },
         }
@@ -565,23 +554,8 @@ impl Vfs for Namespace {
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         let node = self.node(ino)?;
-        if let (Some(size), Some(Service::BigQuery | Service::PubSub)) = (set.size, node.service()) {
+        if let (Some(size), true) = (set.size, node.holds_documents()) {
             self.doc_truncate(&node, size).await?;
-        }
-        if let (Some(size), Node::ObjectMeta { .. }) = (set.size, &node) {
-            // SETATTR carries no handle here: every handle writing this
-            // document is cut (in practice the one O_TRUNC just opened),
-            // and over NFS the edit without a handle.
-            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-            for handle in handles.values() {
-                if let Handle::MetaEdit(edit) = handle
-                    && edit.node == node
-                {
-                    edit.truncate(size);
-                }
-            }
-            drop(handles);
-            self.nfs_meta_truncate(&node, size);
         }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
             match self.writer(ino) {
@@ -686,7 +660,6 @@ impl Vfs for Namespace {
             }
             Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),
             Handle::Stream(reader) => Ok((reader.read(len.min(MAX_READ)).await?, false)),
-            Handle::MetaEdit(edit) => Ok(slice_of(&edit.bytes(), offset, len)),
         }
     }
 }
@@ -711,7 +684,6 @@ impl Namespace {
                 if !matches!(node, Node::Object { .. }) {
                     // Generated documents accept writes and ignore them.
                     return match node {
-                        Node::ObjectMeta { .. } => self.nfs_meta_write(node, offset, data),
                         Node::BucketMeta { .. } => Ok(data.len() as u32),
                         _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
                     };
@@ -758,7 +730,6 @@ impl Namespace {
         self.apply_idle_edits(idle).await;
         self.pubsub.tend_stream_logs().await;
         self.create_due_subscriptions(None).await;
-        self.apply_idle_meta_edits(idle).await;
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.
@@ -846,10 +817,6 @@ impl Namespace {
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
                 Handle::Write(writer)
             }
-            Node::ObjectMeta { .. } => {
-                let shown = if truncate { None } else { self.render_document(node).await.ok() };
-                Handle::MetaEdit(Arc::new(object_meta::MetaEdit::new(node.clone(), shown.unwrap_or_default().to_vec())))
-            }
             Node::BucketMeta { .. } => {
                 let shown = if truncate { None } else { self.render_document(node).await.ok() };
                 Handle::Ignored(shown.unwrap_or_default())
@@ -894,7 +861,7 @@ impl Namespace {
             return Ok(Handle::Write(writer));
         }
         let node = self.node(ino)?;
-        if matches!(node.service(), Some(Service::BigQuery | Service::PubSub)) || node == Node::ErrorLog {
+        if node.holds_documents() || node == Node::ErrorLog {
             return match node {
                 Node::ErrorLog => Ok(Handle::Document(self.error_log.render().0)),
                 node => Ok(Handle::Document(self.editable_document(&node).await?.0)),

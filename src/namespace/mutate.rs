@@ -150,8 +150,7 @@ impl Namespace {
             // unlinks a file that exists, then creates it with O_EXCL).
             Node::MetaDir { .. } => {
                 let node = self.child_to_create(dir, name)?;
-                self.local_hide(&node);
-                Ok(())
+                self.local_unlink(&node)
             }
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
         }

@@ -248,6 +248,13 @@ pub enum Node {
 }
 
 impl Node {
+    /// A file whose writes are kept locally and applied whole at close (or
+    /// when idle, over NFS) by edits.rs, and the directories holding such
+    /// files: all of BigQuery and Pub/Sub, and an object's `.meta/` document.
+    pub fn holds_documents(&self) -> bool {
+        matches!(self.service(), Some(Service::BigQuery | Service::PubSub)) || matches!(self, Node::ObjectMeta { .. })
+    }
+
     /// A subscription's `_stream` or `_stream.jsonl`.
     pub fn is_stream(&self) -> bool {
         matches!(self, Node::SubscriptionFile { file: SubscriptionFile::Stream | SubscriptionFile::StreamJson, .. })

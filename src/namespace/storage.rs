@@ -71,11 +71,15 @@ impl Namespace {
                     return Err(missing());
                 };
                 let full = format!("{prefix}{object}");
+                let node = Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
+                if let Some((size, mtime)) = self.local.stat(&node) {
+                    // Being written (edits.rs).
+                    return Ok(self.entry(node, size, mtime));
+                }
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => Ok(self.object_meta_entry(project, &meta)),
                     // Written before its object (tar x): there until then.
-                    _ if self.meta_before_object(bucket, &full) => {
-                        let node = Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: full };
+                    _ if self.pending_object_meta.get(bucket, &full).is_some() => {
                         Ok(self.entry(node, 0, SystemTime::now()))
                     }
                     _ => Err(missing()),
@@ -96,15 +100,20 @@ impl Namespace {
                 let meta = self.object_meta(node).await?;
                 Ok((meta.size, modified(&meta)))
             }
-            Node::ObjectMeta { bucket, name, .. } => match self.document(node).await {
-                Ok((document, mtime)) => Ok((document.len() as u64, mtime)),
-                Err(e) if e.errno() == libc::ENOENT && self.meta_before_object(bucket, name) => {
-                    Ok((0, SystemTime::now()))
+            Node::ObjectMeta { bucket, name, .. } => {
+                if let Some(stat) = self.local.stat(node) {
+                    return Ok(stat);
                 }
-                Err(e) => Err(e),
-            },
+                match self.storage_document(node).await {
+                    Ok((document, mtime)) => Ok((document.len() as u64, mtime)),
+                    Err(e) if e.errno() == libc::ENOENT && self.pending_object_meta.get(bucket, name).is_some() => {
+                        Ok((0, SystemTime::now()))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Node::BucketMeta { .. } => {
-                let (document, mtime) = self.document(node).await?;
+                let (document, mtime) = self.storage_document(node).await?;
                 Ok((document.len() as u64, mtime))
             }
             _ => Ok((0, SystemTime::UNIX_EPOCH)),
@@ -147,11 +156,11 @@ impl Namespace {
     }
 
     pub(super) async fn render_document(&self, node: &Node) -> VfsResult<Bytes> {
-        Ok(self.document(node).await?.0)
+        Ok(self.storage_document(node).await?.0)
     }
 
     /// A metadata document and its mtime.
-    async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+    pub(super) async fn storage_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node {
             Node::ObjectMeta { .. } => {
                 let meta = self.object_meta(node).await?;
