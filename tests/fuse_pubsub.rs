@@ -165,11 +165,6 @@ fn subscription_config_edits_change_what_can_change() {
     assert_eq!(ps_get(&format!("/subscriptions/{}", f.subscription)).unwrap()["ackDeadlineSeconds"], 30);
 }
 
-/// The data of `_stream` lines (`[time] id: data`).
-fn stream_data(lines: &str) -> Vec<String> {
-    lines.lines().map(|l| l.split_once(": ").map(|(_, data)| data.to_string()).unwrap_or_default()).collect()
-}
-
 #[test]
 fn stream_prints_each_message_as_a_line_and_a_reader_closing_early_loses_none() {
     let f = Fixture::new("ps_stream");

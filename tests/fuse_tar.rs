@@ -11,12 +11,12 @@ use common::*;
 use serde_json::{Value, json};
 
 fn bq(project: &str, path: &str) -> Value {
-    let url = bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{project}"));
+    let url = bq_url_of(project);
     get_json(&format!("{url}{path}")).unwrap_or_else(|| panic!("{project}{path} does not exist"))
 }
 
 fn ps(project: &str, path: &str) -> Value {
-    let url = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{project}"));
+    let url = pubsub_url_of(project);
     get_json(&format!("{url}{path}")).unwrap_or_else(|| panic!("{project}{path} does not exist"))
 }
 
@@ -105,7 +105,7 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
         (&json!(format!("projects/{target}/topics/{main}")), &json!(30))
     );
     let path = format!("/subscriptions/{main}-filtered").replace(PROJECT, &target);
-    let url = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{target}"));
+    let url = pubsub_url_of(&target);
     wait_until("the filtered subscription is created", std::time::Duration::from_secs(10), || {
         get_json(&format!("{url}{path}")).is_some()
     });
@@ -145,8 +145,8 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
     let gcs = PrivateGcs::start();
     let source = format!("export-{}", std::process::id());
     let target = format!("exported-{}", std::process::id());
-    let bq_source = bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
-    let ps_source = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
+    let bq_source = bq_url_of(&source);
+    let ps_source = pubsub_url_of(&source);
     post_json(
         &format!("{bq_source}/datasets"),
         json!({"datasetReference": {"projectId": source, "datasetId": "sales"}, "description": "d"}),
@@ -256,8 +256,8 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
     let gcs = PrivateGcs::start();
     let pid = std::process::id();
     let (source, target) = (format!("imsrc-{pid}"), format!("imdst-{pid}"));
-    let bq_of = |p: &str| bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{p}"));
-    let ps_of = |p: &str| pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{p}"));
+    let bq_of = bq_url_of;
+    let ps_of = pubsub_url_of;
     post_json(
         &format!("{}/datasets", bq_of(&source)),
         json!({"datasetReference": {"projectId": source, "datasetId": "ds"}, "description": "d"}),

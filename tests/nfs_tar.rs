@@ -50,8 +50,8 @@ async fn an_export_written_entry_by_entry_over_nfs_recreates_datasets_tables_and
     let gcs = PrivateGcs::start();
     let pid = std::process::id();
     let source = format!("nfssrc-{pid}");
-    let bq_source = bq_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
-    let ps_source = pubsub_url().replace(&format!("/projects/{PROJECT}"), &format!("/projects/{source}"));
+    let bq_source = bq_url_of(&source);
+    let ps_source = pubsub_url_of(&source);
     let dataset = format!("nfs_tar_{pid}");
     post_json(
         &format!("{bq_source}/datasets"),

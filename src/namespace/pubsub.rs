@@ -103,15 +103,9 @@ impl PubSubTree {
     }
 }
 
-/// Topic and subscription names: letters, digits and `-_.~+%`, starting
-/// with a letter, 3 to 255 characters, not starting with `goog`.
+/// Refuses, before asking Pub/Sub, a name it would refuse, saying why.
 fn check_resource_name(kind: &str, name: &str) -> VfsResult<()> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~+%".contains(c);
-    let valid = (3..=255).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(allowed)
-        && !name.starts_with("goog");
-    if !valid {
+    if !ciofs_backends::pubsub::is_valid_name(name) {
         return Err(VfsError::new(
             libc::EINVAL,
             format!(

@@ -394,10 +394,15 @@ pub fn free_port() -> u16 {
 
 /// The BigQuery emulator's REST base (`.../bigquery/v2/projects/PROJECT`).
 pub fn bq_url() -> String {
+    bq_url_of(PROJECT)
+}
+
+/// The BigQuery emulator's REST base of `project`.
+pub fn bq_url_of(project: &str) -> String {
     let url = std::env::var("BIGQUERY_EMULATOR_HOST")
         .expect("BIGQUERY_EMULATOR_HOST is not set: run the tests with scripts/test (it starts the emulators)");
     let url = if url.contains("://") { url } else { format!("http://{url}") };
-    format!("{url}/bigquery/v2/projects/{PROJECT}")
+    format!("{url}/bigquery/v2/projects/{project}")
 }
 
 /// A dataset name unique to this test and process.
@@ -470,10 +475,20 @@ pub fn write_and_close_errno(path: &Path, data: &[u8]) -> i32 {
 
 /// The Pub/Sub emulator's REST base (`.../v1/projects/PROJECT`).
 pub fn pubsub_url() -> String {
+    pubsub_url_of(PROJECT)
+}
+
+/// The Pub/Sub emulator's REST base of `project`.
+pub fn pubsub_url_of(project: &str) -> String {
     let host = std::env::var("PUBSUB_EMULATOR_HOST")
         .expect("PUBSUB_EMULATOR_HOST is not set: run the tests with scripts/test (it starts the emulators)");
     let host = if host.contains("://") { host } else { format!("http://{host}") };
-    format!("{host}/v1/projects/{PROJECT}")
+    format!("{host}/v1/projects/{project}")
+}
+
+/// The data of `_stream` lines (`[time] id: data`).
+pub fn stream_data(lines: &str) -> Vec<String> {
+    lines.lines().map(|l| l.split_once(": ").map(|(_, data)| data.to_string()).unwrap_or_default()).collect()
 }
 
 /// A Pub/Sub resource name unique to this test and process.

@@ -23,6 +23,7 @@ use super::{InjectedFailures, page};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::pubsub::{
     OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    is_valid_name,
 };
 
 /// Pub/Sub's default page size for listings.
@@ -523,15 +524,9 @@ fn invalid(message: String) -> BackendError {
     BackendError::new(ErrorKind::InvalidArgument, message)
 }
 
-/// Pub/Sub's rule for topic and subscription names: 3 to 255 characters,
-/// starting with a letter, of letters, digits and `-_.~+%`, not `goog...`.
+/// Pub/Sub's answer to a name it does not take.
 fn check_name(kind: &str, name: &str) -> BackendResult<()> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~+%".contains(c);
-    let valid = (3..=255).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(allowed)
-        && !name.starts_with("goog");
-    if valid { Ok(()) } else { Err(invalid(format!("Invalid {kind} name: {name}"))) }
+    if is_valid_name(name) { Ok(()) } else { Err(invalid(format!("Invalid {kind} name: {name}"))) }
 }
 
 /// The ranges Pub/Sub accepts.

@@ -87,6 +87,16 @@ pub struct SubscriptionMeta {
     pub settings: SubscriptionSettings,
 }
 
+/// Pub/Sub's rule for topic and subscription names: 3 to 255 characters,
+/// starting with a letter, of letters, digits and `-_.~+%`, not `goog...`.
+pub fn is_valid_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~+%".contains(c);
+    (3..=255).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(allowed)
+        && !name.starts_with("goog")
+}
+
 /// One page of a listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page<T> {
