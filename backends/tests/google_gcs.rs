@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::{GcsConfig, GoogleGcs, ObjectStore, Upload};
+use ciofs_backends::gcs::{GcsConfig, GoogleGcs, ObjectStore, StreamedUpload, Upload, Written};
 use ciofs_backends::retry::RetryPolicy;
 use futures::TryStreamExt;
 
@@ -21,7 +21,12 @@ const MIB: usize = 1024 * 1024;
 
 /// A client of the emulator, checked to answer.
 async fn gcs() -> GoogleGcs {
-    let config = GcsConfig::from_env();
+    gcs_with_chunk(GcsConfig::default().upload_chunk).await
+}
+
+/// A client whose resumable uploads go in chunks of `chunk` bytes.
+async fn gcs_with_chunk(chunk: u64) -> GoogleGcs {
+    let config = GcsConfig { upload_chunk: chunk, ..GcsConfig::from_env() };
     let Some(endpoint) = config.emulator.clone() else {
         panic!("STORAGE_EMULATOR_HOST is not set: run scripts/emulators start, then eval \"$(scripts/emulators env)\"");
     };
@@ -139,7 +144,7 @@ async fn an_empty_upload_makes_an_empty_object_once() {
 
 #[tokio::test]
 async fn a_40_mib_upload_goes_up_in_chunks_and_reads_back_the_same() {
-    let gcs = gcs().await;
+    let gcs = gcs_with_chunk(4 * MIB as u64).await;
     let bucket = new_bucket(&gcs, "large").await;
     let data = pattern(40 * MIB + 123);
     let request = Upload {
@@ -170,16 +175,110 @@ async fn a_40_mib_upload_goes_up_in_chunks_and_reads_back_the_same() {
 
 #[tokio::test]
 async fn sizes_at_the_one_request_limit_go_up_whole() {
-    let gcs = gcs().await;
+    let gcs = gcs_with_chunk(MIB as u64).await;
     let bucket = new_bucket(&gcs, "limit").await;
-    // The largest one-request upload, and the smallest resumable one (its
-    // last chunk is one byte).
-    for (name, len) in [("one-request", 16 * MIB), ("resumable", 16 * MIB + 1)] {
+    // The largest one-request upload, the smallest resumable one (its last
+    // chunk is one byte), and one of several chunks.
+    for (name, len) in [("one-request", MIB), ("resumable", MIB + 1), ("chunks", 3 * MIB + 5)] {
         let data = pattern(len);
         let uploaded = gcs.upload_object(&upload(&bucket, name, &data)).await.expect("upload");
         assert_eq!(uploaded.size, len as u64);
         assert!(read_all(&gcs, &bucket, name, len as u64).await == data, "{name}: bytes differ");
     }
+}
+
+/// Appends `data` to `file` in `pieces` steps, telling `progress` after each,
+/// and marks it complete unless `abandon`; `between` runs after each step.
+async fn write_growing(
+    file: &std::fs::File,
+    data: &[u8],
+    pieces: usize,
+    progress: tokio::sync::watch::Sender<Written>,
+    mut between: impl AsyncFnMut(usize),
+    abandon: bool,
+) {
+    let step = data.len().div_ceil(pieces);
+    for (i, piece) in data.chunks(step).enumerate() {
+        let at = i * step;
+        std::os::unix::fs::FileExt::write_all_at(file, piece, at as u64).expect("write staging file");
+        progress.send_replace(Written { len: (at + piece.len()) as u64, complete: false });
+        between(i).await;
+    }
+    if !abandon {
+        progress.send_replace(Written { len: data.len() as u64, complete: true });
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_upload_sends_the_bytes_as_they_are_written() {
+    let gcs = Arc::new(gcs().await);
+    let bucket = new_bucket(&gcs, "streamed").await;
+    let data = pattern(20 * MIB + 7);
+    let file = Arc::new(tempfile::tempfile().expect("staging file"));
+    let (sender, progress) = tokio::sync::watch::channel(Written::default());
+    let streamed = StreamedUpload {
+        upload: Upload {
+            content_type: Some("application/x-test".to_string()),
+            custom_metadata: metadata(&[("how", "streamed")]),
+            if_generation_match: Some(0),
+            source: file.clone(),
+            ..upload(&bucket, "s.bin", b"")
+        },
+        progress,
+    };
+    let uploading = tokio::spawn({
+        let gcs = gcs.clone();
+        async move { gcs.upload_streamed(streamed).await }
+    });
+    let (check, name) = (gcs.clone(), bucket.clone());
+    write_growing(
+        &file,
+        &data,
+        10,
+        sender,
+        async |_| {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Nothing shows before the writer is done.
+            let absent = check.get_object(&name, "s.bin").await.expect_err("not yet");
+            assert_eq!(absent.kind, ErrorKind::NotFound);
+        },
+        false,
+    )
+    .await;
+    let uploaded = uploading.await.expect("task").expect("streamed upload");
+    assert_eq!(uploaded.size, data.len() as u64);
+    assert_eq!(uploaded.content_type.as_deref(), Some("application/x-test"));
+    assert_eq!(uploaded.custom_metadata, metadata(&[("how", "streamed")]));
+    assert!(read_all(&gcs, &bucket, "s.bin", uploaded.size).await == data, "the bytes read back differ");
+}
+
+#[tokio::test]
+async fn an_abandoned_or_refused_streamed_upload_stores_nothing() {
+    let gcs = Arc::new(gcs().await);
+    let bucket = new_bucket(&gcs, "abandoned").await;
+    let data = pattern(4 * MIB);
+    let start = |name: &str, if_generation_match| {
+        let file = Arc::new(tempfile::tempfile().expect("staging file"));
+        let (sender, progress) = tokio::sync::watch::channel(Written::default());
+        let upload = Upload { if_generation_match, source: file.clone(), ..upload(&bucket, name, b"") };
+        let gcs = gcs.clone();
+        let task = tokio::spawn(async move { gcs.upload_streamed(StreamedUpload { upload, progress }).await });
+        (file, sender, task)
+    };
+    // The writer goes away half way.
+    let (file, sender, task) = start("gone.bin", Some(0));
+    write_growing(&file, &data, 4, sender, async |_| {}, true).await;
+    assert!(task.await.expect("task").is_err(), "an abandoned upload fails");
+    let absent = gcs.get_object(&bucket, "gone.bin").await.expect_err("nothing stored");
+    assert_eq!(absent.kind, ErrorKind::NotFound);
+    // The object exists already and the upload asked for a new one.
+    let first = gcs.upload_object(&upload(&bucket, "taken.bin", b"first")).await.expect("upload");
+    let (file, sender, task) = start("taken.bin", Some(0));
+    write_growing(&file, &data, 4, sender, async |_| {}, false).await;
+    let refused = task.await.expect("task").expect_err("exists");
+    assert_eq!(refused.kind, ErrorKind::PreconditionFailed, "{refused}");
+    let kept = gcs.get_object(&bucket, "taken.bin").await.expect("kept");
+    assert_eq!(kept.generation, first.generation);
 }
 
 #[tokio::test]
@@ -205,6 +304,31 @@ async fn generation_preconditions_guard_overwrites() {
     let absent = Upload { if_generation_match: Some(first.generation), ..upload(&bucket, "g", b"x") };
     let refused = gcs.upload_object(&absent).await.expect_err("no object at that generation");
     assert_eq!(refused.kind, ErrorKind::PreconditionFailed, "{refused}");
+}
+
+/// 8 MiB and more without custom metadata go up as a media upload (whose
+/// preconditions fake-gcs-server ignores): checked all the same.
+#[tokio::test]
+async fn a_large_upload_without_metadata_keeps_its_generation_precondition() {
+    let gcs = gcs().await;
+    let bucket = new_bucket(&gcs, "media").await;
+    let data = pattern(8 * MIB);
+    let first = gcs.upload_object(&upload(&bucket, "m", &data)).await.expect("upload");
+    assert_eq!(first.content_type.as_deref(), Some("application/octet-stream"));
+    let typed = Upload {
+        content_type: Some("video/mp4".to_string()),
+        if_generation_match: Some(first.generation),
+        ..upload(&bucket, "m", &data)
+    };
+    let second = gcs.upload_object(&typed).await.expect("upload at the current generation");
+    assert_eq!(second.content_type.as_deref(), Some("video/mp4"));
+    for stale in [Some(0), Some(first.generation)] {
+        let refused = Upload { if_generation_match: stale, ..upload(&bucket, "m", b"other") };
+        let refused = Upload { source: staged(&pattern(9 * MIB)), size: 9 * MIB as u64, ..refused };
+        assert_eq!(gcs.upload_object(&refused).await.expect_err("stale").kind, ErrorKind::PreconditionFailed);
+    }
+    let kept = gcs.get_object(&bucket, "m").await.expect("get");
+    assert_eq!((kept.generation, kept.size), (second.generation, data.len() as u64));
 }
 
 #[tokio::test]

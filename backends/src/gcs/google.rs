@@ -25,17 +25,28 @@ use gcloud_storage::http::objects::patch::PatchObjectRequest;
 use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use time::OffsetDateTime;
 
-use super::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, Upload};
+use super::{
+    BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, StreamedUpload, Upload,
+};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::retry::RetryPolicy;
 
 /// Where and how to reach Cloud Storage.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GcsConfig {
     /// An emulator's base URL (`http://127.0.0.1:4443`): anonymous access.
     /// `None`: Google's endpoint with Application Default Credentials.
     pub emulator: Option<String>,
     pub retry: RetryPolicy,
+    /// Bytes per resumable upload request (rounded down to a multiple of
+    /// 256 KiB); objects up to this size go up in one request.
+    pub upload_chunk: u64,
+}
+
+impl Default for GcsConfig {
+    fn default() -> Self {
+        Self { emulator: None, retry: RetryPolicy::default(), upload_chunk: upload::DEFAULT_CHUNK }
+    }
 }
 
 impl GcsConfig {
@@ -45,7 +56,7 @@ impl GcsConfig {
             .ok()
             .filter(|host| !host.is_empty())
             .map(|host| if host.contains("://") { host } else { format!("http://{host}") });
-        Self { emulator, retry: RetryPolicy::default() }
+        Self { emulator, ..Self::default() }
     }
 }
 
@@ -65,7 +76,7 @@ impl GoogleGcs {
         // runs it from the start of the request, while the body is still
         // being sent, so it would cut every upload that takes longer. They
         // are bounded by the retry policy's attempt timeout, scaled by size.
-        let uploads = upload::Uploads::new(Self::client_config(&config, builder()).await?);
+        let uploads = upload::Uploads::new(Self::client_config(&config, builder()).await?, config.upload_chunk);
         Ok(Self { client, uploads, retry: config.retry })
     }
 
@@ -215,6 +226,10 @@ impl ObjectStore for GoogleGcs {
 
     async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta> {
         self.upload(upload).await
+    }
+
+    async fn upload_streamed(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
+        self.streamed_upload(streamed).await
     }
 
     async fn delete_object(&self, bucket: &str, name: &str, if_generation_match: Option<i64>) -> BackendResult<()> {

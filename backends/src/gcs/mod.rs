@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+use tokio::sync::watch;
 
 use crate::error::BackendResult;
 
@@ -98,6 +99,24 @@ pub struct Upload {
     pub if_generation_match: Option<i64>,
 }
 
+/// How far the staging file of a streamed upload is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The file holds the object's first `len` bytes; they no longer change.
+    pub len: u64,
+    /// `len` is the object's size: nothing more comes.
+    pub complete: bool,
+}
+
+/// An upload that starts while its staging file is still being written,
+/// from its start on, in order (see `ObjectStore::upload_streamed`).
+pub struct StreamedUpload {
+    /// The object to make; its `size` is not read: the object is as long as
+    /// `progress` says when it completes.
+    pub upload: Upload,
+    pub progress: watch::Receiver<Written>,
+}
+
 /// The bytes of a ranged read, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = BackendResult<Bytes>> + Send>>;
 
@@ -131,6 +150,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Uploads an object whole; it becomes visible only when complete. Large
     /// objects go up in resumable chunks.
     async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta>;
+
+    /// Uploads an object in one request while its staging file is written:
+    /// bytes go up as `progress` reports them, and the object becomes visible
+    /// only once progress is complete and the request succeeds. Abandoned,
+    /// with nothing stored, when the sender of `progress` goes away before
+    /// completion, when no byte comes for a while, or when the future is
+    /// dropped. Not retried: the caller has the whole file for a retry.
+    async fn upload_streamed(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta>;
 
     /// Deletes an object (only at that generation, if given).
     async fn delete_object(&self, bucket: &str, name: &str, if_generation_match: Option<i64>) -> BackendResult<()>;

@@ -14,7 +14,9 @@ use bytes::Bytes;
 
 use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::gcs::{BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, Upload};
+use crate::gcs::{
+    BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, StreamedUpload, Upload,
+};
 
 /// How many calls of each kind a `MemoryGcs` served (failed ones included).
 #[derive(Debug, Default)]
@@ -25,6 +27,8 @@ pub struct CallCounts {
     pub get_object: AtomicU64,
     pub read_object: AtomicU64,
     pub upload_object: AtomicU64,
+    /// Of the uploads, those that were streamed while written.
+    pub streamed_uploads: AtomicU64,
     pub delete_object: AtomicU64,
     pub copy_object: AtomicU64,
     pub patch_object: AtomicU64,
@@ -291,6 +295,21 @@ impl ObjectStore for MemoryGcs {
             let content_type = upload.content_type.clone();
             Ok(self.store(b, &upload.name, data.into(), content_type, upload.custom_metadata.clone()))
         })
+    }
+
+    /// Waits until the writer is done, then stores the file as a whole
+    /// upload would (counted as an upload).
+    async fn upload_streamed(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
+        let StreamedUpload { upload, mut progress } = streamed;
+        let size = match progress.wait_for(|w| w.complete).await {
+            Ok(written) => written.len,
+            Err(_) => {
+                let what = format!("gs://{}/{}", upload.bucket, upload.name);
+                return Err(BackendError::new(ErrorKind::Other, format!("streamed upload {what}: abandoned")));
+            }
+        };
+        self.calls.streamed_uploads.fetch_add(1, Ordering::SeqCst);
+        self.upload_object(&Upload { size, ..upload }).await
     }
 
     async fn delete_object(&self, bucket: &str, name: &str, if_generation_match: Option<i64>) -> BackendResult<()> {

@@ -1,15 +1,19 @@
 //! Uploads. The bytes stream from the staging file with positioned reads, so
-//! memory stays bounded whatever the object's size: up to
-//! `SINGLE_REQUEST_MAX` in one multipart request, above it in resumable
-//! chunks of `CHUNK`. Every attempt (and every chunk) is retried on its own
-//! and reads its bytes from the file again.
+//! memory stays bounded whatever the object's size: up to one chunk
+//! (`GcsConfig::upload_chunk`) in one request, above it in resumable
+//! chunks. Every attempt (and every chunk) is retried on its own and reads
+//! its bytes from the file again. A streamed upload is the same one request
+//! sent while the file is still being written, with no length given
+//! (chunked transfer encoding).
 //!
-//! The one-request upload is built here rather than by the crate: the
-//! crate's multipart request gives the data part no Content-Type, and
-//! fake-gcs-server takes the object's content type from that header (Cloud
-//! Storage takes it from the metadata part), so on the emulator every object
-//! lost its content type. This request is the documented
-//! `multipart/related` one, with an exact Content-Length.
+//! The one request is a `multipart/related` upload (a metadata part, then
+//! the bytes), or for a large object without custom metadata a `media`
+//! upload (the bytes are the body, the content type its header). It is built here rather than by the
+//! crate: the crate's multipart request gives the data part no
+//! Content-Type, and fake-gcs-server takes the object's content type from
+//! that header (Cloud Storage takes it from the metadata part), so on the
+//! emulator every object lost its content type. (A media upload also costs
+//! fake-gcs-server a third less: it reads a multipart body whole first.)
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,25 +36,38 @@ use reqwest::Body;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest_middleware::ClientWithMiddleware;
 use token_source::TokenSource;
+use tokio::sync::watch;
 
 use super::{GoogleGcs, backend_error, object_meta};
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::gcs::{ObjectMeta, Upload};
+use crate::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
 use crate::retry::RetryPolicy;
 
-/// Objects up to this size go up in one request.
-const SINGLE_REQUEST_MAX: u64 = 16 * 1024 * 1024;
-/// A resumable upload's chunk; Cloud Storage wants multiples of 256 KiB.
+/// The default resumable chunk, and the largest object sent in one request.
 /// Large, because each request costs a round trip (and fake-gcs-server
 /// rewrites the whole partial object for each chunk); the bytes stream from
-/// the staging file, so memory does not grow with it. A failed chunk is
-/// sent again whole.
-const CHUNK: u64 = 256 * 1024 * 1024;
+/// the staging file, so memory does not grow with it. A failed chunk is sent
+/// again whole, so an object of up to one chunk loses nothing by going in
+/// one request, and saves the round trip that starts a session.
+pub const DEFAULT_CHUNK: u64 = 256 * 1024 * 1024;
+/// Cloud Storage wants resumable chunks in multiples of this.
+pub const CHUNK_GRANULE: u64 = 256 * 1024;
 /// How much of the staging file one read takes (and one body piece holds).
 const READ_PIECE: u64 = 256 * 1024;
 /// The slowest upload rate an attempt is given time for (bytes per second),
 /// on top of the policy's attempt timeout.
 const MIN_UPLOAD_RATE: u64 = 256 * 1024;
+/// A streamed upload whose writer writes nothing for this long is abandoned
+/// (the writer's close uploads the file whole instead), so that a paused
+/// writer does not hold a request open.
+const STREAM_IDLE: Duration = Duration::from_secs(10);
+/// An object at least this large, without custom metadata, goes up as a
+/// `media` upload, its generation checked before the first byte is sent:
+/// a refused upload does not send its bytes first, and fake-gcs-server
+/// ignores preconditions on media uploads (Cloud Storage checks them again
+/// when the upload completes). A media upload also costs fake-gcs-server a
+/// third less than a multipart one, which it reads whole before storing it.
+const MEDIA_FROM: u64 = 8 * 1024 * 1024;
 /// What Cloud Storage calls an object uploaded without a content type.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -63,97 +80,183 @@ pub(super) struct Uploads {
     endpoint: String,
     /// `None` on an emulator (anonymous).
     token: Option<Arc<dyn TokenSource>>,
+    /// The resumable chunk; objects up to it go in one request.
+    chunk: u64,
 }
 
 impl Uploads {
-    pub(super) fn new(config: ClientConfig) -> Self {
+    pub(super) fn new(config: ClientConfig, chunk: u64) -> Self {
         let http = config.http.clone().unwrap_or_default();
         let endpoint = format!("{}/upload/storage/v1", config.storage_endpoint);
         let token = config.token_source_provider.as_ref().map(|provider| provider.token_source());
-        Self { client: Client::new(config), http, endpoint, token }
+        // Rounded to what Cloud Storage accepts, at least one granule.
+        let chunk = (chunk / CHUNK_GRANULE).max(1) * CHUNK_GRANULE;
+        Self { client: Client::new(config), http, endpoint, token, chunk }
+    }
+}
+
+/// How one upload request frames the object's bytes.
+struct OneRequest {
+    /// `media`: the bytes are the body; `multipart`: they follow a metadata
+    /// part, which carries custom metadata.
+    upload_type: &'static str,
+    /// The request's Content-Type header.
+    content_type: String,
+    /// What comes before and after the bytes in the body.
+    head: Bytes,
+    tail: Bytes,
+}
+
+impl OneRequest {
+    /// The framing for an object of `size` bytes (`None`: not known yet, as
+    /// for a streamed upload, which is large).
+    fn new(metadata: &Object, size: Option<u64>, what: &str) -> BackendResult<Self> {
+        let content_type = metadata.content_type.clone().unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
+        if metadata.metadata.is_none() && size.is_none_or(|size| size >= MEDIA_FROM) {
+            return Ok(Self { upload_type: "media", content_type, head: Bytes::new(), tail: Bytes::new() });
+        }
+        let json = serde_json::to_string(metadata)
+            .map_err(|e| BackendError::new(ErrorKind::Other, format!("{what}: metadata: {e}")))?;
+        let boundary = boundary();
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json}\r\n\
+             --{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let content_type = format!("multipart/related; boundary={boundary}");
+        Ok(Self { upload_type: "multipart", content_type, head, tail })
+    }
+
+    /// The whole body: head, `data`, tail.
+    fn body<S>(&self, data: S) -> Body
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        let parts = futures::stream::iter([Ok(self.head.clone())])
+            .chain(data)
+            .chain(futures::stream::iter([Ok(self.tail.clone())]))
+            .filter(|part| futures::future::ready(!matches!(part, Ok(bytes) if bytes.is_empty())));
+        Body::wrap_stream(parts)
+    }
+
+    fn length(&self, data: u64) -> u64 {
+        self.head.len() as u64 + data + self.tail.len() as u64
+    }
+
+    fn is_media(&self) -> bool {
+        self.upload_type == "media"
     }
 }
 
 impl GoogleGcs {
     pub(super) async fn upload(&self, upload: &Upload) -> BackendResult<ObjectMeta> {
         check_source(upload)?;
-        let content_type = upload.content_type.clone().unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
-        // It becomes a header line in the request body.
-        if content_type.chars().any(char::is_control) {
-            return Err(BackendError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "upload gs://{}/{}: content type {content_type:?} has control characters",
-                    upload.bucket, upload.name
-                ),
-            ));
-        }
-        let metadata = Object {
-            name: upload.name.clone(),
-            content_type: Some(content_type),
-            metadata: Some(upload.custom_metadata.clone().into_iter().collect::<HashMap<_, _>>())
-                .filter(|m| !m.is_empty()),
-            ..Default::default()
-        };
+        let metadata = object_resource(upload)?;
         let what = format!("upload gs://{}/{} ({} bytes)", upload.bucket, upload.name, upload.size);
-        let meta = if upload.size <= SINGLE_REQUEST_MAX {
-            self.upload_multipart(upload, &metadata, &what).await?
+        let meta = if upload.size <= self.uploads.chunk {
+            self.upload_in_one_request(upload, &metadata, &what).await?
         } else {
             self.upload_resumable(upload, metadata, &what).await?
         };
-        if meta.size != upload.size {
-            return Err(BackendError::new(
-                ErrorKind::Other,
-                format!("{what}: the stored object has {} bytes, not {}", meta.size, upload.size),
-            ));
-        }
+        check_stored_size(&meta, upload.size, &what)?;
         Ok(meta)
     }
 
-    /// One `multipart/related` request: the metadata, then the bytes.
-    async fn upload_multipart(&self, upload: &Upload, metadata: &Object, what: &str) -> BackendResult<ObjectMeta> {
-        let uploads = &self.uploads;
-        let mut url = format!("{}/b/{}/o?uploadType=multipart", uploads.endpoint, upload.bucket);
-        if let Some(generation) = upload.if_generation_match {
-            url.push_str(&format!("&ifGenerationMatch={generation}"));
-        }
-        let json = serde_json::to_string(metadata)
-            .map_err(|e| BackendError::new(ErrorKind::Other, format!("{what}: metadata: {e}")))?;
-        let boundary = boundary();
-        let content_type = metadata.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
-        let head = Bytes::from(format!(
-            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json}\r\n\
-             --{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        let length = head.len() as u64 + upload.size + tail.len() as u64;
+    async fn upload_in_one_request(&self, upload: &Upload, metadata: &Object, what: &str) -> BackendResult<ObjectMeta> {
+        let framing = OneRequest::new(metadata, Some(upload.size), what)?;
+        self.check_media_precondition(upload, &framing).await?;
+        let length = framing.length(upload.size);
         self.upload_retry(upload.size)
             .run(what, || async {
-                let parts = futures::stream::iter([Ok(head.clone())])
-                    .chain(file_stream(upload.source.clone(), 0..upload.size))
-                    .chain(futures::stream::iter([Ok(tail.clone())]));
-                let mut request = uploads
-                    .http
-                    .post(&url)
-                    .header(CONTENT_TYPE, format!("multipart/related; boundary={boundary}"))
-                    .header(CONTENT_LENGTH, length)
-                    .body(Body::wrap_stream(parts));
-                if let Some(token) = &uploads.token {
-                    let token = token.token().await.map_err(|e| backend_error(what, HttpError::TokenSource(e)))?;
-                    request = request.header(AUTHORIZATION, token);
-                }
-                let response = request.send().await.map_err(|e| backend_error(what, e.into()))?;
-                if let Err(status) = response.error_for_status_ref() {
-                    let error = match response.json::<ErrorBody>().await {
-                        Ok(body) => HttpError::Response(body.error),
-                        Err(_) => HttpError::HttpClient(status),
-                    };
-                    return Err(backend_error(what, error));
-                }
-                let object: Object = response.json().await.map_err(|e| backend_error(what, e.into()))?;
-                Ok(object_meta(object))
+                let body = framing.body(file_stream(upload.source.clone(), 0..upload.size));
+                self.send_one_request(upload, &framing, body, Some(length), what).await
             })
             .await
+    }
+
+    /// The one request while the file is written: sent as the bytes
+    /// come, without a length. It lasts as long as the writer writes; once
+    /// the writer is done, the rest must go up within the time an upload of
+    /// that size is given.
+    pub(super) async fn streamed_upload(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
+        let StreamedUpload { upload, mut progress } = streamed;
+        let metadata = object_resource(&upload)?;
+        let what = format!("streamed upload gs://{}/{}", upload.bucket, upload.name);
+        let framing = OneRequest::new(&metadata, None, &what)?;
+        self.check_media_precondition(&upload, &framing).await?;
+        let body = framing.body(growing_file_stream(upload.source.clone(), progress.clone()));
+        let request = self.send_one_request(&upload, &framing, body, None, &what);
+        tokio::pin!(request);
+        let size = tokio::select! {
+            biased;
+            complete = progress.wait_for(|w| w.complete) => match complete {
+                Ok(written) => written.len,
+                Err(_) => {
+                    return Err(BackendError::new(ErrorKind::Other, format!("{what}: abandoned by its writer")));
+                }
+            },
+            // The server answered before the writer was done: a refusal
+            // (the body cannot have ended before that).
+            answered = &mut request => {
+                return answered.and_then(|_| {
+                    Err(BackendError::new(ErrorKind::Other, format!("{what}: the server answered before the last byte")))
+                });
+            }
+        };
+        let limit = self.upload_retry(size).attempt_timeout;
+        let meta = tokio::time::timeout(limit, request).await.map_err(|_| {
+            BackendError::new(ErrorKind::Unavailable, format!("{what}: no answer within {} s", limit.as_secs()))
+        })??;
+        check_stored_size(&meta, size, &what)?;
+        Ok(meta)
+    }
+
+    /// A media upload's generation precondition, checked before it starts
+    /// (see `MEDIA_FROM`).
+    async fn check_media_precondition(&self, upload: &Upload, framing: &OneRequest) -> BackendResult<()> {
+        match upload.if_generation_match {
+            Some(expected) if framing.is_media() => self.check_generation(&upload.bucket, &upload.name, expected).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends one upload request and reads the stored object from the answer.
+    async fn send_one_request(
+        &self,
+        upload: &Upload,
+        framing: &OneRequest,
+        body: Body,
+        length: Option<u64>,
+        what: &str,
+    ) -> BackendResult<ObjectMeta> {
+        let uploads = &self.uploads;
+        let url = format!("{}/b/{}/o", uploads.endpoint, upload.bucket);
+        let mut query = vec![("uploadType", framing.upload_type.to_string())];
+        if framing.is_media() {
+            query.push(("name", upload.name.clone()));
+        }
+        if let Some(generation) = upload.if_generation_match {
+            query.push(("ifGenerationMatch", generation.to_string()));
+        }
+        let mut request =
+            uploads.http.post(&url).query(&query).header(CONTENT_TYPE, framing.content_type.as_str()).body(body);
+        if let Some(length) = length {
+            request = request.header(CONTENT_LENGTH, length);
+        }
+        if let Some(token) = &uploads.token {
+            let token = token.token().await.map_err(|e| backend_error(what, HttpError::TokenSource(e)))?;
+            request = request.header(AUTHORIZATION, token);
+        }
+        let response = request.send().await.map_err(|e| backend_error(what, e.into()))?;
+        if let Err(status) = response.error_for_status_ref() {
+            let error = match response.json::<ErrorBody>().await {
+                Ok(body) => HttpError::Response(body.error),
+                Err(_) => HttpError::HttpClient(status),
+            };
+            return Err(backend_error(what, error));
+        }
+        let object: Object = response.json().await.map_err(|e| backend_error(what, e.into()))?;
+        Ok(object_meta(object))
     }
 
     /// Uploads in resumable chunks; each chunk is retried by re-sending it.
@@ -193,11 +296,11 @@ impl GoogleGcs {
         upload: &Upload,
         what: &str,
     ) -> BackendResult<ObjectMeta> {
-        let retry = self.upload_retry(CHUNK);
+        let retry = self.upload_retry(self.uploads.chunk);
         let mut offset = 0;
         let mut stalled = 0;
         while offset < upload.size {
-            let end = (offset + CHUNK).min(upload.size);
+            let end = (offset + self.uploads.chunk).min(upload.size);
             let range = ChunkSize::new(offset, end - 1, Some(upload.size));
             let chunk = format!("{what}: bytes {offset}..{end}");
             let status = retry
@@ -248,6 +351,75 @@ fn boundary() -> String {
     format!("ciofs-{:016x}{:016x}", state.hash_one(1), state.hash_one(2))
 }
 
+/// The object resource of an upload's metadata part.
+fn object_resource(upload: &Upload) -> BackendResult<Object> {
+    let content_type = upload.content_type.clone().unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
+    // It becomes a header line in the request body.
+    if content_type.chars().any(char::is_control) {
+        return Err(BackendError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "upload gs://{}/{}: content type {content_type:?} has control characters",
+                upload.bucket, upload.name
+            ),
+        ));
+    }
+    Ok(Object {
+        name: upload.name.clone(),
+        content_type: Some(content_type),
+        metadata: Some(upload.custom_metadata.clone().into_iter().collect::<HashMap<_, _>>()).filter(|m| !m.is_empty()),
+        ..Default::default()
+    })
+}
+
+fn check_stored_size(meta: &ObjectMeta, size: u64, what: &str) -> BackendResult<()> {
+    if meta.size == size {
+        return Ok(());
+    }
+    Err(BackendError::new(ErrorKind::Other, format!("{what}: the stored object has {} bytes, not {size}", meta.size)))
+}
+
+/// Reads `len` bytes of `file` at `at` off the async worker threads.
+async fn read_piece(file: Arc<File>, at: u64, len: u64) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0; len as usize];
+        file.read_exact_at(&mut buffer, at).map(|()| Bytes::from(buffer))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// The bytes of `file` from its start, as `progress` says they are written,
+/// in pieces of at most `READ_PIECE`; the stream ends when the writer is
+/// done and fails (so the request is abandoned) when the writer goes away or
+/// writes nothing for `STREAM_IDLE`.
+fn growing_file_stream(
+    file: Arc<File>,
+    progress: watch::Receiver<Written>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures::stream::try_unfold((0u64, progress), move |(at, mut progress)| {
+        let file = file.clone();
+        async move {
+            loop {
+                let written = *progress.borrow_and_update();
+                if at < written.len {
+                    let len = (written.len - at).min(READ_PIECE);
+                    let piece = read_piece(file, at, len).await?;
+                    return Ok(Some((piece, (at + len, progress))));
+                }
+                if written.complete {
+                    return Ok(None);
+                }
+                match tokio::time::timeout(STREAM_IDLE, progress.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(io::Error::other("the writer went away")),
+                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the writer paused")),
+                }
+            }
+        }
+    })
+}
+
 /// The bytes `range` of `file`, read with positioned reads in pieces of
 /// `READ_PIECE`, off the async worker threads. A file shorter than the range
 /// ends the stream with an error (so the request fails and nothing is stored).
@@ -260,13 +432,7 @@ fn file_stream(file: Arc<File>, range: Range<u64>) -> impl Stream<Item = io::Res
                 return Ok(None);
             }
             let len = (end - at).min(READ_PIECE);
-            let piece = tokio::task::spawn_blocking(move || {
-                let mut buffer = vec![0; len as usize];
-                file.read_exact_at(&mut buffer, at).map(|()| Bytes::from(buffer))
-            })
-            .await
-            .map_err(io::Error::other)??;
-            Ok(Some((piece, at + len)))
+            Ok(Some((read_piece(file, at, len).await?, at + len)))
         }
     })
 }
