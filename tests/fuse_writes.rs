@@ -356,6 +356,42 @@ fn a_failed_upload_fails_close_and_keeps_the_previous_version() {
     assert_eq!(curl(&[&format!("{}/storage/v1/b/faults/o/f.bin?alt=media", gcs.url())]), b"retried");
 }
 
+/// 1 MiB blocks of `close_around`'s Python writer.
+fn blocks(mib: usize) -> Vec<u8> {
+    (0..mib * 4096).flat_map(|_| 0..=255u8).collect()
+}
+
+#[test]
+fn a_large_sequential_write_is_streamed_and_appears_only_at_close() {
+    let f = Fixture::new("w_stream");
+    let d = f.dir();
+    ok(&format!("touch {d}/s.bin"));
+    let path = format!("{d}/s.bin");
+    let errno = close_around(&path, 24, || assert_eq!(read_object(&f.bucket, "s.bin"), b"", "not before close"), || {});
+    assert_eq!(errno, 0);
+    assert!(read_object(&f.bucket, "s.bin") == blocks(24), "the streamed object holds other bytes");
+    assert!(f.mount.log_text().contains("streaming the upload"), "not streamed:\n{}", f.mount.log_text());
+    // A writer that goes back to fill in a header: the stream is abandoned
+    // and the file goes up whole.
+    let script = format!(
+        r#"
+import os
+fd = os.open("{d}/h.bin", os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+block = bytes(range(256)) * 4096
+for _ in range(20):
+    os.write(fd, block)
+os.lseek(fd, 0, 0)
+os.write(fd, b"HEADER")
+os.close(fd)
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut want = blocks(20);
+    want[..6].copy_from_slice(b"HEADER");
+    assert!(read_object(&f.bucket, "h.bin") == want, "the object after a seek back holds other bytes");
+}
+
 #[test]
 fn a_redirect_uploads_once_and_never_an_empty_object_in_between() {
     let f = Fixture::new("w_once");
@@ -418,16 +454,19 @@ fn names_longer_than_255_bytes_are_enametoolong() {
 #[test]
 fn the_service_going_away_during_an_upload_fails_close_and_leaves_nothing_half_written() {
     let (mut gcs, _mount, path) = faults_fixture();
-    // 96 MiB: a resumable upload that takes a while on this emulator. Once
-    // the close has begun uploading, the service freezes mid-request, then
-    // goes away altogether.
+    // 96 MiB: an upload that takes a while on this emulator.
+    // The upload of a sequential writer is streamed while it writes: the
+    // service freezes before the close, with the request open, and goes
+    // away while the close waits for it.
+    let pid = gcs.pid();
     let errno = close_around(
         &path,
         96,
-        || {},
+        // SAFETY: kill with the pid of the test's own emulator process.
+        || unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+        },
         || {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            gcs.freeze();
             std::thread::sleep(std::time::Duration::from_millis(200));
             gcs.stop();
         },

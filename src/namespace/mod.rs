@@ -930,3 +930,5 @@ mod bigquery_tests;
 mod stream_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;

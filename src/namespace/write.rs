@@ -8,6 +8,15 @@
 //! (never for a truncating open). A flush with nothing written uploads
 //! nothing. While one handle has unflushed data or an upload in flight,
 //! another open for write of the object is EBUSY.
+//!
+//! A writer that writes a new (or emptied) file from its start, in order,
+//! has its upload started once `STREAM_AFTER` bytes are staged: the request
+//! sends the staging file as it grows and completes at the flush, so close
+//! waits for the tail, not for the whole file (gcsfuse's streaming writes).
+//! The object still appears only when the request completes. A write
+//! anywhere but the end, a truncate or a removal abandons that request
+//! (nothing is stored) and the flush uploads the staging file whole; so does
+//! a streamed request that failed.
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -15,8 +24,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::{ObjectMeta, Upload};
+use ciofs_backends::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
+use ciofs_backends::{BackendResult, ErrorKind};
 use ciofs_frontends::{Ino, VfsError, VfsResult};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +34,26 @@ use super::cache::{Known, key};
 use super::node::Node;
 use super::reader::{ObjectReader, ObjectVersion};
 use crate::errors::vfs_error;
+
+/// How much a sequential writer stages before its upload starts: small
+/// files go up whole at close, in one request either way.
+pub(super) const STREAM_AFTER: u64 = 8 << 20;
+
+/// An upload that runs while a sequential writer writes.
+struct Streaming {
+    /// What it uploads; a commit that would upload anything else (the file
+    /// was renamed, or its metadata changed) abandons it.
+    upload: Upload,
+    progress: tokio::sync::watch::Sender<Written>,
+    task: tokio::task::JoinHandle<BackendResult<ObjectMeta>>,
+}
+
+impl Drop for Streaming {
+    /// Abandons the request if it is still running: nothing is stored.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// The local state of an object open for write.
 pub struct Staged {
@@ -52,6 +81,10 @@ pub struct Staged {
     /// that a restart uploads what a crash left behind.
     journal: Option<(PathBuf, PathBuf)>,
     journaled: bool,
+    /// Every byte so far was written in order from the start of an empty
+    /// file: the staging file can be streamed as it grows.
+    sequential: bool,
+    streaming: Option<Streaming>,
 }
 
 /// What a journal record says about a staged NFS write.
@@ -141,6 +174,8 @@ impl Namespace {
             mtime: SystemTime::now(),
             journal,
             journaled: false,
+            sequential: size == 0 && !needs_fill,
+            streaming: None,
         }
     }
 
@@ -239,11 +274,40 @@ impl Namespace {
     pub(super) async fn staged_write(&self, staged: &mut Staged, offset: u64, data: &[u8]) -> VfsResult<u32> {
         self.fill(staged).await?;
         staged.file.write_all_at(data, offset).map_err(|e| io_error("staging file", e))?;
+        let appended = offset == staged.size;
         staged.size = staged.size.max(offset + data.len() as u64);
         staged.dirty = true;
         staged.written = true;
         staged.mtime = SystemTime::now();
+        self.stream_writes(staged, appended);
         Ok(data.len() as u32)
+    }
+
+    /// Keeps a streamed upload in step with the writes: starts one once a
+    /// sequential writer staged enough, tells it of appended bytes, and
+    /// abandons it when a write lands anywhere but the end. Writes without
+    /// a handle (NFS, journaled) are not streamed.
+    fn stream_writes(&self, staged: &mut Staged, appended: bool) {
+        staged.sequential &= appended;
+        if !staged.sequential {
+            staged.streaming = None;
+            return;
+        }
+        match &staged.streaming {
+            Some(streaming) => {
+                streaming.progress.send_replace(Written { len: staged.size, complete: false });
+            }
+            None if staged.size >= STREAM_AFTER && staged.journal.is_none() => {
+                let upload = self.upload_for(staged);
+                let (progress, receiver) = tokio::sync::watch::channel(Written { len: staged.size, complete: false });
+                let streamed = StreamedUpload { upload: upload.clone(), progress: receiver };
+                let gcs = self.gcs.clone();
+                let task = tokio::spawn(async move { gcs.upload_streamed(streamed).await });
+                tracing::debug!(bucket = %upload.bucket, name = %upload.name, "streaming the upload");
+                staged.streaming = Some(Streaming { upload, progress, task });
+            }
+            None => {}
+        }
     }
 
     pub(super) async fn staged_read(&self, staged: &mut Staged, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
@@ -269,6 +333,8 @@ impl Namespace {
         }
         staged.file.set_len(size).map_err(|e| io_error("staging file", e))?;
         staged.size = size;
+        staged.streaming = None;
+        staged.sequential = size == 0;
         staged.dirty = true;
         // Emptying a file nothing was written to is what an O_TRUNC open
         // does (the kernel sends it as a truncate after the open): like that
@@ -286,24 +352,9 @@ impl Namespace {
             return Ok(());
         }
         self.fill(staged).await?;
-        let base = staged.base.as_deref();
-        // A new object takes what its `.meta/` document said before it came.
-        let pending = match base {
-            None => self.pending_object_meta.get(&staged.bucket, &staged.name).unwrap_or_default(),
-            Some(_) => Default::default(),
-        };
-        let upload = Upload {
-            bucket: staged.bucket.clone(),
-            name: staged.name.clone(),
-            source: staged.file.clone(),
-            size: staged.size,
-            content_type: base.and_then(|b| b.content_type.clone()).or(pending.content_type),
-            custom_metadata: base.map(|b| b.custom_metadata.clone()).or(pending.custom_metadata).unwrap_or_default(),
-            // A careful overwrite: only the version this handle started from.
-            if_generation_match: Some(base.map_or(0, |b| b.generation)),
-        };
+        let upload = self.upload_for(staged);
         let object_key = key(&staged.bucket, &staged.name);
-        match self.gcs.upload_object(&upload).await {
+        match self.send_upload(staged.streaming.take(), &upload).await {
             Ok(meta) => {
                 self.pending_object_meta.remove(&staged.bucket, &staged.name);
                 // From now on stat shows the object's own time, whether it
@@ -336,6 +387,46 @@ impl Namespace {
         }
     }
 
+    /// Uploads by finishing the streamed request, when there is one and it
+    /// sends what `upload` says; whole otherwise, or when it failed.
+    async fn send_upload(&self, streaming: Option<Streaming>, upload: &Upload) -> BackendResult<ObjectMeta> {
+        let streamed = match streaming {
+            Some(streaming) => finish_streaming(streaming, upload).await,
+            None => None,
+        };
+        match streamed {
+            Some(Ok(meta)) => Ok(meta),
+            // The whole file would be refused the same way.
+            Some(Err(e)) if e.kind == ErrorKind::PreconditionFailed => Err(e),
+            Some(Err(e)) => {
+                tracing::debug!(bucket = %upload.bucket, name = %upload.name, error = %e, "streamed upload failed; uploading whole");
+                self.gcs.upload_object(upload).await
+            }
+            None => self.gcs.upload_object(upload).await,
+        }
+    }
+
+    /// What uploading `staged` sends: its bytes, and the metadata of the
+    /// object it replaces (a new object takes what its `.meta/` document
+    /// said before it came).
+    fn upload_for(&self, staged: &Staged) -> Upload {
+        let base = staged.base.as_deref();
+        let pending = match base {
+            None => self.pending_object_meta.get(&staged.bucket, &staged.name).unwrap_or_default(),
+            Some(_) => Default::default(),
+        };
+        Upload {
+            bucket: staged.bucket.clone(),
+            name: staged.name.clone(),
+            source: staged.file.clone(),
+            size: staged.size,
+            content_type: base.and_then(|b| b.content_type.clone()).or(pending.content_type),
+            custom_metadata: base.map(|b| b.custom_metadata.clone()).or(pending.custom_metadata).unwrap_or_default(),
+            // A careful overwrite: only the version this handle started from.
+            if_generation_match: Some(base.map_or(0, |b| b.generation)),
+        }
+    }
+
     /// Marks a staged file removed: it keeps its bytes for the handles that
     /// still have it open (fetched first, if they were not yet), and is never
     /// uploaded.
@@ -345,6 +436,7 @@ impl Namespace {
             staged.needs_fill = false;
         }
         staged.unlinked = true;
+        staged.streaming = None;
         self.forget_journal(staged);
     }
 
@@ -354,4 +446,23 @@ impl Namespace {
         let state = self.writer(ino)?.state();
         (!state.unlinked).then(|| self.entry(node.clone(), state.size, state.mtime))
     }
+}
+
+/// Tells a streamed upload that `upload` is all and waits for it; `None`
+/// when it streamed something else than `upload` now is (it is abandoned).
+async fn finish_streaming(mut streaming: Streaming, upload: &Upload) -> Option<BackendResult<ObjectMeta>> {
+    let sent = &streaming.upload;
+    let same = sent.bucket == upload.bucket
+        && sent.name == upload.name
+        && sent.content_type == upload.content_type
+        && sent.custom_metadata == upload.custom_metadata
+        && sent.if_generation_match == upload.if_generation_match;
+    if !same {
+        return None;
+    }
+    streaming.progress.send_replace(Written { len: upload.size, complete: true });
+    Some(match (&mut streaming.task).await {
+        Ok(result) => result,
+        Err(e) => Err(ciofs_backends::BackendError::new(ErrorKind::Other, format!("streamed upload: {e}"))),
+    })
 }

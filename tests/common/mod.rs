@@ -272,10 +272,13 @@ impl PrivateGcs {
 
     /// Freezes the emulator (SIGSTOP): requests in flight stall.
     pub fn freeze(&self) {
-        if let Some(child) = &self.child {
-            // SAFETY: kill with the pid of our own child process.
-            unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
-        }
+        // SAFETY: kill with the pid of our own child process.
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// The emulator's process id (0, which signals nobody, once stopped).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |child| child.id() as i32)
     }
 
     pub fn stop(&mut self) {

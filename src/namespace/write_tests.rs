@@ -1,0 +1,152 @@
+//! Streamed uploads against the in-memory Cloud Storage: when a writer's
+//! upload is streamed, and that every way out of streaming still stores
+//! exactly the bytes written, or nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ciofs_backends::ErrorKind;
+use ciofs_backends::memory::{MemoryGcs, Op};
+use ciofs_frontends::{Fh, Ino, OpenFlags, SetAttr, Vfs};
+
+use super::Namespace;
+use super::tests::{services, test_options, walk};
+use super::write::STREAM_AFTER;
+
+const PIECE: usize = 128 * 1024;
+
+struct Fixture {
+    gcs: Arc<MemoryGcs>,
+    ns: Namespace,
+    ino: Ino,
+    fh: Fh,
+}
+
+/// `b/f` created through the namespace and open for write.
+async fn created() -> Fixture {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.add_bucket("b");
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), test_options());
+    let bucket = walk(&ns, "p/storage/b").await;
+    let (attr, opened) = ns.create(bucket, "f", 0o644).await.unwrap();
+    Fixture { gcs, ns, ino: attr.ino, fh: opened.fh }
+}
+
+/// Bytes that differ at every offset, so a misplaced piece shows.
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+impl Fixture {
+    /// Writes `bytes` at `offset` in pieces, as the kernel sends them.
+    async fn write(&self, offset: usize, bytes: &[u8]) {
+        for (i, piece) in bytes.chunks(PIECE).enumerate() {
+            self.ns.write(self.ino, Some(self.fh), (offset + i * PIECE) as u64, piece).await.unwrap();
+        }
+    }
+
+    async fn close(&self) -> Result<(), i32> {
+        let flushed = self.ns.flush(self.ino, self.fh).await.map_err(|e| e.errno());
+        self.ns.release(self.ino, self.fh).await.unwrap();
+        flushed
+    }
+
+    fn stored(&self) -> Option<Vec<u8>> {
+        self.gcs.object_data("b", "f").map(|b| b.to_vec())
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        let calls = &self.gcs.calls;
+        (calls.streamed_uploads.load(Ordering::SeqCst), calls.upload_object.load(Ordering::SeqCst))
+    }
+}
+
+#[tokio::test]
+async fn a_sequential_writer_streams_its_upload_and_a_small_one_does_not() {
+    let f = created().await;
+    let bytes = data(STREAM_AFTER as usize + 3 * PIECE + 5);
+    f.write(0, &bytes).await;
+    assert_eq!(f.stored(), None, "nothing shows before close");
+    f.close().await.unwrap();
+    assert_eq!(f.stored().as_deref(), Some(&bytes[..]));
+    assert_eq!(f.counts(), (1, 1), "one upload, streamed");
+
+    let small = created().await;
+    small.write(0, b"small").await;
+    small.close().await.unwrap();
+    assert_eq!(small.stored().as_deref(), Some(&b"small"[..]));
+    assert_eq!(small.counts(), (0, 1), "one upload, whole");
+}
+
+#[tokio::test]
+async fn a_write_behind_the_end_abandons_the_stream_and_the_file_goes_up_whole() {
+    let f = created().await;
+    let mut bytes = data(STREAM_AFTER as usize + 2 * PIECE);
+    f.write(0, &bytes).await;
+    // Back to the start, as a program that fills in a header last does.
+    f.write(0, b"HEADER").await;
+    bytes[..6].copy_from_slice(b"HEADER");
+    f.close().await.unwrap();
+    assert_eq!(f.stored().as_deref(), Some(&bytes[..]));
+    assert_eq!(f.counts(), (0, 1), "the stream stored nothing; one whole upload");
+}
+
+#[tokio::test]
+async fn a_truncate_while_streaming_uploads_what_is_left() {
+    let f = created().await;
+    let bytes = data(STREAM_AFTER as usize + 2 * PIECE);
+    f.write(0, &bytes).await;
+    let keep = STREAM_AFTER as usize / 2;
+    f.ns.setattr(f.ino, SetAttr { size: Some(keep as u64), ..SetAttr::default() }).await.unwrap();
+    f.close().await.unwrap();
+    assert_eq!(f.stored().as_deref(), Some(&bytes[..keep]));
+    assert_eq!(f.counts().0, 0, "the stream stored nothing");
+}
+
+#[tokio::test]
+async fn a_file_removed_while_streaming_stores_nothing() {
+    let f = created().await;
+    f.write(0, &data(STREAM_AFTER as usize + PIECE)).await;
+    let bucket = walk(&f.ns, "p/storage/b").await;
+    f.ns.unlink(bucket, "f").await.unwrap();
+    f.close().await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(f.stored(), None);
+    assert_eq!(f.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_failed_streamed_upload_is_retried_whole_at_close() {
+    let f = created().await;
+    let bytes = data(STREAM_AFTER as usize + PIECE);
+    f.write(0, &bytes).await;
+    f.gcs.fail_next(Op::Upload, 1, ErrorKind::Unavailable);
+    f.close().await.unwrap();
+    assert_eq!(f.stored().as_deref(), Some(&bytes[..]));
+    assert_eq!(f.counts(), (1, 2), "the streamed upload failed, the whole one landed");
+}
+
+#[tokio::test]
+async fn a_streamed_upload_over_a_changed_object_is_estale() {
+    let f = created().await;
+    f.write(0, &data(STREAM_AFTER as usize + PIECE)).await;
+    f.gcs.put_object("b", "f", "theirs");
+    assert_eq!(f.close().await, Err(libc::ESTALE));
+    assert_eq!(f.stored().as_deref(), Some(&b"theirs"[..]));
+    assert_eq!(f.counts(), (1, 1), "refused once, not retried whole");
+}
+
+#[tokio::test]
+async fn an_emptying_open_of_an_existing_object_streams_the_new_bytes() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "f", "old");
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), test_options());
+    let ino = walk(&ns, "p/storage/b/f").await;
+    let opened = ns.open(ino, OpenFlags { write: true, truncate: true, append: false }).await.unwrap();
+    let f = Fixture { gcs, ns, ino, fh: opened.fh };
+    let bytes = data(STREAM_AFTER as usize + PIECE);
+    f.write(0, &bytes).await;
+    f.close().await.unwrap();
+    assert_eq!(f.stored().as_deref(), Some(&bytes[..]));
+    assert_eq!(f.counts(), (1, 1));
+}
