@@ -441,6 +441,32 @@ os.close(fd)
 }
 
 #[test]
+fn a_file_renamed_while_open_for_write_keeps_its_writes_under_the_new_name() {
+    let f = Fixture::new("w_rotate");
+    let d = f.dir();
+    upload(&f.bucket, "old.log", b"old\n");
+    // logrotate's way: mv while the writer keeps its descriptor and writes on.
+    let script = format!(
+        r#"
+import os, subprocess
+for name, flags in [("app.log", os.O_CREAT | os.O_WRONLY | os.O_TRUNC), ("old.log", os.O_WRONLY | os.O_APPEND)]:
+    fd = os.open("{d}/" + name, flags)
+    os.write(fd, b"before\n")
+    subprocess.run(["mv", "{d}/" + name, "{d}/" + name + ".1"], check=True)
+    os.write(fd, b"after\n")
+    os.close(fd)
+print(sorted(os.listdir("{d}")))
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "['.meta', 'app.log.1', 'old.log.1']\n");
+    assert_eq!(read_object(&f.bucket, "app.log.1"), b"before\nafter\n");
+    assert_eq!(read_object(&f.bucket, "old.log.1"), b"old\nbefore\nafter\n");
+    assert!(!exists(&f.bucket, "app.log") && !exists(&f.bucket, "old.log"), "nothing under the old names");
+}
+
+#[test]
 fn names_longer_than_255_bytes_are_enametoolong() {
     let f = Fixture::new("w_long");
     let long = "n".repeat(256);

@@ -118,7 +118,8 @@ pub struct Services {
 /// An object open for write: the staged state, and what getattr, listings
 /// and other opens need to know about it without waiting for its lock.
 pub(crate) struct Writer {
-    node: Node,
+    /// Which object it writes (renamed with it).
+    node: Mutex<Node>,
     staged: AsyncMutex<Staged>,
     state: Mutex<WriterState>,
     /// Written without a handle (NFS): committed when idle, not at close.
@@ -157,7 +158,7 @@ impl WriterState {
 impl Writer {
     fn new(node: Node, staged: Staged) -> Self {
         Writer {
-            node,
+            node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
             staged: AsyncMutex::new(staged),
             unattended: false,
@@ -169,6 +170,18 @@ impl Writer {
 
     fn unattended(node: Node, staged: Staged) -> Self {
         Writer { unattended: true, ..Writer::new(node, staged) }
+    }
+
+    fn node(&self) -> Node {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a rename of its (just uploaded) object to `node`, now `moved`:
+    /// its handles write to the new name, starting from that version.
+    fn retarget(&self, node: Node, staged: &mut Staged, moved: Arc<ObjectMeta>) {
+        staged.retarget(moved);
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+        self.record(staged);
     }
 
     fn touch(&self) {
@@ -543,7 +556,7 @@ impl Vfs for Namespace {
         drop(staged);
         if let Err(e) = &committed {
             // No close() reports this one.
-            self.error_log.record(&writer.node.to_string(), e.errno(), e.message());
+            self.error_log.record(&writer.node().to_string(), e.errno(), e.message());
         }
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
@@ -723,7 +736,7 @@ impl Namespace {
                     }
                 }
                 Err(e) => {
-                    self.error_log.record(&writer.node.to_string(), e.errno(), &format!("{e}; will retry"));
+                    self.error_log.record(&writer.node().to_string(), e.errno(), &format!("{e}; will retry"));
                 }
             }
         }
@@ -750,7 +763,7 @@ impl Namespace {
     fn has_local_files(&self, bucket: &str, prefix: &str) -> bool {
         let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         writers.values().any(|w| {
-            matches!(&w.node, Node::Object { bucket: b, name, .. } if b == bucket && name.starts_with(prefix))
+            matches!(&w.node(), Node::Object { bucket: b, name, .. } if b == bucket && name.starts_with(prefix))
                 && !w.state().unlinked
         })
     }
@@ -762,10 +775,10 @@ impl Namespace {
             self.writers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         let mut entries: Vec<DirEntry> = writers
             .iter()
-            .filter(|w| w.node.parent() == *dir)
             .filter_map(|w| {
-                let state = w.state();
-                (!state.in_gcs && !state.unlinked).then(|| self.entry(w.node.clone(), state.size, state.mtime))
+                let (node, state) = (w.node(), w.state());
+                (node.parent() == *dir && !state.in_gcs && !state.unlinked)
+                    .then(|| self.entry(node, state.size, state.mtime))
             })
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));

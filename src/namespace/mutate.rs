@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::{ListObjects, Upload};
+use ciofs_backends::gcs::{ListObjects, ObjectMeta, Upload};
 use ciofs_frontends::{Attr, VfsError, VfsResult};
 
 use super::Namespace;
@@ -209,7 +209,7 @@ impl Namespace {
             return Err(VfsError::new(libc::EINVAL, format!("{to}/{new_name}: {why}")));
         }
         match (from, to) {
-            (Node::Dir { bucket, prefix, .. }, Node::Dir { bucket: to_bucket, prefix: to_prefix, .. })
+            (Node::Dir { project, bucket, prefix }, Node::Dir { bucket: to_bucket, prefix: to_prefix, .. })
                 if bucket == to_bucket =>
             {
                 let source = format!("{prefix}{name}");
@@ -217,14 +217,32 @@ impl Namespace {
                 if source == target {
                     return Ok(());
                 }
+                // A file open for write goes up first, so that what was
+                // written moves with it (held locked until its handles
+                // write to the new name).
+                let object =
+                    |name: &str| Node::Object { project: project.clone(), bucket: bucket.clone(), name: name.into() };
+                let writer = self.inodes.find(&object(&source)).and_then(|(ino, _)| self.writer(ino));
+                let mut staged = match &writer {
+                    Some(writer) => Some(writer.staged.lock().await),
+                    None => None,
+                };
+                if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
+                    let committed = self.commit(staged).await;
+                    writer.record(staged);
+                    committed?;
+                }
                 let (from_kind, to_kind) = (self.resolve(bucket, &source).await?, self.resolve(bucket, &target).await?);
                 match (from_kind, to_kind) {
                     (Known::Object(_), Known::Prefix) => {
                         Err(VfsError::new(libc::EISDIR, format!("{to}/{new_name} is a directory")))
                     }
                     (Known::Object(meta), _) => {
-                        self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
+                        let moved = self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
                         self.rekey(bucket, &source, &target, false);
+                        if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
+                            writer.retarget(object(&target), staged, moved);
+                        }
                         Ok(())
                     }
                     (Known::Prefix, Known::Object(_)) => {
@@ -233,6 +251,10 @@ impl Namespace {
                     (Known::Prefix, _) if target.starts_with(&format!("{source}/")) => {
                         Err(VfsError::new(libc::EINVAL, format!("{from}/{name} cannot move into itself")))
                     }
+                    (Known::Prefix, _) if self.has_local_files(bucket, &format!("{source}/")) => Err(VfsError::new(
+                        libc::EBUSY,
+                        format!("{from}/{name} holds files open for write; close them first"),
+                    )),
                     (Known::Prefix, to_kind) => {
                         if matches!(to_kind, Known::Prefix) {
                             // Replacing a directory: only an empty one.
@@ -256,16 +278,22 @@ impl Namespace {
     }
 
     /// Copies `source` to `target` server-side, then deletes `source` (only
-    /// the generation that was copied).
-    async fn move_object(&self, bucket: &str, source: &str, target: &str, generation: Option<i64>) -> VfsResult<()> {
-        let copied = self.gcs.copy_object(bucket, source, target, generation).await.map_err(vfs_error)?;
-        self.cache.put(key(bucket, target), Known::Object(Arc::new(copied)));
+    /// the generation that was copied); the copy's metadata.
+    async fn move_object(
+        &self,
+        bucket: &str,
+        source: &str,
+        target: &str,
+        generation: Option<i64>,
+    ) -> VfsResult<Arc<ObjectMeta>> {
+        let copied = Arc::new(self.gcs.copy_object(bucket, source, target, generation).await.map_err(vfs_error)?);
+        self.cache.put(key(bucket, target), Known::Object(copied.clone()));
         match self.gcs.delete_object(bucket, source, generation).await {
             Ok(()) | Err(ciofs_backends::BackendError { kind: ErrorKind::NotFound, .. }) => {}
             Err(e) => return Err(vfs_error(e)),
         }
         self.cache.put(key(bucket, source), Known::Absent);
-        Ok(())
+        Ok(copied)
     }
 
     /// Moves every object under `source` (a prefix) to `target`.
@@ -294,7 +322,7 @@ impl Namespace {
         }
         for (name, generation) in names {
             let moved = format!("{target}{}", &name[source.len()..]);
-            self.move_object(bucket, &name, &moved, Some(generation)).await?;
+            let _ = self.move_object(bucket, &name, &moved, Some(generation)).await?;
         }
         self.cache.put(key(bucket, source), Known::Absent);
         self.cache.put(key(bucket, target), Known::Prefix);

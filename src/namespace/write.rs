@@ -105,6 +105,14 @@ impl Staged {
     pub fn in_gcs(&self) -> bool {
         self.base.is_some()
     }
+
+    /// Makes `object` (uploaded from this staging file, then renamed) the
+    /// object written from now on.
+    pub fn retarget(&mut self, object: Arc<ObjectMeta>) {
+        self.name = object.name.clone();
+        self.base = Some(object);
+        self.streaming = None;
+    }
 }
 
 fn io_error(what: &str, error: std::io::Error) -> VfsError {

@@ -150,3 +150,36 @@ async fn an_emptying_open_of_an_existing_object_streams_the_new_bytes() {
     assert_eq!(f.stored().as_deref(), Some(&bytes[..]));
     assert_eq!(f.counts(), (1, 1));
 }
+
+/// logrotate's way: the file is renamed while its writer keeps writing.
+#[tokio::test]
+async fn a_file_renamed_while_open_for_write_keeps_its_writes_under_the_new_name() {
+    let f = created().await;
+    f.write(0, b"one ").await;
+    let bucket = walk(&f.ns, "p/storage/b").await;
+    f.ns.rename(bucket, "f", bucket, "g").await.unwrap();
+    assert_eq!(f.gcs.object_data("b", "g").as_deref(), Some(&b"one "[..]), "what was written moved");
+    f.write(4, b"two").await;
+    f.close().await.unwrap();
+    assert_eq!(f.stored(), None, "nothing comes back under the old name");
+    assert_eq!(f.gcs.object_data("b", "g").as_deref(), Some(&b"one two"[..]));
+    assert_eq!(f.gcs.object_names("b"), ["g"]);
+}
+
+#[tokio::test]
+async fn a_directory_with_a_file_open_for_write_is_not_moved() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/old", "x");
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), test_options());
+    let d = walk(&ns, "p/storage/b/d").await;
+    let (attr, opened) = ns.create(d, "new", 0o644).await.unwrap();
+    let f = Fixture { gcs, ns, ino: attr.ino, fh: opened.fh };
+    f.write(0, b"being written").await;
+    let bucket = walk(&f.ns, "p/storage/b").await;
+    let refused = f.ns.rename(bucket, "d", bucket, "e").await.unwrap_err();
+    assert_eq!(refused.errno(), libc::EBUSY);
+    f.close().await.unwrap();
+    assert_eq!(f.gcs.object_names("b"), ["d/new", "d/old"]);
+    f.ns.rename(bucket, "d", bucket, "e").await.unwrap();
+    assert_eq!(f.gcs.object_names("b"), ["e/new", "e/old"]);
+}

@@ -121,6 +121,12 @@ impl MemoryGcs {
         buckets.get(bucket)?.objects.get(name).map(|(meta, _)| meta.clone())
     }
 
+    /// The names of a bucket's objects, in order (no call is counted).
+    pub fn object_names(&self, bucket: &str) -> Vec<String> {
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.get(bucket).map(|b| b.objects.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// An object's bytes, if it exists.
     pub fn object_data(&self, bucket: &str, name: &str) -> Option<Bytes> {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
