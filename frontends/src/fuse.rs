@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -125,15 +126,24 @@ struct FuseAdapter<V: Vfs> {
 }
 
 impl<V: Vfs> FuseAdapter<V> {
-    /// Runs `call` on the runtime inside a span named for the operation;
-    /// the future replies itself.
+    /// Runs `call` inside a span named for the operation; the future
+    /// replies itself. It is polled once here, on the session thread: most
+    /// calls are answered from memory (a cached attribute, bytes already
+    /// read ahead), and handing each to a runtime worker costs two thread
+    /// switches per request. Only a call that has to wait goes to the
+    /// runtime, which polls it again with a real waker.
     fn spawn<F, Fut>(&self, op: &'static str, call: F)
     where
         F: FnOnce(Arc<V>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let span = tracing::debug_span!("fuse", op);
-        self.runtime.spawn(call(self.vfs.clone()).instrument(span));
+        let mut task = Box::pin(call(self.vfs.clone()).instrument(span));
+        let _context = self.runtime.enter();
+        let mut here = Context::from_waker(Waker::noop());
+        if task.as_mut().poll(&mut here).is_pending() {
+            self.runtime.spawn(task);
+        }
     }
 }
 
