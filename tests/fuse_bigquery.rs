@@ -220,9 +220,20 @@ fn an_unchanged_document_written_back_changes_nothing() {
 fn mkdir_and_rmdir_make_and_delete_datasets_and_tables() {
     let f = Fixture::new("bq_mkdir");
     let root = f.mount.path(&format!("{PROJECT}/bigquery")).display().to_string();
+    // A new dataset is made at its `_dataset.json` (the location is given
+    // only at creation), or by its first table, or after a second.
     let new_dataset = format!("{}_new", f.dataset);
-    ok(&format!("mkdir {root}/{new_dataset}"));
-    assert!(bq_get(&format!("/datasets/{new_dataset}")).is_some());
+    let document = r#"{"location": "EU", "description": "made by mkdir"}"#;
+    ok(&format!("mkdir {root}/{new_dataset} && /bin/echo '{document}' > {root}/{new_dataset}/.meta/_dataset.json"));
+    let made = bq_get(&format!("/datasets/{new_dataset}")).expect("the dataset was created");
+    assert_eq!((&made["location"], &made["description"]), (&json!("EU"), &json!("made by mkdir")), "{made}");
+    let waited = format!("{}_waited", f.dataset);
+    ok(&format!("mkdir {root}/{waited}"));
+    assert!(bq_get(&format!("/datasets/{waited}")).is_none(), "pending");
+    wait_until("the dataset is made", std::time::Duration::from_secs(5), || {
+        bq_get(&format!("/datasets/{waited}")).is_some()
+    });
+    ok(&format!("rmdir {root}/{waited}"));
 
     // A new table directory is pending until its schema.json arrives; a
     // config.json written before is used at creation.

@@ -30,7 +30,7 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
     let dataset = dataset_name("tar_src");
     post_json(
         &format!("{}/datasets", bq_url()),
-        json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}, "description": "sales", "labels": {"team": "data"}}),
+        json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}, "location": "EU", "description": "sales", "labels": {"team": "data"}}),
     );
     let schema = json!({"fields": [
         {"name": "id", "type": "INTEGER", "mode": "REQUIRED"},
@@ -56,7 +56,9 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
     );
 
     let (bucket, copied) = (format!("{prefix}-src"), format!("{prefix}-dst"));
-    post_json(&format!("{}/storage/v1/b?project={PROJECT}", gcs_url()), json!({"name": bucket}));
+    // Versioned: of a bucket's settings, fake-gcs-server keeps only that.
+    let versioned = json!({"name": bucket, "versioning": {"enabled": true}});
+    post_json(&format!("{}/storage/v1/b?project={PROJECT}", gcs_url()), versioned);
     let object = json!({"name": "dir/a.csv", "contentType": "text/csv", "metadata": {"owner": "sales"}});
     let boundary = "ciofs-tar-test";
     let body = format!(
@@ -86,6 +88,8 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
         ok(&format!("timeout 120 tar xf {archive} {rename} -C {root}/{target}"));
     }
 
+    let made = get_json(&format!("{}/storage/v1/b/{copied}", gcs_url())).expect("the bucket was made");
+    assert_eq!(made["versioning"]["enabled"], json!(true), "made with its settings: {made}");
     let url = format!("{}/storage/v1/b/{copied}/o/dir%2Fa.csv", gcs_url());
     let object = get_json(&url).expect("the object was copied");
     assert_eq!((&object["contentType"], &object["metadata"]), (&json!("text/csv"), &json!({"owner": "sales"})));
@@ -93,6 +97,7 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
 
     let copy = bq(&target, &format!("/datasets/{dataset}"));
     assert_eq!((&copy["description"], &copy["labels"]), (&json!("sales"), &json!({"team": "data"})));
+    assert_eq!(copy["location"], json!("EU"), "made in its location: {copy}");
     let table = bq(&target, &format!("/datasets/{dataset}/tables/orders"));
     let source = bq(PROJECT, &format!("/datasets/{dataset}/tables/orders"));
     assert_eq!(table["schema"], source["schema"]);
@@ -309,6 +314,7 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
     let (ok_dry, plan) = import(&["--dry-run"]);
     assert!(ok_dry, "{plan}");
     assert!(plan.contains(&format!("create    storage/{copied}/a.txt")), "{plan}");
+    assert!(plan.contains(&format!("create    storage/{copied}/.meta/_bucket.json")), "{plan}");
     assert!(plan.contains("create    bigquery/ds/t/schema.json"), "{plan}");
     assert!(get_json(&format!("{}/datasets/ds", bq_of(&target))).is_none(), "a dry run changes nothing");
 

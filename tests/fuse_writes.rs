@@ -91,13 +91,52 @@ fn rm_mkdir_rmdir_and_buckets() {
     ok(&format!("rm -r {d}/full"));
     assert!(!exists(&f.bucket, "full/a"));
 
+    // A new bucket: created at its settings, or with the defaults once it
+    // waited a second for them.
     let storage = f.mount.path(&format!("{PROJECT}/storage")).display().to_string();
-    let new_bucket = bucket_name("w_made");
-    ok(&format!("mkdir {storage}/{new_bucket}"));
-    let url = format!("{}/storage/v1/b/{new_bucket}", gcs_url());
-    curl(&[&url]);
-    ok(&format!("rmdir {storage}/{new_bucket}"));
-    assert!(!Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().unwrap().success());
+    let url_of = |bucket: &str| format!("{}/storage/v1/b/{bucket}", gcs_url());
+    let made = |bucket: &str| Command::new("curl").args(["-sf", "-o", "/dev/null", &url_of(bucket)]).status().unwrap();
+    let with_settings = bucket_name("w_made");
+    let document = r#"{"versioning": true, "labels": {"made-by": "ciofs"}}"#;
+    ok(&format!(
+        "mkdir {storage}/{with_settings} && /bin/echo '{document}' > {storage}/{with_settings}/.meta/_bucket.json"
+    ));
+    let bucket: serde_json::Value = serde_json::from_slice(&curl(&[&url_of(&with_settings)])).unwrap();
+    assert_eq!(bucket["versioning"]["enabled"], json!(true), "{bucket}");
+    ok(&format!("rmdir {storage}/{with_settings}"));
+    assert!(!made(&with_settings).success());
+    let defaults = bucket_name("w_default");
+    ok(&format!("mkdir {storage}/{defaults}"));
+    wait_until("the bucket is made", std::time::Duration::from_secs(5), || made(&defaults).success());
+    ok(&format!("rmdir {storage}/{defaults}"));
+    let taken = sh(&format!("mkdir {storage}/{}", f.bucket));
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("File exists"), "{taken:?}");
+}
+
+/// fake-gcs-server keeps no bucket labels, location or storage class: what
+/// ciofs asked for is read off a recording proxy in front of it.
+#[test]
+fn a_new_bucket_is_created_with_the_settings_of_its_bucket_document() {
+    let proxy = common::proxy::RecordingProxy::start(&gcs_url());
+    let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", proxy.url())]);
+    let storage = mount.path(&format!("{PROJECT}/storage")).display().to_string();
+    let bucket = bucket_name("w_settings");
+    let document = r#"{"location": "EUROPE-WEST1", "storage_class": "NEARLINE", "labels": {"team": "data"}}"#;
+    ok(&format!("mkdir {storage}/{bucket} && /bin/echo '{document}' > {storage}/{bucket}/.meta/_bucket.json"));
+    let sent = proxy.sent();
+    let create =
+        sent.split("POST ").find(|request| request.contains(&format!("\"name\":\"{bucket}\""))).unwrap_or_default();
+    for wanted in [r#""location":"EUROPE-WEST1""#, r#""storageClass":"NEARLINE""#, r#""labels":{"team":"data"}"#] {
+        assert!(create.contains(wanted), "{wanted} not in the bucket's creation:\n{create}");
+    }
+    // Made once, with its settings: no default creation came first.
+    assert_eq!(sent.matches(&format!("\"name\":\"{bucket}\"")).count(), 1, "{sent}");
+    // Its location cannot change afterwards.
+    let moved = sh(&format!("/bin/echo '{{\"location\": \"ASIA\"}}' > {storage}/{bucket}/.meta/_bucket.json"));
+    assert!(!moved.status.success(), "{moved:?}");
+    let errors = std::fs::read_to_string(mount.path(".ciofs/errors")).unwrap();
+    assert!(errors.contains("location cannot change"), "{errors}");
+    ok(&format!("rmdir {storage}/{bucket}"));
 }
 
 #[test]
@@ -515,12 +554,17 @@ fn meta_documents_set_content_type_and_custom_metadata() {
     assert_eq!((&after["contentType"], &after["metadata"]), (&json!("text/csv"), &json!({"team": "data"})));
     assert_eq!(after["generation"], before["generation"], "the data was not rewritten");
     assert_eq!(ok(&format!("grep -c text/csv {d}/.meta/x.txt.json")), "1\n");
-    // Refused: not JSON; a key removed (a patch cannot remove yet).
+    // Refused: not JSON, with the place in `.ciofs/errors`.
     let path = PathBuf::from(format!("{d}/.meta/x.txt.json"));
     assert_eq!(write_and_close_errno(&path, b"{not json"), libc::EINVAL);
-    assert_eq!(write_and_close_errno(&path, br#"{"custom_metadata": {}}"#), libc::EINVAL);
     let errors = std::fs::read_to_string(f.mount.path(".ciofs/errors")).unwrap();
-    assert!(errors.lines().last().unwrap_or_default().contains("team"), "{errors}");
+    assert!(errors.lines().last().unwrap_or_default().contains("line 1"), "{errors}");
+    // A key left out is removed: sent as null, which removes it on Cloud
+    // Storage; fake-gcs-server keeps the key with an empty value.
+    assert_eq!(write_and_close_errno(&path, br#"{"custom_metadata": {"owner": "me"}}"#), 0);
+    let after = object_json(&f.bucket, "x.txt");
+    let team = after["metadata"].get("team").and_then(|v| v.as_str()).unwrap_or_default();
+    assert_eq!((team, &after["metadata"]["owner"]), ("", &json!("me")), "{after}");
     // tar x's order: the document before its object, which is then uploaded
     // with it.
     let doc = r#"{"content_type": "application/json", "custom_metadata": {"source": "export"}}"#;

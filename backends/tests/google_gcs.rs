@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::{GcsConfig, GoogleGcs, ObjectStore, StreamedUpload, Upload, Written};
+use ciofs_backends::gcs::{
+    BucketChange, BucketSettings, GcsConfig, GoogleGcs, ObjectStore, StreamedUpload, Upload, Written,
+};
 use ciofs_backends::retry::RetryPolicy;
 use futures::TryStreamExt;
 
@@ -42,7 +44,7 @@ async fn gcs_with_chunk(chunk: u64) -> GoogleGcs {
 /// A new bucket for one test.
 async fn new_bucket(gcs: &GoogleGcs, test: &str) -> String {
     let bucket = bucket_name(test);
-    gcs.create_bucket(PROJECT, &bucket).await.expect("create bucket");
+    gcs.create_bucket(PROJECT, &bucket, &BucketSettings::default()).await.expect("create bucket");
     bucket
 }
 
@@ -401,16 +403,27 @@ async fn a_copy_keeps_content_and_metadata() {
 async fn buckets_are_created_once_and_deleted_when_empty() {
     let gcs = gcs().await;
     let bucket = bucket_name("buckets");
-    let created = gcs.create_bucket(PROJECT, &bucket).await.expect("create");
-    assert_eq!(created.name, bucket);
+    let settings = BucketSettings { versioning: true, ..BucketSettings::default() };
+    let created = gcs.create_bucket(PROJECT, &bucket, &settings).await.expect("create");
+    assert_eq!((created.name.as_str(), created.versioning), (bucket.as_str(), true));
     assert_eq!(gcs.get_bucket(&bucket).await.expect("get").name, bucket);
-    let again = gcs.create_bucket(PROJECT, &bucket).await.expect_err("exists");
+    let again = gcs.create_bucket(PROJECT, &bucket, &BucketSettings::default()).await.expect_err("exists");
     assert_eq!(again.kind, ErrorKind::AlreadyExists, "{again}");
 
     gcs.upload_object(&upload(&bucket, "o", b"o")).await.expect("upload");
     let full = gcs.delete_bucket(&bucket).await.expect_err("not empty");
     assert_eq!(full.kind, ErrorKind::AlreadyExists, "{full}");
     gcs.delete_object(&bucket, "o", None).await.expect("delete object");
+
+    // Versioning turned off; fake-gcs-server keeps no labels, so only the
+    // versioning shows a change was made.
+    let change = BucketChange { versioning: Some(false), ..BucketChange::default() };
+    let changed = gcs.update_bucket(&bucket, &change, None).await.expect("update");
+    assert!(!changed.versioning && !gcs.get_bucket(&bucket).await.expect("get").versioning);
+    let labels = BucketChange { labels: BTreeMap::from([("env".to_string(), Some("dev".to_string()))]), ..change };
+    gcs.update_bucket(&bucket, &labels, None).await.expect("a label change is accepted");
+    let missing = gcs.update_bucket(&bucket_name("nope"), &labels, None).await.expect_err("no bucket");
+    assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
 
     gcs.delete_bucket(&bucket).await.expect("delete empty bucket");
     assert_eq!(gcs.get_bucket(&bucket).await.expect_err("deleted").kind, ErrorKind::NotFound);
@@ -429,17 +442,21 @@ async fn an_upload_into_a_missing_bucket_is_not_found() {
 }
 
 #[tokio::test]
-async fn a_metadata_patch_sets_content_type_and_adds_keys() {
+async fn a_metadata_patch_sets_content_type_and_adds_and_removes_keys() {
     let gcs = gcs().await;
     let bucket = new_bucket(&gcs, "patch").await;
-    let request = Upload { custom_metadata: metadata(&[("keep", "1")]), ..upload(&bucket, "p.txt", b"data") };
+    let request =
+        Upload { custom_metadata: metadata(&[("keep", "1"), ("drop", "2")]), ..upload(&bucket, "p.txt", b"data") };
     let uploaded = gcs.upload_object(&request).await.expect("upload");
-    let patched = gcs
-        .patch_object_metadata(&bucket, "p.txt", Some("text/csv"), &metadata(&[("team", "data")]), None)
-        .await
-        .expect("patch");
+    let change = BTreeMap::from([("team".to_string(), Some("data".to_string())), ("drop".to_string(), None)]);
+    let patched = gcs.patch_object_metadata(&bucket, "p.txt", Some("text/csv"), &change, None).await.expect("patch");
     assert_eq!(patched.content_type.as_deref(), Some("text/csv"));
-    assert_eq!(patched.custom_metadata, metadata(&[("keep", "1"), ("team", "data")]), "a patch adds keys");
+    // A removed key is sent as null, which removes it on Cloud Storage;
+    // fake-gcs-server keeps it with an empty value.
+    let removed = patched.custom_metadata.get("drop").is_none_or(String::is_empty);
+    assert!(removed, "{:?}", patched.custom_metadata);
+    let kept: BTreeMap<_, _> = patched.custom_metadata.clone().into_iter().filter(|(k, _)| k != "drop").collect();
+    assert_eq!(kept, metadata(&[("keep", "1"), ("team", "data")]), "a patch adds keys and keeps the others");
     assert_eq!(patched.generation, uploaded.generation, "the data is the same generation");
     let got = gcs.get_object(&bucket, "p.txt").await.expect("get");
     assert_eq!((got.content_type, got.custom_metadata), (patched.content_type, patched.custom_metadata));

@@ -178,7 +178,7 @@ pub fn plan<V: Vfs + ?Sized>(
         let path = item.entry.path.clone();
         let parts: Vec<&str> = path.split('/').collect();
         let name = parts.last().copied().unwrap_or_default();
-        if !item.entry.dir && (GENERATED.contains(&name) || name == "_bucket.json") {
+        if !item.entry.dir && GENERATED.contains(&name) {
             item.action = Action::Ignored;
             continue;
         }

@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ciofs_backends::gcs::{BucketMeta, ObjectMeta};
+use ciofs_backends::gcs::{BucketMeta, BucketSettings, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: &str = "1";
 const OBJECT_TYPE: &str = "gcs-object-metadata";
+const BUCKET_TYPE: &str = "gcs-bucket-metadata";
 
 /// `storage/<bucket>/.meta/<object>.json`
 #[derive(Serialize)]
@@ -76,7 +77,7 @@ pub fn object_document(meta: &ObjectMeta) -> Vec<u8> {
 pub fn bucket_document(meta: &BucketMeta) -> Vec<u8> {
     render(&BucketDocument {
         version: VERSION,
-        r#type: "gcs-bucket-metadata",
+        r#type: BUCKET_TYPE,
         name: &meta.name,
         location: &meta.location,
         location_type: &meta.location_type,
@@ -123,6 +124,42 @@ pub fn parse_object_document(bytes: &[u8], file: &str) -> Result<ObjectMetadataE
     let input: ObjectInput = input::parse_json(bytes, file)?;
     input::check_header(file, input.version.as_deref(), input.r#type.as_deref(), OBJECT_TYPE)?;
     Ok(ObjectMetadataEdit { content_type: input.content_type, custom_metadata: input.custom_metadata })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the service's fields: only accepted
+struct BucketInput {
+    version: Option<String>,
+    r#type: Option<String>,
+    location: Option<String>,
+    storage_class: Option<String>,
+    versioning: Option<bool>,
+    labels: Option<BTreeMap<String, String>>,
+    name: Option<serde_json::Value>,
+    location_type: Option<serde_json::Value>,
+    created: Option<serde_json::Value>,
+    updated: Option<serde_json::Value>,
+    metageneration: Option<serde_json::Value>,
+}
+
+/// A written `.meta/_bucket.json`: the settings it asks for, a key left out
+/// keeping `current`'s. The service's fields (name, times, metageneration)
+/// are read and ignored, so a document taken from another bucket's export
+/// applies as it is.
+pub fn parse_bucket_document(
+    bytes: &[u8],
+    file: &str,
+    current: &BucketMeta,
+) -> Result<BucketSettings, ciofs_frontends::VfsError> {
+    let input: BucketInput = input::parse_json(bytes, file)?;
+    input::check_header(file, input.version.as_deref(), input.r#type.as_deref(), BUCKET_TYPE)?;
+    Ok(BucketSettings {
+        location: Some(input.location.unwrap_or_else(|| current.location.clone())),
+        storage_class: Some(input.storage_class.unwrap_or_else(|| current.storage_class.clone())),
+        labels: input.labels.unwrap_or_else(|| current.labels.clone()),
+        versioning: input.versioning.unwrap_or(current.versioning),
+    })
 }
 
 /// Pretty JSON with a final newline, as a text editor would save it.

@@ -5,16 +5,21 @@
 //! Listings are fetched whole (all pages) and kept for the metadata TTL; a
 //! table's three documents are rendered from one `tables.get`, cached the
 //! same way, so the size a lookup reports is the size a read returns.
-//! `mkdir` of a dataset creates it; `mkdir` of a table makes a pending
-//! directory that becomes a table when a schema.json is written into it.
+//! `mkdir` of a dataset makes a pending dataset, created at its
+//! `.meta/_dataset.json` (the location can only be given at creation), at
+//! its first table directory, or after `PENDING_DATASET_WAIT`; `mkdir` of a
+//! table makes a pending directory that becomes a table when a schema.json
+//! is written into it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
-use ciofs_backends::bigquery::{BigQuery, DatasetListEntry, DatasetMeta, TableListEntry, TableMeta, TableSettings};
+use ciofs_backends::bigquery::{
+    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings,
+};
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
@@ -80,6 +85,16 @@ impl PendingTable {
 
 type TableKey = (String, String, String);
 
+/// How long a `mkdir`'ed dataset waits for its `_dataset.json`.
+const PENDING_DATASET_WAIT: Duration = Duration::from_secs(1);
+
+/// A dataset directory made by mkdir, not created yet.
+#[derive(Clone, Copy)]
+struct PendingDataset {
+    since: Instant,
+    made: SystemTime,
+}
+
 /// What ciofs knows of BigQuery, and the client to ask.
 pub(super) struct BigQueryTree {
     api: Arc<dyn BigQuery>,
@@ -88,6 +103,9 @@ pub(super) struct BigQueryTree {
     views: Timed<TableKey, Arc<TableView>>,
     dataset_views: Timed<(String, String), Arc<(DatasetMeta, Bytes)>>,
     pending: Mutex<HashMap<TableKey, PendingTable>>,
+    pending_datasets: Mutex<HashMap<(String, String), PendingDataset>>,
+    /// Held while a pending dataset is created.
+    dataset_creation: tokio::sync::Mutex<()>,
 }
 
 impl BigQueryTree {
@@ -99,7 +117,17 @@ impl BigQueryTree {
             views: Timed::new(ttl),
             dataset_views: Timed::new(ttl),
             pending: Mutex::new(HashMap::new()),
+            pending_datasets: Mutex::new(HashMap::new()),
+            dataset_creation: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn pending_datasets(&self) -> MutexGuard<'_, HashMap<(String, String), PendingDataset>> {
+        self.pending_datasets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending_dataset(&self, project: &str, dataset: &str) -> Option<PendingDataset> {
+        self.pending_datasets().get(&(project.to_string(), dataset.to_string())).copied()
     }
 
     pub fn pending(&self, project: &str, dataset: &str, table: &str) -> Option<PendingTable> {
@@ -170,7 +198,7 @@ impl Namespace {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 let listed = self.bigquery.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
-                if !listed {
+                if !listed && self.bigquery.pending_dataset(project, name).is_none() {
                     self.dataset_view(project, name).await?;
                 }
                 Ok(self.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
@@ -300,10 +328,15 @@ impl Namespace {
     pub(super) async fn bq_children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
-                let datasets = self.datasets(project).await?;
-                Ok(datasets
-                    .iter()
-                    .map(|d| self.dir_entry(Node::Dataset { project: project.clone(), dataset: d.dataset.clone() }))
+                let mut names: Vec<String> = self.datasets(project).await?.iter().map(|d| d.dataset.clone()).collect();
+                let pending = self.bigquery.pending_datasets();
+                names.extend(pending.keys().filter(|(p, _)| p == project).map(|(_, d)| d.clone()));
+                drop(pending);
+                names.sort();
+                names.dedup();
+                Ok(names
+                    .into_iter()
+                    .map(|dataset| self.dir_entry(Node::Dataset { project: project.clone(), dataset }))
                     .collect())
             }
             Node::Dataset { project, dataset } => self.dataset_children(project, dataset).await,
@@ -337,9 +370,13 @@ impl Namespace {
 
     /// `.meta`, then the tables (and pending table directories) by name.
     async fn dataset_children(&self, project: &str, dataset: &str) -> VfsResult<Vec<DirEntry>> {
-        let tables = self.tables(project, dataset).await?;
-        let mut children: Vec<(String, SystemTime)> =
-            tables.iter().map(|t| (t.table.clone(), t.created.unwrap_or(SystemTime::UNIX_EPOCH))).collect();
+        let mut children: Vec<(String, SystemTime)> = match self.bigquery.pending_dataset(project, dataset) {
+            Some(_) => Vec::new(),
+            None => {
+                let tables = self.tables(project, dataset).await?;
+                tables.iter().map(|t| (t.table.clone(), t.created.unwrap_or(SystemTime::UNIX_EPOCH))).collect()
+            }
+        };
         for (table, pending) in self.bigquery.pending_in(project, dataset) {
             if !children.iter().any(|(name, _)| *name == table) {
                 children.push((table, pending.made));
@@ -426,6 +463,17 @@ impl Namespace {
     }
 
     async fn dataset_view(&self, project: &str, dataset: &str) -> VfsResult<Arc<(DatasetMeta, Bytes)>> {
+        if let Some(pending) = self.bigquery.pending_dataset(project, dataset) {
+            // What it will be made with unless its `_dataset.json` says more.
+            let meta = DatasetMeta {
+                dataset: dataset.to_string(),
+                created: Some(pending.made),
+                modified: Some(pending.made),
+                ..DatasetMeta::default()
+            };
+            let document = Bytes::from(render_dataset(&meta));
+            return Ok(Arc::new((meta, document)));
+        }
         let key = (project.to_string(), dataset.to_string());
         if let Some(view) = self.bigquery.dataset_views.get(&key) {
             return Ok(view);
@@ -437,23 +485,33 @@ impl Namespace {
         Ok(view)
     }
 
-    /// `mkdir bigquery/NEW` creates a dataset (default location);
-    /// `mkdir bigquery/DS/NEW` makes a pending table directory.
+    /// `mkdir bigquery/NEW` makes a pending dataset; `mkdir bigquery/DS/NEW`
+    /// a pending table directory (and creates its dataset, if pending).
     pub(super) async fn bq_mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
         check_name_length(name)?;
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 check_dataset_name(name)?;
-                let settings = Default::default();
-                let meta = self.bigquery.api.create_dataset(project, name, &settings).await.map_err(vfs_error)?;
-                self.bigquery.datasets.forget(&project.to_string());
-                let document = Bytes::from(render_dataset(&meta));
-                self.bigquery.dataset_views.put((project.clone(), name.to_string()), Arc::new((meta, document)));
-                tracing::info!(project, dataset = name, "dataset created");
-                Ok(self.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }).attr)
+                let exists = self.bigquery.pending_dataset(project, name).is_some()
+                    || match self.dataset_view(project, name).await {
+                        Ok(_) => true,
+                        Err(e) if e.errno() == libc::ENOENT => false,
+                        Err(e) => return Err(e),
+                    };
+                if exists {
+                    return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
+                }
+                let pending = PendingDataset { since: Instant::now(), made: SystemTime::now() };
+                self.bigquery.pending_datasets().insert((project.clone(), name.to_string()), pending);
+                self.bigquery.dataset_views.forget(&(project.clone(), name.to_string()));
+                tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
+                Ok(self
+                    .entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, pending.made)
+                    .attr)
             }
             Node::Dataset { project, dataset } => {
                 check_table_name(name)?;
+                self.create_pending_dataset(project, dataset, &DatasetSettings::default()).await?;
                 if self.bigquery.pending(project, dataset, name).is_some() {
                     return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
                 }
@@ -502,6 +560,9 @@ impl Namespace {
     async fn delete_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
         if !self.bigquery.pending_in(project, dataset).is_empty() {
             return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} holds new table directories")));
+        }
+        if self.bigquery.pending_datasets().remove(&(project.to_string(), dataset.to_string())).is_some() {
+            return Ok(());
         }
         // Asked afresh: a cached listing may miss a table made elsewhere.
         let key = (project.to_string(), dataset.to_string());
@@ -556,6 +617,13 @@ impl Namespace {
     /// A written `_dataset.json`: description, friendly name, labels and
     /// default table expiration change; the rest must stay as it is.
     async fn apply_dataset(&self, project: &str, dataset: &str, data: &[u8]) -> VfsResult<()> {
+        if self.bigquery.pending_dataset(project, dataset).is_some() {
+            let settings = parse_dataset(data, &DatasetSettings::default())?;
+            let mut problems = Vec::new();
+            label_problems("BigQuery", &settings.labels, &mut problems);
+            refuse_if_any(problems)?;
+            return self.create_pending_dataset(project, dataset, &settings).await;
+        }
         let current = self.bigquery.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
         let settings = parse_dataset(data, &current.settings)?;
         if settings == current.settings {
@@ -571,6 +639,51 @@ impl Namespace {
         self.bigquery.dataset_views.put((project.to_string(), dataset.to_string()), Arc::new((meta, document)));
         tracing::info!(project, dataset, "dataset updated");
         Ok(())
+    }
+
+    /// Creates a pending dataset with `settings` (one creation at a time).
+    /// A refusal ends its pending; a transient failure leaves it, to try
+    /// again.
+    async fn create_pending_dataset(&self, project: &str, dataset: &str, settings: &DatasetSettings) -> VfsResult<()> {
+        let _one_at_a_time = self.bigquery.dataset_creation.lock().await;
+        let key = (project.to_string(), dataset.to_string());
+        if self.bigquery.pending_dataset(project, dataset).is_none() {
+            return Ok(());
+        }
+        let meta = match self.bigquery.api.create_dataset(project, dataset, settings).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind.is_transient() => return Err(vfs_error(e)),
+            Err(e) => {
+                self.bigquery.pending_datasets().remove(&key);
+                return Err(vfs_error(e));
+            }
+        };
+        self.bigquery.pending_datasets().remove(&key);
+        self.bigquery.datasets.forget(&project.to_string());
+        let document = Bytes::from(render_dataset(&meta));
+        self.bigquery.dataset_views.put(key, Arc::new((meta, document)));
+        tracing::info!(project, dataset, "dataset created");
+        Ok(())
+    }
+
+    /// Creates, with BigQuery's defaults, the pending datasets that waited
+    /// long enough for their `_dataset.json` (called periodically).
+    pub(super) async fn create_due_datasets(&self) {
+        let due: Vec<(String, String)> = {
+            let pending = self.bigquery.pending_datasets();
+            pending.iter().filter(|(_, p)| p.since.elapsed() >= PENDING_DATASET_WAIT).map(|(k, _)| k.clone()).collect()
+        };
+        for (project, dataset) in due {
+            let document = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
+            if self.local.stat(&document).is_some() {
+                // Being written (over NFS it applies after a quiet second).
+                continue;
+            }
+            if let Err(e) = self.create_pending_dataset(&project, &dataset, &DatasetSettings::default()).await {
+                let dir = Node::Dataset { project, dataset };
+                self.error_log.record(&dir.to_string(), e.errno(), e.message());
+            }
+        }
     }
 
     /// Before a journaled edit of an earlier run is applied: a table that

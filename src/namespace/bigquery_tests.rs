@@ -229,3 +229,48 @@ async fn datasets_are_listed_across_pages_in_name_order() {
     assert_eq!(names, expected);
     assert_eq!(bigquery.calls.get(BigQueryOp::ListDatasets), 5, "30 datasets, 7 a page");
 }
+
+/// `mkdir` of a dataset waits for its `_dataset.json`: the location can
+/// only be given at creation, and `tar x` of an export writes it next.
+#[tokio::test]
+async fn a_made_dataset_is_created_with_its_dataset_document() {
+    let (bigquery, ns) = fixture(0);
+    let root = walk(&ns, "p/bigquery").await;
+    ns.mkdir(root, "eu_sales", 0o755).await.unwrap();
+    assert_eq!(bigquery.calls.get(BigQueryOp::CreateDataset), 0, "pending");
+    assert_eq!(ns.mkdir(root, "eu_sales", 0o755).await.unwrap_err().errno(), libc::EEXIST);
+    let names: Vec<String> = ns.readdir(root, None, 0, 10).await.unwrap().entries.into_iter().map(|e| e.name).collect();
+    assert!(names.contains(&"eu_sales".to_string()), "{names:?}");
+    let document = walk(&ns, "p/bigquery/eu_sales/.meta/_dataset.json").await;
+    let written = br#"{"location": "EU", "description": "sales in Europe", "labels": {"team": "data"}}"#;
+    write_whole(&ns, document, written).await.unwrap();
+    let made = bigquery.dataset("p", "eu_sales").expect("created");
+    assert_eq!(made.settings.location.as_deref(), Some("EU"));
+    assert_eq!(made.settings.description.as_deref(), Some("sales in Europe"));
+    assert_eq!(bigquery.calls.get(BigQueryOp::CreateDataset), 1);
+    // Written again: unchanged, nothing sent; a new location is refused.
+    write_whole(&ns, document, written).await.unwrap();
+    assert_eq!(write_whole(&ns, document, br#"{"location": "US"}"#).await, Err(libc::EINVAL));
+    assert_eq!(bigquery.calls.get(BigQueryOp::UpdateDataset), 0);
+}
+
+#[tokio::test]
+async fn a_made_dataset_is_created_by_its_first_table_or_after_a_second() {
+    let (bigquery, ns) = fixture(0);
+    let root = walk(&ns, "p/bigquery").await;
+    ns.mkdir(root, "first_table", 0o755).await.unwrap();
+    let dataset = walk(&ns, "p/bigquery/first_table").await;
+    ns.mkdir(dataset, "t", 0o755).await.unwrap();
+    assert!(bigquery.dataset("p", "first_table").is_some(), "its first table made it");
+
+    ns.mkdir(root, "waited", 0o755).await.unwrap();
+    ns.mkdir(root, "removed", 0o755).await.unwrap();
+    ns.rmdir(root, "removed").await.unwrap();
+    ns.commit_idle(Duration::from_secs(60)).await;
+    assert!(bigquery.dataset("p", "waited").is_none(), "not before a second");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ns.commit_idle(Duration::from_secs(60)).await;
+    assert!(bigquery.dataset("p", "waited").is_some());
+    assert!(bigquery.dataset("p", "removed").is_none());
+    assert_eq!(bigquery.calls.get(BigQueryOp::CreateDataset), 2);
+}

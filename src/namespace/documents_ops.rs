@@ -31,6 +31,7 @@ impl Namespace {
     pub(super) async fn apply_document(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         match node {
             Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
+            Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
             _ if node.service() == Some(Service::PubSub) => self.ps_apply(node, data).await,
             _ => self.bq_apply(node, data).await,
         }

@@ -272,7 +272,7 @@ fn is_editable(node: &Node) -> bool {
     match node {
         Node::TableFile { file, .. } => file.is_editable(),
         Node::TopicFile { .. } | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => true,
-        Node::DatasetMeta { .. } | Node::ObjectMeta { .. } => true,
+        Node::DatasetMeta { .. } | Node::ObjectMeta { .. } | Node::BucketMeta { .. } => true,
         _ => false,
     }
 }

@@ -5,6 +5,7 @@
 //! `reader` streams object bytes, `cache` remembers metadata for a while.
 
 mod bigquery;
+mod buckets;
 mod cache;
 mod documents_ops;
 mod edit_journal;
@@ -254,6 +255,10 @@ pub struct Namespace {
     pubsub: PubSubTree,
     /// `.meta/` documents written, for the objects' next new upload.
     pending_object_meta: object_meta::PendingObjectMeta,
+    /// Buckets made by `mkdir`, waiting for their settings (buckets.rs).
+    pending_buckets: buckets::PendingBuckets,
+    /// Held while a pending bucket is created.
+    bucket_creation: AsyncMutex<()>,
     /// Edits of BigQuery documents and scratch files (edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
@@ -284,6 +289,8 @@ impl Namespace {
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
             pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
             pending_object_meta: Default::default(),
+            pending_buckets: Default::default(),
+            bucket_creation: AsyncMutex::new(()),
             local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,
@@ -695,11 +702,7 @@ impl Namespace {
             None => {
                 let node = self.node(ino)?;
                 if !matches!(node, Node::Object { .. }) {
-                    // Generated documents accept writes and ignore them.
-                    return match node {
-                        Node::BucketMeta { .. } => Ok(data.len() as u32),
-                        _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
-                    };
+                    return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
                 }
                 let base = self.existing_object(&node).await?;
                 let writer = Arc::new(Writer::unattended(node.clone(), self.stage_journaled(&node, base, ino)?));
@@ -743,6 +746,8 @@ impl Namespace {
         self.apply_idle_edits(idle).await;
         self.pubsub.tend_stream_logs().await;
         self.create_due_subscriptions(None).await;
+        self.create_due_buckets().await;
+        self.create_due_datasets().await;
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.
@@ -939,6 +944,8 @@ impl Namespace {
 mod bigquery_edit_tests;
 #[cfg(test)]
 mod bigquery_tests;
+#[cfg(test)]
+mod bucket_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]

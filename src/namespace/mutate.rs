@@ -64,14 +64,7 @@ impl Namespace {
         }
         let node = match dir {
             Node::Service { project, service: Service::Storage } => {
-                let bucket = self.gcs.create_bucket(project, name).await.map_err(|e| match e.kind {
-                    ErrorKind::AlreadyExists => VfsError::new(
-                        libc::EEXIST,
-                        format!("bucket {name} exists (bucket names are global across all projects)"),
-                    ),
-                    _ => vfs_error(e),
-                })?;
-                self.cache.put(key(name, ""), Known::Bucket(Arc::new(bucket)));
+                self.mkdir_bucket(project, name).await?;
                 Node::Dir { project: project.clone(), bucket: name.to_string(), prefix: String::new() }
             }
             Node::Dir { project, bucket, prefix } => {
@@ -91,6 +84,7 @@ impl Namespace {
 
     /// Writes the zero-byte object that keeps an empty directory.
     async fn put_placeholder(&self, bucket: &str, name: &str) -> VfsResult<()> {
+        self.ensure_bucket(bucket).await?;
         let empty = tempfile::tempfile_in(&self.options.staging_dir)
             .or_else(|_| tempfile::tempfile())
             .map_err(|e| VfsError::new(libc::EIO, format!("staging file: {e}")))?;
@@ -162,6 +156,9 @@ impl Namespace {
             Node::Service { service: Service::Storage, .. } => {
                 if self.has_local_files(name, "") {
                     return Err(VfsError::new(libc::ENOTEMPTY, format!("bucket {name} holds files being written")));
+                }
+                if self.pending_buckets.remove(name) {
+                    return Ok(());
                 }
                 let probe = ListObjects { bucket: name.to_string(), page_size: 1, ..Default::default() };
                 let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;

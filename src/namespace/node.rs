@@ -252,7 +252,8 @@ impl Node {
     /// when idle, over NFS) by edits.rs, and the directories holding such
     /// files: all of BigQuery and Pub/Sub, and an object's `.meta/` document.
     pub fn holds_documents(&self) -> bool {
-        matches!(self.service(), Some(Service::BigQuery | Service::PubSub)) || matches!(self, Node::ObjectMeta { .. })
+        matches!(self.service(), Some(Service::BigQuery | Service::PubSub))
+            || matches!(self, Node::ObjectMeta { .. } | Node::BucketMeta { .. })
     }
 
     /// A subscription's `_stream` or `_stream.jsonl`.

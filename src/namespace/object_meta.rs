@@ -4,13 +4,12 @@
 //! next upload when that makes a new object: `tar x` writes `.meta/` before
 //! the objects (ciofs lists it first), and over an existing tree it unlinks
 //! each object and creates it anew. The service's fields (size, hashes,
-//! times, generations) are read and ignored. `.meta/_bucket.json` writes
-//! are still ignored.
+//! times, generations) are read and ignored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use ciofs_frontends::{VfsError, VfsResult};
+use ciofs_frontends::VfsResult;
 
 use super::Namespace;
 use super::cache::{Known, key};
@@ -54,13 +53,7 @@ impl Namespace {
         };
         let content_type = edit.content_type.filter(|c| meta.content_type.as_ref() != Some(c));
         let wanted = edit.custom_metadata.unwrap_or_else(|| meta.custom_metadata.clone());
-        let removed: Vec<&String> = meta.custom_metadata.keys().filter(|k| !wanted.contains_key(*k)).collect();
-        if !removed.is_empty() {
-            let message = format!("{file}: removing custom metadata keys ({removed:?}) is not supported yet");
-            return Err(VfsError::new(libc::EINVAL, message));
-        }
-        let changed: BTreeMap<String, String> =
-            wanted.into_iter().filter(|(k, v)| meta.custom_metadata.get(k) != Some(v)).collect();
+        let changed = map_change(&meta.custom_metadata, &wanted);
         if content_type.is_none() && changed.is_empty() {
             return Ok(());
         }
@@ -71,4 +64,15 @@ impl Namespace {
         self.cache.put(key(bucket, name), Known::Object(Arc::new(patched)));
         Ok(())
     }
+}
+
+/// What turns `current` into `wanted`: keys to set (`Some`) and to remove
+/// (`None`); empty when they are the same.
+pub(super) fn map_change(
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> BTreeMap<String, Option<String>> {
+    let removed = current.keys().filter(|k| !wanted.contains_key(*k)).map(|k| (k.clone(), None));
+    let set = wanted.iter().filter(|(k, v)| current.get(*k) != Some(v)).map(|(k, v)| (k.clone(), Some(v.clone())));
+    removed.chain(set).collect()
 }

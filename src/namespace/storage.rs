@@ -129,6 +129,9 @@ impl Namespace {
         if let Some(Known::Object(meta)) = self.cache.get(&cache_key) {
             return Ok(meta);
         }
+        if self.pending_buckets.contains(bucket) {
+            return Err(VfsError::not_found(format!("gs://{bucket}/{name}")));
+        }
         match self.gcs.get_object(bucket, name).await {
             Ok(meta) => {
                 let meta = Arc::new(meta);
@@ -175,9 +178,12 @@ impl Namespace {
         }
     }
 
-    async fn bucket_meta(&self, bucket: &str) -> VfsResult<Arc<BucketMeta>> {
+    pub(super) async fn bucket_meta(&self, bucket: &str) -> VfsResult<Arc<BucketMeta>> {
         if unusable_segment(bucket).is_some() {
             return Err(VfsError::not_found(format!("bucket {bucket}")));
+        }
+        if let Some(pending) = self.pending_buckets.meta(bucket) {
+            return Ok(Arc::new(pending));
         }
         let cache_key = key(bucket, "");
         match self.cache.get(&cache_key) {
@@ -203,6 +209,9 @@ impl Namespace {
     /// Whether `name` in `bucket` is a prefix (wins), an object, or absent:
     /// from the cache, else one get and one single-entry list, concurrently.
     pub(super) async fn resolve(&self, bucket: &str, name: &str) -> VfsResult<Known> {
+        if self.pending_buckets.contains(bucket) {
+            return Ok(Known::Absent);
+        }
         let prefix_key = key(bucket, &format!("{name}/"));
         let object_key = key(bucket, name);
         match (self.cache.get(&prefix_key), self.cache.get(&object_key)) {
@@ -369,6 +378,8 @@ impl Namespace {
                 break;
             }
         }
+        let listed: HashSet<String> = buckets.iter().map(|b| b.name.clone()).collect();
+        buckets.extend(self.pending_buckets.of_project(project).into_iter().filter(|b| !listed.contains(&b.name)));
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
         for bucket in buckets {
             if let Some(why) = unusable_segment(&bucket.name) {
@@ -376,7 +387,9 @@ impl Namespace {
                 continue;
             }
             let entry = self.bucket_entry(project, &bucket);
-            self.cache.put(key(&bucket.name, ""), Known::Bucket(Arc::new(bucket)));
+            if !self.pending_buckets.contains(&bucket.name) {
+                self.cache.put(key(&bucket.name, ""), Known::Bucket(Arc::new(bucket)));
+            }
             if stream.last_key.as_ref().is_none_or(|last| entry.name > *last) {
                 stream.last_key = Some(entry.name.clone());
                 stream.pending.push_back(entry);
@@ -396,6 +409,11 @@ impl Namespace {
         documents_only: bool,
         stream: &mut DirStream,
     ) -> VfsResult<()> {
+        if self.pending_buckets.contains(bucket) {
+            // Nothing in it yet.
+            stream.next = Next::Done;
+            return Ok(());
+        }
         let request = ListObjects {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),

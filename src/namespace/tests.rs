@@ -1,6 +1,7 @@
 //! The namespace's logic against the in-memory Cloud Storage: which calls
 //! a listing makes, paging and cookies, names that cannot be files.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -273,7 +274,7 @@ async fn an_open_for_write_waits_for_a_release_in_flight() {
 }
 
 /// `.meta/` before its object (tar x's order): kept, then given to the
-/// upload; for an existing object: a patch, and a removed key refused.
+/// upload; for an existing object: a patch, which also removes keys.
 #[tokio::test]
 async fn a_meta_document_sets_the_metadata_of_its_object() {
     use ciofs_frontends::OpenFlags;
@@ -305,8 +306,17 @@ async fn a_meta_document_sets_the_metadata_of_its_object() {
     ns.flush(old, opened.fh).await.unwrap();
     ns.release(old, opened.fh).await.unwrap();
     assert_eq!(gcs.object_meta("b", "old").unwrap().custom_metadata.get("a").map(String::as_str), Some("1"));
+    // A key left out of `custom_metadata` is removed; a document without
+    // it keeps them all.
     let opened = ns.open(old, write).await.unwrap();
-    ns.write(old, Some(opened.fh), 0, br#"{"custom_metadata": {}}"#).await.unwrap();
-    assert_eq!(ns.flush(old, opened.fh).await.unwrap_err().errno(), libc::EINVAL, "removing a key");
+    ns.write(old, Some(opened.fh), 0, br#"{"custom_metadata": {"b": "2"}}"#).await.unwrap();
+    ns.flush(old, opened.fh).await.unwrap();
     ns.release(old, opened.fh).await.unwrap();
+    let metadata = |gcs: &MemoryGcs| gcs.object_meta("b", "old").unwrap().custom_metadata;
+    assert_eq!(metadata(&gcs), BTreeMap::from([("b".to_string(), "2".to_string())]));
+    let opened = ns.open(old, write).await.unwrap();
+    ns.write(old, Some(opened.fh), 0, br#"{"content_type": "text/plain"}"#).await.unwrap();
+    ns.flush(old, opened.fh).await.unwrap();
+    ns.release(old, opened.fh).await.unwrap();
+    assert_eq!(metadata(&gcs).len(), 1);
 }

@@ -360,6 +360,7 @@ impl Namespace {
             return Ok(());
         }
         self.fill(staged).await?;
+        self.ensure_bucket(&staged.bucket).await?;
         let upload = self.upload_for(staged);
         let object_key = key(&staged.bucket, &staged.name);
         match self.send_upload(staged.streaming.take(), &upload).await {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod nfs;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,9 +1,10 @@
 //! `ObjectStore` on Cloud Storage's JSON API (crate `gcloud-storage`).
 //! Uploads are in `upload.rs`.
 
+mod patch;
 mod upload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
@@ -11,22 +12,22 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use gcloud_storage::client::{Client, ClientConfig};
 use gcloud_storage::http::Error as HttpError;
-use gcloud_storage::http::buckets::Bucket;
 use gcloud_storage::http::buckets::delete::DeleteBucketRequest;
 use gcloud_storage::http::buckets::get::GetBucketRequest;
 use gcloud_storage::http::buckets::insert::{BucketCreationConfig, InsertBucketParam, InsertBucketRequest};
 use gcloud_storage::http::buckets::list::ListBucketsRequest;
+use gcloud_storage::http::buckets::{Bucket, Versioning};
 use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range as HttpRange;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
-use gcloud_storage::http::objects::patch::PatchObjectRequest;
 use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use time::OffsetDateTime;
 
 use super::{
-    BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
+    StreamedUpload, Upload,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::retry::RetryPolicy;
@@ -309,47 +310,25 @@ impl ObjectStore for GoogleGcs {
         bucket: &str,
         name: &str,
         content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, String>,
+        custom_metadata: &BTreeMap<String, Option<String>>,
         if_metageneration_match: Option<i64>,
     ) -> BackendResult<ObjectMeta> {
-        let metadata = Object {
-            content_type: content_type.map(str::to_string),
-            metadata: Some(custom_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            ..Default::default()
-        };
-        let request = PatchObjectRequest {
-            bucket: bucket.to_string(),
-            object: name.to_string(),
-            if_metageneration_match,
-            metadata: Some(metadata),
-            ..Default::default()
-        };
-        let what = format!("set the metadata of gs://{bucket}/{name}");
-        let patched = self
-            .retry
-            .run(&what, || async {
-                match self.client.patch_object(&request).await {
-                    Ok(object) => Ok(Some(object_meta(object))),
-                    // fake-gcs-server answers a PATCH with an object the
-                    // crate cannot decode (it applied the patch): read the
-                    // object back below.
-                    Err(HttpError::HttpClient(e)) if e.is_decode() => Ok(None),
-                    Err(e) => Err(backend_error(&what, e)),
-                }
-            })
-            .await?;
-        match patched {
-            Some(meta) => Ok(meta),
-            None => self.get_object(bucket, name).await,
-        }
+        self.patch_object(bucket, name, content_type, custom_metadata, if_metageneration_match).await
     }
 
-    async fn create_bucket(&self, project: &str, bucket: &str) -> BackendResult<BucketMeta> {
+    async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
+        let config = BucketCreationConfig {
+            // Cloud Storage's default, said explicitly: the crate would send "".
+            location: settings.location.clone().unwrap_or_else(|| "US".to_string()),
+            storage_class: settings.storage_class.clone(),
+            labels: Some(settings.labels.clone().into_iter().collect()).filter(|l: &HashMap<_, _>| !l.is_empty()),
+            versioning: settings.versioning.then_some(Versioning { enabled: true }),
+            ..Default::default()
+        };
         let request = InsertBucketRequest {
             name: bucket.to_string(),
             param: InsertBucketParam { project: project.to_string(), ..Default::default() },
-            // Cloud Storage's default, said explicitly: the crate would send "".
-            bucket: BucketCreationConfig { location: "US".to_string(), ..Default::default() },
+            bucket: config,
         };
         let what = format!("create bucket {bucket} in {project}");
         self.retry
@@ -358,6 +337,15 @@ impl ObjectStore for GoogleGcs {
                 created.map(bucket_meta).map_err(|e| backend_error(&what, e))
             })
             .await
+    }
+
+    async fn update_bucket(
+        &self,
+        bucket: &str,
+        change: &BucketChange,
+        if_metageneration_match: Option<i64>,
+    ) -> BackendResult<BucketMeta> {
+        self.patch_bucket(bucket, change, if_metageneration_match).await
     }
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {

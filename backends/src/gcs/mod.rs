@@ -33,6 +33,33 @@ pub struct BucketMeta {
     pub etag: String,
 }
 
+/// A bucket's settings as `.meta/_bucket.json` carries them: all given at
+/// creation; the location is fixed then, the rest can change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketSettings {
+    /// `None`: Cloud Storage's default (`US`).
+    pub location: Option<String>,
+    /// The storage class of new objects; `None`: `STANDARD`.
+    pub storage_class: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub versioning: bool,
+}
+
+/// What to change of an existing bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketChange {
+    /// Labels to set (`Some`) or remove (`None`); others stay.
+    pub labels: BTreeMap<String, Option<String>>,
+    pub versioning: Option<bool>,
+    pub storage_class: Option<String>,
+}
+
+impl BucketChange {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.versioning.is_none() && self.storage_class.is_none()
+    }
+}
+
 /// An object's metadata, as a listing or a get returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -173,19 +200,28 @@ pub trait ObjectStore: Send + Sync + 'static {
         if_source_generation_match: Option<i64>,
     ) -> BackendResult<ObjectMeta>;
 
-    /// Sets an object's content type (`None` leaves it) and adds or changes
-    /// its custom metadata keys (a patch: keys not named stay), only while
-    /// it is at `if_metageneration_match` when given.
+    /// Sets an object's content type (`None` leaves it) and sets (`Some`)
+    /// or removes (`None`) custom metadata keys (a patch: keys not named
+    /// stay), only while it is at `if_metageneration_match` when given.
     async fn patch_object_metadata(
         &self,
         bucket: &str,
         name: &str,
         content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, String>,
+        custom_metadata: &BTreeMap<String, Option<String>>,
         if_metageneration_match: Option<i64>,
     ) -> BackendResult<ObjectMeta>;
 
-    async fn create_bucket(&self, project: &str, bucket: &str) -> BackendResult<BucketMeta>;
+    async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta>;
+
+    /// Changes a bucket's labels, versioning or storage class, only while it
+    /// is at `if_metageneration_match` when given.
+    async fn update_bucket(
+        &self,
+        bucket: &str,
+        change: &BucketChange,
+        if_metageneration_match: Option<i64>,
+    ) -> BackendResult<BucketMeta>;
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()>;
 }

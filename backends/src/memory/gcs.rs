@@ -15,7 +15,8 @@ use bytes::Bytes;
 use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketMeta, BucketPage, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
+    StreamedUpload, Upload,
 };
 
 /// How many calls of each kind a `MemoryGcs` served (failed ones included).
@@ -33,6 +34,7 @@ pub struct CallCounts {
     pub copy_object: AtomicU64,
     pub patch_object: AtomicU64,
     pub create_bucket: AtomicU64,
+    pub update_bucket: AtomicU64,
     pub delete_bucket: AtomicU64,
 }
 
@@ -49,6 +51,7 @@ pub enum Op {
     CopyObject,
     PatchObject,
     CreateBucket,
+    UpdateBucket,
     DeleteBucket,
 }
 
@@ -65,6 +68,7 @@ impl CallCounts {
             Op::CopyObject => &self.copy_object,
             Op::PatchObject => &self.patch_object,
             Op::CreateBucket => &self.create_bucket,
+            Op::UpdateBucket => &self.update_bucket,
             Op::DeleteBucket => &self.delete_bucket,
         }
     }
@@ -355,7 +359,7 @@ impl ObjectStore for MemoryGcs {
         bucket: &str,
         name: &str,
         content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, String>,
+        custom_metadata: &BTreeMap<String, Option<String>>,
         if_metageneration_match: Option<i64>,
     ) -> BackendResult<ObjectMeta> {
         self.call(Op::PatchObject)?;
@@ -373,22 +377,63 @@ impl ObjectStore for MemoryGcs {
             if let Some(content_type) = content_type {
                 meta.content_type = Some(content_type.to_string());
             }
-            meta.custom_metadata.extend(custom_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (key, value) in custom_metadata {
+                match value {
+                    Some(value) => meta.custom_metadata.insert(key.clone(), value.clone()),
+                    None => meta.custom_metadata.remove(key),
+                };
+            }
             meta.metageneration += 1;
             meta.updated = Some(std::time::SystemTime::now());
             Ok(meta.clone())
         })
     }
 
-    async fn create_bucket(&self, _project: &str, bucket: &str) -> BackendResult<BucketMeta> {
+    async fn create_bucket(
+        &self,
+        _project: &str,
+        bucket: &str,
+        settings: &BucketSettings,
+    ) -> BackendResult<BucketMeta> {
         self.call(Op::CreateBucket)?;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.contains_key(bucket) {
             return Err(BackendError::new(ErrorKind::AlreadyExists, format!("bucket {bucket} exists")));
         }
-        let meta = new_bucket_meta(bucket);
+        let mut meta = new_bucket_meta(bucket);
+        meta.location = settings.location.clone().unwrap_or(meta.location);
+        meta.storage_class = settings.storage_class.clone().unwrap_or(meta.storage_class);
+        meta.labels = settings.labels.clone();
+        meta.versioning = settings.versioning;
         buckets.insert(bucket.to_string(), Bucket { meta: meta.clone(), objects: BTreeMap::new() });
         Ok(meta)
+    }
+
+    async fn update_bucket(
+        &self,
+        bucket: &str,
+        change: &BucketChange,
+        if_metageneration_match: Option<i64>,
+    ) -> BackendResult<BucketMeta> {
+        self.call(Op::UpdateBucket)?;
+        self.with_bucket_mut(bucket, |b| {
+            let meta = &mut b.meta;
+            if if_metageneration_match.is_some_and(|m| m != meta.metageneration) {
+                let message = format!("bucket {bucket}: metageneration changed");
+                return Err(BackendError::new(ErrorKind::PreconditionFailed, message));
+            }
+            for (key, value) in &change.labels {
+                match value {
+                    Some(value) => meta.labels.insert(key.clone(), value.clone()),
+                    None => meta.labels.remove(key),
+                };
+            }
+            meta.versioning = change.versioning.unwrap_or(meta.versioning);
+            meta.storage_class = change.storage_class.clone().unwrap_or(meta.storage_class.clone());
+            meta.metageneration += 1;
+            meta.updated = Some(SystemTime::now());
+            Ok(meta.clone())
+        })
     }
 
     /// As Cloud Storage: only an empty bucket, else `AlreadyExists` (its 409).
@@ -586,8 +631,8 @@ mod tests {
     #[tokio::test]
     async fn buckets_are_created_once_and_deleted_when_empty() {
         let gcs = MemoryGcs::new();
-        assert_eq!(gcs.create_bucket("p", "b").await.unwrap().name, "b");
-        assert_eq!(kind(gcs.create_bucket("p", "b").await), ErrorKind::AlreadyExists);
+        assert_eq!(gcs.create_bucket("p", "b", &BucketSettings::default()).await.unwrap().name, "b");
+        assert_eq!(kind(gcs.create_bucket("p", "b", &BucketSettings::default()).await), ErrorKind::AlreadyExists);
         gcs.put_object("b", "o", "x");
         assert_eq!(kind(gcs.delete_bucket("b").await), ErrorKind::AlreadyExists);
         gcs.remove_object("b", "o");

@@ -75,11 +75,13 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// `GoogleGcs::connect`), and the crate's client on it for resumable sessions.
 pub(super) struct Uploads {
     client: Client,
-    http: ClientWithMiddleware,
+    pub(super) http: ClientWithMiddleware,
     /// `{endpoint}/upload/storage/v1`
     endpoint: String,
+    /// `{endpoint}/storage/v1`, for the requests the crate cannot make.
+    pub(super) api: String,
     /// `None` on an emulator (anonymous).
-    token: Option<Arc<dyn TokenSource>>,
+    pub(super) token: Option<Arc<dyn TokenSource>>,
     /// The resumable chunk; objects up to it go in one request.
     chunk: u64,
 }
@@ -88,10 +90,11 @@ impl Uploads {
     pub(super) fn new(config: ClientConfig, chunk: u64) -> Self {
         let http = config.http.clone().unwrap_or_default();
         let endpoint = format!("{}/upload/storage/v1", config.storage_endpoint);
+        let api = format!("{}/storage/v1", config.storage_endpoint);
         let token = config.token_source_provider.as_ref().map(|provider| provider.token_source());
         // Rounded to what Cloud Storage accepts, at least one granule.
         let chunk = (chunk / CHUNK_GRANULE).max(1) * CHUNK_GRANULE;
-        Self { client: Client::new(config), http, endpoint, token, chunk }
+        Self { client: Client::new(config), http, endpoint, api, token, chunk }
     }
 }
 
@@ -249,11 +252,7 @@ impl GoogleGcs {
         }
         let response = request.send().await.map_err(|e| backend_error(what, e.into()))?;
         if let Err(status) = response.error_for_status_ref() {
-            let error = match response.json::<ErrorBody>().await {
-                Ok(body) => HttpError::Response(body.error),
-                Err(_) => HttpError::HttpClient(status),
-            };
-            return Err(backend_error(what, error));
+            return Err(backend_error(what, response_error(response, status).await));
         }
         let object: Object = response.json().await.map_err(|e| backend_error(what, e.into()))?;
         Ok(object_meta(object))
@@ -343,6 +342,14 @@ impl GoogleGcs {
 #[derive(serde::Deserialize)]
 struct ErrorBody {
     error: ErrorResponse,
+}
+
+/// The error of a failed answer: Cloud Storage's own when its body has one.
+pub(super) async fn response_error(response: reqwest::Response, status: reqwest::Error) -> HttpError {
+    match response.json::<ErrorBody>().await {
+        Ok(body) => HttpError::Response(body.error),
+        Err(_) => HttpError::HttpClient(status),
+    }
 }
 
 /// A multipart boundary that no object's bytes will contain by chance.

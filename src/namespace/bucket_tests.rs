@@ -1,0 +1,120 @@
+//! Buckets made by `mkdir` and their `.meta/_bucket.json`, against the
+//! in-memory Cloud Storage: when a pending bucket is created and with what.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ciofs_backends::gcs::{BucketSettings, ObjectStore};
+use ciofs_backends::memory::MemoryGcs;
+use ciofs_frontends::{Ino, OpenFlags, Vfs};
+
+use super::Namespace;
+use super::tests::{services, test_options, walk};
+
+fn namespace(gcs: &Arc<MemoryGcs>) -> Namespace {
+    Namespace::new(vec!["p".to_string()], services(gcs), test_options())
+}
+
+async fn names(ns: &Namespace, dir: Ino) -> Vec<String> {
+    ns.readdir(dir, None, 0, 100).await.unwrap().entries.into_iter().map(|e| e.name).collect()
+}
+
+/// Writes `document` over `dir`'s `.meta/_bucket.json` and closes it.
+async fn write_bucket_document(ns: &Namespace, bucket: &str, document: &str) -> Result<(), i32> {
+    let ino = walk(ns, &format!("p/storage/{bucket}/.meta/_bucket.json")).await;
+    let opened = ns.open(ino, OpenFlags { write: true, truncate: true, append: false }).await.unwrap();
+    ns.write(ino, Some(opened.fh), 0, document.as_bytes()).await.unwrap();
+    let flushed = ns.flush(ino, opened.fh).await.map_err(|e| e.errno());
+    ns.release(ino, opened.fh).await.unwrap();
+    flushed
+}
+
+fn created(gcs: &MemoryGcs) -> u64 {
+    gcs.calls.create_bucket.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_made_bucket_waits_for_its_settings_and_is_created_with_them() {
+    let gcs = Arc::new(MemoryGcs::new());
+    let ns = namespace(&gcs);
+    let storage = walk(&ns, "p/storage").await;
+    ns.mkdir(storage, "fresh", 0o755).await.unwrap();
+    assert_eq!(created(&gcs), 0, "pending");
+    assert_eq!(names(&ns, storage).await, ["fresh"]);
+    let fresh = walk(&ns, "p/storage/fresh").await;
+    assert_eq!(names(&ns, fresh).await, [".meta"], "empty, and nothing asked of Cloud Storage");
+    assert_eq!(gcs.calls.list_objects.load(Ordering::SeqCst), 0);
+
+    let document = r#"{"version": "1", "type": "gcs-bucket-metadata", "name": "exported-as-other",
+        "location": "EUROPE-WEST1", "storage_class": "NEARLINE", "versioning": true, "labels": {"env": "dev"}}"#;
+    write_bucket_document(&ns, "fresh", document).await.unwrap();
+    assert_eq!(created(&gcs), 1);
+    let made = gcs.get_bucket("fresh").await.unwrap();
+    assert_eq!(
+        (made.location.as_str(), made.storage_class.as_str(), made.versioning),
+        ("EUROPE-WEST1", "NEARLINE", true)
+    );
+    assert_eq!(made.labels, BTreeMap::from([("env".to_string(), "dev".to_string())]));
+    // The same document again changes nothing.
+    write_bucket_document(&ns, "fresh", document).await.unwrap();
+    assert_eq!(gcs.calls.update_bucket.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_made_bucket_is_created_by_its_first_file_or_after_a_second() {
+    let gcs = Arc::new(MemoryGcs::new());
+    let ns = namespace(&gcs);
+    let storage = walk(&ns, "p/storage").await;
+    ns.mkdir(storage, "first-file", 0o755).await.unwrap();
+    let dir = walk(&ns, "p/storage/first-file").await;
+    let (attr, opened) = ns.create(dir, "f", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, b"x").await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    assert_eq!(gcs.object_data("first-file", "f").as_deref(), Some(&b"x"[..]));
+    assert_eq!(gcs.get_bucket("first-file").await.unwrap().location, "US", "Cloud Storage's defaults");
+
+    ns.mkdir(storage, "waited", 0o755).await.unwrap();
+    ns.create_due_buckets().await;
+    assert!(gcs.get_bucket("waited").await.is_err(), "not before a second");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ns.create_due_buckets().await;
+    assert_eq!(gcs.get_bucket("waited").await.unwrap().storage_class, "STANDARD");
+}
+
+#[tokio::test]
+async fn taken_and_invalid_names_are_refused_and_a_pending_bucket_can_be_removed() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.add_bucket("taken");
+    let ns = namespace(&gcs);
+    let storage = walk(&ns, "p/storage").await;
+    assert_eq!(ns.mkdir(storage, "taken", 0o755).await.unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(ns.mkdir(storage, "Bad_Name", 0o755).await.unwrap_err().errno(), libc::EINVAL);
+    ns.mkdir(storage, "brief", 0o755).await.unwrap();
+    assert_eq!(ns.mkdir(storage, "brief", 0o755).await.unwrap_err().errno(), libc::EEXIST);
+    ns.rmdir(storage, "brief").await.unwrap();
+    assert_eq!(names(&ns, storage).await, ["taken"]);
+    ns.create_due_buckets().await;
+    assert_eq!(created(&gcs), 0);
+}
+
+#[tokio::test]
+async fn a_bucket_document_changes_labels_and_versioning_but_not_the_location() {
+    let gcs = Arc::new(MemoryGcs::new());
+    let settings = BucketSettings {
+        labels: BTreeMap::from([("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())]),
+        ..BucketSettings::default()
+    };
+    gcs.create_bucket("p", "mine", &settings).await.unwrap();
+    let ns = namespace(&gcs);
+    write_bucket_document(&ns, "mine", r#"{"labels": {"b": "3", "c": "4"}, "versioning": true}"#).await.unwrap();
+    let changed = gcs.get_bucket("mine").await.unwrap();
+    let want = BTreeMap::from([("b".to_string(), "3".to_string()), ("c".to_string(), "4".to_string())]);
+    assert_eq!((changed.labels, changed.versioning), (want, true));
+    let moved = write_bucket_document(&ns, "mine", r#"{"location": "ASIA"}"#).await;
+    assert_eq!(moved, Err(libc::EINVAL));
+    let bad_label = write_bucket_document(&ns, "mine", r#"{"labels": {"Env": "x"}}"#).await;
+    assert_eq!(bad_label, Err(libc::EINVAL));
+    assert_eq!(gcs.calls.update_bucket.load(Ordering::SeqCst), 1, "refusals send nothing");
+}

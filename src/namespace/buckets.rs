@@ -1,0 +1,236 @@
+//! Buckets as the directories of `storage/`. `mkdir storage/NEW` makes a
+//! pending bucket, created when its settings come (`.meta/_bucket.json`:
+//! the location and storage class can only be given at creation, and `tar
+//! x` of an export writes the document right after the directory), when
+//! something is stored in it, or once it has waited `PENDING_WAIT` (then
+//! with Cloud Storage's defaults). Until then it lists as an empty bucket.
+//! `.meta/_bucket.json` written for an existing bucket changes its labels,
+//! versioning and default storage class; its location cannot change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use ciofs_backends::ErrorKind;
+use ciofs_backends::gcs::{BucketChange, BucketMeta, BucketSettings};
+use ciofs_frontends::{VfsError, VfsResult};
+
+use super::Namespace;
+use super::cache::{Known, key};
+use super::node::{BUCKET_META, Node};
+use super::object_meta::map_change;
+use crate::documents::parse_bucket_document;
+use crate::errors::vfs_error;
+use crate::rules::{label_problems, refuse_if_any};
+
+/// How long a `mkdir`'ed bucket waits for its settings.
+const PENDING_WAIT: Duration = Duration::from_secs(1);
+
+/// Buckets made by `mkdir`, not created yet, by name (bucket names are
+/// global).
+#[derive(Default)]
+pub(super) struct PendingBuckets(Mutex<BTreeMap<String, PendingBucket>>);
+
+struct PendingBucket {
+    project: String,
+    since: Instant,
+    made: SystemTime,
+}
+
+impl PendingBuckets {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PendingBucket>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn contains(&self, bucket: &str) -> bool {
+        self.lock().contains_key(bucket)
+    }
+
+    /// What a pending bucket shows: Cloud Storage's defaults.
+    pub fn meta(&self, bucket: &str) -> Option<BucketMeta> {
+        self.lock().get(bucket).map(|pending| pending_meta(bucket, pending.made))
+    }
+
+    /// The pending buckets of `project`, in name order.
+    pub fn of_project(&self, project: &str) -> Vec<BucketMeta> {
+        let pending = self.lock();
+        pending.iter().filter(|(_, p)| p.project == project).map(|(name, p)| pending_meta(name, p.made)).collect()
+    }
+
+    fn project_of(&self, bucket: &str) -> Option<String> {
+        self.lock().get(bucket).map(|p| p.project.clone())
+    }
+
+    pub fn remove(&self, bucket: &str) -> bool {
+        self.lock().remove(bucket).is_some()
+    }
+}
+
+fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {
+    BucketMeta {
+        name: bucket.to_string(),
+        location: "US".to_string(),
+        location_type: "multi-region".to_string(),
+        storage_class: "STANDARD".to_string(),
+        created: Some(made),
+        updated: Some(made),
+        ..BucketMeta::default()
+    }
+}
+
+impl Namespace {
+    /// `mkdir storage/NAME`: a pending bucket, unless the name is taken.
+    pub(super) async fn mkdir_bucket(&self, project: &str, name: &str) -> VfsResult<()> {
+        check_bucket_name(name)?;
+        let taken = self.pending_buckets.contains(name)
+            || match self.gcs.get_bucket(name).await {
+                Ok(_) => true,
+                // Someone else's: bucket names are global.
+                Err(e) if e.kind == ErrorKind::PermissionDenied => true,
+                Err(e) if e.kind == ErrorKind::NotFound => false,
+                Err(e) => return Err(vfs_error(e)),
+            };
+        if taken {
+            let message = format!("bucket {name} exists (bucket names are global across all projects)");
+            return Err(VfsError::new(libc::EEXIST, message));
+        }
+        let pending = PendingBucket { project: project.to_string(), since: Instant::now(), made: SystemTime::now() };
+        self.pending_buckets.lock().insert(name.to_string(), pending);
+        self.cache.forget(&key(name, ""));
+        tracing::info!(project, bucket = name, "bucket pending: created at its .meta/_bucket.json");
+        Ok(())
+    }
+
+    /// Creates `bucket` now if it is pending, with Cloud Storage's defaults:
+    /// something is about to be stored in it.
+    pub(super) async fn ensure_bucket(&self, bucket: &str) -> VfsResult<()> {
+        self.create_pending_bucket(bucket, &BucketSettings::default()).await
+    }
+
+    /// Creates a pending bucket with `settings` (one creation at a time, so
+    /// two callers do not both try). A refusal ends its pending; a
+    /// transient failure leaves it pending, to try again.
+    async fn create_pending_bucket(&self, bucket: &str, settings: &BucketSettings) -> VfsResult<()> {
+        let _one_at_a_time = self.bucket_creation.lock().await;
+        let Some(project) = self.pending_buckets.project_of(bucket) else { return Ok(()) };
+        match self.gcs.create_bucket(&project, bucket, settings).await {
+            Ok(meta) => {
+                self.pending_buckets.remove(bucket);
+                self.cache.put(key(bucket, ""), Known::Bucket(Arc::new(meta)));
+                tracing::info!(project, bucket, "bucket created");
+                Ok(())
+            }
+            Err(e) if e.kind.is_transient() => Err(vfs_error(e)),
+            Err(e) => {
+                self.pending_buckets.remove(bucket);
+                Err(match e.kind {
+                    ErrorKind::AlreadyExists => VfsError::new(
+                        libc::EEXIST,
+                        format!("bucket {bucket} exists (bucket names are global across all projects)"),
+                    ),
+                    _ => vfs_error(e),
+                })
+            }
+        }
+    }
+
+    /// Creates, with Cloud Storage's defaults, the pending buckets that
+    /// waited long enough for their settings (called periodically).
+    pub(super) async fn create_due_buckets(&self) {
+        let due: Vec<(String, String)> = {
+            let pending = self.pending_buckets.lock();
+            pending
+                .iter()
+                .filter(|(_, p)| p.since.elapsed() >= PENDING_WAIT)
+                .map(|(name, p)| (name.clone(), p.project.clone()))
+                .collect()
+        };
+        for (bucket, project) in due {
+            let document = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
+            if self.local.stat(&document).is_some() {
+                // Its settings are being written (over NFS they apply after
+                // a quiet second): they create it.
+                continue;
+            }
+            if let Err(e) = self.ensure_bucket(&bucket).await {
+                let dir = Node::Dir { project, bucket, prefix: String::new() };
+                self.error_log.record(&dir.to_string(), e.errno(), e.message());
+            }
+        }
+    }
+
+    /// A `.meta/_bucket.json` written (edits.rs calls this at close, or
+    /// when idle over NFS): creates a pending bucket with its settings, or
+    /// changes an existing one.
+    pub(super) async fn apply_bucket_meta(&self, bucket: &str, data: &[u8]) -> VfsResult<()> {
+        let current = self.bucket_meta(bucket).await?;
+        let wanted = parse_bucket_document(data, BUCKET_META, &current)?;
+        let mut problems = Vec::new();
+        label_problems("Cloud Storage", &wanted.labels, &mut problems);
+        refuse_if_any(problems)?;
+        if self.pending_buckets.contains(bucket) {
+            return self.create_pending_bucket(bucket, &wanted).await;
+        }
+        let location = wanted.location.as_deref().unwrap_or_default();
+        if !location.eq_ignore_ascii_case(&current.location) {
+            let message = format!(
+                "{BUCKET_META}: bucket {bucket} is in {}; a bucket's location cannot change (make a new bucket)",
+                current.location
+            );
+            return Err(VfsError::new(libc::EINVAL, message));
+        }
+        let change = BucketChange {
+            labels: map_change(&current.labels, &wanted.labels),
+            versioning: (wanted.versioning != current.versioning).then_some(wanted.versioning),
+            storage_class: wanted.storage_class.filter(|class| !class.eq_ignore_ascii_case(&current.storage_class)),
+        };
+        if change.is_empty() {
+            return Ok(());
+        }
+        let changed = self.gcs.update_bucket(bucket, &change, Some(current.metageneration)).await;
+        let changed = changed.map_err(vfs_error)?;
+        tracing::info!(bucket, "bucket settings changed");
+        self.cache.put(key(bucket, ""), Known::Bucket(Arc::new(changed)));
+        Ok(())
+    }
+}
+
+/// Cloud Storage's bucket name rules, checked before anything is sent: 3–63
+/// characters (up to 222 with dots, 63 between them) of lowercase letters,
+/// digits, `-`, `_` and `.`, starting and ending with a letter or digit,
+/// not `goog` at the start.
+fn check_bucket_name(name: &str) -> VfsResult<()> {
+    let refuse = |why: &str| Err(VfsError::new(libc::EINVAL, format!("bucket name {name:?}: {why}")));
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let longest = if name.contains('.') { 222 } else { 63 };
+    if name.len() < 3 || name.len() > longest || name.split('.').any(|part| part.len() > 63) {
+        return refuse("3 to 63 characters (222 with dots, at most 63 between them)");
+    }
+    if let Some(bad) = name.chars().find(|&c| !allowed(c)) {
+        return refuse(&format!("{bad:?} is not allowed (lowercase letters, digits, `-`, `_` and `.`)"));
+    }
+    if !edge(name.chars().next()) || !edge(name.chars().last()) {
+        return refuse("must start and end with a lowercase letter or a digit");
+    }
+    if name.starts_with("goog") {
+        return refuse("cannot start with `goog`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_bucket_name;
+
+    #[test]
+    fn bucket_names_follow_cloud_storage_rules() {
+        for good in ["abc", "my-bucket_1", "a.b.c", "0bucket9"] {
+            assert!(check_bucket_name(good).is_ok(), "{good}");
+        }
+        for bad in ["ab", "My-Bucket", "-abc", "abc-", "a b c", "googbucket", &"x".repeat(64), ".Trash-1000"] {
+            let refused = check_bucket_name(bad).expect_err(bad);
+            assert_eq!(refused.errno(), libc::EINVAL, "{bad}");
+        }
+    }
+}

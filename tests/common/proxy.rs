@@ -1,0 +1,63 @@
+//! A recording proxy between ciofs and an emulator: it passes every byte
+//! on unchanged and keeps what the client sent, so a test can check what
+//! ciofs asked for where the emulator keeps less than Cloud Storage would
+//! (fake-gcs-server stores no bucket labels, location or storage class).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+pub struct RecordingProxy {
+    url: String,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    /// Listens on a free loopback port and forwards each connection to
+    /// `upstream` (`http://HOST:PORT`).
+    pub fn start(upstream: &str) -> Self {
+        let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let recorded = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                pump(client, server, recorded.clone());
+            }
+        });
+        RecordingProxy { url, sent }
+    }
+
+    /// What ciofs should use as `STORAGE_EMULATOR_HOST`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Everything clients sent so far (requests and bodies), as text.
+    pub fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Copies both ways until either side closes; what the client sends is
+/// also recorded.
+fn pump(client: TcpStream, server: TcpStream, recorded: Arc<Mutex<Vec<u8>>>) {
+    let (Ok(mut from_client), Ok(mut to_client)) = (client.try_clone(), client.try_clone()) else { return };
+    let (Ok(mut to_server), Ok(mut from_server)) = (server.try_clone(), server.try_clone()) else { return };
+    std::thread::spawn(move || {
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from_client.read(&mut buffer) {
+            recorded.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buffer[..n]);
+            if to_server.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(Shutdown::Write);
+    });
+}
