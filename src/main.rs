@@ -355,11 +355,11 @@ async fn import(args: ImportArgs) -> Result<(), String> {
     let namespace = namespace(&args.tree, None).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
-    let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let file = args.file.clone();
     let options = ImportOptions { dry_run: args.dry_run, on_conflict: args.on_conflict, map_bucket: args.map_bucket };
     let runtime = tokio::runtime::Handle::current();
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut planned = import::read_archive(std::io::BufReader::new(file), &options)?;
+        let mut planned = import::read_archive(&file, &options)?;
         import::plan(&namespace, &runtime, &project, &mut planned)?;
         for item in &planned {
             let (verb, detail) = match &item.action {
@@ -383,7 +383,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
             };
             let on_conflict = options.on_conflict;
             summary.failed =
-                import::apply(&namespace, &runtime, &project, &planned, on_conflict, &progress, &mut report)?;
+                import::apply(&namespace, &runtime, &project, &file, &planned, on_conflict, &progress, &mut report)?;
         }
         Ok::<_, String>((summary, blocked, options.dry_run))
     })

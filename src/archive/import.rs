@@ -5,9 +5,20 @@
 //! that differ), unchanged, conflict (and why) or invalid (and why);
 //! generated files (`_status.json`, `_stream` ...) are ignored. A second
 //! import of the same archive finds everything unchanged and writes nothing.
+//!
+//! Memory stays bounded whatever the archive holds: it is read twice. The
+//! plan keeps the documents (small) and, of each object, its size and the
+//! hashes Cloud Storage keeps (md5, crc32c), compared with the target's
+//! `.meta/` document; applying streams each object from the archive again
+//! into the mount's writes.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use md5::{Digest, Md5};
 
 use ciofs_frontends::{FileKind, Ino, OpenFlags, ROOT_INO, Vfs, VfsError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,10 +48,31 @@ pub struct ImportOptions {
 
 /// One entry of the archive, its path without the source project's name.
 pub struct Entry {
+    /// Its place among the archive's entries, to find it again.
+    pub index: usize,
     pub path: String,
     pub dir: bool,
+    /// A document's bytes; objects are read from the archive again when
+    /// applied.
     pub data: Vec<u8>,
+    /// An object's size and hashes.
+    pub object: Option<ObjectDigest>,
 }
+
+/// What Cloud Storage would say of an object with an entry's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectDigest {
+    pub size: u64,
+    /// Base64, as the JSON API and `.meta/` documents show them.
+    pub md5: String,
+    pub crc32c: String,
+}
+
+/// A document larger than this is refused: none that ciofs shows comes
+/// near, and documents are held in memory.
+const MAX_DOCUMENT: u64 = 16 << 20;
+/// How much of an object one read of the archive takes.
+const PIECE: usize = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -90,46 +122,73 @@ const SERVICE_FIELDS: [&str; 16] = [
     "location_type",
 ];
 
-/// Reads an archive (tar, or gzip-compressed tar); entries that cannot be
-/// imported (links, absolute paths, `..`, unknown top-level directories)
-/// come back as invalid with the reason.
-pub fn read_archive(mut input: impl Read, options: &ImportOptions) -> Result<Vec<Planned>, String> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(|e| format!("reading the archive: {e}"))?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut plain)
-            .map_err(|e| format!("the archive is not valid gzip: {e}"))?;
-        bytes = plain;
-    }
-    let mut archive = tar::Archive::new(&bytes[..]);
+/// Opens an archive, tar or gzip-compressed tar.
+fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = BufReader::new(file);
+    let gzip = file.fill_buf().map_err(|e| format!("reading the archive: {e}"))?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gzip { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    Ok(tar::Archive::new(reader))
+}
+
+/// Reads an archive; entries that cannot be imported (links, absolute
+/// paths, `..`, unknown top-level directories, oversized documents) come
+/// back as invalid with the reason.
+pub fn read_archive(path: &Path, options: &ImportOptions) -> Result<Vec<Planned>, String> {
+    let mut archive = open_archive(path)?;
     let mut planned = Vec::new();
-    for entry in archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))? {
+    let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
+    for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
         let kind = entry.header().entry_type();
-        let mut data = Vec::new();
-        if kind.is_file() {
-            entry.read_to_end(&mut data).map_err(|e| format!("{raw}: {e}"))?;
-        }
-        let (path, problem) = match relative_path(&raw, options) {
+        let (path, mut problem) = match relative_path(&raw, options) {
             Ok(path) => (path, None),
             Err(why) => (raw.clone(), Some(why)),
         };
         if path.is_empty() {
             continue;
         }
-        let problem = problem.or_else(|| {
-            (!kind.is_file() && !kind.is_dir()).then(|| "only directories and regular files are imported".to_string())
-        });
+        if !kind.is_file() && !kind.is_dir() {
+            problem = problem.or_else(|| Some("only directories and regular files are imported".to_string()));
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        let name = parts.last().copied().unwrap_or_default();
+        let (mut data, mut object) = (Vec::new(), None);
+        if kind.is_file() && problem.is_none() {
+            if is_object(&parts) {
+                object = Some(digest(&mut entry).map_err(|e| format!("{raw}: {e}"))?);
+            } else if !GENERATED.contains(&name) {
+                if entry.size() > MAX_DOCUMENT {
+                    problem = Some(format!("{} bytes: too large for a document", entry.size()));
+                } else {
+                    entry.read_to_end(&mut data).map_err(|e| format!("{raw}: {e}"))?;
+                }
+            }
+        }
         let action = match problem {
             Some(why) => Action::Invalid(why),
             None => Action::Create,
         };
-        planned.push(Planned { entry: Entry { path, dir: kind.is_dir(), data }, action });
+        planned.push(Planned { entry: Entry { index, path, dir: kind.is_dir(), data, object }, action });
     }
     Ok(planned)
+}
+
+/// An object entry's size and hashes, read through once.
+fn digest(reader: &mut impl Read) -> std::io::Result<ObjectDigest> {
+    let (mut md5, mut crc, mut size) = (Md5::new(), 0u32, 0u64);
+    let mut buffer = vec![0; PIECE];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buffer[..n]);
+        crc = crc32c::crc32c_append(crc, &buffer[..n]);
+        size += n as u64;
+    }
+    Ok(ObjectDigest { size, md5: BASE64.encode(md5.finalize()), crc32c: BASE64.encode(crc.to_be_bytes()) })
 }
 
 /// `P/storage/b/x` or `storage/b/x` → `storage/b/x`, buckets mapped.
@@ -205,6 +264,10 @@ pub fn plan<V: Vfs + ?Sized>(
             item.action = Action::Unchanged;
             continue;
         }
+        if let Some(digest) = &item.entry.object {
+            item.action = compare_object(vfs, runtime, root, &parts, digest);
+            continue;
+        }
         let current = match read_file(vfs, runtime, found) {
             Ok(current) => current,
             Err(e) => {
@@ -213,9 +276,17 @@ pub fn plan<V: Vfs + ?Sized>(
             }
         };
         item.action = match archive_doc {
+            Some(mut wanted) => {
+                if is_object_document(&parts) && wanted.get("content_type").is_some_and(Value::is_null) {
+                    // No content type recorded (fake-gcs-server keeps none
+                    // for an upload without one; Cloud Storage always has
+                    // one): nothing to compare.
+                    wanted.as_object_mut().map(|fields| fields.remove("content_type"));
+                }
+                compare_documents(name, &current, &wanted)
+            }
             None if current == item.entry.data => Action::Unchanged,
-            None => Action::Conflict("the object exists with other content".to_string()),
-            Some(wanted) => compare_documents(name, &current, &wanted),
+            None => Action::Conflict("the file exists with other content".to_string()),
         };
     }
     for bucket in existing_buckets {
@@ -276,6 +347,44 @@ fn compare_documents(name: &str, current: &[u8], wanted: &Value) -> Action {
     Action::Update(diffs)
 }
 
+/// An object entry against the target's object, by the size and hashes
+/// of its `.meta/` document (md5, or crc32c for a composite object).
+fn compare_object<V: Vfs + ?Sized>(
+    vfs: &Arc<V>,
+    runtime: &Handle,
+    root: Ino,
+    parts: &[&str],
+    digest: &ObjectDigest,
+) -> Action {
+    let Some((name, dir)) = parts.split_last() else { return Action::Create };
+    let file = format!("{name}.json");
+    let document: Vec<&str> = dir.iter().copied().chain([".meta", file.as_str()]).collect();
+    let current = find(vfs, runtime, root, &document)
+        .ok_or_else(|| "no metadata document".to_string())
+        .and_then(|ino| read_file(vfs, runtime, ino).map_err(|e| e.to_string()))
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()));
+    let current = match current {
+        Ok(current) => current,
+        Err(e) => return Action::Conflict(format!("cannot read what is there: {e}")),
+    };
+    let field = |key: &str| current.get(key).and_then(Value::as_str).map(str::to_string);
+    let size = current.get("size").and_then(Value::as_u64);
+    let same = size == Some(digest.size)
+        && match field("md5_hash") {
+            Some(md5) => md5 == digest.md5,
+            None => field("crc32c").is_some_and(|crc| crc == digest.crc32c),
+        };
+    if same { Action::Unchanged } else { Action::Conflict("the object exists with other content".to_string()) }
+}
+
+/// Whether `parts` names an object's `.meta/` document.
+fn is_object_document(parts: &[&str]) -> bool {
+    parts[0] == "storage"
+        && parts.len() >= 4
+        && parts[parts.len() - 2] == ".meta"
+        && parts.last() != Some(&"_bucket.json")
+}
+
 /// Whether `parts` (`storage/BUCKET/.../NAME`) names an object.
 fn is_object(parts: &[&str]) -> bool {
     parts[0] == "storage" && parts.len() >= 3 && parts[parts.len() - 2] != ".meta"
@@ -324,11 +433,14 @@ pub fn summarize(planned: &[Planned]) -> ImportSummary {
 }
 
 /// Applies the plan's creates and updates (and conflicts, with
-/// `Overwrite`) in archive order; what fails is counted and reported.
+/// `Overwrite`) in archive order, reading the archive at `path` again for
+/// the objects' bytes; what fails is counted and reported.
+#[allow(clippy::too_many_arguments)]
 pub fn apply<V: Vfs + ?Sized>(
     vfs: &Arc<V>,
     runtime: &Handle,
     project: &str,
+    path: &Path,
     planned: &[Planned],
     on_conflict: OnConflict,
     progress: &ProgressBar,
@@ -340,23 +452,43 @@ pub fn apply<V: Vfs + ?Sized>(
         Action::Conflict(_) => on_conflict == OnConflict::Overwrite,
         _ => false,
     };
+    let mut todo = planned.iter().filter(wanted).peekable();
     progress.set_length(planned.iter().filter(wanted).count() as u64);
     let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}");
     progress.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut archive = open_archive(path)?;
+    let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
     let mut failed = 0;
-    for item in planned.iter().filter(wanted) {
+    for (index, entry) in entries.enumerate() {
+        let Some(item) = todo.next_if(|item| item.entry.index == index) else { continue };
+        let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
         progress.set_message(item.entry.path.clone());
-        if let Err(e) = write_entry(vfs, runtime, root, &item.entry) {
+        let written = match item.entry.object {
+            Some(_) => write_entry(vfs, runtime, root, &item.entry, &mut entry),
+            None => write_entry(vfs, runtime, root, &item.entry, &mut &item.entry.data[..]),
+        };
+        if let Err(e) = written {
             failed += 1;
             progress.suspend(|| report(&item.entry.path, &format!("failed: {e}")));
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
+    if let Some(item) = todo.next() {
+        return Err(format!("the archive changed since it was planned: {} is gone", item.entry.path));
+    }
     Ok(failed)
 }
 
-fn write_entry<V: Vfs + ?Sized>(vfs: &Arc<V>, runtime: &Handle, root: Ino, entry: &Entry) -> Result<(), VfsError> {
+/// Makes `entry` in the target: a directory, or a file with the bytes of
+/// `content`, written in pieces.
+fn write_entry<V: Vfs + ?Sized>(
+    vfs: &Arc<V>,
+    runtime: &Handle,
+    root: Ino,
+    entry: &Entry,
+    content: &mut dyn Read,
+) -> Result<(), VfsError> {
     let parts: Vec<&str> = entry.path.split('/').collect();
     let (name, parents) = parts.split_last().ok_or_else(|| VfsError::new(libc::EINVAL, "empty path"))?;
     let mut dir = root;
@@ -379,11 +511,35 @@ fn write_entry<V: Vfs + ?Sized>(vfs: &Arc<V>, runtime: &Handle, root: Ino, entry
             (attr.ino, opened.fh)
         }
     };
-    let written =
-        if entry.data.is_empty() { Ok(0) } else { runtime.block_on(vfs.write(ino, Some(fh), 0, &entry.data)) };
-    let flushed = written.and_then(|_| runtime.block_on(vfs.flush(ino, fh)));
+    let flushed = write_all(vfs, runtime, ino, fh, content).and_then(|_| runtime.block_on(vfs.flush(ino, fh)));
     let _ = runtime.block_on(vfs.release(ino, fh));
     flushed
+}
+
+fn write_all<V: Vfs + ?Sized>(
+    vfs: &Arc<V>,
+    runtime: &Handle,
+    ino: Ino,
+    fh: u64,
+    content: &mut dyn Read,
+) -> Result<(), VfsError> {
+    let mut buffer = vec![0; PIECE];
+    let mut offset = 0u64;
+    loop {
+        let n = content.read(&mut buffer).map_err(|e| VfsError::new(libc::EIO, format!("reading the archive: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < n {
+            let written = runtime.block_on(vfs.write(ino, Some(fh), offset, &buffer[done..n]))? as usize;
+            if written == 0 {
+                return Err(VfsError::new(libc::EIO, format!("{}: nothing was written", ino)));
+            }
+            done += written;
+            offset += written as u64;
+        }
+    }
 }
 
 #[cfg(test)]
