@@ -565,6 +565,16 @@ fn meta_documents_set_content_type_and_custom_metadata() {
     let after = object_json(&f.bucket, "x.txt");
     let team = after["metadata"].get("team").and_then(|v| v.as_str()).unwrap_or_default();
     assert_eq!((team, &after["metadata"]["owner"]), ("", &json!("me")), "{after}");
+    // Editors: sed -i (a temporary file renamed over the document) and vim
+    // in both save modes.
+    ok(&format!("sed -i 's/\"me\"/\"sed\"/' {d}/.meta/x.txt.json"));
+    assert_eq!(object_json(&f.bucket, "x.txt")["metadata"]["owner"], json!("sed"));
+    for (mode, owner) in [("yes", "vim-yes"), ("no", "vim-no")] {
+        let edit = format!("%s/\"owner\": \"[a-z-]*\"/\"owner\": \"{owner}\"/");
+        ok(&format!("vim -u NONE -es -c 'set backupcopy={mode} backup' -c '{edit}' -c wq {d}/.meta/x.txt.json"));
+        assert_eq!(object_json(&f.bucket, "x.txt")["metadata"]["owner"], json!(owner), "backupcopy={mode}");
+    }
+    assert_eq!(object_json(&f.bucket, "x.txt")["generation"], before["generation"], "metadata only");
     // tar x's order: the document before its object, which is then uploaded
     // with it.
     let doc = r#"{"content_type": "application/json", "custom_metadata": {"source": "export"}}"#;

@@ -152,7 +152,11 @@ impl Namespace {
     pub(super) async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
         let holds_documents = matches!(
             from,
-            Node::Table { .. } | Node::DatasetMetaDir { .. } | Node::Topic { .. } | Node::Subscription { .. }
+            Node::Table { .. }
+                | Node::DatasetMetaDir { .. }
+                | Node::Topic { .. }
+                | Node::Subscription { .. }
+                | Node::MetaDir { .. }
         );
         match from {
             _ if holds_documents && from == to => {}

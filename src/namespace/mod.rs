@@ -643,6 +643,9 @@ impl Vfs for Namespace {
             (Some(Service::BigQuery | Service::PubSub), _) | (_, Some(Service::BigQuery | Service::PubSub)) => {
                 self.doc_rename(&from, name, &to, new_name).await
             }
+            _ if matches!(from, Node::MetaDir { .. }) || matches!(to, Node::MetaDir { .. }) => {
+                self.doc_rename(&from, name, &to, new_name).await
+            }
             _ => self.rename_entry(&from, name, &to, new_name).await,
         }
     }

@@ -33,14 +33,16 @@ impl Namespace {
             Node::MetaDir { project, bucket, prefix } if prefix.is_empty() && name == BUCKET_META => {
                 Ok(Node::BucketMeta { project: project.clone(), bucket: bucket.clone() })
             }
-            Node::MetaDir { project, bucket, prefix } => {
-                let object = name.strip_suffix(META_SUFFIX).unwrap_or(name);
-                Ok(Node::ObjectMeta {
+            Node::MetaDir { project, bucket, prefix } => match name.strip_suffix(META_SUFFIX) {
+                Some(object) if unusable_segment(object).is_none() => Ok(Node::ObjectMeta {
                     project: project.clone(),
                     bucket: bucket.clone(),
                     name: format!("{prefix}{object}"),
-                })
-            }
+                }),
+                // sed -i's temporary file, an editor's swap file or backup:
+                // kept locally (edits.rs); renamed onto a document, applied.
+                _ => Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() }),
+            },
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
         }
     }
@@ -267,9 +269,6 @@ impl Namespace {
             (Node::Dir { .. }, Node::Dir { .. }) => {
                 Err(VfsError::new(libc::EXDEV, "rename across buckets: copy and delete instead"))
             }
-            // Renaming generated files (an editor's backup of a .meta file,
-            // say) changes nothing in Google.
-            (Node::MetaDir { .. }, Node::MetaDir { .. }) => Ok(()),
             _ => Err(VfsError::new(libc::EXDEV, format!("{from}/{name} cannot be renamed to {to}/{new_name}"))),
         }
     }

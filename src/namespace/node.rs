@@ -253,7 +253,7 @@ impl Node {
     /// files: all of BigQuery and Pub/Sub, and an object's `.meta/` document.
     pub fn holds_documents(&self) -> bool {
         matches!(self.service(), Some(Service::BigQuery | Service::PubSub))
-            || matches!(self, Node::ObjectMeta { .. } | Node::BucketMeta { .. })
+            || matches!(self, Node::ObjectMeta { .. } | Node::BucketMeta { .. } | Node::Scratch { .. })
     }
 
     /// A subscription's `_stream` or `_stream.jsonl`.

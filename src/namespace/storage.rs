@@ -68,7 +68,12 @@ impl Namespace {
                     return Ok(self.bucket_meta_entry(project, &meta));
                 }
                 let Some(object) = name.strip_suffix(META_SUFFIX).filter(|o| unusable_segment(o).is_none()) else {
-                    return Err(missing());
+                    // An editor's scratch file (sed -i, vim), while it lasts.
+                    let scratch = Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() };
+                    return match self.local.stat(&scratch) {
+                        Some((size, mtime)) => Ok(self.entry(scratch, size, mtime)),
+                        None => Err(missing()),
+                    };
                 };
                 let full = format!("{prefix}{object}");
                 let node = Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
