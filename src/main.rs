@@ -106,13 +106,14 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
-    let mount = ciofs_frontends::fuse::mount(namespace, &args.mountpoint, &options)
+    let mount = ciofs_frontends::fuse::mount(namespace.clone(), &args.mountpoint, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
     let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir(), &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
     serve_until_unmounted(Some(mount), &canonical).await;
+    let _logged = namespace.settle().await;
     Ok(())
 }
 
@@ -255,7 +256,7 @@ impl NfsService {
     /// Stops serving; what NFS clients wrote and did not go up yet goes up now.
     async fn stop(self) {
         self.server.abort();
-        self.namespace.commit_idle(std::time::Duration::ZERO).await;
+        let _logged = self.namespace.settle().await;
     }
 }
 
@@ -384,6 +385,11 @@ async fn import(args: ImportArgs) -> Result<(), String> {
             let on_conflict = options.on_conflict;
             summary.failed =
                 import::apply(&namespace, &runtime, &project, &file, &planned, on_conflict, &progress, &mut report)?;
+            // What waits for settings the archive did not have is made now.
+            for (path, error) in runtime.block_on(namespace.settle()) {
+                report(&path, &format!("failed: {error}"));
+                summary.failed += 1;
+            }
         }
         Ok::<_, String>((summary, blocked, options.dry_run))
     })

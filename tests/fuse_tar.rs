@@ -388,6 +388,17 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
     assert!(plan.contains("unknown top-level directory \"secrets\""), "{plan}");
     assert!(plan.contains("only directories and regular files"), "{plan}");
     assert!(plan.contains("absolute path"), "{plan}");
+
+    // A hand-made archive of bare directories: the dataset and the bucket
+    // have no settings to wait for, and are made before the import ends.
+    let hand_bucket = format!("hand-{pid}");
+    ok(&format!(
+        "mkdir -p {w}/hand/p/bigquery/hand_ds {w}/hand/p/storage/{hand_bucket} && tar cf {w}/hand.tar -C {w}/hand p"
+    ));
+    let (hand_ok, plan) = run(&["import", "--project", &target, &format!("{w}/hand.tar")]);
+    assert!(hand_ok, "{plan}");
+    assert!(get_json(&format!("{}/datasets/hand_ds", bq_of(&target))).is_some(), "{plan}");
+    assert!(get_json(&format!("{}/storage/v1/b/{hand_bucket}", gcs.url())).is_some(), "{plan}");
 }
 
 /// An archive is read twice, never held: importing one that holds a 96 MiB

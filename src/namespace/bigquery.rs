@@ -22,10 +22,10 @@ use ciofs_backends::bigquery::{
 };
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
-use super::Namespace;
 use super::cache::Timed;
 use super::listing::all_pages;
 use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
+use super::{Namespace, PendingDue};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
 use crate::documents::bigquery::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
@@ -667,23 +667,27 @@ impl Namespace {
     }
 
     /// Creates, with BigQuery's defaults, the pending datasets that waited
-    /// long enough for their `_dataset.json` (called periodically).
-    pub(super) async fn create_due_datasets(&self) {
+    /// long enough for their `_dataset.json` (called periodically), or all.
+    pub(super) async fn create_due_datasets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let due: Vec<(String, String)> = {
             let pending = self.bigquery.pending_datasets();
-            pending.iter().filter(|(_, p)| p.since.elapsed() >= PENDING_DATASET_WAIT).map(|(k, _)| k.clone()).collect()
+            let due = |p: &PendingDataset| which == PendingDue::All || p.since.elapsed() >= PENDING_DATASET_WAIT;
+            pending.iter().filter(|(_, p)| due(p)).map(|(k, _)| k.clone()).collect()
         };
+        let mut failed = Vec::new();
         for (project, dataset) in due {
             let document = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
-            if self.local.stat(&document).is_some() {
+            if which != PendingDue::All && self.local.stat(&document).is_some() {
                 // Being written (over NFS it applies after a quiet second).
                 continue;
             }
             if let Err(e) = self.create_pending_dataset(&project, &dataset, &DatasetSettings::default()).await {
-                let dir = Node::Dataset { project, dataset };
-                self.error_log.record(&dir.to_string(), e.errno(), e.message());
+                let dir = Node::Dataset { project, dataset }.to_string();
+                self.error_log.record(&dir, e.errno(), e.message());
+                failed.push((dir, e));
             }
         }
+        failed
     }
 
     /// Before a journaled edit of an earlier run is applied: a table that

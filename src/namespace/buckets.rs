@@ -15,10 +15,10 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketChange, BucketMeta, BucketSettings};
 use ciofs_frontends::{VfsError, VfsResult};
 
-use super::Namespace;
 use super::cache::{Known, key};
 use super::node::{BUCKET_META, Node};
 use super::object_meta::map_change;
+use super::{Namespace, PendingDue};
 use crate::documents::parse_bucket_document;
 use crate::errors::vfs_error;
 use crate::rules::{label_problems, refuse_if_any};
@@ -135,28 +135,31 @@ impl Namespace {
     }
 
     /// Creates, with Cloud Storage's defaults, the pending buckets that
-    /// waited long enough for their settings (called periodically).
-    pub(super) async fn create_due_buckets(&self) {
+    /// waited long enough for their settings (called periodically), or all.
+    pub(super) async fn create_due_buckets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let due: Vec<(String, String)> = {
             let pending = self.pending_buckets.lock();
             pending
                 .iter()
-                .filter(|(_, p)| p.since.elapsed() >= PENDING_WAIT)
+                .filter(|(_, p)| which == PendingDue::All || p.since.elapsed() >= PENDING_WAIT)
                 .map(|(name, p)| (name.clone(), p.project.clone()))
                 .collect()
         };
+        let mut failed = Vec::new();
         for (bucket, project) in due {
             let document = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
-            if self.local.stat(&document).is_some() {
+            if which != PendingDue::All && self.local.stat(&document).is_some() {
                 // Its settings are being written (over NFS they apply after
                 // a quiet second): they create it.
                 continue;
             }
             if let Err(e) = self.ensure_bucket(&bucket).await {
-                let dir = Node::Dir { project, bucket, prefix: String::new() };
-                self.error_log.record(&dir.to_string(), e.errno(), e.message());
+                let dir = Node::Dir { project, bucket, prefix: String::new() }.to_string();
+                self.error_log.record(&dir, e.errno(), e.message());
+                failed.push((dir, e));
             }
         }
+        failed
     }
 
     /// A `.meta/_bucket.json` written (edits.rs calls this at close, or

@@ -53,6 +53,18 @@ use self::write::Staged;
 
 pub use self::inodes::path_hash;
 
+/// Which of the resources `mkdir` made, still waiting for their settings,
+/// to create now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PendingDue<'a> {
+    /// Those that waited long enough.
+    Waited,
+    /// This one subscription (project, name): its stream is read.
+    Subscription(&'a str, &'a str),
+    /// All of them.
+    All,
+}
+
 /// How the tree looks to users; set from the command line.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -748,9 +760,26 @@ impl Namespace {
         }
         self.apply_idle_edits(idle).await;
         self.pubsub.tend_stream_logs().await;
-        self.create_due_subscriptions(None).await;
-        self.create_due_buckets().await;
-        self.create_due_datasets().await;
+        // Failures are in `.ciofs/errors`.
+        self.create_due_subscriptions(PendingDue::Waited).await;
+        self.create_due_buckets(PendingDue::Waited).await;
+        self.create_due_datasets(PendingDue::Waited).await;
+    }
+
+    /// Before the process ends (unmount, NFS stop, the end of an import):
+    /// what was written without a close goes up, and the buckets, datasets
+    /// and subscriptions that `mkdir` made and that still wait for their
+    /// settings are created with what is known. What could not be created
+    /// (each path, and why).
+    pub async fn settle(&self) -> Vec<(String, VfsError)> {
+        self.commit_idle(Duration::ZERO).await;
+        let mut failed = self.create_due_buckets(PendingDue::All).await;
+        failed.extend(self.create_due_datasets(PendingDue::All).await);
+        failed.extend(self.create_due_subscriptions(PendingDue::All).await);
+        for (path, error) in &failed {
+            tracing::warn!(path, %error, "not created");
+        }
+        failed
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.

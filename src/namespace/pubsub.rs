@@ -16,7 +16,6 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta};
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
-use super::Namespace;
 use super::cache::Timed;
 use super::listing::all_pages;
 use super::node::{
@@ -24,6 +23,7 @@ use super::node::{
 };
 use super::stream::StreamReader;
 use super::stream_log::{StreamLog, StreamLogs};
+use super::{Namespace, PendingDue};
 use crate::documents::pubsub::{
     parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
 };
@@ -195,7 +195,8 @@ impl Namespace {
             return Ok(None);
         }
         if self.pubsub.pending_topic(project, subscription).is_some() {
-            self.create_due_subscriptions(Some((project, subscription))).await;
+            let _reported_in_the_error_log =
+                self.create_due_subscriptions(PendingDue::Subscription(project, subscription)).await;
         }
         self.subscription_of(project, topic, subscription).await?;
         let json = *file == SubscriptionFile::StreamJson;
@@ -423,13 +424,15 @@ impl Namespace {
     /// Creates, with default settings, the pending subscriptions whose
     /// config.json did not come within `PENDING_WAIT` (called periodically),
     /// or the one named now (its stream is used).
-    pub(super) async fn create_due_subscriptions(&self, now_for: Option<(&str, &str)>) {
+    pub(super) async fn create_due_subscriptions(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let due: Vec<(Node, Option<SubscriptionSettings>, Instant)> = self
             .pubsub
             .pending()
             .iter()
-            .filter(|(key, pending)| {
-                pending.since.elapsed() >= PENDING_WAIT || now_for.is_some_and(|(p, s)| key.0 == p && key.1 == s)
+            .filter(|(key, pending)| match which {
+                PendingDue::Waited => pending.since.elapsed() >= PENDING_WAIT,
+                PendingDue::Subscription(p, s) => key.0 == p && key.1 == s,
+                PendingDue::All => true,
             })
             .map(|((project, subscription), pending)| {
                 let node = Node::Subscription {
@@ -440,6 +443,7 @@ impl Namespace {
                 (node, pending.settings.clone(), pending.since)
             })
             .collect();
+        let mut failed = Vec::new();
         for (node, settings, since) in due {
             let Node::Subscription { project, topic, subscription } = &node else { continue };
             let config = Node::SubscriptionFile {
@@ -448,7 +452,7 @@ impl Namespace {
                 subscription: subscription.clone(),
                 file: SubscriptionFile::Config,
             };
-            if now_for.is_none() && self.local.stat(&config).is_some() {
+            if which == PendingDue::Waited && self.local.stat(&config).is_some() {
                 // Its config.json is being written (over NFS it applies
                 // after a quiet second): that creates it.
                 continue;
@@ -456,13 +460,19 @@ impl Namespace {
             let waits_for_topic = settings.as_ref().is_some_and(|s| s.dead_letter_policy.is_some());
             match self.create_pending(project, subscription, &settings.unwrap_or_default()).await {
                 Ok(()) => {}
-                Err(e) if e.errno() == libc::ENOENT && waits_for_topic && since.elapsed() < DEAD_LETTER_WAIT => {}
+                Err(e)
+                    if e.errno() == libc::ENOENT
+                        && waits_for_topic
+                        && which != PendingDue::All
+                        && since.elapsed() < DEAD_LETTER_WAIT => {}
                 Err(e) => {
                     self.pubsub.pending().remove(&(project.clone(), subscription.clone()));
                     self.error_log.record(&node.to_string(), e.errno(), e.message());
+                    failed.push((node.to_string(), e));
                 }
             }
         }
+        failed
     }
 
     /// `rmdir` of a topic deletes it (its subscriptions stay, detached, as in
