@@ -54,7 +54,8 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
     put_json(
         &format!("{}/subscriptions/{main}-filtered", pubsub_url()),
         json!({"topic": format!("projects/{PROJECT}/topics/{main}"), "filter": "attributes.kind = \"order\"",
-               "deadLetterPolicy": {"deadLetterTopic": format!("projects/{PROJECT}/topics/{dead}"), "maxDeliveryAttempts": 7}}),
+               "deadLetterPolicy": {"deadLetterTopic": format!("projects/{PROJECT}/topics/{dead}"), "maxDeliveryAttempts": 7},
+               "retryPolicy": {"minimumBackoff": "5s", "maximumBackoff": "300s"}}),
     );
 
     let (bucket, copied) = (format!("{prefix}-src"), format!("{prefix}-dst"));
@@ -125,6 +126,8 @@ fn tar_c_of_bigquery_and_pubsub_then_tar_x_into_another_project_recreates_them()
         "rewritten to the target project"
     );
     assert_eq!(policy["maxDeliveryAttempts"], 7);
+    let retry = &filtered["retryPolicy"];
+    assert_eq!((&retry["minimumBackoff"], &retry["maximumBackoff"]), (&json!("5s"), &json!("300s")), "{filtered}");
 
     // The second extraction changed nothing, and nothing was published.
     let again = bq(&target, &format!("/datasets/{dataset}/tables/orders"));
