@@ -118,3 +118,22 @@ async fn a_bucket_document_changes_labels_and_versioning_but_not_the_location() 
     assert_eq!(bad_label, Err(libc::EINVAL));
     assert_eq!(gcs.calls.update_bucket.load(Ordering::SeqCst), 1, "refusals send nothing");
 }
+
+/// Bucket names are global: another project's bucket is neither seen nor
+/// written nor removed through this project's `storage/` (`tar x` of an
+/// export into it fails instead of writing into the source).
+#[tokio::test]
+async fn another_project_s_bucket_is_not_in_this_one() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.add_bucket_of("other", "theirs");
+    gcs.put_object("theirs", "f", "x");
+    let ns = namespace(&gcs);
+    let storage = walk(&ns, "p/storage").await;
+    assert_eq!(ns.lookup(storage, "theirs").await.unwrap_err().errno(), libc::ENOENT);
+    assert!(names(&ns, storage).await.is_empty());
+    assert_eq!(ns.mkdir(storage, "theirs", 0o755).await.unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(ns.rmdir(storage, "theirs").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(gcs.object_data("theirs", "f").as_deref(), Some(&b"x"[..]));
+    gcs.add_bucket_of("p", "mine");
+    assert!(ns.lookup(storage, "mine").await.is_ok(), "one of this project's, made elsewhere since");
+}

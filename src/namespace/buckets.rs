@@ -116,6 +116,7 @@ impl Namespace {
         match self.gcs.create_bucket(&project, bucket, settings).await {
             Ok(meta) => {
                 self.pending_buckets.remove(bucket);
+                self.project_buckets.forget(&project);
                 self.cache.put(key(bucket, ""), Known::Bucket(Arc::new(meta)));
                 tracing::info!(project, bucket, "bucket created");
                 Ok(())

@@ -253,6 +253,10 @@ pub struct Namespace {
     options: Options,
     inodes: InodeTable,
     cache: MetaCache,
+    /// The names of each project's buckets: bucket names are global, and a
+    /// bucket of another project must not show (or take writes) in this
+    /// one's `storage/`.
+    project_buckets: cache::Timed<String, Arc<std::collections::HashSet<String>>>,
     streams: DirStreams,
     handles: Mutex<HashMap<Fh, Handle>>,
     next_fh: AtomicU64,
@@ -295,6 +299,7 @@ impl Namespace {
 
     fn with_inodes(projects: Vec<String>, services: Services, options: Options, inodes: InodeTable) -> Self {
         let cache = MetaCache::new(options.metadata_ttl);
+        let options_ttl = options.metadata_ttl;
         Self {
             projects,
             gcs: services.gcs,
@@ -308,6 +313,7 @@ impl Namespace {
             options,
             inodes,
             cache,
+            project_buckets: cache::Timed::new(options_ttl),
             streams: DirStreams::default(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),

@@ -155,9 +155,13 @@ impl Namespace {
     pub(super) async fn remove_dir(&self, dir: &Node, name: &str) -> VfsResult<()> {
         check_name_length(name)?;
         match dir {
-            Node::Service { service: Service::Storage, .. } => {
+            Node::Service { project, service: Service::Storage } => {
                 if self.has_local_files(name, "") {
                     return Err(VfsError::new(libc::ENOTEMPTY, format!("bucket {name} holds files being written")));
+                }
+                // NFS names the bucket without a lookup: only this project's.
+                if !self.is_bucket_of(project, name).await? {
+                    return Err(VfsError::not_found(format!("{dir}/{name}")));
                 }
                 if self.pending_buckets.remove(name) {
                     return Ok(());
@@ -169,6 +173,7 @@ impl Namespace {
                 }
                 self.gcs.delete_bucket(name).await.map_err(vfs_error)?;
                 self.cache.put(key(name, ""), Known::Absent);
+                self.project_buckets.forget(project);
                 Ok(())
             }
             // `rm -r` removes `.meta` after its (generated) files: nothing to do.

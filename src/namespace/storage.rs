@@ -29,6 +29,9 @@ impl Namespace {
         let missing = || VfsError::not_found(format!("{dir}/{name}"));
         match dir {
             Node::Service { project, service: Service::Storage } => {
+                if !self.is_bucket_of(project, name).await? {
+                    return Err(missing());
+                }
                 let bucket = self.bucket_meta(name).await?;
                 Ok(self.bucket_entry(project, &bucket))
             }
@@ -180,6 +183,43 @@ impl Namespace {
                 Ok((documents::bucket_document(&meta).into(), mtime))
             }
             _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+        }
+    }
+
+    /// Whether `bucket` belongs to `project` (or waits to be made in it),
+    /// by a listing of the project's buckets kept for the metadata TTL. A
+    /// name it lacks that exists after all (made since) lists again.
+    pub(super) async fn is_bucket_of(&self, project: &str, bucket: &str) -> VfsResult<bool> {
+        if self.pending_buckets.contains(bucket) {
+            return Ok(self.pending_buckets.of_project(project).iter().any(|b| b.name == bucket));
+        }
+        if let Some(names) = self.project_buckets.get(&project.to_string()) {
+            if names.contains(bucket) {
+                return Ok(true);
+            }
+            match self.bucket_meta(bucket).await {
+                Err(e) if e.errno() == libc::ENOENT => return Ok(false),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        let names: HashSet<String> = self.list_project_buckets(project).await?.into_iter().map(|b| b.name).collect();
+        let known = names.contains(bucket);
+        self.project_buckets.put(project.to_string(), Arc::new(names));
+        Ok(known)
+    }
+
+    /// All of a project's buckets (every page).
+    async fn list_project_buckets(&self, project: &str) -> VfsResult<Vec<BucketMeta>> {
+        let mut buckets = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
+            buckets.extend(page.buckets);
+            token = page.next_page_token;
+            if token.is_none() {
+                return Ok(buckets);
+            }
         }
     }
 
@@ -373,17 +413,9 @@ impl Namespace {
     /// All of a project's buckets at once, in name order: a project has few,
     /// and fake-gcs-server lists them in no order, so pages cannot stream.
     async fn fetch_buckets(&self, project: &str, stream: &mut DirStream) -> VfsResult<()> {
-        let mut buckets = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
-            buckets.extend(page.buckets);
-            token = page.next_page_token;
-            if token.is_none() {
-                break;
-            }
-        }
+        let mut buckets = self.list_project_buckets(project).await?;
         let listed: HashSet<String> = buckets.iter().map(|b| b.name.clone()).collect();
+        self.project_buckets.put(project.to_string(), Arc::new(listed.clone()));
         buckets.extend(self.pending_buckets.of_project(project).into_iter().filter(|b| !listed.contains(&b.name)));
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
         for bucket in buckets {

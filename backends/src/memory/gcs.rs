@@ -77,6 +77,9 @@ impl CallCounts {
 #[derive(Default)]
 struct Bucket {
     meta: BucketMeta,
+    /// The project it belongs to; empty: listed in every project (as
+    /// fake-gcs-server lists every bucket).
+    project: String,
     objects: BTreeMap<String, (ObjectMeta, Bytes)>,
 }
 
@@ -97,9 +100,17 @@ impl MemoryGcs {
         Self::default()
     }
 
+    /// A bucket listed in every project.
     pub fn add_bucket(&self, name: &str) {
+        self.add_bucket_of("", name);
+    }
+
+    /// A bucket of `project` only.
+    pub fn add_bucket_of(&self, project: &str, name: &str) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        buckets.entry(name.to_string()).or_default().meta = new_bucket_meta(name);
+        let bucket = buckets.entry(name.to_string()).or_default();
+        bucket.meta = new_bucket_meta(name);
+        bucket.project = project.to_string();
     }
 
     /// Stores an object (creating its bucket if needed) with a new generation,
@@ -229,7 +240,7 @@ fn check_generation(what: &str, current: Option<i64>, expected: Option<i64>) -> 
 impl ObjectStore for MemoryGcs {
     async fn list_buckets(
         &self,
-        _project: &str,
+        project: &str,
         page_token: Option<String>,
         page_size: u32,
     ) -> BackendResult<BucketPage> {
@@ -238,7 +249,7 @@ impl ObjectStore for MemoryGcs {
         let after = page_token.unwrap_or_default();
         let mut page: Vec<BucketMeta> = buckets
             .values()
-            .filter(|b| b.meta.name > after)
+            .filter(|b| b.meta.name > after && (b.project.is_empty() || b.project == project))
             .take(page_size as usize + 1)
             .map(|b| b.meta.clone())
             .collect();
@@ -391,7 +402,7 @@ impl ObjectStore for MemoryGcs {
 
     async fn create_bucket(
         &self,
-        _project: &str,
+        project: &str,
         bucket: &str,
         settings: &BucketSettings,
     ) -> BackendResult<BucketMeta> {
@@ -405,7 +416,8 @@ impl ObjectStore for MemoryGcs {
         meta.storage_class = settings.storage_class.clone().unwrap_or(meta.storage_class);
         meta.labels = settings.labels.clone();
         meta.versioning = settings.versioning;
-        buckets.insert(bucket.to_string(), Bucket { meta: meta.clone(), objects: BTreeMap::new() });
+        let project = project.to_string();
+        buckets.insert(bucket.to_string(), Bucket { meta: meta.clone(), project, objects: BTreeMap::new() });
         Ok(meta)
     }
 
