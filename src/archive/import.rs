@@ -377,6 +377,11 @@ fn compare_object<V: Vfs + ?Sized>(
     if same { Action::Unchanged } else { Action::Conflict("the object exists with other content".to_string()) }
 }
 
+/// Whether `entry` is a bucket's directory (`storage/BUCKET`).
+fn is_bucket_dir(entry: &Entry) -> bool {
+    entry.dir && entry.path.starts_with("storage/") && entry.path.matches('/').count() == 1
+}
+
 /// Whether `parts` names an object's `.meta/` document.
 fn is_object_document(parts: &[&str]) -> bool {
     parts[0] == "storage"
@@ -459,19 +464,38 @@ pub fn apply<V: Vfs + ?Sized>(
     let mut archive = open_archive(path)?;
     let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
     let mut failed = 0;
+    // Buckets whose names another project has: what goes in them is not
+    // written (the plan could not know: they are not this project's).
+    let mut taken: Vec<String> = Vec::new();
     for (index, entry) in entries.enumerate() {
         let Some(item) = todo.next_if(|item| item.entry.index == index) else { continue };
         let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
         progress.set_message(item.entry.path.clone());
-        let written = match item.entry.object {
-            Some(_) => write_entry(vfs, runtime, root, &item.entry, &mut entry),
-            None => write_entry(vfs, runtime, root, &item.entry, &mut &item.entry.data[..]),
-        };
-        if let Err(e) = written {
-            failed += 1;
-            progress.suspend(|| report(&item.entry.path, &format!("failed: {e}")));
-        }
         progress.inc(1);
+        if taken.iter().any(|bucket| item.entry.path.starts_with(&format!("{bucket}/"))) {
+            failed += 1;
+            continue;
+        }
+        // A bucket planned as new that exists is another project's.
+        let must_be_new = item.action == Action::Create && is_bucket_dir(&item.entry);
+        let written = match item.entry.object {
+            Some(_) => write_entry(vfs, runtime, root, &item.entry, false, &mut entry),
+            None => write_entry(vfs, runtime, root, &item.entry, must_be_new, &mut &item.entry.data[..]),
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if e.errno() == libc::EEXIST && must_be_new => {
+                failed += 1;
+                taken.push(item.entry.path.clone());
+                let bucket = item.entry.path.trim_start_matches("storage/");
+                let why = format!("conflict: bucket {bucket} exists in another project (--map-bucket {bucket}=NEW)");
+                progress.suspend(|| report(&item.entry.path, &why));
+            }
+            Err(e) => {
+                failed += 1;
+                progress.suspend(|| report(&item.entry.path, &format!("failed: {e}")));
+            }
+        }
     }
     progress.finish_and_clear();
     if let Some(item) = todo.next() {
@@ -480,13 +504,15 @@ pub fn apply<V: Vfs + ?Sized>(
     Ok(failed)
 }
 
-/// Makes `entry` in the target: a directory, or a file with the bytes of
-/// `content`, written in pieces.
+/// Makes `entry` in the target: a directory (one that exists will do,
+/// unless `must_be_new`), or a file with the bytes of `content`, written in
+/// pieces.
 fn write_entry<V: Vfs + ?Sized>(
     vfs: &Arc<V>,
     runtime: &Handle,
     root: Ino,
     entry: &Entry,
+    must_be_new: bool,
     content: &mut dyn Read,
 ) -> Result<(), VfsError> {
     let parts: Vec<&str> = entry.path.split('/').collect();
@@ -497,7 +523,7 @@ fn write_entry<V: Vfs + ?Sized>(
     }
     if entry.dir {
         return match runtime.block_on(vfs.mkdir(dir, name, 0o755)) {
-            Err(e) if e.errno() == libc::EEXIST => Ok(()),
+            Err(e) if e.errno() == libc::EEXIST && !must_be_new => Ok(()),
             made => made.map(drop),
         };
     }
@@ -582,5 +608,63 @@ mod tests {
         assert!(
             matches!(compare_documents("schema.json", old_schema, &dropped), Action::Conflict(why) if why.contains('b'))
         );
+    }
+
+    /// An archive of `(path, content)` entries (None: a directory) in a
+    /// file of `dir`.
+    fn archive(dir: &Path, entries: &[(&str, Option<&[u8]>)]) -> std::path::PathBuf {
+        let path = dir.join("a.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (name, content) in entries {
+            let mut header = tar::Header::new_gnu();
+            match content {
+                Some(data) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(data.len() as u64);
+                    header.set_mode(0o644);
+                    builder.append_data(&mut header, name, *data).unwrap();
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    builder.append_data(&mut header, name, std::io::empty()).unwrap();
+                }
+            }
+        }
+        builder.finish().unwrap();
+        path
+    }
+
+    /// Names are global: an archive's bucket that exists in another project
+    /// is reported as a conflict and nothing goes into it.
+    #[test]
+    fn a_bucket_of_another_project_takes_nothing_and_is_a_conflict() {
+        use ciofs_backends::memory::{MemoryBigQuery, MemoryGcs, MemoryPubSub};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let gcs = Arc::new(MemoryGcs::new());
+        gcs.add_bucket_of("other", "theirs");
+        let services = crate::namespace::Services {
+            gcs: gcs.clone(),
+            bigquery: Arc::new(MemoryBigQuery::new()),
+            pubsub: Arc::new(MemoryPubSub::new()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("staging");
+        let options = crate::namespace::Options { staging_dir: staging, ..Default::default() };
+        let _entered = runtime.enter();
+        let ns = Arc::new(crate::namespace::Namespace::new(vec!["q".to_string()], services, options));
+        let path = archive(dir.path(), &[("p/storage/theirs", None), ("p/storage/theirs/f.txt", Some(b"mine"))]);
+        let import = ImportOptions { dry_run: false, on_conflict: OnConflict::Skip, map_bucket: Vec::new() };
+        let mut planned = read_archive(&path, &import).unwrap();
+        plan(&ns, runtime.handle(), "q", &mut planned).unwrap();
+        let mut said = Vec::new();
+        let mut report = |path: &str, what: &str| said.push(format!("{path}: {what}"));
+        let progress = ProgressBar::hidden();
+        let failed = apply(&ns, runtime.handle(), "q", &path, &planned, OnConflict::Skip, &progress, &mut report);
+        assert_eq!(failed, Ok(2), "{said:?}");
+        assert_eq!(said.len(), 1, "one line for the bucket: {said:?}");
+        assert!(said[0].contains("exists in another project"), "{said:?}");
+        assert_eq!(gcs.object_data("theirs", "f.txt"), None, "nothing written into their bucket");
     }
 }

@@ -400,12 +400,7 @@ impl ObjectStore for MemoryGcs {
         })
     }
 
-    async fn create_bucket(
-        &self,
-        project: &str,
-        bucket: &str,
-        settings: &BucketSettings,
-    ) -> BackendResult<BucketMeta> {
+    async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
         self.call(Op::CreateBucket)?;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.contains_key(bucket) {
