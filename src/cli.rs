@@ -114,6 +114,10 @@ pub struct MountArgs {
     /// Log file of a background mount (default: in the state directory).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Show the configuration only: no object files, their `.meta/`
+    /// documents kept (`tar c` of it is a configuration-only export).
+    #[arg(long)]
+    pub config_only: bool,
     /// Internal: the file descriptor on which a re-executed daemon reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -126,6 +130,9 @@ pub struct ServeNfsArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:2049")]
     pub listen: String,
+    /// Show the configuration only, as `mount --config-only` does.
+    #[arg(long)]
+    pub config_only: bool,
     /// Internal: the file descriptor on which a re-executed server reports its port.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -151,6 +158,7 @@ impl TreeArgs {
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             staging_dir: self.state_dir().join("staging"),
             rename_limit: self.rename_limit,
+            config_only: false,
         }
     }
 

@@ -69,7 +69,7 @@ fn mount_in_background(args: &MountArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn namespace(tree: &TreeArgs, journal: Option<&Path>) -> Result<Arc<Namespace>, String> {
+async fn namespace(tree: &TreeArgs, journal: Option<&Path>, config_only: bool) -> Result<Arc<Namespace>, String> {
     let gcs =
         GoogleGcs::connect(GcsConfig::from_env()).await.map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
     let bigquery =
@@ -78,10 +78,11 @@ async fn namespace(tree: &TreeArgs, journal: Option<&Path>) -> Result<Arc<Namesp
         GooglePubSub::connect(PubSubConfig::from_env()).await.map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
+    let options = ciofs::namespace::Options { config_only, ..tree.options() };
     let namespace = match journal {
-        Some(journal) => Namespace::persistent(projects, services, tree.options(), journal)
+        Some(journal) => Namespace::persistent(projects, services, options, journal)
             .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
-        None => Namespace::new(projects, services, tree.options()),
+        None => Namespace::new(projects, services, options),
     };
     Ok(Arc::new(namespace))
 }
@@ -102,7 +103,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // Resolved before mounting: a stat of our own mount point from the
     // daemon would wait on the daemon.
     let canonical = canonical(&args.mountpoint)?;
-    let namespace = namespace(&args.tree, None).await?;
+    let namespace = namespace(&args.tree, None, args.config_only).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
@@ -161,7 +162,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let canonical = canonical(&args.mountpoint)?;
-    let (service, address) = NfsService::start(&args.tree, "127.0.0.1:0").await?;
+    let (service, address) = NfsService::start(&args.tree, "127.0.0.1:0", args.config_only).await?;
     let port = address.port();
     let target = canonical.clone();
     // The mount command talks to our own server: keep it off the runtime.
@@ -210,7 +211,7 @@ fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
-    let (service, address) = match NfsService::start(&args.tree, &args.listen).await {
+    let (service, address) = match NfsService::start(&args.tree, &args.listen, args.config_only).await {
         Ok(started) => started,
         Err(error) => {
             ready.failed(&error);
@@ -235,8 +236,8 @@ struct NfsService {
 }
 
 impl NfsService {
-    async fn start(tree: &TreeArgs, listen: &str) -> Result<(Self, std::net::SocketAddr), String> {
-        let namespace = namespace(tree, Some(&nfs_journal(tree))).await?;
+    async fn start(tree: &TreeArgs, listen: &str, config_only: bool) -> Result<(Self, std::net::SocketAddr), String> {
+        let namespace = namespace(tree, Some(&nfs_journal(tree)), config_only).await?;
         namespace.resume_journaled_uploads().await;
         namespace.resume_journaled_edits().await;
         // Ends by itself when the namespace goes.
@@ -290,7 +291,8 @@ async fn export(args: ExportArgs) -> Result<(), String> {
         return Err("export takes exactly one --project".to_string());
     };
     let project = project.clone();
-    let namespace = namespace(&args.tree, None).await?;
+    // Configuration only: the tree a `--config-only` mount shows.
+    let namespace = namespace(&args.tree, None, args.config_only).await?;
     let partial = args.file.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let name = args.file.to_string_lossy().to_string();
@@ -301,7 +303,7 @@ async fn export(args: ExportArgs) -> Result<(), String> {
         indicatif::ProgressBar::hidden()
     };
     let runtime = tokio::runtime::Handle::current();
-    let options = ciofs::archive::ExportOptions { config_only: args.config_only, progress };
+    let options = ciofs::archive::ExportOptions { progress };
     let exported = tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::new(file);
         if gzip {
@@ -353,7 +355,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
         return Err("import takes exactly one --project".to_string());
     };
     let project = project.clone();
-    let namespace = namespace(&args.tree, None).await?;
+    let namespace = namespace(&args.tree, None, false).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let file = args.file.clone();

@@ -220,6 +220,18 @@ fn ciofs_export_matches_tar_c_of_the_mount_and_is_deterministic() {
     ok(&format!(
         "mkdir {w}/x {w}/y && tar xf {w}/one.tar -C {w}/x && tar xf {w}/mount.tar -C {w}/y && diff -r {w}/x {w}/y"
     ));
+    // A --config-only mount: `tar c` of it is `ciofs export --config-only`.
+    let config_mount =
+        FuseMount::start_with_env(&["--project", &source, "--config-only"], &[("STORAGE_EMULATOR_HOST", &gcs_host)]);
+    let config_root = config_mount.path("").display().to_string();
+    ok(&format!("tar cf {w}/mount-config.tar -C {config_root} {source}"));
+    assert_eq!(ok(&format!("tar tvf {w}/config.tar")), ok(&format!("tar tvf {w}/mount-config.tar")));
+    ok(&format!(
+        "mkdir {w}/cx {w}/cy && tar xf {w}/config.tar -C {w}/cx && tar xf {w}/mount-config.tar -C {w}/cy && diff -r {w}/cx {w}/cy"
+    ));
+    let refused = sh(&format!("/bin/echo x > {config_root}/{source}/storage/{bucket}/new.txt"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Read-only"), "{refused:?}");
+    drop(config_mount);
     assert!(
         ok(&format!("tar tf {w}/one.tar"))
             .contains(&format!("{source}/pubsub/topics/events/subscriptions/events-sub/_stream"))

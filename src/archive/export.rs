@@ -30,11 +30,9 @@ pub struct ExportSummary {
     pub bytes: u64,
 }
 
-/// What to export and how to show progress.
+/// How to show an export's progress. (A configuration-only export walks
+/// a namespace made with `Options::config_only`.)
 pub struct ExportOptions {
-    /// Leave out the objects' contents (their `.meta/` documents stay): a
-    /// configuration-only archive.
-    pub config_only: bool,
     pub progress: ProgressBar,
 }
 
@@ -48,7 +46,7 @@ pub fn export_project<V: Vfs + ?Sized, W: Write>(
     out: W,
     options: ExportOptions,
 ) -> Result<(W, ExportSummary), String> {
-    let ExportOptions { config_only, progress } = options;
+    let ExportOptions { progress } = options;
     let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?;
     progress.set_style(
         ProgressStyle::with_template("{spinner} {pos} files, {bytes} {wide_msg}")
@@ -56,7 +54,7 @@ pub fn export_project<V: Vfs + ?Sized, W: Write>(
     );
     let tar = tar::Builder::new(out);
     let summary = ExportSummary::default();
-    let mut exporter = Exporter { vfs, runtime, tar, summary, progress, config_only };
+    let mut exporter = Exporter { vfs, runtime, tar, summary, progress };
     exporter.directory(&root, project)?;
     exporter.progress.finish_and_clear();
     let out = exporter.tar.into_inner().map_err(|e| format!("finishing the archive: {e}"))?;
@@ -69,7 +67,6 @@ struct Exporter<V: Vfs + ?Sized, W: Write> {
     tar: tar::Builder<W>,
     summary: ExportSummary,
     progress: ProgressBar,
-    config_only: bool,
 }
 
 impl<V: Vfs + ?Sized, W: Write> Exporter<V, W> {
@@ -83,7 +80,6 @@ impl<V: Vfs + ?Sized, W: Write> Exporter<V, W> {
             let child = format!("{path}/{}", entry.name);
             match entry.attr.kind {
                 FileKind::Directory => self.directory(&entry.attr, &child)?,
-                FileKind::File if self.config_only && is_object(&child) => {}
                 FileKind::File => self.file(&entry.attr, &child)?,
             }
         }
@@ -179,13 +175,6 @@ impl<V: Vfs + ?Sized> Read for VfsReader<'_, V> {
     }
 }
 
-/// Whether `path` (`P/storage/BUCKET/.../NAME`) is an object, not one of
-/// the `.meta/` documents.
-fn is_object(path: &str) -> bool {
-    let parts: Vec<&str> = path.split('/').collect();
-    parts.len() >= 4 && parts[1] == "storage" && parts[parts.len() - 2] != ".meta"
-}
-
 /// A GNU tar header as GNU tar writes one for a file owned by root.
 fn header(attr: &Attr, size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
@@ -209,19 +198,4 @@ fn vfs_error(path: &str, error: &VfsError) -> String {
 
 fn write_error(path: &str, error: &std::io::Error) -> String {
     format!("{path}: {error}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_object;
-
-    #[test]
-    fn objects_are_told_from_meta_documents() {
-        assert!(is_object("p/storage/b/a.txt"));
-        assert!(is_object("p/storage/b/dir/.meta.txt"));
-        assert!(!is_object("p/storage/b/.meta/a.txt.json"));
-        assert!(!is_object("p/storage/b/.meta/_bucket.json"));
-        assert!(!is_object("p/bigquery/ds/t/schema.json"));
-        assert!(!is_object("p/storage/b"));
-    }
 }

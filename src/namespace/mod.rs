@@ -81,6 +81,10 @@ pub struct Options {
     /// How many objects a directory rename moves at most (each is a copy
     /// and a delete; a larger tree is refused rather than half-moved).
     pub rename_limit: usize,
+    /// Show the configuration only: buckets and prefixes with their `.meta/`
+    /// documents, no object files (`tar c` of such a mount is what
+    /// `ciofs export --config-only` writes).
+    pub config_only: bool,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             metadata_ttl: Duration::from_secs(60),
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
+            config_only: false,
         }
     }
 }
@@ -498,6 +503,12 @@ impl Vfs for Namespace {
         let node = self.child_to_create(&dir, name)?;
         if node.holds_documents() {
             return self.doc_create(&dir, name).await;
+        }
+        if self.options.config_only && matches!(node, Node::Object { .. }) {
+            return Err(VfsError::new(
+                libc::EROFS,
+                format!("{node}: this mount shows configuration only (--config-only)"),
+            ));
         }
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);

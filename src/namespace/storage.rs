@@ -57,7 +57,7 @@ impl Namespace {
                         bucket: bucket.clone(),
                         prefix: format!("{full}/"),
                     })),
-                    Known::Object(meta) => Ok(self.object_entry(project, &meta)),
+                    Known::Object(meta) if !self.options.config_only => Ok(self.object_entry(project, &meta)),
                     _ => Err(missing()),
                 }
             }
@@ -522,6 +522,8 @@ impl Namespace {
                     tracing::warn!(bucket, name = %child_key, "object hidden by a directory of the same name");
                     continue;
                 }
+                // A configuration-only tree shows no objects.
+                (Child::Object(_), false) if self.options.config_only => continue,
                 (Child::Object(meta), false) => self.object_entry(project, meta),
                 (Child::Object(_), true) if prefix.is_empty() && format!("{name}{META_SUFFIX}") == BUCKET_META => {
                     tracing::warn!(bucket, "the document of object `_bucket` is hidden by .meta/_bucket.json");
