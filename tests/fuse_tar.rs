@@ -346,11 +346,35 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
         (&json!(25), &json!(format!("projects/{target}/topics/events")))
     );
 
-    // Again: everything unchanged, nothing written.
-    let (again, plan) = import(&[]);
-    assert!(again, "{plan}");
+    // Again: everything unchanged, and no write call to any service (what
+    // ciofs sends goes through recording proxies).
+    let emulator = |variable: &str| {
+        let host = std::env::var(variable).unwrap_or_else(|_| panic!("{variable} is not set"));
+        common::proxy::RecordingProxy::start(&host)
+    };
+    let proxies = [
+        ("STORAGE_EMULATOR_HOST", common::proxy::RecordingProxy::start(&gcs.url())),
+        ("BIGQUERY_EMULATOR_HOST", emulator("BIGQUERY_EMULATOR_HOST")),
+        ("PUBSUB_EMULATOR_HOST", emulator("PUBSUB_EMULATOR_HOST")),
+    ];
+    let output = ciofs()
+        .args(["import", "--project", &target, "--map-bucket", &mapping, &format!("{w}/p.tar")])
+        .env("CIOFS_STATE_DIR", format!("{w}/state"))
+        .envs(proxies.iter().map(|(name, proxy)| (*name, proxy.url())))
+        .output()
+        .expect("ciofs import runs");
+    let plan = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{plan}");
     assert!(plan.contains("0 to create, 0 to update"), "{plan}");
     assert!(!plan.contains("create ") && !plan.contains("update "), "{plan}");
+    for (service, proxy) in &proxies {
+        let sent = proxy.sent();
+        assert!(sent.contains("GET "), "{service}: the import read nothing through the proxy");
+        for write in ["POST ", "PUT ", "PATCH ", "DELETE "] {
+            let calls: Vec<&str> = sent.lines().filter(|line| line.starts_with(write)).collect();
+            assert!(calls.is_empty(), "{service}: a second import sent {calls:?}");
+        }
+    }
     let after = get_json(&format!("{}/datasets/ds/tables/t", bq_of(&target))).unwrap();
     assert_eq!(after["etag"], table["etag"]);
 
