@@ -358,7 +358,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
     let namespace = namespace(&args.tree, None, false).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
-    let file = args.file.clone();
+    let file = import::ArchiveFile::new(&args.file)?;
     let options = ImportOptions { dry_run: args.dry_run, on_conflict: args.on_conflict, map_bucket: args.map_bucket };
     let runtime = tokio::runtime::Handle::current();
     let outcome = tokio::task::spawn_blocking(move || {

@@ -6,9 +6,10 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -141,8 +142,15 @@ impl<V: Vfs> FuseAdapter<V> {
         let mut task = Box::pin(call(self.vfs.clone()).instrument(span));
         let _context = self.runtime.enter();
         let mut here = Context::from_waker(Waker::noop());
-        if task.as_mut().poll(&mut here).is_pending() {
-            self.runtime.spawn(task);
+        // A panic must cost this request only (its dropped reply answers
+        // EIO), not the session thread: fuser does not catch it, and the
+        // mount ends with its first thread.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut here))) {
+            Ok(Poll::Pending) => {
+                self.runtime.spawn(task);
+            }
+            Ok(Poll::Ready(())) => {}
+            Err(_) => tracing::error!(op, "the request panicked; answered EIO"),
         }
     }
 }

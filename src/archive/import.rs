@@ -122,6 +122,39 @@ const SERVICE_FIELDS: [&str; 16] = [
     "location_type",
 ];
 
+/// The archive file an import reads twice: a regular file (a pipe could
+/// not be read again), which must not change in between.
+pub struct ArchiveFile {
+    path: std::path::PathBuf,
+    /// Its size and modification time when planned.
+    stamp: (u64, Option<std::time::SystemTime>),
+}
+
+impl ArchiveFile {
+    pub fn new(path: &Path) -> Result<Self, String> {
+        Ok(Self { path: path.to_path_buf(), stamp: stamp(path)? })
+    }
+
+    /// Opens it again, unchanged since it was planned.
+    fn reopen(&self) -> Result<tar::Archive<Box<dyn Read>>, String> {
+        if stamp(&self.path)? != self.stamp {
+            return Err(format!("{}: the archive changed since it was planned; nothing applied", self.path.display()));
+        }
+        open_archive(&self.path)
+    }
+}
+
+fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{}: not a regular file (an import reads the archive twice): save it to a file first",
+            path.display()
+        ));
+    }
+    Ok((meta.len(), meta.modified().ok()))
+}
+
 /// Opens an archive, tar or gzip-compressed tar.
 fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -134,8 +167,8 @@ fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, String> {
 /// Reads an archive; entries that cannot be imported (links, absolute
 /// paths, `..`, unknown top-level directories, oversized documents) come
 /// back as invalid with the reason.
-pub fn read_archive(path: &Path, options: &ImportOptions) -> Result<Vec<Planned>, String> {
-    let mut archive = open_archive(path)?;
+pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<Planned>, String> {
+    let mut archive = file.reopen()?;
     let mut planned = Vec::new();
     let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
     for (index, entry) in entries.enumerate() {
@@ -438,14 +471,14 @@ pub fn summarize(planned: &[Planned]) -> ImportSummary {
 }
 
 /// Applies the plan's creates and updates (and conflicts, with
-/// `Overwrite`) in archive order, reading the archive at `path` again for
-/// the objects' bytes; what fails is counted and reported.
+/// `Overwrite`) in archive order, reading the archive again for the
+/// objects' bytes; what fails is counted and reported.
 #[allow(clippy::too_many_arguments)]
 pub fn apply<V: Vfs + ?Sized>(
     vfs: &Arc<V>,
     runtime: &Handle,
     project: &str,
-    path: &Path,
+    file: &ArchiveFile,
     planned: &[Planned],
     on_conflict: OnConflict,
     progress: &ProgressBar,
@@ -461,7 +494,7 @@ pub fn apply<V: Vfs + ?Sized>(
     progress.set_length(planned.iter().filter(wanted).count() as u64);
     let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}");
     progress.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let mut archive = open_archive(path)?;
+    let mut archive = file.reopen()?;
     let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
     let mut failed = 0;
     // Buckets whose names another project has: what goes in them is not
@@ -656,15 +689,29 @@ mod tests {
         let ns = Arc::new(crate::namespace::Namespace::new(vec!["q".to_string()], services, options));
         let path = archive(dir.path(), &[("p/storage/theirs", None), ("p/storage/theirs/f.txt", Some(b"mine"))]);
         let import = ImportOptions { dry_run: false, on_conflict: OnConflict::Skip, map_bucket: Vec::new() };
-        let mut planned = read_archive(&path, &import).unwrap();
+        let file = ArchiveFile::new(&path).unwrap();
+        let mut planned = read_archive(&file, &import).unwrap();
         plan(&ns, runtime.handle(), "q", &mut planned).unwrap();
         let mut said = Vec::new();
         let mut report = |path: &str, what: &str| said.push(format!("{path}: {what}"));
         let progress = ProgressBar::hidden();
-        let failed = apply(&ns, runtime.handle(), "q", &path, &planned, OnConflict::Skip, &progress, &mut report);
+        let failed = apply(&ns, runtime.handle(), "q", &file, &planned, OnConflict::Skip, &progress, &mut report);
         assert_eq!(failed, Ok(2), "{said:?}");
         assert_eq!(said.len(), 1, "one line for the bucket: {said:?}");
         assert!(said[0].contains("exists in another project"), "{said:?}");
         assert_eq!(gcs.object_data("theirs", "f.txt"), None, "nothing written into their bucket");
+    }
+
+    #[test]
+    fn an_archive_is_a_regular_file_that_does_not_change_between_plan_and_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = ArchiveFile::new(dir.path()).err().unwrap_or_default();
+        assert!(refused.contains("not a regular file"), "{refused}");
+        let path = archive(dir.path(), &[("p/pubsub", None)]);
+        let file = ArchiveFile::new(&path).unwrap();
+        assert!(file.reopen().is_ok());
+        archive(dir.path(), &[("p/pubsub", None), ("p/bigquery", None)]);
+        let changed = file.reopen().err().unwrap_or_default();
+        assert!(changed.contains("changed since it was planned"), "{changed}");
     }
 }

@@ -89,10 +89,13 @@ type TableKey = (String, String, String);
 const PENDING_DATASET_WAIT: Duration = Duration::from_secs(1);
 
 /// A dataset directory made by mkdir, not created yet.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct PendingDataset {
     since: Instant,
     made: SystemTime,
+    /// Settings whose creation failed for a while (BigQuery unreachable):
+    /// the next try uses them, not the defaults.
+    settings: Option<DatasetSettings>,
 }
 
 /// What ciofs knows of BigQuery, and the client to ask.
@@ -127,7 +130,7 @@ impl BigQueryTree {
     }
 
     fn pending_dataset(&self, project: &str, dataset: &str) -> Option<PendingDataset> {
-        self.pending_datasets().get(&(project.to_string(), dataset.to_string())).copied()
+        self.pending_datasets().get(&(project.to_string(), dataset.to_string())).cloned()
     }
 
     pub fn pending(&self, project: &str, dataset: &str, table: &str) -> Option<PendingTable> {
@@ -501,17 +504,16 @@ impl Namespace {
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
                 }
-                let pending = PendingDataset { since: Instant::now(), made: SystemTime::now() };
+                let made = SystemTime::now();
+                let pending = PendingDataset { since: Instant::now(), made, settings: None };
                 self.bigquery.pending_datasets().insert((project.clone(), name.to_string()), pending);
                 self.bigquery.dataset_views.forget(&(project.clone(), name.to_string()));
                 tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
-                Ok(self
-                    .entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, pending.made)
-                    .attr)
+                Ok(self.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
             }
             Node::Dataset { project, dataset } => {
                 check_table_name(name)?;
-                self.create_pending_dataset(project, dataset, &DatasetSettings::default()).await?;
+                self.ensure_dataset(project, dataset).await?;
                 if self.bigquery.pending(project, dataset, name).is_some() {
                     return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
                 }
@@ -641,6 +643,13 @@ impl Namespace {
         Ok(())
     }
 
+    /// Creates `dataset` now if it is pending, with the settings it has
+    /// (the defaults, unless a creation with its own failed for a while).
+    async fn ensure_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
+        let Some(pending) = self.bigquery.pending_dataset(project, dataset) else { return Ok(()) };
+        self.create_pending_dataset(project, dataset, &pending.settings.unwrap_or_default()).await
+    }
+
     /// Creates a pending dataset with `settings` (one creation at a time).
     /// A refusal ends its pending; a transient failure leaves it, to try
     /// again.
@@ -652,7 +661,12 @@ impl Namespace {
         }
         let meta = match self.bigquery.api.create_dataset(project, dataset, settings).await {
             Ok(meta) => meta,
-            Err(e) if e.kind.is_transient() => return Err(vfs_error(e)),
+            Err(e) if e.kind.is_transient() => {
+                if let Some(pending) = self.bigquery.pending_datasets().get_mut(&key) {
+                    pending.settings = Some(settings.clone());
+                }
+                return Err(vfs_error(e));
+            }
             Err(e) => {
                 self.bigquery.pending_datasets().remove(&key);
                 return Err(vfs_error(e));
@@ -681,7 +695,7 @@ impl Namespace {
                 // Being written (over NFS it applies after a quiet second).
                 continue;
             }
-            if let Err(e) = self.create_pending_dataset(&project, &dataset, &DatasetSettings::default()).await {
+            if let Err(e) = self.ensure_dataset(&project, &dataset).await {
                 let dir = Node::Dataset { project, dataset }.to_string();
                 self.error_log.record(&dir, e.errno(), e.message());
                 failed.push((dir, e));

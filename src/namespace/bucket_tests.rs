@@ -134,6 +134,52 @@ async fn another_project_s_bucket_is_not_in_this_one() {
     assert_eq!(ns.mkdir(storage, "theirs", 0o755).await.unwrap_err().errno(), libc::EEXIST);
     assert_eq!(ns.rmdir(storage, "theirs").await.unwrap_err().errno(), libc::ENOENT);
     assert_eq!(gcs.object_data("theirs", "f").as_deref(), Some(&b"x"[..]));
+    // Unreadable to us (403): still not found here.
+    gcs.add_bucket_of("other", "locked");
+    gcs.fail_next(ciofs_backends::memory::Op::GetBucket, 1, ciofs_backends::ErrorKind::PermissionDenied);
+    assert_eq!(ns.lookup(storage, "locked").await.unwrap_err().errno(), libc::ENOENT);
     gcs.add_bucket_of("p", "mine");
     assert!(ns.lookup(storage, "mine").await.is_ok(), "one of this project's, made elsewhere since");
+}
+
+#[tokio::test]
+async fn settings_that_failed_to_apply_are_kept_for_the_next_try() {
+    use ciofs_backends::ErrorKind;
+    use ciofs_backends::memory::Op;
+    let gcs = Arc::new(MemoryGcs::new());
+    let ns = namespace(&gcs);
+    let storage = walk(&ns, "p/storage").await;
+    ns.mkdir(storage, "later", 0o755).await.unwrap();
+    gcs.fail_next(Op::CreateBucket, 1, ErrorKind::Unavailable);
+    let failed = write_bucket_document(&ns, "later", r#"{"location": "EU", "labels": {"k": "v"}}"#).await;
+    assert_eq!(failed, Err(libc::EIO));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let _ = ns.create_due_buckets(super::PendingDue::Waited).await;
+    let made = gcs.get_bucket("later").await.unwrap();
+    assert_eq!(made.location, "EU", "made with the settings that failed, not the defaults");
+}
+
+#[tokio::test]
+async fn a_name_taken_meanwhile_takes_no_files_and_a_lost_answer_is_no_error() {
+    let gcs = Arc::new(MemoryGcs::new());
+    let ns = namespace(&gcs);
+    let storage = walk(&ns, "p/storage").await;
+    ns.mkdir(storage, "raced", 0o755).await.unwrap();
+    let dir = walk(&ns, "p/storage/raced").await;
+    let (attr, opened) = ns.create(dir, "f", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, b"mine").await.unwrap();
+    gcs.add_bucket_of("other", "raced");
+    assert_eq!(ns.flush(attr.ino, opened.fh).await.unwrap_err().errno(), libc::EEXIST);
+    let _ = ns.release(attr.ino, opened.fh).await;
+    assert_eq!(gcs.object_data("raced", "f"), None, "nothing went into the other project's bucket");
+
+    // Our own create whose answer was lost: the retry's 409 is our bucket.
+    ns.mkdir(storage, "lost", 0o755).await.unwrap();
+    gcs.add_bucket_of("p", "lost");
+    let lost = walk(&ns, "p/storage/lost").await;
+    let (attr, opened) = ns.create(lost, "f", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, b"mine").await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    assert_eq!(gcs.object_data("lost", "f").as_deref(), Some(&b"mine"[..]));
 }

@@ -7,7 +7,7 @@
 //! `.meta/_bucket.json` written for an existing bucket changes its labels,
 //! versioning and default storage class; its location cannot change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,19 +27,31 @@ use crate::rules::{label_problems, refuse_if_any};
 const PENDING_WAIT: Duration = Duration::from_secs(1);
 
 /// Buckets made by `mkdir`, not created yet, by name (bucket names are
-/// global).
+/// global), and those whose creation found the name taken meanwhile.
 #[derive(Default)]
-pub(super) struct PendingBuckets(Mutex<BTreeMap<String, PendingBucket>>);
+pub(super) struct PendingBuckets {
+    pending: Mutex<BTreeMap<String, PendingBucket>>,
+    /// Made by another project between our `mkdir` and our create: files
+    /// staged for it must not go up into that one.
+    taken: Mutex<BTreeSet<String>>,
+}
 
 struct PendingBucket {
     project: String,
     since: Instant,
     made: SystemTime,
+    /// Settings whose creation failed for a while (Cloud Storage
+    /// unreachable): the next try uses them, not the defaults.
+    settings: Option<BucketSettings>,
 }
 
 impl PendingBuckets {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PendingBucket>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn taken(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn contains(&self, bucket: &str) -> bool {
@@ -61,8 +73,10 @@ impl PendingBuckets {
         self.lock().get(bucket).map(|p| p.project.clone())
     }
 
+    /// Forgets a pending bucket (and one found taken): `rmdir`.
     pub fn remove(&self, bucket: &str) -> bool {
-        self.lock().remove(bucket).is_some()
+        let taken = self.taken().remove(bucket);
+        self.lock().remove(bucket).is_some() || taken
     }
 }
 
@@ -91,29 +105,51 @@ impl Namespace {
                 Err(e) => return Err(vfs_error(e)),
             };
         if taken {
-            let message = format!("bucket {name} exists (bucket names are global across all projects)");
-            return Err(VfsError::new(libc::EEXIST, message));
+            return Err(taken_error(name));
         }
-        let pending = PendingBucket { project: project.to_string(), since: Instant::now(), made: SystemTime::now() };
+        let pending = PendingBucket {
+            project: project.to_string(),
+            since: Instant::now(),
+            made: SystemTime::now(),
+            settings: None,
+        };
         self.pending_buckets.lock().insert(name.to_string(), pending);
         self.cache.forget(&key(name, ""));
         tracing::info!(project, bucket = name, "bucket pending: created at its .meta/_bucket.json");
         Ok(())
     }
 
-    /// Creates `bucket` now if it is pending, with Cloud Storage's defaults:
-    /// something is about to be stored in it.
+    /// Creates `bucket` now if it is pending, with the settings it has
+    /// (Cloud Storage's defaults, unless a creation with its own failed for
+    /// a while): something is about to be stored in it. A bucket another
+    /// project took meanwhile is EEXIST: nothing goes into it.
     pub(super) async fn ensure_bucket(&self, bucket: &str) -> VfsResult<()> {
-        self.create_pending_bucket(bucket, &BucketSettings::default()).await
+        if self.pending_buckets.taken().contains(bucket) {
+            return Err(taken_error(bucket));
+        }
+        if !self.pending_buckets.contains(bucket) {
+            return Ok(());
+        }
+        let settings = self.pending_buckets.lock().get(bucket).and_then(|p| p.settings.clone());
+        self.create_pending_bucket(bucket, &settings.unwrap_or_default()).await
     }
 
     /// Creates a pending bucket with `settings` (one creation at a time, so
     /// two callers do not both try). A refusal ends its pending; a
-    /// transient failure leaves it pending, to try again.
+    /// transient failure leaves it pending with these settings, to try
+    /// again. A name found taken is ours if our project lists it (a create
+    /// whose answer was lost), else another project's.
     async fn create_pending_bucket(&self, bucket: &str, settings: &BucketSettings) -> VfsResult<()> {
         let _one_at_a_time = self.bucket_creation.lock().await;
         let Some(project) = self.pending_buckets.project_of(bucket) else { return Ok(()) };
-        match self.gcs.create_bucket(&project, bucket, settings).await {
+        let created = match self.gcs.create_bucket(&project, bucket, settings).await {
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                let ours = self.list_project_buckets(&project).await?.into_iter().find(|b| b.name == bucket);
+                ours.ok_or(e)
+            }
+            created => created,
+        };
+        match created {
             Ok(meta) => {
                 self.pending_buckets.remove(bucket);
                 self.project_buckets.forget(&project);
@@ -121,16 +157,20 @@ impl Namespace {
                 tracing::info!(project, bucket, "bucket created");
                 Ok(())
             }
-            Err(e) if e.kind.is_transient() => Err(vfs_error(e)),
+            Err(e) if e.kind.is_transient() => {
+                if let Some(pending) = self.pending_buckets.lock().get_mut(bucket) {
+                    pending.settings = Some(settings.clone());
+                }
+                Err(vfs_error(e))
+            }
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                self.pending_buckets.lock().remove(bucket);
+                self.pending_buckets.taken().insert(bucket.to_string());
+                Err(taken_error(bucket))
+            }
             Err(e) => {
-                self.pending_buckets.remove(bucket);
-                Err(match e.kind {
-                    ErrorKind::AlreadyExists => VfsError::new(
-                        libc::EEXIST,
-                        format!("bucket {bucket} exists (bucket names are global across all projects)"),
-                    ),
-                    _ => vfs_error(e),
-                })
+                self.pending_buckets.lock().remove(bucket);
+                Err(vfs_error(e))
             }
         }
     }
@@ -197,6 +237,10 @@ impl Namespace {
         self.cache.put(key(bucket, ""), Known::Bucket(Arc::new(changed)));
         Ok(())
     }
+}
+
+fn taken_error(bucket: &str) -> VfsError {
+    VfsError::new(libc::EEXIST, format!("bucket {bucket} exists (bucket names are global across all projects)"))
 }
 
 /// Cloud Storage's bucket name rules, checked before anything is sent: 3–63

@@ -262,6 +262,8 @@ pub struct Namespace {
     /// bucket of another project must not show (or take writes) in this
     /// one's `storage/`.
     project_buckets: cache::Timed<String, Arc<std::collections::HashSet<String>>>,
+    /// (project, bucket): buckets found to be another project's.
+    foreign_buckets: cache::Timed<(String, String), ()>,
     streams: DirStreams,
     handles: Mutex<HashMap<Fh, Handle>>,
     next_fh: AtomicU64,
@@ -319,6 +321,7 @@ impl Namespace {
             inodes,
             cache,
             project_buckets: cache::Timed::new(options_ttl),
+            foreign_buckets: cache::Timed::new(options_ttl),
             streams: DirStreams::default(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -504,12 +507,7 @@ impl Vfs for Namespace {
         if node.holds_documents() {
             return self.doc_create(&dir, name).await;
         }
-        if self.options.config_only && matches!(node, Node::Object { .. }) {
-            return Err(VfsError::new(
-                libc::EROFS,
-                format!("{node}: this mount shows configuration only (--config-only)"),
-            ));
-        }
+        self.refuse_objects_if_config_only(&node)?;
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);
         let handle = match node {

@@ -20,6 +20,15 @@ use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, check_name_
 use crate::errors::vfs_error;
 
 impl Namespace {
+    /// A `--config-only` tree shows no objects, and changes none (NFS names
+    /// them without a lookup).
+    pub(super) fn refuse_objects_if_config_only(&self, node: &Node) -> VfsResult<()> {
+        match node {
+            Node::Object { .. } if self.options.config_only => Err(config_only_error(&node.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     /// The node a `create` of `name` in `dir` makes.
     pub(super) fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
         check_name_length(name)?;
@@ -114,6 +123,7 @@ impl Namespace {
             Node::Dir { project, bucket, prefix } => {
                 let full = format!("{prefix}{name}");
                 let node = Node::Object { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
+                self.refuse_objects_if_config_only(&node)?;
                 let writer = self.inodes.find(&node).and_then(|(ino, _)| self.writer(ino).map(|w| (ino, w)));
                 if let Some((ino, writer)) = writer {
                     // Open for write: the handles keep their bytes, nothing
@@ -221,6 +231,9 @@ impl Namespace {
                 if source == target {
                     return Ok(());
                 }
+                if self.options.config_only {
+                    return Err(config_only_error(&format!("{from}/{name}")));
+                }
                 // A file open for write goes up first, so that what was
                 // written moves with it (held locked until its handles
                 // write to the new name).
@@ -246,6 +259,8 @@ impl Namespace {
                         self.rekey(bucket, &source, &target, false);
                         if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
                             writer.retarget(object(&target), staged, moved);
+                            // NFS writes: a restart resumes under the new name.
+                            self.journal(staged)?;
                         }
                         Ok(())
                     }
@@ -345,4 +360,8 @@ impl Namespace {
             });
         }
     }
+}
+
+fn config_only_error(path: &str) -> VfsError {
+    VfsError::new(libc::EROFS, format!("{path}: this mount shows configuration only (--config-only)"))
 }

@@ -197,11 +197,20 @@ impl Namespace {
             if names.contains(bucket) {
                 return Ok(true);
             }
-            match self.bucket_meta(bucket).await {
-                Err(e) if e.errno() == libc::ENOENT => return Ok(false),
-                Err(e) => return Err(e),
-                Ok(_) => {}
+            let asked = (project.to_string(), bucket.to_string());
+            if self.foreign_buckets.get(&asked).is_some() || self.bucket_meta(bucket).await.is_err() {
+                // Absent, or someone else's (and perhaps unreadable).
+                return Ok(false);
             }
+            // It exists: made in this project since the listing, or another's.
+            let names: HashSet<String> =
+                self.list_project_buckets(project).await?.into_iter().map(|b| b.name).collect();
+            let ours = names.contains(bucket);
+            self.project_buckets.put(project.to_string(), Arc::new(names));
+            if !ours {
+                self.foreign_buckets.put(asked, ());
+            }
+            return Ok(ours);
         }
         let names: HashSet<String> = self.list_project_buckets(project).await?.into_iter().map(|b| b.name).collect();
         let known = names.contains(bucket);
@@ -210,7 +219,7 @@ impl Namespace {
     }
 
     /// All of a project's buckets (every page).
-    async fn list_project_buckets(&self, project: &str) -> VfsResult<Vec<BucketMeta>> {
+    pub(super) async fn list_project_buckets(&self, project: &str) -> VfsResult<Vec<BucketMeta>> {
         let mut buckets = Vec::new();
         let mut token = None;
         loop {

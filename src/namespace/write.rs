@@ -112,6 +112,8 @@ impl Staged {
         self.name = object.name.clone();
         self.base = Some(object);
         self.streaming = None;
+        // A journal record names the old object: written again.
+        self.journaled = false;
     }
 }
 

@@ -183,3 +183,45 @@ async fn a_directory_with_a_file_open_for_write_is_not_moved() {
     f.ns.rename(bucket, "d", bucket, "e").await.unwrap();
     assert_eq!(f.gcs.object_names("b"), ["e/new", "e/old"]);
 }
+
+/// NFS writes are journaled under the object's name: a rename writes the
+/// record again, so a restart resumes under the new name.
+#[tokio::test]
+async fn a_rename_of_journaled_writes_renames_their_record() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.add_bucket("b");
+    let options = test_options();
+    let journal = options.staging_dir.join("nfs");
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), options);
+    let bucket = walk(&ns, "p/storage/b").await;
+    // As the NFS adapter does: CREATE makes the file and lets go of it.
+    let (attr, opened) = ns.create(bucket, ".f.tmp", 0o644).await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    ns.write(attr.ino, None, 0, b"rsync's way").await.unwrap();
+    ns.rename(bucket, ".f.tmp", bucket, "f").await.unwrap();
+    let records: Vec<String> = std::fs::read_dir(&journal)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].contains(r#""name":"f""#), "{records:?}");
+    assert_eq!(gcs.object_names("b"), ["f"]);
+}
+
+#[tokio::test]
+async fn a_config_only_tree_changes_no_object() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "keep", "x");
+    let options = super::Options { config_only: true, ..test_options() };
+    let ns = Namespace::new(vec!["p".to_string()], services(&gcs), options);
+    let bucket = walk(&ns, "p/storage/b").await;
+    assert_eq!(ns.lookup(bucket, "keep").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(ns.unlink(bucket, "keep").await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(ns.rename(bucket, "keep", bucket, "moved").await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(ns.create(bucket, "new", 0o644).await.err().map(|e| e.errno()), Some(libc::EROFS));
+    assert_eq!(gcs.object_names("b"), ["keep"]);
+    assert!(ns.lookup(walk(&ns, "p/storage/b/.meta").await, "keep.json").await.is_ok(), "its document shows");
+}
