@@ -464,3 +464,38 @@ async fn a_metadata_patch_sets_content_type_and_adds_and_removes_keys() {
     let missing = gcs.patch_object_metadata(&bucket, "nope", None, &BTreeMap::new(), None).await;
     assert_eq!(missing.err().map(|e| e.kind), Some(ErrorKind::NotFound));
 }
+
+/// A service that refuses a request without a length (411): the streamed
+/// upload fails, and later ones are not tried again (each would send the
+/// file twice: streamed, then whole).
+#[tokio::test]
+async fn a_service_refusing_uploads_without_a_length_ends_streaming() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = [0; 4096];
+            let _ = client.read(&mut head);
+            let _ = client.write_all(b"HTTP/1.1 411 Length Required\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let retry = RetryPolicy { attempts: 1, attempt_timeout: Duration::from_secs(5), ..RetryPolicy::default() };
+    let gcs = GoogleGcs::connect(GcsConfig { emulator: Some(url), retry, ..GcsConfig::default() }).await.unwrap();
+    let streamed = || {
+        let (sender, progress) = tokio::sync::watch::channel(Written { len: 3, complete: false });
+        let file = staged(b"abc");
+        (sender, StreamedUpload { upload: Upload { source: file, ..upload("b", "o", b"") }, progress })
+    };
+    let (_sender, first) = streamed();
+    assert!(gcs.upload_streamed(first).await.is_err());
+    let seen = requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(seen >= 1, "the first streamed upload was sent");
+    let (_sender, second) = streamed();
+    let refused = gcs.upload_streamed(second).await.expect_err("not streamed any more");
+    assert!(refused.message.contains("refused"), "{refused}");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), seen, "nothing sent for the second");
+}

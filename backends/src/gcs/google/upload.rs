@@ -22,6 +22,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,8 +33,8 @@ use gcloud_storage::http::error::ErrorResponse;
 use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus};
-use reqwest::Body;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Body, StatusCode};
 use reqwest_middleware::ClientWithMiddleware;
 use token_source::TokenSource;
 use tokio::sync::watch;
@@ -84,6 +85,9 @@ pub(super) struct Uploads {
     pub(super) token: Option<Arc<dyn TokenSource>>,
     /// The resumable chunk; objects up to it go in one request.
     chunk: u64,
+    /// The service refused a request without a length (411 or 501): the
+    /// uploads of this process are no longer streamed, only sent whole.
+    streaming_refused: AtomicBool,
 }
 
 impl Uploads {
@@ -94,7 +98,15 @@ impl Uploads {
         let token = config.token_source_provider.as_ref().map(|provider| provider.token_source());
         // Rounded to what Cloud Storage accepts, at least one granule.
         let chunk = (chunk / CHUNK_GRANULE).max(1) * CHUNK_GRANULE;
-        Self { client: Client::new(config), http, endpoint, api, token, chunk }
+        Self {
+            client: Client::new(config),
+            http,
+            endpoint,
+            api,
+            token,
+            chunk,
+            streaming_refused: AtomicBool::new(false),
+        }
     }
 }
 
@@ -183,6 +195,10 @@ impl GoogleGcs {
     /// that size is given.
     pub(super) async fn streamed_upload(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
         let StreamedUpload { upload, mut progress } = streamed;
+        if self.uploads.streaming_refused.load(Ordering::Relaxed) {
+            let message = "streamed uploads are refused by this service; the file goes up whole";
+            return Err(BackendError::new(ErrorKind::Other, message));
+        }
         let metadata = object_resource(&upload)?;
         let what = format!("streamed upload gs://{}/{}", upload.bucket, upload.name);
         let framing = OneRequest::new(&metadata, None, &what)?;
@@ -252,6 +268,10 @@ impl GoogleGcs {
         }
         let response = request.send().await.map_err(|e| backend_error(what, e.into()))?;
         if let Err(status) = response.error_for_status_ref() {
+            let refused = [StatusCode::LENGTH_REQUIRED, StatusCode::NOT_IMPLEMENTED].contains(&response.status());
+            if length.is_none() && refused && !uploads.streaming_refused.swap(true, Ordering::Relaxed) {
+                tracing::warn!(status = %response.status(), "uploads without a length are refused: no more streaming");
+            }
             return Err(backend_error(what, response_error(response, status).await));
         }
         let object: Object = response.json().await.map_err(|e| backend_error(what, e.into()))?;
