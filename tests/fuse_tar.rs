@@ -417,13 +417,15 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
     // Bad entries: reported with their reason, the rest applied, exit non-zero.
     let bad = format!("{w}/bad");
     ok(&format!(
-        "mkdir -p {bad}/p/bigquery/ds/t2 {bad}/p/secrets && echo '{{nope' > {bad}/p/bigquery/ds/t2/schema.json && \
+        "mkdir -p {bad}/p/bigquery/ds/t2 {bad}/p/bigquery/ds/t3 {bad}/p/secrets && echo '{{nope' > {bad}/p/bigquery/ds/t2/schema.json && \
+         echo '{{\"fields\": [{{\"name\": \"x\", \"type\": \"NOT_A_TYPE\"}}]}}' > {bad}/p/bigquery/ds/t3/schema.json && \
          echo x > {bad}/p/secrets/key && ln -s /etc/passwd {bad}/p/bigquery/ds/link && \
          tar cf {w}/bad.tar -C {bad} p && tar rf {w}/bad.tar --absolute-names /etc/hostname"
     ));
     let (bad_ok, plan) = run(&["import", "--project", &target, &format!("{w}/bad.tar")]);
     assert!(!bad_ok, "{plan}");
     assert!(plan.contains("invalid   bigquery/ds/t2/schema.json  not valid JSON"), "{plan}");
+    assert!(plan.contains("invalid   bigquery/ds/t3/schema.json") && plan.contains("NOT_A_TYPE"), "{plan}");
     assert!(plan.contains("unknown top-level directory \"secrets\""), "{plan}");
     assert!(plan.contains("only directories and regular files"), "{plan}");
     assert!(plan.contains("absolute path"), "{plan}");

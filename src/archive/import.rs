@@ -287,7 +287,16 @@ pub fn plan<V: Vfs + ?Sized>(
             None
         };
         let Some(found) = find(vfs, runtime, root, &parts) else {
-            item.action = Action::Create;
+            // A new table's schema is checked now: with --on-conflict fail,
+            // one that BigQuery would refuse stops the import before
+            // anything is written.
+            item.action = match name {
+                "schema.json" if parts[0] == "bigquery" => match parse_schema(&item.entry.data) {
+                    Ok(_) => Action::Create,
+                    Err(e) => Action::Invalid(e.message().to_string()),
+                },
+                _ => Action::Create,
+            };
             continue;
         };
         if item.entry.dir {
