@@ -186,12 +186,12 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
             problem = problem.or_else(|| Some("only directories and regular files are imported".to_string()));
         }
         let parts: Vec<&str> = path.split('/').collect();
-        let name = parts.last().copied().unwrap_or_default();
         let (mut data, mut object) = (Vec::new(), None);
         if kind.is_file() && problem.is_none() {
             if is_object(&parts) {
                 object = Some(digest(&mut entry).map_err(|e| format!("{raw}: {e}"))?);
-            } else if !GENERATED.contains(&name) {
+            } else {
+                // Generated documents too: `_status.json` tells a view.
                 if entry.size() > MAX_DOCUMENT {
                     problem = Some(format!("{} bytes: too large for a document", entry.size()));
                 } else {
@@ -262,6 +262,7 @@ pub fn plan<V: Vfs + ?Sized>(
     planned: &mut [Planned],
 ) -> Result<(), String> {
     let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?.ino;
+    let views = views(planned);
     let mut existing_buckets: Vec<String> = Vec::new();
     for item in planned.iter_mut() {
         if matches!(item.action, Action::Invalid(_)) {
@@ -291,10 +292,21 @@ pub fn plan<V: Vfs + ?Sized>(
             // one that BigQuery would refuse stops the import before
             // anything is written.
             item.action = match name {
-                "schema.json" if parts[0] == "bigquery" => match parse_schema(&item.entry.data) {
-                    Ok(_) => Action::Create,
-                    Err(e) => Action::Invalid(e.message().to_string()),
-                },
+                "schema.json" if parts[0] == "bigquery" => {
+                    let table = path.trim_end_matches("/schema.json");
+                    match views.get(table) {
+                        // BigQuery derives a view's schema from its query.
+                        Some(View::WithQuery) => Action::Create,
+                        Some(View::WithoutQuery) => Action::Invalid(
+                            "a view whose query the archive's config.json lacks (view_query): it cannot be made"
+                                .to_string(),
+                        ),
+                        None => match parse_schema(&item.entry.data) {
+                            Ok(_) => Action::Create,
+                            Err(e) => Action::Invalid(e.message().to_string()),
+                        },
+                    }
+                }
                 _ => Action::Create,
             };
             continue;
@@ -335,6 +347,37 @@ pub fn plan<V: Vfs + ?Sized>(
         mark_bucket_conflict(planned, &bucket);
     }
     Ok(())
+}
+
+/// What the archive says of a view table.
+enum View {
+    WithQuery,
+    WithoutQuery,
+}
+
+/// The archive's views, by table directory (`bigquery/DS/T`): a table whose
+/// config.json has a (materialized) view query, or whose `_status.json`
+/// says it is a view.
+fn views(planned: &[Planned]) -> std::collections::HashMap<String, View> {
+    let mut views = std::collections::HashMap::new();
+    for item in planned.iter().filter(|p| p.entry.path.starts_with("bigquery/")) {
+        let Some((table, file)) = item.entry.path.rsplit_once('/') else { continue };
+        let Ok(document) = serde_json::from_slice::<Value>(&item.entry.data) else { continue };
+        let field = |key: &str| document.get(key).is_some_and(|v| !v.is_null());
+        match file {
+            "config.json" if field("view_query") || field("materialized_view_query") => {
+                views.insert(table.to_string(), View::WithQuery);
+            }
+            "_status.json" => {
+                let kind = document.get("table_type").and_then(Value::as_str).unwrap_or_default();
+                if kind.contains("VIEW") {
+                    views.entry(table.to_string()).or_insert(View::WithoutQuery);
+                }
+            }
+            _ => {}
+        }
+    }
+    views
 }
 
 /// A bucket that exists (bucket names are global: it may be another

@@ -775,7 +775,10 @@ impl Namespace {
         pending: PendingTable,
         data: &[u8],
     ) -> VfsResult<()> {
-        let schema = parse_schema(data)?;
+        let is_view = pending.settings.view_query.is_some() || pending.settings.materialized_view_query.is_some();
+        // A view's columns are its query's: BigQuery derives them, and the
+        // schema.json of an export (which lists them) is not sent.
+        let schema = if is_view { Vec::new() } else { parse_schema(data)? };
         let settings = TableSettings { schema, ..pending.settings };
         let created = self.bigquery.api.create_table(project, dataset, table, &settings).await.map_err(vfs_error)?;
         tracing::info!(project, dataset, table, "table created");

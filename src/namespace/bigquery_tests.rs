@@ -274,3 +274,24 @@ async fn a_made_dataset_is_created_by_its_first_table_or_after_a_second() {
     assert!(bigquery.dataset("p", "removed").is_none());
     assert_eq!(bigquery.calls.get(BigQueryOp::CreateDataset), 2);
 }
+
+/// A view made by `tar x`: its config.json carries the query, its
+/// schema.json (the columns an export lists, or none) is not sent.
+#[tokio::test]
+async fn a_view_is_made_from_its_config_whatever_its_schema_says() {
+    let (bigquery, ns) = fixture(0);
+    bigquery.put_dataset("p", "ds", Default::default());
+    let dataset = walk(&ns, "p/bigquery/ds").await;
+    let view = ns.mkdir(dataset, "v", 0o755).await.unwrap().ino;
+    for (file, data) in
+        [("config.json", &br#"{"view_query": "SELECT 1 AS x"}"#[..]), ("schema.json", &br#"{"fields": []}"#[..])]
+    {
+        let (attr, opened) = ns.create(view, file, 0o644).await.unwrap();
+        ns.write(attr.ino, Some(opened.fh), 0, data).await.unwrap();
+        ns.flush(attr.ino, opened.fh).await.unwrap();
+        ns.release(attr.ino, opened.fh).await.unwrap();
+    }
+    let made = bigquery.table("p", "ds", "v").expect("created");
+    assert_eq!(made.settings.view_query.as_deref(), Some("SELECT 1 AS x"));
+    assert!(made.settings.schema.is_empty());
+}
