@@ -30,6 +30,15 @@ async fn write_bucket_document(ns: &Namespace, bucket: &str, document: &str) -> 
     flushed
 }
 
+/// Creates `name` in `dir` with `data` and closes it; close()'s result.
+async fn write_new_file(ns: &Namespace, dir: Ino, name: &str, data: &[u8]) -> Result<(), i32> {
+    let (attr, opened) = ns.create(dir, name, 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, data).await.unwrap();
+    let flushed = ns.flush(attr.ino, opened.fh).await.map_err(|e| e.errno());
+    let _ = ns.release(attr.ino, opened.fh).await;
+    flushed
+}
+
 fn created(gcs: &MemoryGcs) -> u64 {
     gcs.calls.create_bucket.load(Ordering::SeqCst)
 }
@@ -68,10 +77,7 @@ async fn a_made_bucket_is_created_by_its_first_file_or_after_a_second() {
     let storage = walk(&ns, "p/storage").await;
     ns.mkdir(storage, "first-file", 0o755).await.unwrap();
     let dir = walk(&ns, "p/storage/first-file").await;
-    let (attr, opened) = ns.create(dir, "f", 0o644).await.unwrap();
-    ns.write(attr.ino, Some(opened.fh), 0, b"x").await.unwrap();
-    ns.flush(attr.ino, opened.fh).await.unwrap();
-    ns.release(attr.ino, opened.fh).await.unwrap();
+    write_new_file(&ns, dir, "f", b"x").await.unwrap();
     assert_eq!(gcs.object_data("first-file", "f").as_deref(), Some(&b"x"[..]));
     assert_eq!(gcs.get_bucket("first-file").await.unwrap().location, "US", "Cloud Storage's defaults");
 
@@ -177,9 +183,6 @@ async fn a_name_taken_meanwhile_takes_no_files_and_a_lost_answer_is_no_error() {
     ns.mkdir(storage, "lost", 0o755).await.unwrap();
     gcs.add_bucket_of("p", "lost");
     let lost = walk(&ns, "p/storage/lost").await;
-    let (attr, opened) = ns.create(lost, "f", 0o644).await.unwrap();
-    ns.write(attr.ino, Some(opened.fh), 0, b"mine").await.unwrap();
-    ns.flush(attr.ino, opened.fh).await.unwrap();
-    ns.release(attr.ino, opened.fh).await.unwrap();
+    write_new_file(&ns, lost, "f", b"mine").await.unwrap();
     assert_eq!(gcs.object_data("lost", "f").as_deref(), Some(&b"mine"[..]));
 }
