@@ -5,15 +5,15 @@
 //! Listings are fetched whole (all pages) and kept for the metadata TTL; a
 //! table's three documents are rendered from one `tables.get`, cached the
 //! same way, so the size a lookup reports is the size a read returns.
-//! `mkdir` of a dataset makes a pending dataset, created at its
-//! `.meta/_dataset.json` (the location can only be given at creation), at
-//! its first table directory, or after `PENDING_DATASET_WAIT`; `mkdir` of a
+//! `mkdir` of a dataset makes a pending dataset (pending.rs), created at
+//! its `.meta/_dataset.json` (the location can only be given at creation),
+//! at its first table directory, or once it has waited; `mkdir` of a
 //! table makes a pending directory that becomes a table when a schema.json
 //! is written into it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
@@ -22,10 +22,11 @@ use ciofs_backends::bigquery::{
 };
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
+use super::Namespace;
 use super::cache::Timed;
 use super::listing::all_pages;
 use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
-use super::{Namespace, PendingDue};
+use super::pending::{Pending, PendingDue, Waiting};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
 use crate::documents::bigquery::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
@@ -85,19 +86,6 @@ impl PendingTable {
 
 type TableKey = (String, String, String);
 
-/// How long a `mkdir`'ed dataset waits for its `_dataset.json`.
-const PENDING_DATASET_WAIT: Duration = Duration::from_secs(1);
-
-/// A dataset directory made by mkdir, not created yet.
-#[derive(Clone)]
-struct PendingDataset {
-    since: Instant,
-    made: SystemTime,
-    /// Settings whose creation failed for a while (BigQuery unreachable):
-    /// the next try uses them, not the defaults.
-    settings: Option<DatasetSettings>,
-}
-
 /// What ciofs knows of BigQuery, and the client to ask.
 pub(super) struct BigQueryTree {
     api: Arc<dyn BigQuery>,
@@ -106,9 +94,8 @@ pub(super) struct BigQueryTree {
     views: Timed<TableKey, Arc<TableView>>,
     dataset_views: Timed<(String, String), Arc<(DatasetMeta, Bytes)>>,
     pending: Mutex<HashMap<TableKey, PendingTable>>,
-    pending_datasets: Mutex<HashMap<(String, String), PendingDataset>>,
-    /// Held while a pending dataset is created.
-    dataset_creation: tokio::sync::Mutex<()>,
+    /// Datasets made by mkdir, waiting for their `_dataset.json`.
+    pending_datasets: Pending<(String, String), DatasetSettings>,
 }
 
 impl BigQueryTree {
@@ -120,17 +107,12 @@ impl BigQueryTree {
             views: Timed::new(ttl),
             dataset_views: Timed::new(ttl),
             pending: Mutex::new(HashMap::new()),
-            pending_datasets: Mutex::new(HashMap::new()),
-            dataset_creation: tokio::sync::Mutex::new(()),
+            pending_datasets: Pending::default(),
         }
     }
 
-    fn pending_datasets(&self) -> MutexGuard<'_, HashMap<(String, String), PendingDataset>> {
-        self.pending_datasets.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn pending_dataset(&self, project: &str, dataset: &str) -> Option<PendingDataset> {
-        self.pending_datasets().get(&(project.to_string(), dataset.to_string())).cloned()
+    fn pending_dataset(&self, project: &str, dataset: &str) -> Option<Waiting<DatasetSettings>> {
+        self.pending_datasets.get(&(project.to_string(), dataset.to_string()))
     }
 
     pub fn pending(&self, project: &str, dataset: &str, table: &str) -> Option<PendingTable> {
@@ -332,9 +314,7 @@ impl Namespace {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 let mut names: Vec<String> = self.datasets(project).await?.iter().map(|d| d.dataset.clone()).collect();
-                let pending = self.bigquery.pending_datasets();
-                names.extend(pending.keys().filter(|(p, _)| p == project).map(|(_, d)| d.clone()));
-                drop(pending);
+                names.extend(self.bigquery.pending_datasets.of_project(project).into_iter().map(|((_, d), _)| d));
                 names.sort();
                 names.dedup();
                 Ok(names
@@ -504,9 +484,7 @@ impl Namespace {
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
                 }
-                let made = SystemTime::now();
-                let pending = PendingDataset { since: Instant::now(), made, settings: None };
-                self.bigquery.pending_datasets().insert((project.clone(), name.to_string()), pending);
+                let made = self.bigquery.pending_datasets.add((project.clone(), name.to_string()), project);
                 self.bigquery.dataset_views.forget(&(project.clone(), name.to_string()));
                 tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
                 Ok(self.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
@@ -563,7 +541,7 @@ impl Namespace {
         if !self.bigquery.pending_in(project, dataset).is_empty() {
             return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} holds new table directories")));
         }
-        if self.bigquery.pending_datasets().remove(&(project.to_string(), dataset.to_string())).is_some() {
+        if self.bigquery.pending_datasets.remove(&(project.to_string(), dataset.to_string())) {
             return Ok(());
         }
         // Asked afresh: a cached listing may miss a table made elsewhere.
@@ -654,7 +632,7 @@ impl Namespace {
     /// A refusal ends its pending; a transient failure leaves it, to try
     /// again.
     async fn create_pending_dataset(&self, project: &str, dataset: &str, settings: &DatasetSettings) -> VfsResult<()> {
-        let _one_at_a_time = self.bigquery.dataset_creation.lock().await;
+        let _one_at_a_time = self.bigquery.pending_datasets.creating().await;
         let key = (project.to_string(), dataset.to_string());
         if self.bigquery.pending_dataset(project, dataset).is_none() {
             return Ok(());
@@ -662,17 +640,15 @@ impl Namespace {
         let meta = match self.bigquery.api.create_dataset(project, dataset, settings).await {
             Ok(meta) => meta,
             Err(e) if e.kind.is_transient() => {
-                if let Some(pending) = self.bigquery.pending_datasets().get_mut(&key) {
-                    pending.settings = Some(settings.clone());
-                }
+                self.bigquery.pending_datasets.keep_settings(&key, settings);
                 return Err(vfs_error(e));
             }
             Err(e) => {
-                self.bigquery.pending_datasets().remove(&key);
+                self.bigquery.pending_datasets.remove(&key);
                 return Err(vfs_error(e));
             }
         };
-        self.bigquery.pending_datasets().remove(&key);
+        self.bigquery.pending_datasets.remove(&key);
         self.bigquery.datasets.forget(&project.to_string());
         let document = Bytes::from(render_dataset(&meta));
         self.bigquery.dataset_views.put(key, Arc::new((meta, document)));
@@ -683,13 +659,8 @@ impl Namespace {
     /// Creates, with BigQuery's defaults, the pending datasets that waited
     /// long enough for their `_dataset.json` (called periodically), or all.
     pub(super) async fn create_due_datasets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
-        let due: Vec<(String, String)> = {
-            let pending = self.bigquery.pending_datasets();
-            let due = |p: &PendingDataset| which == PendingDue::All || p.since.elapsed() >= PENDING_DATASET_WAIT;
-            pending.iter().filter(|(_, p)| due(p)).map(|(k, _)| k.clone()).collect()
-        };
         let mut failed = Vec::new();
-        for (project, dataset) in due {
+        for ((project, dataset), _) in self.bigquery.pending_datasets.due(which) {
             let document = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
             if which != PendingDue::All && self.local.stat(&document).is_some() {
                 // Being written (over NFS it applies after a quiet second).

@@ -2,84 +2,29 @@
 //! pending bucket, created when its settings come (`.meta/_bucket.json`:
 //! the location and storage class can only be given at creation, and `tar
 //! x` of an export writes the document right after the directory), when
-//! something is stored in it, or once it has waited `PENDING_WAIT` (then
+//! something is stored in it, or once it has waited (pending.rs; then
 //! with Cloud Storage's defaults). Until then it lists as an empty bucket.
 //! `.meta/_bucket.json` written for an existing bucket changes its labels,
 //! versioning and default storage class; its location cannot change.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeSet;
+use std::sync::{Arc, MutexGuard};
+use std::time::SystemTime;
 
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketChange, BucketMeta, BucketSettings};
 use ciofs_frontends::{VfsError, VfsResult};
 
+use super::Namespace;
 use super::cache::{Known, key};
 use super::node::{BUCKET_META, Node};
 use super::object_meta::map_change;
-use super::{Namespace, PendingDue};
+use super::pending::PendingDue;
 use crate::documents::parse_bucket_document;
 use crate::errors::vfs_error;
 use crate::rules::{label_problems, refuse_if_any};
 
-/// How long a `mkdir`'ed bucket waits for its settings.
-const PENDING_WAIT: Duration = Duration::from_secs(1);
-
-/// Buckets made by `mkdir`, not created yet, by name (bucket names are
-/// global), and those whose creation found the name taken meanwhile.
-#[derive(Default)]
-pub(super) struct PendingBuckets {
-    pending: Mutex<BTreeMap<String, PendingBucket>>,
-    /// Made by another project between our `mkdir` and our create: files
-    /// staged for it must not go up into that one.
-    taken: Mutex<BTreeSet<String>>,
-}
-
-struct PendingBucket {
-    project: String,
-    since: Instant,
-    made: SystemTime,
-    /// Settings whose creation failed for a while (Cloud Storage
-    /// unreachable): the next try uses them, not the defaults.
-    settings: Option<BucketSettings>,
-}
-
-impl PendingBuckets {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PendingBucket>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn taken(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        self.taken.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn contains(&self, bucket: &str) -> bool {
-        self.lock().contains_key(bucket)
-    }
-
-    /// What a pending bucket shows: Cloud Storage's defaults.
-    pub fn meta(&self, bucket: &str) -> Option<BucketMeta> {
-        self.lock().get(bucket).map(|pending| pending_meta(bucket, pending.made))
-    }
-
-    /// The pending buckets of `project`, in name order.
-    pub fn of_project(&self, project: &str) -> Vec<BucketMeta> {
-        let pending = self.lock();
-        pending.iter().filter(|(_, p)| p.project == project).map(|(name, p)| pending_meta(name, p.made)).collect()
-    }
-
-    fn project_of(&self, bucket: &str) -> Option<String> {
-        self.lock().get(bucket).map(|p| p.project.clone())
-    }
-
-    /// Forgets a pending bucket (and one found taken): `rmdir`.
-    pub fn remove(&self, bucket: &str) -> bool {
-        let taken = self.taken().remove(bucket);
-        self.lock().remove(bucket).is_some() || taken
-    }
-}
-
+/// What a bucket waiting for its settings shows: Cloud Storage's defaults.
 fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {
     BucketMeta {
         name: bucket.to_string(),
@@ -93,6 +38,27 @@ fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {
 }
 
 impl Namespace {
+    /// What `bucket` shows while it waits to be created.
+    pub(super) fn pending_bucket_meta(&self, bucket: &str) -> Option<BucketMeta> {
+        self.pending_buckets.get(bucket).map(|waiting| pending_meta(bucket, waiting.made))
+    }
+
+    /// The buckets of `project` that wait to be created.
+    pub(super) fn pending_buckets_of(&self, project: &str) -> Vec<BucketMeta> {
+        let waiting = self.pending_buckets.of_project(project);
+        waiting.into_iter().map(|(bucket, made)| pending_meta(&bucket, made)).collect()
+    }
+
+    fn taken_buckets(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.taken_buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets a bucket that waits (or was found taken): `rmdir`.
+    pub(super) fn forget_pending_bucket(&self, bucket: &str) -> bool {
+        let taken = self.taken_buckets().remove(bucket);
+        self.pending_buckets.remove(bucket) || taken
+    }
+
     /// `mkdir storage/NAME`: a pending bucket, unless the name is taken.
     pub(super) async fn mkdir_bucket(&self, project: &str, name: &str) -> VfsResult<()> {
         check_bucket_name(name)?;
@@ -107,13 +73,7 @@ impl Namespace {
         if taken {
             return Err(taken_error(name));
         }
-        let pending = PendingBucket {
-            project: project.to_string(),
-            since: Instant::now(),
-            made: SystemTime::now(),
-            settings: None,
-        };
-        self.pending_buckets.lock().insert(name.to_string(), pending);
+        self.pending_buckets.add(name.to_string(), project);
         self.cache.forget(&key(name, ""));
         tracing::info!(project, bucket = name, "bucket pending: created at its .meta/_bucket.json");
         Ok(())
@@ -124,14 +84,11 @@ impl Namespace {
     /// a while): something is about to be stored in it. A bucket another
     /// project took meanwhile is EEXIST: nothing goes into it.
     pub(super) async fn ensure_bucket(&self, bucket: &str) -> VfsResult<()> {
-        if self.pending_buckets.taken().contains(bucket) {
+        if self.taken_buckets().contains(bucket) {
             return Err(taken_error(bucket));
         }
-        if !self.pending_buckets.contains(bucket) {
-            return Ok(());
-        }
-        let settings = self.pending_buckets.lock().get(bucket).and_then(|p| p.settings.clone());
-        self.create_pending_bucket(bucket, &settings.unwrap_or_default()).await
+        let Some(waiting) = self.pending_buckets.get(bucket) else { return Ok(()) };
+        self.create_pending_bucket(bucket, &waiting.settings.unwrap_or_default()).await
     }
 
     /// Creates a pending bucket with `settings` (one creation at a time, so
@@ -140,8 +97,8 @@ impl Namespace {
     /// again. A name found taken is ours if our project lists it (a create
     /// whose answer was lost), else another project's.
     async fn create_pending_bucket(&self, bucket: &str, settings: &BucketSettings) -> VfsResult<()> {
-        let _one_at_a_time = self.bucket_creation.lock().await;
-        let Some(project) = self.pending_buckets.project_of(bucket) else { return Ok(()) };
+        let _one_at_a_time = self.pending_buckets.creating().await;
+        let Some(project) = self.pending_buckets.get(bucket).map(|w| w.project) else { return Ok(()) };
         let created = match self.gcs.create_bucket(&project, bucket, settings).await {
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
                 let ours = self.list_project_buckets(&project).await?.into_iter().find(|b| b.name == bucket);
@@ -158,18 +115,16 @@ impl Namespace {
                 Ok(())
             }
             Err(e) if e.kind.is_transient() => {
-                if let Some(pending) = self.pending_buckets.lock().get_mut(bucket) {
-                    pending.settings = Some(settings.clone());
-                }
+                self.pending_buckets.keep_settings(bucket, settings);
                 Err(vfs_error(e))
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                self.pending_buckets.lock().remove(bucket);
-                self.pending_buckets.taken().insert(bucket.to_string());
+                self.pending_buckets.remove(bucket);
+                self.taken_buckets().insert(bucket.to_string());
                 Err(taken_error(bucket))
             }
             Err(e) => {
-                self.pending_buckets.lock().remove(bucket);
+                self.pending_buckets.remove(bucket);
                 Err(vfs_error(e))
             }
         }
@@ -178,14 +133,7 @@ impl Namespace {
     /// Creates, with Cloud Storage's defaults, the pending buckets that
     /// waited long enough for their settings (called periodically), or all.
     pub(super) async fn create_due_buckets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
-        let due: Vec<(String, String)> = {
-            let pending = self.pending_buckets.lock();
-            pending
-                .iter()
-                .filter(|(_, p)| which == PendingDue::All || p.since.elapsed() >= PENDING_WAIT)
-                .map(|(name, p)| (name.clone(), p.project.clone()))
-                .collect()
-        };
+        let due = self.pending_buckets.due(which);
         let mut failed = Vec::new();
         for (bucket, project) in due {
             let document = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };

@@ -16,6 +16,7 @@ mod listing;
 mod mutate;
 pub mod node;
 mod object_meta;
+mod pending;
 mod pubsub;
 mod reader;
 mod storage;
@@ -47,23 +48,12 @@ use self::error_log::ErrorLog;
 use self::inodes::InodeTable;
 use self::listing::DirStreams;
 use self::node::{Node, Service};
+use self::pending::PendingDue;
 use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
 use self::write::Staged;
 
 pub use self::inodes::path_hash;
-
-/// Which of the resources `mkdir` made, still waiting for their settings,
-/// to create now.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PendingDue<'a> {
-    /// Those that waited long enough.
-    Waited,
-    /// This one subscription (project, name): its stream is read.
-    Subscription(&'a str, &'a str),
-    /// All of them.
-    All,
-}
 
 /// How the tree looks to users; set from the command line.
 #[derive(Clone, Debug)]
@@ -279,9 +269,10 @@ pub struct Namespace {
     /// `.meta/` documents written, for the objects' next new upload.
     pending_object_meta: object_meta::PendingObjectMeta,
     /// Buckets made by `mkdir`, waiting for their settings (buckets.rs).
-    pending_buckets: buckets::PendingBuckets,
-    /// Held while a pending bucket is created.
-    bucket_creation: AsyncMutex<()>,
+    pending_buckets: pending::Pending<String, ciofs_backends::gcs::BucketSettings>,
+    /// Names another project took between our `mkdir` and our create: what
+    /// was written for them must not go up into that bucket.
+    taken_buckets: Mutex<std::collections::BTreeSet<String>>,
     /// Edits of BigQuery documents and scratch files (edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
@@ -314,7 +305,7 @@ impl Namespace {
             pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
-            bucket_creation: AsyncMutex::new(()),
+            taken_buckets: Default::default(),
             local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
             error_log: ErrorLog::default(),
             options,

@@ -173,7 +173,7 @@ impl Namespace {
                 if !self.is_bucket_of(project, name).await? {
                     return Err(VfsError::not_found(format!("{dir}/{name}")));
                 }
-                if self.pending_buckets.remove(name) {
+                if self.forget_pending_bucket(name) {
                     return Ok(());
                 }
                 let probe = ListObjects { bucket: name.to_string(), page_size: 1, ..Default::default() };

@@ -16,14 +16,15 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta};
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
+use super::Namespace;
 use super::cache::Timed;
 use super::listing::all_pages;
 use super::node::{
     META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
 };
+use super::pending::PendingDue;
 use super::stream::StreamReader;
 use super::stream_log::{StreamLog, StreamLogs};
-use super::{Namespace, PendingDue};
 use crate::documents::pubsub::{
     parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
 };

@@ -137,9 +137,6 @@ impl Namespace {
         if let Some(Known::Object(meta)) = self.cache.get(&cache_key) {
             return Ok(meta);
         }
-        if self.pending_buckets.contains(bucket) {
-            return Err(VfsError::not_found(format!("gs://{bucket}/{name}")));
-        }
         match self.gcs.get_object(bucket, name).await {
             Ok(meta) => {
                 let meta = Arc::new(meta);
@@ -188,37 +185,32 @@ impl Namespace {
 
     /// Whether `bucket` belongs to `project` (or waits to be made in it),
     /// by a listing of the project's buckets kept for the metadata TTL. A
-    /// name it lacks that exists after all (made since) lists again.
+    /// name the listing lacks that exists after all is listed again once
+    /// (made since in this project?), and if it is another project's, that
+    /// is remembered for the TTL.
     pub(super) async fn is_bucket_of(&self, project: &str, bucket: &str) -> VfsResult<bool> {
-        if self.pending_buckets.contains(bucket) {
-            return Ok(self.pending_buckets.of_project(project).iter().any(|b| b.name == bucket));
+        if let Some(waiting) = self.pending_buckets.get(bucket) {
+            return Ok(waiting.project == project);
         }
-        if let Some(names) = self.project_buckets.get(&project.to_string()) {
+        let asked = (project.to_string(), bucket.to_string());
+        if let Some(names) = self.project_buckets.get(&asked.0) {
             if names.contains(bucket) {
                 return Ok(true);
             }
-            let asked = (project.to_string(), bucket.to_string());
             if self.foreign_buckets.get(&asked).is_some() || self.bucket_meta(bucket).await.is_err() {
                 // Absent, or someone else's (and perhaps unreadable).
                 return Ok(false);
             }
-            // It exists: made in this project since the listing, or another's.
-            let names: HashSet<String> =
-                self.list_project_buckets(project).await?.into_iter().map(|b| b.name).collect();
-            let ours = names.contains(bucket);
-            self.project_buckets.put(project.to_string(), Arc::new(names));
-            if !ours {
-                self.foreign_buckets.put(asked, ());
-            }
-            return Ok(ours);
         }
-        let names: HashSet<String> = self.list_project_buckets(project).await?.into_iter().map(|b| b.name).collect();
-        let known = names.contains(bucket);
-        self.project_buckets.put(project.to_string(), Arc::new(names));
-        Ok(known)
+        let ours = self.list_project_buckets(project).await?.iter().any(|b| b.name == bucket);
+        if !ours {
+            self.foreign_buckets.put(asked, ());
+        }
+        Ok(ours)
     }
 
-    /// All of a project's buckets (every page).
+    /// All of a project's buckets (every page); their names are kept for
+    /// `is_bucket_of`.
     pub(super) async fn list_project_buckets(&self, project: &str) -> VfsResult<Vec<BucketMeta>> {
         let mut buckets = Vec::new();
         let mut token = None;
@@ -227,6 +219,8 @@ impl Namespace {
             buckets.extend(page.buckets);
             token = page.next_page_token;
             if token.is_none() {
+                let names = buckets.iter().map(|b| b.name.clone()).collect();
+                self.project_buckets.put(project.to_string(), Arc::new(names));
                 return Ok(buckets);
             }
         }
@@ -236,7 +230,7 @@ impl Namespace {
         if unusable_segment(bucket).is_some() {
             return Err(VfsError::not_found(format!("bucket {bucket}")));
         }
-        if let Some(pending) = self.pending_buckets.meta(bucket) {
+        if let Some(pending) = self.pending_bucket_meta(bucket) {
             return Ok(Arc::new(pending));
         }
         let cache_key = key(bucket, "");
@@ -424,8 +418,7 @@ impl Namespace {
     async fn fetch_buckets(&self, project: &str, stream: &mut DirStream) -> VfsResult<()> {
         let mut buckets = self.list_project_buckets(project).await?;
         let listed: HashSet<String> = buckets.iter().map(|b| b.name.clone()).collect();
-        self.project_buckets.put(project.to_string(), Arc::new(listed.clone()));
-        buckets.extend(self.pending_buckets.of_project(project).into_iter().filter(|b| !listed.contains(&b.name)));
+        buckets.extend(self.pending_buckets_of(project).into_iter().filter(|b| !listed.contains(&b.name)));
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
         for bucket in buckets {
             if let Some(why) = unusable_segment(&bucket.name) {
