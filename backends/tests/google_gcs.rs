@@ -417,7 +417,7 @@ async fn buckets_are_created_once_and_deleted_when_empty() {
 
     // Versioning turned off; fake-gcs-server keeps no labels, so only the
     // versioning shows a change was made.
-    let change = BucketChange { versioning: Some(false), ..BucketChange::default() };
+    let change = BucketChange { versioning: false, ..BucketChange::default() };
     let changed = gcs.update_bucket(&bucket, &change, None).await.expect("update");
     assert!(!changed.versioning && !gcs.get_bucket(&bucket).await.expect("get").versioning);
     let labels = BucketChange { labels: BTreeMap::from([("env".to_string(), Some("dev".to_string()))]), ..change };

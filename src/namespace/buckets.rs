@@ -173,10 +173,10 @@ impl Namespace {
         }
         let change = BucketChange {
             labels: map_change(&current.labels, &wanted.labels),
-            versioning: (wanted.versioning != current.versioning).then_some(wanted.versioning),
+            versioning: wanted.versioning,
             storage_class: wanted.storage_class.filter(|class| !class.eq_ignore_ascii_case(&current.storage_class)),
         };
-        if change.is_empty() {
+        if change.labels.is_empty() && change.versioning == current.versioning && change.storage_class.is_none() {
             return Ok(());
         }
         let changed = self.gcs.update_bucket(bucket, &change, Some(current.metageneration)).await;

@@ -313,7 +313,14 @@ impl ObjectStore for GoogleGcs {
         custom_metadata: &BTreeMap<String, Option<String>>,
         if_metageneration_match: Option<i64>,
     ) -> BackendResult<ObjectMeta> {
-        self.patch_object(bucket, name, content_type, custom_metadata, if_metageneration_match).await
+        let mut body = serde_json::json!({ "metadata": custom_metadata });
+        if let Some(content_type) = content_type {
+            body["contentType"] = serde_json::json!(content_type);
+        }
+        let path = format!("b/{bucket}/o/{}", patch::encode_path_segment(name));
+        let what = format!("set the metadata of gs://{bucket}/{name}");
+        self.patch_json(&path, if_metageneration_match, &body, &what).await?;
+        self.get_object(bucket, name).await
     }
 
     async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
@@ -345,7 +352,16 @@ impl ObjectStore for GoogleGcs {
         change: &BucketChange,
         if_metageneration_match: Option<i64>,
     ) -> BackendResult<BucketMeta> {
-        self.patch_bucket(bucket, change, if_metageneration_match).await
+        let mut body = serde_json::json!({ "versioning": { "enabled": change.versioning } });
+        if !change.labels.is_empty() {
+            body["labels"] = serde_json::json!(change.labels);
+        }
+        if let Some(class) = &change.storage_class {
+            body["storageClass"] = serde_json::json!(class);
+        }
+        let what = format!("change bucket {bucket}");
+        self.patch_json(&format!("b/{bucket}"), if_metageneration_match, &body, &what).await?;
+        self.get_bucket(bucket).await
     }
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {

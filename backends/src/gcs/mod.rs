@@ -50,14 +50,11 @@ pub struct BucketSettings {
 pub struct BucketChange {
     /// Labels to set (`Some`) or remove (`None`); others stay.
     pub labels: BTreeMap<String, Option<String>>,
-    pub versioning: Option<bool>,
+    /// Whether versioning is on afterwards: always sent, as fake-gcs-server
+    /// turns versioning off on a patch that leaves it out.
+    pub versioning: bool,
+    /// A new default storage class; `None` keeps it.
     pub storage_class: Option<String>,
-}
-
-impl BucketChange {
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.versioning.is_none() && self.storage_class.is_none()
-    }
 }
 
 /// An object's metadata, as a listing or a get returns it.

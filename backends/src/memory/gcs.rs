@@ -435,7 +435,7 @@ impl ObjectStore for MemoryGcs {
                     None => meta.labels.remove(key),
                 };
             }
-            meta.versioning = change.versioning.unwrap_or(meta.versioning);
+            meta.versioning = change.versioning;
             meta.storage_class = change.storage_class.clone().unwrap_or(meta.storage_class.clone());
             meta.metageneration += 1;
             meta.updated = Some(SystemTime::now());

@@ -35,7 +35,7 @@ use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
 use gcloud_storage::http::resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus};
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Body, StatusCode};
-use reqwest_middleware::ClientWithMiddleware;
+use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
 use token_source::TokenSource;
 use tokio::sync::watch;
 
@@ -52,7 +52,7 @@ use crate::retry::RetryPolicy;
 /// one request, and saves the round trip that starts a session.
 pub const DEFAULT_CHUNK: u64 = 256 * 1024 * 1024;
 /// Cloud Storage wants resumable chunks in multiples of this.
-pub const CHUNK_GRANULE: u64 = 256 * 1024;
+const CHUNK_GRANULE: u64 = 256 * 1024;
 /// How much of the staging file one read takes (and one body piece holds).
 const READ_PIECE: u64 = 256 * 1024;
 /// The slowest upload rate an attempt is given time for (bytes per second),
@@ -82,7 +82,7 @@ pub(super) struct Uploads {
     /// `{endpoint}/storage/v1`, for the requests the crate cannot make.
     pub(super) api: String,
     /// `None` on an emulator (anonymous).
-    pub(super) token: Option<Arc<dyn TokenSource>>,
+    token: Option<Arc<dyn TokenSource>>,
     /// The resumable chunk; objects up to it go in one request.
     chunk: u64,
     /// The service refused a request without a length (411 or 501): the
@@ -106,6 +106,20 @@ impl Uploads {
             token,
             chunk,
             streaming_refused: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Uploads {
+    /// `request` with the access token, where there is one (not on an
+    /// emulator).
+    pub(super) async fn authorized(&self, request: RequestBuilder, what: &str) -> BackendResult<RequestBuilder> {
+        match &self.token {
+            Some(token) => {
+                let token = token.token().await.map_err(|e| backend_error(what, HttpError::TokenSource(e)))?;
+                Ok(request.header(AUTHORIZATION, token))
+            }
+            None => Ok(request),
         }
     }
 }
@@ -262,11 +276,8 @@ impl GoogleGcs {
         if let Some(length) = length {
             request = request.header(CONTENT_LENGTH, length);
         }
-        if let Some(token) = &uploads.token {
-            let token = token.token().await.map_err(|e| backend_error(what, HttpError::TokenSource(e)))?;
-            request = request.header(AUTHORIZATION, token);
-        }
-        let response = request.send().await.map_err(|e| backend_error(what, e.into()))?;
+        let response =
+            uploads.authorized(request, what).await?.send().await.map_err(|e| backend_error(what, e.into()))?;
         if let Err(status) = response.error_for_status_ref() {
             let refused = [StatusCode::LENGTH_REQUIRED, StatusCode::NOT_IMPLEMENTED].contains(&response.status());
             if length.is_none() && refused && !uploads.streaming_refused.swap(true, Ordering::Relaxed) {
