@@ -251,6 +251,15 @@ fn mkdir_and_rmdir_make_and_delete_datasets_and_tables() {
     assert_eq!(rest["schema"]["fields"][0]["name"], "id");
     assert_eq!(ok(&format!("ls -f {table}")), "config.json\nschema.json\n_status.json\n");
 
+    // A view: made from the query of its config.json; its schema.json
+    // (as an export lists it, here empty) is not sent.
+    let view = format!("{root}/{new_dataset}/big_events");
+    ok(&format!("mkdir {view} && /bin/echo '{{\"view_query\": \"SELECT 1 AS x\"}}' > {view}/config.json"));
+    assert_eq!(write_and_close_errno(&PathBuf::from(format!("{view}/schema.json")), br#"{"fields": []}"#), 0);
+    let made = bq_table(&new_dataset, "big_events").expect("the view was created");
+    assert_eq!(made["type"], "VIEW", "{made}");
+    ok(&format!("rmdir {view}"));
+
     // A dataset with a table is not empty; rmdir of a table deletes it.
     let output = sh(&format!("rmdir {root}/{new_dataset}"));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not empty"), "{output:?}");

@@ -113,6 +113,21 @@ fn rm_mkdir_rmdir_and_buckets() {
     assert!(String::from_utf8_lossy(&taken.stderr).contains("File exists"), "{taken:?}");
 }
 
+/// What `mkdir` made and that still waits for its settings is created when
+/// the mount ends, however soon after the `mkdir`.
+#[test]
+fn a_bucket_and_a_dataset_made_just_before_unmount_are_created() {
+    let mut mount = FuseMount::start(&[]);
+    let root = mount.path(PROJECT).display().to_string();
+    let (bucket, dataset) = (bucket_name("w_settle"), dataset_name("w_settle"));
+    ok(&format!("mkdir {root}/storage/{bucket} {root}/bigquery/{dataset}"));
+    mount.terminate();
+    let url = format!("{}/storage/v1/b/{bucket}", gcs_url());
+    let made = Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().unwrap();
+    assert!(made.success(), "the bucket was not made:\n{}", mount.log_text());
+    assert!(bq_get(&format!("/datasets/{dataset}")).is_some(), "the dataset was not made:\n{}", mount.log_text());
+}
+
 /// fake-gcs-server keeps no bucket labels, location or storage class: what
 /// ciofs asked for is read off a recording proxy in front of it.
 #[test]
@@ -503,6 +518,24 @@ print(sorted(os.listdir("{d}")))
     assert_eq!(read_object(&f.bucket, "app.log.1"), b"before\nafter\n");
     assert_eq!(read_object(&f.bucket, "old.log.1"), b"old\nbefore\nafter\n");
     assert!(!exists(&f.bucket, "app.log") && !exists(&f.bucket, "old.log"), "nothing under the old names");
+    // A directory holding a file open for write is not moved (EBUSY); once
+    // it is closed, it is.
+    let script = format!(
+        r#"
+import os, subprocess
+os.mkdir("{d}/logs")
+fd = os.open("{d}/logs/now.log", os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"open")
+moved = subprocess.run(["mv", "{d}/logs", "{d}/archived"], capture_output=True, text=True)
+print("busy" if "busy" in moved.stderr else moved.stderr)
+os.close(fd)
+subprocess.run(["mv", "{d}/logs", "{d}/archived"], check=True)
+"#
+    );
+    let output = run(Command::new("python3").args(["-c", &script]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "busy\n");
+    assert_eq!(read_object(&f.bucket, "archived/now.log"), b"open");
 }
 
 #[test]

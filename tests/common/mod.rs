@@ -187,6 +187,18 @@ impl FuseMount {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Asks ciofs to unmount and end (SIGTERM, as `ciofs unmount` does) and
+    /// waits until it has.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill with the pid of our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "ciofs did not end:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for FuseMount {
