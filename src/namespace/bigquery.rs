@@ -95,7 +95,7 @@ pub(super) struct BigQueryTree {
     dataset_views: Timed<(String, String), Arc<(DatasetMeta, Bytes)>>,
     pending: Mutex<HashMap<TableKey, PendingTable>>,
     /// Datasets made by mkdir, waiting for their `_dataset.json`.
-    pending_datasets: Pending<(String, String), DatasetSettings>,
+    pending_datasets: Pending<(String, String), (), DatasetSettings>,
 }
 
 impl BigQueryTree {
@@ -111,7 +111,7 @@ impl BigQueryTree {
         }
     }
 
-    fn pending_dataset(&self, project: &str, dataset: &str) -> Option<Waiting<DatasetSettings>> {
+    fn pending_dataset(&self, project: &str, dataset: &str) -> Option<Waiting<(), DatasetSettings>> {
         self.pending_datasets.get(&(project.to_string(), dataset.to_string()))
     }
 
@@ -183,7 +183,7 @@ impl Namespace {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 let listed = self.bigquery.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
-                if !listed && self.bigquery.pending_dataset(project, name).is_none() {
+                if !listed {
                     self.dataset_view(project, name).await?;
                 }
                 Ok(self.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
@@ -314,7 +314,8 @@ impl Namespace {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 let mut names: Vec<String> = self.datasets(project).await?.iter().map(|d| d.dataset.clone()).collect();
-                names.extend(self.bigquery.pending_datasets.of_project(project).into_iter().map(|((_, d), _)| d));
+                let pending = self.bigquery.pending_datasets.filter(|(of, _), _| of == project);
+                names.extend(pending.into_iter().map(|((_, dataset), _)| dataset));
                 names.sort();
                 names.dedup();
                 Ok(names
@@ -475,16 +476,16 @@ impl Namespace {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 check_dataset_name(name)?;
-                let exists = self.bigquery.pending_dataset(project, name).is_some()
-                    || match self.dataset_view(project, name).await {
-                        Ok(_) => true,
-                        Err(e) if e.errno() == libc::ENOENT => false,
-                        Err(e) => return Err(e),
-                    };
+                // A pending one's view is there too.
+                let exists = match self.dataset_view(project, name).await {
+                    Ok(_) => true,
+                    Err(e) if e.errno() == libc::ENOENT => false,
+                    Err(e) => return Err(e),
+                };
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
                 }
-                let made = self.bigquery.pending_datasets.add((project.clone(), name.to_string()), project);
+                let made = self.bigquery.pending_datasets.add((project.clone(), name.to_string()), ());
                 self.bigquery.dataset_views.forget(&(project.clone(), name.to_string()));
                 tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
                 Ok(self.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
@@ -634,13 +635,13 @@ impl Namespace {
     async fn create_pending_dataset(&self, project: &str, dataset: &str, settings: &DatasetSettings) -> VfsResult<()> {
         let _one_at_a_time = self.bigquery.pending_datasets.creating().await;
         let key = (project.to_string(), dataset.to_string());
-        if self.bigquery.pending_dataset(project, dataset).is_none() {
+        if !self.bigquery.pending_datasets.contains(&key) {
             return Ok(());
         }
         let meta = match self.bigquery.api.create_dataset(project, dataset, settings).await {
             Ok(meta) => meta,
             Err(e) if e.kind.is_transient() => {
-                self.bigquery.pending_datasets.keep_settings(&key, settings);
+                self.bigquery.pending_datasets.wait_again(&key, settings);
                 return Err(vfs_error(e));
             }
             Err(e) => {

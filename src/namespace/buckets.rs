@@ -19,7 +19,7 @@ use super::Namespace;
 use super::cache::{Known, key};
 use super::node::{BUCKET_META, Node};
 use super::object_meta::map_change;
-use super::pending::PendingDue;
+use super::pending::{PendingDue, Waiting};
 use crate::documents::parse_bucket_document;
 use crate::errors::vfs_error;
 use crate::rules::{label_problems, refuse_if_any};
@@ -45,8 +45,8 @@ impl Namespace {
 
     /// The buckets of `project` that wait to be created.
     pub(super) fn pending_buckets_of(&self, project: &str) -> Vec<BucketMeta> {
-        let waiting = self.pending_buckets.of_project(project);
-        waiting.into_iter().map(|(bucket, made)| pending_meta(&bucket, made)).collect()
+        let waiting = self.pending_buckets.filter(|_, waiting| waiting.made_in == project);
+        waiting.into_iter().map(|(bucket, waiting)| pending_meta(&bucket, waiting.made)).collect()
     }
 
     fn taken_buckets(&self) -> MutexGuard<'_, BTreeSet<String>> {
@@ -73,7 +73,7 @@ impl Namespace {
         if taken {
             return Err(taken_error(name));
         }
-        self.pending_buckets.add(name.to_string(), project);
+        self.pending_buckets.add(name.to_string(), project.to_string());
         self.cache.forget(&key(name, ""));
         tracing::info!(project, bucket = name, "bucket pending: created at its .meta/_bucket.json");
         Ok(())
@@ -98,7 +98,7 @@ impl Namespace {
     /// whose answer was lost), else another project's.
     async fn create_pending_bucket(&self, bucket: &str, settings: &BucketSettings) -> VfsResult<()> {
         let _one_at_a_time = self.pending_buckets.creating().await;
-        let Some(project) = self.pending_buckets.get(bucket).map(|w| w.project) else { return Ok(()) };
+        let Some(project) = self.pending_buckets.get(bucket).map(|w| w.made_in) else { return Ok(()) };
         let created = match self.gcs.create_bucket(&project, bucket, settings).await {
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
                 let ours = self.list_project_buckets(&project).await?.into_iter().find(|b| b.name == bucket);
@@ -115,7 +115,7 @@ impl Namespace {
                 Ok(())
             }
             Err(e) if e.kind.is_transient() => {
-                self.pending_buckets.keep_settings(bucket, settings);
+                self.pending_buckets.wait_again(bucket, settings);
                 Err(vfs_error(e))
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
@@ -133,9 +133,8 @@ impl Namespace {
     /// Creates, with Cloud Storage's defaults, the pending buckets that
     /// waited long enough for their settings (called periodically), or all.
     pub(super) async fn create_due_buckets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
-        let due = self.pending_buckets.due(which);
         let mut failed = Vec::new();
-        for (bucket, project) in due {
+        for (bucket, Waiting { made_in: project, .. }) in self.pending_buckets.due(which) {
             let document = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
             if which != PendingDue::All && self.local.stat(&document).is_some() {
                 // Its settings are being written (over NFS they apply after

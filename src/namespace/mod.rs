@@ -268,8 +268,9 @@ pub struct Namespace {
     pubsub: PubSubTree,
     /// `.meta/` documents written, for the objects' next new upload.
     pending_object_meta: object_meta::PendingObjectMeta,
-    /// Buckets made by `mkdir`, waiting for their settings (buckets.rs).
-    pending_buckets: pending::Pending<String, ciofs_backends::gcs::BucketSettings>,
+    /// Buckets made by `mkdir`, waiting for their settings, with their
+    /// projects (buckets.rs).
+    pending_buckets: pending::Pending<String, String, ciofs_backends::gcs::BucketSettings>,
     /// Names another project took between our `mkdir` and our create: what
     /// was written for them must not go up into that bucket.
     taken_buckets: Mutex<std::collections::BTreeSet<String>>,

@@ -1,8 +1,10 @@
-//! Resources that `mkdir` makes but that cannot be created yet: a bucket
-//! waits for its `.meta/_bucket.json` and a dataset for its
-//! `.meta/_dataset.json` (locations and storage classes are given only at
-//! creation). Each waits here until its settings come, something is made in
-//! it, or `WAIT` passes; buckets.rs and bigquery.rs create them.
+//! Resources that `mkdir` makes but that cannot be created yet, because
+//! some settings can only be given at creation: a bucket waits for its
+//! `.meta/_bucket.json`, a dataset for its `.meta/_dataset.json`, a
+//! subscription for its config.json (the documents `tar x` writes right
+//! after the directory). Each waits here until its settings come,
+//! something is made in it, or `WAIT` passes; buckets.rs, bigquery.rs and
+//! pubsub.rs create them.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -25,43 +27,51 @@ pub(crate) enum PendingDue<'a> {
 
 /// One resource waiting to be created.
 #[derive(Clone)]
-pub(super) struct Waiting<S> {
-    pub project: String,
+pub(super) struct Waiting<D, S> {
+    /// Where `mkdir` made it, beyond its key: a bucket's project, a
+    /// subscription's topic.
+    pub made_in: D,
     since: Instant,
     /// When `mkdir` made it: its directory's time.
     pub made: SystemTime,
-    /// Settings whose creation failed for a while (the service
-    /// unreachable): the next try uses them, not the defaults.
+    /// Settings it is to be created with, written before it could be (the
+    /// service unreachable, a dead-letter topic not there yet).
     pub settings: Option<S>,
 }
 
+impl<D, S> Waiting<D, S> {
+    /// Since it was made, or since its settings came.
+    pub fn waited(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
 /// The resources of one kind that wait, by key.
-pub(super) struct Pending<K, S> {
-    waiting: Mutex<BTreeMap<K, Waiting<S>>>,
+pub(super) struct Pending<K, D, S> {
+    waiting: Mutex<BTreeMap<K, Waiting<D, S>>>,
     /// Held while one is created, so that two callers do not both try.
     creating: tokio::sync::Mutex<()>,
 }
 
-impl<K, S> Default for Pending<K, S> {
+impl<K, D, S> Default for Pending<K, D, S> {
     fn default() -> Self {
         Self { waiting: Mutex::new(BTreeMap::new()), creating: tokio::sync::Mutex::new(()) }
     }
 }
 
-impl<K: Ord + Clone, S: Clone> Pending<K, S> {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<K, Waiting<S>>> {
+impl<K: Ord + Clone, D: Clone, S: Clone> Pending<K, D, S> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<K, Waiting<D, S>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts waiting; when it was made.
-    pub fn add(&self, key: K, project: &str) -> SystemTime {
+    pub fn add(&self, key: K, made_in: D) -> SystemTime {
         let made = SystemTime::now();
-        let waiting = Waiting { project: project.to_string(), since: Instant::now(), made, settings: None };
-        self.lock().insert(key, waiting);
+        self.lock().insert(key, Waiting { made_in, since: Instant::now(), made, settings: None });
         made
     }
 
-    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<Waiting<S>>
+    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<Waiting<D, S>>
     where
         K: Borrow<Q>,
     {
@@ -83,25 +93,27 @@ impl<K: Ord + Clone, S: Clone> Pending<K, S> {
         self.lock().remove(key).is_some()
     }
 
-    /// Keeps `settings` for the next try of a creation that failed.
-    pub fn keep_settings<Q: Ord + ?Sized>(&self, key: &Q, settings: &S)
+    /// Keeps `settings` for the next try of a creation that could not be
+    /// made yet, which waits `WAIT` (or longer) again.
+    pub fn wait_again<Q: Ord + ?Sized>(&self, key: &Q, settings: &S)
     where
         K: Borrow<Q>,
     {
         if let Some(waiting) = self.lock().get_mut(key) {
             waiting.settings = Some(settings.clone());
+            waiting.since = Instant::now();
         }
     }
 
-    /// Those of `project`, by key.
-    pub fn of_project(&self, project: &str) -> Vec<(K, SystemTime)> {
-        self.lock().iter().filter(|(_, w)| w.project == project).map(|(k, w)| (k.clone(), w.made)).collect()
+    /// Those that `keep`, by key.
+    pub fn filter(&self, keep: impl Fn(&K, &Waiting<D, S>) -> bool) -> Vec<(K, Waiting<D, S>)> {
+        self.lock().iter().filter(|(k, w)| keep(k, w)).map(|(k, w)| (k.clone(), w.clone())).collect()
     }
 
-    /// Those to create now, with their projects.
-    pub fn due(&self, which: PendingDue<'_>) -> Vec<(K, String)> {
-        let due = |w: &Waiting<S>| which == PendingDue::All || w.since.elapsed() >= WAIT;
-        self.lock().iter().filter(|(_, w)| due(w)).map(|(k, w)| (k.clone(), w.project.clone())).collect()
+    /// Those to create now: all of them, or those that waited `WAIT` (one
+    /// `Subscription` is pubsub.rs's to pick).
+    pub fn due(&self, which: PendingDue<'_>) -> Vec<(K, Waiting<D, S>)> {
+        self.filter(|_, w| which == PendingDue::All || w.waited() >= WAIT)
     }
 
     /// Held while one of them is created.

@@ -7,9 +7,8 @@
 //!
 //! Listings are fetched whole (all pages) and kept for the metadata TTL.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
@@ -22,7 +21,7 @@ use super::listing::all_pages;
 use super::node::{
     META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
 };
-use super::pending::PendingDue;
+use super::pending::{Pending, PendingDue, Waiting};
 use super::stream::StreamReader;
 use super::stream_log::{StreamLog, StreamLogs};
 use crate::documents::pubsub::{
@@ -34,23 +33,9 @@ use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
 /// The most messages one publish call carries (Pub/Sub's request limit).
 const PUBLISH_BATCH: usize = 1000;
 
-/// How long a subscription made by `mkdir` waits for its config.json
-/// before it is created with default settings.
-const PENDING_WAIT: Duration = Duration::from_secs(1);
 /// How long a subscription whose dead-letter topic does not exist yet waits
 /// for it (`tar x` may bring that topic after the subscription).
 const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
-
-/// A subscription made by `mkdir` and not created yet.
-struct PendingSubscription {
-    /// Short name.
-    topic: String,
-    /// Since when it waits.
-    since: Instant,
-    /// Written in its config.json, when that came before its dead-letter
-    /// topic existed.
-    settings: Option<SubscriptionSettings>,
-}
 
 type TopicKey = (String, String);
 
@@ -63,10 +48,10 @@ pub(super) struct PubSubTree {
     /// `_stream` logs NFS clients follow (stream_log.rs).
     stream_logs: StreamLogs,
     /// Subscriptions made by `mkdir` and not created yet, by (project,
-    /// subscription): their topic and when they were made. A filter and
+    /// subscription), with their topics (short names). A filter and
     /// message ordering can only be set at creation, so creation waits
-    /// for the config.json that `tar x` writes next (or `PENDING_WAIT`).
-    pending: Mutex<BTreeMap<TopicKey, PendingSubscription>>,
+    /// for the config.json that `tar x` writes next (pending.rs).
+    pending: Pending<TopicKey, String, SubscriptionSettings>,
 }
 
 impl PubSubTree {
@@ -77,17 +62,17 @@ impl PubSubTree {
             subscriptions: Timed::new(ttl),
             subscription_metas: Timed::new(ttl),
             stream_logs: StreamLogs::default(),
-            pending: Mutex::default(),
+            pending: Pending::default(),
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, BTreeMap<TopicKey, PendingSubscription>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn pending_subscription(&self, project: &str, subscription: &str) -> Option<Waiting<String, SubscriptionSettings>> {
+        self.pending.get(&(project.to_string(), subscription.to_string()))
     }
 
     /// The topic (short name) of a pending subscription.
     fn pending_topic(&self, project: &str, subscription: &str) -> Option<String> {
-        self.pending().get(&(project.to_string(), subscription.to_string())).map(|p| p.topic.clone())
+        self.pending_subscription(project, subscription).map(|waiting| waiting.made_in)
     }
 
     /// Renews the leases of what stream logs hold, gives up idle ones.
@@ -253,10 +238,8 @@ impl Namespace {
             }
             Node::Subscriptions { project, topic } => {
                 let mut names: Vec<String> = self.subscriptions(project, topic).await?.to_vec();
-                let pending = self.pubsub.pending();
-                let of_topic = pending.iter().filter(|((p, _), pending)| p == project && pending.topic == *topic);
-                names.extend(of_topic.map(|((_, name), _)| name.clone()));
-                drop(pending);
+                let of_topic = self.pubsub.pending.filter(|(p, _), waiting| p == project && waiting.made_in == *topic);
+                names.extend(of_topic.into_iter().map(|((_, name), _)| name));
                 names.sort();
                 names.dedup();
                 names
@@ -339,10 +322,11 @@ impl Namespace {
         topic: &str,
         subscription: &str,
     ) -> VfsResult<Arc<SubscriptionMeta>> {
-        if self.pubsub.pending_topic(project, subscription).is_some_and(|t| t == topic) {
+        if let Some(waiting) = self.pubsub.pending_subscription(project, subscription)
+            && waiting.made_in == topic
+        {
             let mut meta = pending_meta(project, topic, subscription);
-            let key = (project.to_string(), subscription.to_string());
-            if let Some(settings) = self.pubsub.pending().get(&key).and_then(|p| p.settings.clone()) {
+            if let Some(settings) = waiting.settings {
                 meta.settings = settings;
             }
             return Ok(Arc::new(meta));
@@ -384,9 +368,7 @@ impl Namespace {
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
                 }
-                let key = (project.clone(), name.to_string());
-                let pending = PendingSubscription { topic: topic.clone(), since: Instant::now(), settings: None };
-                self.pubsub.pending().insert(key, pending);
+                self.pubsub.pending.add((project.clone(), name.to_string()), topic.clone());
                 tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
             }
@@ -402,6 +384,7 @@ impl Namespace {
         subscription: &str,
         settings: &SubscriptionSettings,
     ) -> VfsResult<()> {
+        let _one_at_a_time = self.pubsub.pending.creating().await;
         let key = (project.to_string(), subscription.to_string());
         let Some(topic) = self.pubsub.pending_topic(project, subscription) else { return Ok(()) };
         let created = self.pubsub.api.create_subscription(project, subscription, &topic, settings).await;
@@ -410,12 +393,12 @@ impl Namespace {
             // Made meanwhile (by another client, or a create whose answer
             // was lost): it is not pending any more either way.
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                self.pubsub.pending().remove(&key);
+                self.pubsub.pending.remove(&key);
                 return Err(vfs_error(e));
             }
             Err(e) => return Err(vfs_error(e)),
         };
-        self.pubsub.pending().remove(&key);
+        self.pubsub.pending.remove(&key);
         self.pubsub.subscriptions.forget(&(project.to_string(), topic.clone()));
         self.pubsub.subscription_metas.put(key, Arc::new(created));
         tracing::info!(project, topic, subscription, "subscription created");
@@ -423,30 +406,23 @@ impl Namespace {
     }
 
     /// Creates, with default settings, the pending subscriptions whose
-    /// config.json did not come within `PENDING_WAIT` (called periodically),
-    /// or the one named now (its stream is used).
+    /// config.json did not come within `WAIT` (called periodically), the
+    /// one named now (its stream is used), or all.
     pub(super) async fn create_due_subscriptions(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
-        let due: Vec<(Node, Option<SubscriptionSettings>, Instant)> = self
-            .pubsub
-            .pending()
-            .iter()
-            .filter(|(key, pending)| match which {
-                PendingDue::Waited => pending.since.elapsed() >= PENDING_WAIT,
-                PendingDue::Subscription(p, s) => key.0 == p && key.1 == s,
-                PendingDue::All => true,
-            })
-            .map(|((project, subscription), pending)| {
-                let node = Node::Subscription {
-                    project: project.clone(),
-                    topic: pending.topic.clone(),
-                    subscription: subscription.clone(),
-                };
-                (node, pending.settings.clone(), pending.since)
-            })
-            .collect();
+        let due = match which {
+            PendingDue::Subscription(project, subscription) => {
+                self.pubsub.pending.filter(|(p, s), _| p == project && s == subscription)
+            }
+            PendingDue::Waited | PendingDue::All => self.pubsub.pending.due(which),
+        };
         let mut failed = Vec::new();
-        for (node, settings, since) in due {
-            let Node::Subscription { project, topic, subscription } = &node else { continue };
+        for ((project, subscription), waiting) in due {
+            let topic = &waiting.made_in;
+            let node = Node::Subscription {
+                project: project.clone(),
+                topic: topic.clone(),
+                subscription: subscription.clone(),
+            };
             let config = Node::SubscriptionFile {
                 project: project.clone(),
                 topic: topic.clone(),
@@ -458,16 +434,17 @@ impl Namespace {
                 // after a quiet second): that creates it.
                 continue;
             }
-            let waits_for_topic = settings.as_ref().is_some_and(|s| s.dead_letter_policy.is_some());
-            match self.create_pending(project, subscription, &settings.unwrap_or_default()).await {
+            let settings = waiting.settings.clone().unwrap_or_default();
+            let waits_for_topic = settings.dead_letter_policy.is_some();
+            match self.create_pending(&project, &subscription, &settings).await {
                 Ok(()) => {}
                 Err(e)
                     if e.errno() == libc::ENOENT
                         && waits_for_topic
                         && which != PendingDue::All
-                        && since.elapsed() < DEAD_LETTER_WAIT => {}
+                        && waiting.waited() < DEAD_LETTER_WAIT => {}
                 Err(e) => {
-                    self.pubsub.pending().remove(&(project.clone(), subscription.clone()));
+                    self.pubsub.pending.remove(&(project, subscription));
                     self.error_log.record(&node.to_string(), e.errno(), e.message());
                     failed.push((node.to_string(), e));
                 }
@@ -489,7 +466,7 @@ impl Namespace {
                 Ok(())
             }
             Node::Subscriptions { project, topic } => {
-                if self.pubsub.pending().remove(&(project.clone(), name.to_string())).is_some() {
+                if self.pubsub.pending.remove(&(project.clone(), name.to_string())) {
                     return Ok(());
                 }
                 self.subscription_of(project, topic, name).await?;
@@ -531,11 +508,7 @@ impl Namespace {
                     // Its dead-letter topic may come later in an archive:
                     // created once it exists (or the error logged).
                     Err(e) if e.errno() == libc::ENOENT && settings.dead_letter_policy.is_some() => {
-                        let key = (project.clone(), subscription.clone());
-                        if let Some(pending) = self.pubsub.pending().get_mut(&key) {
-                            pending.settings = Some(settings);
-                            pending.since = Instant::now();
-                        }
+                        self.pubsub.pending.wait_again(&(project.clone(), subscription.clone()), &settings);
                         tracing::info!(project, subscription, "subscription waits for its dead-letter topic");
                         Ok(())
                     }

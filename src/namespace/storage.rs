@@ -190,7 +190,7 @@ impl Namespace {
     /// is remembered for the TTL.
     pub(super) async fn is_bucket_of(&self, project: &str, bucket: &str) -> VfsResult<bool> {
         if let Some(waiting) = self.pending_buckets.get(bucket) {
-            return Ok(waiting.project == project);
+            return Ok(waiting.made_in == project);
         }
         let asked = (project.to_string(), bucket.to_string());
         if let Some(names) = self.project_buckets.get(&asked.0) {
