@@ -417,9 +417,10 @@ impl Namespace {
     /// and fake-gcs-server lists them in no order, so pages cannot stream.
     async fn fetch_buckets(&self, project: &str, stream: &mut DirStream) -> VfsResult<()> {
         let mut buckets = self.list_project_buckets(project).await?;
-        let listed: HashSet<String> = buckets.iter().map(|b| b.name.clone()).collect();
-        buckets.extend(self.pending_buckets_of(project).into_iter().filter(|b| !listed.contains(&b.name)));
+        buckets.extend(self.pending_buckets_of(project));
+        // Stable: a bucket listed as it stops waiting shows as listed.
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        buckets.dedup_by(|later, first| later.name == first.name);
         for bucket in buckets {
             if let Some(why) = unusable_segment(&bucket.name) {
                 tracing::warn!(bucket = %bucket.name, why, "not shown: cannot be a file name");
