@@ -11,5 +11,6 @@ pub mod daemon;
 pub mod documents;
 pub mod errors;
 pub mod namespace;
+pub mod private_files;
 pub mod pubsub_rules;
 mod rules;
