@@ -228,8 +228,14 @@ impl NfsServer {
 
     /// `start`, with more environment (another emulator, say).
     pub fn start_with_env(state: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(state, env, &[])
+    }
+
+    /// `start_with_env`, with more options of `serve-nfs`.
+    pub fn start_with_args(state: &Path, env: &[(&str, &str)], extra: &[&str]) -> Self {
         let mut child = ciofs()
             .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("CIOFS_STATE_DIR", state)
             .env("CIOFS_LOG", "warn")
             .envs(env.iter().copied())
@@ -253,6 +259,11 @@ impl NfsServer {
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         NfsServer { child, port }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -287,6 +298,12 @@ impl PrivateGcs {
     pub fn freeze(&self) {
         // SAFETY: kill with the pid of our own child process.
         unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// Lets a frozen emulator go on (SIGCONT).
+    pub fn thaw(&self) {
+        // SAFETY: kill with the pid of our own child process.
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
     }
 
     /// The emulator's process id (0, which signals nobody, once stopped).
