@@ -5,17 +5,26 @@
 //! survives a restart, so NFS handles stay valid (NFS never forgets an
 //! inode); without one (FUSE), entries are dropped when the kernel forgets
 //! them all.
+//!
+//! Both kinds are bounded. FUSE: the entries the kernel holds a reference
+//! to stay (the kernel bounds those); the others are swept once the table
+//! doubles since the last sweep, so a sweep costs O(1) per entry made. NFS:
+//! past `Limits::max_entries` the least recently used quarter is dropped
+//! (a client holding one of their handles gets STALE and looks the name up
+//! again), and the journal, which only grows while serving, is rewritten
+//! compactly once it holds twice as many records as the table has entries.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ciofs_frontends::{Ino, ROOT_INO};
 use serde::{Deserialize, Serialize};
 
 use super::node::Node;
+use crate::private_files::{self, Open};
 
 struct Entry {
     node: Node,
@@ -23,13 +32,46 @@ struct Entry {
     /// How many times the kernel was told of this inode and not told to
     /// forget it.
     lookups: u64,
+    /// When it was last used (the table's clock), for dropping the least
+    /// recently used entries of a journaled table.
+    used: u64,
+}
+
+/// How large a table may grow.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Without a journal: entries the kernel holds no reference to are swept
+    /// once the table has this many (and then each time it doubled).
+    pub sweep_at: usize,
+    /// With a journal: the most entries kept.
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { sweep_at: 1 << 20, max_entries: 4 << 20 }
+    }
+}
+
+/// The journal of a persistent table: appended to as inodes are made or
+/// moved, rewritten compactly when it grew to twice the table.
+struct Journal {
+    path: PathBuf,
+    out: BufWriter<File>,
+    /// Records in the file.
+    records: usize,
 }
 
 #[derive(Default)]
 struct Table {
     by_ino: HashMap<Ino, Entry>,
     by_path: HashMap<String, Ino>,
-    journal: Option<BufWriter<File>>,
+    journal: Option<Journal>,
+    limits: Limits,
+    /// The table's clock: one tick per use of an entry.
+    clock: u64,
+    /// Without a journal: the size at which the next sweep runs.
+    next_sweep: usize,
 }
 
 pub struct InodeTable {
@@ -47,7 +89,11 @@ struct Record {
 impl InodeTable {
     /// A table that forgets (FUSE).
     pub fn new() -> Self {
-        let mut table = Table::default();
+        Self::with_limits(Limits::default())
+    }
+
+    pub fn with_limits(limits: Limits) -> Self {
+        let mut table = Table { limits, next_sweep: limits.sweep_at, ..Table::default() };
         table.insert(ROOT_INO, Node::Root, 0);
         Self { table: Mutex::new(table) }
     }
@@ -55,14 +101,18 @@ impl InodeTable {
     /// A table kept in `journal` (appended to as inodes are made, reloaded
     /// here).
     pub fn persistent(journal: &Path) -> std::io::Result<Self> {
-        let mut table = Table::default();
+        Self::persistent_with_limits(journal, Limits::default())
+    }
+
+    pub fn persistent_with_limits(journal: &Path, limits: Limits) -> std::io::Result<Self> {
+        let mut table = Table { limits, ..Table::default() };
         table.insert(ROOT_INO, Node::Root, 0);
         if let Some(dir) = journal.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_files::private_dir(dir)?;
         }
         let mut records = Vec::new();
-        if journal.exists() {
-            for line in BufReader::new(File::open(journal)?).lines() {
+        if let Ok(file) = private_files::open(journal, Open::Read) {
+            for line in BufReader::new(file).lines() {
                 let line = line?;
                 match serde_json::from_str::<Record>(&line) {
                     Ok(record) => records.push(record),
@@ -75,19 +125,8 @@ impl InodeTable {
         for record in records.into_iter().filter(|r| r.ino != ROOT_INO) {
             table.insert(record.ino, record.node, record.generation);
         }
-        // Rewrite the journal compactly (later records won over earlier ones).
-        let tmp = journal.with_extension("tmp");
-        {
-            let mut out = BufWriter::new(File::create(&tmp)?);
-            for (ino, entry) in &table.by_ino {
-                if *ino != ROOT_INO {
-                    write_record(&mut out, *ino, entry)?;
-                }
-            }
-            out.flush()?;
-        }
-        std::fs::rename(&tmp, journal)?;
-        table.journal = Some(BufWriter::new(OpenOptions::new().append(true).open(journal)?));
+        table.bound();
+        table.compact_journal(journal)?;
         Ok(Self { table: Mutex::new(table) })
     }
 
@@ -99,16 +138,20 @@ impl InodeTable {
     pub fn remember(&self, node: &Node) -> (Ino, u64) {
         let mut table = self.lock();
         let path = node.key();
-        if let Some(&ino) = table.by_path.get(&path) {
-            let entry = table.by_ino.get_mut(&ino).expect("by_path and by_ino agree");
-            return (ino, entry.generation);
+        if let Some(&ino) = table.by_path.get(&path)
+            && let Some(generation) = table.touch(ino)
+        {
+            return (ino, generation);
         }
-        if table.journal.is_none() && table.by_ino.len() >= SWEEP_AT {
+        if table.journal.is_none() && table.by_ino.len() >= table.next_sweep {
             table.sweep();
         }
         let ino = table.free_ino(&path);
         table.insert(ino, node.clone(), 0);
         table.journal_new(ino);
+        if table.journal.is_some() && table.by_ino.len() > table.limits.max_entries {
+            table.bound();
+        }
         (ino, 0)
     }
 
@@ -164,7 +207,9 @@ impl InodeTable {
     }
 
     pub fn node(&self, ino: Ino) -> Option<Node> {
-        self.lock().by_ino.get(&ino).map(|e| e.node.clone())
+        let mut table = self.lock();
+        table.touch(ino)?;
+        table.by_ino.get(&ino).map(|e| e.node.clone())
     }
 
     pub fn generation(&self, ino: Ino) -> Option<u64> {
@@ -196,26 +241,84 @@ impl Default for InodeTable {
     }
 }
 
-/// Without a journal, past this many inodes the ones the kernel holds no
-/// reference to (listed but never looked up) are dropped.
-const SWEEP_AT: usize = 1 << 20;
-
 impl Table {
+    /// Marks `ino` used now; its generation, if it is known.
+    fn touch(&mut self, ino: Ino) -> Option<u64> {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.by_ino.get_mut(&ino)?;
+        entry.used = clock;
+        Some(entry.generation)
+    }
+
+    /// Drops the entries the kernel holds no reference to (listed but
+    /// never looked up); the next sweep waits until the table doubled, so
+    /// that a table of referenced entries is not swept at every new one.
     fn sweep(&mut self) {
         self.by_ino.retain(|ino, entry| entry.lookups > 0 || *ino == ROOT_INO);
         let by_ino = &self.by_ino;
         self.by_path.retain(|_, ino| by_ino.contains_key(ino));
-        tracing::debug!(kept = self.by_ino.len(), "swept inodes without references");
+        self.next_sweep = (2 * self.by_ino.len()).max(self.limits.sweep_at);
+        tracing::debug!(kept = self.by_ino.len(), next = self.next_sweep, "swept inodes without references");
     }
 
+    /// Keeps a journaled table within `max_entries`: past it, the least
+    /// recently used quarter goes (the root stays), so that the work is
+    /// done once per a quarter of the limit's new entries.
+    fn bound(&mut self) {
+        let limit = self.limits.max_entries;
+        if self.by_ino.len() <= limit {
+            return;
+        }
+        let keep = limit - limit / 4;
+        let mut uses: Vec<u64> = self.by_ino.values().map(|e| e.used).collect();
+        let cut = uses.len() - keep;
+        let (_, oldest_kept, _) = uses.select_nth_unstable(cut);
+        let oldest_kept = *oldest_kept;
+        self.by_ino.retain(|ino, entry| entry.used >= oldest_kept || *ino == ROOT_INO);
+        let by_ino = &self.by_ino;
+        self.by_path.retain(|_, ino| by_ino.contains_key(ino));
+        tracing::info!(kept = self.by_ino.len(), limit, "dropped the least recently used NFS inodes");
+    }
+
+    /// Rewrites the journal with one record per entry, and appends to it
+    /// from then on.
+    fn compact_journal(&mut self, path: &Path) -> std::io::Result<()> {
+        let mut text = Vec::new();
+        for (ino, entry) in self.by_ino.iter().filter(|(ino, _)| **ino != ROOT_INO) {
+            write_record(&mut text, *ino, entry)?;
+        }
+        private_files::replace(path, &text)?;
+        let out = BufWriter::new(private_files::open(path, Open::Append)?);
+        self.journal = Some(Journal { path: path.to_path_buf(), out, records: self.by_ino.len() });
+        Ok(())
+    }
+
+    /// Makes `ino` name `node`: the inode that named `node` before is
+    /// dropped, and so is the path `ino` named before (a rename read back
+    /// from the journal: the old name must not lead to the moved inode).
     fn insert(&mut self, ino: Ino, node: Node, generation: u64) {
         let path = node.key();
-        if let Some(old) = self.by_path.insert(path, ino)
+        if let Some(old) = self.by_path.insert(path.clone(), ino)
             && old != ino
         {
             self.by_ino.remove(&old);
         }
-        self.by_ino.insert(ino, Entry { node, generation, lookups: 0 });
+        self.clock += 1;
+        let entry = Entry { node, generation, lookups: 0, used: self.clock };
+        let lookups = match self.by_ino.insert(ino, entry) {
+            Some(before) if before.node.key() != path => {
+                if self.by_path.get(&before.node.key()) == Some(&ino) {
+                    self.by_path.remove(&before.node.key());
+                }
+                before.lookups
+            }
+            Some(before) => before.lookups,
+            None => 0,
+        };
+        if let Some(entry) = self.by_ino.get_mut(&ino) {
+            entry.lookups = lookups;
+        }
     }
 
     /// The hash of `path`, probed forward past numbers in use.
@@ -231,12 +334,23 @@ impl Table {
         let Some(entry) = self.by_ino.get(&ino) else { return };
         let Some(journal) = self.journal.as_mut() else { return };
         // Flushed per record: the handle may reach a client right after.
-        let written = write_record(journal, ino, entry).and_then(|()| journal.flush());
+        let written = write_record(&mut journal.out, ino, entry).and_then(|()| journal.out.flush());
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot journal an inode; NFS handles to it will not survive a restart");
         }
+        journal.records += 1;
+        if journal.records > 2 * self.by_ino.len() + COMPACT_SLACK {
+            let path = journal.path.clone();
+            if let Err(e) = self.compact_journal(&path) {
+                tracing::error!(error = %e, journal = %path.display(), "cannot compact the inode journal");
+            }
+        }
     }
 }
+
+/// Records a journal may hold beyond twice the table before it is
+/// rewritten (so that a small table is not rewritten at every rename).
+const COMPACT_SLACK: usize = 4096;
 
 fn write_record(out: &mut impl Write, ino: Ino, entry: &Entry) -> std::io::Result<()> {
     let record = Record { ino, generation: entry.generation, node: entry.node.clone() };
@@ -318,6 +432,82 @@ mod tests {
         let taken = first + 1;
         t.insert(taken, object("z"), 0);
         assert_eq!(t.free_ino("p/storage/b/x"), first + 2);
+    }
+
+    /// Issue 11, defect 2: after `mv a b` and a restart, `a` got b's inode
+    /// back (the journal's older record of `a` won), and a new `a` written
+    /// over NFS overwrote b.
+    #[test]
+    fn a_renamed_inode_does_not_answer_for_its_old_name_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("inodes.jsonl");
+        let moved = {
+            let table = InodeTable::persistent(&journal).unwrap();
+            let (a, _) = table.remember(&object("a"));
+            table.remember(&object("b"));
+            table.rekey(|node| (*node == object("a")).then(|| object("b")));
+            a
+        };
+        let again = InodeTable::persistent(&journal).unwrap();
+        assert_eq!(again.node(moved), Some(object("b")));
+        let (new_a, _) = again.remember(&object("a"));
+        assert_ne!(new_a, moved, "a new `a` is a new inode");
+        assert_eq!(again.node(new_a), Some(object("a")));
+        assert_eq!(again.find(&object("b")).map(|(ino, _)| ino), Some(moved));
+    }
+
+    /// Issue 11, defect 13: the NFS journal only grew while serving.
+    #[test]
+    fn the_journal_is_compacted_while_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("inodes.jsonl");
+        let table = InodeTable::persistent(&journal).unwrap();
+        table.remember(&object("x0"));
+        for i in 0..20_000 {
+            let (from, to) = (object(&format!("x{i}")), object(&format!("x{}", i + 1)));
+            table.rekey(|node| (*node == from).then(|| to.clone()));
+        }
+        let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
+        assert!(lines <= 2 * 2 + COMPACT_SLACK + 1, "{lines} records for one inode");
+        let again = InodeTable::persistent(&journal).unwrap();
+        assert!(again.find(&object("x20000")).is_some());
+        assert!(again.find(&object("x0")).is_none());
+    }
+
+    /// Issue 11, defect 13: past the limit, the least recently used
+    /// entries of a journaled table go; the ones in use stay.
+    #[test]
+    fn a_journaled_table_keeps_the_recently_used_within_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { max_entries: 100, ..Limits::default() };
+        let table = InodeTable::persistent_with_limits(&dir.path().join("inodes.jsonl"), limits).unwrap();
+        let (kept, _) = table.remember(&object("kept"));
+        for i in 0..1000 {
+            table.remember(&object(&format!("f{i}")));
+            table.node(kept);
+        }
+        assert!(table.lock().by_ino.len() <= 101);
+        assert_eq!(table.node(kept), Some(object("kept")));
+        assert!(table.find(&object("f0")).is_none(), "the oldest went");
+        assert!(table.node(ROOT_INO).is_some());
+    }
+
+    /// Issue 11, defect 13: without a journal, a table whose entries the
+    /// kernel all holds was swept again at every new entry (O(n) each).
+    #[test]
+    fn a_sweep_waits_until_the_table_doubled() {
+        let table = InodeTable::with_limits(Limits { sweep_at: 64, ..Limits::default() });
+        for i in 0..64 {
+            let (ino, _) = table.remember(&object(&format!("held{i}")));
+            table.count_lookup(ino);
+        }
+        table.remember(&object("one more"));
+        let next = table.lock().next_sweep;
+        assert!(next >= 128, "the next sweep is at {next}");
+        for i in 0..10 {
+            table.remember(&object(&format!("listed{i}")));
+        }
+        assert_eq!(table.lock().next_sweep, next, "no sweep until the table doubled");
     }
 
     #[test]
