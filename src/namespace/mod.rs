@@ -14,6 +14,7 @@ mod error_log;
 mod inodes;
 mod listing;
 mod mutate;
+mod nfs_writes;
 pub mod node;
 mod object_meta;
 mod pending;
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -51,7 +52,7 @@ use self::node::{Node, Service};
 use self::pending::PendingDue;
 use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
-use self::write::Staged;
+use self::write::Writer;
 
 pub use self::inodes::path_hash;
 
@@ -102,6 +103,9 @@ enum Handle {
     Document(Bytes),
     /// An object open for write (write.rs).
     Write(Arc<Writer>),
+    /// A file being written, opened for reading: it reads the writer's
+    /// bytes and never uploads them.
+    ReadStaged(Arc<Writer>),
     /// A generated file opened for write (`.meta/*`, `_status.json`):
     /// writes are accepted and ignored, so that `tar x` of an export
     /// succeeds; reads see the document as it was at open (empty after a
@@ -121,109 +125,6 @@ pub struct Services {
     pub gcs: Arc<dyn ObjectStore>,
     pub bigquery: Arc<dyn BigQuery>,
     pub pubsub: Arc<dyn PubSub>,
-}
-
-/// An object open for write: the staged state, and what getattr, listings
-/// and other opens need to know about it without waiting for its lock.
-pub(crate) struct Writer {
-    /// Which object it writes (renamed with it).
-    node: Mutex<Node>,
-    staged: AsyncMutex<Staged>,
-    state: Mutex<WriterState>,
-    /// Written without a handle (NFS): committed when idle, not at close.
-    unattended: bool,
-    last_write: Mutex<Instant>,
-    /// Open handles on it; when none is left, the last release uploads.
-    handles: std::sync::atomic::AtomicUsize,
-    /// Woken whenever `state` changes.
-    changed: tokio::sync::Notify,
-}
-
-#[derive(Clone, Copy)]
-struct WriterState {
-    size: u64,
-    mtime: SystemTime,
-    /// Unflushed data or an upload in flight.
-    busy: bool,
-    /// The object exists in Cloud Storage (it was there, or was uploaded).
-    in_gcs: bool,
-    /// Removed while open: only its open handles still see it.
-    unlinked: bool,
-}
-
-impl WriterState {
-    fn of(staged: &Staged) -> Self {
-        WriterState {
-            size: staged.size,
-            mtime: staged.mtime,
-            busy: staged.is_busy(),
-            in_gcs: staged.in_gcs(),
-            unlinked: staged.unlinked,
-        }
-    }
-}
-
-impl Writer {
-    fn new(node: Node, staged: Staged) -> Self {
-        Writer {
-            node: Mutex::new(node),
-            state: Mutex::new(WriterState::of(&staged)),
-            staged: AsyncMutex::new(staged),
-            unattended: false,
-            last_write: Mutex::new(Instant::now()),
-            handles: std::sync::atomic::AtomicUsize::new(0),
-            changed: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn unattended(node: Node, staged: Staged) -> Self {
-        Writer { unattended: true, ..Writer::new(node, staged) }
-    }
-
-    fn node(&self) -> Node {
-        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// After a rename of its (just uploaded) object to `node`, now `moved`:
-    /// its handles write to the new name, starting from that version.
-    fn retarget(&self, node: Node, staged: &mut Staged, moved: Arc<ObjectMeta>) {
-        staged.retarget(moved);
-        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
-        self.record(staged);
-    }
-
-    fn touch(&self) {
-        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    }
-
-    fn idle_for(&self) -> Duration {
-        self.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
-    }
-
-    fn state(&self) -> WriterState {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Publishes what getattr, listings and other opens see of `staged`.
-    fn record(&self, staged: &Staged) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = WriterState::of(staged);
-        self.changed.notify_waiters();
-    }
-
-    /// Waits up to `limit` for this writer to have no unflushed data or
-    /// upload in flight; whether it has none.
-    async fn settled_within(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.changed.notified();
-            if !self.state().busy {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return !self.state().busy;
-            }
-        }
-    }
 }
 
 /// How long an open for write waits for another handle's data to be
@@ -471,7 +372,7 @@ impl Vfs for Namespace {
         }
         if let Some(writer) = self.writer(ino) {
             // Reading a file being written: its writer's bytes.
-            return Ok(Opened { fh: self.new_handle(Handle::Write(writer)), ..Opened::default() });
+            return Ok(Opened { fh: self.new_handle(Handle::ReadStaged(writer)), ..Opened::default() });
         }
         match &node {
             Node::Object { .. } => {
@@ -521,7 +422,7 @@ impl Vfs for Namespace {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => {
                 let mut staged = writer.staged.lock().await;
-                let written = self.staged_write(&mut staged, offset, data).await;
+                let written = self.staged_write(&mut staged, offset, data, true).await;
                 writer.record(&staged);
                 written
             }
@@ -562,33 +463,21 @@ impl Vfs for Namespace {
 
     async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
         let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
-        let writer = match handle {
-            Some(Handle::Write(writer)) => writer,
-            Some(Handle::Local(handle)) => return self.local_release(&handle).await,
+        match handle {
+            // The last handle of its writer: what a flush left (a file only
+            // created or truncated) goes up. The writer stays in the table
+            // until the upload is done, so an unlink racing with this
+            // release finds it (and deletes what was uploaded).
+            Some(Handle::Write(writer)) if writer.handles.fetch_sub(1, Ordering::SeqCst) == 1 => {
+                self.release_writer(ino, &writer).await
+            }
+            Some(Handle::Local(handle)) => self.local_release(&handle).await,
             Some(Handle::Stream(reader)) => {
                 reader.close().await;
-                return Ok(());
+                Ok(())
             }
-            _ => return Ok(()),
-        };
-        writer.handles.fetch_sub(1, Ordering::SeqCst);
-        // What a flush left (a file only created or truncated): its error
-        // reaches no close(), so it is logged. The writer stays registered
-        // until the upload is done, so an unlink racing with this release
-        // finds it (and deletes what was uploaded).
-        let mut staged = writer.staged.lock().await;
-        let committed = self.commit(&mut staged).await;
-        writer.record(&staged);
-        drop(staged);
-        if let Err(e) = &committed {
-            // No close() reports this one.
-            self.error_log.record(&writer.node().to_string(), e.errno(), e.message());
+            _ => Ok(()),
         }
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
-            writers.remove(&ino);
-        }
-        committed
     }
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
@@ -601,7 +490,9 @@ impl Vfs for Namespace {
                 Some(writer) => {
                     let mut staged = writer.staged.lock().await;
                     self.staged_truncate(&mut staged, size).await?;
-                    if writer.handles.load(Ordering::SeqCst) == 0 && !writer.unattended {
+                    if writer.unattended {
+                        self.sync_journaled(&mut staged)?;
+                    } else if writer.handles.load(Ordering::SeqCst) == 0 {
                         // Its last handle is gone (its release may still be
                         // on the way): nobody else will upload this.
                         self.commit(&mut staged).await?;
@@ -680,7 +571,7 @@ impl Vfs for Namespace {
             },
         };
         match handle {
-            Handle::Write(writer) => {
+            Handle::Write(writer) | Handle::ReadStaged(writer) => {
                 let mut staged = writer.staged.lock().await;
                 self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
@@ -716,55 +607,12 @@ impl Namespace {
         self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
     }
 
-    /// A write without a handle (NFS): into the inode's unattended writer,
-    /// made on the first write; `commit_idle` uploads it once writes stop.
-    async fn unattended_write(&self, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let writer = match self.writer(ino) {
-            Some(writer) => writer,
-            None => {
-                let node = self.node(ino)?;
-                if !matches!(node, Node::Object { .. }) {
-                    return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
-                }
-                let base = self.existing_object(&node).await?;
-                let writer = Arc::new(Writer::unattended(node.clone(), self.stage_journaled(&node, base, ino)?));
-                self.writers.lock().unwrap_or_else(|e| e.into_inner()).entry(ino).or_insert(writer).clone()
-            }
-        };
-        let mut staged = writer.staged.lock().await;
-        let written = self.staged_write(&mut staged, offset, data).await;
-        if written.is_ok() {
-            self.journal(&mut staged)?;
-        }
-        writer.record(&staged);
-        writer.touch();
-        written
-    }
-
-    /// Uploads what was written without a handle and has been idle for
-    /// `idle`; a writer whose upload succeeded and that stayed idle goes.
-    /// A failed upload is logged and tried again at the next call.
+    /// What needs no close, once idle for `idle`: uploads of what was
+    /// written without a handle (nfs_writes.rs), edits of documents, stream
+    /// logs, and creations that waited for their settings. A failed upload
+    /// is logged and tried again later.
     pub async fn commit_idle(&self, idle: Duration) {
-        let writers: Vec<(Ino, Arc<Writer>)> = {
-            let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-            writers.iter().filter(|(_, w)| w.unattended && w.idle_for() >= idle).map(|(i, w)| (*i, w.clone())).collect()
-        };
-        for (ino, writer) in writers {
-            let mut staged = writer.staged.lock().await;
-            match self.commit(&mut staged).await {
-                Ok(()) => {
-                    writer.record(&staged);
-                    let mut all = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-                    if writer.idle_for() >= idle && all.get(&ino).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
-                        all.remove(&ino);
-                        self.forget_journal(&mut staged);
-                    }
-                }
-                Err(e) => {
-                    self.error_log.record(&writer.node().to_string(), e.errno(), &format!("{e}; will retry"));
-                }
-            }
-        }
+        self.commit_idle_writers(idle).await;
         self.apply_idle_edits(idle).await;
         self.pubsub.tend_stream_logs().await;
         // Failures are in `.ciofs/errors`.
@@ -838,24 +686,6 @@ impl Namespace {
         }
     }
 
-    /// Uploads a handle's changes for close() or fsync() (with `if_written`,
-    /// only when bytes were written). A failure is reported to the caller and
-    /// ends that change: the previous version stays, and nothing is tried
-    /// again behind the user's back at release.
-    async fn commit_reported(&self, writer: &Writer, if_written: bool) -> VfsResult<()> {
-        let mut staged = writer.staged.lock().await;
-        if if_written && !staged.written {
-            return Ok(());
-        }
-        let committed = self.commit(&mut staged).await;
-        if committed.is_err() {
-            staged.dirty = false;
-            staged.written = false;
-        }
-        writer.record(&staged);
-        committed
-    }
-
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
             Node::Object { .. } => {
@@ -915,7 +745,7 @@ impl Namespace {
     /// when the object's generation changed.
     async fn handle_without_open(&self, ino: Ino) -> VfsResult<Handle> {
         if let Some(writer) = self.writer(ino) {
-            return Ok(Handle::Write(writer));
+            return Ok(Handle::ReadStaged(writer));
         }
         let node = self.node(ino)?;
         if node.holds_documents() || node == Node::ErrorLog {
@@ -985,6 +815,8 @@ mod bigquery_edit_tests;
 mod bigquery_tests;
 #[cfg(test)]
 mod bucket_tests;
+#[cfg(test)]
+mod nfs_write_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]

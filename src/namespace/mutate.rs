@@ -258,9 +258,9 @@ impl Namespace {
                         let moved = self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
                         self.rekey(bucket, &source, &target, false);
                         if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
+                            // Uploaded first, so nothing is left to journal:
+                            // NFS writes to come journal the new name.
                             writer.retarget(object(&target), staged, moved);
-                            // NFS writes: a restart resumes under the new name.
-                            self.journal(staged)?;
                         }
                         Ok(())
                     }

@@ -1,13 +1,20 @@
-//! Writing objects: a handle open for write stages the object's bytes in a
-//! local file (bounded memory) and uploads it whole at flush/fsync. The
-//! object changes in Cloud Storage only when an upload completes; a failed
-//! upload is reported to close() and leaves the previous version intact.
+//! Writing objects: a writer stages the object's bytes in a local file
+//! (bounded memory) and uploads it whole. The object changes in Cloud
+//! Storage only when an upload completes; a failed upload leaves the
+//! previous version intact.
+//!
+//! One state machine serves both frontends. Through FUSE a writer belongs
+//! to its open handles: flush/fsync upload and report the result, and the
+//! last release uploads what no flush saw (a file only created or
+//! truncated). Over NFS (no open, no close) a writer is unattended: NFS
+//! writes go into it and idle commits upload it (nfs_writes.rs).
 //!
 //! Opening for write downloads nothing: the existing bytes are fetched into
 //! the staging file at the first write, read or truncate that needs them
 //! (never for a truncating open). A flush with nothing written uploads
 //! nothing. While one handle has unflushed data or an upload in flight,
-//! another open for write of the object is EBUSY.
+//! another open for write of the object is EBUSY. A read-only open of a
+//! file being written reads the writer's bytes and never uploads them.
 //!
 //! A writer that writes a new (or emptied) file from its start, in order,
 //! has its upload started once `STREAM_AFTER` bytes are staged: the request
@@ -17,20 +24,31 @@
 //! anywhere but the end, a truncate or a removal abandons that request
 //! (nothing is stored) and the flush uploads the staging file whole; so does
 //! a streamed request that failed.
+//!
+//! Failures. A write into the staging file that fails (a full disk) breaks
+//! the writer: nothing of it is ever uploaded, and its flushes say why. A
+//! failed upload stays staged: a later flush or fsync of the same writer
+//! tries again, but the last release does not try behind the user's back
+//! once a flush reported the failure. An upload refused because the object
+//! changed (412) is checked against what Cloud Storage holds: if it holds
+//! exactly these bytes, an earlier attempt whose answer was lost stored
+//! them, and that is a success.
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine;
 use bytes::Bytes;
 use ciofs_backends::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
 use ciofs_backends::{BackendResult, ErrorKind};
-use ciofs_frontends::{Ino, VfsError, VfsResult};
-use serde::{Deserialize, Serialize};
+use ciofs_frontends::{VfsError, VfsResult};
+use tokio::sync::Mutex as AsyncMutex;
 
 use super::Namespace;
 use super::cache::{Known, key};
+use super::nfs_writes::{JournalFiles, Retry};
 use super::node::Node;
 use super::reader::{ObjectReader, ObjectVersion};
 use crate::errors::vfs_error;
@@ -38,6 +56,12 @@ use crate::errors::vfs_error;
 /// How much a sequential writer stages before its upload starts: small
 /// files go up whole at close, in one request either way.
 pub(super) const STREAM_AFTER: u64 = 8 << 20;
+
+/// The longest a close, fsync or idle commit waits for its upload: past
+/// it, the upload is abandoned (nothing is stored by it) and the call
+/// fails with EIO, the bytes staying staged. Backend calls bound each of
+/// their own waits; this bounds a commit that makes several.
+pub(super) const COMMIT_DEADLINE: Duration = Duration::from_secs(115);
 
 /// An upload that runs while a sequential writer writes.
 struct Streaming {
@@ -55,14 +79,35 @@ impl Drop for Streaming {
     }
 }
 
+/// What a writer's upload replaces.
+#[derive(Clone)]
+pub(super) enum Base {
+    /// Nothing: a new object.
+    New,
+    /// This object (its metadata goes with the upload).
+    Object(Arc<ObjectMeta>),
+    /// The generation a journal record names (writes left by an earlier
+    /// run); its metadata is fetched before the upload.
+    Generation(i64),
+}
+
+impl Base {
+    fn generation(&self) -> i64 {
+        match self {
+            Base::New => 0,
+            Base::Object(meta) => meta.generation,
+            Base::Generation(generation) => *generation,
+        }
+    }
+}
+
 /// The local state of an object open for write.
 pub struct Staged {
     pub bucket: String,
     pub name: String,
-    file: Arc<std::fs::File>,
+    pub(super) file: Arc<std::fs::File>,
     pub size: u64,
-    /// The object as it was when opened (None: a new object).
-    base: Option<Arc<ObjectMeta>>,
+    pub(super) base: Base,
     /// The staging file does not yet hold the base's bytes.
     needs_fill: bool,
     /// The object must be uploaded (written, truncated or created since the
@@ -76,24 +121,26 @@ pub struct Staged {
     /// The file was removed while open: nothing is uploaded any more.
     pub unlinked: bool,
     pub mtime: SystemTime,
-    /// For writes without a handle (NFS): the staging file's path and its
-    /// journal record, written once the file holds the object's bytes, so
-    /// that a restart uploads what a crash left behind.
-    journal: Option<(PathBuf, PathBuf)>,
-    journaled: bool,
+    /// Writes without a handle (NFS): the staging file's name and its
+    /// journal record's, so that a restart uploads what a crash left.
+    pub(super) journal: Option<JournalFiles>,
+    /// The journal record is on disk and names the current base.
+    pub(super) journaled: bool,
     /// Every byte so far was written in order from the start of an empty
     /// file: the staging file can be streamed as it grows.
     sequential: bool,
     streaming: Option<Streaming>,
-}
-
-/// What a journal record says about a staged NFS write.
-#[derive(Serialize, Deserialize)]
-struct JournalRecord {
-    bucket: String,
-    name: String,
-    /// The generation the writes started from (None: a new object).
-    base_generation: Option<i64>,
+    /// The writer left the writers' table: a write that waited for this
+    /// lock goes to the table's current writer instead.
+    pub(super) retired: bool,
+    /// A write into the staging file failed (why): its content is not what
+    /// was written, and it is never uploaded.
+    broken: Option<String>,
+    /// A flush or fsync reported this content's upload as failed: the last
+    /// release does not try again behind the user's back.
+    failure_reported: bool,
+    /// Without a handle: when the upload may be tried again.
+    pub(super) retry: Retry,
 }
 
 impl Staged {
@@ -103,21 +150,142 @@ impl Staged {
 
     /// Whether Cloud Storage has the object (it was there, or was uploaded).
     pub fn in_gcs(&self) -> bool {
-        self.base.is_some()
+        !matches!(self.base, Base::New)
+    }
+
+    /// A staging file left by an earlier run that holds `size` bytes
+    /// written and not uploaded, its journal record on disk.
+    pub(super) fn restore(&mut self, size: u64) {
+        self.size = size;
+        self.needs_fill = false;
+        self.dirty = true;
+        self.written = true;
+        self.journaled = true;
+        self.sequential = false;
     }
 
     /// Makes `object` (uploaded from this staging file, then renamed) the
     /// object written from now on.
     pub fn retarget(&mut self, object: Arc<ObjectMeta>) {
         self.name = object.name.clone();
-        self.base = Some(object);
+        self.base = Base::Object(object);
         self.streaming = None;
         // A journal record names the old object: written again.
         self.journaled = false;
     }
 }
 
-fn io_error(what: &str, error: std::io::Error) -> VfsError {
+/// What getattr, listings and other opens see of a writer, without waiting
+/// for its lock.
+#[derive(Clone, Copy)]
+pub(super) struct WriterState {
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Unflushed data or an upload in flight.
+    pub busy: bool,
+    /// The object exists in Cloud Storage (it was there, or was uploaded).
+    pub in_gcs: bool,
+    /// Removed while open: only its open handles still see it.
+    pub unlinked: bool,
+}
+
+impl WriterState {
+    fn of(staged: &Staged) -> Self {
+        WriterState {
+            size: staged.size,
+            mtime: staged.mtime,
+            busy: staged.is_busy(),
+            in_gcs: staged.in_gcs(),
+            unlinked: staged.unlinked,
+        }
+    }
+}
+
+/// An object being written: the staged state, and what getattr, listings
+/// and other opens need to know about it without waiting for its lock.
+pub(crate) struct Writer {
+    /// Which object it writes (renamed with it).
+    node: Mutex<Node>,
+    pub(super) staged: AsyncMutex<Staged>,
+    state: Mutex<WriterState>,
+    /// Written without a handle (NFS): committed when idle, not at close.
+    pub(super) unattended: bool,
+    last_write: Mutex<Instant>,
+    /// Open handles that write through it; the last release uploads what
+    /// no flush did.
+    pub(super) handles: AtomicUsize,
+    /// Writes without a handle waiting for `staged`: an idle commit keeps
+    /// the writer for them rather than retire it under their feet.
+    pub(super) waiting: AtomicUsize,
+    /// Woken whenever `state` changes.
+    changed: tokio::sync::Notify,
+}
+
+impl Writer {
+    pub(super) fn new(node: Node, staged: Staged) -> Self {
+        Writer {
+            node: Mutex::new(node),
+            state: Mutex::new(WriterState::of(&staged)),
+            staged: AsyncMutex::new(staged),
+            unattended: false,
+            last_write: Mutex::new(Instant::now()),
+            handles: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(super) fn unattended(node: Node, staged: Staged) -> Self {
+        Writer { unattended: true, ..Writer::new(node, staged) }
+    }
+
+    pub(super) fn node(&self) -> Node {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a rename of its (just uploaded) object to `node`, now `moved`:
+    /// its handles write to the new name, starting from that version.
+    pub(super) fn retarget(&self, node: Node, staged: &mut Staged, moved: Arc<ObjectMeta>) {
+        staged.retarget(moved);
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+        self.record(staged);
+    }
+
+    pub(super) fn touch(&self) {
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub(super) fn idle_for(&self) -> Duration {
+        self.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    pub(super) fn state(&self) -> WriterState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes what getattr, listings and other opens see of `staged`.
+    pub(super) fn record(&self, staged: &Staged) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = WriterState::of(staged);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits up to `limit` for this writer to have no unflushed data or
+    /// upload in flight; whether it has none.
+    pub(super) async fn settled_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if !self.state().busy {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return !self.state().busy;
+            }
+        }
+    }
+}
+
+pub(super) fn io_error(what: &str, error: std::io::Error) -> VfsError {
     let errno = error.raw_os_error().unwrap_or(libc::EIO);
     VfsError::new(errno, format!("{what}: {error}"))
 }
@@ -128,137 +296,21 @@ impl Namespace {
         let Node::Object { bucket, name, .. } = node else {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
         };
-        std::fs::create_dir_all(&self.options.staging_dir)
-            .map_err(|e| io_error(&format!("staging directory {}", self.options.staging_dir.display()), e))?;
-        let file = tempfile::tempfile_in(&self.options.staging_dir).map_err(|e| io_error("staging file", e))?;
-        Ok(self.staged_in(bucket, name, file, base, truncate, None))
-    }
-
-    /// A staging file for writes without a handle, kept under a name in
-    /// the journal directory so that it survives a crash.
-    pub(super) fn stage_journaled(&self, node: &Node, base: Option<Arc<ObjectMeta>>, ino: Ino) -> VfsResult<Staged> {
-        let Node::Object { bucket, name, .. } = node else {
-            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
-        };
-        let dir = self.journal_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&format!("journal directory {}", dir.display()), e))?;
-        let data = dir.join(format!("{ino:016x}.data"));
-        let record = dir.join(format!("{ino:016x}.json"));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&data)
-            .map_err(|e| io_error("journaled staging file", e))?;
-        Ok(self.staged_in(bucket, name, file, base, false, Some((data, record))))
-    }
-
-    fn journal_dir(&self) -> PathBuf {
-        self.options.staging_dir.join("nfs")
-    }
-
-    fn staged_in(
-        &self,
-        bucket: &str,
-        name: &str,
-        file: std::fs::File,
-        base: Option<Arc<ObjectMeta>>,
-        truncate: bool,
-        journal: Option<(PathBuf, PathBuf)>,
-    ) -> Staged {
-        let needs_fill = !truncate && base.as_ref().is_some_and(|b| b.size > 0);
-        let size = if truncate { 0 } else { base.as_ref().map_or(0, |b| b.size) };
-        Staged {
-            bucket: bucket.to_string(),
-            name: name.to_string(),
-            file: Arc::new(file),
-            size,
-            base,
-            needs_fill,
-            // A truncating open of an existing object changes it even if
-            // nothing is written (`: > file`).
-            dirty: truncate,
-            written: false,
-            unlinked: false,
-            mtime: SystemTime::now(),
-            journal,
-            journaled: false,
-            sequential: size == 0 && !needs_fill,
-            streaming: None,
-        }
-    }
-
-    /// Writes the journal record of a journaled staging file, once it holds
-    /// the object's bytes (after its first write).
-    pub(super) fn journal(&self, staged: &mut Staged) -> VfsResult<()> {
-        let Some((_, record_path)) = staged.journal.as_ref().filter(|_| !staged.journaled) else {
-            return Ok(());
-        };
-        staged.file.sync_data().map_err(|e| io_error("journaled staging file", e))?;
-        let record = JournalRecord {
-            bucket: staged.bucket.clone(),
-            name: staged.name.clone(),
-            base_generation: staged.base.as_ref().map(|b| b.generation),
-        };
-        let text = serde_json::to_vec(&record).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
-        std::fs::write(record_path, text).map_err(|e| io_error("journal record", e))?;
-        staged.journaled = true;
-        Ok(())
-    }
-
-    /// Removes a journaled staging file once its bytes are uploaded.
-    pub(super) fn forget_journal(&self, staged: &mut Staged) {
-        if let Some((data, record)) = staged.journal.take() {
-            let _ = std::fs::remove_file(record);
-            let _ = std::fs::remove_file(data);
-        }
-    }
-
-    /// Uploads what NFS clients wrote before a crash (journaled staging
-    /// files), then forgets them; what fails stays for the next start.
-    pub async fn resume_journaled_uploads(&self) {
-        let Ok(entries) = std::fs::read_dir(self.journal_dir()) else { return };
-        for entry in entries.flatten() {
-            let record_path = entry.path();
-            if record_path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let data_path = record_path.with_extension("data");
-            let resumed = async {
-                let text = std::fs::read(&record_path).map_err(|e| e.to_string())?;
-                let record: JournalRecord = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-                let file = std::fs::File::open(&data_path).map_err(|e| e.to_string())?;
-                let size = file.metadata().map_err(|e| e.to_string())?.len();
-                let upload = Upload {
-                    bucket: record.bucket.clone(),
-                    name: record.name.clone(),
-                    source: Arc::new(file),
-                    size,
-                    content_type: None,
-                    custom_metadata: Default::default(),
-                    if_generation_match: Some(record.base_generation.unwrap_or(0)),
-                };
-                self.gcs.upload_object(&upload).await.map_err(|e| e.to_string())?;
-                self.cache.forget(&key(&record.bucket, &record.name));
-                Ok::<_, String>(format!("gs://{}/{}", record.bucket, record.name))
-            };
-            match resumed.await {
-                Ok(object) => {
-                    tracing::info!(%object, "uploaded NFS writes left by an earlier run");
-                    let _ = std::fs::remove_file(&record_path);
-                    let _ = std::fs::remove_file(&data_path);
-                }
-                Err(e) => {
-                    tracing::warn!(journal = %record_path.display(), error = %e, "cannot upload journaled NFS writes; kept")
-                }
-            }
-        }
+        let dir = &self.options.staging_dir;
+        crate::private_files::private_dir(dir)
+            .map_err(|e| io_error(&format!("staging directory {}", dir.display()), e))?;
+        let file = tempfile::tempfile_in(dir).map_err(|e| io_error("staging file", e))?;
+        let base = base.map_or(Base::New, Base::Object);
+        Ok(staged_in(bucket, name, file, base, truncate, None))
     }
 
     /// Brings the base object's bytes into the staging file.
     async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
-        let Some(base) = staged.base.clone().filter(|_| staged.needs_fill) else {
+        if !staged.needs_fill {
+            return Ok(());
+        }
+        let Base::Object(base) = self.known_base(staged).await? else {
+            staged.needs_fill = false;
             return Ok(());
         };
         let version = ObjectVersion {
@@ -281,13 +333,53 @@ impl Namespace {
         Ok(())
     }
 
-    pub(super) async fn staged_write(&self, staged: &mut Staged, offset: u64, data: &[u8]) -> VfsResult<u32> {
+    /// The base with its metadata: a generation named by a journal record
+    /// is looked up (the object must still be at it).
+    pub(super) async fn known_base(&self, staged: &mut Staged) -> VfsResult<Base> {
+        let Base::Generation(generation) = staged.base else {
+            return Ok(staged.base.clone());
+        };
+        let node_key = key(&staged.bucket, &staged.name);
+        let current = match self.gcs.get_object(&staged.bucket, &staged.name).await {
+            Ok(meta) => Some(Arc::new(meta)),
+            Err(e) if e.kind == ErrorKind::NotFound => None,
+            Err(e) => return Err(vfs_error(e)),
+        };
+        self.cache.forget(&node_key);
+        match current {
+            Some(meta) if meta.generation == generation => staged.base = Base::Object(meta),
+            None if generation == 0 => staged.base = Base::New,
+            // Changed since the writes began: the upload's precondition
+            // fails and says so (or finds its own bytes there).
+            _ => return Ok(Base::Generation(generation)),
+        }
+        Ok(staged.base.clone())
+    }
+
+    /// Writes `data` at `offset` of the staging file. A write that fails
+    /// once it touched the file breaks a handle's writer (its content is no
+    /// longer what was written); one without a handle (NFS) reports the
+    /// failure and stays usable, the client rewriting that range.
+    pub(super) async fn staged_write(
+        &self,
+        staged: &mut Staged,
+        offset: u64,
+        data: &[u8],
+        attended: bool,
+    ) -> VfsResult<u32> {
         self.fill(staged).await?;
-        staged.file.write_all_at(data, offset).map_err(|e| io_error("staging file", e))?;
+        if let Err(e) = staged.file.write_all_at(data, offset) {
+            let error = io_error("staging file", e);
+            if attended {
+                staged.broken = Some(error.message().to_string());
+            }
+            return Err(error);
+        }
         let appended = offset == staged.size;
         staged.size = staged.size.max(offset + data.len() as u64);
         staged.dirty = true;
         staged.written = true;
+        staged.failure_reported = false;
         staged.mtime = SystemTime::now();
         self.stream_writes(staged, appended);
         Ok(data.len() as u32)
@@ -350,52 +442,105 @@ impl Namespace {
         // does (the kernel sends it as a truncate after the open): like that
         // open, it uploads at release, not at the flush of a dup'd fd.
         staged.written = staged.written || size > 0;
+        staged.failure_reported = false;
         staged.mtime = SystemTime::now();
         Ok(())
     }
 
-    /// Uploads the staged bytes if anything changed. On success the object
-    /// is the new base; on failure the previous version is untouched and the
+    /// Uploads the staged bytes if anything changed, within
+    /// `COMMIT_DEADLINE`. On success the object is the new base; on failure
+    /// the previous version is untouched, the bytes stay staged, and the
     /// error says why.
     pub(super) async fn commit(&self, staged: &mut Staged) -> VfsResult<()> {
         if !staged.dirty || staged.unlinked {
             return Ok(());
         }
+        if let Some(why) = &staged.broken {
+            return Err(VfsError::new(
+                libc::EIO,
+                format!("gs://{}/{}: not uploaded: a write failed earlier ({why})", staged.bucket, staged.name),
+            ));
+        }
+        let what = format!("gs://{}/{}", staged.bucket, staged.name);
+        match tokio::time::timeout(COMMIT_DEADLINE, self.upload_staged(staged)).await {
+            Ok(committed) => committed,
+            Err(_) => {
+                // The streamed request, if any, was dropped with the future.
+                tracing::warn!(object = %what, "upload abandoned: no result within the deadline");
+                let seconds = COMMIT_DEADLINE.as_secs();
+                Err(VfsError::new(libc::EIO, format!("{what}: the upload did not complete within {seconds} s")))
+            }
+        }
+    }
+
+    async fn upload_staged(&self, staged: &mut Staged) -> VfsResult<()> {
         self.fill(staged).await?;
+        self.known_base(staged).await?;
         self.ensure_bucket(&staged.bucket).await?;
         let upload = self.upload_for(staged);
-        let object_key = key(&staged.bucket, &staged.name);
         match self.send_upload(staged.streaming.take(), &upload).await {
             Ok(meta) => {
-                self.pending_object_meta.remove(&staged.bucket, &staged.name);
-                // From now on stat shows the object's own time, whether it
-                // comes from this handle or from Cloud Storage: an editor
-                // that compares times before saving must see no change.
-                staged.mtime = meta.updated.or(meta.created).unwrap_or(staged.mtime);
-                let meta = Arc::new(meta);
-                self.cache.put(object_key, Known::Object(meta.clone()));
-                self.cache.forget(&key(&staged.bucket, &format!("{}/", staged.name)));
-                staged.base = Some(meta);
-                staged.dirty = false;
-                staged.written = false;
-                tracing::debug!(bucket = %staged.bucket, name = %staged.name, size = staged.size, "uploaded");
+                self.uploaded(staged, meta);
                 Ok(())
             }
-            Err(e) if e.kind == ErrorKind::PreconditionFailed => {
-                self.cache.forget(&object_key);
-                Err(VfsError::new(
-                    libc::ESTALE,
-                    format!(
-                        "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
-                        staged.bucket, staged.name
-                    ),
-                ))
-            }
+            Err(e) if e.kind == ErrorKind::PreconditionFailed => match self.stored_already(staged).await {
+                Some(meta) => {
+                    tracing::info!(bucket = %staged.bucket, name = %staged.name, "an upload whose answer was lost had stored these bytes");
+                    self.uploaded(staged, meta);
+                    Ok(())
+                }
+                None => {
+                    self.cache.forget(&key(&staged.bucket, &staged.name));
+                    Err(VfsError::new(
+                        libc::ESTALE,
+                        format!(
+                            "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
+                            staged.bucket, staged.name
+                        ),
+                    ))
+                }
+            },
             Err(e) => {
                 tracing::warn!(bucket = %staged.bucket, name = %staged.name, error = %e, "upload failed");
                 Err(vfs_error(e))
             }
         }
+    }
+
+    /// Makes the uploaded object the writer's new base.
+    fn uploaded(&self, staged: &mut Staged, meta: ObjectMeta) {
+        self.pending_object_meta.remove(&staged.bucket, &staged.name);
+        // From now on stat shows the object's own time, whether it comes
+        // from this handle or from Cloud Storage: an editor that compares
+        // times before saving must see no change.
+        staged.mtime = meta.updated.or(meta.created).unwrap_or(staged.mtime);
+        let meta = Arc::new(meta);
+        self.cache.put(key(&staged.bucket, &staged.name), Known::Object(meta.clone()));
+        self.cache.forget(&key(&staged.bucket, &format!("{}/", staged.name)));
+        staged.base = Base::Object(meta);
+        staged.dirty = false;
+        staged.written = false;
+        staged.failure_reported = false;
+        // Nothing is left to replay: a journal record goes (the staging
+        // file stays for the writes to come; the next one writes a record
+        // with this new base).
+        if let Some(files) = &staged.journal {
+            let _ = std::fs::remove_file(&files.record);
+        }
+        staged.journaled = false;
+        tracing::debug!(bucket = %staged.bucket, name = %staged.name, size = staged.size, "uploaded");
+    }
+
+    /// After a 412: the object Cloud Storage holds now, if it is a newer
+    /// generation with exactly the staged bytes (size and CRC32C), which an
+    /// earlier attempt whose answer was lost stored.
+    async fn stored_already(&self, staged: &Staged) -> Option<ObjectMeta> {
+        let current = self.gcs.get_object(&staged.bucket, &staged.name).await.ok()?;
+        if current.generation == staged.base.generation() || current.size != staged.size {
+            return None;
+        }
+        let stored = current.crc32c.as_deref().and_then(decode_crc32c)?;
+        (staging_crc32c(&staged.file, staged.size).ok()? == stored).then_some(current)
     }
 
     /// Uploads by finishing the streamed request, when there is one and it
@@ -421,10 +566,13 @@ impl Namespace {
     /// object it replaces (a new object takes what its `.meta/` document
     /// said before it came).
     fn upload_for(&self, staged: &Staged) -> Upload {
-        let base = staged.base.as_deref();
-        let pending = match base {
-            None => self.pending_object_meta.get(&staged.bucket, &staged.name).unwrap_or_default(),
-            Some(_) => Default::default(),
+        let base = match &staged.base {
+            Base::Object(meta) => Some(meta.as_ref()),
+            _ => None,
+        };
+        let pending = match staged.base {
+            Base::New => self.pending_object_meta.get(&staged.bucket, &staged.name).unwrap_or_default(),
+            _ => Default::default(),
         };
         Upload {
             bucket: staged.bucket.clone(),
@@ -433,8 +581,53 @@ impl Namespace {
             size: staged.size,
             content_type: base.and_then(|b| b.content_type.clone()).or(pending.content_type),
             custom_metadata: base.map(|b| b.custom_metadata.clone()).or(pending.custom_metadata).unwrap_or_default(),
-            // A careful overwrite: only the version this handle started from.
-            if_generation_match: Some(base.map_or(0, |b| b.generation)),
+            // A careful overwrite: only the version this writer started from.
+            if_generation_match: Some(staged.base.generation()),
+        }
+    }
+
+    /// Uploads a handle's changes for close() or fsync() (with `if_written`,
+    /// only when bytes were written). A failure is reported to the caller;
+    /// the bytes stay staged for the next flush or fsync of this writer,
+    /// but its last release does not try again.
+    pub(super) async fn commit_reported(&self, writer: &Writer, if_written: bool) -> VfsResult<()> {
+        let mut staged = writer.staged.lock().await;
+        if if_written && !staged.written && staged.broken.is_none() {
+            return Ok(());
+        }
+        let committed = self.commit(&mut staged).await;
+        staged.failure_reported = committed.is_err();
+        writer.record(&staged);
+        committed
+    }
+
+    /// The last release of a handle writer: what no flush uploaded (a file
+    /// only created or truncated) goes up, unless a flush reported this
+    /// content's upload as failed; then the writer leaves the table.
+    pub(super) async fn release_writer(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>) -> VfsResult<()> {
+        let mut staged = writer.staged.lock().await;
+        let committed = match staged.failure_reported || staged.broken.is_some() {
+            true => Ok(()),
+            false => self.commit(&mut staged).await,
+        };
+        if let Err(e) = &committed {
+            // No close() reports this one.
+            self.error_log.record(&writer.node().to_string(), e.errno(), e.message());
+        }
+        self.retire(ino, writer, &mut staged);
+        committed
+    }
+
+    /// Takes `writer` out of the writers' table (if it is still there); a
+    /// write that waited for its lock goes to a new writer.
+    pub(super) fn retire(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>, staged: &mut Staged) {
+        staged.retired = true;
+        staged.streaming = None;
+        self.forget_journal(staged);
+        writer.record(staged);
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, writer)) {
+            writers.remove(&ino);
         }
     }
 
@@ -459,6 +652,65 @@ impl Namespace {
     }
 }
 
+/// A `Staged` over `file` for `bucket/name`, replacing `base`.
+pub(super) fn staged_in(
+    bucket: &str,
+    name: &str,
+    file: std::fs::File,
+    base: Base,
+    truncate: bool,
+    journal: Option<JournalFiles>,
+) -> Staged {
+    let base_size = match &base {
+        Base::Object(meta) => meta.size,
+        _ => 0,
+    };
+    let needs_fill = !truncate && base_size > 0;
+    let size = if truncate { 0 } else { base_size };
+    Staged {
+        bucket: bucket.to_string(),
+        name: name.to_string(),
+        file: Arc::new(file),
+        size,
+        base,
+        needs_fill,
+        // A truncating open of an existing object changes it even if
+        // nothing is written (`: > file`).
+        dirty: truncate,
+        written: false,
+        unlinked: false,
+        mtime: SystemTime::now(),
+        journal,
+        journaled: false,
+        sequential: size == 0 && !needs_fill,
+        streaming: None,
+        retired: false,
+        broken: None,
+        failure_reported: false,
+        retry: Retry::default(),
+    }
+}
+
+/// A Cloud Storage CRC32C (base64 of the big-endian value) as a number.
+fn decode_crc32c(text: &str) -> Option<u32> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The CRC32C of the first `size` bytes of a staging file.
+fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
+    let mut crc = 0;
+    let mut buffer = vec![0; 1 << 20];
+    let mut at = 0;
+    while at < size {
+        let want = (size - at).min(buffer.len() as u64) as usize;
+        file.read_exact_at(&mut buffer[..want], at)?;
+        crc = crc32c::crc32c_append(crc, &buffer[..want]);
+        at += want as u64;
+    }
+    Ok(crc)
+}
+
 /// Tells a streamed upload that `upload` is all and waits for it; `None`
 /// when it streamed something else than `upload` now is (it is abandoned).
 async fn finish_streaming(mut streaming: Streaming, upload: &Upload) -> Option<BackendResult<ObjectMeta>> {
@@ -476,4 +728,18 @@ async fn finish_streaming(mut streaming: Streaming, upload: &Upload) -> Option<B
         Ok(result) => result,
         Err(e) => Err(ciofs_backends::BackendError::new(ErrorKind::Other, format!("streamed upload: {e}"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_is_read_as_cloud_storage_writes_it() {
+        // Cloud Storage's documented value for "hello world".
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(b"hello world", 0).unwrap();
+        let crc = staging_crc32c(&file, 11).unwrap();
+        assert_eq!(Some(crc), decode_crc32c("yZRlqg=="));
+    }
 }

@@ -184,10 +184,11 @@ async fn a_directory_with_a_file_open_for_write_is_not_moved() {
     assert_eq!(f.gcs.object_names("b"), ["e/new", "e/old"]);
 }
 
-/// NFS writes are journaled under the object's name: a rename writes the
-/// record again, so a restart resumes under the new name.
+/// NFS writes are journaled under the object's name. A rename uploads them
+/// first (nothing is left to replay), and the writes after it are
+/// journaled under the new name, so a restart resumes there.
 #[tokio::test]
-async fn a_rename_of_journaled_writes_renames_their_record() {
+async fn a_rename_of_journaled_writes_journals_the_new_name() {
     let gcs = Arc::new(MemoryGcs::new());
     gcs.add_bucket("b");
     let options = test_options();
@@ -199,16 +200,23 @@ async fn a_rename_of_journaled_writes_renames_their_record() {
     ns.flush(attr.ino, opened.fh).await.unwrap();
     ns.release(attr.ino, opened.fh).await.unwrap();
     ns.write(attr.ino, None, 0, b"rsync's way").await.unwrap();
+    let records = || -> Vec<String> {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect()
+    };
+    assert_eq!(records().len(), 1);
     ns.rename(bucket, ".f.tmp", bucket, "f").await.unwrap();
-    let records: Vec<String> = std::fs::read_dir(&journal)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .collect();
+    assert_eq!(gcs.object_names("b"), ["f"]);
+    assert_eq!(gcs.object_data("b", "f").as_deref(), Some(&b"rsync's way"[..]));
+    assert!(records().is_empty(), "uploaded: nothing to replay");
+    ns.write(attr.ino, None, 11, b"!").await.unwrap();
+    let records = records();
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(records[0].contains(r#""name":"f""#), "{records:?}");
-    assert_eq!(gcs.object_names("b"), ["f"]);
 }
 
 #[tokio::test]

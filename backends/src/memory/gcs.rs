@@ -177,7 +177,10 @@ impl MemoryGcs {
         custom_metadata: BTreeMap<String, String>,
     ) -> ObjectMeta {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst) as i64 + 1;
+        let crc32c =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crc32c::crc32c(&data).to_be_bytes());
         let meta = ObjectMeta {
+            crc32c: Some(crc32c),
             bucket: bucket.meta.name.clone(),
             name: name.to_string(),
             size: data.len() as u64,

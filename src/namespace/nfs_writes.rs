@@ -1,0 +1,332 @@
+//! Writes without a handle (NFS has no open or close): each goes into the
+//! inode's unattended writer (write.rs), made by the first WRITE, and an
+//! idle commit uploads the writer once its writes stopped for a while.
+//!
+//! What a WRITE's answer promises (nfsserve answers every WRITE as
+//! FILE_SYNC, and clients then never send COMMIT): its bytes are in the
+//! writer's staging file and on disk (fdatasync), and a journal record
+//! beside that file names the object and the generation the writes
+//! replace. So a kill -9, a crash of the machine, or a restart leaves the
+//! bytes where the next start finds them: it takes each record back as an
+//! unattended writer (reads see it, further WRITEs go into it) and uploads
+//! it after the same idle time as any write, retrying with backoff while
+//! the service is away.
+//!
+//! A record exists only while its staging file holds bytes Cloud Storage
+//! does not have: an upload removes it, the next WRITE writes it again
+//! with the new base generation. An upload refused because the object was
+//! changed by someone else keeps the bytes: the staging file moves to the
+//! state directory's `conflicts/` and `.ciofs/errors` says where.
+//!
+//! Each writer's staging file has a name of its own, made with O_EXCL, so
+//! two first WRITEs that race cannot truncate each other's bytes; the one
+//! that loses the race to the writers' table leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ciofs_frontends::{Ino, VfsError, VfsResult};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::Namespace;
+use super::node::Node;
+use super::write::{Base, Staged, Writer, io_error, staged_in};
+use crate::private_files::{self, Open};
+
+/// A clean writer (all of it uploaded) stays this long after its last
+/// write, so that a client that pauses and writes on does not make the
+/// next write fetch the whole object again; then it goes.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// Upload attempts of one writer wait this long after a failure, doubling
+/// up to `RETRY_MAX`, with jitter.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Writers uploaded at once by one idle commit.
+const CONCURRENT_UPLOADS: usize = 4;
+
+/// The files of an unattended writer: its staging file and its journal
+/// record (the same name, `.json` for `.data`).
+pub(super) struct JournalFiles {
+    pub data: PathBuf,
+    pub record: PathBuf,
+}
+
+/// What a journal record says about a staging file.
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    /// Absent in records of earlier versions: the first project served.
+    #[serde(default)]
+    project: Option<String>,
+    bucket: String,
+    name: String,
+    /// The generation the writes replace (None: a new object).
+    base_generation: Option<i64>,
+}
+
+/// When an unattended writer may try its upload again.
+#[derive(Default)]
+pub(super) struct Retry {
+    failures: u32,
+    next: Option<Instant>,
+}
+
+impl Retry {
+    fn due(&self) -> bool {
+        self.next.is_none_or(|next| Instant::now() >= next)
+    }
+
+    fn failed(&mut self) -> Duration {
+        let wait = RETRY_FIRST.saturating_mul(1 << self.failures.min(10)).min(RETRY_MAX);
+        // Equal jitter: half fixed, half random, so that writers that failed
+        // together do not all come back at once.
+        let wait = wait / 2 + wait.mul_f64(random_fraction() / 2.0);
+        self.failures += 1;
+        self.next = Some(Instant::now() + wait);
+        wait
+    }
+}
+
+/// A number in [0, 1), from std's randomly keyed hasher (no crate needed
+/// for jitter).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(Instant::now()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Namespace {
+    fn journal_dir(&self) -> PathBuf {
+        self.options.staging_dir.join("nfs")
+    }
+
+    /// A WRITE without a handle: into the inode's unattended writer, made
+    /// by the first one. Answered once the bytes are on disk.
+    pub(super) async fn unattended_write(&self, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        loop {
+            let writer = self.unattended_writer(ino).await?;
+            writer.waiting.fetch_add(1, Ordering::SeqCst);
+            let mut staged = writer.staged.lock().await;
+            writer.waiting.fetch_sub(1, Ordering::SeqCst);
+            if staged.retired {
+                // Its upload completed and it went while this write waited:
+                // the next writer starts from what was uploaded.
+                continue;
+            }
+            let written = match self.staged_write(&mut staged, offset, data, false).await {
+                Ok(n) => self.sync_journaled(&mut staged).map(|()| n),
+                Err(e) => Err(e),
+            };
+            writer.record(&staged);
+            writer.touch();
+            return written;
+        }
+    }
+
+    /// The inode's writer, or a new unattended one. Two first WRITEs may
+    /// race here: the table keeps the first made, and the other's staging
+    /// file is removed.
+    async fn unattended_writer(&self, ino: Ino) -> VfsResult<Arc<Writer>> {
+        if let Some(writer) = self.writer(ino) {
+            return Ok(writer);
+        }
+        let node = self.node(ino)?;
+        if !matches!(node, Node::Object { .. }) {
+            return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
+        }
+        self.refuse_objects_if_config_only(&node)?;
+        let base = self.existing_object(&node).await?;
+        let staged = self.stage_journaled(&node, base, ino)?;
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(writer) = writers.get(&ino) {
+            let mut lost = staged;
+            self.forget_journal(&mut lost);
+            return Ok(writer.clone());
+        }
+        let writer = Arc::new(Writer::unattended(node, staged));
+        writers.insert(ino, writer.clone());
+        Ok(writer)
+    }
+
+    /// A staging file of its own for writes without a handle, in the
+    /// journal directory so that it survives a crash.
+    fn stage_journaled(
+        &self,
+        node: &Node,
+        base: Option<Arc<ciofs_backends::gcs::ObjectMeta>>,
+        ino: Ino,
+    ) -> VfsResult<Staged> {
+        let Node::Object { bucket, name, .. } = node else {
+            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+        };
+        let dir = self.journal_dir();
+        private_files::private_dir(&dir).map_err(|e| io_error(&format!("journal directory {}", dir.display()), e))?;
+        let (file, data) = tempfile::Builder::new()
+            .prefix(&format!("{ino:016x}."))
+            .suffix(".data")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .tempfile_in(&dir)
+            .and_then(|f| f.keep().map_err(|e| e.error))
+            .map_err(|e| io_error("journaled staging file", e))?;
+        let files = JournalFiles { record: data.with_extension("json"), data };
+        Ok(staged_in(bucket, name, file, base.map_or(Base::New, Base::Object), false, Some(files)))
+    }
+
+    /// FILE_SYNC: the staging file's bytes go to disk, and the journal
+    /// record that names them is written if it is not there yet (the first
+    /// write, or the first after an upload).
+    pub(super) fn sync_journaled(&self, staged: &mut Staged) -> VfsResult<()> {
+        let Some(files) = staged.journal.as_ref() else { return Ok(()) };
+        staged.file.sync_data().map_err(|e| io_error("journaled staging file", e))?;
+        if staged.journaled {
+            return Ok(());
+        }
+        let project = match self.projects.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        };
+        let record = JournalRecord {
+            project,
+            bucket: staged.bucket.clone(),
+            name: staged.name.clone(),
+            base_generation: match staged.base {
+                Base::New => None,
+                Base::Object(ref meta) => Some(meta.generation),
+                Base::Generation(generation) => Some(generation),
+            },
+        };
+        let text = serde_json::to_vec(&record).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
+        private_files::replace(&files.record, &text).map_err(|e| io_error("journal record", e))?;
+        staged.journaled = true;
+        Ok(())
+    }
+
+    /// Removes a writer's journal: its record (nothing is left to replay)
+    /// and, when it goes, its staging file.
+    pub(super) fn forget_journal(&self, staged: &mut Staged) {
+        if let Some(files) = staged.journal.take() {
+            let _ = std::fs::remove_file(files.record);
+            let _ = std::fs::remove_file(files.data);
+        }
+        staged.journaled = false;
+    }
+
+    /// Uploads the unattended writers whose writes stopped `idle` ago and
+    /// whose retry is due (several at once), and lets clean ones that
+    /// stayed idle go.
+    pub(super) async fn commit_idle_writers(&self, idle: Duration) {
+        let due: Vec<(Ino, Arc<Writer>)> = {
+            let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            writers.iter().filter(|(_, w)| w.unattended && w.idle_for() >= idle).map(|(i, w)| (*i, w.clone())).collect()
+        };
+        let all_now = idle.is_zero();
+        futures::stream::iter(due)
+            .for_each_concurrent(CONCURRENT_UPLOADS, |(ino, writer)| async move {
+                self.commit_unattended(ino, &writer, all_now).await;
+            })
+            .await;
+    }
+
+    async fn commit_unattended(&self, ino: Ino, writer: &Arc<Writer>, all_now: bool) {
+        let mut staged = writer.staged.lock().await;
+        if staged.retired || !(all_now || staged.retry.due()) {
+            return;
+        }
+        let committed = self.commit(&mut staged).await;
+        match committed {
+            Ok(()) => {
+                staged.retry = Retry::default();
+                let nobody_waits = writer.waiting.load(Ordering::SeqCst) == 0;
+                if staged.unlinked || (nobody_waits && (all_now || writer.idle_for() >= LINGER)) {
+                    self.retire(ino, writer, &mut staged);
+                }
+            }
+            Err(e) if e.errno() == libc::ESTALE => {
+                let kept = self.keep_conflict(&mut staged);
+                let path = writer.node().to_string();
+                self.error_log.record(&path, e.errno(), &format!("{e}; the bytes written are kept in {kept}"));
+                self.retire(ino, writer, &mut staged);
+            }
+            Err(e) => {
+                let wait = staged.retry.failed();
+                let path = writer.node().to_string();
+                self.error_log.record(&path, e.errno(), &format!("{e}; will retry in {} s", wait.as_secs().max(1)));
+            }
+        }
+        writer.record(&staged);
+    }
+
+    /// Moves a writer's staging file, which cannot be uploaded over the
+    /// object someone else changed, to `conflicts/` in the state directory;
+    /// where it went.
+    fn keep_conflict(&self, staged: &mut Staged) -> String {
+        let Some(files) = staged.journal.take() else { return "nowhere (not journaled)".to_string() };
+        let dir = self.journal_dir().join("conflicts");
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        let name = format!("{}.{stamp}", staged.name.replace('/', "%2F"));
+        let target = dir.join(&staged.bucket).join(name);
+        let moved = target
+            .parent()
+            .ok_or_else(|| std::io::Error::other("no directory"))
+            .and_then(private_files::private_dir)
+            .and_then(|()| std::fs::rename(&files.data, &target));
+        let _ = std::fs::remove_file(&files.record);
+        match moved {
+            Ok(()) => target.display().to_string(),
+            Err(e) => {
+                tracing::error!(error = %e, file = %files.data.display(), "cannot move a conflicting staging file");
+                files.data.display().to_string()
+            }
+        }
+    }
+
+    /// Takes back what NFS clients wrote before a crash or a restart: each
+    /// journal record becomes an unattended writer again, uploaded after the
+    /// usual idle time. Staging files without a record (uploaded already)
+    /// are removed.
+    pub async fn resume_journaled_uploads(&self) {
+        let Ok(entries) = std::fs::read_dir(self.journal_dir()) else { return };
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for path in &files {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => {
+                    if let Err(e) = self.adopt(path) {
+                        tracing::warn!(journal = %path.display(), error = %e, "cannot take back journaled NFS writes; kept");
+                    }
+                }
+                Some("data") if !path.with_extension("json").exists() => {
+                    let _ = std::fs::remove_file(path);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One journal record back as an unattended writer.
+    fn adopt(&self, record_path: &Path) -> Result<(), String> {
+        let file = private_files::open(record_path, Open::Read).map_err(|e| e.to_string())?;
+        let record: JournalRecord = serde_json::from_reader(file).map_err(|e| e.to_string())?;
+        let data_path = record_path.with_extension("data");
+        let data = private_files::open(&data_path, Open::ReadWrite).map_err(|e| e.to_string())?;
+        let size = data.metadata().map_err(|e| e.to_string())?.len();
+        let project = record.project.or_else(|| self.projects.first().cloned()).ok_or("no project")?;
+        let node = Node::Object { project, bucket: record.bucket.clone(), name: record.name.clone() };
+        let (ino, _) = self.inodes.remember(&node);
+        let base = Base::Generation(record.base_generation.unwrap_or(0));
+        let files = JournalFiles { data: data_path, record: record_path.to_path_buf() };
+        let mut staged = staged_in(&record.bucket, &record.name, data, base, false, Some(files));
+        staged.restore(size);
+        let writer = Arc::new(Writer::unattended(node, staged));
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if writers.contains_key(&ino) {
+            return Err(format!("{} has writes in another journal record", record.name));
+        }
+        writers.insert(ino, writer);
+        tracing::info!(bucket = %record.bucket, name = %record.name, size, "took back NFS writes left by an earlier run");
+        Ok(())
+    }
+}
