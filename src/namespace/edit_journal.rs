@@ -5,12 +5,12 @@
 //!
 //! A record is the node as one JSON line, then the document's bytes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ciofs_frontends::{VfsError, VfsResult};
 
 use super::node::Node;
+use crate::private_files;
 
 /// A record read back: the edited node and the document written to it
 /// (None: the record is unreadable).
@@ -32,16 +32,11 @@ impl EditJournal {
     /// Records `node`'s current content durably (replacing the last record).
     pub fn write(&self, node: &Node, content: &[u8]) -> VfsResult<()> {
         let io = |e: std::io::Error| VfsError::new(libc::EIO, format!("journal of {node}: {e}"));
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let path = self.path(node);
-        let temporary = path.with_extension("tmp");
+        private_files::private_dir(&self.dir).map_err(io)?;
         let mut record = serde_json::to_vec(node).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
         record.push(b'\n');
         record.extend_from_slice(content);
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        file.write_all(&record).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        std::fs::rename(&temporary, &path).map_err(io)
+        private_files::replace(&self.path(node), &record).map_err(io)
     }
 
     pub fn forget(&self, node: &Node) {
@@ -60,7 +55,12 @@ impl EditJournal {
                     let record = read_record(&path);
                     records.push((path, record));
                 }
+                // Half-written by `private_files::replace` (and by earlier
+                // versions, which wrote `.tmp` files).
                 Some("tmp") => drop(std::fs::remove_file(&path)),
+                _ if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) => {
+                    drop(std::fs::remove_file(&path))
+                }
                 _ => {}
             }
         }
@@ -70,7 +70,8 @@ impl EditJournal {
 }
 
 fn read_record(path: &Path) -> Option<(Node, Vec<u8>)> {
-    let record = std::fs::read(path).ok()?;
+    let mut record = Vec::new();
+    std::io::Read::read_to_end(&mut private_files::open(path, private_files::Open::Read).ok()?, &mut record).ok()?;
     let end = record.iter().position(|b| *b == b'\n')?;
     let node: Node = serde_json::from_slice(&record[..end]).ok()?;
     Some((node, record[end + 1..].to_vec()))

@@ -224,10 +224,21 @@ impl Namespace {
         }
     }
 
+    /// The node `ino` names. A `--config-only` tree has no object files:
+    /// an object's inode (a handle from a run that showed them, read back
+    /// from the NFS journal) is stale there, whatever is asked of it.
     fn node(&self, ino: Ino) -> VfsResult<Node> {
-        self.inodes
+        let node = self
+            .inodes
             .node(ino)
-            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))
+            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))?;
+        match node {
+            Node::Object { .. } if self.options.config_only => Err(VfsError::new(
+                libc::ESTALE,
+                format!("{node}: object files are not part of a --config-only tree (stale handle)"),
+            )),
+            node => Ok(node),
+        }
     }
 
     fn attr(&self, ino: Ino, generation: u64, node: &Node, size: u64, mtime: SystemTime) -> Attr {

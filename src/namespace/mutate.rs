@@ -142,7 +142,13 @@ impl Namespace {
                 }
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => {
-                        self.gcs.delete_object(bucket, &full, None).await.map_err(vfs_error)?;
+                        match self.gcs.delete_object(bucket, &full, None).await {
+                            // Gone already: a retried delete whose first
+                            // answer was lost, or another client's. Either
+                            // way what `rm` asked for holds.
+                            Ok(()) | Err(ciofs_backends::BackendError { kind: ErrorKind::NotFound, .. }) => {}
+                            Err(e) => return Err(vfs_error(e)),
+                        }
                         self.cache.put(key(bucket, &full), Known::Absent);
                         tracing::debug!(bucket, name = %full, generation = meta.generation, "deleted");
                         Ok(())

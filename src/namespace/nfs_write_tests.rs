@@ -109,3 +109,39 @@ async fn a_failed_write_uploads_nothing() {
     ns.release(f, fh).await.unwrap();
     assert_eq!(gcs.object_data("b", "f").as_deref(), Some(&b"previous"[..]));
 }
+
+/// A delete that finds the object gone (its first attempt's answer was
+/// lost, or another client removed it) is what `rm` asked for: not ENOENT.
+#[tokio::test]
+async fn a_delete_that_finds_the_object_gone_succeeds() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "f", "x");
+    let (ns, _) = namespace(&gcs);
+    let bucket = walk(&ns, "p/storage/b").await;
+    ns.lookup(bucket, "f").await.unwrap();
+    gcs.remove_object("b", "f");
+    ns.unlink(bucket, "f").await.unwrap();
+}
+
+/// An object's handle from a run that showed objects (the NFS inode
+/// journal is per project) is stale in a `--config-only` tree: no WRITE,
+/// SETATTR or read gets through it.
+#[tokio::test]
+async fn a_config_only_tree_refuses_object_handles_from_an_earlier_run() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "f", "kept");
+    let options = test_options();
+    let journal = options.staging_dir.join("inodes.jsonl");
+    let f = {
+        let ns = Namespace::persistent(vec!["p".to_string()], services(&gcs), options.clone(), &journal).unwrap();
+        walk(&ns, "p/storage/b/f").await
+    };
+    let options = super::Options { config_only: true, ..options };
+    let ns = Namespace::persistent(vec!["p".to_string()], services(&gcs), options, &journal).unwrap();
+    assert_eq!(ns.write(f, None, 0, b"no").await.unwrap_err().errno(), libc::ESTALE);
+    let truncate = ciofs_frontends::SetAttr { size: Some(0), ..Default::default() };
+    assert_eq!(ns.setattr(f, truncate).await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(ns.read(f, None, 0, 10).await.unwrap_err().errno(), libc::ESTALE);
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(gcs.object_data("b", "f").as_deref(), Some(&b"kept"[..]));
+}
