@@ -139,3 +139,23 @@ fn an_import_whose_write_fails_leaves_the_object_as_it_was() {
     let now = stored(&gcs, "f.bin");
     assert!(now == b"previous", "a half-written object ({} bytes) replaced it: {said}", now.len());
 }
+
+/// `rm -r d; cp -r src d` makes new objects: their `.meta/` documents show
+/// (a removed document stayed hidden forever, so `tar c` then lost the
+/// objects' content types).
+#[test]
+fn documents_of_objects_made_again_are_shown() {
+    let bucket = bucket_name("docs_again");
+    create_bucket(&bucket);
+    upload(&bucket, "d/a.txt", b"alpha");
+    let mount = FuseMount::start(&[]);
+    let d = mount.path(&format!("{PROJECT}/storage/{bucket}/d")).display().to_string();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.txt"), b"alpha again").unwrap();
+    assert_eq!(ok(&format!("ls {d}/.meta")).trim(), "a.txt.json");
+    ok(&format!("rm -r {d} && cp -r {} {d}", src.path().display()));
+    assert_eq!(read_object(&bucket, "d/a.txt"), b"alpha again");
+    assert_eq!(ok(&format!("ls {d}/.meta")).trim(), "a.txt.json", "the new object's document shows");
+    let tarred = ok(&format!("tar cf - -C {d} . | tar tf -"));
+    assert!(tarred.contains("./.meta/a.txt.json"), "{tarred}");
+}
