@@ -11,7 +11,7 @@
 //! applies it (`sed -i`, vim); renaming an editable file away keeps a local
 //! copy and hides the name until it is written again (vim's backup).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,12 +116,36 @@ pub(super) struct LocalHandle {
     wrote: AtomicBool,
 }
 
+/// Hidden names, each with the version of its resource when it was
+/// removed and when it was hidden (to drop the oldest past the limit).
+#[derive(Default)]
+struct Hidden {
+    names: HashMap<Node, (Option<String>, u64)>,
+    clock: u64,
+}
+
+/// The most names kept hidden: past it, the oldest half is shown again
+/// (a name hidden long ago is one `tar x` is not about to create).
+const HIDDEN_LIMIT: usize = 65_536;
+
+impl Hidden {
+    fn insert(&mut self, node: Node, version: Option<String>) {
+        self.clock += 1;
+        self.names.insert(node, (version, self.clock));
+        if self.names.len() > HIDDEN_LIMIT {
+            let keep_from = self.clock - (HIDDEN_LIMIT / 2) as u64;
+            self.names.retain(|_, (_, at)| *at > keep_from);
+        }
+    }
+}
+
 /// The local files and the hidden names of one mount.
 pub(super) struct LocalFiles {
     files: Mutex<HashMap<Node, Arc<LocalFile>>>,
     /// Generated or editable files that were removed: not shown until they
-    /// are created again. Removing them deletes nothing in Google.
-    hidden: Mutex<HashSet<Node>>,
+    /// are created again, or until the resource they describe changes.
+    /// Removing them deletes nothing in Google.
+    hidden: Mutex<Hidden>,
     /// Edits written without a handle, until applied. A file's record goes
     /// with the file (whenever it leaves `files`).
     journal: EditJournal,
@@ -131,7 +155,7 @@ impl LocalFiles {
     pub fn new(journal_dir: PathBuf) -> Self {
         Self {
             files: Mutex::new(HashMap::new()),
-            hidden: Mutex::new(HashSet::new()),
+            hidden: Mutex::new(Hidden::default()),
             journal: EditJournal::new(journal_dir),
         }
     }
@@ -173,16 +197,35 @@ impl LocalFiles {
     }
 
     pub fn is_hidden(&self, node: &Node) -> bool {
-        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).contains(node)
+        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).names.contains_key(node)
+    }
+
+    /// Whether `node` is hidden while its resource is at `version` (None:
+    /// there is none): a removed document stays hidden only as long as
+    /// what it describes is the one it described when it was removed, so
+    /// `rm -r d; cp -r src d` shows the new objects' documents.
+    pub fn is_hidden_at(&self, node: &Node, version: Option<&str>) -> bool {
+        let mut hidden = self.hidden.lock().unwrap_or_else(|e| e.into_inner());
+        match hidden.names.get(node) {
+            Some((at, _)) if at.as_deref() == version => true,
+            Some(_) => {
+                hidden.names.remove(node);
+                false
+            }
+            None => false,
+        }
     }
 
     fn set_hidden(&self, node: &Node, hidden: bool) {
-        let mut set = self.hidden.lock().unwrap_or_else(|e| e.into_inner());
-        if hidden {
-            set.insert(node.clone());
-        } else {
-            set.remove(node);
+        match hidden {
+            true => self.hide_at(node, None),
+            false => drop(self.hidden.lock().unwrap_or_else(|e| e.into_inner()).names.remove(node)),
         }
+    }
+
+    /// Hides `node`, removed while its resource was at `version`.
+    pub fn hide_at(&self, node: &Node, version: Option<String>) {
+        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).insert(node.clone(), version);
     }
 
     /// Size and time of a local file, if there is one.
@@ -215,7 +258,7 @@ impl LocalFiles {
             files.remove(&node);
             self.journal.forget(&node);
         }
-        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).retain(|node| node.parent() != *dir);
+        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).names.retain(|node, _| node.parent() != *dir);
     }
 
     /// Files without open handles that are due: edits idle for `idle` (to
@@ -645,12 +688,18 @@ impl Namespace {
     /// generated file is hidden (nothing changes in Google), and a pending
     /// table forgets the configuration written into it.
     pub(super) fn local_unlink(&self, node: &Node) -> VfsResult<()> {
+        self.local_unlink_at(node, None)
+    }
+
+    /// `local_unlink` of a document whose resource is at `version`: it is
+    /// hidden until created again or until the resource changes.
+    pub(super) fn local_unlink_at(&self, node: &Node, version: Option<String>) -> VfsResult<()> {
         let existed = self.local.remove(node).is_some();
         match node {
             Node::Scratch { .. } if !existed => Err(VfsError::not_found(node.to_string())),
             Node::Scratch { .. } => Ok(()),
             _ => {
-                self.local.set_hidden(node, true);
+                self.local.hide_at(node, version);
                 if let Node::TableFile { project, dataset, table, file: TableFile::Config } = node {
                     self.forget_pending_config(project, dataset, table);
                 }
@@ -713,4 +762,33 @@ fn touch(state: &mut LocalState, written: bool) {
     state.mtime = Some(SystemTime::now());
     state.last_change = Some(Instant::now());
     state.version += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str) -> Node {
+        Node::ObjectMeta { project: "p".into(), bucket: "b".into(), name: name.into() }
+    }
+
+    #[test]
+    fn a_hidden_name_stays_hidden_only_while_its_resource_is_the_same() {
+        let local = LocalFiles::new(std::env::temp_dir().join("ciofs-unused-journal"));
+        local.hide_at(&meta("a"), Some("generation 1".into()));
+        assert!(local.is_hidden_at(&meta("a"), Some("generation 1")));
+        assert!(!local.is_hidden_at(&meta("a"), Some("generation 2")), "another object");
+        assert!(!local.is_hidden(&meta("a")), "and it is forgotten");
+    }
+
+    #[test]
+    fn the_hidden_names_are_bounded() {
+        let local = LocalFiles::new(std::env::temp_dir().join("ciofs-unused-journal"));
+        for i in 0..HIDDEN_LIMIT + 10 {
+            local.hide_at(&meta(&format!("f{i}")), None);
+        }
+        let kept = local.hidden.lock().unwrap().names.len();
+        assert!(kept <= HIDDEN_LIMIT, "{kept}");
+        assert!(local.is_hidden(&meta(&format!("f{}", HIDDEN_LIMIT + 9))), "the newest stay");
+    }
 }

@@ -162,7 +162,8 @@ impl Namespace {
             // unlinks a file that exists, then creates it with O_EXCL).
             Node::MetaDir { .. } => {
                 let node = self.child_to_create(dir, name)?;
-                self.local_unlink(&node)
+                let version = self.described_version(&node).await?;
+                self.local_unlink_at(&node, version)
             }
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
         }

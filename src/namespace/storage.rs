@@ -62,12 +62,12 @@ impl Namespace {
                 }
             }
             Node::MetaDir { project, bucket, prefix } => {
-                if self.child_to_create(dir, name).is_ok_and(|node| self.local.is_hidden(&node)) {
-                    // Removed (by `tar x` before it creates it again).
-                    return Err(missing());
-                }
                 if prefix.is_empty() && name == BUCKET_META {
                     let meta = self.bucket_meta(bucket).await?;
+                    let node = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
+                    if self.local.is_hidden_at(&node, Some(&bucket_version(&meta))) {
+                        return Err(missing());
+                    }
                     return Ok(self.bucket_meta_entry(project, &meta));
                 }
                 let Some(object) = name.strip_suffix(META_SUFFIX).filter(|o| unusable_segment(o).is_none()) else {
@@ -85,7 +85,12 @@ impl Namespace {
                     return Ok(self.entry(node, size, mtime));
                 }
                 match self.resolve(bucket, &full).await? {
+                    // Removed (by `tar x` before it creates it again).
+                    Known::Object(meta) if self.local.is_hidden_at(&node, Some(&object_version(&meta))) => {
+                        Err(missing())
+                    }
                     Known::Object(meta) => Ok(self.object_meta_entry(project, &meta)),
+                    _ if self.local.is_hidden_at(&node, None) => Err(missing()),
                     // Written before its object (tar x): there until then.
                     _ if self.pending_object_meta.get(bucket, &full).is_some() => {
                         Ok(self.entry(node, 0, SystemTime::now()))
@@ -395,7 +400,10 @@ impl Namespace {
             Node::MetaDir { project, bucket, prefix } if prefix.is_empty() => {
                 let meta = self.bucket_meta(bucket).await?;
                 let node = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
-                if self.local.is_hidden(&node) { Vec::new() } else { vec![self.bucket_meta_entry(project, &meta)] }
+                match self.local.is_hidden_at(&node, Some(&bucket_version(&meta))) {
+                    true => Vec::new(),
+                    false => vec![self.bucket_meta_entry(project, &meta)],
+                }
             }
             _ => Vec::new(),
         })
@@ -538,7 +546,7 @@ impl Namespace {
                         bucket: bucket.to_string(),
                         name: meta.name.clone(),
                     };
-                    if self.local.is_hidden(&node) {
+                    if self.local.is_hidden_at(&node, Some(&object_version(meta))) {
                         continue;
                     }
                     self.object_meta_entry(project, meta)
@@ -554,6 +562,33 @@ impl Namespace {
             stream.pending.push_back(entry);
         }
         Ok(())
+    }
+}
+
+/// Which object a `.meta/` document describes: a removed document stays
+/// hidden only while its object is this one.
+fn object_version(meta: &ObjectMeta) -> String {
+    format!("generation {}", meta.generation)
+}
+
+/// Which bucket `_bucket.json` describes (a bucket made again is another).
+fn bucket_version(meta: &BucketMeta) -> String {
+    format!("created {:?}", meta.created)
+}
+
+impl Namespace {
+    /// The version of what the storage document `node` describes, when it
+    /// is removed: its object's generation (None: no object yet), or its
+    /// bucket's creation.
+    pub(super) async fn described_version(&self, node: &Node) -> VfsResult<Option<String>> {
+        match node {
+            Node::ObjectMeta { bucket, name, .. } => match self.resolve(bucket, name).await? {
+                Known::Object(meta) => Ok(Some(object_version(&meta))),
+                _ => Ok(None),
+            },
+            Node::BucketMeta { bucket, .. } => Ok(Some(bucket_version(&*self.bucket_meta(bucket).await?))),
+            _ => Ok(None),
+        }
     }
 }
 
