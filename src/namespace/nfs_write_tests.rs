@@ -145,3 +145,23 @@ async fn a_config_only_tree_refuses_object_handles_from_an_earlier_run() {
     ns.commit_idle(Duration::ZERO).await;
     assert_eq!(gcs.object_data("b", "f").as_deref(), Some(&b"kept"[..]));
 }
+
+/// Writes without a handle are never streamed: nothing would wait for the
+/// stream or report it; the idle commit uploads the file whole.
+#[tokio::test]
+async fn nfs_writes_are_not_streamed() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.add_bucket("b");
+    let (ns, _) = namespace(&gcs);
+    let bucket = walk(&ns, "p/storage/b").await;
+    let (attr, opened) = ns.create(bucket, "big", 0o644).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    let piece = vec![7u8; 1 << 20];
+    let pieces = (super::write::STREAM_AFTER >> 20) + 2;
+    for i in 0..pieces {
+        ns.write(attr.ino, None, i << 20, &piece).await.unwrap();
+    }
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(gcs.calls.streamed_uploads.load(Ordering::SeqCst), 0);
+    assert_eq!(gcs.object_data("b", "big").map(|d| d.len() as u64), Some(pieces << 20));
+}

@@ -381,14 +381,17 @@ impl Namespace {
         staged.written = true;
         staged.failure_reported = false;
         staged.mtime = SystemTime::now();
-        self.stream_writes(staged, appended);
+        // Only a handle's writes are streamed: a close waits for the stream
+        // and reports it. Without a handle (NFS) the idle commit uploads
+        // the file whole.
+        self.stream_writes(staged, appended && attended);
         Ok(data.len() as u32)
     }
 
     /// Keeps a streamed upload in step with the writes: starts one once a
     /// sequential writer staged enough, tells it of appended bytes, and
-    /// abandons it when a write lands anywhere but the end. Writes without
-    /// a handle (NFS, journaled) are not streamed.
+    /// abandons it (nothing is stored) when a write lands anywhere but the
+    /// end, or comes without a handle.
     fn stream_writes(&self, staged: &mut Staged, appended: bool) {
         staged.sequential &= appended;
         if !staged.sequential {
@@ -399,7 +402,7 @@ impl Namespace {
             Some(streaming) => {
                 streaming.progress.send_replace(Written { len: staged.size, complete: false });
             }
-            None if staged.size >= STREAM_AFTER && staged.journal.is_none() => {
+            None if staged.size >= STREAM_AFTER => {
                 let upload = self.upload_for(staged);
                 let (progress, receiver) = tokio::sync::watch::channel(Written { len: staged.size, complete: false });
                 let streamed = StreamedUpload { upload: upload.clone(), progress: receiver };
