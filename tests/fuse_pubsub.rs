@@ -106,6 +106,73 @@ fn messages_publishes_one_message_per_line() {
     assert_eq!(numbers.len(), 2500, "every line once");
 }
 
+/// Sorted, for comparing what came in whatever order.
+fn sorted(mut messages: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    messages.sort();
+    messages
+}
+
+/// Each `/bin/echo` child closes its copy of fd 3 when it exits, so FUSE
+/// sends a FLUSH per child while the shell keeps the file open: every line
+/// (and every `_message` flush's new bytes) is published once, and a flush
+/// with nothing new publishes nothing. The pull asks for more than may come,
+/// so that a repeat would be seen.
+#[test]
+fn each_flush_publishes_only_what_was_written_since_the_last() {
+    let f = Fixture::new("ps_flushes");
+    let dir = f.dir();
+    ok(&format!("exec 3>{dir}/_messages; /bin/echo a >&3; /bin/echo b >&3; exec 3>&-"));
+    let got = ps_pull(&f.subscription, 4, Duration::from_secs(5));
+    assert_eq!(sorted(got), [b"a".to_vec(), b"b".to_vec()], "each line once");
+
+    // `_message`: the bytes each flush finds new are one message; `true`
+    // writes nothing, so its flush publishes nothing.
+    ok(&format!("exec 3>{dir}/_message; /bin/echo one >&3; /bin/true >&3; /bin/echo two >&3; exec 3>&-"));
+    let got = ps_pull(&f.subscription, 4, Duration::from_secs(5));
+    assert_eq!(sorted(got), [b"one\n".to_vec(), b"two\n".to_vec()]);
+
+    // Appending (O_APPEND) from several children: the same.
+    ok(&format!("exec 3>>{dir}/_messages; /bin/echo x >&3; /bin/echo y >&3; /bin/echo z >&3; exec 3>&-"));
+    let got = ps_pull(&f.subscription, 6, Duration::from_secs(5));
+    assert_eq!(sorted(got), [b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+}
+
+/// A flush whose publish failed (here the emulator is down; a lost answer
+/// looks the same to ciofs) fails that close with EIO, and its lines are
+/// over: a later flush of the same handle does not send them again, only
+/// what was written since.
+#[test]
+fn a_failed_publish_is_not_sent_again_by_a_later_flush() {
+    use std::io::Write;
+    let mut pubsub = PrivatePubSub::start();
+    pubsub.create_topic_and_subscription("flaky", "flaky-sub");
+    let mount = FuseMount::start_with_env(&[], &[("PUBSUB_EMULATOR_HOST", &pubsub.host())]);
+    let url = pubsub.project_url();
+    for file in ["_messages", "_message"] {
+        // `_messages` publishes lines without their newline.
+        let published =
+            |line: &str| if file == "_messages" { line.as_bytes().to_vec() } else { format!("{line}\n").into_bytes() };
+        let path = mount.path(&format!("{PROJECT}/pubsub/topics/flaky/{file}"));
+        let mut handle = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        handle.write_all(b"before\n").unwrap();
+        assert_eq!(close_a_duplicate(&handle), 0, "{file}");
+        assert_eq!(ps_pull_from(&url, "flaky-sub", 2, Duration::from_secs(3)), [published("before")]);
+
+        pubsub.stop();
+        handle.write_all(b"lost\n").unwrap();
+        assert_eq!(close_a_duplicate(&handle), libc::EIO, "{file}: the failed publish fails that close");
+        // The emulator keeps no state: it comes back empty.
+        pubsub.resume();
+        pubsub.create_topic_and_subscription("flaky", "flaky-sub");
+
+        handle.write_all(b"after\n").unwrap();
+        assert_eq!(close_a_duplicate(&handle), 0, "{file}");
+        drop(handle);
+        let got = ps_pull_from(&url, "flaky-sub", 3, Duration::from_secs(5));
+        assert_eq!(got, [published("after")], "{file}: only what came after the failed flush");
+    }
+}
+
 #[test]
 fn publishing_to_a_topic_deleted_behind_ciofs_fails_close() {
     let f = Fixture::new("ps_gone");

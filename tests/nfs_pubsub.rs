@@ -107,3 +107,31 @@ async fn stream_over_nfs_is_a_log_that_grows_while_it_is_read() {
     let (end, eof) = read(&mut conn, &stream, offset, 4096).await;
     assert!(end.is_empty() && eof, "nothing more for now");
 }
+
+/// Over NFS (no close) `_message` publishes what was written once the
+/// writes have been idle: each write publishes once, and a client that goes
+/// on writing the same file (the next bytes at the next offset) publishes
+/// only those, not again what came before (nor zeros in its place).
+#[tokio::test]
+async fn over_nfs_each_idle_publish_sends_only_the_new_bytes() {
+    let (served, mut conn) = serve("nfs_ps_once").await;
+    let (topic, subscription) = (served.topic.clone(), served.subscription.clone());
+    let topic_fh = walk(&mut conn, &format!("{PROJECT}/pubsub/topics/{topic}")).await;
+    let pull = |want: usize| {
+        let subscription = subscription.clone();
+        tokio::task::spawn_blocking(move || ps_pull(&subscription, want, Duration::from_secs(6)))
+    };
+    let message = lookup(&mut conn, &topic_fh, "_message").await.unwrap();
+    write(&mut conn, &message, 0, b"first\n").await;
+    assert_eq!(pull(2).await.unwrap(), [b"first\n".to_vec()]);
+    write(&mut conn, &message, 6, b"second\n").await;
+    assert_eq!(pull(2).await.unwrap(), [b"second\n".to_vec()], "only the bytes written since");
+
+    let messages = lookup(&mut conn, &topic_fh, "_messages").await.unwrap();
+    write(&mut conn, &messages, 0, b"a\nb\n").await;
+    let mut got = pull(3).await.unwrap();
+    got.sort();
+    assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
+    write(&mut conn, &messages, 4, b"c\n").await;
+    assert_eq!(pull(3).await.unwrap(), [b"c".to_vec()], "each line once");
+}

@@ -584,3 +584,6 @@ fn pending_meta(project: &str, topic: &str, subscription: &str) -> SubscriptionM
     };
     SubscriptionMeta { subscription: subscription.to_string(), topic: full_topic(project, topic), settings }
 }
+
+#[cfg(test)]
+mod tests;

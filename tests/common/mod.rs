@@ -623,3 +623,15 @@ pub fn put_json(url: &str, body: Value) {
 pub fn ps_get(path: &str) -> Option<Value> {
     get_json(&format!("{}{path}", pubsub_url()))
 }
+
+/// Closes a duplicate of `file`'s descriptor, as a child process that
+/// inherited it does when it exits: FUSE sends a FLUSH and the file stays
+/// open. close()'s errno (0: it succeeded).
+pub fn close_a_duplicate(file: &std::fs::File) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup of a descriptor the file owns; the copy is closed here.
+    let copy = unsafe { libc::dup(file.as_raw_fd()) };
+    assert!(copy >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: `copy` was just made and nothing else owns it.
+    if unsafe { libc::close(copy) } == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) }
+}

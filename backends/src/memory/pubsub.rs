@@ -8,12 +8,13 @@
 //! dead-letter topic, and `delivery_attempt` is reported, as on Pub/Sub.
 //!
 //! It counts calls per kind (`calls`), can be told to fail the next calls
-//! of a kind (`fail_next`), and can be seeded and inspected behind the
+//! of a kind (`fail_next`) or to lose the answer of the next publishes
+//! (`lose_next_publish_answers`: published, and answered with an error), and can be seeded and inspected behind the
 //! core's back (`put_topic`, `put_subscription`, `acked`, `backlog`), which
 //! counts no call.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -180,6 +181,8 @@ struct Shared {
     page_size: AtomicUsize,
     /// Calls still to fail, per kind: how many, and how.
     failures: InjectedFailures<PubSubOp>,
+    /// Publishes still to store and then answer `Unavailable`.
+    lost_publish_answers: AtomicU32,
     calls: Arc<PubSubCallCounts>,
 }
 
@@ -208,6 +211,7 @@ impl Default for MemoryPubSub {
             state: Mutex::default(),
             page_size: AtomicUsize::new(DEFAULT_PAGE_SIZE),
             failures: InjectedFailures::default(),
+            lost_publish_answers: AtomicU32::new(0),
             calls: calls.clone(),
         };
         Self { shared: Arc::new(shared), calls }
@@ -228,6 +232,12 @@ impl MemoryPubSub {
     /// count as calls, and change nothing). Replaces what was set for `op`.
     pub fn fail_next(&self, op: PubSubOp, times: u32, kind: ErrorKind) {
         self.shared.failures.set(op, times, kind);
+    }
+
+    /// Makes the next `times` publishes store their messages and answer
+    /// `Unavailable`, as a publish whose answer was lost on the way.
+    pub fn lose_next_publish_answers(&self, times: u32) {
+        self.shared.lost_publish_answers.store(times, Ordering::SeqCst);
     }
 
     /// Creates a topic or replaces its settings, behind the core's back.
@@ -437,6 +447,11 @@ impl PubSub for MemoryPubSub {
             let full = topic_name(project, topic);
             messages.into_iter().map(|m| state.publish(&full, m)).collect()
         };
+        let lost =
+            self.shared.lost_publish_answers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if lost.is_ok() {
+            return Err(BackendError::new(ErrorKind::Unavailable, "publish: answer lost (injected by the test)"));
+        }
         Ok(ids)
     }
 

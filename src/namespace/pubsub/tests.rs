@@ -1,0 +1,118 @@
+//! Publishing through `_message` and `_messages` against the in-memory
+//! Pub/Sub: what each flush of a handle (FUSE) and each idle apply (NFS)
+//! publishes, and what a failed publish leaves. That it works on Pub/Sub
+//! itself is for the tests through a mount (tests/fuse_pubsub.rs,
+//! tests/nfs_pubsub.rs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ciofs_backends::ErrorKind;
+use ciofs_backends::memory::{MemoryGcs, MemoryPubSub, PubSubOp};
+use ciofs_backends::pubsub::SubscriptionSettings;
+use ciofs_frontends::{Fh, Ino, OpenFlags, Vfs};
+
+use super::super::tests::{test_options, walk};
+use super::super::{Namespace, Services};
+
+const TOPIC: &str = "p/pubsub/topics/topic";
+
+fn fixture() -> (Arc<MemoryPubSub>, Namespace) {
+    let pubsub = Arc::new(MemoryPubSub::new());
+    pubsub.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
+    let services = Services {
+        gcs: Arc::new(MemoryGcs::new()),
+        bigquery: Arc::new(ciofs_backends::memory::MemoryBigQuery::new()),
+        pubsub: pubsub.clone(),
+    };
+    (pubsub, Namespace::new(vec!["p".to_string()], services, test_options()))
+}
+
+/// What the subscription holds, in order, as text.
+fn published(pubsub: &MemoryPubSub) -> Vec<String> {
+    pubsub.backlog("p", "sub").iter().map(|m| String::from_utf8_lossy(&m.data).to_string()).collect()
+}
+
+async fn open_for_write(ns: &Namespace, file: &str) -> (Ino, Fh) {
+    let ino = walk(ns, &format!("{TOPIC}/{file}")).await;
+    let flags = OpenFlags { write: true, truncate: true, append: false };
+    (ino, ns.open(ino, flags).await.unwrap().fh)
+}
+
+/// Writes `data` at `*offset` through the handle and moves the offset on,
+/// as the kernel does for a file descriptor.
+async fn write(ns: &Namespace, (ino, fh): (Ino, Fh), offset: &mut u64, data: &[u8]) {
+    ns.write(ino, Some(fh), *offset, data).await.unwrap();
+    *offset += data.len() as u64;
+}
+
+#[tokio::test]
+async fn each_flush_of_a_handle_publishes_only_what_was_written_since_the_last() {
+    for (file, want) in [("_messages", ["a", "b", "c"]), ("_message", ["a\n", "b\n", "c\n"])] {
+        let (pubsub, ns) = fixture();
+        let handle = open_for_write(&ns, file).await;
+        let mut offset = 0;
+        write(&ns, handle, &mut offset, b"a\n").await;
+        ns.flush(handle.0, handle.1).await.unwrap();
+        write(&ns, handle, &mut offset, b"b\n").await;
+        ns.flush(handle.0, handle.1).await.unwrap();
+        // Nothing new: nothing published.
+        ns.flush(handle.0, handle.1).await.unwrap();
+        write(&ns, handle, &mut offset, b"c\n").await;
+        ns.flush(handle.0, handle.1).await.unwrap();
+        ns.release(handle.0, handle.1).await.unwrap();
+        assert_eq!(published(&pubsub), want, "{file}");
+        assert_eq!(pubsub.calls.get(PubSubOp::Publish), 3, "{file}: one publish per flush with news");
+    }
+}
+
+/// A publish that failed (or whose answer was lost: published, yet
+/// answered with an error) fails that flush; its bytes are over, and a
+/// later flush sends only what was written after it.
+#[tokio::test]
+async fn a_failed_or_lost_publish_is_not_sent_again_by_a_later_flush() {
+    for lost in [false, true] {
+        let (pubsub, ns) = fixture();
+        let handle = open_for_write(&ns, "_messages").await;
+        let mut offset = 0;
+        write(&ns, handle, &mut offset, b"before\n").await;
+        ns.flush(handle.0, handle.1).await.unwrap();
+        match lost {
+            true => pubsub.lose_next_publish_answers(1),
+            false => pubsub.fail_next(PubSubOp::Publish, 1, ErrorKind::Unavailable),
+        }
+        write(&ns, handle, &mut offset, b"failed\n").await;
+        assert_eq!(ns.flush(handle.0, handle.1).await.unwrap_err().errno(), libc::EIO);
+        write(&ns, handle, &mut offset, b"after\n").await;
+        ns.flush(handle.0, handle.1).await.unwrap();
+        ns.release(handle.0, handle.1).await.unwrap();
+        let want: &[&str] = if lost { &["before", "failed", "after"] } else { &["before", "after"] };
+        assert_eq!(published(&pubsub), want, "answer lost: {lost}");
+    }
+}
+
+/// Over NFS (no handle) what was written is published once idle; a client
+/// that goes on writing at the next offsets publishes only the new bytes,
+/// and a failed publish is not tried again at the next idle time (it may
+/// have been published: its answer may have been lost).
+#[tokio::test]
+async fn over_nfs_each_idle_apply_publishes_only_the_new_bytes_once() {
+    let (pubsub, ns) = fixture();
+    let ino = walk(&ns, &format!("{TOPIC}/_messages")).await;
+    ns.write(ino, None, 0, b"a\n").await.unwrap();
+    ns.commit_idle(Duration::ZERO).await;
+    ns.write(ino, None, 2, b"b\n").await.unwrap();
+    ns.commit_idle(Duration::ZERO).await;
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(published(&pubsub), ["a", "b"]);
+
+    pubsub.lose_next_publish_answers(1);
+    ns.write(ino, None, 4, b"c\n").await.unwrap();
+    ns.commit_idle(Duration::ZERO).await;
+    ns.commit_idle(Duration::ZERO).await;
+    ns.write(ino, None, 6, b"d\n").await.unwrap();
+    ns.commit_idle(Duration::ZERO).await;
+    assert_eq!(published(&pubsub), ["a", "b", "c", "d"], "c once, though its answer was lost");
+    let errors = String::from_utf8_lossy(&ns.error_log.render().0).to_string();
+    assert!(errors.contains("topic/_messages"), "the failure is reported: {errors}");
+}
