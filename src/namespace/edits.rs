@@ -10,6 +10,13 @@
 //! table as it is again. Renaming a scratch file onto an editable file
 //! applies it (`sed -i`, vim); renaming an editable file away keeps a local
 //! copy and hides the name until it is written again (vim's backup).
+//!
+//! `_message` and `_messages` are files of messages, not documents: each
+//! apply publishes only the bytes written since the previous one (every
+//! flush of a handle, or each idle time over NFS), and takes them whatever
+//! the outcome, so that nothing is published twice by the same writer: a
+//! failed publish (maybe published, its answer lost) fails its close and is
+//! over; over NFS it is not tried again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +57,9 @@ struct LocalState {
     last_change: Option<Instant>,
     /// Bumped at every change, so that an apply settles only what it sent.
     version: u64,
+    /// Of a file of messages: the span of `data` written since the last
+    /// apply took its bytes, which the next apply publishes.
+    news: Option<std::ops::Range<usize>>,
     /// After a successful apply, the table's new document: what the file
     /// shows (stat, new opens) until it changes again. The handles still
     /// open keep writing over their own bytes in `data`.
@@ -77,6 +87,39 @@ impl LocalState {
         self.data.clear();
         touch(self, false);
         self.written = false;
+        self.news = None;
+    }
+
+    /// Records that `span` was written.
+    fn wrote(&mut self, span: std::ops::Range<usize>) {
+        self.news = Some(match self.news.take() {
+            Some(news) => news.start.min(span.start)..news.end.max(span.end),
+            None => span,
+        });
+    }
+
+    /// Cut to `size` bytes: news beyond it are gone.
+    fn cut_news(&mut self, size: usize) {
+        self.news = self.news.take().map(|news| news.start.min(size)..news.end.min(size)).filter(|n| !n.is_empty());
+    }
+
+    /// What an apply of `node` sends: a file of messages its news (taken:
+    /// no later apply sends them again), any other file all of it.
+    fn take_content(&mut self, node: &Node) -> Vec<u8> {
+        match is_messages(node) {
+            true => self.news.take().map(|news| self.data[news].to_vec()).unwrap_or_default(),
+            false => self.data.clone(),
+        }
+    }
+
+    /// What the journal keeps of `node` for an apply after a restart: a
+    /// file of messages its news only (what was published is not again).
+    fn journaled(&self, node: &Node) -> &[u8] {
+        match (is_messages(node), &self.news) {
+            (true, Some(news)) => &self.data[news.clone()],
+            (true, None) => &[],
+            (false, _) => &self.data,
+        }
     }
 }
 
@@ -327,10 +370,16 @@ fn private_file() -> Arc<LocalFile> {
     Arc::new(file)
 }
 
+/// Whether `node` is a file of messages (`_message`, `_messages`): what is
+/// written is published, each byte once.
+fn is_messages(node: &Node) -> bool {
+    matches!(node, Node::TopicFile { file: TopicFile::Message | TopicFile::Messages, .. })
+}
+
 /// Whether each handle of `node` writes its own content (a message to
 /// publish), rather than sharing the file's.
 fn is_private(node: &Node) -> bool {
-    matches!(node, Node::TopicFile { file: TopicFile::Message | TopicFile::Messages, .. })
+    is_messages(node)
 }
 
 /// Whether `node` is a file ciofs keeps locally while it is written (the
@@ -510,9 +559,10 @@ impl Namespace {
             state.data.resize(end as usize, 0);
         }
         state.data[offset as usize..end as usize].copy_from_slice(data);
+        state.wrote(offset as usize..end as usize);
         touch(&mut state, true);
         if journal {
-            self.local.journal.write(node, &state.data)?;
+            self.local.journal.write(node, state.journaled(node))?;
         }
         Ok(())
     }
@@ -532,12 +582,13 @@ impl Namespace {
         let mut state = file.state();
         if state.data.len() as u64 != size {
             state.data.resize(size as usize, 0);
+            state.cut_news(size as usize);
             touch(&mut state, size > 0);
         }
         if state.handles == 0 {
             state.awaits_writes = true;
             if state.written && is_editable(node) {
-                self.local.journal.write(node, &state.data)?;
+                self.local.journal.write(node, state.journaled(node))?;
             }
         }
         Ok(())
@@ -632,20 +683,21 @@ impl Namespace {
     /// Applies a local file's content to Google, if it is still the file of
     /// its name. With `idle` (no close to report to, NFS), only if the file
     /// is still idle, and a failure to reach BigQuery keeps the edit (and
-    /// its journal record) to be tried again. Otherwise the change is over
-    /// whatever the outcome: on success the file shows the table's new
-    /// document, on refusal the unchanged one (the reason is returned and
-    /// kept in .ciofs/errors). A file no handle has open then goes.
+    /// its journal record) to be tried again, except a publish (see the
+    /// module's header). Otherwise the change is over whatever the outcome:
+    /// on success the file shows the table's new document, on refusal the
+    /// unchanged one (the reason is returned and kept in .ciofs/errors). A
+    /// file no handle has open then goes.
     async fn apply_local(&self, node: &Node, file: &Arc<LocalFile>, idle: Option<Duration>) -> VfsResult<()> {
         let _applying = file.applying.lock().await;
         let (data, version) = {
-            let state = file.state();
+            let mut state = file.state();
             let quiet = state.last_change.map_or(Duration::MAX, |at| at.elapsed());
             let still_idle = idle.is_none_or(|idle| state.handles == 0 && quiet >= idle);
             if !state.dirty || !still_idle {
                 return Ok(());
             }
-            (state.data.clone(), state.version)
+            (state.take_content(node), state.version)
         };
         let private = is_private(node) && !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file));
         if !private && !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file)) {
@@ -655,7 +707,7 @@ impl Namespace {
         let applied = self.apply_document(node, &data).await;
         let shown = match &applied {
             Ok(()) => self.editable_document(node).await.ok(),
-            Err(e) if idle.is_some() && is_transient(e) => {
+            Err(e) if idle.is_some() && is_transient(e) && !is_messages(node) => {
                 self.error_log.record(&node.to_string(), e.errno(), &format!("{}; will retry", e.message()));
                 // Tried again after another idle time.
                 file.state().last_change = Some(Instant::now());
