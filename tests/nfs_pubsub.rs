@@ -135,3 +135,105 @@ async fn over_nfs_each_idle_publish_sends_only_the_new_bytes() {
     write(&mut conn, &messages, 4, b"c\n").await;
     assert_eq!(pull(3).await.unwrap(), [b"c".to_vec()], "each line once");
 }
+
+/// The size of a followed log once it stopped growing (all that was
+/// published is in it).
+async fn settled_size(conn: &mut Conn, fh: &nfs3_client::nfs3_types::nfs3::nfs_fh3) -> u64 {
+    let (mut last, mut same) = (0, 0);
+    for _ in 0..100 {
+        let now = size(conn, fh).await;
+        same = if now == last && now > 0 { same + 1 } else { 0 };
+        if same == 5 {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the log did not stop growing: {last}");
+}
+
+/// The data of the lines a READ from the middle of the log carried whole:
+/// those after its first newline.
+fn whole_lines_in(bytes: &[u8]) -> Vec<String> {
+    let start = bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |at| at + 1);
+    stream_data(&String::from_utf8_lossy(&bytes[start..]))
+}
+
+/// A client that reads only the second half of the log (`tail -n`, `dd
+/// skip=`) acks only the lines its READ replies carried whole; when the log
+/// resets (nobody read or stat'ed it for 30 s) the others go back to the
+/// subscription, and another consumer (curl) gets exactly those.
+#[tokio::test]
+async fn over_nfs_lines_nobody_read_go_back_to_the_subscription() {
+    let (served, mut conn) = serve("nfs_skip").await;
+    let (topic, subscription) = (served.topic.clone(), served.subscription.clone());
+    let numbers: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    ps_publish(&topic, &numbers.iter().map(|n| n.as_bytes()).collect::<Vec<_>>());
+    let stream =
+        walk(&mut conn, &format!("{PROJECT}/pubsub/topics/{topic}/subscriptions/{subscription}/_stream")).await;
+    // A READ past the end starts the log and carries nothing.
+    let (nothing, _) = read(&mut conn, &stream, 1 << 40, 4096).await;
+    assert!(nothing.is_empty());
+    let size = settled_size(&mut conn, &stream).await;
+    let (tail, _) = read(&mut conn, &stream, size / 2, 1 << 20).await;
+    let carried = whole_lines_in(&tail);
+    assert!(!carried.is_empty() && carried.len() < numbers.len(), "{carried:?}");
+
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    let got = tokio::task::spawn_blocking(move || ps_pull(&subscription, 10, Duration::from_secs(10))).await.unwrap();
+    let mut got: Vec<String> = got.into_iter().map(|m| String::from_utf8(m).unwrap()).collect();
+    got.sort();
+    let mut unread: Vec<String> = numbers.iter().filter(|n| !carried.contains(n)).cloned().collect();
+    unread.sort();
+    assert_eq!(got, unread, "what was not read comes again, and only that (carried: {carried:?})");
+}
+
+/// Lease renewal does not wait behind uploads: while an upload hangs on a
+/// frozen Cloud Storage emulator, the lines a followed log holds stay
+/// leased past their first lease (60 s): another consumer gets none. The
+/// follower stops polling at 40 s, so that the log itself does not pull
+/// back what a lapsed lease would free, and is checked before the log goes
+/// idle (30 s after its last use).
+#[tokio::test]
+async fn over_nfs_held_lines_stay_leased_while_an_upload_hangs() {
+    let gcs = PrivateGcs::start();
+    let bucket = format!("lease-{}", std::process::id());
+    post_json(&format!("{}/storage/v1/b?project={PROJECT}", gcs.url()), serde_json::json!({"name": bucket}));
+    let topic = pubsub_name("nfs_lease");
+    let subscription = format!("{topic}-sub");
+    ps_create_topic(&topic);
+    ps_create_subscription(&subscription, &topic);
+    ps_publish(&topic, &[b"held one", b"held two"]);
+    let state = tempfile::tempdir().unwrap();
+    let gcs_host = gcs.url();
+    let server = NfsServer::start_with_env(state.path(), &[("STORAGE_EMULATOR_HOST", &gcs_host)]);
+    let mut conn = connect(server.port).await;
+
+    let stream =
+        walk(&mut conn, &format!("{PROJECT}/pubsub/topics/{topic}/subscriptions/{subscription}/_stream")).await;
+    // Pulled and leased now.
+    let leased = std::time::Instant::now();
+    read(&mut conn, &stream, 1 << 40, 4096).await;
+    assert!(settled_size(&mut conn, &stream).await > 0);
+
+    // An upload that hangs: written, then the emulator frozen before the
+    // idle second passes.
+    let dir = walk(&mut conn, &format!("{PROJECT}/storage/{bucket}")).await;
+    let create = nfs3_client::nfs3_types::nfs3::CREATE3args {
+        where_: dirop(&dir, "stuck.bin"),
+        how: nfs3_client::nfs3_types::nfs3::createhow3::UNCHECKED(sattr3::default()),
+    };
+    let file = conn.create(&create).await.expect("create call").unwrap().obj.unwrap();
+    write(&mut conn, &file, 0, b"an upload that will hang").await;
+    gcs.freeze();
+
+    // A follower polls the size (`tail -f`): the log is in use, not idle.
+    while leased.elapsed() < Duration::from_secs(39) {
+        size(&mut conn, &stream).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(62).saturating_sub(leased.elapsed())).await;
+    let got = tokio::task::spawn_blocking(move || ps_pull(&subscription, 2, Duration::from_secs(3))).await.unwrap();
+    assert!(got.is_empty(), "the lease lapsed: another consumer got {got:?}");
+    drop(server);
+}

@@ -128,17 +128,71 @@ async fn over_nfs_the_log_grows_and_acks_what_was_read_past() {
     let lines: Vec<String> = first.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(data_of).collect();
     assert_eq!(lines, ["m0", "m1", "m2"]);
     assert_eq!(ns.getattr(ino).await.unwrap().size, first.len() as u64);
-    assert!(acked(&pubsub).is_empty(), "nothing read past yet");
+    assert_eq!(acked(&pubsub), ["m0", "m1", "m2"], "acked once a reply carried them whole");
     // A re-read of the same range serves the same bytes.
     assert_eq!(ns.read(ino, None, 0, 1 << 20).await.unwrap().0, first);
     publish(&pubsub, 3..4).await;
     let size = ns.getattr(ino).await.unwrap().size;
     assert!(size > first.len() as u64, "the size grows while followed");
-    let (next, _) = ns.read(ino, None, first.len() as u64, 1 << 20).await.unwrap();
-    assert_eq!(data_of(&next), "m3");
-    assert_eq!(acked(&pubsub), ["m0", "m1", "m2"], "acked once a read started past them");
-    assert_eq!(ns.read(ino, None, size, 4096).await.unwrap().0.len(), 0, "nothing more");
+    let (next, _) = ns.read(ino, None, first.len() as u64, 5).await.unwrap();
+    assert_eq!(next.len(), 5);
+    assert_eq!(acked(&pubsub), ["m0", "m1", "m2"], "m3 is carried in part only");
+    let (rest, _) = ns.read(ino, None, first.len() as u64 + 5, 1 << 20).await.unwrap();
+    assert_eq!(data_of(&[next, rest].concat()), "m3");
     assert_eq!(acked(&pubsub), ["m0", "m1", "m2", "m3"]);
+    assert_eq!(ns.read(ino, None, size, 4096).await.unwrap().0.len(), 0, "nothing more");
+}
+
+/// The data of the lines a READ from the middle of the log carried whole:
+/// those after its first newline.
+fn whole_lines_in(bytes: &[u8]) -> Vec<String> {
+    let start = bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |at| at + 1);
+    bytes[start..].split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(data_of).collect()
+}
+
+/// A READ that starts past lines (`tail -n`, `dd skip=`, readahead, a
+/// second reader) acks none of them: a line is acked once the replies
+/// carried all its bytes, in one READ or several, in any order.
+#[tokio::test]
+async fn over_nfs_a_line_is_acked_only_once_replies_carried_all_of_it() {
+    let (pubsub, ns) = fixture();
+    publish(&pubsub, 0..6).await;
+    let ino = walk(&ns, STREAM).await;
+    let (nothing, _) = ns.read(ino, None, 1 << 40, 4096).await.unwrap();
+    assert!(nothing.is_empty(), "a READ past the end starts the log and carries nothing");
+    let size = ns.getattr(ino).await.unwrap().size;
+    let (tail, _) = ns.read(ino, None, size / 2, 1 << 20).await.unwrap();
+    let carried = whole_lines_in(&tail);
+    assert!(!carried.is_empty() && carried.len() < 6, "{carried:?}");
+    assert_eq!(acked(&pubsub), carried, "only the lines the reply carried whole");
+    // The first half, in two READs: every line is then carried whole.
+    ns.read(ino, None, 0, 10).await.unwrap();
+    ns.read(ino, None, 10, (size / 2 - 10) as u32).await.unwrap();
+    let mut all = acked(&pubsub);
+    all.sort();
+    assert_eq!(all, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+}
+
+/// Lines a reader skipped stay unacked and go back to the subscription at
+/// once (deadline 0) when the log resets.
+#[tokio::test]
+async fn over_nfs_skipped_lines_go_back_when_the_log_resets() {
+    let (pubsub, ns) = fixture();
+    publish(&pubsub, 0..6).await;
+    let ino = walk(&ns, STREAM).await;
+    ns.read(ino, None, 1 << 40, 4096).await.unwrap();
+    let size = ns.getattr(ino).await.unwrap().size;
+    let (tail, _) = ns.read(ino, None, size / 2, 1 << 20).await.unwrap();
+    let carried = whole_lines_in(&tail);
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(31)).await;
+    ns.pubsub.tend_stream_logs().await;
+    let back: Vec<String> =
+        pubsub.backlog("p", "sub").iter().map(|m| String::from_utf8_lossy(&m.data).to_string()).collect();
+    let mut all: Vec<String> = back.iter().chain(&carried).cloned().collect();
+    all.sort();
+    assert_eq!(all, ["m0", "m1", "m2", "m3", "m4", "m5"], "given back: {back:?}, carried: {carried:?}");
+    assert_eq!(acked(&pubsub), carried);
 }
 
 #[tokio::test]
