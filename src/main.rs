@@ -240,8 +240,9 @@ impl NfsService {
         let namespace = namespace(tree, Some(&nfs_journal(tree)), config_only).await?;
         namespace.resume_journaled_uploads().await;
         namespace.resume_journaled_edits().await;
-        // Ends by itself when the namespace goes.
+        // Both end by themselves when the namespace goes.
         namespace.spawn_idle_commits(COMMIT_IDLE);
+        namespace.spawn_stream_log_tending();
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();
         let (served, listen_on) = (namespace.clone(), listen.to_string());
         let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, &listen_on, Some(port_tx)).await });

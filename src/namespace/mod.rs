@@ -625,7 +625,6 @@ impl Namespace {
     pub async fn commit_idle(&self, idle: Duration) {
         self.commit_idle_writers(idle).await;
         self.apply_idle_edits(idle).await;
-        self.pubsub.tend_stream_logs().await;
         // Failures are in `.ciofs/errors`.
         self.create_due_subscriptions(PendingDue::Waited).await;
         self.create_due_buckets(PendingDue::Waited).await;

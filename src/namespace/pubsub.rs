@@ -33,6 +33,10 @@ use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
 /// The most messages one publish call carries (Pub/Sub's request limit).
 const PUBLISH_BATCH: usize = 1000;
 
+/// How often the `_stream` logs NFS clients follow are tended: leases
+/// renewed, idle logs given up (stream_log.rs).
+const STREAM_LOG_TENDING: Duration = Duration::from_secs(1);
+
 /// How long a subscription whose dead-letter topic does not exist yet waits
 /// for it (`tar x` may bring that topic after the subscription).
 const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
@@ -103,6 +107,22 @@ fn check_resource_name(kind: &str, name: &str) -> VfsResult<()> {
 }
 
 impl Namespace {
+    /// Tends the `_stream` logs (NFS) in a task of its own, so that renewing
+    /// the leases of what they hold never waits behind uploads and edits;
+    /// it ends when the namespace goes.
+    pub fn spawn_stream_log_tending(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let namespace = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STREAM_LOG_TENDING);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(namespace) = namespace.upgrade() else { return };
+                namespace.pubsub.tend_stream_logs().await;
+            }
+        })
+    }
+
     /// Finds `name` in a Pub/Sub directory.
     pub(super) async fn ps_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
         check_name_length(name)?;

@@ -2,14 +2,18 @@
 //! growing log file. The first READ starts it; from then on, while someone
 //! reads or stats it, messages are pulled and appended as lines, and the
 //! file's size grows, so that `tail -f` (which polls the size) follows it.
-//! A line is acked once a READ starts past its end ("read past"); lines not
-//! read past when the log goes idle are given back, and the log starts
+//! A line is acked once READ replies carried all of its bytes (in one READ
+//! or several, in any order). A READ that starts past lines (`tail -n`,
+//! `dd skip=`, a second reader) carries none of them: they stay unacked and
+//! are given back (deadline 0) when the log goes idle, and the log starts
 //! afresh (empty) at the next READ.
 //!
-//! What is held is bounded: at most `MAX_UNREAD` messages beyond what was
-//! read past, kept from other readers by extending their ack deadline, and
-//! the last `KEEP_READ` bytes already read, for a client that reads a page
-//! again. Older offsets answer EIO.
+//! What is held is bounded: at most `MAX_UNREAD` messages beyond the
+//! furthest offset a reply reached, kept from other readers by extending
+//! their ack deadline, and the last `KEEP_READ` bytes before it, for a
+//! client that reads a page again. Older offsets answer EIO; an unacked line
+//! that falls that far behind is given back. Leases are renewed by a task of
+//! their own (`spawn_stream_log_tending` in pubsub.rs), never behind uploads.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -41,6 +45,9 @@ struct Line {
     start: u64,
     bytes: Bytes,
     ack_id: String,
+    /// The spans of the line (offsets in it) READ replies carried, merged,
+    /// in order.
+    carried: Vec<(usize, usize)>,
     acked: bool,
 }
 
@@ -48,12 +55,31 @@ impl Line {
     fn end(&self) -> u64 {
         self.start + self.bytes.len() as u64
     }
+
+    /// Records that a reply carried bytes `from..to` of the line; whether
+    /// all of it has been carried now.
+    fn carry(&mut self, from: usize, to: usize) -> bool {
+        self.carried.push((from, to));
+        self.carried.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.carried.len());
+        for (start, end) in self.carried.drain(..) {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        self.carried = merged;
+        self.carried == [(0, self.bytes.len())]
+    }
 }
 
 struct LogState {
     lines: VecDeque<Line>,
     /// The log's size: the end of the last line.
     end: u64,
+    /// The furthest offset a reply reached: lines from there on are ahead
+    /// of every reader.
+    reached: u64,
     used: Instant,
     leased: Instant,
 }
@@ -68,16 +94,16 @@ pub(super) struct StreamLog {
 impl StreamLog {
     fn new(puller: Puller, json: bool) -> Self {
         let now = Instant::now();
-        let state = LogState { lines: VecDeque::new(), end: 0, used: now, leased: now };
+        let state = LogState { lines: VecDeque::new(), end: 0, reached: 0, used: now, leased: now };
         Self { puller, json, state: AsyncMutex::new(state) }
     }
 
     /// Bytes at `offset`, at most `len`, and whether they reach the end. A
-    /// READ at the end pulls, waiting up to `READ_WAIT`.
+    /// READ at the end pulls, waiting up to `READ_WAIT`. The lines the
+    /// reply completes are acked.
     pub async fn read(&self, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
         let mut state = self.state.lock().await;
         state.used = Instant::now();
-        self.ack_read_past(&mut state, offset).await;
         if offset >= state.end {
             self.append(&mut state, READ_WAIT).await?;
         }
@@ -90,6 +116,7 @@ impl StreamLog {
             ));
         }
         let bytes = slice_from(&state.lines, offset, len as usize);
+        self.carried(&mut state, offset, bytes.len() as u64).await;
         let at_end = offset + bytes.len() as u64 >= state.end;
         Ok((bytes, at_end))
     }
@@ -112,6 +139,7 @@ impl StreamLog {
             self.puller.give_back(&unread).await;
             state.lines.clear();
             state.end = 0;
+            state.reached = 0;
             return true;
         }
         if state.leased.elapsed() >= LEASE_RENEW {
@@ -121,26 +149,39 @@ impl StreamLog {
         false
     }
 
-    /// Acks the lines that end at or before `offset`, and drops acked lines
-    /// beyond `KEEP_READ` behind it.
-    async fn ack_read_past(&self, state: &mut LogState, offset: u64) {
+    /// A reply carried `len` bytes from `offset`: acks the lines it
+    /// completed, and drops the lines `KEEP_READ` behind the furthest reply
+    /// (giving back those never carried whole).
+    async fn carried(&self, state: &mut LogState, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let to = offset + len;
         let mut ack_ids = Vec::new();
-        for line in state.lines.iter_mut().take_while(|l| l.end() <= offset) {
-            if !line.acked {
+        for line in state.lines.iter_mut().skip_while(|l| l.end() <= offset).take_while(|l| l.start < to) {
+            let from = offset.saturating_sub(line.start) as usize;
+            let until = (to.min(line.end()) - line.start) as usize;
+            if line.carry(from, until) && !line.acked {
                 line.acked = true;
                 ack_ids.push(line.ack_id.clone());
             }
         }
         self.puller.ack(&ack_ids).await;
-        let keep_from = offset.saturating_sub(KEEP_READ);
-        while state.lines.front().is_some_and(|l| l.acked && l.end() <= keep_from) {
+        state.reached = state.reached.max(to);
+        let keep_from = state.reached.saturating_sub(KEEP_READ);
+        let mut skipped = Vec::new();
+        while let Some(line) = state.lines.front().filter(|l| l.end() <= keep_from) {
+            if !line.acked {
+                skipped.push(line.ack_id.clone());
+            }
             state.lines.pop_front();
         }
+        self.puller.give_back(&skipped).await;
     }
 
     /// Pulls up to the bound and appends the lines, leased.
     async fn append(&self, state: &mut LogState, wait: Duration) -> VfsResult<()> {
-        let unread = state.lines.iter().filter(|l| !l.acked).count();
+        let unread = state.lines.iter().filter(|l| l.start >= state.reached).count();
         if unread >= MAX_UNREAD {
             return Ok(());
         }
@@ -151,7 +192,7 @@ impl StreamLog {
             let bytes = stream_line(&message, self.json);
             let start = state.end;
             state.end += bytes.len() as u64;
-            state.lines.push_back(Line { start, bytes, ack_id: message.ack_id, acked: false });
+            state.lines.push_back(Line { start, bytes, ack_id: message.ack_id, carried: Vec::new(), acked: false });
         }
         Ok(())
     }

@@ -144,9 +144,12 @@ async fn over_nfs_the_log_grows_and_acks_what_was_read_past() {
 }
 
 /// The data of the lines a READ from the middle of the log carried whole:
-/// those after its first newline.
+/// those after its first newline, or all when it starts at a line's start
+/// (`[`, which only starts a line: the data here has none).
 fn whole_lines_in(bytes: &[u8]) -> Vec<String> {
-    let start = bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |at| at + 1);
+    let first_whole =
+        if bytes.starts_with(b"[") { Some(0) } else { bytes.iter().position(|b| *b == b'\n').map(|at| at + 1) };
+    let start = first_whole.unwrap_or(bytes.len());
     bytes[start..].split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(data_of).collect()
 }
 
