@@ -190,7 +190,8 @@ fn mkdir_and_rmdir_make_and_delete_topics_and_subscriptions() {
     let topics = f.mount.path(&format!("{PROJECT}/pubsub/topics")).display().to_string();
     let topic = format!("{}-new", f.topic);
     ok(&format!("mkdir {topics}/{topic}"));
-    assert!(ps_get(&format!("/topics/{topic}")).is_some());
+    // Created within a second (it waits for a config.json that does not come).
+    ps_get_soon(&format!("/topics/{topic}"));
     let subscription = format!("{topic}-sub");
     // By hand: created with default settings within a second.
     ok(&format!("mkdir {topics}/{topic}/subscriptions/{subscription}"));
@@ -213,6 +214,38 @@ fn mkdir_and_rmdir_make_and_delete_topics_and_subscriptions() {
     ok(&format!("rmdir {topics}/{topic}"));
     assert!(ps_get(&format!("/topics/{topic}")).is_none());
     assert!(!sh(&format!("mkdir {topics}/x")).status.success(), "a name of fewer than 3 characters is refused");
+}
+
+/// `mkdir topics/NEW` waits for the config.json `tar x` writes next: the
+/// topic is created with its labels and retention (the emulator takes
+/// labels only at creation); without one, within a second with defaults;
+/// a publish right after `mkdir` (of the topic and a subscription) creates
+/// both first, so the subscription gets the message.
+#[test]
+fn a_made_topic_waits_for_its_settings_and_is_created_with_them() {
+    let f = Fixture::new("ps_made_topic");
+    let topics = f.mount.path(&format!("{PROJECT}/pubsub/topics")).display().to_string();
+    let labelled = format!("{}-labelled", f.topic);
+    ok(&format!("mkdir {topics}/{labelled}"));
+    let config = format!("{topics}/{labelled}/config.json");
+    let settings = br#"{"labels": {"team": "data"}, "message_retention_duration": "3600s"}"#;
+    assert_eq!(write_and_close_errno(&PathBuf::from(&config), settings), 0);
+    let made = ps_get(&format!("/topics/{labelled}")).expect("created at its config.json");
+    assert_eq!((&made["labels"], &made["messageRetentionDuration"]), (&json!({"team": "data"}), &json!("3600s")));
+    let shown: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(shown["labels"], json!({"team": "data"}));
+
+    let plain = format!("{}-plain", f.topic);
+    ok(&format!("mkdir {topics}/{plain}"));
+    assert!(ok(&format!("ls {topics}")).lines().any(|l| l == plain), "listed while it waits");
+    ps_get_soon(&format!("/topics/{plain}"));
+
+    let busy = format!("{}-busy", f.topic);
+    let sub = format!("{busy}-sub");
+    ok(&format!(
+        "mkdir {topics}/{busy} {topics}/{busy}/subscriptions/{sub} && /bin/echo first > {topics}/{busy}/_message"
+    ));
+    assert_eq!(ps_pull(&sub, 1, Duration::from_secs(10)), [b"first\n".to_vec()]);
 }
 
 #[test]

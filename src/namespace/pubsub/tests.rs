@@ -116,3 +116,75 @@ async fn over_nfs_each_idle_apply_publishes_only_the_new_bytes_once() {
     let errors = String::from_utf8_lossy(&ns.error_log.render().0).to_string();
     assert!(errors.contains("topic/_messages"), "the failure is reported: {errors}");
 }
+
+/// Writes `data` into a new file `name` of directory `dir` and closes it.
+async fn put(ns: &Namespace, dir: &str, name: &str, data: &[u8]) -> ciofs_frontends::VfsResult<()> {
+    let parent = walk(ns, dir).await;
+    let (attr, opened) = ns.create(parent, name, 0o644).await?;
+    ns.write(attr.ino, Some(opened.fh), 0, data).await?;
+    let flushed = ns.flush(attr.ino, opened.fh).await;
+    ns.release(attr.ino, opened.fh).await?;
+    flushed
+}
+
+async fn mkdir(ns: &Namespace, dir: &str, name: &str) {
+    let parent = walk(ns, dir).await;
+    ns.mkdir(parent, name, 0o755).await.unwrap_or_else(|e| panic!("mkdir {dir}/{name}: {e}"));
+}
+
+/// A topic made by `mkdir` waits for its config.json and is created with
+/// its settings (labels, retention), in one call; until then it lists and
+/// reads like any topic.
+#[tokio::test]
+async fn a_made_topic_is_created_with_the_settings_of_its_config() {
+    let (pubsub, ns) = fixture();
+    mkdir(&ns, "p/pubsub/topics", "made").await;
+    assert!(pubsub.topic("p", "made").is_none(), "not created at mkdir");
+    let listed = ns.readdir(walk(&ns, "p/pubsub/topics").await, None, 0, 100).await.unwrap();
+    assert!(listed.entries.iter().any(|e| e.name == "made"), "listed while pending");
+    walk(&ns, "p/pubsub/topics/made/subscriptions").await;
+    let config = br#"{"labels": {"team": "data"}, "message_retention_duration": "3600s"}"#;
+    put(&ns, "p/pubsub/topics/made", "config.json", config).await.unwrap();
+    let made = pubsub.topic("p", "made").expect("created at its config.json");
+    assert_eq!(made.settings.labels, [("team".to_string(), "data".to_string())].into());
+    assert_eq!(made.settings.message_retention_duration, Some(Duration::from_secs(3600)));
+    assert_eq!(pubsub.calls.get(PubSubOp::UpdateTopic), 0, "created with them, not updated");
+}
+
+/// A topic nobody gives settings is created with defaults once its wait is
+/// over, or when the process ends (settle); one removed while pending is
+/// never created, nor are its pending subscriptions.
+#[tokio::test]
+async fn a_made_topic_without_settings_is_created_at_settle_and_a_removed_one_never() {
+    let (pubsub, ns) = fixture();
+    mkdir(&ns, "p/pubsub/topics", "plain").await;
+    mkdir(&ns, "p/pubsub/topics", "gone").await;
+    mkdir(&ns, "p/pubsub/topics/gone/subscriptions", "gone-sub").await;
+    let topics = walk(&ns, "p/pubsub/topics").await;
+    ns.rmdir(topics, "gone").await.unwrap();
+    assert!(ns.settle().await.is_empty());
+    assert_eq!(pubsub.topic("p", "plain").expect("created at settle").settings, Default::default());
+    assert!(pubsub.topic("p", "gone").is_none() && pubsub.subscription("p", "gone-sub").is_none());
+}
+
+/// A subscription needs its topic, and so does a publish: both create a
+/// pending topic first. A publish creates the topic's pending
+/// subscriptions too, which would otherwise miss the message.
+#[tokio::test]
+async fn a_subscription_or_a_publish_creates_its_pending_topic_first() {
+    let (pubsub, ns) = fixture();
+    mkdir(&ns, "p/pubsub/topics", "first").await;
+    mkdir(&ns, "p/pubsub/topics/first/subscriptions", "first-sub").await;
+    put(&ns, "p/pubsub/topics/first/subscriptions/first-sub", "config.json", br#"{"ack_deadline_seconds": 20}"#)
+        .await
+        .unwrap();
+    assert!(pubsub.topic("p", "first").is_some(), "made for its subscription");
+    assert_eq!(pubsub.subscription("p", "first-sub").unwrap().settings.ack_deadline_seconds, 20);
+
+    mkdir(&ns, "p/pubsub/topics", "second").await;
+    mkdir(&ns, "p/pubsub/topics/second/subscriptions", "second-sub").await;
+    put(&ns, "p/pubsub/topics/second", "_message", b"hello").await.unwrap();
+    assert!(pubsub.topic("p", "second").is_some() && pubsub.subscription("p", "second-sub").is_some());
+    let got: Vec<_> = pubsub.backlog("p", "second-sub").into_iter().map(|m| m.data).collect();
+    assert_eq!(got, [bytes::Bytes::from_static(b"hello")]);
+}
