@@ -1,8 +1,8 @@
 //! Resources that `mkdir` makes but that cannot be created yet, because
 //! some settings can only be given at creation: a bucket waits for its
-//! `.meta/_bucket.json`, a dataset for its `.meta/_dataset.json`, a
-//! subscription for its config.json (the documents `tar x` writes right
-//! after the directory). Each waits here until its settings come,
+//! `.meta/_bucket.json`, a dataset for its `.meta/_dataset.json`, a topic
+//! or a subscription for its config.json (the documents `tar x` writes
+//! right after the directory). Each waits here until its settings come,
 //! something is made in it, or `WAIT` passes; buckets.rs, bigquery.rs and
 //! pubsub.rs create them.
 

@@ -1,9 +1,16 @@
 //! Pub/Sub as files: `pubsub/topics/T/` holds `config.json`, `_message`
 //! (writing it publishes one message), `_messages` (one message per line)
 //! and `subscriptions/S/` with `config.json`; `pubsub/.meta/_quotas.json`
-//! shows the documented limits. `mkdir` creates topics and subscriptions,
+//! shows the documented limits. `mkdir` makes topics and subscriptions,
 //! `rmdir` deletes them; config.json edits go through edits.rs like
 //! BigQuery's and are applied here.
+//!
+//! A topic or subscription made by `mkdir` waits (pending.rs) for the
+//! config.json `tar x` writes next, some of whose settings only a creation
+//! takes (a subscription's filter; on the emulator a topic's labels): it is
+//! created with them, when something needs it (a subscription of the topic,
+//! a publish, a read of the stream), or after `WAIT` with defaults. Topics
+//! are created before their subscriptions.
 //!
 //! Listings are fetched whole (all pages) and kept for the metadata TTL.
 
@@ -12,7 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
-use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta};
+use ciofs_backends::pubsub::{
+    OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+};
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
@@ -56,6 +65,10 @@ pub(super) struct PubSubTree {
     /// message ordering can only be set at creation, so creation waits
     /// for the config.json that `tar x` writes next (pending.rs).
     pending: Pending<TopicKey, String, SubscriptionSettings>,
+    /// Topics made by `mkdir` and not created yet, by (project, topic):
+    /// the emulator takes labels only at creation, so creation waits for
+    /// the config.json too.
+    pending_topics: Pending<TopicKey, (), TopicSettings>,
 }
 
 impl PubSubTree {
@@ -67,7 +80,15 @@ impl PubSubTree {
             subscription_metas: Timed::new(ttl),
             stream_logs: StreamLogs::default(),
             pending: Pending::default(),
+            pending_topics: Pending::default(),
         }
+    }
+
+    /// A pending topic's settings so far (kept from a creation that failed),
+    /// or None if the topic is not pending.
+    fn pending_topic_settings(&self, project: &str, topic: &str) -> Option<TopicSettings> {
+        let waiting = self.pending_topics.get(&(project.to_string(), topic.to_string()))?;
+        Some(waiting.settings.unwrap_or_default())
     }
 
     fn pending_subscription(&self, project: &str, subscription: &str) -> Option<Waiting<String, SubscriptionSettings>> {
@@ -289,8 +310,26 @@ impl Namespace {
         Ok(entries)
     }
 
-    /// A project's topics, all pages, by name.
+    /// A project's topics, pending ones included, by name.
     async fn topics(&self, project: &str) -> VfsResult<Arc<Vec<TopicMeta>>> {
+        let listed = self.listed_topics(project).await?;
+        let pending = self.pubsub.pending_topics.filter(|(p, _), _| p == project);
+        if pending.is_empty() {
+            return Ok(listed);
+        }
+        let mut topics = listed.to_vec();
+        let waiting = pending
+            .into_iter()
+            .map(|((_, topic), waiting)| TopicMeta { topic, settings: waiting.settings.unwrap_or_default() });
+        topics.extend(waiting);
+        // Stable: a listed topic comes before a pending one of its name.
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        topics.dedup_by(|later, earlier| later.topic == earlier.topic);
+        Ok(Arc::new(topics))
+    }
+
+    /// A project's topics as Pub/Sub lists them, all pages, by name.
+    async fn listed_topics(&self, project: &str) -> VfsResult<Arc<Vec<TopicMeta>>> {
         if let Some(topics) = self.pubsub.topics.get(&project.to_string()) {
             return Ok(topics);
         }
@@ -305,8 +344,11 @@ impl Namespace {
         Ok(topics)
     }
 
-    /// A topic, from the listing if it is fresh, else asked.
+    /// A topic, pending or from the listing if it is fresh, else asked.
     async fn topic(&self, project: &str, topic: &str) -> VfsResult<TopicMeta> {
+        if let Some(settings) = self.pubsub.pending_topic_settings(project, topic) {
+            return Ok(TopicMeta { topic: topic.to_string(), settings });
+        }
         let listed = self.pubsub.topics.get(&project.to_string());
         if let Some(meta) = listed.as_ref().and_then(|l| l.iter().find(|t| t.topic == topic)) {
             return Ok(meta.clone());
@@ -316,6 +358,10 @@ impl Namespace {
 
     /// A topic's subscriptions (short names, this project's), by name.
     async fn subscriptions(&self, project: &str, topic: &str) -> VfsResult<Arc<Vec<String>>> {
+        if self.pubsub.pending_topic_settings(project, topic).is_some() {
+            // Not created yet: only its pending subscriptions.
+            return Ok(Arc::default());
+        }
         let key = (project.to_string(), topic.to_string());
         if let Some(names) = self.pubsub.subscriptions.get(&key) {
             return Ok(names);
@@ -373,9 +419,18 @@ impl Namespace {
         let node = match dir {
             Node::Topics { project } => {
                 check_resource_name("topic", name)?;
-                self.pubsub.api.create_topic(project, name, &Default::default()).await.map_err(vfs_error)?;
-                self.pubsub.topics.forget(&project.clone());
-                tracing::info!(project, topic = name, "topic created");
+                let exists = match self.pubsub.api.get_topic(project, name).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        self.pubsub.pending_topic_settings(project, name).is_some()
+                    }
+                    Err(e) => return Err(vfs_error(e)),
+                };
+                if exists {
+                    return Err(VfsError::new(libc::EEXIST, format!("topic {name} exists")));
+                }
+                self.pubsub.pending_topics.add((project.clone(), name.to_string()), ());
+                tracing::info!(project, topic = name, "topic pending: created at its config.json");
                 Node::Topic { project: project.clone(), topic: name.to_string() }
             }
             Node::Subscriptions { project, topic } => {
@@ -404,6 +459,12 @@ impl Namespace {
         subscription: &str,
         settings: &SubscriptionSettings,
     ) -> VfsResult<()> {
+        if let Some(topic) = self.pubsub.pending_topic(project, subscription) {
+            self.ensure_topic(project, &topic).await?;
+        }
+        if let Some(dead_letter) = settings.dead_letter_policy.as_ref().and_then(|p| short_topic_in(project, p)) {
+            self.ensure_topic(project, dead_letter).await?;
+        }
         let _one_at_a_time = self.pubsub.pending.creating().await;
         let key = (project.to_string(), subscription.to_string());
         let Some(topic) = self.pubsub.pending_topic(project, subscription) else { return Ok(()) };
@@ -425,17 +486,21 @@ impl Namespace {
         Ok(())
     }
 
-    /// Creates, with default settings, the pending subscriptions whose
-    /// config.json did not come within `WAIT` (called periodically), the
-    /// one named now (its stream is used), or all.
+    /// Creates, with default settings, the pending topics and then the
+    /// pending subscriptions whose config.json did not come within `WAIT`
+    /// (called periodically), the subscription named now (its stream is
+    /// used) with its topic, or all.
     pub(super) async fn create_due_subscriptions(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+        let mut failed = match which {
+            PendingDue::Subscription(..) => Vec::new(),
+            PendingDue::Waited | PendingDue::All => self.create_due_topics(which).await,
+        };
         let due = match which {
             PendingDue::Subscription(project, subscription) => {
                 self.pubsub.pending.filter(|(p, s), _| p == project && s == subscription)
             }
             PendingDue::Waited | PendingDue::All => self.pubsub.pending.due(which),
         };
-        let mut failed = Vec::new();
         for ((project, subscription), waiting) in due {
             let topic = &waiting.made_in;
             let node = Node::Subscription {
@@ -479,6 +544,14 @@ impl Namespace {
         check_name_length(name)?;
         match dir {
             Node::Topics { project } => {
+                if self.pubsub.pending_topics.remove(&(project.clone(), name.to_string())) {
+                    // Never created, nor were its pending subscriptions.
+                    let of_topic = self.pubsub.pending.filter(|(p, _), w| p == project && w.made_in == name);
+                    for (key, _) in of_topic {
+                        self.pubsub.pending.remove(&key);
+                    }
+                    return Ok(());
+                }
                 let deleted = self.pubsub.api.delete_topic(project, name).await.map_err(vfs_error);
                 self.pubsub.topics.forget(&project.clone());
                 deleted?;
@@ -507,6 +580,17 @@ impl Namespace {
     /// publish. Generated files are accepted and ignored.
     pub(super) async fn ps_apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         match node {
+            Node::TopicFile { project, topic, file: TopicFile::Config }
+                if let Some(current) = self.pubsub.pending_topic_settings(project, topic) =>
+            {
+                let settings = parse_topic_config(data, &current)?;
+                check_topic_settings(None, &settings)?;
+                match self.create_pending_topic(project, topic, &settings).await? {
+                    Some(_) => Ok(()),
+                    // Made meanwhile: the settings are a change of it.
+                    None => Box::pin(self.ps_apply(node, data)).await,
+                }
+            }
             Node::TopicFile { project, topic, file: TopicFile::Config } => {
                 let current = self.pubsub.api.get_topic(project, topic).await.map_err(vfs_error)?;
                 let settings = parse_topic_config(data, &current.settings)?;
@@ -552,6 +636,7 @@ impl Namespace {
                 if data.is_empty() {
                     return Ok(());
                 }
+                self.ensure_publishable(project, topic).await?;
                 let message = OutgoingMessage { data: Bytes::copy_from_slice(data), ..OutgoingMessage::default() };
                 self.pubsub.api.publish(project, topic, vec![message]).await.map_err(vfs_error)?;
                 Ok(())
@@ -572,6 +657,9 @@ impl Namespace {
             .map(|line| OutgoingMessage { data: Bytes::copy_from_slice(line), ..OutgoingMessage::default() })
             .collect();
         let total = lines.len();
+        if total > 0 {
+            self.ensure_publishable(project, topic).await?;
+        }
         let (mut failed, mut last_error) = (0, None);
         for batch in lines.chunks(PUBLISH_BATCH) {
             if let Err(e) = self.pubsub.api.publish(project, topic, batch.to_vec()).await {
@@ -587,6 +675,109 @@ impl Namespace {
             )),
         }
     }
+}
+
+impl Namespace {
+    /// Creates a pending topic with `settings` (one creation at a time):
+    /// the topic as made, or None when it was not pending (any more) or
+    /// found made meanwhile (another client, or a create whose answer was
+    /// lost). A transient failure leaves it pending with these settings, to
+    /// try again; a refusal ends its pending.
+    async fn create_pending_topic(
+        &self,
+        project: &str,
+        topic: &str,
+        settings: &TopicSettings,
+    ) -> VfsResult<Option<TopicMeta>> {
+        let _one_at_a_time = self.pubsub.pending_topics.creating().await;
+        let key = (project.to_string(), topic.to_string());
+        if !self.pubsub.pending_topics.contains(&key) {
+            return Ok(None);
+        }
+        let created = self.pubsub.api.create_topic(project, topic, settings).await;
+        self.pubsub.topics.forget(&project.to_string());
+        match created {
+            Ok(meta) => {
+                self.pubsub.pending_topics.remove(&key);
+                tracing::info!(project, topic, "topic created");
+                Ok(Some(meta))
+            }
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                self.pubsub.pending_topics.remove(&key);
+                Ok(None)
+            }
+            Err(e) if e.kind.is_transient() => {
+                self.pubsub.pending_topics.wait_again(&key, settings);
+                Err(vfs_error(e))
+            }
+            Err(e) => {
+                self.pubsub.pending_topics.remove(&key);
+                Err(vfs_error(e))
+            }
+        }
+    }
+
+    /// Creates `topic` if it is pending (with the settings kept for it, or
+    /// defaults): something needs it now.
+    async fn ensure_topic(&self, project: &str, topic: &str) -> VfsResult<()> {
+        match self.pubsub.pending_topic_settings(project, topic) {
+            Some(settings) => self.create_pending_topic(project, topic, &settings).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a publish to `topic`: the topic is created if pending, and so
+    /// are its pending subscriptions (with what they have), which would
+    /// otherwise miss the message; one whose config.json is being written
+    /// waits for it. A subscription that cannot be made is logged; the
+    /// publish goes on.
+    async fn ensure_publishable(&self, project: &str, topic: &str) -> VfsResult<()> {
+        self.ensure_topic(project, topic).await?;
+        let of_topic = self.pubsub.pending.filter(|(p, _), w| p == project && w.made_in == topic);
+        for ((_, subscription), waiting) in of_topic {
+            let config = Node::SubscriptionFile {
+                project: project.to_string(),
+                topic: topic.to_string(),
+                subscription: subscription.clone(),
+                file: SubscriptionFile::Config,
+            };
+            if self.local.stat(&config).is_some() {
+                continue;
+            }
+            let settings = waiting.settings.unwrap_or_default();
+            if let Err(e) = self.create_pending(project, &subscription, &settings).await {
+                self.error_log.record(&config.parent().to_string(), e.errno(), e.message());
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the pending topics that waited `WAIT` for their config.json
+    /// (called periodically), or all; what failed, by path.
+    async fn create_due_topics(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+        let mut failed = Vec::new();
+        for ((project, topic), _) in self.pubsub.pending_topics.due(which) {
+            let config = Node::TopicFile { project: project.clone(), topic: topic.clone(), file: TopicFile::Config };
+            if which != PendingDue::All && self.local.stat(&config).is_some() {
+                // Its config.json is being written (over NFS it applies
+                // after a quiet second): that creates it.
+                continue;
+            }
+            if let Err(e) = self.ensure_topic(&project, &topic).await {
+                let dir = Node::Topic { project, topic }.to_string();
+                self.error_log.record(&dir, e.errno(), e.message());
+                failed.push((dir, e));
+            }
+        }
+        failed
+    }
+}
+
+/// The short name of a topic of `project` named in full, as a dead-letter
+/// policy names it; None for another project's.
+fn short_topic_in<'a>(project: &str, policy: &'a ciofs_backends::pubsub::DeadLetterPolicy) -> Option<&'a str> {
+    let rest = policy.dead_letter_topic.strip_prefix("projects/")?.strip_prefix(project)?;
+    rest.strip_prefix("/topics/")
 }
 
 /// A topic's full name.
