@@ -1,6 +1,7 @@
 //! The command line: one clap struct per command, turned once into the
 //! layers' own options.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ pub enum Command {
     Mount(MountArgs),
     /// Flush and unmount a mount made by `ciofs mount`.
     Unmount { mountpoint: PathBuf },
-    /// Serve projects over NFSv3 (loopback only unless --listen says otherwise).
+    /// Serve projects over NFSv3 (on loopback; another address needs --allow-remote).
     ServeNfs(ServeNfsArgs),
     /// Write a project as a tar archive (FILE.tar, or .tar.gz/.tgz compressed), as `tar c` of the mount would.
     Export(ExportArgs),
@@ -128,8 +129,15 @@ pub struct ServeNfsArgs {
     #[command(flatten)]
     pub tree: TreeArgs,
     /// Address to listen on; port 0 picks a free one (printed at start).
+    /// Loopback only (127.0.0.0/8, ::1, or a name resolving to them)
+    /// unless --allow-remote is given.
     #[arg(long, default_value = "127.0.0.1:2049")]
     pub listen: String,
+    /// Serve on an address that is not loopback. NFS has no
+    /// authentication: every host that reaches the port can read and
+    /// change the projects.
+    #[arg(long)]
+    pub allow_remote: bool,
     /// Show the configuration only, as `mount --config-only` does.
     #[arg(long)]
     pub config_only: bool,
@@ -143,6 +151,31 @@ fn octal(text: &str) -> Result<u16, String> {
         .ok()
         .filter(|mode| *mode <= 0o7777)
         .ok_or_else(|| format!("{text:?} is not an octal permission mode"))
+}
+
+impl ServeNfsArgs {
+    /// The address `--listen` names, resolved once: an address that is not
+    /// loopback (or a name resolving to one) is refused without
+    /// `--allow-remote`.
+    pub fn listen_address(&self) -> Result<SocketAddr, String> {
+        listen_address(&self.listen, self.allow_remote)
+    }
+}
+
+fn listen_address(listen: &str, allow_remote: bool) -> Result<SocketAddr, String> {
+    let addresses: Vec<SocketAddr> = listen.to_socket_addrs().map_err(|e| format!("--listen {listen}: {e}"))?.collect();
+    let first = *addresses.first().ok_or_else(|| format!("--listen {listen}: the name resolves to no address"))?;
+    if let Some(remote) = addresses.iter().find(|address| !address.ip().is_loopback())
+        && !allow_remote
+    {
+        return Err(format!(
+            "--listen {listen}: {} is not a loopback address. NFS has no authentication: every host that \
+             reaches the port could read and change the project. Listen on 127.0.0.1 or ::1, or pass \
+             --allow-remote to serve other hosts anyway",
+            remote.ip()
+        ));
+    }
+    Ok(first)
 }
 
 impl TreeArgs {
@@ -188,6 +221,20 @@ mod tests {
         assert_eq!(octal("644"), Ok(0o644));
         assert!(octal("9").is_err());
         assert!(octal("77777").is_err());
+    }
+
+    #[test]
+    fn only_loopback_is_served_without_allow_remote() {
+        for listen in ["127.0.0.1:0", "127.1.2.3:2049", "[::1]:0", "localhost:0"] {
+            let address = listen_address(listen, false).unwrap_or_else(|e| panic!("{listen}: {e}"));
+            assert!(address.ip().is_loopback(), "{listen}: {address}");
+        }
+        for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:2049", "[fd00::2]:0"] {
+            let refused = listen_address(listen, false).expect_err(listen);
+            assert!(refused.contains("--allow-remote"), "{listen}: {refused}");
+            assert!(listen_address(listen, true).is_ok(), "{listen} with --allow-remote");
+        }
+        assert!(listen_address("127.0.0.1", false).is_err(), "a port is needed");
     }
 
     #[test]

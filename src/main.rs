@@ -162,7 +162,8 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let canonical = canonical(&args.mountpoint)?;
-    let (service, address) = NfsService::start(&args.tree, "127.0.0.1:0", args.config_only).await?;
+    let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let (service, address) = NfsService::start(&args.tree, loopback, args.config_only).await?;
     let port = address.port();
     let target = canonical.clone();
     // The mount command talks to our own server: keep it off the runtime.
@@ -211,7 +212,11 @@ fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
-    let (service, address) = match NfsService::start(&args.tree, &args.listen, args.config_only).await {
+    let started = match args.listen_address() {
+        Ok(listen) => NfsService::start(&args.tree, listen, args.config_only).await,
+        Err(refused) => Err(refused),
+    };
+    let (service, address) = match started {
         Ok(started) => started,
         Err(error) => {
             ready.failed(&error);
@@ -236,7 +241,11 @@ struct NfsService {
 }
 
 impl NfsService {
-    async fn start(tree: &TreeArgs, listen: &str, config_only: bool) -> Result<(Self, std::net::SocketAddr), String> {
+    async fn start(
+        tree: &TreeArgs,
+        listen: std::net::SocketAddr,
+        config_only: bool,
+    ) -> Result<(Self, std::net::SocketAddr), String> {
         let namespace = namespace(tree, Some(&nfs_journal(tree)), config_only).await?;
         namespace.resume_journaled_uploads().await;
         namespace.resume_journaled_edits().await;
@@ -244,8 +253,8 @@ impl NfsService {
         namespace.spawn_idle_commits(COMMIT_IDLE);
         namespace.spawn_stream_log_tending();
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();
-        let (served, listen_on) = (namespace.clone(), listen.to_string());
-        let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, &listen_on, Some(port_tx)).await });
+        let served = namespace.clone();
+        let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, listen, Some(port_tx)).await });
         match port_rx.await {
             Ok(address) => Ok((NfsService { namespace, server }, address)),
             Err(_) => Err(match server.await {

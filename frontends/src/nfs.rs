@@ -59,14 +59,21 @@ impl<V: Vfs> NfsAdapter<V> {
     }
 }
 
-/// Serves `vfs` over NFSv3 on `listen` ("127.0.0.1:2049"; port 0 picks
-/// one). The portmapper, mount and NFS programs all answer on that one port.
-/// The bound address is sent on `ready` once clients can connect. Runs until
-/// the listener fails or the future is dropped; dropping it stops accepting,
-/// but nfsserve spawns each connection, so accepted ones live on until their
-/// client hangs up.
-pub async fn serve<V: Vfs>(vfs: Arc<V>, listen: &str, ready: Option<oneshot::Sender<SocketAddr>>) -> io::Result<()> {
-    let listener = NFSTcpListener::bind(listen, NfsAdapter::new(vfs)).await?;
+/// Serves `vfs` over NFSv3 on `listen` (127.0.0.1:2049; port 0 picks
+/// one); whether that address may be reached from other hosts is the
+/// caller's decision. The portmapper, mount and NFS programs all answer on
+/// that one port. The bound address is sent on `ready` once clients can
+/// connect. Runs until the listener fails or the future is dropped;
+/// dropping it stops accepting, but nfsserve spawns each connection, so
+/// accepted ones live on until their client hangs up.
+pub async fn serve<V: Vfs>(
+    vfs: Arc<V>,
+    listen: SocketAddr,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> io::Result<()> {
+    // nfsserve parses `ip:port` itself (at the first colon).
+    let listen = format!("{}:{}", listen.ip(), listen.port());
+    let listener = NFSTcpListener::bind(&listen, NfsAdapter::new(vfs)).await?;
     let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
     tracing::info!(%addr, "NFSv3 server listening");
     if let Some(ready) = ready {
