@@ -21,7 +21,12 @@ pub enum Command {
     /// Mount projects with FUSE (or NFS with --nfs); returns once the mount is ready.
     Mount(MountArgs),
     /// Flush and unmount a mount made by `ciofs mount`.
-    Unmount { mountpoint: PathBuf },
+    Unmount {
+        mountpoint: PathBuf,
+        /// The state directory the mount was made with (its pid file).
+        #[arg(long, env = "CIOFS_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Serve projects over NFSv3 (on loopback; another address needs --allow-remote).
     ServeNfs(ServeNfsArgs),
     /// Write a project as a tar archive (FILE.tar, or .tar.gz/.tgz compressed), as `tar c` of the mount would.
@@ -93,7 +98,9 @@ pub struct TreeArgs {
     /// it, rename answers EXDEV and mv copies by itself.
     #[arg(long, default_value_t = 1000)]
     pub rename_limit: usize,
-    /// Where ciofs keeps its state (NFS handles, logs, pid files).
+    /// Where ciofs keeps its state (NFS handles, staging files, logs, pid
+    /// files); made 0700. Default: $XDG_STATE_HOME/ciofs, else
+    /// ~/.local/state/ciofs, else $XDG_RUNTIME_DIR/ciofs.
     #[arg(long, env = "CIOFS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -179,37 +186,58 @@ fn listen_address(listen: &str, allow_remote: bool) -> Result<SocketAddr, String
 }
 
 impl TreeArgs {
-    pub fn options(&self) -> Options {
+    /// The layers' options; makes the state directory (see `state_dir`).
+    pub fn options(&self) -> Result<Options, String> {
         // SAFETY: getuid and getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Options {
+        Ok(Options {
             uid: self.uid.unwrap_or(uid),
             gid: self.gid.unwrap_or(gid),
             file_mode: self.file_mode,
             dir_mode: self.dir_mode,
             page_size: self.page_size,
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
-            staging_dir: self.state_dir().join("staging"),
+            staging_dir: self.state_dir()?.join("staging"),
             rename_limit: self.rename_limit,
             config_only: false,
-        }
+        })
     }
 
-    pub fn state_dir(&self) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(Self::default_state_dir)
+    /// The state directory, made if missing and checked to be the user's
+    /// alone (0700, not a link, not another user's): it holds staged
+    /// object bytes, journals, pid files and logs.
+    pub fn state_dir(&self) -> Result<PathBuf, String> {
+        let dir = state_dir(self.state_dir.as_ref())?;
+        crate::private_files::private_dir(&dir).map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        Ok(dir)
     }
+}
 
-    /// `$CIOFS_STATE_DIR`, else `$XDG_STATE_HOME/ciofs`, else `~/.local/state/ciofs`.
-    pub fn default_state_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("CIOFS_STATE_DIR") {
-            return PathBuf::from(dir);
-        }
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("ciofs")
+/// `explicit` (--state-dir or $CIOFS_STATE_DIR), else `$XDG_STATE_HOME/ciofs`,
+/// else `~/.local/state/ciofs`, else `$XDG_RUNTIME_DIR/ciofs`; never a
+/// shared directory such as /tmp, where another user could make it first.
+pub fn state_dir(explicit: Option<&PathBuf>) -> Result<PathBuf, String> {
+    state_dir_from(explicit, |name| std::env::var_os(name))
+}
+
+fn state_dir_from(
+    explicit: Option<&PathBuf>,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
+    // Empty or relative is as unset (the XDG base directory rules).
+    let absolute = |name: &str| var(name).map(PathBuf::from).filter(|path| path.is_absolute());
+    if let Some(dir) = explicit.cloned().or_else(|| absolute("CIOFS_STATE_DIR")) {
+        return Ok(dir);
     }
+    absolute("XDG_STATE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local/state")))
+        .or_else(|| absolute("XDG_RUNTIME_DIR"))
+        .map(|base| base.join("ciofs"))
+        .ok_or_else(|| {
+            "no place for ciofs's state: none of $XDG_STATE_HOME, $HOME and $XDG_RUNTIME_DIR is set; \
+             pass --state-dir DIR (or set $CIOFS_STATE_DIR) to a directory only you can enter"
+                .to_string()
+        })
 }
 
 #[cfg(test)]
@@ -235,6 +263,23 @@ mod tests {
             assert!(listen_address(listen, true).is_ok(), "{listen} with --allow-remote");
         }
         assert!(listen_address("127.0.0.1", false).is_err(), "a port is needed");
+    }
+
+    #[test]
+    fn the_state_directory_is_never_guessed_in_a_shared_place() {
+        let from = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            state_dir_from(None, |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()))
+        };
+        let all = [("XDG_STATE_HOME", "/s"), ("HOME", "/h"), ("XDG_RUNTIME_DIR", "/r")];
+        assert_eq!(from(&all), Ok(PathBuf::from("/s/ciofs")));
+        assert_eq!(from(&all[1..]), Ok(PathBuf::from("/h/.local/state/ciofs")));
+        assert_eq!(from(&all[2..]), Ok(PathBuf::from("/r/ciofs")));
+        assert_eq!(from(&[("CIOFS_STATE_DIR", "/c"), all[0]]), Ok(PathBuf::from("/c")));
+        assert_eq!(from(&[("XDG_STATE_HOME", ""), ("HOME", "relative"), all[2]]), Ok(PathBuf::from("/r/ciofs")));
+        assert!(from(&[]).unwrap_err().contains("--state-dir"));
+        let explicit = PathBuf::from("/e");
+        assert_eq!(state_dir_from(Some(&explicit), |_| None), Ok(explicit));
     }
 
     #[test]

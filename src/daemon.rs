@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::private_files::{self, Open, private_dir};
+
 /// How long `ciofs unmount` waits for the daemon to finish.
 const UNMOUNT_WAIT: Duration = Duration::from_secs(60);
 
@@ -42,19 +44,22 @@ impl ReadyPipe {
     }
 }
 
-/// Starts this binary again with `extra` arguments appended and a readiness
-/// pipe, detached from the terminal with output in `log`. Returns what the
-/// child reported as ready (after `ok `), or its error.
-pub fn spawn_and_wait(extra: &[&str], log: &Path) -> Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ciofs binary: {e}"))?;
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// Opens a background mount's log for appending: 0600, never through a
+/// link. A log in the state directory (`in_state_dir`) has its directory
+/// made private; one the user named gets its missing directories made.
+pub fn open_log(log: &Path, in_state_dir: bool) -> Result<File, String> {
+    if let Some(dir) = log.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let made = if in_state_dir { private_dir(dir) } else { std::fs::create_dir_all(dir) };
+        made.map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let log_file = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("cannot open log {}: {e}", log.display()))?;
+    private_files::open(log, Open::Append).map_err(|e| format!("cannot open the log {}: {e}", log.display()))
+}
+
+/// Starts this binary again with `extra` arguments appended and a readiness
+/// pipe, detached from the terminal with output in `log_file` (at `log`).
+/// Returns what the child reported as ready (after `ok `), or its error.
+pub fn spawn_and_wait(extra: &[&str], log_file: File, log: &Path) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ciofs binary: {e}"))?;
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
     let (read_end, write_end) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     let write_fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
@@ -110,11 +115,12 @@ pub fn pid_file(state_dir: &Path, mountpoint: &Path) -> PathBuf {
 pub struct PidFile(PathBuf);
 
 impl PidFile {
+    /// Writes the pid file (0600, in a private directory, whole or not at all).
     pub fn create(path: PathBuf) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
-        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        private_files::replace(&path, format!("{}\n", std::process::id()).as_bytes())?;
         Ok(Self(path))
     }
 }
@@ -129,7 +135,8 @@ impl Drop for PidFile {
 /// Without a daemon, unmounts directly.
 pub fn unmount(state_dir: &Path, mountpoint: &Path) -> Result<(), String> {
     let pid_path = pid_file(state_dir, mountpoint);
-    let pid = std::fs::read_to_string(&pid_path)
+    let pid = private_files::open(&pid_path, Open::Read)
+        .and_then(std::io::read_to_string)
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
         .filter(|pid| alive(*pid));

@@ -23,9 +23,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mount(args) if !args.foreground => mount_in_background(&args),
         Command::Mount(args) => run(|| mount_foreground(args)),
-        Command::Unmount { mountpoint } => {
-            let state_dir = TreeArgs::default_state_dir();
-            daemon::unmount(&state_dir, &mountpoint)
+        Command::Unmount { mountpoint, state_dir } => {
+            ciofs::cli::state_dir(state_dir.as_ref()).and_then(|dir| daemon::unmount(&dir, &mountpoint))
         }
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
@@ -60,11 +59,12 @@ where
 }
 
 fn mount_in_background(args: &MountArgs) -> Result<(), String> {
-    let log = args.log_file.clone().unwrap_or_else(|| {
-        let pid = daemon::pid_file(&args.tree.state_dir(), &args.mountpoint);
-        pid.with_extension("log")
-    });
-    let detail = daemon::spawn_and_wait(&["--foreground"], &log)?;
+    let (log, in_state_dir) = match &args.log_file {
+        Some(log) => (log.clone(), false),
+        None => (daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint).with_extension("log"), true),
+    };
+    let file = daemon::open_log(&log, in_state_dir)?;
+    let detail = daemon::spawn_and_wait(&["--foreground"], file, &log)?;
     eprintln!("ciofs: mounted {} ({detail}); log: {}", args.mountpoint.display(), log.display());
     Ok(())
 }
@@ -78,7 +78,7 @@ async fn namespace(tree: &TreeArgs, journal: Option<&Path>, config_only: bool) -
         GooglePubSub::connect(PubSubConfig::from_env()).await.map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
-    let options = ciofs::namespace::Options { config_only, ..tree.options() };
+    let options = ciofs::namespace::Options { config_only, ..tree.options()? };
     let namespace = match journal {
         Some(journal) => Namespace::persistent(projects, services, options, journal)
             .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
@@ -109,7 +109,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
     let mount = ciofs_frontends::fuse::mount(namespace.clone(), &args.mountpoint, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
-    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir(), &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
@@ -178,7 +178,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
              and use a userspace NFS client, or mount with FUSE (without --nfs)"
         ));
     }
-    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir(), &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
     serve_until_unmounted(None, &canonical).await;
@@ -205,9 +205,9 @@ fn os_nfs_mount(port: u16, mountpoint: &Path) -> Result<(), String> {
     Err(format!("the NFS mount failed ({}): {}", output.status, stderr.trim().trim_end_matches('.')))
 }
 
-fn nfs_journal(tree: &TreeArgs) -> std::path::PathBuf {
+fn nfs_journal(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
     let key = ciofs::namespace::path_hash(&tree.projects.join("\0"));
-    tree.state_dir().join("nfs").join(format!("{key:016x}.inodes.jsonl"))
+    Ok(tree.state_dir()?.join("nfs").join(format!("{key:016x}.inodes.jsonl")))
 }
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
@@ -246,7 +246,7 @@ impl NfsService {
         listen: std::net::SocketAddr,
         config_only: bool,
     ) -> Result<(Self, std::net::SocketAddr), String> {
-        let namespace = namespace(tree, Some(&nfs_journal(tree)), config_only).await?;
+        let namespace = namespace(tree, Some(&nfs_journal(tree)?), config_only).await?;
         namespace.resume_journaled_uploads().await;
         namespace.resume_journaled_edits().await;
         // Both end by themselves when the namespace goes.
