@@ -163,3 +163,26 @@ fn a_background_mount_keeps_its_state_private_and_follows_no_link() {
     assert!(unmounted.status.success(), "{}", String::from_utf8_lossy(&unmounted.stderr));
     assert!(!is_mounted(&mnt));
 }
+
+/// A pid file left by a daemon that died (killed, a crash) can name a
+/// process that has nothing to do with ciofs once the pid is reused:
+/// `ciofs unmount` must not signal it, and says so.
+#[test]
+fn unmount_never_signals_a_process_a_stale_pid_file_names() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (state, mnt) = (scratch.path().join("state"), scratch.path().join("mnt"));
+    std::fs::create_dir(&mnt).unwrap();
+    let mut sleep = Command::new("sleep").arg("300").spawn().expect("sleep");
+    let pid_file = ciofs::daemon::pid_file(&state, &mnt);
+    std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+    std::fs::write(&pid_file, format!("{}\n", sleep.id())).unwrap();
+
+    let output = run(ciofs().arg("unmount").arg(&mnt).env("CIOFS_STATE_DIR", &state));
+    let said = String::from_utf8_lossy(&output.stderr).to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    let survived = sleep.try_wait().expect("wait").is_none();
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert!(survived, "ciofs unmount killed an unrelated process: {said}");
+    assert!(said.contains(&sleep.id().to_string()) && said.contains("not signalled"), "{said}");
+}
