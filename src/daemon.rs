@@ -2,7 +2,8 @@
 //! `--foreground` (never forking once tokio or tracing threads exist) and
 //! waits on a pipe until the child reports the mount ready or failed.
 //! `ciofs unmount` signals the daemon through its pid file, so it can drain
-//! before it unmounts.
+//! before it unmounts; the pid file records the daemon's start time too, so
+//! a stale one never gets another process signalled.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -112,6 +113,8 @@ pub fn pid_file(state_dir: &Path, mountpoint: &Path) -> PathBuf {
 }
 
 /// Records this process as the daemon of `mountpoint`; removed on drop.
+/// It holds the pid and the process's start time: a pid alone may name
+/// another process once the daemon is gone and the pid reused.
 pub struct PidFile(PathBuf);
 
 impl PidFile {
@@ -120,7 +123,9 @@ impl PidFile {
         if let Some(dir) = path.parent() {
             private_dir(dir)?;
         }
-        private_files::replace(&path, format!("{}\n", std::process::id()).as_bytes())?;
+        let pid = std::process::id();
+        let start = start_time(pid).map_or_else(|| "-".to_string(), |start| start.to_string());
+        private_files::replace(&path, format!("{pid} {start}\n").as_bytes())?;
         Ok(Self(path))
     }
 }
@@ -131,19 +136,73 @@ impl Drop for PidFile {
     }
 }
 
-/// Asks the daemon of `mountpoint` to drain and unmount, and waits for it.
-/// Without a daemon, unmounts directly.
-pub fn unmount(state_dir: &Path, mountpoint: &Path) -> Result<(), String> {
-    let pid_path = pid_file(state_dir, mountpoint);
-    let pid = private_files::open(&pid_path, Open::Read)
-        .and_then(std::io::read_to_string)
-        .ok()
-        .and_then(|text| text.trim().parse::<i32>().ok())
-        .filter(|pid| alive(*pid));
-    let Some(pid) = pid else {
-        return umount(mountpoint);
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// /proc/PID/stat): with the pid, it names one process for good. None
+/// where there is no /proc, or no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command name, is in parentheses and may hold spaces
+    // and parentheses itself: count from after the last `)` (field 3).
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What a mount's pid file says of its daemon.
+#[derive(Debug, PartialEq, Eq)]
+enum Daemon {
+    /// No pid file, or its process is gone.
+    Gone,
+    /// The process that wrote the pid file, still running.
+    Running(i32),
+    /// The pid file names a process that cannot be shown to be the daemon
+    /// (another process with a reused pid, an unreadable file): never
+    /// signalled. The reason, for the user.
+    Unproven(String),
+}
+
+/// Reads the pid file at `path` and checks the process it names.
+fn daemon_of(path: &Path) -> Daemon {
+    let text = match private_files::open(path, Open::Read).and_then(std::io::read_to_string) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Daemon::Gone,
+        Err(e) => return Daemon::Unproven(format!("cannot read the pid file {}: {e}", path.display())),
     };
-    // SAFETY: kill with a pid read from our own pid file.
+    let mut fields = text.split_whitespace();
+    let Some(pid) = fields.next().and_then(|pid| pid.parse::<i32>().ok()).filter(|pid| *pid > 0) else {
+        return Daemon::Unproven(format!("the pid file {} is not one ciofs wrote", path.display()));
+    };
+    let recorded = fields.next().and_then(|start| start.parse::<u64>().ok());
+    match (start_time(pid.unsigned_abs()), recorded) {
+        _ if !alive(pid) => Daemon::Gone,
+        (Some(now), Some(then)) if now == then => Daemon::Running(pid),
+        (Some(_), Some(_)) => Daemon::Unproven(format!(
+            "process {pid}, named by the stale pid file {}, is not the daemon of this mount (another \
+             process has its pid now): not signalled",
+            path.display()
+        )),
+        _ => Daemon::Unproven(format!(
+            "process {pid}, named by the pid file {}, cannot be shown to be the daemon of this mount: not \
+             signalled",
+            path.display()
+        )),
+    }
+}
+
+/// Asks the daemon of `mountpoint` to drain and unmount, and waits for it.
+/// Without a daemon (or with a pid file naming a process that is not it,
+/// which is never signalled: `tell` says so), unmounts directly.
+pub fn unmount(state_dir: &Path, mountpoint: &Path, tell: &mut dyn FnMut(&str)) -> Result<(), String> {
+    let pid_path = pid_file(state_dir, mountpoint);
+    let pid = match daemon_of(&pid_path) {
+        Daemon::Running(pid) => pid,
+        Daemon::Gone => return umount(mountpoint),
+        Daemon::Unproven(why) => {
+            tell(&why);
+            return umount(mountpoint);
+        }
+    };
+    // SAFETY: kill with the pid of the process that wrote our pid file,
+    // checked by its start time just now.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + UNMOUNT_WAIT;
     while alive(pid) {
@@ -188,4 +247,49 @@ pub fn is_mounted_at(canonical: &Path) -> bool {
     };
     let wanted = canonical.to_string_lossy().replace(' ', "\\040");
     info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_process_that_wrote_the_pid_file_is_its_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.pid");
+        assert_eq!(daemon_of(&path), Daemon::Gone, "no pid file");
+        let written = PidFile::create(path.clone()).unwrap();
+        assert_eq!(daemon_of(&path), Daemon::Running(std::process::id() as i32));
+        drop(written);
+        assert!(!path.exists(), "removed with its daemon");
+
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        let start = start_time(other.id()).unwrap();
+        for text in [format!("{}\n", other.id()), format!("{} {}\n", other.id(), start + 1), "x".to_string()] {
+            std::fs::write(&path, &text).unwrap();
+            assert!(matches!(daemon_of(&path), Daemon::Unproven(_)), "{text:?}");
+        }
+        other.kill().unwrap();
+        other.wait().unwrap();
+        std::fs::write(&path, format!("{} {start}\n", other.id())).unwrap();
+        assert_eq!(daemon_of(&path), Daemon::Gone, "its process ended");
+    }
+
+    #[test]
+    fn start_times_survive_odd_command_names() {
+        // The command name may hold `) `; the fields after it are counted
+        // from the last `)`.
+        let dir = tempfile::tempdir().unwrap();
+        let odd_name = dir.path().join("x) 1 2 3");
+        std::os::unix::fs::symlink("/bin/sleep", &odd_name).unwrap();
+        let mut odd = Command::new(&odd_name).arg("30").spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", odd.id())).unwrap();
+        assert!(stat.contains("(x) 1 2 3)"), "{stat}");
+        let start = start_time(odd.id());
+        let mine = start_time(std::process::id());
+        odd.kill().unwrap();
+        odd.wait().unwrap();
+        assert!(start.is_some() && mine.is_some() && start >= mine, "{start:?} {mine:?}");
+    }
 }

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         Command::Mount(args) if !args.foreground => mount_in_background(&args),
         Command::Mount(args) => run(|| mount_foreground(args)),
         Command::Unmount { mountpoint, state_dir } => {
-            ciofs::cli::state_dir(state_dir.as_ref()).and_then(|dir| daemon::unmount(&dir, &mountpoint))
+            let mut tell = |notice: &str| eprintln!("ciofs: {notice}");
+            ciofs::cli::state_dir(state_dir.as_ref()).and_then(|dir| daemon::unmount(&dir, &mountpoint, &mut tell))
         }
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
