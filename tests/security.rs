@@ -186,3 +186,67 @@ fn unmount_never_signals_a_process_a_stale_pid_file_names() {
     assert!(survived, "ciofs unmount killed an unrelated process: {said}");
     assert!(said.contains(&sleep.id().to_string()) && said.contains("not signalled"), "{said}");
 }
+
+/// `ciofs import` with `args`, run by a Python parent that reads the
+/// process's peak resident memory: (peak MiB, exit code, stdout and stderr).
+fn import_peak_mib(args: &[&str], state: &Path) -> (u64, String) {
+    let script = "import resource, subprocess, sys\n\
+                  done = subprocess.run(sys.argv[1:], capture_output=True, text=True, errors='replace')\n\
+                  print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n\
+                  print(done.returncode, done.stdout, done.stderr)";
+    let output = run(Command::new("python3")
+        .args(["-c", script])
+        .arg(env!("CARGO_BIN_EXE_ciofs"))
+        .arg("import")
+        .args(args)
+        .env("CIOFS_STATE_DIR", state));
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (peak, said) = text.split_once('\n').unwrap_or_default();
+    (peak.trim().parse::<u64>().unwrap_or_else(|_| panic!("no peak: {text}")), said.to_string())
+}
+
+/// A tar archive at `path` of `count` regular files of `size` bytes each
+/// (all zero), named by `name(i)`. The data are holes: the file takes no
+/// room on disk and is read at memory speed.
+fn sparse_archive(path: &Path, count: usize, size: u64, name: impl Fn(usize) -> String) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut offset = 0u64;
+    for i in 0..count {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name(i)).unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.write_all(header.as_bytes()).unwrap();
+        offset += 512 + size.div_ceil(512) * 512;
+    }
+    // The two zero blocks that end an archive.
+    file.set_len(offset + 1024).unwrap();
+}
+
+/// The plan of `ciofs import` holds the archive's documents in memory:
+/// their total is bounded (512 MiB), each one too (16 MiB), and an archive
+/// past the bound is refused with an error naming it, before it is all
+/// held. Crafted: 33 documents of 16 MiB.
+#[test]
+fn ciofs_import_bounds_the_documents_it_holds() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("many-documents.tar");
+    sparse_archive(&archive, 33, 16 << 20, |i| format!("p/bigquery/ds/t{i}/schema.json"));
+    let state = work.path().join("state");
+    let archive = archive.to_str().unwrap();
+    let (peak, said) = import_peak_mib(&["--dry-run", "--project", PROJECT, archive], &state);
+    assert!(said.starts_with("1 "), "refused: {said}");
+    assert!(said.contains("512 MiB"), "the error names the limit: {said}");
+    assert!(peak < 560, "held {peak} MiB");
+
+    // One document past its own bound is invalid, and not read.
+    let one = work.path().join("one-large-document.tar");
+    sparse_archive(&one, 1, (16 << 20) + 1, |_| "p/bigquery/ds/t/schema.json".to_string());
+    let (peak, said) = import_peak_mib(&["--dry-run", "--project", PROJECT, one.to_str().unwrap()], &state);
+    assert!(said.contains("invalid   bigquery/ds/t/schema.json") && said.contains("16 MiB"), "{said}");
+    assert!(peak < 64, "held {peak} MiB");
+}
