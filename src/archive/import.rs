@@ -10,7 +10,8 @@
 //! plan keeps the documents (small) and, of each object, its size and the
 //! hashes Cloud Storage keeps (md5, crc32c), compared with the target's
 //! `.meta/` document; applying streams each object from the archive again
-//! into the mount's writes.
+//! into the mount's writes. A document past `MAX_DOCUMENT` is invalid and
+//! not read; an archive whose plan would pass `MAX_PLAN` is refused.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -71,6 +72,11 @@ pub struct ObjectDigest {
 /// A document larger than this is refused: none that ciofs shows comes
 /// near, and documents are held in memory.
 const MAX_DOCUMENT: u64 = 16 << 20;
+/// The most the plan holds in all: documents, paths and each entry's
+/// record. An archive past it is refused, not held: it is a bound on
+/// memory, far above a project's configuration, but reached by an export of
+/// buckets with about a million objects (each has a `.meta/` document).
+const MAX_PLAN: u64 = 512 << 20;
 /// How much of an object one read of the archive takes.
 const PIECE: usize = 1 << 20;
 
@@ -170,6 +176,7 @@ fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, String> {
 pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<Planned>, String> {
     let mut archive = file.reopen()?;
     let mut planned = Vec::new();
+    let mut held = 0u64;
     let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
     for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
@@ -193,8 +200,12 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
             } else {
                 // Generated documents too: `_status.json` tells a view.
                 if entry.size() > MAX_DOCUMENT {
-                    problem = Some(format!("{} bytes: too large for a document", entry.size()));
+                    let limit = MAX_DOCUMENT >> 20;
+                    problem = Some(format!("{} bytes: more than the {limit} MiB a document may have", entry.size()));
                 } else {
+                    held = within_plan(held, entry.size(), planned.len())?;
+                    // Exactly its size: read_to_end alone doubles as it grows.
+                    data = Vec::with_capacity(entry.size() as usize);
                     entry.read_to_end(&mut data).map_err(|e| format!("{raw}: {e}"))?;
                 }
             }
@@ -203,9 +214,32 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
             Some(why) => Action::Invalid(why),
             None => Action::Create,
         };
-        planned.push(Planned { entry: Entry { index, path, dir: kind.is_dir(), data, object }, action });
+        let entry = Entry { index, path, dir: kind.is_dir(), data, object };
+        held = within_plan(held, entry.overhead(), planned.len())?;
+        planned.push(Planned { entry, action });
     }
     Ok(planned)
+}
+
+/// `held` bytes of plan and `more`, if that stays within `MAX_PLAN`.
+fn within_plan(held: u64, more: u64, entries: usize) -> Result<u64, String> {
+    let total = held.saturating_add(more);
+    if total > MAX_PLAN {
+        return Err(format!(
+            "the archive needs more than {} MiB of memory to plan (ciofs import holds its documents and a \
+             record of each entry; {entries} entries read): import it in parts, e.g. a few buckets per archive",
+            MAX_PLAN >> 20
+        ));
+    }
+    Ok(total)
+}
+
+impl Entry {
+    /// What the entry holds besides its document's bytes.
+    fn overhead(&self) -> u64 {
+        let digest = self.object.as_ref().map_or(0, |d| d.md5.len() + d.crc32c.len());
+        (std::mem::size_of::<Planned>() + self.path.len() + digest) as u64
+    }
 }
 
 /// An object entry's size and hashes, read through once.
