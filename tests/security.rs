@@ -209,15 +209,22 @@ fn import_peak_mib(args: &[&str], state: &Path) -> (u64, String) {
 /// (all zero), named by `name(i)`. The data are holes: the file takes no
 /// room on disk and is read at memory speed.
 fn sparse_archive(path: &Path, count: usize, size: u64, name: impl Fn(usize) -> String) {
+    let entries: Vec<_> = (0..count).map(|i| (tar::EntryType::Regular, name(i), size)).collect();
+    sparse_entries(path, &entries);
+}
+
+/// A tar archive at `path` of `(type, name, size)` entries whose data are
+/// holes (zeros).
+fn sparse_entries(path: &Path, entries: &[(tar::EntryType, String, u64)]) {
     use std::io::{Seek, SeekFrom, Write};
     let mut file = std::fs::File::create(path).unwrap();
     let mut offset = 0u64;
-    for i in 0..count {
+    for (kind, name, size) in entries {
         let mut header = tar::Header::new_gnu();
-        header.set_path(name(i)).unwrap();
-        header.set_size(size);
+        header.set_path(name).unwrap();
+        header.set_size(*size);
         header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
+        header.set_entry_type(*kind);
         header.set_cksum();
         file.seek(SeekFrom::Start(offset)).unwrap();
         file.write_all(header.as_bytes()).unwrap();
@@ -249,4 +256,23 @@ fn ciofs_import_bounds_the_documents_it_holds() {
     let (peak, said) = import_peak_mib(&["--dry-run", "--project", PROJECT, one.to_str().unwrap()], &state);
     assert!(said.contains("invalid   bigquery/ds/t/schema.json") && said.contains("16 MiB"), "{said}");
     assert!(peak < 64, "held {peak} MiB");
+}
+
+/// The tar reader holds an entry's long name (GNU `L`, `K`) and PAX
+/// extended header (`x`) in memory, whatever their declared size: ciofs
+/// import refuses one over 1 MiB before it is held. Crafted: a 256 MiB
+/// long name.
+#[test]
+fn ciofs_import_bounds_the_extended_headers_of_an_entry() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    for kind in [tar::EntryType::GNULongName, tar::EntryType::XHeader] {
+        let archive = work.path().join("long-header.tar");
+        let entries =
+            [(kind, "././@LongLink".to_string(), 256 << 20), (tar::EntryType::Regular, "p/pubsub/x".to_string(), 0)];
+        sparse_entries(&archive, &entries);
+        let (peak, said) = import_peak_mib(&["--dry-run", "--project", PROJECT, archive.to_str().unwrap()], &state);
+        assert!(said.starts_with("1 ") && said.contains("1 MiB"), "{kind:?}: {said}");
+        assert!(peak < 64, "{kind:?}: held {peak} MiB");
+    }
 }
