@@ -13,8 +13,10 @@
 //! into the mount's writes. A document past `MAX_DOCUMENT` is invalid and
 //! not read; an archive whose plan would pass `MAX_PLAN` is refused.
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -142,11 +144,11 @@ impl ArchiveFile {
     }
 
     /// Opens it again, unchanged since it was planned.
-    fn reopen(&self) -> Result<tar::Archive<Box<dyn Read>>, String> {
+    fn reopen(&self) -> Result<Pass, String> {
         if stamp(&self.path)? != self.stamp {
             return Err(format!("{}: the archive changed since it was planned; nothing applied", self.path.display()));
         }
-        open_archive(&self.path)
+        Pass::open(&self.path)
     }
 }
 
@@ -161,25 +163,85 @@ fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), String> {
     Ok((meta.len(), meta.modified().ok()))
 }
 
-/// Opens an archive, tar or gzip-compressed tar.
-fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut file = BufReader::new(file);
-    let gzip = file.fill_buf().map_err(|e| format!("reading the archive: {e}"))?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gzip { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
-    Ok(tar::Archive::new(reader))
+/// The most the tar reader reads by itself between two entries: their
+/// headers and the extension entries it holds in memory (GNU long names,
+/// PAX extended headers, sparse maps). Real ones take a few KiB.
+const MAX_HEADERS: u64 = 1 << 20;
+
+/// One read through an archive, tar or gzip-compressed tar.
+struct Pass {
+    archive: tar::Archive<Bounded>,
+    /// What the tar reader may still read by itself; None while an entry's
+    /// data are read.
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+/// An entry as a pass gives it.
+type ArchiveEntry<'a> = tar::Entry<'a, Bounded>;
+
+impl Pass {
+    fn open(path: &Path) -> Result<Self, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut file = BufReader::new(file);
+        let gzip = file.fill_buf().map_err(|e| format!("reading the archive: {e}"))?.starts_with(&[0x1f, 0x8b]);
+        let reader: Box<dyn Read> = if gzip { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+        let budget = Rc::new(Cell::new(Some(MAX_HEADERS)));
+        Ok(Self { archive: tar::Archive::new(Bounded { inner: reader, budget: budget.clone() }), budget })
+    }
+
+    /// Calls `visit` with each entry and its place in the archive. What
+    /// `visit` leaves unread of an entry is read through here, so that the
+    /// tar reader, which holds what it reads by itself, is held to
+    /// `MAX_HEADERS` between two entries.
+    fn for_each(
+        &mut self,
+        mut visit: impl FnMut(usize, &mut ArchiveEntry) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let not_a_tar = |e: std::io::Error| format!("the archive is not a tar: {e}");
+        for (index, entry) in self.archive.entries().map_err(not_a_tar)?.enumerate() {
+            let mut entry = entry.map_err(not_a_tar)?;
+            self.budget.set(None);
+            visit(index, &mut entry)?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| format!("reading the archive: {e}"))?;
+            self.budget.set(Some(MAX_HEADERS));
+        }
+        Ok(())
+    }
+}
+
+/// The archive's bytes as the tar reader sees them, each read counted
+/// against the budget while there is one.
+struct Bounded {
+    inner: Box<dyn Read>,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let Some(left) = self.budget.get() else { return self.inner.read(buffer) };
+        if left == 0 && !buffer.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "an entry's headers (a long name, a PAX extended header) take more than {} MiB",
+                    MAX_HEADERS >> 20
+                ),
+            ));
+        }
+        let most = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buffer[..most])?;
+        self.budget.set(Some(left - n as u64));
+        Ok(n)
+    }
 }
 
 /// Reads an archive; entries that cannot be imported (links, absolute
 /// paths, `..`, unknown top-level directories, oversized documents) come
 /// back as invalid with the reason.
 pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<Planned>, String> {
-    let mut archive = file.reopen()?;
     let mut planned = Vec::new();
     let mut held = 0u64;
-    let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
-    for (index, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
+    file.reopen()?.for_each(|index, entry| {
         let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
         let kind = entry.header().entry_type();
         let (path, mut problem) = match relative_path(&raw, options) {
@@ -187,7 +249,7 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
             Err(why) => (raw.clone(), Some(why)),
         };
         if path.is_empty() {
-            continue;
+            return Ok(());
         }
         if !kind.is_file() && !kind.is_dir() {
             problem = problem.or_else(|| Some("only directories and regular files are imported".to_string()));
@@ -196,7 +258,7 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
         let (mut data, mut object) = (Vec::new(), None);
         if kind.is_file() && problem.is_none() {
             if is_object(&parts) {
-                object = Some(digest(&mut entry).map_err(|e| format!("{raw}: {e}"))?);
+                object = Some(digest(entry).map_err(|e| format!("{raw}: {e}"))?);
             } else {
                 // Generated documents too: `_status.json` tells a view.
                 if entry.size() > MAX_DOCUMENT {
@@ -217,7 +279,8 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
         let entry = Entry { index, path, dir: kind.is_dir(), data, object };
         held = within_plan(held, entry.overhead(), planned.len())?;
         planned.push(Planned { entry, action });
-    }
+        Ok(())
+    })?;
     Ok(planned)
 }
 
@@ -580,25 +643,22 @@ pub fn apply<V: Vfs + ?Sized>(
     progress.set_length(planned.iter().filter(wanted).count() as u64);
     let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}");
     progress.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let mut archive = file.reopen()?;
-    let entries = archive.entries().map_err(|e| format!("the archive is not a tar: {e}"))?;
     let mut failed = 0;
     // Buckets whose names another project has: what goes in them is not
     // written (the plan could not know: they are not this project's).
     let mut taken: Vec<String> = Vec::new();
-    for (index, entry) in entries.enumerate() {
-        let Some(item) = todo.next_if(|item| item.entry.index == index) else { continue };
-        let mut entry = entry.map_err(|e| format!("the archive is not a tar: {e}"))?;
+    file.reopen()?.for_each(|index, entry| {
+        let Some(item) = todo.next_if(|item| item.entry.index == index) else { return Ok(()) };
         progress.set_message(item.entry.path.clone());
         progress.inc(1);
         if taken.iter().any(|bucket| item.entry.path.starts_with(&format!("{bucket}/"))) {
             failed += 1;
-            continue;
+            return Ok(());
         }
         // A bucket planned as new that exists is another project's.
         let must_be_new = item.action == Action::Create && is_bucket_dir(&item.entry);
         let written = match item.entry.object {
-            Some(_) => write_entry(vfs, runtime, root, &item.entry, false, &mut entry),
+            Some(_) => write_entry(vfs, runtime, root, &item.entry, false, entry),
             None => write_entry(vfs, runtime, root, &item.entry, must_be_new, &mut &item.entry.data[..]),
         };
         match written {
@@ -615,7 +675,8 @@ pub fn apply<V: Vfs + ?Sized>(
                 progress.suspend(|| report(&item.entry.path, &format!("failed: {e}")));
             }
         }
-    }
+        Ok(())
+    })?;
     progress.finish_and_clear();
     if let Some(item) = todo.next() {
         return Err(format!("the archive changed since it was planned: {} is gone", item.entry.path));
@@ -786,6 +847,34 @@ mod tests {
         assert_eq!(said.len(), 1, "one line for the bucket: {said:?}");
         assert!(said[0].contains("exists in another project"), "{said:?}");
         assert_eq!(gcs.object_data("theirs", "f.txt"), None, "nothing written into their bucket");
+    }
+
+    /// Long names (GNU `L` entries, PAX `path` records) are read as the
+    /// tar reader reads them, within the bound on an entry's headers.
+    #[test]
+    fn long_names_are_read_within_the_bound_on_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("p/storage/b/{}/object", "d".repeat(900));
+        let path = archive(dir.path(), &[(long.as_str(), Some(b"x"))]);
+        let import = ImportOptions { dry_run: true, on_conflict: OnConflict::Skip, map_bucket: Vec::new() };
+        let planned = read_archive(&ArchiveFile::new(&path).unwrap(), &import).unwrap();
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].entry.path, long.trim_start_matches("p/"));
+
+        let pax = dir.path().join("pax.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&pax).unwrap());
+        let record = format!("p/bigquery/ds/{}/schema.json", "t".repeat(1000));
+        builder.append_pax_extensions([("path", record.as_bytes())]).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("short").unwrap();
+        header.set_size(2);
+        header.set_cksum();
+        builder.append(&header, &b"{}"[..]).unwrap();
+        builder.finish().unwrap();
+        let planned = read_archive(&ArchiveFile::new(&pax).unwrap(), &import).unwrap();
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].entry.path, record.trim_start_matches("p/"));
+        assert_eq!(planned[0].entry.data, b"{}");
     }
 
     #[test]
