@@ -276,3 +276,47 @@ fn ciofs_import_bounds_the_extended_headers_of_an_entry() {
         assert!(peak < 64, "{kind:?}: held {peak} MiB");
     }
 }
+
+/// Characters a terminal acts on: C0 controls but newline, DEL, C1
+/// controls (U+0080..U+009F: U+009B is a CSI) and the bidirectional
+/// overrides that reorder what is shown.
+fn terminal_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| (c.is_control() && *c != '\n') || matches!(*c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        .collect()
+}
+
+/// Names in an archive are the archive author's: the plan `ciofs import`
+/// prints shows their control characters escaped (`\u{1b}`), so a
+/// terminal never receives an escape sequence from a name, and a newline
+/// in a name cannot fake a line of the plan.
+#[test]
+fn ciofs_import_prints_names_with_control_characters_escaped() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("names.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    let names = [
+        "p/storage/b-esc/\x1b[31mred\x1b[0m.txt",
+        "p/bigquery/ds/\u{9b}2J/schema.json",
+        "p/pubsub/topics/t\u{202e}gnp.exe/config.json",
+        "p/\x1b]0;title\x07/x",
+        "p/storage/b-esc/two\nlines",
+    ];
+    for name in names {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, &b"{}"[..]).unwrap();
+    }
+    builder.finish().unwrap();
+    let output = run(ciofs()
+        .args(["import", "--dry-run", "--project", PROJECT])
+        .arg(&archive)
+        .env("CIOFS_STATE_DIR", work.path()));
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(terminal_controls(&said), Vec::<char>::new(), "{said:?}");
+    assert!(said.contains(r"storage/b-esc/\u{1b}[31mred\u{1b}[0m.txt"), "{said}");
+    assert!(said.contains(r"storage/b-esc/two\u{a}lines"), "{said}");
+    assert!(said.contains(r"bigquery/ds/\u{9b}2J/schema.json"), "{said}");
+    assert!(said.contains(r"t\u{202e}gnp.exe"), "{said}");
+}

@@ -87,4 +87,21 @@ mod tests {
         assert!(text.ends_with("/p/f104: bad thing (EINVAL)\n"));
         assert!(mtime > SystemTime::UNIX_EPOCH);
     }
+
+    /// Names come from outside (an object's name, an archive's entry):
+    /// `cat .ciofs/errors` must never send a terminal an escape sequence,
+    /// nor a newline that fakes a line.
+    #[test]
+    fn control_characters_of_names_and_messages_are_escaped() {
+        let log = ErrorLog::default();
+        log.record("/p/storage/b/\x1b]0;title\x07x\ny", libc::EINVAL, "object `\u{9b}2J\u{202e}` refused");
+        let text = String::from_utf8(log.render().0.to_vec()).unwrap();
+        let controls: Vec<char> =
+            text.trim_end_matches('\n').chars().filter(|c| c.is_control() || *c == '\u{202e}').collect();
+        assert_eq!(controls, Vec::<char>::new(), "{text:?}");
+        assert!(
+            text.contains(r"/p/storage/b/\u{1b}]0;title\u{7}x\u{a}y: object `\u{9b}2J\u{202e}` refused (EINVAL)"),
+            "{text}"
+        );
+    }
 }
