@@ -2,7 +2,8 @@
 //!
 //! `namespace` implements the frontends' `Vfs` on top of the backends;
 //! `documents` renders the JSON formats; `errors` maps Google's answers to
-//! errnos; `cli` and `daemon` run it all.
+//! errnos; `cli` and `daemon` run it all; `printable` escapes names for a
+//! terminal.
 
 pub mod archive;
 pub mod bigquery_rules;
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod documents;
 pub mod errors;
 pub mod namespace;
+pub mod printable;
 pub mod private_files;
 pub mod pubsub_rules;
 mod rules;

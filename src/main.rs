@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, ServeNfsArgs, TreeArgs};
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
+use ciofs::printable::printable;
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
@@ -34,7 +35,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("ciofs: {message}");
+            // Messages quote names from outside (archives, objects).
+            eprintln!("ciofs: {}", printable(&message));
             ExitCode::FAILURE
         }
     }
@@ -384,12 +386,14 @@ async fn import(args: ImportArgs) -> Result<(), String> {
                 Action::Invalid(why) => ("invalid", why.clone()),
                 Action::Ignored => continue,
             };
-            println!("{verb:<9} {}{}{detail}", item.entry.path, if detail.is_empty() { "" } else { "  " });
+            let (path, detail) = (printable(&item.entry.path), printable(&detail));
+            println!("{verb:<9} {path}{}{detail}", if detail.is_empty() { "" } else { "  " });
         }
         let mut summary = import::summarize(&planned);
         let blocked = options.on_conflict == OnConflict::Fail && summary.conflicts + summary.invalid > 0;
         if !options.dry_run && !blocked {
-            let mut report = |path: &str, what: &str| println!("{:<9} {path}  {what}", "error");
+            let mut report =
+                |path: &str, what: &str| println!("{:<9} {}  {}", "error", printable(path), printable(what));
             let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 indicatif::ProgressBar::new(0)
             } else {

@@ -2,7 +2,8 @@
 //! carry only an errno, and some writers never see even that (bash's `echo
 //! x > f`, vim's "write error", an NFS client whose upload fails after the
 //! write was acknowledged). The reasons are logged and kept here, newest
-//! last, so that a user can read them from inside the mount.
+//! last, so that a user can read them from inside the mount, one line each
+//! with control characters escaped.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::documents::rfc3339;
+use crate::printable::printable;
 
 /// The most lines kept; older ones are dropped.
 const MAX_LINES: usize = 100;
@@ -33,7 +35,9 @@ impl ErrorLog {
             message.truncate(cut);
             message.push_str("...");
         }
-        let line = format!("{} {path}: {} ({})\n", rfc3339(now), message, errno_name(errno));
+        // Names come from outside: no escape sequence reaches a terminal.
+        let (path, message) = (printable(path), printable(&message));
+        let line = format!("{} {path}: {message} ({})\n", rfc3339(now), errno_name(errno));
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if lines.0.len() == MAX_LINES {
             lines.0.pop_front();
