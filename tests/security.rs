@@ -320,3 +320,61 @@ fn ciofs_import_prints_names_with_control_characters_escaped() {
     assert!(said.contains(r"bigquery/ds/\u{9b}2J/schema.json"), "{said}");
     assert!(said.contains(r"t\u{202e}gnp.exe"), "{said}");
 }
+
+/// The most memory a process has held (VmHWM), in MiB.
+fn peak_mib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process runs");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).expect("a number") / 1024
+}
+
+/// Sends `bytes` on a new connection to `port`; whether the server then
+/// closed it within five seconds.
+fn closed_after_sending(port: u16, bytes: &[u8]) -> bool {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A write may fail once the server has closed: that is an answer too.
+    let _ = stream.write_all(bytes);
+    let mut buffer = [0u8; 64];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// RPC record marking lets a client announce a fragment of up to 2 GiB,
+/// and nfsserve allocates what is announced before reading it. The server
+/// closes a connection whose fragment, or record of fragments, is longer
+/// than the largest NFS request (a 1 MiB WRITE), without allocating it,
+/// and goes on serving the other clients.
+#[tokio::test]
+async fn serve_nfs_closes_a_connection_announcing_a_huge_fragment() {
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start(state.path());
+    let mut client = common::nfs::connect(server.port).await;
+    let before = peak_mib_of(server.pid());
+    // Not last, then last: 2^31 - 1 bytes announced.
+    for header in [0x7fff_ffffu32, 0xffff_ffff] {
+        assert!(closed_after_sending(server.port, &header.to_be_bytes()), "{header:#x}: the connection stays open");
+    }
+    // A record of small fragments that never ends.
+    let mut fragments = Vec::new();
+    for _ in 0..40 {
+        fragments.extend_from_slice(&(64u32 << 10).to_be_bytes());
+        fragments.resize(fragments.len() + (64 << 10), 0);
+    }
+    assert!(closed_after_sending(server.port, &fragments), "a 2.5 MiB record was taken");
+    let after = peak_mib_of(server.pid());
+    assert!(after < before + 64, "the server's peak memory went from {before} MiB to {after} MiB");
+    // The others are still served, the connection made before included.
+    common::nfs::walk(&mut client, PROJECT).await;
+    let mut again = common::nfs::connect(server.port).await;
+    common::nfs::walk(&mut again, PROJECT).await;
+}
