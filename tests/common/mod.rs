@@ -267,13 +267,6 @@ impl NfsServer {
     }
 }
 
-impl NfsServer {
-    /// The server process's id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
 impl Drop for NfsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
