@@ -616,3 +616,64 @@ fn meta_documents_set_content_type_and_custom_metadata() {
     let new = object_json(&f.bucket, "new.json");
     assert_eq!((&new["contentType"], &new["metadata"]), (&json!("application/json"), &json!({"source": "export"})));
 }
+
+/// How long after the service froze a close or fsync must report it: one
+/// backend call's retry window (60 s) and one stall (30 s) with the
+/// defaults, with room for the streamed request that stalled first.
+const EIO_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `dd bs=1M count=64 iflag=fullblock conv=fsync of=PATH`, feeding
+/// `data` (64 MiB) on its stdin; `midway` runs once dd has taken half of it.
+/// Returns whether dd succeeded, its stderr, and how long it ran after
+/// `midway` began. A dd still running after 10 minutes fails the test.
+fn dd_with_pause(path: &str, data: &[u8], midway: impl FnOnce()) -> (bool, String, std::time::Duration) {
+    use std::io::Read;
+    let mut child = Command::new("dd")
+        .args(["if=/dev/stdin", &format!("of={path}"), "bs=1M", "count=64", "iflag=fullblock", "conv=fsync"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (first, second) = data.split_at(data.len() / 2);
+    stdin.write_all(first).unwrap();
+    let started = std::time::Instant::now();
+    midway();
+    stdin.write_all(second).unwrap();
+    drop(stdin);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(600), "dd still runs after 10 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let elapsed = started.elapsed();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status.success(), stderr, elapsed)
+}
+
+#[test]
+fn a_frozen_service_fails_fsync_within_two_minutes_and_the_same_dd_works_once_it_is_back() {
+    let (gcs, mount, path) = faults_fixture();
+    let data = pattern(64 << 20, 11);
+    // Frozen half way: the streamed request is open and has bytes to send,
+    // and the file's whole upload that follows its failure stalls too.
+    let (succeeded, stderr, elapsed) = dd_with_pause(&path, &data, || gcs.freeze());
+    assert!(!succeeded, "dd reports the failed fsync: {stderr}");
+    assert!(stderr.contains("Input/output error"), "EIO: {stderr}");
+    eprintln!("fsync failed {:.1} s after the freeze", elapsed.as_secs_f64());
+    assert!(
+        elapsed <= EIO_WITHIN,
+        "EIO came {elapsed:?} after the freeze, not within {EIO_WITHIN:?}:\n{}",
+        mount.log_text()
+    );
+    gcs.thaw();
+    assert_previous_intact(&gcs);
+    // Once the service answers again, the same command succeeds.
+    let (succeeded, stderr, _) = dd_with_pause(&path, &data, || {});
+    assert!(succeeded, "dd after the thaw: {stderr}\n{}", mount.log_text());
+    let stored = curl(&[&format!("{}/storage/v1/b/faults/o/f.bin?alt=media", gcs.url())]);
+    assert!(stored == data, "the object holds {} other bytes", stored.len());
+}
