@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use ciofs_backends::retry::RetryPolicy;
+
 use crate::namespace::Options;
 
 #[derive(Parser, Debug)]
@@ -103,6 +105,11 @@ pub struct TreeArgs {
     /// ~/.local/state/ciofs, else $XDG_RUNTIME_DIR/ciofs.
     #[arg(long, env = "CIOFS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Seconds a call to Google may go without progress (a request body
+    /// not read, an answer not coming) before it is tried again or fails;
+    /// a call that stalls fails within a minute more.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -203,6 +210,11 @@ impl TreeArgs {
         })
     }
 
+    /// How calls to every Google service are bounded and retried.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { stall_timeout: Duration::from_secs(self.stall_timeout), ..RetryPolicy::default() }
+    }
+
     /// The state directory, made if missing and checked to be the user's
     /// alone (0700, not a link, not another user's): it holds staged
     /// object bytes, journals, pid files and logs.
@@ -288,5 +300,14 @@ mod tests {
         let Command::Mount(args) = cli.command else { panic!("not a mount") };
         assert_eq!(args.tree.projects, ["a", "b", "c"]);
         assert_eq!(args.tree.file_mode, 0o644);
+        assert_eq!(args.tree.retry_policy().stall_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_stall_timeout_is_whole_seconds_from_one() {
+        let cli = Cli::try_parse_from(["ciofs", "serve-nfs", "--project", "p", "--stall-timeout", "5"]).unwrap();
+        let Command::ServeNfs(args) = cli.command else { panic!("not serve-nfs") };
+        assert_eq!(args.tree.retry_policy().stall_timeout, Duration::from_secs(5));
+        assert!(Cli::try_parse_from(["ciofs", "mount", "--project", "p", "--stall-timeout", "0", "/mnt"]).is_err());
     }
 }

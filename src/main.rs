@@ -73,12 +73,16 @@ fn mount_in_background(args: &MountArgs) -> Result<(), String> {
 }
 
 async fn namespace(tree: &TreeArgs, journal: Option<&Path>, config_only: bool) -> Result<Arc<Namespace>, String> {
-    let gcs =
-        GoogleGcs::connect(GcsConfig::from_env()).await.map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
-    let bigquery =
-        GoogleBigQuery::connect(BigQueryConfig::from_env()).await.map_err(|e| format!("cannot reach BigQuery: {e}"))?;
-    let pubsub =
-        GooglePubSub::connect(PubSubConfig::from_env()).await.map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
+    let retry = tree.retry_policy();
+    let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
+        .await
+        .map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
+    let bigquery = GoogleBigQuery::connect(BigQueryConfig { retry, ..BigQueryConfig::from_env() })
+        .await
+        .map_err(|e| format!("cannot reach BigQuery: {e}"))?;
+    let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..PubSubConfig::from_env() })
+        .await
+        .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
     let options = ciofs::namespace::Options { config_only, ..tree.options()? };

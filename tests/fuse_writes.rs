@@ -677,3 +677,23 @@ fn a_frozen_service_fails_fsync_within_two_minutes_and_the_same_dd_works_once_it
     let stored = curl(&[&format!("{}/storage/v1/b/faults/o/f.bin?alt=media", gcs.url())]);
     assert!(stored == data, "the object holds {} other bytes", stored.len());
 }
+
+/// `--stall-timeout` reaches the mount's calls: with 2 s, a lookup on a
+/// frozen service gives EIO once its attempts are spent (5 of 2 s), long
+/// before one attempt of the default 30 s would have ended.
+#[test]
+fn the_stall_timeout_option_bounds_each_attempt() {
+    let gcs = PrivateGcs::start();
+    let url = gcs.url();
+    curl(&["-X", "POST", &format!("{url}/storage/v1/b?project={PROJECT}"), "-d", "{\"name\":\"faults\"}"]);
+    let mount = FuseMount::start_with_env(&["--stall-timeout", "2"], &[("STORAGE_EMULATOR_HOST", &url)]);
+    let path = mount.path(&format!("{PROJECT}/storage/faults/never-seen.bin"));
+    gcs.freeze();
+    let started = std::time::Instant::now();
+    let error = std::fs::metadata(&path).expect_err("the service is frozen");
+    let elapsed = started.elapsed();
+    gcs.thaw();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(elapsed < std::time::Duration::from_secs(20), "EIO after {elapsed:?}:\n{}", mount.log_text());
+    assert!(mount.log_text().contains("no progress for 2s"), "{}", mount.log_text());
+}

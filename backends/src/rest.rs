@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::retry::http_client;
 
 pub(crate) struct Rest {
     http: reqwest::Client,
@@ -27,12 +28,12 @@ impl Rest {
         endpoint: &str,
         base_path: &'static [&'static str],
         credentials: Credentials,
+        stall_timeout: Duration,
     ) -> BackendResult<Self> {
         let endpoint = Url::parse(endpoint)
             .map_err(|e| BackendError::new(ErrorKind::InvalidArgument, format!("endpoint {endpoint}: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(30))
+        let http = http_client(stall_timeout)
+            .read_timeout(stall_timeout)
             .build()
             .map_err(|e| BackendError::new(ErrorKind::Other, format!("building the HTTP client: {e}")))?;
         Ok(Self { http, endpoint, base_path, credentials })
@@ -133,8 +134,8 @@ mod tests {
     use super::*;
 
     fn rest(endpoint: &str) -> Rest {
-        Rest::new(endpoint, &["bigquery", "v2"], google_cloud_auth::credentials::anonymous::Builder::new().build())
-            .unwrap()
+        let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
+        Rest::new(endpoint, &["bigquery", "v2"], anonymous, Duration::from_secs(30)).unwrap()
     }
 
     #[test]
@@ -148,6 +149,7 @@ mod tests {
             "http://127.0.0.1:8085",
             &["v1"],
             google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            Duration::from_secs(30),
         );
         let url = pubsub.unwrap().url("t", &["projects", "p", "subscriptions", "s-1:pull"]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:8085/v1/projects/p/subscriptions/s-1:pull");

@@ -32,7 +32,7 @@ async fn bq() -> GoogleBigQuery {
         );
     };
     // Few, quick retries: an unreachable emulator fails the test fast.
-    let retry = RetryPolicy { attempts: 2, attempt_timeout: Duration::from_secs(20), ..RetryPolicy::default() };
+    let retry = RetryPolicy { attempts: 2, stall_timeout: Duration::from_secs(20), ..RetryPolicy::default() };
     let bq = GoogleBigQuery::connect(BigQueryConfig { retry, ..config }).await.expect("client");
     if let Err(e) = bq.list_datasets("ciofs-probe", None).await {
         panic!("bqemulator at {endpoint} does not answer ({e}): run scripts/emulators start");
@@ -407,7 +407,8 @@ async fn an_unreachable_endpoint_is_unavailable_within_bounded_time() {
         attempts: 3,
         first_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(100),
-        attempt_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(2),
+        window: Duration::from_secs(10),
     };
     // Port 9 (discard) has no listener: connections are refused.
     let config = BigQueryConfig { emulator: Some("http://127.0.0.1:9".to_string()), retry };

@@ -33,7 +33,7 @@ async fn gcs_with_chunk(chunk: u64) -> GoogleGcs {
         panic!("STORAGE_EMULATOR_HOST is not set: run scripts/emulators start, then eval \"$(scripts/emulators env)\"");
     };
     // Few, quick retries: an unreachable emulator fails the test fast.
-    let retry = RetryPolicy { attempts: 2, attempt_timeout: Duration::from_secs(20), ..RetryPolicy::default() };
+    let retry = RetryPolicy { attempts: 2, stall_timeout: Duration::from_secs(20), ..RetryPolicy::default() };
     let gcs = GoogleGcs::connect(GcsConfig { retry, ..config }).await.expect("client");
     if let Err(e) = gcs.list_buckets(PROJECT, None, 1).await {
         panic!("fake-gcs-server at {endpoint} does not answer ({e}): run scripts/emulators start");
@@ -483,7 +483,7 @@ async fn a_service_refusing_uploads_without_a_length_ends_streaming() {
             let _ = client.write_all(b"HTTP/1.1 411 Length Required\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
-    let retry = RetryPolicy { attempts: 1, attempt_timeout: Duration::from_secs(5), ..RetryPolicy::default() };
+    let retry = RetryPolicy { attempts: 1, stall_timeout: Duration::from_secs(5), ..RetryPolicy::default() };
     let gcs = GoogleGcs::connect(GcsConfig { emulator: Some(url), retry, ..GcsConfig::default() }).await.unwrap();
     let streamed = || {
         let (sender, progress) = tokio::sync::watch::channel(Written { len: 3, complete: false });
@@ -498,4 +498,210 @@ async fn a_service_refusing_uploads_without_a_length_ends_streaming() {
     let refused = gcs.upload_streamed(second).await.expect_err("not streamed any more");
     assert!(refused.message.contains("refused"), "{refused}");
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), seen, "nothing sent for the second");
+}
+
+/// A policy of small stall timeout and window, for the stall tests.
+fn quick_stalls(stall_secs: u64, window_secs: u64) -> RetryPolicy {
+    RetryPolicy {
+        stall_timeout: Duration::from_secs(stall_secs),
+        window: Duration::from_secs(window_secs),
+        ..RetryPolicy::default()
+    }
+}
+
+/// A client of the service at `url` (no emulator check) with `retry`.
+async fn gcs_at(url: &str, retry: RetryPolicy) -> GoogleGcs {
+    GoogleGcs::connect(GcsConfig { emulator: Some(url.to_string()), retry, ..GcsConfig::default() })
+        .await
+        .expect("client")
+}
+
+/// A service that takes every connection and reads nothing from it, as a
+/// frozen server does: its URL and a count of the connections.
+fn a_service_that_stops_reading() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for client in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(client);
+        }
+    });
+    (url, connections)
+}
+
+/// A proxy to `upstream` that passes what clients send on slowly
+/// (`piece` bytes every `every`) and the answers at once: a slow but
+/// moving link. Its URL and a count of the connections.
+fn a_slow_proxy(upstream: &str, piece: usize, every: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read;
+    let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Ok(mut server) = std::net::TcpStream::connect(&target) else { continue };
+            let (mut answers, mut to_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut answers, &mut to_client));
+            std::thread::spawn(move || {
+                let mut buffer = vec![0; piece];
+                while let Ok(n @ 1..) = client.read(&mut buffer) {
+                    if server.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(every);
+                }
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (url, connections)
+}
+
+/// Both bounds at once: the window (3 s) lets a second attempt start, the
+/// attempts (5) are not what ends it, and the call fails within the window
+/// and one stall (2 s) although nothing ever answers.
+#[tokio::test]
+async fn an_upload_to_a_service_that_stops_reading_fails_within_the_window() {
+    let (url, connections) = a_service_that_stops_reading();
+    let gcs = gcs_at(&url, quick_stalls(2, 3)).await;
+    // Larger than the socket buffers, which take a few MiB.
+    let data = pattern(32 * MIB);
+    let started = std::time::Instant::now();
+    let error = gcs.upload_object(&upload("b", "o", &data)).await.expect_err("nothing answers");
+    let elapsed = started.elapsed();
+    // Failed by our watchdog or by the kernel's bound on unacknowledged
+    // bytes, whichever comes first: both are the stall timeout.
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert!(elapsed <= Duration::from_secs(3 + 2 + 1), "failed after {elapsed:?}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "two attempts in the window");
+}
+
+/// A streamed request whose writer has bytes the service does not take is
+/// a stall; it is not retried (the caller has the whole file for that).
+#[tokio::test]
+async fn a_streamed_upload_to_a_service_that_stops_reading_stalls() {
+    let (url, connections) = a_service_that_stops_reading();
+    let gcs = gcs_at(&url, quick_stalls(2, 3)).await;
+    let data = pattern(32 * MIB);
+    let file = staged(&data);
+    // All written, not complete: the writer is still there, with bytes.
+    let (_writer, progress) = tokio::sync::watch::channel(Written { len: data.len() as u64, complete: false });
+    let streamed = StreamedUpload { upload: Upload { source: file, ..upload("b", "o", b"") }, progress };
+    let started = std::time::Instant::now();
+    let error = gcs.upload_streamed(streamed).await.expect_err("nothing answers");
+    let elapsed = started.elapsed();
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert!(elapsed <= Duration::from_secs(2 + 1), "failed after {elapsed:?}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// An upload through a slow link lasts several times the stall timeout
+/// and window, and is neither cut nor retried. (The stall timeout is 2 s:
+/// the last few MiB sit in socket buffers once the body is all sent, and
+/// leave them at the link's rate before the answer comes.)
+#[tokio::test]
+async fn a_slow_upload_that_keeps_moving_is_not_cut() {
+    let emulator = gcs().await;
+    let bucket = new_bucket(&emulator, "slow").await;
+    let endpoint = GcsConfig::from_env().emulator.expect("emulator");
+    // About 5 MiB/s.
+    let (url, connections) = a_slow_proxy(&endpoint, 256 * 1024, Duration::from_millis(50));
+    let gcs = gcs_at(&url, quick_stalls(2, 1)).await;
+    let data = pattern(48 * MIB);
+    let started = std::time::Instant::now();
+    let uploaded = gcs.upload_object(&upload(&bucket, "slow.bin", &data)).await.expect("a slow upload");
+    let elapsed = started.elapsed();
+    assert!(elapsed > Duration::from_secs(2 * (2 + 1)), "not slow enough to show anything: {elapsed:?}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one attempt");
+    assert!(read_all(&emulator, &bucket, "slow.bin", uploaded.size).await == data, "the bytes read back differ");
+}
+
+/// A writer that pauses longer than the stall timeout (but less than the
+/// idle time that abandons a stream) does not stall the request.
+#[tokio::test]
+async fn a_streamed_upload_waits_for_a_pausing_writer() {
+    let endpoint = GcsConfig::from_env().emulator.expect("emulator");
+    let check = gcs().await;
+    let bucket = new_bucket(&check, "pausing").await;
+    let gcs = gcs_at(&endpoint, quick_stalls(1, 1)).await;
+    let data = pattern(2 * MIB);
+    let file = Arc::new(tempfile::tempfile().expect("staging file"));
+    let (sender, progress) = tokio::sync::watch::channel(Written::default());
+    let streamed =
+        StreamedUpload { upload: Upload { source: file.clone(), ..upload(&bucket, "p.bin", b"") }, progress };
+    let uploading = tokio::spawn(async move { gcs.upload_streamed(streamed).await });
+    let pause = async |_| tokio::time::sleep(Duration::from_secs(3)).await;
+    write_growing(&file, &data, 2, sender, pause, false).await;
+    let uploaded = uploading.await.expect("task").expect("the paused stream goes on");
+    assert!(read_all(&check, &bucket, "p.bin", uploaded.size).await == data, "the bytes read back differ");
+}
+
+/// A fake Cloud Storage that starts resumable sessions (their URL carries
+/// `upload_id=SECRET-SESSION`) and answers every chunk with `chunk_answer`
+/// (`None`: closes the connection without an answer).
+fn a_service_that_fails_chunks(chunk_answer: Option<&'static str>) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let session = format!("{url}/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=SECRET-SESSION");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let (mut head, mut line) = (String::new(), String::new());
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                head.push_str(&line);
+                line.clear();
+            }
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let _ = std::io::copy(&mut reader.by_ref().take(length), &mut std::io::sink());
+            let answer = if head.starts_with("POST") {
+                Some(format!(
+                    "HTTP/1.1 200 OK\r\nlocation: {session}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                ))
+            } else if head.starts_with("PUT") {
+                chunk_answer.map(|body| {
+                    let status = if body.starts_with('{') { "503 Service Unavailable" } else { "400 Bad Request" };
+                    let body = body.replace("SESSION_URL", &session);
+                    format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                })
+            } else {
+                Some("HTTP/1.1 499 Client Closed Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into())
+            };
+            if let Some(answer) = answer {
+                let _ = (&client).write_all(answer.as_bytes());
+            }
+        }
+    });
+    url
+}
+
+/// Whatever way a chunk fails (an HTTP error naming the URL, a service
+/// message that quotes it, a connection closed), the error names no
+/// session: no `upload_id=`, no session URL.
+#[tokio::test]
+async fn a_failed_resumable_upload_names_no_session_url() {
+    let retry = RetryPolicy { attempts: 2, ..quick_stalls(2, 3) };
+    let echoed = r#"{"error": {"code": 503, "message": "session SESSION_URL is gone", "errors": []}}"#;
+    for chunk_answer in [Some("plain refusal"), Some(echoed), None] {
+        let url = a_service_that_fails_chunks(chunk_answer);
+        let gcs = GoogleGcs::connect(GcsConfig { emulator: Some(url), retry, upload_chunk: 256 * 1024 })
+            .await
+            .expect("client");
+        let error = gcs.upload_object(&upload("b", "o", &pattern(300 * 1024))).await.expect_err("chunks fail");
+        let text = error.to_string();
+        assert!(text.contains("bytes 0..262144"), "the error says which chunk: {text}");
+        assert!(!text.contains("upload_id=") && !text.contains("SECRET-SESSION"), "{text}");
+        assert!(!text.contains("uploadType=resumable"), "no session URL: {text}");
+    }
 }

@@ -30,7 +30,7 @@ async fn pubsub() -> GooglePubSub {
     let Some(endpoint) = config.emulator.clone() else {
         panic!("PUBSUB_EMULATOR_HOST is not set: run scripts/emulators start, then eval \"$(scripts/emulators env)\"");
     };
-    let retry = RetryPolicy { attempts: 2, attempt_timeout: Duration::from_secs(20), ..RetryPolicy::default() };
+    let retry = RetryPolicy { attempts: 2, stall_timeout: Duration::from_secs(20), ..RetryPolicy::default() };
     let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..config }).await.expect("client");
     if let Err(e) = pubsub.list_topics("ciofs-probe", None).await {
         panic!("the Pub/Sub emulator at {endpoint} does not answer ({e}): run scripts/emulators start");
@@ -304,7 +304,8 @@ async fn an_unreachable_endpoint_is_unavailable_within_bounded_time() {
         attempts: 3,
         first_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(100),
-        attempt_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(2),
+        window: Duration::from_secs(10),
     };
     // Port 9 (discard) has no listener: connections are refused.
     let config = PubSubConfig { emulator: Some("http://127.0.0.1:9".to_string()), retry };

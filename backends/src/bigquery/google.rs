@@ -89,7 +89,8 @@ impl GoogleBigQuery {
             .build()
             .await
             .map_err(|e| BackendError::new(ErrorKind::Other, format!("BigQuery table client: {e}")))?;
-        let rest = Rest::new(emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), &["bigquery", "v2"], credentials)?;
+        let endpoint = emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT);
+        let rest = Rest::new(endpoint, &["bigquery", "v2"], credentials, config.retry.stall_timeout)?;
         Ok(Self { datasets, tables, rest, retry: config.retry })
     }
 

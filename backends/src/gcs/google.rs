@@ -6,7 +6,7 @@ mod upload;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -30,7 +30,7 @@ use super::{
     StreamedUpload, Upload,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, http_client};
 
 /// Where and how to reach Cloud Storage.
 #[derive(Clone, Debug)]
@@ -69,14 +69,17 @@ pub struct GoogleGcs {
 
 impl GoogleGcs {
     pub async fn connect(config: GcsConfig) -> BackendResult<Self> {
-        let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        // A read that stalls this long fails; a long download that keeps
-        // moving does not (this is not a total timeout).
-        let client = Client::new(Self::client_config(&config, builder().read_timeout(Duration::from_secs(30))).await?);
+        let stall = config.retry.stall_timeout;
+        let builder = || http_client(stall);
+        // A read whose next chunk does not come within the stall timeout
+        // fails; a long download that keeps moving does not (this is not a
+        // total timeout). The one mechanism for a read's bytes.
+        let client = Client::new(Self::client_config(&config, builder().read_timeout(stall)).await?);
         // Uploads have their own HTTP client without a read timeout: reqwest
         // runs it from the start of the request, while the body is still
-        // being sent, so it would cut every upload that takes longer. They
-        // are bounded by the retry policy's attempt timeout, scaled by size.
+        // being sent, so it would cut every upload that takes longer. An
+        // upload fails when its body stops being read, or its answer does
+        // not come, for the stall timeout (`RetryPolicy::run_watched`).
         let uploads = upload::Uploads::new(Self::client_config(&config, builder()).await?, config.upload_chunk);
         Ok(Self { client, uploads, retry: config.retry })
     }

@@ -172,7 +172,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> BackendResult<ByteStream>;
 
     /// Uploads an object whole; it becomes visible only when complete. Large
-    /// objects go up in resumable chunks.
+    /// objects go up in resumable chunks. Bounded by progress, not by size:
+    /// a stalled upload fails as `Unavailable` (see `retry.rs`).
     async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta>;
 
     /// Uploads an object in one request while its staging file is written:
@@ -180,7 +181,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// only once progress is complete and the request succeeds. Abandoned,
     /// with nothing stored, when the sender of `progress` goes away before
     /// completion, when no byte comes for a while, or when the future is
-    /// dropped. Not retried: the caller has the whole file for a retry.
+    /// dropped; failed as `Unavailable` when the service takes none of the
+    /// bytes written for the stall timeout, or does not answer once they
+    /// are all sent. Not retried: the caller has the whole file for a retry.
     async fn upload_streamed(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta>;
 
     /// Deletes an object (only at that generation, if given).

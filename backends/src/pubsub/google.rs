@@ -93,7 +93,12 @@ impl GooglePubSub {
             publisher = publisher.with_endpoint(endpoint.clone());
         }
         let publisher = publisher.build().await.map_err(|e| client_error("publisher", &e))?;
-        let rest = Rest::new(endpoint.as_deref().unwrap_or(GOOGLE_ENDPOINT), &["v1"], credentials)?;
+        let rest = Rest::new(
+            endpoint.as_deref().unwrap_or(GOOGLE_ENDPOINT),
+            &["v1"],
+            credentials,
+            config.retry.stall_timeout,
+        )?;
         Ok(Self { topics, subscriptions, publisher, publishers: Mutex::default(), rest, retry: config.retry })
     }
 

@@ -6,6 +6,11 @@
 //! sent while the file is still being written, with no length given
 //! (chunked transfer encoding).
 //!
+//! No upload is bounded by its size: an attempt fails when the service
+//! stops taking its body, or does not answer once the body is sent, for
+//! the stall timeout (`RetryPolicy::run_watched`); one that keeps moving
+//! at any rate is never cut.
+//!
 //! The one request is a `multipart/related` upload (a metadata part, then
 //! the bytes), or for a large object without custom metadata a `media`
 //! upload (the bytes are the body, the content type its header). It is built here rather than by the
@@ -42,7 +47,7 @@ use tokio::sync::watch;
 use super::{GoogleGcs, backend_error, object_meta};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
-use crate::retry::RetryPolicy;
+use crate::retry::Progress;
 
 /// The default resumable chunk, and the largest object sent in one request.
 /// Large, because each request costs a round trip (and fake-gcs-server
@@ -55,9 +60,6 @@ pub const DEFAULT_CHUNK: u64 = 256 * 1024 * 1024;
 const CHUNK_GRANULE: u64 = 256 * 1024;
 /// How much of the staging file one read takes (and one body piece holds).
 const READ_PIECE: u64 = 256 * 1024;
-/// The slowest upload rate an attempt is given time for (bytes per second),
-/// on top of the policy's attempt timeout.
-const MIN_UPLOAD_RATE: u64 = 256 * 1024;
 /// A streamed upload whose writer writes nothing for this long is abandoned
 /// (the writer's close uploads the file whole instead), so that a paused
 /// writer does not hold a request open.
@@ -156,8 +158,9 @@ impl OneRequest {
         Ok(Self { upload_type: "multipart", content_type, head, tail })
     }
 
-    /// The whole body: head, `data`, tail.
-    fn body<S>(&self, data: S) -> Body
+    /// The whole body: head, `data`, tail; each time it is read, the
+    /// attempt moves.
+    fn body<S>(&self, data: S, progress: &Progress) -> Body
     where
         S: Stream<Item = io::Result<Bytes>> + Send + 'static,
     {
@@ -165,7 +168,7 @@ impl OneRequest {
             .chain(data)
             .chain(futures::stream::iter([Ok(self.tail.clone())]))
             .filter(|part| futures::future::ready(!matches!(part, Ok(bytes) if bytes.is_empty())));
-        Body::wrap_stream(parts)
+        Body::wrap_stream(progress.watch_stream(parts))
     }
 
     fn length(&self, data: u64) -> u64 {
@@ -195,20 +198,23 @@ impl GoogleGcs {
         let framing = OneRequest::new(metadata, Some(upload.size), what)?;
         self.check_media_precondition(upload, &framing).await?;
         let length = framing.length(upload.size);
-        self.upload_retry(upload.size)
-            .run(what, || async {
-                let body = framing.body(file_stream(upload.source.clone(), 0..upload.size));
-                self.send_one_request(upload, &framing, body, Some(length), what).await
+        let framing = &framing;
+        self.retry
+            .run_watched(what, |progress| async move {
+                let body = framing.body(file_stream(upload.source.clone(), 0..upload.size), &progress);
+                self.send_one_request(upload, framing, body, Some(length), &progress, what).await
             })
             .await
     }
 
     /// The one request while the file is written: sent as the bytes
-    /// come, without a length. It lasts as long as the writer writes; once
-    /// the writer is done, the rest must go up within the time an upload of
-    /// that size is given.
+    /// come, without a length. It lasts as long as the writer writes, and
+    /// fails as a stall when the service takes none of the bytes the writer
+    /// has for it, or does not answer once they are all sent, for the stall
+    /// timeout. Waiting for the writer is no stall (a writer that writes
+    /// nothing for `STREAM_IDLE` ends the request).
     pub(super) async fn streamed_upload(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
-        let StreamedUpload { upload, mut progress } = streamed;
+        let StreamedUpload { upload, progress: mut written } = streamed;
         if self.uploads.streaming_refused.load(Ordering::Relaxed) {
             let message = "streamed uploads are refused by this service; the file goes up whole";
             return Err(BackendError::new(ErrorKind::Other, message));
@@ -217,12 +223,14 @@ impl GoogleGcs {
         let what = format!("streamed upload gs://{}/{}", upload.bucket, upload.name);
         let framing = OneRequest::new(&metadata, None, &what)?;
         self.check_media_precondition(&upload, &framing).await?;
-        let body = framing.body(growing_file_stream(upload.source.clone(), progress.clone()));
-        let request = self.send_one_request(&upload, &framing, body, None, &what);
+        let moved = Progress::new();
+        let body = framing.body(growing_file_stream(upload.source.clone(), written.clone(), moved.clone()), &moved);
+        let request = self.send_one_request(&upload, &framing, body, None, &moved, &what);
+        let request = self.retry.unless_stalled(&what, &moved, request);
         tokio::pin!(request);
         let size = tokio::select! {
             biased;
-            complete = progress.wait_for(|w| w.complete) => match complete {
+            complete = written.wait_for(|w| w.complete) => match complete {
                 Ok(written) => written.len,
                 Err(_) => {
                     return Err(BackendError::new(ErrorKind::Other, format!("{what}: abandoned by its writer")));
@@ -236,10 +244,7 @@ impl GoogleGcs {
                 });
             }
         };
-        let limit = self.upload_retry(size).attempt_timeout;
-        let meta = tokio::time::timeout(limit, request).await.map_err(|_| {
-            BackendError::new(ErrorKind::Unavailable, format!("{what}: no answer within {} s", limit.as_secs()))
-        })??;
+        let meta = request.await?;
         check_stored_size(&meta, size, &what)?;
         Ok(meta)
     }
@@ -253,13 +258,15 @@ impl GoogleGcs {
         }
     }
 
-    /// Sends one upload request and reads the stored object from the answer.
+    /// Sends one upload request (its `body` moves `progress`) and reads the
+    /// stored object from the answer.
     async fn send_one_request(
         &self,
         upload: &Upload,
         framing: &OneRequest,
         body: Body,
         length: Option<u64>,
+        progress: &Progress,
         what: &str,
     ) -> BackendResult<ObjectMeta> {
         let uploads = &self.uploads;
@@ -278,6 +285,8 @@ impl GoogleGcs {
         }
         let response =
             uploads.authorized(request, what).await?.send().await.map_err(|e| backend_error(what, e.into()))?;
+        // The answer came: reading it gets a stall timeout of its own.
+        progress.moved();
         if let Err(status) = response.error_for_status_ref() {
             let refused = [StatusCode::LENGTH_REQUIRED, StatusCode::NOT_IMPLEMENTED].contains(&response.status());
             if length.is_none() && refused && !uploads.streaming_refused.swap(true, Ordering::Relaxed) {
@@ -314,8 +323,10 @@ impl GoogleGcs {
             .await?;
         let sent = self.send_chunks(&session, upload, what).await;
         if sent.is_err() {
-            // Best effort: an abandoned session expires anyway.
-            let _ = tokio::time::timeout(self.retry.attempt_timeout, session.cancel()).await;
+            // Best effort, and not waited for: a stalled service must not
+            // hold the error back. An abandoned session expires anyway.
+            let stall = self.retry.stall_timeout;
+            tokio::spawn(async move { tokio::time::timeout(stall, session.cancel()).await });
         }
         sent
     }
@@ -326,17 +337,19 @@ impl GoogleGcs {
         upload: &Upload,
         what: &str,
     ) -> BackendResult<ObjectMeta> {
-        let retry = self.upload_retry(self.uploads.chunk);
         let mut offset = 0;
         let mut stalled = 0;
         while offset < upload.size {
             let end = (offset + self.uploads.chunk).min(upload.size);
             let range = ChunkSize::new(offset, end - 1, Some(upload.size));
-            let chunk = format!("{what}: bytes {offset}..{end}");
-            let status = retry
-                .run(&chunk, || async {
-                    let body = Body::wrap_stream(file_stream(upload.source.clone(), offset..end));
-                    session.upload_multiple_chunk(body, &range).await.map_err(|e| backend_error(&chunk, e))
+            let chunk = &format!("{what}: bytes {offset}..{end}");
+            let range = &range;
+            let status = self
+                .retry
+                .run_watched(chunk, |progress| async move {
+                    let body =
+                        Body::wrap_stream(progress.watch_stream(file_stream(upload.source.clone(), offset..end)));
+                    session.upload_multiple_chunk(body, range).await.map_err(|e| backend_error(chunk, e))
                 })
                 .await?;
             // The server says how much it kept, which may be less than sent.
@@ -347,7 +360,7 @@ impl GoogleGcs {
             };
             if kept <= offset {
                 stalled += 1;
-                if stalled >= retry.attempts {
+                if stalled >= self.retry.attempts {
                     return Err(BackendError::new(
                         ErrorKind::Unavailable,
                         format!("{chunk}: the server keeps no more than {kept} bytes"),
@@ -359,13 +372,6 @@ impl GoogleGcs {
             offset = kept;
         }
         Err(BackendError::new(ErrorKind::Other, format!("{what}: all bytes sent but the upload was not completed")))
-    }
-
-    /// The retry policy for a request that sends `bytes`: each attempt also
-    /// gets the time to send them at `MIN_UPLOAD_RATE`.
-    fn upload_retry(&self, bytes: u64) -> RetryPolicy {
-        let sending = Duration::from_secs(bytes.div_ceil(MIN_UPLOAD_RATE));
-        RetryPolicy { attempt_timeout: self.retry.attempt_timeout + sending, ..self.retry }
     }
 }
 
@@ -427,28 +433,32 @@ async fn read_piece(file: Arc<File>, at: u64, len: u64) -> io::Result<Bytes> {
     .map_err(io::Error::other)?
 }
 
-/// The bytes of `file` from its start, as `progress` says they are written,
+/// The bytes of `file` from its start, as `written` says they are written,
 /// in pieces of at most `READ_PIECE`; the stream ends when the writer is
 /// done and fails (so the request is abandoned) when the writer goes away or
-/// writes nothing for `STREAM_IDLE`.
+/// writes nothing for `STREAM_IDLE`. While it waits for the writer it holds
+/// `moved`: the service is not what it waits for.
 fn growing_file_stream(
     file: Arc<File>,
-    progress: watch::Receiver<Written>,
+    written: watch::Receiver<Written>,
+    moved: Progress,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures::stream::try_unfold((0u64, progress), move |(at, mut progress)| {
+    futures::stream::try_unfold((0u64, written), move |(at, mut written)| {
         let file = file.clone();
+        let moved = moved.clone();
         async move {
             loop {
-                let written = *progress.borrow_and_update();
-                if at < written.len {
-                    let len = (written.len - at).min(READ_PIECE);
+                let now = *written.borrow_and_update();
+                if at < now.len {
+                    let len = (now.len - at).min(READ_PIECE);
                     let piece = read_piece(file, at, len).await?;
-                    return Ok(Some((piece, (at + len, progress))));
+                    return Ok(Some((piece, (at + len, written))));
                 }
-                if written.complete {
+                if now.complete {
                     return Ok(None);
                 }
-                match tokio::time::timeout(STREAM_IDLE, progress.changed()).await {
+                let _waiting_for_the_writer = moved.hold();
+                match tokio::time::timeout(STREAM_IDLE, written.changed()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(io::Error::other("the writer went away")),
                     Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the writer paused")),
