@@ -103,7 +103,7 @@ async fn a_message_whose_deadline_passed_comes_back_and_a_lease_keeps_it() {
     let (a, b) = (pulled[0].ack_id.clone(), pulled[1].ack_id.clone());
     ps.modify_ack_deadline("p", "sub", &[a], Duration::from_secs(600)).await.unwrap();
     // "b" expires at once: what Pub/Sub does after the deadline.
-    ps.modify_ack_deadline("p", "sub", &[b.clone()], Duration::from_millis(1)).await.unwrap();
+    ps.modify_ack_deadline("p", "sub", std::slice::from_ref(&b), Duration::from_millis(1)).await.unwrap();
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(data(&ps.pull("p", "sub", 10).await.unwrap()), ["b"], "a is leased, b came back");
     ps.acknowledge("p", "sub", &[b]).await.unwrap();
