@@ -167,7 +167,7 @@ type Conn = Nfs3Connection<TokioIo<TcpStream>>;
 
 async fn start(fs: Arc<MemFs>) -> (JoinHandle<std::io::Result<()>>, SocketAddr) {
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(async move { serve(fs, "127.0.0.1:0", Some(tx)).await });
+    let task = tokio::spawn(async move { serve(fs, "127.0.0.1:0".parse().expect("an address"), Some(tx)).await });
     (task, rx.await.expect("server did not start"))
 }
 

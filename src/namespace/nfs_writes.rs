@@ -50,10 +50,12 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const CONCURRENT_UPLOADS: usize = 4;
 
 /// The files of an unattended writer: its staging file and its journal
-/// record (the same name, `.json` for `.data`).
+/// record (the same name, `.json` for `.data`), and the project of the
+/// object it writes (which the record names).
 pub(super) struct JournalFiles {
     pub data: PathBuf,
     pub record: PathBuf,
+    pub project: String,
 }
 
 /// What a journal record says about a staging file.
@@ -159,7 +161,7 @@ impl Namespace {
         base: Option<Arc<ciofs_backends::gcs::ObjectMeta>>,
         ino: Ino,
     ) -> VfsResult<Staged> {
-        let Node::Object { bucket, name, .. } = node else {
+        let Node::Object { project, bucket, name } = node else {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
         };
         let dir = self.journal_dir();
@@ -171,7 +173,7 @@ impl Namespace {
             .tempfile_in(&dir)
             .and_then(|f| f.keep().map_err(|e| e.error))
             .map_err(|e| io_error("journaled staging file", e))?;
-        let files = JournalFiles { record: data.with_extension("json"), data };
+        let files = JournalFiles { record: data.with_extension("json"), data, project: project.clone() };
         Ok(staged_in(bucket, name, file, base.map_or(Base::New, Base::Object), false, Some(files)))
     }
 
@@ -184,12 +186,8 @@ impl Namespace {
         if staged.journaled {
             return Ok(());
         }
-        let project = match self.projects.as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        };
         let record = JournalRecord {
-            project,
+            project: Some(files.project.clone()),
             bucket: staged.bucket.clone(),
             name: staged.name.clone(),
             base_generation: match staged.base {
@@ -314,10 +312,10 @@ impl Namespace {
         let data = private_files::open(&data_path, Open::ReadWrite).map_err(|e| e.to_string())?;
         let size = data.metadata().map_err(|e| e.to_string())?.len();
         let project = record.project.or_else(|| self.projects.first().cloned()).ok_or("no project")?;
-        let node = Node::Object { project, bucket: record.bucket.clone(), name: record.name.clone() };
+        let node = Node::Object { project: project.clone(), bucket: record.bucket.clone(), name: record.name.clone() };
         let (ino, _) = self.inodes.remember(&node);
         let base = Base::Generation(record.base_generation.unwrap_or(0));
-        let files = JournalFiles { data: data_path, record: record_path.to_path_buf() };
+        let files = JournalFiles { data: data_path, record: record_path.to_path_buf(), project: project.clone() };
         let mut staged = staged_in(&record.bucket, &record.name, data, base, false, Some(files));
         staged.restore(size);
         let writer = Arc::new(Writer::unattended(node, staged));
