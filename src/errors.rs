@@ -1,4 +1,4 @@
-//! Google's answers as errnos: the one table (shared/DESIGN.md, "Errors").
+//! Google's answers as errnos: the one table (docs/SEMANTICS.md, "Errors").
 
 use ciofs_backends::{BackendError, ErrorKind};
 use ciofs_frontends::VfsError;
@@ -11,7 +11,7 @@ pub fn errno_of(kind: ErrorKind) -> i32 {
         ErrorKind::PreconditionFailed => libc::ESTALE,
         ErrorKind::RateLimited => libc::EDQUOT,
         ErrorKind::InvalidArgument => libc::EINVAL,
-        ErrorKind::Unavailable | ErrorKind::Other => libc::EIO,
+        ErrorKind::Unavailable | ErrorKind::Stalled | ErrorKind::Other => libc::EIO,
     }
 }
 

@@ -25,6 +25,11 @@ pub enum ErrorKind {
     RateLimited,
     /// 5xx, timeouts, connection failures: retried, then reported.
     Unavailable,
+    /// The call made no progress for the stall timeout (a frozen service):
+    /// retried within the retry window, then reported. Kept apart from
+    /// `Unavailable` so that a caller can tell a stall, which the same
+    /// request again would likely meet, from a reset.
+    Stalled,
     /// 400: the request was refused as invalid.
     InvalidArgument,
     /// Anything else (an answer we could not decode, say).
@@ -34,7 +39,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether a call that failed this way may succeed when tried again.
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorKind::RateLimited | ErrorKind::Unavailable)
+        matches!(self, ErrorKind::RateLimited | ErrorKind::Unavailable | ErrorKind::Stalled)
     }
 
     /// The kind for an HTTP status code.

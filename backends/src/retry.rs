@@ -113,7 +113,7 @@ impl RetryPolicy {
                 None => Instant::now() + self.stall_timeout,
                 Some(at) if at <= Instant::now() => {
                     return Err(BackendError::new(
-                        ErrorKind::Unavailable,
+                        ErrorKind::Stalled,
                         format!("{what}: no progress for {:?}", self.stall_timeout),
                     ));
                 }
@@ -154,13 +154,14 @@ impl RetryPolicy {
 }
 
 /// The HTTP client settings every client of ciofs's own starts from: a
-/// connect timeout, and the stall timeout as the kernel's bound on sent
-/// bytes left unacknowledged (reqwest's default is a fixed 30 s), so that
-/// a service that stopped reading is a stall on the same clock.
+/// connect timeout, and a bound on sent bytes left unacknowledged by the
+/// kernel (reqwest's default is a fixed 30 s) a little past the stall
+/// timeout: a service that stopped reading is then found by the progress
+/// watchdog first, and reported as `Stalled` rather than as a reset.
 pub(crate) fn http_client(stall_timeout: Duration) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-    let builder = builder.tcp_user_timeout(stall_timeout);
+    let builder = builder.tcp_user_timeout(stall_timeout + KERNEL_SLACK);
     #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
     let _ = stall_timeout;
     builder
@@ -168,6 +169,10 @@ pub(crate) fn http_client(stall_timeout: Duration) -> reqwest::ClientBuilder {
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much longer than the stall timeout the kernel waits for sent bytes
+/// to be acknowledged.
+const KERNEL_SLACK: Duration = Duration::from_secs(5);
 
 /// A number in [0, 1), different at each call: std's randomly keyed
 /// hasher, keyed anew each time, hashing nothing.
@@ -331,7 +336,7 @@ mod tests {
             })
             .await;
         let error = result.unwrap_err();
-        assert_eq!(error.kind, ErrorKind::Unavailable);
+        assert_eq!(error.kind, ErrorKind::Stalled);
         assert!(error.message.contains("no progress"), "{error}");
         assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
@@ -348,7 +353,7 @@ mod tests {
                 std::future::pending().await
             })
             .await;
-        assert_eq!(result.map_err(|e| e.kind), Err(ErrorKind::Unavailable));
+        assert_eq!(result.map_err(|e| e.kind), Err(ErrorKind::Stalled));
         assert_eq!(calls.load(Ordering::SeqCst), 2, "the count (5) does not bound it, the window does");
         let elapsed = start.elapsed();
         assert!(elapsed > Duration::from_secs(60) && elapsed <= Duration::from_secs(90), "{elapsed:?}");
@@ -391,7 +396,7 @@ mod tests {
                 std::future::pending().await
             })
             .await;
-        assert_eq!(stopping.map_err(|e| e.kind), Err(ErrorKind::Unavailable));
+        assert_eq!(stopping.map_err(|e| e.kind), Err(ErrorKind::Stalled));
         assert_eq!(start.elapsed(), Duration::from_secs(100 + 30));
     }
 

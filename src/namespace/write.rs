@@ -57,12 +57,6 @@ use crate::errors::vfs_error;
 /// files go up whole at close, in one request either way.
 pub(super) const STREAM_AFTER: u64 = 8 << 20;
 
-/// The longest a close, fsync or idle commit waits for its upload: past
-/// it, the upload is abandoned (nothing is stored by it) and the call
-/// fails with EIO, the bytes staying staged. Backend calls bound each of
-/// their own waits; this bounds a commit that makes several.
-pub(super) const COMMIT_DEADLINE: Duration = Duration::from_secs(115);
-
 /// An upload that runs while a sequential writer writes.
 struct Streaming {
     /// What it uploads; a commit that would upload anything else (the file
@@ -450,10 +444,11 @@ impl Namespace {
         Ok(())
     }
 
-    /// Uploads the staged bytes if anything changed, within
-    /// `COMMIT_DEADLINE`. On success the object is the new base; on failure
-    /// the previous version is untouched, the bytes stay staged, and the
-    /// error says why.
+    /// Uploads the staged bytes if anything changed. On success the object
+    /// is the new base; on failure the previous version is untouched, the
+    /// bytes stay staged, and the error says why. Every backend call it
+    /// makes is bounded by progress (a stall fails within the retry window
+    /// and one stall timeout), so it never cuts an upload that keeps moving.
     pub(super) async fn commit(&self, staged: &mut Staged) -> VfsResult<()> {
         if !staged.dirty || staged.unlinked {
             return Ok(());
@@ -464,19 +459,6 @@ impl Namespace {
                 format!("gs://{}/{}: not uploaded: a write failed earlier ({why})", staged.bucket, staged.name),
             ));
         }
-        let what = format!("gs://{}/{}", staged.bucket, staged.name);
-        match tokio::time::timeout(COMMIT_DEADLINE, self.upload_staged(staged)).await {
-            Ok(committed) => committed,
-            Err(_) => {
-                // The streamed request, if any, was dropped with the future.
-                tracing::warn!(object = %what, "upload abandoned: no result within the deadline");
-                let seconds = COMMIT_DEADLINE.as_secs();
-                Err(VfsError::new(libc::EIO, format!("{what}: the upload did not complete within {seconds} s")))
-            }
-        }
-    }
-
-    async fn upload_staged(&self, staged: &mut Staged) -> VfsResult<()> {
         self.fill(staged).await?;
         self.known_base(staged).await?;
         self.ensure_bucket(&staged.bucket).await?;
@@ -555,8 +537,11 @@ impl Namespace {
         };
         match streamed {
             Some(Ok(meta)) => Ok(meta),
-            // The whole file would be refused the same way.
-            Some(Err(e)) if e.kind == ErrorKind::PreconditionFailed => Err(e),
+            // The whole file would be refused the same way; and a service
+            // that stopped taking bytes would most likely stall it again,
+            // which would double how long the close waits. The bytes stay
+            // staged for the next flush or fsync.
+            Some(Err(e)) if matches!(e.kind, ErrorKind::PreconditionFailed | ErrorKind::Stalled) => Err(e),
             Some(Err(e)) => {
                 tracing::debug!(bucket = %upload.bucket, name = %upload.name, error = %e, "streamed upload failed; uploading whole");
                 self.gcs.upload_object(upload).await

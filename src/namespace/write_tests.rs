@@ -126,6 +126,24 @@ async fn a_failed_streamed_upload_is_retried_whole_at_close() {
     assert_eq!(f.counts(), (1, 2), "the streamed upload failed, the whole one landed");
 }
 
+/// A streamed upload that stalled (the service stopped taking bytes) is
+/// not sent again whole in the same close: that would most likely stall
+/// too, and double the wait. The close fails with EIO; the bytes stay
+/// staged, and the next flush or fsync sends them whole.
+#[tokio::test]
+async fn a_stalled_streamed_upload_fails_the_close_and_fsync_sends_it_whole() {
+    let f = created().await;
+    let bytes = data(STREAM_AFTER as usize + PIECE);
+    f.write(0, &bytes).await;
+    f.gcs.fail_next(Op::Upload, 1, ErrorKind::Stalled);
+    assert_eq!(f.ns.flush(f.ino, f.fh).await.map_err(|e| e.errno()), Err(libc::EIO));
+    assert_eq!(f.counts(), (1, 1), "only the streamed request was sent");
+    assert_eq!(f.stored(), None);
+    f.ns.fsync(f.ino, Some(f.fh)).await.unwrap();
+    assert_eq!(f.stored().as_deref(), Some(&bytes[..]));
+    f.ns.release(f.ino, f.fh).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_streamed_upload_over_a_changed_object_is_estale() {
     let f = created().await;
