@@ -116,7 +116,9 @@ impl Rest {
 
 /// No answer: refused, reset or timed out connections may pass.
 fn transport_error(what: &str, error: &reqwest::Error) -> BackendError {
-    BackendError::new(ErrorKind::Unavailable, format!("{what}: {error}"))
+    // The read timeout is the stall timeout.
+    let kind = if error.is_timeout() { ErrorKind::Stalled } else { ErrorKind::Unavailable };
+    BackendError::new(kind, format!("{what}: {error}"))
 }
 
 /// An error answer, with the service's message when it sent one

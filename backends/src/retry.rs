@@ -154,14 +154,17 @@ impl RetryPolicy {
 }
 
 /// The HTTP client settings every client of ciofs's own starts from: a
-/// connect timeout, and a bound on sent bytes left unacknowledged by the
-/// kernel (reqwest's default is a fixed 30 s) a little past the stall
-/// timeout: a service that stopped reading is then found by the progress
-/// watchdog first, and reported as `Stalled` rather than as a reset.
+/// connect timeout, and the stall timeout as the kernel's bound on sent
+/// bytes left unacknowledged (reqwest's default is a fixed 30 s). The
+/// kernel then aborts a connection to a service that stopped reading at
+/// about the time the progress watchdog gives up on it, without a FIN: a
+/// request dropped by the watchdog must not reach the service later as a
+/// complete-looking one (fake-gcs-server stores a cut body as an empty
+/// object). Either way the error is a stall (`ErrorKind::Stalled`).
 pub(crate) fn http_client(stall_timeout: Duration) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-    let builder = builder.tcp_user_timeout(stall_timeout + KERNEL_SLACK);
+    let builder = builder.tcp_user_timeout(stall_timeout);
     #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
     let _ = stall_timeout;
     builder
@@ -169,10 +172,6 @@ pub(crate) fn http_client(stall_timeout: Duration) -> reqwest::ClientBuilder {
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How much longer than the stall timeout the kernel waits for sent bytes
-/// to be acknowledged.
-const KERNEL_SLACK: Duration = Duration::from_secs(5);
 
 /// A number in [0, 1), different at each call: std's randomly keyed
 /// hasher, keyed anew each time, hashing nothing.

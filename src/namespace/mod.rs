@@ -452,8 +452,7 @@ impl Vfs for Namespace {
 
     async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
         match self.handle(Some(fh)) {
-            // Created or truncated but not written: uploaded at release.
-            Some(Handle::Write(writer)) => self.commit_reported(&writer, true).await,
+            Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Close).await,
             Some(Handle::Local(handle)) => self.local_flush(&handle).await,
             _ => Ok(()),
         }
@@ -461,7 +460,7 @@ impl Vfs for Namespace {
 
     async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         match self.handle(fh) {
-            Some(Handle::Write(writer)) => self.commit_reported(&writer, false).await,
+            Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Fsync).await,
             Some(Handle::Local(handle)) => self.local_fsync(&handle).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.

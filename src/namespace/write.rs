@@ -4,14 +4,16 @@
 //! previous version intact.
 //!
 //! One state machine serves both frontends. Through FUSE a writer belongs
-//! to its open handles: flush/fsync upload and report the result, and the
-//! last release uploads what no flush saw (a file only created or
-//! truncated). Over NFS (no open, no close) a writer is unattended: NFS
-//! writes go into it and idle commits upload it (nfs_writes.rs).
+//! to its open handles: each flush (every close, of every duplicate of the
+//! descriptor) and fsync uploads what was written and reports the result;
+//! the last release uploads an existing object only emptied (see
+//! `commit_reported`). Over NFS (no open, no close) a writer is
+//! unattended: NFS writes go into it and idle commits upload it
+//! (nfs_writes.rs).
 //!
 //! Opening for write downloads nothing: the existing bytes are fetched into
 //! the staging file at the first write, read or truncate that needs them
-//! (never for a truncating open). A flush with nothing written uploads
+//! (never for a truncating open). A flush with nothing new uploads
 //! nothing. While one handle has unflushed data or an upload in flight,
 //! another open for write of the object is EBUSY. A read-only open of a
 //! file being written reads the writer's bytes and never uploads them.
@@ -107,10 +109,9 @@ pub struct Staged {
     /// The object must be uploaded (written, truncated or created since the
     /// last upload).
     pub dirty: bool,
-    /// Bytes were written, or the size changed, since the last upload. A
-    /// flush uploads only then; a handle that was only created or truncated
-    /// at open uploads at its release, so `cmd > file` (bash closes a dup of
-    /// the descriptor first) does not upload an empty object in between.
+    /// Bytes were written, or the size grew, since the last upload: a
+    /// close uploads them, and another open for write waits for that
+    /// (EBUSY).
     pub written: bool,
     /// The file was removed while open: nothing is uploaded any more.
     pub unlinked: bool,
@@ -130,9 +131,10 @@ pub struct Staged {
     /// A write into the staging file failed (why): its content is not what
     /// was written, and it is never uploaded.
     broken: Option<String>,
-    /// A flush or fsync reported this content's upload as failed: the last
-    /// release does not try again behind the user's back.
-    failure_reported: bool,
+    /// A flush or fsync reported this content's upload as failed (how):
+    /// later closes report it again without trying (an fsync tries), and
+    /// the last release does not try behind the user's back.
+    failure_reported: Option<VfsError>,
     /// Without a handle: when the upload may be tried again.
     pub(super) retry: Retry,
 }
@@ -373,7 +375,7 @@ impl Namespace {
         staged.size = staged.size.max(offset + data.len() as u64);
         staged.dirty = true;
         staged.written = true;
-        staged.failure_reported = false;
+        staged.failure_reported = None;
         staged.mtime = SystemTime::now();
         // Only a handle's writes are streamed: a close waits for the stream
         // and reports it. Without a handle (NFS) the idle commit uploads
@@ -435,11 +437,8 @@ impl Namespace {
         staged.streaming = None;
         staged.sequential = size == 0;
         staged.dirty = true;
-        // Emptying a file nothing was written to is what an O_TRUNC open
-        // does (the kernel sends it as a truncate after the open): like that
-        // open, it uploads at release, not at the flush of a dup'd fd.
         staged.written = staged.written || size > 0;
-        staged.failure_reported = false;
+        staged.failure_reported = None;
         staged.mtime = SystemTime::now();
         Ok(())
     }
@@ -505,7 +504,7 @@ impl Namespace {
         staged.base = Base::Object(meta);
         staged.dirty = false;
         staged.written = false;
-        staged.failure_reported = false;
+        staged.failure_reported = None;
         // Nothing is left to replay: a journal record goes (the staging
         // file stays for the writes to come; the next one writes a record
         // with this new base).
@@ -574,27 +573,43 @@ impl Namespace {
         }
     }
 
-    /// Uploads a handle's changes for close() or fsync() (with `if_written`,
-    /// only when bytes were written). A failure is reported to the caller;
-    /// the bytes stay staged for the next flush or fsync of this writer,
-    /// but its last release does not try again.
-    pub(super) async fn commit_reported(&self, writer: &Writer, if_written: bool) -> VfsResult<()> {
+    /// Uploads a handle's changes for close() (`Caller::Close`) or fsync()
+    /// (`Caller::Fsync`). A close uploads bytes written, and a new file
+    /// only created (`touch`: it exists once close returns, as gcsfuse
+    /// does); an existing object only emptied by an O_TRUNC open or a
+    /// truncate to 0, with nothing written, waits for the last release:
+    /// `cmd > file` and `dd of=file` close a duplicate of the descriptor
+    /// before writing, and uploading the empty file then would replace the
+    /// previous version before the new one exists, and leave it empty if
+    /// the upload of the new one fails.
+    ///
+    /// A failure is reported to the caller and the bytes stay staged: an
+    /// fsync tries again, while a close after a reported failure, with
+    /// nothing written since, reports it again at once (a program that
+    /// exits after a failed fsync must not wait for a second stall in its
+    /// close). The last release does not try behind the user's back.
+    pub(super) async fn commit_reported(&self, writer: &Writer, caller: Caller) -> VfsResult<()> {
         let mut staged = writer.staged.lock().await;
-        if if_written && !staged.written && staged.broken.is_none() {
-            return Ok(());
+        if caller == Caller::Close {
+            if let Some(reported) = &staged.failure_reported {
+                return Err(reported.clone());
+            }
+            if !staged.written && staged.in_gcs() {
+                return Ok(());
+            }
         }
         let committed = self.commit(&mut staged).await;
-        staged.failure_reported = committed.is_err();
+        staged.failure_reported = committed.as_ref().err().cloned();
         writer.record(&staged);
         committed
     }
 
-    /// The last release of a handle writer: what no flush uploaded (a file
-    /// only created or truncated) goes up, unless a flush reported this
+    /// The last release of a handle writer: what no close uploaded (an
+    /// existing object only emptied) goes up, unless a flush reported this
     /// content's upload as failed; then the writer leaves the table.
     pub(super) async fn release_writer(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>) -> VfsResult<()> {
         let mut staged = writer.staged.lock().await;
-        let committed = match staged.failure_reported || staged.broken.is_some() {
+        let committed = match staged.failure_reported.is_some() || staged.broken.is_some() {
             true => Ok(()),
             false => self.commit(&mut staged).await,
         };
@@ -640,6 +655,16 @@ impl Namespace {
     }
 }
 
+/// What asks a handle's writer to upload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// A close (FUSE flush): reports a failure already reported, without
+    /// trying again, unless something was written since.
+    Close,
+    /// An fsync: always tries.
+    Fsync,
+}
+
 /// A `Staged` over `file` for `bucket/name`, replacing `base`.
 pub(super) fn staged_in(
     bucket: &str,
@@ -674,7 +699,7 @@ pub(super) fn staged_in(
         streaming: None,
         retired: false,
         broken: None,
-        failure_reported: false,
+        failure_reported: None,
         retry: Retry::default(),
     }
 }

@@ -392,7 +392,10 @@ fn backend_error(what: &str, error: HttpError) -> BackendError {
         HttpError::HttpClient(e) | HttpError::RawResponse(e, _) => match e.status() {
             Some(status) => ErrorKind::from_http_status(status.as_u16()),
             None if e.is_decode() => ErrorKind::Other,
-            // Connection refused, reset, timed out: the service may be back soon.
+            // The read timeout (the stall timeout): no answer, or no next
+            // chunk, for that long.
+            None if e.is_timeout() => ErrorKind::Stalled,
+            // Connection refused, reset: the service may be back soon.
             None => ErrorKind::Unavailable,
         },
         HttpError::HttpMiddleware(_) => ErrorKind::Unavailable,

@@ -461,7 +461,9 @@ fn growing_file_stream(
                 match tokio::time::timeout(STREAM_IDLE, written.changed()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(io::Error::other("the writer went away")),
-                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the writer paused")),
+                    // Not `TimedOut`: that is a stall of the service, and the
+                    // caller would not send the file whole after it.
+                    Err(_) => return Err(io::Error::other("the writer paused; the request is abandoned")),
                 }
             }
         }
