@@ -155,12 +155,9 @@ impl RetryPolicy {
 
 /// The HTTP client settings every client of ciofs's own starts from: a
 /// connect timeout, and the stall timeout as the kernel's bound on sent
-/// bytes left unacknowledged (reqwest's default is a fixed 30 s). The
-/// kernel then aborts a connection to a service that stopped reading at
-/// about the time the progress watchdog gives up on it, without a FIN: a
-/// request dropped by the watchdog must not reach the service later as a
-/// complete-looking one (fake-gcs-server stores a cut body as an empty
-/// object). Either way the error is a stall (`ErrorKind::Stalled`).
+/// bytes left unacknowledged (reqwest's default is a fixed 30 s), so that
+/// a service that stopped reading is a stall on the same clock as the
+/// progress watchdog's; either way the error is `ErrorKind::Stalled`.
 pub(crate) fn http_client(stall_timeout: Duration) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
