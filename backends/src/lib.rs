@@ -1,9 +1,11 @@
 //! ciofs's side that talks to Google: one small trait per service, the
-//! implementation on Google's API, and an in-memory implementation for unit
-//! tests. Nothing here knows about files or frontends.
+//! implementation on Google's API, an in-memory implementation for unit
+//! tests, and a wrapper that injects failures into any of them (`fault`).
+//! Nothing here knows about files or frontends.
 
 pub mod bigquery;
 pub mod error;
+pub mod fault;
 mod gax_error;
 pub mod gcs;
 pub mod memory;
