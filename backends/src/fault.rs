@@ -81,6 +81,8 @@ pub struct Faulty<T> {
     armed: Mutex<Vec<Armed>>,
     seen: Mutex<BTreeMap<Call, u64>>,
     fired: AtomicU64,
+    /// Of those, the faults that changed an answer (not only its timing).
+    failed: AtomicU64,
     stalled: AtomicU64,
     /// Bumped by `release_stalls`: stalled calls wait for a change.
     release: watch::Sender<u64>,
@@ -93,6 +95,7 @@ impl<T> Faulty<T> {
             armed: Mutex::new(Vec::new()),
             seen: Mutex::new(BTreeMap::new()),
             fired: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             release: watch::channel(0).0,
         }
@@ -129,6 +132,12 @@ impl<T> Faulty<T> {
         self.fired.load(Ordering::SeqCst)
     }
 
+    /// How many of the faults that fired changed an answer: `Fail`,
+    /// `ApplyThenFail`, `ApplyThenStall` (the others only delay it).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// How many calls wait in a stall now.
     pub fn stalled(&self) -> u64 {
         self.stalled.load(Ordering::SeqCst)
@@ -149,8 +158,12 @@ impl<T> Faulty<T> {
         };
         let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
         let at = armed.iter().position(|a| a.call == call && a.at == n)?;
+        let fault = armed.remove(at).fault;
         self.fired.fetch_add(1, Ordering::SeqCst);
-        Some(armed.remove(at).fault)
+        if matches!(fault, Fault::Fail(_) | Fault::ApplyThenFail | Fault::ApplyThenStall) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+        }
+        Some(fault)
     }
 
     /// Waits until `release_stalls` is called (or forever, if dropped).
@@ -490,7 +503,7 @@ mod tests {
         assert_eq!(stored(&gcs).as_deref(), Some(&b"one"[..]), "the failed call changed nothing");
         gcs.upload_object(&upload(b"three")).await.unwrap();
         assert_eq!(stored(&gcs).as_deref(), Some(&b"three"[..]), "a fault fires once");
-        assert_eq!((gcs.fired(), gcs.calls(Call::Gcs(Op::Upload))), (1, 3));
+        assert_eq!((gcs.fired(), gcs.failed(), gcs.calls(Call::Gcs(Op::Upload))), (1, 1, 3));
         assert_eq!(
             gcs.inner().calls.upload_object.load(Ordering::SeqCst),
             2,
@@ -594,6 +607,7 @@ mod tests {
         let listing = ListObjects { bucket: "b".to_string(), page_size: 10, ..Default::default() };
         gcs.list_objects(&listing).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!((gcs.fired(), gcs.failed()), (1, 0), "a delay changes no answer");
     }
 
     #[tokio::test]
