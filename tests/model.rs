@@ -2223,12 +2223,15 @@ impl Model {
         // Over NFS, a file with writes not yet committed may be open for
         // write (its writer goes at the idle commit that uploads it).
         let maybe_open_below = self.nfs.keys().chain(&self.broken_journals).any(|k| k.starts_with(&source));
-        let target_full = before.keys().any(|k| k.starts_with(&target) && *k != target)
-            || self
-                .handles
-                .iter()
-                .any(|h| h.name.starts_with(&target) && h.write().is_some_and(|w| w.unlinked == Unlinked::No))
+        // Files being written under the target count only while it exists
+        // (ciofs empties an existing target first; an absent one is made).
+        let writing_below_target = self
+            .handles
+            .iter()
+            .any(|h| h.name.starts_with(&target) && h.write().is_some_and(|w| w.unlinked == Unlinked::No))
             || self.nfs.keys().any(|k| k.starts_with(&target));
+        let target_full = before.keys().any(|k| k.starts_with(&target) && *k != target)
+            || dir_exists(before, to) && writing_below_target;
         match outcome {
             Ok(Done::Skipped(e)) => {
                 if !failed && *e == libc::ENOENT && dir_exists(before, from) {
