@@ -1625,15 +1625,25 @@ impl Model {
         self.commit_expect()
     }
 
-    /// After the NFS server's restart or crash and its journal replay.
+    /// After the NFS server's restart or crash and its journal replay: the
+    /// replay takes each journal record back as a writer of the new
+    /// process, uploaded by the next idle commit (not at the start).
     fn after_restart(&mut self, expect: Expect, observed: &Store, failed: bool) -> Result<(), Found> {
-        self.after_commit(expect, observed, failed, "a restart and the journal replay")?;
-        // A new process: no writer is left; what the journal kept stays
-        // pending (the next start replays it); what nothing acknowledged, or
-        // what is unknown, goes.
-        self.nfs.retain(|_, p| p.acked && !p.wild);
+        if failed {
+            self.taint_all();
+        }
+        self.check_store(&expect, observed, "a restart and the journal replay")?;
+        self.store = observed.clone();
+        // What the journal kept stays pending, now in a writer; what is
+        // stored already (a settle before the stop uploaded it), what
+        // nothing acknowledged, or what is unknown, goes.
+        let store = &self.store;
+        self.nfs.retain(|name, p| {
+            let stored = store.get(name).map(|o| &o.data) == Some(&p.content);
+            p.acked && !p.wild && (failed || !stored)
+        });
         for p in self.nfs.values_mut() {
-            p.writer = false;
+            p.writer = true;
         }
         self.latest.clear();
         Ok(())

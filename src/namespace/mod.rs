@@ -496,9 +496,8 @@ impl Vfs for Namespace {
             self.doc_truncate(&node, size).await?;
         }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
-            match self.writer(ino) {
-                Some(writer) => {
-                    let mut staged = writer.staged.lock().await;
+            match self.locked_writer(ino).await {
+                Some((writer, mut staged)) => {
                     self.staged_truncate(&mut staged, size).await?;
                     if writer.unattended {
                         self.sync_journaled(&mut staged)?;
@@ -698,15 +697,16 @@ impl Namespace {
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
             Node::Object { .. } => {
-                let busy = match self.writer(ino) {
-                    Some(writer) => !writer.settled_within(SETTLE_WAIT).await,
-                    None => false,
-                };
-                if busy {
-                    return Err(VfsError::new(
-                        libc::EBUSY,
-                        format!("{node}: another handle has unflushed data or an upload in flight"),
-                    ));
+                if let Some(writer) = self.writer(ino) {
+                    if !writer.settled_within(SETTLE_WAIT).await {
+                        return Err(VfsError::new(
+                            libc::EBUSY,
+                            format!("{node}: another handle has unflushed data or an upload in flight"),
+                        ));
+                    }
+                    if let Some(fh) = self.share_writer(&writer, truncate).await? {
+                        return Ok(Opened { fh, ..Opened::default() });
+                    }
                 }
                 let base = self.existing_object(node).await?;
                 let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));

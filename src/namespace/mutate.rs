@@ -124,21 +124,24 @@ impl Namespace {
                 let full = format!("{prefix}{name}");
                 let node = Node::Object { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
                 self.refuse_objects_if_config_only(&node)?;
-                let writer = self.inodes.find(&node).and_then(|(ino, _)| self.writer(ino).map(|w| (ino, w)));
-                if let Some((ino, writer)) = writer {
+                let ino = self.inodes.find(&node).map(|(ino, _)| ino);
+                let mut unlinked_writer = false;
+                if let Some((writer, mut staged)) = match ino {
+                    Some(ino) => self.locked_writer(ino).await,
+                    None => None,
+                } {
                     // Open for write: the handles keep their bytes, nothing
                     // is uploaded any more, and what Cloud Storage has goes.
-                    let mut staged = writer.staged.lock().await;
                     self.unlink_staged(&mut staged).await;
                     writer.record(&staged);
-                    let in_gcs = staged.in_gcs();
-                    drop(staged);
-                    // Its inode stays for the open handles; the name is free
-                    // for a new file with a new inode.
+                    unlinked_writer = true;
+                }
+                // The name's inode stays for open handles (and NFS handles),
+                // which now answer for a removed file; a new file of the
+                // name gets a new inode, so a WRITE through an old handle
+                // cannot make the file again.
+                if let Some(ino) = ino {
                     self.inodes.detach(ino);
-                    if !in_gcs {
-                        return Ok(());
-                    }
                 }
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => {
@@ -154,6 +157,8 @@ impl Namespace {
                         Ok(())
                     }
                     Known::Prefix => Err(VfsError::new(libc::EISDIR, format!("{dir}/{name} is a directory"))),
+                    // A file being written that was never uploaded.
+                    _ if unlinked_writer => Ok(()),
                     _ => Err(VfsError::not_found(format!("{dir}/{name}"))),
                 }
             }
@@ -246,10 +251,12 @@ impl Namespace {
                 // write to the new name).
                 let object =
                     |name: &str| Node::Object { project: project.clone(), bucket: bucket.clone(), name: name.into() };
-                let writer = self.inodes.find(&object(&source)).and_then(|(ino, _)| self.writer(ino));
-                let mut staged = match &writer {
-                    Some(writer) => Some(writer.staged.lock().await),
-                    None => None,
+                let (writer, mut staged) = match self.inodes.find(&object(&source)) {
+                    Some((ino, _)) => match self.locked_writer(ino).await {
+                        Some((writer, staged)) => (Some(writer), Some(staged)),
+                        None => (None, None),
+                    },
+                    None => (None, None),
                 };
                 if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
                     let committed = self.commit(staged).await;

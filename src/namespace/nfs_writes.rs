@@ -132,10 +132,11 @@ impl Namespace {
     /// race here: the table keeps the first made, and the other's staging
     /// file is removed.
     async fn unattended_writer(&self, ino: Ino) -> VfsResult<Arc<Writer>> {
+        let node = self.node(ino)?;
+        self.still_named(ino, &node)?;
         if let Some(writer) = self.writer(ino) {
             return Ok(writer);
         }
-        let node = self.node(ino)?;
         if !matches!(node, Node::Object { .. }) {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
         }
@@ -143,6 +144,13 @@ impl Namespace {
         let base = self.existing_object(&node).await?;
         let staged = self.stage_journaled(&node, base, ino)?;
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        // Removed while the object was looked up: the file must not come
+        // back through a handle of the removed one.
+        if let Err(e) = self.still_named(ino, &node) {
+            let mut lost = staged;
+            self.forget_journal(&mut lost);
+            return Err(e);
+        }
         if let Some(writer) = writers.get(&ino) {
             let mut lost = staged;
             self.forget_journal(&mut lost);
@@ -151,6 +159,15 @@ impl Namespace {
         let writer = Arc::new(Writer::unattended(node, staged));
         writers.insert(ino, writer.clone());
         Ok(writer)
+    }
+
+    /// Whether `ino` still names `node`: a removed file's inode answers for
+    /// open handles only, and an NFS WRITE through its handle is STALE.
+    fn still_named(&self, ino: Ino, node: &Node) -> VfsResult<()> {
+        match self.inodes.find(node) {
+            Some((named, _)) if named == ino => Ok(()),
+            _ => Err(VfsError::new(libc::ESTALE, format!("{node} was removed (stale handle)"))),
+        }
     }
 
     /// A staging file of its own for writes without a handle, in the

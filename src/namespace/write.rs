@@ -45,8 +45,8 @@ use base64::Engine;
 use bytes::Bytes;
 use ciofs_backends::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
 use ciofs_backends::{BackendResult, ErrorKind};
-use ciofs_frontends::{VfsError, VfsResult};
-use tokio::sync::Mutex as AsyncMutex;
+use ciofs_frontends::{Fh, VfsError, VfsResult};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::Namespace;
 use super::cache::{Known, key};
@@ -202,7 +202,9 @@ impl WriterState {
 pub(crate) struct Writer {
     /// Which object it writes (renamed with it).
     node: Mutex<Node>,
-    pub(super) staged: AsyncMutex<Staged>,
+    /// In an `Arc` so that a lock can be held apart from the writer
+    /// (`Namespace::locked_writer`).
+    pub(super) staged: Arc<AsyncMutex<Staged>>,
     state: Mutex<WriterState>,
     /// Written without a handle (NFS): committed when idle, not at close.
     pub(super) unattended: bool,
@@ -222,7 +224,7 @@ impl Writer {
         Writer {
             node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
-            staged: AsyncMutex::new(staged),
+            staged: Arc::new(AsyncMutex::new(staged)),
             unattended: false,
             last_write: Mutex::new(Instant::now()),
             handles: AtomicUsize::new(0),
@@ -604,11 +606,54 @@ impl Namespace {
         committed
     }
 
+    /// The writer of `ino` in the table, locked, and still the file's
+    /// writer: a lock won after the writer was retired (its last handle
+    /// released, or its idle upload done and nothing waiting) is given up
+    /// and the table asked again, so that a truncate, an rm or a rename
+    /// never acts on bytes nobody will upload. None: no writer.
+    pub(super) async fn locked_writer(
+        &self,
+        ino: ciofs_frontends::Ino,
+    ) -> Option<(Arc<Writer>, OwnedMutexGuard<Staged>)> {
+        loop {
+            let writer = self.writer(ino)?;
+            writer.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let staged = writer.staged.clone().lock_owned().await;
+            writer.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            if !staged.retired {
+                return Some((writer, staged));
+            }
+        }
+    }
+
+    /// A new handle on `writer`, the file's writer, which has nothing
+    /// unflushed: one writer per file, so that every handle, an ftruncate,
+    /// an rm or a rename act on the same bytes (a second writer of its own
+    /// saw none of the first one's). None if the writer is going (its last
+    /// release retired it meanwhile): the caller makes a new one.
+    pub(super) async fn share_writer(&self, writer: &Arc<Writer>, truncate: bool) -> VfsResult<Option<Fh>> {
+        let mut staged = writer.staged.lock().await;
+        if staged.retired || staged.unlinked {
+            return Ok(None);
+        }
+        if truncate {
+            self.staged_truncate(&mut staged, 0).await?;
+            writer.record(&staged);
+        }
+        // Counted under the lock: a release deciding to retire the writer
+        // takes the same lock and sees this handle.
+        Ok(Some(self.new_handle(super::Handle::Write(writer.clone()))))
+    }
+
     /// The last release of a handle writer: what no close uploaded (an
     /// existing object only emptied) goes up, unless a flush reported this
-    /// content's upload as failed; then the writer leaves the table.
+    /// content's upload as failed; then the writer leaves the table. A
+    /// handle that joined meanwhile keeps it.
     pub(super) async fn release_writer(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>) -> VfsResult<()> {
         let mut staged = writer.staged.lock().await;
+        if writer.handles.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
         let committed = match staged.failure_reported.is_some() || staged.broken.is_some() {
             true => Ok(()),
             false => self.commit(&mut staged).await,
