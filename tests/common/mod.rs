@@ -280,12 +280,25 @@ pub struct PrivateGcs {
     pub port: u16,
     root: tempfile::TempDir,
     child: Option<Child>,
+    in_memory: bool,
 }
 
 impl PrivateGcs {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// One that keeps objects in memory, as the shared emulator does (the
+    /// filesystem backend differs: it has no `dir/` placeholder beside
+    /// `dir/x`), for a test whose objects would bloat the shared one; a
+    /// restart starts it empty.
+    pub fn start_in_memory() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(in_memory: bool) -> Self {
         let port = free_port();
-        let mut gcs = PrivateGcs { port, root: tempfile::tempdir().expect("temp dir"), child: None };
+        let mut gcs = PrivateGcs { port, root: tempfile::tempdir().expect("temp dir"), child: None, in_memory };
         gcs.resume();
         gcs
     }
@@ -321,7 +334,8 @@ impl PrivateGcs {
     pub fn resume(&mut self) {
         let child = Command::new(fake_gcs_binary())
             .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &self.port.to_string()])
-            .args(["-backend", "filesystem", "-filesystem-root"])
+            .args(if self.in_memory { ["-backend", "memory"] } else { ["-backend", "filesystem"] })
+            .arg("-filesystem-root")
             .arg(self.root.path())
             .args(["-external-url", &self.url(), "-log-level", "error"])
             .stdout(Stdio::null())
