@@ -66,26 +66,31 @@ async fn bucket_dir(conn: &mut Conn) -> nfs_fh3 {
 /// enough past that for the upload to have started.
 const PAST_IDLE: Duration = Duration::from_millis(1800);
 
+/// Writes `first` to a new file `name`, lets its idle upload start against
+/// the frozen service, sends a WRITE of `second` after it (which waits for
+/// the upload), and thaws the service; returns once that WRITE is answered.
+async fn write_during_an_idle_upload(gcs: &PrivateGcs, server: &NfsServer, name: &str, first: &[u8], second: &[u8]) {
+    let mut conn = connect(server.port).await;
+    let dir = bucket_dir(&mut conn).await;
+    let file = create(&mut conn, &dir, name).await;
+    write(&mut conn, &file, 0, first).await;
+    gcs.freeze();
+    tokio::time::sleep(PAST_IDLE).await;
+    let mut other = connect(server.port).await;
+    let (late, at) = (second.to_vec(), first.len() as u64);
+    let writing = tokio::spawn(async move { write(&mut other, &file, at, &late).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gcs.thaw();
+    writing.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_write_that_waits_for_an_idle_upload_is_not_lost() {
     let gcs = private_gcs();
     let state = tempfile::tempdir().unwrap();
     let server = server(&gcs, state.path());
-    let mut conn = connect(server.port).await;
-    let dir = bucket_dir(&mut conn).await;
-    let file = create(&mut conn, &dir, "during.bin").await;
     let (first, second) = (pattern(MIB, 1), pattern(MIB, 2));
-    write(&mut conn, &file, 0, &first).await;
-    // The idle upload starts against a frozen service and waits there; a
-    // WRITE arrives meanwhile and waits for it.
-    gcs.freeze();
-    tokio::time::sleep(PAST_IDLE).await;
-    let mut other = connect(server.port).await;
-    let (late, done) = (second.clone(), file.clone());
-    let writing = tokio::spawn(async move { write(&mut other, &done, MIB as u64, &late).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    gcs.thaw();
-    writing.await.unwrap();
+    write_during_an_idle_upload(&gcs, &server, "during.bin", &first, &second).await;
     eventually_stored(&gcs, "during.bin", &[first, second].concat(), Duration::from_secs(20)).await;
 }
 
@@ -96,18 +101,7 @@ async fn a_write_during_an_idle_upload_survives_a_kill() {
     let (first, second) = (pattern(MIB, 3), pattern(MIB, 4));
     {
         let server = server(&gcs, state.path());
-        let mut conn = connect(server.port).await;
-        let dir = bucket_dir(&mut conn).await;
-        let file = create(&mut conn, &dir, "killed.bin").await;
-        write(&mut conn, &file, 0, &first).await;
-        gcs.freeze();
-        tokio::time::sleep(PAST_IDLE).await;
-        let mut other = connect(server.port).await;
-        let (late, done) = (second.clone(), file.clone());
-        let writing = tokio::spawn(async move { write(&mut other, &done, MIB as u64, &late).await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        gcs.thaw();
-        writing.await.unwrap();
+        write_during_an_idle_upload(&gcs, &server, "killed.bin", &first, &second).await;
         // kill -9 before the second write's idle upload: only the journal
         // has it.
         drop(server);
