@@ -3142,3 +3142,20 @@ async fn regression_journaled_writes_whose_replay_failed_are_uploaded_by_the_run
     ];
     pinned(Frontend::Nfs, &[(3, 0)], ops).await;
 }
+
+/// Killed while an idle upload was under way that Cloud Storage made (its
+/// answer never seen): the next start takes the journal record back with
+/// the generation it names, which the upload replaced. A WRITE after the
+/// start goes into that writer, whose upload then asks for the old
+/// generation: refused (412), the bytes differ from what the object holds
+/// now, so the acknowledged WRITE is taken for a conflict and moved to
+/// `conflicts/`, though nobody else changed the object.
+#[tokio::test(start_paused = true)]
+async fn regression_a_write_after_a_crash_during_an_upload_that_landed_is_uploaded() {
+    let ops = vec![
+        Op::NfsWrite { file: 0, offset: 0, len: 1 },
+        Op::CrashDuringUpload { applied: true },
+        Op::NfsWrite { file: 0, offset: 0, len: 1 },
+    ];
+    pinned(Frontend::Nfs, &[(0, 0)], ops).await;
+}
