@@ -93,6 +93,8 @@ enum Injected {
     Denied,
     /// The call takes effect; its answer is lost.
     ApplyThenFail,
+    /// The call fails as a stalled transfer does (transient).
+    Stalled,
 }
 
 /// What holds the first op of a race while the second runs.
@@ -242,6 +244,7 @@ fn arm() -> impl Strategy<Value = Op> {
     ];
     let fault = prop_oneof![
         2 => Just(Injected::Unavailable),
+        1 => Just(Injected::Stalled),
         1 => Just(Injected::Denied),
         3 => Just(Injected::ApplyThenFail),
     ];
@@ -407,10 +410,10 @@ struct FileWriter {
     /// is gone.
     needs_fill: bool,
     unflushed: Unflushed,
-    /// A flush or fsync failed and nothing changed since: a close answers
-    /// that failure again without trying, and the last release does not
-    /// try.
-    failure_reported: bool,
+    /// A flush or fsync failed (this errno) and nothing changed since: a
+    /// close answers that failure again without trying, and the last
+    /// release does not try.
+    failure_reported: Option<i32>,
     unlinked: Unlinked,
     /// An fsync of it failed: a later Ok close names this in its finding.
     failed_sync: bool,
@@ -607,7 +610,7 @@ fn resized(mut content: Vec<u8>, size: usize) -> Vec<u8> {
 fn truncated(w: &mut FileWriter, size: u8) {
     w.content = resized(std::mem::take(&mut w.content), size as usize);
     w.needs_fill = false;
-    w.failure_reported = false;
+    w.failure_reported = None;
     w.unflushed = match w.unflushed {
         Unflushed::Written => Unflushed::Written,
         _ if size > 0 => Unflushed::Written,
@@ -1120,6 +1123,7 @@ impl Harness {
                 let fault = match fault {
                     Injected::Unavailable => Fault::Fail(ErrorKind::Unavailable),
                     Injected::Denied => Fault::Fail(ErrorKind::PermissionDenied),
+                    Injected::Stalled => Fault::Fail(ErrorKind::Stalled),
                     Injected::ApplyThenFail => Fault::ApplyThenFail,
                 };
                 self.sut.gcs.arm(call, u64::from(*nth), fault);
@@ -1515,7 +1519,7 @@ impl Model {
             return Attempt::None;
         }
         match (close, w.unflushed) {
-            (true, _) if w.failure_reported => Attempt::None,
+            (true, _) if w.failure_reported.is_some() => Attempt::None,
             (_, Unflushed::Nothing) => Attempt::None,
             (true, Unflushed::Emptied) if w.handles == 1 => Attempt::Release,
             (true, Unflushed::Emptied) => Attempt::None,
@@ -1563,11 +1567,16 @@ impl Model {
             expect.allow(name, Some(w.content.clone()));
             return Ok(());
         }
-        if close && w.failure_reported && w.unlinked != Unlinked::Maybe {
+        if let Some(reported) = w.failure_reported.filter(|_| close && w.unlinked != Unlinked::Maybe) {
             // The failure is reported again at once, nothing tried.
             if flush.is_ok() {
                 return Err(format!(
                     "[close-ok-after-failure] {what}: Ok after a failed flush or fsync with nothing written since"
+                ));
+            }
+            if flush != Err(reported) {
+                return Err(format!(
+                    "[close-other-failure] {what}: a close after a failure (errno {reported}) with nothing written since answers another"
                 ));
             }
             if release.is_err() {
@@ -1913,7 +1922,7 @@ impl Model {
                         w.content = written(std::mem::take(&mut w.content), *offset as usize, data);
                         w.needs_fill = false;
                         w.unflushed = Unflushed::Written;
-                        w.failure_reported = false;
+                        w.failure_reported = None;
                     }
                     Ok(other) => return Err(format!("[write] {what}: answered {other:?}")),
                     Err(_) if !failed && !base_gone && !w.wild => {
@@ -2090,7 +2099,7 @@ impl Model {
                             needs_fill: !content.is_empty(),
                             content,
                             unflushed,
-                            failure_reported: false,
+                            failure_reported: None,
                             unlinked: Unlinked::No,
                             failed_sync: false,
                             wild: false,
@@ -2176,21 +2185,21 @@ impl Model {
                 // It uploaded now: what it holds is what the object is.
                 w.base = Base::Generation(now.map_or(0, |o| o.generation));
                 w.unflushed = Unflushed::Nothing;
-                w.failure_reported = false;
+                w.failure_reported = None;
                 w.unsure = false;
             }
             return;
         }
         if w.unlinked != Unlinked::No || w.replaced {
             if !close {
-                w.failure_reported = false;
+                w.failure_reported = None;
             }
             return;
         }
-        let reported = close && w.failure_reported;
+        let reported = close && w.failure_reported.is_some();
         match Self::attempt(w, close) {
             _ if reported => {}
-            Attempt::None => w.failure_reported = false,
+            Attempt::None => w.failure_reported = None,
             attempt => {
                 let result = if attempt == Attempt::Release { release } else { flush };
                 if result.is_ok() {
@@ -2198,11 +2207,11 @@ impl Model {
                         w.base = Base::Generation(now.map_or(0, |o| o.generation));
                     }
                     w.unflushed = Unflushed::Nothing;
-                    w.failure_reported = false;
+                    w.failure_reported = None;
                 } else {
                     // The bytes stay staged; what ciofs replaces stays the
                     // generation it knew, even if the upload landed.
-                    w.failure_reported = true;
+                    w.failure_reported = result.err();
                     w.failed_sync |= !close;
                 }
             }
@@ -2250,6 +2259,15 @@ impl Model {
                         // another client's version superseded: a new writer
                         // starts from what the client sees, that version.
                         self.nfs.remove(name);
+                    }
+                    if let Some(p) = self.nfs.get_mut(name)
+                        && p.conflicted
+                        && p.maybe_gone
+                    {
+                        // Its writer may have been given up (a conflict):
+                        // this WRITE went to it, or to a new one that starts
+                        // from the object.
+                        p.wild = true;
                     }
                     let p = self.nfs.entry(name.to_string()).or_insert(Pending {
                         content: base,
@@ -2404,7 +2422,7 @@ impl Model {
                     w.name = to.to_string();
                     w.base = new_generation.map_or(Base::Absent, Base::Generation);
                     w.unflushed = Unflushed::Nothing;
-                    w.failure_reported = false;
+                    w.failure_reported = None;
                     w.unsure = false;
                 }
                 if let Some(w) = replaced.and_then(|id| self.writers.get_mut(&id)) {
@@ -2660,13 +2678,23 @@ impl Model {
                 _ => None,
             };
             let store = self.store.clone();
+            let mut given_up = Vec::new();
             self.nfs.retain(|name, p| {
+                let untouched = !p.wild && touched.as_ref() != Some(name);
                 let uploaded = store.get(name).map(|o| &o.data) == Some(&p.content);
-                !(uploaded && !p.wild && touched.as_ref() != Some(name))
+                // Refused because another client changed the object: given
+                // up, its bytes kept in `conflicts/`.
+                if untouched && !uploaded && !failed && p.acked && p.conflicted && !p.maybe_gone {
+                    given_up.push((name.clone(), p.content.clone()));
+                    return false;
+                }
+                !(uploaded && untouched)
             });
+            self.kept_conflicts.extend(given_up);
             for p in self.nfs.values_mut() {
                 p.maybe_gone = true;
             }
+            self.check_conflicts_kept(&what)?;
         }
         if let Ok(Done::Opened { fh, .. }) = second_outcome {
             // Opened before or after the first's upload (sharing its writer,
