@@ -3187,3 +3187,22 @@ async fn regression_a_write_after_a_crash_during_an_upload_that_landed_is_upload
     ];
     pinned(Frontend::Nfs, &[(0, 0)], ops).await;
 }
+
+/// `mv x y` while y is open for write: the rename drops y's inode from the
+/// inode table, but y's writer stays in the writers' table under that
+/// number. Once y is removed and made again (by another client), the new
+/// y is given the freed number, and an open for write of it joins the
+/// replaced file's writer: it reads (and would write) the old y, whose
+/// generation is gone (ENOENT), not the new object.
+#[tokio::test(start_paused = true)]
+async fn regression_a_new_file_does_not_join_the_writer_of_a_file_a_rename_replaced() {
+    let ops = vec![
+        Op::Open { file: 1, truncate: false },
+        Op::Rename { from: 0, to: 1 },
+        Op::Unlink { file: 1 },
+        Op::PutBehind { file: 1, len: 2 },
+        Op::Open { file: 1, truncate: false },
+        Op::Read { handle: 1 },
+    ];
+    pinned(Frontend::Fuse, &[(0, 3), (1, 1)], ops).await;
+}
