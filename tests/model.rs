@@ -3206,3 +3206,21 @@ async fn regression_a_new_file_does_not_join_the_writer_of_a_file_a_rename_repla
     ];
     pinned(Frontend::Fuse, &[(0, 3), (1, 1)], ops).await;
 }
+
+/// Two NFS writers of one file refused as conflicts (another client
+/// changed the object each time) within one second: `conflicts/` names the
+/// kept file by object name and second, and the second rename replaces the
+/// first one's bytes, which are lost. (Fails unless the two land on either
+/// side of a second's boundary.)
+#[tokio::test(start_paused = true)]
+async fn regression_two_conflicts_of_a_file_are_both_kept() {
+    let ops = vec![
+        Op::NfsWrite { file: 0, offset: 0, len: 1 },
+        Op::PutBehind { file: 0, len: 2 },
+        Op::CommitIdle,
+        Op::NfsWrite { file: 0, offset: 0, len: 1 },
+        Op::PutBehind { file: 0, len: 2 },
+        Op::CommitIdle,
+    ];
+    pinned(Frontend::Nfs, &[(0, 0)], ops).await;
+}
