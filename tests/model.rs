@@ -3224,3 +3224,19 @@ async fn regression_two_conflicts_of_a_file_are_both_kept() {
     ];
     pinned(Frontend::Nfs, &[(0, 0)], ops).await;
 }
+
+/// An rm that fails (Cloud Storage refuses the delete) has already marked
+/// the file's writer removed: the object is still there, unchanged, and
+/// the close of the handle that wrote to it answers Ok with nothing
+/// uploaded (a close's Ok promises that Cloud Storage holds its bytes).
+#[tokio::test(start_paused = true)]
+async fn regression_a_failed_rm_leaves_the_file_s_writes_to_its_close() {
+    let ops = vec![
+        Op::Open { file: 0, truncate: false },
+        Op::Write { handle: 0, offset: 0, len: 2 },
+        Op::Arm { target: Target::DeleteObject, nth: 1, fault: Injected::Denied },
+        Op::Unlink { file: 0 },
+        Op::Close { handle: 0 },
+    ];
+    pinned(Frontend::Fuse, &[(0, 3)], ops).await;
+}
