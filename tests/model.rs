@@ -501,6 +501,9 @@ struct Pending {
     /// writer is still there (so lookups find it, truncates stage) is not
     /// known.
     maybe_gone: bool,
+    /// An rm of it failed: either it took effect (the object is gone) or
+    /// the acknowledged writes must still reach Cloud Storage.
+    rm_failed: bool,
 }
 
 /// What an operation may leave, per object: any of these contents (None:
@@ -1780,6 +1783,19 @@ impl Model {
         let mut maybe_gone = Vec::new();
         for (name, p) in &self.nfs {
             let stored = observed.get(name).map(|o| &o.data) == Some(&p.content);
+            if p.rm_failed && !failed && !p.wild && !stored {
+                if observed.contains_key(name) {
+                    return Err(format!(
+                        "[nfs-acked-lost-by-failed-rm] after {what} with no fault: {name}, whose rm failed, holds {:?}, \
+                         the acknowledged writes are {:?}",
+                        observed.get(name).map(|o| &o.data),
+                        p.content
+                    ));
+                }
+                // The rm took effect (its answer was lost).
+                settled.push(name.clone());
+                continue;
+            }
             if !failed && p.acked && !p.conflicted && !p.wild && !stored {
                 return Err(format!(
                     "[nfs-acked-not-uploaded] after {what} with no fault: {name} holds {:?}, the acknowledged writes are {:?}",
@@ -2261,7 +2277,7 @@ impl Model {
                         self.nfs.remove(name);
                     }
                     if let Some(p) = self.nfs.get_mut(name)
-                        && p.conflicted
+                        && (p.conflicted || p.rm_failed)
                         && p.maybe_gone
                     {
                         // Its writer may have been given up (a conflict):
@@ -2276,6 +2292,7 @@ impl Model {
                         wild: false,
                         writer: true,
                         maybe_gone: false,
+                        rm_failed: false,
                     });
                     p.writer = true;
                     p.maybe_gone = false;
@@ -2305,6 +2322,7 @@ impl Model {
                             wild: false,
                             writer: true,
                             maybe_gone: true,
+                            rm_failed: false,
                         };
                         self.nfs.insert(name.to_string(), pending);
                         Ok(())
@@ -2322,9 +2340,12 @@ impl Model {
                 // Writes only in an earlier run's journal (its replay failed)
                 // are not read until they are uploaded.
                 let journal_only = self.nfs.get(name).is_some_and(|p| !p.writer);
+                // After a failed rm the name may read the object as it is:
+                // the commit that follows says whether the writes were lost.
+                let rm_failed = self.nfs.get(name).is_some_and(|p| p.rm_failed);
                 match outcome {
                     Ok(Done::Data(data)) if *data == expected => Ok(()),
-                    Ok(Done::Data(data)) if journal_only && *data == stored => Ok(()),
+                    Ok(Done::Data(data)) if (journal_only || rm_failed) && *data == stored => Ok(()),
                     Ok(other) => Err(format!("[read] {what}: read {other:?}, expected {expected:?}")),
                     Err(_) if failed => Ok(()),
                     Err(_) => Err(format!("[read-failed] {what}: failed with no fault")),
@@ -2384,7 +2405,10 @@ impl Model {
                     }
                     Err(_) if failed => {
                         if let Some(p) = self.nfs.get_mut(name) {
-                            p.wild = true;
+                            // Whether its writer is still the name's is
+                            // not known (truncates may go up at once).
+                            p.rm_failed = true;
+                            p.maybe_gone = true;
                         }
                     }
                     _ => return Err(format!("[unlink-failed] {what}: failed with no fault")),
