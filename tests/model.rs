@@ -3264,3 +3264,16 @@ async fn regression_a_failed_rm_leaves_the_file_s_writes_to_its_close() {
     ];
     pinned(Frontend::Fuse, &[(0, 3)], ops).await;
 }
+
+/// The same over NFS: an rm that Cloud Storage refuses has already marked
+/// the file's writer removed; the object stays as it was, and the
+/// acknowledged WRITE is never uploaded.
+#[tokio::test(start_paused = true)]
+async fn regression_a_failed_rm_keeps_the_acknowledged_nfs_writes() {
+    let ops = vec![
+        Op::NfsWrite { file: 0, offset: 0, len: 2 },
+        Op::Arm { target: Target::DeleteObject, nth: 1, fault: Injected::Denied },
+        Op::Unlink { file: 0 },
+    ];
+    pinned(Frontend::Nfs, &[(0, 3)], ops).await;
+}
