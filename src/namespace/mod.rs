@@ -498,9 +498,12 @@ impl Vfs for Namespace {
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
             match self.locked_writer(ino).await {
                 Some((writer, mut staged)) => {
+                    if writer.unattended {
+                        self.before_journaled_change(&mut staged).await?;
+                    }
                     self.staged_truncate(&mut staged, size).await?;
                     if writer.unattended {
-                        self.sync_journaled(&mut staged)?;
+                        self.after_journaled_change(&staged)?;
                     } else if writer.handles.load(Ordering::SeqCst) == 0 {
                         // Its last handle is gone (its release may still be
                         // on the way): nobody else will upload this.

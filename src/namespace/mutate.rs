@@ -125,24 +125,14 @@ impl Namespace {
                 let node = Node::Object { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
                 self.refuse_objects_if_config_only(&node)?;
                 let ino = self.inodes.find(&node).map(|(ino, _)| ino);
-                let mut unlinked_writer = false;
-                if let Some((writer, mut staged)) = match ino {
+                // A file open for write: held while the object goes, so that
+                // nothing is uploaded meanwhile; marked removed only once it
+                // is gone (a refused delete leaves the file as it was, its
+                // writer's bytes still to be uploaded).
+                let writer = match ino {
                     Some(ino) => self.locked_writer(ino).await,
                     None => None,
-                } {
-                    // Open for write: the handles keep their bytes, nothing
-                    // is uploaded any more, and what Cloud Storage has goes.
-                    self.unlink_staged(&mut staged).await;
-                    writer.record(&staged);
-                    unlinked_writer = true;
-                }
-                // The name's inode stays for open handles (and NFS handles),
-                // which now answer for a removed file; a new file of the
-                // name gets a new inode, so a WRITE through an old handle
-                // cannot make the file again.
-                if let Some(ino) = ino {
-                    self.inodes.detach(ino);
-                }
+                };
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => {
                         match self.gcs.delete_object(bucket, &full, None).await {
@@ -154,13 +144,26 @@ impl Namespace {
                         }
                         self.cache.put(key(bucket, &full), Known::Absent);
                         tracing::debug!(bucket, name = %full, generation = meta.generation, "deleted");
-                        Ok(())
                     }
-                    Known::Prefix => Err(VfsError::new(libc::EISDIR, format!("{dir}/{name} is a directory"))),
+                    Known::Prefix => return Err(VfsError::new(libc::EISDIR, format!("{dir}/{name} is a directory"))),
                     // A file being written that was never uploaded.
-                    _ if unlinked_writer => Ok(()),
-                    _ => Err(VfsError::not_found(format!("{dir}/{name}"))),
+                    _ if writer.is_some() => {}
+                    _ => return Err(VfsError::not_found(format!("{dir}/{name}"))),
                 }
+                if let Some((writer, mut staged)) = writer {
+                    // The handles keep their bytes; nothing is uploaded any
+                    // more.
+                    self.unlink_staged(&mut staged).await;
+                    writer.record(&staged);
+                }
+                // The name's inode stays for open handles (and NFS handles),
+                // which now answer for a removed file; a new file of the
+                // name gets a new inode, so a WRITE through an old handle
+                // cannot make the file again.
+                if let Some(ino) = ino {
+                    self.inodes.detach(ino);
+                }
+                Ok(())
             }
             // Generated documents: removing one deletes nothing in Google;
             // the name is hidden until it is created again (`tar x`
@@ -269,12 +272,19 @@ impl Namespace {
                         Err(VfsError::new(libc::EISDIR, format!("{to}/{new_name} is a directory")))
                     }
                     (Known::Object(meta), _) => {
+                        let replaced = self.inodes.find(&object(&target)).map(|(ino, _)| ino);
                         let moved = self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
                         self.rekey(bucket, &source, &target, false);
                         if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
                             // Uploaded first, so nothing is left to journal:
                             // NFS writes to come journal the new name.
                             writer.retarget(object(&target), staged, moved);
+                        }
+                        drop(staged);
+                        if let Some(replaced) =
+                            replaced.filter(|ino| Some(*ino) != self.inodes.find(&object(&target)).map(|(i, _)| i))
+                        {
+                            self.drop_replaced_writer(replaced).await;
                         }
                         Ok(())
                     }
@@ -304,6 +314,19 @@ impl Namespace {
                 Err(VfsError::new(libc::EXDEV, "rename across buckets: copy and delete instead"))
             }
             _ => Err(VfsError::new(libc::EXDEV, format!("{from}/{name} cannot be renamed to {to}/{new_name}"))),
+        }
+    }
+
+    /// The writer of a file a rename replaced (its inode number is free
+    /// now): its handles keep their bytes, which are never uploaded (an
+    /// upload would be refused anyway: the object is another generation),
+    /// and it leaves the writers' table, so that a file that gets the number
+    /// later does not join it. Taken after the rename's own writer is let
+    /// go, so that two renames never hold two writers' locks.
+    async fn drop_replaced_writer(&self, replaced: ciofs_frontends::Ino) {
+        if let Some((writer, mut staged)) = self.locked_writer(replaced).await {
+            self.unlink_staged(&mut staged).await;
+            self.retire(replaced, &writer, &mut staged);
         }
     }
 

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Namespace;
 use super::node::Node;
-use super::write::{Base, Staged, Writer, io_error, staged_in};
+use super::write::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
 use crate::private_files::{self, Open};
 
 /// A clean writer (all of it uploaded) stays this long after its last
@@ -93,6 +93,23 @@ impl Retry {
     }
 }
 
+/// Moves `file` into `dir` as `BASE.N` with the first N no file has: a
+/// hard link fails rather than replace one, so no kept file is lost.
+fn keep_under_new_name(file: &Path, dir: &Path, base: &str) -> std::io::Result<PathBuf> {
+    let mut n = 0u64;
+    loop {
+        let target = dir.join(format!("{base}.{n}"));
+        match std::fs::hard_link(file, &target) {
+            Ok(()) => {
+                std::fs::remove_file(file)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A number in [0, 1), from std's randomly keyed hasher (no crate needed
 /// for jitter).
 fn random_fraction() -> f64 {
@@ -118,8 +135,11 @@ impl Namespace {
                 // the next writer starts from what was uploaded.
                 continue;
             }
-            let written = match self.staged_write(&mut staged, offset, data, false).await {
-                Ok(n) => self.sync_journaled(&mut staged).map(|()| n),
+            let written = match self.before_journaled_change(&mut staged).await {
+                Ok(()) => match self.staged_write(&mut staged, offset, data, false).await {
+                    Ok(n) => self.after_journaled_change(&staged).map(|()| n),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             writer.record(&staged);
@@ -194,15 +214,26 @@ impl Namespace {
         Ok(staged_in(bucket, name, file, base.map_or(Base::New, Base::Object), false, Some(files)))
     }
 
-    /// FILE_SYNC: the staging file's bytes go to disk, and the journal
-    /// record that names them is written if it is not there yet (the first
-    /// write, or the first after an upload).
-    pub(super) fn sync_journaled(&self, staged: &mut Staged) -> VfsResult<()> {
-        let Some(files) = staged.journal.as_ref() else { return Ok(()) };
-        staged.file.sync_data().map_err(|e| io_error("journaled staging file", e))?;
-        if staged.journaled {
-            return Ok(());
+    /// Before a change to a journaled staging file (a WRITE, a SETATTR
+    /// size): the base's bytes are in it, and its journal record is on
+    /// disk, written first so that a crash after the change finds the
+    /// record, and a record that cannot be written fails the call before
+    /// anything changed.
+    pub(super) async fn before_journaled_change(&self, staged: &mut Staged) -> VfsResult<()> {
+        self.fill(staged).await?;
+        if let Base::Generation(journaled) = staged.base {
+            // Taken back from a journal: which object the bytes replace is
+            // found out before they change (the run that left them may have
+            // uploaded them), and the record says it from then on. Until
+            // Cloud Storage answers, the client is asked to try again.
+            self.known_base(staged).await.map_err(|e| {
+                VfsError::new(libc::EAGAIN, format!("{}; the write waits for Cloud Storage", e.message()))
+            })?;
+            if staged.base.generation() != journaled {
+                staged.journaled = false;
+            }
         }
+        let Some(files) = staged.journal.as_ref().filter(|_| !staged.journaled) else { return Ok(()) };
         let record = JournalRecord {
             project: Some(files.project.clone()),
             bucket: staged.bucket.clone(),
@@ -216,6 +247,15 @@ impl Namespace {
         let text = serde_json::to_vec(&record).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
         private_files::replace(&files.record, &text).map_err(|e| io_error("journal record", e))?;
         staged.journaled = true;
+        Ok(())
+    }
+
+    /// After the change: FILE_SYNC, its bytes are on disk before the call
+    /// is answered.
+    pub(super) fn after_journaled_change(&self, staged: &Staged) -> VfsResult<()> {
+        if staged.journal.is_some() {
+            staged.file.sync_data().map_err(|e| io_error("journaled staging file", e))?;
+        }
         Ok(())
     }
 
@@ -275,22 +315,19 @@ impl Namespace {
     }
 
     /// Moves a writer's staging file, which cannot be uploaded over the
-    /// object someone else changed, to `conflicts/` in the state directory;
+    /// object someone else changed, to `conflicts/BUCKET/` in the state
+    /// directory, under the object's name, the time and a number that makes
+    /// it new (two writers of one object may give up within a second);
     /// where it went.
     fn keep_conflict(&self, staged: &mut Staged) -> String {
         let Some(files) = staged.journal.take() else { return "nowhere (not journaled)".to_string() };
-        let dir = self.journal_dir().join("conflicts");
+        let dir = self.journal_dir().join("conflicts").join(&staged.bucket);
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-        let name = format!("{}.{stamp}", staged.name.replace('/', "%2F"));
-        let target = dir.join(&staged.bucket).join(name);
-        let moved = target
-            .parent()
-            .ok_or_else(|| std::io::Error::other("no directory"))
-            .and_then(private_files::private_dir)
-            .and_then(|()| std::fs::rename(&files.data, &target));
+        let base = format!("{}.{stamp}", staged.name.replace('/', "%2F"));
+        let kept = private_files::private_dir(&dir).and_then(|()| keep_under_new_name(&files.data, &dir, &base));
         let _ = std::fs::remove_file(&files.record);
-        match moved {
-            Ok(()) => target.display().to_string(),
+        match kept {
+            Ok(target) => target.display().to_string(),
             Err(e) => {
                 tracing::error!(error = %e, file = %files.data.display(), "cannot move a conflicting staging file");
                 files.data.display().to_string()
@@ -333,8 +370,10 @@ impl Namespace {
         let (ino, _) = self.inodes.remember(&node);
         let base = Base::Generation(record.base_generation.unwrap_or(0));
         let files = JournalFiles { data: data_path, record: record_path.to_path_buf(), project: project.clone() };
+        let content = staging_crc32c(&data, size).map_err(|e| e.to_string())?;
         let mut staged = staged_in(&record.bucket, &record.name, data, base, false, Some(files));
         staged.restore(size);
+        staged.unconfirmed = vec![(size, content)];
         let writer = Arc::new(Writer::unattended(node, staged));
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         if writers.contains_key(&ino) {

@@ -55,6 +55,10 @@ use super::node::Node;
 use super::reader::{ObjectReader, ObjectVersion};
 use crate::errors::vfs_error;
 
+/// How many contents of failed attempts a writer remembers
+/// (`Staged::unconfirmed`).
+const UNCONFIRMED_KEPT: usize = 16;
+
 /// How much a sequential writer stages before its upload starts: small
 /// files go up whole at close, in one request either way.
 pub(super) const STREAM_AFTER: u64 = 8 << 20;
@@ -88,7 +92,7 @@ pub(super) enum Base {
 }
 
 impl Base {
-    fn generation(&self) -> i64 {
+    pub(super) fn generation(&self) -> i64 {
         match self {
             Base::New => 0,
             Base::Object(meta) => meta.generation,
@@ -137,6 +141,12 @@ pub struct Staged {
     failure_reported: Option<VfsError>,
     /// Without a handle: when the upload may be tried again.
     pub(super) retry: Retry,
+    /// What earlier attempts may have stored although they failed (an
+    /// answer lost on the way back), as (size, CRC32C), newest last; also
+    /// what a journal taken back holds (the run that left it may have
+    /// uploaded it before it went). An object found at a newer generation
+    /// that is one of these is this writer's own: the upload goes over it.
+    pub(super) unconfirmed: Vec<(u64, u32)>,
 }
 
 impl Staged {
@@ -158,6 +168,23 @@ impl Staged {
         self.written = true;
         self.journaled = true;
         self.sequential = false;
+    }
+
+    /// Whether `meta` holds what an earlier attempt of this writer may have
+    /// stored (`unconfirmed`).
+    pub(super) fn may_have_stored(&self, meta: &ObjectMeta) -> bool {
+        let stored = meta.crc32c.as_deref().and_then(decode_crc32c);
+        self.unconfirmed.iter().any(|(size, crc)| meta.size == *size && stored == Some(*crc))
+    }
+
+    /// An upload of the staged bytes failed in a way that may have stored
+    /// them: remembered, so that a later 412 over them is known as ours.
+    fn remember_unconfirmed(&mut self) {
+        let Ok(crc) = staging_crc32c(&self.file, self.size) else { return };
+        if self.unconfirmed.len() >= UNCONFIRMED_KEPT {
+            self.unconfirmed.remove(0);
+        }
+        self.unconfirmed.push((self.size, crc));
     }
 
     /// Makes `object` (uploaded from this staging file, then renamed) the
@@ -303,7 +330,7 @@ impl Namespace {
     }
 
     /// Brings the base object's bytes into the staging file.
-    async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
+    pub(super) async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
         if !staged.needs_fill {
             return Ok(());
         }
@@ -346,6 +373,9 @@ impl Namespace {
         self.cache.forget(&node_key);
         match current {
             Some(meta) if meta.generation == generation => staged.base = Base::Object(meta),
+            // The run that left the journal uploaded it before it went:
+            // what was written since goes over that upload.
+            Some(meta) if staged.may_have_stored(&meta) => staged.base = Base::Object(meta),
             None if generation == 0 => staged.base = Base::New,
             // Changed since the writes began: the upload's precondition
             // fails and says so (or finds its own bytes there).
@@ -461,35 +491,62 @@ impl Namespace {
             ));
         }
         self.fill(staged).await?;
-        self.known_base(staged).await?;
+        if let Base::Object(meta) = self.known_base(staged).await?
+            && !staged.unconfirmed.is_empty()
+            && self.holds_staged_bytes(&meta, staged)
+        {
+            // Taken back from a journal whose bytes Cloud Storage has
+            // already (uploaded by the run that left it, or never changed):
+            // nothing to send.
+            self.uploaded(staged, (*meta).clone());
+            return Ok(());
+        }
         self.ensure_bucket(&staged.bucket).await?;
-        let upload = self.upload_for(staged);
-        match self.send_upload(staged.streaming.take(), &upload).await {
-            Ok(meta) => {
-                self.uploaded(staged, meta);
-                Ok(())
-            }
-            Err(e) if e.kind == ErrorKind::PreconditionFailed => match self.stored_already(staged).await {
-                Some(meta) => {
-                    tracing::info!(bucket = %staged.bucket, name = %staged.name, "an upload whose answer was lost had stored these bytes");
+        // A 412 over an object this writer may have stored itself (an
+        // attempt whose answer was lost) is followed by one more attempt
+        // over that object.
+        let mut over_our_own = false;
+        loop {
+            let upload = self.upload_for(staged);
+            let error = match self.send_upload(staged.streaming.take(), &upload).await {
+                Ok(meta) => {
                     self.uploaded(staged, meta);
-                    Ok(())
+                    return Ok(());
                 }
-                None => {
-                    self.cache.forget(&key(&staged.bucket, &staged.name));
-                    Err(VfsError::new(
-                        libc::ESTALE,
-                        format!(
-                            "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
-                            staged.bucket, staged.name
-                        ),
-                    ))
+                Err(e) => e,
+            };
+            if error.kind != ErrorKind::PreconditionFailed {
+                if error.kind.is_transient() || error.kind == ErrorKind::Other {
+                    staged.remember_unconfirmed();
                 }
-            },
-            Err(e) => {
-                tracing::warn!(bucket = %staged.bucket, name = %staged.name, error = %e, "upload failed");
-                Err(vfs_error(e))
+                tracing::warn!(bucket = %staged.bucket, name = %staged.name, error = %error, "upload failed");
+                return Err(vfs_error(error));
             }
+            let current = self.gcs.get_object(&staged.bucket, &staged.name).await.ok();
+            match current {
+                Some(current) if current.generation != staged.base.generation() => {
+                    if self.holds_staged_bytes(&current, staged) {
+                        tracing::info!(bucket = %staged.bucket, name = %staged.name, "an upload whose answer was lost had stored these bytes");
+                        self.uploaded(staged, current);
+                        return Ok(());
+                    }
+                    if !over_our_own && staged.may_have_stored(&current) {
+                        tracing::info!(bucket = %staged.bucket, name = %staged.name, "an earlier upload whose answer was lost stored an older version: uploading over it");
+                        staged.base = Base::Object(Arc::new(current));
+                        over_our_own = true;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            self.cache.forget(&key(&staged.bucket, &staged.name));
+            return Err(VfsError::new(
+                libc::ESTALE,
+                format!(
+                    "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
+                    staged.bucket, staged.name
+                ),
+            ));
         }
     }
 
@@ -507,6 +564,7 @@ impl Namespace {
         staged.dirty = false;
         staged.written = false;
         staged.failure_reported = None;
+        staged.unconfirmed.clear();
         // Nothing is left to replay: a journal record goes (the staging
         // file stays for the writes to come; the next one writes a record
         // with this new base).
@@ -517,16 +575,10 @@ impl Namespace {
         tracing::debug!(bucket = %staged.bucket, name = %staged.name, size = staged.size, "uploaded");
     }
 
-    /// After a 412: the object Cloud Storage holds now, if it is a newer
-    /// generation with exactly the staged bytes (size and CRC32C), which an
-    /// earlier attempt whose answer was lost stored.
-    async fn stored_already(&self, staged: &Staged) -> Option<ObjectMeta> {
-        let current = self.gcs.get_object(&staged.bucket, &staged.name).await.ok()?;
-        if current.generation == staged.base.generation() || current.size != staged.size {
-            return None;
-        }
-        let stored = current.crc32c.as_deref().and_then(decode_crc32c)?;
-        (staging_crc32c(&staged.file, staged.size).ok()? == stored).then_some(current)
+    /// Whether `meta` is exactly the staged bytes (size and CRC32C).
+    fn holds_staged_bytes(&self, meta: &ObjectMeta, staged: &Staged) -> bool {
+        let stored = meta.crc32c.as_deref().and_then(decode_crc32c);
+        meta.size == staged.size && stored.is_some() && staging_crc32c(&staged.file, staged.size).ok() == stored
     }
 
     /// Uploads by finishing the streamed request, when there is one and it
@@ -746,6 +798,7 @@ pub(super) fn staged_in(
         broken: None,
         failure_reported: None,
         retry: Retry::default(),
+        unconfirmed: Vec::new(),
     }
 }
 
@@ -756,7 +809,7 @@ fn decode_crc32c(text: &str) -> Option<u32> {
 }
 
 /// The CRC32C of the first `size` bytes of a staging file.
-fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
+pub(super) fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
     let mut crc = 0;
     let mut buffer = vec![0; 1 << 20];
     let mut at = 0;
