@@ -414,18 +414,23 @@ impl Vfs for Namespace {
         self.refuse_objects_if_config_only(&node)?;
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);
-        let handle = match node {
+        // The reply shows what getattr will show until something changes
+        // the file: the writer's own time (the kernel caches the reply; a
+        // clock read of its own would differ, and the file's ctime would
+        // move when the kernel asks again).
+        let (handle, mtime) = match node {
             Node::Object { .. } => {
                 let writer = Arc::new(Writer::new(node.clone(), self.stage(&node, None, true)?));
                 self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
-                Handle::Write(writer)
+                let mtime = writer.state().mtime;
+                (Handle::Write(writer), mtime)
             }
             _ => {
                 self.local_unhide(&node);
-                Handle::Ignored(Bytes::new())
+                (Handle::Ignored(Bytes::new()), SystemTime::now())
             }
         };
-        let attr = self.attr(ino, generation, &node, 0, SystemTime::now());
+        let attr = self.attr(ino, generation, &node, 0, mtime);
         Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))
     }
 
