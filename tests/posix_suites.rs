@@ -304,6 +304,26 @@ fn a_new_file_shows_one_time_until_it_is_uploaded() {
     drop(file);
 }
 
+/// Opening an existing file for write changes nothing until something is
+/// written or truncated: its times stay the object's while it is open and
+/// after a close that uploaded nothing.
+#[test]
+fn opening_a_file_for_write_keeps_its_times_until_it_is_written() {
+    let bucket = bucket_name("open-keeps-time");
+    create_bucket(&bucket);
+    upload(&bucket, "old", b"old bytes");
+    let mount = FuseMount::start(&[]);
+    let path = mount.path(&format!("{PROJECT}/storage/{bucket}/old"));
+    let before = times(&path);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open for write");
+    std::thread::sleep(PAST_KERNEL_TTL);
+    assert_eq!(times(&path), before, "open for write, nothing written: mtime and ctime (ns) moved");
+    drop(file);
+    std::thread::sleep(PAST_KERNEL_TTL);
+    assert_eq!(times(&path), before, "closed with nothing written: mtime and ctime (ns) moved");
+    assert_eq!(read_object(&bucket, "old"), b"old bytes");
+}
+
 // ---------------------------------------------------------------------- fsx
 
 /// How many operations, and the seed (fsx's sequence depends only on them
