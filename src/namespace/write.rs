@@ -777,6 +777,12 @@ pub(super) fn staged_in(
     };
     let needs_fill = !truncate && base_size > 0;
     let size = if truncate { 0 } else { base_size };
+    // Until something is written or truncated, the file shows its
+    // object's time: opening it for write changes nothing.
+    let mtime = match (&base, truncate) {
+        (Base::Object(meta), false) => meta.updated.or(meta.created).unwrap_or_else(SystemTime::now),
+        _ => SystemTime::now(),
+    };
     Staged {
         bucket: bucket.to_string(),
         name: name.to_string(),
@@ -789,7 +795,7 @@ pub(super) fn staged_in(
         dirty: truncate,
         written: false,
         unlinked: false,
-        mtime: SystemTime::now(),
+        mtime,
         journal,
         journaled: false,
         sequential: size == 0 && !needs_fill,
