@@ -324,6 +324,38 @@ fn opening_a_file_for_write_keeps_its_times_until_it_is_written() {
     assert_eq!(read_object(&bucket, "old"), b"old bytes");
 }
 
+/// The object's `updated` time, in nanoseconds.
+fn updated_ns(bucket: &str, name: &str) -> i128 {
+    let meta = object_json(bucket, name);
+    let updated = meta["updated"].as_str().expect("updated");
+    let time = chrono::DateTime::parse_from_rfc3339(updated).expect("RFC 3339 time");
+    i128::from(time.timestamp()) * 1_000_000_000 + i128::from(time.timestamp_subsec_nanos())
+}
+
+/// After an upload, stat shows the object's time at once, though the
+/// kernel holds attributes given before it: here a setattr's reply after
+/// the last write (as tar's fchmod, fchown and utimensat give), then the
+/// close's upload. (A file closed without a write is uploaded at its
+/// release, which close() does not wait for; the same mechanism tells the
+/// kernel when that upload is done.)
+#[test]
+fn after_an_upload_stat_shows_the_object_s_time_at_once() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let bucket = bucket_name("upload-time");
+    create_bucket(&bucket);
+    let mount = FuseMount::start(&[]);
+    let path = mount.path(&format!("{PROJECT}/storage/{bucket}/written"));
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(b"written").expect("write");
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).expect("fchmod");
+    drop(file);
+    let updated = updated_ns(&bucket, "written");
+    assert_eq!(times(&path), (updated, updated), "right after close: mtime and ctime (ns) are not the object's");
+    std::thread::sleep(PAST_KERNEL_TTL);
+    assert_eq!(times(&path), (updated, updated), "asked again: mtime and ctime (ns) are not the object's");
+}
+
 // ---------------------------------------------------------------------- fsx
 
 /// How many operations, and the seed (fsx's sequence depends only on them
