@@ -93,15 +93,32 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> i
     config.acl = if options.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = options.threads > 1;
+    let watched = vfs.clone();
     let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttl: options.ttl };
     let canonical = mountpoint.canonicalize()?;
-    let session = fuser::Session::new(adapter, mountpoint, &config)?.spawn()?;
+    let session = fuser::Session::new(adapter, mountpoint, &config)?;
+    let notifier = session.notifier();
+    watched.watch_attributes(Arc::new(move |ino| invalidate_attributes(&notifier, ino)));
+    let session = session.spawn()?;
     if let Some(kb) = options.read_ahead_kb
         && let Err(e) = set_read_ahead(&canonical, kb)
     {
         tracing::debug!(error = %e, "cannot raise the read-ahead (not root?)");
     }
     Ok(FuseMount { session })
+}
+
+/// Tells the kernel to ask for `ino`'s attributes again rather than use
+/// the ones it holds (offset -1: its cached pages stay). Safe from within
+/// a request: invalidating attributes takes no lock the kernel holds while
+/// it waits for a reply.
+fn invalidate_attributes(notifier: &fuser::Notifier, ino: u64) {
+    match notifier.inval_inode(INodeNo(ino), -1, 0) {
+        Ok(()) => {}
+        // An inode the kernel does not hold has nothing to drop.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => tracing::debug!(ino, error = %e, "cannot invalidate the kernel's attributes"),
+    }
 }
 
 /// Writes the read-ahead of the mount at `mountpoint` to its backing device

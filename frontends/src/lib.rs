@@ -8,5 +8,6 @@ pub mod nfs;
 pub mod vfs;
 
 pub use vfs::{
-    Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, ROOT_INO, SetAttr, StatFs, Vfs, VfsError, VfsResult,
+    Attr, AttrsChanged, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, ROOT_INO, SetAttr, StatFs, Vfs,
+    VfsError, VfsResult,
 };

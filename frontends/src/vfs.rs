@@ -171,6 +171,11 @@ impl Default for StatFs {
     }
 }
 
+/// How the core tells a frontend that an inode's attributes changed by
+/// themselves, outside any request that returned them (an upload gives a
+/// file the object's time): the frontend's clients may hold the old ones.
+pub type AttrsChanged = std::sync::Arc<dyn Fn(Ino) + Send + Sync>;
+
 /// The filesystem as both frontends see it.
 ///
 /// Calls that change nothing in a read-only tree have defaults that answer
@@ -198,6 +203,11 @@ pub trait Vfs: Send + Sync + 'static {
     async fn statfs(&self) -> VfsResult<StatFs> {
         Ok(StatFs::default())
     }
+
+    /// Called once by a frontend whose clients cache attributes and can be
+    /// told to drop them (FUSE: the kernel, for its TTL): `changed` is then
+    /// called with each inode whose attributes changed by themselves.
+    fn watch_attributes(&self, _changed: AttrsChanged) {}
 
     /// The kernel was handed `ino` once more without a `lookup` call (an
     /// entry of a FUSE readdirplus reply). `lookup` counts itself.

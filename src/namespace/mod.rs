@@ -38,7 +38,7 @@ use ciofs_backends::bigquery::BigQuery;
 use ciofs_backends::gcs::{ObjectMeta, ObjectStore};
 use ciofs_backends::pubsub::PubSub;
 use ciofs_frontends::{
-    Attr, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
+    Attr, AttrsChanged, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -179,6 +179,8 @@ pub struct Namespace {
     local: LocalFiles,
     /// `.ciofs/errors`.
     error_log: ErrorLog,
+    /// The frontend's, told of attributes that changed by themselves.
+    attrs_changed: std::sync::OnceLock<AttrsChanged>,
 }
 
 impl Namespace {
@@ -221,6 +223,15 @@ impl Namespace {
             nfs_readers: Mutex::new(HashMap::new()),
             opened_generation: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
+            attrs_changed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tells the frontend that `node`'s attributes changed outside a request
+    /// that returned them, if the kernel may hold them.
+    fn attributes_changed(&self, node: &Node) {
+        if let (Some(changed), Some((ino, _))) = (self.attrs_changed.get(), self.inodes.find(node)) {
+            changed(ino);
         }
     }
 
@@ -329,6 +340,10 @@ impl Vfs for Namespace {
 
     fn generation(&self, ino: Ino) -> Option<u64> {
         self.inodes.generation(ino)
+    }
+
+    fn watch_attributes(&self, changed: AttrsChanged) {
+        let _ = self.attrs_changed.set(changed);
     }
 
     fn count_lookup(&self, ino: Ino) {

@@ -654,8 +654,21 @@ impl Namespace {
         }
         let committed = self.commit(&mut staged).await;
         staged.failure_reported = committed.as_ref().err().cloned();
-        writer.record(&staged);
+        self.publish(writer, &staged);
         committed
+    }
+
+    /// Publishes `staged` as what stat shows of `writer`. An upload gives
+    /// the file the object's time, after close() and release (which close
+    /// does not wait for) answered the kernel, which keeps the attributes
+    /// it was given before (a create, a fchmod after the last write) for
+    /// its TTL: it is told to drop them, once the new ones are published.
+    fn publish(&self, writer: &Writer, staged: &Staged) {
+        let shown = writer.state().mtime;
+        writer.record(staged);
+        if staged.mtime != shown {
+            self.attributes_changed(&writer.node());
+        }
     }
 
     /// The writer of `ino` in the table, locked, and still the file's
@@ -724,7 +737,7 @@ impl Namespace {
         staged.retired = true;
         staged.streaming = None;
         self.forget_journal(staged);
-        writer.record(staged);
+        self.publish(writer, staged);
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, writer)) {
             writers.remove(&ino);
