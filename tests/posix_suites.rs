@@ -356,6 +356,58 @@ fn after_an_upload_stat_shows_the_object_s_time_at_once() {
     assert_eq!(times(&path), (updated, updated), "asked again: mtime and ctime (ns) are not the object's");
 }
 
+/// Runs a Python script that must succeed; its standard output.
+fn python(script: &str) -> String {
+    let output = run(Command::new("python3").args(["-c", script]));
+    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// A new file exists in Cloud Storage once a close of it returned, even the
+/// close of one of its descriptors (a shell's redirect closes one first).
+/// Before, a file created and closed with nothing written went up at its
+/// release, which close() does not wait for: stat after close showed its
+/// create time, then the object's (link::unchanged_ctime_fails::regular,
+/// truncate::unchanged_ctime_failed), and a writer that opened it
+/// meanwhile started from no object, so its close failed with ESTALE and
+/// its bytes were lost (`touch f && /bin/echo x > f`: 2 of 20).
+#[test]
+fn a_new_file_is_in_cloud_storage_when_a_close_returns() {
+    let bucket = bucket_name("new-file-close");
+    create_bucket(&bucket);
+    let mount = FuseMount::start(&[]);
+    let path = mount.path(&format!("{PROJECT}/storage/{bucket}/new"));
+    let object = format!("{}/storage/v1/b/{bucket}/o/new", gcs_url());
+    let script = format!(
+        r#"
+import os, time, urllib.request
+def stored():
+    try:
+        return urllib.request.urlopen("{object}").status == 200
+    except Exception:
+        return False
+fd = os.open("{path}", os.O_CREAT | os.O_WRONLY, 0o644)
+dup = os.dup(fd)
+os.close(fd)
+print("stored at close:", stored())
+w = os.open("{path}", os.O_WRONLY | os.O_TRUNC)
+os.close(dup)
+deadline = time.time() + 10
+while not stored() and time.time() < deadline:
+    time.sleep(0.02)
+os.write(w, b"written")
+try:
+    os.close(w)
+    print("closed")
+except OSError as e:
+    print("close failed:", e.strerror)
+"#,
+        path = path.display()
+    );
+    assert_eq!(python(&script), "stored at close: True\nclosed\n");
+    assert_eq!(read_object(&bucket, "new"), b"written");
+}
+
 // ---------------------------------------------------------------------- fsx
 
 /// How many operations, and the seed (fsx's sequence depends only on them
