@@ -290,18 +290,31 @@ fn times(path: &Path) -> (i128, i128) {
 /// move while nothing changes it. The kernel caches the create reply's
 /// attributes; once they expire, stat asks ciofs, which must answer the
 /// same. (pjdfstest's `*::unchanged_ctime_*` cases met this among others.)
+/// The file is held by a Python process of its own: a descriptor of this
+/// process would be closed (a FUSE flush, which uploads a new file) by the
+/// exec of any child another test forks meanwhile.
 #[test]
 fn a_new_file_shows_one_time_until_it_is_uploaded() {
     let bucket = bucket_name("new-file-time");
     create_bucket(&bucket);
     let mount = FuseMount::start(&[]);
     let path = mount.path(&format!("{PROJECT}/storage/{bucket}/new"));
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).expect("create");
-    let at_create = times(&path);
-    std::thread::sleep(PAST_KERNEL_TTL);
-    let asked_again = times(&path);
+    let script = format!(
+        r#"
+import os, time
+fd = os.open("{path}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+at_create = os.stat("{path}")
+time.sleep({ttl})
+asked_again = os.stat("{path}")
+print(f"{{at_create.st_mtime_ns}},{{at_create.st_ctime_ns}} {{asked_again.st_mtime_ns}},{{asked_again.st_ctime_ns}}")
+os.close(fd)
+"#,
+        path = path.display(),
+        ttl = PAST_KERNEL_TTL.as_secs_f64()
+    );
+    let output = python(&script);
+    let (at_create, asked_again) = output.trim().split_once(' ').expect("two pairs");
     assert_eq!(asked_again, at_create, "mtime and ctime (ns) of a new file moved with no change");
-    drop(file);
 }
 
 /// Opening an existing file for write changes nothing until something is
