@@ -183,9 +183,9 @@ fn errno(op: &str, error: &VfsError) -> Errno {
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
-    let (kind, nlink) = match attr.kind {
-        FileKind::Directory => (FileType::Directory, 2),
-        FileKind::File => (FileType::RegularFile, 1),
+    let kind = match attr.kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
     };
     FileAttr {
         ino: INodeNo(attr.ino),
@@ -197,7 +197,7 @@ fn file_attr(attr: &Attr) -> FileAttr {
         crtime: attr.mtime,
         kind,
         perm: attr.perm,
-        nlink,
+        nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
         rdev: 0,

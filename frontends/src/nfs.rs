@@ -85,15 +85,15 @@ pub async fn serve<V: Vfs>(
 /// What NFS shows for an `Attr`. ctime and atime equal mtime (tar compares
 /// ctime; Google keeps no access time).
 pub fn attr_to_fattr3(attr: &Attr) -> fattr3 {
-    let (ftype, nlink) = match attr.kind {
-        FileKind::Directory => (nfsserve::nfs::ftype3::NF3DIR, 2),
-        FileKind::File => (nfsserve::nfs::ftype3::NF3REG, 1),
+    let ftype = match attr.kind {
+        FileKind::Directory => nfsserve::nfs::ftype3::NF3DIR,
+        FileKind::File => nfsserve::nfs::ftype3::NF3REG,
     };
     let time = to_nfstime(attr.mtime);
     fattr3 {
         ftype,
         mode: u32::from(attr.perm) & 0o7777,
-        nlink,
+        nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
         size: attr.size,
@@ -432,7 +432,8 @@ mod tests {
     use super::*;
 
     fn attr(kind: FileKind, mtime: SystemTime) -> Attr {
-        Attr { ino: 42, kind, size: 1234, mtime, perm: 0o640, uid: 1000, gid: 100, generation: 7 }
+        let nlink = if kind == FileKind::Directory { 2 } else { 1 };
+        Attr { ino: 42, kind, size: 1234, mtime, perm: 0o640, nlink, uid: 1000, gid: 100, generation: 7 }
     }
 
     #[test]
@@ -482,6 +483,8 @@ mod tests {
         let d = attr_to_fattr3(&attr(FileKind::Directory, mtime));
         assert!(matches!(d.ftype, nfsserve::nfs::ftype3::NF3DIR));
         assert_eq!(d.nlink, 2);
+        let removed = attr_to_fattr3(&Attr { nlink: 0, ..attr(FileKind::File, mtime) });
+        assert_eq!(removed.nlink, 0);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct Attr {
     pub mtime: SystemTime,
     /// Permission bits (e.g. 0o644), without the file type.
     pub perm: u16,
+    /// Links: 1 for a file, 0 for one removed while open, 2 for a directory
+    /// (its subdirectories are not counted: that would take a listing).
+    pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
     /// The inode's generation: bumped when a path is recreated.

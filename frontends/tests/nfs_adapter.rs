@@ -64,6 +64,7 @@ impl MemFs {
             size,
             mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             perm: if kind == FileKind::Directory { 0o755 } else { 0o644 },
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
             uid: 1000,
             gid: 1000,
             generation: 1,

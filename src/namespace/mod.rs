@@ -253,13 +253,13 @@ impl Namespace {
     }
 
     fn attr(&self, ino: Ino, generation: u64, node: &Node, size: u64, mtime: SystemTime) -> Attr {
-        let (kind, perm) = match node {
-            node if node.is_dir() => (FileKind::Directory, self.options.dir_mode),
+        let (kind, perm, nlink) = match node {
+            node if node.is_dir() => (FileKind::Directory, self.options.dir_mode, 2),
             // Read-only: writing a stream does nothing.
-            node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444),
-            _ => (FileKind::File, self.options.file_mode),
+            node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444, 1),
+            _ => (FileKind::File, self.options.file_mode, 1),
         };
-        Attr { ino, kind, size, mtime, perm, uid: self.options.uid, gid: self.options.gid, generation }
+        Attr { ino, kind, size, mtime, perm, nlink, uid: self.options.uid, gid: self.options.gid, generation }
     }
 
     /// Numbers `node` and gives its attributes from what is already known.
@@ -324,6 +324,11 @@ impl Vfs for Namespace {
         let (size, mtime) = match (self.writer(ino), node.service()) {
             (Some(writer), _) => {
                 let state = writer.state();
+                if state.unlinked {
+                    // Removed while open: its handles still read and write
+                    // it, and no name links to it.
+                    return Ok(Attr { nlink: 0, ..self.attr(ino, generation, &node, state.size, state.mtime) });
+                }
                 (state.size, state.mtime)
             }
             (None, Some(Service::BigQuery)) => self.bq_stat(&node).await?,
