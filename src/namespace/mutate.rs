@@ -129,10 +129,15 @@ impl Namespace {
                 // nothing is uploaded meanwhile; marked removed only once it
                 // is gone (a refused delete leaves the file as it was, its
                 // writer's bytes still to be uploaded).
-                let writer = match ino {
+                let mut writer = match ino {
                     Some(ino) => self.locked_writer(ino).await,
                     None => None,
                 };
+                if let Some((_, staged)) = writer.as_mut() {
+                    // Its handles keep the file's bytes: fetched while the
+                    // object is still there.
+                    self.fill(staged).await?;
+                }
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => {
                         match self.gcs.delete_object(bucket, &full, None).await {
