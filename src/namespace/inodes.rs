@@ -168,8 +168,15 @@ impl InodeTable {
     /// dropped: what it named was replaced.
     pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) {
         let mut table = self.lock();
-        let changes: Vec<(Ino, Node)> =
-            table.by_ino.iter().filter_map(|(ino, entry)| moved(&entry.node).map(|node| (*ino, node))).collect();
+        // Only the inodes that still name their path move: a removed file's
+        // inode (detached, kept for its open handles) stays what it was.
+        let by_path = &table.by_path;
+        let changes: Vec<(Ino, Node)> = table
+            .by_ino
+            .iter()
+            .filter(|(ino, entry)| by_path.get(&entry.node.key()) == Some(*ino))
+            .filter_map(|(ino, entry)| moved(&entry.node).map(|node| (*ino, node)))
+            .collect();
         for (ino, _) in &changes {
             if let Some(entry) = table.by_ino.get(ino) {
                 let old = entry.node.key();
@@ -408,6 +415,22 @@ mod tests {
         assert_eq!(table.node(a), Some(object("b")));
         assert_eq!(table.node(b), None);
         assert_eq!(table.remember(&object("b")).0, a);
+    }
+
+    /// A removed file's inode (detached for its open handles) does not move
+    /// with a later file of its name: two inodes claimed the target and
+    /// a hash map's order decided which one was dropped.
+    #[test]
+    fn a_rename_moves_only_the_inode_that_names_the_path() {
+        let table = InodeTable::new();
+        let (removed, _) = table.remember(&object("a"));
+        table.detach(removed);
+        let (current, _) = table.remember(&object("a"));
+        assert_ne!(removed, current);
+        table.rekey(|node| (*node == object("a")).then(|| object("b")));
+        assert_eq!(table.find(&object("b")).map(|(ino, _)| ino), Some(current));
+        assert_eq!(table.node(current), Some(object("b")));
+        assert_eq!(table.node(removed), Some(object("a")), "the removed file's inode stays");
     }
 
     #[test]
