@@ -426,6 +426,9 @@ struct FileWriter {
     /// A rename put another file in its place: its inode is gone (ciofs
     /// may answer ESTALE for it), and it must never store its bytes.
     replaced: bool,
+    /// An upload of it failed, but its bytes landed (the answer was lost):
+    /// its base is that generation, its own.
+    landed_unseen: bool,
     /// Its open write handles.
     handles: usize,
     /// Its last write handle went: out of ciofs's writers' table; only
@@ -447,6 +450,9 @@ enum View {
     Writer(u64),
     /// Reads this generation's bytes.
     Object(Option<i64>, Vec<u8>),
+    /// Opened while the file's last write handle was closing: reads the
+    /// writer's bytes or the object's, which may be gone (not checked).
+    Unknown,
 }
 
 #[derive(Clone, Debug)]
@@ -470,7 +476,7 @@ impl Handle {
     fn writer(&self) -> Option<u64> {
         match self.kind {
             Kind::Write(id) | Kind::Read(View::Writer(id)) => Some(id),
-            Kind::Read(View::Object(..)) => None,
+            Kind::Read(View::Object(..) | View::Unknown) => None,
         }
     }
 
@@ -1670,6 +1676,12 @@ impl Model {
             }
             expect.allow(name, Some(w.content.clone()));
         } else {
+            if !failed && w.landed_unseen {
+                return Err(format!(
+                    "[lost-answer-taken-for-conflict] {what}: failed with no fault; {name} holds the generation \
+                     an earlier upload of this writer made (its answer lost), which this one must replace"
+                ));
+            }
             if !failed {
                 return Err(format!("[close-failed] {what}: failed with no fault and nothing against it"));
             }
@@ -1867,13 +1879,16 @@ impl Model {
         // stored already (a settle before the stop uploaded it), or what
         // nothing acknowledged, goes. What is unknown stays unknown: its
         // journal record may be there, and be uploaded later.
+        // After a crash, what is stored may still have its record (an
+        // upload whose answer was lost): taken back or not.
         let store = &self.store;
         self.nfs.retain(|name, p| {
             let stored = store.get(name).map(|o| &o.data) == Some(&p.content);
-            p.wild || p.acked && (failed || !stored)
+            p.wild || p.acked && (failed || !stored || !settled)
         });
-        for p in self.nfs.values_mut() {
+        for (name, p) in &mut self.nfs {
             p.writer = true;
+            p.maybe_gone |= store.get(name).map(|o| &o.data) == Some(&p.content);
         }
         Ok(())
     }
@@ -1927,6 +1942,7 @@ impl Model {
             Step::Write { offset, data, .. } => {
                 let i = index.expect("a handle");
                 let base_gone = self.base_gone(i, before);
+                let may_fail = self.fill_may_fail(i, before);
                 let Some(w) = self.writer_of_mut(i) else { return Ok(()) };
                 match outcome {
                     Ok(Done::Wrote(n)) if *n as usize == data.len() => {
@@ -1941,7 +1957,7 @@ impl Model {
                         w.failure_reported = None;
                     }
                     Ok(other) => return Err(format!("[write] {what}: answered {other:?}")),
-                    Err(_) if !failed && !base_gone && !w.wild => {
+                    Err(_) if !failed && !may_fail && !w.wild => {
                         return Err(format!("[write-failed] {what}: failed with no fault"));
                     }
                     Err(_) => {}
@@ -1951,7 +1967,7 @@ impl Model {
             Step::Read { .. } => self.check_read(index.expect("a handle"), outcome, failed, before, what),
             Step::TruncateIno { size, .. } => {
                 let i = index.expect("a handle");
-                let base_gone = self.base_gone(i, before) && *size > 0;
+                let base_gone = self.fill_may_fail(i, before) && *size > 0;
                 let Some(w) = self.writer_of_mut(i) else { return Ok(()) };
                 // Its inode was dropped by the rename that replaced it.
                 let stale_ino = w.replaced;
@@ -2121,6 +2137,7 @@ impl Model {
                             wild: false,
                             unsure: false,
                             replaced: false,
+                            landed_unseen: false,
                             handles: 1,
                             retired: false,
                         };
@@ -2142,6 +2159,12 @@ impl Model {
 
     /// Whether handle `i`'s writer still needs its base's bytes and that
     /// generation is gone (its fill must fail).
+    /// Whether handle `i`'s writer still needs its base's bytes and that
+    /// generation may be gone (it is, or its base is not known).
+    fn fill_may_fail(&self, i: usize, before: &Store) -> bool {
+        self.base_gone(i, before) || self.writer_of(i).is_some_and(|w| w.needs_fill && w.base == Base::Unknown)
+    }
+
     fn base_gone(&self, i: usize, before: &Store) -> bool {
         let Some(w) = self.writer_of(i) else { return false };
         w.needs_fill
@@ -2160,13 +2183,15 @@ impl Model {
         what: &str,
     ) -> Result<(), Found> {
         let base_gone = self.base_gone(i, before);
+        let may_fail = self.fill_may_fail(i, before);
         let h = &self.handles[i];
         let (expected, may_fail) = match (&h.kind, self.writer_of(i)) {
+            (Kind::Read(View::Unknown), _) => return Ok(()),
             (Kind::Read(View::Object(generation, data)), _) => {
                 (data.clone(), before.get(&h.name).map(|o| o.generation) != *generation)
             }
             (_, Some(w)) if w.wild => return Ok(()),
-            (_, Some(w)) => (w.content.clone(), base_gone),
+            (_, Some(w)) => (w.content.clone(), may_fail),
             (_, None) => return Ok(()),
         };
         match outcome {
@@ -2222,13 +2247,19 @@ impl Model {
                     if holds {
                         w.base = Base::Generation(now.map_or(0, |o| o.generation));
                     }
+                    w.landed_unseen = false;
                     w.unflushed = Unflushed::Nothing;
                     w.failure_reported = None;
                 } else {
-                    // The bytes stay staged; what ciofs replaces stays the
-                    // generation it knew, even if the upload landed.
+                    // The bytes stay staged. If the upload landed (its
+                    // answer lost), the object is the writer's own: a later
+                    // upload replaces it (it is no other writer's change).
                     w.failure_reported = result.err();
                     w.failed_sync |= !close;
+                    if replaced && holds {
+                        w.base = Base::Generation(now.map_or(0, |o| o.generation));
+                        w.landed_unseen = true;
+                    }
                 }
             }
         }
@@ -2340,9 +2371,10 @@ impl Model {
                 // Writes only in an earlier run's journal (its replay failed)
                 // are not read until they are uploaded.
                 let journal_only = self.nfs.get(name).is_some_and(|p| !p.writer);
-                // After a failed rm the name may read the object as it is:
-                // the commit that follows says whether the writes were lost.
-                let rm_failed = self.nfs.get(name).is_some_and(|p| p.rm_failed);
+                // After a failed rm, or when its writer may have gone (its
+                // bytes uploaded), the name may read the object as it is:
+                // the commit that follows says whether writes were lost.
+                let rm_failed = self.nfs.get(name).is_some_and(|p| p.rm_failed || p.maybe_gone);
                 match outcome {
                     Ok(Done::Data(data)) if *data == expected => Ok(()),
                     Ok(Done::Data(data)) if (journal_only || rm_failed) && *data == stored => Ok(()),
@@ -2395,7 +2427,7 @@ impl Model {
                     let w = self.writers.get_mut(&id).expect("a live writer");
                     let base_gone =
                         matches!(w.base, Base::Generation(g) if before.get(name).map(|o| o.generation) != Some(g));
-                    w.wild |= w.needs_fill && (failed || base_gone);
+                    w.wild |= w.needs_fill && (failed || base_gone || w.base == Base::Unknown);
                     w.needs_fill = false;
                     w.unlinked = if outcome.is_ok() { Unlinked::Yes } else { Unlinked::Maybe };
                 }
@@ -2454,7 +2486,23 @@ impl Model {
                     w.replaced = true;
                 }
                 self.nfs.remove(to);
-                self.nfs.remove(from);
+                if let Some(p) = self.nfs.remove(from) {
+                    // Its writer, uploaded first, stays (clean) under the
+                    // new name until an idle commit lets it go: WRITEs to
+                    // the new name go into it.
+                    let moved = Pending {
+                        content: content_of(&self.store, to).unwrap_or_default(),
+                        acked: false,
+                        conflicted: false,
+                        wild: false,
+                        writer: true,
+                        maybe_gone: p.maybe_gone,
+                        rm_failed: false,
+                    };
+                    if p.writer {
+                        self.nfs.insert(to.to_string(), moved);
+                    }
+                }
                 // The journal's record path is the inode's, which moves.
                 self.broken_journals.remove(to);
                 if self.broken_journals.remove(from) {
@@ -2701,6 +2749,13 @@ impl Model {
                 Step::ByName { name, .. } => Some(name.clone()),
                 _ => None,
             };
+            if let Some(p) = touched.as_ref().and_then(|name| self.nfs.get_mut(name))
+                && p.conflicted
+            {
+                // Refused and given up before the second, which then went
+                // to a new writer; or the second went into it first.
+                p.wild = true;
+            }
             let store = self.store.clone();
             let mut given_up = Vec::new();
             self.nfs.retain(|name, p| {
@@ -2720,11 +2775,19 @@ impl Model {
             }
             self.check_conflicts_kept(&what)?;
         }
+        if matches!(first, Step::Close { .. })
+            && let Ok(Done::Opened { fh, .. }) = second_outcome
+        {
+            for h in self.handles.iter_mut().filter(|h| h.fh == *fh && !h.writes()) {
+                h.kind = Kind::Read(View::Unknown);
+            }
+        }
         if let Ok(Done::Opened { fh, .. }) = second_outcome {
             // Opened before or after the first's upload (sharing its writer,
             // or, if it went meanwhile, with one of its own): its base is
             // either.
-            let ids: Vec<u64> = self.handles.iter().filter(|h| h.fh == *fh).filter_map(|h| h.writer()).collect();
+            let ids: Vec<u64> =
+                self.handles.iter().filter(|h| h.fh == *fh && h.writes()).filter_map(|h| h.writer()).collect();
             for id in ids {
                 if let Some(w) = self.writers.get_mut(&id) {
                     w.base = Base::Unknown;
