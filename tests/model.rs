@@ -510,6 +510,9 @@ struct Pending {
     /// An rm of it failed: either it took effect (the object is gone) or
     /// the acknowledged writes must still reach Cloud Storage.
     rm_failed: bool,
+    /// An upload of it landed with its answer lost (a fault, or a crash):
+    /// that generation is the writer's own, which its next upload replaces.
+    landed_unseen: bool,
 }
 
 /// What an operation may leave, per object: any of these contents (None:
@@ -575,6 +578,15 @@ struct Model {
     kept_conflicts: Vec<(String, Vec<u8>)>,
     next_id: u64,
     next_byte: u8,
+}
+
+/// How the NFS server stopped before a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Settle,
+    Crash,
+    /// Killed while an idle commit's upload was in flight.
+    CrashInCommit,
 }
 
 /// What an executed op returned.
@@ -1167,13 +1179,14 @@ impl Harness {
                         let own = u64::from(*applied && self.sut.gcs.failed() > before);
                         let failed = self.sut.gcs.failed() - before - own > 0;
                         let observed = self.observe();
-                        return self.model.after_restart(expect, &observed, failed, false);
+                        return self.model.after_restart(expect, &observed, failed, Stop::CrashInCommit);
                     }
                     _ => unreachable!(),
                 }
                 let observed = self.observe();
                 let failed = self.sut.gcs.failed() > failed_before;
-                self.model.after_restart(expect, &observed, failed, matches!(op, Op::Restart))
+                let stop = if matches!(op, Op::Restart) { Stop::Settle } else { Stop::Crash };
+                self.model.after_restart(expect, &observed, failed, stop)
             }
             Op::Race { first, second, hold } => self.race(first, second, *hold).await,
             Op::BreakJournal { file } => {
@@ -1793,6 +1806,7 @@ impl Model {
         let observed = &self.store;
         let mut settled = Vec::new();
         let mut maybe_gone = Vec::new();
+        let mut conflicted_maybe_gone = Vec::new();
         for (name, p) in &self.nfs {
             let stored = observed.get(name).map(|o| &o.data) == Some(&p.content);
             if p.rm_failed && !failed && !p.wild && !stored {
@@ -1809,8 +1823,10 @@ impl Model {
                 continue;
             }
             if !failed && p.acked && !p.conflicted && !p.wild && !stored {
+                let kind =
+                    if p.landed_unseen { "nfs-lost-answer-taken-for-conflict" } else { "nfs-acked-not-uploaded" };
                 return Err(format!(
-                    "[nfs-acked-not-uploaded] after {what} with no fault: {name} holds {:?}, the acknowledged writes are {:?}",
+                    "[{kind}] after {what} with no fault: {name} holds {:?}, the acknowledged writes are {:?}",
                     observed.get(name).map(|o| &o.data),
                     p.content
                 ));
@@ -1821,6 +1837,9 @@ impl Model {
                 // Uploaded, perhaps by an attempt whose answer was lost:
                 // whether its writer went is not known.
                 maybe_gone.push(name.clone());
+            } else if failed && p.conflicted {
+                // Given up (a conflict), unless the commit failed first.
+                conflicted_maybe_gone.push(name.clone());
             } else if !failed && p.acked && p.conflicted && !p.wild && !p.maybe_gone {
                 // Refused because another client changed the object: the
                 // writer gives up, its bytes kept in `conflicts/`.
@@ -1832,6 +1851,12 @@ impl Model {
             self.nfs.remove(&name);
         }
         for name in maybe_gone {
+            if let Some(p) = self.nfs.get_mut(&name) {
+                p.maybe_gone = true;
+                p.landed_unseen = true;
+            }
+        }
+        for name in conflicted_maybe_gone {
             if let Some(p) = self.nfs.get_mut(&name) {
                 p.maybe_gone = true;
             }
@@ -1866,10 +1891,11 @@ impl Model {
     /// After the NFS server's restart or crash and its journal replay: the
     /// replay takes each journal record back as a writer of the new
     /// process, uploaded by the next idle commit (not at the start).
-    /// `settled`: the server stopped cleanly (settle), which uploads what
-    /// was acknowledged as an idle commit does.
-    fn after_restart(&mut self, expect: Expect, observed: &Store, failed: bool, settled: bool) -> Result<(), Found> {
-        trace(if settled { "a restart" } else { "a crash" }, failed, observed);
+    /// `stop`: how the server stopped: cleanly (settle uploads what was
+    /// acknowledged, as an idle commit does), or killed (in an idle commit).
+    fn after_restart(&mut self, expect: Expect, observed: &Store, failed: bool, stop: Stop) -> Result<(), Found> {
+        let settled = stop == Stop::Settle;
+        trace(&format!("a restart ({stop:?})"), failed, observed);
         self.check_store(&expect, observed, "a restart and the journal replay")?;
         self.store = observed.clone();
         if settled {
@@ -1888,7 +1914,11 @@ impl Model {
         });
         for (name, p) in &mut self.nfs {
             p.writer = true;
-            p.maybe_gone |= store.get(name).map(|o| &o.data) == Some(&p.content);
+            let stored = store.get(name).map(|o| &o.data) == Some(&p.content);
+            p.maybe_gone |= stored;
+            p.landed_unseen |= stored;
+            // Given up by the commit the crash cut, or not yet tried.
+            p.maybe_gone |= p.conflicted && stop == Stop::CrashInCommit;
         }
         Ok(())
     }
@@ -2324,6 +2354,7 @@ impl Model {
                         writer: true,
                         maybe_gone: false,
                         rm_failed: false,
+                        landed_unseen: false,
                     });
                     p.writer = true;
                     p.maybe_gone = false;
@@ -2354,6 +2385,7 @@ impl Model {
                             writer: true,
                             maybe_gone: true,
                             rm_failed: false,
+                            landed_unseen: false,
                         };
                         self.nfs.insert(name.to_string(), pending);
                         Ok(())
@@ -2498,6 +2530,7 @@ impl Model {
                         writer: true,
                         maybe_gone: p.maybe_gone,
                         rm_failed: false,
+                        landed_unseen: false,
                     };
                     if p.writer {
                         self.nfs.insert(to.to_string(), moved);
@@ -2523,6 +2556,18 @@ impl Model {
             }
             Err(libc::ESTALE) if stale => {}
             Err(_) if self.exists(from) == Some(false) => {}
+            Err(libc::ESTALE) if self.nfs.get(from).is_some_and(|p| p.landed_unseen) => {
+                return Err(format!(
+                    "[nfs-lost-answer-taken-for-conflict] {what}: the rename's upload of the writes was refused, \
+                     though the object holds the writer's own earlier upload (its answer lost)"
+                ));
+            }
+            Err(libc::ESTALE) if self.live_writer(from).is_some_and(|id| self.writers[&id].landed_unseen) => {
+                return Err(format!(
+                    "[lost-answer-taken-for-conflict] {what}: the rename's upload was refused, though the object \
+                     holds the writer's own earlier upload (its answer lost)"
+                ));
+            }
             Err(_) => return Err(format!("[rename-failed] {what}: failed with no fault")),
         }
         Ok(())
@@ -2642,6 +2687,9 @@ impl Model {
             match first {
                 Step::CommitIdle => {
                     for (name, p) in &model.nfs {
+                        if p.wild {
+                            extra.any(name);
+                        }
                         extra.allow(name, content_of(&self.store, name));
                         extra.allow(name, Some(p.content.clone()));
                     }
