@@ -3432,3 +3432,25 @@ async fn regression_an_upload_whose_answer_was_lost_is_not_taken_for_a_conflict_
     ];
     pinned(Frontend::Fuse, &[(0, 1)], ops).await;
 }
+
+/// `rm y` while nothing has y open leaves its inode detached (kept for
+/// handles that may come back with it); a new y gets another inode. `mv y x`
+/// then moves every inode whose node is y, the removed file's too: both
+/// claim x, and the one the inode table's map gives last wins, the other is
+/// dropped. When the removed file's wins, x's open handle answers ESTALE
+/// (here to an ftruncate) and x is the removed file's inode. The map's
+/// order is random: each of the 8 runs fails half the time.
+#[tokio::test(start_paused = true)]
+async fn regression_a_rename_moves_the_file_s_inode_not_a_removed_one_s() {
+    for _ in 0..8 {
+        let ops = vec![
+            Op::Open { file: 1, truncate: false },
+            Op::Close { handle: 0 },
+            Op::Unlink { file: 1 },
+            Op::Open { file: 1, truncate: false },
+            Op::Rename { from: 1, to: 0 },
+            Op::TruncateHandle { handle: 0, size: 1 },
+        ];
+        pinned(Frontend::Fuse, &[], ops).await;
+    }
+}
