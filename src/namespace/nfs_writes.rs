@@ -68,6 +68,11 @@ struct JournalRecord {
     name: String,
     /// The generation the writes replace (None: a new object).
     base_generation: Option<i64>,
+    /// What failed uploads of this writer may have stored (size, CRC32C):
+    /// an object found holding one of these is its own upload, not another
+    /// writer's (`Staged::unconfirmed`).
+    #[serde(default)]
+    unconfirmed: Vec<(u64, u32)>,
 }
 
 /// When an unattended writer may try its upload again.
@@ -233,7 +238,17 @@ impl Namespace {
                 staged.journaled = false;
             }
         }
-        let Some(files) = staged.journal.as_ref().filter(|_| !staged.journaled) else { return Ok(()) };
+        if staged.journaled {
+            return Ok(());
+        }
+        self.write_journal_record(staged)
+    }
+
+    /// Writes the journal record of a journaled staging file: its object,
+    /// the generation its bytes replace, and what failed uploads may have
+    /// stored.
+    fn write_journal_record(&self, staged: &mut Staged) -> VfsResult<()> {
+        let Some(files) = staged.journal.as_ref() else { return Ok(()) };
         let record = JournalRecord {
             project: Some(files.project.clone()),
             bucket: staged.bucket.clone(),
@@ -243,6 +258,7 @@ impl Namespace {
                 Base::Object(ref meta) => Some(meta.generation),
                 Base::Generation(generation) => Some(generation),
             },
+            unconfirmed: staged.unconfirmed.clone(),
         };
         let text = serde_json::to_vec(&record).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
         private_files::replace(&files.record, &text).map_err(|e| io_error("journal record", e))?;
@@ -306,6 +322,13 @@ impl Namespace {
                 self.retire(ino, writer, &mut staged);
             }
             Err(e) => {
+                // What the failed upload may have stored goes into the
+                // record, so that a restart still knows it as its own.
+                if staged.journaled
+                    && let Err(e) = self.write_journal_record(&mut staged)
+                {
+                    tracing::warn!(error = %e, "cannot rewrite a journal record");
+                }
                 let wait = staged.retry.failed();
                 let path = writer.node().to_string();
                 self.error_log.record(&path, e.errno(), &format!("{e}; will retry in {} s", wait.as_secs().max(1)));
@@ -373,7 +396,8 @@ impl Namespace {
         let content = staging_crc32c(&data, size).map_err(|e| e.to_string())?;
         let mut staged = staged_in(&record.bucket, &record.name, data, base, false, Some(files));
         staged.restore(size);
-        staged.unconfirmed = vec![(size, content)];
+        staged.unconfirmed = record.unconfirmed;
+        staged.unconfirmed.push((size, content));
         let writer = Arc::new(Writer::unattended(node, staged));
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         if writers.contains_key(&ino) {
