@@ -1834,7 +1834,9 @@ impl Model {
         let mut conflicted_maybe_gone = Vec::new();
         for (name, p) in &self.nfs {
             let stored = observed.get(name).map(|o| &o.data) == Some(&p.content);
-            if p.rm_failed && !failed && !p.wild && !stored {
+            // (Another client's change since makes it a conflict instead:
+            // the bytes go to `conflicts/`, checked below.)
+            if p.rm_failed && !p.conflicted && !failed && !p.wild && !stored {
                 if observed.contains_key(name) {
                     return Err(format!(
                         "[nfs-acked-lost-by-failed-rm] after {what} with no fault: {name}, whose rm failed, holds {:?}, \

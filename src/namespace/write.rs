@@ -110,6 +110,10 @@ pub struct Staged {
     pub(super) base: Base,
     /// The staging file does not yet hold the base's bytes.
     needs_fill: bool,
+    /// Those bytes can no longer be had (the file was removed or replaced
+    /// before they were fetched): a read or write that needs them is
+    /// ESTALE rather than zeros.
+    base_gone: bool,
     /// The object must be uploaded (written, truncated or created since the
     /// last upload).
     pub dirty: bool,
@@ -333,6 +337,15 @@ impl Namespace {
     pub(super) async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
         if !staged.needs_fill {
             return Ok(());
+        }
+        if staged.base_gone {
+            return Err(VfsError::new(
+                libc::ESTALE,
+                format!(
+                    "gs://{}/{}: the file was removed or replaced before its bytes were read",
+                    staged.bucket, staged.name
+                ),
+            ));
         }
         let Base::Object(base) = self.known_base(staged).await? else {
             staged.needs_fill = false;
@@ -750,7 +763,7 @@ impl Namespace {
     pub(super) async fn unlink_staged(&self, staged: &mut Staged) {
         if let Err(e) = self.fill(staged).await {
             tracing::debug!(error = %e, "removed file's old bytes are gone");
-            staged.needs_fill = false;
+            staged.base_gone = true;
         }
         staged.unlinked = true;
         staged.streaming = None;
@@ -803,6 +816,7 @@ pub(super) fn staged_in(
         size,
         base,
         needs_fill,
+        base_gone: false,
         // A truncating open of an existing object changes it even if
         // nothing is written (`: > file`).
         dirty: truncate,
