@@ -165,8 +165,9 @@ impl InodeTable {
 
     /// Gives each inode whose node `moved` maps a new node (after a rename),
     /// keeping its number. An inode that stood at a new node's place is
-    /// dropped: what it named was replaced.
-    pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) {
+    /// detached, as a removed file's is (it answers for its open handles
+    /// only): what it named was replaced. Those inodes are returned.
+    pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) -> Vec<Ino> {
         let mut table = self.lock();
         // Only the inodes that still name their path move: a removed file's
         // inode (detached, kept for its open handles) stays what it was.
@@ -183,17 +184,25 @@ impl InodeTable {
                 table.by_path.remove(&old);
             }
         }
+        let mut replaced = Vec::new();
         for (ino, node) in changes {
-            if let Some(replaced) = table.by_path.insert(node.key(), ino)
-                && replaced != ino
+            if let Some(old) = table.by_path.insert(node.key(), ino)
+                && old != ino
             {
-                table.by_ino.remove(&replaced);
+                replaced.push(old);
             }
             if let Some(entry) = table.by_ino.get_mut(&ino) {
                 entry.node = node;
             }
             table.journal_new(ino);
         }
+        replaced
+    }
+
+    /// Whether `ino` still names its node's path (not removed or replaced).
+    pub fn is_attached(&self, ino: Ino) -> bool {
+        let table = self.lock();
+        table.by_ino.get(&ino).is_some_and(|entry| table.by_path.get(&entry.node.key()) == Some(&ino))
     }
 
     /// Unties `ino` from its path (a file removed while open): it keeps
@@ -407,13 +416,14 @@ mod tests {
     }
 
     #[test]
-    fn a_rename_keeps_the_inode_and_drops_the_replaced_one() {
+    fn a_rename_keeps_the_inode_and_detaches_the_replaced_one() {
         let table = InodeTable::new();
         let (a, _) = table.remember(&object("a"));
         let (b, _) = table.remember(&object("b"));
-        table.rekey(|node| (*node == object("a")).then(|| object("b")));
+        let replaced = table.rekey(|node| (*node == object("a")).then(|| object("b")));
+        assert_eq!(replaced, [b]);
         assert_eq!(table.node(a), Some(object("b")));
-        assert_eq!(table.node(b), None);
+        assert!(table.is_attached(a) && !table.is_attached(b), "b's inode answers for its handles only");
         assert_eq!(table.remember(&object("b")).0, a);
     }
 

@@ -235,6 +235,19 @@ impl Namespace {
         }
     }
 
+    /// Whether an object's inode still names its path: a file removed or
+    /// replaced by a rename answers only through its writer (its open
+    /// handles); anything else asked of its inode (a stat, an NFS READ or
+    /// WRITE, a truncate) is STALE, never the file now at that path.
+    fn still_named(&self, ino: Ino, node: &Node) -> VfsResult<()> {
+        match node {
+            Node::Object { .. } if !self.inodes.is_attached(ino) => {
+                Err(VfsError::new(libc::ESTALE, format!("{node} was removed or replaced (stale handle)")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The node `ino` names. A `--config-only` tree has no object files:
     /// an object's inode (a handle from a run that showed them, read back
     /// from the NFS journal) is stale there, whatever is asked of it.
@@ -338,7 +351,10 @@ impl Vfs for Namespace {
                 let (text, mtime) = self.error_log.render();
                 (text.len() as u64, mtime)
             }
-            (None, _) => self.storage_stat(&node).await?,
+            (None, _) => {
+                self.still_named(ino, &node)?;
+                self.storage_stat(&node).await?
+            }
         };
         Ok(self.attr(ino, generation, &node, size, mtime))
     }
@@ -538,7 +554,10 @@ impl Vfs for Namespace {
                     writer.touch();
                 }
                 // `truncate -s` without an open file: change the object now.
-                None => self.truncate_object(&node, size).await?,
+                None => {
+                    self.still_named(ino, &node)?;
+                    self.truncate_object(&node, size).await?
+                }
             }
         }
         // Mode, owner and times: accepted (tar x and cp -p set them), not
@@ -785,6 +804,7 @@ impl Namespace {
             return Ok(Handle::ReadStaged(writer));
         }
         let node = self.node(ino)?;
+        self.still_named(ino, &node)?;
         if node.holds_documents() || node == Node::ErrorLog {
             return match node {
                 Node::ErrorLog => Ok(Handle::Document(self.error_log.render().0)),

@@ -135,8 +135,13 @@ impl Namespace {
                 };
                 if let Some((_, staged)) = writer.as_mut() {
                     // Its handles keep the file's bytes: fetched while the
-                    // object is still there.
-                    self.fill(staged).await?;
+                    // object is still there. Gone already (another client
+                    // removed it): the handles get ESTALE for them.
+                    match self.fill(staged).await {
+                        Ok(()) => {}
+                        Err(e) if e.errno() == libc::ENOENT => staged.lose_base(),
+                        Err(e) => return Err(e),
+                    }
                 }
                 match self.resolve(bucket, &full).await? {
                     Known::Object(meta) => {
@@ -277,19 +282,24 @@ impl Namespace {
                         Err(VfsError::new(libc::EISDIR, format!("{to}/{new_name} is a directory")))
                     }
                     (Known::Object(meta), _) => {
-                        let replaced = self.inodes.find(&object(&target)).map(|(ino, _)| ino);
                         let moved = self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
-                        self.rekey(bucket, &source, &target, false);
+                        let replaced = self.rekey(bucket, &source, &target, false);
                         if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
                             // Uploaded first, so nothing is left to journal:
-                            // NFS writes to come journal the new name.
+                            // NFS writes to come journal the new name. What
+                            // moved is what Cloud Storage held: another
+                            // client's version, if it changed the file since
+                            // (the handles then read that one).
+                            let changed_behind = staged.base_generation() != meta.generation;
                             writer.retarget(object(&target), staged, moved);
+                            if changed_behind {
+                                staged.refill()?;
+                                writer.record(staged);
+                            }
                         }
                         drop(staged);
-                        if let Some(replaced) =
-                            replaced.filter(|ino| Some(*ino) != self.inodes.find(&object(&target)).map(|(i, _)| i))
-                        {
-                            self.drop_replaced_writer(replaced).await;
+                        for ino in replaced {
+                            self.drop_replaced_writer(ino).await;
                         }
                         Ok(())
                     }
@@ -309,7 +319,9 @@ impl Namespace {
                             self.remove_dir(to, new_name).await?;
                         }
                         self.move_prefix(bucket, &format!("{source}/"), &format!("{target}/")).await?;
-                        self.rekey(bucket, &source, &target, true);
+                        for ino in self.rekey(bucket, &source, &target, true) {
+                            self.drop_replaced_writer(ino).await;
+                        }
                         Ok(())
                     }
                     _ => Err(VfsError::not_found(format!("{from}/{name}"))),
@@ -389,17 +401,19 @@ impl Namespace {
 
     /// Moves the inodes of a renamed entry (and, for a directory, of all
     /// below it) to their new names, so the kernel's handles keep working.
-    fn rekey(&self, bucket: &str, source: &str, target: &str, is_dir: bool) {
+    /// The inodes of the files it replaced are detached: their writers are
+    /// dropped once the caller let go of its own (`drop_replaced_writer`).
+    fn rekey(&self, bucket: &str, source: &str, target: &str, is_dir: bool) -> Vec<ciofs_frontends::Ino> {
         if is_dir {
             let (from, to) = (format!("{source}/"), format!("{target}/"));
-            self.inodes.rekey(|node| node.moved(bucket, &from, &to));
+            self.inodes.rekey(|node| node.moved(bucket, &from, &to))
         } else {
             self.inodes.rekey(|node| match node {
                 Node::Object { name, .. } | Node::ObjectMeta { name, .. } if name == source => {
                     node.moved(bucket, source, target)
                 }
                 _ => None,
-            });
+            })
         }
     }
 }

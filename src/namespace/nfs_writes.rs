@@ -186,15 +186,6 @@ impl Namespace {
         Ok(writer)
     }
 
-    /// Whether `ino` still names `node`: a removed file's inode answers for
-    /// open handles only, and an NFS WRITE through its handle is STALE.
-    fn still_named(&self, ino: Ino, node: &Node) -> VfsResult<()> {
-        match self.inodes.find(node) {
-            Some((named, _)) if named == ino => Ok(()),
-            _ => Err(VfsError::new(libc::ESTALE, format!("{node} was removed (stale handle)"))),
-        }
-    }
-
     /// A staging file of its own for writes without a handle, in the
     /// journal directory so that it survives a crash.
     fn stage_journaled(

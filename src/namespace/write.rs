@@ -174,6 +174,29 @@ impl Staged {
         self.sequential = false;
     }
 
+    /// The generation the staged bytes replace.
+    pub(super) fn base_generation(&self) -> i64 {
+        self.base.generation()
+    }
+
+    /// Drops the staged bytes of a clean writer for its base's, fetched
+    /// when needed (its base was changed under it by a rename that moved
+    /// another client's version).
+    pub(super) fn refill(&mut self) -> VfsResult<()> {
+        let Base::Object(base) = &self.base else { return Ok(()) };
+        self.file.set_len(base.size).map_err(|e| io_error("staging file", e))?;
+        self.size = base.size;
+        self.needs_fill = base.size > 0;
+        self.sequential = false;
+        self.streaming = None;
+        Ok(())
+    }
+
+    /// The base's bytes can no longer be had: what needs them is ESTALE.
+    pub(super) fn lose_base(&mut self) {
+        self.base_gone = true;
+    }
+
     /// Whether `meta` holds what an earlier attempt of this writer may have
     /// stored (`unconfirmed`).
     pub(super) fn may_have_stored(&self, meta: &ObjectMeta) -> bool {
@@ -504,8 +527,10 @@ impl Namespace {
             ));
         }
         self.fill(staged).await?;
+        // (Only a base just fetched says what Cloud Storage holds now.)
+        let taken_back = matches!(staged.base, Base::Generation(_));
         if let Base::Object(meta) = self.known_base(staged).await?
-            && !staged.unconfirmed.is_empty()
+            && taken_back
             && self.holds_staged_bytes(&meta, staged)
         {
             // Taken back from a journal whose bytes Cloud Storage has
@@ -763,7 +788,7 @@ impl Namespace {
     pub(super) async fn unlink_staged(&self, staged: &mut Staged) {
         if let Err(e) = self.fill(staged).await {
             tracing::debug!(error = %e, "removed file's old bytes are gone");
-            staged.base_gone = true;
+            staged.lose_base();
         }
         staged.unlinked = true;
         staged.streaming = None;
