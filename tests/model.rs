@@ -880,8 +880,9 @@ impl Sut {
                 Ok(Done::Wrote(errno(ns.write(*ino, *fh, *offset as u64, data).await)?))
             }
             Step::Read { ino, fh } => Ok(Done::Data(errno(ns.read(*ino, *fh, 0, READ_ALL).await)?.0.to_vec())),
-            Step::TruncateIno { ino, size } => {
-                errno(ns.setattr(*ino, SetAttr { size: Some(*size as u64), ..SetAttr::default() }).await)?;
+            Step::TruncateIno { ino, fh, size } => {
+                let set = SetAttr { size: Some(*size as u64), fh: Some(*fh), ..SetAttr::default() };
+                errno(ns.setattr(*ino, set).await)?;
                 Ok(Done::Unit)
             }
             Step::Fsync { ino, fh } => errno(ns.fsync(*ino, Some(*fh)).await).map(|_| Done::Unit),
@@ -1013,19 +1014,58 @@ impl Sut {
 /// An op resolved against the model: handles and names made concrete.
 #[derive(Clone, Debug)]
 enum Step {
-    Open { name: String, truncate: bool },
-    OpenRead { name: String },
-    Write { ino: Ino, fh: Option<Fh>, offset: u8, data: Vec<u8> },
-    Read { ino: Ino, fh: Option<Fh> },
-    TruncateIno { ino: Ino, size: u8 },
-    Fsync { ino: Ino, fh: Fh },
-    Close { ino: Ino, fh: Fh },
-    ByName { op: ByName, name: String },
-    NfsCreate { name: String },
-    Rename { from: String, to: String },
-    RenameDir { from: String, to: String },
-    Mkdir { dir: String },
-    Rmdir { dir: String },
+    Open {
+        name: String,
+        truncate: bool,
+    },
+    OpenRead {
+        name: String,
+    },
+    Write {
+        ino: Ino,
+        fh: Option<Fh>,
+        offset: u8,
+        data: Vec<u8>,
+    },
+    Read {
+        ino: Ino,
+        fh: Option<Fh>,
+    },
+    /// ftruncate: through the handle.
+    TruncateIno {
+        ino: Ino,
+        fh: Fh,
+        size: u8,
+    },
+    Fsync {
+        ino: Ino,
+        fh: Fh,
+    },
+    Close {
+        ino: Ino,
+        fh: Fh,
+    },
+    ByName {
+        op: ByName,
+        name: String,
+    },
+    NfsCreate {
+        name: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    RenameDir {
+        from: String,
+        to: String,
+    },
+    Mkdir {
+        dir: String,
+    },
+    Rmdir {
+        dir: String,
+    },
     CommitIdle,
     Nothing,
 }
@@ -1082,7 +1122,7 @@ impl Harness {
                 None => (Step::Nothing, None),
             },
             Op::TruncateHandle { handle, size } => match m.pick(handle, true) {
-                Some(i) => (Step::TruncateIno { ino: m.handles[i].ino, size }, Some(i)),
+                Some(i) => (Step::TruncateIno { ino: m.handles[i].ino, fh: m.handles[i].fh, size }, Some(i)),
                 None => (Step::Nothing, None),
             },
             Op::Truncate { file, size } => {

@@ -298,14 +298,15 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let set = SetAttr { size, mode, uid, gid, mtime: mtime.map(time), atime: atime.map(time) };
+        let set =
+            SetAttr { size, mode, uid, gid, mtime: mtime.map(time), atime: atime.map(time), fh: fh.map(|fh| fh.0) };
         let ttl = self.ttl;
         self.spawn("setattr", move |vfs| async move {
             match vfs.setattr(ino.0, set).await {

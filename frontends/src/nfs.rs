@@ -221,6 +221,8 @@ fn sattr_to_setattr(sattr: &sattr3) -> SetAttr {
             set_mtime::SET_TO_SERVER_TIME => Some(SystemTime::now()),
             set_mtime::DONT_CHANGE => None,
         },
+        // NFS has no open: a SETATTR names the file.
+        fh: None,
     }
 }
 
@@ -530,6 +532,7 @@ mod tests {
                 gid: Some(5),
                 mtime: Some(UNIX_EPOCH + Duration::from_secs(10)),
                 atime: None,
+                fh: None,
             }
         );
         assert_eq!(sattr_to_setattr(&sattr3::default()), SetAttr::default());

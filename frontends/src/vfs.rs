@@ -126,6 +126,10 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub mtime: Option<SystemTime>,
     pub atime: Option<SystemTime>,
+    /// The handle it comes through (FUSE's ftruncate, fchmod): a file
+    /// removed or replaced while open is still reached by it. None for a
+    /// call by path (truncate(2), NFS).
+    pub fh: Option<Fh>,
 }
 
 /// How a file is opened.

@@ -537,7 +537,16 @@ impl Vfs for Namespace {
             self.doc_truncate(&node, size).await?;
         }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
-            match self.locked_writer(ino).await {
+            // Through a handle (ftruncate): that handle's writer, also when
+            // its file was removed or replaced since.
+            let writer = match self.handle(set.fh) {
+                Some(Handle::Write(writer)) => {
+                    let staged = writer.staged.clone().lock_owned().await;
+                    Some((writer, staged))
+                }
+                _ => self.locked_writer(ino).await,
+            };
+            match writer {
                 Some((writer, mut staged)) => {
                     if writer.unattended {
                         self.before_journaled_change(&mut staged).await?;

@@ -334,16 +334,16 @@ impl Namespace {
         }
     }
 
-    /// The writer of a file a rename replaced (its inode number is free
-    /// now): its handles keep their bytes, which are never uploaded (an
-    /// upload would be refused anyway: the object is another generation),
-    /// and it leaves the writers' table, so that a file that gets the number
-    /// later does not join it. Taken after the rename's own writer is let
-    /// go, so that two renames never hold two writers' locks.
+    /// The writer of a file a rename replaced, as an rm leaves it: its
+    /// handles keep their bytes (what they could still fetch), which are
+    /// never uploaded. It stays under its inode, which is detached (no new
+    /// file gets its number), until its last handle goes. Taken after the
+    /// rename's own writer is let go, so that two renames never hold two
+    /// writers' locks.
     async fn drop_replaced_writer(&self, replaced: ciofs_frontends::Ino) {
         if let Some((writer, mut staged)) = self.locked_writer(replaced).await {
             self.unlink_staged(&mut staged).await;
-            self.retire(replaced, &writer, &mut staged);
+            writer.record(&staged);
         }
     }
 
