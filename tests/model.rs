@@ -1472,12 +1472,14 @@ impl Model {
     }
 
     /// The kind of a divergence of what `name` holds: told apart when an
-    /// upload of its writer landed with its answer lost, the likely cause
-    /// (`lost-answer-taken-for-conflict`).
+    /// upload of its writer landed with its answer lost, or an rm of it
+    /// failed, the likely causes (`lost-answer-taken-for-conflict`,
+    /// `nfs-acked-lost-by-failed-rm`).
     fn store_kind(&self, name: &str) -> &'static str {
         let fuse = self.writers.values().any(|w| w.name == name && w.landed_unseen);
         match self.nfs.get(name) {
             Some(p) if p.landed_unseen => "store-after-lost-answer",
+            Some(p) if p.rm_failed => "store-after-failed-rm",
             _ if fuse => "store-after-lost-answer",
             _ => "store",
         }
@@ -1771,10 +1773,11 @@ impl Model {
         }
         match self.live_writer(from).map(|id| &self.writers[&id]) {
             Some(w) if w.unflushed != Unflushed::Nothing || w.unsure => {
-                let stale = w.base != Base::Unknown
-                    && !w.unsure
-                    && w.base != self.generation_of(from)
-                    && content_of(&self.store, from).as_ref() != Some(&w.content);
+                // Refused (ESTALE) when its base is not the object's; which
+                // it is, is not known after a race.
+                let stale = w.unsure
+                    || w.base == Base::Unknown
+                    || w.base != self.generation_of(from) && content_of(&self.store, from).as_ref() != Some(&w.content);
                 (Some(w.content.clone()), stale)
             }
             _ => (content_of(&self.store, from), false),
@@ -1907,10 +1910,13 @@ impl Model {
             } else if failed && p.conflicted {
                 // Given up (a conflict), unless the commit failed first.
                 conflicted_maybe_gone.push(name.clone());
-            } else if !failed && p.acked && p.conflicted && !p.wild && !p.maybe_gone {
+            } else if !failed && p.acked && p.conflicted && !p.wild {
                 // Refused because another client changed the object: the
-                // writer gives up, its bytes kept in `conflicts/`.
-                self.kept_conflicts.push((name.clone(), p.content.clone()));
+                // writer gives up, its bytes kept in `conflicts/` (if it
+                // was still there: it may have gone, its bytes uploaded).
+                if !p.maybe_gone {
+                    self.kept_conflicts.push((name.clone(), p.content.clone()));
+                }
                 settled.push(name.clone());
             }
         }
@@ -2746,6 +2752,10 @@ impl Model {
     ) -> Result<(), Found> {
         let what = format!("race of {first:?} -> {first_outcome:?} with {second:?} -> {second_outcome:?}");
         trace(&what, failed, observed);
+        let touched = match second {
+            Step::ByName { name, .. } => Some(name.clone()),
+            _ => None,
+        };
         // What the first may leave, with the second's bytes or without.
         let mut extra = Expect::default();
         let mut after_second = self.clone();
@@ -2754,7 +2764,10 @@ impl Model {
             match first {
                 Step::CommitIdle => {
                     for (name, p) in &model.nfs {
-                        if p.wild {
+                        // A writer given up (a conflict) before the second
+                        // came: the second went elsewhere (a truncate of
+                        // the object as it is, say).
+                        if p.wild || p.conflicted && touched.as_ref() == Some(name) {
                             extra.any(name);
                         }
                         extra.allow(name, content_of(&self.store, name));
@@ -2860,10 +2873,6 @@ impl Model {
             // An object the commit uploaded and the second did not touch is
             // settled; the rest stays pending, to be checked at the next
             // commit, and whether the commit dropped its writer is not known.
-            let touched = match second {
-                Step::ByName { name, .. } => Some(name.clone()),
-                _ => None,
-            };
             if let Some(p) = touched.as_ref().and_then(|name| self.nfs.get_mut(name))
                 && p.conflicted
             {
