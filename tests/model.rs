@@ -3505,3 +3505,34 @@ async fn regression_a_rename_moves_the_file_s_inode_not_a_removed_one_s() {
         pinned(Frontend::Fuse, &[], ops).await;
     }
 }
+
+/// `mv x y` while y is open for write, then `rm y`: y's writer, whose file
+/// the rename replaced, is not marked removed (only the writers' table
+/// still has it, under an inode number the rename dropped), so the close
+/// of its handle uploads it as a new object: y, removed, comes back.
+#[tokio::test(start_paused = true)]
+async fn regression_a_file_a_rename_replaced_is_not_uploaded_by_its_close() {
+    let ops = vec![
+        Op::PutBehind { file: 0, len: 0 },
+        Op::Open { file: 1, truncate: false },
+        Op::Rename { from: 0, to: 1 },
+        Op::Unlink { file: 1 },
+    ];
+    pinned(Frontend::Fuse, &[], ops).await;
+}
+
+/// The same over NFS: y's unattended writer, whose file `mv d/z y`
+/// replaced, keeps its journal record; after a crash the record is taken
+/// back as the writer of y, now the moved file: a WRITE to y goes into the
+/// replaced file's bytes, whose upload is then refused as a conflict, and
+/// the acknowledged WRITE never reaches Cloud Storage.
+#[tokio::test(start_paused = true)]
+async fn regression_a_file_a_rename_replaced_is_not_taken_back_after_a_crash() {
+    let ops = vec![
+        Op::NfsWrite { file: 1, offset: 0, len: 1 },
+        Op::Rename { from: 2, to: 1 },
+        Op::Crash,
+        Op::NfsWrite { file: 1, offset: 0, len: 1 },
+    ];
+    pinned(Frontend::Nfs, &[(2, 0), (1, 0)], ops).await;
+}
