@@ -498,11 +498,8 @@ struct Pending {
     /// replaced), and liveness is not required.
     conflicted: bool,
     /// Its state is unknown (an operation on it failed ambiguously): not
-    /// checked until a restart forgets it.
+    /// checked any more.
     wild: bool,
-    /// The running server has a writer for it (else the writes are only in
-    /// the journal, left by an earlier run for the next start to replay).
-    writer: bool,
     /// An idle commit ran at the same time as a change to it: whether its
     /// writer is still there (so lookups find it, truncates stage) is not
     /// known.
@@ -736,7 +733,7 @@ impl Model {
         }
         let named = |w: &FileWriter| !w.retired && (w.name == name || w.maybe_names.iter().any(|n| n == name));
         match self.nfs.get(name) {
-            Some(p) if p.acked && !p.wild && p.writer && !p.maybe_gone => Some(true),
+            Some(p) if p.acked && !p.wild && !p.maybe_gone => Some(true),
             Some(_) => None,
             None if self.writers.values().any(|w| named(w) && w.unlinked == Unlinked::Maybe) => None,
             None if self.writers.values().any(|w| named(w) && !w.maybe_names.is_empty()) => None,
@@ -1532,7 +1529,7 @@ impl Model {
                 self.expect_upload(index.expect("a handle"), close, outcome, failed, observed, what, &mut expect)?;
             }
             Step::ByName { op: ByName::Truncate { size }, name } if !matches!(outcome, Ok(Done::Skipped(_))) => {
-                let staged = self.nfs.get(name).is_some_and(|p| p.writer) || self.live_writer(name).is_some();
+                let staged = self.nfs.contains_key(name) || self.live_writer(name).is_some();
                 let now = content_of(&self.store, name);
                 match (self.nfs.get(name), now) {
                     (Some(p), _) if p.wild || !p.acked || p.maybe_gone => expect.any(name),
@@ -2005,7 +2002,6 @@ impl Model {
             p.wild || p.acked && (failed || !stored || !settled)
         });
         for (name, p) in &mut self.nfs {
-            p.writer = true;
             let stored = store.get(name).map(|o| &o.data) == Some(&p.content);
             p.maybe_gone |= stored;
             p.landed_unseen |= stored;
@@ -2423,12 +2419,6 @@ impl Model {
                             "[write-into-removed] {what}: Ok for a WRITE through a removed file's inode"
                         ));
                     }
-                    if self.nfs.get(name).is_some_and(|p| !p.writer && p.conflicted) {
-                        // The journal of an earlier run holds writes that
-                        // another client's version superseded: a new writer
-                        // starts from what the client sees, that version.
-                        self.nfs.remove(name);
-                    }
                     if let Some(p) = self.nfs.get_mut(name)
                         && (p.conflicted || p.rm_failed)
                         && p.maybe_gone
@@ -2443,12 +2433,10 @@ impl Model {
                         acked: false,
                         conflicted: false,
                         wild: false,
-                        writer: true,
                         maybe_gone: false,
                         rm_failed: false,
                         landed_unseen: false,
                     });
-                    p.writer = true;
                     p.maybe_gone = false;
                     p.content = written(std::mem::take(&mut p.content), *offset as usize, data);
                     p.acked = true;
@@ -2474,7 +2462,6 @@ impl Model {
                             acked: false,
                             conflicted: false,
                             wild: false,
-                            writer: true,
                             maybe_gone: true,
                             rm_failed: false,
                             landed_unseen: false,
@@ -2492,16 +2479,13 @@ impl Model {
                     Some(p) => p.content.clone(),
                     None => stored.clone(),
                 };
-                // Writes only in an earlier run's journal (its replay failed)
-                // are not read until they are uploaded.
-                let journal_only = self.nfs.get(name).is_some_and(|p| !p.writer);
                 // After a failed rm, or when its writer may have gone (its
                 // bytes uploaded), the name may read the object as it is:
                 // the commit that follows says whether writes were lost.
                 let rm_failed = self.nfs.get(name).is_some_and(|p| p.rm_failed || p.maybe_gone);
                 match outcome {
                     Ok(Done::Data(data)) if *data == expected => Ok(()),
-                    Ok(Done::Data(data)) if (journal_only || rm_failed) && *data == stored => Ok(()),
+                    Ok(Done::Data(data)) if rm_failed && *data == stored => Ok(()),
                     Ok(other) => Err(format!("[read] {what}: read {other:?}, expected {expected:?}")),
                     Err(_) if failed => Ok(()),
                     Err(_) => Err(format!("[read-failed] {what}: failed with no fault")),
@@ -2619,14 +2603,11 @@ impl Model {
                         acked: false,
                         conflicted: false,
                         wild: false,
-                        writer: true,
                         maybe_gone: p.maybe_gone,
                         rm_failed: false,
                         landed_unseen: false,
                     };
-                    if p.writer {
-                        self.nfs.insert(to.to_string(), moved);
-                    }
+                    self.nfs.insert(to.to_string(), moved);
                 }
                 // The journal's record path is the inode's, which moves.
                 self.broken_journals.remove(to);
