@@ -1793,7 +1793,7 @@ impl Model {
     fn expect_rename(&self, from: &str, to: &str, outcome: &Outcome, failed: bool, expect: &mut Expect) {
         let (source, _) = self.rename_source(from);
         if let Some(w) = self.live_writer(from).map(|id| &self.writers[&id]).filter(|w| w.unsure)
-            && outcome.is_ok()
+            && matches!(outcome, Ok(Done::Unit))
         {
             // After a race, whether it had anything left to upload is not
             // known: what moves is its bytes or the object's.
@@ -2629,9 +2629,11 @@ impl Model {
             }
             Err(libc::ESTALE) if stale => {}
             Err(_) if self.exists(from) == Some(false) => {}
-            // A writer with nothing to upload whose object another client
-            // removed: nothing to move.
-            Err(libc::ENOENT) if self.exists(from) != Some(true) => {}
+            // A writer with nothing to upload (or, after a race, perhaps
+            // nothing) whose object another client removed: nothing to move.
+            Err(libc::ENOENT)
+                if self.exists(from) != Some(true)
+                    || self.live_writer(from).is_some_and(|id| self.writers[&id].unsure) => {}
             Err(libc::ESTALE) if self.nfs.get(from).is_some_and(|p| p.landed_unseen) => {
                 return Err(format!(
                     "[nfs-lost-answer-taken-for-conflict] {what}: the rename's upload of the writes was refused, \
