@@ -3094,14 +3094,15 @@ fn model_fixed_seeds() {
 }
 
 /// `scripts/stress`: `CIOFS_MODEL_CASES` sequences (10,000) from
-/// `CIOFS_MODEL_SEED`.
+/// `CIOFS_MODEL_SEED`, the first three failures of each kind shrunk by up
+/// to `CIOFS_MODEL_SHRINK` steps (2,000).
 #[test]
 #[ignore = "long: run by scripts/stress"]
 fn stress() {
     let seed = env_u64("CIOFS_MODEL_SEED", 1);
     let count = env_u64("CIOFS_MODEL_CASES", 10_000);
     let started = std::time::Instant::now();
-    let (run, failures) = run_many(seed, count, 2000);
+    let (run, failures) = run_many(seed, count, env_u64("CIOFS_MODEL_SHRINK", 2000) as u32);
     println!("{}", report(&failures));
     if let Ok(path) = std::env::var("CIOFS_MODEL_DUMP") {
         dump(&failures, &path);
