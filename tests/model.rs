@@ -2535,16 +2535,17 @@ impl Model {
                 Ok(())
             }
             ByName::Unlink => {
-                // The file's writer is marked removed before Cloud Storage
-                // is asked: its handles keep their bytes (fetched first;
-                // unknown if that fails) and never upload them.
-                if let Some(id) = self.live_writer(name) {
+                // The file's writer is marked removed once the object is
+                // gone: its handles keep their bytes (fetched first; unknown
+                // if the object was gone already) and never upload them. An
+                // rm that fails leaves the writer as it was.
+                if let (Some(id), true) = (self.live_writer(name), outcome.is_ok()) {
                     let w = self.writers.get_mut(&id).expect("a live writer");
                     let base_gone =
                         matches!(w.base, Base::Generation(g) if before.get(name).map(|o| o.generation) != Some(g));
                     w.wild |= w.needs_fill && (failed || base_gone || w.base == Base::Unknown);
                     w.needs_fill = false;
-                    w.unlinked = if outcome.is_ok() { Unlinked::Yes } else { Unlinked::Maybe };
+                    w.unlinked = Unlinked::Yes;
                 }
                 match outcome {
                     Ok(_) => {

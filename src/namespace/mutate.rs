@@ -282,20 +282,17 @@ impl Namespace {
                         Err(VfsError::new(libc::EISDIR, format!("{to}/{new_name} is a directory")))
                     }
                     (Known::Object(meta), _) => {
-                        let moved = self.move_object(bucket, &source, &target, Some(meta.generation)).await?;
+                        // An open file moves only as its handles see it: if
+                        // another client changed it since, the copy's
+                        // precondition fails (ESTALE) rather than move
+                        // bytes the handles do not hold.
+                        let generation = staged.as_deref().map_or(meta.generation, |s| s.base_generation());
+                        let moved = self.move_object(bucket, &source, &target, Some(generation)).await?;
                         let replaced = self.rekey(bucket, &source, &target, false);
                         if let (Some(writer), Some(staged)) = (&writer, staged.as_deref_mut()) {
                             // Uploaded first, so nothing is left to journal:
-                            // NFS writes to come journal the new name. What
-                            // moved is what Cloud Storage held: another
-                            // client's version, if it changed the file since
-                            // (the handles then read that one).
-                            let changed_behind = staged.base_generation() != meta.generation;
+                            // NFS writes to come journal the new name.
                             writer.retarget(object(&target), staged, moved);
-                            if changed_behind {
-                                staged.refill()?;
-                                writer.record(staged);
-                            }
                         }
                         drop(staged);
                         for ino in replaced {

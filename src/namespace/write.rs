@@ -179,19 +179,6 @@ impl Staged {
         self.base.generation()
     }
 
-    /// Drops the staged bytes of a clean writer for its base's, fetched
-    /// when needed (its base was changed under it by a rename that moved
-    /// another client's version).
-    pub(super) fn refill(&mut self) -> VfsResult<()> {
-        let Base::Object(base) = &self.base else { return Ok(()) };
-        self.file.set_len(base.size).map_err(|e| io_error("staging file", e))?;
-        self.size = base.size;
-        self.needs_fill = base.size > 0;
-        self.sequential = false;
-        self.streaming = None;
-        Ok(())
-    }
-
     /// The base's bytes can no longer be had: what needs them is ESTALE.
     pub(super) fn lose_base(&mut self) {
         self.base_gone = true;
