@@ -310,6 +310,12 @@ impl Namespace {
                         libc::EBUSY,
                         format!("{from}/{name} holds files open for write; close them first"),
                     )),
+                    // Files being written under the target are in it, as
+                    // `ls` shows them, even when Cloud Storage has none yet
+                    // (or no longer has them): it is not empty.
+                    (Known::Prefix, _) if self.has_local_files(bucket, &format!("{target}/")) => {
+                        Err(VfsError::new(libc::ENOTEMPTY, format!("{to}/{new_name} holds files being written")))
+                    }
                     (Known::Prefix, to_kind) => {
                         if matches!(to_kind, Known::Prefix) {
                             // Replacing a directory: only an empty one.
