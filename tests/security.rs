@@ -378,3 +378,26 @@ async fn serve_nfs_closes_a_connection_announcing_a_huge_fragment() {
     let mut again = common::nfs::connect(server.port).await;
     common::nfs::walk(&mut again, PROJECT).await;
 }
+
+/// Clients are relayed to nfsserve on a port of its own; the portmapper's
+/// answer still names the port clients connect to, so a client that asks
+/// it (no mount or nfs port given) is served through the same checks.
+#[tokio::test]
+async fn serve_nfs_portmapper_names_the_port_clients_connect_to() {
+    use nfs3_client::nfs3_types::{mount, nfs3, portmap};
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start(state.path());
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let mut portmapper = nfs3_client::PortmapperClient::new(nfs3_client::tokio::TokioIo::new(stream));
+    for (program, version) in [(mount::PROGRAM, mount::VERSION), (nfs3::PROGRAM, nfs3::VERSION)] {
+        let port = portmapper.getport(program, version, portmap::IPPROTO_TCP).await.expect("getport");
+        assert_eq!(port, server.port, "program {program}");
+    }
+    let mut client = nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, "127.0.0.1", "/")
+        .portmapper_port(server.port)
+        .connect_from_privileged_port(false)
+        .mount()
+        .await
+        .expect("mounted through the portmapper's answers");
+    common::nfs::walk(&mut client, PROJECT).await;
+}

@@ -1,10 +1,12 @@
 //! The two frontends of ciofs and the contract they serve.
 //!
-//! `vfs` is the contract; `fuse` and `nfs` translate their protocols to it.
+//! `vfs` is the contract; `fuse` and `nfs` translate their protocols to it;
+//! `rpc_records` bounds what NFS clients send before nfsserve reads it.
 //! Nothing here knows about Google.
 
 pub mod fuse;
 pub mod nfs;
+pub mod rpc_records;
 pub mod vfs;
 
 pub use vfs::{

@@ -15,6 +15,9 @@
 //!   correctly. Nothing in this trait can fix that.
 //! - NFS has no open or close: reads and writes pass no handle, and the
 //!   handle `create` returns is released at once.
+//! - nfsserve allocates whatever length an RPC fragment header announces
+//!   (up to 2 GiB): clients reach it through `rpc_records`, which refuses a
+//!   request longer than the largest READ or WRITE needs.
 
 use std::io;
 use std::net::SocketAddr;
@@ -59,27 +62,36 @@ impl<V: Vfs> NfsAdapter<V> {
     }
 }
 
+/// The most a READ or WRITE moves (FSINFO's rtmax and wtmax), which bounds
+/// the longest request a client sends.
+pub const MAX_TRANSFER: u32 = 1 << 20;
+
 /// Serves `vfs` over NFSv3 on `listen` (127.0.0.1:2049; port 0 picks
 /// one); whether that address may be reached from other hosts is the
 /// caller's decision. The portmapper, mount and NFS programs all answer on
-/// that one port. The bound address is sent on `ready` once clients can
-/// connect. Runs until the listener fails or the future is dropped;
-/// dropping it stops accepting, but nfsserve spawns each connection, so
-/// accepted ones live on until their client hangs up.
+/// that one port. Clients are accepted here and relayed to nfsserve on a
+/// loopback port of its own, each request's size checked first
+/// (`rpc_records`). The bound address is sent on `ready` once clients can
+/// connect. Runs until a listener fails or the future is dropped;
+/// dropping it stops accepting, but connections are spawned, so accepted
+/// ones live on until their client hangs up.
 pub async fn serve<V: Vfs>(
     vfs: Arc<V>,
     listen: SocketAddr,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> io::Result<()> {
-    // nfsserve parses `ip:port` itself (at the first colon).
-    let listen = format!("{}:{}", listen.ip(), listen.port());
-    let listener = NFSTcpListener::bind(&listen, NfsAdapter::new(vfs)).await?;
-    let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
+    let nfsserve = NFSTcpListener::bind("127.0.0.1:0", NfsAdapter::new(vfs)).await?;
+    let behind = SocketAddr::new(nfsserve.get_listen_ip(), nfsserve.get_listen_port());
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "NFSv3 server listening");
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
-    listener.handle_forever().await
+    tokio::select! {
+        served = nfsserve.handle_forever() => served,
+        relayed = crate::rpc_records::relay_clients(listener, behind) => relayed,
+    }
 }
 
 /// What NFS shows for an `Attr`. ctime and atime equal mtime (tar compares
@@ -397,11 +409,11 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
         // 5 TiB object limit, and no symlink support.
         Ok(fsinfo3 {
             obj_attributes,
-            rtmax: MIB,
-            rtpref: MIB,
+            rtmax: MAX_TRANSFER,
+            rtpref: MAX_TRANSFER,
             rtmult: MIB,
-            wtmax: MIB,
-            wtpref: MIB,
+            wtmax: MAX_TRANSFER,
+            wtpref: MAX_TRANSFER,
             wtmult: MIB,
             dtpref: MIB,
             maxfilesize: 5 << 40,
