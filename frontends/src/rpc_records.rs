@@ -8,10 +8,11 @@
 //! a record of fragments that never ends grows without bound. nfsserve has
 //! no entry point for a stream of ours (it serves only the sockets its own
 //! listener accepts), so ciofs accepts the clients itself and relays each
-//! connection to nfsserve, listening on a loopback port of its own. A
-//! request is passed on only once its header is checked: a fragment or
-//! record longer than `MAX_RECORD` closes that connection, and nothing is
-//! allocated for it.
+//! connection to nfsserve, listening on a loopback port of its own. The
+//! relay passes on what it reads as it reads it, in one write per read,
+//! following the record marking as it goes (`Records`): a fragment or
+//! record longer than `MAX_RECORD` closes the connection before its header
+//! is passed on, and nothing is allocated for it.
 //!
 //! Replies pass unchanged but one: nfsserve answers a portmapper GETPORT
 //! with the port it listens on, which is the relay's target and not the
@@ -30,8 +31,8 @@ use tracing::{debug, warn};
 /// well under a KiB; the rest is margin.
 pub const MAX_RECORD: usize = crate::nfs::MAX_TRANSFER as usize + (64 << 10);
 
-/// How much of a message is read before it is passed on.
-const PIECE: usize = 256 << 10;
+/// The most one read takes (a connection holds two such buffers).
+const CHUNK: usize = 256 << 10;
 
 /// An RPC call's first words: xid, message type, RPC version, program,
 /// version, procedure.
@@ -82,68 +83,184 @@ async fn relay(client: TcpStream, nfs: SocketAddr, port: u16) -> io::Result<()> 
     }
 }
 
+/// Where a stream of RPC records stands, as its bytes go by.
+#[derive(Default)]
+struct Records {
+    /// The bytes of a fragment header read so far.
+    header: [u8; 4],
+    header_len: usize,
+    /// What is left of the current fragment's body.
+    left: usize,
+    /// Whether the current fragment ends its record.
+    last: bool,
+    /// The bytes of the current record so far.
+    record: usize,
+    /// The first bytes of the current record's body.
+    head: [u8; GETPORT_REPLY],
+    head_len: usize,
+}
+
+/// What `Records::scan` found in the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// Nothing to act on before the end.
+    Nothing,
+    /// A record whose first `CALL_HEAD` bytes just ended, `at` bytes in.
+    CallHead { at: usize, head: [u8; CALL_HEAD] },
+    /// A header just ended `at` bytes in, of a record of `length` bytes in
+    /// one fragment.
+    WholeRecord { at: usize, length: usize },
+}
+
+impl Records {
+    /// Follows `bytes`, stopping at the first thing found; a header of a
+    /// fragment or record past `limit` is an error.
+    fn scan(&mut self, bytes: &[u8], limit: usize) -> io::Result<Found> {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.left == 0 && self.header_len < 4 {
+                let n = (4 - self.header_len).min(bytes.len() - at);
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[at..at + n]);
+                self.header_len += n;
+                at += n;
+                if self.header_len < 4 {
+                    break;
+                }
+                if let Some(found) = self.begin_fragment(at, limit)? {
+                    return Ok(found);
+                }
+                continue;
+            }
+            let n = self.left.min(bytes.len() - at);
+            let call_head = self.keep_head(&bytes[at..at + n]);
+            self.left -= n;
+            at += n;
+            if self.left == 0 {
+                self.end_fragment();
+            }
+            if let Some(head) = call_head {
+                return Ok(Found::CallHead { at, head });
+            }
+        }
+        Ok(Found::Nothing)
+    }
+
+    /// Keeps what `body` adds to the record's first bytes; the call's
+    /// first words if they are complete now.
+    fn keep_head(&mut self, body: &[u8]) -> Option<[u8; CALL_HEAD]> {
+        let before = self.head_len;
+        let take = body.len().min(self.head.len() - before);
+        self.head[before..before + take].copy_from_slice(&body[..take]);
+        self.head_len += take;
+        let mut head = [0; CALL_HEAD];
+        head.copy_from_slice(&self.head[..CALL_HEAD]);
+        (before < CALL_HEAD && self.head_len >= CALL_HEAD).then_some(head)
+    }
+
+    /// A header is complete: its fragment starts.
+    fn begin_fragment(&mut self, at: usize, limit: usize) -> io::Result<Option<Found>> {
+        let word = u32::from_be_bytes(self.header);
+        let (last, length) = (word & 0x8000_0000 != 0, (word & 0x7fff_ffff) as usize);
+        let first = self.record == 0 && self.head_len == 0;
+        self.record = self.record.saturating_add(length);
+        if self.record > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a message of {} bytes or more (at most {limit} are taken)", self.record),
+            ));
+        }
+        (self.left, self.last) = (length, last);
+        if length == 0 {
+            self.end_fragment();
+            return Ok(None);
+        }
+        Ok((first && last).then_some(Found::WholeRecord { at, length }))
+    }
+
+    fn end_fragment(&mut self) {
+        self.header_len = 0;
+        if self.last {
+            (self.record, self.head_len) = (0, 0);
+        }
+    }
+}
+
 /// Passes on requests from `client` to `server`, each fragment's header
-/// checked before anything of it is: an error (the connection is then
-/// dropped) for a fragment or record past `MAX_RECORD`. Notes the xid of
-/// each portmapper GETPORT call in `getports`. Ends when the client closes
-/// between two fragments.
+/// checked before it is: an error (the connection is then dropped) for a
+/// fragment or record past `MAX_RECORD`. Notes the xid of each
+/// portmapper GETPORT call in `getports`. Ends when the client closes.
 pub async fn forward_requests(
     client: &mut (impl AsyncRead + Unpin),
     server: &mut (impl AsyncWrite + Unpin),
     getports: &Mutex<Vec<u32>>,
 ) -> io::Result<()> {
-    let mut buffer = vec![0u8; PIECE];
-    let mut record = 0usize;
-    while let Some((last, length)) = read_header(client, &mut buffer).await? {
-        let first = record == 0;
-        record = record.saturating_add(length);
-        if record > MAX_RECORD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("a request of {record} bytes or more (at most {MAX_RECORD} are taken)"),
-            ));
+    let mut buffer = vec![0u8; CHUNK];
+    let mut records = Records::default();
+    loop {
+        let n = client.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(());
         }
-        let mut ready = 4;
-        if first && length >= CALL_HEAD {
-            client.read_exact(&mut buffer[4..4 + CALL_HEAD]).await?;
-            ready += CALL_HEAD;
-            let word = |i: usize| u32::from_be_bytes([buffer[i], buffer[i + 1], buffer[i + 2], buffer[i + 3]]);
-            if word(4 + 12) == PORTMAP && word(4 + 20) == GETPORT {
-                lock(getports).push(word(4));
+        // A refused header: nothing of this read is passed on.
+        let mut at = 0;
+        loop {
+            match records.scan(&buffer[at..n], MAX_RECORD)? {
+                Found::Nothing => break,
+                Found::WholeRecord { at: after, .. } => at += after,
+                Found::CallHead { at: after, head } => {
+                    at += after;
+                    let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+                    if word(12) == PORTMAP && word(20) == GETPORT {
+                        lock(getports).push(word(0));
+                    }
+                }
             }
         }
-        copy_fragment(client, server, &mut buffer, ready, length + 4 - ready).await?;
-        if last {
-            record = 0;
-        }
+        server.write_all(&buffer[..n]).await?;
     }
-    Ok(())
 }
 
 /// Passes on replies from `server` to `client`, with `port` written in
 /// the answer to each GETPORT call `forward_requests` noted. Ends when
-/// the server closes between two fragments.
+/// the server closes.
 pub async fn forward_replies(
     server: &mut (impl AsyncRead + Unpin),
     client: &mut (impl AsyncWrite + Unpin),
     getports: &Mutex<Vec<u32>>,
     port: u16,
 ) -> io::Result<()> {
-    let mut buffer = vec![0u8; PIECE];
-    while let Some((last, length)) = read_header(server, &mut buffer).await? {
-        if !(last && length == GETPORT_REPLY) {
-            copy_fragment(server, client, &mut buffer, 4, length).await?;
-            continue;
+    let mut buffer = vec![0u8; CHUNK + GETPORT_REPLY];
+    let mut records = Records::default();
+    loop {
+        let mut n = server.read(&mut buffer[..CHUNK]).await?;
+        if n == 0 {
+            return Ok(());
         }
-        let reply = &mut buffer[4..4 + GETPORT_REPLY];
-        server.read_exact(reply).await?;
-        let xid = u32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]);
-        if take_noted(getports, xid) {
-            reply[GETPORT_REPLY - 4..].copy_from_slice(&u32::from(port).to_be_bytes());
+        let mut at = 0;
+        loop {
+            match records.scan(&buffer[at..n], usize::MAX)? {
+                Found::Nothing => break,
+                Found::CallHead { at: after, .. } => at += after,
+                Found::WholeRecord { at: after, length } => {
+                    at += after;
+                    if length != GETPORT_REPLY {
+                        continue;
+                    }
+                    // The whole answer, to read its xid and change its port.
+                    if n < at + GETPORT_REPLY {
+                        server.read_exact(&mut buffer[n..at + GETPORT_REPLY]).await?;
+                        n = at + GETPORT_REPLY;
+                    }
+                    let reply = &mut buffer[at..at + GETPORT_REPLY];
+                    let xid = u32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]);
+                    if take_noted(getports, xid) {
+                        reply[GETPORT_REPLY - 4..].copy_from_slice(&u32::from(port).to_be_bytes());
+                    }
+                }
+            }
         }
-        client.write_all(&buffer[..4 + GETPORT_REPLY]).await?;
+        client.write_all(&buffer[..n]).await?;
     }
-    Ok(())
 }
 
 fn lock(getports: &Mutex<Vec<u32>>) -> std::sync::MutexGuard<'_, Vec<u32>> {
@@ -157,45 +274,13 @@ fn take_noted(getports: &Mutex<Vec<u32>>, xid: u32) -> bool {
     at.map(|at| noted.swap_remove(at)).is_some()
 }
 
-/// Reads a fragment header into `buffer[..4]`: (last fragment, length),
-/// or None when the stream ends before it.
-async fn read_header(from: &mut (impl AsyncRead + Unpin), buffer: &mut [u8]) -> io::Result<Option<(bool, usize)>> {
-    match from.read_exact(&mut buffer[..4]).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let word = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
-    Ok(Some((word & 0x8000_0000 != 0, (word & 0x7fff_ffff) as usize)))
-}
-
-/// Passes on the `ready` bytes at the start of `buffer` and the next
-/// `length` bytes of `from`, in as few writes as `buffer` allows.
-async fn copy_fragment(
-    from: &mut (impl AsyncRead + Unpin),
-    to: &mut (impl AsyncWrite + Unpin),
-    buffer: &mut [u8],
-    mut ready: usize,
-    mut length: usize,
-) -> io::Result<()> {
-    while length > 0 {
-        let want = length.min(buffer.len() - ready);
-        let n = from.read(&mut buffer[ready..ready + want]).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ended within a message"));
-        }
-        to.write_all(&buffer[..ready + n]).await?;
-        length -= n;
-        ready = 0;
-    }
-    if ready > 0 {
-        to.write_all(&buffer[..ready]).await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::ReadBuf;
+
     use super::*;
 
     fn fragment(last: bool, body: &[u8]) -> Vec<u8> {
@@ -203,74 +288,98 @@ mod tests {
         [&header.to_be_bytes()[..], body].concat()
     }
 
-    /// An RPC call's first words with `xid`, `program` and `procedure`, and `rest`.
-    fn call(xid: u32, program: u32, procedure: u32, rest: &[u8]) -> Vec<u8> {
-        let words = [xid, 0, 2, program, 2, procedure];
-        let mut body: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
-        body.extend_from_slice(rest);
-        body
+    fn words(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_be_bytes()).collect()
     }
 
-    async fn requests(input: &[u8]) -> (io::Result<()>, Vec<u8>, Vec<u32>) {
+    /// An RPC call's first words with `xid`, `program` and `procedure`, and `rest`.
+    fn call(xid: u32, program: u32, procedure: u32, rest: &[u8]) -> Vec<u8> {
+        [words(&[xid, 0, 2, program, 2, procedure]), rest.to_vec()].concat()
+    }
+
+    /// A stream that gives at most `step` bytes a read, as a socket may.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(out.remaining());
+            out.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The read sizes each stream is tried with.
+    const STEPS: [usize; 7] = [1, 2, 3, 5, 29, 4096, usize::MAX];
+
+    async fn requests(input: &[u8], step: usize) -> (io::Result<()>, Vec<u8>, Vec<u32>) {
         let (mut sent, getports) = (Vec::new(), Mutex::new(Vec::new()));
-        let outcome = forward_requests(&mut &input[..], &mut sent, &getports).await;
+        let outcome = forward_requests(&mut Trickle { data: input, step }, &mut sent, &getports).await;
         (outcome, sent, getports.into_inner().unwrap())
     }
 
     #[tokio::test]
-    async fn requests_within_the_bound_pass_unchanged() {
+    async fn requests_within_the_bound_pass_unchanged_however_they_are_read() {
         let big = vec![7u8; MAX_RECORD - CALL_HEAD];
-        let mut input = fragment(true, &call(1, 100_003, 7, &big));
-        input.extend(fragment(false, &call(2, 100_003, 6, b"ab")));
-        input.extend(fragment(true, b"cd"));
-        input.extend(fragment(true, b""));
-        let (outcome, sent, getports) = requests(&input).await;
-        assert!(outcome.is_ok(), "{outcome:?}");
-        assert!(sent == input, "passed on unchanged");
-        assert!(getports.is_empty());
+        let getport = call(9, PORTMAP, GETPORT, &words(&[100_005, 3, 6, 0]));
+        let input = [
+            fragment(true, &call(1, 100_003, 7, &big)),
+            fragment(false, &call(2, 100_003, 6, b"ab")),
+            fragment(true, b"cd"),
+            fragment(true, b""),
+            fragment(true, &getport),
+            fragment(false, &getport[..10]),
+            fragment(true, &getport[10..]),
+        ]
+        .concat();
+        for step in STEPS {
+            let (outcome, sent, getports) = requests(&input, step).await;
+            assert!(outcome.is_ok(), "{step}: {outcome:?}");
+            assert!(sent == input, "{step}: passed on unchanged");
+            assert_eq!(getports, [9, 9], "{step}: both GETPORT calls noted");
+        }
     }
 
     #[tokio::test]
     async fn a_fragment_or_record_past_the_bound_is_refused_before_it_is_passed_on() {
+        let before = fragment(true, &call(1, 100_003, 6, b"ok"));
         for header in [0x7fff_ffffu32, 0xffff_ffff, 0x8000_0000 | (MAX_RECORD as u32 + 1)] {
-            let (outcome, sent, _) = requests(&header.to_be_bytes()).await;
-            assert!(outcome.is_err(), "{header:#x}");
-            assert!(sent.is_empty(), "{header:#x}: nothing passed on");
+            let input = [before.clone(), header.to_be_bytes().to_vec(), vec![0; 100]].concat();
+            for step in STEPS {
+                let (outcome, sent, _) = requests(&input, step).await;
+                assert_eq!(outcome.map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData), "{header:#x}, {step}");
+                assert!(sent.len() < before.len() + 4, "{header:#x}, {step}: the header was passed on");
+            }
         }
         let mut endless = Vec::new();
         while endless.len() < 2 * MAX_RECORD {
             endless.extend(fragment(false, &[0; 4096]));
         }
-        let (outcome, sent, _) = requests(&endless).await;
-        assert!(outcome.is_err());
-        assert!(sent.len() <= MAX_RECORD + 4096, "passed on {} bytes", sent.len());
-    }
-
-    #[tokio::test]
-    async fn a_request_cut_short_is_an_error() {
-        let input = fragment(true, &call(1, 100_003, 6, b"abcd"));
-        let (outcome, _, _) = requests(&input[..input.len() - 1]).await;
-        assert_eq!(outcome.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        for step in [4096, usize::MAX] {
+            let (outcome, sent, _) = requests(&endless, step).await;
+            assert!(outcome.is_err());
+            assert!(sent.len() <= MAX_RECORD + 4096, "{step}: passed on {} bytes", sent.len());
+        }
     }
 
     /// nfsserve answers GETPORT with its own port; the client is told the
-    /// relay's. Other replies, GETPORT's of the same length included, pass
-    /// unchanged.
+    /// relay's. Other replies, a GETPORT answer not asked for included,
+    /// pass unchanged.
     #[tokio::test]
     async fn getport_answers_name_the_port_clients_connect_to() {
-        let args = [100_005u32, 3, 6, 0].iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>();
-        let (outcome, _, getports) = requests(&fragment(true, &call(9, PORTMAP, GETPORT, &args))).await;
-        assert!(outcome.is_ok());
-        assert_eq!(getports, [9]);
-        let answer = |xid: u32, port: u32| {
-            let words = [xid, 1, 0, 0, 0, 0, port];
-            fragment(true, &words.iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>())
-        };
+        let answer = |xid: u32, port: u32| fragment(true, &words(&[xid, 1, 0, 0, 0, 0, port]));
         let other = fragment(true, &[1u8; 100]);
-        let replies = [answer(9, 40_000), other.clone(), answer(10, 40_000)].concat();
-        let (mut sent, noted) = (Vec::new(), Mutex::new(getports));
-        forward_replies(&mut &replies[..], &mut sent, &noted, 2049).await.unwrap();
-        assert_eq!(sent, [answer(9, 2049), other, answer(10, 40_000)].concat());
-        assert!(noted.into_inner().unwrap().is_empty());
+        let replies = [answer(9, 40_000), other.clone(), answer(10, 40_000), answer(11, 40_000)].concat();
+        let wanted = [answer(9, 2049), other, answer(10, 40_000), answer(11, 2049)].concat();
+        for step in STEPS {
+            let (mut sent, noted) = (Vec::new(), Mutex::new(vec![9, 11]));
+            let mut server = Trickle { data: &replies, step };
+            forward_replies(&mut server, &mut sent, &noted, 2049).await.unwrap();
+            assert!(sent == wanted, "{step}");
+            assert!(noted.into_inner().unwrap().is_empty(), "{step}");
+        }
     }
 }
