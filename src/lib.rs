@@ -3,7 +3,7 @@
 //! `namespace` implements the frontends' `Vfs` on top of the backends;
 //! `documents` renders the JSON formats; `errors` maps Google's answers to
 //! errnos; `cli` and `daemon` run it all; `printable` escapes names for a
-//! terminal.
+//! terminal. `fuzzing` (built only by cargo-fuzz) is what fuzz/ runs.
 
 pub mod archive;
 pub mod bigquery_rules;
@@ -11,6 +11,8 @@ pub mod cli;
 pub mod daemon;
 pub mod documents;
 pub mod errors;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod namespace;
 pub mod printable;
 pub mod private_files;
