@@ -108,6 +108,16 @@ fn schema_accepts_any_case_and_a_missing_mode_and_header() {
     assert_eq!(parse_schema(written).unwrap(), vec![col("a", "INT64", "NULLABLE"), col("b", "STRING", "REPEATED")]);
 }
 
+/// Found by fuzzing (fuzz/ schema_json): an empty mode is NULLABLE, as a
+/// missing one is, so the schema parsed is the one rendered back.
+#[test]
+fn schema_reads_an_empty_mode_as_nullable() {
+    let written = br#"{"fields": [{"name": "a", "type": "STRING", "mode": ""}]}"#;
+    let parsed = parse_schema(written).unwrap();
+    assert_eq!(parsed, vec![col("a", "STRING", "NULLABLE")]);
+    assert_eq!(parse_schema(&render_schema(&parsed)).unwrap(), parsed);
+}
+
 #[test]
 fn schema_json_errors_name_line_and_column() {
     let trailing_comma = "{\n  \"fields\": [\n    {\"name\": \"a\", \"type\": \"STRING\",}\n  ]\n}\n";
