@@ -96,12 +96,16 @@ struct FieldInput {
 
 impl FieldInput {
     /// Type and mode in upper case (BigQuery accepts any case); an absent
-    /// mode is NULLABLE. The type keeps its spelling (INT64 stays INT64).
+    /// or empty mode is NULLABLE. The type keeps its spelling (INT64 stays
+    /// INT64).
     fn into_field(self) -> SchemaField {
         SchemaField {
             name: self.name,
             field_type: self.r#type.to_ascii_uppercase(),
-            mode: self.mode.map_or_else(|| "NULLABLE".to_string(), |m| m.to_ascii_uppercase()),
+            mode: match self.mode {
+                Some(mode) if !mode.is_empty() => mode.to_ascii_uppercase(),
+                _ => "NULLABLE".to_string(),
+            },
             description: self.description,
             fields: self.fields.unwrap_or_default().into_iter().map(FieldInput::into_field).collect(),
         }
