@@ -401,3 +401,66 @@ async fn serve_nfs_portmapper_names_the_port_clients_connect_to() {
         .expect("mounted through the portmapper's answers");
     common::nfs::walk(&mut client, PROJECT).await;
 }
+
+/// Clients that open connections until the server has no file descriptor
+/// left (here: a limit of 128 open files) must not stop it serving: once
+/// they are gone, a new client is served. Connections past what the
+/// server takes at once are closed at once.
+#[tokio::test]
+async fn serve_nfs_keeps_serving_after_running_out_of_connections() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ciofs")])
+        .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
+        .env("CIOFS_STATE_DIR", state.path())
+        .env("CIOFS_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ciofs serve-nfs");
+    let address = first_lines_until_serving(&mut child).expect("serving");
+    let _stop = Stop(child);
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = held.iter().filter(|stream| closed_within(stream, Duration::from_millis(10))).count();
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    let served = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut client = common::nfs::connect(port).await;
+        common::nfs::walk(&mut client, PROJECT).await;
+    })
+    .await;
+    assert!(served.is_ok(), "a new client is not served after a flood of connections");
+    assert!(closed > 0, "every connection was kept open");
+}
+
+/// Stops a child process when dropped, whatever the test did.
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether the other side closed `stream` (a read gives end of file or an
+/// error) within `wait`.
+fn closed_within(mut stream: &std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
