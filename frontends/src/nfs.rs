@@ -31,7 +31,7 @@ use nfsserve::nfs::{
 };
 use nfsserve::tcp::{NFSTcp, NFSTcpListener};
 use nfsserve::vfs::{DirEntry as NfsDirEntry, NFSFileSystem, ReadDirResult, VFSCapabilities};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, instrument, warn};
 
 use crate::vfs::{Attr, FileKind, Ino, ROOT_INO, SetAttr, Vfs, VfsError};
@@ -72,16 +72,16 @@ pub const MAX_TRANSFER: u32 = 1 << 20;
 /// that one port. Clients are accepted here and relayed to nfsserve on a
 /// loopback port of its own, each request's size checked first
 /// (`rpc_records`). The bound address is sent on `ready` once clients can
-/// connect. Runs until a listener fails or the future is dropped;
-/// dropping it stops accepting, but connections are spawned, so accepted
-/// ones live on until their client hangs up.
+/// connect. Runs until the future is dropped (a failed accept is tried
+/// again); dropping it stops accepting, but connections are spawned, so
+/// accepted ones live on until their client hangs up.
 pub async fn serve<V: Vfs>(
     vfs: Arc<V>,
     listen: SocketAddr,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> io::Result<()> {
-    let nfsserve = NFSTcpListener::bind("127.0.0.1:0", NfsAdapter::new(vfs)).await?;
-    let behind = SocketAddr::new(nfsserve.get_listen_ip(), nfsserve.get_listen_port());
+    let nfsserve = listen_behind(&vfs).await?;
+    let (behind, relayed_to) = watch::channel(nfsserve_address(&nfsserve));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "NFSv3 server listening");
@@ -89,8 +89,40 @@ pub async fn serve<V: Vfs>(
         let _ = ready.send(addr);
     }
     tokio::select! {
-        served = nfsserve.handle_forever() => served,
-        relayed = crate::rpc_records::relay_clients(listener, behind) => relayed,
+        () = serve_behind(vfs, nfsserve, behind) => Ok(()),
+        () = crate::rpc_records::relay_clients(listener, relayed_to) => Ok(()),
+    }
+}
+
+/// nfsserve on a loopback port of its own, reached through the relay.
+async fn listen_behind<V: Vfs>(vfs: &Arc<V>) -> io::Result<NFSTcpListener<NfsAdapter<V>>> {
+    NFSTcpListener::bind("127.0.0.1:0", NfsAdapter::new(vfs.clone())).await
+}
+
+fn nfsserve_address<V: Vfs>(nfsserve: &NFSTcpListener<NfsAdapter<V>>) -> SocketAddr {
+    SocketAddr::new(nfsserve.get_listen_ip(), nfsserve.get_listen_port())
+}
+
+/// Runs nfsserve's accept loop, and a new one when it ends: it ends at the
+/// first failed accept (no descriptor left, say), which would stop
+/// serving for good. `behind` tells the relay where it listens.
+async fn serve_behind<V: Vfs>(
+    vfs: Arc<V>,
+    mut nfsserve: NFSTcpListener<NfsAdapter<V>>,
+    behind: watch::Sender<SocketAddr>,
+) {
+    loop {
+        if let Err(e) = nfsserve.handle_forever().await {
+            warn!("nfsserve stopped accepting: {e}; listening anew");
+        }
+        nfsserve = loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match listen_behind(&vfs).await {
+                Ok(listener) => break listener,
+                Err(e) => warn!("nfsserve cannot listen: {e}; trying again"),
+            }
+        };
+        behind.send_replace(nfsserve_address(&nfsserve));
     }
 }
 

@@ -20,10 +20,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
 /// The longest request taken: a WRITE of `MAX_TRANSFER` bytes (FSINFO's
@@ -44,19 +46,60 @@ const GETPORT: u32 = 3;
 /// verifier (flavor, length), SUCCESS, the port.
 const GETPORT_REPLY: usize = 28;
 
-/// Accepts clients on `listener` and relays each to the NFS server at
-/// `nfs`, until accepting fails.
-pub async fn relay_clients(listener: TcpListener, nfs: SocketAddr) -> io::Result<()> {
-    let port = listener.local_addr()?.port();
+/// The most connections relayed at once. Each holds three descriptors
+/// (the client's, the relay's to nfsserve and nfsserve's) and two buffers;
+/// a client that opens more gets them closed at once, so that descriptors
+/// do not run out (`connection_limit` lowers it under a low limit).
+const MAX_CONNECTIONS: usize = 128;
+/// Descriptors left for the rest of the process (Google connections,
+/// staging files, journals) when `connection_limit` shares them out.
+const OTHER_DESCRIPTORS: u64 = 64;
+/// How long accepting pauses after it failed (no descriptor left, say).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accepts clients on `listener` and relays each to the NFS server
+/// `behind` names (it changes when nfsserve listens anew). Serves until
+/// the future is dropped: a failed accept is logged and tried again.
+pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<SocketAddr>) {
+    let port = listener.local_addr().map_or(0, |address| address.port());
+    let open = Arc::new(Semaphore::new(connection_limit()));
     loop {
-        let (client, peer) = listener.accept().await?;
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("cannot accept an NFS connection: {e}; trying again");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            warn!(%peer, "NFS connection refused: {} are open already", open_count(&open));
+            continue;
+        };
+        let nfs = *behind.borrow();
         tokio::spawn(async move {
             match relay(client, nfs, port).await {
                 Ok(()) => debug!(%peer, "NFS connection ended"),
                 Err(e) => warn!(%peer, "NFS connection closed: {e}"),
             }
+            drop(slot);
         });
     }
+}
+
+fn open_count(open: &Semaphore) -> usize {
+    connection_limit().saturating_sub(open.available_permits())
+}
+
+/// `MAX_CONNECTIONS`, or fewer when the process may not open enough files
+/// for them and the rest.
+fn connection_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let files = if known { limit.rlim_cur } else { libc::rlim_t::MAX };
+    let shared = files.saturating_sub(OTHER_DESCRIPTORS) / 3;
+    usize::try_from(shared).unwrap_or(usize::MAX).clamp(1, MAX_CONNECTIONS)
 }
 
 /// Relays one client's connection until either side closes it or the
