@@ -464,3 +464,41 @@ fn closed_within(mut stream: &std::net::TcpStream, wait: Duration) -> bool {
         Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }
+
+/// The TCP ports process `pid` listens on (its sockets' inodes found in
+/// /proc/net/tcp in state LISTEN).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process runs")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            (*state == "0A" && inodes.iter().any(|i| i == inode)).then_some(())?;
+            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
+/// Clients reach nfsserve only through the relay that bounds what they
+/// send: a connection made straight to the loopback port nfsserve
+/// listens on never gets through (on Linux, a socket filter on that port
+/// passes only the relay's own connections).
+#[tokio::test]
+async fn serve_nfs_lets_nobody_but_its_relay_into_nfsserve() {
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start(state.path());
+    let ports = listening_ports(server.pid());
+    let inner = *ports.iter().find(|port| **port != server.port).unwrap_or_else(|| panic!("{ports:?}"));
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], inner));
+    let straight = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3));
+    assert!(straight.is_err(), "connected straight to nfsserve on {inner}");
+    let mut client = common::nfs::connect(server.port).await;
+    common::nfs::walk(&mut client, PROJECT).await;
+}
