@@ -1,9 +1,11 @@
 //! The two frontends of ciofs and the contract they serve.
 //!
 //! `vfs` is the contract; `fuse` and `nfs` translate their protocols to it;
-//! `rpc_records` bounds what NFS clients send before nfsserve reads it.
+//! `rpc_records` bounds what NFS clients send before nfsserve reads it, and
+//! `admission` keeps everyone else out of nfsserve's own port.
 //! Nothing here knows about Google.
 
+pub mod admission;
 pub mod fuse;
 pub mod nfs;
 pub mod rpc_records;

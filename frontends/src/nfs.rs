@@ -34,6 +34,7 @@ use nfsserve::vfs::{DirEntry as NfsDirEntry, NFSFileSystem, ReadDirResult, VFSCa
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, instrument, warn};
 
+use crate::admission::Admission;
 use crate::vfs::{Attr, FileKind, Ino, ROOT_INO, SetAttr, Vfs, VfsError};
 
 /// Ends every file handle; a handle without it is not ours (BADHANDLE).
@@ -70,8 +71,8 @@ pub const MAX_TRANSFER: u32 = 1 << 20;
 /// one); whether that address may be reached from other hosts is the
 /// caller's decision. The portmapper, mount and NFS programs all answer on
 /// that one port. Clients are accepted here and relayed to nfsserve on a
-/// loopback port of its own, each request's size checked first
-/// (`rpc_records`). The bound address is sent on `ready` once clients can
+/// loopback port of its own that only they get into (`admission`), each
+/// request's size checked first (`rpc_records`). The bound address is sent on `ready` once clients can
 /// connect. Runs until the future is dropped (a failed accept is tried
 /// again); dropping it stops accepting, but connections are spawned, so
 /// accepted ones live on until their client hangs up.
@@ -81,6 +82,8 @@ pub async fn serve<V: Vfs>(
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> io::Result<()> {
     let nfsserve = listen_behind(&vfs).await?;
+    let admission = Admission::new();
+    admission.guard(nfsserve_address(&nfsserve));
     let (behind, relayed_to) = watch::channel(nfsserve_address(&nfsserve));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -89,8 +92,8 @@ pub async fn serve<V: Vfs>(
         let _ = ready.send(addr);
     }
     tokio::select! {
-        () = serve_behind(vfs, nfsserve, behind) => Ok(()),
-        () = crate::rpc_records::relay_clients(listener, relayed_to) => Ok(()),
+        () = serve_behind(vfs, nfsserve, behind, &admission) => Ok(()),
+        () = crate::rpc_records::relay_clients(listener, relayed_to, admission.clone()) => Ok(()),
     }
 }
 
@@ -105,11 +108,13 @@ fn nfsserve_address<V: Vfs>(nfsserve: &NFSTcpListener<NfsAdapter<V>>) -> SocketA
 
 /// Runs nfsserve's accept loop, and a new one when it ends: it ends at the
 /// first failed accept (no descriptor left, say), which would stop
-/// serving for good. `behind` tells the relay where it listens.
+/// serving for good. `behind` tells the relay where it listens; each new
+/// listening socket is guarded by `admission` before it is used.
 async fn serve_behind<V: Vfs>(
     vfs: Arc<V>,
     mut nfsserve: NFSTcpListener<NfsAdapter<V>>,
     behind: watch::Sender<SocketAddr>,
+    admission: &Admission,
 ) {
     loop {
         if let Err(e) = nfsserve.handle_forever().await {
@@ -122,6 +127,7 @@ async fn serve_behind<V: Vfs>(
                 Err(e) => warn!("nfsserve cannot listen: {e}; trying again"),
             }
         };
+        admission.guard(nfsserve_address(&nfsserve));
         behind.send_replace(nfsserve_address(&nfsserve));
     }
 }

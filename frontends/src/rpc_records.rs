@@ -28,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
+use crate::admission::Admission;
+
 /// The longest request taken: a WRITE of `MAX_TRANSFER` bytes (FSINFO's
 /// wtmax) with its RPC header, credentials and file handle, which take
 /// well under a KiB; the rest is margin.
@@ -60,7 +62,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Accepts clients on `listener` and relays each to the NFS server
 /// `behind` names (it changes when nfsserve listens anew). Serves until
 /// the future is dropped: a failed accept is logged and tried again.
-pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<SocketAddr>) {
+pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<SocketAddr>, admission: Arc<Admission>) {
     let port = listener.local_addr().map_or(0, |address| address.port());
     let open = Arc::new(Semaphore::new(connection_limit()));
     loop {
@@ -76,9 +78,9 @@ pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<Socket
             warn!(%peer, "NFS connection refused: {} are open already", open_count(&open));
             continue;
         };
-        let nfs = *behind.borrow();
+        let (nfs, admission) = (*behind.borrow(), admission.clone());
         tokio::spawn(async move {
-            match relay(client, nfs, port).await {
+            match relay(client, nfs, port, &admission).await {
                 Ok(()) => debug!(%peer, "NFS connection ended"),
                 Err(e) => warn!(%peer, "NFS connection closed: {e}"),
             }
@@ -104,9 +106,11 @@ fn connection_limit() -> usize {
 
 /// Relays one client's connection until either side closes it or the
 /// client sends a record past `MAX_RECORD`; `port` is the one the client
-/// connected to.
-async fn relay(client: TcpStream, nfs: SocketAddr, port: u16) -> io::Result<()> {
-    let server = TcpStream::connect(nfs).await?;
+/// connected to. The connection to nfsserve is made with a ticket of
+/// `admission`, which lets it in.
+async fn relay(client: TcpStream, nfs: SocketAddr, port: u16, admission: &Arc<Admission>) -> io::Result<()> {
+    let (socket, _admitted) = admission.ticket()?;
+    let server = socket.connect(nfs).await?;
     // RPC calls are small and answered one by one: no Nagle delays.
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;

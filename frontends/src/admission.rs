@@ -1,0 +1,251 @@
+//! Who gets into nfsserve: only the relay (`rpc_records`), whose
+//! connections carry requests already checked. nfsserve listens on a
+//! loopback port that every local user could connect to; on Linux a socket
+//! filter on that listening socket passes only TCP segments from 127.0.0.1
+//! and a source port the relay holds, so a connection from anyone else is
+//! never set up (its SYN is dropped). Each relay connection takes a
+//! `Ticket`: a socket bound to a port of its own, admitted until dropped.
+//!
+//! nfsserve does not hand out its listening socket: it is found among the
+//! process's descriptors by its address. Where there are no socket filters
+//! (not Linux) or the socket is not found, `guard` says so in the log and
+//! the port stays open to local users.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::TcpSocket;
+use tracing::warn;
+
+/// The relay's ports admitted into nfsserve's guarded listening socket.
+#[derive(Default)]
+pub struct Admission {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// nfsserve's listening socket, when found.
+    listener: Option<i32>,
+    /// The source ports of the relay's live connections.
+    ports: Vec<u16>,
+}
+
+/// A port admitted into nfsserve while this lives.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    port: u16,
+}
+
+impl Admission {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Guards the listening socket at `address` (nfsserve's, just made):
+    /// from now on only the ports of live tickets get in. Connections made
+    /// to it before are closed. Replaces a socket guarded before, which
+    /// must still be open.
+    pub fn guard(&self, address: SocketAddr) {
+        let mut state = self.lock();
+        match filter::listening_socket(address) {
+            Some(fd) => {
+                state.listener = Some(fd);
+                if let Err(e) = filter::admit_only(fd, &state.ports) {
+                    warn!(%address, "nfsserve's port stays open to local users: {e}");
+                    state.listener = None;
+                    return;
+                }
+                filter::close_waiting(fd);
+            }
+            None => {
+                warn!(%address, "nfsserve's port stays open to local users: its socket cannot be filtered here");
+                state.listener = None;
+            }
+        }
+    }
+
+    /// A socket to connect to nfsserve with, bound to a port of its own
+    /// (on every address, so nobody else can take it), admitted until the
+    /// ticket is dropped.
+    pub fn ticket(self: &Arc<Self>) -> io::Result<(TcpSocket, Ticket)> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        let port = socket.local_addr()?.port();
+        let mut state = self.lock();
+        state.ports.push(port);
+        if let Some(fd) = state.listener {
+            filter::admit_only(fd, &state.ports)?;
+        }
+        Ok((socket, Ticket { admission: self.clone(), port }))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.admission.lock();
+        state.ports.retain(|port| *port != self.port);
+        if let Some(fd) = state.listener
+            && let Err(e) = filter::admit_only(fd, &state.ports)
+        {
+            warn!("cannot update the filter of nfsserve's port: {e}");
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod filter {
+    use std::io;
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+    use libc::{
+        BPF_ABS, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SKF_NET_OFF, SO_ATTACH_FILTER, sock_filter,
+        sock_fprog,
+    };
+
+    /// Among this process's descriptors, the TCP socket listening on
+    /// `address`.
+    pub fn listening_socket(address: SocketAddr) -> Option<i32> {
+        let SocketAddr::V4(wanted) = address else { return None };
+        let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+        fds.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|fd| bound_to(*fd) == Some(wanted) && listening(*fd))
+    }
+
+    fn bound_to(fd: i32) -> Option<SocketAddrV4> {
+        // SAFETY: an all-zero sockaddr_in is valid; getsockname writes at
+        // most `len` bytes into it and fails on a descriptor that is not a
+        // socket.
+        let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let done = unsafe { libc::getsockname(fd, (&raw mut address).cast(), &mut len) };
+        if done != 0 || i32::from(address.sin_family) != libc::AF_INET {
+            return None;
+        }
+        let ip = Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+        Some(SocketAddrV4::new(ip, u16::from_be(address.sin_port)))
+    }
+
+    fn listening(fd: i32) -> bool {
+        let (mut value, mut len) = (0i32, std::mem::size_of::<i32>() as libc::socklen_t);
+        // SAFETY: SO_ACCEPTCONN writes one int.
+        let done =
+            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&raw mut value).cast(), &mut len) };
+        done == 0 && value == 1
+    }
+
+    fn instruction(code: u32, jt: u8, jf: u8, k: u32) -> sock_filter {
+        sock_filter { code: code as u16, jt, jf, k }
+    }
+
+    /// The program: a segment from 127.0.0.1 and one of `ports` passes,
+    /// any other is dropped. A TCP socket's filter sees the TCP header at
+    /// offset 0 (the source port) and the IP header at `SKF_NET_OFF`.
+    pub fn program(ports: &[u16]) -> Vec<sock_filter> {
+        // The jumps are 8 bits: at most 253 ports fit.
+        let ports = &ports[..ports.len().min(253)];
+        let n = ports.len() as u8;
+        let mut code = vec![
+            instruction(BPF_LD | BPF_W | BPF_ABS, 0, 0, (SKF_NET_OFF + 12) as u32),
+            instruction(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, u32::from(Ipv4Addr::LOCALHOST)),
+            instruction(BPF_LD | BPF_H | BPF_ABS, 0, 0, 0),
+        ];
+        for (i, port) in ports.iter().enumerate() {
+            code.push(instruction(BPF_JMP | BPF_JEQ | BPF_K, n - i as u8, 0, u32::from(*port)));
+        }
+        code.push(instruction(BPF_RET | BPF_K, 0, 0, 0));
+        code.push(instruction(BPF_RET | BPF_K, 0, 0, u32::MAX));
+        code
+    }
+
+    /// Sets `program(ports)` on socket `fd`, replacing the one it had.
+    pub fn admit_only(fd: i32, ports: &[u16]) -> io::Result<()> {
+        let mut code = program(ports);
+        let filter = sock_fprog { len: code.len() as u16, filter: code.as_mut_ptr() };
+        let len = std::mem::size_of::<sock_fprog>() as libc::socklen_t;
+        // SAFETY: the kernel copies the program `filter` points to, which
+        // lives until the call returns.
+        let done = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, (&raw const filter).cast(), len) };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Closes the connections waiting on listening socket `fd` (made
+    /// before it was guarded), without blocking: it is non-blocking.
+    pub fn close_waiting(fd: i32) {
+        loop {
+            // SAFETY: accept4 on a listening socket we own; the peer's
+            // address is not asked for.
+            let accepted = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+            if accepted < 0 {
+                return;
+            }
+            // SAFETY: accept4 just returned this descriptor to us.
+            unsafe { libc::close(accepted) };
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod filter {
+    use std::io;
+    use std::net::SocketAddr;
+
+    pub fn listening_socket(_: SocketAddr) -> Option<i32> {
+        None
+    }
+
+    pub fn admit_only(_: i32, _: &[u16]) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn close_waiting(_: i32) {}
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Of two clients of a guarded listener, the one with a ticket gets in
+    /// and sends; the other never connects.
+    #[tokio::test]
+    async fn only_ticket_holders_get_through() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let admission = Admission::new();
+        admission.guard(address);
+        assert!(admission.lock().listener.is_some(), "the listening socket was found");
+        let (socket, ticket) = admission.ticket().unwrap();
+        let mut admitted = socket.connect(address).await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        admitted.write_all(&[7; 100_000]).await.unwrap();
+        let mut received = vec![0; 100_000];
+        accepted.read_exact(&mut received).await.unwrap();
+        assert!(received.iter().all(|b| *b == 7));
+        let other = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(address)).await;
+        assert!(!matches!(other, Ok(Ok(_))), "a connection without a ticket got through");
+        drop(ticket);
+        assert!(admission.lock().ports.is_empty());
+    }
+
+    #[test]
+    fn the_program_passes_listed_ports_from_loopback_only() {
+        let code = filter::program(&[1000, 2000]);
+        assert_eq!(code.len(), 7);
+        // Source address check jumps past the ports to "drop".
+        assert_eq!((code[1].jf, code[5].k), (3, 0));
+        // Each port jumps to "pass".
+        assert_eq!((code[3].jt, code[4].jt, code[6].k), (2, 1, u32::MAX));
+        assert_eq!(filter::program(&[]).len(), 5);
+    }
+}
