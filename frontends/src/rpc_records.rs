@@ -412,6 +412,17 @@ mod tests {
         }
     }
 
+    /// Calls that are never answered are not kept without end.
+    #[tokio::test]
+    async fn getport_calls_kept_are_bounded() {
+        let args = words(&[100_005, 3, 6, 0]);
+        let input: Vec<u8> = (0..1000).flat_map(|xid| fragment(true, &call(xid, PORTMAP, GETPORT, &args))).collect();
+        let (outcome, _, getports) = requests(&input, usize::MAX).await;
+        assert!(outcome.is_ok());
+        assert!(getports.len() <= 16, "{} calls kept", getports.len());
+        assert_eq!(getports.last(), Some(&999));
+    }
+
     /// nfsserve answers GETPORT with its own port; the client is told the
     /// relay's. Other replies, a GETPORT answer not asked for included,
     /// pass unchanged.
