@@ -258,7 +258,7 @@ pub async fn forward_requests(
                     at += after;
                     let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
                     if word(12) == PORTMAP && word(20) == GETPORT {
-                        lock(getports).push(word(0));
+                        note(getports, word(0));
                     }
                 }
             }
@@ -314,11 +314,24 @@ fn lock(getports: &Mutex<Vec<u32>>) -> std::sync::MutexGuard<'_, Vec<u32>> {
     getports.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The most GETPORT calls waiting for their answer on one connection: a
+/// call nfsserve takes for a retransmission is never answered.
+const MAX_GETPORTS: usize = 16;
+
+/// Notes `xid` as a GETPORT call, forgetting the oldest past `MAX_GETPORTS`.
+fn note(getports: &Mutex<Vec<u32>>, xid: u32) {
+    let mut noted = lock(getports);
+    if noted.len() == MAX_GETPORTS {
+        noted.remove(0);
+    }
+    noted.push(xid);
+}
+
 /// Whether `xid` was noted as a GETPORT call; it is not any more.
 fn take_noted(getports: &Mutex<Vec<u32>>, xid: u32) -> bool {
     let mut noted = lock(getports);
     let at = noted.iter().position(|noted| *noted == xid);
-    at.map(|at| noted.swap_remove(at)).is_some()
+    at.map(|at| noted.remove(at)).is_some()
 }
 
 #[cfg(test)]
