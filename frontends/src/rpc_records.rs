@@ -65,6 +65,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<SocketAddr>, admission: Arc<Admission>) {
     let port = listener.local_addr().map_or(0, |address| address.port());
     let open = Arc::new(Semaphore::new(connection_limit()));
+    // Said once per flood, not once per connection refused.
+    let mut refusing = false;
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -75,9 +77,13 @@ pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<Socket
             }
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
-            warn!(%peer, "NFS connection refused: {} are open already", open_count(&open));
+            if !refusing {
+                warn!(%peer, "NFS connections refused: {} are open already", open_count(&open));
+            }
+            refusing = true;
             continue;
         };
+        refusing = false;
         let (nfs, admission) = (*behind.borrow(), admission.clone());
         tokio::spawn(async move {
             match relay(client, nfs, port, &admission).await {
