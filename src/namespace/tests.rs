@@ -32,6 +32,13 @@ fn namespace(gcs: &Arc<MemoryGcs>, page_size: u32) -> Namespace {
     Namespace::new(vec!["p".to_string()], services(gcs), options)
 }
 
+/// A namespace that caches no metadata: each call finds what Cloud Storage
+/// holds now, as it would once the cache expired.
+fn uncached_namespace(gcs: &Arc<MemoryGcs>) -> Namespace {
+    let options = Options { metadata_ttl: std::time::Duration::ZERO, ..test_options() };
+    Namespace::new(vec!["p".to_string()], services(gcs), options)
+}
+
 pub(super) async fn walk(ns: &Namespace, path: &str) -> Ino {
     let mut ino = ROOT_INO;
     for part in path.split('/') {
@@ -222,6 +229,44 @@ async fn renaming_a_directory_onto_a_non_empty_one_is_enotempty_and_changes_noth
     ns.rename(root, "a", root, "c").await.unwrap();
     let c = walk(&ns, "p/storage/b/c").await;
     assert_eq!(names(&ns, c, 10).await, [".meta", "f"]);
+}
+
+/// What `ls` shows in a directory is in it: a file being written there that
+/// Cloud Storage does not have (here: removed by another client, so the
+/// directory is gone from Cloud Storage) makes it non-empty for a rename.
+#[tokio::test]
+async fn a_directory_rename_onto_one_holding_a_file_being_written_is_enotempty() {
+    use ciofs_frontends::OpenFlags;
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/z", "old");
+    gcs.put_object("b", "e/z", "moved");
+    let ns = uncached_namespace(&gcs);
+    let z = walk(&ns, "p/storage/b/d/z").await;
+    let opened = ns.open(z, OpenFlags { write: true, ..OpenFlags::default() }).await.unwrap();
+    ns.write(z, Some(opened.fh), 0, b"new").await.unwrap();
+    gcs.remove_object("b", "d/z");
+    let root = walk(&ns, "p/storage/b").await;
+    assert_eq!(ns.rename(root, "e", root, "d").await.unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(gcs.object_data("b", "e/z").as_deref(), Some(&b"moved"[..]), "nothing moved");
+    assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 0);
+}
+
+/// A file open for write moves as its handles hold it: if another client
+/// changed the object since, the rename is ESTALE and both names stay.
+#[tokio::test]
+async fn a_rename_of_an_open_file_changed_behind_is_estale_and_moves_nothing() {
+    use ciofs_frontends::OpenFlags;
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "f", "first");
+    let ns = uncached_namespace(&gcs);
+    let f = walk(&ns, "p/storage/b/f").await;
+    let opened = ns.open(f, OpenFlags { write: true, ..OpenFlags::default() }).await.unwrap();
+    gcs.put_object("b", "f", "theirs");
+    let root = walk(&ns, "p/storage/b").await;
+    assert_eq!(ns.rename(root, "f", root, "g").await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(gcs.object_data("b", "f").as_deref(), Some(&b"theirs"[..]));
+    assert_eq!(gcs.object_data("b", "g"), None);
+    ns.release(f, opened.fh).await.unwrap();
 }
 
 #[tokio::test]
