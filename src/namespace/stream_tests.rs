@@ -5,24 +5,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ciofs_backends::memory::{MemoryGcs, MemoryPubSub, PubSubOp};
-use ciofs_backends::pubsub::{OutgoingMessage, PubSub, SubscriptionSettings};
+use ciofs_backends::memory::{MemoryPubSub, PubSubOp};
+use ciofs_backends::pubsub::{OutgoingMessage, PubSub};
 use ciofs_frontends::{Fh, Ino, OpenFlags, Vfs};
 
-use super::tests::{test_options, walk};
-use super::{Namespace, Services};
+use super::Namespace;
+use super::tests::walk;
 
 const STREAM: &str = "p/pubsub/topics/topic/subscriptions/sub/_stream";
 
 fn fixture() -> (Arc<MemoryPubSub>, Namespace) {
-    let pubsub = Arc::new(MemoryPubSub::new());
-    pubsub.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
-    let services = Services {
-        gcs: Arc::new(MemoryGcs::new()),
-        bigquery: Arc::new(ciofs_backends::memory::MemoryBigQuery::new()),
-        pubsub: pubsub.clone(),
-    };
-    (pubsub, Namespace::new(vec!["p".to_string()], services, test_options()))
+    super::tests::pubsub_namespace()
 }
 
 /// Publishes `m<i>` for each i of `numbers`.

@@ -32,6 +32,17 @@ fn namespace(gcs: &Arc<MemoryGcs>, page_size: u32) -> Namespace {
     Namespace::new(vec!["p".to_string()], services(gcs), options)
 }
 
+/// A namespace on an in-memory Pub/Sub holding topic `topic` and its
+/// subscription `sub` in project `p`.
+pub(super) fn pubsub_namespace() -> (Arc<ciofs_backends::memory::MemoryPubSub>, Namespace) {
+    let pubsub = Arc::new(ciofs_backends::memory::MemoryPubSub::new());
+    let settings = ciofs_backends::pubsub::SubscriptionSettings::default();
+    pubsub.put_subscription("p", "sub", "topic", settings);
+    let services =
+        Services { gcs: Arc::new(MemoryGcs::new()), bigquery: Arc::new(MemoryBigQuery::new()), pubsub: pubsub.clone() };
+    (pubsub, Namespace::new(vec!["p".to_string()], services, test_options()))
+}
+
 /// A namespace that caches no metadata: each call finds what Cloud Storage
 /// holds now, as it would once the cache expired.
 fn uncached_namespace(gcs: &Arc<MemoryGcs>) -> Namespace {

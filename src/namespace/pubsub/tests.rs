@@ -8,24 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ciofs_backends::ErrorKind;
-use ciofs_backends::memory::{MemoryGcs, MemoryPubSub, PubSubOp};
-use ciofs_backends::pubsub::SubscriptionSettings;
+use ciofs_backends::memory::{MemoryPubSub, PubSubOp};
 use ciofs_frontends::{Fh, Ino, OpenFlags, Vfs};
 
-use super::super::tests::{test_options, walk};
-use super::super::{Namespace, Services};
+use super::super::Namespace;
+use super::super::tests::walk;
 
 const TOPIC: &str = "p/pubsub/topics/topic";
 
 fn fixture() -> (Arc<MemoryPubSub>, Namespace) {
-    let pubsub = Arc::new(MemoryPubSub::new());
-    pubsub.put_subscription("p", "sub", "topic", SubscriptionSettings::default());
-    let services = Services {
-        gcs: Arc::new(MemoryGcs::new()),
-        bigquery: Arc::new(ciofs_backends::memory::MemoryBigQuery::new()),
-        pubsub: pubsub.clone(),
-    };
-    (pubsub, Namespace::new(vec!["p".to_string()], services, test_options()))
+    super::super::tests::pubsub_namespace()
 }
 
 /// What the subscription holds, in order, as text.
