@@ -238,6 +238,49 @@ mod tests {
         assert!(admission.lock().ports.is_empty());
     }
 
+    /// Once the guarded listener's descriptor number refers to another
+    /// socket (the listener closed, the number taken again), tickets leave
+    /// that socket alone: anyone still connects to it.
+    #[test]
+    fn tickets_leave_alone_a_socket_that_took_the_listeners_number() {
+        use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+        let guarded = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        guarded.set_nonblocking(true).unwrap();
+        let admission = Admission::new();
+        admission.guard(guarded.local_addr().unwrap());
+        let number = guarded.into_raw_fd();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The listener's number now names `other` (dup2 closes the
+        // listener's descriptor first, atomically).
+        // SAFETY: `number` is ours (into_raw_fd); it is closed below.
+        assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), number) }, number);
+        let _number = unsafe { OwnedFd::from_raw_fd(number) };
+        let _ticket = admission.ticket().unwrap();
+        let address = other.local_addr().unwrap();
+        let connected = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2));
+        assert!(connected.is_ok(), "the filter was set on an unrelated socket: {connected:?}");
+    }
+
+    /// A ticket whose port cannot be admitted (the listener's filter is
+    /// locked) is an error and leaves no port admitted.
+    #[test]
+    fn a_ticket_that_cannot_be_admitted_leaves_no_port() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let admission = Admission::new();
+        admission.guard(listener.local_addr().unwrap());
+        let one = 1i32;
+        let len = std::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: SO_LOCK_FILTER reads one int.
+        let locked = unsafe {
+            libc::setsockopt(listener.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LOCK_FILTER, (&raw const one).cast(), len)
+        };
+        assert_eq!(locked, 0);
+        assert!(admission.ticket().is_err(), "a locked filter took a port");
+        assert_eq!(admission.lock().ports, Vec::<u16>::new());
+    }
+
     #[test]
     fn the_program_passes_listed_ports_from_loopback_only() {
         let code = filter::program(&[1000, 2000]);
