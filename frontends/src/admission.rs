@@ -7,12 +7,15 @@
 //! `Ticket`: a socket bound to a port of its own, admitted until dropped.
 //!
 //! nfsserve does not hand out its listening socket: it is found among the
-//! process's descriptors by its address. Where there are no socket filters
-//! (not Linux) or the socket is not found, `guard` says so in the log and
-//! the port stays open to local users.
+//! process's descriptors by its address and held as a duplicate descriptor
+//! of our own while guarded, so the filter is only ever set on that socket
+//! (a bare number could by then name another one). Where there are no
+//! socket filters (not Linux) or the socket is not found, `guard` says so in
+//! the log and the port stays open to local users.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::TcpSocket;
@@ -26,10 +29,19 @@ pub struct Admission {
 
 #[derive(Default)]
 struct State {
-    /// nfsserve's listening socket, when found.
-    listener: Option<i32>,
+    /// nfsserve's listening socket (our duplicate of it) while guarded.
+    listener: Option<OwnedFd>,
+    /// How many times a socket was guarded: names the `Guarded` in force.
+    guarded: u64,
     /// The source ports of the relay's live connections.
     ports: Vec<u16>,
+}
+
+/// nfsserve's listening socket is guarded while this lives; dropped when
+/// that socket is closed or replaced, so the socket is let go.
+pub struct Guarded<'a> {
+    admission: &'a Admission,
+    number: u64,
 }
 
 /// A port admitted into nfsserve while this lives.
@@ -47,27 +59,26 @@ impl Admission {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Guards the listening socket at `address` (nfsserve's, just made):
-    /// from now on only the ports of live tickets get in. Connections made
-    /// to it before are closed. Replaces a socket guarded before, which
-    /// must still be open.
-    pub fn guard(&self, address: SocketAddr) {
+    /// Guards the listening socket at `address` (nfsserve's, just made)
+    /// until the returned `Guarded` is dropped: from now on only the ports
+    /// of live tickets get in. Connections made to it before are closed.
+    /// Replaces a socket guarded before.
+    pub fn guard(&self, address: SocketAddr) -> Guarded<'_> {
         let mut state = self.lock();
-        match filter::listening_socket(address) {
-            Some(fd) => {
-                state.listener = Some(fd);
-                if let Err(e) = filter::admit_only(fd, &state.ports) {
-                    warn!(%address, "nfsserve's port stays open to local users: {e}");
-                    state.listener = None;
-                    return;
-                }
-                filter::close_waiting(fd);
-            }
-            None => {
-                warn!(%address, "nfsserve's port stays open to local users: its socket cannot be filtered here");
-                state.listener = None;
-            }
+        state.guarded += 1;
+        let guarded = Guarded { admission: self, number: state.guarded };
+        state.listener = None;
+        let Some(listener) = filter::listening_socket(address) else {
+            warn!(%address, "nfsserve's port stays open to local users: its socket cannot be filtered here");
+            return guarded;
+        };
+        if let Err(e) = filter::admit_only(listener.as_fd(), &state.ports) {
+            warn!(%address, "nfsserve's port stays open to local users: {e}");
+            return guarded;
         }
+        filter::close_waiting(listener.as_fd());
+        state.listener = Some(listener);
+        guarded
     }
 
     /// A socket to connect to nfsserve with, bound to a port of its own
@@ -79,10 +90,22 @@ impl Admission {
         let port = socket.local_addr()?.port();
         let mut state = self.lock();
         state.ports.push(port);
-        if let Some(fd) = state.listener {
-            filter::admit_only(fd, &state.ports)?;
+        if let Some(listener) = &state.listener
+            && let Err(e) = filter::admit_only(listener.as_fd(), &state.ports)
+        {
+            state.ports.pop();
+            return Err(e);
         }
         Ok((socket, Ticket { admission: self.clone(), port }))
+    }
+}
+
+impl Drop for Guarded<'_> {
+    fn drop(&mut self) {
+        let mut state = self.admission.lock();
+        if state.guarded == self.number {
+            state.listener = None;
+        }
     }
 }
 
@@ -90,8 +113,8 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = self.admission.lock();
         state.ports.retain(|port| *port != self.port);
-        if let Some(fd) = state.listener
-            && let Err(e) = filter::admit_only(fd, &state.ports)
+        if let Some(listener) = &state.listener
+            && let Err(e) = filter::admit_only(listener.as_fd(), &state.ports)
         {
             warn!("cannot update the filter of nfsserve's port: {e}");
         }
@@ -102,6 +125,7 @@ impl Drop for Ticket {
 mod filter {
     use std::io;
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
     use libc::{
         BPF_ABS, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SKF_NET_OFF, SO_ATTACH_FILTER, sock_filter,
@@ -109,12 +133,16 @@ mod filter {
     };
 
     /// Among this process's descriptors, the TCP socket listening on
-    /// `address`.
-    pub fn listening_socket(address: SocketAddr) -> Option<i32> {
+    /// `address`, duplicated.
+    pub fn listening_socket(address: SocketAddr) -> Option<OwnedFd> {
         let SocketAddr::V4(wanted) = address else { return None };
         let fds = std::fs::read_dir("/proc/self/fd").ok()?;
-        fds.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .find(|fd| bound_to(*fd) == Some(wanted) && listening(*fd))
+        let fd = fds
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|fd| bound_to(*fd) == Some(wanted) && listening(*fd))?;
+        // SAFETY: `fd` is open (nfsserve's listener, which the caller
+        // holds) for the duration of this borrow.
+        unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()
     }
 
     fn bound_to(fd: i32) -> Option<SocketAddrV4> {
@@ -163,27 +191,31 @@ mod filter {
         code
     }
 
-    /// Sets `program(ports)` on socket `fd`, replacing the one it had.
-    pub fn admit_only(fd: i32, ports: &[u16]) -> io::Result<()> {
+    /// Sets `program(ports)` on `socket`, replacing the one it had.
+    pub fn admit_only(socket: BorrowedFd, ports: &[u16]) -> io::Result<()> {
         let mut code = program(ports);
         let filter = sock_fprog { len: code.len() as u16, filter: code.as_mut_ptr() };
         let len = std::mem::size_of::<sock_fprog>() as libc::socklen_t;
         // SAFETY: the kernel copies the program `filter` points to, which
         // lives until the call returns.
-        let done = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, (&raw const filter).cast(), len) };
+        let done = unsafe {
+            libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, SO_ATTACH_FILTER, (&raw const filter).cast(), len)
+        };
         if done != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
 
-    /// Closes the connections waiting on listening socket `fd` (made
-    /// before it was guarded), without blocking: it is non-blocking.
-    pub fn close_waiting(fd: i32) {
+    /// Closes the connections waiting on `listener` (made before it was
+    /// guarded), without blocking: it is non-blocking.
+    pub fn close_waiting(listener: BorrowedFd) {
         loop {
             // SAFETY: accept4 on a listening socket we own; the peer's
             // address is not asked for.
-            let accepted = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+            let accepted = unsafe {
+                libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+            };
             if accepted < 0 {
                 return;
             }
@@ -197,16 +229,17 @@ mod filter {
 mod filter {
     use std::io;
     use std::net::SocketAddr;
+    use std::os::fd::{BorrowedFd, OwnedFd};
 
-    pub fn listening_socket(_: SocketAddr) -> Option<i32> {
+    pub fn listening_socket(_: SocketAddr) -> Option<OwnedFd> {
         None
     }
 
-    pub fn admit_only(_: i32, _: &[u16]) -> io::Result<()> {
+    pub fn admit_only(_: BorrowedFd, _: &[u16]) -> io::Result<()> {
         Ok(())
     }
 
-    pub fn close_waiting(_: i32) {}
+    pub fn close_waiting(_: BorrowedFd) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -222,7 +255,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let admission = Admission::new();
-        admission.guard(address);
+        let _guarded = admission.guard(address);
         assert!(admission.lock().listener.is_some(), "the listening socket was found");
         let (socket, ticket) = admission.ticket().unwrap();
         let mut admitted = socket.connect(address).await.unwrap();
@@ -247,7 +280,7 @@ mod tests {
         let guarded = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         guarded.set_nonblocking(true).unwrap();
         let admission = Admission::new();
-        admission.guard(guarded.local_addr().unwrap());
+        let _guarded = admission.guard(guarded.local_addr().unwrap());
         let number = guarded.into_raw_fd();
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         // The listener's number now names `other` (dup2 closes the
@@ -269,7 +302,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let admission = Admission::new();
-        admission.guard(listener.local_addr().unwrap());
+        let _guarded = admission.guard(listener.local_addr().unwrap());
         let one = 1i32;
         let len = std::mem::size_of::<i32>() as libc::socklen_t;
         // SAFETY: SO_LOCK_FILTER reads one int.

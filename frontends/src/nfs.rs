@@ -34,7 +34,7 @@ use nfsserve::vfs::{DirEntry as NfsDirEntry, NFSFileSystem, ReadDirResult, VFSCa
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, instrument, warn};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Guarded};
 use crate::vfs::{Attr, FileKind, Ino, ROOT_INO, SetAttr, Vfs, VfsError};
 
 /// Ends every file handle; a handle without it is not ours (BADHANDLE).
@@ -81,10 +81,9 @@ pub async fn serve<V: Vfs>(
     listen: SocketAddr,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> io::Result<()> {
-    let nfsserve = listen_behind(&vfs).await?;
     let admission = Admission::new();
-    admission.guard(nfsserve_address(&nfsserve));
-    let (behind, relayed_to) = watch::channel(nfsserve_address(&nfsserve));
+    let nfsserve = listen_guarded(&vfs, &admission).await?;
+    let (behind, relayed_to) = watch::channel(nfsserve_address(&nfsserve.0));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "NFSv3 server listening");
@@ -97,9 +96,15 @@ pub async fn serve<V: Vfs>(
     }
 }
 
-/// nfsserve on a loopback port of its own, reached through the relay.
-async fn listen_behind<V: Vfs>(vfs: &Arc<V>) -> io::Result<NFSTcpListener<NfsAdapter<V>>> {
-    NFSTcpListener::bind("127.0.0.1:0", NfsAdapter::new(vfs.clone())).await
+/// nfsserve listening on a loopback port of its own, guarded by `admission`
+/// while the pair lives.
+type Behind<'a, V> = (NFSTcpListener<NfsAdapter<V>>, Guarded<'a>);
+
+/// nfsserve on a loopback port of its own that only the relay gets into.
+async fn listen_guarded<'a, V: Vfs>(vfs: &Arc<V>, admission: &'a Admission) -> io::Result<Behind<'a, V>> {
+    let nfsserve = NFSTcpListener::bind("127.0.0.1:0", NfsAdapter::new(vfs.clone())).await?;
+    let guarded = admission.guard(nfsserve_address(&nfsserve));
+    Ok((nfsserve, guarded))
 }
 
 fn nfsserve_address<V: Vfs>(nfsserve: &NFSTcpListener<NfsAdapter<V>>) -> SocketAddr {
@@ -109,26 +114,27 @@ fn nfsserve_address<V: Vfs>(nfsserve: &NFSTcpListener<NfsAdapter<V>>) -> SocketA
 /// Runs nfsserve's accept loop, and a new one when it ends: it ends at the
 /// first failed accept (no descriptor left, say), which would stop
 /// serving for good. `behind` tells the relay where it listens; each new
-/// listening socket is guarded by `admission` before it is used.
+/// listening socket is guarded by `admission` before it is used, and the
+/// old one let go first.
 async fn serve_behind<V: Vfs>(
     vfs: Arc<V>,
-    mut nfsserve: NFSTcpListener<NfsAdapter<V>>,
+    mut nfsserve: Behind<'_, V>,
     behind: watch::Sender<SocketAddr>,
     admission: &Admission,
 ) {
     loop {
-        if let Err(e) = nfsserve.handle_forever().await {
+        if let Err(e) = nfsserve.0.handle_forever().await {
             warn!("nfsserve stopped accepting: {e}; listening anew");
         }
+        drop(nfsserve);
         nfsserve = loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            match listen_behind(&vfs).await {
+            match listen_guarded(&vfs, admission).await {
                 Ok(listener) => break listener,
                 Err(e) => warn!("nfsserve cannot listen: {e}; trying again"),
             }
         };
-        admission.guard(nfsserve_address(&nfsserve));
-        behind.send_replace(nfsserve_address(&nfsserve));
+        behind.send_replace(nfsserve_address(&nfsserve.0));
     }
 }
 
