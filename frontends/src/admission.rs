@@ -7,10 +7,12 @@
 //! `Ticket`: a socket bound to a port of its own, admitted until dropped.
 //!
 //! nfsserve does not hand out its listening socket: it is found among the
-//! process's descriptors by its address and held as a duplicate descriptor
+//! process's descriptors by its address (without opening any: a restart
+//! usually follows running out of them) and held as a duplicate descriptor
 //! of our own while guarded, so the filter is only ever set on that socket
-//! (a bare number could by then name another one). Where there are no
-//! socket filters (not Linux) or the socket is not found, `guard` says so in
+//! (a bare number could by then name another one). On Linux a socket that
+//! cannot be guarded is an error, for the caller to close rather than
+//! serve. Where there are no socket filters (not Linux), `guard` says so in
 //! the log and the port stays open to local users.
 
 use std::io;
@@ -62,23 +64,21 @@ impl Admission {
     /// Guards the listening socket at `address` (nfsserve's, just made)
     /// until the returned `Guarded` is dropped: from now on only the ports
     /// of live tickets get in. Connections made to it before are closed.
-    /// Replaces a socket guarded before.
-    pub fn guard(&self, address: SocketAddr) -> Guarded<'_> {
+    /// Replaces a socket guarded before. An error leaves the socket
+    /// half guarded: close it.
+    pub fn guard(&self, address: SocketAddr) -> io::Result<Guarded<'_>> {
         let mut state = self.lock();
         state.guarded += 1;
-        let guarded = Guarded { admission: self, number: state.guarded };
         state.listener = None;
-        let Some(listener) = filter::listening_socket(address) else {
-            warn!(%address, "nfsserve's port stays open to local users: its socket cannot be filtered here");
-            return guarded;
-        };
-        if let Err(e) = filter::admit_only(listener.as_fd(), &state.ports) {
-            warn!(%address, "nfsserve's port stays open to local users: {e}");
-            return guarded;
+        if filter::SUPPORTED {
+            let listener = filter::listening_socket(address)?;
+            filter::admit_only(listener.as_fd(), &state.ports)?;
+            filter::close_waiting(listener.as_fd())?;
+            state.listener = Some(listener);
+        } else {
+            warn!(%address, "nfsserve's port stays open to local users: sockets cannot be filtered here");
         }
-        filter::close_waiting(listener.as_fd());
-        state.listener = Some(listener);
-        guarded
+        Ok(Guarded { admission: self, number: state.guarded })
     }
 
     /// A socket to connect to nfsserve with, bound to a port of its own
@@ -125,7 +125,9 @@ impl Drop for Ticket {
 mod filter {
     use std::io;
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    pub const SUPPORTED: bool = true;
 
     use libc::{
         BPF_ABS, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SKF_NET_OFF, SO_ATTACH_FILTER, sock_filter,
@@ -133,16 +135,26 @@ mod filter {
     };
 
     /// Among this process's descriptors, the TCP socket listening on
-    /// `address`, duplicated.
-    pub fn listening_socket(address: SocketAddr) -> Option<OwnedFd> {
-        let SocketAddr::V4(wanted) = address else { return None };
-        let fds = std::fs::read_dir("/proc/self/fd").ok()?;
-        let fd = fds
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .find(|fd| bound_to(*fd) == Some(wanted) && listening(*fd))?;
+    /// `address`, duplicated. Each possible descriptor number is tried:
+    /// listing /proc/self/fd would need a descriptor of its own.
+    pub fn listening_socket(address: SocketAddr) -> io::Result<OwnedFd> {
+        let SocketAddr::V4(wanted) = address else {
+            return Err(io::Error::other(format!("{address} is not an IPv4 address")));
+        };
+        let fd = (0..open_files_limit())
+            .find(|fd| bound_to(*fd) == Some(wanted) && listening(*fd))
+            .ok_or_else(|| io::Error::other(format!("no socket of this process listens on {address}")))?;
         // SAFETY: `fd` is open (nfsserve's listener, which the caller
         // holds) for the duration of this borrow.
-        unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()
+        unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+    }
+
+    /// How many descriptors the process may have open: numbers are below.
+    fn open_files_limit() -> i32 {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct it is given.
+        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        if known { i32::try_from(limit.rlim_cur).unwrap_or(i32::MAX) } else { i32::MAX }
     }
 
     fn bound_to(fd: i32) -> Option<SocketAddrV4> {
@@ -208,19 +220,26 @@ mod filter {
     }
 
     /// Closes the connections waiting on `listener` (made before it was
-    /// guarded), without blocking: it is non-blocking.
-    pub fn close_waiting(listener: BorrowedFd) {
+    /// guarded), without blocking: it is non-blocking. Failing to take
+    /// one (no descriptor left, say) is an error: it would be served.
+    pub fn close_waiting(listener: BorrowedFd) -> io::Result<()> {
         loop {
             // SAFETY: accept4 on a listening socket we own; the peer's
             // address is not asked for.
             let accepted = unsafe {
                 libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
             };
-            if accepted < 0 {
-                return;
+            if accepted >= 0 {
+                // SAFETY: accept4 just returned this descriptor to us.
+                drop(unsafe { OwnedFd::from_raw_fd(accepted) });
+                continue;
             }
-            // SAFETY: accept4 just returned this descriptor to us.
-            unsafe { libc::close(accepted) };
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(()),
+                io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {}
+                _ => return Err(e),
+            }
         }
     }
 }
@@ -231,15 +250,19 @@ mod filter {
     use std::net::SocketAddr;
     use std::os::fd::{BorrowedFd, OwnedFd};
 
-    pub fn listening_socket(_: SocketAddr) -> Option<OwnedFd> {
-        None
+    pub const SUPPORTED: bool = false;
+
+    pub fn listening_socket(_: SocketAddr) -> io::Result<OwnedFd> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 
     pub fn admit_only(_: BorrowedFd, _: &[u16]) -> io::Result<()> {
         Ok(())
     }
 
-    pub fn close_waiting(_: BorrowedFd) {}
+    pub fn close_waiting(_: BorrowedFd) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -255,7 +278,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let admission = Admission::new();
-        let _guarded = admission.guard(address);
+        let _guarded = admission.guard(address).unwrap();
         assert!(admission.lock().listener.is_some(), "the listening socket was found");
         let (socket, ticket) = admission.ticket().unwrap();
         let mut admitted = socket.connect(address).await.unwrap();
@@ -280,7 +303,7 @@ mod tests {
         let guarded = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         guarded.set_nonblocking(true).unwrap();
         let admission = Admission::new();
-        let _guarded = admission.guard(guarded.local_addr().unwrap());
+        let _guarded = admission.guard(guarded.local_addr().unwrap()).unwrap();
         let number = guarded.into_raw_fd();
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         // The listener's number now names `other` (dup2 closes the
@@ -302,7 +325,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let admission = Admission::new();
-        let _guarded = admission.guard(listener.local_addr().unwrap());
+        let _guarded = admission.guard(listener.local_addr().unwrap()).unwrap();
         let one = 1i32;
         let len = std::mem::size_of::<i32>() as libc::socklen_t;
         // SAFETY: SO_LOCK_FILTER reads one int.

@@ -100,10 +100,11 @@ pub async fn serve<V: Vfs>(
 /// while the pair lives.
 type Behind<'a, V> = (NFSTcpListener<NfsAdapter<V>>, Guarded<'a>);
 
-/// nfsserve on a loopback port of its own that only the relay gets into.
+/// nfsserve on a loopback port of its own that only the relay gets into;
+/// a port that cannot be guarded is closed, never served.
 async fn listen_guarded<'a, V: Vfs>(vfs: &Arc<V>, admission: &'a Admission) -> io::Result<Behind<'a, V>> {
     let nfsserve = NFSTcpListener::bind("127.0.0.1:0", NfsAdapter::new(vfs.clone())).await?;
-    let guarded = admission.guard(nfsserve_address(&nfsserve));
+    let guarded = admission.guard(nfsserve_address(&nfsserve))?;
     Ok((nfsserve, guarded))
 }
 
@@ -114,8 +115,9 @@ fn nfsserve_address<V: Vfs>(nfsserve: &NFSTcpListener<NfsAdapter<V>>) -> SocketA
 /// Runs nfsserve's accept loop, and a new one when it ends: it ends at the
 /// first failed accept (no descriptor left, say), which would stop
 /// serving for good. `behind` tells the relay where it listens; each new
-/// listening socket is guarded by `admission` before it is used, and the
-/// old one let go first.
+/// listening socket is guarded by `admission` before it is used (if it
+/// cannot be, it is closed and listening tried again), and the old one let
+/// go first.
 async fn serve_behind<V: Vfs>(
     vfs: Arc<V>,
     mut nfsserve: Behind<'_, V>,
