@@ -379,6 +379,64 @@ async fn serve_nfs_closes_a_connection_announcing_a_huge_fragment() {
     common::nfs::walk(&mut again, PROJECT).await;
 }
 
+/// A READ call of `count` bytes at offset 0 of the file with handle
+/// `file`, as one record (AUTH_NONE).
+fn read_call(xid: u32, file: &[u8], count: u32) -> Vec<u8> {
+    let words = |words: &[u32]| words.iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>();
+    let padding = vec![0; (4 - file.len() % 4) % 4];
+    let body = [
+        words(&[xid, 0, 2, 100_003, 3, 6, 0, 0, 0, 0, file.len() as u32]),
+        file.to_vec(),
+        padding,
+        words(&[0, 0, count]),
+    ]
+    .concat();
+    [(body.len() as u32 | 0x8000_0000).to_be_bytes().to_vec(), body].concat()
+}
+
+/// nfsserve answers each call in a task of its own and queues the answers
+/// without bound: 2,000 READs of 1 MiB pipelined in 200 KB on a connection
+/// whose client reads no answer would have it hold 2 GiB. The server
+/// takes only a few calls at a time from a connection, the next once
+/// answers pass back: its peak memory stays put, the calls are answered
+/// as the client reads, and the other clients are served meanwhile.
+#[tokio::test]
+async fn serve_nfs_bounds_the_calls_in_flight_on_a_connection() {
+    use std::io::{Read, Write};
+    let bucket = bucket_name("in_flight");
+    create_bucket(&bucket);
+    upload(&bucket, "big.bin", &pattern(1 << 20, 5));
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start(state.path());
+    let mut client = common::nfs::connect(server.port).await;
+    let file = common::nfs::walk(&mut client, &format!("{PROJECT}/storage/{bucket}/big.bin")).await;
+    let (data, _) = common::nfs::read(&mut client, &file, 0, 1 << 20).await;
+    assert_eq!(data.len(), 1 << 20);
+    let before = peak_mib_of(server.pid());
+    let calls: Vec<u8> = (1..=2000).flat_map(|xid| read_call(xid, &file.data.0, 1 << 20)).collect();
+    let mut pipelined = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let writer = pipelined.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = (&writer).write_all(&calls);
+    });
+    let mut after = before;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        after = peak_mib_of(server.pid());
+        if after >= before + 64 {
+            break;
+        }
+    }
+    assert!(after < before + 64, "the server's peak memory went from {before} MiB to {after} MiB");
+    common::nfs::walk(&mut client, PROJECT).await;
+    // Read, the answers come, past the few calls taken at first.
+    pipelined.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answers = vec![0u8; 40 << 20];
+    pipelined.read_exact(&mut answers).expect("40 answers of 1 MiB");
+    let mut again = common::nfs::connect(server.port).await;
+    common::nfs::walk(&mut again, PROJECT).await;
+}
+
 /// Clients are relayed to nfsserve on a port of its own; the portmapper's
 /// answer still names the port clients connect to, so a client that asks
 /// it (no mount or nfs port given) is served through the same checks.
@@ -440,6 +498,51 @@ async fn serve_nfs_keeps_serving_after_running_out_of_connections() {
     .await;
     assert!(served.is_ok(), "a new client is not served after a flood of connections");
     assert!(closed > 0, "every connection was kept open");
+}
+
+/// Whether a new client can mount and look up the project on `port`.
+async fn served(port: u16) -> bool {
+    let mount = nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, "127.0.0.1", "/")
+        .portmapper_port(port)
+        .mount_port(port)
+        .nfs3_port(port)
+        .connect_from_privileged_port(false)
+        .mount();
+    let Ok(Ok(mut client)) = tokio::time::timeout(Duration::from_secs(20), mount).await else { return false };
+    let root = client.root_nfs_fh3();
+    common::nfs::lookup(&mut client, &root, PROJECT).await.is_ok()
+}
+
+/// NFS clients keep a connection open while mounted and connect again
+/// when it is closed. Connections left idle must not lock other clients
+/// out: with every connection the server takes (here, under a limit of
+/// 128 open files) held idle for some seconds, a new client is served,
+/// and the connection idle longest is closed to make room for it.
+#[tokio::test]
+async fn serve_nfs_closes_an_idle_connection_to_serve_a_new_client() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ciofs")])
+        .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
+        .env("CIOFS_STATE_DIR", state.path())
+        .env("CIOFS_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ciofs serve-nfs");
+    let address = first_lines_until_serving(&mut child).expect("serving");
+    let _stop = Stop(child);
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let mut held: Vec<_> = (0..40).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Past the limit, a connection is closed at once: no other is idle yet.
+    held.retain(|stream| !closed_within(stream, Duration::from_millis(10)));
+    assert!(!held.is_empty() && held.len() < 40, "{} of 40 connections kept", held.len());
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(served(port).await, "a new client is not served while idle connections fill every slot");
+    let closed = held.iter().filter(|stream| closed_within(stream, Duration::from_millis(10))).count();
+    assert!(closed > 0, "no idle connection was closed");
 }
 
 /// Stops a child process when dropped, whatever the test did.
