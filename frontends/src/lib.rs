@@ -1,7 +1,8 @@
 //! The two frontends of ciofs and the contract they serve.
 //!
 //! `vfs` is the contract; `fuse` and `nfs` translate their protocols to it;
-//! `rpc_records` bounds what NFS clients send before nfsserve reads it, and
+//! `rpc_records` bounds what NFS clients send before nfsserve reads it
+//! (each request's size, the calls in flight, the connections), and
 //! `admission` keeps everyone else out of nfsserve's own port.
 //! Nothing here knows about Google.
 

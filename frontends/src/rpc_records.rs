@@ -17,15 +17,29 @@
 //! Replies pass unchanged but one: nfsserve answers a portmapper GETPORT
 //! with the port it listens on, which is the relay's target and not the
 //! port clients connect to; the relay writes its own port in that answer.
+//!
+//! nfsserve answers each call in a task of its own and queues the answers
+//! without bound, so a client that pipelines calls and never reads their
+//! answers would have it hold them all (1,000 READs of 1 MiB: 1 GiB). The
+//! relay notes the xid of each call it passes on (`Calls`) and, with
+//! `MAX_IN_FLIGHT` unanswered, stops reading the client until an answer
+//! has been passed back; it holds at most one read in each direction.
+//!
+//! At most `connection_limit` connections are relayed at once. NFS clients
+//! keep a connection per mount, idle or not, and connect again when it is
+//! closed: at the limit a new connection closes the one idle longest (no
+//! call in flight and nothing from its client for `IDLE_AFTER`, or nothing
+//! from its client for `STALLED_AFTER`), and is refused only when none is.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::admission::Admission;
@@ -48,11 +62,25 @@ const GETPORT: u32 = 3;
 /// verifier (flavor, length), SUCCESS, the port.
 const GETPORT_REPLY: usize = 28;
 
+/// The most calls of one connection passed on and not answered yet.
+/// nfsserve holds each answer (up to 1 MiB) until the relay reads it.
+const MAX_IN_FLIGHT: usize = 16;
+
 /// The most connections relayed at once. Each holds three descriptors
 /// (the client's, the relay's to nfsserve and nfsserve's) and two buffers;
-/// a client that opens more gets them closed at once, so that descriptors
-/// do not run out (`connection_limit` lowers it under a low limit).
+/// past it, a new connection closes an idle one or is closed at once, so
+/// that descriptors do not run out (`connection_limit` lowers it under a
+/// low limit).
 const MAX_CONNECTIONS: usize = 128;
+/// A connection with no call in flight whose client sent nothing for
+/// this long is idle: a new connection may close it.
+const IDLE_AFTER: Duration = Duration::from_secs(5);
+/// One whose client sent nothing for this long may be closed whatever is
+/// in flight: nfsserve never answers a call it takes for a retransmission,
+/// and a client may not read its answers.
+const STALLED_AFTER: Duration = Duration::from_secs(120);
+/// How long the connection to nfsserve may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Descriptors left for the rest of the process (Google connections,
 /// staging files, journals) when `connection_limit` shares them out.
 const OTHER_DESCRIPTORS: u64 = 64;
@@ -64,7 +92,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// the future is dropped: a failed accept is logged and tried again.
 pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<SocketAddr>, admission: Arc<Admission>) {
     let port = listener.local_addr().map_or(0, |address| address.port());
-    let open = Arc::new(Semaphore::new(connection_limit()));
+    let limit = connection_limit();
+    let mut open: Vec<Open> = Vec::new();
     // Said once per flood, not once per connection refused.
     let mut refusing = false;
     loop {
@@ -76,27 +105,48 @@ pub async fn relay_clients(listener: TcpListener, behind: watch::Receiver<Socket
                 continue;
             }
         };
-        let Ok(slot) = open.clone().try_acquire_owned() else {
+        open.retain(|connection| !connection.task.is_finished());
+        if open.len() >= limit && !close_idlest(&mut open).await {
             if !refusing {
-                warn!(%peer, "NFS connections refused: {} are open already", open_count(&open));
+                warn!(%peer, "NFS connections refused: {} are open already, none idle", open.len());
             }
             refusing = true;
             continue;
-        };
+        }
         refusing = false;
-        let (nfs, admission) = (*behind.borrow(), admission.clone());
-        tokio::spawn(async move {
-            match relay(client, nfs, port, &admission).await {
-                Ok(()) => debug!(%peer, "NFS connection ended"),
-                Err(e) => warn!(%peer, "NFS connection closed: {e}"),
+        let (nfs, admission, calls) = (*behind.borrow(), admission.clone(), Arc::new(Calls::new()));
+        let task = tokio::spawn({
+            let calls = calls.clone();
+            async move {
+                match relay(client, nfs, port, &admission, &calls).await {
+                    Ok(()) => debug!(%peer, "NFS connection ended"),
+                    Err(e) => warn!(%peer, "NFS connection closed: {e}"),
+                }
             }
-            drop(slot);
         });
+        open.push(Open { peer, calls, task });
     }
 }
 
-fn open_count(open: &Semaphore) -> usize {
-    connection_limit().saturating_sub(open.available_permits())
+/// A connection being relayed.
+struct Open {
+    peer: SocketAddr,
+    calls: Arc<Calls>,
+    task: JoinHandle<()>,
+}
+
+/// Closes the connection of `open` idle longest, if one is idle; whether
+/// one was. Its descriptors are closed on return.
+async fn close_idlest(open: &mut Vec<Open>) -> bool {
+    let now = Instant::now();
+    let idle = open.iter().enumerate().filter_map(|(at, connection)| Some((connection.calls.idle_since(now)?, at)));
+    let Some((_, at)) = idle.min() else { return false };
+    let closed = open.swap_remove(at);
+    closed.task.abort();
+    // Dropping the task's future closes its sockets.
+    let _ = closed.task.await;
+    debug!(peer = %closed.peer, "idle NFS connection closed for a new one");
+    true
 }
 
 /// `MAX_CONNECTIONS`, or fewer when the process may not open enough files
@@ -114,19 +164,25 @@ fn connection_limit() -> usize {
 /// client sends a record past `MAX_RECORD`; `port` is the one the client
 /// connected to. The connection to nfsserve is made with a ticket of
 /// `admission`, which lets it in.
-async fn relay(client: TcpStream, nfs: SocketAddr, port: u16, admission: &Arc<Admission>) -> io::Result<()> {
+async fn relay(
+    client: TcpStream,
+    nfs: SocketAddr,
+    port: u16,
+    admission: &Arc<Admission>,
+    calls: &Calls,
+) -> io::Result<()> {
     let (socket, _admitted) = admission.ticket()?;
-    let server = socket.connect(nfs).await?;
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(nfs));
+    let server = connecting.await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "nfsserve did not answer"))??;
     // RPC calls are small and answered one by one: no Nagle delays.
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let getports = Mutex::new(Vec::new());
-    let replies = forward_replies(&mut server_read, &mut client_write, &getports, port);
+    let replies = forward_replies(&mut server_read, &mut client_write, calls, port);
     tokio::pin!(replies);
     tokio::select! {
-        requests = forward_requests(&mut client_read, &mut server_write, &getports) => {
+        requests = forward_requests(&mut client_read, &mut server_write, calls) => {
             requests?;
             // The client is done sending: the server's answers go on.
             server_write.shutdown().await?;
@@ -137,7 +193,6 @@ async fn relay(client: TcpStream, nfs: SocketAddr, port: u16, admission: &Arc<Ad
 }
 
 /// Where a stream of RPC records stands, as its bytes go by.
-#[derive(Default)]
 struct Records {
     /// The bytes of a fragment header read so far.
     header: [u8; 4],
@@ -151,6 +206,8 @@ struct Records {
     /// The first bytes of the current record's body.
     head: [u8; GETPORT_REPLY],
     head_len: usize,
+    /// How many of them `Found::Head` waits for.
+    wanted: usize,
 }
 
 /// What `Records::scan` found in the bytes it was given.
@@ -158,14 +215,21 @@ struct Records {
 enum Found {
     /// Nothing to act on before the end.
     Nothing,
-    /// A record whose first `CALL_HEAD` bytes just ended, `at` bytes in.
-    CallHead { at: usize, head: [u8; CALL_HEAD] },
+    /// A record whose first `wanted` bytes (at most `CALL_HEAD`) just
+    /// ended, `at` bytes in.
+    Head { at: usize, head: [u8; CALL_HEAD] },
     /// A header just ended `at` bytes in, of a record of `length` bytes in
     /// one fragment.
     WholeRecord { at: usize, length: usize },
 }
 
 impl Records {
+    /// A stream whose records' first `wanted` bytes are told.
+    fn new(wanted: usize) -> Self {
+        let (header, head) = ([0; 4], [0; GETPORT_REPLY]);
+        Records { header, header_len: 0, left: 0, last: false, record: 0, head, head_len: 0, wanted }
+    }
+
     /// Follows `bytes`, stopping at the first thing found; a header of a
     /// fragment or record past `limit` is an error.
     fn scan(&mut self, bytes: &[u8], limit: usize) -> io::Result<Found> {
@@ -184,22 +248,26 @@ impl Records {
                 }
                 continue;
             }
-            let n = self.left.min(bytes.len() - at);
-            let call_head = self.keep_head(&bytes[at..at + n]);
+            let mut n = self.left.min(bytes.len() - at);
+            if self.head_len < self.wanted {
+                // Stop where the head ends, for it to be acted on there.
+                n = n.min(self.wanted - self.head_len);
+            }
+            let head = self.keep_head(&bytes[at..at + n]);
             self.left -= n;
             at += n;
             if self.left == 0 {
                 self.end_fragment();
             }
-            if let Some(head) = call_head {
-                return Ok(Found::CallHead { at, head });
+            if let Some(head) = head {
+                return Ok(Found::Head { at, head });
             }
         }
         Ok(Found::Nothing)
     }
 
-    /// Keeps what `body` adds to the record's first bytes; the call's
-    /// first words if they are complete now.
+    /// Keeps what `body` adds to the record's first bytes; the first
+    /// `CALL_HEAD` of them if the `wanted` ones are complete now.
     fn keep_head(&mut self, body: &[u8]) -> Option<[u8; CALL_HEAD]> {
         let before = self.head_len;
         let take = body.len().min(self.head.len() - before);
@@ -207,7 +275,7 @@ impl Records {
         self.head_len += take;
         let mut head = [0; CALL_HEAD];
         head.copy_from_slice(&self.head[..CALL_HEAD]);
-        (before < CALL_HEAD && self.head_len >= CALL_HEAD).then_some(head)
+        (before < self.wanted && self.head_len >= self.wanted).then_some(head)
     }
 
     /// A header is complete: its fragment starts.
@@ -240,50 +308,58 @@ impl Records {
 
 /// Passes on requests from `client` to `server`, each fragment's header
 /// checked before it is: an error (the connection is then dropped) for a
-/// fragment or record past `MAX_RECORD`. Notes the xid of each
-/// portmapper GETPORT call in `getports`. Ends when the client closes.
-pub async fn forward_requests(
+/// fragment or record past `MAX_RECORD`. Notes each call in `calls`, and
+/// with `MAX_IN_FLIGHT` in flight waits for an answer before passing on
+/// another. Ends when the client closes.
+async fn forward_requests(
     client: &mut (impl AsyncRead + Unpin),
     server: &mut (impl AsyncWrite + Unpin),
-    getports: &Mutex<Vec<u32>>,
+    calls: &Calls,
 ) -> io::Result<()> {
     let mut buffer = vec![0u8; CHUNK];
-    let mut records = Records::default();
+    let mut records = Records::new(CALL_HEAD);
     loop {
         let n = client.read(&mut buffer).await?;
         if n == 0 {
             return Ok(());
         }
-        // A refused header: nothing of this read is passed on.
-        let mut at = 0;
+        calls.heard();
+        // A refused header: nothing more of this read is passed on.
+        let (mut at, mut sent) = (0, 0);
         loop {
             match records.scan(&buffer[at..n], MAX_RECORD)? {
                 Found::Nothing => break,
                 Found::WholeRecord { at: after, .. } => at += after,
-                Found::CallHead { at: after, head } => {
+                Found::Head { at: after, head } => {
                     at += after;
                     let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-                    if word(12) == PORTMAP && word(20) == GETPORT {
-                        note(getports, word(0));
+                    let getport = word(12) == PORTMAP && word(20) == GETPORT;
+                    while !calls.passing_on(word(0), getport) {
+                        server.write_all(&buffer[sent..at]).await?;
+                        sent = at;
+                        calls.answered.notified().await;
                     }
                 }
             }
         }
-        server.write_all(&buffer[..n]).await?;
+        server.write_all(&buffer[sent..n]).await?;
     }
 }
 
 /// Passes on replies from `server` to `client`, with `port` written in
-/// the answer to each GETPORT call `forward_requests` noted. Ends when
-/// the server closes.
-pub async fn forward_replies(
+/// the answer to each GETPORT call of `calls`; a call is answered once
+/// the start of its answer went to the client. Ends when the server
+/// closes.
+async fn forward_replies(
     server: &mut (impl AsyncRead + Unpin),
     client: &mut (impl AsyncWrite + Unpin),
-    getports: &Mutex<Vec<u32>>,
+    calls: &Calls,
     port: u16,
 ) -> io::Result<()> {
     let mut buffer = vec![0u8; CHUNK + GETPORT_REPLY];
-    let mut records = Records::default();
+    // The xid is a reply's first word.
+    let mut records = Records::new(4);
+    let mut answered = Vec::new();
     loop {
         let mut n = server.read(&mut buffer[..CHUNK]).await?;
         if n == 0 {
@@ -293,7 +369,10 @@ pub async fn forward_replies(
         loop {
             match records.scan(&buffer[at..n], usize::MAX)? {
                 Found::Nothing => break,
-                Found::CallHead { at: after, .. } => at += after,
+                Found::Head { at: after, head } => {
+                    at += after;
+                    answered.push(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+                }
                 Found::WholeRecord { at: after, length } => {
                     at += after;
                     if length != GETPORT_REPLY {
@@ -306,38 +385,83 @@ pub async fn forward_replies(
                     }
                     let reply = &mut buffer[at..at + GETPORT_REPLY];
                     let xid = u32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]);
-                    if take_noted(getports, xid) {
+                    if calls.is_getport(xid) {
                         reply[GETPORT_REPLY - 4..].copy_from_slice(&u32::from(port).to_be_bytes());
                     }
                 }
             }
         }
         client.write_all(&buffer[..n]).await?;
+        calls.answer(answered.drain(..));
     }
 }
 
-fn lock(getports: &Mutex<Vec<u32>>) -> std::sync::MutexGuard<'_, Vec<u32>> {
-    getports.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// What a connection's two directions share: the calls passed on and
+/// not answered yet, and when the client last sent anything.
+struct Calls {
+    state: Mutex<CallState>,
+    /// Told when an answer was passed back.
+    answered: Notify,
 }
 
-/// The most GETPORT calls waiting for their answer on one connection: a
-/// call nfsserve takes for a retransmission is never answered.
-const MAX_GETPORTS: usize = 16;
+struct CallState {
+    /// Each call's xid, and whether it is a portmapper GETPORT.
+    in_flight: Vec<(u32, bool)>,
+    heard: Instant,
+}
 
-/// Notes `xid` as a GETPORT call, forgetting the oldest past `MAX_GETPORTS`.
-fn note(getports: &Mutex<Vec<u32>>, xid: u32) {
-    let mut noted = lock(getports);
-    if noted.len() == MAX_GETPORTS {
-        noted.remove(0);
+impl Calls {
+    fn new() -> Self {
+        let state = CallState { in_flight: Vec::new(), heard: Instant::now() };
+        Calls { state: Mutex::new(state), answered: Notify::new() }
     }
-    noted.push(xid);
-}
 
-/// Whether `xid` was noted as a GETPORT call; it is not any more.
-fn take_noted(getports: &Mutex<Vec<u32>>, xid: u32) -> bool {
-    let mut noted = lock(getports);
-    let at = noted.iter().position(|noted| *noted == xid);
-    at.map(|at| noted.remove(at)).is_some()
+    fn lock(&self) -> MutexGuard<'_, CallState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn heard(&self) {
+        self.lock().heard = Instant::now();
+    }
+
+    /// Notes call `xid` as passed on, unless `MAX_IN_FLIGHT` are; whether
+    /// it may be. A retransmission of a call in flight counts once.
+    fn passing_on(&self, xid: u32, getport: bool) -> bool {
+        let mut state = self.lock();
+        if state.in_flight.iter().any(|(noted, _)| *noted == xid) {
+            return true;
+        }
+        let room = state.in_flight.len() < MAX_IN_FLIGHT;
+        if room {
+            state.in_flight.push((xid, getport));
+        }
+        room
+    }
+
+    fn is_getport(&self, xid: u32) -> bool {
+        self.lock().in_flight.contains(&(xid, true))
+    }
+
+    /// The calls `xids` were answered.
+    fn answer(&self, xids: impl Iterator<Item = u32>) {
+        let mut state = self.lock();
+        let before = state.in_flight.len();
+        for xid in xids {
+            state.in_flight.retain(|(noted, _)| *noted != xid);
+        }
+        if state.in_flight.len() < before {
+            // A permit is kept if `forward_requests` is not waiting yet.
+            self.answered.notify_one();
+        }
+    }
+
+    /// Since when the connection is idle at `now`, if it is.
+    fn idle_since(&self, now: Instant) -> Option<Instant> {
+        let state = self.lock();
+        let quiet = now.saturating_duration_since(state.heard);
+        let idle = (state.in_flight.is_empty() && quiet >= IDLE_AFTER) || quiet >= STALLED_AFTER;
+        idle.then_some(state.heard)
+    }
 }
 
 #[cfg(test)]
@@ -381,10 +505,11 @@ mod tests {
     /// The read sizes each stream is tried with.
     const STEPS: [usize; 7] = [1, 2, 3, 5, 29, 4096, usize::MAX];
 
-    async fn requests(input: &[u8], step: usize) -> (io::Result<()>, Vec<u8>, Vec<u32>) {
-        let (mut sent, getports) = (Vec::new(), Mutex::new(Vec::new()));
-        let outcome = forward_requests(&mut Trickle { data: input, step }, &mut sent, &getports).await;
-        (outcome, sent, getports.into_inner().unwrap())
+    /// What `forward_requests` made of `input`, and the calls left in flight.
+    async fn requests(input: &[u8], step: usize) -> (io::Result<()>, Vec<u8>, Vec<(u32, bool)>) {
+        let (mut sent, calls) = (Vec::new(), Calls::new());
+        let outcome = forward_requests(&mut Trickle { data: input, step }, &mut sent, &calls).await;
+        (outcome, sent, calls.lock().in_flight.clone())
     }
 
     #[tokio::test]
@@ -402,10 +527,10 @@ mod tests {
         ]
         .concat();
         for step in STEPS {
-            let (outcome, sent, getports) = requests(&input, step).await;
+            let (outcome, sent, in_flight) = requests(&input, step).await;
             assert!(outcome.is_ok(), "{step}: {outcome:?}");
             assert!(sent == input, "{step}: passed on unchanged");
-            assert_eq!(getports, [9, 9], "{step}: both GETPORT calls noted");
+            assert_eq!(in_flight, [(1, false), (2, false), (9, true)], "{step}: a retransmission counts once");
         }
     }
 
@@ -431,15 +556,34 @@ mod tests {
         }
     }
 
-    /// Calls that are never answered are not kept without end.
+    /// With `MAX_IN_FLIGHT` calls unanswered no more is passed on, nor
+    /// read, until one is answered.
     #[tokio::test]
-    async fn getport_calls_kept_are_bounded() {
-        let args = words(&[100_005, 3, 6, 0]);
-        let input: Vec<u8> = (0..1000).flat_map(|xid| fragment(true, &call(xid, PORTMAP, GETPORT, &args))).collect();
-        let (outcome, _, getports) = requests(&input, usize::MAX).await;
-        assert!(outcome.is_ok());
-        assert!(getports.len() <= 16, "{} calls kept", getports.len());
-        assert_eq!(getports.last(), Some(&999));
+    async fn calls_past_the_bound_wait_for_an_answer() {
+        let one = |xid| fragment(true, &call(xid, 100_003, 6, &[0; 40]));
+        let input: Vec<u8> = (0..100).flat_map(one).collect();
+        let calls = Calls::new();
+        let (mut to_server, mut server) = tokio::io::duplex(1 << 20);
+        let mut client = Trickle { data: &input, step: usize::MAX };
+        let forwarding = forward_requests(&mut client, &mut to_server, &calls);
+        tokio::pin!(forwarding);
+        let passed = |calls: usize| calls * one(0).len() + 4 + CALL_HEAD;
+        let mut sent = vec![0; passed(MAX_IN_FLIGHT)];
+        tokio::select! {
+            _ = &mut forwarding => panic!("every call passed on"),
+            read = server.read_exact(&mut sent) => { read.unwrap(); }
+        }
+        let more = tokio::time::timeout(Duration::from_millis(100), async {
+            tokio::select! { _ = &mut forwarding => (), _ = server.read_u8() => () }
+        });
+        assert!(more.await.is_err(), "more than {MAX_IN_FLIGHT} calls passed on");
+        calls.answer([3].into_iter());
+        let mut next = vec![0; one(0).len()];
+        tokio::select! {
+            _ = &mut forwarding => panic!("every call passed on"),
+            read = server.read_exact(&mut next) => { read.unwrap(); }
+        }
+        assert_eq!(calls.lock().in_flight.len(), MAX_IN_FLIGHT);
     }
 
     /// nfsserve answers GETPORT with its own port; the client is told the
@@ -452,11 +596,12 @@ mod tests {
         let replies = [answer(9, 40_000), other.clone(), answer(10, 40_000), answer(11, 40_000)].concat();
         let wanted = [answer(9, 2049), other, answer(10, 40_000), answer(11, 2049)].concat();
         for step in STEPS {
-            let (mut sent, noted) = (Vec::new(), Mutex::new(vec![9, 11]));
+            let (mut sent, calls) = (Vec::new(), Calls::new());
+            calls.lock().in_flight = vec![(9, true), (11, true), (12, false)];
             let mut server = Trickle { data: &replies, step };
-            forward_replies(&mut server, &mut sent, &noted, 2049).await.unwrap();
+            forward_replies(&mut server, &mut sent, &calls, 2049).await.unwrap();
             assert!(sent == wanted, "{step}");
-            assert!(noted.into_inner().unwrap().is_empty(), "{step}");
+            assert_eq!(calls.lock().in_flight, [(12, false)], "{step}: the calls answered");
         }
     }
 }
