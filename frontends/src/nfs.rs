@@ -35,6 +35,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, instrument, warn};
 
 use crate::admission::{Admission, Guarded};
+use crate::rpc_records::MAX_TRANSFER;
 use crate::vfs::{Attr, FileKind, Ino, ROOT_INO, SetAttr, Vfs, VfsError};
 
 /// Ends every file handle; a handle without it is not ours (BADHANDLE).
@@ -62,10 +63,6 @@ impl<V: Vfs> NfsAdapter<V> {
         Self { vfs }
     }
 }
-
-/// The most a READ or WRITE moves (FSINFO's rtmax and wtmax), which bounds
-/// the longest request a client sends.
-pub const MAX_TRANSFER: u32 = 1 << 20;
 
 /// Serves `vfs` over NFSv3 on `listen` (127.0.0.1:2049; port 0 picks
 /// one); whether that address may be reached from other hosts is the

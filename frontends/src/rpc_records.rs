@@ -44,10 +44,14 @@ use tracing::{debug, warn};
 
 use crate::admission::Admission;
 
+/// The most a READ or WRITE moves (the NFS adapter's FSINFO rtmax and
+/// wtmax), which bounds the longest request a client sends.
+pub const MAX_TRANSFER: u32 = 1 << 20;
+
 /// The longest request taken: a WRITE of `MAX_TRANSFER` bytes (FSINFO's
 /// wtmax) with its RPC header, credentials and file handle, which take
 /// well under a KiB; the rest is margin.
-pub const MAX_RECORD: usize = crate::nfs::MAX_TRANSFER as usize + (64 << 10);
+pub const MAX_RECORD: usize = MAX_TRANSFER as usize + (64 << 10);
 
 /// The most one read takes (a connection holds two such buffers).
 const CHUNK: usize = 256 << 10;

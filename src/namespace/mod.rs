@@ -23,6 +23,7 @@ mod reader;
 mod storage;
 mod stream;
 mod stream_log;
+mod unattended;
 mod write;
 
 use std::collections::HashMap;

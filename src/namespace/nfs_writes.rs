@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ciofs_frontends::{Ino, VfsError, VfsResult};
 use futures::StreamExt;
@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Namespace;
 use super::node::Node;
+use super::unattended::{JournalFiles, Retry};
 use super::write::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
 use crate::private_files::{self, Open};
 
@@ -41,22 +42,8 @@ use crate::private_files::{self, Open};
 /// next write fetch the whole object again; then it goes.
 const LINGER: Duration = Duration::from_secs(30);
 
-/// Upload attempts of one writer wait this long after a failure, doubling
-/// up to `RETRY_MAX`, with jitter.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
-
 /// Writers uploaded at once by one idle commit.
 const CONCURRENT_UPLOADS: usize = 4;
-
-/// The files of an unattended writer: its staging file and its journal
-/// record (the same name, `.json` for `.data`), and the project of the
-/// object it writes (which the record names).
-pub(super) struct JournalFiles {
-    pub data: PathBuf,
-    pub record: PathBuf,
-    pub project: String,
-}
 
 /// What a journal record says about a staging file.
 #[derive(Serialize, Deserialize)]
@@ -75,29 +62,6 @@ struct JournalRecord {
     unconfirmed: Vec<(u64, u32)>,
 }
 
-/// When an unattended writer may try its upload again.
-#[derive(Default)]
-pub(super) struct Retry {
-    failures: u32,
-    next: Option<Instant>,
-}
-
-impl Retry {
-    fn due(&self) -> bool {
-        self.next.is_none_or(|next| Instant::now() >= next)
-    }
-
-    fn failed(&mut self) -> Duration {
-        let wait = RETRY_FIRST.saturating_mul(1 << self.failures.min(10)).min(RETRY_MAX);
-        // Equal jitter: half fixed, half random, so that writers that failed
-        // together do not all come back at once.
-        let wait = wait / 2 + wait.mul_f64(random_fraction() / 2.0);
-        self.failures += 1;
-        self.next = Some(Instant::now() + wait);
-        wait
-    }
-}
-
 /// Moves `file` into `dir` as `BASE.N` with the first N no file has: a
 /// hard link fails rather than replace one, so no kept file is lost.
 fn keep_under_new_name(file: &Path, dir: &Path, base: &str) -> std::io::Result<PathBuf> {
@@ -113,13 +77,6 @@ fn keep_under_new_name(file: &Path, dir: &Path, base: &str) -> std::io::Result<P
             Err(e) => return Err(e),
         }
     }
-}
-
-/// A number in [0, 1), from std's randomly keyed hasher (no crate needed
-/// for jitter).
-fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(Instant::now()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Namespace {

@@ -50,9 +50,9 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::Namespace;
 use super::cache::{Known, key};
-use super::nfs_writes::{JournalFiles, Retry};
 use super::node::Node;
 use super::reader::{ObjectReader, ObjectVersion};
+use super::unattended::{JournalFiles, Retry};
 use crate::errors::vfs_error;
 
 /// How many contents of failed attempts a writer remembers
