@@ -7,8 +7,8 @@
 //! the test, the process and the time. What ciofs wrote is checked once more
 //! with curl on the REST API, a client that shares no code with ciofs.
 //!
-//! bqemulator is not faithful everywhere (see /work/shared/EMULATORS.md and
-//! the comments below); those behaviours are not asserted here, and
+//! bqemulator is not faithful everywhere (see the comments
+//! below); those behaviours are not asserted here, and
 //! `MemoryBigQuery`'s and `convert.rs`'s unit tests check what ciofs relies
 //! on instead.
 

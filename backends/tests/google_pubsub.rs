@@ -9,7 +9,7 @@
 //! code with ciofs.
 //!
 //! Not asserted, because the emulator refuses or ignores it (see
-//! /work/shared/EMULATORS.md): label updates (400), subscription filters.
+//! the tests below): label updates (400), subscription filters.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

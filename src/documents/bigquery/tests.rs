@@ -32,7 +32,7 @@ fn einval(result: Result<impl std::fmt::Debug, VfsError>) -> String {
     error.message().to_string()
 }
 
-/// shared/seed-plan.md 3.2, verbatim.
+/// The schema document of the format's specification, verbatim.
 const SEED_SCHEMA: &str = r#"{
   "version": "1",
   "type": "bigquery-schema",
@@ -340,7 +340,7 @@ fn config_expiration_keeps_its_offset_and_fraction() {
 // ---------------------------------------------------------------------------
 // _status.json and _dataset.json
 
-/// shared/seed-plan.md 3.4, with the second "type" named `table_type`.
+/// The table config document of the format's specification, with the second "type" named `table_type`.
 const SEED_STATUS: &str = r#"{
   "version": "1",
   "type": "bigquery-table-status",

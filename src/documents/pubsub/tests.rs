@@ -36,7 +36,7 @@ fn secs(seconds: u64) -> Option<Duration> {
 // ---------------------------------------------------------------------------
 // Topic config.json
 
-/// shared/seed-plan.md 3.5, verbatim (plus the final newline an editor
+/// The topic document of the format's specification, verbatim (plus the final newline an editor
 /// saves).
 const SEED_TOPIC: &str = r#"{
   "version": "1",
@@ -134,7 +134,7 @@ fn json_errors_name_line_and_column() {
 // ---------------------------------------------------------------------------
 // Subscription config.json
 
-/// shared/seed-plan.md 3.6, verbatim (plus the final newline).
+/// The subscription document of the format's specification, verbatim (plus the final newline).
 const SEED_SUBSCRIPTION: &str = r#"{
   "version": "1",
   "type": "pubsub-subscription-config",
