@@ -1,4 +1,4 @@
-//! BigQuery's documents (README.md shows them): `schema.json` and
+//! BigQuery's documents (the files README.md lists): `schema.json` and
 //! `config.json`, which users edit and ciofs parses back, and the generated
 //! `_status.json` and `.meta/_dataset.json`.
 //!

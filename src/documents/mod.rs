@@ -1,4 +1,4 @@
-//! The versioned JSON documents ciofs shows (their formats: README.md).
+//! The versioned JSON documents ciofs shows (the files README.md lists).
 //! Every document carries `"version": "1"` and a `"type"`; fields follow in a
 //! fixed order so a rendering is byte-for-byte stable.
 //!

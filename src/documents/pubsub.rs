@@ -1,4 +1,4 @@
-//! Pub/Sub's documents (README.md shows both): a topic's and a
+//! Pub/Sub's documents (the files README.md lists): a topic's and a
 //! subscription's `config.json`, which users edit and ciofs parses back,
 //! the generated `pubsub/.meta/_quotas.json`, and the lines `_stream`
 //! shows (in `stream`).
