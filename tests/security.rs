@@ -460,12 +460,9 @@ async fn serve_nfs_portmapper_names_the_port_clients_connect_to() {
     common::nfs::walk(&mut client, PROJECT).await;
 }
 
-/// Clients that open connections until the server has no file descriptor
-/// left (here: a limit of 128 open files) must not stop it serving: once
-/// they are gone, a new client is served. Connections past what the
-/// server takes at once are closed at once.
-#[tokio::test]
-async fn serve_nfs_keeps_serving_after_running_out_of_connections() {
+/// serve-nfs under a limit of 128 open files, on a port of its choosing:
+/// its state directory, what stops it, and the port.
+fn serve_nfs_with_128_files() -> (tempfile::TempDir, Stop, u16) {
     let state = tempfile::tempdir().unwrap();
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ciofs")])
@@ -480,6 +477,16 @@ async fn serve_nfs_keeps_serving_after_running_out_of_connections() {
     let address = first_lines_until_serving(&mut child).expect("serving");
     let _stop = Stop(child);
     let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    (state, _stop, port)
+}
+
+/// Clients that open connections until the server has no file descriptor
+/// left (here: a limit of 128 open files) must not stop it serving: once
+/// they are gone, a new client is served. Connections past what the
+/// server takes at once are closed at once.
+#[tokio::test]
+async fn serve_nfs_keeps_serving_after_running_out_of_connections() {
+    let (_state, _stop, port) = serve_nfs_with_128_files();
     let mut held = Vec::new();
     for _ in 0..300 {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -520,20 +527,7 @@ async fn served(port: u16) -> bool {
 /// and the connection idle longest is closed to make room for it.
 #[tokio::test]
 async fn serve_nfs_closes_an_idle_connection_to_serve_a_new_client() {
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ciofs")])
-        .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
-        .env("CIOFS_STATE_DIR", state.path())
-        .env("CIOFS_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ciofs serve-nfs");
-    let address = first_lines_until_serving(&mut child).expect("serving");
-    let _stop = Stop(child);
-    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let (_state, _stop, port) = serve_nfs_with_128_files();
     let mut held: Vec<_> = (0..40).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(500));
     // Past the limit, a connection is closed at once: no other is idle yet.
