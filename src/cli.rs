@@ -220,7 +220,7 @@ impl TreeArgs {
     /// object bytes, journals, pid files and logs.
     pub fn state_dir(&self) -> Result<PathBuf, String> {
         let dir = state_dir(self.state_dir.as_ref())?;
-        crate::private_files::private_dir(&dir).map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        crate::core::private_files::private_dir(&dir).map_err(|e| format!("state directory {}: {e}", dir.display()))?;
         Ok(dir)
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::private_files::{self, Open, private_dir};
+use crate::core::private_files::{self, Open, private_dir};
 
 /// How long `ciofs unmount` waits for the daemon to finish.
 const UNMOUNT_WAIT: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// Where a mount's pid file lives.
 pub fn pid_file(state_dir: &Path, mountpoint: &Path) -> PathBuf {
     let canonical = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
-    let hash = crate::namespace::path_hash(&canonical.to_string_lossy());
+    let hash = crate::core::inodes::path_hash(&canonical.to_string_lossy());
     state_dir.join("mounts").join(format!("{hash:016x}.pid"))
 }
 

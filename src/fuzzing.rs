@@ -16,6 +16,7 @@ use ciofs_backends::pubsub::{SubscriptionMeta, SubscriptionSettings, TopicMeta, 
 
 use crate::archive::import::{self, ArchiveFile, ImportOptions, OnConflict};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema, check_schema_change};
+use crate::core::rules::{label_problems, refuse_if_any};
 use crate::documents::bigquery::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
 };
@@ -25,7 +26,6 @@ use crate::documents::pubsub::{
 use crate::documents::{bucket_document, parse_bucket_document, parse_object_document};
 use crate::namespace::{Namespace, Options, Services};
 use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
-use crate::rules::{label_problems, refuse_if_any};
 
 /// A fixed "now", so that a run does not depend on the day.
 fn now() -> SystemTime {

@@ -8,13 +8,10 @@
 pub mod archive;
 pub mod bigquery_rules;
 pub mod cli;
+pub mod core;
 pub mod daemon;
 pub mod documents;
-pub mod errors;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod namespace;
-pub mod printable;
-pub mod private_files;
 pub mod pubsub_rules;
-mod rules;

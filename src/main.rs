@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, ServeNfsArgs, TreeArgs};
+use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
-use ciofs::printable::printable;
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
@@ -213,7 +213,7 @@ fn os_nfs_mount(port: u16, mountpoint: &Path) -> Result<(), String> {
 }
 
 fn nfs_journal(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
-    let key = ciofs::namespace::path_hash(&tree.projects.join("\0"));
+    let key = ciofs::core::inodes::path_hash(&tree.projects.join("\0"));
     Ok(tree.state_dir()?.join("nfs").join(format!("{key:016x}.inodes.jsonl")))
 }
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use ciofs_backends::pubsub::{DeadLetterPolicy, RetryPolicy, SchemaSettings, SubscriptionSettings, TopicSettings};
 use ciofs_frontends::VfsError;
 
+use crate::core::rules::{label_problems, refuse_if_any};
 use crate::documents::pubsub::format_duration as seconds;
-use crate::rules::{label_problems, refuse_if_any};
 
 /// Quotas page: "Message size (the data field)": 10 MB.
 pub const MAX_MESSAGE_BYTES: u64 = 10_000_000;

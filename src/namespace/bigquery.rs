@@ -23,17 +23,17 @@ use ciofs_backends::bigquery::{
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
-use super::cache::Timed;
-use super::listing::all_pages;
-use super::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
-use super::pending::{Pending, PendingDue, Waiting};
 use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
+use crate::core::cache::Timed;
+use crate::core::errors::vfs_error;
+use crate::core::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
+use crate::core::pages::all_pages;
+use crate::core::pending::{Pending, PendingDue, Waiting};
+use crate::core::rules::{label_problems, refuse_if_any};
 use crate::documents::bigquery::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
     render_table_status,
 };
-use crate::errors::vfs_error;
-use crate::rules::{label_problems, refuse_if_any};
 
 /// A table as files: its metadata and the three documents rendered once.
 pub(super) struct TableView {

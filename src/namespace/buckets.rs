@@ -16,13 +16,13 @@ use ciofs_backends::gcs::{BucketChange, BucketMeta, BucketSettings};
 use ciofs_frontends::{VfsError, VfsResult};
 
 use super::Namespace;
-use super::cache::{Known, key};
-use super::node::{BUCKET_META, Node};
 use super::object_meta::map_change;
-use super::pending::{PendingDue, Waiting};
+use crate::core::cache::{Known, key};
+use crate::core::errors::vfs_error;
+use crate::core::node::{BUCKET_META, Node};
+use crate::core::pending::{PendingDue, Waiting};
+use crate::core::rules::{label_problems, refuse_if_any};
 use crate::documents::parse_bucket_document;
-use crate::errors::vfs_error;
-use crate::rules::{label_problems, refuse_if_any};
 
 /// What a bucket waiting for its settings shows: Cloud Storage's defaults.
 fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {

@@ -12,10 +12,10 @@ use ciofs_frontends::{Attr, OpenFlags, Opened, VfsError, VfsResult};
 use super::edits::is_local;
 use bytes::Bytes;
 
-use super::node::{
+use super::{Handle, Namespace};
+use crate::core::node::{
     DATASET_META, Node, QUOTAS_FILE, Service, SubscriptionFile, TableFile, TopicFile, check_name_length,
 };
-use super::{Handle, Namespace};
 
 impl Namespace {
     /// The current document of a BigQuery or Pub/Sub file, and its time.

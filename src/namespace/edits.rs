@@ -29,8 +29,8 @@ use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::Namespace;
-use super::edit_journal::EditJournal;
-use super::node::{Node, SubscriptionFile, TableFile, TopicFile};
+use crate::core::edit_journal::EditJournal;
+use crate::core::node::{Node, SubscriptionFile, TableFile, TopicFile};
 
 /// The largest local file: schema and config documents are small.
 const MAX_LOCAL_FILE: u64 = 16 << 20;

@@ -6,18 +6,12 @@
 
 mod bigquery;
 mod buckets;
-mod cache;
 mod documents_ops;
-mod edit_journal;
 mod edits;
-mod error_log;
-mod inodes;
 mod listing;
 mod mutate;
 mod nfs_writes;
-pub mod node;
 mod object_meta;
-mod pending;
 mod pubsub;
 mod reader;
 mod storage;
@@ -44,18 +38,17 @@ use ciofs_frontends::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use self::bigquery::BigQueryTree;
-use self::cache::MetaCache;
 use self::edits::LocalFiles;
-use self::error_log::ErrorLog;
-use self::inodes::InodeTable;
 use self::listing::DirStreams;
-use self::node::{Node, Service};
-use self::pending::PendingDue;
 use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
 use self::write::Writer;
-
-pub use self::inodes::path_hash;
+use crate::core::cache::{self, MetaCache};
+use crate::core::error_log::ErrorLog;
+use crate::core::inodes::InodeTable;
+use crate::core::node::{self, Node, Service};
+use crate::core::pending;
+use crate::core::pending::PendingDue;
 
 /// How the tree looks to users; set from the command line.
 #[derive(Clone, Debug)]
@@ -654,7 +647,7 @@ impl Vfs for Namespace {
                         self.cache.forget(&cache::key(&version.bucket, &version.name));
                         Err(VfsError::new(libc::ESTALE, format!("{e}; the object changed since it was opened")))
                     }
-                    Err(e) => Err(crate::errors::vfs_error(e)),
+                    Err(e) => Err(crate::core::errors::vfs_error(e)),
                 }
             }
             Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),

@@ -15,9 +15,9 @@ use ciofs_backends::gcs::{ListObjects, ObjectMeta, Upload};
 use ciofs_frontends::{Attr, VfsError, VfsResult};
 
 use super::Namespace;
-use super::cache::{Known, key};
-use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, check_name_length, unusable_segment};
-use crate::errors::vfs_error;
+use crate::core::cache::{Known, key};
+use crate::core::errors::vfs_error;
+use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, check_name_length, unusable_segment};
 
 impl Namespace {
     /// A `--config-only` tree shows no objects, and changes none (NFS names

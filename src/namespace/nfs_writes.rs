@@ -32,10 +32,10 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Namespace;
-use super::node::Node;
 use super::unattended::{JournalFiles, Retry};
 use super::write::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
-use crate::private_files::{self, Open};
+use crate::core::node::Node;
+use crate::core::private_files::{self, Open};
 
 /// A clean writer (all of it uploaded) stays this long after its last
 /// write, so that a client that pauses and writes on does not make the

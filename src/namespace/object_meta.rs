@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use ciofs_frontends::VfsResult;
 
 use super::Namespace;
-use super::cache::{Known, key};
+use crate::core::cache::{Known, key};
+use crate::core::errors::vfs_error;
 use crate::documents::{ObjectMetadataEdit, parse_object_document};
-use crate::errors::vfs_error;
 
 /// How long metadata written for an object waits for the object's upload:
 /// `tar x` uploads a directory's objects after all of their documents, so

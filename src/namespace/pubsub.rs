@@ -25,18 +25,18 @@ use ciofs_backends::pubsub::{
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
 use super::Namespace;
-use super::cache::Timed;
-use super::listing::all_pages;
-use super::node::{
-    META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
-};
-use super::pending::{Pending, PendingDue, Waiting};
 use super::stream::StreamReader;
 use super::stream_log::{StreamLog, StreamLogs};
+use crate::core::cache::Timed;
+use crate::core::errors::vfs_error;
+use crate::core::node::{
+    META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
+};
+use crate::core::pages::all_pages;
+use crate::core::pending::{Pending, PendingDue, Waiting};
 use crate::documents::pubsub::{
     parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
 };
-use crate::errors::vfs_error;
 use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
 
 /// The most messages one publish call carries (Pub/Sub's request limit).

@@ -16,12 +16,12 @@ use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta};
 use ciofs_frontends::{DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use super::Namespace;
-use super::cache::{Known, key};
 use super::listing::{Child, DirStream, Next};
-use super::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
 use super::reader::{ObjectReader, ObjectVersion};
+use crate::core::cache::{Known, key};
+use crate::core::errors::vfs_error;
+use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
 use crate::documents;
-use crate::errors::vfs_error;
 
 impl Namespace {
     /// Finds `name` in a storage directory.

@@ -23,8 +23,8 @@ use ciofs_backends::pubsub::{PubSub, ReceivedMessage};
 use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::core::errors::vfs_error;
 use crate::documents::pubsub::{format_stream_json_line, format_stream_line};
-use crate::errors::vfs_error;
 
 /// How long a read waits for a message before it answers EINTR.
 const READ_WAIT: Duration = Duration::from_secs(1);

@@ -49,11 +49,11 @@ use ciofs_frontends::{Fh, VfsError, VfsResult};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::Namespace;
-use super::cache::{Known, key};
-use super::node::Node;
 use super::reader::{ObjectReader, ObjectVersion};
 use super::unattended::{JournalFiles, Retry};
-use crate::errors::vfs_error;
+use crate::core::cache::{Known, key};
+use crate::core::errors::vfs_error;
+use crate::core::node::Node;
 
 /// How many contents of failed attempts a writer remembers
 /// (`Staged::unconfirmed`).
@@ -336,7 +336,7 @@ impl Namespace {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
         };
         let dir = &self.options.staging_dir;
-        crate::private_files::private_dir(dir)
+        crate::core::private_files::private_dir(dir)
             .map_err(|e| io_error(&format!("staging directory {}", dir.display()), e))?;
         let file = tempfile::tempfile_in(dir).map_err(|e| io_error("staging file", e))?;
         let base = base.map_or(Base::New, Base::Object);

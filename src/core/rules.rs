@@ -11,10 +11,10 @@ use ciofs_frontends::VfsError;
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_CHARS: usize = 63;
 /// More problems than this in one document are summarized as "and N more".
-pub(crate) const MAX_REPORTED: usize = 10;
+pub const MAX_REPORTED: usize = 10;
 
 /// Ok when nothing was found, else one EINVAL listing the problems.
-pub(crate) fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
+pub fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
     if problems.is_empty() {
         return Ok(());
     }
@@ -31,7 +31,7 @@ pub(crate) fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
 /// refuses in the message. International letters count as lowercase
 /// letters when they have no case (Google's pattern is `[\p{Ll}\p{Lo}]`
 /// first, `[\p{Ll}\p{Lo}\p{N}_-]` after); an uppercase letter never does.
-pub(crate) fn label_problems(service: &str, labels: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+pub fn label_problems(service: &str, labels: &BTreeMap<String, String>, problems: &mut Vec<String>) {
     if labels.len() > MAX_LABELS {
         problems.push(format!("labels: {} labels, {service} allows at most {MAX_LABELS}", labels.len()));
     }

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use ciofs_frontends::{VfsError, VfsResult};
 
 use super::node::Node;
-use crate::private_files;
+use crate::core::private_files;
 
 /// A record read back: the edited node and the document written to it
 /// (None: the record is unreadable).
-pub(super) type Record = (PathBuf, Option<(Node, Vec<u8>)>);
+pub type Record = (PathBuf, Option<(Node, Vec<u8>)>);
 
-pub(super) struct EditJournal {
+pub struct EditJournal {
     dir: PathBuf,
 }
 
@@ -26,7 +26,7 @@ impl EditJournal {
     }
 
     fn path(&self, node: &Node) -> PathBuf {
-        self.dir.join(format!("{:016x}.edit", super::path_hash(&node.key())))
+        self.dir.join(format!("{:016x}.edit", super::inodes::path_hash(&node.key())))
     }
 
     /// Records `node`'s current content durably (replacing the last record).

@@ -66,7 +66,7 @@ impl MetaCache {
 }
 
 /// Values that expire after a TTL.
-pub(super) struct Timed<K, V> {
+pub struct Timed<K, V> {
     ttl: Duration,
     entries: Mutex<HashMap<K, (V, Instant)>>,
 }

@@ -24,7 +24,7 @@ use ciofs_frontends::{Ino, ROOT_INO};
 use serde::{Deserialize, Serialize};
 
 use super::node::Node;
-use crate::private_files::{self, Open};
+use crate::core::private_files::{self, Open};
 
 struct Entry {
     node: Node,

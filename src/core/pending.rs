@@ -12,11 +12,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a resource made by `mkdir` waits for its settings.
-pub(super) const WAIT: Duration = Duration::from_secs(1);
+pub const WAIT: Duration = Duration::from_secs(1);
 
 /// Which of the waiting resources to create now.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PendingDue<'a> {
+pub enum PendingDue<'a> {
     /// Those that waited `WAIT`.
     Waited,
     /// This one subscription (project, name): its stream is read.
@@ -27,7 +27,7 @@ pub(crate) enum PendingDue<'a> {
 
 /// One resource waiting to be created.
 #[derive(Clone)]
-pub(super) struct Waiting<D, S> {
+pub struct Waiting<D, S> {
     /// Where `mkdir` made it, beyond its key: a bucket's project, a
     /// subscription's topic.
     pub made_in: D,
@@ -47,7 +47,7 @@ impl<D, S> Waiting<D, S> {
 }
 
 /// The resources of one kind that wait, by key.
-pub(super) struct Pending<K, D, S> {
+pub struct Pending<K, D, S> {
     waiting: Mutex<BTreeMap<K, Waiting<D, S>>>,
     /// Held while one is created, so that two callers do not both try.
     creating: tokio::sync::Mutex<()>,
