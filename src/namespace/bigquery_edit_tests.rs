@@ -1,7 +1,7 @@
 //! Edits of BigQuery documents under the ways programs really write them:
 //! readers beside a writer, dup'd descriptors, NFS's truncate-then-write,
 //! `touch`, `: >`, tar into a new table directory, `mv` of a table. Each
-//! test failed on the first version of edits.rs (found in review).
+//! test failed on the first version of core/edits.rs (found in review).
 
 use std::sync::Arc;
 use std::time::Duration;

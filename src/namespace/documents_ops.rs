@@ -1,15 +1,16 @@
 //! The file operations on the document files of BigQuery and Pub/Sub: what
 //! an open gives, where a create, write, truncate, unlink or rename goes.
 //! Editable files (config.json, schema.json, `_message`) and scratch files
-//! live locally until applied (edits.rs); generated files (`_status.json`,
+//! live locally until applied (core/edits.rs); generated files (`_status.json`,
 //! `.meta/*`, `_stream`) accept writes and ignore them, so that `tar x` of
 //! an export succeeds.
 
 use std::time::SystemTime;
 
+use async_trait::async_trait;
 use ciofs_frontends::{Attr, OpenFlags, Opened, VfsError, VfsResult};
 
-use super::edits::is_local;
+use crate::core::edits::{Documents, is_local};
 use bytes::Bytes;
 
 use super::{Handle, Namespace};
@@ -17,9 +18,10 @@ use crate::core::node::{
     DATASET_META, Node, QUOTAS_FILE, Service, SubscriptionFile, TableFile, TopicFile, check_name_length,
 };
 
-impl Namespace {
-    /// The current document of a BigQuery or Pub/Sub file, and its time.
-    pub(super) async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+/// The documents of every service, each asked of the slice that owns it.
+#[async_trait]
+impl Documents for Namespace {
+    async fn current(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node.service() {
             Some(Service::PubSub) => Ok((self.ps_document(node).await?, SystemTime::UNIX_EPOCH)),
             Some(Service::Storage) => self.storage_document(node).await,
@@ -27,14 +29,30 @@ impl Namespace {
         }
     }
 
-    /// Applies a document written to a BigQuery or Pub/Sub file.
-    pub(super) async fn apply_document(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+    async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         match node {
             Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
             Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
             _ if node.service() == Some(Service::PubSub) => self.ps_apply(node, data).await,
             _ => self.bq_apply(node, data).await,
         }
+    }
+
+    async fn prepare_replay(&self, node: &Node) -> VfsResult<()> {
+        self.pending_again(node).await
+    }
+}
+
+impl Namespace {
+    /// The current document of a file that holds one, and its time.
+    pub(super) async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        Documents::current(self, node).await
+    }
+
+    /// Applies the edits an earlier run acknowledged over NFS and did not
+    /// apply (see `LocalFiles::resume_journaled`).
+    pub async fn resume_journaled_edits(&self) {
+        self.local.resume_journaled(self).await
     }
 
     /// The node `name` names in a directory that holds document files.
@@ -77,7 +95,7 @@ impl Namespace {
     pub(super) async fn doc_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
         let handle = if flags.write || flags.truncate || flags.append {
             if is_local(node) {
-                Handle::Local(self.local_open(node, flags.truncate).await?)
+                Handle::Local(self.local.open(self, node, flags.truncate).await?)
             } else if !node.is_dir() {
                 let shown = if flags.truncate { None } else { self.editable_document(node).await.ok() };
                 Handle::Ignored(shown.map(|(document, _)| document).unwrap_or_default())
@@ -88,8 +106,8 @@ impl Namespace {
             // Each read a message: the kernel must not read ahead or cache.
             return Ok(Opened { fh: self.new_handle(Handle::Stream(reader)), stream: true, ..Opened::default() });
         } else if matches!(node, Node::Scratch { .. }) {
-            Handle::Local(self.local_open_scratch(node)?)
-        } else if let Some(edit) = self.local_snapshot(node) {
+            Handle::Local(self.local.open_scratch(node)?)
+        } else if let Some(edit) = self.local.snapshot(node) {
             // An edit under way, as it is now.
             Handle::Document(edit)
         } else {
@@ -110,9 +128,9 @@ impl Namespace {
         let (ino, generation) = self.inodes.remember(&node);
         self.inodes.count_lookup(ino);
         let handle = if is_local(&node) {
-            Handle::Local(self.local_create(&node))
+            Handle::Local(self.local.create(&node))
         } else {
-            self.local_unhide(&node);
+            self.local.unhide(&node);
             Handle::Ignored(Bytes::new())
         };
         let attr = self.attr(ino, generation, &node, 0, SystemTime::now());
@@ -122,7 +140,7 @@ impl Namespace {
     /// A write without a handle (NFS).
     pub(super) async fn doc_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if is_local(node) {
-            return self.local_write(node, offset, data).await;
+            return self.local.write(self, node, offset, data).await;
         }
         match node.is_dir() {
             false => Ok(data.len() as u32),
@@ -132,7 +150,7 @@ impl Namespace {
 
     pub(super) async fn doc_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
         if is_local(node) {
-            return self.local_truncate(node, size).await;
+            return self.local.truncate(self, node, size).await;
         }
         Ok(())
     }
@@ -146,7 +164,11 @@ impl Namespace {
                 _ => self.bq_lookup(dir, name).await?,
             };
         }
-        self.local_unlink(&node)
+        if let Node::TableFile { project, dataset, table, file: TableFile::Config } = &node {
+            // A pending table forgets the configuration written into it.
+            self.forget_pending_config(project, dataset, table);
+        }
+        self.local.unlink(&node)
     }
 
     pub(super) async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
@@ -176,7 +198,7 @@ impl Namespace {
             _ => return Err(VfsError::new(libc::EXDEV, format!("{to}/{new_name}: moves by copy only"))),
         }
         let (source, target) = (self.doc_child(from, name)?, self.doc_child(to, new_name)?);
-        self.local_rename(&source, &target).await?;
+        self.local.rename(self, &source, &target).await?;
         // The kernel now knows the source's inode by the new name.
         self.inodes.rekey(|node| (*node == source).then(|| target.clone()));
         Ok(())

@@ -7,7 +7,6 @@
 mod bigquery;
 mod buckets;
 mod documents_ops;
-mod edits;
 mod listing;
 mod mutate;
 mod nfs_writes;
@@ -38,12 +37,12 @@ use ciofs_frontends::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use self::bigquery::BigQueryTree;
-use self::edits::LocalFiles;
 use self::listing::DirStreams;
 use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
 use self::write::Writer;
 use crate::core::cache::{self, MetaCache};
+use crate::core::edits::LocalFiles;
 use crate::core::error_log::ErrorLog;
 use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
@@ -106,8 +105,8 @@ enum Handle {
     /// truncating open or a create).
     Ignored(Bytes),
     /// A file kept locally: an edit of a BigQuery document, or a scratch
-    /// file (edits.rs).
-    Local(Arc<edits::LocalHandle>),
+    /// file (core/edits.rs).
+    Local(Arc<crate::core::edits::LocalHandle>),
     /// A subscription's `_stream` open for read: each read a message
     /// (stream.rs).
     Stream(Arc<stream::StreamReader>),
@@ -169,10 +168,10 @@ pub struct Namespace {
     /// Names another project took between our `mkdir` and our create: what
     /// was written for them must not go up into that bucket.
     taken_buckets: Mutex<std::collections::BTreeSet<String>>,
-    /// Edits of BigQuery documents and scratch files (edits.rs).
+    /// Edits of BigQuery documents and scratch files (core/edits.rs).
     local: LocalFiles,
     /// `.ciofs/errors`.
-    error_log: ErrorLog,
+    error_log: Arc<ErrorLog>,
     /// The frontend's, told of attributes that changed by themselves.
     attrs_changed: std::sync::OnceLock<AttrsChanged>,
 }
@@ -195,6 +194,7 @@ impl Namespace {
 
     fn with_inodes(projects: Vec<String>, services: Services, options: Options, inodes: InodeTable) -> Self {
         let cache = MetaCache::new(options.metadata_ttl);
+        let error_log = Arc::new(ErrorLog::default());
         let options_ttl = options.metadata_ttl;
         Self {
             projects,
@@ -204,8 +204,8 @@ impl Namespace {
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
-            local: LocalFiles::new(options.staging_dir.join("nfs-edits")),
-            error_log: ErrorLog::default(),
+            local: LocalFiles::new(options.staging_dir.join("nfs-edits"), error_log.clone()),
+            error_log,
             options,
             inodes,
             cache,
@@ -456,7 +456,7 @@ impl Vfs for Namespace {
                 (Handle::Write(writer), mtime)
             }
             _ => {
-                self.local_unhide(&node);
+                self.local.unhide(&node);
                 (Handle::Ignored(Bytes::new()), SystemTime::now())
             }
         };
@@ -473,7 +473,7 @@ impl Vfs for Namespace {
                 written
             }
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
-            Some(Handle::Local(handle)) => self.local_handle_write(&handle, offset, data),
+            Some(Handle::Local(handle)) => self.local.handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
                 let node = self.node(ino)?;
@@ -488,7 +488,7 @@ impl Vfs for Namespace {
     async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
         match self.handle(Some(fh)) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Close).await,
-            Some(Handle::Local(handle)) => self.local_flush(&handle).await,
+            Some(Handle::Local(handle)) => self.local.flush(self, &handle).await,
             _ => Ok(()),
         }
     }
@@ -496,11 +496,11 @@ impl Vfs for Namespace {
     async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Fsync).await,
-            Some(Handle::Local(handle)) => self.local_fsync(&handle).await,
+            Some(Handle::Local(handle)) => self.local.fsync(self, &handle).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
             None => match self.node(ino)? {
-                node if node.holds_documents() => self.local_fsync_node(&node).await,
+                node if node.holds_documents() => self.local.fsync_node(self, &node).await,
                 _ => Ok(()),
             },
         }
@@ -516,7 +516,7 @@ impl Vfs for Namespace {
             Some(Handle::Write(writer)) if writer.handles.fetch_sub(1, Ordering::SeqCst) == 1 => {
                 self.release_writer(ino, &writer).await
             }
-            Some(Handle::Local(handle)) => self.local_release(&handle).await,
+            Some(Handle::Local(handle)) => self.local.release(self, &handle).await,
             Some(Handle::Stream(reader)) => {
                 reader.close().await;
                 Ok(())
@@ -624,7 +624,9 @@ impl Vfs for Namespace {
             Some(handle) => handle,
             None => match self.node(ino)? {
                 // NFS reads an edit under way as it is now.
-                node if edits::is_local(&node) => return self.local_read(&node, offset, len.min(MAX_READ)).await,
+                node if crate::core::edits::is_local(&node) => {
+                    return self.local.read(self, &node, offset, len.min(MAX_READ)).await;
+                }
                 node if node.is_stream() => return self.ps_stream_log_read(&node, offset, len.min(MAX_READ)).await,
                 _ => self.handle_without_open(ino).await?,
             },
@@ -635,7 +637,7 @@ impl Vfs for Namespace {
                 self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
             Handle::Ignored(bytes) => Ok(slice_of(&bytes, offset, len)),
-            Handle::Local(handle) => Ok(self.local_handle_read(&handle, offset, len.min(MAX_READ))),
+            Handle::Local(handle) => Ok(self.local.handle_read(&handle, offset, len.min(MAX_READ))),
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
                 match reader.read(offset, len.min(MAX_READ)).await {
@@ -672,7 +674,7 @@ impl Namespace {
     /// is logged and tried again later.
     pub async fn commit_idle(&self, idle: Duration) {
         self.commit_idle_writers(idle).await;
-        self.apply_idle_edits(idle).await;
+        self.local.apply_idle(self, idle).await;
         // Failures are in `.ciofs/errors`.
         self.create_due_subscriptions(PendingDue::Waited).await;
         self.create_due_buckets(PendingDue::Waited).await;

@@ -49,7 +49,7 @@ impl Namespace {
                     name: format!("{prefix}{object}"),
                 }),
                 // sed -i's temporary file, an editor's swap file or backup:
-                // kept locally (edits.rs); renamed onto a document, applied.
+                // kept locally (core/edits.rs); renamed onto a document, applied.
                 _ => Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() }),
             },
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
@@ -181,7 +181,7 @@ impl Namespace {
             Node::MetaDir { .. } => {
                 let node = self.child_to_create(dir, name)?;
                 let version = self.described_version(&node).await?;
-                self.local_unlink_at(&node, version)
+                self.local.unlink_at(&node, version)
             }
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
         }

@@ -1,4 +1,4 @@
-//! `.meta/<object>.json` written: kept locally by edits.rs like any edited
+//! `.meta/<object>.json` written: kept locally by core/edits.rs like any edited
 //! document; at close (over NFS once idle) its content type and custom
 //! metadata are applied to the object as a patch, and kept for the object's
 //! next upload when that makes a new object: `tar x` writes `.meta/` before

@@ -2,7 +2,7 @@
 //! (writing it publishes one message), `_messages` (one message per line)
 //! and `subscriptions/S/` with `config.json`; `pubsub/.meta/_quotas.json`
 //! shows the documented limits. `mkdir` makes topics and subscriptions,
-//! `rmdir` deletes them; config.json edits go through edits.rs like
+//! `rmdir` deletes them; config.json edits go through core/edits.rs like
 //! BigQuery's and are applied here.
 //!
 //! A topic or subscription made by `mkdir` waits (pending.rs) for the

@@ -81,7 +81,7 @@ impl Namespace {
                 let full = format!("{prefix}{object}");
                 let node = Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
                 if let Some((size, mtime)) = self.local.stat(&node) {
-                    // Being written (edits.rs).
+                    // Being written (core/edits.rs).
                     return Ok(self.entry(node, size, mtime));
                 }
                 match self.resolve(bucket, &full).await? {

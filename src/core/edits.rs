@@ -24,13 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::Namespace;
-use crate::core::edit_journal::EditJournal;
-use crate::core::node::{Node, SubscriptionFile, TableFile, TopicFile};
+use super::edit_journal::EditJournal;
+use super::error_log::ErrorLog;
+use super::node::{Node, SubscriptionFile, TopicFile};
 
 /// The largest local file: schema and config documents are small.
 const MAX_LOCAL_FILE: u64 = 16 << 20;
@@ -124,7 +125,7 @@ impl LocalState {
 }
 
 #[derive(Default)]
-pub(super) struct LocalFile {
+pub struct LocalFile {
     state: Mutex<LocalState>,
     /// Held while the file is applied, so that two applies do not race.
     applying: AsyncMutex<()>,
@@ -150,7 +151,7 @@ impl LocalFile {
 /// An open handle on a local file. It holds the file itself, so its writes
 /// always continue the bytes it wrote before, whatever happens to the name
 /// (an apply, an unlink).
-pub(super) struct LocalHandle {
+pub struct LocalHandle {
     pub node: Node,
     file: Arc<LocalFile>,
     /// Opened for write: counted in the file's `handles`.
@@ -183,7 +184,7 @@ impl Hidden {
 }
 
 /// The local files and the hidden names of one mount.
-pub(super) struct LocalFiles {
+pub struct LocalFiles {
     files: Mutex<HashMap<Node, Arc<LocalFile>>>,
     /// Generated or editable files that were removed: not shown until they
     /// are created again, or until the resource they describe changes.
@@ -192,14 +193,30 @@ pub(super) struct LocalFiles {
     /// Edits written without a handle, until applied. A file's record goes
     /// with the file (whenever it leaves `files`).
     journal: EditJournal,
+    /// Where a refused or failed apply is told (`.ciofs/errors`).
+    error_log: Arc<ErrorLog>,
+}
+
+/// What local files need from the services whose documents they hold. The
+/// namespace implements it by asking the slice that owns the node.
+#[async_trait]
+pub trait Documents: Send + Sync {
+    /// The document as Google has it now, and its time.
+    async fn current(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)>;
+    /// Makes `data` the document of `node` in Google (or refuses it).
+    async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()>;
+    /// Before a journaled edit from an earlier run applies: makes again
+    /// what it needs (a table directory made by mkdir waits for it).
+    async fn prepare_replay(&self, node: &Node) -> VfsResult<()>;
 }
 
 impl LocalFiles {
-    pub fn new(journal_dir: PathBuf) -> Self {
+    pub fn new(journal_dir: PathBuf, error_log: Arc<ErrorLog>) -> Self {
         Self {
             files: Mutex::new(HashMap::new()),
             hidden: Mutex::new(Hidden::default()),
             journal: EditJournal::new(journal_dir),
+            error_log,
         }
     }
 
@@ -384,7 +401,7 @@ fn is_private(node: &Node) -> bool {
 
 /// Whether `node` is a file ciofs keeps locally while it is written (the
 /// other BigQuery files are generated: writes to them are ignored).
-pub(super) fn is_local(node: &Node) -> bool {
+pub fn is_local(node: &Node) -> bool {
     is_editable(node) || matches!(node, Node::Scratch { .. })
 }
 
@@ -392,11 +409,17 @@ fn too_big(node: &Node) -> VfsError {
     VfsError::new(libc::EFBIG, format!("{node}: larger than {MAX_LOCAL_FILE} bytes"))
 }
 
-impl Namespace {
+impl LocalFiles {
     /// The local file of `node`, made from its current document if there is
     /// none (empty with `truncate`).
-    async fn local_file(&self, node: &Node, truncate: bool, claim: bool) -> VfsResult<Arc<LocalFile>> {
-        let existing = if claim { self.local.claim(node) } else { self.local.get(node) };
+    async fn file_for(
+        &self,
+        docs: &dyn Documents,
+        node: &Node,
+        truncate: bool,
+        claim: bool,
+    ) -> VfsResult<Arc<LocalFile>> {
+        let existing = if claim { self.claim(node) } else { self.get(node) };
         if let Some(file) = existing {
             if truncate {
                 self.empty_file(node, &file);
@@ -406,22 +429,22 @@ impl Namespace {
         if matches!(node, Node::Scratch { .. }) {
             return Err(VfsError::not_found(node.to_string()));
         }
-        let data = if truncate || self.local.is_hidden(node) {
+        let data = if truncate || self.is_hidden(node) {
             Vec::new()
         } else {
-            match self.editable_document(node).await {
+            match docs.current(node).await {
                 Ok((document, _)) => document.to_vec(),
                 // A file of a pending table not written yet starts empty.
                 Err(e) if e.errno() == libc::ENOENT => Vec::new(),
                 Err(e) => return Err(e),
             }
         };
-        self.local.set_hidden(node, false);
+        self.set_hidden(node, false);
         let file = LocalFile::with(data, truncate);
         let file = match claim {
-            true => self.local.claim_or_insert(node, file),
+            true => self.claim_or_insert(node, file),
             false => {
-                let mut files = self.local.files.lock().unwrap_or_else(|e| e.into_inner());
+                let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
                 files.entry(node.clone()).or_insert(Arc::new(file)).clone()
             }
         };
@@ -438,63 +461,63 @@ impl Namespace {
         let mut state = file.state();
         if !state.data.is_empty() || state.written {
             state.emptied();
-            self.local.journal.forget(node);
+            self.journal.forget(node);
         }
     }
 
     /// A handle of `file`; one for write must come with its handle counted
     /// (`LocalFiles::claim`, or `private_file`).
-    fn new_local_handle(node: &Node, file: Arc<LocalFile>, for_write: bool) -> Arc<LocalHandle> {
+    fn new_handle(node: &Node, file: Arc<LocalFile>, for_write: bool) -> Arc<LocalHandle> {
         Arc::new(LocalHandle { node: node.clone(), file, for_write, wrote: AtomicBool::new(false) })
     }
 
     /// Opens a local file for write.
-    pub(super) async fn local_open(&self, node: &Node, truncate: bool) -> VfsResult<Arc<LocalHandle>> {
+    pub async fn open(&self, docs: &dyn Documents, node: &Node, truncate: bool) -> VfsResult<Arc<LocalHandle>> {
         if is_private(node) {
-            return Ok(Self::new_local_handle(node, private_file(), true));
+            return Ok(Self::new_handle(node, private_file(), true));
         }
-        let file = self.local_file(node, truncate, true).await?;
-        Ok(Self::new_local_handle(node, file, true))
+        let file = self.file_for(docs, node, truncate, true).await?;
+        Ok(Self::new_handle(node, file, true))
     }
 
     /// Opens a scratch file for reading: its live bytes.
-    pub(super) fn local_open_scratch(&self, node: &Node) -> VfsResult<Arc<LocalHandle>> {
-        let file = self.local.get(node).ok_or_else(|| VfsError::not_found(node.to_string()))?;
-        Ok(Self::new_local_handle(node, file, false))
+    pub fn open_scratch(&self, node: &Node) -> VfsResult<Arc<LocalHandle>> {
+        let file = self.get(node).ok_or_else(|| VfsError::not_found(node.to_string()))?;
+        Ok(Self::new_handle(node, file, false))
     }
 
     /// What a read-only open of an edited file sees: the edit as it is now.
-    pub(super) fn local_snapshot(&self, node: &Node) -> Option<Bytes> {
-        let file = self.local.get(node)?;
+    pub fn snapshot(&self, node: &Node) -> Option<Bytes> {
+        let file = self.get(node)?;
         let visible = file.state().visible().0;
         Some(visible)
     }
 
     /// `create`: an empty local file (an editable file written anew). One
     /// that other handles have open is emptied and shared.
-    pub(super) fn local_create(&self, node: &Node) -> Arc<LocalHandle> {
-        self.local.set_hidden(node, false);
+    pub fn create(&self, node: &Node) -> Arc<LocalHandle> {
+        self.set_hidden(node, false);
         if is_private(node) {
-            return Self::new_local_handle(node, private_file(), true);
+            return Self::new_handle(node, private_file(), true);
         }
-        let file = match self.local.claim(node) {
+        let file = match self.claim(node) {
             Some(file) => {
                 self.empty_file(node, &file);
                 file
             }
-            None => self.local.claim_or_insert(node, LocalFile::with(Vec::new(), is_editable(node))),
+            None => self.claim_or_insert(node, LocalFile::with(Vec::new(), is_editable(node))),
         };
         file.state().awaits_writes = true;
-        Self::new_local_handle(node, file, true)
+        Self::new_handle(node, file, true)
     }
 
     /// A generated file created again after its removal.
-    pub(super) fn local_unhide(&self, node: &Node) {
-        self.local.set_hidden(node, false);
+    pub fn unhide(&self, node: &Node) {
+        self.set_hidden(node, false);
     }
 
     /// A write through a handle: into the handle's own file.
-    pub(super) fn local_handle_write(&self, handle: &LocalHandle, offset: u64, data: &[u8]) -> VfsResult<u32> {
+    pub fn handle_write(&self, handle: &LocalHandle, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if !handle.for_write {
             return Err(VfsError::new(libc::EBADF, format!("{}: not open for write", handle.node)));
         }
@@ -505,12 +528,12 @@ impl Namespace {
 
     /// A write without a handle (NFS). An edit is journaled before the
     /// write is acknowledged: NFS clients take a WRITE as stable.
-    pub(super) async fn local_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        if self.local.is_hidden(node) {
+    pub async fn write(&self, docs: &dyn Documents, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        if self.is_hidden(node) {
             // A removed file, written through an old NFS handle.
             return Err(VfsError::new(libc::ESTALE, format!("{node} was removed")));
         }
-        let file = self.local_file(node, false, false).await?;
+        let file = self.file_for(docs, node, false, false).await?;
         self.write_into(node, &file, offset, data, is_editable(node))?;
         Ok(data.len() as u32)
     }
@@ -519,17 +542,17 @@ impl Namespace {
     /// apply (killed within the idle time). A table directory made by mkdir
     /// is made again for them. A refusal is logged and the edit dropped; a
     /// failure to reach BigQuery keeps it for the next start.
-    pub async fn resume_journaled_edits(&self) {
-        for (path, record) in self.local.journal.records() {
+    pub async fn resume_journaled(&self, docs: &dyn Documents) {
+        for (path, record) in self.journal.records() {
             let Some((node, content)) = record.filter(|(node, _)| is_editable(node)) else {
                 tracing::warn!(journal = %path.display(), "unreadable journaled edit; kept");
                 continue;
             };
-            if let Err(e) = self.pending_again(&node).await {
+            if let Err(e) = docs.prepare_replay(&node).await {
                 tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
                 continue;
             }
-            match self.apply_document(&node, &content).await {
+            match docs.apply(&node, &content).await {
                 Ok(()) => tracing::info!(%node, "applied an NFS edit left by an earlier run"),
                 Err(e) if is_transient(&e) => {
                     tracing::warn!(%node, error = %e, "cannot apply an NFS edit left by an earlier run; kept");
@@ -548,7 +571,7 @@ impl Namespace {
         let end =
             offset.checked_add(data.len() as u64).filter(|end| *end <= MAX_LOCAL_FILE).ok_or_else(|| too_big(node))?;
         let grows = (end as usize).saturating_sub(file.state().data.len());
-        if grows > 0 && self.local.total() + grows > MAX_LOCAL_TOTAL {
+        if grows > 0 && self.total() + grows > MAX_LOCAL_TOTAL {
             return Err(VfsError::new(
                 libc::ENOSPC,
                 format!("{node}: local files hold {MAX_LOCAL_TOTAL} bytes already"),
@@ -562,14 +585,14 @@ impl Namespace {
         state.wrote(offset as usize..end as usize);
         touch(&mut state, true);
         if journal {
-            self.local.journal.write(node, state.journaled(node))?;
+            self.journal.write(node, state.journaled(node))?;
         }
         Ok(())
     }
 
     /// `truncate`/`ftruncate`/SETATTR size. Emptying a file without a handle
     /// (NFS's first step of a rewrite) keeps it for the writes to come.
-    pub(super) async fn local_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
+    pub async fn truncate(&self, docs: &dyn Documents, node: &Node, size: u64) -> VfsResult<()> {
         if is_private(node) {
             // Each handle writes its own message; a truncate without a
             // handle (the kernel's O_TRUNC) has nothing to empty.
@@ -578,7 +601,7 @@ impl Namespace {
         if size > MAX_LOCAL_FILE {
             return Err(too_big(node));
         }
-        let file = self.local_file(node, size == 0, false).await?;
+        let file = self.file_for(docs, node, size == 0, false).await?;
         let mut state = file.state();
         if state.data.len() as u64 != size {
             state.data.resize(size as usize, 0);
@@ -588,27 +611,27 @@ impl Namespace {
         if state.handles == 0 {
             state.awaits_writes = true;
             if state.written && is_editable(node) {
-                self.local.journal.write(node, state.journaled(node))?;
+                self.journal.write(node, state.journaled(node))?;
             }
         }
         Ok(())
     }
 
     /// Reads through a handle: its own file's bytes.
-    pub(super) fn local_handle_read(&self, handle: &LocalHandle, offset: u64, len: u32) -> (Bytes, bool) {
+    pub fn handle_read(&self, handle: &LocalHandle, offset: u64, len: u32) -> (Bytes, bool) {
         slice(&handle.file.state().data, offset, len)
     }
 
     /// Reads without a handle (NFS): the local file, or the current document.
-    pub(super) async fn local_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
-        match self.local.get(node) {
+    pub async fn read(&self, docs: &dyn Documents, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
+        match self.get(node) {
             Some(file) => {
                 let visible = file.state().visible().0;
                 Ok(slice(&visible, offset, len))
             }
             None if matches!(node, Node::Scratch { .. }) => Err(VfsError::not_found(node.to_string())),
             None => {
-                let document = self.editable_document(node).await?.0;
+                let document = docs.current(node).await?.0;
                 Ok(slice(&document, offset, len))
             }
         }
@@ -616,23 +639,23 @@ impl Namespace {
 
     /// close(): applies what this handle wrote. A refusal ends that change
     /// (the handle's later writes continue its bytes and apply again).
-    pub(super) async fn local_flush(&self, handle: &LocalHandle) -> VfsResult<()> {
+    pub async fn flush(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
         if !is_editable(&handle.node) || !handle.wrote.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
-        self.apply_local(&handle.node, &handle.file, None).await
+        self.apply_local(docs, &handle.node, &handle.file, None).await
     }
 
     /// fsync(): applies any change of the handle's file.
-    pub(super) async fn local_fsync(&self, handle: &LocalHandle) -> VfsResult<()> {
+    pub async fn fsync(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
         handle.wrote.store(false, Ordering::SeqCst);
-        self.apply_local(&handle.node, &handle.file, None).await
+        self.apply_local(docs, &handle.node, &handle.file, None).await
     }
 
     /// fsync() without a handle (NFS COMMIT).
-    pub(super) async fn local_fsync_node(&self, node: &Node) -> VfsResult<()> {
-        match self.local.get(node) {
-            Some(file) => self.apply_local(node, &file, None).await,
+    pub async fn fsync_node(&self, docs: &dyn Documents, node: &Node) -> VfsResult<()> {
+        match self.get(node) {
+            Some(file) => self.apply_local(docs, node, &file, None).await,
             None => Ok(()),
         }
     }
@@ -641,7 +664,7 @@ impl Namespace {
     /// file created and not written yet waits for writes without a handle
     /// (NFS creates, then writes); anything else local is dropped, so the
     /// file shows the table again (`touch`, `: > schema.json`).
-    pub(super) async fn local_release(&self, handle: &LocalHandle) -> VfsResult<()> {
+    pub async fn release(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
         if !handle.for_write || !is_editable(&handle.node) {
             if handle.for_write {
                 let mut state = handle.file.state();
@@ -657,23 +680,23 @@ impl Namespace {
         };
         if apply {
             // No close() reports this: the log and .ciofs/errors do.
-            return self.apply_local(&handle.node, &handle.file, None).await;
+            return self.apply_local(docs, &handle.node, &handle.file, None).await;
         }
         if !keep {
-            self.local.drop_if_unchanged(&handle.node, &handle.file, version);
+            self.drop_if_unchanged(&handle.node, &handle.file, version);
         }
         Ok(())
     }
 
     /// Applies edits written without a handle once idle (NFS), and drops
     /// files that waited for writes in vain.
-    pub async fn apply_idle_edits(&self, idle: Duration) {
-        for (node, file, due) in self.local.due(idle) {
+    pub async fn apply_idle(&self, docs: &dyn Documents, idle: Duration) {
+        for (node, file, due) in self.due(idle) {
             match due {
                 // The error is in the log and in .ciofs/errors.
-                Due::Apply => drop(self.apply_local(&node, &file, Some(idle)).await),
+                Due::Apply => drop(self.apply_local(docs, &node, &file, Some(idle)).await),
                 Due::Drop(version) => {
-                    self.local.drop_if_unchanged(&node, &file, version);
+                    self.drop_if_unchanged(&node, &file, version);
                     tracing::info!(%node, "created or emptied and never written: nothing applied");
                 }
             }
@@ -688,7 +711,13 @@ impl Namespace {
     /// on success the file shows the table's new document, on refusal the
     /// unchanged one (the reason is returned and kept in .ciofs/errors). A
     /// file no handle has open then goes.
-    async fn apply_local(&self, node: &Node, file: &Arc<LocalFile>, idle: Option<Duration>) -> VfsResult<()> {
+    async fn apply_local(
+        &self,
+        docs: &dyn Documents,
+        node: &Node,
+        file: &Arc<LocalFile>,
+        idle: Option<Duration>,
+    ) -> VfsResult<()> {
         let _applying = file.applying.lock().await;
         let (data, version) = {
             let mut state = file.state();
@@ -699,14 +728,14 @@ impl Namespace {
             }
             (state.take_content(node), state.version)
         };
-        let private = is_private(node) && !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file));
-        if !private && !self.local.get(node).is_some_and(|f| Arc::ptr_eq(&f, file)) {
+        let private = is_private(node) && !self.get(node).is_some_and(|f| Arc::ptr_eq(&f, file));
+        if !private && !self.get(node).is_some_and(|f| Arc::ptr_eq(&f, file)) {
             // Removed (or replaced) while open: like a write to an unlinked file.
             return Ok(());
         }
-        let applied = self.apply_document(node, &data).await;
+        let applied = docs.apply(node, &data).await;
         let shown = match &applied {
-            Ok(()) => self.editable_document(node).await.ok(),
+            Ok(()) => docs.current(node).await.ok(),
             Err(e) if idle.is_some() && is_transient(e) && !is_messages(node) => {
                 self.error_log.record(&node.to_string(), e.errno(), &format!("{}; will retry", e.message()));
                 // Tried again after another idle time.
@@ -726,35 +755,31 @@ impl Namespace {
                 state.dirty = false;
                 state.awaits_writes = false;
                 state.shown = shown;
-                self.local.journal.forget(node);
+                self.journal.forget(node);
             }
             settled && state.handles == 0
         };
         if settled {
-            self.local.drop_if_unchanged(node, file, version);
+            self.drop_if_unchanged(node, file, version);
         }
         applied
     }
 
     /// `rm` in a table directory: a scratch file goes; an editable or
-    /// generated file is hidden (nothing changes in Google), and a pending
-    /// table forgets the configuration written into it.
-    pub(super) fn local_unlink(&self, node: &Node) -> VfsResult<()> {
-        self.local_unlink_at(node, None)
+    /// generated file is hidden (nothing changes in Google).
+    pub fn unlink(&self, node: &Node) -> VfsResult<()> {
+        self.unlink_at(node, None)
     }
 
-    /// `local_unlink` of a document whose resource is at `version`: it is
+    /// `unlink` of a document whose resource is at `version`: it is
     /// hidden until created again or until the resource changes.
-    pub(super) fn local_unlink_at(&self, node: &Node, version: Option<String>) -> VfsResult<()> {
-        let existed = self.local.remove(node).is_some();
+    pub fn unlink_at(&self, node: &Node, version: Option<String>) -> VfsResult<()> {
+        let existed = self.remove(node).is_some();
         match node {
             Node::Scratch { .. } if !existed => Err(VfsError::not_found(node.to_string())),
             Node::Scratch { .. } => Ok(()),
             _ => {
-                self.local.hide_at(node, version);
-                if let Node::TableFile { project, dataset, table, file: TableFile::Config } = node {
-                    self.forget_pending_config(project, dataset, table);
-                }
+                self.hide_at(node, version);
                 Ok(())
             }
         }
@@ -763,33 +788,33 @@ impl Namespace {
     /// `mv` within a table directory. Onto an editable file, the content is
     /// applied first (the rename fails if it is refused); an editable file
     /// moved away leaves a local copy and its name hidden.
-    pub(super) async fn local_rename(&self, from: &Node, to: &Node) -> VfsResult<()> {
+    pub async fn rename(&self, docs: &dyn Documents, from: &Node, to: &Node) -> VfsResult<()> {
         if from == to {
             return Ok(());
         }
-        let data = match self.local.get(from) {
+        let data = match self.get(from) {
             Some(file) => file.state().data.clone(),
-            None if matches!(from, Node::Scratch { .. }) || self.local.is_hidden(from) => {
+            None if matches!(from, Node::Scratch { .. }) || self.is_hidden(from) => {
                 return Err(VfsError::not_found(from.to_string()));
             }
-            None => self.editable_document(from).await?.0.to_vec(),
+            None => docs.current(from).await?.0.to_vec(),
         };
         if is_editable(to) {
-            self.local.set_hidden(to, false);
-            if let Err(e) = self.apply_document(to, &data).await {
+            self.set_hidden(to, false);
+            if let Err(e) = docs.apply(to, &data).await {
                 self.error_log.record(&to.to_string(), e.errno(), e.message());
                 return Err(e);
             }
-            self.local.remove(to);
+            self.remove(to);
         } else if matches!(to, Node::Scratch { .. }) {
-            self.local.insert(to.clone(), LocalFile::with(data, false));
+            self.insert(to.clone(), LocalFile::with(data, false));
         } else {
             // Onto a generated file: accepted and ignored.
-            self.local.set_hidden(to, false);
+            self.set_hidden(to, false);
         }
-        self.local.remove(from);
+        self.remove(from);
         if !matches!(from, Node::Scratch { .. }) {
-            self.local.set_hidden(from, true);
+            self.set_hidden(from, true);
         }
         Ok(())
     }
@@ -826,7 +851,7 @@ mod tests {
 
     #[test]
     fn a_hidden_name_stays_hidden_only_while_its_resource_is_the_same() {
-        let local = LocalFiles::new(std::env::temp_dir().join("ciofs-unused-journal"));
+        let local = LocalFiles::new(std::env::temp_dir().join("ciofs-unused-journal"), Default::default());
         local.hide_at(&meta("a"), Some("generation 1".into()));
         assert!(local.is_hidden_at(&meta("a"), Some("generation 1")));
         assert!(!local.is_hidden_at(&meta("a"), Some("generation 2")), "another object");
@@ -835,7 +860,7 @@ mod tests {
 
     #[test]
     fn the_hidden_names_are_bounded() {
-        let local = LocalFiles::new(std::env::temp_dir().join("ciofs-unused-journal"));
+        let local = LocalFiles::new(std::env::temp_dir().join("ciofs-unused-journal"), Default::default());
         for i in 0..HIDDEN_LIMIT + 10 {
             local.hide_at(&meta(&format!("f{i}")), None);
         }
