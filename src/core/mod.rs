@@ -10,6 +10,7 @@
 //! Nothing here imports a service slice or the namespace.
 
 pub mod cache;
+pub mod context;
 pub mod edit_journal;
 pub mod edits;
 pub mod error_log;

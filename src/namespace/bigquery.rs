@@ -186,20 +186,20 @@ impl Namespace {
                 if !listed {
                     self.dataset_view(project, name).await?;
                 }
-                Ok(self.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
+                Ok(self.cx.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
             }
             Node::Dataset { project, dataset } => {
                 if name == META_DIR {
-                    return Ok(
-                        self.dir_entry(Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() })
-                    );
+                    return Ok(self
+                        .cx
+                        .dir_entry(Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() }));
                 }
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
                 if let Some(pending) = self.bigquery.pending(project, dataset, name) {
-                    return Ok(self.entry(node, 0, pending.made));
+                    return Ok(self.cx.entry(node, 0, pending.made));
                 }
                 let created = self.table_created(project, dataset, name).await?;
-                Ok(self.entry(node, 0, created))
+                Ok(self.cx.entry(node, 0, created))
             }
             Node::DatasetMetaDir { project, dataset } => {
                 let node = match name {
@@ -228,18 +228,18 @@ impl Namespace {
     /// The entry of a file in a BigQuery directory, if it is to be seen:
     /// not removed, and (in a pending table) written.
     async fn visible_file_entry(&self, node: Node) -> VfsResult<Option<DirEntry>> {
-        if self.local.is_hidden(&node) {
+        if self.cx.local.is_hidden(&node) {
             return Ok(None);
         }
-        if let Some((size, mtime)) = self.local.stat(&node) {
-            return Ok(Some(self.entry(node, size, mtime)));
+        if let Some((size, mtime)) = self.cx.local.stat(&node) {
+            return Ok(Some(self.cx.entry(node, size, mtime)));
         }
         if let Node::TableFile { project, dataset, table, .. } = &node
             && self.bigquery.pending(project, dataset, table).is_some()
         {
             // A pending table shows only the files written into it.
             return match self.bq_document(&node).await {
-                Ok((document, mtime)) => Ok(Some(self.entry(node, document.len() as u64, mtime))),
+                Ok((document, mtime)) => Ok(Some(self.cx.entry(node, document.len() as u64, mtime))),
                 Err(e) if e.errno() == libc::ENOENT => Ok(None),
                 Err(e) => Err(e),
             };
@@ -248,12 +248,12 @@ impl Namespace {
             return Ok(None);
         }
         let (document, mtime) = self.bq_document(&node).await?;
-        Ok(Some(self.entry(node, document.len() as u64, mtime)))
+        Ok(Some(self.cx.entry(node, document.len() as u64, mtime)))
     }
 
     /// Size and time of a BigQuery node.
     pub(super) async fn bq_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
-        if let Some(stat) = self.local.stat(node) {
+        if let Some(stat) = self.cx.local.stat(node) {
             return Ok(stat);
         }
         match node {
@@ -320,15 +320,15 @@ impl Namespace {
                 names.dedup();
                 Ok(names
                     .into_iter()
-                    .map(|dataset| self.dir_entry(Node::Dataset { project: project.clone(), dataset }))
+                    .map(|dataset| self.cx.dir_entry(Node::Dataset { project: project.clone(), dataset }))
                     .collect())
             }
             Node::Dataset { project, dataset } => self.dataset_children(project, dataset).await,
             Node::DatasetMetaDir { project, dataset } => {
                 let node = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
                 let mut entries: Vec<DirEntry> = self.visible_file_entry(node).await?.into_iter().collect();
-                for (node, size, mtime) in self.local.scratch_in(dir) {
-                    entries.push(self.entry(node, size, mtime));
+                for (node, size, mtime) in self.cx.local.scratch_in(dir) {
+                    entries.push(self.cx.entry(node, size, mtime));
                 }
                 Ok(entries)
             }
@@ -343,8 +343,8 @@ impl Namespace {
                     };
                     entries.extend(self.visible_file_entry(node).await?);
                 }
-                for (node, size, mtime) in self.local.scratch_in(dir) {
-                    entries.push(self.entry(node, size, mtime));
+                for (node, size, mtime) in self.cx.local.scratch_in(dir) {
+                    entries.push(self.cx.entry(node, size, mtime));
                 }
                 Ok(entries)
             }
@@ -368,10 +368,10 @@ impl Namespace {
         }
         children.sort();
         let meta = Node::DatasetMetaDir { project: project.to_string(), dataset: dataset.to_string() };
-        let mut entries = vec![self.dir_entry(meta)];
+        let mut entries = vec![self.cx.dir_entry(meta)];
         for (table, created) in children {
             let node = Node::Table { project: project.to_string(), dataset: dataset.to_string(), table };
-            entries.push(self.entry(node, 0, created));
+            entries.push(self.cx.entry(node, 0, created));
         }
         Ok(entries)
     }
@@ -488,7 +488,7 @@ impl Namespace {
                 let made = self.bigquery.pending_datasets.add((project.clone(), name.to_string()), ());
                 self.bigquery.dataset_views.forget(&(project.clone(), name.to_string()));
                 tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
-                Ok(self.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
+                Ok(self.cx.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
             }
             Node::Dataset { project, dataset } => {
                 check_table_name(name)?;
@@ -507,7 +507,7 @@ impl Namespace {
                 let made = pending.made;
                 self.bigquery.set_pending(project, dataset, name, Some(pending));
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
-                Ok(self.entry(node, 0, made).attr)
+                Ok(self.cx.entry(node, 0, made).attr)
             }
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
         }
@@ -523,7 +523,7 @@ impl Namespace {
             Node::Dataset { .. } if name == META_DIR => Ok(()),
             Node::Dataset { project, dataset } => {
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
-                self.local.drop_under(&node);
+                self.cx.local.drop_under(&node);
                 if self.bigquery.pending(project, dataset, name).is_some() {
                     self.bigquery.set_pending(project, dataset, name, None);
                     return Ok(());
@@ -663,13 +663,13 @@ impl Namespace {
         let mut failed = Vec::new();
         for ((project, dataset), _) in self.bigquery.pending_datasets.due(which) {
             let document = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
-            if which != PendingDue::All && self.local.stat(&document).is_some() {
+            if which != PendingDue::All && self.cx.local.stat(&document).is_some() {
                 // Being written (over NFS it applies after a quiet second).
                 continue;
             }
             if let Err(e) = self.ensure_dataset(&project, &dataset).await {
                 let dir = Node::Dataset { project, dataset }.to_string();
-                self.error_log.record(&dir, e.errno(), e.message());
+                self.cx.error_log.record(&dir, e.errno(), e.message());
                 failed.push((dir, e));
             }
         }

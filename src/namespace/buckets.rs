@@ -136,14 +136,14 @@ impl Namespace {
         let mut failed = Vec::new();
         for (bucket, Waiting { made_in: project, .. }) in self.pending_buckets.due(which) {
             let document = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
-            if which != PendingDue::All && self.local.stat(&document).is_some() {
+            if which != PendingDue::All && self.cx.local.stat(&document).is_some() {
                 // Its settings are being written (over NFS they apply after
                 // a quiet second): they create it.
                 continue;
             }
             if let Err(e) = self.ensure_bucket(&bucket).await {
                 let dir = Node::Dir { project, bucket, prefix: String::new() }.to_string();
-                self.error_log.record(&dir, e.errno(), e.message());
+                self.cx.error_log.record(&dir, e.errno(), e.message());
                 failed.push((dir, e));
             }
         }

@@ -52,7 +52,7 @@ impl Namespace {
     /// Applies the edits an earlier run acknowledged over NFS and did not
     /// apply (see `LocalFiles::resume_journaled`).
     pub async fn resume_journaled_edits(&self) {
-        self.local.resume_journaled(self).await
+        self.cx.local.resume_journaled(self).await
     }
 
     /// The node `name` names in a directory that holds document files.
@@ -95,7 +95,7 @@ impl Namespace {
     pub(super) async fn doc_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
         let handle = if flags.write || flags.truncate || flags.append {
             if is_local(node) {
-                Handle::Local(self.local.open(self, node, flags.truncate).await?)
+                Handle::Local(self.cx.local.open(self, node, flags.truncate).await?)
             } else if !node.is_dir() {
                 let shown = if flags.truncate { None } else { self.editable_document(node).await.ok() };
                 Handle::Ignored(shown.map(|(document, _)| document).unwrap_or_default())
@@ -106,8 +106,8 @@ impl Namespace {
             // Each read a message: the kernel must not read ahead or cache.
             return Ok(Opened { fh: self.new_handle(Handle::Stream(reader)), stream: true, ..Opened::default() });
         } else if matches!(node, Node::Scratch { .. }) {
-            Handle::Local(self.local.open_scratch(node)?)
-        } else if let Some(edit) = self.local.snapshot(node) {
+            Handle::Local(self.cx.local.open_scratch(node)?)
+        } else if let Some(edit) = self.cx.local.snapshot(node) {
             // An edit under way, as it is now.
             Handle::Document(edit)
         } else {
@@ -125,22 +125,22 @@ impl Namespace {
             // The table must still exist for its files to be written.
             self.table_view(project, dataset, table).await?;
         }
-        let (ino, generation) = self.inodes.remember(&node);
-        self.inodes.count_lookup(ino);
+        let (ino, generation) = self.cx.inodes.remember(&node);
+        self.cx.inodes.count_lookup(ino);
         let handle = if is_local(&node) {
-            Handle::Local(self.local.create(&node))
+            Handle::Local(self.cx.local.create(&node))
         } else {
-            self.local.unhide(&node);
+            self.cx.local.unhide(&node);
             Handle::Ignored(Bytes::new())
         };
-        let attr = self.attr(ino, generation, &node, 0, SystemTime::now());
+        let attr = self.cx.attr(ino, generation, &node, 0, SystemTime::now());
         Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))
     }
 
     /// A write without a handle (NFS).
     pub(super) async fn doc_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if is_local(node) {
-            return self.local.write(self, node, offset, data).await;
+            return self.cx.local.write(self, node, offset, data).await;
         }
         match node.is_dir() {
             false => Ok(data.len() as u32),
@@ -150,7 +150,7 @@ impl Namespace {
 
     pub(super) async fn doc_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
         if is_local(node) {
-            return self.local.truncate(self, node, size).await;
+            return self.cx.local.truncate(self, node, size).await;
         }
         Ok(())
     }
@@ -168,7 +168,7 @@ impl Namespace {
             // A pending table forgets the configuration written into it.
             self.forget_pending_config(project, dataset, table);
         }
-        self.local.unlink(&node)
+        self.cx.local.unlink(&node)
     }
 
     pub(super) async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
@@ -198,9 +198,9 @@ impl Namespace {
             _ => return Err(VfsError::new(libc::EXDEV, format!("{to}/{new_name}: moves by copy only"))),
         }
         let (source, target) = (self.doc_child(from, name)?, self.doc_child(to, new_name)?);
-        self.local.rename(self, &source, &target).await?;
+        self.cx.local.rename(self, &source, &target).await?;
         // The kernel now knows the source's inode by the new name.
-        self.inodes.rekey(|node| (*node == source).then(|| target.clone()));
+        self.cx.inodes.rekey(|node| (*node == source).then(|| target.clone()));
         Ok(())
     }
 }

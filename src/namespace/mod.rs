@@ -20,7 +20,7 @@ mod unattended;
 mod write;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -32,7 +32,7 @@ use ciofs_backends::bigquery::BigQuery;
 use ciofs_backends::gcs::{ObjectMeta, ObjectStore};
 use ciofs_backends::pubsub::PubSub;
 use ciofs_frontends::{
-    Attr, AttrsChanged, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
+    Attr, AttrsChanged, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -42,50 +42,12 @@ use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
 use self::write::Writer;
 use crate::core::cache::{self, MetaCache};
-use crate::core::edits::LocalFiles;
-use crate::core::error_log::ErrorLog;
+use crate::core::context::Context;
+pub use crate::core::context::Options;
 use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
 use crate::core::pending;
 use crate::core::pending::PendingDue;
-
-/// How the tree looks to users; set from the command line.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub uid: u32,
-    pub gid: u32,
-    pub file_mode: u16,
-    pub dir_mode: u16,
-    /// Entries per list call (Cloud Storage allows up to 1000).
-    pub page_size: u32,
-    /// How long listed or fetched metadata is trusted.
-    pub metadata_ttl: Duration,
-    /// Where files open for write are staged before upload.
-    pub staging_dir: PathBuf,
-    /// How many objects a directory rename moves at most (each is a copy
-    /// and a delete; a larger tree is refused rather than half-moved).
-    pub rename_limit: usize,
-    /// Show the configuration only: buckets and prefixes with their `.meta/`
-    /// documents, no object files (`tar c` of such a mount is what
-    /// `ciofs export --config-only` writes).
-    pub config_only: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            uid: 0,
-            gid: 0,
-            file_mode: 0o644,
-            dir_mode: 0o755,
-            page_size: 1000,
-            metadata_ttl: Duration::from_secs(60),
-            staging_dir: std::env::temp_dir().join("ciofs-staging"),
-            rename_limit: 1000,
-            config_only: false,
-        }
-    }
-}
 
 /// What an open file handle reads or writes.
 #[derive(Clone)]
@@ -137,10 +99,9 @@ type SharedReader = Arc<AsyncMutex<ObjectReader>>;
 const NFS_READERS: usize = 64;
 
 pub struct Namespace {
-    projects: Vec<String>,
+    /// What every slice shares: options, inodes, local files, the error log.
+    cx: Arc<Context>,
     gcs: Arc<dyn ObjectStore>,
-    options: Options,
-    inodes: InodeTable,
     cache: MetaCache,
     /// The names of each project's buckets: bucket names are global, and a
     /// bucket of another project must not show (or take writes) in this
@@ -168,12 +129,6 @@ pub struct Namespace {
     /// Names another project took between our `mkdir` and our create: what
     /// was written for them must not go up into that bucket.
     taken_buckets: Mutex<std::collections::BTreeSet<String>>,
-    /// Edits of BigQuery documents and scratch files (core/edits.rs).
-    local: LocalFiles,
-    /// `.ciofs/errors`.
-    error_log: Arc<ErrorLog>,
-    /// The frontend's, told of attributes that changed by themselves.
-    attrs_changed: std::sync::OnceLock<AttrsChanged>,
 }
 
 impl Namespace {
@@ -194,20 +149,15 @@ impl Namespace {
 
     fn with_inodes(projects: Vec<String>, services: Services, options: Options, inodes: InodeTable) -> Self {
         let cache = MetaCache::new(options.metadata_ttl);
-        let error_log = Arc::new(ErrorLog::default());
         let options_ttl = options.metadata_ttl;
         Self {
-            projects,
             gcs: services.gcs,
             bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
             pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
-            local: LocalFiles::new(options.staging_dir.join("nfs-edits"), error_log.clone()),
-            error_log,
-            options,
-            inodes,
+            cx: Arc::new(Context::new(projects, options, inodes)),
             cache,
             project_buckets: cache::Timed::new(options_ttl),
             foreign_buckets: cache::Timed::new(options_ttl),
@@ -217,77 +167,17 @@ impl Namespace {
             nfs_readers: Mutex::new(HashMap::new()),
             opened_generation: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
-            attrs_changed: std::sync::OnceLock::new(),
         }
-    }
-
-    /// Tells the frontend that `node`'s attributes changed outside a request
-    /// that returned them, if the kernel may hold them.
-    fn attributes_changed(&self, node: &Node) {
-        if let (Some(changed), Some((ino, _))) = (self.attrs_changed.get(), self.inodes.find(node)) {
-            changed(ino);
-        }
-    }
-
-    /// Whether an object's inode still names its path: a file removed or
-    /// replaced by a rename answers only through its writer (its open
-    /// handles); anything else asked of its inode (a stat, an NFS READ or
-    /// WRITE, a truncate) is STALE, never the file now at that path.
-    fn still_named(&self, ino: Ino, node: &Node) -> VfsResult<()> {
-        match node {
-            Node::Object { .. } if !self.inodes.is_attached(ino) => {
-                Err(VfsError::new(libc::ESTALE, format!("{node} was removed or replaced (stale handle)")))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The node `ino` names. A `--config-only` tree has no object files:
-    /// an object's inode (a handle from a run that showed them, read back
-    /// from the NFS journal) is stale there, whatever is asked of it.
-    fn node(&self, ino: Ino) -> VfsResult<Node> {
-        let node = self
-            .inodes
-            .node(ino)
-            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))?;
-        match node {
-            Node::Object { .. } if self.options.config_only => Err(VfsError::new(
-                libc::ESTALE,
-                format!("{node}: object files are not part of a --config-only tree (stale handle)"),
-            )),
-            node => Ok(node),
-        }
-    }
-
-    fn attr(&self, ino: Ino, generation: u64, node: &Node, size: u64, mtime: SystemTime) -> Attr {
-        let (kind, perm, nlink) = match node {
-            node if node.is_dir() => (FileKind::Directory, self.options.dir_mode, 2),
-            // Read-only: writing a stream does nothing.
-            node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444, 1),
-            _ => (FileKind::File, self.options.file_mode, 1),
-        };
-        Attr { ino, kind, size, mtime, perm, nlink, uid: self.options.uid, gid: self.options.gid, generation }
-    }
-
-    /// Numbers `node` and gives its attributes from what is already known.
-    fn entry(&self, node: Node, size: u64, mtime: SystemTime) -> DirEntry {
-        let name = node.path().rsplit('/').next().unwrap_or_default().to_string();
-        let (ino, generation) = self.inodes.remember(&node);
-        DirEntry { name, attr: self.attr(ino, generation, &node, size, mtime) }
-    }
-
-    fn dir_entry(&self, node: Node) -> DirEntry {
-        self.entry(node, 0, SystemTime::UNIX_EPOCH)
     }
 
     /// The entry of one of the tree's fixed nodes.
     fn fixed_entry(&self, node: Node) -> DirEntry {
         match node {
             Node::ErrorLog => {
-                let (text, mtime) = self.error_log.render();
-                self.entry(node, text.len() as u64, mtime)
+                let (text, mtime) = self.cx.error_log.render();
+                self.cx.entry(node, text.len() as u64, mtime)
             }
-            _ => self.dir_entry(node),
+            _ => self.cx.dir_entry(node),
         }
     }
 
@@ -305,7 +195,7 @@ impl Namespace {
     fn fixed_children(&self, node: &Node) -> Option<Vec<Node>> {
         match node {
             Node::Root => {
-                let projects = self.projects.iter().map(|p| Node::Project { project: p.clone() });
+                let projects = self.cx.projects.iter().map(|p| Node::Project { project: p.clone() });
                 Some(projects.chain([Node::Control]).collect())
             }
             Node::Project { project } => Some(
@@ -321,20 +211,20 @@ impl Namespace {
 impl Vfs for Namespace {
     async fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
         let attr = self.find(parent, name).await?;
-        self.inodes.count_lookup(attr.ino);
+        self.cx.inodes.count_lookup(attr.ino);
         Ok(attr)
     }
 
     async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
-        let node = self.node(ino)?;
-        let generation = self.inodes.generation(ino).unwrap_or(0);
+        let node = self.cx.node(ino)?;
+        let generation = self.cx.inodes.generation(ino).unwrap_or(0);
         let (size, mtime) = match (self.writer(ino), node.service()) {
             (Some(writer), _) => {
                 let state = writer.state();
                 if state.unlinked {
                     // Removed while open: its handles still read and write
                     // it, and no name links to it.
-                    return Ok(Attr { nlink: 0, ..self.attr(ino, generation, &node, state.size, state.mtime) });
+                    return Ok(Attr { nlink: 0, ..self.cx.attr(ino, generation, &node, state.size, state.mtime) });
                 }
                 (state.size, state.mtime)
             }
@@ -342,35 +232,35 @@ impl Vfs for Namespace {
             (None, Some(Service::PubSub)) if node.is_dir() => (0, SystemTime::UNIX_EPOCH),
             (None, Some(Service::PubSub)) => self.ps_stat(&node).await?,
             (None, _) if node == Node::ErrorLog => {
-                let (text, mtime) = self.error_log.render();
+                let (text, mtime) = self.cx.error_log.render();
                 (text.len() as u64, mtime)
             }
             (None, _) => {
-                self.still_named(ino, &node)?;
+                self.cx.still_named(ino, &node)?;
                 self.storage_stat(&node).await?
             }
         };
-        Ok(self.attr(ino, generation, &node, size, mtime))
+        Ok(self.cx.attr(ino, generation, &node, size, mtime))
     }
 
     fn generation(&self, ino: Ino) -> Option<u64> {
-        self.inodes.generation(ino)
+        self.cx.inodes.generation(ino)
     }
 
     fn watch_attributes(&self, changed: AttrsChanged) {
-        let _ = self.attrs_changed.set(changed);
+        self.cx.watch_attributes(changed);
     }
 
     fn count_lookup(&self, ino: Ino) {
-        self.inodes.count_lookup(ino);
+        self.cx.inodes.count_lookup(ino);
     }
 
     fn forget(&self, ino: Ino, count: u64) {
-        self.inodes.forget(ino, count);
+        self.cx.inodes.forget(ino, count);
     }
 
     async fn opendir(&self, ino: Ino) -> VfsResult<Fh> {
-        let node = self.node(ino)?;
+        let node = self.cx.node(ino)?;
         if !node.is_dir() {
             return Err(VfsError::new(libc::ENOTDIR, format!("{node}: not a directory")));
         }
@@ -383,7 +273,7 @@ impl Vfs for Namespace {
     }
 
     async fn readdir(&self, dir: Ino, fh: Option<Fh>, after: Ino, max: usize) -> VfsResult<DirPage> {
-        let node = self.node(dir)?;
+        let node = self.cx.node(dir)?;
         if let Some(children) = self.fixed_children(&node) {
             let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
             return Ok(self.page_after(entries, after, max));
@@ -397,7 +287,7 @@ impl Vfs for Namespace {
     }
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
-        let node = self.node(ino)?;
+        let node = self.cx.node(ino)?;
         if node.holds_documents() {
             return self.doc_open(&node, flags).await;
         }
@@ -405,7 +295,7 @@ impl Vfs for Namespace {
             if flags.write || flags.truncate || flags.append {
                 return Err(VfsError::new(libc::EACCES, format!("{node} is read-only")));
             }
-            let handle = Handle::Document(self.error_log.render().0);
+            let handle = Handle::Document(self.cx.error_log.render().0);
             return Ok(Opened { fh: self.new_handle(handle), ..Opened::default() });
         }
         if flags.write || flags.truncate || flags.append {
@@ -433,7 +323,7 @@ impl Vfs for Namespace {
     }
 
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
-        let dir = self.node(parent)?;
+        let dir = self.cx.node(parent)?;
         if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
             return self.doc_create(&dir, name).await;
         }
@@ -442,8 +332,8 @@ impl Vfs for Namespace {
             return self.doc_create(&dir, name).await;
         }
         self.refuse_objects_if_config_only(&node)?;
-        let (ino, generation) = self.inodes.remember(&node);
-        self.inodes.count_lookup(ino);
+        let (ino, generation) = self.cx.inodes.remember(&node);
+        self.cx.inodes.count_lookup(ino);
         // The reply shows what getattr will show until something changes
         // the file: the writer's own time (the kernel caches the reply; a
         // clock read of its own would differ, and the file's ctime would
@@ -456,11 +346,11 @@ impl Vfs for Namespace {
                 (Handle::Write(writer), mtime)
             }
             _ => {
-                self.local.unhide(&node);
+                self.cx.local.unhide(&node);
                 (Handle::Ignored(Bytes::new()), SystemTime::now())
             }
         };
-        let attr = self.attr(ino, generation, &node, 0, mtime);
+        let attr = self.cx.attr(ino, generation, &node, 0, mtime);
         Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))
     }
 
@@ -473,10 +363,10 @@ impl Vfs for Namespace {
                 written
             }
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
-            Some(Handle::Local(handle)) => self.local.handle_write(&handle, offset, data),
+            Some(Handle::Local(handle)) => self.cx.local.handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
             None => {
-                let node = self.node(ino)?;
+                let node = self.cx.node(ino)?;
                 if node.holds_documents() {
                     return self.doc_write(&node, offset, data).await;
                 }
@@ -488,7 +378,7 @@ impl Vfs for Namespace {
     async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
         match self.handle(Some(fh)) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Close).await,
-            Some(Handle::Local(handle)) => self.local.flush(self, &handle).await,
+            Some(Handle::Local(handle)) => self.cx.local.flush(self, &handle).await,
             _ => Ok(()),
         }
     }
@@ -496,11 +386,11 @@ impl Vfs for Namespace {
     async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Fsync).await,
-            Some(Handle::Local(handle)) => self.local.fsync(self, &handle).await,
+            Some(Handle::Local(handle)) => self.cx.local.fsync(self, &handle).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
-            None => match self.node(ino)? {
-                node if node.holds_documents() => self.local.fsync_node(self, &node).await,
+            None => match self.cx.node(ino)? {
+                node if node.holds_documents() => self.cx.local.fsync_node(self, &node).await,
                 _ => Ok(()),
             },
         }
@@ -516,7 +406,7 @@ impl Vfs for Namespace {
             Some(Handle::Write(writer)) if writer.handles.fetch_sub(1, Ordering::SeqCst) == 1 => {
                 self.release_writer(ino, &writer).await
             }
-            Some(Handle::Local(handle)) => self.local.release(self, &handle).await,
+            Some(Handle::Local(handle)) => self.cx.local.release(self, &handle).await,
             Some(Handle::Stream(reader)) => {
                 reader.close().await;
                 Ok(())
@@ -526,7 +416,7 @@ impl Vfs for Namespace {
     }
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
-        let node = self.node(ino)?;
+        let node = self.cx.node(ino)?;
         if let (Some(size), true) = (set.size, node.holds_documents()) {
             self.doc_truncate(&node, size).await?;
         }
@@ -558,7 +448,7 @@ impl Vfs for Namespace {
                 }
                 // `truncate -s` without an open file: change the object now.
                 None => {
-                    self.still_named(ino, &node)?;
+                    self.cx.still_named(ino, &node)?;
                     self.truncate_object(&node, size).await?
                 }
             }
@@ -569,7 +459,7 @@ impl Vfs for Namespace {
     }
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
-        let dir = self.node(parent)?;
+        let dir = self.cx.node(parent)?;
         let made = match dir.service() {
             Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await,
             Some(Service::PubSub) => self.ps_mkdir(&dir, name).await,
@@ -584,12 +474,12 @@ impl Vfs for Namespace {
             }
             made => made?,
         };
-        self.inodes.count_lookup(attr.ino);
+        self.cx.inodes.count_lookup(attr.ino);
         Ok(attr)
     }
 
     async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
-        let dir = self.node(parent)?;
+        let dir = self.cx.node(parent)?;
         match dir.service() {
             Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
             _ => self.remove_file(&dir, name).await,
@@ -597,7 +487,7 @@ impl Vfs for Namespace {
     }
 
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
-        let dir = self.node(parent)?;
+        let dir = self.cx.node(parent)?;
         match dir.service() {
             Some(Service::BigQuery) => self.bq_rmdir(&dir, name).await,
             Some(Service::PubSub) => self.ps_rmdir(&dir, name).await,
@@ -606,8 +496,8 @@ impl Vfs for Namespace {
     }
 
     async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) -> VfsResult<()> {
-        let from = self.node(parent)?;
-        let to = self.node(new_parent)?;
+        let from = self.cx.node(parent)?;
+        let to = self.cx.node(new_parent)?;
         match (from.service(), to.service()) {
             (Some(Service::BigQuery | Service::PubSub), _) | (_, Some(Service::BigQuery | Service::PubSub)) => {
                 self.doc_rename(&from, name, &to, new_name).await
@@ -622,10 +512,10 @@ impl Vfs for Namespace {
     async fn read(&self, ino: Ino, fh: Option<Fh>, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
         let handle = match self.handle(fh) {
             Some(handle) => handle,
-            None => match self.node(ino)? {
+            None => match self.cx.node(ino)? {
                 // NFS reads an edit under way as it is now.
                 node if crate::core::edits::is_local(&node) => {
-                    return self.local.read(self, &node, offset, len.min(MAX_READ)).await;
+                    return self.cx.local.read(self, &node, offset, len.min(MAX_READ)).await;
                 }
                 node if node.is_stream() => return self.ps_stream_log_read(&node, offset, len.min(MAX_READ)).await,
                 _ => self.handle_without_open(ino).await?,
@@ -637,7 +527,7 @@ impl Vfs for Namespace {
                 self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
             Handle::Ignored(bytes) => Ok(slice_of(&bytes, offset, len)),
-            Handle::Local(handle) => Ok(self.local.handle_read(&handle, offset, len.min(MAX_READ))),
+            Handle::Local(handle) => Ok(self.cx.local.handle_read(&handle, offset, len.min(MAX_READ))),
             Handle::Object(reader) => {
                 let mut reader = reader.lock().await;
                 match reader.read(offset, len.min(MAX_READ)).await {
@@ -674,7 +564,7 @@ impl Namespace {
     /// is logged and tried again later.
     pub async fn commit_idle(&self, idle: Duration) {
         self.commit_idle_writers(idle).await;
-        self.local.apply_idle(self, idle).await;
+        self.cx.local.apply_idle(self, idle).await;
         // Failures are in `.ciofs/errors`.
         self.create_due_subscriptions(PendingDue::Waited).await;
         self.create_due_buckets(PendingDue::Waited).await;
@@ -730,7 +620,7 @@ impl Namespace {
             .filter_map(|w| {
                 let (node, state) = (w.node(), w.state());
                 (node.parent() == *dir && !state.in_gcs && !state.unlinked)
-                    .then(|| self.entry(node, state.size, state.mtime))
+                    .then(|| self.cx.entry(node, state.size, state.mtime))
             })
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -777,12 +667,12 @@ impl Namespace {
     /// Finds `name` in directory `parent`.
     async fn find(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
         node::check_name_length(name)?;
-        let dir = self.node(parent)?;
+        let dir = self.cx.node(parent)?;
         // NFS clients look up `.` and `..`; FUSE answers them in the kernel.
         match name {
             "." => return self.getattr(parent).await,
             ".." => {
-                let (ino, _) = self.inodes.remember(&dir.parent());
+                let (ino, _) = self.cx.inodes.remember(&dir.parent());
                 return self.getattr(ino).await;
             }
             _ => {}
@@ -808,11 +698,11 @@ impl Namespace {
         if let Some(writer) = self.writer(ino) {
             return Ok(Handle::ReadStaged(writer));
         }
-        let node = self.node(ino)?;
-        self.still_named(ino, &node)?;
+        let node = self.cx.node(ino)?;
+        self.cx.still_named(ino, &node)?;
         if node.holds_documents() || node == Node::ErrorLog {
             return match node {
-                Node::ErrorLog => Ok(Handle::Document(self.error_log.render().0)),
+                Node::ErrorLog => Ok(Handle::Document(self.cx.error_log.render().0)),
                 node => Ok(Handle::Document(self.editable_document(&node).await?.0)),
             };
         }
@@ -859,7 +749,8 @@ impl Namespace {
             _ => match entries.iter().position(|e| e.attr.ino == after) {
                 Some(at) => at + 1,
                 None => {
-                    let name = self.inodes.node(after).map(|n| n.path().rsplit('/').next().unwrap_or("").to_string());
+                    let name =
+                        self.cx.inodes.node(after).map(|n| n.path().rsplit('/').next().unwrap_or("").to_string());
                     let name = name.unwrap_or_default();
                     entries.iter().position(|e| e.name > name).unwrap_or(entries.len())
                 }

@@ -24,7 +24,7 @@ impl Namespace {
     /// them without a lookup).
     pub(super) fn refuse_objects_if_config_only(&self, node: &Node) -> VfsResult<()> {
         match node {
-            Node::Object { .. } if self.options.config_only => Err(config_only_error(&node.to_string())),
+            Node::Object { .. } if self.cx.options.config_only => Err(config_only_error(&node.to_string())),
             _ => Ok(()),
         }
     }
@@ -89,14 +89,14 @@ impl Namespace {
             }
             _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
         };
-        let (ino, generation) = self.inodes.remember(&node);
-        Ok(self.attr(ino, generation, &node, 0, SystemTime::UNIX_EPOCH))
+        let (ino, generation) = self.cx.inodes.remember(&node);
+        Ok(self.cx.attr(ino, generation, &node, 0, SystemTime::UNIX_EPOCH))
     }
 
     /// Writes the zero-byte object that keeps an empty directory.
     async fn put_placeholder(&self, bucket: &str, name: &str) -> VfsResult<()> {
         self.ensure_bucket(bucket).await?;
-        let empty = tempfile::tempfile_in(&self.options.staging_dir)
+        let empty = tempfile::tempfile_in(&self.cx.options.staging_dir)
             .or_else(|_| tempfile::tempfile())
             .map_err(|e| VfsError::new(libc::EIO, format!("staging file: {e}")))?;
         let upload = Upload {
@@ -124,7 +124,7 @@ impl Namespace {
                 let full = format!("{prefix}{name}");
                 let node = Node::Object { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
                 self.refuse_objects_if_config_only(&node)?;
-                let ino = self.inodes.find(&node).map(|(ino, _)| ino);
+                let ino = self.cx.inodes.find(&node).map(|(ino, _)| ino);
                 // A file open for write: held while the object goes, so that
                 // nothing is uploaded meanwhile; marked removed only once it
                 // is gone (a refused delete leaves the file as it was, its
@@ -171,7 +171,7 @@ impl Namespace {
                 // name gets a new inode, so a WRITE through an old handle
                 // cannot make the file again.
                 if let Some(ino) = ino {
-                    self.inodes.detach(ino);
+                    self.cx.inodes.detach(ino);
                 }
                 Ok(())
             }
@@ -181,7 +181,7 @@ impl Namespace {
             Node::MetaDir { .. } => {
                 let node = self.child_to_create(dir, name)?;
                 let version = self.described_version(&node).await?;
-                self.local.unlink_at(&node, version)
+                self.cx.local.unlink_at(&node, version)
             }
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
         }
@@ -256,7 +256,7 @@ impl Namespace {
                 if source == target {
                     return Ok(());
                 }
-                if self.options.config_only {
+                if self.cx.options.config_only {
                     return Err(config_only_error(&format!("{from}/{name}")));
                 }
                 // A file open for write goes up first, so that what was
@@ -264,7 +264,7 @@ impl Namespace {
                 // write to the new name).
                 let object =
                     |name: &str| Node::Object { project: project.clone(), bucket: bucket.clone(), name: name.into() };
-                let (writer, mut staged) = match self.inodes.find(&object(&source)) {
+                let (writer, mut staged) = match self.cx.inodes.find(&object(&source)) {
                     Some((ino, _)) => match self.locked_writer(ino).await {
                         Some((writer, staged)) => (Some(writer), Some(staged)),
                         None => (None, None),
@@ -383,7 +383,7 @@ impl Namespace {
             };
             let page = self.gcs.list_objects(&request).await.map_err(vfs_error)?;
             names.extend(page.objects.into_iter().map(|o| (o.name, o.generation)));
-            let limit = self.options.rename_limit;
+            let limit = self.cx.options.rename_limit;
             if names.len() > limit {
                 let message = format!("gs://{bucket}/{source} holds more than {limit} objects (--rename-limit)");
                 return Err(VfsError::new(libc::EXDEV, format!("{message}; mv copies them instead")));
@@ -409,9 +409,9 @@ impl Namespace {
     fn rekey(&self, bucket: &str, source: &str, target: &str, is_dir: bool) -> Vec<ciofs_frontends::Ino> {
         if is_dir {
             let (from, to) = (format!("{source}/"), format!("{target}/"));
-            self.inodes.rekey(|node| node.moved(bucket, &from, &to))
+            self.cx.inodes.rekey(|node| node.moved(bucket, &from, &to))
         } else {
-            self.inodes.rekey(|node| match node {
+            self.cx.inodes.rekey(|node| match node {
                 Node::Object { name, .. } | Node::ObjectMeta { name, .. } if name == source => {
                     node.moved(bucket, source, target)
                 }

@@ -19,7 +19,7 @@ fn namespace(gcs: &Arc<MemoryGcs>) -> (Namespace, std::path::PathBuf) {
 }
 
 fn errors(ns: &Namespace) -> String {
-    String::from_utf8_lossy(&ns.error_log.render().0).into_owned()
+    String::from_utf8_lossy(&ns.cx.error_log.render().0).into_owned()
 }
 
 /// Another writer's version stays; the NFS bytes, which cannot go over

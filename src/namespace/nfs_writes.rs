@@ -81,7 +81,7 @@ fn keep_under_new_name(file: &Path, dir: &Path, base: &str) -> std::io::Result<P
 
 impl Namespace {
     fn journal_dir(&self) -> PathBuf {
-        self.options.staging_dir.join("nfs")
+        self.cx.options.staging_dir.join("nfs")
     }
 
     /// A WRITE without a handle: into the inode's unattended writer, made
@@ -114,8 +114,8 @@ impl Namespace {
     /// race here: the table keeps the first made, and the other's staging
     /// file is removed.
     async fn unattended_writer(&self, ino: Ino) -> VfsResult<Arc<Writer>> {
-        let node = self.node(ino)?;
-        self.still_named(ino, &node)?;
+        let node = self.cx.node(ino)?;
+        self.cx.still_named(ino, &node)?;
         if let Some(writer) = self.writer(ino) {
             return Ok(writer);
         }
@@ -128,7 +128,7 @@ impl Namespace {
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         // Removed while the object was looked up: the file must not come
         // back through a handle of the removed one.
-        if let Err(e) = self.still_named(ino, &node) {
+        if let Err(e) = self.cx.still_named(ino, &node) {
             let mut lost = staged;
             self.forget_journal(&mut lost);
             return Err(e);
@@ -266,7 +266,7 @@ impl Namespace {
             Err(e) if e.errno() == libc::ESTALE => {
                 let kept = self.keep_conflict(&mut staged);
                 let path = writer.node().to_string();
-                self.error_log.record(&path, e.errno(), &format!("{e}; the bytes written are kept in {kept}"));
+                self.cx.error_log.record(&path, e.errno(), &format!("{e}; the bytes written are kept in {kept}"));
                 self.retire(ino, writer, &mut staged);
             }
             Err(e) => {
@@ -279,7 +279,7 @@ impl Namespace {
                 }
                 let wait = staged.retry.failed();
                 let path = writer.node().to_string();
-                self.error_log.record(&path, e.errno(), &format!("{e}; will retry in {} s", wait.as_secs().max(1)));
+                self.cx.error_log.record(&path, e.errno(), &format!("{e}; will retry in {} s", wait.as_secs().max(1)));
             }
         }
         writer.record(&staged);
@@ -336,9 +336,9 @@ impl Namespace {
         let data_path = record_path.with_extension("data");
         let data = private_files::open(&data_path, Open::ReadWrite).map_err(|e| e.to_string())?;
         let size = data.metadata().map_err(|e| e.to_string())?.len();
-        let project = record.project.or_else(|| self.projects.first().cloned()).ok_or("no project")?;
+        let project = record.project.or_else(|| self.cx.projects.first().cloned()).ok_or("no project")?;
         let node = Node::Object { project: project.clone(), bucket: record.bucket.clone(), name: record.name.clone() };
-        let (ino, _) = self.inodes.remember(&node);
+        let (ino, _) = self.cx.inodes.remember(&node);
         let base = Base::Generation(record.base_generation.unwrap_or(0));
         let files = JournalFiles { data: data_path, record: record_path.to_path_buf(), project: project.clone() };
         let content = staging_crc32c(&data, size).map_err(|e| e.to_string())?;

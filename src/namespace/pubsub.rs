@@ -184,18 +184,18 @@ impl Namespace {
             },
             _ => return Err(missing()),
         };
-        let scratch_missing = matches!(node, Node::Scratch { .. }) && self.local.stat(&node).is_none();
-        if self.local.is_hidden(&node) || scratch_missing {
+        let scratch_missing = matches!(node, Node::Scratch { .. }) && self.cx.local.stat(&node).is_none();
+        if self.cx.local.is_hidden(&node) || scratch_missing {
             return Err(missing());
         }
         let (size, mtime) = self.ps_stat(&node).await?;
-        Ok(self.entry(node, size, mtime))
+        Ok(self.cx.entry(node, size, mtime))
     }
 
     /// Size and time of a Pub/Sub node. Pub/Sub keeps no times: every
     /// node shows a constant one. `_message` and `_stream` are empty.
     pub(super) async fn ps_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
-        if let Some(stat) = self.local.stat(node) {
+        if let Some(stat) = self.cx.local.stat(node) {
             return Ok(stat);
         }
         match node {
@@ -300,12 +300,12 @@ impl Namespace {
             _ => return Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
         };
         let mut entries = Vec::new();
-        for node in nodes.into_iter().filter(|n| !self.local.is_hidden(n)) {
+        for node in nodes.into_iter().filter(|n| !self.cx.local.is_hidden(n)) {
             let (size, mtime) = if node.is_dir() { (0, SystemTime::UNIX_EPOCH) } else { self.ps_stat(&node).await? };
-            entries.push(self.entry(node, size, mtime));
+            entries.push(self.cx.entry(node, size, mtime));
         }
-        for (node, size, mtime) in self.local.scratch_in(dir) {
-            entries.push(self.entry(node, size, mtime));
+        for (node, size, mtime) in self.cx.local.scratch_in(dir) {
+            entries.push(self.cx.entry(node, size, mtime));
         }
         Ok(entries)
     }
@@ -449,7 +449,7 @@ impl Namespace {
             }
             _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
         };
-        Ok(self.dir_entry(node).attr)
+        Ok(self.cx.dir_entry(node).attr)
     }
 
     /// Creates a pending subscription with `settings`.
@@ -514,7 +514,7 @@ impl Namespace {
                 subscription: subscription.clone(),
                 file: SubscriptionFile::Config,
             };
-            if which == PendingDue::Waited && self.local.stat(&config).is_some() {
+            if which == PendingDue::Waited && self.cx.local.stat(&config).is_some() {
                 // Its config.json is being written (over NFS it applies
                 // after a quiet second): that creates it.
                 continue;
@@ -530,7 +530,7 @@ impl Namespace {
                         && waiting.waited() < DEAD_LETTER_WAIT => {}
                 Err(e) => {
                     self.pubsub.pending.remove(&(project, subscription));
-                    self.error_log.record(&node.to_string(), e.errno(), e.message());
+                    self.cx.error_log.record(&node.to_string(), e.errno(), e.message());
                     failed.push((node.to_string(), e));
                 }
             }
@@ -741,12 +741,12 @@ impl Namespace {
                 subscription: subscription.clone(),
                 file: SubscriptionFile::Config,
             };
-            if self.local.stat(&config).is_some() {
+            if self.cx.local.stat(&config).is_some() {
                 continue;
             }
             let settings = waiting.settings.unwrap_or_default();
             if let Err(e) = self.create_pending(project, &subscription, &settings).await {
-                self.error_log.record(&config.parent().to_string(), e.errno(), e.message());
+                self.cx.error_log.record(&config.parent().to_string(), e.errno(), e.message());
             }
         }
         Ok(())
@@ -758,14 +758,14 @@ impl Namespace {
         let mut failed = Vec::new();
         for ((project, topic), _) in self.pubsub.pending_topics.due(which) {
             let config = Node::TopicFile { project: project.clone(), topic: topic.clone(), file: TopicFile::Config };
-            if which != PendingDue::All && self.local.stat(&config).is_some() {
+            if which != PendingDue::All && self.cx.local.stat(&config).is_some() {
                 // Its config.json is being written (over NFS it applies
                 // after a quiet second): that creates it.
                 continue;
             }
             if let Err(e) = self.ensure_topic(&project, &topic).await {
                 let dir = Node::Topic { project, topic }.to_string();
-                self.error_log.record(&dir, e.errno(), e.message());
+                self.cx.error_log.record(&dir, e.errno(), e.message());
                 failed.push((dir, e));
             }
         }

@@ -37,7 +37,7 @@ impl Namespace {
             }
             Node::Dir { project, bucket, prefix } => {
                 if name == META_DIR {
-                    return Ok(self.dir_entry(Node::MetaDir {
+                    return Ok(self.cx.dir_entry(Node::MetaDir {
                         project: project.clone(),
                         bucket: bucket.clone(),
                         prefix: prefix.clone(),
@@ -52,12 +52,12 @@ impl Namespace {
                     return Ok(entry);
                 }
                 match self.resolve(bucket, &full).await? {
-                    Known::Prefix => Ok(self.dir_entry(Node::Dir {
+                    Known::Prefix => Ok(self.cx.dir_entry(Node::Dir {
                         project: project.clone(),
                         bucket: bucket.clone(),
                         prefix: format!("{full}/"),
                     })),
-                    Known::Object(meta) if !self.options.config_only => Ok(self.object_entry(project, &meta)),
+                    Known::Object(meta) if !self.cx.options.config_only => Ok(self.object_entry(project, &meta)),
                     _ => Err(missing()),
                 }
             }
@@ -65,7 +65,7 @@ impl Namespace {
                 if prefix.is_empty() && name == BUCKET_META {
                     let meta = self.bucket_meta(bucket).await?;
                     let node = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
-                    if self.local.is_hidden_at(&node, Some(&bucket_version(&meta))) {
+                    if self.cx.local.is_hidden_at(&node, Some(&bucket_version(&meta))) {
                         return Err(missing());
                     }
                     return Ok(self.bucket_meta_entry(project, &meta));
@@ -73,27 +73,27 @@ impl Namespace {
                 let Some(object) = name.strip_suffix(META_SUFFIX).filter(|o| unusable_segment(o).is_none()) else {
                     // An editor's scratch file (sed -i, vim), while it lasts.
                     let scratch = Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() };
-                    return match self.local.stat(&scratch) {
-                        Some((size, mtime)) => Ok(self.entry(scratch, size, mtime)),
+                    return match self.cx.local.stat(&scratch) {
+                        Some((size, mtime)) => Ok(self.cx.entry(scratch, size, mtime)),
                         None => Err(missing()),
                     };
                 };
                 let full = format!("{prefix}{object}");
                 let node = Node::ObjectMeta { project: project.clone(), bucket: bucket.clone(), name: full.clone() };
-                if let Some((size, mtime)) = self.local.stat(&node) {
+                if let Some((size, mtime)) = self.cx.local.stat(&node) {
                     // Being written (core/edits.rs).
-                    return Ok(self.entry(node, size, mtime));
+                    return Ok(self.cx.entry(node, size, mtime));
                 }
                 match self.resolve(bucket, &full).await? {
                     // Removed (by `tar x` before it creates it again).
-                    Known::Object(meta) if self.local.is_hidden_at(&node, Some(&object_version(&meta))) => {
+                    Known::Object(meta) if self.cx.local.is_hidden_at(&node, Some(&object_version(&meta))) => {
                         Err(missing())
                     }
                     Known::Object(meta) => Ok(self.object_meta_entry(project, &meta)),
-                    _ if self.local.is_hidden_at(&node, None) => Err(missing()),
+                    _ if self.cx.local.is_hidden_at(&node, None) => Err(missing()),
                     // Written before its object (tar x): there until then.
                     _ if self.pending_object_meta.get(bucket, &full).is_some() => {
-                        Ok(self.entry(node, 0, SystemTime::now()))
+                        Ok(self.cx.entry(node, 0, SystemTime::now()))
                     }
                     _ => Err(missing()),
                 }
@@ -114,7 +114,7 @@ impl Namespace {
                 Ok((meta.size, modified(&meta)))
             }
             Node::ObjectMeta { bucket, name, .. } => {
-                if let Some(stat) = self.local.stat(node) {
+                if let Some(stat) = self.cx.local.stat(node) {
                     return Ok(stat);
                 }
                 match self.storage_document(node).await {
@@ -220,7 +220,7 @@ impl Namespace {
         let mut buckets = Vec::new();
         let mut token = None;
         loop {
-            let page = self.gcs.list_buckets(project, token, self.options.page_size).await.map_err(vfs_error)?;
+            let page = self.gcs.list_buckets(project, token, self.cx.options.page_size).await.map_err(vfs_error)?;
             buckets.extend(page.buckets);
             token = page.next_page_token;
             if token.is_none() {
@@ -303,25 +303,25 @@ impl Namespace {
 
     fn bucket_entry(&self, project: &str, bucket: &BucketMeta) -> DirEntry {
         let node = Node::Dir { project: project.to_string(), bucket: bucket.name.clone(), prefix: String::new() };
-        self.entry(node, 0, bucket.created.unwrap_or(SystemTime::UNIX_EPOCH))
+        self.cx.entry(node, 0, bucket.created.unwrap_or(SystemTime::UNIX_EPOCH))
     }
 
     fn bucket_meta_entry(&self, project: &str, bucket: &BucketMeta) -> DirEntry {
         let size = documents::bucket_document(bucket).len() as u64;
         let node = Node::BucketMeta { project: project.to_string(), bucket: bucket.name.clone() };
-        self.entry(node, size, bucket.updated.or(bucket.created).unwrap_or(SystemTime::UNIX_EPOCH))
+        self.cx.entry(node, size, bucket.updated.or(bucket.created).unwrap_or(SystemTime::UNIX_EPOCH))
     }
 
     fn object_entry(&self, project: &str, meta: &ObjectMeta) -> DirEntry {
         let node = Node::Object { project: project.to_string(), bucket: meta.bucket.clone(), name: meta.name.clone() };
-        self.entry(node, meta.size, modified(meta))
+        self.cx.entry(node, meta.size, modified(meta))
     }
 
     fn object_meta_entry(&self, project: &str, meta: &ObjectMeta) -> DirEntry {
         let size = documents::object_document(meta).len() as u64;
         let node =
             Node::ObjectMeta { project: project.to_string(), bucket: meta.bucket.clone(), name: meta.name.clone() };
-        self.entry(node, size, modified(meta))
+        self.cx.entry(node, size, modified(meta))
     }
 
     /// A slice of a storage directory's listing, continuing after `after`.
@@ -374,6 +374,7 @@ impl Namespace {
         // Resuming a listing we no longer hold (NFS after a restart, or a
         // seekdir): continue after the cookie's entry.
         let resume = self
+            .cx
             .inodes
             .node(after)
             .filter(|node| node.parent() == *dir)
@@ -392,7 +393,7 @@ impl Namespace {
     /// The entries a directory lists before its children: the settings.
     async fn fixed_entries(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
         Ok(match dir {
-            Node::Dir { project, bucket, prefix } => vec![self.dir_entry(Node::MetaDir {
+            Node::Dir { project, bucket, prefix } => vec![self.cx.dir_entry(Node::MetaDir {
                 project: project.clone(),
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
@@ -400,7 +401,7 @@ impl Namespace {
             Node::MetaDir { project, bucket, prefix } if prefix.is_empty() => {
                 let meta = self.bucket_meta(bucket).await?;
                 let node = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
-                match self.local.is_hidden_at(&node, Some(&bucket_version(&meta))) {
+                match self.cx.local.is_hidden_at(&node, Some(&bucket_version(&meta))) {
                     true => Vec::new(),
                     false => vec![self.bucket_meta_entry(project, &meta)],
                 }
@@ -470,7 +471,7 @@ impl Namespace {
                 Next::Token(token) => Some(token.clone()),
                 _ => None,
             },
-            page_size: self.options.page_size,
+            page_size: self.cx.options.page_size,
             start_offset: match stream.next {
                 Next::Start => stream.last_key.clone(),
                 _ => None,
@@ -534,7 +535,7 @@ impl Namespace {
                     continue;
                 }
                 // A configuration-only tree shows no objects.
-                (Child::Object(_), false) if self.options.config_only => continue,
+                (Child::Object(_), false) if self.cx.options.config_only => continue,
                 (Child::Object(meta), false) => self.object_entry(project, meta),
                 (Child::Object(_), true) if prefix.is_empty() && format!("{name}{META_SUFFIX}") == BUCKET_META => {
                     tracing::warn!(bucket, "the document of object `_bucket` is hidden by .meta/_bucket.json");
@@ -546,12 +547,12 @@ impl Namespace {
                         bucket: bucket.to_string(),
                         name: meta.name.clone(),
                     };
-                    if self.local.is_hidden_at(&node, Some(&object_version(meta))) {
+                    if self.cx.local.is_hidden_at(&node, Some(&object_version(meta))) {
                         continue;
                     }
                     self.object_meta_entry(project, meta)
                 }
-                (Child::Prefix(full), false) => self.dir_entry(Node::Dir {
+                (Child::Prefix(full), false) => self.cx.dir_entry(Node::Dir {
                     project: project.to_string(),
                     bucket: bucket.to_string(),
                     prefix: full.clone(),

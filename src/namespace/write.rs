@@ -335,7 +335,7 @@ impl Namespace {
         let Node::Object { bucket, name, .. } = node else {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
         };
-        let dir = &self.options.staging_dir;
+        let dir = &self.cx.options.staging_dir;
         crate::core::private_files::private_dir(dir)
             .map_err(|e| io_error(&format!("staging directory {}", dir.display()), e))?;
         let file = tempfile::tempfile_in(dir).map_err(|e| io_error("staging file", e))?;
@@ -692,7 +692,7 @@ impl Namespace {
         let shown = writer.state().mtime;
         writer.record(staged);
         if staged.mtime != shown {
-            self.attributes_changed(&writer.node());
+            self.cx.attributes_changed(&writer.node());
         }
     }
 
@@ -750,7 +750,7 @@ impl Namespace {
         };
         if let Err(e) = &committed {
             // No close() reports this one.
-            self.error_log.record(&writer.node().to_string(), e.errno(), e.message());
+            self.cx.error_log.record(&writer.node().to_string(), e.errno(), e.message());
         }
         self.retire(ino, writer, &mut staged);
         committed
@@ -784,9 +784,9 @@ impl Namespace {
 
     /// The entry of a file open for write (perhaps not uploaded yet).
     pub(super) fn staged_entry(&self, node: &Node) -> Option<ciofs_frontends::DirEntry> {
-        let (ino, _) = self.inodes.find(node)?;
+        let (ino, _) = self.cx.inodes.find(node)?;
         let state = self.writer(ino)?.state();
-        (!state.unlinked).then(|| self.entry(node.clone(), state.size, state.mtime))
+        (!state.unlinked).then(|| self.cx.entry(node.clone(), state.size, state.mtime))
     }
 }
 

@@ -105,7 +105,7 @@ async fn over_nfs_each_idle_apply_publishes_only_the_new_bytes_once() {
     ns.write(ino, None, 6, b"d\n").await.unwrap();
     ns.commit_idle(Duration::ZERO).await;
     assert_eq!(published(&pubsub), ["a", "b", "c", "d"], "c once, though its answer was lost");
-    let errors = String::from_utf8_lossy(&ns.error_log.render().0).to_string();
+    let errors = String::from_utf8_lossy(&ns.cx.error_log.render().0).to_string();
     assert!(errors.contains("topic/_messages"), "the failure is reported: {errors}");
 }
 

@@ -1,0 +1,144 @@
+//! What every slice is given: the mount's options and projects, the inode
+//! table, local files and the error log, and how an entry's attributes are
+//! made from them.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use ciofs_frontends::{Attr, AttrsChanged, DirEntry, FileKind, Ino, VfsError, VfsResult};
+
+use super::edits::LocalFiles;
+use super::error_log::ErrorLog;
+use super::inodes::InodeTable;
+use super::node::Node;
+
+/// How the tree looks to users; set from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// Entries per list call (Cloud Storage allows up to 1000).
+    pub page_size: u32,
+    /// How long listed or fetched metadata is trusted.
+    pub metadata_ttl: Duration,
+    /// Where files open for write are staged before upload.
+    pub staging_dir: PathBuf,
+    /// How many objects a directory rename moves at most (each is a copy
+    /// and a delete; a larger tree is refused rather than half-moved).
+    pub rename_limit: usize,
+    /// Show the configuration only: buckets and prefixes with their `.meta/`
+    /// documents, no object files (`tar c` of such a mount is what
+    /// `ciofs export --config-only` writes).
+    pub config_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            page_size: 1000,
+            metadata_ttl: Duration::from_secs(60),
+            staging_dir: std::env::temp_dir().join("ciofs-staging"),
+            rename_limit: 1000,
+            config_only: false,
+        }
+    }
+}
+
+/// The state every slice shares; the namespace makes one and hands each
+/// slice an `Arc` of it.
+pub struct Context {
+    pub projects: Vec<String>,
+    pub options: Options,
+    pub inodes: InodeTable,
+    /// Edits of documents and scratch files (`edits`).
+    pub local: LocalFiles,
+    /// `.ciofs/errors`.
+    pub error_log: Arc<ErrorLog>,
+    /// The frontend's, told of attributes that changed by themselves.
+    attrs_changed: OnceLock<AttrsChanged>,
+}
+
+impl Context {
+    pub fn new(projects: Vec<String>, options: Options, inodes: InodeTable) -> Self {
+        let error_log = Arc::new(ErrorLog::default());
+        Self {
+            projects,
+            local: LocalFiles::new(options.staging_dir.join("nfs-edits"), error_log.clone()),
+            error_log,
+            options,
+            inodes,
+            attrs_changed: OnceLock::new(),
+        }
+    }
+
+    /// Called once, by the frontend (see `Vfs::watch_attributes`).
+    pub fn watch_attributes(&self, changed: AttrsChanged) {
+        let _ = self.attrs_changed.set(changed);
+    }
+
+    /// Tells the frontend that `node`'s attributes changed outside a request
+    /// that returned them, if the kernel may hold them.
+    pub fn attributes_changed(&self, node: &Node) {
+        if let (Some(changed), Some((ino, _))) = (self.attrs_changed.get(), self.inodes.find(node)) {
+            changed(ino);
+        }
+    }
+
+    /// Whether an object's inode still names its path: a file removed or
+    /// replaced by a rename answers only through its writer (its open
+    /// handles); anything else asked of its inode (a stat, an NFS READ or
+    /// WRITE, a truncate) is STALE, never the file now at that path.
+    pub fn still_named(&self, ino: Ino, node: &Node) -> VfsResult<()> {
+        match node {
+            Node::Object { .. } if !self.inodes.is_attached(ino) => {
+                Err(VfsError::new(libc::ESTALE, format!("{node} was removed or replaced (stale handle)")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The node `ino` names. A `--config-only` tree has no object files:
+    /// an object's inode (a handle from a run that showed them, read back
+    /// from the NFS journal) is stale there, whatever is asked of it.
+    pub fn node(&self, ino: Ino) -> VfsResult<Node> {
+        let node = self
+            .inodes
+            .node(ino)
+            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))?;
+        match node {
+            Node::Object { .. } if self.options.config_only => Err(VfsError::new(
+                libc::ESTALE,
+                format!("{node}: object files are not part of a --config-only tree (stale handle)"),
+            )),
+            node => Ok(node),
+        }
+    }
+
+    pub fn attr(&self, ino: Ino, generation: u64, node: &Node, size: u64, mtime: SystemTime) -> Attr {
+        let (kind, perm, nlink) = match node {
+            node if node.is_dir() => (FileKind::Directory, self.options.dir_mode, 2),
+            // Read-only: writing a stream does nothing.
+            node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444, 1),
+            _ => (FileKind::File, self.options.file_mode, 1),
+        };
+        Attr { ino, kind, size, mtime, perm, nlink, uid: self.options.uid, gid: self.options.gid, generation }
+    }
+
+    /// Numbers `node` and gives its attributes from what is already known.
+    pub fn entry(&self, node: Node, size: u64, mtime: SystemTime) -> DirEntry {
+        let name = node.path().rsplit('/').next().unwrap_or_default().to_string();
+        let (ino, generation) = self.inodes.remember(&node);
+        DirEntry { name, attr: self.attr(ino, generation, &node, size, mtime) }
+    }
+
+    pub fn dir_entry(&self, node: Node) -> DirEntry {
+        self.entry(node, 0, SystemTime::UNIX_EPOCH)
+    }
+}
