@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use ciofs_backends::bigquery::{RangePartitioning, SchemaField, TableSettings, TimePartitioning};
 use ciofs_frontends::VfsError;
 
+use crate::core::document::rfc3339;
 use crate::core::rules::{label_problems, refuse_if_any};
-use crate::documents::rfc3339;
 
 /// The column types BigQuery knows, as `tables.insert` accepts them.
 const TYPES: &[&str] = &[

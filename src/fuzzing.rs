@@ -20,12 +20,12 @@ use crate::core::rules::{label_problems, refuse_if_any};
 use crate::documents::bigquery::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
 };
-use crate::documents::pubsub::{
-    parse_subscription_config, parse_topic_config, render_subscription_config, render_topic_config,
-};
 use crate::documents::{bucket_document, parse_bucket_document, parse_object_document};
 use crate::namespace::{Namespace, Options, Services};
-use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
+use crate::pubsub::documents::{
+    parse_subscription_config, parse_topic_config, render_subscription_config, render_topic_config,
+};
+use crate::pubsub::rules::{check_subscription_change, check_topic_settings};
 
 /// A fixed "now", so that a run does not depend on the day.
 fn now() -> SystemTime {

@@ -14,4 +14,4 @@ pub mod documents;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod namespace;
-pub mod pubsub_rules;
+pub mod pubsub;

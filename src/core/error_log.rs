@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use crate::core::document::rfc3339;
 use crate::core::printable::printable;
-use crate::documents::rfc3339;
 
 /// The most lines kept; older ones are dropped.
 const MAX_LINES: usize = 100;

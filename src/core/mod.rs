@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod document;
 pub mod edit_journal;
 pub mod edits;
 pub mod error_log;

@@ -20,9 +20,9 @@ use ciofs_frontends::VfsError;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::input::{check_header, parse_json, pick, present};
-use super::{VERSION, render, rfc3339};
 use crate::bigquery_rules::{canonical_type, check_schema};
+use crate::core::document::input::{check_header, parse_json, pick, present};
+use crate::core::document::{VERSION, render, rfc3339};
 
 const SCHEMA_TYPE: &str = "bigquery-schema";
 const CONFIG_TYPE: &str = "bigquery-table-config";

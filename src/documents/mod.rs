@@ -6,17 +6,14 @@
 //! back when a user edits them, are in `bigquery`.
 
 pub mod bigquery;
-mod input;
-pub mod pubsub;
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use ciofs_backends::gcs::{BucketMeta, BucketSettings, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
-pub const VERSION: &str = "1";
+use crate::core::document::{VERSION, input, render, rfc3339};
+
 const OBJECT_TYPE: &str = "gcs-object-metadata";
 const BUCKET_TYPE: &str = "gcs-bucket-metadata";
 
@@ -162,25 +159,10 @@ pub fn parse_bucket_document(
     })
 }
 
-/// Pretty JSON with a final newline, as a text editor would save it.
-pub(crate) fn render(document: &impl Serialize) -> Vec<u8> {
-    let mut out = serde_json::to_vec_pretty(document).unwrap_or_else(|e| {
-        // Serializing these plain structs cannot fail; keep serving anyway.
-        tracing::error!(error = %e, "rendering a document");
-        b"{}".to_vec()
-    });
-    out.push(b'\n');
-    out
-}
-
-pub fn rfc3339(time: SystemTime) -> String {
-    DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn object_document_has_the_seed_format() {

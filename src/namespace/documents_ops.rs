@@ -23,7 +23,7 @@ use crate::core::node::{
 impl Documents for Namespace {
     async fn current(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node.service() {
-            Some(Service::PubSub) => Ok((self.ps_document(node).await?, SystemTime::UNIX_EPOCH)),
+            Some(Service::PubSub) => Ok((self.pubsub.document(node).await?, SystemTime::UNIX_EPOCH)),
             Some(Service::Storage) => self.storage_document(node).await,
             _ => self.bq_document(node).await,
         }
@@ -33,7 +33,7 @@ impl Documents for Namespace {
         match node {
             Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
             Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
-            _ if node.service() == Some(Service::PubSub) => self.ps_apply(node, data).await,
+            _ if node.service() == Some(Service::PubSub) => self.pubsub.apply(node, data).await,
             _ => self.bq_apply(node, data).await,
         }
     }
@@ -102,7 +102,7 @@ impl Namespace {
             } else {
                 return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
             }
-        } else if let Some(reader) = self.ps_stream_reader(node).await? {
+        } else if let Some(reader) = self.pubsub.stream_reader(node).await? {
             // Each read a message: the kernel must not read ahead or cache.
             return Ok(Opened { fh: self.new_handle(Handle::Stream(reader)), stream: true, ..Opened::default() });
         } else if matches!(node, Node::Scratch { .. }) {
@@ -160,7 +160,7 @@ impl Namespace {
         if !matches!(node, Node::Scratch { .. }) {
             // It must be there to be removed.
             match dir.service() {
-                Some(Service::PubSub) => self.ps_lookup(dir, name).await?,
+                Some(Service::PubSub) => self.pubsub.lookup(dir, name).await?,
                 _ => self.bq_lookup(dir, name).await?,
             };
         }

@@ -11,11 +11,8 @@ mod listing;
 mod mutate;
 mod nfs_writes;
 mod object_meta;
-mod pubsub;
 mod reader;
 mod storage;
-mod stream;
-mod stream_log;
 mod unattended;
 mod write;
 
@@ -38,7 +35,6 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use self::bigquery::BigQueryTree;
 use self::listing::DirStreams;
-use self::pubsub::PubSubTree;
 use self::reader::ObjectReader;
 use self::write::Writer;
 use crate::core::cache::{self, MetaCache};
@@ -48,6 +44,8 @@ use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
 use crate::core::pending;
 use crate::core::pending::PendingDue;
+use crate::pubsub::PubSubTree;
+use crate::pubsub::stream::StreamReader;
 
 /// What an open file handle reads or writes.
 #[derive(Clone)]
@@ -71,7 +69,7 @@ enum Handle {
     Local(Arc<crate::core::edits::LocalHandle>),
     /// A subscription's `_stream` open for read: each read a message
     /// (stream.rs).
-    Stream(Arc<stream::StreamReader>),
+    Stream(Arc<StreamReader>),
 }
 
 /// The Google services a namespace serves.
@@ -120,7 +118,7 @@ pub struct Namespace {
     /// unchanged object keeps the kernel's page cache.
     opened_generation: Mutex<HashMap<Ino, i64>>,
     bigquery: BigQueryTree,
-    pubsub: PubSubTree,
+    pubsub: Arc<PubSubTree>,
     /// `.meta/` documents written, for the objects' next new upload.
     pending_object_meta: object_meta::PendingObjectMeta,
     /// Buckets made by `mkdir`, waiting for their settings, with their
@@ -150,18 +148,19 @@ impl Namespace {
     fn with_inodes(projects: Vec<String>, services: Services, options: Options, inodes: InodeTable) -> Self {
         let cache = MetaCache::new(options.metadata_ttl);
         let options_ttl = options.metadata_ttl;
+        let cx = Arc::new(Context::new(projects, options, inodes));
         Self {
             gcs: services.gcs,
-            bigquery: BigQueryTree::new(services.bigquery, options.metadata_ttl),
-            pubsub: PubSubTree::new(services.pubsub, options.metadata_ttl),
+            bigquery: BigQueryTree::new(services.bigquery, options_ttl),
+            pubsub: Arc::new(PubSubTree::new(cx.clone(), services.pubsub)),
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
-            cx: Arc::new(Context::new(projects, options, inodes)),
             cache,
             project_buckets: cache::Timed::new(options_ttl),
             foreign_buckets: cache::Timed::new(options_ttl),
             streams: DirStreams::default(),
+            cx,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             nfs_readers: Mutex::new(HashMap::new()),
@@ -230,7 +229,7 @@ impl Vfs for Namespace {
             }
             (None, Some(Service::BigQuery)) => self.bq_stat(&node).await?,
             (None, Some(Service::PubSub)) if node.is_dir() => (0, SystemTime::UNIX_EPOCH),
-            (None, Some(Service::PubSub)) => self.ps_stat(&node).await?,
+            (None, Some(Service::PubSub)) => self.pubsub.stat(&node).await?,
             (None, _) if node == Node::ErrorLog => {
                 let (text, mtime) = self.cx.error_log.render();
                 (text.len() as u64, mtime)
@@ -280,7 +279,7 @@ impl Vfs for Namespace {
         }
         match node.service() {
             Some(Service::BigQuery) => return Ok(self.page_after(self.bq_children(&node).await?, after, max)),
-            Some(Service::PubSub) => return Ok(self.page_after(self.ps_children(&node).await?, after, max)),
+            Some(Service::PubSub) => return Ok(self.page_after(self.pubsub.children(&node).await?, after, max)),
             _ => {}
         }
         self.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
@@ -462,7 +461,7 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         let made = match dir.service() {
             Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await,
-            Some(Service::PubSub) => self.ps_mkdir(&dir, name).await,
+            Some(Service::PubSub) => self.pubsub.mkdir(&dir, name).await,
             _ => self.make_dir(&dir, name).await,
         };
         let attr = match made {
@@ -490,7 +489,7 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         match dir.service() {
             Some(Service::BigQuery) => self.bq_rmdir(&dir, name).await,
-            Some(Service::PubSub) => self.ps_rmdir(&dir, name).await,
+            Some(Service::PubSub) => self.pubsub.rmdir(&dir, name).await,
             _ => self.remove_dir(&dir, name).await,
         }
     }
@@ -517,7 +516,7 @@ impl Vfs for Namespace {
                 node if crate::core::edits::is_local(&node) => {
                     return self.cx.local.read(self, &node, offset, len.min(MAX_READ)).await;
                 }
-                node if node.is_stream() => return self.ps_stream_log_read(&node, offset, len.min(MAX_READ)).await,
+                node if node.is_stream() => return self.pubsub.stream_log_read(&node, offset, len.min(MAX_READ)).await,
                 _ => self.handle_without_open(ino).await?,
             },
         };
@@ -566,7 +565,7 @@ impl Namespace {
         self.commit_idle_writers(idle).await;
         self.cx.local.apply_idle(self, idle).await;
         // Failures are in `.ciofs/errors`.
-        self.create_due_subscriptions(PendingDue::Waited).await;
+        self.pubsub.create_due_subscriptions(PendingDue::Waited).await;
         self.create_due_buckets(PendingDue::Waited).await;
         self.create_due_datasets(PendingDue::Waited).await;
     }
@@ -580,11 +579,16 @@ impl Namespace {
         self.commit_idle(Duration::ZERO).await;
         let mut failed = self.create_due_buckets(PendingDue::All).await;
         failed.extend(self.create_due_datasets(PendingDue::All).await);
-        failed.extend(self.create_due_subscriptions(PendingDue::All).await);
+        failed.extend(self.pubsub.create_due_subscriptions(PendingDue::All).await);
         for (path, error) in &failed {
             tracing::warn!(path, %error, "not created");
         }
         failed
+    }
+
+    /// Tends the `_stream` logs NFS clients follow, in a task of its own.
+    pub fn spawn_stream_log_tending(&self) -> tokio::task::JoinHandle<()> {
+        self.pubsub.spawn_stream_log_tending()
     }
 
     /// Runs `commit_idle` in the background, for a frontend without close.
@@ -686,7 +690,7 @@ impl Namespace {
         }
         match dir.service() {
             Some(Service::BigQuery) => return Ok(self.bq_lookup(&dir, name).await?.attr),
-            Some(Service::PubSub) => return Ok(self.ps_lookup(&dir, name).await?.attr),
+            Some(Service::PubSub) => return Ok(self.pubsub.lookup(&dir, name).await?.attr),
             _ => {}
         }
         Ok(self.storage_lookup(&dir, name).await?.attr)
@@ -770,6 +774,8 @@ mod bigquery_tests;
 mod bucket_tests;
 #[cfg(test)]
 mod nfs_write_tests;
+#[cfg(test)]
+mod pubsub_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]

@@ -7,6 +7,7 @@ use ciofs_backends::pubsub::ReceivedMessage;
 
 use super::stream::base64;
 use super::*;
+use crate::pubsub::duration::parse_duration;
 
 const PROJECT: &str = "my-project";
 const TOPIC: &str = "projects/my-project/topics/my-topic";

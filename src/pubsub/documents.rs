@@ -14,9 +14,9 @@
 //! Topic names are shown short (`my-topic`) when the topic is in the
 //! mounted project, else in full (`projects/P/topics/T`); a short name
 //! written back means a topic of the mounted project. Whether Pub/Sub
-//! allows a change is `pubsub_rules`'s question.
+//! allows a change is `rules`'s question.
 
-mod stream;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,11 +28,12 @@ use ciofs_frontends::VfsError;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::input::{check_header, parse_json, pick, present};
-use super::{VERSION, render};
-use crate::pubsub_rules as limits;
+use super::duration::{format_duration, optional_duration, present_duration};
+use super::rules as limits;
+use crate::core::document::input::{check_header, parse_json, pick, present};
+use crate::core::document::{VERSION, render};
 
-pub use stream::{format_stream_json_line, format_stream_line};
+pub use self::stream::{format_stream_json_line, format_stream_line};
 
 const TOPIC_TYPE: &str = "pubsub-topic-config";
 const SUBSCRIPTION_TYPE: &str = "pubsub-subscription-config";
@@ -295,52 +296,10 @@ fn full_topic(project: &str, name: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Durations
-
-/// A duration as protobuf's JSON writes it: `"600s"`, `"1.5s"`.
-pub fn format_duration(duration: Duration) -> String {
-    let nanos = duration.subsec_nanos();
-    if nanos == 0 {
-        return format!("{}s", duration.as_secs());
-    }
-    let fraction = format!("{nanos:09}");
-    format!("{}.{}s", duration.as_secs(), fraction.trim_end_matches('0'))
-}
-
-/// `"86400s"` or `"1.5s"` (at most 9 fractional digits); None otherwise.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let number = text.strip_suffix('s')?;
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 9 {
-        return None;
-    }
-    if number.ends_with('.') {
-        return None;
-    }
-    let seconds = whole.parse::<u64>().ok()?;
-    let nanos = format!("{fraction:0<9}").parse::<u32>().ok()?;
-    Some(Duration::new(seconds, nanos))
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let Some(text) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
-    };
-    parse_duration(&text)
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{text:?} is not a duration in seconds like \"86400s\" or \"1.5s\"")))
-}
-
-fn present_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
-    optional_duration(d).map(Some)
-}
-
-// ---------------------------------------------------------------------------
 // .meta/_quotas.json (generated; writes are ignored)
 
 /// Where the limits come from: they are Google's published limits (the
-/// constants in `pubsub_rules`), not read from the project.
+/// constants in `rules`), not read from the project.
 const QUOTAS_SOURCE: &str = "https://cloud.google.com/pubsub/quotas";
 
 #[derive(Serialize)]

@@ -23,8 +23,8 @@ use ciofs_backends::pubsub::{PubSub, ReceivedMessage};
 use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::documents::{format_stream_json_line, format_stream_line};
 use crate::core::errors::vfs_error;
-use crate::documents::pubsub::{format_stream_json_line, format_stream_line};
 
 /// How long a read waits for a message before it answers EINTR.
 const READ_WAIT: Duration = Duration::from_secs(1);
@@ -48,7 +48,7 @@ const ACK_DELAY: Duration = Duration::from_secs(1);
 /// One subscription's pull, acknowledge and give-back calls, with errors in
 /// the namespace's terms. Failed acks and give-backs are logged, not
 /// returned: either way the message comes again (at-least-once).
-pub(super) struct Puller {
+pub struct Puller {
     api: Arc<dyn PubSub>,
     pub project: String,
     pub subscription: String,
@@ -106,7 +106,7 @@ impl Puller {
 }
 
 /// A message as a line of `_stream` (text) or `_stream.jsonl`.
-pub(super) fn stream_line(message: &ReceivedMessage, json: bool) -> Bytes {
+pub fn stream_line(message: &ReceivedMessage, json: bool) -> Bytes {
     if json {
         return Bytes::from(format_stream_json_line(message));
     }
@@ -115,7 +115,7 @@ pub(super) fn stream_line(message: &ReceivedMessage, json: bool) -> Bytes {
 }
 
 /// One open `_stream` (or `_stream.jsonl`) handle.
-pub(super) struct StreamReader {
+pub struct StreamReader {
     puller: Puller,
     json: bool,
     state: AsyncMutex<ReaderState>,

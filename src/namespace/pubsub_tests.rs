@@ -11,13 +11,13 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::memory::{MemoryPubSub, PubSubOp};
 use ciofs_frontends::{Fh, Ino, OpenFlags, Vfs};
 
-use super::super::Namespace;
-use super::super::tests::walk;
+use super::Namespace;
+use super::tests::walk;
 
 const TOPIC: &str = "p/pubsub/topics/topic";
 
 fn fixture() -> (Arc<MemoryPubSub>, Namespace) {
-    super::super::tests::pubsub_namespace()
+    super::tests::pubsub_namespace()
 }
 
 /// What the subscription holds, in order, as text.

@@ -11,7 +11,7 @@ use super::VERSION;
 
 /// Deserializes a written document; any error is EINVAL naming the file,
 /// the line and the column, as an editor shows them.
-pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, VfsError> {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, VfsError> {
     serde_json::from_slice(bytes).map_err(|e| json_error(&e, file))
 }
 
@@ -31,12 +31,7 @@ fn json_error(error: &serde_json::Error, file: &str) -> VfsError {
 
 /// `version` and `type` may be left out, but when present they must be
 /// this ciofs's version and this file's type.
-pub(super) fn check_header(
-    file: &str,
-    version: Option<&str>,
-    kind: Option<&str>,
-    expected: &str,
-) -> Result<(), VfsError> {
+pub fn check_header(file: &str, version: Option<&str>, kind: Option<&str>, expected: &str) -> Result<(), VfsError> {
     if let Some(version) = version.filter(|&v| v != VERSION) {
         let message = format!("{file}: version {version:?} is not supported (this ciofs reads version \"{VERSION}\")");
         return Err(VfsError::new(libc::EINVAL, message));
@@ -50,11 +45,11 @@ pub(super) fn check_header(
 
 /// A key that is present, null or not: `Some(value)`. With
 /// `#[serde(default)]`, an absent key stays `None`.
-pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
 /// The document's value when the key was there, else the current one.
-pub(super) fn pick<T: Clone>(given: Option<T>, current: &T) -> T {
+pub fn pick<T: Clone>(given: Option<T>, current: &T) -> T {
     given.unwrap_or_else(|| current.clone())
 }

@@ -85,7 +85,7 @@ struct LogState {
 }
 
 /// One subscription's log, in one of the two formats.
-pub(super) struct StreamLog {
+pub struct StreamLog {
     puller: Puller,
     json: bool,
     state: AsyncMutex<LogState>,
@@ -215,7 +215,7 @@ fn slice_from(lines: &VecDeque<Line>, offset: u64, len: usize) -> Bytes {
 
 /// The logs being followed, by (project, subscription, JSON or text).
 #[derive(Default)]
-pub(super) struct StreamLogs {
+pub struct StreamLogs {
     logs: Mutex<HashMap<(String, String, bool), Arc<StreamLog>>>,
 }
 

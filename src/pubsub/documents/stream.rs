@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use ciofs_backends::pubsub::ReceivedMessage;
 use serde::Serialize;
 
-use crate::documents::rfc3339;
+use crate::core::document::rfc3339;
 
 const BASE64_PREFIX: &str = "base64:";
 

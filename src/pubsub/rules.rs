@@ -3,7 +3,7 @@
 //! nearly everything, real Pub/Sub does not, and a user who saves
 //! `config.json` should learn what is wrong from close()'s EINVAL.
 //!
-//! As in `bigquery_rules`, every check collects all its problems into one
+//! As in `bigquery::rules`, every check collects all its problems into one
 //! EINVAL (`rules::refuse_if_any`), each naming the setting and the rule. A
 //! setting is only checked when it is new or changed, so a value the
 //! service already holds never blocks an unrelated edit.
@@ -19,8 +19,8 @@ use std::time::Duration;
 use ciofs_backends::pubsub::{DeadLetterPolicy, RetryPolicy, SchemaSettings, SubscriptionSettings, TopicSettings};
 use ciofs_frontends::VfsError;
 
+use super::duration::format_duration as seconds;
 use crate::core::rules::{label_problems, refuse_if_any};
-use crate::documents::pubsub::format_duration as seconds;
 
 /// Quotas page: "Message size (the data field)": 10 MB.
 pub const MAX_MESSAGE_BYTES: u64 = 10_000_000;

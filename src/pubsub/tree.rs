@@ -24,20 +24,20 @@ use ciofs_backends::pubsub::{
 };
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
-use super::Namespace;
+use super::documents::{
+    parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
+};
+use super::rules::{check_subscription_change, check_topic_settings};
 use super::stream::StreamReader;
 use super::stream_log::{StreamLog, StreamLogs};
 use crate::core::cache::Timed;
+use crate::core::context::Context;
 use crate::core::errors::vfs_error;
 use crate::core::node::{
     META_DIR, Node, QUOTAS_FILE, SUBSCRIPTIONS_DIR, SubscriptionFile, TOPICS_DIR, TopicFile, check_name_length,
 };
 use crate::core::pages::all_pages;
 use crate::core::pending::{Pending, PendingDue, Waiting};
-use crate::documents::pubsub::{
-    parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
-};
-use crate::pubsub_rules::{check_subscription_change, check_topic_settings};
 
 /// The most messages one publish call carries (Pub/Sub's request limit).
 const PUBLISH_BATCH: usize = 1000;
@@ -53,7 +53,8 @@ const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
 type TopicKey = (String, String);
 
 /// What ciofs knows of Pub/Sub, and the client to ask.
-pub(super) struct PubSubTree {
+pub struct PubSubTree {
+    cx: Arc<Context>,
     api: Arc<dyn PubSub>,
     topics: Timed<String, Arc<Vec<TopicMeta>>>,
     subscriptions: Timed<TopicKey, Arc<Vec<String>>>,
@@ -72,8 +73,10 @@ pub(super) struct PubSubTree {
 }
 
 impl PubSubTree {
-    pub fn new(api: Arc<dyn PubSub>, ttl: Duration) -> Self {
+    pub fn new(cx: Arc<Context>, api: Arc<dyn PubSub>) -> Self {
+        let ttl = cx.options.metadata_ttl;
         Self {
+            cx,
             api,
             topics: Timed::new(ttl),
             subscriptions: Timed::new(ttl),
@@ -98,6 +101,22 @@ impl PubSubTree {
     /// The topic (short name) of a pending subscription.
     fn pending_topic(&self, project: &str, subscription: &str) -> Option<String> {
         self.pending_subscription(project, subscription).map(|waiting| waiting.made_in)
+    }
+
+    /// Tends the `_stream` logs (NFS) in a task of its own, so that renewing
+    /// the leases of what they hold never waits behind uploads and edits;
+    /// it ends when the tree goes.
+    pub fn spawn_stream_log_tending(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let tree = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STREAM_LOG_TENDING);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(tree) = tree.upgrade() else { return };
+                tree.tend_stream_logs().await;
+            }
+        })
     }
 
     /// Renews the leases of what stream logs hold, gives up idle ones.
@@ -127,25 +146,9 @@ fn check_resource_name(kind: &str, name: &str) -> VfsResult<()> {
     Ok(())
 }
 
-impl Namespace {
-    /// Tends the `_stream` logs (NFS) in a task of its own, so that renewing
-    /// the leases of what they hold never waits behind uploads and edits;
-    /// it ends when the namespace goes.
-    pub fn spawn_stream_log_tending(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let namespace = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(STREAM_LOG_TENDING);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(namespace) = namespace.upgrade() else { return };
-                namespace.pubsub.tend_stream_logs().await;
-            }
-        })
-    }
-
+impl PubSubTree {
     /// Finds `name` in a Pub/Sub directory.
-    pub(super) async fn ps_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+    pub async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
         check_name_length(name)?;
         let missing = || VfsError::not_found(format!("{dir}/{name}"));
         let project = match dir {
@@ -188,13 +191,13 @@ impl Namespace {
         if self.cx.local.is_hidden(&node) || scratch_missing {
             return Err(missing());
         }
-        let (size, mtime) = self.ps_stat(&node).await?;
+        let (size, mtime) = self.stat(&node).await?;
         Ok(self.cx.entry(node, size, mtime))
     }
 
     /// Size and time of a Pub/Sub node. Pub/Sub keeps no times: every
     /// node shows a constant one. `_message` and `_stream` are empty.
-    pub(super) async fn ps_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+    pub async fn stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
         if let Some(stat) = self.cx.local.stat(node) {
             return Ok(stat);
         }
@@ -202,11 +205,11 @@ impl Namespace {
             Node::Quotas { .. }
             | Node::TopicFile { file: TopicFile::Config, .. }
             | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => {
-                Ok((self.ps_document(node).await?.len() as u64, SystemTime::UNIX_EPOCH))
+                Ok((self.document(node).await?.len() as u64, SystemTime::UNIX_EPOCH))
             }
             Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
             // Over NFS a followed stream is a growing log; otherwise empty.
-            node if node.is_stream() => match self.pubsub.stream_log(node, false) {
+            node if node.is_stream() => match self.stream_log(node, false) {
                 Some(log) => Ok((log.size().await?, SystemTime::now())),
                 None => Ok((0, SystemTime::UNIX_EPOCH)),
             },
@@ -216,23 +219,23 @@ impl Namespace {
 
     /// A reader for a `_stream` node opened for read (FUSE), after checking
     /// that the subscription exists; None for any other node.
-    pub(super) async fn ps_stream_reader(&self, node: &Node) -> VfsResult<Option<Arc<StreamReader>>> {
+    pub async fn stream_reader(&self, node: &Node) -> VfsResult<Option<Arc<StreamReader>>> {
         let Node::SubscriptionFile { project, topic, subscription, file } = node else { return Ok(None) };
         if !node.is_stream() {
             return Ok(None);
         }
-        if self.pubsub.pending_topic(project, subscription).is_some() {
+        if self.pending_topic(project, subscription).is_some() {
             let _reported_in_the_error_log =
                 self.create_due_subscriptions(PendingDue::Subscription(project, subscription)).await;
         }
         self.subscription_of(project, topic, subscription).await?;
         let json = *file == SubscriptionFile::StreamJson;
-        Ok(Some(Arc::new(StreamReader::new(self.pubsub.api.clone(), project, subscription, json))))
+        Ok(Some(Arc::new(StreamReader::new(self.api.clone(), project, subscription, json))))
     }
 
     /// A READ of a `_stream` node without a handle (NFS): its log.
-    pub(super) async fn ps_stream_log_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
-        match self.pubsub.stream_log(node, true) {
+    pub async fn stream_log_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
+        match self.stream_log(node, true) {
             Some(log) => log.read(offset, len).await,
             None => Err(VfsError::new(libc::EINVAL, format!("{node}: not a stream"))),
         }
@@ -240,7 +243,7 @@ impl Namespace {
 
     /// The current rendering of a Pub/Sub document (empty for `_message`,
     /// `_messages` and the streams, which have no content of their own).
-    pub(super) async fn ps_document(&self, node: &Node) -> VfsResult<Bytes> {
+    pub async fn document(&self, node: &Node) -> VfsResult<Bytes> {
         match node {
             Node::Quotas { project } => Ok(Bytes::from(render_quotas(project))),
             Node::TopicFile { project, topic, file: TopicFile::Config } => {
@@ -257,7 +260,7 @@ impl Namespace {
     }
 
     /// Every entry of a Pub/Sub directory, in listing order.
-    pub(super) async fn ps_children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
+    pub async fn children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
         let nodes: Vec<Node> = match dir {
             Node::Service { project, .. } => {
                 vec![Node::PubSubMetaDir { project: project.clone() }, Node::Topics { project: project.clone() }]
@@ -279,7 +282,7 @@ impl Namespace {
             }
             Node::Subscriptions { project, topic } => {
                 let mut names: Vec<String> = self.subscriptions(project, topic).await?.to_vec();
-                let of_topic = self.pubsub.pending.filter(|(p, _), waiting| p == project && waiting.made_in == *topic);
+                let of_topic = self.pending.filter(|(p, _), waiting| p == project && waiting.made_in == *topic);
                 names.extend(of_topic.into_iter().map(|((_, name), _)| name));
                 names.sort();
                 names.dedup();
@@ -301,7 +304,7 @@ impl Namespace {
         };
         let mut entries = Vec::new();
         for node in nodes.into_iter().filter(|n| !self.cx.local.is_hidden(n)) {
-            let (size, mtime) = if node.is_dir() { (0, SystemTime::UNIX_EPOCH) } else { self.ps_stat(&node).await? };
+            let (size, mtime) = if node.is_dir() { (0, SystemTime::UNIX_EPOCH) } else { self.stat(&node).await? };
             entries.push(self.cx.entry(node, size, mtime));
         }
         for (node, size, mtime) in self.cx.local.scratch_in(dir) {
@@ -313,7 +316,7 @@ impl Namespace {
     /// A project's topics, pending ones included, by name.
     async fn topics(&self, project: &str) -> VfsResult<Arc<Vec<TopicMeta>>> {
         let listed = self.listed_topics(project).await?;
-        let pending = self.pubsub.pending_topics.filter(|(p, _), _| p == project);
+        let pending = self.pending_topics.filter(|(p, _), _| p == project);
         if pending.is_empty() {
             return Ok(listed);
         }
@@ -330,45 +333,44 @@ impl Namespace {
 
     /// A project's topics as Pub/Sub lists them, all pages, by name.
     async fn listed_topics(&self, project: &str) -> VfsResult<Arc<Vec<TopicMeta>>> {
-        if let Some(topics) = self.pubsub.topics.get(&project.to_string()) {
+        if let Some(topics) = self.topics.get(&project.to_string()) {
             return Ok(topics);
         }
         let mut topics = all_pages(|token| async move {
-            self.pubsub.api.list_topics(project, token).await.map(|page| (page.items, page.next_page_token))
+            self.api.list_topics(project, token).await.map(|page| (page.items, page.next_page_token))
         })
         .await?;
         topics.retain(|t| check_name_length(&t.topic).is_ok());
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         let topics = Arc::new(topics);
-        self.pubsub.topics.put(project.to_string(), topics.clone());
+        self.topics.put(project.to_string(), topics.clone());
         Ok(topics)
     }
 
     /// A topic, pending or from the listing if it is fresh, else asked.
     async fn topic(&self, project: &str, topic: &str) -> VfsResult<TopicMeta> {
-        if let Some(settings) = self.pubsub.pending_topic_settings(project, topic) {
+        if let Some(settings) = self.pending_topic_settings(project, topic) {
             return Ok(TopicMeta { topic: topic.to_string(), settings });
         }
-        let listed = self.pubsub.topics.get(&project.to_string());
+        let listed = self.topics.get(&project.to_string());
         if let Some(meta) = listed.as_ref().and_then(|l| l.iter().find(|t| t.topic == topic)) {
             return Ok(meta.clone());
         }
-        self.pubsub.api.get_topic(project, topic).await.map_err(vfs_error)
+        self.api.get_topic(project, topic).await.map_err(vfs_error)
     }
 
     /// A topic's subscriptions (short names, this project's), by name.
     async fn subscriptions(&self, project: &str, topic: &str) -> VfsResult<Arc<Vec<String>>> {
-        if self.pubsub.pending_topic_settings(project, topic).is_some() {
+        if self.pending_topic_settings(project, topic).is_some() {
             // Not created yet: only its pending subscriptions.
             return Ok(Arc::default());
         }
         let key = (project.to_string(), topic.to_string());
-        if let Some(names) = self.pubsub.subscriptions.get(&key) {
+        if let Some(names) = self.subscriptions.get(&key) {
             return Ok(names);
         }
         let mut names = all_pages(|token| async move {
-            self.pubsub
-                .api
+            self.api
                 .list_topic_subscriptions(project, topic, token)
                 .await
                 .map(|page| (page.items, page.next_page_token))
@@ -377,7 +379,7 @@ impl Namespace {
         names.retain(|n| check_name_length(n).is_ok());
         names.sort();
         let names = Arc::new(names);
-        self.pubsub.subscriptions.put(key, names.clone());
+        self.subscriptions.put(key, names.clone());
         Ok(names)
     }
 
@@ -388,7 +390,7 @@ impl Namespace {
         topic: &str,
         subscription: &str,
     ) -> VfsResult<Arc<SubscriptionMeta>> {
-        if let Some(waiting) = self.pubsub.pending_subscription(project, subscription)
+        if let Some(waiting) = self.pending_subscription(project, subscription)
             && waiting.made_in == topic
         {
             let mut meta = pending_meta(project, topic, subscription);
@@ -398,11 +400,11 @@ impl Namespace {
             return Ok(Arc::new(meta));
         }
         let key = (project.to_string(), subscription.to_string());
-        let meta = match self.pubsub.subscription_metas.get(&key) {
+        let meta = match self.subscription_metas.get(&key) {
             Some(meta) => meta,
             None => {
-                let meta = Arc::new(self.pubsub.api.get_subscription(project, subscription).await.map_err(vfs_error)?);
-                self.pubsub.subscription_metas.put(key, meta.clone());
+                let meta = Arc::new(self.api.get_subscription(project, subscription).await.map_err(vfs_error)?);
+                self.subscription_metas.put(key, meta.clone());
                 meta
             }
         };
@@ -414,36 +416,34 @@ impl Namespace {
 
     /// `mkdir pubsub/topics/NEW` creates a topic; `mkdir
     /// pubsub/topics/T/subscriptions/NEW` a subscription with default settings.
-    pub(super) async fn ps_mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+    pub async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
         check_name_length(name)?;
         let node = match dir {
             Node::Topics { project } => {
                 check_resource_name("topic", name)?;
-                let exists = match self.pubsub.api.get_topic(project, name).await {
+                let exists = match self.api.get_topic(project, name).await {
                     Ok(_) => true,
-                    Err(e) if e.kind == ErrorKind::NotFound => {
-                        self.pubsub.pending_topic_settings(project, name).is_some()
-                    }
+                    Err(e) if e.kind == ErrorKind::NotFound => self.pending_topic_settings(project, name).is_some(),
                     Err(e) => return Err(vfs_error(e)),
                 };
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("topic {name} exists")));
                 }
-                self.pubsub.pending_topics.add((project.clone(), name.to_string()), ());
+                self.pending_topics.add((project.clone(), name.to_string()), ());
                 tracing::info!(project, topic = name, "topic pending: created at its config.json");
                 Node::Topic { project: project.clone(), topic: name.to_string() }
             }
             Node::Subscriptions { project, topic } => {
                 check_resource_name("subscription", name)?;
-                let exists = match self.pubsub.api.get_subscription(project, name).await {
+                let exists = match self.api.get_subscription(project, name).await {
                     Ok(_) => true,
-                    Err(e) if e.kind == ErrorKind::NotFound => self.pubsub.pending_topic(project, name).is_some(),
+                    Err(e) if e.kind == ErrorKind::NotFound => self.pending_topic(project, name).is_some(),
                     Err(e) => return Err(vfs_error(e)),
                 };
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
                 }
-                self.pubsub.pending.add((project.clone(), name.to_string()), topic.clone());
+                self.pending.add((project.clone(), name.to_string()), topic.clone());
                 tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
             }
@@ -459,29 +459,29 @@ impl Namespace {
         subscription: &str,
         settings: &SubscriptionSettings,
     ) -> VfsResult<()> {
-        if let Some(topic) = self.pubsub.pending_topic(project, subscription) {
+        if let Some(topic) = self.pending_topic(project, subscription) {
             self.ensure_topic(project, &topic).await?;
         }
         if let Some(dead_letter) = settings.dead_letter_policy.as_ref().and_then(|p| short_topic_in(project, p)) {
             self.ensure_topic(project, dead_letter).await?;
         }
-        let _one_at_a_time = self.pubsub.pending.creating().await;
+        let _one_at_a_time = self.pending.creating().await;
         let key = (project.to_string(), subscription.to_string());
-        let Some(topic) = self.pubsub.pending_topic(project, subscription) else { return Ok(()) };
-        let created = self.pubsub.api.create_subscription(project, subscription, &topic, settings).await;
+        let Some(topic) = self.pending_topic(project, subscription) else { return Ok(()) };
+        let created = self.api.create_subscription(project, subscription, &topic, settings).await;
         let created = match created {
             Ok(created) => created,
             // Made meanwhile (by another client, or a create whose answer
             // was lost): it is not pending any more either way.
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                self.pubsub.pending.remove(&key);
+                self.pending.remove(&key);
                 return Err(vfs_error(e));
             }
             Err(e) => return Err(vfs_error(e)),
         };
-        self.pubsub.pending.remove(&key);
-        self.pubsub.subscriptions.forget(&(project.to_string(), topic.clone()));
-        self.pubsub.subscription_metas.put(key, Arc::new(created));
+        self.pending.remove(&key);
+        self.subscriptions.forget(&(project.to_string(), topic.clone()));
+        self.subscription_metas.put(key, Arc::new(created));
         tracing::info!(project, topic, subscription, "subscription created");
         Ok(())
     }
@@ -490,16 +490,16 @@ impl Namespace {
     /// pending subscriptions whose config.json did not come within `WAIT`
     /// (called periodically), the subscription named now (its stream is
     /// used) with its topic, or all.
-    pub(super) async fn create_due_subscriptions(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+    pub async fn create_due_subscriptions(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let mut failed = match which {
             PendingDue::Subscription(..) => Vec::new(),
             PendingDue::Waited | PendingDue::All => self.create_due_topics(which).await,
         };
         let due = match which {
             PendingDue::Subscription(project, subscription) => {
-                self.pubsub.pending.filter(|(p, s), _| p == project && s == subscription)
+                self.pending.filter(|(p, s), _| p == project && s == subscription)
             }
-            PendingDue::Waited | PendingDue::All => self.pubsub.pending.due(which),
+            PendingDue::Waited | PendingDue::All => self.pending.due(which),
         };
         for ((project, subscription), waiting) in due {
             let topic = &waiting.made_in;
@@ -529,7 +529,7 @@ impl Namespace {
                         && which != PendingDue::All
                         && waiting.waited() < DEAD_LETTER_WAIT => {}
                 Err(e) => {
-                    self.pubsub.pending.remove(&(project, subscription));
+                    self.pending.remove(&(project, subscription));
                     self.cx.error_log.record(&node.to_string(), e.errno(), e.message());
                     failed.push((node.to_string(), e));
                 }
@@ -540,32 +540,32 @@ impl Namespace {
 
     /// `rmdir` of a topic deletes it (its subscriptions stay, detached, as in
     /// Pub/Sub), of a subscription deletes the subscription.
-    pub(super) async fn ps_rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+    pub async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
         check_name_length(name)?;
         match dir {
             Node::Topics { project } => {
-                if self.pubsub.pending_topics.remove(&(project.clone(), name.to_string())) {
+                if self.pending_topics.remove(&(project.clone(), name.to_string())) {
                     // Never created, nor were its pending subscriptions.
-                    let of_topic = self.pubsub.pending.filter(|(p, _), w| p == project && w.made_in == name);
+                    let of_topic = self.pending.filter(|(p, _), w| p == project && w.made_in == name);
                     for (key, _) in of_topic {
-                        self.pubsub.pending.remove(&key);
+                        self.pending.remove(&key);
                     }
                     return Ok(());
                 }
-                let deleted = self.pubsub.api.delete_topic(project, name).await.map_err(vfs_error);
-                self.pubsub.topics.forget(&project.clone());
+                let deleted = self.api.delete_topic(project, name).await.map_err(vfs_error);
+                self.topics.forget(&project.clone());
                 deleted?;
                 tracing::info!(project, topic = name, "topic deleted");
                 Ok(())
             }
             Node::Subscriptions { project, topic } => {
-                if self.pubsub.pending.remove(&(project.clone(), name.to_string())) {
+                if self.pending.remove(&(project.clone(), name.to_string())) {
                     return Ok(());
                 }
                 self.subscription_of(project, topic, name).await?;
-                let deleted = self.pubsub.api.delete_subscription(project, name).await.map_err(vfs_error);
-                self.pubsub.subscriptions.forget(&(project.clone(), topic.clone()));
-                self.pubsub.subscription_metas.forget(&(project.clone(), name.to_string()));
+                let deleted = self.api.delete_subscription(project, name).await.map_err(vfs_error);
+                self.subscriptions.forget(&(project.clone(), topic.clone()));
+                self.subscription_metas.forget(&(project.clone(), name.to_string()));
                 deleted?;
                 tracing::info!(project, topic, subscription = name, "subscription deleted");
                 Ok(())
@@ -578,32 +578,32 @@ impl Namespace {
 
     /// Applies a whole document written to `node`: a config, or messages to
     /// publish. Generated files are accepted and ignored.
-    pub(super) async fn ps_apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+    pub async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         match node {
             Node::TopicFile { project, topic, file: TopicFile::Config }
-                if let Some(current) = self.pubsub.pending_topic_settings(project, topic) =>
+                if let Some(current) = self.pending_topic_settings(project, topic) =>
             {
                 let settings = parse_topic_config(data, &current)?;
                 check_topic_settings(None, &settings)?;
                 match self.create_pending_topic(project, topic, &settings).await? {
                     Some(_) => Ok(()),
                     // Made meanwhile: the settings are a change of it.
-                    None => Box::pin(self.ps_apply(node, data)).await,
+                    None => Box::pin(self.apply(node, data)).await,
                 }
             }
             Node::TopicFile { project, topic, file: TopicFile::Config } => {
-                let current = self.pubsub.api.get_topic(project, topic).await.map_err(vfs_error)?;
+                let current = self.api.get_topic(project, topic).await.map_err(vfs_error)?;
                 let settings = parse_topic_config(data, &current.settings)?;
                 check_topic_settings(Some(&current.settings), &settings)?;
                 if settings == current.settings {
                     return Ok(());
                 }
-                self.pubsub.api.update_topic(project, topic, &settings).await.map_err(vfs_error)?;
-                self.pubsub.topics.forget(&project.clone());
+                self.api.update_topic(project, topic, &settings).await.map_err(vfs_error)?;
+                self.topics.forget(&project.clone());
                 Ok(())
             }
             Node::SubscriptionFile { project, topic, subscription, file: SubscriptionFile::Config }
-                if self.pubsub.pending_topic(project, subscription).is_some() =>
+                if self.pending_topic(project, subscription).is_some() =>
             {
                 let defaults = pending_meta(project, topic, subscription).settings;
                 let settings = parse_subscription_config(project, &full_topic(project, topic), data, &defaults)?;
@@ -612,7 +612,7 @@ impl Namespace {
                     // Its dead-letter topic may come later in an archive:
                     // created once it exists (or the error logged).
                     Err(e) if e.errno() == libc::ENOENT && settings.dead_letter_policy.is_some() => {
-                        self.pubsub.pending.wait_again(&(project.clone(), subscription.clone()), &settings);
+                        self.pending.wait_again(&(project.clone(), subscription.clone()), &settings);
                         tracing::info!(project, subscription, "subscription waits for its dead-letter topic");
                         Ok(())
                     }
@@ -620,16 +620,16 @@ impl Namespace {
                 }
             }
             Node::SubscriptionFile { project, subscription, file: SubscriptionFile::Config, .. } => {
-                let current = self.pubsub.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
+                let current = self.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
                 let settings = parse_subscription_config(project, &current.topic, data, &current.settings)?;
                 check_subscription_change(Some(&current.settings), &settings)?;
                 if settings == current.settings {
                     return Ok(());
                 }
-                let updated = self.pubsub.api.update_subscription(project, subscription, &settings).await;
+                let updated = self.api.update_subscription(project, subscription, &settings).await;
                 let updated = updated.map_err(vfs_error)?;
                 let key = (project.clone(), subscription.clone());
-                self.pubsub.subscription_metas.put(key, Arc::new(updated));
+                self.subscription_metas.put(key, Arc::new(updated));
                 Ok(())
             }
             Node::TopicFile { project, topic, file: TopicFile::Message } => {
@@ -638,7 +638,7 @@ impl Namespace {
                 }
                 self.ensure_publishable(project, topic).await?;
                 let message = OutgoingMessage { data: Bytes::copy_from_slice(data), ..OutgoingMessage::default() };
-                self.pubsub.api.publish(project, topic, vec![message]).await.map_err(vfs_error)?;
+                self.api.publish(project, topic, vec![message]).await.map_err(vfs_error)?;
                 Ok(())
             }
             Node::TopicFile { project, topic, file: TopicFile::Messages } => {
@@ -662,7 +662,7 @@ impl Namespace {
         }
         let (mut failed, mut last_error) = (0, None);
         for batch in lines.chunks(PUBLISH_BATCH) {
-            if let Err(e) = self.pubsub.api.publish(project, topic, batch.to_vec()).await {
+            if let Err(e) = self.api.publish(project, topic, batch.to_vec()).await {
                 failed += batch.len();
                 last_error = Some(vfs_error(e));
             }
@@ -677,7 +677,7 @@ impl Namespace {
     }
 }
 
-impl Namespace {
+impl PubSubTree {
     /// Creates a pending topic with `settings` (one creation at a time):
     /// the topic as made, or None when it was not pending (any more) or
     /// found made meanwhile (another client, or a create whose answer was
@@ -689,29 +689,29 @@ impl Namespace {
         topic: &str,
         settings: &TopicSettings,
     ) -> VfsResult<Option<TopicMeta>> {
-        let _one_at_a_time = self.pubsub.pending_topics.creating().await;
+        let _one_at_a_time = self.pending_topics.creating().await;
         let key = (project.to_string(), topic.to_string());
-        if !self.pubsub.pending_topics.contains(&key) {
+        if !self.pending_topics.contains(&key) {
             return Ok(None);
         }
-        let created = self.pubsub.api.create_topic(project, topic, settings).await;
-        self.pubsub.topics.forget(&project.to_string());
+        let created = self.api.create_topic(project, topic, settings).await;
+        self.topics.forget(&project.to_string());
         match created {
             Ok(meta) => {
-                self.pubsub.pending_topics.remove(&key);
+                self.pending_topics.remove(&key);
                 tracing::info!(project, topic, "topic created");
                 Ok(Some(meta))
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                self.pubsub.pending_topics.remove(&key);
+                self.pending_topics.remove(&key);
                 Ok(None)
             }
             Err(e) if e.kind.is_transient() => {
-                self.pubsub.pending_topics.wait_again(&key, settings);
+                self.pending_topics.wait_again(&key, settings);
                 Err(vfs_error(e))
             }
             Err(e) => {
-                self.pubsub.pending_topics.remove(&key);
+                self.pending_topics.remove(&key);
                 Err(vfs_error(e))
             }
         }
@@ -720,7 +720,7 @@ impl Namespace {
     /// Creates `topic` if it is pending (with the settings kept for it, or
     /// defaults): something needs it now.
     async fn ensure_topic(&self, project: &str, topic: &str) -> VfsResult<()> {
-        match self.pubsub.pending_topic_settings(project, topic) {
+        match self.pending_topic_settings(project, topic) {
             Some(settings) => self.create_pending_topic(project, topic, &settings).await.map(|_| ()),
             None => Ok(()),
         }
@@ -733,7 +733,7 @@ impl Namespace {
     /// publish goes on.
     async fn ensure_publishable(&self, project: &str, topic: &str) -> VfsResult<()> {
         self.ensure_topic(project, topic).await?;
-        let of_topic = self.pubsub.pending.filter(|(p, _), w| p == project && w.made_in == topic);
+        let of_topic = self.pending.filter(|(p, _), w| p == project && w.made_in == topic);
         for ((_, subscription), waiting) in of_topic {
             let config = Node::SubscriptionFile {
                 project: project.to_string(),
@@ -756,7 +756,7 @@ impl Namespace {
     /// (called periodically), or all; what failed, by path.
     async fn create_due_topics(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let mut failed = Vec::new();
-        for ((project, topic), _) in self.pubsub.pending_topics.due(which) {
+        for ((project, topic), _) in self.pending_topics.due(which) {
             let config = Node::TopicFile { project: project.clone(), topic: topic.clone(), file: TopicFile::Config };
             if which != PendingDue::All && self.cx.local.stat(&config).is_some() {
                 // Its config.json is being written (over NFS it applies
@@ -781,7 +781,7 @@ fn short_topic_in<'a>(project: &str, policy: &'a ciofs_backends::pubsub::DeadLet
 }
 
 /// A topic's full name.
-pub(super) fn full_topic(project: &str, topic: &str) -> String {
+pub fn full_topic(project: &str, topic: &str) -> String {
     format!("projects/{project}/topics/{topic}")
 }
 
@@ -795,6 +795,3 @@ fn pending_meta(project: &str, topic: &str, subscription: &str) -> SubscriptionM
     };
     SubscriptionMeta { subscription: subscription.to_string(), topic: full_topic(project, topic), settings }
 }
-
-#[cfg(test)]
-mod tests;
