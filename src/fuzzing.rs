@@ -15,11 +15,11 @@ use ciofs_backends::memory::{MemoryBigQuery, MemoryGcs, MemoryPubSub};
 use ciofs_backends::pubsub::{SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings};
 
 use crate::archive::import::{self, ArchiveFile, ImportOptions, OnConflict};
-use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema, check_schema_change};
-use crate::core::rules::{label_problems, refuse_if_any};
-use crate::documents::bigquery::{
+use crate::bigquery::documents::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
 };
+use crate::bigquery::rules::{check_config_change, check_new_table_config, check_schema, check_schema_change};
+use crate::core::rules::{label_problems, refuse_if_any};
 use crate::documents::{bucket_document, parse_bucket_document, parse_object_document};
 use crate::namespace::{Namespace, Options, Services};
 use crate::pubsub::documents::{

@@ -6,7 +6,7 @@
 //! terminal. `fuzzing` (built only by cargo-fuzz) is what fuzz/ runs.
 
 pub mod archive;
-pub mod bigquery_rules;
+pub mod bigquery;
 pub mod cli;
 pub mod core;
 pub mod daemon;

@@ -28,8 +28,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use tokio::runtime::Handle;
 
-use crate::bigquery_rules::check_schema_change;
-use crate::documents::bigquery::parse_schema;
+use crate::bigquery::documents::parse_schema;
+use crate::bigquery::rules::check_schema_change;
 
 /// What to do with a resource that exists in the target and differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -5,8 +5,6 @@
 //! Cloud Storage's documents are here; BigQuery's, which are also parsed
 //! back when a user edits them, are in `bigquery`.
 
-pub mod bigquery;
-
 use std::collections::BTreeMap;
 
 use ciofs_backends::gcs::{BucketMeta, BucketSettings, ObjectMeta};

@@ -25,7 +25,7 @@ impl Documents for Namespace {
         match node.service() {
             Some(Service::PubSub) => Ok((self.pubsub.document(node).await?, SystemTime::UNIX_EPOCH)),
             Some(Service::Storage) => self.storage_document(node).await,
-            _ => self.bq_document(node).await,
+            _ => self.bigquery.document(node).await,
         }
     }
 
@@ -34,12 +34,12 @@ impl Documents for Namespace {
             Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
             Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
             _ if node.service() == Some(Service::PubSub) => self.pubsub.apply(node, data).await,
-            _ => self.bq_apply(node, data).await,
+            _ => self.bigquery.apply(node, data).await,
         }
     }
 
     async fn prepare_replay(&self, node: &Node) -> VfsResult<()> {
-        self.pending_again(node).await
+        self.bigquery.pending_again(node).await
     }
 }
 
@@ -123,7 +123,7 @@ impl Namespace {
             && self.bigquery.pending(project, dataset, table).is_none()
         {
             // The table must still exist for its files to be written.
-            self.table_view(project, dataset, table).await?;
+            self.bigquery.table_view(project, dataset, table).await?;
         }
         let (ino, generation) = self.cx.inodes.remember(&node);
         self.cx.inodes.count_lookup(ino);
@@ -161,12 +161,12 @@ impl Namespace {
             // It must be there to be removed.
             match dir.service() {
                 Some(Service::PubSub) => self.pubsub.lookup(dir, name).await?,
-                _ => self.bq_lookup(dir, name).await?,
+                _ => self.bigquery.lookup(dir, name).await?,
             };
         }
         if let Node::TableFile { project, dataset, table, file: TableFile::Config } = &node {
             // A pending table forgets the configuration written into it.
-            self.forget_pending_config(project, dataset, table);
+            self.bigquery.forget_pending_config(project, dataset, table);
         }
         self.cx.local.unlink(&node)
     }

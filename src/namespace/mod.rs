@@ -4,7 +4,6 @@
 //! `storage` answers for Cloud Storage, `listing` streams directory pages,
 //! `reader` streams object bytes, `cache` remembers metadata for a while.
 
-mod bigquery;
 mod buckets;
 mod documents_ops;
 mod listing;
@@ -33,10 +32,10 @@ use ciofs_frontends::{
 };
 use tokio::sync::Mutex as AsyncMutex;
 
-use self::bigquery::BigQueryTree;
 use self::listing::DirStreams;
 use self::reader::ObjectReader;
 use self::write::Writer;
+use crate::bigquery::BigQueryTree;
 use crate::core::cache::{self, MetaCache};
 use crate::core::context::Context;
 pub use crate::core::context::Options;
@@ -151,7 +150,7 @@ impl Namespace {
         let cx = Arc::new(Context::new(projects, options, inodes));
         Self {
             gcs: services.gcs,
-            bigquery: BigQueryTree::new(services.bigquery, options_ttl),
+            bigquery: BigQueryTree::new(cx.clone(), services.bigquery),
             pubsub: Arc::new(PubSubTree::new(cx.clone(), services.pubsub)),
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
@@ -227,7 +226,7 @@ impl Vfs for Namespace {
                 }
                 (state.size, state.mtime)
             }
-            (None, Some(Service::BigQuery)) => self.bq_stat(&node).await?,
+            (None, Some(Service::BigQuery)) => self.bigquery.stat(&node).await?,
             (None, Some(Service::PubSub)) if node.is_dir() => (0, SystemTime::UNIX_EPOCH),
             (None, Some(Service::PubSub)) => self.pubsub.stat(&node).await?,
             (None, _) if node == Node::ErrorLog => {
@@ -278,7 +277,7 @@ impl Vfs for Namespace {
             return Ok(self.page_after(entries, after, max));
         }
         match node.service() {
-            Some(Service::BigQuery) => return Ok(self.page_after(self.bq_children(&node).await?, after, max)),
+            Some(Service::BigQuery) => return Ok(self.page_after(self.bigquery.children(&node).await?, after, max)),
             Some(Service::PubSub) => return Ok(self.page_after(self.pubsub.children(&node).await?, after, max)),
             _ => {}
         }
@@ -460,7 +459,7 @@ impl Vfs for Namespace {
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.cx.node(parent)?;
         let made = match dir.service() {
-            Some(Service::BigQuery) => self.bq_mkdir(&dir, name).await,
+            Some(Service::BigQuery) => self.bigquery.mkdir(&dir, name).await,
             Some(Service::PubSub) => self.pubsub.mkdir(&dir, name).await,
             _ => self.make_dir(&dir, name).await,
         };
@@ -488,7 +487,7 @@ impl Vfs for Namespace {
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
         match dir.service() {
-            Some(Service::BigQuery) => self.bq_rmdir(&dir, name).await,
+            Some(Service::BigQuery) => self.bigquery.rmdir(&dir, name).await,
             Some(Service::PubSub) => self.pubsub.rmdir(&dir, name).await,
             _ => self.remove_dir(&dir, name).await,
         }
@@ -567,7 +566,7 @@ impl Namespace {
         // Failures are in `.ciofs/errors`.
         self.pubsub.create_due_subscriptions(PendingDue::Waited).await;
         self.create_due_buckets(PendingDue::Waited).await;
-        self.create_due_datasets(PendingDue::Waited).await;
+        self.bigquery.create_due_datasets(PendingDue::Waited).await;
     }
 
     /// Before the process ends (unmount, NFS stop, the end of an import):
@@ -578,7 +577,7 @@ impl Namespace {
     pub async fn settle(&self) -> Vec<(String, VfsError)> {
         self.commit_idle(Duration::ZERO).await;
         let mut failed = self.create_due_buckets(PendingDue::All).await;
-        failed.extend(self.create_due_datasets(PendingDue::All).await);
+        failed.extend(self.bigquery.create_due_datasets(PendingDue::All).await);
         failed.extend(self.pubsub.create_due_subscriptions(PendingDue::All).await);
         for (path, error) in &failed {
             tracing::warn!(path, %error, "not created");
@@ -689,7 +688,7 @@ impl Namespace {
             return Ok(self.fixed_entry(child).attr);
         }
         match dir.service() {
-            Some(Service::BigQuery) => return Ok(self.bq_lookup(&dir, name).await?.attr),
+            Some(Service::BigQuery) => return Ok(self.bigquery.lookup(&dir, name).await?.attr),
             Some(Service::PubSub) => return Ok(self.pubsub.lookup(&dir, name).await?.attr),
             _ => {}
         }

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
@@ -22,21 +22,21 @@ use ciofs_backends::bigquery::{
 };
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
-use super::Namespace;
-use crate::bigquery_rules::{check_config_change, check_new_table_config, check_schema_change};
+use super::documents::{
+    parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
+    render_table_status,
+};
+use super::rules::{check_config_change, check_new_table_config, check_schema_change};
 use crate::core::cache::Timed;
+use crate::core::context::Context;
 use crate::core::errors::vfs_error;
 use crate::core::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
 use crate::core::pages::all_pages;
 use crate::core::pending::{Pending, PendingDue, Waiting};
 use crate::core::rules::{label_problems, refuse_if_any};
-use crate::documents::bigquery::{
-    parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
-    render_table_status,
-};
 
 /// A table as files: its metadata and the three documents rendered once.
-pub(super) struct TableView {
+pub struct TableView {
     pub meta: TableMeta,
     documents: [Bytes; 3],
 }
@@ -71,7 +71,7 @@ impl TableView {
 /// A table directory made by mkdir whose table does not exist yet: the
 /// configuration written into it so far, used when schema.json arrives.
 #[derive(Clone)]
-pub(super) struct PendingTable {
+pub struct PendingTable {
     pub settings: TableSettings,
     pub config_written: bool,
     /// When the directory was made: its time, and its files'.
@@ -87,7 +87,8 @@ impl PendingTable {
 type TableKey = (String, String, String);
 
 /// What ciofs knows of BigQuery, and the client to ask.
-pub(super) struct BigQueryTree {
+pub struct BigQueryTree {
+    cx: Arc<Context>,
     api: Arc<dyn BigQuery>,
     datasets: Timed<String, Arc<Vec<DatasetListEntry>>>,
     tables: Timed<(String, String), Arc<Vec<TableListEntry>>>,
@@ -99,8 +100,10 @@ pub(super) struct BigQueryTree {
 }
 
 impl BigQueryTree {
-    pub fn new(api: Arc<dyn BigQuery>, ttl: Duration) -> Self {
+    pub fn new(cx: Arc<Context>, api: Arc<dyn BigQuery>) -> Self {
+        let ttl = cx.options.metadata_ttl;
         Self {
+            cx,
             api,
             datasets: Timed::new(ttl),
             tables: Timed::new(ttl),
@@ -175,14 +178,14 @@ fn check_table_name(name: &str) -> VfsResult<()> {
     Ok(())
 }
 
-impl Namespace {
+impl BigQueryTree {
     /// Finds `name` in a BigQuery directory.
-    pub(super) async fn bq_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+    pub async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
         check_name_length(name)?;
         let missing = || VfsError::not_found(format!("{dir}/{name}"));
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
-                let listed = self.bigquery.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
+                let listed = self.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
                 if !listed {
                     self.dataset_view(project, name).await?;
                 }
@@ -195,7 +198,7 @@ impl Namespace {
                         .dir_entry(Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() }));
                 }
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
-                if let Some(pending) = self.bigquery.pending(project, dataset, name) {
+                if let Some(pending) = self.pending(project, dataset, name) {
                     return Ok(self.cx.entry(node, 0, pending.made));
                 }
                 let created = self.table_created(project, dataset, name).await?;
@@ -235,10 +238,10 @@ impl Namespace {
             return Ok(Some(self.cx.entry(node, size, mtime)));
         }
         if let Node::TableFile { project, dataset, table, .. } = &node
-            && self.bigquery.pending(project, dataset, table).is_some()
+            && self.pending(project, dataset, table).is_some()
         {
             // A pending table shows only the files written into it.
-            return match self.bq_document(&node).await {
+            return match self.document(&node).await {
                 Ok((document, mtime)) => Ok(Some(self.cx.entry(node, document.len() as u64, mtime))),
                 Err(e) if e.errno() == libc::ENOENT => Ok(None),
                 Err(e) => Err(e),
@@ -247,35 +250,35 @@ impl Namespace {
         if matches!(node, Node::Scratch { .. }) {
             return Ok(None);
         }
-        let (document, mtime) = self.bq_document(&node).await?;
+        let (document, mtime) = self.document(&node).await?;
         Ok(Some(self.cx.entry(node, document.len() as u64, mtime)))
     }
 
     /// Size and time of a BigQuery node.
-    pub(super) async fn bq_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+    pub async fn stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
         if let Some(stat) = self.cx.local.stat(node) {
             return Ok(stat);
         }
         match node {
             Node::Table { project, dataset, table } => {
-                if let Some(pending) = self.bigquery.pending(project, dataset, table) {
+                if let Some(pending) = self.pending(project, dataset, table) {
                     return Ok((0, pending.made));
                 }
                 Ok((0, self.table_created(project, dataset, table).await?))
             }
             Node::TableFile { project, dataset, table, file: TableFile::Status } => {
-                match self.bigquery.pending(project, dataset, table) {
+                match self.pending(project, dataset, table) {
                     // Created by tar in a new table directory: an empty file
                     // whose writes are ignored.
                     Some(pending) => Ok((0, pending.made)),
                     None => {
-                        let (document, mtime) = self.bq_document(node).await?;
+                        let (document, mtime) = self.document(node).await?;
                         Ok((document.len() as u64, mtime))
                     }
                 }
             }
             Node::TableFile { .. } | Node::DatasetMeta { .. } => {
-                let (document, mtime) = self.bq_document(node).await?;
+                let (document, mtime) = self.document(node).await?;
                 Ok((document.len() as u64, mtime))
             }
             Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
@@ -284,10 +287,10 @@ impl Namespace {
     }
 
     /// The current rendering of a generated or editable document.
-    pub(super) async fn bq_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+    pub async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node {
             Node::TableFile { project, dataset, table, file } => {
-                if let Some(pending) = self.bigquery.pending(project, dataset, table) {
+                if let Some(pending) = self.pending(project, dataset, table) {
                     let made = pending.made;
                     return match file {
                         TableFile::Config if pending.config_written => {
@@ -310,11 +313,11 @@ impl Namespace {
     }
 
     /// Every entry of a BigQuery directory, in listing order.
-    pub(super) async fn bq_children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
+    pub async fn children(&self, dir: &Node) -> VfsResult<Vec<DirEntry>> {
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
                 let mut names: Vec<String> = self.datasets(project).await?.iter().map(|d| d.dataset.clone()).collect();
-                let pending = self.bigquery.pending_datasets.filter(|(of, _), _| of == project);
+                let pending = self.pending_datasets.filter(|(of, _), _| of == project);
                 names.extend(pending.into_iter().map(|((_, dataset), _)| dataset));
                 names.sort();
                 names.dedup();
@@ -354,14 +357,14 @@ impl Namespace {
 
     /// `.meta`, then the tables (and pending table directories) by name.
     async fn dataset_children(&self, project: &str, dataset: &str) -> VfsResult<Vec<DirEntry>> {
-        let mut children: Vec<(String, SystemTime)> = match self.bigquery.pending_dataset(project, dataset) {
+        let mut children: Vec<(String, SystemTime)> = match self.pending_dataset(project, dataset) {
             Some(_) => Vec::new(),
             None => {
                 let tables = self.tables(project, dataset).await?;
                 tables.iter().map(|t| (t.table.clone(), t.created.unwrap_or(SystemTime::UNIX_EPOCH))).collect()
             }
         };
-        for (table, pending) in self.bigquery.pending_in(project, dataset) {
+        for (table, pending) in self.pending_in(project, dataset) {
             if !children.iter().any(|(name, _)| *name == table) {
                 children.push((table, pending.made));
             }
@@ -378,29 +381,29 @@ impl Namespace {
 
     /// A project's datasets, all pages, by name.
     async fn datasets(&self, project: &str) -> VfsResult<Arc<Vec<DatasetListEntry>>> {
-        if let Some(datasets) = self.bigquery.datasets.get(&project.to_string()) {
+        if let Some(datasets) = self.datasets.get(&project.to_string()) {
             return Ok(datasets);
         }
         let mut datasets = all_pages(|token| async move {
-            self.bigquery.api.list_datasets(project, token).await.map(|page| (page.items, page.next_page_token))
+            self.api.list_datasets(project, token).await.map(|page| (page.items, page.next_page_token))
         })
         .await?;
         datasets.retain(|d| check_dataset_name(&d.dataset).is_ok());
         datasets.sort_by(|a, b| a.dataset.cmp(&b.dataset));
         datasets.dedup_by(|a, b| a.dataset == b.dataset);
         let datasets = Arc::new(datasets);
-        self.bigquery.datasets.put(project.to_string(), datasets.clone());
+        self.datasets.put(project.to_string(), datasets.clone());
         Ok(datasets)
     }
 
     /// A dataset's tables, all pages, by name.
     async fn tables(&self, project: &str, dataset: &str) -> VfsResult<Arc<Vec<TableListEntry>>> {
         let key = (project.to_string(), dataset.to_string());
-        if let Some(tables) = self.bigquery.tables.get(&key) {
+        if let Some(tables) = self.tables.get(&key) {
             return Ok(tables);
         }
         let mut tables = all_pages(|token| async move {
-            self.bigquery.api.list_tables(project, dataset, token).await.map(|page| (page.items, page.next_page_token))
+            self.api.list_tables(project, dataset, token).await.map(|page| (page.items, page.next_page_token))
         })
         .await?;
         tables.retain(|t| match check_table_name(&t.table).and(check_name_length(&t.table)) {
@@ -413,7 +416,7 @@ impl Namespace {
         tables.sort_by(|a, b| a.table.cmp(&b.table));
         tables.dedup_by(|a, b| a.table == b.table);
         let tables = Arc::new(tables);
-        self.bigquery.tables.put(key, tables.clone());
+        self.tables.put(key, tables.clone());
         Ok(tables)
     }
 
@@ -421,7 +424,7 @@ impl Namespace {
     /// -l` makes no call per table), else from a get.
     async fn table_created(&self, project: &str, dataset: &str, table: &str) -> VfsResult<SystemTime> {
         let key = (project.to_string(), dataset.to_string());
-        let listed = self.bigquery.tables.get(&key).and_then(|l| l.iter().find(|t| t.table == table).cloned());
+        let listed = self.tables.get(&key).and_then(|l| l.iter().find(|t| t.table == table).cloned());
         let created = match listed {
             Some(entry) => entry.created,
             None => self.table_view(project, dataset, table).await?.created(),
@@ -430,24 +433,24 @@ impl Namespace {
     }
 
     /// A table's metadata and documents, from the cache or one get.
-    pub(super) async fn table_view(&self, project: &str, dataset: &str, table: &str) -> VfsResult<Arc<TableView>> {
+    pub async fn table_view(&self, project: &str, dataset: &str, table: &str) -> VfsResult<Arc<TableView>> {
         let key = table_key(project, dataset, table);
-        if let Some(view) = self.bigquery.views.get(&key) {
+        if let Some(view) = self.views.get(&key) {
             return Ok(view);
         }
-        let meta = self.bigquery.api.get_table(project, dataset, table).await.map_err(vfs_error)?;
+        let meta = self.api.get_table(project, dataset, table).await.map_err(vfs_error)?;
         Ok(self.remember_table(project, meta))
     }
 
     fn remember_table(&self, project: &str, meta: TableMeta) -> Arc<TableView> {
         let key = table_key(project, &meta.dataset, &meta.table);
         let view = Arc::new(TableView::new(meta));
-        self.bigquery.views.put(key, view.clone());
+        self.views.put(key, view.clone());
         view
     }
 
     async fn dataset_view(&self, project: &str, dataset: &str) -> VfsResult<Arc<(DatasetMeta, Bytes)>> {
-        if let Some(pending) = self.bigquery.pending_dataset(project, dataset) {
+        if let Some(pending) = self.pending_dataset(project, dataset) {
             // What it will be made with unless its `_dataset.json` says more.
             let meta = DatasetMeta {
                 dataset: dataset.to_string(),
@@ -459,19 +462,19 @@ impl Namespace {
             return Ok(Arc::new((meta, document)));
         }
         let key = (project.to_string(), dataset.to_string());
-        if let Some(view) = self.bigquery.dataset_views.get(&key) {
+        if let Some(view) = self.dataset_views.get(&key) {
             return Ok(view);
         }
-        let meta = self.bigquery.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
+        let meta = self.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
         let document = Bytes::from(render_dataset(&meta));
         let view = Arc::new((meta, document));
-        self.bigquery.dataset_views.put(key, view.clone());
+        self.dataset_views.put(key, view.clone());
         Ok(view)
     }
 
     /// `mkdir bigquery/NEW` makes a pending dataset; `mkdir bigquery/DS/NEW`
     /// a pending table directory (and creates its dataset, if pending).
-    pub(super) async fn bq_mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+    pub async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
         check_name_length(name)?;
         match dir {
             Node::Service { project, service: Service::BigQuery } => {
@@ -485,15 +488,15 @@ impl Namespace {
                 if exists {
                     return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
                 }
-                let made = self.bigquery.pending_datasets.add((project.clone(), name.to_string()), ());
-                self.bigquery.dataset_views.forget(&(project.clone(), name.to_string()));
+                let made = self.pending_datasets.add((project.clone(), name.to_string()), ());
+                self.dataset_views.forget(&(project.clone(), name.to_string()));
                 tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
                 Ok(self.cx.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
             }
             Node::Dataset { project, dataset } => {
                 check_table_name(name)?;
                 self.ensure_dataset(project, dataset).await?;
-                if self.bigquery.pending(project, dataset, name).is_some() {
+                if self.pending(project, dataset, name).is_some() {
                     return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
                 }
                 match self.table_view(project, dataset, name).await {
@@ -505,7 +508,7 @@ impl Namespace {
                 self.dataset_view(project, dataset).await?;
                 let pending = PendingTable::new();
                 let made = pending.made;
-                self.bigquery.set_pending(project, dataset, name, Some(pending));
+                self.set_pending(project, dataset, name, Some(pending));
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
                 Ok(self.cx.entry(node, 0, made).attr)
             }
@@ -515,7 +518,7 @@ impl Namespace {
 
     /// `rmdir` of a table deletes it (whatever files it shows); of a dataset,
     /// only an empty one.
-    pub(super) async fn bq_rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+    pub async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
         check_name_length(name)?;
         match dir {
             Node::Service { project, service: Service::BigQuery } => self.delete_dataset(project, name).await,
@@ -524,12 +527,12 @@ impl Namespace {
             Node::Dataset { project, dataset } => {
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
                 self.cx.local.drop_under(&node);
-                if self.bigquery.pending(project, dataset, name).is_some() {
-                    self.bigquery.set_pending(project, dataset, name, None);
+                if self.pending(project, dataset, name).is_some() {
+                    self.set_pending(project, dataset, name, None);
                     return Ok(());
                 }
-                let deleted = self.bigquery.api.delete_table(project, dataset, name).await.map_err(vfs_error);
-                self.bigquery.forget_table(project, dataset, name);
+                let deleted = self.api.delete_table(project, dataset, name).await.map_err(vfs_error);
+                self.forget_table(project, dataset, name);
                 deleted?;
                 tracing::info!(project, dataset, table = name, "table deleted");
                 Ok(())
@@ -539,22 +542,22 @@ impl Namespace {
     }
 
     async fn delete_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
-        if !self.bigquery.pending_in(project, dataset).is_empty() {
+        if !self.pending_in(project, dataset).is_empty() {
             return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} holds new table directories")));
         }
-        if self.bigquery.pending_datasets.remove(&(project.to_string(), dataset.to_string())) {
+        if self.pending_datasets.remove(&(project.to_string(), dataset.to_string())) {
             return Ok(());
         }
         // Asked afresh: a cached listing may miss a table made elsewhere.
         let key = (project.to_string(), dataset.to_string());
-        self.bigquery.tables.forget(&key);
+        self.tables.forget(&key);
         if !self.tables(project, dataset).await?.is_empty() {
             return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} is not empty")));
         }
-        let deleted = self.bigquery.api.delete_dataset(project, dataset).await.map_err(vfs_error);
-        self.bigquery.datasets.forget(&project.to_string());
-        self.bigquery.dataset_views.forget(&key);
-        self.bigquery.tables.forget(&key);
+        let deleted = self.api.delete_dataset(project, dataset).await.map_err(vfs_error);
+        self.datasets.forget(&project.to_string());
+        self.dataset_views.forget(&key);
+        self.tables.forget(&key);
         deleted?;
         tracing::info!(project, dataset, "dataset deleted");
         Ok(())
@@ -562,21 +565,21 @@ impl Namespace {
 
     /// Applies a whole document written to `node`: validated, then sent if
     /// it changes anything. Generated documents are accepted and ignored.
-    pub(super) async fn bq_apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+    pub async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         if let Node::DatasetMeta { project, dataset } = node {
             return self.apply_dataset(project, dataset, data).await;
         }
         let Node::TableFile { project, dataset, table, file } = node else {
             return Ok(());
         };
-        match (file, self.bigquery.pending(project, dataset, table)) {
+        match (file, self.pending(project, dataset, table)) {
             (TableFile::Status, _) => Ok(()),
             (TableFile::Schema, Some(pending)) => self.create_table(project, dataset, table, pending, data).await,
             (TableFile::Config, Some(mut pending)) => {
                 pending.settings = parse_table_config(data, &pending.settings)?;
                 check_new_table_config(&pending.settings, SystemTime::now())?;
                 pending.config_written = true;
-                self.bigquery.set_pending(project, dataset, table, Some(pending));
+                self.set_pending(project, dataset, table, Some(pending));
                 Ok(())
             }
             (TableFile::Schema, None) => {
@@ -598,14 +601,14 @@ impl Namespace {
     /// A written `_dataset.json`: description, friendly name, labels and
     /// default table expiration change; the rest must stay as it is.
     async fn apply_dataset(&self, project: &str, dataset: &str, data: &[u8]) -> VfsResult<()> {
-        if self.bigquery.pending_dataset(project, dataset).is_some() {
+        if self.pending_dataset(project, dataset).is_some() {
             let settings = parse_dataset(data, &DatasetSettings::default())?;
             let mut problems = Vec::new();
             label_problems("BigQuery", &settings.labels, &mut problems);
             refuse_if_any(problems)?;
             return self.create_pending_dataset(project, dataset, &settings).await;
         }
-        let current = self.bigquery.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
+        let current = self.api.get_dataset(project, dataset).await.map_err(vfs_error)?;
         let settings = parse_dataset(data, &current.settings)?;
         if settings == current.settings {
             return Ok(());
@@ -615,9 +618,9 @@ impl Namespace {
             label_problems("BigQuery", &settings.labels, &mut problems);
         }
         refuse_if_any(problems)?;
-        let meta = self.bigquery.api.update_dataset(project, dataset, &settings).await.map_err(vfs_error)?;
+        let meta = self.api.update_dataset(project, dataset, &settings).await.map_err(vfs_error)?;
         let document = Bytes::from(render_dataset(&meta));
-        self.bigquery.dataset_views.put((project.to_string(), dataset.to_string()), Arc::new((meta, document)));
+        self.dataset_views.put((project.to_string(), dataset.to_string()), Arc::new((meta, document)));
         tracing::info!(project, dataset, "dataset updated");
         Ok(())
     }
@@ -625,7 +628,7 @@ impl Namespace {
     /// Creates `dataset` now if it is pending, with the settings it has
     /// (the defaults, unless a creation with its own failed for a while).
     async fn ensure_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
-        let Some(pending) = self.bigquery.pending_dataset(project, dataset) else { return Ok(()) };
+        let Some(pending) = self.pending_dataset(project, dataset) else { return Ok(()) };
         self.create_pending_dataset(project, dataset, &pending.settings.unwrap_or_default()).await
     }
 
@@ -633,35 +636,35 @@ impl Namespace {
     /// A refusal ends its pending; a transient failure leaves it, to try
     /// again.
     async fn create_pending_dataset(&self, project: &str, dataset: &str, settings: &DatasetSettings) -> VfsResult<()> {
-        let _one_at_a_time = self.bigquery.pending_datasets.creating().await;
+        let _one_at_a_time = self.pending_datasets.creating().await;
         let key = (project.to_string(), dataset.to_string());
-        if !self.bigquery.pending_datasets.contains(&key) {
+        if !self.pending_datasets.contains(&key) {
             return Ok(());
         }
-        let meta = match self.bigquery.api.create_dataset(project, dataset, settings).await {
+        let meta = match self.api.create_dataset(project, dataset, settings).await {
             Ok(meta) => meta,
             Err(e) if e.kind.is_transient() => {
-                self.bigquery.pending_datasets.wait_again(&key, settings);
+                self.pending_datasets.wait_again(&key, settings);
                 return Err(vfs_error(e));
             }
             Err(e) => {
-                self.bigquery.pending_datasets.remove(&key);
+                self.pending_datasets.remove(&key);
                 return Err(vfs_error(e));
             }
         };
-        self.bigquery.pending_datasets.remove(&key);
-        self.bigquery.datasets.forget(&project.to_string());
+        self.pending_datasets.remove(&key);
+        self.datasets.forget(&project.to_string());
         let document = Bytes::from(render_dataset(&meta));
-        self.bigquery.dataset_views.put(key, Arc::new((meta, document)));
+        self.dataset_views.put(key, Arc::new((meta, document)));
         tracing::info!(project, dataset, "dataset created");
         Ok(())
     }
 
     /// Creates, with BigQuery's defaults, the pending datasets that waited
     /// long enough for their `_dataset.json` (called periodically), or all.
-    pub(super) async fn create_due_datasets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+    pub async fn create_due_datasets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let mut failed = Vec::new();
-        for ((project, dataset), _) in self.bigquery.pending_datasets.due(which) {
+        for ((project, dataset), _) in self.pending_datasets.due(which) {
             let document = Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() };
             if which != PendingDue::All && self.cx.local.stat(&document).is_some() {
                 // Being written (over NFS it applies after a quiet second).
@@ -679,16 +682,16 @@ impl Namespace {
     /// Before a journaled edit of an earlier run is applied: a table that
     /// does not exist (yet) in an existing dataset is a directory made by
     /// mkdir, pending again.
-    pub(super) async fn pending_again(&self, node: &Node) -> VfsResult<()> {
+    pub async fn pending_again(&self, node: &Node) -> VfsResult<()> {
         let Node::TableFile { project, dataset, table, .. } = node else { return Ok(()) };
-        if self.bigquery.pending(project, dataset, table).is_some() {
+        if self.pending(project, dataset, table).is_some() {
             return Ok(());
         }
         match self.table_view(project, dataset, table).await {
             Err(e) if e.errno() == libc::ENOENT => {
                 self.dataset_view(project, dataset).await?;
                 let pending = PendingTable::new();
-                self.bigquery.set_pending(project, dataset, table, Some(pending));
+                self.set_pending(project, dataset, table, Some(pending));
                 Ok(())
             }
             other => other.map(|_| ()),
@@ -696,18 +699,18 @@ impl Namespace {
     }
 
     /// A pending table's config.json was removed: its settings go too.
-    pub(super) fn forget_pending_config(&self, project: &str, dataset: &str, table: &str) {
-        if let Some(mut pending) = self.bigquery.pending(project, dataset, table) {
+    pub fn forget_pending_config(&self, project: &str, dataset: &str, table: &str) {
+        if let Some(mut pending) = self.pending(project, dataset, table) {
             pending.settings = TableSettings::default();
             pending.config_written = false;
-            self.bigquery.set_pending(project, dataset, table, Some(pending));
+            self.set_pending(project, dataset, table, Some(pending));
         }
     }
 
     /// The table as it is now (an edit is checked against the current
     /// version, not a cached one).
     async fn fresh_table_view(&self, project: &str, dataset: &str, table: &str) -> VfsResult<Arc<TableView>> {
-        self.bigquery.views.forget(&table_key(project, dataset, table));
+        self.views.forget(&table_key(project, dataset, table));
         self.table_view(project, dataset, table).await
     }
 
@@ -720,11 +723,11 @@ impl Namespace {
             return Ok(());
         }
         let etag = Some(meta.etag.as_str()).filter(|e| !e.is_empty());
-        let updated = self.bigquery.api.update_table(project, &meta.dataset, &meta.table, &settings, etag).await;
+        let updated = self.api.update_table(project, &meta.dataset, &meta.table, &settings, etag).await;
         let updated = match updated {
             Ok(updated) => updated,
             Err(e) => {
-                self.bigquery.views.forget(&table_key(project, &meta.dataset, &meta.table));
+                self.views.forget(&table_key(project, &meta.dataset, &meta.table));
                 return Err(match e.kind {
                     ErrorKind::PreconditionFailed => VfsError::new(
                         libc::ESTALE,
@@ -752,10 +755,10 @@ impl Namespace {
         // schema.json of an export (which lists them) is not sent.
         let schema = if is_view { Vec::new() } else { parse_schema(data)? };
         let settings = TableSettings { schema, ..pending.settings };
-        let created = self.bigquery.api.create_table(project, dataset, table, &settings).await.map_err(vfs_error)?;
+        let created = self.api.create_table(project, dataset, table, &settings).await.map_err(vfs_error)?;
         tracing::info!(project, dataset, table, "table created");
-        self.bigquery.set_pending(project, dataset, table, None);
-        self.bigquery.tables.forget(&(project.to_string(), dataset.to_string()));
+        self.set_pending(project, dataset, table, None);
+        self.tables.forget(&(project.to_string(), dataset.to_string()));
         self.remember_table(project, created);
         Ok(())
     }

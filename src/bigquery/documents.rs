@@ -6,7 +6,7 @@
 //! silently drop a setting), and a JSON error names its line and column.
 //! `config.json` merges at the top level: a key left out keeps the table's
 //! current value, `null` clears it, and a present `labels` object replaces
-//! all labels. BigQuery's rules (what may change) are `bigquery_rules`'s
+//! all labels. BigQuery's rules (what may change) are `rules`'s
 //! business; `parse_schema` runs its checks of a schema on its own.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use ciofs_frontends::VfsError;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::bigquery_rules::{canonical_type, check_schema};
+use super::rules::{canonical_type, check_schema};
 use crate::core::document::input::{check_header, parse_json, pick, present};
 use crate::core::document::{VERSION, render, rfc3339};
 
@@ -114,7 +114,7 @@ impl FieldInput {
 
 /// The columns of a written `schema.json`, checked on their own (known
 /// types and modes, names, nesting) but not against the table's current
-/// schema (`bigquery_rules::check_schema_change` does that).
+/// schema (`rules::check_schema_change` does that).
 pub fn parse_schema(bytes: &[u8]) -> Result<Vec<SchemaField>, VfsError> {
     let input: SchemaInput = parse_json(bytes, SCHEMA_FILE)?;
     check_header(SCHEMA_FILE, input.version.as_deref(), input.r#type.as_deref(), SCHEMA_TYPE)?;
@@ -273,7 +273,7 @@ fn partition_type<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// The settings a written `config.json` asks for: `current` with the
 /// document's keys applied (absent keeps, null clears, `labels` replaces the
 /// whole map). The schema is `current`'s. Whether BigQuery allows the
-/// change is `bigquery_rules::check_config_change`'s question.
+/// change is `rules::check_config_change`'s question.
 pub fn parse_table_config(bytes: &[u8], current: &TableSettings) -> Result<TableSettings, VfsError> {
     let input: ConfigInput = parse_json(bytes, CONFIG_FILE)?;
     check_header(CONFIG_FILE, input.version.as_deref(), input.r#type.as_deref(), CONFIG_TYPE)?;
