@@ -20,12 +20,12 @@ use crate::bigquery::documents::{
 };
 use crate::bigquery::rules::{check_config_change, check_new_table_config, check_schema, check_schema_change};
 use crate::core::rules::{label_problems, refuse_if_any};
-use crate::documents::{bucket_document, parse_bucket_document, parse_object_document};
 use crate::namespace::{Namespace, Options, Services};
 use crate::pubsub::documents::{
     parse_subscription_config, parse_topic_config, render_subscription_config, render_topic_config,
 };
 use crate::pubsub::rules::{check_subscription_change, check_topic_settings};
+use crate::storage::documents::{bucket_document, parse_bucket_document, parse_object_document};
 
 /// A fixed "now", so that a run does not depend on the day.
 fn now() -> SystemTime {

@@ -10,8 +10,8 @@ pub mod bigquery;
 pub mod cli;
 pub mod core;
 pub mod daemon;
-pub mod documents;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod namespace;
 pub mod pubsub;
+pub mod storage;

@@ -82,10 +82,10 @@ async fn a_made_bucket_is_created_by_its_first_file_or_after_a_second() {
     assert_eq!(gcs.get_bucket("first-file").await.unwrap().location, "US", "Cloud Storage's defaults");
 
     ns.mkdir(storage, "waited", 0o755).await.unwrap();
-    let _ = ns.create_due_buckets(super::PendingDue::Waited).await;
+    let _ = ns.storage.create_due_buckets(super::PendingDue::Waited).await;
     assert!(gcs.get_bucket("waited").await.is_err(), "not before a second");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let _ = ns.create_due_buckets(super::PendingDue::Waited).await;
+    let _ = ns.storage.create_due_buckets(super::PendingDue::Waited).await;
     assert_eq!(gcs.get_bucket("waited").await.unwrap().storage_class, "STANDARD");
 }
 
@@ -101,7 +101,7 @@ async fn taken_and_invalid_names_are_refused_and_a_pending_bucket_can_be_removed
     assert_eq!(ns.mkdir(storage, "brief", 0o755).await.unwrap_err().errno(), libc::EEXIST);
     ns.rmdir(storage, "brief").await.unwrap();
     assert_eq!(names(&ns, storage).await, ["taken"]);
-    let _ = ns.create_due_buckets(super::PendingDue::Waited).await;
+    let _ = ns.storage.create_due_buckets(super::PendingDue::Waited).await;
     assert_eq!(created(&gcs), 0);
 }
 
@@ -160,7 +160,7 @@ async fn settings_that_failed_to_apply_are_kept_for_the_next_try() {
     let failed = write_bucket_document(&ns, "later", r#"{"location": "EU", "labels": {"k": "v"}}"#).await;
     assert_eq!(failed, Err(libc::EIO));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let _ = ns.create_due_buckets(super::PendingDue::Waited).await;
+    let _ = ns.storage.create_due_buckets(super::PendingDue::Waited).await;
     let made = gcs.get_bucket("later").await.unwrap();
     assert_eq!(made.location, "EU", "made with the settings that failed, not the defaults");
 }

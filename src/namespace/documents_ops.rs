@@ -24,15 +24,15 @@ impl Documents for Namespace {
     async fn current(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node.service() {
             Some(Service::PubSub) => Ok((self.pubsub.document(node).await?, SystemTime::UNIX_EPOCH)),
-            Some(Service::Storage) => self.storage_document(node).await,
+            Some(Service::Storage) => self.storage.storage_document(node).await,
             _ => self.bigquery.document(node).await,
         }
     }
 
     async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         match node {
-            Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
-            Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
+            Node::ObjectMeta { bucket, name, .. } => self.storage.apply_object_meta(bucket, name, data).await,
+            Node::BucketMeta { bucket, .. } => self.storage.apply_bucket_meta(bucket, data).await,
             _ if node.service() == Some(Service::PubSub) => self.pubsub.apply(node, data).await,
             _ => self.bigquery.apply(node, data).await,
         }
@@ -87,7 +87,7 @@ impl Namespace {
                 None => scratch(dir, name),
             },
             Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
-            Node::MetaDir { .. } => self.child_to_create(dir, name),
+            Node::MetaDir { .. } => self.storage.child_to_create(dir, name),
             _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
         }
     }

@@ -4,16 +4,7 @@
 //! `storage` answers for Cloud Storage, `listing` streams directory pages,
 //! `reader` streams object bytes, `cache` remembers metadata for a while.
 
-mod buckets;
 mod documents_ops;
-mod listing;
-mod mutate;
-mod nfs_writes;
-mod object_meta;
-mod reader;
-mod storage;
-mod unattended;
-mod write;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,26 +16,25 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::BigQuery;
-use ciofs_backends::gcs::{ObjectMeta, ObjectStore};
+use ciofs_backends::gcs::ObjectStore;
 use ciofs_backends::pubsub::PubSub;
 use ciofs_frontends::{
     Attr, AttrsChanged, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 use tokio::sync::Mutex as AsyncMutex;
 
-use self::listing::DirStreams;
-use self::reader::ObjectReader;
-use self::write::Writer;
 use crate::bigquery::BigQueryTree;
-use crate::core::cache::{self, MetaCache};
+use crate::core::cache;
 use crate::core::context::Context;
 pub use crate::core::context::Options;
 use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
-use crate::core::pending;
 use crate::core::pending::PendingDue;
 use crate::pubsub::PubSubTree;
 use crate::pubsub::stream::StreamReader;
+use crate::storage::StorageTree;
+use crate::storage::reader::ObjectReader;
+use crate::storage::write::{self, Writer};
 
 /// What an open file handle reads or writes.
 #[derive(Clone)]
@@ -79,18 +69,9 @@ pub struct Services {
     pub pubsub: Arc<dyn PubSub>,
 }
 
-/// How long an open for write waits for another handle's data to be
-/// uploaded before it answers EBUSY. FUSE sends RELEASE after close()
-/// returned, so a change made through a closed handle's file (an ftruncate
-/// on another descriptor, say) is uploaded only then: a short wait lets
-/// `close(); open()` in one program see it done.
-const SETTLE_WAIT: Duration = Duration::from_secs(1);
-
 /// The most one read returns (FUSE asks for at most 1 MiB, NFS clients for
 /// what fsinfo allows); a larger count from a client is cut to this.
 const MAX_READ: u32 = 4 << 20;
-
-type SharedReader = Arc<AsyncMutex<ObjectReader>>;
 
 /// Readers for NFS, which reads without opening: kept per inode.
 const NFS_READERS: usize = 64;
@@ -98,34 +79,11 @@ const NFS_READERS: usize = 64;
 pub struct Namespace {
     /// What every slice shares: options, inodes, local files, the error log.
     cx: Arc<Context>,
-    gcs: Arc<dyn ObjectStore>,
-    cache: MetaCache,
-    /// The names of each project's buckets: bucket names are global, and a
-    /// bucket of another project must not show (or take writes) in this
-    /// one's `storage/`.
-    project_buckets: cache::Timed<String, Arc<std::collections::HashSet<String>>>,
-    /// (project, bucket): buckets found to be another project's.
-    foreign_buckets: cache::Timed<(String, String), ()>,
-    streams: DirStreams,
-    handles: Mutex<HashMap<Fh, Handle>>,
-    next_fh: AtomicU64,
-    /// By inode: the generation read and its reader.
-    nfs_readers: Mutex<HashMap<Ino, (i64, SharedReader)>>,
-    /// The latest handle open for write of each inode.
-    writers: Mutex<HashMap<Ino, Arc<Writer>>>,
-    /// The object generation each inode last had when opened, so that an
-    /// unchanged object keeps the kernel's page cache.
-    opened_generation: Mutex<HashMap<Ino, i64>>,
+    storage: StorageTree,
     bigquery: BigQueryTree,
     pubsub: Arc<PubSubTree>,
-    /// `.meta/` documents written, for the objects' next new upload.
-    pending_object_meta: object_meta::PendingObjectMeta,
-    /// Buckets made by `mkdir`, waiting for their settings, with their
-    /// projects (buckets.rs).
-    pending_buckets: pending::Pending<String, String, ciofs_backends::gcs::BucketSettings>,
-    /// Names another project took between our `mkdir` and our create: what
-    /// was written for them must not go up into that bucket.
-    taken_buckets: Mutex<std::collections::BTreeSet<String>>,
+    handles: Mutex<HashMap<Fh, Handle>>,
+    next_fh: AtomicU64,
 }
 
 impl Namespace {
@@ -145,26 +103,14 @@ impl Namespace {
     }
 
     fn with_inodes(projects: Vec<String>, services: Services, options: Options, inodes: InodeTable) -> Self {
-        let cache = MetaCache::new(options.metadata_ttl);
-        let options_ttl = options.metadata_ttl;
         let cx = Arc::new(Context::new(projects, options, inodes));
         Self {
-            gcs: services.gcs,
             bigquery: BigQueryTree::new(cx.clone(), services.bigquery),
             pubsub: Arc::new(PubSubTree::new(cx.clone(), services.pubsub)),
-            pending_object_meta: Default::default(),
-            pending_buckets: Default::default(),
-            taken_buckets: Default::default(),
-            cache,
-            project_buckets: cache::Timed::new(options_ttl),
-            foreign_buckets: cache::Timed::new(options_ttl),
-            streams: DirStreams::default(),
+            storage: StorageTree::new(cx.clone(), services.gcs),
             cx,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            nfs_readers: Mutex::new(HashMap::new()),
-            opened_generation: Mutex::new(HashMap::new()),
-            writers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -180,9 +126,6 @@ impl Namespace {
     }
 
     fn new_handle(&self, handle: Handle) -> Fh {
-        if let Handle::Write(writer) = &handle {
-            writer.handles.fetch_add(1, Ordering::SeqCst);
-        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, handle);
         fh
@@ -216,7 +159,7 @@ impl Vfs for Namespace {
     async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
         let node = self.cx.node(ino)?;
         let generation = self.cx.inodes.generation(ino).unwrap_or(0);
-        let (size, mtime) = match (self.writer(ino), node.service()) {
+        let (size, mtime) = match (self.storage.writer(ino), node.service()) {
             (Some(writer), _) => {
                 let state = writer.state();
                 if state.unlinked {
@@ -235,7 +178,7 @@ impl Vfs for Namespace {
             }
             (None, _) => {
                 self.cx.still_named(ino, &node)?;
-                self.storage_stat(&node).await?
+                self.storage.storage_stat(&node).await?
             }
         };
         Ok(self.cx.attr(ino, generation, &node, size, mtime))
@@ -266,7 +209,7 @@ impl Vfs for Namespace {
     }
 
     async fn releasedir(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
-        self.streams.close(ino, fh);
+        self.storage.streams.close(ino, fh);
         Ok(())
     }
 
@@ -281,7 +224,7 @@ impl Vfs for Namespace {
             Some(Service::PubSub) => return Ok(self.page_after(self.pubsub.children(&node).await?, after, max)),
             _ => {}
         }
-        self.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
+        self.storage.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
     }
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
@@ -299,21 +242,21 @@ impl Vfs for Namespace {
         if flags.write || flags.truncate || flags.append {
             return self.open_for_write(ino, &node, flags.truncate).await;
         }
-        if let Some(writer) = self.writer(ino) {
+        if let Some(writer) = self.storage.writer(ino) {
             // Reading a file being written: its writer's bytes.
             return Ok(Opened { fh: self.new_handle(Handle::ReadStaged(writer)), ..Opened::default() });
         }
         match &node {
             Node::Object { .. } => {
-                let reader = self.object_reader(&node).await?;
+                let reader = self.storage.object_reader(&node).await?;
                 let generation = reader.version().generation;
-                let mut opened = self.opened_generation.lock().unwrap_or_else(|e| e.into_inner());
+                let mut opened = self.storage.opened_generation.lock().unwrap_or_else(|e| e.into_inner());
                 let keep_cache = opened.insert(ino, generation) == Some(generation);
                 let fh = self.new_handle(Handle::Object(Arc::new(AsyncMutex::new(reader))));
                 Ok(Opened { fh, keep_cache, ..Opened::default() })
             }
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
-                let document = self.render_document(&node).await?;
+                let document = self.storage.render_document(&node).await?;
                 Ok(Opened { fh: self.new_handle(Handle::Document(document)), ..Opened::default() })
             }
             _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
@@ -325,11 +268,11 @@ impl Vfs for Namespace {
         if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
             return self.doc_create(&dir, name).await;
         }
-        let node = self.child_to_create(&dir, name)?;
+        let node = self.storage.child_to_create(&dir, name)?;
         if node.holds_documents() {
             return self.doc_create(&dir, name).await;
         }
-        self.refuse_objects_if_config_only(&node)?;
+        self.storage.refuse_objects_if_config_only(&node)?;
         let (ino, generation) = self.cx.inodes.remember(&node);
         self.cx.inodes.count_lookup(ino);
         // The reply shows what getattr will show until something changes
@@ -338,8 +281,7 @@ impl Vfs for Namespace {
         // move when the kernel asks again).
         let (handle, mtime) = match node {
             Node::Object { .. } => {
-                let writer = Arc::new(Writer::new(node.clone(), self.stage(&node, None, true)?));
-                self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+                let writer = self.storage.create_writer(ino, &node)?;
                 let mtime = writer.state().mtime;
                 (Handle::Write(writer), mtime)
             }
@@ -356,7 +298,7 @@ impl Vfs for Namespace {
         match self.handle(fh) {
             Some(Handle::Write(writer)) => {
                 let mut staged = writer.staged.lock().await;
-                let written = self.staged_write(&mut staged, offset, data, true).await;
+                let written = self.storage.staged_write(&mut staged, offset, data, true).await;
                 writer.record(&staged);
                 written
             }
@@ -368,14 +310,14 @@ impl Vfs for Namespace {
                 if node.holds_documents() {
                     return self.doc_write(&node, offset, data).await;
                 }
-                self.unattended_write(ino, offset, data).await
+                self.storage.unattended_write(ino, offset, data).await
             }
         }
     }
 
     async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
         match self.handle(Some(fh)) {
-            Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Close).await,
+            Some(Handle::Write(writer)) => self.storage.commit_reported(&writer, write::Caller::Close).await,
             Some(Handle::Local(handle)) => self.cx.local.flush(self, &handle).await,
             _ => Ok(()),
         }
@@ -383,7 +325,7 @@ impl Vfs for Namespace {
 
     async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         match self.handle(fh) {
-            Some(Handle::Write(writer)) => self.commit_reported(&writer, write::Caller::Fsync).await,
+            Some(Handle::Write(writer)) => self.storage.commit_reported(&writer, write::Caller::Fsync).await,
             Some(Handle::Local(handle)) => self.cx.local.fsync(self, &handle).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
@@ -402,7 +344,7 @@ impl Vfs for Namespace {
             // until the upload is done, so an unlink racing with this
             // release finds it (and deletes what was uploaded).
             Some(Handle::Write(writer)) if writer.handles.fetch_sub(1, Ordering::SeqCst) == 1 => {
-                self.release_writer(ino, &writer).await
+                self.storage.release_writer(ino, &writer).await
             }
             Some(Handle::Local(handle)) => self.cx.local.release(self, &handle).await,
             Some(Handle::Stream(reader)) => {
@@ -426,20 +368,20 @@ impl Vfs for Namespace {
                     let staged = writer.staged.clone().lock_owned().await;
                     Some((writer, staged))
                 }
-                _ => self.locked_writer(ino).await,
+                _ => self.storage.locked_writer(ino).await,
             };
             match writer {
                 Some((writer, mut staged)) => {
                     if writer.unattended {
-                        self.before_journaled_change(&mut staged).await?;
+                        self.storage.before_journaled_change(&mut staged).await?;
                     }
-                    self.staged_truncate(&mut staged, size).await?;
+                    self.storage.staged_truncate(&mut staged, size).await?;
                     if writer.unattended {
-                        self.after_journaled_change(&staged)?;
+                        self.storage.after_journaled_change(&staged)?;
                     } else if writer.handles.load(Ordering::SeqCst) == 0 {
                         // Its last handle is gone (its release may still be
                         // on the way): nobody else will upload this.
-                        self.commit(&mut staged).await?;
+                        self.storage.commit(&mut staged).await?;
                     }
                     writer.record(&staged);
                     writer.touch();
@@ -447,7 +389,7 @@ impl Vfs for Namespace {
                 // `truncate -s` without an open file: change the object now.
                 None => {
                     self.cx.still_named(ino, &node)?;
-                    self.truncate_object(&node, size).await?
+                    self.storage.truncate_object(&node, size).await?
                 }
             }
         }
@@ -461,7 +403,7 @@ impl Vfs for Namespace {
         let made = match dir.service() {
             Some(Service::BigQuery) => self.bigquery.mkdir(&dir, name).await,
             Some(Service::PubSub) => self.pubsub.mkdir(&dir, name).await,
-            _ => self.make_dir(&dir, name).await,
+            _ => self.storage.make_dir(&dir, name).await,
         };
         let attr = match made {
             // A fixed directory (`bigquery`, `.meta`, `subscriptions` ...):
@@ -480,7 +422,7 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         match dir.service() {
             Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
-            _ => self.remove_file(&dir, name).await,
+            _ => self.storage.remove_file(&dir, name).await,
         }
     }
 
@@ -489,7 +431,7 @@ impl Vfs for Namespace {
         match dir.service() {
             Some(Service::BigQuery) => self.bigquery.rmdir(&dir, name).await,
             Some(Service::PubSub) => self.pubsub.rmdir(&dir, name).await,
-            _ => self.remove_dir(&dir, name).await,
+            _ => self.storage.remove_dir(&dir, name).await,
         }
     }
 
@@ -503,7 +445,7 @@ impl Vfs for Namespace {
             _ if matches!(from, Node::MetaDir { .. }) || matches!(to, Node::MetaDir { .. }) => {
                 self.doc_rename(&from, name, &to, new_name).await
             }
-            _ => self.rename_entry(&from, name, &to, new_name).await,
+            _ => self.storage.rename_entry(&from, name, &to, new_name).await,
         }
     }
 
@@ -522,7 +464,7 @@ impl Vfs for Namespace {
         match handle {
             Handle::Write(writer) | Handle::ReadStaged(writer) => {
                 let mut staged = writer.staged.lock().await;
-                self.staged_read(&mut staged, offset, len.min(MAX_READ)).await
+                self.storage.staged_read(&mut staged, offset, len.min(MAX_READ)).await
             }
             Handle::Ignored(bytes) => Ok(slice_of(&bytes, offset, len)),
             Handle::Local(handle) => Ok(self.cx.local.handle_read(&handle, offset, len.min(MAX_READ))),
@@ -534,7 +476,7 @@ impl Vfs for Namespace {
                         // The generation this handle reads was replaced or
                         // deleted: the next open sees what is there now.
                         let version = reader.version();
-                        self.cache.forget(&cache::key(&version.bucket, &version.name));
+                        self.storage.cache.forget(&cache::key(&version.bucket, &version.name));
                         Err(VfsError::new(libc::ESTALE, format!("{e}; the object changed since it was opened")))
                     }
                     Err(e) => Err(crate::core::errors::vfs_error(e)),
@@ -552,20 +494,16 @@ impl Namespace {
         handles.get(&fh?).cloned()
     }
 
-    fn writer(&self, ino: Ino) -> Option<Arc<Writer>> {
-        self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
-    }
-
     /// What needs no close, once idle for `idle`: uploads of what was
     /// written without a handle (nfs_writes.rs), edits of documents, stream
     /// logs, and creations that waited for their settings. A failed upload
     /// is logged and tried again later.
     pub async fn commit_idle(&self, idle: Duration) {
-        self.commit_idle_writers(idle).await;
+        self.storage.commit_idle_writers(idle).await;
         self.cx.local.apply_idle(self, idle).await;
         // Failures are in `.ciofs/errors`.
         self.pubsub.create_due_subscriptions(PendingDue::Waited).await;
-        self.create_due_buckets(PendingDue::Waited).await;
+        self.storage.create_due_buckets(PendingDue::Waited).await;
         self.bigquery.create_due_datasets(PendingDue::Waited).await;
     }
 
@@ -576,13 +514,19 @@ impl Namespace {
     /// (each path, and why).
     pub async fn settle(&self) -> Vec<(String, VfsError)> {
         self.commit_idle(Duration::ZERO).await;
-        let mut failed = self.create_due_buckets(PendingDue::All).await;
+        let mut failed = self.storage.create_due_buckets(PendingDue::All).await;
         failed.extend(self.bigquery.create_due_datasets(PendingDue::All).await);
         failed.extend(self.pubsub.create_due_subscriptions(PendingDue::All).await);
         for (path, error) in &failed {
             tracing::warn!(path, %error, "not created");
         }
         failed
+    }
+
+    /// Takes back what NFS clients wrote before a crash or a restart (see
+    /// `StorageTree::resume_journaled_uploads`).
+    pub async fn resume_journaled_uploads(&self) {
+        self.storage.resume_journaled_uploads().await
     }
 
     /// Tends the `_stream` logs NFS clients follow, in a task of its own.
@@ -603,63 +547,11 @@ impl Namespace {
         })
     }
 
-    /// Whether files under `prefix` of `bucket` are open for write (not
-    /// removed): Cloud Storage may not have them yet.
-    fn has_local_files(&self, bucket: &str, prefix: &str) -> bool {
-        let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        writers.values().any(|w| {
-            matches!(&w.node(), Node::Object { bucket: b, name, .. } if b == bucket && name.starts_with(prefix))
-                && !w.state().unlinked
-        })
-    }
-
-    /// Entries for the files in `dir` being written that Cloud Storage does
-    /// not have yet, so `ls` shows a file while `cp` writes it.
-    fn unlisted_writers(&self, dir: &Node) -> Vec<DirEntry> {
-        let writers: Vec<Arc<Writer>> =
-            self.writers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        let mut entries: Vec<DirEntry> = writers
-            .iter()
-            .filter_map(|w| {
-                let (node, state) = (w.node(), w.state());
-                (node.parent() == *dir && !state.in_gcs && !state.unlinked)
-                    .then(|| self.cx.entry(node, state.size, state.mtime))
-            })
-            .collect();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        entries
-    }
-
-    /// The object a write starts from, or None for a new one.
-    async fn existing_object(&self, node: &Node) -> VfsResult<Option<Arc<ObjectMeta>>> {
-        match self.object_meta(node).await {
-            Ok(meta) => Ok(Some(meta)),
-            Err(e) if e.errno() == libc::ENOENT => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
-            Node::Object { .. } => {
-                if let Some(writer) = self.writer(ino) {
-                    if !writer.settled_within(SETTLE_WAIT).await {
-                        return Err(VfsError::new(
-                            libc::EBUSY,
-                            format!("{node}: another handle has unflushed data or an upload in flight"),
-                        ));
-                    }
-                    if let Some(fh) = self.share_writer(&writer, truncate).await? {
-                        return Ok(Opened { fh, ..Opened::default() });
-                    }
-                }
-                let base = self.existing_object(node).await?;
-                let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
-                self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
-                Handle::Write(writer)
-            }
+            Node::Object { .. } => Handle::Write(self.storage.open_writer(ino, node, truncate).await?),
             Node::BucketMeta { .. } => {
-                let shown = if truncate { None } else { self.render_document(node).await.ok() };
+                let shown = if truncate { None } else { self.storage.render_document(node).await.ok() };
                 Handle::Ignored(shown.unwrap_or_default())
             }
             _ => return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
@@ -692,13 +584,13 @@ impl Namespace {
             Some(Service::PubSub) => return Ok(self.pubsub.lookup(&dir, name).await?.attr),
             _ => {}
         }
-        Ok(self.storage_lookup(&dir, name).await?.attr)
+        Ok(self.storage.storage_lookup(&dir, name).await?.attr)
     }
 
     /// What NFS reads through, having no open: a reader per inode, replaced
     /// when the object's generation changed.
     async fn handle_without_open(&self, ino: Ino) -> VfsResult<Handle> {
-        if let Some(writer) = self.writer(ino) {
+        if let Some(writer) = self.storage.writer(ino) {
             return Ok(Handle::ReadStaged(writer));
         }
         let node = self.cx.node(ino)?;
@@ -711,16 +603,17 @@ impl Namespace {
         }
         match &node {
             Node::Object { .. } => {
-                let current = self.object_meta(&node).await?.generation;
-                if let Some((generation, reader)) = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
+                let current = self.storage.object_meta(&node).await?.generation;
+                if let Some((generation, reader)) =
+                    self.storage.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
                     && *generation == current
                 {
                     return Ok(Handle::Object(reader.clone()));
                 }
-                let reader = self.object_reader(&node).await?;
+                let reader = self.storage.object_reader(&node).await?;
                 let generation = reader.version().generation;
                 let reader = Arc::new(AsyncMutex::new(reader));
-                let mut readers = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner());
+                let mut readers = self.storage.nfs_readers.lock().unwrap_or_else(|e| e.into_inner());
                 if readers.len() >= NFS_READERS {
                     readers.clear();
                 }
@@ -728,7 +621,7 @@ impl Namespace {
                 Ok(Handle::Object(reader))
             }
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
-                Ok(Handle::Document(self.render_document(&node).await?))
+                Ok(Handle::Document(self.storage.render_document(&node).await?))
             }
             _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
         }

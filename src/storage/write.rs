@@ -36,6 +36,7 @@
 //! exactly these bytes, an earlier attempt whose answer was lost stored
 //! them, and that is a success.
 
+use super::tree::StorageTree;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -45,10 +46,9 @@ use base64::Engine;
 use bytes::Bytes;
 use ciofs_backends::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
 use ciofs_backends::{BackendResult, ErrorKind};
-use ciofs_frontends::{Fh, VfsError, VfsResult};
+use ciofs_frontends::{Ino, VfsError, VfsResult};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::Namespace;
 use super::reader::{ObjectReader, ObjectVersion};
 use super::unattended::{JournalFiles, Retry};
 use crate::core::cache::{Known, key};
@@ -61,7 +61,14 @@ const UNCONFIRMED_KEPT: usize = 16;
 
 /// How much a sequential writer stages before its upload starts: small
 /// files go up whole at close, in one request either way.
-pub(super) const STREAM_AFTER: u64 = 8 << 20;
+pub const STREAM_AFTER: u64 = 8 << 20;
+
+/// How long an open for write waits for another handle's data to be
+/// uploaded before it answers EBUSY. FUSE sends RELEASE after close()
+/// returned, so a change made through a closed handle's file (an ftruncate
+/// on another descriptor, say) is uploaded only then: a short wait lets
+/// `close(); open()` in one program see it done.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 /// An upload that runs while a sequential writer writes.
 struct Streaming {
@@ -81,7 +88,7 @@ impl Drop for Streaming {
 
 /// What a writer's upload replaces.
 #[derive(Clone)]
-pub(super) enum Base {
+pub enum Base {
     /// Nothing: a new object.
     New,
     /// This object (its metadata goes with the upload).
@@ -92,7 +99,7 @@ pub(super) enum Base {
 }
 
 impl Base {
-    pub(super) fn generation(&self) -> i64 {
+    pub fn generation(&self) -> i64 {
         match self {
             Base::New => 0,
             Base::Object(meta) => meta.generation,
@@ -105,9 +112,9 @@ impl Base {
 pub struct Staged {
     pub bucket: String,
     pub name: String,
-    pub(super) file: Arc<std::fs::File>,
+    pub file: Arc<std::fs::File>,
     pub size: u64,
-    pub(super) base: Base,
+    pub base: Base,
     /// The staging file does not yet hold the base's bytes.
     needs_fill: bool,
     /// Those bytes can no longer be had (the file was removed or replaced
@@ -126,16 +133,16 @@ pub struct Staged {
     pub mtime: SystemTime,
     /// Writes without a handle (NFS): the staging file's name and its
     /// journal record's, so that a restart uploads what a crash left.
-    pub(super) journal: Option<JournalFiles>,
+    pub journal: Option<JournalFiles>,
     /// The journal record is on disk and names the current base.
-    pub(super) journaled: bool,
+    pub journaled: bool,
     /// Every byte so far was written in order from the start of an empty
     /// file: the staging file can be streamed as it grows.
     sequential: bool,
     streaming: Option<Streaming>,
     /// The writer left the writers' table: a write that waited for this
     /// lock goes to the table's current writer instead.
-    pub(super) retired: bool,
+    pub retired: bool,
     /// A write into the staging file failed (why): its content is not what
     /// was written, and it is never uploaded.
     broken: Option<String>,
@@ -144,13 +151,13 @@ pub struct Staged {
     /// the last release does not try behind the user's back.
     failure_reported: Option<VfsError>,
     /// Without a handle: when the upload may be tried again.
-    pub(super) retry: Retry,
+    pub retry: Retry,
     /// What earlier attempts may have stored although they failed (an
     /// answer lost on the way back), as (size, CRC32C), newest last; also
     /// what a journal taken back holds (the run that left it may have
     /// uploaded it before it went). An object found at a newer generation
     /// that is one of these is this writer's own: the upload goes over it.
-    pub(super) unconfirmed: Vec<(u64, u32)>,
+    pub unconfirmed: Vec<(u64, u32)>,
 }
 
 impl Staged {
@@ -165,7 +172,7 @@ impl Staged {
 
     /// A staging file left by an earlier run that holds `size` bytes
     /// written and not uploaded, its journal record on disk.
-    pub(super) fn restore(&mut self, size: u64) {
+    pub fn restore(&mut self, size: u64) {
         self.size = size;
         self.needs_fill = false;
         self.dirty = true;
@@ -175,18 +182,18 @@ impl Staged {
     }
 
     /// The generation the staged bytes replace.
-    pub(super) fn base_generation(&self) -> i64 {
+    pub fn base_generation(&self) -> i64 {
         self.base.generation()
     }
 
     /// The base's bytes can no longer be had: what needs them is ESTALE.
-    pub(super) fn lose_base(&mut self) {
+    pub fn lose_base(&mut self) {
         self.base_gone = true;
     }
 
     /// Whether `meta` holds what an earlier attempt of this writer may have
     /// stored (`unconfirmed`).
-    pub(super) fn may_have_stored(&self, meta: &ObjectMeta) -> bool {
+    pub fn may_have_stored(&self, meta: &ObjectMeta) -> bool {
         let stored = meta.crc32c.as_deref().and_then(decode_crc32c);
         self.unconfirmed.iter().any(|(size, crc)| meta.size == *size && stored == Some(*crc))
     }
@@ -215,7 +222,7 @@ impl Staged {
 /// What getattr, listings and other opens see of a writer, without waiting
 /// for its lock.
 #[derive(Clone, Copy)]
-pub(super) struct WriterState {
+pub struct WriterState {
     pub size: u64,
     pub mtime: SystemTime,
     /// Unflushed data or an upload in flight.
@@ -240,28 +247,35 @@ impl WriterState {
 
 /// An object being written: the staged state, and what getattr, listings
 /// and other opens need to know about it without waiting for its lock.
-pub(crate) struct Writer {
+pub struct Writer {
     /// Which object it writes (renamed with it).
     node: Mutex<Node>,
     /// In an `Arc` so that a lock can be held apart from the writer
-    /// (`Namespace::locked_writer`).
-    pub(super) staged: Arc<AsyncMutex<Staged>>,
+    /// (`StorageTree::locked_writer`).
+    pub staged: Arc<AsyncMutex<Staged>>,
     state: Mutex<WriterState>,
     /// Written without a handle (NFS): committed when idle, not at close.
-    pub(super) unattended: bool,
+    pub unattended: bool,
     last_write: Mutex<Instant>,
     /// Open handles that write through it; the last release uploads what
     /// no flush did.
-    pub(super) handles: AtomicUsize,
+    pub handles: AtomicUsize,
     /// Writes without a handle waiting for `staged`: an idle commit keeps
     /// the writer for them rather than retire it under their feet.
-    pub(super) waiting: AtomicUsize,
+    pub waiting: AtomicUsize,
     /// Woken whenever `state` changes.
     changed: tokio::sync::Notify,
 }
 
 impl Writer {
-    pub(super) fn new(node: Node, staged: Staged) -> Self {
+    /// The writer for one more open handle: counted here, and uncounted by
+    /// that handle's release (`release_writer` acts on the last one).
+    pub fn new_handle(self: &Arc<Self>) -> Arc<Self> {
+        self.handles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.clone()
+    }
+
+    pub fn new(node: Node, staged: Staged) -> Self {
         Writer {
             node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
@@ -274,43 +288,43 @@ impl Writer {
         }
     }
 
-    pub(super) fn unattended(node: Node, staged: Staged) -> Self {
+    pub fn unattended(node: Node, staged: Staged) -> Self {
         Writer { unattended: true, ..Writer::new(node, staged) }
     }
 
-    pub(super) fn node(&self) -> Node {
+    pub fn node(&self) -> Node {
         self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// After a rename of its (just uploaded) object to `node`, now `moved`:
     /// its handles write to the new name, starting from that version.
-    pub(super) fn retarget(&self, node: Node, staged: &mut Staged, moved: Arc<ObjectMeta>) {
+    pub fn retarget(&self, node: Node, staged: &mut Staged, moved: Arc<ObjectMeta>) {
         staged.retarget(moved);
         *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
         self.record(staged);
     }
 
-    pub(super) fn touch(&self) {
+    pub fn touch(&self) {
         *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
-    pub(super) fn idle_for(&self) -> Duration {
+    pub fn idle_for(&self) -> Duration {
         self.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
     }
 
-    pub(super) fn state(&self) -> WriterState {
+    pub fn state(&self) -> WriterState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Publishes what getattr, listings and other opens see of `staged`.
-    pub(super) fn record(&self, staged: &Staged) {
+    pub fn record(&self, staged: &Staged) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = WriterState::of(staged);
         self.changed.notify_waiters();
     }
 
     /// Waits up to `limit` for this writer to have no unflushed data or
     /// upload in flight; whether it has none.
-    pub(super) async fn settled_within(&self, limit: Duration) -> bool {
+    pub async fn settled_within(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.changed.notified();
@@ -324,14 +338,14 @@ impl Writer {
     }
 }
 
-pub(super) fn io_error(what: &str, error: std::io::Error) -> VfsError {
+pub fn io_error(what: &str, error: std::io::Error) -> VfsError {
     let errno = error.raw_os_error().unwrap_or(libc::EIO);
     VfsError::new(errno, format!("{what}: {error}"))
 }
 
-impl Namespace {
+impl StorageTree {
     /// A staging file for `node`, empty; `base` is the object it replaces.
-    pub(super) fn stage(&self, node: &Node, base: Option<Arc<ObjectMeta>>, truncate: bool) -> VfsResult<Staged> {
+    pub fn stage(&self, node: &Node, base: Option<Arc<ObjectMeta>>, truncate: bool) -> VfsResult<Staged> {
         let Node::Object { bucket, name, .. } = node else {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
         };
@@ -344,7 +358,7 @@ impl Namespace {
     }
 
     /// Brings the base object's bytes into the staging file.
-    pub(super) async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
+    pub async fn fill(&self, staged: &mut Staged) -> VfsResult<()> {
         if !staged.needs_fill {
             return Ok(());
         }
@@ -383,7 +397,7 @@ impl Namespace {
 
     /// The base with its metadata: a generation named by a journal record
     /// is looked up (the object must still be at it).
-    pub(super) async fn known_base(&self, staged: &mut Staged) -> VfsResult<Base> {
+    pub async fn known_base(&self, staged: &mut Staged) -> VfsResult<Base> {
         let Base::Generation(generation) = staged.base else {
             return Ok(staged.base.clone());
         };
@@ -411,13 +425,7 @@ impl Namespace {
     /// once it touched the file breaks a handle's writer (its content is no
     /// longer what was written); one without a handle (NFS) reports the
     /// failure and stays usable, the client rewriting that range.
-    pub(super) async fn staged_write(
-        &self,
-        staged: &mut Staged,
-        offset: u64,
-        data: &[u8],
-        attended: bool,
-    ) -> VfsResult<u32> {
+    pub async fn staged_write(&self, staged: &mut Staged, offset: u64, data: &[u8], attended: bool) -> VfsResult<u32> {
         self.fill(staged).await?;
         if let Err(e) = staged.file.write_all_at(data, offset) {
             let error = io_error("staging file", e);
@@ -466,7 +474,7 @@ impl Namespace {
         }
     }
 
-    pub(super) async fn staged_read(&self, staged: &mut Staged, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
+    pub async fn staged_read(&self, staged: &mut Staged, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
         self.fill(staged).await?;
         let end = staged.size.min(offset.saturating_add(u64::from(len)));
         if offset >= end {
@@ -477,7 +485,7 @@ impl Namespace {
         Ok((buffer.into(), end == staged.size))
     }
 
-    pub(super) async fn staged_truncate(&self, staged: &mut Staged, size: u64) -> VfsResult<()> {
+    pub async fn staged_truncate(&self, staged: &mut Staged, size: u64) -> VfsResult<()> {
         if size == staged.size {
             // The truncate that follows an O_TRUNC open, say: no change.
             return Ok(());
@@ -503,7 +511,7 @@ impl Namespace {
     /// bytes stay staged, and the error says why. Every backend call it
     /// makes is bounded by progress (a stall fails within the retry window
     /// and one stall timeout), so it never cuts an upload that keeps moving.
-    pub(super) async fn commit(&self, staged: &mut Staged) -> VfsResult<()> {
+    pub async fn commit(&self, staged: &mut Staged) -> VfsResult<()> {
         if !staged.dirty || staged.unlinked {
             return Ok(());
         }
@@ -667,7 +675,7 @@ impl Namespace {
     /// nothing written since, reports it again at once (a program that
     /// exits after a failed fsync must not wait for a second stall in its
     /// close). The last release does not try behind the user's back.
-    pub(super) async fn commit_reported(&self, writer: &Writer, caller: Caller) -> VfsResult<()> {
+    pub async fn commit_reported(&self, writer: &Writer, caller: Caller) -> VfsResult<()> {
         let mut staged = writer.staged.lock().await;
         if caller == Caller::Close {
             if let Some(reported) = &staged.failure_reported {
@@ -701,10 +709,7 @@ impl Namespace {
     /// released, or its idle upload done and nothing waiting) is given up
     /// and the table asked again, so that a truncate, an rm or a rename
     /// never acts on bytes nobody will upload. None: no writer.
-    pub(super) async fn locked_writer(
-        &self,
-        ino: ciofs_frontends::Ino,
-    ) -> Option<(Arc<Writer>, OwnedMutexGuard<Staged>)> {
+    pub async fn locked_writer(&self, ino: ciofs_frontends::Ino) -> Option<(Arc<Writer>, OwnedMutexGuard<Staged>)> {
         loop {
             let writer = self.writer(ino)?;
             writer.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -716,12 +721,40 @@ impl Namespace {
         }
     }
 
+    /// A handle's writer for an open for write of `node`: the file's
+    /// writer if another handle has one (once it settled), else a new one
+    /// staged from the object (empty with `truncate`).
+    pub async fn open_writer(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Arc<Writer>> {
+        if let Some(writer) = self.writer(ino) {
+            if !writer.settled_within(SETTLE_WAIT).await {
+                return Err(VfsError::new(
+                    libc::EBUSY,
+                    format!("{node}: another handle has unflushed data or an upload in flight"),
+                ));
+            }
+            if let Some(shared) = self.share_writer(&writer, truncate).await? {
+                return Ok(shared);
+            }
+        }
+        let base = self.existing_object(node).await?;
+        let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
+        self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+        Ok(writer.new_handle())
+    }
+
+    /// The writer of a file `create` makes: empty, its handle counted.
+    pub fn create_writer(&self, ino: Ino, node: &Node) -> VfsResult<Arc<Writer>> {
+        let writer = Arc::new(Writer::new(node.clone(), self.stage(node, None, true)?));
+        self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+        Ok(writer.new_handle())
+    }
+
     /// A new handle on `writer`, the file's writer, which has nothing
     /// unflushed: one writer per file, so that every handle, an ftruncate,
     /// an rm or a rename act on the same bytes (a second writer of its own
     /// saw none of the first one's). None if the writer is going (its last
     /// release retired it meanwhile): the caller makes a new one.
-    pub(super) async fn share_writer(&self, writer: &Arc<Writer>, truncate: bool) -> VfsResult<Option<Fh>> {
+    pub async fn share_writer(&self, writer: &Arc<Writer>, truncate: bool) -> VfsResult<Option<Arc<Writer>>> {
         let mut staged = writer.staged.lock().await;
         if staged.retired || staged.unlinked {
             return Ok(None);
@@ -732,14 +765,14 @@ impl Namespace {
         }
         // Counted under the lock: a release deciding to retire the writer
         // takes the same lock and sees this handle.
-        Ok(Some(self.new_handle(super::Handle::Write(writer.clone()))))
+        Ok(Some(writer.new_handle()))
     }
 
     /// The last release of a handle writer: what no close uploaded (an
     /// existing object only emptied) goes up, unless a flush reported this
     /// content's upload as failed; then the writer leaves the table. A
     /// handle that joined meanwhile keeps it.
-    pub(super) async fn release_writer(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>) -> VfsResult<()> {
+    pub async fn release_writer(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>) -> VfsResult<()> {
         let mut staged = writer.staged.lock().await;
         if writer.handles.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             return Ok(());
@@ -758,7 +791,7 @@ impl Namespace {
 
     /// Takes `writer` out of the writers' table (if it is still there); a
     /// write that waited for its lock goes to a new writer.
-    pub(super) fn retire(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>, staged: &mut Staged) {
+    pub fn retire(&self, ino: ciofs_frontends::Ino, writer: &Arc<Writer>, staged: &mut Staged) {
         staged.retired = true;
         staged.streaming = None;
         self.forget_journal(staged);
@@ -772,7 +805,7 @@ impl Namespace {
     /// Marks a staged file removed: it keeps its bytes for the handles that
     /// still have it open (fetched first, if they were not yet), and is never
     /// uploaded.
-    pub(super) async fn unlink_staged(&self, staged: &mut Staged) {
+    pub async fn unlink_staged(&self, staged: &mut Staged) {
         if let Err(e) = self.fill(staged).await {
             tracing::debug!(error = %e, "removed file's old bytes are gone");
             staged.lose_base();
@@ -783,7 +816,7 @@ impl Namespace {
     }
 
     /// The entry of a file open for write (perhaps not uploaded yet).
-    pub(super) fn staged_entry(&self, node: &Node) -> Option<ciofs_frontends::DirEntry> {
+    pub fn staged_entry(&self, node: &Node) -> Option<ciofs_frontends::DirEntry> {
         let (ino, _) = self.cx.inodes.find(node)?;
         let state = self.writer(ino)?.state();
         (!state.unlinked).then(|| self.cx.entry(node.clone(), state.size, state.mtime))
@@ -792,7 +825,7 @@ impl Namespace {
 
 /// What asks a handle's writer to upload.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Caller {
+pub enum Caller {
     /// A close (FUSE flush): reports a failure already reported, without
     /// trying again, unless something was written since.
     Close,
@@ -801,7 +834,7 @@ pub(super) enum Caller {
 }
 
 /// A `Staged` over `file` for `bucket/name`, replacing `base`.
-pub(super) fn staged_in(
+pub fn staged_in(
     bucket: &str,
     name: &str,
     file: std::fs::File,
@@ -854,7 +887,7 @@ fn decode_crc32c(text: &str) -> Option<u32> {
 }
 
 /// The CRC32C of the first `size` bytes of a staging file.
-pub(super) fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
+pub fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
     let mut crc = 0;
     let mut buffer = vec![0; 1 << 20];
     let mut at = 0;

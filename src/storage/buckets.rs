@@ -7,6 +7,7 @@
 //! `.meta/_bucket.json` written for an existing bucket changes its labels,
 //! versioning and default storage class; its location cannot change.
 
+use super::tree::StorageTree;
 use std::collections::BTreeSet;
 use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
@@ -15,14 +16,13 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketChange, BucketMeta, BucketSettings};
 use ciofs_frontends::{VfsError, VfsResult};
 
-use super::Namespace;
+use super::documents::parse_bucket_document;
 use super::object_meta::map_change;
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, Node};
 use crate::core::pending::{PendingDue, Waiting};
 use crate::core::rules::{label_problems, refuse_if_any};
-use crate::documents::parse_bucket_document;
 
 /// What a bucket waiting for its settings shows: Cloud Storage's defaults.
 fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {
@@ -37,14 +37,14 @@ fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {
     }
 }
 
-impl Namespace {
+impl StorageTree {
     /// What `bucket` shows while it waits to be created.
-    pub(super) fn pending_bucket_meta(&self, bucket: &str) -> Option<BucketMeta> {
+    pub fn pending_bucket_meta(&self, bucket: &str) -> Option<BucketMeta> {
         self.pending_buckets.get(bucket).map(|waiting| pending_meta(bucket, waiting.made))
     }
 
     /// The buckets of `project` that wait to be created.
-    pub(super) fn pending_buckets_of(&self, project: &str) -> Vec<BucketMeta> {
+    pub fn pending_buckets_of(&self, project: &str) -> Vec<BucketMeta> {
         let waiting = self.pending_buckets.filter(|_, waiting| waiting.made_in == project);
         waiting.into_iter().map(|(bucket, waiting)| pending_meta(&bucket, waiting.made)).collect()
     }
@@ -54,13 +54,13 @@ impl Namespace {
     }
 
     /// Forgets a bucket that waits (or was found taken): `rmdir`.
-    pub(super) fn forget_pending_bucket(&self, bucket: &str) -> bool {
+    pub fn forget_pending_bucket(&self, bucket: &str) -> bool {
         let taken = self.taken_buckets().remove(bucket);
         self.pending_buckets.remove(bucket) || taken
     }
 
     /// `mkdir storage/NAME`: a pending bucket, unless the name is taken.
-    pub(super) async fn mkdir_bucket(&self, project: &str, name: &str) -> VfsResult<()> {
+    pub async fn mkdir_bucket(&self, project: &str, name: &str) -> VfsResult<()> {
         check_bucket_name(name)?;
         let taken = self.pending_buckets.contains(name)
             || match self.gcs.get_bucket(name).await {
@@ -83,7 +83,7 @@ impl Namespace {
     /// (Cloud Storage's defaults, unless a creation with its own failed for
     /// a while): something is about to be stored in it. A bucket another
     /// project took meanwhile is EEXIST: nothing goes into it.
-    pub(super) async fn ensure_bucket(&self, bucket: &str) -> VfsResult<()> {
+    pub async fn ensure_bucket(&self, bucket: &str) -> VfsResult<()> {
         if self.taken_buckets().contains(bucket) {
             return Err(taken_error(bucket));
         }
@@ -132,7 +132,7 @@ impl Namespace {
 
     /// Creates, with Cloud Storage's defaults, the pending buckets that
     /// waited long enough for their settings (called periodically), or all.
-    pub(super) async fn create_due_buckets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+    pub async fn create_due_buckets(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         let mut failed = Vec::new();
         for (bucket, Waiting { made_in: project, .. }) in self.pending_buckets.due(which) {
             let document = Node::BucketMeta { project: project.clone(), bucket: bucket.clone() };
@@ -153,7 +153,7 @@ impl Namespace {
     /// A `.meta/_bucket.json` written (edits.rs calls this at close, or
     /// when idle over NFS): creates a pending bucket with its settings, or
     /// changes an existing one.
-    pub(super) async fn apply_bucket_meta(&self, bucket: &str, data: &[u8]) -> VfsResult<()> {
+    pub async fn apply_bucket_meta(&self, bucket: &str, data: &[u8]) -> VfsResult<()> {
         let current = self.bucket_meta(bucket).await?;
         let wanted = parse_bucket_document(data, BUCKET_META, &current)?;
         let mut problems = Vec::new();

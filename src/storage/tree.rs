@@ -6,26 +6,123 @@
 //! nothing. A name that is both an object and a prefix shows as the
 //! directory; names that cannot be file names are left out (docs/SEMANTICS.md).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta};
+use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta, ObjectStore};
 use ciofs_frontends::{DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
-use super::Namespace;
-use super::listing::{Child, DirStream, Next};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::documents;
+use super::listing::{Child, DirStream, DirStreams, Next};
+use super::object_meta::PendingObjectMeta;
 use super::reader::{ObjectReader, ObjectVersion};
-use crate::core::cache::{Known, key};
+use super::write::Writer;
+use crate::core::cache::{Known, MetaCache, Timed, key};
+use crate::core::context::Context;
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
-use crate::documents;
+use crate::core::pending::Pending;
 
-impl Namespace {
+/// A reader NFS reads through, shared by its reads of one inode.
+pub type SharedReader = Arc<AsyncMutex<ObjectReader>>;
+
+/// What ciofs knows of Cloud Storage, and the client to ask.
+pub struct StorageTree {
+    pub cx: Arc<Context>,
+    pub gcs: Arc<dyn ObjectStore>,
+    pub cache: MetaCache,
+    /// The names of each project's buckets: bucket names are global, and a
+    /// bucket of another project must not show (or take writes) in this
+    /// one's `storage/`.
+    pub project_buckets: Timed<String, Arc<std::collections::HashSet<String>>>,
+    /// (project, bucket): buckets found to be another project's.
+    pub foreign_buckets: Timed<(String, String), ()>,
+    pub streams: DirStreams,
+    /// By inode: the generation read and its reader.
+    pub nfs_readers: Mutex<HashMap<Ino, (i64, SharedReader)>>,
+    /// The latest handle open for write of each inode.
+    pub writers: Mutex<HashMap<Ino, Arc<Writer>>>,
+    /// The object generation each inode last had when opened, so that an
+    /// unchanged object keeps the kernel's page cache.
+    pub opened_generation: Mutex<HashMap<Ino, i64>>,
+    /// `.meta/` documents written, for the objects' next new upload.
+    pub pending_object_meta: PendingObjectMeta,
+    /// Buckets made by `mkdir`, waiting for their settings, with their
+    /// projects (buckets.rs).
+    pub pending_buckets: Pending<String, String, ciofs_backends::gcs::BucketSettings>,
+    /// Names another project took between our `mkdir` and our create: what
+    /// was written for them must not go up into that bucket.
+    pub taken_buckets: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl StorageTree {
+    pub fn new(cx: Arc<Context>, gcs: Arc<dyn ObjectStore>) -> Self {
+        let ttl = cx.options.metadata_ttl;
+        Self {
+            gcs,
+            cache: MetaCache::new(ttl),
+            project_buckets: Timed::new(ttl),
+            foreign_buckets: Timed::new(ttl),
+            streams: DirStreams::default(),
+            nfs_readers: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
+            opened_generation: Mutex::new(HashMap::new()),
+            pending_object_meta: Default::default(),
+            pending_buckets: Default::default(),
+            taken_buckets: Default::default(),
+            cx,
+        }
+    }
+
+    pub fn writer(&self, ino: Ino) -> Option<Arc<Writer>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
+    }
+
+    /// Whether files under `prefix` of `bucket` are open for write (not
+    /// removed): Cloud Storage may not have them yet.
+    pub fn has_local_files(&self, bucket: &str, prefix: &str) -> bool {
+        let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        writers.values().any(|w| {
+            matches!(&w.node(), Node::Object { bucket: b, name, .. } if b == bucket && name.starts_with(prefix))
+                && !w.state().unlinked
+        })
+    }
+
+    /// Entries for the files in `dir` being written that Cloud Storage does
+    /// not have yet, so `ls` shows a file while `cp` writes it.
+    pub fn unlisted_writers(&self, dir: &Node) -> Vec<DirEntry> {
+        let writers: Vec<Arc<Writer>> =
+            self.writers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut entries: Vec<DirEntry> = writers
+            .iter()
+            .filter_map(|w| {
+                let (node, state) = (w.node(), w.state());
+                (node.parent() == *dir && !state.in_gcs && !state.unlinked)
+                    .then(|| self.cx.entry(node, state.size, state.mtime))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
+    }
+
+    /// The object a write starts from, or None for a new one.
+    pub async fn existing_object(&self, node: &Node) -> VfsResult<Option<Arc<ObjectMeta>>> {
+        match self.object_meta(node).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl StorageTree {
     /// Finds `name` in a storage directory.
-    pub(super) async fn storage_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+    pub async fn storage_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
         let missing = || VfsError::not_found(format!("{dir}/{name}"));
         match dir {
             Node::Service { project, service: Service::Storage } => {
@@ -103,7 +200,7 @@ impl Namespace {
     }
 
     /// Size and mtime of a storage node, from the cache where it can.
-    pub(super) async fn storage_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+    pub async fn storage_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
         match node {
             Node::Dir { bucket, prefix, .. } if prefix.is_empty() => {
                 let meta = self.bucket_meta(bucket).await?;
@@ -134,7 +231,7 @@ impl Namespace {
     }
 
     /// The current metadata of an object node.
-    pub(super) async fn object_meta(&self, node: &Node) -> VfsResult<Arc<ObjectMeta>> {
+    pub async fn object_meta(&self, node: &Node) -> VfsResult<Arc<ObjectMeta>> {
         let (Node::Object { bucket, name, .. } | Node::ObjectMeta { bucket, name, .. }) = node else {
             return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
         };
@@ -157,7 +254,7 @@ impl Namespace {
         }
     }
 
-    pub(super) async fn object_reader(&self, node: &Node) -> VfsResult<ObjectReader> {
+    pub async fn object_reader(&self, node: &Node) -> VfsResult<ObjectReader> {
         let meta = self.object_meta(node).await?;
         let version = ObjectVersion {
             bucket: meta.bucket.clone(),
@@ -168,12 +265,12 @@ impl Namespace {
         Ok(ObjectReader::new(self.gcs.clone(), version))
     }
 
-    pub(super) async fn render_document(&self, node: &Node) -> VfsResult<Bytes> {
+    pub async fn render_document(&self, node: &Node) -> VfsResult<Bytes> {
         Ok(self.storage_document(node).await?.0)
     }
 
     /// A metadata document and its mtime.
-    pub(super) async fn storage_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+    pub async fn storage_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node {
             Node::ObjectMeta { .. } => {
                 let meta = self.object_meta(node).await?;
@@ -193,7 +290,7 @@ impl Namespace {
     /// name the listing lacks that exists after all is listed again once
     /// (made since in this project?), and if it is another project's, that
     /// is remembered for the TTL.
-    pub(super) async fn is_bucket_of(&self, project: &str, bucket: &str) -> VfsResult<bool> {
+    pub async fn is_bucket_of(&self, project: &str, bucket: &str) -> VfsResult<bool> {
         if let Some(waiting) = self.pending_buckets.get(bucket) {
             return Ok(waiting.made_in == project);
         }
@@ -216,7 +313,7 @@ impl Namespace {
 
     /// All of a project's buckets (every page); their names are kept for
     /// `is_bucket_of`.
-    pub(super) async fn list_project_buckets(&self, project: &str) -> VfsResult<Vec<BucketMeta>> {
+    pub async fn list_project_buckets(&self, project: &str) -> VfsResult<Vec<BucketMeta>> {
         let mut buckets = Vec::new();
         let mut token = None;
         loop {
@@ -231,7 +328,7 @@ impl Namespace {
         }
     }
 
-    pub(super) async fn bucket_meta(&self, bucket: &str) -> VfsResult<Arc<BucketMeta>> {
+    pub async fn bucket_meta(&self, bucket: &str) -> VfsResult<Arc<BucketMeta>> {
         if unusable_segment(bucket).is_some() {
             return Err(VfsError::not_found(format!("bucket {bucket}")));
         }
@@ -261,7 +358,7 @@ impl Namespace {
 
     /// Whether `name` in `bucket` is a prefix (wins), an object, or absent:
     /// from the cache, else one get and one single-entry list, concurrently.
-    pub(super) async fn resolve(&self, bucket: &str, name: &str) -> VfsResult<Known> {
+    pub async fn resolve(&self, bucket: &str, name: &str) -> VfsResult<Known> {
         if self.pending_buckets.contains(bucket) {
             return Ok(Known::Absent);
         }
@@ -325,14 +422,7 @@ impl Namespace {
     }
 
     /// A slice of a storage directory's listing, continuing after `after`.
-    pub(super) async fn storage_readdir(
-        &self,
-        dir: &Node,
-        ino: Ino,
-        fh: Fh,
-        after: Ino,
-        max: usize,
-    ) -> VfsResult<DirPage> {
+    pub async fn storage_readdir(&self, dir: &Node, ino: Ino, fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
         let mut stream = match self.streams.take(ino, fh, after) {
             Some(stream) => stream,
             None => self.new_stream(dir, after).await?,
@@ -577,11 +667,11 @@ fn bucket_version(meta: &BucketMeta) -> String {
     format!("created {:?}", meta.created)
 }
 
-impl Namespace {
+impl StorageTree {
     /// The version of what the storage document `node` describes, when it
     /// is removed: its object's generation (None: no object yet), or its
     /// bucket's creation.
-    pub(super) async fn described_version(&self, node: &Node) -> VfsResult<Option<String>> {
+    pub async fn described_version(&self, node: &Node) -> VfsResult<Option<String>> {
         match node {
             Node::ObjectMeta { bucket, name, .. } => match self.resolve(bucket, name).await? {
                 Known::Object(meta) => Ok(Some(object_version(&meta))),

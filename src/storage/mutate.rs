@@ -7,6 +7,7 @@
 //! Generated files (`.meta/*`) accept writes and removal without changing
 //! anything in Google, so `tar x` of an export and `rm -r` succeed.
 
+use super::tree::StorageTree;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,15 +15,14 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{ListObjects, ObjectMeta, Upload};
 use ciofs_frontends::{Attr, VfsError, VfsResult};
 
-use super::Namespace;
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, check_name_length, unusable_segment};
 
-impl Namespace {
+impl StorageTree {
     /// A `--config-only` tree shows no objects, and changes none (NFS names
     /// them without a lookup).
-    pub(super) fn refuse_objects_if_config_only(&self, node: &Node) -> VfsResult<()> {
+    pub fn refuse_objects_if_config_only(&self, node: &Node) -> VfsResult<()> {
         match node {
             Node::Object { .. } if self.cx.options.config_only => Err(config_only_error(&node.to_string())),
             _ => Ok(()),
@@ -30,7 +30,7 @@ impl Namespace {
     }
 
     /// The node a `create` of `name` in `dir` makes.
-    pub(super) fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
+    pub fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
         check_name_length(name)?;
         if let Some(why) = unusable_segment(name) {
             return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
@@ -58,7 +58,7 @@ impl Namespace {
 
     /// `truncate -s SIZE` of an object that is not open: staged, cut and
     /// uploaded at once.
-    pub(super) async fn truncate_object(&self, node: &Node, size: u64) -> VfsResult<()> {
+    pub async fn truncate_object(&self, node: &Node, size: u64) -> VfsResult<()> {
         let base = self.object_meta(node).await?;
         if base.size == size {
             return Ok(());
@@ -68,7 +68,7 @@ impl Namespace {
         self.commit(&mut staged).await
     }
 
-    pub(super) async fn make_dir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+    pub async fn make_dir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
         check_name_length(name)?;
         if let Some(why) = unusable_segment(name) {
             return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
@@ -117,7 +117,7 @@ impl Namespace {
         }
     }
 
-    pub(super) async fn remove_file(&self, dir: &Node, name: &str) -> VfsResult<()> {
+    pub async fn remove_file(&self, dir: &Node, name: &str) -> VfsResult<()> {
         check_name_length(name)?;
         match dir {
             Node::Dir { project, bucket, prefix } => {
@@ -187,7 +187,7 @@ impl Namespace {
         }
     }
 
-    pub(super) async fn remove_dir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+    pub async fn remove_dir(&self, dir: &Node, name: &str) -> VfsResult<()> {
         check_name_length(name)?;
         match dir {
             Node::Service { project, service: Service::Storage } => {
@@ -241,7 +241,7 @@ impl Namespace {
 
     /// Renames a file (a server-side copy, then a delete of the source) or a
     /// directory of up to `Options::rename_limit` objects, within a bucket.
-    pub(super) async fn rename_entry(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
+    pub async fn rename_entry(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
         check_name_length(name)?;
         check_name_length(new_name)?;
         if let Some(why) = unusable_segment(new_name) {

@@ -22,6 +22,7 @@
 //! two first WRITEs that race cannot truncate each other's bytes; the one
 //! that loses the race to the writers' table leaves nothing behind.
 
+use super::tree::StorageTree;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,7 +32,6 @@ use ciofs_frontends::{Ino, VfsError, VfsResult};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::Namespace;
 use super::unattended::{JournalFiles, Retry};
 use super::write::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
 use crate::core::node::Node;
@@ -79,14 +79,14 @@ fn keep_under_new_name(file: &Path, dir: &Path, base: &str) -> std::io::Result<P
     }
 }
 
-impl Namespace {
+impl StorageTree {
     fn journal_dir(&self) -> PathBuf {
         self.cx.options.staging_dir.join("nfs")
     }
 
     /// A WRITE without a handle: into the inode's unattended writer, made
     /// by the first one. Answered once the bytes are on disk.
-    pub(super) async fn unattended_write(&self, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
+    pub async fn unattended_write(&self, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
         loop {
             let writer = self.unattended_writer(ino).await?;
             writer.waiting.fetch_add(1, Ordering::SeqCst);
@@ -172,7 +172,7 @@ impl Namespace {
     /// disk, written first so that a crash after the change finds the
     /// record, and a record that cannot be written fails the call before
     /// anything changed.
-    pub(super) async fn before_journaled_change(&self, staged: &mut Staged) -> VfsResult<()> {
+    pub async fn before_journaled_change(&self, staged: &mut Staged) -> VfsResult<()> {
         self.fill(staged).await?;
         if let Base::Generation(journaled) = staged.base {
             // Taken back from a journal: which object the bytes replace is
@@ -216,7 +216,7 @@ impl Namespace {
 
     /// After the change: FILE_SYNC, its bytes are on disk before the call
     /// is answered.
-    pub(super) fn after_journaled_change(&self, staged: &Staged) -> VfsResult<()> {
+    pub fn after_journaled_change(&self, staged: &Staged) -> VfsResult<()> {
         if staged.journal.is_some() {
             staged.file.sync_data().map_err(|e| io_error("journaled staging file", e))?;
         }
@@ -225,7 +225,7 @@ impl Namespace {
 
     /// Removes a writer's journal: its record (nothing is left to replay)
     /// and, when it goes, its staging file.
-    pub(super) fn forget_journal(&self, staged: &mut Staged) {
+    pub fn forget_journal(&self, staged: &mut Staged) {
         if let Some(files) = staged.journal.take() {
             let _ = std::fs::remove_file(files.record);
             let _ = std::fs::remove_file(files.data);
@@ -236,7 +236,7 @@ impl Namespace {
     /// Uploads the unattended writers whose writes stopped `idle` ago and
     /// whose retry is due (several at once), and lets clean ones that
     /// stayed idle go.
-    pub(super) async fn commit_idle_writers(&self, idle: Duration) {
+    pub async fn commit_idle_writers(&self, idle: Duration) {
         let due: Vec<(Ino, Arc<Writer>)> = {
             let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
             writers.iter().filter(|(_, w)| w.unattended && w.idle_for() >= idle).map(|(i, w)| (*i, w.clone())).collect()

@@ -14,7 +14,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// The files of an unattended writer: its staging file and its journal
 /// record (the same name, `.json` for `.data`), and the project of the
 /// object it writes (which the record names).
-pub(super) struct JournalFiles {
+pub struct JournalFiles {
     pub data: PathBuf,
     pub record: PathBuf,
     pub project: String,
@@ -22,17 +22,17 @@ pub(super) struct JournalFiles {
 
 /// When an unattended writer may try its upload again.
 #[derive(Default)]
-pub(super) struct Retry {
+pub struct Retry {
     failures: u32,
     next: Option<Instant>,
 }
 
 impl Retry {
-    pub(super) fn due(&self) -> bool {
+    pub fn due(&self) -> bool {
         self.next.is_none_or(|next| Instant::now() >= next)
     }
 
-    pub(super) fn failed(&mut self) -> Duration {
+    pub fn failed(&mut self) -> Duration {
         let wait = RETRY_FIRST.saturating_mul(1 << self.failures.min(10)).min(RETRY_MAX);
         // Equal jitter: half fixed, half random, so that writers that failed
         // together do not all come back at once.

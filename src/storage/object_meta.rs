@@ -6,16 +6,16 @@
 //! each object and creates it anew. The service's fields (size, hashes,
 //! times, generations) are read and ignored.
 
+use super::tree::StorageTree;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ciofs_frontends::VfsResult;
 
-use super::Namespace;
+use super::documents::{ObjectMetadataEdit, parse_object_document};
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
-use crate::documents::{ObjectMetadataEdit, parse_object_document};
 
 /// How long metadata written for an object waits for the object's upload:
 /// `tar x` uploads a directory's objects after all of their documents, so
@@ -24,7 +24,7 @@ const PENDING_META_TTL: Duration = Duration::from_secs(3600);
 
 /// Metadata written, kept for the object's next upload, by (bucket, name),
 /// with when it was written.
-pub(super) struct PendingObjectMeta {
+pub struct PendingObjectMeta {
     edits: Mutex<HashMap<(String, String), (ObjectMetadataEdit, Instant)>>,
     ttl: Duration,
 }
@@ -56,10 +56,10 @@ impl PendingObjectMeta {
     }
 }
 
-impl Namespace {
+impl StorageTree {
     /// A `.meta/OBJECT.json` written (edits.rs keeps it locally until
     /// close, or until idle over NFS, then calls this).
-    pub(super) async fn apply_object_meta(&self, bucket: &str, name: &str, data: &[u8]) -> VfsResult<()> {
+    pub async fn apply_object_meta(&self, bucket: &str, name: &str, data: &[u8]) -> VfsResult<()> {
         let file = format!("{}.json", name.rsplit('/').next().unwrap_or(name));
         let edit = parse_object_document(data, &file)?;
         // Kept for the object's next upload either way: `tar x` over an
@@ -87,7 +87,7 @@ impl Namespace {
 
 /// What turns `current` into `wanted`: keys to set (`Some`) and to remove
 /// (`None`); empty when they are the same.
-pub(super) fn map_change(
+pub fn map_change(
     current: &BTreeMap<String, String>,
     wanted: &BTreeMap<String, String>,
 ) -> BTreeMap<String, Option<String>> {

@@ -1,0 +1,21 @@
+//! Cloud Storage as files: its tree (`tree`: buckets and prefixes as
+//! directories, objects as files, lookups and listings), paged listings
+//! (`listing`), object reads (`reader`), the writer of a file (`write`; the
+//! writes NFS sends without an open are `nfs_writes` and `unattended`),
+//! rename and removal (`mutate`), buckets made by `mkdir` (`buckets`), and
+//! the `.meta/` documents (`documents`, `object_meta`).
+//!
+//! It uses `core` and nothing else of the crate.
+
+pub mod buckets;
+pub mod documents;
+pub mod listing;
+pub mod mutate;
+pub mod nfs_writes;
+pub mod object_meta;
+pub mod reader;
+pub mod tree;
+pub mod unattended;
+pub mod write;
+
+pub use self::tree::StorageTree;
