@@ -15,12 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::{
     BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings,
 };
-use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
+use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use super::documents::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
@@ -34,6 +35,7 @@ use crate::core::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_
 use crate::core::pages::all_pages;
 use crate::core::pending::{Pending, PendingDue, Waiting};
 use crate::core::rules::{label_problems, refuse_if_any};
+use crate::core::slice::Slice;
 
 /// A table as files: its metadata and the three documents rendered once.
 pub struct TableView {
@@ -42,6 +44,11 @@ pub struct TableView {
 }
 
 impl TableView {
+    pub fn document(&self, file: TableFile) -> Bytes {
+        let at = TableFile::ALL.iter().position(|f| *f == file).unwrap_or(0);
+        self.documents[at].clone()
+    }
+
     fn new(meta: TableMeta) -> Self {
         let documents = [
             Bytes::from(render_table_config(&meta)),
@@ -49,11 +56,6 @@ impl TableView {
             Bytes::from(render_table_status(&meta)),
         ];
         Self { meta, documents }
-    }
-
-    pub fn document(&self, file: TableFile) -> Bytes {
-        let at = TableFile::ALL.iter().position(|f| *f == file).unwrap_or(0);
-        self.documents[at].clone()
     }
 
     /// The documents' time: the table's last change.
@@ -179,55 +181,6 @@ fn check_table_name(name: &str) -> VfsResult<()> {
 }
 
 impl BigQueryTree {
-    /// Finds `name` in a BigQuery directory.
-    pub async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
-        check_name_length(name)?;
-        let missing = || VfsError::not_found(format!("{dir}/{name}"));
-        match dir {
-            Node::Service { project, service: Service::BigQuery } => {
-                let listed = self.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
-                if !listed {
-                    self.dataset_view(project, name).await?;
-                }
-                Ok(self.cx.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
-            }
-            Node::Dataset { project, dataset } => {
-                if name == META_DIR {
-                    return Ok(self
-                        .cx
-                        .dir_entry(Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() }));
-                }
-                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
-                if let Some(pending) = self.pending(project, dataset, name) {
-                    return Ok(self.cx.entry(node, 0, pending.made));
-                }
-                let created = self.table_created(project, dataset, name).await?;
-                Ok(self.cx.entry(node, 0, created))
-            }
-            Node::DatasetMetaDir { project, dataset } => {
-                let node = match name {
-                    DATASET_META => Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() },
-                    // sed -i's temporary file, an editor's swap file.
-                    _ => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
-                };
-                self.visible_file_entry(node).await?.ok_or_else(missing)
-            }
-            Node::Table { project, dataset, table } => {
-                let node = match TableFile::from_file_name(name) {
-                    Some(file) => Node::TableFile {
-                        project: project.clone(),
-                        dataset: dataset.clone(),
-                        table: table.clone(),
-                        file,
-                    },
-                    None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
-                };
-                self.visible_file_entry(node).await?.ok_or_else(missing)
-            }
-            _ => Err(missing()),
-        }
-    }
-
     /// The entry of a file in a BigQuery directory, if it is to be seen:
     /// not removed, and (in a pending table) written.
     async fn visible_file_entry(&self, node: Node) -> VfsResult<Option<DirEntry>> {
@@ -252,64 +205,6 @@ impl BigQueryTree {
         }
         let (document, mtime) = self.document(&node).await?;
         Ok(Some(self.cx.entry(node, document.len() as u64, mtime)))
-    }
-
-    /// Size and time of a BigQuery node.
-    pub async fn stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
-        if let Some(stat) = self.cx.local.stat(node) {
-            return Ok(stat);
-        }
-        match node {
-            Node::Table { project, dataset, table } => {
-                if let Some(pending) = self.pending(project, dataset, table) {
-                    return Ok((0, pending.made));
-                }
-                Ok((0, self.table_created(project, dataset, table).await?))
-            }
-            Node::TableFile { project, dataset, table, file: TableFile::Status } => {
-                match self.pending(project, dataset, table) {
-                    // Created by tar in a new table directory: an empty file
-                    // whose writes are ignored.
-                    Some(pending) => Ok((0, pending.made)),
-                    None => {
-                        let (document, mtime) = self.document(node).await?;
-                        Ok((document.len() as u64, mtime))
-                    }
-                }
-            }
-            Node::TableFile { .. } | Node::DatasetMeta { .. } => {
-                let (document, mtime) = self.document(node).await?;
-                Ok((document.len() as u64, mtime))
-            }
-            Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
-            _ => Ok((0, SystemTime::UNIX_EPOCH)),
-        }
-    }
-
-    /// The current rendering of a generated or editable document.
-    pub async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
-        match node {
-            Node::TableFile { project, dataset, table, file } => {
-                if let Some(pending) = self.pending(project, dataset, table) {
-                    let made = pending.made;
-                    return match file {
-                        TableFile::Config if pending.config_written => {
-                            let meta = TableMeta { settings: pending.settings, ..TableMeta::default() };
-                            Ok((Bytes::from(render_table_config(&meta)), made))
-                        }
-                        _ => Err(VfsError::not_found(format!("{node} (the table has no schema.json yet)"))),
-                    };
-                }
-                let view = self.table_view(project, dataset, table).await?;
-                Ok((view.document(*file), view.mtime()))
-            }
-            Node::DatasetMeta { project, dataset } => {
-                let view = self.dataset_view(project, dataset).await?;
-                let mtime = view.0.modified.or(view.0.created).unwrap_or(SystemTime::UNIX_EPOCH);
-                Ok((view.1.clone(), mtime))
-            }
-            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
-        }
     }
 
     /// Every entry of a BigQuery directory, in listing order.
@@ -472,75 +367,6 @@ impl BigQueryTree {
         Ok(view)
     }
 
-    /// `mkdir bigquery/NEW` makes a pending dataset; `mkdir bigquery/DS/NEW`
-    /// a pending table directory (and creates its dataset, if pending).
-    pub async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
-        check_name_length(name)?;
-        match dir {
-            Node::Service { project, service: Service::BigQuery } => {
-                check_dataset_name(name)?;
-                // A pending one's view is there too.
-                let exists = match self.dataset_view(project, name).await {
-                    Ok(_) => true,
-                    Err(e) if e.errno() == libc::ENOENT => false,
-                    Err(e) => return Err(e),
-                };
-                if exists {
-                    return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
-                }
-                let made = self.pending_datasets.add((project.clone(), name.to_string()), ());
-                self.dataset_views.forget(&(project.clone(), name.to_string()));
-                tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
-                Ok(self.cx.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
-            }
-            Node::Dataset { project, dataset } => {
-                check_table_name(name)?;
-                self.ensure_dataset(project, dataset).await?;
-                if self.pending(project, dataset, name).is_some() {
-                    return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
-                }
-                match self.table_view(project, dataset, name).await {
-                    Ok(_) => return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name}: the table exists"))),
-                    Err(e) if e.errno() == libc::ENOENT => {}
-                    Err(e) => return Err(e),
-                }
-                // The dataset must exist for the table to be made in it.
-                self.dataset_view(project, dataset).await?;
-                let pending = PendingTable::new();
-                let made = pending.made;
-                self.set_pending(project, dataset, name, Some(pending));
-                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
-                Ok(self.cx.entry(node, 0, made).attr)
-            }
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
-        }
-    }
-
-    /// `rmdir` of a table deletes it (whatever files it shows); of a dataset,
-    /// only an empty one.
-    pub async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
-        check_name_length(name)?;
-        match dir {
-            Node::Service { project, service: Service::BigQuery } => self.delete_dataset(project, name).await,
-            // `rm -r` removes `.meta` after its (generated) file: nothing to do.
-            Node::Dataset { .. } if name == META_DIR => Ok(()),
-            Node::Dataset { project, dataset } => {
-                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
-                self.cx.local.drop_under(&node);
-                if self.pending(project, dataset, name).is_some() {
-                    self.set_pending(project, dataset, name, None);
-                    return Ok(());
-                }
-                let deleted = self.api.delete_table(project, dataset, name).await.map_err(vfs_error);
-                self.forget_table(project, dataset, name);
-                deleted?;
-                tracing::info!(project, dataset, table = name, "table deleted");
-                Ok(())
-            }
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
-        }
-    }
-
     async fn delete_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
         if !self.pending_in(project, dataset).is_empty() {
             return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} holds new table directories")));
@@ -561,41 +387,6 @@ impl BigQueryTree {
         deleted?;
         tracing::info!(project, dataset, "dataset deleted");
         Ok(())
-    }
-
-    /// Applies a whole document written to `node`: validated, then sent if
-    /// it changes anything. Generated documents are accepted and ignored.
-    pub async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
-        if let Node::DatasetMeta { project, dataset } = node {
-            return self.apply_dataset(project, dataset, data).await;
-        }
-        let Node::TableFile { project, dataset, table, file } = node else {
-            return Ok(());
-        };
-        match (file, self.pending(project, dataset, table)) {
-            (TableFile::Status, _) => Ok(()),
-            (TableFile::Schema, Some(pending)) => self.create_table(project, dataset, table, pending, data).await,
-            (TableFile::Config, Some(mut pending)) => {
-                pending.settings = parse_table_config(data, &pending.settings)?;
-                check_new_table_config(&pending.settings, SystemTime::now())?;
-                pending.config_written = true;
-                self.set_pending(project, dataset, table, Some(pending));
-                Ok(())
-            }
-            (TableFile::Schema, None) => {
-                let view = self.fresh_table_view(project, dataset, table).await?;
-                let schema = parse_schema(data)?;
-                check_schema_change(&view.meta.settings.schema, &schema)?;
-                let settings = TableSettings { schema, ..view.meta.settings.clone() };
-                self.update_table(project, &view, settings).await
-            }
-            (TableFile::Config, None) => {
-                let view = self.fresh_table_view(project, dataset, table).await?;
-                let settings = parse_table_config(data, &view.meta.settings)?;
-                check_config_change(&view.meta.table_type, &view.meta.settings, &settings, SystemTime::now())?;
-                self.update_table(project, &view, settings).await
-            }
-        }
     }
 
     /// A written `_dataset.json`: description, friendly name, labels and
@@ -761,5 +552,228 @@ impl BigQueryTree {
         self.tables.forget(&(project.to_string(), dataset.to_string()));
         self.remember_table(project, created);
         Ok(())
+    }
+}
+
+/// BigQuery's answers to what the namespace asks of every service.
+#[async_trait]
+impl Slice for BigQueryTree {
+    /// Finds `name` in a BigQuery directory.
+    async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+        check_name_length(name)?;
+        let missing = || VfsError::not_found(format!("{dir}/{name}"));
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => {
+                let listed = self.datasets.get(project).is_some_and(|l| l.iter().any(|d| d.dataset == name));
+                if !listed {
+                    self.dataset_view(project, name).await?;
+                }
+                Ok(self.cx.dir_entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }))
+            }
+            Node::Dataset { project, dataset } => {
+                if name == META_DIR {
+                    return Ok(self
+                        .cx
+                        .dir_entry(Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() }));
+                }
+                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
+                if let Some(pending) = self.pending(project, dataset, name) {
+                    return Ok(self.cx.entry(node, 0, pending.made));
+                }
+                let created = self.table_created(project, dataset, name).await?;
+                Ok(self.cx.entry(node, 0, created))
+            }
+            Node::DatasetMetaDir { project, dataset } => {
+                let node = match name {
+                    DATASET_META => Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() },
+                    // sed -i's temporary file, an editor's swap file.
+                    _ => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+                };
+                self.visible_file_entry(node).await?.ok_or_else(missing)
+            }
+            Node::Table { project, dataset, table } => {
+                let node = match TableFile::from_file_name(name) {
+                    Some(file) => Node::TableFile {
+                        project: project.clone(),
+                        dataset: dataset.clone(),
+                        table: table.clone(),
+                        file,
+                    },
+                    None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+                };
+                self.visible_file_entry(node).await?.ok_or_else(missing)
+            }
+            _ => Err(missing()),
+        }
+    }
+
+    /// Size and time of a BigQuery node.
+    async fn stat(&self, _ino: Ino, node: &Node) -> VfsResult<(u64, SystemTime)> {
+        if let Some(stat) = self.cx.local.stat(node) {
+            return Ok(stat);
+        }
+        match node {
+            Node::Table { project, dataset, table } => {
+                if let Some(pending) = self.pending(project, dataset, table) {
+                    return Ok((0, pending.made));
+                }
+                Ok((0, self.table_created(project, dataset, table).await?))
+            }
+            Node::TableFile { project, dataset, table, file: TableFile::Status } => {
+                match self.pending(project, dataset, table) {
+                    // Created by tar in a new table directory: an empty file
+                    // whose writes are ignored.
+                    Some(pending) => Ok((0, pending.made)),
+                    None => {
+                        let (document, mtime) = self.document(node).await?;
+                        Ok((document.len() as u64, mtime))
+                    }
+                }
+            }
+            Node::TableFile { .. } | Node::DatasetMeta { .. } => {
+                let (document, mtime) = self.document(node).await?;
+                Ok((document.len() as u64, mtime))
+            }
+            Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
+            _ => Ok((0, SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    async fn readdir(&self, dir: &Node, _ino: Ino, _fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
+        Ok(self.cx.page_after(self.children(dir).await?, after, max))
+    }
+
+    /// `mkdir bigquery/NEW` makes a pending dataset; `mkdir bigquery/DS/NEW`
+    /// a pending table directory (and creates its dataset, if pending).
+    async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        check_name_length(name)?;
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => {
+                check_dataset_name(name)?;
+                // A pending one's view is there too.
+                let exists = match self.dataset_view(project, name).await {
+                    Ok(_) => true,
+                    Err(e) if e.errno() == libc::ENOENT => false,
+                    Err(e) => return Err(e),
+                };
+                if exists {
+                    return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
+                }
+                let made = self.pending_datasets.add((project.clone(), name.to_string()), ());
+                self.dataset_views.forget(&(project.clone(), name.to_string()));
+                tracing::info!(project, dataset = name, "dataset pending: created at its .meta/_dataset.json");
+                Ok(self.cx.entry(Node::Dataset { project: project.clone(), dataset: name.to_string() }, 0, made).attr)
+            }
+            Node::Dataset { project, dataset } => {
+                check_table_name(name)?;
+                self.ensure_dataset(project, dataset).await?;
+                if self.pending(project, dataset, name).is_some() {
+                    return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+                }
+                match self.table_view(project, dataset, name).await {
+                    Ok(_) => return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name}: the table exists"))),
+                    Err(e) if e.errno() == libc::ENOENT => {}
+                    Err(e) => return Err(e),
+                }
+                // The dataset must exist for the table to be made in it.
+                self.dataset_view(project, dataset).await?;
+                let pending = PendingTable::new();
+                let made = pending.made;
+                self.set_pending(project, dataset, name, Some(pending));
+                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
+                Ok(self.cx.entry(node, 0, made).attr)
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+        }
+    }
+
+    /// `rmdir` of a table deletes it (whatever files it shows); of a dataset,
+    /// only an empty one.
+    async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
+        match dir {
+            Node::Service { project, service: Service::BigQuery } => self.delete_dataset(project, name).await,
+            // `rm -r` removes `.meta` after its (generated) file: nothing to do.
+            Node::Dataset { .. } if name == META_DIR => Ok(()),
+            Node::Dataset { project, dataset } => {
+                let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
+                self.cx.local.drop_under(&node);
+                if self.pending(project, dataset, name).is_some() {
+                    self.set_pending(project, dataset, name, None);
+                    return Ok(());
+                }
+                let deleted = self.api.delete_table(project, dataset, name).await.map_err(vfs_error);
+                self.forget_table(project, dataset, name);
+                deleted?;
+                tracing::info!(project, dataset, table = name, "table deleted");
+                Ok(())
+            }
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+        }
+    }
+
+    /// The current rendering of a generated or editable document.
+    async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        match node {
+            Node::TableFile { project, dataset, table, file } => {
+                if let Some(pending) = self.pending(project, dataset, table) {
+                    let made = pending.made;
+                    return match file {
+                        TableFile::Config if pending.config_written => {
+                            let meta = TableMeta { settings: pending.settings, ..TableMeta::default() };
+                            Ok((Bytes::from(render_table_config(&meta)), made))
+                        }
+                        _ => Err(VfsError::not_found(format!("{node} (the table has no schema.json yet)"))),
+                    };
+                }
+                let view = self.table_view(project, dataset, table).await?;
+                Ok((view.document(*file), view.mtime()))
+            }
+            Node::DatasetMeta { project, dataset } => {
+                let view = self.dataset_view(project, dataset).await?;
+                let mtime = view.0.modified.or(view.0.created).unwrap_or(SystemTime::UNIX_EPOCH);
+                Ok((view.1.clone(), mtime))
+            }
+            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+        }
+    }
+
+    /// Applies a whole document written to `node`: validated, then sent if
+    /// it changes anything. Generated documents are accepted and ignored.
+    async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        if let Node::DatasetMeta { project, dataset } = node {
+            return self.apply_dataset(project, dataset, data).await;
+        }
+        let Node::TableFile { project, dataset, table, file } = node else {
+            return Ok(());
+        };
+        match (file, self.pending(project, dataset, table)) {
+            (TableFile::Status, _) => Ok(()),
+            (TableFile::Schema, Some(pending)) => self.create_table(project, dataset, table, pending, data).await,
+            (TableFile::Config, Some(mut pending)) => {
+                pending.settings = parse_table_config(data, &pending.settings)?;
+                check_new_table_config(&pending.settings, SystemTime::now())?;
+                pending.config_written = true;
+                self.set_pending(project, dataset, table, Some(pending));
+                Ok(())
+            }
+            (TableFile::Schema, None) => {
+                let view = self.fresh_table_view(project, dataset, table).await?;
+                let schema = parse_schema(data)?;
+                check_schema_change(&view.meta.settings.schema, &schema)?;
+                let settings = TableSettings { schema, ..view.meta.settings.clone() };
+                self.update_table(project, &view, settings).await
+            }
+            (TableFile::Config, None) => {
+                let view = self.fresh_table_view(project, dataset, table).await?;
+                let settings = parse_table_config(data, &view.meta.settings)?;
+                check_config_change(&view.meta.table_type, &view.meta.settings, &settings, SystemTime::now())?;
+                self.update_table(project, &view, settings).await
+            }
+        }
+    }
+
+    async fn create_due(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+        self.create_due_datasets(which).await
     }
 }

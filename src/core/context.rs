@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use ciofs_frontends::{Attr, AttrsChanged, DirEntry, FileKind, Ino, VfsError, VfsResult};
+use ciofs_frontends::{Attr, AttrsChanged, DirEntry, DirPage, FileKind, Ino, VfsError, VfsResult};
 
 use super::edits::LocalFiles;
 use super::error_log::ErrorLog;
@@ -140,5 +140,25 @@ impl Context {
 
     pub fn dir_entry(&self, node: Node) -> DirEntry {
         self.entry(node, 0, SystemTime::UNIX_EPOCH)
+    }
+
+    /// The entries of a directory after the one numbered `after` (0: from
+    /// the start), at most `max`. If that entry is gone (a table deleted
+    /// between two pages), the listing goes on after its name.
+    pub fn page_after(&self, entries: Vec<DirEntry>, after: Ino, max: usize) -> DirPage {
+        let start = match after {
+            0 => 0,
+            _ => match entries.iter().position(|e| e.attr.ino == after) {
+                Some(at) => at + 1,
+                None => {
+                    let name = self.inodes.node(after).map(|n| n.path().rsplit('/').next().unwrap_or("").to_string());
+                    let name = name.unwrap_or_default();
+                    entries.iter().position(|e| e.name > name).unwrap_or(entries.len())
+                }
+            },
+        };
+        let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
+        let eof = page.len() < max;
+        DirPage { entries: page, eof }
     }
 }

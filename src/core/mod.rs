@@ -23,3 +23,4 @@ pub mod pending;
 pub mod printable;
 pub mod private_files;
 pub mod rules;
+pub mod slice;

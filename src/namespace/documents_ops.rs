@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use ciofs_frontends::{Attr, OpenFlags, Opened, VfsError, VfsResult};
 
 use crate::core::edits::{Documents, is_local};
+use crate::core::slice::Slice;
 use bytes::Bytes;
 
 use super::{Handle, Namespace};
@@ -22,20 +23,11 @@ use crate::core::node::{
 #[async_trait]
 impl Documents for Namespace {
     async fn current(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
-        match node.service() {
-            Some(Service::PubSub) => Ok((self.pubsub.document(node).await?, SystemTime::UNIX_EPOCH)),
-            Some(Service::Storage) => self.storage.storage_document(node).await,
-            _ => self.bigquery.document(node).await,
-        }
+        self.slice_of(node)?.document(node).await
     }
 
     async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
-        match node {
-            Node::ObjectMeta { bucket, name, .. } => self.storage.apply_object_meta(bucket, name, data).await,
-            Node::BucketMeta { bucket, .. } => self.storage.apply_bucket_meta(bucket, data).await,
-            _ if node.service() == Some(Service::PubSub) => self.pubsub.apply(node, data).await,
-            _ => self.bigquery.apply(node, data).await,
-        }
+        self.slice_of(node)?.apply(node, data).await
     }
 
     async fn prepare_replay(&self, node: &Node) -> VfsResult<()> {
@@ -44,6 +36,13 @@ impl Documents for Namespace {
 }
 
 impl Namespace {
+    /// The slice that owns `node` (never one of the fixed upper levels,
+    /// which hold no documents).
+    fn slice_of(&self, node: &Node) -> VfsResult<&dyn Slice> {
+        let service = node.service().ok_or_else(|| VfsError::new(libc::EINVAL, format!("{node}: not a document")))?;
+        Ok(self.slice(service))
+    }
+
     /// The current document of a file that holds one, and its time.
     pub(super) async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         Documents::current(self, node).await
@@ -159,10 +158,7 @@ impl Namespace {
         let node = self.doc_child(dir, name)?;
         if !matches!(node, Node::Scratch { .. }) {
             // It must be there to be removed.
-            match dir.service() {
-                Some(Service::PubSub) => self.pubsub.lookup(dir, name).await?,
-                _ => self.bigquery.lookup(dir, name).await?,
-            };
+            self.slice_of(dir)?.lookup(dir, name).await?;
         }
         if let Node::TableFile { project, dataset, table, file: TableFile::Config } = &node {
             // A pending table forgets the configuration written into it.

@@ -30,6 +30,7 @@ pub use crate::core::context::Options;
 use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
 use crate::core::pending::PendingDue;
+use crate::core::slice::Slice;
 use crate::pubsub::PubSubTree;
 use crate::pubsub::stream::StreamReader;
 use crate::storage::StorageTree;
@@ -131,6 +132,15 @@ impl Namespace {
         fh
     }
 
+    /// The slice that owns `service`'s tree.
+    fn slice(&self, service: Service) -> &dyn Slice {
+        match service {
+            Service::Storage => &self.storage,
+            Service::BigQuery => &self.bigquery,
+            Service::PubSub => &*self.pubsub,
+        }
+    }
+
     /// The fixed children of the tree's upper levels, or None for a
     /// directory whose children come from Google.
     fn fixed_children(&self, node: &Node) -> Option<Vec<Node>> {
@@ -169,17 +179,12 @@ impl Vfs for Namespace {
                 }
                 (state.size, state.mtime)
             }
-            (None, Some(Service::BigQuery)) => self.bigquery.stat(&node).await?,
-            (None, Some(Service::PubSub)) if node.is_dir() => (0, SystemTime::UNIX_EPOCH),
-            (None, Some(Service::PubSub)) => self.pubsub.stat(&node).await?,
-            (None, _) if node == Node::ErrorLog => {
+            (None, Some(service)) => self.slice(service).stat(ino, &node).await?,
+            (None, None) if node == Node::ErrorLog => {
                 let (text, mtime) = self.cx.error_log.render();
                 (text.len() as u64, mtime)
             }
-            (None, _) => {
-                self.cx.still_named(ino, &node)?;
-                self.storage.storage_stat(&node).await?
-            }
+            (None, None) => (0, SystemTime::UNIX_EPOCH),
         };
         Ok(self.cx.attr(ino, generation, &node, size, mtime))
     }
@@ -217,14 +222,10 @@ impl Vfs for Namespace {
         let node = self.cx.node(dir)?;
         if let Some(children) = self.fixed_children(&node) {
             let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
-            return Ok(self.page_after(entries, after, max));
+            return Ok(self.cx.page_after(entries, after, max));
         }
-        match node.service() {
-            Some(Service::BigQuery) => return Ok(self.page_after(self.bigquery.children(&node).await?, after, max)),
-            Some(Service::PubSub) => return Ok(self.page_after(self.pubsub.children(&node).await?, after, max)),
-            _ => {}
-        }
-        self.storage.storage_readdir(&node, dir, fh.unwrap_or(0), after, max).await
+        let service = node.service().ok_or_else(|| VfsError::new(libc::ENOTDIR, format!("{node}: not a directory")))?;
+        self.slice(service).readdir(&node, dir, fh.unwrap_or(0), after, max).await
     }
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
@@ -401,9 +402,9 @@ impl Vfs for Namespace {
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.cx.node(parent)?;
         let made = match dir.service() {
-            Some(Service::BigQuery) => self.bigquery.mkdir(&dir, name).await,
-            Some(Service::PubSub) => self.pubsub.mkdir(&dir, name).await,
-            _ => self.storage.make_dir(&dir, name).await,
+            Some(service) => self.slice(service).mkdir(&dir, name).await,
+            None => node::check_name_length(name)
+                .and(Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here")))),
         };
         let attr = match made {
             // A fixed directory (`bigquery`, `.meta`, `subscriptions` ...):
@@ -429,9 +430,9 @@ impl Vfs for Namespace {
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
         match dir.service() {
-            Some(Service::BigQuery) => self.bigquery.rmdir(&dir, name).await,
-            Some(Service::PubSub) => self.pubsub.rmdir(&dir, name).await,
-            _ => self.storage.remove_dir(&dir, name).await,
+            Some(service) => self.slice(service).rmdir(&dir, name).await,
+            None => node::check_name_length(name)
+                .and(Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed")))),
         }
     }
 
@@ -502,9 +503,9 @@ impl Namespace {
         self.storage.commit_idle_writers(idle).await;
         self.cx.local.apply_idle(self, idle).await;
         // Failures are in `.ciofs/errors`.
-        self.pubsub.create_due_subscriptions(PendingDue::Waited).await;
-        self.storage.create_due_buckets(PendingDue::Waited).await;
-        self.bigquery.create_due_datasets(PendingDue::Waited).await;
+        for service in [Service::PubSub, Service::Storage, Service::BigQuery] {
+            self.slice(service).create_due(PendingDue::Waited).await;
+        }
     }
 
     /// Before the process ends (unmount, NFS stop, the end of an import):
@@ -514,9 +515,10 @@ impl Namespace {
     /// (each path, and why).
     pub async fn settle(&self) -> Vec<(String, VfsError)> {
         self.commit_idle(Duration::ZERO).await;
-        let mut failed = self.storage.create_due_buckets(PendingDue::All).await;
-        failed.extend(self.bigquery.create_due_datasets(PendingDue::All).await);
-        failed.extend(self.pubsub.create_due_subscriptions(PendingDue::All).await);
+        let mut failed = Vec::new();
+        for service in [Service::Storage, Service::BigQuery, Service::PubSub] {
+            failed.extend(self.slice(service).create_due(PendingDue::All).await);
+        }
         for (path, error) in &failed {
             tracing::warn!(path, %error, "not created");
         }
@@ -579,12 +581,8 @@ impl Namespace {
                 .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
             return Ok(self.fixed_entry(child).attr);
         }
-        match dir.service() {
-            Some(Service::BigQuery) => return Ok(self.bigquery.lookup(&dir, name).await?.attr),
-            Some(Service::PubSub) => return Ok(self.pubsub.lookup(&dir, name).await?.attr),
-            _ => {}
-        }
-        Ok(self.storage.storage_lookup(&dir, name).await?.attr)
+        let service = dir.service().ok_or_else(|| VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory")))?;
+        Ok(self.slice(service).lookup(&dir, name).await?.attr)
     }
 
     /// What NFS reads through, having no open: a reader per inode, replaced
@@ -635,28 +633,7 @@ fn slice_of(bytes: &Bytes, offset: u64, len: u32) -> (Bytes, bool) {
     (bytes.slice(start..end), end == bytes.len())
 }
 
-impl Namespace {
-    /// The entries of a directory after the one numbered `after` (0: from
-    /// the start), at most `max`. If that entry is gone (a table deleted
-    /// between two pages), the listing goes on after its name.
-    fn page_after(&self, entries: Vec<DirEntry>, after: Ino, max: usize) -> DirPage {
-        let start = match after {
-            0 => 0,
-            _ => match entries.iter().position(|e| e.attr.ino == after) {
-                Some(at) => at + 1,
-                None => {
-                    let name =
-                        self.cx.inodes.node(after).map(|n| n.path().rsplit('/').next().unwrap_or("").to_string());
-                    let name = name.unwrap_or_default();
-                    entries.iter().position(|e| e.name > name).unwrap_or(entries.len())
-                }
-            },
-        };
-        let page: Vec<DirEntry> = entries.into_iter().skip(start).take(max).collect();
-        let eof = page.len() < max;
-        DirPage { entries: page, eof }
-    }
-}
+impl Namespace {}
 
 #[cfg(test)]
 mod bigquery_edit_tests;

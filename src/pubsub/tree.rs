@@ -17,12 +17,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::pubsub::{
     OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
 };
-use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
+use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use super::documents::{
     parse_subscription_config, parse_topic_config, render_quotas, render_subscription_config, render_topic_config,
@@ -38,6 +39,7 @@ use crate::core::node::{
 };
 use crate::core::pages::all_pages;
 use crate::core::pending::{Pending, PendingDue, Waiting};
+use crate::core::slice::Slice;
 
 /// The most messages one publish call carries (Pub/Sub's request limit).
 const PUBLISH_BATCH: usize = 1000;
@@ -147,57 +149,9 @@ fn check_resource_name(kind: &str, name: &str) -> VfsResult<()> {
 }
 
 impl PubSubTree {
-    /// Finds `name` in a Pub/Sub directory.
-    pub async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
-        check_name_length(name)?;
-        let missing = || VfsError::not_found(format!("{dir}/{name}"));
-        let project = match dir {
-            Node::Service { project, .. }
-            | Node::PubSubMetaDir { project }
-            | Node::Topics { project }
-            | Node::Topic { project, .. }
-            | Node::Subscriptions { project, .. }
-            | Node::Subscription { project, .. } => project.clone(),
-            _ => return Err(missing()),
-        };
-        let node = match dir {
-            Node::Service { .. } if name == META_DIR => Node::PubSubMetaDir { project },
-            Node::Service { .. } if name == TOPICS_DIR => Node::Topics { project },
-            Node::PubSubMetaDir { .. } if name == QUOTAS_FILE => Node::Quotas { project },
-            Node::Topics { .. } => {
-                self.topic(&project, name).await?;
-                Node::Topic { project, topic: name.to_string() }
-            }
-            Node::Topic { topic, .. } if name == SUBSCRIPTIONS_DIR => {
-                Node::Subscriptions { project, topic: topic.clone() }
-            }
-            Node::Topic { topic, .. } => match TopicFile::from_file_name(name) {
-                Some(file) => Node::TopicFile { project, topic: topic.clone(), file },
-                None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
-            },
-            Node::Subscriptions { topic, .. } => {
-                self.subscription_of(&project, topic, name).await?;
-                Node::Subscription { project, topic: topic.clone(), subscription: name.to_string() }
-            }
-            Node::Subscription { topic, subscription, .. } => match SubscriptionFile::from_file_name(name) {
-                Some(file) => {
-                    Node::SubscriptionFile { project, topic: topic.clone(), subscription: subscription.clone(), file }
-                }
-                None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
-            },
-            _ => return Err(missing()),
-        };
-        let scratch_missing = matches!(node, Node::Scratch { .. }) && self.cx.local.stat(&node).is_none();
-        if self.cx.local.is_hidden(&node) || scratch_missing {
-            return Err(missing());
-        }
-        let (size, mtime) = self.stat(&node).await?;
-        Ok(self.cx.entry(node, size, mtime))
-    }
-
     /// Size and time of a Pub/Sub node. Pub/Sub keeps no times: every
     /// node shows a constant one. `_message` and `_stream` are empty.
-    pub async fn stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+    pub async fn file_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
         if let Some(stat) = self.cx.local.stat(node) {
             return Ok(stat);
         }
@@ -205,7 +159,7 @@ impl PubSubTree {
             Node::Quotas { .. }
             | Node::TopicFile { file: TopicFile::Config, .. }
             | Node::SubscriptionFile { file: SubscriptionFile::Config, .. } => {
-                Ok((self.document(node).await?.len() as u64, SystemTime::UNIX_EPOCH))
+                Ok((self.document_bytes(node).await?.len() as u64, SystemTime::UNIX_EPOCH))
             }
             Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
             // Over NFS a followed stream is a growing log; otherwise empty.
@@ -243,7 +197,7 @@ impl PubSubTree {
 
     /// The current rendering of a Pub/Sub document (empty for `_message`,
     /// `_messages` and the streams, which have no content of their own).
-    pub async fn document(&self, node: &Node) -> VfsResult<Bytes> {
+    pub async fn document_bytes(&self, node: &Node) -> VfsResult<Bytes> {
         match node {
             Node::Quotas { project } => Ok(Bytes::from(render_quotas(project))),
             Node::TopicFile { project, topic, file: TopicFile::Config } => {
@@ -304,7 +258,7 @@ impl PubSubTree {
         };
         let mut entries = Vec::new();
         for node in nodes.into_iter().filter(|n| !self.cx.local.is_hidden(n)) {
-            let (size, mtime) = if node.is_dir() { (0, SystemTime::UNIX_EPOCH) } else { self.stat(&node).await? };
+            let (size, mtime) = if node.is_dir() { (0, SystemTime::UNIX_EPOCH) } else { self.file_stat(&node).await? };
             entries.push(self.cx.entry(node, size, mtime));
         }
         for (node, size, mtime) in self.cx.local.scratch_in(dir) {
@@ -414,44 +368,6 @@ impl PubSubTree {
         Ok(meta)
     }
 
-    /// `mkdir pubsub/topics/NEW` creates a topic; `mkdir
-    /// pubsub/topics/T/subscriptions/NEW` a subscription with default settings.
-    pub async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
-        check_name_length(name)?;
-        let node = match dir {
-            Node::Topics { project } => {
-                check_resource_name("topic", name)?;
-                let exists = match self.api.get_topic(project, name).await {
-                    Ok(_) => true,
-                    Err(e) if e.kind == ErrorKind::NotFound => self.pending_topic_settings(project, name).is_some(),
-                    Err(e) => return Err(vfs_error(e)),
-                };
-                if exists {
-                    return Err(VfsError::new(libc::EEXIST, format!("topic {name} exists")));
-                }
-                self.pending_topics.add((project.clone(), name.to_string()), ());
-                tracing::info!(project, topic = name, "topic pending: created at its config.json");
-                Node::Topic { project: project.clone(), topic: name.to_string() }
-            }
-            Node::Subscriptions { project, topic } => {
-                check_resource_name("subscription", name)?;
-                let exists = match self.api.get_subscription(project, name).await {
-                    Ok(_) => true,
-                    Err(e) if e.kind == ErrorKind::NotFound => self.pending_topic(project, name).is_some(),
-                    Err(e) => return Err(vfs_error(e)),
-                };
-                if exists {
-                    return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
-                }
-                self.pending.add((project.clone(), name.to_string()), topic.clone());
-                tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
-                Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
-            }
-            _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
-        };
-        Ok(self.cx.dir_entry(node).attr)
-    }
-
     /// Creates a pending subscription with `settings`.
     async fn create_pending(
         &self,
@@ -536,116 +452,6 @@ impl PubSubTree {
             }
         }
         failed
-    }
-
-    /// `rmdir` of a topic deletes it (its subscriptions stay, detached, as in
-    /// Pub/Sub), of a subscription deletes the subscription.
-    pub async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
-        check_name_length(name)?;
-        match dir {
-            Node::Topics { project } => {
-                if self.pending_topics.remove(&(project.clone(), name.to_string())) {
-                    // Never created, nor were its pending subscriptions.
-                    let of_topic = self.pending.filter(|(p, _), w| p == project && w.made_in == name);
-                    for (key, _) in of_topic {
-                        self.pending.remove(&key);
-                    }
-                    return Ok(());
-                }
-                let deleted = self.api.delete_topic(project, name).await.map_err(vfs_error);
-                self.topics.forget(&project.clone());
-                deleted?;
-                tracing::info!(project, topic = name, "topic deleted");
-                Ok(())
-            }
-            Node::Subscriptions { project, topic } => {
-                if self.pending.remove(&(project.clone(), name.to_string())) {
-                    return Ok(());
-                }
-                self.subscription_of(project, topic, name).await?;
-                let deleted = self.api.delete_subscription(project, name).await.map_err(vfs_error);
-                self.subscriptions.forget(&(project.clone(), topic.clone()));
-                self.subscription_metas.forget(&(project.clone(), name.to_string()));
-                deleted?;
-                tracing::info!(project, topic, subscription = name, "subscription deleted");
-                Ok(())
-            }
-            // `rm -r` of a topic: its fixed directories hold nothing to delete.
-            Node::Service { .. } | Node::Topic { .. } | Node::Subscription { .. } => Ok(()),
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
-        }
-    }
-
-    /// Applies a whole document written to `node`: a config, or messages to
-    /// publish. Generated files are accepted and ignored.
-    pub async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
-        match node {
-            Node::TopicFile { project, topic, file: TopicFile::Config }
-                if let Some(current) = self.pending_topic_settings(project, topic) =>
-            {
-                let settings = parse_topic_config(data, &current)?;
-                check_topic_settings(None, &settings)?;
-                match self.create_pending_topic(project, topic, &settings).await? {
-                    Some(_) => Ok(()),
-                    // Made meanwhile: the settings are a change of it.
-                    None => Box::pin(self.apply(node, data)).await,
-                }
-            }
-            Node::TopicFile { project, topic, file: TopicFile::Config } => {
-                let current = self.api.get_topic(project, topic).await.map_err(vfs_error)?;
-                let settings = parse_topic_config(data, &current.settings)?;
-                check_topic_settings(Some(&current.settings), &settings)?;
-                if settings == current.settings {
-                    return Ok(());
-                }
-                self.api.update_topic(project, topic, &settings).await.map_err(vfs_error)?;
-                self.topics.forget(&project.clone());
-                Ok(())
-            }
-            Node::SubscriptionFile { project, topic, subscription, file: SubscriptionFile::Config }
-                if self.pending_topic(project, subscription).is_some() =>
-            {
-                let defaults = pending_meta(project, topic, subscription).settings;
-                let settings = parse_subscription_config(project, &full_topic(project, topic), data, &defaults)?;
-                check_subscription_change(None, &settings)?;
-                match self.create_pending(project, subscription, &settings).await {
-                    // Its dead-letter topic may come later in an archive:
-                    // created once it exists (or the error logged).
-                    Err(e) if e.errno() == libc::ENOENT && settings.dead_letter_policy.is_some() => {
-                        self.pending.wait_again(&(project.clone(), subscription.clone()), &settings);
-                        tracing::info!(project, subscription, "subscription waits for its dead-letter topic");
-                        Ok(())
-                    }
-                    created => created,
-                }
-            }
-            Node::SubscriptionFile { project, subscription, file: SubscriptionFile::Config, .. } => {
-                let current = self.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
-                let settings = parse_subscription_config(project, &current.topic, data, &current.settings)?;
-                check_subscription_change(Some(&current.settings), &settings)?;
-                if settings == current.settings {
-                    return Ok(());
-                }
-                let updated = self.api.update_subscription(project, subscription, &settings).await;
-                let updated = updated.map_err(vfs_error)?;
-                let key = (project.clone(), subscription.clone());
-                self.subscription_metas.put(key, Arc::new(updated));
-                Ok(())
-            }
-            Node::TopicFile { project, topic, file: TopicFile::Message } => {
-                if data.is_empty() {
-                    return Ok(());
-                }
-                self.ensure_publishable(project, topic).await?;
-                let message = OutgoingMessage { data: Bytes::copy_from_slice(data), ..OutgoingMessage::default() };
-                self.api.publish(project, topic, vec![message]).await.map_err(vfs_error)?;
-                Ok(())
-            }
-            Node::TopicFile { project, topic, file: TopicFile::Messages } => {
-                self.publish_lines(project, topic, data).await
-            }
-            _ => Ok(()),
-        }
     }
 
     /// One message per non-empty line, in batches; a failed batch does not
@@ -770,6 +576,225 @@ impl PubSubTree {
             }
         }
         failed
+    }
+}
+
+/// Pub/Sub's answers to what the namespace asks of every service.
+#[async_trait]
+impl Slice for PubSubTree {
+    /// Finds `name` in a Pub/Sub directory.
+    async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+        check_name_length(name)?;
+        let missing = || VfsError::not_found(format!("{dir}/{name}"));
+        let project = match dir {
+            Node::Service { project, .. }
+            | Node::PubSubMetaDir { project }
+            | Node::Topics { project }
+            | Node::Topic { project, .. }
+            | Node::Subscriptions { project, .. }
+            | Node::Subscription { project, .. } => project.clone(),
+            _ => return Err(missing()),
+        };
+        let node = match dir {
+            Node::Service { .. } if name == META_DIR => Node::PubSubMetaDir { project },
+            Node::Service { .. } if name == TOPICS_DIR => Node::Topics { project },
+            Node::PubSubMetaDir { .. } if name == QUOTAS_FILE => Node::Quotas { project },
+            Node::Topics { .. } => {
+                self.topic(&project, name).await?;
+                Node::Topic { project, topic: name.to_string() }
+            }
+            Node::Topic { topic, .. } if name == SUBSCRIPTIONS_DIR => {
+                Node::Subscriptions { project, topic: topic.clone() }
+            }
+            Node::Topic { topic, .. } => match TopicFile::from_file_name(name) {
+                Some(file) => Node::TopicFile { project, topic: topic.clone(), file },
+                None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+            },
+            Node::Subscriptions { topic, .. } => {
+                self.subscription_of(&project, topic, name).await?;
+                Node::Subscription { project, topic: topic.clone(), subscription: name.to_string() }
+            }
+            Node::Subscription { topic, subscription, .. } => match SubscriptionFile::from_file_name(name) {
+                Some(file) => {
+                    Node::SubscriptionFile { project, topic: topic.clone(), subscription: subscription.clone(), file }
+                }
+                None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+            },
+            _ => return Err(missing()),
+        };
+        let scratch_missing = matches!(node, Node::Scratch { .. }) && self.cx.local.stat(&node).is_none();
+        if self.cx.local.is_hidden(&node) || scratch_missing {
+            return Err(missing());
+        }
+        let (size, mtime) = self.file_stat(&node).await?;
+        Ok(self.cx.entry(node, size, mtime))
+    }
+
+    async fn stat(&self, _ino: Ino, node: &Node) -> VfsResult<(u64, SystemTime)> {
+        match node.is_dir() {
+            true => Ok((0, SystemTime::UNIX_EPOCH)),
+            false => self.file_stat(node).await,
+        }
+    }
+
+    async fn readdir(&self, dir: &Node, _ino: Ino, _fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
+        Ok(self.cx.page_after(self.children(dir).await?, after, max))
+    }
+
+    /// `mkdir pubsub/topics/NEW` creates a topic; `mkdir
+    /// pubsub/topics/T/subscriptions/NEW` a subscription with default settings.
+    async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        check_name_length(name)?;
+        let node = match dir {
+            Node::Topics { project } => {
+                check_resource_name("topic", name)?;
+                let exists = match self.api.get_topic(project, name).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind == ErrorKind::NotFound => self.pending_topic_settings(project, name).is_some(),
+                    Err(e) => return Err(vfs_error(e)),
+                };
+                if exists {
+                    return Err(VfsError::new(libc::EEXIST, format!("topic {name} exists")));
+                }
+                self.pending_topics.add((project.clone(), name.to_string()), ());
+                tracing::info!(project, topic = name, "topic pending: created at its config.json");
+                Node::Topic { project: project.clone(), topic: name.to_string() }
+            }
+            Node::Subscriptions { project, topic } => {
+                check_resource_name("subscription", name)?;
+                let exists = match self.api.get_subscription(project, name).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind == ErrorKind::NotFound => self.pending_topic(project, name).is_some(),
+                    Err(e) => return Err(vfs_error(e)),
+                };
+                if exists {
+                    return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
+                }
+                self.pending.add((project.clone(), name.to_string()), topic.clone());
+                tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
+                Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
+            }
+            _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+        };
+        Ok(self.cx.dir_entry(node).attr)
+    }
+
+    /// `rmdir` of a topic deletes it (its subscriptions stay, detached, as in
+    /// Pub/Sub), of a subscription deletes the subscription.
+    async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        check_name_length(name)?;
+        match dir {
+            Node::Topics { project } => {
+                if self.pending_topics.remove(&(project.clone(), name.to_string())) {
+                    // Never created, nor were its pending subscriptions.
+                    let of_topic = self.pending.filter(|(p, _), w| p == project && w.made_in == name);
+                    for (key, _) in of_topic {
+                        self.pending.remove(&key);
+                    }
+                    return Ok(());
+                }
+                let deleted = self.api.delete_topic(project, name).await.map_err(vfs_error);
+                self.topics.forget(&project.clone());
+                deleted?;
+                tracing::info!(project, topic = name, "topic deleted");
+                Ok(())
+            }
+            Node::Subscriptions { project, topic } => {
+                if self.pending.remove(&(project.clone(), name.to_string())) {
+                    return Ok(());
+                }
+                self.subscription_of(project, topic, name).await?;
+                let deleted = self.api.delete_subscription(project, name).await.map_err(vfs_error);
+                self.subscriptions.forget(&(project.clone(), topic.clone()));
+                self.subscription_metas.forget(&(project.clone(), name.to_string()));
+                deleted?;
+                tracing::info!(project, topic, subscription = name, "subscription deleted");
+                Ok(())
+            }
+            // `rm -r` of a topic: its fixed directories hold nothing to delete.
+            Node::Service { .. } | Node::Topic { .. } | Node::Subscription { .. } => Ok(()),
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+        }
+    }
+
+    async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        Ok((self.document_bytes(node).await?, SystemTime::UNIX_EPOCH))
+    }
+
+    /// Applies a whole document written to `node`: a config, or messages to
+    /// publish. Generated files are accepted and ignored.
+    async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        match node {
+            Node::TopicFile { project, topic, file: TopicFile::Config }
+                if let Some(current) = self.pending_topic_settings(project, topic) =>
+            {
+                let settings = parse_topic_config(data, &current)?;
+                check_topic_settings(None, &settings)?;
+                match self.create_pending_topic(project, topic, &settings).await? {
+                    Some(_) => Ok(()),
+                    // Made meanwhile: the settings are a change of it.
+                    None => Box::pin(self.apply(node, data)).await,
+                }
+            }
+            Node::TopicFile { project, topic, file: TopicFile::Config } => {
+                let current = self.api.get_topic(project, topic).await.map_err(vfs_error)?;
+                let settings = parse_topic_config(data, &current.settings)?;
+                check_topic_settings(Some(&current.settings), &settings)?;
+                if settings == current.settings {
+                    return Ok(());
+                }
+                self.api.update_topic(project, topic, &settings).await.map_err(vfs_error)?;
+                self.topics.forget(&project.clone());
+                Ok(())
+            }
+            Node::SubscriptionFile { project, topic, subscription, file: SubscriptionFile::Config }
+                if self.pending_topic(project, subscription).is_some() =>
+            {
+                let defaults = pending_meta(project, topic, subscription).settings;
+                let settings = parse_subscription_config(project, &full_topic(project, topic), data, &defaults)?;
+                check_subscription_change(None, &settings)?;
+                match self.create_pending(project, subscription, &settings).await {
+                    // Its dead-letter topic may come later in an archive:
+                    // created once it exists (or the error logged).
+                    Err(e) if e.errno() == libc::ENOENT && settings.dead_letter_policy.is_some() => {
+                        self.pending.wait_again(&(project.clone(), subscription.clone()), &settings);
+                        tracing::info!(project, subscription, "subscription waits for its dead-letter topic");
+                        Ok(())
+                    }
+                    created => created,
+                }
+            }
+            Node::SubscriptionFile { project, subscription, file: SubscriptionFile::Config, .. } => {
+                let current = self.api.get_subscription(project, subscription).await.map_err(vfs_error)?;
+                let settings = parse_subscription_config(project, &current.topic, data, &current.settings)?;
+                check_subscription_change(Some(&current.settings), &settings)?;
+                if settings == current.settings {
+                    return Ok(());
+                }
+                let updated = self.api.update_subscription(project, subscription, &settings).await;
+                let updated = updated.map_err(vfs_error)?;
+                let key = (project.clone(), subscription.clone());
+                self.subscription_metas.put(key, Arc::new(updated));
+                Ok(())
+            }
+            Node::TopicFile { project, topic, file: TopicFile::Message } => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                self.ensure_publishable(project, topic).await?;
+                let message = OutgoingMessage { data: Bytes::copy_from_slice(data), ..OutgoingMessage::default() };
+                self.api.publish(project, topic, vec![message]).await.map_err(vfs_error)?;
+                Ok(())
+            }
+            Node::TopicFile { project, topic, file: TopicFile::Messages } => {
+                self.publish_lines(project, topic, data).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn create_due(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+        self.create_due_subscriptions(which).await
     }
 }
 

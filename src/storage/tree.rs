@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta, ObjectStore};
-use ciofs_frontends::{DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
+use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -27,6 +28,8 @@ use crate::core::context::Context;
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
 use crate::core::pending::Pending;
+use crate::core::pending::PendingDue;
+use crate::core::slice::Slice;
 
 /// A reader NFS reads through, shared by its reads of one inode.
 pub type SharedReader = Arc<AsyncMutex<ObjectReader>>;
@@ -685,4 +688,46 @@ impl StorageTree {
 
 fn modified(meta: &ObjectMeta) -> SystemTime {
     meta.updated.or(meta.created).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Cloud Storage's answers to what the namespace asks of every service.
+#[async_trait]
+impl Slice for StorageTree {
+    async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+        self.storage_lookup(dir, name).await
+    }
+
+    /// A removed or replaced object's inode is stale (`Context::still_named`).
+    async fn stat(&self, ino: Ino, node: &Node) -> VfsResult<(u64, SystemTime)> {
+        self.cx.still_named(ino, node)?;
+        self.storage_stat(node).await
+    }
+
+    async fn readdir(&self, dir: &Node, ino: Ino, fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
+        self.storage_readdir(dir, ino, fh, after, max).await
+    }
+
+    async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
+        self.make_dir(dir, name).await
+    }
+
+    async fn rmdir(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        self.remove_dir(dir, name).await
+    }
+
+    async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        self.storage_document(node).await
+    }
+
+    async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        match node {
+            Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
+            Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
+            _ => Err(VfsError::new(libc::EINVAL, format!("{node}: not a document"))),
+        }
+    }
+
+    async fn create_due(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
+        self.create_due_buckets(which).await
+    }
 }
