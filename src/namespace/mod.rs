@@ -14,19 +14,19 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ciofs_backends::ErrorKind;
+
 use ciofs_backends::bigquery::BigQuery;
 use ciofs_backends::gcs::ObjectStore;
 use ciofs_backends::pubsub::PubSub;
 use ciofs_frontends::{
     Attr, AttrsChanged, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
-use tokio::sync::Mutex as AsyncMutex;
 
 use crate::bigquery::BigQueryTree;
-use crate::core::cache;
+
 use crate::core::context::Context;
 pub use crate::core::context::Options;
+use crate::core::edits::LocalHandle;
 use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
 use crate::core::pending::PendingDue;
@@ -34,31 +34,27 @@ use crate::core::slice::Slice;
 use crate::pubsub::PubSubTree;
 use crate::pubsub::stream::StreamReader;
 use crate::storage::StorageTree;
-use crate::storage::reader::ObjectReader;
-use crate::storage::write::{self, Writer};
+use crate::storage::files::FileHandle;
+use crate::storage::write::Caller;
 
 /// What an open file handle reads or writes.
 #[derive(Clone)]
 enum Handle {
-    Object(Arc<AsyncMutex<ObjectReader>>),
+    /// An object file (storage/files.rs).
+    Object(FileHandle),
     /// A generated document, rendered once at open so the reader sees one
     /// consistent version.
     Document(Bytes),
-    /// An object open for write (write.rs).
-    Write(Arc<Writer>),
-    /// A file being written, opened for reading: it reads the writer's
-    /// bytes and never uploads them.
-    ReadStaged(Arc<Writer>),
     /// A generated file opened for write (`.meta/*`, `_status.json`):
     /// writes are accepted and ignored, so that `tar x` of an export
     /// succeeds; reads see the document as it was at open (empty after a
     /// truncating open or a create).
     Ignored(Bytes),
-    /// A file kept locally: an edit of a BigQuery document, or a scratch
-    /// file (core/edits.rs).
-    Local(Arc<crate::core::edits::LocalHandle>),
+    /// A file kept locally: an edit of a document, or a scratch file
+    /// (core/edits.rs).
+    Local(Arc<LocalHandle>),
     /// A subscription's `_stream` open for read: each read a message
-    /// (stream.rs).
+    /// (pubsub/stream.rs).
     Stream(Arc<StreamReader>),
 }
 
@@ -73,9 +69,6 @@ pub struct Services {
 /// The most one read returns (FUSE asks for at most 1 MiB, NFS clients for
 /// what fsinfo allows); a larger count from a client is cut to this.
 const MAX_READ: u32 = 4 << 20;
-
-/// Readers for NFS, which reads without opening: kept per inode.
-const NFS_READERS: usize = 64;
 
 pub struct Namespace {
     /// What every slice shares: options, inodes, local files, the error log.
@@ -169,15 +162,14 @@ impl Vfs for Namespace {
     async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
         let node = self.cx.node(ino)?;
         let generation = self.cx.inodes.generation(ino).unwrap_or(0);
-        let (size, mtime) = match (self.storage.writer(ino), node.service()) {
-            (Some(writer), _) => {
-                let state = writer.state();
-                if state.unlinked {
+        let (size, mtime) = match (self.storage.written_stat(ino), node.service()) {
+            (Some(written), _) => {
+                if written.unlinked {
                     // Removed while open: its handles still read and write
                     // it, and no name links to it.
-                    return Ok(Attr { nlink: 0, ..self.cx.attr(ino, generation, &node, state.size, state.mtime) });
+                    return Ok(Attr { nlink: 0, ..self.cx.attr(ino, generation, &node, written.size, written.mtime) });
                 }
-                (state.size, state.mtime)
+                (written.size, written.mtime)
             }
             (None, Some(service)) => self.slice(service).stat(ino, &node).await?,
             (None, None) if node == Node::ErrorLog => {
@@ -243,18 +235,10 @@ impl Vfs for Namespace {
         if flags.write || flags.truncate || flags.append {
             return self.open_for_write(ino, &node, flags.truncate).await;
         }
-        if let Some(writer) = self.storage.writer(ino) {
-            // Reading a file being written: its writer's bytes.
-            return Ok(Opened { fh: self.new_handle(Handle::ReadStaged(writer)), ..Opened::default() });
-        }
         match &node {
             Node::Object { .. } => {
-                let reader = self.storage.object_reader(&node).await?;
-                let generation = reader.version().generation;
-                let mut opened = self.storage.opened_generation.lock().unwrap_or_else(|e| e.into_inner());
-                let keep_cache = opened.insert(ino, generation) == Some(generation);
-                let fh = self.new_handle(Handle::Object(Arc::new(AsyncMutex::new(reader))));
-                Ok(Opened { fh, keep_cache, ..Opened::default() })
+                let (handle, keep_cache) = self.storage.open_read(ino, &node).await?;
+                Ok(Opened { fh: self.new_handle(Handle::Object(handle)), keep_cache, ..Opened::default() })
             }
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
                 let document = self.storage.render_document(&node).await?;
@@ -282,9 +266,8 @@ impl Vfs for Namespace {
         // move when the kernel asks again).
         let (handle, mtime) = match node {
             Node::Object { .. } => {
-                let writer = self.storage.create_writer(ino, &node)?;
-                let mtime = writer.state().mtime;
-                (Handle::Write(writer), mtime)
+                let (handle, mtime) = self.storage.create_file(ino, &node)?;
+                (Handle::Object(handle), mtime)
             }
             _ => {
                 self.cx.local.unhide(&node);
@@ -297,12 +280,7 @@ impl Vfs for Namespace {
 
     async fn write(&self, ino: Ino, fh: Option<Fh>, offset: u64, data: &[u8]) -> VfsResult<u32> {
         match self.handle(fh) {
-            Some(Handle::Write(writer)) => {
-                let mut staged = writer.staged.lock().await;
-                let written = self.storage.staged_write(&mut staged, offset, data, true).await;
-                writer.record(&staged);
-                written
-            }
+            Some(Handle::Object(handle)) => self.storage.write(ino, &handle, offset, data).await,
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
             Some(Handle::Local(handle)) => self.cx.local.handle_write(&handle, offset, data),
             Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
@@ -318,7 +296,7 @@ impl Vfs for Namespace {
 
     async fn flush(&self, _ino: Ino, fh: Fh) -> VfsResult<()> {
         match self.handle(Some(fh)) {
-            Some(Handle::Write(writer)) => self.storage.commit_reported(&writer, write::Caller::Close).await,
+            Some(Handle::Object(handle)) => self.storage.flush(&handle, Caller::Close).await,
             Some(Handle::Local(handle)) => self.cx.local.flush(self, &handle).await,
             _ => Ok(()),
         }
@@ -326,7 +304,7 @@ impl Vfs for Namespace {
 
     async fn fsync(&self, ino: Ino, fh: Option<Fh>) -> VfsResult<()> {
         match self.handle(fh) {
-            Some(Handle::Write(writer)) => self.storage.commit_reported(&writer, write::Caller::Fsync).await,
+            Some(Handle::Object(handle)) => self.storage.flush(&handle, Caller::Fsync).await,
             Some(Handle::Local(handle)) => self.cx.local.fsync(self, &handle).await,
             Some(_) => Ok(()),
             // NFS's COMMIT has no handle.
@@ -340,13 +318,7 @@ impl Vfs for Namespace {
     async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
         let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
         match handle {
-            // The last handle of its writer: what a flush left (a file only
-            // created or truncated) goes up. The writer stays in the table
-            // until the upload is done, so an unlink racing with this
-            // release finds it (and deletes what was uploaded).
-            Some(Handle::Write(writer)) if writer.handles.fetch_sub(1, Ordering::SeqCst) == 1 => {
-                self.storage.release_writer(ino, &writer).await
-            }
+            Some(Handle::Object(handle)) => self.storage.release(ino, handle).await,
             Some(Handle::Local(handle)) => self.cx.local.release(self, &handle).await,
             Some(Handle::Stream(reader)) => {
                 reader.close().await;
@@ -362,37 +334,11 @@ impl Vfs for Namespace {
             self.doc_truncate(&node, size).await?;
         }
         if let (Some(size), Node::Object { .. }) = (set.size, &node) {
-            // Through a handle (ftruncate): that handle's writer, also when
-            // its file was removed or replaced since.
-            let writer = match self.handle(set.fh) {
-                Some(Handle::Write(writer)) => {
-                    let staged = writer.staged.clone().lock_owned().await;
-                    Some((writer, staged))
-                }
-                _ => self.storage.locked_writer(ino).await,
+            let through = match self.handle(set.fh) {
+                Some(Handle::Object(handle)) => Some(handle),
+                _ => None,
             };
-            match writer {
-                Some((writer, mut staged)) => {
-                    if writer.unattended {
-                        self.storage.before_journaled_change(&mut staged).await?;
-                    }
-                    self.storage.staged_truncate(&mut staged, size).await?;
-                    if writer.unattended {
-                        self.storage.after_journaled_change(&staged)?;
-                    } else if writer.handles.load(Ordering::SeqCst) == 0 {
-                        // Its last handle is gone (its release may still be
-                        // on the way): nobody else will upload this.
-                        self.storage.commit(&mut staged).await?;
-                    }
-                    writer.record(&staged);
-                    writer.touch();
-                }
-                // `truncate -s` without an open file: change the object now.
-                None => {
-                    self.cx.still_named(ino, &node)?;
-                    self.storage.truncate_object(&node, size).await?
-                }
-            }
+            self.storage.truncate(ino, &node, through.as_ref(), size).await?;
         }
         // Mode, owner and times: accepted (tar x and cp -p set them), not
         // kept: Cloud Storage has no place for them yet.
@@ -463,26 +409,9 @@ impl Vfs for Namespace {
             },
         };
         match handle {
-            Handle::Write(writer) | Handle::ReadStaged(writer) => {
-                let mut staged = writer.staged.lock().await;
-                self.storage.staged_read(&mut staged, offset, len.min(MAX_READ)).await
-            }
+            Handle::Object(handle) => self.storage.read(&handle, offset, len.min(MAX_READ)).await,
             Handle::Ignored(bytes) => Ok(slice_of(&bytes, offset, len)),
             Handle::Local(handle) => Ok(self.cx.local.handle_read(&handle, offset, len.min(MAX_READ))),
-            Handle::Object(reader) => {
-                let mut reader = reader.lock().await;
-                match reader.read(offset, len.min(MAX_READ)).await {
-                    Ok(read) => Ok(read),
-                    Err(e) if e.kind == ErrorKind::NotFound => {
-                        // The generation this handle reads was replaced or
-                        // deleted: the next open sees what is there now.
-                        let version = reader.version();
-                        self.storage.cache.forget(&cache::key(&version.bucket, &version.name));
-                        Err(VfsError::new(libc::ESTALE, format!("{e}; the object changed since it was opened")))
-                    }
-                    Err(e) => Err(crate::core::errors::vfs_error(e)),
-                }
-            }
             Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),
             Handle::Stream(reader) => Ok((reader.read(len.min(MAX_READ)).await?, false)),
         }
@@ -551,7 +480,7 @@ impl Namespace {
 
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {
         let handle = match node {
-            Node::Object { .. } => Handle::Write(self.storage.open_writer(ino, node, truncate).await?),
+            Node::Object { .. } => Handle::Object(self.storage.open_write(ino, node, truncate).await?),
             Node::BucketMeta { .. } => {
                 let shown = if truncate { None } else { self.storage.render_document(node).await.ok() };
                 Handle::Ignored(shown.unwrap_or_default())
@@ -585,39 +514,14 @@ impl Namespace {
         Ok(self.slice(service).lookup(&dir, name).await?.attr)
     }
 
-    /// What NFS reads through, having no open: a reader per inode, replaced
-    /// when the object's generation changed.
+    /// What NFS reads through, having no open: an object's reader (see
+    /// `StorageTree::reader_without_open`), or a document as it is now.
     async fn handle_without_open(&self, ino: Ino) -> VfsResult<Handle> {
-        if let Some(writer) = self.storage.writer(ino) {
-            return Ok(Handle::ReadStaged(writer));
-        }
         let node = self.cx.node(ino)?;
-        self.cx.still_named(ino, &node)?;
-        if node.holds_documents() || node == Node::ErrorLog {
-            return match node {
-                Node::ErrorLog => Ok(Handle::Document(self.cx.error_log.render().0)),
-                node => Ok(Handle::Document(self.editable_document(&node).await?.0)),
-            };
-        }
         match &node {
-            Node::Object { .. } => {
-                let current = self.storage.object_meta(&node).await?.generation;
-                if let Some((generation, reader)) =
-                    self.storage.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
-                    && *generation == current
-                {
-                    return Ok(Handle::Object(reader.clone()));
-                }
-                let reader = self.storage.object_reader(&node).await?;
-                let generation = reader.version().generation;
-                let reader = Arc::new(AsyncMutex::new(reader));
-                let mut readers = self.storage.nfs_readers.lock().unwrap_or_else(|e| e.into_inner());
-                if readers.len() >= NFS_READERS {
-                    readers.clear();
-                }
-                readers.insert(ino, (generation, reader.clone()));
-                Ok(Handle::Object(reader))
-            }
+            Node::Object { .. } => Ok(Handle::Object(self.storage.reader_without_open(ino, &node).await?)),
+            Node::ErrorLog => Ok(Handle::Document(self.cx.error_log.render().0)),
+            node if node.holds_documents() => Ok(Handle::Document(self.editable_document(node).await?.0)),
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
                 Ok(Handle::Document(self.storage.render_document(&node).await?))
             }

@@ -9,6 +9,7 @@
 
 pub mod buckets;
 pub mod documents;
+pub mod files;
 pub mod listing;
 pub mod mutate;
 pub mod nfs_writes;
