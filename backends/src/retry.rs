@@ -67,6 +67,22 @@ impl RetryPolicy {
         self.run_watched(what, |_| call()).await
     }
 
+    /// As `run`, for a call of a Google client crate: its error becomes
+    /// ours (`ClientError`, with `what`) before the policy looks at it, so
+    /// that the transient ones are retried.
+    pub(crate) async fn call<T, E, F, Fut>(&self, what: &str, mut call: F) -> BackendResult<T>
+    where
+        E: ClientError,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run(what, || {
+            let attempt = call();
+            async move { attempt.await.map_err(|e| e.into_backend_error(what)) }
+        })
+        .await
+    }
+
     /// As `run`, for a call that reports its progress: each attempt gets a
     /// new `Progress` and fails once it has not moved for `stall_timeout`.
     pub(crate) async fn run_watched<T, F, Fut>(&self, what: &str, mut call: F) -> BackendResult<T>
@@ -151,6 +167,13 @@ impl RetryPolicy {
         let half = nominal / 2;
         half + half.mul_f64(random_fraction())
     }
+}
+
+/// An error of a Google client crate, which maps it to ours
+/// (`RetryPolicy::call`). The mappings live with the crates' clients.
+pub(crate) trait ClientError {
+    /// The error as ours, its message naming the call (`what`).
+    fn into_backend_error(self, what: &str) -> BackendError;
 }
 
 /// The HTTP client settings every client of ciofs's own starts from: a

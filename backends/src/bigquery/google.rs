@@ -26,7 +26,6 @@ use serde_json::Value;
 
 use super::{BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings};
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::gax_error::backend_error;
 use crate::rest::Rest;
 use crate::retry::RetryPolicy;
 use convert::{api_dataset, api_table, dataset_list_entry, dataset_meta, from_json, table_list_entry, table_meta};
@@ -118,10 +117,10 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("list datasets of {project}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.datasets.list_datasets().set_project_id(project).set_max_results(LIST_PAGE_SIZE);
                 let call = call.set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -134,9 +133,9 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("get dataset {project}.{dataset}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.datasets.get_dataset().set_project_id(project).set_dataset_id(dataset);
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(dataset_meta(dataset, api))
@@ -155,9 +154,9 @@ impl BigQuery for GoogleBigQuery {
         // expect of a second create.
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.datasets.insert_dataset().set_project_id(project).set_dataset(resource.clone());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(dataset_meta(dataset, api))
@@ -179,20 +178,22 @@ impl BigQuery for GoogleBigQuery {
 
     async fn delete_dataset(&self, project: &str, dataset: &str) -> BackendResult<()> {
         let what = format!("delete dataset {project}.{dataset}");
-        self.retry
-            .run(&what, || async {
+        let deleted = self
+            .retry
+            .call(&what, || async {
                 let call = self.datasets.delete_dataset().set_project_id(project).set_dataset_id(dataset);
                 // Never the contents: only an empty dataset goes.
-                match call.set_delete_contents(false).send().await.map_err(|e| backend_error(&what, &e)) {
-                    // BigQuery answers 400 "... is still in use"; bqemulator
-                    // 404 "... is not empty", which must not read as "gone".
-                    Err(e) if e.kind == ErrorKind::NotFound && e.message.contains("not empty") => {
-                        Err(BackendError::new(ErrorKind::InvalidArgument, e.message))
-                    }
-                    other => other,
-                }
+                call.set_delete_contents(false).send().await
             })
-            .await
+            .await;
+        // BigQuery answers 400 "... is still in use"; bqemulator 404 "... is
+        // not empty", which must not read as "gone". Neither is retried.
+        deleted.map_err(|e| match e.kind {
+            ErrorKind::NotFound if e.message.contains("not empty") => {
+                BackendError::new(ErrorKind::InvalidArgument, e.message)
+            }
+            _ => e,
+        })
     }
 
     async fn list_tables(
@@ -204,10 +205,10 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("list tables of {project}.{dataset}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.list_tables().set_project_id(project).set_dataset_id(dataset);
                 let call = call.set_max_results(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -220,9 +221,9 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("get table {project}.{dataset}.{table}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.get_table().set_project_id(project).set_dataset_id(dataset);
-                call.set_table_id(table).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_table_id(table).send().await
             })
             .await?;
         table_meta(dataset, table, api)
@@ -239,9 +240,9 @@ impl BigQuery for GoogleBigQuery {
         let resource = api_table(project, dataset, table, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.insert_table().set_project_id(project).set_dataset_id(dataset);
-                call.set_table(resource.clone()).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_table(resource.clone()).send().await
             })
             .await?;
         table_meta(dataset, table, api)
@@ -279,9 +280,9 @@ impl BigQuery for GoogleBigQuery {
     async fn delete_table(&self, project: &str, dataset: &str, table: &str) -> BackendResult<()> {
         let what = format!("delete table {project}.{dataset}.{table}");
         self.retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.delete_table().set_project_id(project).set_dataset_id(dataset);
-                call.set_table_id(table).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_table_id(table).send().await
             })
             .await
     }

@@ -30,7 +30,7 @@ use super::{
     StreamedUpload, Upload,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::retry::{RetryPolicy, http_client};
+use crate::retry::{ClientError, RetryPolicy, http_client};
 
 /// Where and how to reach Cloud Storage.
 #[derive(Clone, Debug)]
@@ -161,12 +161,7 @@ impl ObjectStore for GoogleGcs {
     async fn get_bucket(&self, bucket: &str) -> BackendResult<BucketMeta> {
         let request = GetBucketRequest { bucket: bucket.to_string(), ..Default::default() };
         let what = format!("get bucket {bucket}");
-        self.retry
-            .run(&what, || async {
-                let found = self.client.get_bucket(&request).await;
-                found.map(bucket_meta).map_err(|e| backend_error(&what, e))
-            })
-            .await
+        self.retry.call(&what, || self.client.get_bucket(&request)).await.map(bucket_meta)
     }
 
     async fn list_objects(&self, request: &ListObjects) -> BackendResult<ObjectPage> {
@@ -180,27 +175,18 @@ impl ObjectStore for GoogleGcs {
             ..Default::default()
         };
         let what = format!("list gs://{}/{}", request.bucket, request.prefix);
-        self.retry
-            .run(&what, || async {
-                let response = self.client.list_objects(&http_request).await.map_err(|e| backend_error(&what, e))?;
-                Ok(ObjectPage {
-                    objects: response.items.unwrap_or_default().into_iter().map(object_meta).collect(),
-                    prefixes: response.prefixes.unwrap_or_default(),
-                    next_page_token: response.next_page_token.filter(|t| !t.is_empty()),
-                })
-            })
-            .await
+        let response = self.retry.call(&what, || self.client.list_objects(&http_request)).await?;
+        Ok(ObjectPage {
+            objects: response.items.unwrap_or_default().into_iter().map(object_meta).collect(),
+            prefixes: response.prefixes.unwrap_or_default(),
+            next_page_token: response.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<ObjectMeta> {
         let request = GetObjectRequest { bucket: bucket.to_string(), object: name.to_string(), ..Default::default() };
         let what = format!("get gs://{bucket}/{name}");
-        self.retry
-            .run(&what, || async {
-                let found = self.client.get_object(&request).await;
-                found.map(object_meta).map_err(|e| backend_error(&what, e))
-            })
-            .await
+        self.retry.call(&what, || self.client.get_object(&request)).await.map(object_meta)
     }
 
     async fn read_object(
@@ -218,13 +204,7 @@ impl ObjectStore for GoogleGcs {
         // HTTP ranges are inclusive at both ends.
         let http_range = HttpRange(Some(range.start), Some(range.end - 1));
         let what = format!("read gs://{bucket}/{name} [{}..{})", range.start, range.end);
-        let stream = self
-            .retry
-            .run(&what, || async {
-                let started = self.client.download_streamed_object(&request, &http_range).await;
-                started.map_err(|e| backend_error(&what, e))
-            })
-            .await?;
+        let stream = self.retry.call(&what, || self.client.download_streamed_object(&request, &http_range)).await?;
         Ok(Box::pin(stream.map(move |chunk| chunk.map_err(|e| backend_error("reading object data", e)))))
     }
 
@@ -244,9 +224,7 @@ impl ObjectStore for GoogleGcs {
             ..Default::default()
         };
         let what = format!("delete gs://{bucket}/{name}");
-        self.retry
-            .run(&what, || async { self.client.delete_object(&request).await.map_err(|e| backend_error(&what, e)) })
-            .await
+        self.retry.call(&what, || self.client.delete_object(&request)).await
     }
 
     async fn copy_object(
@@ -271,12 +249,7 @@ impl ObjectStore for GoogleGcs {
         };
         let what = format!("copy gs://{bucket}/{source} to {destination}");
         loop {
-            let step = self
-                .retry
-                .run(&what, || async {
-                    self.client.rewrite_object(&request).await.map_err(|e| backend_error(&what, e))
-                })
-                .await;
+            let step = self.retry.call(&what, || self.client.rewrite_object(&request)).await;
             let response = match (step, if_source_generation_match) {
                 (Err(e), Some(expected)) if e.kind == ErrorKind::NotFound => {
                     // Gone (or its bucket is), or there at another generation.
@@ -341,12 +314,7 @@ impl ObjectStore for GoogleGcs {
             bucket: config,
         };
         let what = format!("create bucket {bucket} in {project}");
-        self.retry
-            .run(&what, || async {
-                let created = self.client.insert_bucket(&request).await;
-                created.map(bucket_meta).map_err(|e| backend_error(&what, e))
-            })
-            .await
+        self.retry.call(&what, || self.client.insert_bucket(&request)).await.map(bucket_meta)
     }
 
     async fn update_bucket(
@@ -370,18 +338,20 @@ impl ObjectStore for GoogleGcs {
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
         let request = DeleteBucketRequest { bucket: bucket.to_string(), ..Default::default() };
         let what = format!("delete bucket {bucket}");
-        self.retry
-            .run(&what, || async {
-                match self.client.delete_bucket(&request).await.map_err(|e| backend_error(&what, e)) {
-                    // A bucket with objects: Cloud Storage answers 409,
-                    // fake-gcs-server 412 (no precondition was sent).
-                    Err(e) if e.kind == ErrorKind::PreconditionFailed => {
-                        Err(BackendError::new(ErrorKind::AlreadyExists, format!("{what}: not empty ({})", e.message)))
-                    }
-                    other => other,
-                }
-            })
-            .await
+        // A bucket with objects: Cloud Storage answers 409, fake-gcs-server
+        // 412 (no precondition was sent). Neither is retried.
+        self.retry.call(&what, || self.client.delete_bucket(&request)).await.map_err(|e| match e.kind {
+            ErrorKind::PreconditionFailed => {
+                BackendError::new(ErrorKind::AlreadyExists, format!("{what}: not empty ({})", e.message))
+            }
+            _ => e,
+        })
+    }
+}
+
+impl ClientError for HttpError {
+    fn into_backend_error(self, what: &str) -> BackendError {
+        backend_error(what, self)
     }
 }
 

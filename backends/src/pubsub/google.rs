@@ -193,10 +193,10 @@ impl PubSub for GooglePubSub {
         let what = format!("list topics of {project}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.list_topics().set_project(format!("projects/{project}"));
                 let call = call.set_page_size(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -209,9 +209,9 @@ impl PubSub for GooglePubSub {
         let what = format!("get topic {project}/{topic}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.get_topic().set_topic(topic_name(project, topic));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(topic_meta(&api))
@@ -224,9 +224,9 @@ impl PubSub for GooglePubSub {
         // attempt: AlreadyExists, as a second create would.
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.create_topic().with_request(resource.clone());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(topic_meta(&api))
@@ -242,9 +242,9 @@ impl PubSub for GooglePubSub {
         let resource = api_topic(project, topic, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.update_topic().set_topic(resource.clone()).set_update_mask(field_mask(&mask));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(topic_meta(&api))
@@ -253,9 +253,9 @@ impl PubSub for GooglePubSub {
     async fn delete_topic(&self, project: &str, topic: &str) -> BackendResult<()> {
         let what = format!("delete topic {project}/{topic}");
         self.retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.delete_topic().set_topic(topic_name(project, topic));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         lock(&self.publishers).remove(&topic_name(project, topic));
@@ -271,10 +271,10 @@ impl PubSub for GooglePubSub {
         let what = format!("list subscriptions of topic {project}/{topic}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.list_topic_subscriptions().set_topic(topic_name(project, topic));
                 let call = call.set_page_size(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -287,10 +287,10 @@ impl PubSub for GooglePubSub {
         let what = format!("get subscription {project}/{subscription}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call =
                     self.subscriptions.get_subscription().set_subscription(subscription_name(project, subscription));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(subscription_meta(&api))
@@ -307,9 +307,9 @@ impl PubSub for GooglePubSub {
         let resource = api_subscription(project, subscription, topic, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.subscriptions.create_subscription().with_request(resource.clone());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(subscription_meta(&api))
@@ -330,9 +330,9 @@ impl PubSub for GooglePubSub {
         let resource = api_subscription_update(project, subscription, &current.topic, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.subscriptions.update_subscription().set_subscription(resource.clone());
-                call.set_update_mask(field_mask(&mask)).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_update_mask(field_mask(&mask)).send().await
             })
             .await?;
         Ok(subscription_meta(&api))
@@ -341,10 +341,10 @@ impl PubSub for GooglePubSub {
     async fn delete_subscription(&self, project: &str, subscription: &str) -> BackendResult<()> {
         let what = format!("delete subscription {project}/{subscription}");
         self.retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let name = subscription_name(project, subscription);
                 let call = self.subscriptions.delete_subscription().set_subscription(name);
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await
     }
