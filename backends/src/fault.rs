@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,12 +28,13 @@ use tokio::sync::watch;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
-    StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::memory::Op;
 use crate::pubsub::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
+    TopicMeta, TopicSettings,
 };
 
 /// A kind of call a fault can be armed for.
@@ -295,17 +295,11 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         self.run(Call::Gcs(Op::GetObject), self.inner.get_object(bucket, name)).await
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
         let call = Call::Gcs(Op::ReadObject);
         let fault = self.take(call);
         let before = fault.filter(|f| !matches!(f, Fault::SlowBody { .. }));
-        let stream = self.around(call, before, self.inner.read_object(bucket, name, generation, range)).await?;
+        let stream = self.around(call, before, self.inner.read_object(request)).await?;
         Ok(match fault {
             Some(Fault::SlowBody { piece, delay }) => slow_stream(stream, piece, delay),
             _ => stream,
@@ -333,28 +327,12 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         self.run(Call::Gcs(Op::DeleteObject), self.inner.delete_object(bucket, name, if_generation_match)).await
     }
 
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
-        let copy = self.inner.copy_object(bucket, source, destination, if_source_generation_match);
-        self.run(Call::Gcs(Op::CopyObject), copy).await
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta> {
+        self.run(Call::Gcs(Op::CopyObject), self.inner.copy_object(request)).await
     }
 
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
-        let patch =
-            self.inner.patch_object_metadata(bucket, name, content_type, custom_metadata, if_metageneration_match);
-        self.run(Call::Gcs(Op::PatchObject), patch).await
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta> {
+        self.run(Call::Gcs(Op::PatchObject), self.inner.patch_object_metadata(request)).await
     }
 
     async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
@@ -412,14 +390,8 @@ impl<T: PubSub> PubSub for Faulty<T> {
         self.inner.get_subscription(project, subscription).await
     }
 
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta> {
-        self.inner.create_subscription(project, subscription, topic, settings).await
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta> {
+        self.inner.create_subscription(request).await
     }
 
     async fn update_subscription(
@@ -575,7 +547,15 @@ mod tests {
         let slow = Fault::SlowBody { piece: 3, delay: Duration::from_secs(1) };
         gcs.arm(Call::Gcs(Op::ReadObject), 1, slow);
         let started = tokio::time::Instant::now();
-        let stream = gcs.read_object("b", "f", None, 0..10).await.unwrap();
+        let stream = gcs
+            .read_object(&ReadObject {
+                bucket: "b".to_string(),
+                name: "f".to_string(),
+                range: 0..10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
         assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         assert_eq!(pieces.concat(), vec![7; 10]);

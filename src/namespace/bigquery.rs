@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::{
-    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings,
+    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings, UpdateTable,
 };
 use ciofs_frontends::{Attr, DirEntry, VfsError, VfsResult};
 
@@ -719,8 +719,14 @@ impl Namespace {
             tracing::debug!(project, dataset = %meta.dataset, table = %meta.table, "unchanged; nothing sent");
             return Ok(());
         }
-        let etag = Some(meta.etag.as_str()).filter(|e| !e.is_empty());
-        let updated = self.bigquery.api.update_table(project, &meta.dataset, &meta.table, &settings, etag).await;
+        let request = UpdateTable {
+            project: project.to_string(),
+            dataset: meta.dataset.clone(),
+            table: meta.table.clone(),
+            settings,
+            etag: Some(meta.etag.clone()).filter(|e| !e.is_empty()),
+        };
+        let updated = self.bigquery.api.update_table(&request).await;
         let updated = match updated {
             Ok(updated) => updated,
             Err(e) => {

@@ -24,7 +24,10 @@ use google_cloud_bigquery_v2::client::{DatasetService, TableService};
 use google_cloud_gax::retry_policy::NeverRetry;
 use serde_json::Value;
 
-use super::{BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings};
+use super::{
+    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings,
+    UpdateTable,
+};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::rest::Rest;
 use crate::retry::RetryPolicy;
@@ -254,16 +257,11 @@ impl BigQuery for GoogleBigQuery {
     /// If-Match for the moment between the two. Without one, a change made
     /// between the read and the PUT to something ciofs does not manage
     /// would be overwritten; that window is one round trip.
-    async fn update_table(
-        &self,
-        project: &str,
-        dataset: &str,
-        table: &str,
-        settings: &TableSettings,
-        etag: Option<&str>,
-    ) -> BackendResult<TableMeta> {
+    async fn update_table(&self, request: &UpdateTable) -> BackendResult<TableMeta> {
+        let UpdateTable { project, dataset, table, settings, etag } = request;
+        let etag = etag.as_deref();
         let what = format!("update table {project}.{dataset}.{table}");
-        let path = ["projects", project, "datasets", dataset, "tables", table];
+        let path = ["projects", project.as_str(), "datasets", dataset, "tables", table];
         let mut resource = self.get_json(&what, &path).await?;
         let current = resource.get("etag").and_then(Value::as_str).unwrap_or_default();
         if let Some(expected) = etag.filter(|expected| *expected != current) {

@@ -5,7 +5,6 @@ mod patch;
 mod upload;
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -26,8 +25,8 @@ use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use time::OffsetDateTime;
 
 use super::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
-    StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::retry::{ClientError, RetryPolicy, http_client};
@@ -189,18 +188,17 @@ impl ObjectStore for GoogleGcs {
         self.retry.call(&what, || self.client.get_object(&request)).await.map(object_meta)
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
+        let ReadObject { bucket, name, generation, range } = request;
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        let request =
-            GetObjectRequest { bucket: bucket.to_string(), object: name.to_string(), generation, ..Default::default() };
+        let request = GetObjectRequest {
+            bucket: bucket.clone(),
+            object: name.clone(),
+            generation: *generation,
+            ..Default::default()
+        };
         // HTTP ranges are inclusive at both ends.
         let http_range = HttpRange(Some(range.start), Some(range.end - 1));
         let what = format!("read gs://{bucket}/{name} [{}..{})", range.start, range.end);
@@ -227,23 +225,19 @@ impl ObjectStore for GoogleGcs {
         self.retry.call(&what, || self.client.delete_object(&request)).await
     }
 
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta> {
+        let CopyObject { bucket, source, destination, if_source_generation_match } = request;
+        let if_source_generation_match = *if_source_generation_match;
         // The crate's request has no ifSourceGenerationMatch (and
         // fake-gcs-server ignores it): the copy reads that exact generation
         // instead, which an overwrite cannot change, and a 404 is told apart
         // below. (On a versioned bucket, an overwritten generation is still
         // copied.) No destination metadata: the copy keeps the source's.
         let mut request = RewriteObjectRequest {
-            source_bucket: bucket.to_string(),
-            source_object: source.to_string(),
-            destination_bucket: bucket.to_string(),
-            destination_object: destination.to_string(),
+            source_bucket: bucket.clone(),
+            source_object: source.clone(),
+            destination_bucket: bucket.clone(),
+            destination_object: destination.clone(),
             source_generation: if_source_generation_match,
             ..Default::default()
         };
@@ -281,21 +275,15 @@ impl ObjectStore for GoogleGcs {
         }
     }
 
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta> {
+        let PatchObjectMetadata { bucket, name, content_type, custom_metadata, if_metageneration_match } = request;
         let mut body = serde_json::json!({ "metadata": custom_metadata });
         if let Some(content_type) = content_type {
             body["contentType"] = serde_json::json!(content_type);
         }
         let path = format!("b/{bucket}/o/{}", patch::encode_path_segment(name));
         let what = format!("set the metadata of gs://{bucket}/{name}");
-        self.patch_json(&path, if_metageneration_match, &body, &what).await?;
+        self.patch_json(&path, *if_metageneration_match, &body, &what).await?;
         self.get_object(bucket, name).await
     }
 

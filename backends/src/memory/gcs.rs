@@ -3,7 +3,6 @@
 //! fail the next calls of a kind.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +14,8 @@ use bytes::Bytes;
 use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
-    StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 
 /// How many calls of each kind a `MemoryGcs` served (failed ones included).
@@ -285,13 +284,8 @@ impl ObjectStore for MemoryGcs {
         })
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
+        let ReadObject { bucket, name, generation, range } = request;
         self.call(Op::ReadObject)?;
         let data = self.with_bucket(bucket, |b| match b.objects.get(name) {
             Some((meta, data)) if generation.is_none_or(|g| g == meta.generation) => Ok(data.clone()),
@@ -350,32 +344,21 @@ impl ObjectStore for MemoryGcs {
         })
     }
 
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta> {
+        let CopyObject { bucket, source, destination, if_source_generation_match } = request;
         self.call(Op::CopyObject)?;
         let what = format!("gs://{bucket}/{source}");
         self.with_bucket_mut(bucket, |b| {
             let Some((meta, data)) = b.objects.get(source).cloned() else {
                 return Err(BackendError::not_found(&what));
             };
-            check_generation(&what, Some(meta.generation), if_source_generation_match)?;
+            check_generation(&what, Some(meta.generation), *if_source_generation_match)?;
             Ok(self.store(b, destination, data, meta.content_type, meta.custom_metadata))
         })
     }
 
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta> {
+        let PatchObjectMetadata { bucket, name, content_type, custom_metadata, if_metageneration_match } = request;
         self.call(Op::PatchObject)?;
         let what = format!("gs://{bucket}/{name}");
         self.with_bucket_mut(bucket, |b| {
@@ -389,7 +372,7 @@ impl ObjectStore for MemoryGcs {
                 ));
             }
             if let Some(content_type) = content_type {
-                meta.content_type = Some(content_type.to_string());
+                meta.content_type = Some(content_type.clone());
             }
             for (key, value) in custom_metadata {
                 match value {
@@ -523,7 +506,15 @@ mod tests {
     }
 
     async fn read(gcs: &MemoryGcs, name: &str) -> Vec<u8> {
-        let stream = gcs.read_object("b", name, None, 0..u64::MAX).await.unwrap();
+        let stream = gcs
+            .read_object(&ReadObject {
+                bucket: "b".to_string(),
+                name: name.to_string(),
+                range: 0..u64::MAX,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         stream.try_collect::<Vec<_>>().await.unwrap().concat()
     }
 
@@ -624,16 +615,42 @@ mod tests {
         let gcs = MemoryGcs::new();
         gcs.add_bucket("b");
         let source = gcs.upload_object(&upload("src", b"data", None)).await.unwrap();
-        let copy = gcs.copy_object("b", "src", "dst", Some(source.generation)).await.unwrap();
+        let copy = gcs
+            .copy_object(&CopyObject {
+                bucket: "b".to_string(),
+                source: "src".to_string(),
+                destination: "dst".to_string(),
+                if_source_generation_match: Some(source.generation),
+            })
+            .await
+            .unwrap();
         assert_eq!(copy.name, "dst");
         assert_ne!(copy.generation, source.generation);
         assert_eq!(copy.content_type, source.content_type);
         assert_eq!(copy.custom_metadata, source.custom_metadata);
         assert_eq!(read(&gcs, "dst").await, b"data");
         assert_eq!(gcs.get_object("b", "src").await.unwrap(), source, "the source stays");
-        let stale = gcs.copy_object("b", "src", "x", Some(source.generation + 1)).await;
+        let stale = gcs
+            .copy_object(&CopyObject {
+                bucket: "b".to_string(),
+                source: "src".to_string(),
+                destination: "x".to_string(),
+                if_source_generation_match: Some(source.generation + 1),
+            })
+            .await;
         assert_eq!(kind(stale), ErrorKind::PreconditionFailed);
-        assert_eq!(kind(gcs.copy_object("b", "nope", "x", None).await), ErrorKind::NotFound);
+        assert_eq!(
+            kind(
+                gcs.copy_object(&CopyObject {
+                    bucket: "b".to_string(),
+                    source: "nope".to_string(),
+                    destination: "x".to_string(),
+                    ..Default::default()
+                })
+                .await
+            ),
+            ErrorKind::NotFound
+        );
         assert_eq!(kind(gcs.get_object("b", "x").await), ErrorKind::NotFound);
         assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 3);
     }

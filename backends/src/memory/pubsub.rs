@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use super::{InjectedFailures, page};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::pubsub::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
-    is_valid_name,
+    CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
+    TopicMeta, TopicSettings, is_valid_name,
 };
 
 /// Pub/Sub's default page size for listings.
@@ -387,13 +387,8 @@ impl PubSub for MemoryPubSub {
         Ok(self.shared.state().subscription(project, subscription)?.meta.clone())
     }
 
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta> {
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta> {
+        let CreateSubscription { project, subscription, topic, settings } = request;
         self.shared.call(PubSubOp::CreateSubscription)?;
         check_name("subscription", subscription)?;
         check_subscription_settings(settings)?;

@@ -29,7 +29,8 @@ use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model;
 
 use super::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
+    TopicMeta, TopicSettings,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gax_error::backend_error;
@@ -296,13 +297,8 @@ impl PubSub for GooglePubSub {
         Ok(subscription_meta(&api))
     }
 
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta> {
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta> {
+        let CreateSubscription { project, subscription, topic, settings } = request;
         let what = format!("create subscription {project}/{subscription} of topic {topic}");
         let resource = api_subscription(project, subscription, topic, settings);
         let api = self
