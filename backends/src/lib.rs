@@ -4,6 +4,7 @@
 //! Nothing here knows about files or frontends.
 
 pub mod bigquery;
+mod endpoint;
 pub mod error;
 pub mod fault;
 mod gax_error;

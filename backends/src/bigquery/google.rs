@@ -19,7 +19,6 @@
 mod convert;
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::Credentials;
 use google_cloud_bigquery_v2::client::{DatasetService, TableService};
 use google_cloud_gax::retry_policy::NeverRetry;
 use serde_json::Value;
@@ -28,6 +27,7 @@ use super::{
     BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings,
     UpdateTable,
 };
+use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::rest::Rest;
 use crate::retry::RetryPolicy;
@@ -52,14 +52,8 @@ pub struct BigQueryConfig {
 impl BigQueryConfig {
     /// Reads `BIGQUERY_EMULATOR_HOST` (`http://` is added when missing).
     pub fn from_env() -> Self {
-        let emulator = std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|host| !host.is_empty()).map(with_scheme);
-        Self { emulator, retry: RetryPolicy::default() }
+        Self { emulator: endpoint::emulator_from_env("BIGQUERY_EMULATOR_HOST"), retry: RetryPolicy::default() }
     }
-}
-
-/// `host:port` as a URL; a URL as it is.
-fn with_scheme(host: String) -> String {
-    if host.contains("://") { host } else { format!("http://{host}") }
 }
 
 pub struct GoogleBigQuery {
@@ -71,8 +65,8 @@ pub struct GoogleBigQuery {
 
 impl GoogleBigQuery {
     pub async fn connect(config: BigQueryConfig) -> BackendResult<Self> {
-        let credentials = credentials(&config)?;
-        let emulator = config.emulator.as_deref().map(|e| e.trim_end_matches('/').to_string());
+        let credentials = endpoint::credentials(config.emulator.as_deref(), "BigQuery")?;
+        let emulator = endpoint::base_url(config.emulator.as_deref());
         tracing::debug!(endpoint = emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), "connecting to BigQuery");
         // The crate's own endpoint unless an emulator is named (it knows
         // about universe domains; ours would override that).
@@ -100,18 +94,6 @@ impl GoogleBigQuery {
     async fn get_json(&self, what: &str, segments: &[&str]) -> BackendResult<Value> {
         self.retry.run(what, || self.rest.get(what, segments)).await
     }
-}
-
-/// Anonymous for an emulator (without them the crate would look for the
-/// metadata server for about a minute); Application Default Credentials
-/// otherwise.
-fn credentials(config: &BigQueryConfig) -> BackendResult<Credentials> {
-    if config.emulator.is_some() {
-        return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
-    }
-    google_cloud_auth::credentials::Builder::default().build().map_err(|e| {
-        BackendError::new(ErrorKind::PermissionDenied, format!("no Application Default Credentials for BigQuery: {e}"))
-    })
 }
 
 #[async_trait]
@@ -283,16 +265,5 @@ impl BigQuery for GoogleBigQuery {
                 call.set_table_id(table).send().await
             })
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_emulator_host_gets_a_scheme() {
-        assert_eq!(with_scheme("127.0.0.1:9050".to_string()), "http://127.0.0.1:9050");
-        assert_eq!(with_scheme("https://bq.example:443".to_string()), "https://bq.example:443");
     }
 }

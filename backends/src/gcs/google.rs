@@ -28,6 +28,7 @@ use super::{
     BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
     ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
+use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::retry::{ClientError, RetryPolicy, http_client};
 
@@ -52,11 +53,7 @@ impl Default for GcsConfig {
 impl GcsConfig {
     /// Reads `STORAGE_EMULATOR_HOST`, as Google's own clients do.
     pub fn from_env() -> Self {
-        let emulator = std::env::var("STORAGE_EMULATOR_HOST")
-            .ok()
-            .filter(|host| !host.is_empty())
-            .map(|host| if host.contains("://") { host } else { format!("http://{host}") });
-        Self { emulator, ..Self::default() }
+        Self { emulator: endpoint::emulator_from_env("STORAGE_EMULATOR_HOST"), ..Self::default() }
     }
 }
 
@@ -90,16 +87,11 @@ impl GoogleGcs {
             http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
             ..ClientConfig::default()
         };
-        let client_config = match &config.emulator {
-            Some(endpoint) => {
-                ClientConfig { storage_endpoint: endpoint.trim_end_matches('/').to_string(), ..base }.anonymous()
-            }
-            None => base.with_auth().await.map_err(|e| {
-                BackendError::new(
-                    ErrorKind::PermissionDenied,
-                    format!("no Application Default Credentials for Cloud Storage: {e}"),
-                )
-            })?,
+        // gcloud-storage has credentials of its own (not google-cloud-auth's
+        // of `endpoint::credentials`), chosen the same way.
+        let client_config = match endpoint::base_url(config.emulator.as_deref()) {
+            Some(storage_endpoint) => ClientConfig { storage_endpoint, ..base }.anonymous(),
+            None => base.with_auth().await.map_err(|e| endpoint::no_credentials("Cloud Storage", &e))?,
         };
         Ok(client_config)
     }

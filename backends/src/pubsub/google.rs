@@ -32,6 +32,7 @@ use super::{
     CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
     TopicMeta, TopicSettings,
 };
+use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gax_error::backend_error;
 use crate::rest::Rest;
@@ -60,14 +61,8 @@ impl PubSubConfig {
     /// Reads `PUBSUB_EMULATOR_HOST` (`127.0.0.1:8085`; `http://` is added
     /// when missing).
     pub fn from_env() -> Self {
-        let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok().filter(|host| !host.is_empty()).map(with_scheme);
-        Self { emulator, retry: RetryPolicy::default() }
+        Self { emulator: endpoint::emulator_from_env("PUBSUB_EMULATOR_HOST"), retry: RetryPolicy::default() }
     }
-}
-
-/// `host:port` as a URL; a URL as it is.
-fn with_scheme(host: String) -> String {
-    if host.contains("://") { host } else { format!("http://{host}") }
 }
 
 pub struct GooglePubSub {
@@ -83,8 +78,8 @@ pub struct GooglePubSub {
 
 impl GooglePubSub {
     pub async fn connect(config: PubSubConfig) -> BackendResult<Self> {
-        let credentials = credentials(&config)?;
-        let endpoint = config.emulator.as_deref().map(|e| e.trim_end_matches('/').to_string());
+        let credentials = endpoint::credentials(config.emulator.as_deref(), "Pub/Sub")?;
+        let endpoint = endpoint::base_url(config.emulator.as_deref());
         tracing::debug!(endpoint = endpoint.as_deref().unwrap_or("Google"), "connecting to Pub/Sub");
         let topics = topic_admin(&credentials, endpoint.as_deref()).await?;
         let subscriptions = subscription_admin(&credentials, endpoint.as_deref()).await?;
@@ -161,18 +156,6 @@ async fn subscription_admin(credentials: &Credentials, endpoint: Option<&str>) -
 
 fn client_error(which: &str, error: &dyn std::fmt::Display) -> BackendError {
     BackendError::new(ErrorKind::Other, format!("Pub/Sub {which} client: {error}"))
-}
-
-/// Anonymous for an emulator (without them the crate would look for the
-/// metadata server for about a minute); Application Default Credentials
-/// otherwise.
-fn credentials(config: &PubSubConfig) -> BackendResult<Credentials> {
-    if config.emulator.is_some() {
-        return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
-    }
-    google_cloud_auth::credentials::Builder::default().build().map_err(|e| {
-        BackendError::new(ErrorKind::PermissionDenied, format!("no Application Default Credentials for Pub/Sub: {e}"))
-    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -389,16 +372,5 @@ impl PubSub for GooglePubSub {
             self.retry.run(&what, call).await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_emulator_host_gets_a_scheme() {
-        assert_eq!(with_scheme("127.0.0.1:8085".to_string()), "http://127.0.0.1:8085");
-        assert_eq!(with_scheme("https://pubsub.example".to_string()), "https://pubsub.example");
     }
 }
