@@ -36,6 +36,7 @@ use crate::pubsub::{
     CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
     TopicMeta, TopicSettings,
 };
+use crate::sync::lock;
 
 /// A kind of call a fault can be armed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,18 +109,18 @@ impl<T> Faulty<T> {
 
     /// Arms `fault` for the `nth` call of `call` from now (1: the next).
     pub fn arm(&self, call: Call, nth: u64, fault: Fault) {
-        let at = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&call).copied().unwrap_or(0) + nth.max(1);
-        self.armed.lock().unwrap_or_else(|e| e.into_inner()).push(Armed { call, at, fault });
+        let at = lock(&self.seen).get(&call).copied().unwrap_or(0) + nth.max(1);
+        lock(&self.armed).push(Armed { call, at, fault });
     }
 
     /// Forgets every armed fault that has not fired.
     pub fn disarm(&self) {
-        self.armed.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        lock(&self.armed).clear();
     }
 
     /// Whether a fault is armed and has not fired.
     pub fn is_armed(&self) -> bool {
-        !self.armed.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !lock(&self.armed).is_empty()
     }
 
     /// Lets every call stalled now go on.
@@ -145,18 +146,18 @@ impl<T> Faulty<T> {
 
     /// How many calls of `call` were made through the wrapper.
     pub fn calls(&self, call: Call) -> u64 {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&call).copied().unwrap_or(0)
+        lock(&self.seen).get(&call).copied().unwrap_or(0)
     }
 
     /// Counts a call of `call` and takes the fault armed for it, if any.
     fn take(&self, call: Call) -> Option<Fault> {
         let n = {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = lock(&self.seen);
             let n = seen.entry(call).or_insert(0);
             *n += 1;
             *n
         };
-        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut armed = lock(&self.armed);
         let at = armed.iter().position(|a| a.call == call && a.at == n)?;
         let fault = armed.remove(at).fault;
         self.fired.fetch_add(1, Ordering::SeqCst);

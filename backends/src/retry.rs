@@ -19,6 +19,7 @@ use futures::Stream;
 use tokio::time::Instant;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::sync::lock;
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -220,7 +221,7 @@ impl Progress {
     }
 
     fn moves(&self) -> MutexGuard<'_, Moves> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 
     pub(crate) fn moved(&self) {

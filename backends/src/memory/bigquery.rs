@@ -26,6 +26,7 @@ use crate::bigquery::{
     UpdateTable,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::sync::lock;
 use rules::{check_new_table, check_update, table_type};
 
 /// BigQuery's default page size for datasets.list and tables.list.
@@ -323,7 +324,7 @@ impl MemoryBigQuery {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Counts a call, and fails it if `fail_next` said so.

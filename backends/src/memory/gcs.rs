@@ -17,6 +17,7 @@ use crate::gcs::{
     BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
     ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
+use crate::sync::lock;
 
 /// How many calls of each kind a `MemoryGcs` served (failed ones included).
 #[derive(Debug, Default)]
@@ -106,7 +107,7 @@ impl MemoryGcs {
 
     /// A bucket of `project` only.
     pub fn add_bucket_of(&self, project: &str, name: &str) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         let bucket = buckets.entry(name.to_string()).or_default();
         bucket.meta = new_bucket_meta(name);
         bucket.project = project.to_string();
@@ -116,14 +117,14 @@ impl MemoryGcs {
     /// as a change made behind the mount's back would.
     pub fn put_object(&self, bucket: &str, name: &str, data: impl Into<Bytes>) -> ObjectMeta {
         self.add_bucket_if_missing(bucket);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         let b = buckets.get_mut(bucket).expect("the bucket was just added");
         self.store(b, name, data.into(), None, BTreeMap::new())
     }
 
     /// Removes an object behind the mount's back (no call is counted).
     pub fn remove_object(&self, bucket: &str, name: &str) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         if let Some(b) = buckets.get_mut(bucket) {
             b.objects.remove(name);
         }
@@ -131,19 +132,19 @@ impl MemoryGcs {
 
     /// An object's metadata, if it exists (no call is counted).
     pub fn object_meta(&self, bucket: &str, name: &str) -> Option<ObjectMeta> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         buckets.get(bucket)?.objects.get(name).map(|(meta, _)| meta.clone())
     }
 
     /// The names of a bucket's objects, in order (no call is counted).
     pub fn object_names(&self, bucket: &str) -> Vec<String> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         buckets.get(bucket).map(|b| b.objects.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// An object's bytes, if it exists.
     pub fn object_data(&self, bucket: &str, name: &str) -> Option<Bytes> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         buckets.get(bucket)?.objects.get(name).map(|(_, data)| data.clone())
     }
 
@@ -160,7 +161,7 @@ impl MemoryGcs {
     }
 
     fn add_bucket_if_missing(&self, bucket: &str) {
-        let exists = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).contains_key(bucket);
+        let exists = lock(&self.buckets).contains_key(bucket);
         if !exists {
             self.add_bucket(bucket);
         }
@@ -198,7 +199,7 @@ impl MemoryGcs {
     }
 
     fn with_bucket<T>(&self, bucket: &str, f: impl FnOnce(&Bucket) -> BackendResult<T>) -> BackendResult<T> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         match buckets.get(bucket) {
             Some(b) => f(b),
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
@@ -206,7 +207,7 @@ impl MemoryGcs {
     }
 
     fn with_bucket_mut<T>(&self, bucket: &str, f: impl FnOnce(&mut Bucket) -> BackendResult<T>) -> BackendResult<T> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         match buckets.get_mut(bucket) {
             Some(b) => f(b),
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
@@ -247,7 +248,7 @@ impl ObjectStore for MemoryGcs {
         page_size: u32,
     ) -> BackendResult<BucketPage> {
         self.call(Op::ListBuckets)?;
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         let after = page_token.unwrap_or_default();
         let mut page: Vec<BucketMeta> = buckets
             .values()
@@ -388,7 +389,7 @@ impl ObjectStore for MemoryGcs {
 
     async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
         self.call(Op::CreateBucket)?;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         if buckets.contains_key(bucket) {
             return Err(BackendError::new(ErrorKind::AlreadyExists, format!("bucket {bucket} exists")));
         }
@@ -432,7 +433,7 @@ impl ObjectStore for MemoryGcs {
     /// As Cloud Storage: only an empty bucket, else `AlreadyExists` (its 409).
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
         self.call(Op::DeleteBucket)?;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         match buckets.get(bucket) {
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
             Some(b) if !b.objects.is_empty() => {

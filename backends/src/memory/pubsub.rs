@@ -26,6 +26,7 @@ use crate::pubsub::{
     CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
     TopicMeta, TopicSettings, is_valid_name,
 };
+use crate::sync::lock;
 
 /// Pub/Sub's default page size for listings.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -188,7 +189,7 @@ struct Shared {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Counts a call, and fails it if `fail_next` said so.

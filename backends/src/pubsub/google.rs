@@ -18,7 +18,7 @@ mod convert;
 mod pull;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +37,7 @@ use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gax_error::backend_error;
 use crate::rest::Rest;
 use crate::retry::RetryPolicy;
+use crate::sync::{self, lock};
 use convert::{
     api_message, api_subscription, api_subscription_update, api_topic, field_mask, short_name_in, subscription_mask,
     subscription_meta, subscription_name, topic_mask, topic_meta, topic_name,
@@ -99,7 +100,7 @@ impl GooglePubSub {
     }
 
     fn publisher_for(&self, topic: String) -> Publisher {
-        let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut publishers = lock(&self.publishers);
         publishers.entry(topic).or_insert_with_key(|topic| self.publisher.publisher(topic.clone()).build()).clone()
     }
 
@@ -156,10 +157,6 @@ async fn subscription_admin(credentials: &Credentials, endpoint: Option<&str>) -
 
 fn client_error(which: &str, error: &dyn std::fmt::Display) -> BackendError {
     BackendError::new(ErrorKind::Other, format!("Pub/Sub {which} client: {error}"))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn publish_error(what: &str, error: &PublishError) -> BackendError {
@@ -337,7 +334,7 @@ impl PubSub for GooglePubSub {
         let ids = Mutex::new(vec![None; messages.len()]);
         let messages: Vec<model::Message> = messages.into_iter().map(api_message).collect();
         self.retry.run(&what, || self.publish_missing(&what, &publisher, &messages, &ids)).await?;
-        let ids = ids.into_inner().unwrap_or_else(|e| e.into_inner());
+        let ids = sync::into_inner(ids);
         Ok(ids.into_iter().map(Option::unwrap_or_default).collect())
     }
 
