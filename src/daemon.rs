@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::mount::{MntFlags, umount2};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, setsid};
+
 use crate::core::private_files::{self, Open, private_dir};
 
 /// How long `ciofs unmount` waits for the daemon to finish.
@@ -69,11 +74,12 @@ pub fn spawn_and_wait(extra: &[&str], log_file: File, log: &Path) -> Result<Stri
     args.extend([OsString::from("--ready-fd"), OsString::from(write_fd.to_string())]);
     let mut command = Command::new(exe);
     command.args(&args).stdin(Stdio::null()).stdout(log_file).stderr(log_err);
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
-    // terminal's session so a closing shell does not kill it.
+    // SAFETY: setsid is async-signal-safe (nix's only calls it and reads
+    // errno); it detaches the daemon from the terminal's session so a
+    // closing shell does not kill it.
     unsafe {
         command.pre_exec(|| {
-            libc::setsid();
+            let _ = setsid();
             Ok(())
         });
     }
@@ -93,15 +99,8 @@ pub fn spawn_and_wait(extra: &[&str], log_file: File, log: &Path) -> Result<Stri
 
 /// A pipe whose write end stays open across exec (the read end does not).
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe writes.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe just opened both; we own them.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe { libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC) };
+    let (read, write) = nix::unistd::pipe()?;
+    let _ = fcntl(&read, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     Ok((read, write))
 }
 
@@ -201,9 +200,9 @@ pub fn unmount(state_dir: &Path, mountpoint: &Path, tell: &mut dyn FnMut(&str)) 
             return umount(mountpoint);
         }
     };
-    // SAFETY: kill with the pid of the process that wrote our pid file,
-    // checked by its start time just now.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // The pid of the process that wrote our pid file, checked by its start
+    // time just now.
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let deadline = Instant::now() + UNMOUNT_WAIT;
     while alive(pid) {
         if Instant::now() > deadline {
@@ -218,20 +217,19 @@ pub fn unmount(state_dir: &Path, mountpoint: &Path, tell: &mut dyn FnMut(&str)) 
 }
 
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    // No signal: only checks that the process exists.
+    kill(Pid::from_raw(pid), None).is_ok()
 }
 
 /// Unmounts `mountpoint` with umount(2).
 pub fn umount(mountpoint: &Path) -> Result<(), String> {
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
-        .map_err(|_| "mount point contains a NUL byte".to_string())?;
-    // SAFETY: umount2 with a valid C string.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
-        let error = std::io::Error::last_os_error();
-        return Err(format!("cannot unmount {}: {error}", mountpoint.display()));
+    if mountpoint.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err("mount point contains a NUL byte".to_string());
     }
-    Ok(())
+    umount2(mountpoint, MntFlags::empty()).map_err(|errno| {
+        let error = std::io::Error::from(errno);
+        format!("cannot unmount {}: {error}", mountpoint.display())
+    })
 }
 
 /// Whether something is mounted at `mountpoint` (Linux: /proc/self/mountinfo).

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,13 +28,15 @@ use tokio::sync::watch;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
-    StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::memory::Op;
 use crate::pubsub::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
+    TopicMeta, TopicSettings,
 };
+use crate::sync::lock;
 
 /// A kind of call a fault can be armed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,18 +109,18 @@ impl<T> Faulty<T> {
 
     /// Arms `fault` for the `nth` call of `call` from now (1: the next).
     pub fn arm(&self, call: Call, nth: u64, fault: Fault) {
-        let at = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&call).copied().unwrap_or(0) + nth.max(1);
-        self.armed.lock().unwrap_or_else(|e| e.into_inner()).push(Armed { call, at, fault });
+        let at = lock(&self.seen).get(&call).copied().unwrap_or(0) + nth.max(1);
+        lock(&self.armed).push(Armed { call, at, fault });
     }
 
     /// Forgets every armed fault that has not fired.
     pub fn disarm(&self) {
-        self.armed.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        lock(&self.armed).clear();
     }
 
     /// Whether a fault is armed and has not fired.
     pub fn is_armed(&self) -> bool {
-        !self.armed.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !lock(&self.armed).is_empty()
     }
 
     /// Lets every call stalled now go on.
@@ -145,18 +146,18 @@ impl<T> Faulty<T> {
 
     /// How many calls of `call` were made through the wrapper.
     pub fn calls(&self, call: Call) -> u64 {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&call).copied().unwrap_or(0)
+        lock(&self.seen).get(&call).copied().unwrap_or(0)
     }
 
     /// Counts a call of `call` and takes the fault armed for it, if any.
     fn take(&self, call: Call) -> Option<Fault> {
         let n = {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = lock(&self.seen);
             let n = seen.entry(call).or_insert(0);
             *n += 1;
             *n
         };
-        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut armed = lock(&self.armed);
         let at = armed.iter().position(|a| a.call == call && a.at == n)?;
         let fault = armed.remove(at).fault;
         self.fired.fetch_add(1, Ordering::SeqCst);
@@ -295,17 +296,11 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         self.run(Call::Gcs(Op::GetObject), self.inner.get_object(bucket, name)).await
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
         let call = Call::Gcs(Op::ReadObject);
         let fault = self.take(call);
         let before = fault.filter(|f| !matches!(f, Fault::SlowBody { .. }));
-        let stream = self.around(call, before, self.inner.read_object(bucket, name, generation, range)).await?;
+        let stream = self.around(call, before, self.inner.read_object(request)).await?;
         Ok(match fault {
             Some(Fault::SlowBody { piece, delay }) => slow_stream(stream, piece, delay),
             _ => stream,
@@ -333,28 +328,12 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         self.run(Call::Gcs(Op::DeleteObject), self.inner.delete_object(bucket, name, if_generation_match)).await
     }
 
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
-        let copy = self.inner.copy_object(bucket, source, destination, if_source_generation_match);
-        self.run(Call::Gcs(Op::CopyObject), copy).await
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta> {
+        self.run(Call::Gcs(Op::CopyObject), self.inner.copy_object(request)).await
     }
 
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
-        let patch =
-            self.inner.patch_object_metadata(bucket, name, content_type, custom_metadata, if_metageneration_match);
-        self.run(Call::Gcs(Op::PatchObject), patch).await
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta> {
+        self.run(Call::Gcs(Op::PatchObject), self.inner.patch_object_metadata(request)).await
     }
 
     async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
@@ -412,14 +391,8 @@ impl<T: PubSub> PubSub for Faulty<T> {
         self.inner.get_subscription(project, subscription).await
     }
 
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta> {
-        self.inner.create_subscription(project, subscription, topic, settings).await
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta> {
+        self.inner.create_subscription(request).await
     }
 
     async fn update_subscription(
@@ -575,7 +548,15 @@ mod tests {
         let slow = Fault::SlowBody { piece: 3, delay: Duration::from_secs(1) };
         gcs.arm(Call::Gcs(Op::ReadObject), 1, slow);
         let started = tokio::time::Instant::now();
-        let stream = gcs.read_object("b", "f", None, 0..10).await.unwrap();
+        let stream = gcs
+            .read_object(&ReadObject {
+                bucket: "b".to_string(),
+                name: "f".to_string(),
+                range: 0..10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
         assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         assert_eq!(pieces.concat(), vec![7; 10]);

@@ -6,12 +6,19 @@ use google_cloud_gax::error::Error as ApiError;
 use google_cloud_gax::error::rpc::Code;
 
 use crate::error::{BackendError, ErrorKind};
+use crate::retry::ClientError;
 
 /// Maps the crate's error to ours, with the call and the service's message;
 /// the one place that reads its statuses.
 pub(crate) fn backend_error(what: &str, error: &ApiError) -> BackendError {
     let message = error.status().map(|s| s.message.clone()).filter(|m| !m.is_empty());
     BackendError::new(error_kind(error), format!("{what}: {}", message.unwrap_or_else(|| error.to_string())))
+}
+
+impl ClientError for ApiError {
+    fn into_backend_error(self, what: &str) -> BackendError {
+        backend_error(what, &self)
+    }
 }
 
 fn error_kind(error: &ApiError) -> ErrorKind {

@@ -4,6 +4,7 @@
 //! Nothing here knows about files or frontends.
 
 pub mod bigquery;
+mod endpoint;
 pub mod error;
 pub mod fault;
 mod gax_error;
@@ -12,5 +13,6 @@ pub mod memory;
 pub mod pubsub;
 mod rest;
 pub mod retry;
+mod sync;
 
 pub use error::{BackendError, BackendResult, ErrorKind};

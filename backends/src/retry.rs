@@ -19,6 +19,7 @@ use futures::Stream;
 use tokio::time::Instant;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::sync::lock;
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -65,6 +66,22 @@ impl RetryPolicy {
         Fut: Future<Output = BackendResult<T>>,
     {
         self.run_watched(what, |_| call()).await
+    }
+
+    /// As `run`, for a call of a Google client crate: its error becomes
+    /// ours (`ClientError`, with `what`) before the policy looks at it, so
+    /// that the transient ones are retried.
+    pub(crate) async fn call<T, E, F, Fut>(&self, what: &str, mut call: F) -> BackendResult<T>
+    where
+        E: ClientError,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run(what, || {
+            let attempt = call();
+            async move { attempt.await.map_err(|e| e.into_backend_error(what)) }
+        })
+        .await
     }
 
     /// As `run`, for a call that reports its progress: each attempt gets a
@@ -153,6 +170,13 @@ impl RetryPolicy {
     }
 }
 
+/// An error of a Google client crate, which maps it to ours
+/// (`RetryPolicy::call`). The mappings live with the crates' clients.
+pub(crate) trait ClientError {
+    /// The error as ours, its message naming the call (`what`).
+    fn into_backend_error(self, what: &str) -> BackendError;
+}
+
 /// The HTTP client settings every client of ciofs's own starts from: a
 /// connect timeout, and the stall timeout as the kernel's bound on sent
 /// bytes left unacknowledged (reqwest's default is a fixed 30 s), so that
@@ -197,7 +221,7 @@ impl Progress {
     }
 
     fn moves(&self) -> MutexGuard<'_, Moves> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 
     pub(crate) fn moved(&self) {

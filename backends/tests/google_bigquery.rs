@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::{
     BigQuery, BigQueryConfig, DatasetSettings, GoogleBigQuery, SchemaField, TableSettings, TimePartitioning,
+    UpdateTable,
 };
 use ciofs_backends::retry::RetryPolicy;
 use serde_json::{Value, json};
@@ -239,7 +240,14 @@ async fn missing_datasets_and_tables_are_not_found() {
     assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
     assert!(missing.message.contains("Not found"), "the service's message is kept: {missing}");
     assert_eq!(bq.get_table(&project, "nope", "t").await.expect_err("no dataset").kind, ErrorKind::NotFound);
-    let update = bq.update_table(&project, &dataset, "nope", &TableSettings::default(), None).await;
+    let update = bq
+        .update_table(&UpdateTable {
+            project: project.clone(),
+            dataset: dataset.clone(),
+            table: "nope".to_string(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(update.expect_err("no table").kind, ErrorKind::NotFound);
     assert_eq!(bq.delete_table(&project, &dataset, "nope").await.expect_err("no table").kind, ErrorKind::NotFound);
     let update = bq.update_dataset(&project, "nope", &DatasetSettings::default()).await;
@@ -289,7 +297,16 @@ async fn an_update_adds_a_column_changes_the_description_and_removes_a_label() {
         labels: labels(&[("env", "dev")]),
         ..created.settings.clone()
     };
-    let updated = bq.update_table(&project, &dataset, "t", &changed, Some(&created.etag)).await.expect("update");
+    let updated = bq
+        .update_table(&UpdateTable {
+            project: project.clone(),
+            dataset: dataset.clone(),
+            table: "t".to_string(),
+            settings: changed.clone(),
+            etag: Some(created.etag.clone()),
+        })
+        .await
+        .expect("update");
     assert_eq!(updated.settings, changed);
     assert_ne!(updated.etag, created.etag, "every change makes a new etag");
     assert_eq!(updated.created, created.created);
@@ -304,13 +321,31 @@ async fn an_update_adds_a_column_changes_the_description_and_removes_a_label() {
     // At an etag the table has left: refused, and nothing changes.
     // (bqemulator ignores If-Match; ciofs checks the etag it reads first.)
     let stale = TableSettings { description: Some("third".to_string()), ..changed.clone() };
-    let refused = bq.update_table(&project, &dataset, "t", &stale, Some(&created.etag)).await.expect_err("stale");
+    let refused = bq
+        .update_table(&UpdateTable {
+            project: project.clone(),
+            dataset: dataset.clone(),
+            table: "t".to_string(),
+            settings: stale.clone(),
+            etag: Some(created.etag.clone()),
+        })
+        .await
+        .expect_err("stale");
     assert_eq!(refused.kind, ErrorKind::PreconditionFailed, "{refused}");
     assert_eq!(bq.get_table(&project, &dataset, "t").await.expect("get"), updated);
 
     // Without an etag; the last label and the friendly name go.
     let bare = TableSettings { labels: BTreeMap::new(), friendly_name: None, ..changed };
-    let updated = bq.update_table(&project, &dataset, "t", &bare, None).await.expect("update");
+    let updated = bq
+        .update_table(&UpdateTable {
+            project: project.clone(),
+            dataset: dataset.clone(),
+            table: "t".to_string(),
+            settings: bare.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
     assert_eq!(updated.settings, bare);
     let rest = rest_get(&format!("{project}/datasets/{dataset}/tables/t"));
     assert_eq!((rest.get("labels"), rest.get("friendlyName")), (None, None), "{rest}");
@@ -417,7 +452,15 @@ async fn an_unreachable_endpoint_is_unavailable_within_bounded_time() {
     let error = bq.get_dataset("p", "d").await.expect_err("nothing listens");
     assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     assert!(error.message.contains("get dataset p.d"), "{error}");
-    let error = bq.update_table("p", "d", "t", &TableSettings::default(), None).await.expect_err("nothing listens");
+    let error = bq
+        .update_table(&UpdateTable {
+            project: "p".to_string(),
+            dataset: "d".to_string(),
+            table: "t".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing listens");
     assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{
-    BucketChange, BucketSettings, GcsConfig, GoogleGcs, ObjectStore, StreamedUpload, Upload, Written,
+    BucketChange, BucketSettings, CopyObject, GcsConfig, GoogleGcs, ObjectStore, PatchObjectMetadata, ReadObject,
+    StreamedUpload, Upload, Written,
 };
 use ciofs_backends::retry::RetryPolicy;
 use futures::TryStreamExt;
@@ -72,7 +73,15 @@ fn upload(bucket: &str, name: &str, data: &[u8]) -> Upload {
 }
 
 async fn read_all(gcs: &GoogleGcs, bucket: &str, name: &str, size: u64) -> Vec<u8> {
-    let stream = gcs.read_object(bucket, name, None, 0..size).await.expect("read");
+    let stream = gcs
+        .read_object(&ReadObject {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            range: 0..size,
+            ..Default::default()
+        })
+        .await
+        .expect("read");
     let chunks: Vec<_> = stream.try_collect().await.expect("read stream");
     chunks.concat()
 }
@@ -376,7 +385,15 @@ async fn a_copy_keeps_content_and_metadata() {
     };
     let source = gcs.upload_object(&request).await.expect("upload");
 
-    let copy = gcs.copy_object(&bucket, "src.csv", "dir/dst.csv", Some(source.generation)).await.expect("copy");
+    let copy = gcs
+        .copy_object(&CopyObject {
+            bucket: bucket.clone(),
+            source: "src.csv".to_string(),
+            destination: "dir/dst.csv".to_string(),
+            if_source_generation_match: Some(source.generation),
+        })
+        .await
+        .expect("copy");
     assert_eq!(copy.name, "dir/dst.csv");
     assert_eq!(copy.size, source.size);
     assert_eq!(copy.content_type.as_deref(), Some("text/csv"));
@@ -387,14 +404,46 @@ async fn a_copy_keeps_content_and_metadata() {
     assert_eq!(read_all(&gcs, &bucket, "dir/dst.csv", got.size).await, b"a,b\n1,2\n");
     assert_eq!(gcs.get_object(&bucket, "src.csv").await.expect("source stays").generation, source.generation);
 
-    let plain = gcs.copy_object(&bucket, "src.csv", "plain.csv", None).await.expect("copy without generation");
+    let plain = gcs
+        .copy_object(&CopyObject {
+            bucket: bucket.clone(),
+            source: "src.csv".to_string(),
+            destination: "plain.csv".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("copy without generation");
     assert_eq!(plain.custom_metadata, request.custom_metadata);
 
-    let stale = gcs.copy_object(&bucket, "src.csv", "x", Some(source.generation + 1)).await.expect_err("stale");
+    let stale = gcs
+        .copy_object(&CopyObject {
+            bucket: bucket.clone(),
+            source: "src.csv".to_string(),
+            destination: "x".to_string(),
+            if_source_generation_match: Some(source.generation + 1),
+        })
+        .await
+        .expect_err("stale");
     assert_eq!(stale.kind, ErrorKind::PreconditionFailed, "{stale}");
-    let missing = gcs.copy_object(&bucket, "nope", "x", None).await.expect_err("no source");
+    let missing = gcs
+        .copy_object(&CopyObject {
+            bucket: bucket.clone(),
+            source: "nope".to_string(),
+            destination: "x".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no source");
     assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
-    let missing = gcs.copy_object(&bucket, "nope", "x", Some(5)).await.expect_err("no source");
+    let missing = gcs
+        .copy_object(&CopyObject {
+            bucket: bucket.clone(),
+            source: "nope".to_string(),
+            destination: "x".to_string(),
+            if_source_generation_match: Some(5),
+        })
+        .await
+        .expect_err("no source");
     assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
     assert_eq!(gcs.get_object(&bucket, "x").await.expect_err("no copy made").kind, ErrorKind::NotFound);
 }
@@ -449,7 +498,16 @@ async fn a_metadata_patch_sets_content_type_and_adds_and_removes_keys() {
         Upload { custom_metadata: metadata(&[("keep", "1"), ("drop", "2")]), ..upload(&bucket, "p.txt", b"data") };
     let uploaded = gcs.upload_object(&request).await.expect("upload");
     let change = BTreeMap::from([("team".to_string(), Some("data".to_string())), ("drop".to_string(), None)]);
-    let patched = gcs.patch_object_metadata(&bucket, "p.txt", Some("text/csv"), &change, None).await.expect("patch");
+    let patched = gcs
+        .patch_object_metadata(&PatchObjectMetadata {
+            bucket: bucket.clone(),
+            name: "p.txt".to_string(),
+            content_type: Some("text/csv".to_string()),
+            custom_metadata: change.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("patch");
     assert_eq!(patched.content_type.as_deref(), Some("text/csv"));
     // A removed key is sent as null, which removes it on Cloud Storage;
     // fake-gcs-server keeps it with an empty value.
@@ -461,7 +519,13 @@ async fn a_metadata_patch_sets_content_type_and_adds_and_removes_keys() {
     let got = gcs.get_object(&bucket, "p.txt").await.expect("get");
     assert_eq!((got.content_type, got.custom_metadata), (patched.content_type, patched.custom_metadata));
     assert_eq!(read_all(&gcs, &bucket, "p.txt", 4).await, b"data");
-    let missing = gcs.patch_object_metadata(&bucket, "nope", None, &BTreeMap::new(), None).await;
+    let missing = gcs
+        .patch_object_metadata(&PatchObjectMetadata {
+            bucket: bucket.clone(),
+            name: "nope".to_string(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(missing.err().map(|e| e.kind), Some(ErrorKind::NotFound));
 }
 

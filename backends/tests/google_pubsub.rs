@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::pubsub::{
-    DeadLetterPolicy, GooglePubSub, OutgoingMessage, PubSub, PubSubConfig, RetryPolicy as DeliveryRetry,
-    SubscriptionSettings, TopicSettings,
+    CreateSubscription, DeadLetterPolicy, GooglePubSub, OutgoingMessage, PubSub, PubSubConfig,
+    RetryPolicy as DeliveryRetry, SubscriptionSettings, TopicSettings,
 };
 use ciofs_backends::retry::RetryPolicy;
 use serde_json::{Value, json};
@@ -51,7 +51,15 @@ fn message(data: &str) -> OutgoingMessage {
 async fn topic_and_subscription(pubsub: &GooglePubSub, test: &str) -> String {
     let project = project(test);
     pubsub.create_topic(&project, "topic", &TopicSettings::default()).await.expect("create topic");
-    pubsub.create_subscription(&project, "sub", "topic", &SubscriptionSettings::default()).await.expect("subscribe");
+    pubsub
+        .create_subscription(&CreateSubscription {
+            project: project.clone(),
+            subscription: "sub".to_string(),
+            topic: "topic".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
     project
 }
 
@@ -142,18 +150,58 @@ async fn subscriptions_are_created_with_policies_listed_updated_and_deleted() {
         }),
         ..Default::default()
     };
-    let created = pubsub.create_subscription(&project, "sub", "topic", &settings).await.unwrap();
+    let created = pubsub
+        .create_subscription(&CreateSubscription {
+            project: project.clone(),
+            subscription: "sub".to_string(),
+            topic: "topic".to_string(),
+            settings: settings.clone(),
+        })
+        .await
+        .unwrap();
     assert_eq!(created.subscription, "sub");
     assert_eq!(created.topic, format!("projects/{project}/topics/topic"));
     assert_eq!(created.settings.ack_deadline_seconds, 20);
     assert_eq!(created.settings.dead_letter_policy, settings.dead_letter_policy);
     assert_eq!(created.settings.retry_policy, settings.retry_policy);
-    let again = pubsub.create_subscription(&project, "sub", "topic", &settings).await.unwrap_err();
+    let again = pubsub
+        .create_subscription(&CreateSubscription {
+            project: project.clone(),
+            subscription: "sub".to_string(),
+            topic: "topic".to_string(),
+            settings: settings.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(again.kind, ErrorKind::AlreadyExists, "{again}");
-    let orphan = pubsub.create_subscription(&project, "orphan", "nope", &settings).await.unwrap_err();
+    let orphan = pubsub
+        .create_subscription(&CreateSubscription {
+            project: project.clone(),
+            subscription: "orphan".to_string(),
+            topic: "nope".to_string(),
+            settings: settings.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(orphan.kind, ErrorKind::NotFound, "{orphan}");
-    pubsub.create_subscription(&project, "sub2", "topic", &SubscriptionSettings::default()).await.unwrap();
-    pubsub.create_subscription(&project, "elsewhere", "other", &SubscriptionSettings::default()).await.unwrap();
+    pubsub
+        .create_subscription(&CreateSubscription {
+            project: project.clone(),
+            subscription: "sub2".to_string(),
+            topic: "topic".to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    pubsub
+        .create_subscription(&CreateSubscription {
+            project: project.clone(),
+            subscription: "elsewhere".to_string(),
+            topic: "other".to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(pubsub.get_subscription(&project, "sub").await.unwrap(), created);
 
     let listed = pubsub.list_topic_subscriptions(&project, "topic", None).await.unwrap();

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::{
-    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings,
+    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings, UpdateTable,
 };
 use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
@@ -513,8 +513,14 @@ impl BigQueryTree {
             tracing::debug!(project, dataset = %meta.dataset, table = %meta.table, "unchanged; nothing sent");
             return Ok(());
         }
-        let etag = Some(meta.etag.as_str()).filter(|e| !e.is_empty());
-        let updated = self.api.update_table(project, &meta.dataset, &meta.table, &settings, etag).await;
+        let request = UpdateTable {
+            project: project.to_string(),
+            dataset: meta.dataset.clone(),
+            table: meta.table.clone(),
+            settings,
+            etag: Some(meta.etag.clone()).filter(|e| !e.is_empty()),
+        };
+        let updated = self.api.update_table(&request).await;
         let updated = match updated {
             Ok(updated) => updated,
             Err(e) => {

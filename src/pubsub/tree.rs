@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::pubsub::{
-    OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    CreateSubscription, OutgoingMessage, PubSub, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
 };
 use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
@@ -384,7 +384,13 @@ impl PubSubTree {
         let _one_at_a_time = self.pending.creating().await;
         let key = (project.to_string(), subscription.to_string());
         let Some(topic) = self.pending_topic(project, subscription) else { return Ok(()) };
-        let created = self.api.create_subscription(project, subscription, &topic, settings).await;
+        let request = CreateSubscription {
+            project: project.to_string(),
+            subscription: subscription.to_string(),
+            topic: topic.clone(),
+            settings: settings.clone(),
+        };
+        let created = self.api.create_subscription(&request).await;
         let created = match created {
             Ok(created) => created,
             // Made meanwhile (by another client, or a create whose answer

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ciofs_backends::ErrorKind;
-use ciofs_backends::gcs::{ListObjects, ObjectMeta, Upload};
+use ciofs_backends::gcs::{CopyObject, ListObjects, ObjectMeta, Upload};
 use ciofs_frontends::{Attr, VfsError, VfsResult};
 
 use crate::core::cache::{Known, key};
@@ -359,7 +359,13 @@ impl StorageTree {
         target: &str,
         generation: Option<i64>,
     ) -> VfsResult<Arc<ObjectMeta>> {
-        let copied = Arc::new(self.gcs.copy_object(bucket, source, target, generation).await.map_err(vfs_error)?);
+        let copy = CopyObject {
+            bucket: bucket.to_string(),
+            source: source.to_string(),
+            destination: target.to_string(),
+            if_source_generation_match: generation,
+        };
+        let copied = Arc::new(self.gcs.copy_object(&copy).await.map_err(vfs_error)?);
         self.cache.put(key(bucket, target), Known::Object(copied.clone()));
         match self.gcs.delete_object(bucket, source, generation).await {
             Ok(()) | Err(ciofs_backends::BackendError { kind: ErrorKind::NotFound, .. }) => {}

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ciofs_backends::gcs::PatchObjectMetadata;
 use ciofs_frontends::VfsResult;
 
 use super::documents::{ObjectMetadataEdit, parse_object_document};
@@ -76,9 +77,14 @@ impl StorageTree {
         if content_type.is_none() && changed.is_empty() {
             return Ok(());
         }
-        let patched =
-            self.gcs.patch_object_metadata(bucket, name, content_type.as_deref(), &changed, Some(meta.metageneration));
-        let patched = patched.await.map_err(vfs_error)?;
+        let patch = PatchObjectMetadata {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            content_type,
+            custom_metadata: changed,
+            if_metageneration_match: Some(meta.metageneration),
+        };
+        let patched = self.gcs.patch_object_metadata(&patch).await.map_err(vfs_error)?;
         tracing::info!(bucket, name, "object metadata set");
         self.cache.put(key(bucket, name), Known::Object(Arc::new(patched)));
         Ok(())

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ciofs_backends::gcs::ObjectStore;
+use ciofs_backends::gcs::{ObjectStore, ReadObject};
 use ciofs_backends::{BackendError, BackendResult, ErrorKind};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
@@ -190,7 +190,13 @@ impl ObjectReader {
 
     async fn spawn_prefetch(&self, range: Range<u64>) -> BackendResult<Prefetch> {
         let v = &self.version;
-        let mut body = self.store.read_object(&v.bucket, &v.name, Some(v.generation), range.clone()).await?;
+        let request = ReadObject {
+            bucket: v.bucket.clone(),
+            name: v.name.clone(),
+            generation: Some(v.generation),
+            range: range.clone(),
+        };
+        let mut body = self.store.read_object(&request).await?;
         let budget = Arc::new(Semaphore::new(permits_for(PREFETCH_BYTES)));
         let (sender, chunks) = mpsc::channel(1024);
         let task_budget = budget.clone();

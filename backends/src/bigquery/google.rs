@@ -19,14 +19,16 @@
 mod convert;
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::Credentials;
 use google_cloud_bigquery_v2::client::{DatasetService, TableService};
 use google_cloud_gax::retry_policy::NeverRetry;
 use serde_json::Value;
 
-use super::{BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings};
+use super::{
+    BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings,
+    UpdateTable,
+};
+use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::gax_error::backend_error;
 use crate::rest::Rest;
 use crate::retry::RetryPolicy;
 use convert::{api_dataset, api_table, dataset_list_entry, dataset_meta, from_json, table_list_entry, table_meta};
@@ -50,14 +52,8 @@ pub struct BigQueryConfig {
 impl BigQueryConfig {
     /// Reads `BIGQUERY_EMULATOR_HOST` (`http://` is added when missing).
     pub fn from_env() -> Self {
-        let emulator = std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|host| !host.is_empty()).map(with_scheme);
-        Self { emulator, retry: RetryPolicy::default() }
+        Self { emulator: endpoint::emulator_from_env("BIGQUERY_EMULATOR_HOST"), retry: RetryPolicy::default() }
     }
-}
-
-/// `host:port` as a URL; a URL as it is.
-fn with_scheme(host: String) -> String {
-    if host.contains("://") { host } else { format!("http://{host}") }
 }
 
 pub struct GoogleBigQuery {
@@ -69,8 +65,8 @@ pub struct GoogleBigQuery {
 
 impl GoogleBigQuery {
     pub async fn connect(config: BigQueryConfig) -> BackendResult<Self> {
-        let credentials = credentials(&config)?;
-        let emulator = config.emulator.as_deref().map(|e| e.trim_end_matches('/').to_string());
+        let credentials = endpoint::credentials(config.emulator.as_deref(), "BigQuery")?;
+        let emulator = endpoint::base_url(config.emulator.as_deref());
         tracing::debug!(endpoint = emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT), "connecting to BigQuery");
         // The crate's own endpoint unless an emulator is named (it knows
         // about universe domains; ours would override that).
@@ -100,28 +96,16 @@ impl GoogleBigQuery {
     }
 }
 
-/// Anonymous for an emulator (without them the crate would look for the
-/// metadata server for about a minute); Application Default Credentials
-/// otherwise.
-fn credentials(config: &BigQueryConfig) -> BackendResult<Credentials> {
-    if config.emulator.is_some() {
-        return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
-    }
-    google_cloud_auth::credentials::Builder::default().build().map_err(|e| {
-        BackendError::new(ErrorKind::PermissionDenied, format!("no Application Default Credentials for BigQuery: {e}"))
-    })
-}
-
 #[async_trait]
 impl BigQuery for GoogleBigQuery {
     async fn list_datasets(&self, project: &str, page_token: Option<String>) -> BackendResult<Page<DatasetListEntry>> {
         let what = format!("list datasets of {project}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.datasets.list_datasets().set_project_id(project).set_max_results(LIST_PAGE_SIZE);
                 let call = call.set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -134,9 +118,9 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("get dataset {project}.{dataset}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.datasets.get_dataset().set_project_id(project).set_dataset_id(dataset);
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(dataset_meta(dataset, api))
@@ -155,9 +139,9 @@ impl BigQuery for GoogleBigQuery {
         // expect of a second create.
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.datasets.insert_dataset().set_project_id(project).set_dataset(resource.clone());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(dataset_meta(dataset, api))
@@ -179,20 +163,22 @@ impl BigQuery for GoogleBigQuery {
 
     async fn delete_dataset(&self, project: &str, dataset: &str) -> BackendResult<()> {
         let what = format!("delete dataset {project}.{dataset}");
-        self.retry
-            .run(&what, || async {
+        let deleted = self
+            .retry
+            .call(&what, || async {
                 let call = self.datasets.delete_dataset().set_project_id(project).set_dataset_id(dataset);
                 // Never the contents: only an empty dataset goes.
-                match call.set_delete_contents(false).send().await.map_err(|e| backend_error(&what, &e)) {
-                    // BigQuery answers 400 "... is still in use"; bqemulator
-                    // 404 "... is not empty", which must not read as "gone".
-                    Err(e) if e.kind == ErrorKind::NotFound && e.message.contains("not empty") => {
-                        Err(BackendError::new(ErrorKind::InvalidArgument, e.message))
-                    }
-                    other => other,
-                }
+                call.set_delete_contents(false).send().await
             })
-            .await
+            .await;
+        // BigQuery answers 400 "... is still in use"; bqemulator 404 "... is
+        // not empty", which must not read as "gone". Neither is retried.
+        deleted.map_err(|e| match e.kind {
+            ErrorKind::NotFound if e.message.contains("not empty") => {
+                BackendError::new(ErrorKind::InvalidArgument, e.message)
+            }
+            _ => e,
+        })
     }
 
     async fn list_tables(
@@ -204,10 +190,10 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("list tables of {project}.{dataset}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.list_tables().set_project_id(project).set_dataset_id(dataset);
                 let call = call.set_max_results(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -220,9 +206,9 @@ impl BigQuery for GoogleBigQuery {
         let what = format!("get table {project}.{dataset}.{table}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.get_table().set_project_id(project).set_dataset_id(dataset);
-                call.set_table_id(table).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_table_id(table).send().await
             })
             .await?;
         table_meta(dataset, table, api)
@@ -239,9 +225,9 @@ impl BigQuery for GoogleBigQuery {
         let resource = api_table(project, dataset, table, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.insert_table().set_project_id(project).set_dataset_id(dataset);
-                call.set_table(resource.clone()).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_table(resource.clone()).send().await
             })
             .await?;
         table_meta(dataset, table, api)
@@ -253,16 +239,11 @@ impl BigQuery for GoogleBigQuery {
     /// If-Match for the moment between the two. Without one, a change made
     /// between the read and the PUT to something ciofs does not manage
     /// would be overwritten; that window is one round trip.
-    async fn update_table(
-        &self,
-        project: &str,
-        dataset: &str,
-        table: &str,
-        settings: &TableSettings,
-        etag: Option<&str>,
-    ) -> BackendResult<TableMeta> {
+    async fn update_table(&self, request: &UpdateTable) -> BackendResult<TableMeta> {
+        let UpdateTable { project, dataset, table, settings, etag } = request;
+        let etag = etag.as_deref();
         let what = format!("update table {project}.{dataset}.{table}");
-        let path = ["projects", project, "datasets", dataset, "tables", table];
+        let path = ["projects", project.as_str(), "datasets", dataset, "tables", table];
         let mut resource = self.get_json(&what, &path).await?;
         let current = resource.get("etag").and_then(Value::as_str).unwrap_or_default();
         if let Some(expected) = etag.filter(|expected| *expected != current) {
@@ -279,21 +260,10 @@ impl BigQuery for GoogleBigQuery {
     async fn delete_table(&self, project: &str, dataset: &str, table: &str) -> BackendResult<()> {
         let what = format!("delete table {project}.{dataset}.{table}");
         self.retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.tables.delete_table().set_project_id(project).set_dataset_id(dataset);
-                call.set_table_id(table).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_table_id(table).send().await
             })
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_emulator_host_gets_a_scheme() {
-        assert_eq!(with_scheme("127.0.0.1:9050".to_string()), "http://127.0.0.1:9050");
-        assert_eq!(with_scheme("https://bq.example:443".to_string()), "https://bq.example:443");
     }
 }

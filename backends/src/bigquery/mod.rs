@@ -23,6 +23,18 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
+/// A replacement of a table's settings (`BigQuery::update_table`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateTable {
+    pub project: String,
+    pub dataset: String,
+    pub table: String,
+    /// The table's settings afterwards, whole.
+    pub settings: TableSettings,
+    /// Only if the table is still at this etag.
+    pub etag: Option<String>,
+}
+
 /// A column of a table schema. `mode` is always one of NULLABLE, REQUIRED,
 /// REPEATED (the API's absent mode is NULLABLE); `field_type` is as the
 /// service spelled it (INTEGER or INT64 ...).
@@ -178,14 +190,7 @@ pub trait BigQuery: Send + Sync + 'static {
     /// Replaces the table's settings with `settings` (a label left out is
     /// removed); with an etag, only if the table is still at it
     /// (`PreconditionFailed` otherwise).
-    async fn update_table(
-        &self,
-        project: &str,
-        dataset: &str,
-        table: &str,
-        settings: &TableSettings,
-        etag: Option<&str>,
-    ) -> BackendResult<TableMeta>;
+    async fn update_table(&self, request: &UpdateTable) -> BackendResult<TableMeta>;
 
     async fn delete_table(&self, project: &str, dataset: &str, table: &str) -> BackendResult<()>;
 }

@@ -5,7 +5,6 @@ mod patch;
 mod upload;
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -26,11 +25,12 @@ use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use time::OffsetDateTime;
 
 use super::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
-    StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
+use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
-use crate::retry::{RetryPolicy, http_client};
+use crate::retry::{ClientError, RetryPolicy, http_client};
 
 /// Where and how to reach Cloud Storage.
 #[derive(Clone, Debug)]
@@ -53,11 +53,7 @@ impl Default for GcsConfig {
 impl GcsConfig {
     /// Reads `STORAGE_EMULATOR_HOST`, as Google's own clients do.
     pub fn from_env() -> Self {
-        let emulator = std::env::var("STORAGE_EMULATOR_HOST")
-            .ok()
-            .filter(|host| !host.is_empty())
-            .map(|host| if host.contains("://") { host } else { format!("http://{host}") });
-        Self { emulator, ..Self::default() }
+        Self { emulator: endpoint::emulator_from_env("STORAGE_EMULATOR_HOST"), ..Self::default() }
     }
 }
 
@@ -91,16 +87,11 @@ impl GoogleGcs {
             http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
             ..ClientConfig::default()
         };
-        let client_config = match &config.emulator {
-            Some(endpoint) => {
-                ClientConfig { storage_endpoint: endpoint.trim_end_matches('/').to_string(), ..base }.anonymous()
-            }
-            None => base.with_auth().await.map_err(|e| {
-                BackendError::new(
-                    ErrorKind::PermissionDenied,
-                    format!("no Application Default Credentials for Cloud Storage: {e}"),
-                )
-            })?,
+        // gcloud-storage has credentials of its own (not google-cloud-auth's
+        // of `endpoint::credentials`), chosen the same way.
+        let client_config = match endpoint::base_url(config.emulator.as_deref()) {
+            Some(storage_endpoint) => ClientConfig { storage_endpoint, ..base }.anonymous(),
+            None => base.with_auth().await.map_err(|e| endpoint::no_credentials("Cloud Storage", &e))?,
         };
         Ok(client_config)
     }
@@ -161,12 +152,7 @@ impl ObjectStore for GoogleGcs {
     async fn get_bucket(&self, bucket: &str) -> BackendResult<BucketMeta> {
         let request = GetBucketRequest { bucket: bucket.to_string(), ..Default::default() };
         let what = format!("get bucket {bucket}");
-        self.retry
-            .run(&what, || async {
-                let found = self.client.get_bucket(&request).await;
-                found.map(bucket_meta).map_err(|e| backend_error(&what, e))
-            })
-            .await
+        self.retry.call(&what, || self.client.get_bucket(&request)).await.map(bucket_meta)
     }
 
     async fn list_objects(&self, request: &ListObjects) -> BackendResult<ObjectPage> {
@@ -180,51 +166,35 @@ impl ObjectStore for GoogleGcs {
             ..Default::default()
         };
         let what = format!("list gs://{}/{}", request.bucket, request.prefix);
-        self.retry
-            .run(&what, || async {
-                let response = self.client.list_objects(&http_request).await.map_err(|e| backend_error(&what, e))?;
-                Ok(ObjectPage {
-                    objects: response.items.unwrap_or_default().into_iter().map(object_meta).collect(),
-                    prefixes: response.prefixes.unwrap_or_default(),
-                    next_page_token: response.next_page_token.filter(|t| !t.is_empty()),
-                })
-            })
-            .await
+        let response = self.retry.call(&what, || self.client.list_objects(&http_request)).await?;
+        Ok(ObjectPage {
+            objects: response.items.unwrap_or_default().into_iter().map(object_meta).collect(),
+            prefixes: response.prefixes.unwrap_or_default(),
+            next_page_token: response.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<ObjectMeta> {
         let request = GetObjectRequest { bucket: bucket.to_string(), object: name.to_string(), ..Default::default() };
         let what = format!("get gs://{bucket}/{name}");
-        self.retry
-            .run(&what, || async {
-                let found = self.client.get_object(&request).await;
-                found.map(object_meta).map_err(|e| backend_error(&what, e))
-            })
-            .await
+        self.retry.call(&what, || self.client.get_object(&request)).await.map(object_meta)
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
+        let ReadObject { bucket, name, generation, range } = request;
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        let request =
-            GetObjectRequest { bucket: bucket.to_string(), object: name.to_string(), generation, ..Default::default() };
+        let request = GetObjectRequest {
+            bucket: bucket.clone(),
+            object: name.clone(),
+            generation: *generation,
+            ..Default::default()
+        };
         // HTTP ranges are inclusive at both ends.
         let http_range = HttpRange(Some(range.start), Some(range.end - 1));
         let what = format!("read gs://{bucket}/{name} [{}..{})", range.start, range.end);
-        let stream = self
-            .retry
-            .run(&what, || async {
-                let started = self.client.download_streamed_object(&request, &http_range).await;
-                started.map_err(|e| backend_error(&what, e))
-            })
-            .await?;
+        let stream = self.retry.call(&what, || self.client.download_streamed_object(&request, &http_range)).await?;
         Ok(Box::pin(stream.map(move |chunk| chunk.map_err(|e| backend_error("reading object data", e)))))
     }
 
@@ -244,39 +214,28 @@ impl ObjectStore for GoogleGcs {
             ..Default::default()
         };
         let what = format!("delete gs://{bucket}/{name}");
-        self.retry
-            .run(&what, || async { self.client.delete_object(&request).await.map_err(|e| backend_error(&what, e)) })
-            .await
+        self.retry.call(&what, || self.client.delete_object(&request)).await
     }
 
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta> {
+        let CopyObject { bucket, source, destination, if_source_generation_match } = request;
+        let if_source_generation_match = *if_source_generation_match;
         // The crate's request has no ifSourceGenerationMatch (and
         // fake-gcs-server ignores it): the copy reads that exact generation
         // instead, which an overwrite cannot change, and a 404 is told apart
         // below. (On a versioned bucket, an overwritten generation is still
         // copied.) No destination metadata: the copy keeps the source's.
         let mut request = RewriteObjectRequest {
-            source_bucket: bucket.to_string(),
-            source_object: source.to_string(),
-            destination_bucket: bucket.to_string(),
-            destination_object: destination.to_string(),
+            source_bucket: bucket.clone(),
+            source_object: source.clone(),
+            destination_bucket: bucket.clone(),
+            destination_object: destination.clone(),
             source_generation: if_source_generation_match,
             ..Default::default()
         };
         let what = format!("copy gs://{bucket}/{source} to {destination}");
         loop {
-            let step = self
-                .retry
-                .run(&what, || async {
-                    self.client.rewrite_object(&request).await.map_err(|e| backend_error(&what, e))
-                })
-                .await;
+            let step = self.retry.call(&what, || self.client.rewrite_object(&request)).await;
             let response = match (step, if_source_generation_match) {
                 (Err(e), Some(expected)) if e.kind == ErrorKind::NotFound => {
                     // Gone (or its bucket is), or there at another generation.
@@ -308,21 +267,15 @@ impl ObjectStore for GoogleGcs {
         }
     }
 
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta> {
+        let PatchObjectMetadata { bucket, name, content_type, custom_metadata, if_metageneration_match } = request;
         let mut body = serde_json::json!({ "metadata": custom_metadata });
         if let Some(content_type) = content_type {
             body["contentType"] = serde_json::json!(content_type);
         }
         let path = format!("b/{bucket}/o/{}", patch::encode_path_segment(name));
         let what = format!("set the metadata of gs://{bucket}/{name}");
-        self.patch_json(&path, if_metageneration_match, &body, &what).await?;
+        self.patch_json(&path, *if_metageneration_match, &body, &what).await?;
         self.get_object(bucket, name).await
     }
 
@@ -341,12 +294,7 @@ impl ObjectStore for GoogleGcs {
             bucket: config,
         };
         let what = format!("create bucket {bucket} in {project}");
-        self.retry
-            .run(&what, || async {
-                let created = self.client.insert_bucket(&request).await;
-                created.map(bucket_meta).map_err(|e| backend_error(&what, e))
-            })
-            .await
+        self.retry.call(&what, || self.client.insert_bucket(&request)).await.map(bucket_meta)
     }
 
     async fn update_bucket(
@@ -370,18 +318,20 @@ impl ObjectStore for GoogleGcs {
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
         let request = DeleteBucketRequest { bucket: bucket.to_string(), ..Default::default() };
         let what = format!("delete bucket {bucket}");
-        self.retry
-            .run(&what, || async {
-                match self.client.delete_bucket(&request).await.map_err(|e| backend_error(&what, e)) {
-                    // A bucket with objects: Cloud Storage answers 409,
-                    // fake-gcs-server 412 (no precondition was sent).
-                    Err(e) if e.kind == ErrorKind::PreconditionFailed => {
-                        Err(BackendError::new(ErrorKind::AlreadyExists, format!("{what}: not empty ({})", e.message)))
-                    }
-                    other => other,
-                }
-            })
-            .await
+        // A bucket with objects: Cloud Storage answers 409, fake-gcs-server
+        // 412 (no precondition was sent). Neither is retried.
+        self.retry.call(&what, || self.client.delete_bucket(&request)).await.map_err(|e| match e.kind {
+            ErrorKind::PreconditionFailed => {
+                BackendError::new(ErrorKind::AlreadyExists, format!("{what}: not empty ({})", e.message))
+            }
+            _ => e,
+        })
+    }
+}
+
+impl ClientError for HttpError {
+    fn into_backend_error(self, what: &str) -> BackendError {
+        backend_error(what, self)
     }
 }
 

@@ -97,6 +97,42 @@ pub struct ListObjects {
     pub start_offset: Option<String>,
 }
 
+/// A ranged read of an object (`ObjectStore::read_object`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadObject {
+    pub bucket: String,
+    pub name: String,
+    /// Read this generation, so that a concurrent overwrite cannot tear the
+    /// read; `None`: the live one.
+    pub generation: Option<i64>,
+    /// The bytes to read, end exclusive.
+    pub range: Range<u64>,
+}
+
+/// A server-side copy within a bucket (`ObjectStore::copy_object`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyObject {
+    pub bucket: String,
+    pub source: String,
+    pub destination: String,
+    /// Copy only if the source is still at this generation.
+    pub if_source_generation_match: Option<i64>,
+}
+
+/// A patch of an object's metadata (`ObjectStore::patch_object_metadata`):
+/// what it does not name stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PatchObjectMetadata {
+    pub bucket: String,
+    pub name: String,
+    /// A new content type; `None` leaves it.
+    pub content_type: Option<String>,
+    /// Custom metadata keys to set (`Some`) or remove (`None`).
+    pub custom_metadata: BTreeMap<String, Option<String>>,
+    /// Only while the object is at this metageneration.
+    pub if_metageneration_match: Option<i64>,
+}
+
 /// One page of an object listing: objects and, with a delimiter, the
 /// prefixes one level down (each ending with the delimiter).
 #[derive(Clone, Debug, Default)]
@@ -163,13 +199,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Streams `range` (end exclusive) of the object's bytes. With a
     /// generation, reads that generation, so that a concurrent overwrite
     /// cannot tear the read.
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream>;
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream>;
 
     /// Uploads an object whole; it becomes visible only when complete. Large
     /// objects go up in resumable chunks. Bounded by progress, not by size:
@@ -192,25 +222,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Copies an object server-side within a bucket (a rewrite, repeated
     /// until done), keeping its content type and custom metadata. With a
     /// generation, only if the source is still at it.
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta>;
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta>;
 
     /// Sets an object's content type (`None` leaves it) and sets (`Some`)
     /// or removes (`None`) custom metadata keys (a patch: keys not named
     /// stay), only while it is at `if_metageneration_match` when given.
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta>;
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta>;
 
     async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta>;
 

@@ -23,8 +23,10 @@ mod rules;
 use super::{InjectedFailures, page};
 use crate::bigquery::{
     BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page, TableListEntry, TableMeta, TableSettings,
+    UpdateTable,
 };
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::sync::lock;
 use rules::{check_new_table, check_update, table_type};
 
 /// BigQuery's default page size for datasets.list and tables.list.
@@ -322,7 +324,7 @@ impl MemoryBigQuery {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Counts a call, and fails it if `fail_next` said so.
@@ -447,19 +449,13 @@ impl BigQuery for MemoryBigQuery {
         state.new_table(project, dataset, table, settings)
     }
 
-    async fn update_table(
-        &self,
-        project: &str,
-        dataset: &str,
-        table: &str,
-        settings: &TableSettings,
-        etag: Option<&str>,
-    ) -> BackendResult<TableMeta> {
+    async fn update_table(&self, request: &UpdateTable) -> BackendResult<TableMeta> {
+        let UpdateTable { project, dataset, table, settings, etag } = request;
         self.call(BigQueryOp::UpdateTable)?;
         let mut state = self.state();
         let current = state.dataset(project, dataset)?.tables.get(table);
         let current = current.ok_or_else(|| table_not_found(project, dataset, table))?;
-        if let Some(expected) = etag.filter(|expected| *expected != current.etag) {
+        if let Some(expected) = etag.as_ref().filter(|expected| **expected != current.etag) {
             return Err(BackendError::new(
                 ErrorKind::PreconditionFailed,
                 format!("Precondition check failed: table {project}:{dataset}.{table} is not at etag {expected}"),
@@ -621,18 +617,56 @@ mod tests {
         let mut wider = vec![column("x", "STRING", "NULLABLE"), column("y", "INT64", "REPEATED")];
         wider[0].description = Some("relaxed".to_string());
         let changed = TableSettings { schema: wider, description: Some("d".to_string()), ..TableSettings::default() };
-        let updated = bq.update_table("p", "d", "t", &changed, Some(&created.etag)).await.unwrap();
+        let updated = bq
+            .update_table(&UpdateTable {
+                project: "p".to_string(),
+                dataset: "d".to_string(),
+                table: "t".to_string(),
+                settings: changed.clone(),
+                etag: Some(created.etag.clone()),
+            })
+            .await
+            .unwrap();
         assert_eq!(updated.settings, changed, "the label left out is removed");
         assert_ne!(updated.etag, created.etag);
         assert!(updated.modified > created.modified);
 
-        let stale = bq.update_table("p", "d", "t", &TableSettings::default(), Some(&created.etag)).await;
+        let stale = bq
+            .update_table(&UpdateTable {
+                project: "p".to_string(),
+                dataset: "d".to_string(),
+                table: "t".to_string(),
+                settings: TableSettings::default(),
+                etag: Some(created.etag.clone()),
+            })
+            .await;
         assert_eq!(kind(stale), ErrorKind::PreconditionFailed);
         assert_eq!(bq.table("p", "d", "t").unwrap(), updated, "a refused update changes nothing");
         let no_schema = TableSettings { description: Some("e".to_string()), ..TableSettings::default() };
-        let kept = bq.update_table("p", "d", "t", &no_schema, None).await.unwrap();
+        let kept = bq
+            .update_table(&UpdateTable {
+                project: "p".to_string(),
+                dataset: "d".to_string(),
+                table: "t".to_string(),
+                settings: no_schema.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(kept.settings.schema, changed.schema, "no schema sent: the table's is kept");
-        assert_eq!(kind(bq.update_table("p", "d", "nope", &no_schema, None).await), ErrorKind::NotFound);
+        assert_eq!(
+            kind(
+                bq.update_table(&UpdateTable {
+                    project: "p".to_string(),
+                    dataset: "d".to_string(),
+                    table: "nope".to_string(),
+                    settings: no_schema.clone(),
+                    ..Default::default()
+                })
+                .await
+            ),
+            ErrorKind::NotFound
+        );
     }
 
     #[tokio::test]

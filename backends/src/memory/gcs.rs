@@ -3,7 +3,6 @@
 //! fail the next calls of a kind.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +14,10 @@ use bytes::Bytes;
 use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, ListObjects, ObjectMeta, ObjectPage, ObjectStore,
-    StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
+use crate::sync::lock;
 
 /// How many calls of each kind a `MemoryGcs` served (failed ones included).
 #[derive(Debug, Default)]
@@ -107,7 +107,7 @@ impl MemoryGcs {
 
     /// A bucket of `project` only.
     pub fn add_bucket_of(&self, project: &str, name: &str) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         let bucket = buckets.entry(name.to_string()).or_default();
         bucket.meta = new_bucket_meta(name);
         bucket.project = project.to_string();
@@ -117,14 +117,14 @@ impl MemoryGcs {
     /// as a change made behind the mount's back would.
     pub fn put_object(&self, bucket: &str, name: &str, data: impl Into<Bytes>) -> ObjectMeta {
         self.add_bucket_if_missing(bucket);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         let b = buckets.get_mut(bucket).expect("the bucket was just added");
         self.store(b, name, data.into(), None, BTreeMap::new())
     }
 
     /// Removes an object behind the mount's back (no call is counted).
     pub fn remove_object(&self, bucket: &str, name: &str) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         if let Some(b) = buckets.get_mut(bucket) {
             b.objects.remove(name);
         }
@@ -132,19 +132,19 @@ impl MemoryGcs {
 
     /// An object's metadata, if it exists (no call is counted).
     pub fn object_meta(&self, bucket: &str, name: &str) -> Option<ObjectMeta> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         buckets.get(bucket)?.objects.get(name).map(|(meta, _)| meta.clone())
     }
 
     /// The names of a bucket's objects, in order (no call is counted).
     pub fn object_names(&self, bucket: &str) -> Vec<String> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         buckets.get(bucket).map(|b| b.objects.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// An object's bytes, if it exists.
     pub fn object_data(&self, bucket: &str, name: &str) -> Option<Bytes> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         buckets.get(bucket)?.objects.get(name).map(|(_, data)| data.clone())
     }
 
@@ -161,7 +161,7 @@ impl MemoryGcs {
     }
 
     fn add_bucket_if_missing(&self, bucket: &str) {
-        let exists = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).contains_key(bucket);
+        let exists = lock(&self.buckets).contains_key(bucket);
         if !exists {
             self.add_bucket(bucket);
         }
@@ -199,7 +199,7 @@ impl MemoryGcs {
     }
 
     fn with_bucket<T>(&self, bucket: &str, f: impl FnOnce(&Bucket) -> BackendResult<T>) -> BackendResult<T> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         match buckets.get(bucket) {
             Some(b) => f(b),
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
@@ -207,7 +207,7 @@ impl MemoryGcs {
     }
 
     fn with_bucket_mut<T>(&self, bucket: &str, f: impl FnOnce(&mut Bucket) -> BackendResult<T>) -> BackendResult<T> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         match buckets.get_mut(bucket) {
             Some(b) => f(b),
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
@@ -248,7 +248,7 @@ impl ObjectStore for MemoryGcs {
         page_size: u32,
     ) -> BackendResult<BucketPage> {
         self.call(Op::ListBuckets)?;
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = lock(&self.buckets);
         let after = page_token.unwrap_or_default();
         let mut page: Vec<BucketMeta> = buckets
             .values()
@@ -285,13 +285,8 @@ impl ObjectStore for MemoryGcs {
         })
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: Option<i64>,
-        range: Range<u64>,
-    ) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
+        let ReadObject { bucket, name, generation, range } = request;
         self.call(Op::ReadObject)?;
         let data = self.with_bucket(bucket, |b| match b.objects.get(name) {
             Some((meta, data)) if generation.is_none_or(|g| g == meta.generation) => Ok(data.clone()),
@@ -350,32 +345,21 @@ impl ObjectStore for MemoryGcs {
         })
     }
 
-    async fn copy_object(
-        &self,
-        bucket: &str,
-        source: &str,
-        destination: &str,
-        if_source_generation_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn copy_object(&self, request: &CopyObject) -> BackendResult<ObjectMeta> {
+        let CopyObject { bucket, source, destination, if_source_generation_match } = request;
         self.call(Op::CopyObject)?;
         let what = format!("gs://{bucket}/{source}");
         self.with_bucket_mut(bucket, |b| {
             let Some((meta, data)) = b.objects.get(source).cloned() else {
                 return Err(BackendError::not_found(&what));
             };
-            check_generation(&what, Some(meta.generation), if_source_generation_match)?;
+            check_generation(&what, Some(meta.generation), *if_source_generation_match)?;
             Ok(self.store(b, destination, data, meta.content_type, meta.custom_metadata))
         })
     }
 
-    async fn patch_object_metadata(
-        &self,
-        bucket: &str,
-        name: &str,
-        content_type: Option<&str>,
-        custom_metadata: &BTreeMap<String, Option<String>>,
-        if_metageneration_match: Option<i64>,
-    ) -> BackendResult<ObjectMeta> {
+    async fn patch_object_metadata(&self, request: &PatchObjectMetadata) -> BackendResult<ObjectMeta> {
+        let PatchObjectMetadata { bucket, name, content_type, custom_metadata, if_metageneration_match } = request;
         self.call(Op::PatchObject)?;
         let what = format!("gs://{bucket}/{name}");
         self.with_bucket_mut(bucket, |b| {
@@ -389,7 +373,7 @@ impl ObjectStore for MemoryGcs {
                 ));
             }
             if let Some(content_type) = content_type {
-                meta.content_type = Some(content_type.to_string());
+                meta.content_type = Some(content_type.clone());
             }
             for (key, value) in custom_metadata {
                 match value {
@@ -405,7 +389,7 @@ impl ObjectStore for MemoryGcs {
 
     async fn create_bucket(&self, project: &str, bucket: &str, settings: &BucketSettings) -> BackendResult<BucketMeta> {
         self.call(Op::CreateBucket)?;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         if buckets.contains_key(bucket) {
             return Err(BackendError::new(ErrorKind::AlreadyExists, format!("bucket {bucket} exists")));
         }
@@ -449,7 +433,7 @@ impl ObjectStore for MemoryGcs {
     /// As Cloud Storage: only an empty bucket, else `AlreadyExists` (its 409).
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
         self.call(Op::DeleteBucket)?;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         match buckets.get(bucket) {
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
             Some(b) if !b.objects.is_empty() => {
@@ -523,7 +507,15 @@ mod tests {
     }
 
     async fn read(gcs: &MemoryGcs, name: &str) -> Vec<u8> {
-        let stream = gcs.read_object("b", name, None, 0..u64::MAX).await.unwrap();
+        let stream = gcs
+            .read_object(&ReadObject {
+                bucket: "b".to_string(),
+                name: name.to_string(),
+                range: 0..u64::MAX,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         stream.try_collect::<Vec<_>>().await.unwrap().concat()
     }
 
@@ -624,16 +616,42 @@ mod tests {
         let gcs = MemoryGcs::new();
         gcs.add_bucket("b");
         let source = gcs.upload_object(&upload("src", b"data", None)).await.unwrap();
-        let copy = gcs.copy_object("b", "src", "dst", Some(source.generation)).await.unwrap();
+        let copy = gcs
+            .copy_object(&CopyObject {
+                bucket: "b".to_string(),
+                source: "src".to_string(),
+                destination: "dst".to_string(),
+                if_source_generation_match: Some(source.generation),
+            })
+            .await
+            .unwrap();
         assert_eq!(copy.name, "dst");
         assert_ne!(copy.generation, source.generation);
         assert_eq!(copy.content_type, source.content_type);
         assert_eq!(copy.custom_metadata, source.custom_metadata);
         assert_eq!(read(&gcs, "dst").await, b"data");
         assert_eq!(gcs.get_object("b", "src").await.unwrap(), source, "the source stays");
-        let stale = gcs.copy_object("b", "src", "x", Some(source.generation + 1)).await;
+        let stale = gcs
+            .copy_object(&CopyObject {
+                bucket: "b".to_string(),
+                source: "src".to_string(),
+                destination: "x".to_string(),
+                if_source_generation_match: Some(source.generation + 1),
+            })
+            .await;
         assert_eq!(kind(stale), ErrorKind::PreconditionFailed);
-        assert_eq!(kind(gcs.copy_object("b", "nope", "x", None).await), ErrorKind::NotFound);
+        assert_eq!(
+            kind(
+                gcs.copy_object(&CopyObject {
+                    bucket: "b".to_string(),
+                    source: "nope".to_string(),
+                    destination: "x".to_string(),
+                    ..Default::default()
+                })
+                .await
+            ),
+            ErrorKind::NotFound
+        );
         assert_eq!(kind(gcs.get_object("b", "x").await), ErrorKind::NotFound);
         assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 3);
     }

@@ -17,6 +17,7 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::sync::lock;
 
 /// What a test asked to fail: the next `times` calls of an op, with a kind.
 pub(crate) struct InjectedFailures<Op>(Mutex<BTreeMap<Op, (u32, ErrorKind)>>);
@@ -31,12 +32,12 @@ impl<Op: Ord + Copy + Debug> InjectedFailures<Op> {
     /// Makes the next `times` calls of `op` fail with `kind` (replacing
     /// what was set for `op`).
     pub fn set(&self, op: Op, times: u32, kind: ErrorKind) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(op, (times, kind));
+        lock(&self.0).insert(op, (times, kind));
     }
 
     /// The failure of this call of `op`, if one is due.
     pub fn check(&self, op: Op) -> BackendResult<()> {
-        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.0);
         match failures.get_mut(&op) {
             Some((left, kind)) if *left > 0 => {
                 *left -= 1;

@@ -23,9 +23,10 @@ use async_trait::async_trait;
 use super::{InjectedFailures, page};
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::pubsub::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
-    is_valid_name,
+    CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
+    TopicMeta, TopicSettings, is_valid_name,
 };
+use crate::sync::lock;
 
 /// Pub/Sub's default page size for listings.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -188,7 +189,7 @@ struct Shared {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Counts a call, and fails it if `fail_next` said so.
@@ -387,13 +388,8 @@ impl PubSub for MemoryPubSub {
         Ok(self.shared.state().subscription(project, subscription)?.meta.clone())
     }
 
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta> {
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta> {
+        let CreateSubscription { project, subscription, topic, settings } = request;
         self.shared.call(PubSubOp::CreateSubscription)?;
         check_name("subscription", subscription)?;
         check_subscription_settings(settings)?;

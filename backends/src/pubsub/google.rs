@@ -18,7 +18,7 @@ mod convert;
 mod pull;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,12 +29,15 @@ use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model;
 
 use super::{
-    OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
+    CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
+    TopicMeta, TopicSettings,
 };
+use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gax_error::backend_error;
 use crate::rest::Rest;
 use crate::retry::RetryPolicy;
+use crate::sync::{self, lock};
 use convert::{
     api_message, api_subscription, api_subscription_update, api_topic, field_mask, short_name_in, subscription_mask,
     subscription_meta, subscription_name, topic_mask, topic_meta, topic_name,
@@ -59,14 +62,8 @@ impl PubSubConfig {
     /// Reads `PUBSUB_EMULATOR_HOST` (`127.0.0.1:8085`; `http://` is added
     /// when missing).
     pub fn from_env() -> Self {
-        let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok().filter(|host| !host.is_empty()).map(with_scheme);
-        Self { emulator, retry: RetryPolicy::default() }
+        Self { emulator: endpoint::emulator_from_env("PUBSUB_EMULATOR_HOST"), retry: RetryPolicy::default() }
     }
-}
-
-/// `host:port` as a URL; a URL as it is.
-fn with_scheme(host: String) -> String {
-    if host.contains("://") { host } else { format!("http://{host}") }
 }
 
 pub struct GooglePubSub {
@@ -82,8 +79,8 @@ pub struct GooglePubSub {
 
 impl GooglePubSub {
     pub async fn connect(config: PubSubConfig) -> BackendResult<Self> {
-        let credentials = credentials(&config)?;
-        let endpoint = config.emulator.as_deref().map(|e| e.trim_end_matches('/').to_string());
+        let credentials = endpoint::credentials(config.emulator.as_deref(), "Pub/Sub")?;
+        let endpoint = endpoint::base_url(config.emulator.as_deref());
         tracing::debug!(endpoint = endpoint.as_deref().unwrap_or("Google"), "connecting to Pub/Sub");
         let topics = topic_admin(&credentials, endpoint.as_deref()).await?;
         let subscriptions = subscription_admin(&credentials, endpoint.as_deref()).await?;
@@ -103,7 +100,7 @@ impl GooglePubSub {
     }
 
     fn publisher_for(&self, topic: String) -> Publisher {
-        let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut publishers = lock(&self.publishers);
         publishers.entry(topic).or_insert_with_key(|topic| self.publisher.publisher(topic.clone()).build()).clone()
     }
 
@@ -162,22 +159,6 @@ fn client_error(which: &str, error: &dyn std::fmt::Display) -> BackendError {
     BackendError::new(ErrorKind::Other, format!("Pub/Sub {which} client: {error}"))
 }
 
-/// Anonymous for an emulator (without them the crate would look for the
-/// metadata server for about a minute); Application Default Credentials
-/// otherwise.
-fn credentials(config: &PubSubConfig) -> BackendResult<Credentials> {
-    if config.emulator.is_some() {
-        return Ok(google_cloud_auth::credentials::anonymous::Builder::new().build());
-    }
-    google_cloud_auth::credentials::Builder::default().build().map_err(|e| {
-        BackendError::new(ErrorKind::PermissionDenied, format!("no Application Default Credentials for Pub/Sub: {e}"))
-    })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn publish_error(what: &str, error: &PublishError) -> BackendError {
     match error {
         PublishError::Rpc(e) => backend_error(what, e),
@@ -193,10 +174,10 @@ impl PubSub for GooglePubSub {
         let what = format!("list topics of {project}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.list_topics().set_project(format!("projects/{project}"));
                 let call = call.set_page_size(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -209,9 +190,9 @@ impl PubSub for GooglePubSub {
         let what = format!("get topic {project}/{topic}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.get_topic().set_topic(topic_name(project, topic));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(topic_meta(&api))
@@ -224,9 +205,9 @@ impl PubSub for GooglePubSub {
         // attempt: AlreadyExists, as a second create would.
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.create_topic().with_request(resource.clone());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(topic_meta(&api))
@@ -242,9 +223,9 @@ impl PubSub for GooglePubSub {
         let resource = api_topic(project, topic, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.update_topic().set_topic(resource.clone()).set_update_mask(field_mask(&mask));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(topic_meta(&api))
@@ -253,9 +234,9 @@ impl PubSub for GooglePubSub {
     async fn delete_topic(&self, project: &str, topic: &str) -> BackendResult<()> {
         let what = format!("delete topic {project}/{topic}");
         self.retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.delete_topic().set_topic(topic_name(project, topic));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         lock(&self.publishers).remove(&topic_name(project, topic));
@@ -271,10 +252,10 @@ impl PubSub for GooglePubSub {
         let what = format!("list subscriptions of topic {project}/{topic}");
         let list = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.topics.list_topic_subscriptions().set_topic(topic_name(project, topic));
                 let call = call.set_page_size(LIST_PAGE_SIZE).set_page_token(page_token.clone().unwrap_or_default());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(Page {
@@ -287,29 +268,24 @@ impl PubSub for GooglePubSub {
         let what = format!("get subscription {project}/{subscription}");
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call =
                     self.subscriptions.get_subscription().set_subscription(subscription_name(project, subscription));
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(subscription_meta(&api))
     }
 
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta> {
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta> {
+        let CreateSubscription { project, subscription, topic, settings } = request;
         let what = format!("create subscription {project}/{subscription} of topic {topic}");
         let resource = api_subscription(project, subscription, topic, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.subscriptions.create_subscription().with_request(resource.clone());
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await?;
         Ok(subscription_meta(&api))
@@ -330,9 +306,9 @@ impl PubSub for GooglePubSub {
         let resource = api_subscription_update(project, subscription, &current.topic, settings);
         let api = self
             .retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let call = self.subscriptions.update_subscription().set_subscription(resource.clone());
-                call.set_update_mask(field_mask(&mask)).send().await.map_err(|e| backend_error(&what, &e))
+                call.set_update_mask(field_mask(&mask)).send().await
             })
             .await?;
         Ok(subscription_meta(&api))
@@ -341,10 +317,10 @@ impl PubSub for GooglePubSub {
     async fn delete_subscription(&self, project: &str, subscription: &str) -> BackendResult<()> {
         let what = format!("delete subscription {project}/{subscription}");
         self.retry
-            .run(&what, || async {
+            .call(&what, || async {
                 let name = subscription_name(project, subscription);
                 let call = self.subscriptions.delete_subscription().set_subscription(name);
-                call.send().await.map_err(|e| backend_error(&what, &e))
+                call.send().await
             })
             .await
     }
@@ -358,7 +334,7 @@ impl PubSub for GooglePubSub {
         let ids = Mutex::new(vec![None; messages.len()]);
         let messages: Vec<model::Message> = messages.into_iter().map(api_message).collect();
         self.retry.run(&what, || self.publish_missing(&what, &publisher, &messages, &ids)).await?;
-        let ids = ids.into_inner().unwrap_or_else(|e| e.into_inner());
+        let ids = sync::into_inner(ids);
         Ok(ids.into_iter().map(Option::unwrap_or_default).collect())
     }
 
@@ -393,16 +369,5 @@ impl PubSub for GooglePubSub {
             self.retry.run(&what, call).await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_emulator_host_gets_a_scheme() {
-        assert_eq!(with_scheme("127.0.0.1:8085".to_string()), "http://127.0.0.1:8085");
-        assert_eq!(with_scheme("https://pubsub.example".to_string()), "https://pubsub.example");
     }
 }

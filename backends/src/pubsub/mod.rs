@@ -24,6 +24,16 @@ use crate::error::BackendResult;
 
 pub use google::{GooglePubSub, PubSubConfig};
 
+/// A new subscription (`PubSub::create_subscription`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateSubscription {
+    pub project: String,
+    pub subscription: String,
+    /// Short name, in `project`.
+    pub topic: String,
+    pub settings: SubscriptionSettings,
+}
+
 /// A topic's schema settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SchemaSettings {
@@ -151,13 +161,7 @@ pub trait PubSub: Send + Sync + 'static {
     async fn get_subscription(&self, project: &str, subscription: &str) -> BackendResult<SubscriptionMeta>;
 
     /// Creates a subscription of `topic` (short name, in `project`).
-    async fn create_subscription(
-        &self,
-        project: &str,
-        subscription: &str,
-        topic: &str,
-        settings: &SubscriptionSettings,
-    ) -> BackendResult<SubscriptionMeta>;
+    async fn create_subscription(&self, request: &CreateSubscription) -> BackendResult<SubscriptionMeta>;
 
     /// Replaces the settings that can change after creation.
     async fn update_subscription(

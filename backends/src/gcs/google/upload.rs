@@ -314,13 +314,8 @@ impl GoogleGcs {
         };
         let upload_type = UploadType::Multipart(Box::new(metadata));
         let start = format!("{what}: start");
-        let session = self
-            .retry
-            .run(&start, || async {
-                let prepared = self.uploads.client.prepare_resumable_upload(&request, &upload_type).await;
-                prepared.map_err(|e| backend_error(&start, e))
-            })
-            .await?;
+        let session =
+            self.retry.call(&start, || self.uploads.client.prepare_resumable_upload(&request, &upload_type)).await?;
         let sent = self.send_chunks(&session, upload, what).await;
         if sent.is_err() {
             // Best effort, and not waited for: a stalled service must not

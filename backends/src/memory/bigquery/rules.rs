@@ -120,7 +120,7 @@ fn canonical_type(field_type: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use crate::bigquery::{RangePartitioning, SchemaField, TimePartitioning};
+    use crate::bigquery::{RangePartitioning, SchemaField, TimePartitioning, UpdateTable};
 
     fn column(name: &str, field_type: &str, mode: &str) -> SchemaField {
         SchemaField {
@@ -157,7 +157,18 @@ mod tests {
         bq.put_table("p", "d", "t", partitioned.clone());
         let refused = |settings: TableSettings| {
             let bq = &bq;
-            async move { kind(bq.update_table("p", "d", "t", &settings, None).await) }
+            async move {
+                kind(
+                    bq.update_table(&UpdateTable {
+                        project: "p".to_string(),
+                        dataset: "d".to_string(),
+                        table: "t".to_string(),
+                        settings: settings.clone(),
+                        ..Default::default()
+                    })
+                    .await,
+                )
+            }
         };
         let mut dropped = partitioned.clone();
         dropped.schema.pop();
@@ -183,7 +194,15 @@ mod tests {
         if let Some(tp) = fine.time_partitioning.as_mut() {
             tp.expiration_ms = Some(1000);
         }
-        bq.update_table("p", "d", "t", &fine, None).await.unwrap();
+        bq.update_table(&UpdateTable {
+            project: "p".to_string(),
+            dataset: "d".to_string(),
+            table: "t".to_string(),
+            settings: fine.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

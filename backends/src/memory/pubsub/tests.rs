@@ -25,12 +25,53 @@ async fn topics_and_subscriptions_answer_as_pubsub_does() {
     assert_eq!(kind(ps.create_topic("p", "ab", &TopicSettings::default()).await), ErrorKind::InvalidArgument);
     assert_eq!(kind(ps.get_topic("q", "topic").await), ErrorKind::NotFound, "projects are apart");
     let settings = SubscriptionSettings::default();
-    assert_eq!(kind(ps.create_subscription("p", "sub", "nope", &settings).await), ErrorKind::NotFound);
-    let created = ps.create_subscription("p", "sub", "topic", &settings).await.unwrap();
+    assert_eq!(
+        kind(
+            ps.create_subscription(&CreateSubscription {
+                project: "p".to_string(),
+                subscription: "sub".to_string(),
+                topic: "nope".to_string(),
+                settings: settings.clone()
+            })
+            .await
+        ),
+        ErrorKind::NotFound
+    );
+    let created = ps
+        .create_subscription(&CreateSubscription {
+            project: "p".to_string(),
+            subscription: "sub".to_string(),
+            topic: "topic".to_string(),
+            settings: settings.clone(),
+        })
+        .await
+        .unwrap();
     assert_eq!((created.topic.as_str(), created.settings.ack_deadline_seconds), ("projects/p/topics/topic", 10));
-    assert_eq!(kind(ps.create_subscription("p", "sub", "topic", &settings).await), ErrorKind::AlreadyExists);
+    assert_eq!(
+        kind(
+            ps.create_subscription(&CreateSubscription {
+                project: "p".to_string(),
+                subscription: "sub".to_string(),
+                topic: "topic".to_string(),
+                settings: settings.clone()
+            })
+            .await
+        ),
+        ErrorKind::AlreadyExists
+    );
     let bad = SubscriptionSettings { ack_deadline_seconds: 5, ..Default::default() };
-    assert_eq!(kind(ps.create_subscription("p", "sub2", "topic", &bad).await), ErrorKind::InvalidArgument);
+    assert_eq!(
+        kind(
+            ps.create_subscription(&CreateSubscription {
+                project: "p".to_string(),
+                subscription: "sub2".to_string(),
+                topic: "topic".to_string(),
+                settings: bad.clone()
+            })
+            .await
+        ),
+        ErrorKind::InvalidArgument
+    );
 
     let changed = SubscriptionSettings { ack_deadline_seconds: 60, filter: "x".to_string(), ..created.settings };
     let updated = ps.update_subscription("p", "sub", &changed).await.unwrap();
