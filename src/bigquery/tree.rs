@@ -779,6 +779,24 @@ impl Slice for BigQueryTree {
         }
     }
 
+    /// The table must still exist for its files to be written.
+    async fn check_dir_for_create(&self, dir: &Node) -> VfsResult<()> {
+        if let Node::Table { project, dataset, table } = dir
+            && self.pending(project, dataset, table).is_none()
+        {
+            self.table_view(project, dataset, table).await?;
+        }
+        Ok(())
+    }
+
+    /// A pending table forgets the configuration written into its
+    /// config.json.
+    fn document_removed(&self, node: &Node) {
+        if let Node::TableFile { project, dataset, table, file: TableFile::Config } = node {
+            self.forget_pending_config(project, dataset, table);
+        }
+    }
+
     async fn create_due(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         self.create_due_datasets(which).await
     }

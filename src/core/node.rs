@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use ciofs_frontends::{VfsError, VfsResult};
 use serde::{Deserialize, Serialize};
 
 /// The directory that holds metadata documents in a bucket or prefix.
@@ -497,6 +498,81 @@ pub fn check_name_length(name: &str) -> Result<(), ciofs_frontends::VfsError> {
         ));
     }
     Ok(())
+}
+
+impl Node {
+    /// The file `name` in `dir`, as `create`, `unlink` and `rename` name
+    /// it: an object or a document, or a scratch file (an editor's swap
+    /// file, `sed -i`'s temporary file) beside the documents.
+    pub fn file_in(dir: &Node, name: &str) -> VfsResult<Node> {
+        check_name_length(name)?;
+        match dir {
+            Node::Table { project, dataset, table } => {
+                let (project, dataset, table) = (project.clone(), dataset.clone(), table.clone());
+                Ok(match TableFile::from_file_name(name) {
+                    Some(file) => Node::TableFile { project, dataset, table, file },
+                    None if name.contains('\0') || name == "." || name == ".." => {
+                        return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: not a file name")));
+                    }
+                    None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
+                })
+            }
+            Node::DatasetMetaDir { project, dataset } if name == DATASET_META => {
+                Ok(Node::DatasetMeta { project: project.clone(), dataset: dataset.clone() })
+            }
+            Node::DatasetMetaDir { .. } => scratch(dir, name),
+            Node::Topic { project, topic } => match TopicFile::from_file_name(name) {
+                Some(file) => Ok(Node::TopicFile { project: project.clone(), topic: topic.clone(), file }),
+                None => scratch(dir, name),
+            },
+            Node::Subscription { project, topic, subscription } => match SubscriptionFile::from_file_name(name) {
+                Some(file) => Ok(Node::SubscriptionFile {
+                    project: project.clone(),
+                    topic: topic.clone(),
+                    subscription: subscription.clone(),
+                    file,
+                }),
+                None => scratch(dir, name),
+            },
+            Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
+            Node::Dir { .. } | Node::MetaDir { .. } => Self::file_in_bucket(dir, name),
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
+        }
+    }
+
+    /// A file of a bucket directory or of its `.meta/`.
+    fn file_in_bucket(dir: &Node, name: &str) -> VfsResult<Node> {
+        if let Some(why) = unusable_segment(name) {
+            return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
+        }
+        match dir {
+            Node::Dir { project, bucket, prefix } => {
+                Ok(Node::Object { project: project.clone(), bucket: bucket.clone(), name: format!("{prefix}{name}") })
+            }
+            Node::MetaDir { project, bucket, prefix } if prefix.is_empty() && name == BUCKET_META => {
+                Ok(Node::BucketMeta { project: project.clone(), bucket: bucket.clone() })
+            }
+            Node::MetaDir { project, bucket, prefix } => match name.strip_suffix(META_SUFFIX) {
+                Some(object) if unusable_segment(object).is_none() => Ok(Node::ObjectMeta {
+                    project: project.clone(),
+                    bucket: bucket.clone(),
+                    name: format!("{prefix}{object}"),
+                }),
+                // sed -i's temporary file, an editor's swap file or backup:
+                // kept locally (core/edits.rs); renamed onto a document, applied.
+                _ => Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() }),
+            },
+            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
+        }
+    }
+}
+
+/// A scratch file `name` in a directory of documents.
+fn scratch(dir: &Node, name: &str) -> VfsResult<Node> {
+    if name.contains('\0') || name == "." || name == ".." {
+        return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: not a file name")));
+    }
+    Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() })
 }
 
 #[cfg(test)]

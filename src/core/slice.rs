@@ -39,6 +39,17 @@ pub trait Slice: Send + Sync {
     /// it, saying why).
     async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()>;
 
+    /// Before a file is created in `dir`: refuses if `dir` is gone. By
+    /// default there is nothing to check.
+    async fn check_dir_for_create(&self, _dir: &Node) -> VfsResult<()> {
+        Ok(())
+    }
+
+    /// A document file was removed: its name is hidden (core/edits.rs),
+    /// and the slice forgets what the file held for a resource not created
+    /// yet. By default there is nothing to forget.
+    fn document_removed(&self, _node: &Node) {}
+
     /// Creates what `mkdir` made and what waits for its settings, `which`
     /// of it; returns what could not be created, and why.
     async fn create_due(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)>;

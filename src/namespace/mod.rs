@@ -1,10 +1,16 @@
 //! What a project looks like as files: the `Vfs` both frontends serve.
 //!
-//! `node` says which path is which resource, `inodes` numbers them,
-//! `storage` answers for Cloud Storage, `listing` streams directory pages,
-//! `reader` streams object bytes, `cache` remembers metadata for a while.
-
-mod documents_ops;
+//! `Namespace` is the dispatcher and holds nothing service-specific: the
+//! handle table, the tree's fixed upper levels (the mount root, a directory
+//! per project, `.ciofs/`), and the document files. It asks the slice that
+//! owns a node (`core::slice::Slice`: `storage`, `bigquery`, `pubsub`) for
+//! the rest; object files are storage's (`storage::files`) and `_stream` is
+//! Pub/Sub's.
+//!
+//! Document files (config.json, schema.json, `_message`, `.meta/*`) and the
+//! scratch files beside them: editable ones live locally until applied
+//! (`core::edits`); generated ones (`_status.json`, `_quotas.json`) accept
+//! writes and ignore them, so that `tar x` of an export succeeds.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,7 +32,7 @@ use crate::bigquery::BigQueryTree;
 
 use crate::core::context::Context;
 pub use crate::core::context::Options;
-use crate::core::edits::LocalHandle;
+use crate::core::edits::{Documents, LocalHandle, is_local};
 use crate::core::inodes::InodeTable;
 use crate::core::node::{self, Node, Service};
 use crate::core::pending::PendingDue;
@@ -253,7 +259,7 @@ impl Vfs for Namespace {
         if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
             return self.doc_create(&dir, name).await;
         }
-        let node = self.storage.child_to_create(&dir, name)?;
+        let node = Node::file_in(&dir, name)?;
         if node.holds_documents() {
             return self.doc_create(&dir, name).await;
         }
@@ -538,6 +544,143 @@ fn slice_of(bytes: &Bytes, offset: u64, len: u32) -> (Bytes, bool) {
 }
 
 impl Namespace {}
+
+/// The documents of every service, each asked of the slice that owns it.
+#[async_trait]
+impl Documents for Namespace {
+    async fn current(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        self.slice_of(node)?.document(node).await
+    }
+
+    async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
+        self.slice_of(node)?.apply(node, data).await
+    }
+
+    async fn prepare_replay(&self, node: &Node) -> VfsResult<()> {
+        self.bigquery.pending_again(node).await
+    }
+}
+
+impl Namespace {
+    /// The slice that owns `node` (never one of the fixed upper levels,
+    /// which hold no documents).
+    fn slice_of(&self, node: &Node) -> VfsResult<&dyn Slice> {
+        let service = node.service().ok_or_else(|| VfsError::new(libc::EINVAL, format!("{node}: not a document")))?;
+        Ok(self.slice(service))
+    }
+
+    /// The current document of a file that holds one, and its time.
+    pub(super) async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+        Documents::current(self, node).await
+    }
+
+    /// Applies the edits an earlier run acknowledged over NFS and did not
+    /// apply (see `LocalFiles::resume_journaled`).
+    pub async fn resume_journaled_edits(&self) {
+        self.cx.local.resume_journaled(self).await
+    }
+
+    pub(super) async fn doc_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
+        let handle = if flags.write || flags.truncate || flags.append {
+            if is_local(node) {
+                Handle::Local(self.cx.local.open(self, node, flags.truncate).await?)
+            } else if !node.is_dir() {
+                let shown = if flags.truncate { None } else { self.editable_document(node).await.ok() };
+                Handle::Ignored(shown.map(|(document, _)| document).unwrap_or_default())
+            } else {
+                return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
+            }
+        } else if let Some(reader) = self.pubsub.stream_reader(node).await? {
+            // Each read a message: the kernel must not read ahead or cache.
+            return Ok(Opened { fh: self.new_handle(Handle::Stream(reader)), stream: true, ..Opened::default() });
+        } else if matches!(node, Node::Scratch { .. }) {
+            Handle::Local(self.cx.local.open_scratch(node)?)
+        } else if let Some(edit) = self.cx.local.snapshot(node) {
+            // An edit under way, as it is now.
+            Handle::Document(edit)
+        } else {
+            // The rendering the lookup sized: one consistent version.
+            Handle::Document(self.editable_document(node).await?.0)
+        };
+        Ok(Opened { fh: self.new_handle(handle), ..Opened::default() })
+    }
+
+    pub(super) async fn doc_create(&self, dir: &Node, name: &str) -> VfsResult<(Attr, Opened)> {
+        let node = Node::file_in(dir, name)?;
+        self.slice_of(dir)?.check_dir_for_create(dir).await?;
+        let (ino, generation) = self.cx.inodes.remember(&node);
+        self.cx.inodes.count_lookup(ino);
+        let handle = if is_local(&node) {
+            Handle::Local(self.cx.local.create(&node))
+        } else {
+            self.cx.local.unhide(&node);
+            Handle::Ignored(Bytes::new())
+        };
+        let attr = self.cx.attr(ino, generation, &node, 0, SystemTime::now());
+        Ok((attr, Opened { fh: self.new_handle(handle), ..Opened::default() }))
+    }
+
+    /// A write without a handle (NFS).
+    pub(super) async fn doc_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        if is_local(node) {
+            return self.cx.local.write(self, node, offset, data).await;
+        }
+        match node.is_dir() {
+            false => Ok(data.len() as u32),
+            true => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+        }
+    }
+
+    pub(super) async fn doc_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
+        if is_local(node) {
+            return self.cx.local.truncate(self, node, size).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn doc_unlink(&self, dir: &Node, name: &str) -> VfsResult<()> {
+        let node = Node::file_in(dir, name)?;
+        if !matches!(node, Node::Scratch { .. }) {
+            // It must be there to be removed.
+            self.slice_of(dir)?.lookup(dir, name).await?;
+        }
+        self.slice_of(&node)?.document_removed(&node);
+        self.cx.local.unlink(&node)
+    }
+
+    pub(super) async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
+        let holds_documents = matches!(
+            from,
+            Node::Table { .. }
+                | Node::DatasetMetaDir { .. }
+                | Node::Topic { .. }
+                | Node::Subscription { .. }
+                | Node::MetaDir { .. }
+        );
+        match from {
+            _ if holds_documents && from == to => {}
+            // A file moves out by copy and removal (which hides the name).
+            _ if holds_documents => {
+                return Err(VfsError::new(libc::EXDEV, format!("{from}/{name}: moves by copy only")));
+            }
+            // Not EXDEV for a table, dataset, topic or subscription: `mv`
+            // would copy its documents into a new, empty one and then delete
+            // the old one, rows or messages and all.
+            _ if matches!(from.service(), Some(Service::BigQuery | Service::PubSub)) => {
+                return Err(VfsError::new(
+                    libc::EPERM,
+                    format!("{from}/{name}: tables, datasets, topics and subscriptions cannot be renamed"),
+                ));
+            }
+            _ => return Err(VfsError::new(libc::EXDEV, format!("{to}/{new_name}: moves by copy only"))),
+        }
+        let (source, target) = (Node::file_in(from, name)?, Node::file_in(to, new_name)?);
+        self.cx.local.rename(self, &source, &target).await?;
+        // The kernel now knows the source's inode by the new name.
+        self.cx.inodes.rekey(|node| (*node == source).then(|| target.clone()));
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod bigquery_edit_tests;

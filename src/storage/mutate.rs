@@ -17,7 +17,7 @@ use ciofs_frontends::{Attr, VfsError, VfsResult};
 
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
-use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, check_name_length, unusable_segment};
+use crate::core::node::{META_DIR, Node, Service, check_name_length, unusable_segment};
 
 impl StorageTree {
     /// A `--config-only` tree shows no objects, and changes none (NFS names
@@ -26,33 +26,6 @@ impl StorageTree {
         match node {
             Node::Object { .. } if self.cx.options.config_only => Err(config_only_error(&node.to_string())),
             _ => Ok(()),
-        }
-    }
-
-    /// The node a `create` of `name` in `dir` makes.
-    pub fn child_to_create(&self, dir: &Node, name: &str) -> VfsResult<Node> {
-        check_name_length(name)?;
-        if let Some(why) = unusable_segment(name) {
-            return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
-        }
-        match dir {
-            Node::Dir { project, bucket, prefix } => {
-                Ok(Node::Object { project: project.clone(), bucket: bucket.clone(), name: format!("{prefix}{name}") })
-            }
-            Node::MetaDir { project, bucket, prefix } if prefix.is_empty() && name == BUCKET_META => {
-                Ok(Node::BucketMeta { project: project.clone(), bucket: bucket.clone() })
-            }
-            Node::MetaDir { project, bucket, prefix } => match name.strip_suffix(META_SUFFIX) {
-                Some(object) if unusable_segment(object).is_none() => Ok(Node::ObjectMeta {
-                    project: project.clone(),
-                    bucket: bucket.clone(),
-                    name: format!("{prefix}{object}"),
-                }),
-                // sed -i's temporary file, an editor's swap file or backup:
-                // kept locally (core/edits.rs); renamed onto a document, applied.
-                _ => Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() }),
-            },
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
         }
     }
 
@@ -179,7 +152,7 @@ impl StorageTree {
             // the name is hidden until it is created again (`tar x`
             // unlinks a file that exists, then creates it with O_EXCL).
             Node::MetaDir { .. } => {
-                let node = self.child_to_create(dir, name)?;
+                let node = Node::file_in(dir, name)?;
                 let version = self.described_version(&node).await?;
                 self.cx.local.unlink_at(&node, version)
             }
