@@ -63,14 +63,16 @@ impl Vfs for Empty {
 }
 
 /// This process's TCP sockets listening on 127.0.0.1 other than on
-/// `outer`, each by one of its descriptors (there may be several).
-fn inner_listeners(outer: SocketAddr) -> Vec<(i32, SocketAddr)> {
+/// `outer` and on the addresses of `others`, each by one of its
+/// descriptors (there may be several).
+fn inner_listeners(outer: SocketAddr, others: &[(i32, SocketAddr)]) -> Vec<(i32, SocketAddr)> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct it is given.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
     let mut found: Vec<(i32, SocketAddr)> = (0..i32::try_from(limit.rlim_cur).unwrap_or(i32::MAX))
         .filter_map(|fd| Some((fd, bound_to(fd)?)))
         .filter(|(fd, address)| *address != outer && listening(*fd))
+        .filter(|(_, address)| others.iter().all(|(_, other)| other != address))
         .collect();
     found.sort_by_key(|(_, address)| *address);
     found.dedup_by_key(|(_, address)| *address);
@@ -105,17 +107,21 @@ fn take_every_descriptor() -> Vec<OwnedFd> {
 /// connects straight to the new port, and a client of the relay is served.
 async fn restart(while_restarting: impl AsyncFnOnce()) {
     let _one = ONE_AT_A_TIME.lock().await;
+    // Another test's server may still listen: its runtime goes only after
+    // that test released the lock.
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let others = inner_listeners(unspecified, &[]);
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(serve(Arc::new(Empty), "127.0.0.1:0".parse().unwrap(), Some(tx)));
     let outer = rx.await.unwrap();
-    let before = inner_listeners(outer);
+    let before = inner_listeners(outer, &others);
     assert_eq!(before.len(), 1, "nfsserve's listening socket: {before:?}");
     // SAFETY: a listening socket of this process; it stays open.
     assert_eq!(unsafe { libc::shutdown(before[0].0, libc::SHUT_RDWR) }, 0);
     while_restarting().await;
     let started_anew = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match inner_listeners(outer).as_slice() {
+            match inner_listeners(outer, &others).as_slice() {
                 [(_, address)] if *address != before[0].1 => return *address,
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -143,6 +149,15 @@ async fn restart(while_restarting: impl AsyncFnOnce()) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nfsserve_listening_anew_lets_only_the_relay_in() {
     restart(async || {}).await;
+}
+
+/// A socket listening in this process that is not nfsserve's (another
+/// test's server, still there) is told apart from nfsserve's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_listener_in_the_process_is_not_taken_for_nfsserve_s() {
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    restart(async || {}).await;
+    drop(other);
 }
 
 /// While nfsserve listens anew, the process has no descriptor to spare
