@@ -30,6 +30,7 @@ use tokio::runtime::Handle;
 
 use crate::bigquery::documents::parse_schema;
 use crate::bigquery::rules::check_schema_change;
+use crate::core::node::{Node, Service, TableFile};
 
 /// What to do with a resource that exists in the target and differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -255,6 +256,9 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
             problem = problem.or_else(|| Some("only directories and regular files are imported".to_string()));
         }
         let parts: Vec<&str> = path.split('/').collect();
+        if problem.is_none() && node_of(&parts, kind.is_dir()).is_none() {
+            problem = Some("no file or directory of a project has this path (see the README's tree)".to_string());
+        }
         let (mut data, mut object) = (Vec::new(), None);
         if kind.is_file() && problem.is_none() {
             if is_object(&parts) {
@@ -330,18 +334,20 @@ fn relative_path(raw: &str, options: &ImportOptions) -> Result<String, String> {
     if parts.contains(&"..") {
         return Err("`..` in the path".to_string());
     }
+    let service = |part: Option<&&str>| part.and_then(|p| Service::from_dir_name(p));
     let parts = match parts.first() {
-        Some(&("storage" | "bigquery" | "pubsub")) => &parts[..],
+        None => return Ok(String::new()),
+        Some(_) if service(parts.first()).is_some() => &parts[..],
         Some(_) => &parts[1..],
-        None => return Ok(String::new()),
     };
-    let mut parts: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
-    match parts.first().map(String::as_str) {
+    match parts.first() {
         None => return Ok(String::new()),
-        Some("storage" | "bigquery" | "pubsub") => {}
+        Some(_) if service(parts.first()).is_some() => {}
         Some(other) => return Err(format!("unknown top-level directory {other:?}")),
     }
-    if parts[0] == "storage"
+    let storage = service(parts.first()) == Some(Service::Storage);
+    let mut parts: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
+    if storage
         && let Some(bucket) = parts.get_mut(1)
         && let Some((_, new)) = options.map_bucket.iter().find(|(old, _)| old == bucket)
     {
@@ -389,7 +395,7 @@ pub fn plan<V: Vfs + ?Sized>(
             // one that BigQuery would refuse stops the import before
             // anything is written.
             item.action = match name {
-                "schema.json" if parts[0] == "bigquery" => {
+                _ if matches!(node_of(&parts, false), Some(Node::TableFile { file: TableFile::Schema, .. })) => {
                     let table = path.trim_end_matches("/schema.json");
                     match views.get(table) {
                         // BigQuery derives a view's schema from its query.
@@ -409,8 +415,10 @@ pub fn plan<V: Vfs + ?Sized>(
             continue;
         };
         if item.entry.dir {
-            if parts[0] == "storage" && parts.len() == 2 {
-                existing_buckets.push(parts[1].to_string());
+            if let Some(Node::Dir { bucket, prefix, .. }) = node_of(&parts, true)
+                && prefix.is_empty()
+            {
+                existing_buckets.push(bucket);
             }
             item.action = Action::Unchanged;
             continue;
@@ -559,22 +567,30 @@ fn compare_object<V: Vfs + ?Sized>(
     if same { Action::Unchanged } else { Action::Conflict("the object exists with other content".to_string()) }
 }
 
+/// The node an archive's path (relative to a project: `storage/b/x`)
+/// names, in any project.
+fn node_of(parts: &[&str], dir: bool) -> Option<Node> {
+    Node::parse(&format!("{ANY_PROJECT}/{}", parts.join("/")), dir)
+}
+
+/// A project's name for `node_of` (the grammar below a project is the same
+/// in every project).
+const ANY_PROJECT: &str = "project";
+
 /// Whether `entry` is a bucket's directory (`storage/BUCKET`).
 fn is_bucket_dir(entry: &Entry) -> bool {
-    entry.dir && entry.path.starts_with("storage/") && entry.path.matches('/').count() == 1
+    let parts: Vec<&str> = entry.path.split('/').collect();
+    entry.dir && matches!(node_of(&parts, true), Some(Node::Dir { prefix, .. }) if prefix.is_empty())
 }
 
 /// Whether `parts` names an object's `.meta/` document.
 fn is_object_document(parts: &[&str]) -> bool {
-    parts[0] == "storage"
-        && parts.len() >= 4
-        && parts[parts.len() - 2] == ".meta"
-        && parts.last() != Some(&"_bucket.json")
+    matches!(node_of(parts, false), Some(Node::ObjectMeta { .. }))
 }
 
 /// Whether `parts` (`storage/BUCKET/.../NAME`) names an object.
 fn is_object(parts: &[&str]) -> bool {
-    parts[0] == "storage" && parts.len() >= 3 && parts[parts.len() - 2] != ".meta"
+    matches!(node_of(parts, false), Some(Node::Object { .. }))
 }
 
 fn find<V: Vfs + ?Sized>(vfs: &Arc<V>, runtime: &Handle, root: Ino, parts: &[&str]) -> Option<Ino> {

@@ -501,6 +501,69 @@ pub fn check_name_length(name: &str) -> Result<(), ciofs_frontends::VfsError> {
 }
 
 impl Node {
+    /// The node at `path` as `path()` prints it (from the mount root, no
+    /// leading `/`); `dir` says whether it names a directory (an object
+    /// and a prefix can share a path). None if no node is at that path.
+    pub fn parse(path: &str, dir: bool) -> Option<Node> {
+        let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let Some(last) = segments.pop() else { return dir.then_some(Node::Root) };
+        let mut node = Node::Root;
+        for segment in segments {
+            node = node.child_dir(segment)?;
+        }
+        match (dir, &node) {
+            (true, _) => node.child_dir(last),
+            (false, Node::Control) => (last == ERRORS_FILE).then_some(Node::ErrorLog),
+            (false, _) => Node::file_in(&node, last).ok(),
+        }
+    }
+
+    /// The directory `name` in this one, as `path()` prints it; None if
+    /// this directory holds no directory of that name (by the grammar:
+    /// whether Google has it is not asked).
+    pub fn child_dir(&self, name: &str) -> Option<Node> {
+        let name_ = name.to_string();
+        Some(match self {
+            Node::Root if name == CONTROL_DIR => Node::Control,
+            Node::Root => Node::Project { project: name_ },
+            Node::Project { project } => {
+                Node::Service { project: project.clone(), service: Service::from_dir_name(name)? }
+            }
+            Node::Service { project, service: Service::Storage } => {
+                Node::Dir { project: project.clone(), bucket: name_, prefix: String::new() }
+            }
+            Node::Dir { project, bucket, prefix } if name == META_DIR => {
+                Node::MetaDir { project: project.clone(), bucket: bucket.clone(), prefix: prefix.clone() }
+            }
+            Node::Dir { project, bucket, prefix } => {
+                Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: format!("{prefix}{name}/") }
+            }
+            Node::Service { project, service: Service::BigQuery } => {
+                Node::Dataset { project: project.clone(), dataset: name_ }
+            }
+            Node::Dataset { project, dataset } if name == META_DIR => {
+                Node::DatasetMetaDir { project: project.clone(), dataset: dataset.clone() }
+            }
+            Node::Dataset { project, dataset } => {
+                Node::Table { project: project.clone(), dataset: dataset.clone(), table: name_ }
+            }
+            Node::Service { project, service: Service::PubSub } if name == META_DIR => {
+                Node::PubSubMetaDir { project: project.clone() }
+            }
+            Node::Service { project, service: Service::PubSub } if name == TOPICS_DIR => {
+                Node::Topics { project: project.clone() }
+            }
+            Node::Topics { project } => Node::Topic { project: project.clone(), topic: name_ },
+            Node::Topic { project, topic } if name == SUBSCRIPTIONS_DIR => {
+                Node::Subscriptions { project: project.clone(), topic: topic.clone() }
+            }
+            Node::Subscriptions { project, topic } => {
+                Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name_ }
+            }
+            _ => return None,
+        })
+    }
+
     /// The file `name` in `dir`, as `create`, `unlink` and `rename` name
     /// it: an object or a document, or a scratch file (an editor's swap
     /// file, `sed -i`'s temporary file) beside the documents.
@@ -578,6 +641,80 @@ fn scratch(dir: &Node, name: &str) -> VfsResult<Node> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One node of every kind, with names a user may give.
+    fn every_kind() -> Vec<Node> {
+        let p = || "my-project".to_string();
+        let b = || "a.bucket".to_string();
+        let d = || "ds".to_string();
+        let t = || "t".to_string();
+        let s = || "sub".to_string();
+        let table = Node::Table { project: p(), dataset: d(), table: t() };
+        let topic = Node::Topic { project: p(), topic: t() };
+        let meta = Node::MetaDir { project: p(), bucket: b(), prefix: "x/y/".into() };
+        let mut nodes = vec![
+            Node::Root,
+            Node::Project { project: p() },
+            Node::Control,
+            Node::ErrorLog,
+            Node::Dir { project: p(), bucket: b(), prefix: String::new() },
+            Node::Dir { project: p(), bucket: b(), prefix: "x/y z/".into() },
+            Node::Object { project: p(), bucket: b(), name: "x/y z/file.txt".into() },
+            Node::Object { project: p(), bucket: b(), name: "top".into() },
+            meta.clone(),
+            Node::ObjectMeta { project: p(), bucket: b(), name: "x/y/file.txt".into() },
+            Node::BucketMeta { project: p(), bucket: b() },
+            Node::Scratch { dir: Box::new(meta), name: ".file.json.swp".into() },
+            Node::Dataset { project: p(), dataset: d() },
+            Node::DatasetMetaDir { project: p(), dataset: d() },
+            Node::DatasetMeta { project: p(), dataset: d() },
+            table.clone(),
+            Node::Scratch { dir: Box::new(table), name: "sed1a2b3c".into() },
+            Node::PubSubMetaDir { project: p() },
+            Node::Quotas { project: p() },
+            Node::Topics { project: p() },
+            topic.clone(),
+            Node::Scratch { dir: Box::new(topic), name: "notes".into() },
+            Node::Subscriptions { project: p(), topic: t() },
+            Node::Subscription { project: p(), topic: t(), subscription: s() },
+        ];
+        for service in Service::ALL {
+            nodes.push(Node::Service { project: p(), service });
+        }
+        for file in TableFile::ALL {
+            nodes.push(Node::TableFile { project: p(), dataset: d(), table: t(), file });
+        }
+        for file in TopicFile::ALL {
+            nodes.push(Node::TopicFile { project: p(), topic: t(), file });
+        }
+        for file in SubscriptionFile::ALL {
+            nodes.push(Node::SubscriptionFile { project: p(), topic: t(), subscription: s(), file });
+        }
+        nodes
+    }
+
+    #[test]
+    fn every_path_parses_back_to_its_node() {
+        for node in every_kind() {
+            assert_eq!(Node::parse(&node.path(), node.is_dir()), Some(node.clone()), "{}", node.path());
+        }
+    }
+
+    #[test]
+    fn a_path_outside_the_grammar_is_no_node() {
+        for (path, dir) in [
+            ("p/nothing", true),
+            ("p/storage", false),
+            ("p/storage/b/.meta/sub", true),
+            ("p/bigquery/ds/t/sub", true),
+            ("p/pubsub/other", true),
+            ("p/pubsub/.meta/other.json", false),
+            (".ciofs/other", false),
+            ("", false),
+        ] {
+            assert_eq!(Node::parse(path, dir), None, "{path}");
+        }
+    }
 
     fn dir(prefix: &str) -> Node {
         Node::Dir { project: "p".into(), bucket: "b".into(), prefix: prefix.into() }
