@@ -13,6 +13,6 @@ pub mod memory;
 pub mod pubsub;
 mod rest;
 pub mod retry;
-mod sync;
+pub mod sync;
 
 pub use error::{BackendError, BackendResult, ErrorKind};

@@ -1,23 +1,21 @@
-//! Locks that outlive a panic.
+//! Locks that outlive a panic, for every crate of ciofs.
 //!
-//! A `Mutex` is poisoned when a thread panics while holding it. The state
-//! behind the locks of this crate stays usable after such a panic: each
-//! section under a lock is short and changes maps, vectors, counters and
-//! fields one whole operation at a time (an insert, a remove, a push, an
-//! assignment), so a panic inside one leaves at worst a change not made,
-//! never a value half-written, and nothing outside the lock relies on two
-//! such changes happening together. So the lock is taken as it is: a panic
-//! in one caller (a bug, or a test's failed assertion) must not turn every
-//! later call of every other caller into a panic too.
+//! A `Mutex` is poisoned when a thread panics while holding it. ciofs takes
+//! a poisoned lock as it is: the sections under its locks are short and
+//! panic only on a bug, and a bug in one caller (or a test's failed
+//! assertion) must not turn every later call of every other caller into a
+//! panic too. The backends' sections change maps, vectors, counters and
+//! fields one whole operation at a time, so a panic there leaves at worst a
+//! change not made.
 
 use std::sync::{Mutex, MutexGuard};
 
 /// Locks `mutex`, poisoned or not (see the module's documentation).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The value of `mutex`, poisoned or not.
-pub(crate) fn into_inner<T>(mutex: Mutex<T>) -> T {
+pub fn into_inner<T>(mutex: Mutex<T>) -> T {
     mutex.into_inner().unwrap_or_else(|e| e.into_inner())
 }

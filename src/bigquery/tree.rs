@@ -21,6 +21,7 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::bigquery::{
     BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, TableListEntry, TableMeta, TableSettings, UpdateTable,
 };
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use super::documents::{
@@ -121,12 +122,12 @@ impl BigQueryTree {
     }
 
     pub fn pending(&self, project: &str, dataset: &str, table: &str) -> Option<PendingTable> {
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = lock(&self.pending);
         pending.get(&table_key(project, dataset, table)).cloned()
     }
 
     fn pending_in(&self, project: &str, dataset: &str) -> Vec<(String, PendingTable)> {
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = lock(&self.pending);
         pending
             .iter()
             .filter(|((p, d, _), _)| p == project && d == dataset)
@@ -135,7 +136,7 @@ impl BigQueryTree {
     }
 
     fn set_pending(&self, project: &str, dataset: &str, table: &str, value: Option<PendingTable>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(&self.pending);
         let key = table_key(project, dataset, table);
         match value {
             Some(value) => pending.insert(key, value),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ciofs_backends::gcs::{BucketMeta, ObjectMeta};
+use ciofs_backends::sync::lock;
 
 /// What a name in a bucket turned out to be.
 #[derive(Clone, Debug)]
@@ -40,7 +41,7 @@ impl MetaCache {
     }
 
     pub fn get(&self, key: &str) -> Option<Known> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = lock(&self.entries);
         match entries.get(key) {
             Some((known, expires)) if *expires > Instant::now() => Some(known.clone()),
             _ => None,
@@ -48,13 +49,13 @@ impl MetaCache {
     }
 
     pub fn forget(&self, key: &str) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        lock(&self.entries).remove(key);
     }
 
     pub fn put(&self, key: String, known: Known) {
         let ttl = if matches!(known, Known::Absent) { self.negative_ttl } else { self.ttl };
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, (_, expires)| *expires > now);
             if entries.len() >= MAX_ENTRIES {
@@ -77,12 +78,12 @@ impl<K: Hash + Eq, V: Clone> Timed<K, V> {
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = lock(&self.entries);
         entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
     }
 
     pub fn put(&self, key: K, value: V) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() > 100_000 {
             entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
         }
@@ -90,7 +91,7 @@ impl<K: Hash + Eq, V: Clone> Timed<K, V> {
     }
 
     pub fn forget(&self, key: &K) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        lock(&self.entries).remove(key);
     }
 }
 

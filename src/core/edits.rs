@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -144,7 +145,7 @@ impl LocalFile {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LocalState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 
@@ -221,12 +222,12 @@ impl LocalFiles {
     }
 
     fn get(&self, node: &Node) -> Option<Arc<LocalFile>> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
+        lock(&self.files).get(node).cloned()
     }
 
     fn insert(&self, node: Node, file: LocalFile) -> Arc<LocalFile> {
         let file = Arc::new(file);
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(node, file.clone());
+        lock(&self.files).insert(node, file.clone());
         file
     }
 
@@ -236,7 +237,7 @@ impl LocalFiles {
     /// which would leave the new handle writing into a file no longer
     /// registered (and its close applying nothing).
     fn claim(&self, node: &Node) -> Option<Arc<LocalFile>> {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = lock(&self.files);
         let file = files.get(node)?.clone();
         file.state().handles += 1;
         Some(file)
@@ -244,20 +245,20 @@ impl LocalFiles {
 
     /// `claim`, registering `new` if `node` has no local file.
     fn claim_or_insert(&self, node: &Node, new: LocalFile) -> Arc<LocalFile> {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut files = lock(&self.files);
         let file = files.entry(node.clone()).or_insert_with(|| Arc::new(new)).clone();
         file.state().handles += 1;
         file
     }
 
     fn remove(&self, node: &Node) -> Option<Arc<LocalFile>> {
-        let removed = self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
+        let removed = lock(&self.files).remove(node);
         self.journal.forget(node);
         removed
     }
 
     pub fn is_hidden(&self, node: &Node) -> bool {
-        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).names.contains_key(node)
+        lock(&self.hidden).names.contains_key(node)
     }
 
     /// Whether `node` is hidden while its resource is at `version` (None:
@@ -265,7 +266,7 @@ impl LocalFiles {
     /// what it describes is the one it described when it was removed, so
     /// `rm -r d; cp -r src d` shows the new objects' documents.
     pub fn is_hidden_at(&self, node: &Node, version: Option<&str>) -> bool {
-        let mut hidden = self.hidden.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hidden = lock(&self.hidden);
         match hidden.names.get(node) {
             Some((at, _)) if at.as_deref() == version => true,
             Some(_) => {
@@ -279,13 +280,13 @@ impl LocalFiles {
     fn set_hidden(&self, node: &Node, hidden: bool) {
         match hidden {
             true => self.hide_at(node, None),
-            false => drop(self.hidden.lock().unwrap_or_else(|e| e.into_inner()).names.remove(node)),
+            false => drop(lock(&self.hidden).names.remove(node)),
         }
     }
 
     /// Hides `node`, removed while its resource was at `version`.
     pub fn hide_at(&self, node: &Node, version: Option<String>) {
-        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).insert(node.clone(), version);
+        lock(&self.hidden).insert(node.clone(), version);
     }
 
     /// Size and time of a local file, if there is one.
@@ -297,7 +298,7 @@ impl LocalFiles {
 
     /// The scratch files in a table directory, by name.
     pub fn scratch_in(&self, dir: &Node) -> Vec<(Node, u64, SystemTime)> {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = lock(&self.files);
         let mut found: Vec<(Node, u64, SystemTime)> = files
             .iter()
             .filter(|(node, _)| matches!(node, Node::Scratch { .. }) && node.parent() == *dir)
@@ -312,20 +313,20 @@ impl LocalFiles {
 
     /// Forgets every local file and hidden name in directory `dir`.
     pub fn drop_under(&self, dir: &Node) {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut files = lock(&self.files);
         let gone: Vec<Node> = files.keys().filter(|node| node.parent() == *dir).cloned().collect();
         for node in gone {
             files.remove(&node);
             self.journal.forget(&node);
         }
-        self.hidden.lock().unwrap_or_else(|e| e.into_inner()).names.retain(|node, _| node.parent() != *dir);
+        lock(&self.hidden).names.retain(|node, _| node.parent() != *dir);
     }
 
     /// Files without open handles that are due: edits idle for `idle` (to
     /// apply), and files that wait no more for writes (to drop); each with
     /// its state's version, taken under one lock with the rest.
     fn due(&self, idle: Duration) -> Vec<(Node, Arc<LocalFile>, Due)> {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = lock(&self.files);
         files
             .iter()
             .filter(|(node, _)| is_editable(node))
@@ -347,7 +348,7 @@ impl LocalFiles {
     /// Drops `node`'s local file (and its journal record) if it is still
     /// `file` at `version`, with no handle open.
     fn drop_if_unchanged(&self, node: &Node, file: &Arc<LocalFile>, version: u64) {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut files = lock(&self.files);
         let unchanged = {
             let state = file.state();
             state.version == version && state.handles == 0
@@ -360,7 +361,7 @@ impl LocalFiles {
 
     /// Bytes held by all local files.
     fn total(&self) -> usize {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = lock(&self.files);
         files.values().map(|f| f.state().data.len()).sum()
     }
 }
@@ -444,7 +445,7 @@ impl LocalFiles {
         let file = match claim {
             true => self.claim_or_insert(node, file),
             false => {
-                let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                let mut files = lock(&self.files);
                 files.entry(node.clone()).or_insert(Arc::new(file)).clone()
             }
         };

@@ -5,6 +5,7 @@
 //! last, so that a user can read them from inside the mount, one line each
 //! with control characters escaped.
 
+use ciofs_backends::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -38,7 +39,7 @@ impl ErrorLog {
         // Names come from outside: no escape sequence reaches a terminal.
         let (path, message) = (printable(path), printable(&message));
         let line = format!("{} {path}: {message} ({})\n", rfc3339(now), errno_name(errno));
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = lock(&self.lines);
         if lines.0.len() == MAX_LINES {
             lines.0.pop_front();
         }
@@ -48,7 +49,7 @@ impl ErrorLog {
 
     /// The file's content and its modification time (the last error's).
     pub fn render(&self) -> (Bytes, SystemTime) {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = lock(&self.lines);
         let text: String = lines.0.iter().map(String::as_str).collect();
         (Bytes::from(text), lines.1.unwrap_or(SystemTime::UNIX_EPOCH))
     }

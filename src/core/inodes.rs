@@ -20,6 +20,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{Ino, ROOT_INO};
 use serde::{Deserialize, Serialize};
 
@@ -131,7 +132,7 @@ impl InodeTable {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.table)
     }
 
     /// The inode number of `node`, made if needed, and its generation.

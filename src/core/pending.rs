@@ -6,6 +6,7 @@
 //! something is made in it, or `WAIT` passes; buckets.rs, bigquery.rs and
 //! pubsub.rs create them.
 
+use ciofs_backends::sync::lock;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -61,7 +62,7 @@ impl<K, D, S> Default for Pending<K, D, S> {
 
 impl<K: Ord + Clone, D: Clone, S: Clone> Pending<K, D, S> {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<K, Waiting<D, S>>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.waiting)
     }
 
     /// Starts waiting; when it was made.

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use ciofs_backends::bigquery::BigQuery;
 use ciofs_backends::gcs::ObjectStore;
 use ciofs_backends::pubsub::PubSub;
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{
     Attr, AttrsChanged, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
@@ -127,7 +128,7 @@ impl Namespace {
 
     fn new_handle(&self, handle: Handle) -> Fh {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, handle);
+        lock(&self.handles).insert(fh, handle);
         fh
     }
 
@@ -322,7 +323,7 @@ impl Vfs for Namespace {
     }
 
     async fn release(&self, ino: Ino, fh: Fh) -> VfsResult<()> {
-        let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+        let handle = lock(&self.handles).remove(&fh);
         match handle {
             Some(Handle::Object(handle)) => self.storage.release(ino, handle).await,
             Some(Handle::Local(handle)) => self.cx.local.release(self, &handle).await,
@@ -426,7 +427,7 @@ impl Vfs for Namespace {
 
 impl Namespace {
     fn handle(&self, fh: Option<Fh>) -> Option<Handle> {
-        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = lock(&self.handles);
         handles.get(&fh?).cloned()
     }
 

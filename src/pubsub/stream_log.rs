@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ciofs_backends::pubsub::PubSub;
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 // Tokio's clock, so that tests can let time pass.
@@ -230,7 +231,7 @@ impl StreamLogs {
         json: bool,
         start: bool,
     ) -> Option<Arc<StreamLog>> {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logs = lock(&self.logs);
         let key = (project.to_string(), subscription.to_string(), json);
         if !start {
             return logs.get(&key).cloned();
@@ -241,11 +242,11 @@ impl StreamLogs {
 
     /// Renews leases and gives up idle logs (called periodically).
     pub async fn tend(&self) {
-        let logs: Vec<_> = self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone().into_iter().collect();
+        let logs: Vec<_> = lock(&self.logs).clone().into_iter().collect();
         for (key, log) in logs {
             if log.tend().await {
                 tracing::debug!(subscription = %key.1, "stream log idle: unread lines given back");
-                let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+                let mut logs = lock(&self.logs);
                 if logs.get(&key).is_some_and(|l| Arc::ptr_eq(l, &log)) {
                     logs.remove(&key);
                 }

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketChange, BucketMeta, BucketSettings};
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{VfsError, VfsResult};
 
 use super::documents::parse_bucket_document;
@@ -50,7 +51,7 @@ impl StorageTree {
     }
 
     fn taken_buckets(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        self.taken_buckets.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.taken_buckets)
     }
 
     /// Forgets a bucket that waits (or was found taken): `rmdir`.

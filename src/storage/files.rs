@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{Ino, VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -56,7 +57,7 @@ impl StorageTree {
         }
         let reader = self.object_reader(node).await?;
         let generation = reader.version().generation;
-        let mut opened = self.opened_generation.lock().unwrap_or_else(|e| e.into_inner());
+        let mut opened = lock(&self.opened_generation);
         let keep_cache = opened.insert(ino, generation) == Some(generation);
         Ok((FileHandle::Read(Arc::new(AsyncMutex::new(reader))), keep_cache))
     }
@@ -83,7 +84,7 @@ impl StorageTree {
         }
         self.cx.still_named(ino, node)?;
         let current = self.object_meta(node).await?.generation;
-        if let Some((generation, reader)) = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino)
+        if let Some((generation, reader)) = lock(&self.nfs_readers).get(&ino)
             && *generation == current
         {
             return Ok(FileHandle::Read(reader.clone()));
@@ -91,7 +92,7 @@ impl StorageTree {
         let reader = self.object_reader(node).await?;
         let generation = reader.version().generation;
         let reader = Arc::new(AsyncMutex::new(reader));
-        let mut readers = self.nfs_readers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut readers = lock(&self.nfs_readers);
         if readers.len() >= NFS_READERS {
             readers.clear();
         }

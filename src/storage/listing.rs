@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ciofs_backends::gcs::ObjectMeta;
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{DirEntry, Fh, Ino};
 
 /// How many returned entries a stream keeps to serve a step back.
@@ -123,7 +124,7 @@ pub struct DirStreams {
 impl DirStreams {
     /// Takes out a stream of `dir` that can continue after `after`.
     pub fn take(&self, dir: Ino, fh: Fh, after: Ino) -> Option<DirStream> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = lock(&self.streams);
         let list = streams.get_mut(&(dir, fh))?;
         let at = list.iter_mut().position(|s| s.seek(after))?;
         Some(list.remove(at))
@@ -131,7 +132,7 @@ impl DirStreams {
 
     pub fn put_back(&self, dir: Ino, fh: Fh, mut stream: DirStream) {
         stream.last_used = Instant::now();
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = lock(&self.streams);
         if streams.len() >= PRUNE_AT {
             streams.retain(|_, list| {
                 list.retain(|s| s.last_used.elapsed() < IDLE);
@@ -152,6 +153,6 @@ impl DirStreams {
     }
 
     pub fn close(&self, dir: Ino, fh: Fh) {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&(dir, fh));
+        lock(&self.streams).remove(&(dir, fh));
     }
 }

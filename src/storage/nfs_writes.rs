@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{Ino, VfsError, VfsResult};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -125,7 +126,7 @@ impl StorageTree {
         self.refuse_objects_if_config_only(&node)?;
         let base = self.existing_object(&node).await?;
         let staged = self.stage_journaled(&node, base, ino)?;
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writers = lock(&self.writers);
         // Removed while the object was looked up: the file must not come
         // back through a handle of the removed one.
         if let Err(e) = self.cx.still_named(ino, &node) {
@@ -238,7 +239,7 @@ impl StorageTree {
     /// stayed idle go.
     pub async fn commit_idle_writers(&self, idle: Duration) {
         let due: Vec<(Ino, Arc<Writer>)> = {
-            let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            let writers = lock(&self.writers);
             writers.iter().filter(|(_, w)| w.unattended && w.idle_for() >= idle).map(|(i, w)| (*i, w.clone())).collect()
         };
         let all_now = idle.is_zero();
@@ -347,7 +348,7 @@ impl StorageTree {
         staged.unconfirmed = record.unconfirmed;
         staged.unconfirmed.push((size, content));
         let writer = Arc::new(Writer::unattended(node, staged));
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writers = lock(&self.writers);
         if writers.contains_key(&ino) {
             return Err(format!("{} has writes in another journal record", record.name));
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ciofs_backends::gcs::PatchObjectMetadata;
+use ciofs_backends::sync::lock;
 use ciofs_frontends::VfsResult;
 
 use super::documents::{ObjectMetadataEdit, parse_object_document};
@@ -38,17 +39,17 @@ impl Default for PendingObjectMeta {
 
 impl PendingObjectMeta {
     pub fn get(&self, bucket: &str, name: &str) -> Option<ObjectMetadataEdit> {
-        let edits = self.edits.lock().unwrap_or_else(|e| e.into_inner());
+        let edits = lock(&self.edits);
         let (edit, written) = edits.get(&(bucket.to_string(), name.to_string()))?;
         (written.elapsed() < self.ttl).then(|| edit.clone())
     }
 
     pub fn remove(&self, bucket: &str, name: &str) {
-        self.edits.lock().unwrap_or_else(|e| e.into_inner()).remove(&(bucket.to_string(), name.to_string()));
+        lock(&self.edits).remove(&(bucket.to_string(), name.to_string()));
     }
 
     fn put(&self, bucket: &str, name: &str, edit: ObjectMetadataEdit) {
-        let mut edits = self.edits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut edits = lock(&self.edits);
         if edits.len() % 1024 == 1023 {
             // Now and then, what waited too long goes.
             edits.retain(|_, (_, written)| written.elapsed() < self.ttl);

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta, ObjectStore};
+use ciofs_backends::sync::lock;
 use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use tokio::sync::Mutex as AsyncMutex;
@@ -83,13 +84,13 @@ impl StorageTree {
     }
 
     pub fn writer(&self, ino: Ino) -> Option<Arc<Writer>> {
-        self.writers.lock().unwrap_or_else(|e| e.into_inner()).get(&ino).cloned()
+        lock(&self.writers).get(&ino).cloned()
     }
 
     /// Whether files under `prefix` of `bucket` are open for write (not
     /// removed): Cloud Storage may not have them yet.
     pub fn has_local_files(&self, bucket: &str, prefix: &str) -> bool {
-        let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let writers = lock(&self.writers);
         writers.values().any(|w| {
             matches!(&w.node(), Node::Object { bucket: b, name, .. } if b == bucket && name.starts_with(prefix))
                 && !w.state().unlinked
@@ -99,8 +100,7 @@ impl StorageTree {
     /// Entries for the files in `dir` being written that Cloud Storage does
     /// not have yet, so `ls` shows a file while `cp` writes it.
     pub fn unlisted_writers(&self, dir: &Node) -> Vec<DirEntry> {
-        let writers: Vec<Arc<Writer>> =
-            self.writers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let writers: Vec<Arc<Writer>> = lock(&self.writers).values().cloned().collect();
         let mut entries: Vec<DirEntry> = writers
             .iter()
             .filter_map(|w| {

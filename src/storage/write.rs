@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use bytes::Bytes;
 use ciofs_backends::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
+use ciofs_backends::sync::lock;
 use ciofs_backends::{BackendResult, ErrorKind};
 use ciofs_frontends::{Ino, VfsError, VfsResult};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -293,32 +294,32 @@ impl Writer {
     }
 
     pub fn node(&self) -> Node {
-        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.node).clone()
     }
 
     /// After a rename of its (just uploaded) object to `node`, now `moved`:
     /// its handles write to the new name, starting from that version.
     pub fn retarget(&self, node: Node, staged: &mut Staged, moved: Arc<ObjectMeta>) {
         staged.retarget(moved);
-        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+        *lock(&self.node) = node;
         self.record(staged);
     }
 
     pub fn touch(&self) {
-        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *lock(&self.last_write) = Instant::now();
     }
 
     pub fn idle_for(&self) -> Duration {
-        self.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+        lock(&self.last_write).elapsed()
     }
 
     pub fn state(&self) -> WriterState {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.state)
     }
 
     /// Publishes what getattr, listings and other opens see of `staged`.
     pub fn record(&self, staged: &Staged) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = WriterState::of(staged);
+        *lock(&self.state) = WriterState::of(staged);
         self.changed.notify_waiters();
     }
 
@@ -738,14 +739,14 @@ impl StorageTree {
         }
         let base = self.existing_object(node).await?;
         let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
-        self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+        lock(&self.writers).insert(ino, writer.clone());
         Ok(writer.new_handle())
     }
 
     /// The writer of a file `create` makes: empty, its handle counted.
     pub fn create_writer(&self, ino: Ino, node: &Node) -> VfsResult<Arc<Writer>> {
         let writer = Arc::new(Writer::new(node.clone(), self.stage(node, None, true)?));
-        self.writers.lock().unwrap_or_else(|e| e.into_inner()).insert(ino, writer.clone());
+        lock(&self.writers).insert(ino, writer.clone());
         Ok(writer.new_handle())
     }
 
@@ -796,7 +797,7 @@ impl StorageTree {
         staged.streaming = None;
         self.forget_journal(staged);
         self.publish(writer, staged);
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writers = lock(&self.writers);
         if writers.get(&ino).is_some_and(|w| Arc::ptr_eq(w, writer)) {
             writers.remove(&ino);
         }
