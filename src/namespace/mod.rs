@@ -42,7 +42,7 @@ use crate::pubsub::PubSubTree;
 use crate::pubsub::stream::StreamReader;
 use crate::storage::StorageTree;
 use crate::storage::files::FileHandle;
-use crate::storage::write::Caller;
+use crate::storage::writer::Caller;
 
 /// What an open file handle reads or writes.
 #[derive(Clone)]

@@ -157,7 +157,7 @@ async fn nfs_writes_are_not_streamed() {
     let (attr, opened) = ns.create(bucket, "big", 0o644).await.unwrap();
     ns.release(attr.ino, opened.fh).await.unwrap();
     let piece = vec![7u8; 1 << 20];
-    let pieces = (crate::storage::write::STREAM_AFTER >> 20) + 2;
+    let pieces = (crate::storage::writer::STREAM_AFTER >> 20) + 2;
     for i in 0..pieces {
         ns.write(attr.ino, None, i << 20, &piece).await.unwrap();
     }

@@ -11,7 +11,7 @@ use ciofs_frontends::{Fh, Ino, OpenFlags, SetAttr, Vfs};
 
 use super::Namespace;
 use super::tests::{services, test_options, walk};
-use crate::storage::write::STREAM_AFTER;
+use crate::storage::writer::STREAM_AFTER;
 
 const PIECE: usize = 128 * 1024;
 

@@ -7,7 +7,6 @@
 //! `.meta/_bucket.json` written for an existing bucket changes its labels,
 //! versioning and default storage class; its location cannot change.
 
-use super::tree::StorageTree;
 use std::collections::BTreeSet;
 use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
@@ -19,6 +18,7 @@ use ciofs_frontends::{VfsError, VfsResult};
 
 use super::documents::parse_bucket_document;
 use super::object_meta::map_change;
+use super::tree::StorageTree;
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, Node};

@@ -14,7 +14,7 @@ use ciofs_frontends::{Ino, VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::tree::{SharedReader, StorageTree};
-use super::write::{Caller, Writer};
+use super::writer::{Caller, Writer};
 use crate::core::cache;
 use crate::core::node::Node;
 

@@ -3,7 +3,8 @@
 //! (`listing`), object reads (`reader`), the writer of a file (`write`; the
 //! writes NFS sends without an open are `nfs_writes` and `unattended`),
 //! rename and removal (`mutate`), buckets made by `mkdir` (`buckets`), and
-//! the `.meta/` documents (`documents`, `object_meta`).
+//! the `.meta/` documents (`documents`; `metadata` applies an object's,
+//! `object_meta` keeps it for the object's next upload).
 //!
 //! It uses `core` and nothing else of the crate.
 
@@ -11,6 +12,7 @@ pub mod buckets;
 pub mod documents;
 pub mod files;
 pub mod listing;
+pub mod metadata;
 pub mod mutate;
 pub mod nfs_writes;
 pub mod object_meta;
@@ -18,5 +20,6 @@ pub mod reader;
 pub mod tree;
 pub mod unattended;
 pub mod write;
+pub mod writer;
 
 pub use self::tree::StorageTree;

@@ -7,7 +7,6 @@
 //! Generated files (`.meta/*`) accept writes and removal without changing
 //! anything in Google, so `tar x` of an export and `rm -r` succeed.
 
-use super::tree::StorageTree;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,6 +14,7 @@ use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{CopyObject, ListObjects, ObjectMeta, Upload};
 use ciofs_frontends::{Attr, VfsError, VfsResult};
 
+use super::tree::StorageTree;
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
 use crate::core::node::{META_DIR, Node, Service, check_name_length, unusable_segment};

@@ -22,7 +22,6 @@
 //! two first WRITEs that race cannot truncate each other's bytes; the one
 //! that loses the race to the writers' table leaves nothing behind.
 
-use super::tree::StorageTree;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,8 +32,9 @@ use ciofs_frontends::{Ino, VfsError, VfsResult};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::tree::StorageTree;
 use super::unattended::{JournalFiles, Retry};
-use super::write::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
+use super::writer::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
 use crate::core::node::Node;
 use crate::core::private_files::{self, Open};
 

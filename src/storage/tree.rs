@@ -23,7 +23,7 @@ use super::documents;
 use super::listing::{Child, DirStream, DirStreams, Next};
 use super::object_meta::PendingObjectMeta;
 use super::reader::{ObjectReader, ObjectVersion};
-use super::write::Writer;
+use super::writer::Writer;
 use crate::core::cache::{Known, MetaCache, Timed, key};
 use crate::core::context::Context;
 use crate::core::errors::vfs_error;
