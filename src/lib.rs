@@ -1,9 +1,10 @@
 //! ciofs: a Google Cloud project as a filesystem.
 //!
-//! `namespace` implements the frontends' `Vfs` on top of the backends;
-//! `documents` renders the JSON formats; `errors` maps Google's answers to
-//! errnos; `cli` and `daemon` run it all; `printable` escapes names for a
-//! terminal. `fuzzing` (built only by cargo-fuzz) is what fuzz/ runs.
+//! `namespace` implements the frontends' `Vfs` and dispatches to one slice
+//! per service (`storage`, `bigquery`, `pubsub`), which use only `core`;
+//! `archive` exports and imports over the `Vfs`; `cli` and `daemon` run it
+//! all. docs/ARCHITECTURE.md draws the layers. `fuzzing` (built only by
+//! cargo-fuzz) is what fuzz/ runs.
 
 pub mod archive;
 pub mod bigquery;

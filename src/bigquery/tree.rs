@@ -1,11 +1,11 @@
 //! BigQuery as files: datasets and tables are directories; a table holds
-//! `config.json`, `schema.json` (edited to change the table, edits.rs) and a
+//! `config.json`, `schema.json` (edited to change the table, core/edits.rs) and a
 //! generated `_status.json`; a dataset's `.meta/_dataset.json` shows it.
 //!
 //! Listings are fetched whole (all pages) and kept for the metadata TTL; a
 //! table's three documents are rendered from one `tables.get`, cached the
 //! same way, so the size a lookup reports is the size a read returns.
-//! `mkdir` of a dataset makes a pending dataset (pending.rs), created at
+//! `mkdir` of a dataset makes a pending dataset (core/pending.rs), created at
 //! its `.meta/_dataset.json` (the location can only be given at creation),
 //! at its first table directory, or once it has waited; `mkdir` of a
 //! table makes a pending directory that becomes a table when a schema.json

@@ -1,6 +1,9 @@
-//! Files that live in ciofs, not in Google: edits of BigQuery's
-//! `schema.json` and `config.json` until they are applied, and scratch files
-//! (an editor's swap file, `sed -i`'s temporary file) in a table directory.
+//! Files that live in ciofs, not in Google: edits of documents (BigQuery's
+//! `schema.json` and `config.json`, Pub/Sub's `config.json`, `.meta/*.json`)
+//! until they are applied, messages written to `_message`/`_messages` until
+//! they are published, and scratch files (an editor's swap file, `sed -i`'s
+//! temporary file) beside them. What an edit is applied to is the owning
+//! slice's business: `LocalFiles` asks through the `Documents` trait.
 //!
 //! An edit is applied whole, once: at the flush of a handle that wrote
 //! (close), at fsync, at the last release of a file only created or

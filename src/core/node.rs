@@ -250,7 +250,7 @@ pub enum Node {
 
 impl Node {
     /// A file whose writes are kept locally and applied whole at close (or
-    /// when idle, over NFS) by edits.rs, and the directories holding such
+    /// when idle, over NFS) by core/edits.rs, and the directories holding such
     /// files: all of BigQuery and Pub/Sub, and an object's `.meta/` document.
     pub fn holds_documents(&self) -> bool {
         matches!(self.service(), Some(Service::BigQuery | Service::PubSub))

@@ -3,8 +3,8 @@
 //! `.meta/_bucket.json`, a dataset for its `.meta/_dataset.json`, a topic
 //! or a subscription for its config.json (the documents `tar x` writes
 //! right after the directory). Each waits here until its settings come,
-//! something is made in it, or `WAIT` passes; buckets.rs, bigquery.rs and
-//! pubsub.rs create them.
+//! something is made in it, or `WAIT` passes; the slices create them
+//! (storage/buckets.rs, bigquery/tree.rs, pubsub/tree.rs).
 
 use ciofs_backends::sync::lock;
 use std::borrow::Borrow;
@@ -112,7 +112,7 @@ impl<K: Ord + Clone, D: Clone, S: Clone> Pending<K, D, S> {
     }
 
     /// Those to create now: all of them, or those that waited `WAIT` (one
-    /// `Subscription` is pubsub.rs's to pick).
+    /// `Subscription` is pubsub/tree.rs's to pick).
     pub fn due(&self, which: PendingDue<'_>) -> Vec<(K, Waiting<D, S>)> {
         self.filter(|_, w| which == PendingDue::All || w.waited() >= WAIT)
     }

@@ -13,7 +13,7 @@
 //! their ack deadline, and the last `KEEP_READ` bytes before it, for a
 //! client that reads a page again. Older offsets answer EIO; an unacked line
 //! that falls that far behind is given back. Leases are renewed by a task of
-//! their own (`spawn_stream_log_tending` in pubsub.rs), never behind uploads.
+//! their own (`spawn_stream_log_tending` in tree.rs), never behind uploads.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

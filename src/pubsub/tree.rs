@@ -5,7 +5,7 @@
 //! `rmdir` deletes them; config.json edits go through core/edits.rs like
 //! BigQuery's and are applied here.
 //!
-//! A topic or subscription made by `mkdir` waits (pending.rs) for the
+//! A topic or subscription made by `mkdir` waits (core/pending.rs) for the
 //! config.json `tar x` writes next, some of whose settings only a creation
 //! takes (a subscription's filter; on the emulator a topic's labels): it is
 //! created with them, when something needs it (a subscription of the topic,
@@ -66,7 +66,7 @@ pub struct PubSubTree {
     /// Subscriptions made by `mkdir` and not created yet, by (project,
     /// subscription), with their topics (short names). A filter and
     /// message ordering can only be set at creation, so creation waits
-    /// for the config.json that `tar x` writes next (pending.rs).
+    /// for the config.json that `tar x` writes next (core/pending.rs).
     pending: Pending<TopicKey, String, SubscriptionSettings>,
     /// Topics made by `mkdir` and not created yet, by (project, topic):
     /// the emulator takes labels only at creation, so creation waits for

@@ -2,7 +2,7 @@
 //! pending bucket, created when its settings come (`.meta/_bucket.json`:
 //! the location and storage class can only be given at creation, and `tar
 //! x` of an export writes the document right after the directory), when
-//! something is stored in it, or once it has waited (pending.rs; then
+//! something is stored in it, or once it has waited (core/pending.rs; then
 //! with Cloud Storage's defaults). Until then it lists as an empty bucket.
 //! `.meta/_bucket.json` written for an existing bucket changes its labels,
 //! versioning and default storage class; its location cannot change.
@@ -151,7 +151,7 @@ impl StorageTree {
         failed
     }
 
-    /// A `.meta/_bucket.json` written (edits.rs calls this at close, or
+    /// A `.meta/_bucket.json` written (core/edits.rs calls this at close, or
     /// when idle over NFS): creates a pending bucket with its settings, or
     /// changes an existing one.
     pub async fn apply_bucket_meta(&self, bucket: &str, data: &[u8]) -> VfsResult<()> {
