@@ -15,14 +15,15 @@
 use std::time::Instant;
 
 use nfs3_client::nfs3_types::nfs3::{
-    CREATE3args, LOOKUP3args, READ3args, REMOVE3args, WRITE3args, createhow3, diropargs3, nfs_fh3, sattr3, stable_how,
+    CREATE3args, READ3args, REMOVE3args, WRITE3args, createhow3, diropargs3, sattr3, stable_how,
 };
-use nfs3_client::tokio::TokioConnector;
-use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
+
+/// The tests' NFS client calls.
+#[allow(dead_code)]
+#[path = "../tests/common/nfs.rs"]
+mod nfs;
 
 const PIECE: usize = 1 << 20;
-
-type Conn = Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -33,18 +34,8 @@ async fn main() {
     let size_mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(256);
     let runs: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(5);
     let pause: f64 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    let mut conn = Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
-        .portmapper_port(port)
-        .mount_port(port)
-        .nfs3_port(port)
-        .connect_from_privileged_port(false)
-        .mount()
-        .await
-        .expect("NFS mount");
-    let mut fh = conn.root_nfs_fh3();
-    for part in dir.split('/') {
-        fh = lookup(&mut conn, &fh, part).await;
-    }
+    let mut conn = nfs::connect(port).await;
+    let fh = nfs::walk(&mut conn, dir).await;
     let data: Vec<u8> = (0..PIECE).map(|i| (i * 31 % 251) as u8).collect();
     let (mut writes, mut reads) = (Vec::new(), Vec::new());
     for run in 0..runs {
@@ -82,11 +73,6 @@ async fn main() {
         conn.remove(&args).await.expect("remove call").unwrap();
     }
     println!("median of {runs}: write {:.0} MiB/s, read {:.0} MiB/s", median(&mut writes), median(&mut reads));
-}
-
-async fn lookup(conn: &mut Conn, dir: &nfs_fh3, name: &str) -> nfs_fh3 {
-    let args = LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: name.as_bytes().into() } };
-    conn.lookup(&args).await.expect("lookup call").unwrap().object
 }
 
 fn median(values: &mut [f64]) -> f64 {

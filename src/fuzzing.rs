@@ -32,21 +32,11 @@ fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-fn column(name: &str, field_type: &str, mode: &str) -> SchemaField {
-    SchemaField {
-        name: name.to_string(),
-        field_type: field_type.to_string(),
-        mode: mode.to_string(),
-        description: None,
-        fields: Vec::new(),
-    }
-}
-
 /// `schema.json` of a table whose columns are `id` and `tags`.
 pub fn schema_json(data: &[u8]) {
     let Ok(fields) = parse_schema(data) else { return };
     check_schema(&fields).expect("parse_schema checked the columns");
-    let current = [column("id", "INTEGER", "REQUIRED"), column("tags", "STRING", "REPEATED")];
+    let current = [SchemaField::new("id", "INTEGER", "REQUIRED"), SchemaField::new("tags", "STRING", "REPEATED")];
     let _ = check_schema_change(&current, &fields);
     assert_eq!(parse_schema(&render_schema(&fields)).ok(), Some(fields), "schema.json round trip");
 }

@@ -92,13 +92,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn column(name: &str, field_type: &str, mode: &str, description: Option<&str>) -> SchemaField {
-    SchemaField {
-        name: name.to_string(),
-        field_type: field_type.to_string(),
-        mode: mode.to_string(),
-        description: description.map(str::to_string),
-        fields: vec![],
-    }
+    SchemaField { description: description.map(str::to_string), ..SchemaField::new(name, field_type, mode) }
 }
 
 fn record(name: &str, mode: &str, description: Option<&str>, fields: Vec<SchemaField>) -> SchemaField {

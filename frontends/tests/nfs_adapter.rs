@@ -16,11 +16,13 @@ use nfs3_client::nfs3_types::nfs3::{
     READDIRPLUS3args, REMOVE3args, RMDIR3args, createhow3, createverf3, diropargs3, ftype3, nfs_fh3, nfsstat3, sattr3,
 };
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
-use nfs3_client::tokio::{TokioConnector, TokioIo};
-use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The NFS client calls the tests of the `ciofs` binary use too.
+#[allow(dead_code)]
+#[path = "../../tests/common/nfs.rs"]
+mod nfs;
 
 const A_TXT: Ino = 2;
 const B_BIN: Ino = 3;
@@ -164,7 +166,7 @@ impl Vfs for MemFs {
     }
 }
 
-type Conn = Nfs3Connection<TokioIo<TcpStream>>;
+use nfs::Conn;
 
 async fn start(fs: Arc<MemFs>) -> (JoinHandle<std::io::Result<()>>, SocketAddr) {
     let (tx, rx) = oneshot::channel();
@@ -172,16 +174,10 @@ async fn start(fs: Arc<MemFs>) -> (JoinHandle<std::io::Result<()>>, SocketAddr) 
     (task, rx.await.expect("server did not start"))
 }
 
+/// An NFS client of the server at `addr` (on the loopback).
 async fn connect(addr: SocketAddr) -> Conn {
-    let port = addr.port();
-    Nfs3ConnectionBuilder::new(TokioConnector, addr.ip().to_string(), "/")
-        .portmapper_port(port)
-        .mount_port(port)
-        .nfs3_port(port)
-        .connect_from_privileged_port(false)
-        .mount()
-        .await
-        .expect("mount")
+    assert_eq!(addr.ip().to_string(), "127.0.0.1", "the tests' client connects to the loopback");
+    nfs::connect(addr.port()).await
 }
 
 async fn lookup(conn: &mut Conn, dir: &nfs_fh3, name: &[u8]) -> Result<nfs_fh3, nfsstat3> {

@@ -13,13 +13,7 @@ use super::tests::{test_options, walk};
 use super::{Namespace, Services};
 
 pub(super) fn column(name: &str, mode: &str) -> SchemaField {
-    SchemaField {
-        name: name.to_string(),
-        field_type: "STRING".to_string(),
-        mode: mode.to_string(),
-        description: None,
-        fields: Vec::new(),
-    }
+    SchemaField::new(name, "STRING", mode)
 }
 
 /// A namespace on an in-memory BigQuery with dataset `ds` holding `tables`

@@ -1,4 +1,5 @@
-//! A userspace NFSv3 client's calls, for the tests of `ciofs serve-nfs`
+//! A userspace NFSv3 client's calls, for the tests of `ciofs serve-nfs`, the
+//! NFS adapter's tests (frontends/tests) and examples/nfs_throughput.rs
 //! (this kernel has no NFS client).
 
 use nfs3_client::nfs3_types::nfs3::{

@@ -48,6 +48,19 @@ pub struct SchemaField {
     pub fields: Vec<SchemaField>,
 }
 
+impl SchemaField {
+    /// A column without a description or nested columns.
+    pub fn new(name: &str, field_type: &str, mode: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            field_type: field_type.to_string(),
+            mode: mode.to_string(),
+            description: None,
+            fields: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimePartitioning {
     /// DAY, HOUR, MONTH or YEAR.

@@ -499,16 +499,6 @@ mod tests {
     use super::*;
     use crate::bigquery::SchemaField;
 
-    fn column(name: &str, field_type: &str, mode: &str) -> SchemaField {
-        SchemaField {
-            name: name.to_string(),
-            field_type: field_type.to_string(),
-            mode: mode.to_string(),
-            description: None,
-            fields: vec![],
-        }
-    }
-
     fn table(schema: Vec<SchemaField>) -> TableSettings {
         TableSettings { schema, labels: [("a".to_string(), "1".to_string())].into(), ..TableSettings::default() }
     }
@@ -538,7 +528,7 @@ mod tests {
         assert!(updated.modified > created.modified && updated.created == created.created);
         assert_eq!(bq.get_dataset("p", "d").await.unwrap(), updated);
 
-        bq.create_table("p", "d", "t", &table(vec![column("x", "STRING", "NULLABLE")])).await.unwrap();
+        bq.create_table("p", "d", "t", &table(vec![SchemaField::new("x", "STRING", "NULLABLE")])).await.unwrap();
         let full = bq.delete_dataset("p", "d").await.unwrap_err();
         assert_eq!(full.kind, ErrorKind::InvalidArgument);
         assert!(full.message.contains("still in use"), "{full}");
@@ -581,7 +571,7 @@ mod tests {
     async fn tables_views_and_their_metadata() {
         let bq = MemoryBigQuery::new();
         bq.put_dataset("p", "d", DatasetSettings { location: Some("EU".to_string()), ..Default::default() });
-        let settings = table(vec![column("x", "STRING", "NULLABLE")]);
+        let settings = table(vec![SchemaField::new("x", "STRING", "NULLABLE")]);
         assert_eq!(kind(bq.create_table("p", "nope", "t", &settings).await), ErrorKind::NotFound);
         let created = bq.create_table("p", "d", "t", &settings).await.unwrap();
         assert_eq!((created.table_type.as_str(), created.location.as_deref()), ("TABLE", Some("EU")));
@@ -613,8 +603,8 @@ mod tests {
     #[tokio::test]
     async fn an_update_replaces_the_settings_whole_at_the_given_etag() {
         let bq = MemoryBigQuery::new();
-        let created = bq.put_table("p", "d", "t", table(vec![column("x", "STRING", "REQUIRED")]));
-        let mut wider = vec![column("x", "STRING", "NULLABLE"), column("y", "INT64", "REPEATED")];
+        let created = bq.put_table("p", "d", "t", table(vec![SchemaField::new("x", "STRING", "REQUIRED")]));
+        let mut wider = vec![SchemaField::new("x", "STRING", "NULLABLE"), SchemaField::new("y", "INT64", "REPEATED")];
         wider[0].description = Some("relaxed".to_string());
         let changed = TableSettings { schema: wider, description: Some("d".to_string()), ..TableSettings::default() };
         let updated = bq
@@ -674,7 +664,7 @@ mod tests {
         let bq = MemoryBigQuery::new();
         bq.put_dataset("p", "d", DatasetSettings::default());
         bq.fail_next(BigQueryOp::CreateTable, 2, ErrorKind::Unavailable);
-        let settings = table(vec![column("x", "STRING", "NULLABLE")]);
+        let settings = table(vec![SchemaField::new("x", "STRING", "NULLABLE")]);
         assert_eq!(kind(bq.create_table("p", "d", "t", &settings).await), ErrorKind::Unavailable);
         assert_eq!(kind(bq.get_table("p", "d", "t").await), ErrorKind::NotFound, "other kinds are not failed");
         assert_eq!(kind(bq.create_table("p", "d", "t", &settings).await), ErrorKind::Unavailable);

@@ -16,16 +16,6 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).expect("UTF-8")
 }
 
-fn col(name: &str, field_type: &str, mode: &str) -> SchemaField {
-    SchemaField {
-        name: name.into(),
-        field_type: field_type.into(),
-        mode: mode.into(),
-        description: None,
-        fields: Vec::new(),
-    }
-}
-
 fn einval(result: Result<impl std::fmt::Debug, VfsError>) -> String {
     let error = result.expect_err("refused");
     assert_eq!(error.errno(), libc::EINVAL, "{error}");
@@ -61,8 +51,11 @@ const SEED_SCHEMA: &str = r#"{
 
 fn seed_fields() -> Vec<SchemaField> {
     vec![
-        SchemaField { description: Some("Unique identifier".into()), ..col("id", "INTEGER", "REQUIRED") },
-        SchemaField { fields: vec![col("value", "STRING", "NULLABLE")], ..col("data", "RECORD", "NULLABLE") },
+        SchemaField { description: Some("Unique identifier".into()), ..SchemaField::new("id", "INTEGER", "REQUIRED") },
+        SchemaField {
+            fields: vec![SchemaField::new("value", "STRING", "NULLABLE")],
+            ..SchemaField::new("data", "RECORD", "NULLABLE")
+        },
     ]
 }
 
@@ -77,18 +70,22 @@ fn schema_renders_as_the_seed_shows_it() {
 fn nested_schema() -> Vec<SchemaField> {
     let inner = SchemaField {
         description: Some("inner \"quoted\"\nsecond line".into()),
-        fields: vec![col("x", "INT64", "REQUIRED"), col("y", "FLOAT64", "REPEATED")],
-        ..col("inner", "STRUCT", "REPEATED")
+        fields: vec![SchemaField::new("x", "INT64", "REQUIRED"), SchemaField::new("y", "FLOAT64", "REPEATED")],
+        ..SchemaField::new("inner", "STRUCT", "REPEATED")
     };
     vec![
-        SchemaField { description: Some("Unique identifier".into()), ..col("id", "INTEGER", "REQUIRED") },
+        SchemaField { description: Some("Unique identifier".into()), ..SchemaField::new("id", "INTEGER", "REQUIRED") },
         SchemaField {
             description: Some("payload".into()),
-            fields: vec![col("value", "STRING", "NULLABLE"), inner, col("at", "TIMESTAMP", "NULLABLE")],
-            ..col("data", "RECORD", "NULLABLE")
+            fields: vec![
+                SchemaField::new("value", "STRING", "NULLABLE"),
+                inner,
+                SchemaField::new("at", "TIMESTAMP", "NULLABLE"),
+            ],
+            ..SchemaField::new("data", "RECORD", "NULLABLE")
         },
-        col("flag", "BOOL", "NULLABLE"),
-        col("ünïcode", "GEOGRAPHY", "NULLABLE"),
+        SchemaField::new("flag", "BOOL", "NULLABLE"),
+        SchemaField::new("ünïcode", "GEOGRAPHY", "NULLABLE"),
     ]
 }
 
@@ -105,7 +102,10 @@ fn schema_round_trips_exactly_and_renders_stably() {
 fn schema_accepts_any_case_and_a_missing_mode_and_header() {
     let written =
         br#"{"fields": [{"name": "a", "type": "int64"}, {"name": "b", "type": "string", "mode": "repeated"}]}"#;
-    assert_eq!(parse_schema(written).unwrap(), vec![col("a", "INT64", "NULLABLE"), col("b", "STRING", "REPEATED")]);
+    assert_eq!(
+        parse_schema(written).unwrap(),
+        vec![SchemaField::new("a", "INT64", "NULLABLE"), SchemaField::new("b", "STRING", "REPEATED")]
+    );
 }
 
 /// Found by fuzzing (fuzz/ schema_json): an empty mode is NULLABLE, as a
@@ -114,7 +114,7 @@ fn schema_accepts_any_case_and_a_missing_mode_and_header() {
 fn schema_reads_an_empty_mode_as_nullable() {
     let written = br#"{"fields": [{"name": "a", "type": "STRING", "mode": ""}]}"#;
     let parsed = parse_schema(written).unwrap();
-    assert_eq!(parsed, vec![col("a", "STRING", "NULLABLE")]);
+    assert_eq!(parsed, vec![SchemaField::new("a", "STRING", "NULLABLE")]);
     assert_eq!(parse_schema(&render_schema(&parsed)).unwrap(), parsed);
 }
 

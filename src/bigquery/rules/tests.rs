@@ -6,18 +6,8 @@ use ciofs_frontends::VfsError;
 
 use super::*;
 
-fn col(name: &str, field_type: &str, mode: &str) -> SchemaField {
-    SchemaField {
-        name: name.into(),
-        field_type: field_type.into(),
-        mode: mode.into(),
-        description: None,
-        fields: Vec::new(),
-    }
-}
-
 fn rec(name: &str, mode: &str, fields: Vec<SchemaField>) -> SchemaField {
-    SchemaField { fields, ..col(name, "RECORD", mode) }
+    SchemaField { fields, ..SchemaField::new(name, "RECORD", mode) }
 }
 
 fn described(field: SchemaField, description: &str) -> SchemaField {
@@ -28,16 +18,20 @@ fn described(field: SchemaField, description: &str) -> SchemaField {
 /// levels.
 fn base() -> Vec<SchemaField> {
     vec![
-        col("id", "INTEGER", "REQUIRED"),
-        col("name", "STRING", "NULLABLE"),
-        col("tags", "STRING", "REPEATED"),
-        col("active", "BOOLEAN", "NULLABLE"),
+        SchemaField::new("id", "INTEGER", "REQUIRED"),
+        SchemaField::new("name", "STRING", "NULLABLE"),
+        SchemaField::new("tags", "STRING", "REPEATED"),
+        SchemaField::new("active", "BOOLEAN", "NULLABLE"),
         rec(
             "data",
             "NULLABLE",
             vec![
-                col("value", "STRING", "NULLABLE"),
-                rec("inner", "NULLABLE", vec![col("x", "INTEGER", "REQUIRED"), col("y", "FLOAT", "NULLABLE")]),
+                SchemaField::new("value", "STRING", "NULLABLE"),
+                rec(
+                    "inner",
+                    "NULLABLE",
+                    vec![SchemaField::new("x", "INTEGER", "REQUIRED"), SchemaField::new("y", "FLOAT", "NULLABLE")],
+                ),
             ],
         ),
     ]
@@ -77,15 +71,21 @@ fn refused(what: &'static str, new: Vec<SchemaField>, message: &'static [&'stati
 fn rows() -> Vec<Row> {
     vec![
         allowed("unchanged", base()),
-        allowed("add a NULLABLE column", edited(|s| s.push(col("extra", "STRING", "NULLABLE")))),
-        allowed("add a REPEATED column", edited(|s| s.push(col("extra", "INT64", "REPEATED")))),
-        allowed("add a NULLABLE column inside a RECORD", edited(|s| data(s).push(col("more", "DATE", "NULLABLE")))),
-        allowed("add a column two RECORDs deep", edited(|s| inner(s).push(col("z", "JSON", "REPEATED")))),
+        allowed("add a NULLABLE column", edited(|s| s.push(SchemaField::new("extra", "STRING", "NULLABLE")))),
+        allowed("add a REPEATED column", edited(|s| s.push(SchemaField::new("extra", "INT64", "REPEATED")))),
+        allowed(
+            "add a NULLABLE column inside a RECORD",
+            edited(|s| data(s).push(SchemaField::new("more", "DATE", "NULLABLE"))),
+        ),
+        allowed("add a column two RECORDs deep", edited(|s| inner(s).push(SchemaField::new("z", "JSON", "REPEATED")))),
         allowed(
             "add a NULLABLE RECORD whose own fields are REQUIRED",
-            edited(|s| s.push(rec("extra", "NULLABLE", vec![col("must", "STRING", "REQUIRED")]))),
+            edited(|s| s.push(rec("extra", "NULLABLE", vec![SchemaField::new("must", "STRING", "REQUIRED")]))),
         ),
-        allowed("add a REPEATED RECORD", edited(|s| s.push(rec("extra", "REPEATED", vec![col("a", "STRING", "")])))),
+        allowed(
+            "add a REPEATED RECORD",
+            edited(|s| s.push(rec("extra", "REPEATED", vec![SchemaField::new("a", "STRING", "")]))),
+        ),
         allowed("relax REQUIRED to NULLABLE", edited(|s| s[0].mode = "NULLABLE".into())),
         allowed("relax REQUIRED to NULLABLE two RECORDs deep", edited(|s| inner(s)[0].mode = "NULLABLE".into())),
         allowed(
@@ -115,17 +115,17 @@ fn rows() -> Vec<Row> {
         allowed("absent mode is NULLABLE", edited(|s| s[1].mode = String::new())),
         refused(
             "add a REQUIRED column",
-            edited(|s| s.push(col("extra", "STRING", "REQUIRED"))),
+            edited(|s| s.push(SchemaField::new("extra", "STRING", "REQUIRED"))),
             &["`extra`", "cannot be REQUIRED"],
         ),
         refused(
             "add a REQUIRED column two RECORDs deep",
-            edited(|s| inner(s).push(col("z", "STRING", "REQUIRED"))),
+            edited(|s| inner(s).push(SchemaField::new("z", "STRING", "REQUIRED"))),
             &["`data.inner.z`", "cannot be REQUIRED"],
         ),
         refused(
             "add a REQUIRED RECORD",
-            edited(|s| s.push(rec("extra", "REQUIRED", vec![col("a", "STRING", "NULLABLE")]))),
+            edited(|s| s.push(rec("extra", "REQUIRED", vec![SchemaField::new("a", "STRING", "NULLABLE")]))),
             &["`extra`", "cannot be REQUIRED"],
         ),
         refused("drop a column", edited(|s| drop(s.remove(1))), &["`name` was removed", "does not drop columns"]),
@@ -165,10 +165,14 @@ fn rows() -> Vec<Row> {
             edited(|s| inner(s)[0].field_type = "FLOAT64".into()),
             &["column `data.inner.x`: type INTEGER cannot change to FLOAT64"],
         ),
-        refused("a RECORD becomes a STRING", edited(|s| s[4] = col("data", "STRING", "NULLABLE")), &["`data`: type"]),
+        refused(
+            "a RECORD becomes a STRING",
+            edited(|s| s[4] = SchemaField::new("data", "STRING", "NULLABLE")),
+            &["`data`: type"],
+        ),
         refused(
             "a STRING becomes a RECORD",
-            edited(|s| s[1] = rec("name", "NULLABLE", vec![col("a", "STRING", "NULLABLE")])),
+            edited(|s| s[1] = rec("name", "NULLABLE", vec![SchemaField::new("a", "STRING", "NULLABLE")])),
             &["`name`: type STRING cannot change to RECORD"],
         ),
         refused(
@@ -232,8 +236,8 @@ fn all_schema_problems_are_reported_in_schema_order() {
 
 #[test]
 fn many_problems_are_summarized() {
-    let old: Vec<SchemaField> = (0..15).map(|i| col(&format!("c{i}"), "STRING", "NULLABLE")).collect();
-    let new: Vec<SchemaField> = (0..15).map(|i| col(&format!("c{i}"), "DATE", "NULLABLE")).collect();
+    let old: Vec<SchemaField> = (0..15).map(|i| SchemaField::new(&format!("c{i}"), "STRING", "NULLABLE")).collect();
+    let new: Vec<SchemaField> = (0..15).map(|i| SchemaField::new(&format!("c{i}"), "DATE", "NULLABLE")).collect();
     let message = check_schema_change(&old, &new).unwrap_err().message().to_string();
     assert_eq!(message.matches("cannot change").count(), 10);
     assert!(message.ends_with("; and 5 more"), "{message}");
@@ -248,22 +252,32 @@ fn schema_problem(fields: &[SchemaField]) -> String {
 #[test]
 fn a_schema_on_its_own() {
     check_schema(&base()).unwrap();
-    check_schema(&[col("a", "range", "repeated"), col("b", "bignumeric", "")]).unwrap();
+    check_schema(&[SchemaField::new("a", "range", "repeated"), SchemaField::new("b", "bignumeric", "")]).unwrap();
     assert!(schema_problem(&[]).contains("no columns"));
-    assert!(schema_problem(&[col("a", "TEXT", "NULLABLE")]).contains("column `a`: unknown type \"TEXT\""));
-    assert!(schema_problem(&[col("a", "STRING", "OPTIONAL")]).contains("column `a`: unknown mode \"OPTIONAL\""));
+    assert!(schema_problem(&[SchemaField::new("a", "TEXT", "NULLABLE")]).contains("column `a`: unknown type \"TEXT\""));
+    assert!(
+        schema_problem(&[SchemaField::new("a", "STRING", "OPTIONAL")])
+            .contains("column `a`: unknown mode \"OPTIONAL\"")
+    );
     assert!(schema_problem(&[rec("r", "NULLABLE", vec![])]).contains("column `r`: a RECORD needs at least one field"));
-    let typed_with_fields = SchemaField { fields: vec![col("a", "STRING", "NULLABLE")], ..col("s", "STRING", "") };
+    let typed_with_fields = SchemaField {
+        fields: vec![SchemaField::new("a", "STRING", "NULLABLE")],
+        ..SchemaField::new("s", "STRING", "")
+    };
     assert!(schema_problem(&[typed_with_fields]).contains("column `s`: only a RECORD"));
-    assert!(schema_problem(&[col("a", "STRING", ""), col("", "STRING", "")]).contains("column 2 has an empty name"));
-    let nested_empty = rec("r", "NULLABLE", vec![col("", "STRING", "")]);
+    assert!(
+        schema_problem(&[SchemaField::new("a", "STRING", ""), SchemaField::new("", "STRING", "")])
+            .contains("column 2 has an empty name")
+    );
+    let nested_empty = rec("r", "NULLABLE", vec![SchemaField::new("", "STRING", "")]);
     assert!(schema_problem(&[nested_empty]).contains("column 1 of `r` has an empty name"));
 }
 
 #[test]
 fn column_names_are_unique_ignoring_case_within_their_record() {
-    let duplicate = rec("r", "NULLABLE", vec![col("Id", "STRING", ""), col("id", "STRING", "")]);
-    let message = schema_problem(&[col("id", "STRING", ""), duplicate]);
+    let duplicate =
+        rec("r", "NULLABLE", vec![SchemaField::new("Id", "STRING", ""), SchemaField::new("id", "STRING", "")]);
+    let message = schema_problem(&[SchemaField::new("id", "STRING", ""), duplicate]);
     assert!(message.contains("columns `r.Id` and `r.id` have the same name"), "{message}");
     // The same name in different records is fine.
     assert_eq!(message.matches("same name").count(), 1);
@@ -271,13 +285,15 @@ fn column_names_are_unique_ignoring_case_within_their_record() {
 
 #[test]
 fn column_names_have_at_most_300_characters() {
-    check_schema(&[col(&"é".repeat(300), "STRING", "")]).unwrap();
-    assert!(schema_problem(&[col(&"a".repeat(301), "STRING", "")]).contains("301 characters long"));
+    check_schema(&[SchemaField::new(&"é".repeat(300), "STRING", "")]).unwrap();
+    assert!(schema_problem(&[SchemaField::new(&"a".repeat(301), "STRING", "")]).contains("301 characters long"));
 }
 
 /// A chain of `depth` RECORDs with a STRING at the bottom.
 fn nested(depth: usize) -> SchemaField {
-    (1..depth).fold(rec("r", "NULLABLE", vec![col("leaf", "STRING", "")]), |inner, _| rec("r", "NULLABLE", vec![inner]))
+    (1..depth).fold(rec("r", "NULLABLE", vec![SchemaField::new("leaf", "STRING", "")]), |inner, _| {
+        rec("r", "NULLABLE", vec![inner])
+    })
 }
 
 #[test]

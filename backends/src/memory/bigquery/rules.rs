@@ -122,16 +122,6 @@ mod tests {
     use super::super::*;
     use crate::bigquery::{RangePartitioning, SchemaField, TimePartitioning, UpdateTable};
 
-    fn column(name: &str, field_type: &str, mode: &str) -> SchemaField {
-        SchemaField {
-            name: name.to_string(),
-            field_type: field_type.to_string(),
-            mode: mode.to_string(),
-            description: None,
-            fields: vec![],
-        }
-    }
-
     fn table(schema: Vec<SchemaField>) -> TableSettings {
         TableSettings { schema, ..TableSettings::default() }
     }
@@ -150,8 +140,11 @@ mod tests {
                 expiration_ms: None,
             }),
             ..table(vec![
-                column("at", "TIMESTAMP", "NULLABLE"),
-                SchemaField { fields: vec![column("a", "STRING", "REQUIRED")], ..column("r", "RECORD", "NULLABLE") },
+                SchemaField::new("at", "TIMESTAMP", "NULLABLE"),
+                SchemaField {
+                    fields: vec![SchemaField::new("a", "STRING", "REQUIRED")],
+                    ..SchemaField::new("r", "RECORD", "NULLABLE")
+                },
             ])
         };
         bq.put_table("p", "d", "t", partitioned.clone());
@@ -180,7 +173,7 @@ mod tests {
         nested_drop.schema[1].fields[0].name = "b".to_string();
         assert_eq!(refused(nested_drop).await, ErrorKind::InvalidArgument, "a renamed nested column");
         let mut required = partitioned.clone();
-        required.schema.push(column("z", "STRING", "REQUIRED"));
+        required.schema.push(SchemaField::new("z", "STRING", "REQUIRED"));
         assert_eq!(refused(required).await, ErrorKind::InvalidArgument, "a new REQUIRED column");
         let repartitioned = TableSettings { time_partitioning: None, ..partitioned.clone() };
         assert_eq!(refused(repartitioned).await, ErrorKind::InvalidArgument, "partitioning removed");
@@ -213,15 +206,16 @@ mod tests {
             let bq = &bq;
             async move { kind(bq.create_table("p", "d", "t", &settings).await) }
         };
-        let twice = table(vec![column("x", "STRING", "NULLABLE"), column("X", "INTEGER", "NULLABLE")]);
+        let twice =
+            table(vec![SchemaField::new("x", "STRING", "NULLABLE"), SchemaField::new("X", "INTEGER", "NULLABLE")]);
         assert_eq!(create(twice).await, ErrorKind::InvalidArgument);
-        let empty_record = table(vec![column("r", "RECORD", "NULLABLE")]);
+        let empty_record = table(vec![SchemaField::new("r", "RECORD", "NULLABLE")]);
         assert_eq!(create(empty_record).await, ErrorKind::InvalidArgument);
         let unknown_clustering = TableSettings { clustering: vec!["nope".to_string()], ..table(vec![]) };
         assert_eq!(create(unknown_clustering).await, ErrorKind::InvalidArgument);
         let range = TableSettings {
             range_partitioning: Some(RangePartitioning { field: "s".to_string(), start: 0, end: 10, interval: 1 }),
-            ..table(vec![column("s", "STRING", "NULLABLE")])
+            ..table(vec![SchemaField::new("s", "STRING", "NULLABLE")])
         };
         assert_eq!(create(range).await, ErrorKind::InvalidArgument, "range partitioning needs an integer");
         assert!(bq.table("p", "d", "t").is_none());
