@@ -44,6 +44,63 @@ impl VfsError {
         Self::new(libc::EROFS, format!("{what}: read-only"))
     }
 
+    // Each kind of refusal, by what it means; the errno is chosen here.
+
+    /// EINVAL: what was written or asked is not valid (a document, a name).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(libc::EINVAL, message)
+    }
+
+    /// EISDIR: a file operation on a directory.
+    pub fn is_dir(message: impl Into<String>) -> Self {
+        Self::new(libc::EISDIR, message)
+    }
+
+    /// ENOTDIR: a directory operation on a file.
+    pub fn not_dir(message: impl Into<String>) -> Self {
+        Self::new(libc::ENOTDIR, message)
+    }
+
+    /// EEXIST: the name is taken.
+    pub fn exists(message: impl Into<String>) -> Self {
+        Self::new(libc::EEXIST, message)
+    }
+
+    /// ENOTEMPTY: a directory that still holds something.
+    pub fn not_empty(message: impl Into<String>) -> Self {
+        Self::new(libc::ENOTEMPTY, message)
+    }
+
+    /// EPERM: never possible at this place of the tree, whoever asks.
+    pub fn not_permitted(message: impl Into<String>) -> Self {
+        Self::new(libc::EPERM, message)
+    }
+
+    /// EXDEV: a rename that `mv` should do as a copy and a removal.
+    pub fn cross_device(message: impl Into<String>) -> Self {
+        Self::new(libc::EXDEV, message)
+    }
+
+    /// ESTALE: the inode or handle names something that is gone.
+    pub fn stale(message: impl Into<String>) -> Self {
+        Self::new(libc::ESTALE, message)
+    }
+
+    /// EBADF: the handle is not open for this.
+    pub fn bad_handle(message: impl Into<String>) -> Self {
+        Self::new(libc::EBADF, message)
+    }
+
+    /// EBUSY: another handle holds what this needs; try again later.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(libc::EBUSY, message)
+    }
+
+    /// EIO: a local failure (the staging disk) or a service that failed.
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(libc::EIO, message)
+    }
+
     pub fn errno(&self) -> i32 {
         self.errno
     }

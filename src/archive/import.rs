@@ -712,7 +712,7 @@ fn write_entry<V: Vfs + ?Sized>(
     content: &mut dyn Read,
 ) -> Result<(), VfsError> {
     let parts: Vec<&str> = entry.path.split('/').collect();
-    let (name, parents) = parts.split_last().ok_or_else(|| VfsError::new(libc::EINVAL, "empty path"))?;
+    let (name, parents) = parts.split_last().ok_or_else(|| VfsError::invalid("empty path"))?;
     let mut dir = root;
     for part in parents {
         dir = runtime.block_on(vfs.lookup(dir, part))?.ino;
@@ -748,7 +748,7 @@ fn write_all<V: Vfs + ?Sized>(
     let mut buffer = vec![0; PIECE];
     let mut offset = 0u64;
     loop {
-        let n = content.read(&mut buffer).map_err(|e| VfsError::new(libc::EIO, format!("reading the archive: {e}")))?;
+        let n = content.read(&mut buffer).map_err(|e| VfsError::io(format!("reading the archive: {e}")))?;
         if n == 0 {
             return Ok(());
         }
@@ -756,7 +756,7 @@ fn write_all<V: Vfs + ?Sized>(
         while done < n {
             let written = runtime.block_on(vfs.write(ino, Some(fh), offset, &buffer[done..n]))? as usize;
             if written == 0 {
-                return Err(VfsError::new(libc::EIO, format!("{}: nothing was written", ino)));
+                return Err(VfsError::io(format!("{}: nothing was written", ino)));
             }
             done += written;
             offset += written as u64;

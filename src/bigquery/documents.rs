@@ -415,7 +415,7 @@ pub fn parse_dataset(bytes: &[u8], current: &DatasetSettings) -> Result<DatasetS
     {
         let message =
             format!("{DATASET_FILE}: location cannot change from {old} to {new} (BigQuery sets it only at creation)");
-        return Err(VfsError::new(libc::EINVAL, message));
+        return Err(VfsError::invalid(message));
     }
     Ok(DatasetSettings {
         location: current.location.clone().or(location),

@@ -158,10 +158,9 @@ fn table_key(project: &str, dataset: &str, table: &str) -> TableKey {
 /// Dataset names: letters, digits and underscores, at most 1024 bytes.
 fn check_dataset_name(name: &str) -> VfsResult<()> {
     if name.is_empty() || name.len() > 1024 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(VfsError::new(
-            libc::EINVAL,
-            format!("`{name}` cannot name a dataset: use letters, digits and underscores (at most 1024)"),
-        ));
+        return Err(VfsError::invalid(format!(
+            "`{name}` cannot name a dataset: use letters, digits and underscores (at most 1024)"
+        )));
     }
     Ok(())
 }
@@ -173,10 +172,9 @@ fn check_table_name(name: &str) -> VfsResult<()> {
     // that partition's rows.
     let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ');
     if name.is_empty() || name.len() > 1024 || !name.chars().all(allowed) {
-        return Err(VfsError::new(
-            libc::EINVAL,
-            format!("`{name}` cannot name a table: use letters, digits, `_`, `-` and spaces (at most 1024 bytes)"),
-        ));
+        return Err(VfsError::invalid(format!(
+            "`{name}` cannot name a table: use letters, digits, `_`, `-` and spaces (at most 1024 bytes)"
+        )));
     }
     Ok(())
 }
@@ -247,7 +245,7 @@ impl BigQueryTree {
                 }
                 Ok(entries)
             }
-            _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+            _ => Err(VfsError::not_dir(format!("{dir}: not a directory"))),
         }
     }
 
@@ -370,7 +368,7 @@ impl BigQueryTree {
 
     async fn delete_dataset(&self, project: &str, dataset: &str) -> VfsResult<()> {
         if !self.pending_in(project, dataset).is_empty() {
-            return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} holds new table directories")));
+            return Err(VfsError::not_empty(format!("dataset {dataset} holds new table directories")));
         }
         if self.pending_datasets.remove(&(project.to_string(), dataset.to_string())) {
             return Ok(());
@@ -379,7 +377,7 @@ impl BigQueryTree {
         let key = (project.to_string(), dataset.to_string());
         self.tables.forget(&key);
         if !self.tables(project, dataset).await?.is_empty() {
-            return Err(VfsError::new(libc::ENOTEMPTY, format!("dataset {dataset} is not empty")));
+            return Err(VfsError::not_empty(format!("dataset {dataset} is not empty")));
         }
         let deleted = self.api.delete_dataset(project, dataset).await.map_err(vfs_error);
         self.datasets.forget(&project.to_string());
@@ -527,10 +525,10 @@ impl BigQueryTree {
             Err(e) => {
                 self.views.forget(&table_key(project, &meta.dataset, &meta.table));
                 return Err(match e.kind {
-                    ErrorKind::PreconditionFailed => VfsError::new(
-                        libc::ESTALE,
-                        format!("{}.{} changed in BigQuery while it was edited; not updated", meta.dataset, meta.table),
-                    ),
+                    ErrorKind::PreconditionFailed => VfsError::stale(format!(
+                        "{}.{} changed in BigQuery while it was edited; not updated",
+                        meta.dataset, meta.table
+                    )),
                     _ => vfs_error(e),
                 });
             }
@@ -664,7 +662,7 @@ impl Slice for BigQueryTree {
                     Err(e) => return Err(e),
                 };
                 if exists {
-                    return Err(VfsError::new(libc::EEXIST, format!("dataset {name} exists")));
+                    return Err(VfsError::exists(format!("dataset {name} exists")));
                 }
                 let made = self.pending_datasets.add((project.clone(), name.to_string()), ());
                 self.dataset_views.forget(&(project.clone(), name.to_string()));
@@ -675,10 +673,10 @@ impl Slice for BigQueryTree {
                 check_table_name(name)?;
                 self.ensure_dataset(project, dataset).await?;
                 if self.pending(project, dataset, name).is_some() {
-                    return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+                    return Err(VfsError::exists(format!("{dir}/{name} exists")));
                 }
                 match self.table_view(project, dataset, name).await {
-                    Ok(_) => return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name}: the table exists"))),
+                    Ok(_) => return Err(VfsError::exists(format!("{dir}/{name}: the table exists"))),
                     Err(e) if e.errno() == libc::ENOENT => {}
                     Err(e) => return Err(e),
                 }
@@ -690,7 +688,7 @@ impl Slice for BigQueryTree {
                 let node = Node::Table { project: project.clone(), dataset: dataset.clone(), table: name.to_string() };
                 Ok(self.cx.entry(node, 0, made).attr)
             }
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here"))),
         }
     }
 
@@ -715,7 +713,7 @@ impl Slice for BigQueryTree {
                 tracing::info!(project, dataset, table = name, "table deleted");
                 Ok(())
             }
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}/{name} cannot be removed"))),
         }
     }
 
@@ -741,7 +739,7 @@ impl Slice for BigQueryTree {
                 let mtime = view.0.modified.or(view.0.created).unwrap_or(SystemTime::UNIX_EPOCH);
                 Ok((view.1.clone(), mtime))
             }
-            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+            _ => Err(VfsError::is_dir(format!("{node}: not a document"))),
         }
     }
 

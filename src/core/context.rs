@@ -98,7 +98,7 @@ impl Context {
     pub fn still_named(&self, ino: Ino, node: &Node) -> VfsResult<()> {
         match node {
             Node::Object { .. } if !self.inodes.is_attached(ino) => {
-                Err(VfsError::new(libc::ESTALE, format!("{node} was removed or replaced (stale handle)")))
+                Err(VfsError::stale(format!("{node} was removed or replaced (stale handle)")))
             }
             _ => Ok(()),
         }
@@ -108,15 +108,12 @@ impl Context {
     /// an object's inode (a handle from a run that showed them, read back
     /// from the NFS journal) is stale there, whatever is asked of it.
     pub fn node(&self, ino: Ino) -> VfsResult<Node> {
-        let node = self
-            .inodes
-            .node(ino)
-            .ok_or_else(|| VfsError::new(libc::ESTALE, format!("inode {ino} is not known (stale handle)")))?;
+        let node =
+            self.inodes.node(ino).ok_or_else(|| VfsError::stale(format!("inode {ino} is not known (stale handle)")))?;
         match node {
-            Node::Object { .. } if self.options.config_only => Err(VfsError::new(
-                libc::ESTALE,
-                format!("{node}: object files are not part of a --config-only tree (stale handle)"),
-            )),
+            Node::Object { .. } if self.options.config_only => Err(VfsError::stale(format!(
+                "{node}: object files are not part of a --config-only tree (stale handle)"
+            ))),
             node => Ok(node),
         }
     }

@@ -31,9 +31,9 @@ impl EditJournal {
 
     /// Records `node`'s current content durably (replacing the last record).
     pub fn write(&self, node: &Node, content: &[u8]) -> VfsResult<()> {
-        let io = |e: std::io::Error| VfsError::new(libc::EIO, format!("journal of {node}: {e}"));
+        let io = |e: std::io::Error| VfsError::io(format!("journal of {node}: {e}"));
         private_files::private_dir(&self.dir).map_err(io)?;
-        let mut record = serde_json::to_vec(node).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
+        let mut record = serde_json::to_vec(node).map_err(|e| VfsError::io(e.to_string()))?;
         record.push(b'\n');
         record.extend_from_slice(content);
         private_files::replace(&self.path(node), &record).map_err(io)

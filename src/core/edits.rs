@@ -523,7 +523,7 @@ impl LocalFiles {
     /// A write through a handle: into the handle's own file.
     pub fn handle_write(&self, handle: &LocalHandle, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if !handle.for_write {
-            return Err(VfsError::new(libc::EBADF, format!("{}: not open for write", handle.node)));
+            return Err(VfsError::bad_handle(format!("{}: not open for write", handle.node)));
         }
         self.write_into(&handle.node, &handle.file, offset, data, false)?;
         handle.wrote.store(true, Ordering::SeqCst);
@@ -535,7 +535,7 @@ impl LocalFiles {
     pub async fn write(&self, docs: &dyn Documents, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if self.is_hidden(node) {
             // A removed file, written through an old NFS handle.
-            return Err(VfsError::new(libc::ESTALE, format!("{node} was removed")));
+            return Err(VfsError::stale(format!("{node} was removed")));
         }
         let file = self.file_for(docs, node, false, false).await?;
         self.write_into(node, &file, offset, data, is_editable(node))?;

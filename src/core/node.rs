@@ -575,7 +575,7 @@ impl Node {
                 Ok(match TableFile::from_file_name(name) {
                     Some(file) => Node::TableFile { project, dataset, table, file },
                     None if name.contains('\0') || name == "." || name == ".." => {
-                        return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: not a file name")));
+                        return Err(VfsError::invalid(format!("{dir}/{name}: not a file name")));
                     }
                     None => Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() },
                 })
@@ -599,14 +599,14 @@ impl Node {
             },
             Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
             Node::Dir { .. } | Node::MetaDir { .. } => Self::file_in_bucket(dir, name),
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}: files cannot be created here"))),
         }
     }
 
     /// A file of a bucket directory or of its `.meta/`.
     fn file_in_bucket(dir: &Node, name: &str) -> VfsResult<Node> {
         if let Some(why) = unusable_segment(name) {
-            return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
+            return Err(VfsError::invalid(format!("{dir}/{name}: {why}")));
         }
         match dir {
             Node::Dir { project, bucket, prefix } => {
@@ -625,7 +625,7 @@ impl Node {
                 // kept locally (core/edits.rs); renamed onto a document, applied.
                 _ => Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() }),
             },
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}: files cannot be created here"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}: files cannot be created here"))),
         }
     }
 }
@@ -633,7 +633,7 @@ impl Node {
 /// A scratch file `name` in a directory of documents.
 fn scratch(dir: &Node, name: &str) -> VfsResult<Node> {
     if name.contains('\0') || name == "." || name == ".." {
-        return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: not a file name")));
+        return Err(VfsError::invalid(format!("{dir}/{name}: not a file name")));
     }
     Ok(Node::Scratch { dir: Box::new(dir.clone()), name: name.to_string() })
 }

@@ -22,7 +22,7 @@ pub fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
     if problems.len() > MAX_REPORTED {
         message.push_str(&format!("; and {} more", problems.len() - MAX_REPORTED));
     }
-    Err(VfsError::new(libc::EINVAL, message))
+    Err(VfsError::invalid(message))
 }
 
 /// Google's label rules: at most 64 labels; keys 1–63 characters starting

@@ -207,7 +207,7 @@ impl Vfs for Namespace {
     async fn opendir(&self, ino: Ino) -> VfsResult<Fh> {
         let node = self.cx.node(ino)?;
         if !node.is_dir() {
-            return Err(VfsError::new(libc::ENOTDIR, format!("{node}: not a directory")));
+            return Err(VfsError::not_dir(format!("{node}: not a directory")));
         }
         Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
@@ -223,7 +223,7 @@ impl Vfs for Namespace {
             let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
             return Ok(self.cx.page_after(entries, after, max));
         }
-        let service = node.service().ok_or_else(|| VfsError::new(libc::ENOTDIR, format!("{node}: not a directory")))?;
+        let service = node.service().ok_or_else(|| VfsError::not_dir(format!("{node}: not a directory")))?;
         self.slice(service).readdir(&node, dir, fh.unwrap_or(0), after, max).await
     }
 
@@ -251,7 +251,7 @@ impl Vfs for Namespace {
                 let document = self.storage.render_document(&node).await?;
                 Ok(Opened { fh: self.new_handle(Handle::Document(document)), ..Opened::default() })
             }
-            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+            _ => Err(VfsError::is_dir(format!("{node}: is a directory"))),
         }
     }
 
@@ -290,7 +290,7 @@ impl Vfs for Namespace {
             Some(Handle::Object(handle)) => self.storage.write(ino, &handle, offset, data).await,
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
             Some(Handle::Local(handle)) => self.cx.local.handle_write(&handle, offset, data),
-            Some(_) => Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write"))),
+            Some(_) => Err(VfsError::bad_handle(format!("inode {ino}: not open for write"))),
             None => {
                 let node = self.cx.node(ino)?;
                 if node.holds_documents() {
@@ -357,14 +357,14 @@ impl Vfs for Namespace {
         let made = match dir.service() {
             Some(service) => self.slice(service).mkdir(&dir, name).await,
             None => node::check_name_length(name)
-                .and(Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here")))),
+                .and(Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here")))),
         };
         let attr = match made {
             // A fixed directory (`bigquery`, `.meta`, `subscriptions` ...):
             // there already, whatever else stands against making it. FUSE's
             // kernel finds it first; an NFS client asks.
             Err(e) if e.errno() != libc::EEXIST && self.find(parent, name).await.is_ok() => {
-                return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+                return Err(VfsError::exists(format!("{dir}/{name} exists")));
             }
             made => made?,
         };
@@ -385,7 +385,7 @@ impl Vfs for Namespace {
         match dir.service() {
             Some(service) => self.slice(service).rmdir(&dir, name).await,
             None => node::check_name_length(name)
-                .and(Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed")))),
+                .and(Err(VfsError::not_permitted(format!("{dir}/{name} cannot be removed")))),
         }
     }
 
@@ -492,7 +492,7 @@ impl Namespace {
                 let shown = if truncate { None } else { self.storage.render_document(node).await.ok() };
                 Handle::Ignored(shown.unwrap_or_default())
             }
-            _ => return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+            _ => return Err(VfsError::is_dir(format!("{node}: is a directory"))),
         };
         Ok(Opened { fh: self.new_handle(handle), ..Opened::default() })
     }
@@ -517,7 +517,7 @@ impl Namespace {
                 .ok_or_else(|| VfsError::not_found(format!("{dir}/{name}")))?;
             return Ok(self.fixed_entry(child).attr);
         }
-        let service = dir.service().ok_or_else(|| VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory")))?;
+        let service = dir.service().ok_or_else(|| VfsError::not_dir(format!("{dir}: not a directory")))?;
         Ok(self.slice(service).lookup(&dir, name).await?.attr)
     }
 
@@ -532,7 +532,7 @@ impl Namespace {
             Node::ObjectMeta { .. } | Node::BucketMeta { .. } => {
                 Ok(Handle::Document(self.storage.render_document(&node).await?))
             }
-            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+            _ => Err(VfsError::is_dir(format!("{node}: is a directory"))),
         }
     }
 }
@@ -566,7 +566,7 @@ impl Namespace {
     /// The slice that owns `node` (never one of the fixed upper levels,
     /// which hold no documents).
     fn slice_of(&self, node: &Node) -> VfsResult<&dyn Slice> {
-        let service = node.service().ok_or_else(|| VfsError::new(libc::EINVAL, format!("{node}: not a document")))?;
+        let service = node.service().ok_or_else(|| VfsError::invalid(format!("{node}: not a document")))?;
         Ok(self.slice(service))
     }
 
@@ -589,7 +589,7 @@ impl Namespace {
                 let shown = if flags.truncate { None } else { self.editable_document(node).await.ok() };
                 Handle::Ignored(shown.map(|(document, _)| document).unwrap_or_default())
             } else {
-                return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
+                return Err(VfsError::is_dir(format!("{node}: is a directory")));
             }
         } else if let Some(reader) = self.pubsub.stream_reader(node).await? {
             // Each read a message: the kernel must not read ahead or cache.
@@ -628,7 +628,7 @@ impl Namespace {
         }
         match node.is_dir() {
             false => Ok(data.len() as u32),
-            true => Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory"))),
+            true => Err(VfsError::is_dir(format!("{node}: is a directory"))),
         }
     }
 
@@ -662,18 +662,17 @@ impl Namespace {
             _ if holds_documents && from == to => {}
             // A file moves out by copy and removal (which hides the name).
             _ if holds_documents => {
-                return Err(VfsError::new(libc::EXDEV, format!("{from}/{name}: moves by copy only")));
+                return Err(VfsError::cross_device(format!("{from}/{name}: moves by copy only")));
             }
             // Not EXDEV for a table, dataset, topic or subscription: `mv`
             // would copy its documents into a new, empty one and then delete
             // the old one, rows or messages and all.
             _ if matches!(from.service(), Some(Service::BigQuery | Service::PubSub)) => {
-                return Err(VfsError::new(
-                    libc::EPERM,
-                    format!("{from}/{name}: tables, datasets, topics and subscriptions cannot be renamed"),
-                ));
+                return Err(VfsError::not_permitted(format!(
+                    "{from}/{name}: tables, datasets, topics and subscriptions cannot be renamed"
+                )));
             }
-            _ => return Err(VfsError::new(libc::EXDEV, format!("{to}/{new_name}: moves by copy only"))),
+            _ => return Err(VfsError::cross_device(format!("{to}/{new_name}: moves by copy only"))),
         }
         let (source, target) = (Node::file_in(from, name)?, Node::file_in(to, new_name)?);
         self.cx.local.rename(self, &source, &target).await?;

@@ -278,7 +278,7 @@ fn check_same_topic(project: &str, topic: &str, given: &str) -> Result<(), VfsEr
          (a subscription cannot move to another topic: create one under that topic instead)",
         short_topic(project, topic)
     );
-    Err(VfsError::new(libc::EINVAL, message))
+    Err(VfsError::invalid(message))
 }
 
 /// `projects/<project>/topics/T` shown as `T`; any other name in full.

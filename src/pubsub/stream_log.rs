@@ -111,10 +111,7 @@ impl StreamLog {
         let first_held = state.lines.front().map_or(state.end, |l| l.start);
         if offset < first_held {
             let name = &self.puller.subscription;
-            return Err(VfsError::new(
-                libc::EIO,
-                format!("{name}: lines before offset {first_held} are no longer held"),
-            ));
+            return Err(VfsError::io(format!("{name}: lines before offset {first_held} are no longer held")));
         }
         let bytes = slice_from(&state.lines, offset, len as usize);
         self.carried(&mut state, offset, bytes.len() as u64).await;

@@ -138,12 +138,9 @@ impl PubSubTree {
 /// Refuses, before asking Pub/Sub, a name it would refuse, saying why.
 fn check_resource_name(kind: &str, name: &str) -> VfsResult<()> {
     if !ciofs_backends::pubsub::is_valid_name(name) {
-        return Err(VfsError::new(
-            libc::EINVAL,
-            format!(
-                "`{name}` cannot name a {kind}: 3 to 255 letters, digits or `-_.~+%`, starting with a letter, not with `goog`"
-            ),
-        ));
+        return Err(VfsError::invalid(format!(
+            "`{name}` cannot name a {kind}: 3 to 255 letters, digits or `-_.~+%`, starting with a letter, not with `goog`"
+        )));
     }
     Ok(())
 }
@@ -191,7 +188,7 @@ impl PubSubTree {
     pub async fn stream_log_read(&self, node: &Node, offset: u64, len: u32) -> VfsResult<(Bytes, bool)> {
         match self.stream_log(node, true) {
             Some(log) => log.read(offset, len).await,
-            None => Err(VfsError::new(libc::EINVAL, format!("{node}: not a stream"))),
+            None => Err(VfsError::invalid(format!("{node}: not a stream"))),
         }
     }
 
@@ -209,7 +206,7 @@ impl PubSubTree {
             }
             Node::TopicFile { .. } | Node::SubscriptionFile { .. } => Ok(Bytes::new()),
             Node::Scratch { .. } => Err(VfsError::not_found(node.to_string())),
-            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+            _ => Err(VfsError::is_dir(format!("{node}: not a document"))),
         }
     }
 
@@ -254,7 +251,7 @@ impl PubSubTree {
                     file,
                 })
                 .collect(),
-            _ => return Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+            _ => return Err(VfsError::not_dir(format!("{dir}: not a directory"))),
         };
         let mut entries = Vec::new();
         for node in nodes.into_iter().filter(|n| !self.cx.local.is_hidden(n)) {
@@ -660,7 +657,7 @@ impl Slice for PubSubTree {
                     Err(e) => return Err(vfs_error(e)),
                 };
                 if exists {
-                    return Err(VfsError::new(libc::EEXIST, format!("topic {name} exists")));
+                    return Err(VfsError::exists(format!("topic {name} exists")));
                 }
                 self.pending_topics.add((project.clone(), name.to_string()), ());
                 tracing::info!(project, topic = name, "topic pending: created at its config.json");
@@ -674,13 +671,13 @@ impl Slice for PubSubTree {
                     Err(e) => return Err(vfs_error(e)),
                 };
                 if exists {
-                    return Err(VfsError::new(libc::EEXIST, format!("subscription {name} exists")));
+                    return Err(VfsError::exists(format!("subscription {name} exists")));
                 }
                 self.pending.add((project.clone(), name.to_string()), topic.clone());
                 tracing::info!(project, topic, subscription = name, "subscription pending: created at its config.json");
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name.to_string() }
             }
-            _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+            _ => return Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here"))),
         };
         Ok(self.cx.dir_entry(node).attr)
     }
@@ -719,7 +716,7 @@ impl Slice for PubSubTree {
             }
             // `rm -r` of a topic: its fixed directories hold nothing to delete.
             Node::Service { .. } | Node::Topic { .. } | Node::Subscription { .. } => Ok(()),
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}/{name} cannot be removed"))),
         }
     }
 

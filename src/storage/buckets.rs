@@ -169,7 +169,7 @@ impl StorageTree {
                 "{BUCKET_META}: bucket {bucket} is in {}; a bucket's location cannot change (make a new bucket)",
                 current.location
             );
-            return Err(VfsError::new(libc::EINVAL, message));
+            return Err(VfsError::invalid(message));
         }
         let change = BucketChange {
             labels: map_change(&current.labels, &wanted.labels),
@@ -188,7 +188,7 @@ impl StorageTree {
 }
 
 fn taken_error(bucket: &str) -> VfsError {
-    VfsError::new(libc::EEXIST, format!("bucket {bucket} exists (bucket names are global across all projects)"))
+    VfsError::exists(format!("bucket {bucket} exists (bucket names are global across all projects)"))
 }
 
 /// Cloud Storage's bucket name rules, checked before anything is sent: 3–63
@@ -196,7 +196,7 @@ fn taken_error(bucket: &str) -> VfsError {
 /// digits, `-`, `_` and `.`, starting and ending with a letter or digit,
 /// not `goog` at the start.
 fn check_bucket_name(name: &str) -> VfsResult<()> {
-    let refuse = |why: &str| Err(VfsError::new(libc::EINVAL, format!("bucket name {name:?}: {why}")));
+    let refuse = |why: &str| Err(VfsError::invalid(format!("bucket name {name:?}: {why}")));
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let longest = if name.contains('.') { 222 } else { 63 };

@@ -115,7 +115,7 @@ impl StorageTree {
                         // deleted: the next open sees what is there now.
                         let version = reader.version();
                         self.cache.forget(&cache::key(&version.bucket, &version.name));
-                        Err(VfsError::new(libc::ESTALE, format!("{e}; the object changed since it was opened")))
+                        Err(VfsError::stale(format!("{e}; the object changed since it was opened")))
                     }
                     Err(e) => Err(crate::core::errors::vfs_error(e)),
                 }
@@ -127,7 +127,7 @@ impl StorageTree {
     /// handle open for reading only.
     pub async fn write(&self, ino: Ino, handle: &FileHandle, offset: u64, data: &[u8]) -> VfsResult<u32> {
         let FileHandle::Write(writer) = handle else {
-            return Err(VfsError::new(libc::EBADF, format!("inode {ino}: not open for write")));
+            return Err(VfsError::bad_handle(format!("inode {ino}: not open for write")));
         };
         let mut staged = writer.staged.lock().await;
         let written = self.staged_write(&mut staged, offset, data, true).await;

@@ -44,7 +44,7 @@ impl StorageTree {
     pub async fn make_dir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
         check_name_length(name)?;
         if let Some(why) = unusable_segment(name) {
-            return Err(VfsError::new(libc::EINVAL, format!("{dir}/{name}: {why}")));
+            return Err(VfsError::invalid(format!("{dir}/{name}: {why}")));
         }
         let node = match dir {
             Node::Service { project, service: Service::Storage } => {
@@ -54,13 +54,13 @@ impl StorageTree {
             Node::Dir { project, bucket, prefix } => {
                 let full = format!("{prefix}{name}");
                 if !matches!(self.resolve(bucket, &full).await?, Known::Absent) {
-                    return Err(VfsError::new(libc::EEXIST, format!("{dir}/{name} exists")));
+                    return Err(VfsError::exists(format!("{dir}/{name} exists")));
                 }
                 self.put_placeholder(bucket, &format!("{full}/")).await?;
                 self.cache.put(key(bucket, &format!("{full}/")), Known::Prefix);
                 Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: format!("{full}/") }
             }
-            _ => return Err(VfsError::new(libc::EPERM, format!("{dir}: directories cannot be made here"))),
+            _ => return Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here"))),
         };
         let (ino, generation) = self.cx.inodes.remember(&node);
         Ok(self.cx.attr(ino, generation, &node, 0, SystemTime::UNIX_EPOCH))
@@ -71,7 +71,7 @@ impl StorageTree {
         self.ensure_bucket(bucket).await?;
         let empty = tempfile::tempfile_in(&self.cx.options.staging_dir)
             .or_else(|_| tempfile::tempfile())
-            .map_err(|e| VfsError::new(libc::EIO, format!("staging file: {e}")))?;
+            .map_err(|e| VfsError::io(format!("staging file: {e}")))?;
         let upload = Upload {
             bucket: bucket.to_string(),
             name: name.to_string(),
@@ -84,7 +84,7 @@ impl StorageTree {
         match self.gcs.upload_object(&upload).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind == ErrorKind::PreconditionFailed => {
-                Err(VfsError::new(libc::EEXIST, format!("gs://{bucket}/{name} exists")))
+                Err(VfsError::exists(format!("gs://{bucket}/{name} exists")))
             }
             Err(e) => Err(vfs_error(e)),
         }
@@ -128,7 +128,7 @@ impl StorageTree {
                         self.cache.put(key(bucket, &full), Known::Absent);
                         tracing::debug!(bucket, name = %full, generation = meta.generation, "deleted");
                     }
-                    Known::Prefix => return Err(VfsError::new(libc::EISDIR, format!("{dir}/{name} is a directory"))),
+                    Known::Prefix => return Err(VfsError::is_dir(format!("{dir}/{name} is a directory"))),
                     // A file being written that was never uploaded.
                     _ if writer.is_some() => {}
                     _ => return Err(VfsError::not_found(format!("{dir}/{name}"))),
@@ -156,7 +156,7 @@ impl StorageTree {
                 let version = self.described_version(&node).await?;
                 self.cx.local.unlink_at(&node, version)
             }
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}/{name} cannot be removed"))),
         }
     }
 
@@ -165,7 +165,7 @@ impl StorageTree {
         match dir {
             Node::Service { project, service: Service::Storage } => {
                 if self.has_local_files(name, "") {
-                    return Err(VfsError::new(libc::ENOTEMPTY, format!("bucket {name} holds files being written")));
+                    return Err(VfsError::not_empty(format!("bucket {name} holds files being written")));
                 }
                 // NFS names the bucket without a lookup: only this project's.
                 if !self.is_bucket_of(project, name).await? {
@@ -177,7 +177,7 @@ impl StorageTree {
                 let probe = ListObjects { bucket: name.to_string(), page_size: 1, ..Default::default() };
                 let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
                 if !listed.objects.is_empty() {
-                    return Err(VfsError::new(libc::ENOTEMPTY, format!("bucket {name} is not empty")));
+                    return Err(VfsError::not_empty(format!("bucket {name} is not empty")));
                 }
                 self.gcs.delete_bucket(name).await.map_err(vfs_error)?;
                 self.cache.put(key(name, ""), Known::Absent);
@@ -189,13 +189,13 @@ impl StorageTree {
             Node::Dir { bucket, prefix, .. } => {
                 let full = format!("{prefix}{name}/");
                 if self.has_local_files(bucket, &full) {
-                    return Err(VfsError::new(libc::ENOTEMPTY, format!("{dir}/{name} holds files being written")));
+                    return Err(VfsError::not_empty(format!("{dir}/{name} holds files being written")));
                 }
                 let probe =
                     ListObjects { bucket: bucket.clone(), prefix: full.clone(), page_size: 2, ..Default::default() };
                 let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
                 if listed.objects.iter().any(|o| o.name != full) {
-                    return Err(VfsError::new(libc::ENOTEMPTY, format!("{dir}/{name} is not empty")));
+                    return Err(VfsError::not_empty(format!("{dir}/{name} is not empty")));
                 }
                 // With no object left (an implicit directory whose last file
                 // went) there is nothing to delete, and the directory is gone.
@@ -208,7 +208,7 @@ impl StorageTree {
                 self.cache.forget(&key(bucket, &format!("{prefix}{name}")));
                 Ok(())
             }
-            _ => Err(VfsError::new(libc::EPERM, format!("{dir}/{name} cannot be removed"))),
+            _ => Err(VfsError::not_permitted(format!("{dir}/{name} cannot be removed"))),
         }
     }
 
@@ -218,7 +218,7 @@ impl StorageTree {
         check_name_length(name)?;
         check_name_length(new_name)?;
         if let Some(why) = unusable_segment(new_name) {
-            return Err(VfsError::new(libc::EINVAL, format!("{to}/{new_name}: {why}")));
+            return Err(VfsError::invalid(format!("{to}/{new_name}: {why}")));
         }
         match (from, to) {
             (Node::Dir { project, bucket, prefix }, Node::Dir { bucket: to_bucket, prefix: to_prefix, .. })
@@ -252,7 +252,7 @@ impl StorageTree {
                 let (from_kind, to_kind) = (self.resolve(bucket, &source).await?, self.resolve(bucket, &target).await?);
                 match (from_kind, to_kind) {
                     (Known::Object(_), Known::Prefix) => {
-                        Err(VfsError::new(libc::EISDIR, format!("{to}/{new_name} is a directory")))
+                        Err(VfsError::is_dir(format!("{to}/{new_name} is a directory")))
                     }
                     (Known::Object(meta), _) => {
                         // An open file moves only as its handles see it: if
@@ -274,20 +274,19 @@ impl StorageTree {
                         Ok(())
                     }
                     (Known::Prefix, Known::Object(_)) => {
-                        Err(VfsError::new(libc::ENOTDIR, format!("{to}/{new_name} is not a directory")))
+                        Err(VfsError::not_dir(format!("{to}/{new_name} is not a directory")))
                     }
                     (Known::Prefix, _) if target.starts_with(&format!("{source}/")) => {
-                        Err(VfsError::new(libc::EINVAL, format!("{from}/{name} cannot move into itself")))
+                        Err(VfsError::invalid(format!("{from}/{name} cannot move into itself")))
                     }
-                    (Known::Prefix, _) if self.has_local_files(bucket, &format!("{source}/")) => Err(VfsError::new(
-                        libc::EBUSY,
-                        format!("{from}/{name} holds files open for write; close them first"),
-                    )),
+                    (Known::Prefix, _) if self.has_local_files(bucket, &format!("{source}/")) => {
+                        Err(VfsError::busy(format!("{from}/{name} holds files open for write; close them first")))
+                    }
                     // Files being written under the target are in it, as
                     // `ls` shows them, even when Cloud Storage has none yet
                     // (or no longer has them): it is not empty.
                     (Known::Prefix, _) if self.has_local_files(bucket, &format!("{target}/")) => {
-                        Err(VfsError::new(libc::ENOTEMPTY, format!("{to}/{new_name} holds files being written")))
+                        Err(VfsError::not_empty(format!("{to}/{new_name} holds files being written")))
                     }
                     (Known::Prefix, to_kind) => {
                         if matches!(to_kind, Known::Prefix) {
@@ -304,9 +303,9 @@ impl StorageTree {
                 }
             }
             (Node::Dir { .. }, Node::Dir { .. }) => {
-                Err(VfsError::new(libc::EXDEV, "rename across buckets: copy and delete instead"))
+                Err(VfsError::cross_device("rename across buckets: copy and delete instead"))
             }
-            _ => Err(VfsError::new(libc::EXDEV, format!("{from}/{name} cannot be renamed to {to}/{new_name}"))),
+            _ => Err(VfsError::cross_device(format!("{from}/{name} cannot be renamed to {to}/{new_name}"))),
         }
     }
 
@@ -365,7 +364,7 @@ impl StorageTree {
             let limit = self.cx.options.rename_limit;
             if names.len() > limit {
                 let message = format!("gs://{bucket}/{source} holds more than {limit} objects (--rename-limit)");
-                return Err(VfsError::new(libc::EXDEV, format!("{message}; mv copies them instead")));
+                return Err(VfsError::cross_device(format!("{message}; mv copies them instead")));
             }
             token = page.next_page_token;
             if token.is_none() {

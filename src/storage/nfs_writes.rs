@@ -121,7 +121,7 @@ impl StorageTree {
             return Ok(writer);
         }
         if !matches!(node, Node::Object { .. }) {
-            return Err(VfsError::new(libc::EISDIR, format!("{node}: is a directory")));
+            return Err(VfsError::is_dir(format!("{node}: is a directory")));
         }
         self.refuse_objects_if_config_only(&node)?;
         let base = self.existing_object(&node).await?;
@@ -153,7 +153,7 @@ impl StorageTree {
         ino: Ino,
     ) -> VfsResult<Staged> {
         let Node::Object { project, bucket, name } = node else {
-            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+            return Err(VfsError::is_dir(format!("{node}: not an object")));
         };
         let dir = self.journal_dir();
         private_files::private_dir(&dir).map_err(|e| io_error(&format!("journal directory {}", dir.display()), e))?;
@@ -209,7 +209,7 @@ impl StorageTree {
             },
             unconfirmed: staged.unconfirmed.clone(),
         };
-        let text = serde_json::to_vec(&record).map_err(|e| VfsError::new(libc::EIO, e.to_string()))?;
+        let text = serde_json::to_vec(&record).map_err(|e| VfsError::io(e.to_string()))?;
         private_files::replace(&files.record, &text).map_err(|e| io_error("journal record", e))?;
         staged.journaled = true;
         Ok(())

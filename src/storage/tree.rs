@@ -198,7 +198,7 @@ impl StorageTree {
                     _ => Err(missing()),
                 }
             }
-            _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+            _ => Err(VfsError::not_dir(format!("{dir}: not a directory"))),
         }
     }
 
@@ -236,7 +236,7 @@ impl StorageTree {
     /// The current metadata of an object node.
     pub async fn object_meta(&self, node: &Node) -> VfsResult<Arc<ObjectMeta>> {
         let (Node::Object { bucket, name, .. } | Node::ObjectMeta { bucket, name, .. }) = node else {
-            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+            return Err(VfsError::is_dir(format!("{node}: not an object")));
         };
         let cache_key = key(bucket, name);
         if let Some(Known::Object(meta)) = self.cache.get(&cache_key) {
@@ -284,7 +284,7 @@ impl StorageTree {
                 let mtime = meta.updated.or(meta.created).unwrap_or(SystemTime::UNIX_EPOCH);
                 Ok((documents::bucket_document(&meta).into(), mtime))
             }
-            _ => Err(VfsError::new(libc::EISDIR, format!("{node}: not a document"))),
+            _ => Err(VfsError::is_dir(format!("{node}: not a document"))),
         }
     }
 
@@ -471,14 +471,14 @@ impl StorageTree {
             .inodes
             .node(after)
             .filter(|node| node.parent() == *dir)
-            .ok_or_else(|| VfsError::new(libc::EINVAL, format!("{dir}: cookie {after} is not an entry of it")))?;
+            .ok_or_else(|| VfsError::invalid(format!("{dir}: cookie {after} is not an entry of it")))?;
         let last_key = match &resume {
             // A fixed entry: the children follow from the start.
             Node::MetaDir { .. } | Node::BucketMeta { .. } => None,
             Node::Dir { bucket, prefix, .. } if prefix.is_empty() => Some(bucket.clone()),
             Node::Dir { prefix, .. } => Some(prefix.clone()),
             Node::Object { name, .. } | Node::ObjectMeta { name, .. } => Some(name.clone()),
-            _ => return Err(VfsError::new(libc::EINVAL, format!("{dir}: cookie {after} is not in it"))),
+            _ => return Err(VfsError::invalid(format!("{dir}: cookie {after} is not in it"))),
         };
         Ok(DirStream::new(Vec::new(), last_key))
     }
@@ -511,7 +511,7 @@ impl StorageTree {
             Node::MetaDir { project, bucket, prefix } => {
                 self.fetch_objects(project, bucket, prefix, true, stream).await
             }
-            _ => Err(VfsError::new(libc::ENOTDIR, format!("{dir}: not a directory"))),
+            _ => Err(VfsError::not_dir(format!("{dir}: not a directory"))),
         }
     }
 
@@ -723,7 +723,7 @@ impl Slice for StorageTree {
         match node {
             Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
             Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
-            _ => Err(VfsError::new(libc::EINVAL, format!("{node}: not a document"))),
+            _ => Err(VfsError::invalid(format!("{node}: not a document"))),
         }
     }
 

@@ -61,7 +61,7 @@ impl StorageTree {
     /// A staging file for `node`, empty; `base` is the object it replaces.
     pub fn stage(&self, node: &Node, base: Option<Arc<ObjectMeta>>, truncate: bool) -> VfsResult<Staged> {
         let Node::Object { bucket, name, .. } = node else {
-            return Err(VfsError::new(libc::EISDIR, format!("{node}: not an object")));
+            return Err(VfsError::is_dir(format!("{node}: not an object")));
         };
         let dir = &self.cx.options.staging_dir;
         crate::core::private_files::private_dir(dir)
@@ -77,13 +77,10 @@ impl StorageTree {
             return Ok(());
         }
         if staged.base_gone {
-            return Err(VfsError::new(
-                libc::ESTALE,
-                format!(
-                    "gs://{}/{}: the file was removed or replaced before its bytes were read",
-                    staged.bucket, staged.name
-                ),
-            ));
+            return Err(VfsError::stale(format!(
+                "gs://{}/{}: the file was removed or replaced before its bytes were read",
+                staged.bucket, staged.name
+            )));
         }
         let Base::Object(base) = self.known_base(staged).await? else {
             staged.needs_fill = false;
@@ -100,7 +97,7 @@ impl StorageTree {
         while at < base.size {
             let (chunk, _) = reader.read(at, 4 << 20).await.map_err(vfs_error)?;
             if chunk.is_empty() {
-                return Err(VfsError::new(libc::EIO, format!("gs://{}/{}: short read", base.bucket, base.name)));
+                return Err(VfsError::io(format!("gs://{}/{}: short read", base.bucket, base.name)));
             }
             staged.file.write_all_at(&chunk, at).map_err(|e| io_error("staging file", e))?;
             at += chunk.len() as u64;
@@ -230,10 +227,10 @@ impl StorageTree {
             return Ok(());
         }
         if let Some(why) = &staged.broken {
-            return Err(VfsError::new(
-                libc::EIO,
-                format!("gs://{}/{}: not uploaded: a write failed earlier ({why})", staged.bucket, staged.name),
-            ));
+            return Err(VfsError::io(format!(
+                "gs://{}/{}: not uploaded: a write failed earlier ({why})",
+                staged.bucket, staged.name
+            )));
         }
         self.fill(staged).await?;
         // (Only a base just fetched says what Cloud Storage holds now.)
@@ -287,13 +284,10 @@ impl StorageTree {
                 _ => {}
             }
             self.cache.forget(&key(&staged.bucket, &staged.name));
-            return Err(VfsError::new(
-                libc::ESTALE,
-                format!(
-                    "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
-                    staged.bucket, staged.name
-                ),
-            ));
+            return Err(VfsError::stale(format!(
+                "gs://{}/{} changed in Cloud Storage since it was opened; not overwritten",
+                staged.bucket, staged.name
+            )));
         }
     }
 
@@ -441,10 +435,9 @@ impl StorageTree {
     pub async fn open_writer(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Arc<Writer>> {
         if let Some(writer) = self.writer(ino) {
             if !writer.settled_within(SETTLE_WAIT).await {
-                return Err(VfsError::new(
-                    libc::EBUSY,
-                    format!("{node}: another handle has unflushed data or an upload in flight"),
-                ));
+                return Err(VfsError::busy(format!(
+                    "{node}: another handle has unflushed data or an upload in flight"
+                )));
             }
             if let Some(shared) = self.share_writer(&writer, truncate).await? {
                 return Ok(shared);

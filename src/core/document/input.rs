@@ -26,7 +26,7 @@ fn json_error(error: &serde_json::Error, file: &str) -> VfsError {
     } else {
         format!("{file}: at {place}: {reason}")
     };
-    VfsError::new(libc::EINVAL, message)
+    VfsError::invalid(message)
 }
 
 /// `version` and `type` may be left out, but when present they must be
@@ -34,11 +34,11 @@ fn json_error(error: &serde_json::Error, file: &str) -> VfsError {
 pub fn check_header(file: &str, version: Option<&str>, kind: Option<&str>, expected: &str) -> Result<(), VfsError> {
     if let Some(version) = version.filter(|&v| v != VERSION) {
         let message = format!("{file}: version {version:?} is not supported (this ciofs reads version \"{VERSION}\")");
-        return Err(VfsError::new(libc::EINVAL, message));
+        return Err(VfsError::invalid(message));
     }
     if let Some(kind) = kind.filter(|&k| k != expected) {
         let message = format!("{file}: type {kind:?} does not belong here (expected \"{expected}\")");
-        return Err(VfsError::new(libc::EINVAL, message));
+        return Err(VfsError::invalid(message));
     }
     Ok(())
 }
