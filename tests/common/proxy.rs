@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use ciofs_backends::sync::lock;
+
 pub struct RecordingProxy {
     url: String,
     sent: Arc<Mutex<Vec<u8>>>,
@@ -37,7 +39,7 @@ impl RecordingProxy {
 
     /// Everything clients sent so far (requests and bodies), as text.
     pub fn sent(&self) -> String {
-        String::from_utf8_lossy(&self.sent.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+        String::from_utf8_lossy(&lock(&self.sent)).into_owned()
     }
 }
 
@@ -49,7 +51,7 @@ fn pump(client: TcpStream, server: TcpStream, recorded: Arc<Mutex<Vec<u8>>>) {
     std::thread::spawn(move || {
         let mut buffer = vec![0; 64 * 1024];
         while let Ok(n @ 1..) = from_client.read(&mut buffer) {
-            recorded.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buffer[..n]);
+            lock(&recorded).extend_from_slice(&buffer[..n]);
             if to_server.write_all(&buffer[..n]).is_err() {
                 break;
             }
