@@ -19,7 +19,7 @@ use crate::bigquery::documents::{
     parse_dataset, parse_schema, parse_table_config, render_dataset, render_schema, render_table_config,
 };
 use crate::bigquery::rules::{check_config_change, check_new_table_config, check_schema, check_schema_change};
-use crate::core::rules::{label_problems, refuse_if_any};
+use crate::core::rules::{Problems, label_problems, refuse_if_any};
 use crate::namespace::{Namespace, Options, Services};
 use crate::pubsub::documents::{
     parse_subscription_config, parse_topic_config, render_subscription_config, render_topic_config,
@@ -66,7 +66,7 @@ pub fn table_config_json(data: &[u8]) {
 pub fn dataset_json(data: &[u8]) {
     let current = DatasetSettings::default();
     let Ok(settings) = parse_dataset(data, &current) else { return };
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     label_problems("BigQuery", &settings.labels, &mut problems);
     let _ = refuse_if_any(problems);
     let meta = DatasetMeta { settings: settings.clone(), ..DatasetMeta::default() };
@@ -106,7 +106,7 @@ pub fn bucket_json(data: &[u8]) {
         ..BucketMeta::default()
     };
     let Ok(settings) = parse_bucket_document(data, "_bucket.json", &current) else { return };
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     label_problems("Cloud Storage", &settings.labels, &mut problems);
     let _ = refuse_if_any(problems);
     let meta = BucketMeta {

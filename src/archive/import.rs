@@ -406,7 +406,7 @@ pub fn plan<V: Vfs + ?Sized>(
                         ),
                         None => match parse_schema(&item.entry.data) {
                             Ok(_) => Action::Create,
-                            Err(e) => Action::Invalid(e.message().to_string()),
+                            Err(e) => Action::Invalid(e.to_string()),
                         },
                     }
                 }
@@ -527,10 +527,10 @@ fn compare_documents(name: &str, current: &[u8], wanted: &Value) -> Action {
         match (old, new) {
             (Ok(old), Ok(new)) => {
                 if let Err(e) = check_schema_change(&old, &new) {
-                    return Action::Conflict(e.message().to_string());
+                    return Action::Conflict(e.to_string());
                 }
             }
-            (_, Err(e)) => return Action::Invalid(e.message().to_string()),
+            (_, Err(e)) => return Action::Invalid(e.to_string()),
             (Err(_), _) => {}
         }
     }

@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use crate::core::rules::Problems;
 use chrono::DateTime;
 use ciofs_backends::bigquery::{
     DatasetMeta, DatasetSettings, RangePartitioning, SchemaField, TableMeta, TableSettings, TimePartitioning,
 };
-use ciofs_frontends::VfsError;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -115,7 +115,7 @@ impl FieldInput {
 /// The columns of a written `schema.json`, checked on their own (known
 /// types and modes, names, nesting) but not against the table's current
 /// schema (`rules::check_schema_change` does that).
-pub fn parse_schema(bytes: &[u8]) -> Result<Vec<SchemaField>, VfsError> {
+pub fn parse_schema(bytes: &[u8]) -> Result<Vec<SchemaField>, Problems> {
     let input: SchemaInput = parse_json(bytes, SCHEMA_FILE)?;
     check_header(SCHEMA_FILE, input.version.as_deref(), input.r#type.as_deref(), SCHEMA_TYPE)?;
     let fields: Vec<SchemaField> = input.fields.into_iter().map(FieldInput::into_field).collect();
@@ -274,7 +274,7 @@ fn partition_type<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// document's keys applied (absent keeps, null clears, `labels` replaces the
 /// whole map). The schema is `current`'s. Whether BigQuery allows the
 /// change is `rules::check_config_change`'s question.
-pub fn parse_table_config(bytes: &[u8], current: &TableSettings) -> Result<TableSettings, VfsError> {
+pub fn parse_table_config(bytes: &[u8], current: &TableSettings) -> Result<TableSettings, Problems> {
     let input: ConfigInput = parse_json(bytes, CONFIG_FILE)?;
     check_header(CONFIG_FILE, input.version.as_deref(), input.r#type.as_deref(), CONFIG_TYPE)?;
     Ok(TableSettings {
@@ -406,7 +406,7 @@ struct DatasetInput {
 /// document's keys applied (absent keeps, null clears, `labels` replaces
 /// the map). A location other than the dataset's is refused: BigQuery sets
 /// it only at creation.
-pub fn parse_dataset(bytes: &[u8], current: &DatasetSettings) -> Result<DatasetSettings, VfsError> {
+pub fn parse_dataset(bytes: &[u8], current: &DatasetSettings) -> Result<DatasetSettings, Problems> {
     let input: DatasetInput = parse_json(bytes, DATASET_FILE)?;
     check_header(DATASET_FILE, input.version.as_deref(), input.r#type.as_deref(), DATASET_TYPE)?;
     let location = pick(input.location, &current.location);
@@ -415,7 +415,7 @@ pub fn parse_dataset(bytes: &[u8], current: &DatasetSettings) -> Result<DatasetS
     {
         let message =
             format!("{DATASET_FILE}: location cannot change from {old} to {new} (BigQuery sets it only at creation)");
-        return Err(VfsError::invalid(message));
+        return Err(Problems::one("location", message));
     }
     Ok(DatasetSettings {
         location: current.location.clone().or(location),

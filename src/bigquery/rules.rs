@@ -15,10 +15,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use ciofs_backends::bigquery::{RangePartitioning, SchemaField, TableSettings, TimePartitioning};
-use ciofs_frontends::VfsError;
 
 use crate::core::document::rfc3339;
-use crate::core::rules::{label_problems, refuse_if_any};
+use crate::core::rules::{Problems, label_problems, refuse_if_any};
 
 /// The column types BigQuery knows, as `tables.insert` accepts them.
 const TYPES: &[&str] = &[
@@ -85,63 +84,66 @@ fn column_path(prefix: &str, name: &str) -> String {
 /// one column, known types and modes, RECORDs with fields and nothing else
 /// with fields, names non-empty, at most 300 characters and unique within
 /// their record regardless of letter case, RECORDs nested at most 15 deep.
-pub fn check_schema(fields: &[SchemaField]) -> Result<(), VfsError> {
-    let mut problems = Vec::new();
+pub fn check_schema(fields: &[SchemaField]) -> Result<(), Problems> {
+    let mut problems = Problems::default();
     if fields.is_empty() {
-        problems.push("the schema has no columns (a table needs at least one)".to_string());
+        problems.add("", "the schema has no columns (a table needs at least one)");
     }
     check_columns(fields, "", 1, &mut problems);
     refuse_if_any(problems)
 }
 
-fn check_columns(fields: &[SchemaField], prefix: &str, depth: usize, problems: &mut Vec<String>) {
+fn check_columns(fields: &[SchemaField], prefix: &str, depth: usize, problems: &mut Problems) {
     // BigQuery column names are case-insensitive: `Id` and `id` collide.
     let mut seen: HashMap<String, &str> = HashMap::new();
     for (index, field) in fields.iter().enumerate() {
         if field.name.is_empty() {
             let place = if prefix.is_empty() { String::new() } else { format!(" of `{prefix}`") };
-            problems.push(format!("column {}{place} has an empty name", index + 1));
+            problems.add(prefix, format!("column {}{place} has an empty name", index + 1));
             continue;
         }
         let path = column_path(prefix, &field.name);
         if let Some(first) = seen.insert(field.name.to_lowercase(), &field.name) {
             let first = column_path(prefix, first);
-            problems.push(format!(
-                "columns `{first}` and `{path}` have the same name (BigQuery column names ignore letter case)"
-            ));
+            problems.add(
+                path.clone(),
+                format!("columns `{first}` and `{path}` have the same name (BigQuery column names ignore letter case)"),
+            );
         }
         check_column(field, &path, depth, problems);
     }
 }
 
-fn check_column(field: &SchemaField, path: &str, depth: usize, problems: &mut Vec<String>) {
+fn check_column(field: &SchemaField, path: &str, depth: usize, problems: &mut Problems) {
     let chars = field.name.chars().count();
     if chars > MAX_COLUMN_NAME_CHARS {
-        problems.push(format!(
-            "column `{path}`: the name is {chars} characters long, BigQuery allows at most {MAX_COLUMN_NAME_CHARS}"
-        ));
+        problems.add(
+            path,
+            format!(
+                "column `{path}`: the name is {chars} characters long, BigQuery allows at most {MAX_COLUMN_NAME_CHARS}"
+            ),
+        );
     }
     let field_type = field.field_type.to_ascii_uppercase();
     if !TYPES.contains(&field_type.as_str()) {
-        problems.push(format!(
-            "column `{path}`: unknown type {:?} (BigQuery's types: {})",
-            field.field_type,
-            TYPES.join(", ")
-        ));
+        problems.add(
+            path,
+            format!("column `{path}`: unknown type {:?} (BigQuery's types: {})", field.field_type, TYPES.join(", ")),
+        );
     }
     if !MODES.contains(&mode(field).as_str()) {
-        problems.push(format!("column `{path}`: unknown mode {:?} (one of {})", field.mode, MODES.join(", ")));
+        problems.add(path, format!("column `{path}`: unknown mode {:?} (one of {})", field.mode, MODES.join(", ")));
     }
     if !is_record(field) {
         if !field.fields.is_empty() {
-            problems.push(format!("column `{path}`: only a RECORD (STRUCT) has `fields`, not a {field_type}"));
+            problems.add(path, format!("column `{path}`: only a RECORD (STRUCT) has `fields`, not a {field_type}"));
         }
         return;
     }
     if field.fields.is_empty() {
-        problems.push(format!("column `{path}`: a RECORD needs at least one field"));
+        problems.add(path, format!("column `{path}`: a RECORD needs at least one field"));
     } else if depth > MAX_RECORD_DEPTH {
-        problems.push(format!("column `{path}`: RECORDs nest at most {MAX_RECORD_DEPTH} levels deep in BigQuery"));
+        problems.add(path, format!("column `{path}`: RECORDs nest at most {MAX_RECORD_DEPTH} levels deep in BigQuery"));
     } else {
         check_columns(&field.fields, path, depth + 1, problems);
     }
@@ -161,13 +163,13 @@ fn check_column(field: &SchemaField, path: &str, depth: usize, problems: &mut Ve
 /// Problems are listed level by level in the old schema's order (a
 /// RECORD's problems right after its own), then the additions at that level
 /// in the new schema's order. `new` is assumed to pass `check_schema`.
-pub fn check_schema_change(old: &[SchemaField], new: &[SchemaField]) -> Result<(), VfsError> {
-    let mut problems = Vec::new();
+pub fn check_schema_change(old: &[SchemaField], new: &[SchemaField]) -> Result<(), Problems> {
+    let mut problems = Problems::default();
     compare_columns(old, new, "", &mut problems);
     refuse_if_any(problems)
 }
 
-fn compare_columns(old: &[SchemaField], new: &[SchemaField], prefix: &str, problems: &mut Vec<String>) {
+fn compare_columns(old: &[SchemaField], new: &[SchemaField], prefix: &str, problems: &mut Problems) {
     let mut matched = HashSet::new();
     let mut dropped = Vec::new();
     for column in old {
@@ -176,12 +178,15 @@ fn compare_columns(old: &[SchemaField], new: &[SchemaField], prefix: &str, probl
             compare_column(column, &new[index], &column_path(prefix, &column.name), problems);
         } else if let Some(index) = new.iter().position(|n| n.name.to_lowercase() == column.name.to_lowercase()) {
             matched.insert(index);
-            problems.push(format!(
-                "column `{}` renamed to `{}`: BigQuery does not rename columns, not even to change letter case \
-                 (a rename is a drop plus an add, and BigQuery does not drop columns)",
+            problems.add(
                 column_path(prefix, &column.name),
-                new[index].name
-            ));
+                format!(
+                    "column `{}` renamed to `{}`: BigQuery does not rename columns, not even to change letter case \
+                 (a rename is a drop plus an add, and BigQuery does not drop columns)",
+                    column_path(prefix, &column.name),
+                    new[index].name
+                ),
+            );
         } else {
             dropped.push(column);
         }
@@ -189,15 +194,19 @@ fn compare_columns(old: &[SchemaField], new: &[SchemaField], prefix: &str, probl
     let added: Vec<&SchemaField> =
         new.iter().enumerate().filter(|(index, _)| !matched.contains(index)).map(|(_, f)| f).collect();
     for column in dropped {
-        problems.push(dropped_message(&column_path(prefix, &column.name), &added, prefix));
+        let path = column_path(prefix, &column.name);
+        problems.add(path.clone(), dropped_message(&path, &added, prefix));
     }
     for column in added {
         if mode(column) == "REQUIRED" {
-            problems.push(format!(
-                "column `{}`: a new column cannot be REQUIRED (the table's existing rows have no value for it), \
+            problems.add(
+                column_path(prefix, &column.name),
+                format!(
+                    "column `{}`: a new column cannot be REQUIRED (the table's existing rows have no value for it), \
                  add it as NULLABLE or REPEATED",
-                column_path(prefix, &column.name)
-            ));
+                    column_path(prefix, &column.name)
+                ),
+            );
         }
     }
 }
@@ -217,18 +226,21 @@ fn dropped_message(path: &str, added: &[&SchemaField], prefix: &str) -> String {
     )
 }
 
-fn compare_column(old: &SchemaField, new: &SchemaField, path: &str, problems: &mut Vec<String>) {
+fn compare_column(old: &SchemaField, new: &SchemaField, path: &str, problems: &mut Problems) {
     let (old_type, new_type) = (canonical_type(&old.field_type), canonical_type(&new.field_type));
     if old_type != new_type {
-        problems.push(format!(
-            "column `{path}`: type {} cannot change to {} (BigQuery does not change column types; \
+        problems.add(
+            path,
+            format!(
+                "column `{path}`: type {} cannot change to {} (BigQuery does not change column types; \
              create a new table or column instead)",
-            old.field_type.to_ascii_uppercase(),
-            new.field_type.to_ascii_uppercase()
-        ));
+                old.field_type.to_ascii_uppercase(),
+                new.field_type.to_ascii_uppercase()
+            ),
+        );
     }
     if let Some(problem) = mode_change_problem(&mode(old), &mode(new)) {
-        problems.push(format!("column `{path}`: {problem}"));
+        problems.add(path, format!("column `{path}`: {problem}"));
     }
     if old_type == "RECORD" && new_type == "RECORD" {
         compare_columns(&old.fields, &new.fields, path, problems);
@@ -261,8 +273,8 @@ pub fn check_config_change(
     old: &TableSettings,
     new: &TableSettings,
     now: SystemTime,
-) -> Result<(), VfsError> {
-    let mut problems = Vec::new();
+) -> Result<(), Problems> {
+    let mut problems = Problems::default();
     if new.labels != old.labels {
         label_problems("BigQuery", &new.labels, &mut problems);
     }
@@ -284,8 +296,8 @@ pub fn check_config_change(
 /// `check_config_change` checks on its own, plus the partitioning's values
 /// (which an existing table cannot change, so they are only checked here).
 /// A view is a table with a `view_query`.
-pub fn check_new_table_config(settings: &TableSettings, now: SystemTime) -> Result<(), VfsError> {
-    let mut problems = Vec::new();
+pub fn check_new_table_config(settings: &TableSettings, now: SystemTime) -> Result<(), Problems> {
+    let mut problems = Problems::default();
     label_problems("BigQuery", &settings.labels, &mut problems);
     expiration_problems(settings.expiration_time, now, &mut problems);
     clustering_problems(&settings.clustering, &mut problems);
@@ -298,42 +310,45 @@ pub fn check_new_table_config(settings: &TableSettings, now: SystemTime) -> Resu
         range_partitioning_problems(range, &mut problems);
     }
     if settings.time_partitioning.is_some() && settings.range_partitioning.is_some() {
-        problems.push("a table has either time_partitioning or range_partitioning, not both".into());
+        problems.add("", "a table has either time_partitioning or range_partitioning, not both");
     }
     if settings.view_query.is_some() && settings.materialized_view_query.is_some() {
-        problems.push("a table has either view_query or materialized_view_query, not both".into());
+        problems.add("", "a table has either view_query or materialized_view_query, not both");
     }
     refuse_if_any(problems)
 }
 
-fn expiration_problems(expiration: Option<SystemTime>, now: SystemTime, problems: &mut Vec<String>) {
+fn expiration_problems(expiration: Option<SystemTime>, now: SystemTime, problems: &mut Problems) {
     if let Some(time) = expiration.filter(|&t| t <= now) {
-        problems.push(format!(
-            "expiration_time {} is in the past: BigQuery would delete the table at once \
+        problems.add(
+            "expiration_time",
+            format!(
+                "expiration_time {} is in the past: BigQuery would delete the table at once \
              (give a future time, or null for no expiration)",
-            rfc3339(time)
-        ));
+                rfc3339(time)
+            ),
+        );
     }
 }
 
-fn clustering_problems(columns: &[String], problems: &mut Vec<String>) {
+fn clustering_problems(columns: &[String], problems: &mut Problems) {
     if columns.len() > MAX_CLUSTERING_COLUMNS {
-        problems.push(format!(
-            "clustering: {} columns, BigQuery clusters by at most {MAX_CLUSTERING_COLUMNS}",
-            columns.len()
-        ));
+        problems.add(
+            "clustering",
+            format!("clustering: {} columns, BigQuery clusters by at most {MAX_CLUSTERING_COLUMNS}", columns.len()),
+        );
     }
     let mut seen = HashSet::new();
     for column in columns {
         if column.is_empty() {
-            problems.push("clustering: a column name cannot be empty".into());
+            problems.add("clustering", "clustering: a column name cannot be empty");
         } else if !seen.insert(column.to_lowercase()) {
-            problems.push(format!("clustering: column `{column}` is listed twice"));
+            problems.add("clustering", format!("clustering: column `{column}` is listed twice"));
         }
     }
 }
 
-fn text_problems(settings: &TableSettings, problems: &mut Vec<String>) {
+fn text_problems(settings: &TableSettings, problems: &mut Problems) {
     let lengths = [
         ("description", settings.description.as_deref(), MAX_DESCRIPTION_CHARS),
         ("friendly_name", settings.friendly_name.as_deref(), MAX_FRIENDLY_NAME_CHARS),
@@ -341,42 +356,54 @@ fn text_problems(settings: &TableSettings, problems: &mut Vec<String>) {
     for (key, text, max) in lengths {
         let chars = text.map_or(0, |t| t.chars().count());
         if chars > max {
-            problems.push(format!("{key}: {chars} characters long, BigQuery allows at most {max}"));
+            problems.add(key, format!("{key}: {chars} characters long, BigQuery allows at most {max}"));
         }
     }
 }
 
-fn partition_filter_problems(settings: &TableSettings, problems: &mut Vec<String>) {
+fn partition_filter_problems(settings: &TableSettings, problems: &mut Problems) {
     if settings.require_partition_filter
         && settings.time_partitioning.is_none()
         && settings.range_partitioning.is_none()
     {
-        problems.push(
+        problems.add(
+            "require_partition_filter",
             "require_partition_filter: the table is not partitioned, so there is no partition to filter on \
-             (set it to false)"
-                .into(),
+             (set it to false)",
         );
     }
 }
 
-fn time_partitioning_problems(time: &TimePartitioning, problems: &mut Vec<String>) {
+fn time_partitioning_problems(time: &TimePartitioning, problems: &mut Problems) {
     if !["DAY", "HOUR", "MONTH", "YEAR"].contains(&time.partition_type.as_str()) {
-        problems.push(format!("time_partitioning.type {:?} is not one of DAY, HOUR, MONTH, YEAR", time.partition_type));
+        problems.add(
+            "time_partitioning.type",
+            format!("time_partitioning.type {:?} is not one of DAY, HOUR, MONTH, YEAR", time.partition_type),
+        );
     }
     if time.expiration_ms.is_some_and(|ms| ms <= 0) {
-        problems.push("time_partitioning.expiration_ms must be positive (or null for none)".into());
+        problems.add(
+            "time_partitioning.expiration_ms",
+            "time_partitioning.expiration_ms must be positive (or null for none)",
+        );
     }
 }
 
-fn range_partitioning_problems(range: &RangePartitioning, problems: &mut Vec<String>) {
+fn range_partitioning_problems(range: &RangePartitioning, problems: &mut Problems) {
     if range.field.is_empty() {
-        problems.push("range_partitioning.field cannot be empty".into());
+        problems.add("range_partitioning.field", "range_partitioning.field cannot be empty");
     }
     if range.interval <= 0 {
-        problems.push(format!("range_partitioning.interval is {}, it must be positive", range.interval));
+        problems.add(
+            "range_partitioning.interval",
+            format!("range_partitioning.interval is {}, it must be positive", range.interval),
+        );
     }
     if range.end <= range.start {
-        problems.push(format!("range_partitioning.end ({}) must be above start ({})", range.end, range.start));
+        problems.add(
+            "range_partitioning.end",
+            format!("range_partitioning.end ({}) must be above start ({})", range.end, range.start),
+        );
     }
 }
 
@@ -384,33 +411,41 @@ const FIXED_AT_CREATION: &str = "BigQuery sets a table's partitioning only when 
 
 /// An existing table keeps its time partitioning; only the partitions'
 /// expiration may change.
-fn time_partitioning_change(
-    old: Option<&TimePartitioning>,
-    new: Option<&TimePartitioning>,
-    problems: &mut Vec<String>,
-) {
+fn time_partitioning_change(old: Option<&TimePartitioning>, new: Option<&TimePartitioning>, problems: &mut Problems) {
     match (old, new) {
         (None, None) => {}
-        (Some(_), None) => problems.push(format!("time_partitioning cannot be removed ({FIXED_AT_CREATION})")),
-        (None, Some(_)) => {
-            problems.push(format!("time_partitioning cannot be added to an existing table ({FIXED_AT_CREATION})"))
+        (Some(_), None) => {
+            problems.add("time_partitioning", format!("time_partitioning cannot be removed ({FIXED_AT_CREATION})"))
         }
+        (None, Some(_)) => problems.add(
+            "time_partitioning",
+            format!("time_partitioning cannot be added to an existing table ({FIXED_AT_CREATION})"),
+        ),
         (Some(old), Some(new)) => {
             if !old.partition_type.eq_ignore_ascii_case(&new.partition_type) {
-                problems.push(format!(
-                    "time_partitioning.type {} cannot change to {} ({FIXED_AT_CREATION})",
-                    old.partition_type, new.partition_type
-                ));
+                problems.add(
+                    "time_partitioning.type",
+                    format!(
+                        "time_partitioning.type {} cannot change to {} ({FIXED_AT_CREATION})",
+                        old.partition_type, new.partition_type
+                    ),
+                );
             }
             if old.field != new.field {
-                problems.push(format!(
-                    "time_partitioning.field {} cannot change to {} ({FIXED_AT_CREATION})",
-                    partition_field(&old.field),
-                    partition_field(&new.field)
-                ));
+                problems.add(
+                    "time_partitioning.field",
+                    format!(
+                        "time_partitioning.field {} cannot change to {} ({FIXED_AT_CREATION})",
+                        partition_field(&old.field),
+                        partition_field(&new.field)
+                    ),
+                );
             }
             if new.expiration_ms != old.expiration_ms && new.expiration_ms.is_some_and(|ms| ms <= 0) {
-                problems.push("time_partitioning.expiration_ms must be positive (or null for none)".into());
+                problems.add(
+                    "time_partitioning.expiration_ms",
+                    "time_partitioning.expiration_ms must be positive (or null for none)",
+                );
             }
         }
     }
@@ -423,35 +458,38 @@ fn partition_field(field: &Option<String>) -> String {
 fn range_partitioning_change(
     old: Option<&RangePartitioning>,
     new: Option<&RangePartitioning>,
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) {
     match (old, new) {
         (None, None) => {}
-        (Some(_), None) => problems.push(format!("range_partitioning cannot be removed ({FIXED_AT_CREATION})")),
-        (None, Some(_)) => {
-            problems.push(format!("range_partitioning cannot be added to an existing table ({FIXED_AT_CREATION})"))
+        (Some(_), None) => {
+            problems.add("range_partitioning", format!("range_partitioning cannot be removed ({FIXED_AT_CREATION})"))
         }
+        (None, Some(_)) => problems.add(
+            "range_partitioning",
+            format!("range_partitioning cannot be added to an existing table ({FIXED_AT_CREATION})"),
+        ),
         (Some(old), Some(new)) if old != new => {
-            problems.push(format!("range_partitioning cannot change ({FIXED_AT_CREATION})"))
+            problems.add("range_partitioning", format!("range_partitioning cannot change ({FIXED_AT_CREATION})"))
         }
         (Some(_), Some(_)) => {}
     }
 }
 
-fn query_problems(table_type: &str, old: &TableSettings, new: &TableSettings, problems: &mut Vec<String>) {
+fn query_problems(table_type: &str, old: &TableSettings, new: &TableSettings, problems: &mut Problems) {
     if new.materialized_view_query != old.materialized_view_query {
-        problems.push(
+        problems.add(
+            "materialized_view_query",
             "materialized_view_query cannot change (BigQuery fixes a materialized view's query when it creates \
-             the view: create a new one instead)"
-                .into(),
+             the view: create a new one instead)",
         );
     }
     let is_view = table_type.eq_ignore_ascii_case("VIEW");
     if !is_view && new.view_query.is_some() {
-        problems.push(format!("view_query: only a VIEW has a query, and this is a {table_type}"));
+        problems.add("view_query", format!("view_query: only a VIEW has a query, and this is a {table_type}"));
     }
     if is_view && new.view_query.as_deref().is_none_or(|q| q.trim().is_empty()) {
-        problems.push("view_query: a view needs a query".into());
+        problems.add("view_query", "view_query: a view needs a query");
     }
 }
 

@@ -35,7 +35,7 @@ use crate::core::errors::vfs_error;
 use crate::core::node::{DATASET_META, META_DIR, Node, Service, TableFile, check_name_length};
 use crate::core::pages::all_pages;
 use crate::core::pending::{Pending, PendingDue, Waiting};
-use crate::core::rules::{label_problems, refuse_if_any};
+use crate::core::rules::{Problems, label_problems, refuse_if_any};
 use crate::core::slice::Slice;
 
 /// A table as files: its metadata and the three documents rendered once.
@@ -393,7 +393,7 @@ impl BigQueryTree {
     async fn apply_dataset(&self, project: &str, dataset: &str, data: &[u8]) -> VfsResult<()> {
         if self.pending_dataset(project, dataset).is_some() {
             let settings = parse_dataset(data, &DatasetSettings::default())?;
-            let mut problems = Vec::new();
+            let mut problems = Problems::default();
             label_problems("BigQuery", &settings.labels, &mut problems);
             refuse_if_any(problems)?;
             return self.create_pending_dataset(project, dataset, &settings).await;
@@ -403,7 +403,7 @@ impl BigQueryTree {
         if settings == current.settings {
             return Ok(());
         }
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         if settings.labels != current.settings.labels {
             label_problems("BigQuery", &settings.labels, &mut problems);
         }

@@ -1,7 +1,10 @@
-//! Google's answers as errnos: the one table (docs/SEMANTICS.md, "Errors").
+//! Google's answers and refused documents as errnos: the one table
+//! (docs/SEMANTICS.md, "Errors").
 
 use ciofs_backends::{BackendError, ErrorKind};
 use ciofs_frontends::VfsError;
+
+use super::rules::Problems;
 
 pub fn errno_of(kind: ErrorKind) -> i32 {
     match kind {
@@ -17,6 +20,14 @@ pub fn errno_of(kind: ErrorKind) -> i32 {
 
 pub fn vfs_error(error: BackendError) -> VfsError {
     VfsError::new(errno_of(error.kind), error.message)
+}
+
+/// A document refused (bad JSON, a rule broken): EINVAL, every problem
+/// named (see `core::rules::Problems`).
+impl From<Problems> for VfsError {
+    fn from(problems: Problems) -> Self {
+        VfsError::invalid(problems.to_string())
+    }
 }
 
 #[cfg(test)]

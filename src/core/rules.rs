@@ -1,28 +1,74 @@
-//! Rules that Google's services share, and how ciofs reports what breaks
-//! them: every check collects its problems and `refuse_if_any` turns them
-//! into one EINVAL, joined by "; " (at most `MAX_REPORTED`, then "and N
-//! more"), so a user fixes a file in one round. Google's label rules are the
-//! same for BigQuery and Pub/Sub (and the rest of Google Cloud).
+//! What is wrong with a document a user wrote, or with the change it asks
+//! for, and the rules that Google's services share. Every check collects
+//! its `Problems` (each with the field it is about and a sentence for the
+//! user) so that a user fixes a file in one round; `core::errors` turns them
+//! into one EINVAL (at most `MAX_REPORTED`, then "and N more"). Google's
+//! label rules are the same for BigQuery and Pub/Sub (and the rest of
+//! Google Cloud).
 
 use std::collections::BTreeMap;
-
-use ciofs_frontends::VfsError;
+use std::fmt;
 
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_CHARS: usize = 63;
 /// More problems than this in one document are summarized as "and N more".
 pub const MAX_REPORTED: usize = 10;
 
-/// Ok when nothing was found, else one EINVAL listing the problems.
-pub fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
-    if problems.is_empty() {
-        return Ok(());
+/// One thing wrong with a document, or with the change it asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The setting it is about, as a path into the document (`labels.env`,
+    /// `time_partitioning.type`, a column as `a.b`); empty for the document
+    /// as a whole.
+    pub field: String,
+    /// What is wrong, for a person: a sentence that names the setting.
+    pub message: String,
+}
+
+/// Everything wrong with one document, in the order found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// One problem: a document refused for one reason.
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut problems = Self::default();
+        problems.add(field, message);
+        problems
     }
-    let mut message = problems.iter().take(MAX_REPORTED).cloned().collect::<Vec<_>>().join("; ");
-    if problems.len() > MAX_REPORTED {
-        message.push_str(&format!("; and {} more", problems.len() - MAX_REPORTED));
+
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { field: field.into(), message: message.into() });
     }
-    Err(VfsError::invalid(message))
+
+    pub fn list(&self) -> &[Problem] {
+        &self.0
+    }
+
+    /// What the user is told (see `Display`).
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The problems' sentences joined by "; ", at most `MAX_REPORTED`.
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<&str> = self.0.iter().take(MAX_REPORTED).map(|p| p.message.as_str()).collect();
+        f.write_str(&shown.join("; "))?;
+        if self.0.len() > MAX_REPORTED {
+            write!(f, "; and {} more", self.0.len() - MAX_REPORTED)?;
+        }
+        Ok(())
+    }
+}
+
+/// Ok when nothing was found.
+pub fn refuse_if_any(problems: Problems) -> Result<(), Problems> {
+    match problems.0.is_empty() {
+        true => Ok(()),
+        false => Err(problems),
+    }
 }
 
 /// Google's label rules: at most 64 labels; keys 1–63 characters starting
@@ -31,36 +77,39 @@ pub fn refuse_if_any(problems: Vec<String>) -> Result<(), VfsError> {
 /// refuses in the message. International letters count as lowercase
 /// letters when they have no case (Google's pattern is `[\p{Ll}\p{Lo}]`
 /// first, `[\p{Ll}\p{Lo}\p{N}_-]` after); an uppercase letter never does.
-pub fn label_problems(service: &str, labels: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+pub fn label_problems(service: &str, labels: &BTreeMap<String, String>, problems: &mut Problems) {
     if labels.len() > MAX_LABELS {
-        problems.push(format!("labels: {} labels, {service} allows at most {MAX_LABELS}", labels.len()));
+        problems.add("labels", format!("labels: {} labels, {service} allows at most {MAX_LABELS}", labels.len()));
     }
     for (key, value) in labels {
         let key_chars = key.chars().count();
         if key_chars == 0 {
-            problems.push("labels: a label key cannot be empty".into());
+            problems.add("labels", "labels: a label key cannot be empty");
             continue;
         }
         if key_chars > MAX_LABEL_CHARS {
-            problems.push(format!(
-                "label `{key}`: the key is {key_chars} characters long, at most {MAX_LABEL_CHARS} allowed"
-            ));
+            problems.add(
+                format!("labels.{key}"),
+                format!("label `{key}`: the key is {key_chars} characters long, at most {MAX_LABEL_CHARS} allowed"),
+            );
         }
         if !key.chars().next().is_some_and(label_letter) {
-            problems.push(format!("label `{key}`: a key must start with a lowercase letter"));
+            problems.add(format!("labels.{key}"), format!("label `{key}`: a key must start with a lowercase letter"));
         }
         // The first character was judged just above.
         if let Some(bad) = key.chars().skip(1).find(|&c| !label_char(c)) {
-            problems.push(format!("label `{key}`: {bad:?} in the key ({LABEL_CHARS})"));
+            problems.add(format!("labels.{key}"), format!("label `{key}`: {bad:?} in the key ({LABEL_CHARS})"));
         }
         let value_chars = value.chars().count();
         if value_chars > MAX_LABEL_CHARS {
-            problems.push(format!(
-                "label `{key}`: the value is {value_chars} characters long, at most {MAX_LABEL_CHARS} allowed"
-            ));
+            problems.add(
+                format!("labels.{key}"),
+                format!("label `{key}`: the value is {value_chars} characters long, at most {MAX_LABEL_CHARS} allowed"),
+            );
         }
         if let Some(bad) = value.chars().find(|&c| !label_char(c)) {
-            problems.push(format!("label `{key}`: {bad:?} in the value {value:?} ({LABEL_CHARS})"));
+            problems
+                .add(format!("labels.{key}"), format!("label `{key}`: {bad:?} in the value {value:?} ({LABEL_CHARS})"));
         }
     }
 }

@@ -21,10 +21,10 @@ pub mod stream;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::core::rules::Problems;
 use ciofs_backends::pubsub::{
     DeadLetterPolicy, RetryPolicy, SchemaSettings, SubscriptionMeta, SubscriptionSettings, TopicMeta, TopicSettings,
 };
-use ciofs_frontends::VfsError;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -99,7 +99,7 @@ struct SchemaSettingsInput {
 
 /// The settings a written topic `config.json` asks for: `current` with the
 /// document's keys applied.
-pub fn parse_topic_config(bytes: &[u8], current: &TopicSettings) -> Result<TopicSettings, VfsError> {
+pub fn parse_topic_config(bytes: &[u8], current: &TopicSettings) -> Result<TopicSettings, Problems> {
     let input: TopicConfigInput = parse_json(bytes, CONFIG_FILE)?;
     check_header(CONFIG_FILE, input.version.as_deref(), input.r#type.as_deref(), TOPIC_TYPE)?;
     let schema_settings =
@@ -231,7 +231,7 @@ pub fn parse_subscription_config(
     topic: &str,
     bytes: &[u8],
     current: &SubscriptionSettings,
-) -> Result<SubscriptionSettings, VfsError> {
+) -> Result<SubscriptionSettings, Problems> {
     let input: SubscriptionConfigInput = parse_json(bytes, CONFIG_FILE)?;
     check_header(CONFIG_FILE, input.version.as_deref(), input.r#type.as_deref(), SUBSCRIPTION_TYPE)?;
     if let Some(given) = &input.topic {
@@ -269,7 +269,7 @@ fn dead_letter_policy(project: &str, input: DeadLetterInput) -> DeadLetterPolicy
     }
 }
 
-fn check_same_topic(project: &str, topic: &str, given: &str) -> Result<(), VfsError> {
+fn check_same_topic(project: &str, topic: &str, given: &str) -> Result<(), Problems> {
     if given == topic || full_topic(project, given) == topic {
         return Ok(());
     }
@@ -278,7 +278,7 @@ fn check_same_topic(project: &str, topic: &str, given: &str) -> Result<(), VfsEr
          (a subscription cannot move to another topic: create one under that topic instead)",
         short_topic(project, topic)
     );
-    Err(VfsError::invalid(message))
+    Err(Problems::one("topic", message))
 }
 
 /// `projects/<project>/topics/T` shown as `T`; any other name in full.

@@ -17,10 +17,9 @@
 use std::time::Duration;
 
 use ciofs_backends::pubsub::{DeadLetterPolicy, RetryPolicy, SchemaSettings, SubscriptionSettings, TopicSettings};
-use ciofs_frontends::VfsError;
 
 use super::duration::format_duration as seconds;
-use crate::core::rules::{label_problems, refuse_if_any};
+use crate::core::rules::{Problems, label_problems, refuse_if_any};
 
 /// Quotas page: "Message size (the data field)": 10 MB.
 pub const MAX_MESSAGE_BYTES: u64 = 10_000_000;
@@ -73,8 +72,8 @@ const MAX_NAME_CHARS: usize = 255;
 /// (`old` is None) or changing. Labels follow Google's label rules; the
 /// retention is 10 minutes to 31 days; schema settings name a schema as
 /// `projects/P/schemas/S` with encoding JSON or BINARY.
-pub fn check_topic_settings(old: Option<&TopicSettings>, new: &TopicSettings) -> Result<(), VfsError> {
-    let mut problems = Vec::new();
+pub fn check_topic_settings(old: Option<&TopicSettings>, new: &TopicSettings) -> Result<(), Problems> {
+    let mut problems = Problems::default();
     if changed(old, new, |s| &s.labels) {
         label_problems("Pub/Sub", &new.labels, &mut problems);
     }
@@ -87,12 +86,15 @@ pub fn check_topic_settings(old: Option<&TopicSettings>, new: &TopicSettings) ->
     refuse_if_any(problems)
 }
 
-fn schema_problems(schema: &SchemaSettings, problems: &mut Vec<String>) {
+fn schema_problems(schema: &SchemaSettings, problems: &mut Problems) {
     if let Some(problem) = name_problem(&schema.schema, "schemas") {
-        problems.push(format!("schema_settings.schema: {problem}"));
+        problems.add("schema_settings.schema", format!("schema_settings.schema: {problem}"));
     }
     if !["JSON", "BINARY"].contains(&schema.encoding.as_str()) {
-        problems.push(format!("schema_settings.encoding {:?} is not one of JSON, BINARY", schema.encoding));
+        problems.add(
+            "schema_settings.encoding",
+            format!("schema_settings.encoding {:?} is not one of JSON, BINARY", schema.encoding),
+        );
     }
 }
 
@@ -109,8 +111,8 @@ fn schema_problems(schema: &SchemaSettings, problems: &mut Vec<String>) {
 pub fn check_subscription_change(
     old: Option<&SubscriptionSettings>,
     new: &SubscriptionSettings,
-) -> Result<(), VfsError> {
-    let mut problems = Vec::new();
+) -> Result<(), Problems> {
+    let mut problems = Problems::default();
     if let Some(old) = old {
         fixed_at_creation(old, new, &mut problems);
     }
@@ -124,7 +126,10 @@ pub fn check_subscription_change(
         retention_problems(new.message_retention_duration, &mut problems);
     }
     if old.is_none() && new.filter.len() > MAX_FILTER_BYTES {
-        problems.push(format!("filter: {} bytes long, Pub/Sub allows at most {MAX_FILTER_BYTES}", new.filter.len()));
+        problems.add(
+            "filter",
+            format!("filter: {} bytes long, Pub/Sub allows at most {MAX_FILTER_BYTES}", new.filter.len()),
+        );
     }
     if let Some(policy) = new.dead_letter_policy.as_ref().filter(|_| changed(old, new, |s| &s.dead_letter_policy)) {
         dead_letter_problems(policy, &mut problems);
@@ -137,59 +142,71 @@ pub fn check_subscription_change(
 
 const FIXED: &str = "Pub/Sub sets it only when it creates a subscription: create a new subscription instead";
 
-fn fixed_at_creation(old: &SubscriptionSettings, new: &SubscriptionSettings, problems: &mut Vec<String>) {
+fn fixed_at_creation(old: &SubscriptionSettings, new: &SubscriptionSettings, problems: &mut Problems) {
     if new.filter != old.filter {
-        problems.push(format!("filter cannot change from {:?} to {:?} ({FIXED})", old.filter, new.filter));
+        problems.add("filter", format!("filter cannot change from {:?} to {:?} ({FIXED})", old.filter, new.filter));
     }
     if new.enable_message_ordering != old.enable_message_ordering {
-        problems.push(format!(
-            "enable_message_ordering cannot change from {} to {} ({FIXED})",
-            old.enable_message_ordering, new.enable_message_ordering
-        ));
+        problems.add(
+            "enable_message_ordering",
+            format!(
+                "enable_message_ordering cannot change from {} to {} ({FIXED})",
+                old.enable_message_ordering, new.enable_message_ordering
+            ),
+        );
     }
 }
 
-fn ack_deadline_problems(seconds: i32, problems: &mut Vec<String>) {
+fn ack_deadline_problems(seconds: i32, problems: &mut Problems) {
     if seconds != 0 && !(MIN_ACK_DEADLINE_SECONDS..=MAX_ACK_DEADLINE_SECONDS).contains(&seconds) {
-        problems.push(format!(
-            "ack_deadline_seconds is {seconds}: Pub/Sub allows {MIN_ACK_DEADLINE_SECONDS} to \
+        problems.add(
+            "ack_deadline_seconds",
+            format!(
+                "ack_deadline_seconds is {seconds}: Pub/Sub allows {MIN_ACK_DEADLINE_SECONDS} to \
              {MAX_ACK_DEADLINE_SECONDS} (or 0 for the default of 10)"
-        ));
+            ),
+        );
     }
 }
 
-fn dead_letter_problems(policy: &DeadLetterPolicy, problems: &mut Vec<String>) {
+fn dead_letter_problems(policy: &DeadLetterPolicy, problems: &mut Problems) {
     if let Some(problem) = name_problem(&policy.dead_letter_topic, "topics") {
-        problems.push(format!("dead_letter_policy.dead_letter_topic: {problem}"));
+        problems
+            .add("dead_letter_policy.dead_letter_topic", format!("dead_letter_policy.dead_letter_topic: {problem}"));
     }
     let attempts = policy.max_delivery_attempts;
     if !(MIN_DELIVERY_ATTEMPTS..=MAX_DELIVERY_ATTEMPTS).contains(&attempts) {
-        problems.push(format!(
-            "dead_letter_policy.max_delivery_attempts is {attempts}: Pub/Sub allows {MIN_DELIVERY_ATTEMPTS} \
+        problems.add(
+            "dead_letter_policy.max_delivery_attempts",
+            format!(
+                "dead_letter_policy.max_delivery_attempts is {attempts}: Pub/Sub allows {MIN_DELIVERY_ATTEMPTS} \
              to {MAX_DELIVERY_ATTEMPTS}"
-        ));
+            ),
+        );
     }
 }
 
-fn retry_problems(policy: &RetryPolicy, problems: &mut Vec<String>) {
+fn retry_problems(policy: &RetryPolicy, problems: &mut Problems) {
     let backoffs = [("minimum_backoff", policy.minimum_backoff), ("maximum_backoff", policy.maximum_backoff)];
     for (key, backoff) in backoffs {
         if let Some(backoff) = backoff.filter(|&b| b > MAX_BACKOFF) {
-            problems.push(format!(
-                "retry_policy.{key} is {}: Pub/Sub allows 0s to {}",
-                seconds(backoff),
-                seconds(MAX_BACKOFF)
-            ));
+            problems.add(
+                format!("retry_policy.{key}"),
+                format!("retry_policy.{key} is {}: Pub/Sub allows 0s to {}", seconds(backoff), seconds(MAX_BACKOFF)),
+            );
         }
     }
     let minimum = policy.minimum_backoff.unwrap_or(DEFAULT_MIN_BACKOFF);
     let maximum = policy.maximum_backoff.unwrap_or(MAX_BACKOFF);
     if minimum > maximum {
-        problems.push(format!(
-            "retry_policy: minimum_backoff ({}) is above maximum_backoff ({})",
-            seconds(minimum),
-            seconds(maximum)
-        ));
+        problems.add(
+            "retry_policy",
+            format!(
+                "retry_policy: minimum_backoff ({}) is above maximum_backoff ({})",
+                seconds(minimum),
+                seconds(maximum)
+            ),
+        );
     }
 }
 
@@ -201,15 +218,18 @@ fn changed<S, T: PartialEq>(old: Option<&S>, new: &S, field: impl Fn(&S) -> &T) 
     old.is_none_or(|old| field(old) != field(new))
 }
 
-fn retention_problems(retention: Option<Duration>, problems: &mut Vec<String>) {
+fn retention_problems(retention: Option<Duration>, problems: &mut Problems) {
     if let Some(retention) = retention.filter(|r| !(MIN_RETENTION..=MAX_RETENTION).contains(r)) {
-        problems.push(format!(
-            "message_retention_duration is {}: Pub/Sub allows {} (10 minutes) to {} (31 days), \
+        problems.add(
+            "message_retention_duration",
+            format!(
+                "message_retention_duration is {}: Pub/Sub allows {} (10 minutes) to {} (31 days), \
              or null for the default",
-            seconds(retention),
-            seconds(MIN_RETENTION),
-            seconds(MAX_RETENTION)
-        ));
+                seconds(retention),
+                seconds(MIN_RETENTION),
+                seconds(MAX_RETENTION)
+            ),
+        );
     }
 }
 

@@ -23,7 +23,7 @@ use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, Node};
 use crate::core::pending::{PendingDue, Waiting};
-use crate::core::rules::{label_problems, refuse_if_any};
+use crate::core::rules::{Problems, label_problems, refuse_if_any};
 
 /// What a bucket waiting for its settings shows: Cloud Storage's defaults.
 fn pending_meta(bucket: &str, made: SystemTime) -> BucketMeta {
@@ -157,7 +157,7 @@ impl StorageTree {
     pub async fn apply_bucket_meta(&self, bucket: &str, data: &[u8]) -> VfsResult<()> {
         let current = self.bucket_meta(bucket).await?;
         let wanted = parse_bucket_document(data, BUCKET_META, &current)?;
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         label_problems("Cloud Storage", &wanted.labels, &mut problems);
         refuse_if_any(problems)?;
         if self.pending_buckets.contains(bucket) {

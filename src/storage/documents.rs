@@ -11,6 +11,7 @@ use ciofs_backends::gcs::{BucketMeta, BucketSettings, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::core::document::{VERSION, input, render, rfc3339};
+use crate::core::rules::Problems;
 
 const OBJECT_TYPE: &str = "gcs-object-metadata";
 const BUCKET_TYPE: &str = "gcs-bucket-metadata";
@@ -115,7 +116,7 @@ struct ObjectInput {
     storage_class: Option<serde_json::Value>,
 }
 
-pub fn parse_object_document(bytes: &[u8], file: &str) -> Result<ObjectMetadataEdit, ciofs_frontends::VfsError> {
+pub fn parse_object_document(bytes: &[u8], file: &str) -> Result<ObjectMetadataEdit, Problems> {
     let input: ObjectInput = input::parse_json(bytes, file)?;
     input::check_header(file, input.version.as_deref(), input.r#type.as_deref(), OBJECT_TYPE)?;
     Ok(ObjectMetadataEdit { content_type: input.content_type, custom_metadata: input.custom_metadata })
@@ -142,11 +143,7 @@ struct BucketInput {
 /// keeping `current`'s. The service's fields (name, times, metageneration)
 /// are read and ignored, so a document taken from another bucket's export
 /// applies as it is.
-pub fn parse_bucket_document(
-    bytes: &[u8],
-    file: &str,
-    current: &BucketMeta,
-) -> Result<BucketSettings, ciofs_frontends::VfsError> {
+pub fn parse_bucket_document(bytes: &[u8], file: &str, current: &BucketMeta) -> Result<BucketSettings, Problems> {
     let input: BucketInput = input::parse_json(bytes, file)?;
     input::check_header(file, input.version.as_deref(), input.r#type.as_deref(), BUCKET_TYPE)?;
     Ok(BucketSettings {

@@ -16,8 +16,8 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).expect("UTF-8")
 }
 
-fn einval(result: Result<impl std::fmt::Debug, VfsError>) -> String {
-    let error = result.expect_err("refused");
+fn einval(result: Result<impl std::fmt::Debug, Problems>) -> String {
+    let error = VfsError::from(result.expect_err("refused"));
     assert_eq!(error.errno(), libc::EINVAL, "{error}");
     error.message().to_string()
 }

@@ -209,6 +209,7 @@ fn schema_changes_follow_bigquerys_rules() {
             (None, Err(e)) => panic!("{}: refused: {e}", row.what),
             (Some(_), Ok(())) => panic!("{}: allowed", row.what),
             (Some(parts), Err(e)) => {
+                let e = VfsError::from(e);
                 assert_eq!(e.errno(), libc::EINVAL, "{}", row.what);
                 for part in parts {
                     assert!(e.message().contains(part), "{}: {:?} lacks {part:?}", row.what, e.message());
@@ -244,7 +245,7 @@ fn many_problems_are_summarized() {
 }
 
 fn schema_problem(fields: &[SchemaField]) -> String {
-    let error: VfsError = check_schema(fields).unwrap_err();
+    let error: VfsError = check_schema(fields).unwrap_err().into();
     assert_eq!(error.errno(), libc::EINVAL);
     error.message().to_string()
 }
@@ -327,7 +328,7 @@ fn partitioned() -> TableSettings {
 }
 
 fn config_problem(table_type: &str, old: &TableSettings, new: &TableSettings) -> String {
-    let error = check_config_change(table_type, old, new, now()).unwrap_err();
+    let error = VfsError::from(check_config_change(table_type, old, new, now()).unwrap_err());
     assert_eq!(error.errno(), libc::EINVAL);
     error.message().to_string()
 }

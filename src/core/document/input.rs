@@ -3,19 +3,19 @@
 //! check, and the pieces of the top-level merge (a key absent keeps the
 //! current value, `null` clears it) that every editable `config.json` uses.
 
-use ciofs_frontends::VfsError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::VERSION;
+use crate::core::rules::Problems;
 
-/// Deserializes a written document; any error is EINVAL naming the file,
-/// the line and the column, as an editor shows them.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, VfsError> {
+/// Deserializes a written document; any error is a problem naming the
+/// file, the line and the column, as an editor shows them.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, Problems> {
     serde_json::from_slice(bytes).map_err(|e| json_error(&e, file))
 }
 
-fn json_error(error: &serde_json::Error, file: &str) -> VfsError {
+fn json_error(error: &serde_json::Error, file: &str) -> Problems {
     // serde_json's Display appends " at line L column C"; say it our way.
     let full = error.to_string();
     let suffix = format!(" at line {} column {}", error.line(), error.column());
@@ -26,19 +26,19 @@ fn json_error(error: &serde_json::Error, file: &str) -> VfsError {
     } else {
         format!("{file}: at {place}: {reason}")
     };
-    VfsError::invalid(message)
+    Problems::one("", message)
 }
 
 /// `version` and `type` may be left out, but when present they must be
 /// this ciofs's version and this file's type.
-pub fn check_header(file: &str, version: Option<&str>, kind: Option<&str>, expected: &str) -> Result<(), VfsError> {
+pub fn check_header(file: &str, version: Option<&str>, kind: Option<&str>, expected: &str) -> Result<(), Problems> {
     if let Some(version) = version.filter(|&v| v != VERSION) {
         let message = format!("{file}: version {version:?} is not supported (this ciofs reads version \"{VERSION}\")");
-        return Err(VfsError::invalid(message));
+        return Err(Problems::one("version", message));
     }
     if let Some(kind) = kind.filter(|&k| k != expected) {
         let message = format!("{file}: type {kind:?} does not belong here (expected \"{expected}\")");
-        return Err(VfsError::invalid(message));
+        return Err(Problems::one("type", message));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use chrono::DateTime;
 use ciofs_backends::pubsub::ReceivedMessage;
+use ciofs_frontends::VfsError;
 
 use super::stream::base64;
 use super::*;
@@ -16,8 +17,8 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).expect("UTF-8")
 }
 
-fn einval(result: Result<impl std::fmt::Debug, VfsError>) -> String {
-    let error = result.expect_err("refused");
+fn einval(result: Result<impl std::fmt::Debug, Problems>) -> String {
+    let error = VfsError::from(result.expect_err("refused"));
     assert_eq!(error.errno(), libc::EINVAL, "{error}");
     error.message().to_string()
 }
@@ -174,7 +175,7 @@ fn subscription(settings: SubscriptionSettings) -> SubscriptionMeta {
     SubscriptionMeta { subscription: "sub1".into(), topic: TOPIC.into(), settings }
 }
 
-fn parse(bytes: &[u8], current: &SubscriptionSettings) -> Result<SubscriptionSettings, VfsError> {
+fn parse(bytes: &[u8], current: &SubscriptionSettings) -> Result<SubscriptionSettings, Problems> {
     parse_subscription_config(PROJECT, TOPIC, bytes, current)
 }
 

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ciofs_backends::pubsub::{DeadLetterPolicy, RetryPolicy, SchemaSettings, SubscriptionSettings, TopicSettings};
+use ciofs_frontends::VfsError;
 
 use super::*;
 
@@ -13,8 +14,8 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-fn problem(result: Result<(), VfsError>) -> String {
-    let error = result.expect_err("refused");
+fn problem(result: Result<(), Problems>) -> String {
+    let error = VfsError::from(result.expect_err("refused"));
     assert_eq!(error.errno(), libc::EINVAL, "{error}");
     error.message().to_string()
 }
