@@ -90,9 +90,13 @@ pub struct TreeArgs {
     /// Permission bits of directories, in octal.
     #[arg(long, default_value = "755", value_parser = octal)]
     pub dir_mode: u16,
-    /// Seconds that listed metadata is trusted.
+    /// Seconds that listed metadata is trusted (0: ask Google every time).
     #[arg(long, default_value_t = 60)]
     pub metadata_ttl: u64,
+    /// Seconds that a name found absent is remembered (at most the
+    /// metadata TTL). `touch DIR` forgets it at once.
+    #[arg(long, default_value_t = 5)]
+    pub negative_ttl: u64,
     /// Entries per list call to Google (at most 1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
@@ -204,6 +208,7 @@ impl TreeArgs {
             dir_mode: self.dir_mode,
             page_size: self.page_size,
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
+            negative_ttl: Duration::from_secs(self.negative_ttl),
             staging_dir: self.state_dir()?.join("staging"),
             rename_limit: self.rename_limit,
             config_only: false,

@@ -188,6 +188,26 @@ fn missing_paths_are_enoent() {
     }
 }
 
+/// A name found absent is remembered for `--negative-ttl`, so an object
+/// added behind the mount's back stays hidden meanwhile; `touch` of its
+/// directory forgets what is cached there, and the object shows at once.
+#[test]
+fn touch_of_a_directory_shows_an_object_added_behind_the_mount() {
+    let bucket = bucket_name("touchdir");
+    seed(&bucket);
+    let mount = FuseMount::start(&["--negative-ttl", "60"]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
+    let late = dir.join("late.txt");
+    let error = std::fs::metadata(&late).expect_err("not there yet");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{error}");
+    upload(&bucket, "dir/late.txt", b"added behind the mount\n");
+    let error = std::fs::metadata(&late).expect_err("the absent name is remembered");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{error}");
+    ok(&format!("touch {}", dir.display()));
+    assert_eq!(std::fs::read(&late).expect("shown after touch DIR"), b"added behind the mount\n");
+    assert!(stdout(Command::new("ls").arg(&dir)).lines().any(|name| name == "late.txt"));
+}
+
 #[test]
 fn names_that_cannot_be_files_are_left_out_and_directories_win() {
     let bucket = bucket_name("odd");

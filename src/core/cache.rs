@@ -1,7 +1,7 @@
 //! What ciofs knows about Cloud Storage names, for a while: filled by
 //! listings and gets, read by lookup and getattr, so that `ls -l` makes no
 //! call per entry. Entries expire after a TTL; an absent name is remembered
-//! for a shorter time.
+//! for a shorter time. `touch DIR` forgets what is known under a directory.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,8 +36,9 @@ pub fn key(bucket: &str, name: &str) -> String {
 }
 
 impl MetaCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, negative_ttl: ttl.min(Duration::from_secs(5)), entries: Mutex::new(HashMap::new()) }
+    /// Names kept for `ttl`, absent ones for `negative_ttl` (at most `ttl`).
+    pub fn new(ttl: Duration, negative_ttl: Duration) -> Self {
+        Self { ttl, negative_ttl: negative_ttl.min(ttl), entries: Mutex::new(HashMap::new()) }
     }
 
     pub fn get(&self, key: &str) -> Option<Known> {
@@ -50,6 +51,13 @@ impl MetaCache {
 
     pub fn forget(&self, key: &str) {
         lock(&self.entries).remove(key);
+    }
+
+    /// Forgets every name of `bucket` that starts with `prefix` (all of
+    /// the bucket for an empty one): what was known under a directory.
+    pub fn forget_under(&self, bucket: &str, prefix: &str) {
+        let start = key(bucket, prefix);
+        lock(&self.entries).retain(|name, _| !name.starts_with(&start));
     }
 
     pub fn put(&self, key: String, known: Known) {
@@ -101,10 +109,39 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let cache = MetaCache::new(Duration::from_millis(30));
+        let cache = MetaCache::new(Duration::from_millis(30), Duration::from_secs(5));
         cache.put(key("b", "x/"), Known::Prefix);
         assert!(matches!(cache.get(&key("b", "x/")), Some(Known::Prefix)));
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.get(&key("b", "x/")).is_none());
+    }
+
+    #[test]
+    fn an_absent_name_is_kept_for_the_negative_ttl_and_never_past_the_ttl() {
+        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_millis(30));
+        cache.put(key("b", "gone"), Known::Absent);
+        cache.put(key("b", "here/"), Known::Prefix);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(cache.get(&key("b", "gone")).is_none(), "asked again after the negative TTL");
+        assert!(cache.get(&key("b", "here/")).is_some(), "the rest is kept for the TTL");
+        let always_ask = MetaCache::new(Duration::ZERO, Duration::from_secs(5));
+        always_ask.put(key("b", "gone"), Known::Absent);
+        assert!(always_ask.get(&key("b", "gone")).is_none(), "--metadata-ttl 0 asks every time");
+    }
+
+    #[test]
+    fn forgetting_a_directory_forgets_what_is_under_it_only() {
+        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        for name in ["d/", "d/a", "d/e/f", "da", "x"] {
+            cache.put(key("b", name), Known::Absent);
+        }
+        cache.put(key("c", "d/a"), Known::Absent);
+        cache.forget_under("b", "d/");
+        let kept: Vec<&str> =
+            ["d/", "d/a", "d/e/f", "da", "x"].into_iter().filter(|n| cache.get(&key("b", n)).is_some()).collect();
+        assert_eq!(kept, ["da", "x"]);
+        assert!(cache.get(&key("c", "d/a")).is_some(), "another bucket's names stay");
+        cache.forget_under("b", "");
+        assert!(cache.get(&key("b", "x")).is_none(), "a bucket root forgets the whole bucket");
     }
 }

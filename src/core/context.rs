@@ -22,8 +22,10 @@ pub struct Options {
     pub dir_mode: u16,
     /// Entries per list call (Cloud Storage allows up to 1000).
     pub page_size: u32,
-    /// How long listed or fetched metadata is trusted.
+    /// How long listed or fetched metadata is trusted (zero: always ask).
     pub metadata_ttl: Duration,
+    /// How long a name found absent is remembered (at most `metadata_ttl`).
+    pub negative_ttl: Duration,
     /// Where files open for write are staged before upload.
     pub staging_dir: PathBuf,
     /// How many objects a directory rename moves at most (each is a copy
@@ -44,6 +46,7 @@ impl Default for Options {
             dir_mode: 0o755,
             page_size: 1000,
             metadata_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
             config_only: false,

@@ -45,6 +45,11 @@ pub trait Slice: Send + Sync {
         Ok(())
     }
 
+    /// `touch DIR`: forget what is cached about `dir` and what it holds,
+    /// so that the next listing and lookups ask Google. By default nothing
+    /// is cached beyond the TTL's own expiry.
+    fn forget_cached(&self, _dir: &Node) {}
+
     /// A document file was removed: its name is hidden (core/edits.rs),
     /// and the slice forgets what the file held for a resource not created
     /// yet. By default there is nothing to forget.

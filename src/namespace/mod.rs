@@ -347,6 +347,13 @@ impl Vfs for Namespace {
             };
             self.storage.truncate(ino, &node, through.as_ref(), size).await?;
         }
+        // `touch DIR`: what is cached about the directory is asked again.
+        if (set.mtime.is_some() || set.atime.is_some())
+            && node.is_dir()
+            && let Some(service) = node.service()
+        {
+            self.slice(service).forget_cached(&node);
+        }
         // Mode, owner and times: accepted (tar x and cp -p set them), not
         // kept: Cloud Storage has no place for them yet.
         self.getattr(ino).await

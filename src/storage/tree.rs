@@ -69,7 +69,7 @@ impl StorageTree {
         let ttl = cx.options.metadata_ttl;
         Self {
             gcs,
-            cache: MetaCache::new(ttl),
+            cache: MetaCache::new(ttl, cx.options.negative_ttl),
             project_buckets: Timed::new(ttl),
             foreign_buckets: Timed::new(ttl),
             streams: DirStreams::default(),
@@ -729,5 +729,18 @@ impl Slice for StorageTree {
 
     async fn create_due(&self, which: PendingDue<'_>) -> Vec<(String, VfsError)> {
         self.create_due_buckets(which).await
+    }
+
+    /// A bucket or prefix (or its `.meta/`) forgets every name under it;
+    /// `storage/` forgets which buckets the project has.
+    fn forget_cached(&self, dir: &Node) {
+        match dir {
+            Node::Dir { bucket, prefix, .. } | Node::MetaDir { bucket, prefix, .. } => {
+                self.cache.forget_under(bucket, prefix);
+                tracing::debug!(bucket, prefix, "cached names forgotten");
+            }
+            Node::Service { project, .. } => self.project_buckets.forget(project),
+            _ => {}
+        }
     }
 }
