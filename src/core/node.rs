@@ -598,8 +598,12 @@ impl Node {
                 None => scratch(dir, name),
             },
             Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
-            Node::Dir { .. } | Node::MetaDir { .. } => Self::file_in_bucket(dir, name),
-            _ => Err(VfsError::not_permitted(format!("{dir}: files cannot be created here"))),
+            _ if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) => {
+                Err(VfsError::not_permitted(format!("{dir}: files cannot be created here")))
+            }
+            // A name that cannot be a file is refused as such first, here as
+            // in a bucket.
+            _ => Self::file_in_bucket(dir, name),
         }
     }
 

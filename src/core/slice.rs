@@ -13,8 +13,8 @@ use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 use super::node::Node;
 use super::pending::PendingDue;
 
-/// A service's tree. `dir` and `node` are always of the slice's service,
-/// and names were checked for length.
+/// A service's tree. `dir` and `node` are always of the slice's service;
+/// a name comes as the user gave it (the slice checks it).
 #[async_trait]
 pub trait Slice: Send + Sync {
     /// Finds `name` in `dir`.

@@ -186,3 +186,36 @@ async fn a_name_taken_meanwhile_takes_no_files_and_a_lost_answer_is_no_error() {
     write_new_file(&ns, lost, "f", b"mine").await.unwrap();
     assert_eq!(gcs.object_data("lost", "f").as_deref(), Some(&b"mine"[..]));
 }
+
+/// vim's swap file or `sed -i`'s temporary file in a bucket's `.meta/` is a
+/// scratch file: its fsync applies nothing, succeeds, and says nothing in
+/// `.ciofs/errors` (a regression of the slices' split: it was EINVAL).
+#[tokio::test]
+async fn an_fsync_of_a_scratch_file_in_meta_succeeds_and_logs_nothing() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "x.txt", "x");
+    let ns = namespace(&gcs);
+    let meta = walk(&ns, "p/storage/b/.meta").await;
+    let (attr, opened) = ns.create(meta, ".x.txt.json.swp", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, b"swap").await.unwrap();
+    assert_eq!(ns.fsync(attr.ino, Some(opened.fh)).await, Ok(()));
+    assert_eq!(ns.flush(attr.ino, opened.fh).await, Ok(()));
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    let errors = String::from_utf8_lossy(&ns.cx.error_log.render().0).into_owned();
+    assert!(errors.is_empty(), "{errors}");
+}
+
+/// A name that cannot be a file is EINVAL wherever it is made, also in the
+/// tree's fixed upper levels (which refuse everything else with EPERM).
+#[tokio::test]
+async fn a_name_that_cannot_be_a_file_is_einval_in_the_upper_levels_too() {
+    let gcs = Arc::new(MemoryGcs::new());
+    let ns = namespace(&gcs);
+    let project = walk(&ns, "p").await;
+    let storage = walk(&ns, "p/storage").await;
+    for dir in [ciofs_frontends::ROOT_INO, project, storage] {
+        assert_eq!(ns.mkdir(dir, ".meta", 0o755).await.map_err(|e| e.errno()).err(), Some(libc::EINVAL));
+        assert_eq!(ns.create(dir, ".meta", 0o644).await.map(|_| ()).map_err(|e| e.errno()), Err(libc::EINVAL));
+    }
+    assert_eq!(ns.mkdir(project, "other", 0o755).await.map_err(|e| e.errno()).err(), Some(libc::EPERM));
+}

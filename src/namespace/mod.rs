@@ -1,11 +1,11 @@
 //! What a project looks like as files: the `Vfs` both frontends serve.
 //!
-//! `Namespace` is the dispatcher and holds nothing service-specific: the
-//! handle table, the tree's fixed upper levels (the mount root, a directory
-//! per project, `.ciofs/`), and the document files. It asks the slice that
-//! owns a node (`core::slice::Slice`: `storage`, `bigquery`, `pubsub`) for
-//! the rest; object files are storage's (`storage::files`) and `_stream` is
-//! Pub/Sub's.
+//! `Namespace` dispatches: it holds the handle table and the tree's fixed
+//! upper levels (the mount root, a directory per project, `.ciofs/`), knows
+//! which nodes are document files and which are object files, and asks the
+//! slice that owns a node (`core::slice::Slice`: `storage`, `bigquery`,
+//! `pubsub`) for the rest; object files are storage's (`storage::files`) and
+//! `_stream` is Pub/Sub's.
 //!
 //! Document files (config.json, schema.json, `_message`, `.meta/*`) and the
 //! scratch files beside them: editable ones live locally until applied
@@ -363,8 +363,10 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         let made = match dir.service() {
             Some(service) => self.slice(service).mkdir(&dir, name).await,
-            None => node::check_name_length(name)
-                .and(Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here")))),
+            None => node::check_name_length(name).and_then(|()| match node::unusable_segment(name) {
+                Some(why) => Err(VfsError::invalid(format!("{dir}/{name}: {why}"))),
+                None => Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here"))),
+            }),
         };
         let attr = match made {
             // A fixed directory (`bigquery`, `.meta`, `subscriptions` ...):
@@ -424,9 +426,9 @@ impl Vfs for Namespace {
         };
         match handle {
             Handle::Object(handle) => self.storage.read(&handle, offset, len.min(MAX_READ)).await,
-            Handle::Ignored(bytes) => Ok(slice_of(&bytes, offset, len)),
+            Handle::Ignored(bytes) => Ok(byte_range(&bytes, offset, len)),
             Handle::Local(handle) => Ok(self.cx.local.handle_read(&handle, offset, len.min(MAX_READ))),
-            Handle::Document(bytes) => Ok(slice_of(&bytes, offset, len)),
+            Handle::Document(bytes) => Ok(byte_range(&bytes, offset, len)),
             Handle::Stream(reader) => Ok((reader.read(len.min(MAX_READ)).await?, false)),
         }
     }
@@ -545,13 +547,11 @@ impl Namespace {
 }
 
 /// `len` bytes of a document from `offset`, and whether they reach its end.
-fn slice_of(bytes: &Bytes, offset: u64, len: u32) -> (Bytes, bool) {
+fn byte_range(bytes: &Bytes, offset: u64, len: u32) -> (Bytes, bool) {
     let start = (offset as usize).min(bytes.len());
     let end = start.saturating_add(len as usize).min(bytes.len());
     (bytes.slice(start..end), end == bytes.len())
 }
-
-impl Namespace {}
 
 /// The documents of every service, each asked of the slice that owns it.
 #[async_trait]
@@ -578,7 +578,7 @@ impl Namespace {
     }
 
     /// The current document of a file that holds one, and its time.
-    pub(super) async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+    async fn editable_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         Documents::current(self, node).await
     }
 
@@ -588,7 +588,7 @@ impl Namespace {
         self.cx.local.resume_journaled(self).await
     }
 
-    pub(super) async fn doc_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
+    async fn doc_open(&self, node: &Node, flags: OpenFlags) -> VfsResult<Opened> {
         let handle = if flags.write || flags.truncate || flags.append {
             if is_local(node) {
                 Handle::Local(self.cx.local.open(self, node, flags.truncate).await?)
@@ -613,7 +613,7 @@ impl Namespace {
         Ok(Opened { fh: self.new_handle(handle), ..Opened::default() })
     }
 
-    pub(super) async fn doc_create(&self, dir: &Node, name: &str) -> VfsResult<(Attr, Opened)> {
+    async fn doc_create(&self, dir: &Node, name: &str) -> VfsResult<(Attr, Opened)> {
         let node = Node::file_in(dir, name)?;
         self.slice_of(dir)?.check_dir_for_create(dir).await?;
         let (ino, generation) = self.cx.inodes.remember(&node);
@@ -629,7 +629,7 @@ impl Namespace {
     }
 
     /// A write without a handle (NFS).
-    pub(super) async fn doc_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
+    async fn doc_write(&self, node: &Node, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if is_local(node) {
             return self.cx.local.write(self, node, offset, data).await;
         }
@@ -639,24 +639,25 @@ impl Namespace {
         }
     }
 
-    pub(super) async fn doc_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
+    async fn doc_truncate(&self, node: &Node, size: u64) -> VfsResult<()> {
         if is_local(node) {
             return self.cx.local.truncate(self, node, size).await;
         }
         Ok(())
     }
 
-    pub(super) async fn doc_unlink(&self, dir: &Node, name: &str) -> VfsResult<()> {
+    async fn doc_unlink(&self, dir: &Node, name: &str) -> VfsResult<()> {
         let node = Node::file_in(dir, name)?;
         if !matches!(node, Node::Scratch { .. }) {
             // It must be there to be removed.
             self.slice_of(dir)?.lookup(dir, name).await?;
         }
+        self.cx.local.unlink(&node)?;
         self.slice_of(&node)?.document_removed(&node);
-        self.cx.local.unlink(&node)
+        Ok(())
     }
 
-    pub(super) async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
+    async fn doc_rename(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
         let holds_documents = matches!(
             from,
             Node::Table { .. }

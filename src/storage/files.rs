@@ -26,7 +26,7 @@ const NFS_READERS: usize = 64;
 pub enum FileHandle {
     /// The generation that was current at open.
     Read(SharedReader),
-    /// The file's writer (write.rs): this handle is counted in it.
+    /// The file's writer (writer.rs): this handle is counted in it.
     Write(Arc<Writer>),
     /// A file being written, opened for reading: it reads the writer's
     /// bytes and never uploads them.

@@ -125,7 +125,7 @@ impl StorageTree {
 
 impl StorageTree {
     /// Finds `name` in a storage directory.
-    pub async fn storage_lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
+    pub async fn lookup_in(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
         let missing = || VfsError::not_found(format!("{dir}/{name}"));
         match dir {
             Node::Service { project, service: Service::Storage } => {
@@ -203,7 +203,7 @@ impl StorageTree {
     }
 
     /// Size and mtime of a storage node, from the cache where it can.
-    pub async fn storage_stat(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
+    pub async fn stat_node(&self, node: &Node) -> VfsResult<(u64, SystemTime)> {
         match node {
             Node::Dir { bucket, prefix, .. } if prefix.is_empty() => {
                 let meta = self.bucket_meta(bucket).await?;
@@ -217,7 +217,7 @@ impl StorageTree {
                 if let Some(stat) = self.cx.local.stat(node) {
                     return Ok(stat);
                 }
-                match self.storage_document(node).await {
+                match self.document_of(node).await {
                     Ok((document, mtime)) => Ok((document.len() as u64, mtime)),
                     Err(e) if e.errno() == libc::ENOENT && self.pending_object_meta.get(bucket, name).is_some() => {
                         Ok((0, SystemTime::now()))
@@ -226,7 +226,7 @@ impl StorageTree {
                 }
             }
             Node::BucketMeta { .. } => {
-                let (document, mtime) = self.storage_document(node).await?;
+                let (document, mtime) = self.document_of(node).await?;
                 Ok((document.len() as u64, mtime))
             }
             _ => Ok((0, SystemTime::UNIX_EPOCH)),
@@ -269,11 +269,11 @@ impl StorageTree {
     }
 
     pub async fn render_document(&self, node: &Node) -> VfsResult<Bytes> {
-        Ok(self.storage_document(node).await?.0)
+        Ok(self.document_of(node).await?.0)
     }
 
     /// A metadata document and its mtime.
-    pub async fn storage_document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
+    pub async fn document_of(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
         match node {
             Node::ObjectMeta { .. } => {
                 let meta = self.object_meta(node).await?;
@@ -425,7 +425,7 @@ impl StorageTree {
     }
 
     /// A slice of a storage directory's listing, continuing after `after`.
-    pub async fn storage_readdir(&self, dir: &Node, ino: Ino, fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
+    pub async fn readdir_page(&self, dir: &Node, ino: Ino, fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
         let mut stream = match self.streams.take(ino, fh, after) {
             Some(stream) => stream,
             None => self.new_stream(dir, after).await?,
@@ -694,17 +694,17 @@ fn modified(meta: &ObjectMeta) -> SystemTime {
 #[async_trait]
 impl Slice for StorageTree {
     async fn lookup(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
-        self.storage_lookup(dir, name).await
+        self.lookup_in(dir, name).await
     }
 
     /// A removed or replaced object's inode is stale (`Context::still_named`).
     async fn stat(&self, ino: Ino, node: &Node) -> VfsResult<(u64, SystemTime)> {
         self.cx.still_named(ino, node)?;
-        self.storage_stat(node).await
+        self.stat_node(node).await
     }
 
     async fn readdir(&self, dir: &Node, ino: Ino, fh: Fh, after: Ino, max: usize) -> VfsResult<DirPage> {
-        self.storage_readdir(dir, ino, fh, after, max).await
+        self.readdir_page(dir, ino, fh, after, max).await
     }
 
     async fn mkdir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
@@ -716,14 +716,16 @@ impl Slice for StorageTree {
     }
 
     async fn document(&self, node: &Node) -> VfsResult<(Bytes, SystemTime)> {
-        self.storage_document(node).await
+        self.document_of(node).await
     }
 
     async fn apply(&self, node: &Node, data: &[u8]) -> VfsResult<()> {
         match node {
             Node::ObjectMeta { bucket, name, .. } => self.apply_object_meta(bucket, name, data).await,
             Node::BucketMeta { bucket, .. } => self.apply_bucket_meta(bucket, data).await,
-            _ => Err(VfsError::invalid(format!("{node}: not a document"))),
+            // A scratch file beside the documents (an editor's swap file)
+            // applies nothing.
+            _ => Ok(()),
         }
     }
 
