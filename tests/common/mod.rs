@@ -297,7 +297,7 @@ impl PrivateGcs {
     }
 
     fn start_with(in_memory: bool) -> Self {
-        let port = free_port();
+        let port = emulator_port();
         let mut gcs = PrivateGcs { port, root: tempfile::tempdir().expect("temp dir"), child: None, in_memory };
         gcs.resume();
         gcs
@@ -347,6 +347,9 @@ impl PrivateGcs {
         wait_until("the private emulator answers", Duration::from_secs(10), || {
             Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success())
         });
+        if let Some(child) = self.child.as_mut() {
+            assert_running(child, "the private fake-gcs-server", self.port);
+        }
     }
 }
 
@@ -365,7 +368,7 @@ pub struct PrivatePubSub {
 
 impl PrivatePubSub {
     pub fn start() -> Self {
-        let mut pubsub = PrivatePubSub { port: free_port(), child: None };
+        let mut pubsub = PrivatePubSub { port: emulator_port(), child: None };
         pubsub.resume();
         pubsub
     }
@@ -404,6 +407,9 @@ impl PrivatePubSub {
         wait_until("the private Pub/Sub emulator answers", Duration::from_secs(30), || {
             Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success())
         });
+        if let Some(child) = self.child.as_mut() {
+            assert_running(child, "the private Pub/Sub emulator", self.port);
+        }
     }
 
     /// Creates a topic and a subscription of it with curl.
@@ -434,9 +440,34 @@ fn fake_gcs_binary() -> PathBuf {
     found.into_iter().find(|p| p.exists()).expect("fake-gcs-server binary not found: run scripts/emulators start first")
 }
 
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
+/// A port for a private emulator, free now. It is taken below the
+/// kernel's ephemeral range (32768 and up): a port the kernel hands out,
+/// to a client or to a `bind(0)`, is never one that a stopped emulator is
+/// about to listen on again (when that happened, a test's emulator came
+/// back on another test's port and answered for it). The process id
+/// spreads the test processes that run at once; a counter spreads one
+/// process's emulators.
+pub fn emulator_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 10_000;
+    let spread = std::process::id().wrapping_mul(16);
+    for _ in 0..PORTS {
+        let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + spread.wrapping_add(next) % PORTS) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {} for an emulator", FIRST + PORTS);
+}
+
+/// Panics unless `child`, an emulator that answered, is still running: one
+/// that could not listen exits, and what answered was somebody else.
+fn assert_running(child: &mut Child, what: &str, port: u16) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} exited ({status}): port {port} was taken by another process");
+    }
 }
 
 /// The BigQuery emulator's REST base (`.../bigquery/v2/projects/PROJECT`).
