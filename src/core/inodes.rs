@@ -164,6 +164,31 @@ impl InodeTable {
         }
     }
 
+    /// A lookup's answer, `ino` naming `node` at `generation`, was given to
+    /// the kernel. If the kernel's forget of the inode's earlier lookups (or
+    /// a sweep) dropped the entry after the lookup found it, the entry is put
+    /// back at the same number: the kernel holds the inode again, and every
+    /// call on it would otherwise be ESTALE.
+    pub fn count_lookup_of(&self, ino: Ino, node: &Node, generation: u64) {
+        let mut table = self.lock();
+        if let Some(entry) = table.by_ino.get_mut(&ino) {
+            entry.lookups += 1;
+            return;
+        }
+        if table.by_path.contains_key(&node.key()) {
+            // Made again at another number meanwhile: the kernel's copy is
+            // stale, as it would be after a removal.
+            tracing::debug!(ino, %node, "looked up as it was dropped and made anew");
+            return;
+        }
+        table.insert(ino, node.clone(), generation);
+        table.journal_new(ino);
+        if let Some(entry) = table.by_ino.get_mut(&ino) {
+            entry.lookups = 1;
+        }
+        tracing::debug!(ino, %node, "a lookup raced with a forget: the entry is kept");
+    }
+
     /// Gives each inode whose node `moved` maps a new node (after a rename),
     /// keeping its number. An inode that stood at a new node's place is
     /// detached, as a removed file's is (it answers for its open handles
@@ -393,6 +418,24 @@ mod tests {
 
     fn object(name: &str) -> Node {
         Node::Object { project: "p".into(), bucket: "b".into(), name: name.into() }
+    }
+
+    /// The kernel forgets an inode's earlier lookups while a new lookup of
+    /// the same path is under way (FUSE requests run concurrently): the
+    /// entry the lookup found must not go, or the kernel's new inode is
+    /// ESTALE (seen as "Cannot utime: Stale file handle" from `tar x`).
+    #[test]
+    fn a_forget_between_a_lookup_and_its_count_keeps_the_entry() {
+        let table = InodeTable::new();
+        let (ino, generation) = table.remember(&object("x"));
+        table.count_lookup(ino);
+        let (again, _) = table.remember(&object("x"));
+        table.forget(ino, 1);
+        table.count_lookup_of(again, &object("x"), generation);
+        assert_eq!(table.node(ino), Some(object("x")));
+        assert_eq!(table.generation(ino), Some(generation));
+        table.forget(ino, 1);
+        assert_eq!(table.node(ino), None, "counted once: one forget drops it");
     }
 
     #[test]

@@ -511,10 +511,16 @@ impl Node {
         for segment in segments {
             node = node.child_dir(segment)?;
         }
-        match (dir, &node) {
-            (true, _) => node.child_dir(last),
-            (false, Node::Control) => (last == ERRORS_FILE).then_some(Node::ErrorLog),
-            (false, _) => Node::file_in(&node, last).ok(),
+        node.child(last, dir)
+    }
+
+    /// The directory (`dir`) or file `name` in this directory, by the
+    /// grammar alone; None if it holds no such name.
+    pub fn child(&self, name: &str, dir: bool) -> Option<Node> {
+        match (dir, self) {
+            (true, _) => self.child_dir(name),
+            (false, Node::Control) => (name == ERRORS_FILE).then_some(Node::ErrorLog),
+            (false, _) => Node::file_in(self, name).ok(),
         }
     }
 
