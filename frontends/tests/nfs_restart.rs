@@ -107,6 +107,13 @@ fn take_every_descriptor() -> Vec<OwnedFd> {
 /// connects straight to the new port, and a client of the relay is served.
 async fn restart(while_restarting: impl AsyncFnOnce()) {
     let _one = ONE_AT_A_TIME.lock().await;
+    restart_locked(while_restarting).await;
+}
+
+/// `restart`, for a caller that holds `ONE_AT_A_TIME`: every socket this
+/// process listens on changes only under that lock, but for a server of an
+/// earlier test that is still going away.
+async fn restart_locked(while_restarting: impl AsyncFnOnce()) {
     // Another test's server may still listen: its runtime goes only after
     // that test released the lock.
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -155,8 +162,9 @@ async fn nfsserve_listening_anew_lets_only_the_relay_in() {
 /// test's server, still there) is told apart from nfsserve's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_listener_in_the_process_is_not_taken_for_nfsserve_s() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    restart(async || {}).await;
+    restart_locked(async || {}).await;
     drop(other);
 }
 
