@@ -36,6 +36,11 @@ struct Entry {
     /// When it was last used (the table's clock), for dropping the least
     /// recently used entries of a journaled table.
     used: u64,
+    /// When a lookup or a listing last found it, and when the kernel's
+    /// lookups of it were last counted (the table's clock): found since
+    /// counted, an answer naming it is on its way to the kernel.
+    found: u64,
+    counted: u64,
 }
 
 /// How large a table may grow.
@@ -142,6 +147,10 @@ impl InodeTable {
         if let Some(&ino) = table.by_path.get(&path)
             && let Some(generation) = table.touch(ino)
         {
+            let clock = table.clock;
+            if let Some(entry) = table.by_ino.get_mut(&ino) {
+                entry.found = clock;
+            }
             return (ino, generation);
         }
         if table.journal.is_none() && table.by_ino.len() >= table.next_sweep {
@@ -149,6 +158,10 @@ impl InodeTable {
         }
         let ino = table.free_ino(&path);
         table.insert(ino, node.clone(), 0);
+        let clock = table.clock;
+        if let Some(entry) = table.by_ino.get_mut(&ino) {
+            entry.found = clock;
+        }
         table.journal_new(ino);
         if table.journal.is_some() && table.by_ino.len() > table.limits.max_entries {
             table.bound();
@@ -159,34 +172,13 @@ impl InodeTable {
     /// The kernel was told of `ino` once more (a lookup, or an entry of a
     /// readdirplus reply).
     pub fn count_lookup(&self, ino: Ino) {
-        if let Some(entry) = self.lock().by_ino.get_mut(&ino) {
-            entry.lookups += 1;
-        }
-    }
-
-    /// A lookup's answer, `ino` naming `node` at `generation`, was given to
-    /// the kernel. If the kernel's forget of the inode's earlier lookups (or
-    /// a sweep) dropped the entry after the lookup found it, the entry is put
-    /// back at the same number: the kernel holds the inode again, and every
-    /// call on it would otherwise be ESTALE.
-    pub fn count_lookup_of(&self, ino: Ino, node: &Node, generation: u64) {
         let mut table = self.lock();
+        table.clock += 1;
+        let clock = table.clock;
         if let Some(entry) = table.by_ino.get_mut(&ino) {
             entry.lookups += 1;
-            return;
+            entry.counted = clock;
         }
-        if table.by_path.contains_key(&node.key()) {
-            // Made again at another number meanwhile: the kernel's copy is
-            // stale, as it would be after a removal.
-            tracing::debug!(ino, %node, "looked up as it was dropped and made anew");
-            return;
-        }
-        table.insert(ino, node.clone(), generation);
-        table.journal_new(ino);
-        if let Some(entry) = table.by_ino.get_mut(&ino) {
-            entry.lookups = 1;
-        }
-        tracing::debug!(ino, %node, "a lookup raced with a forget: the entry is kept");
     }
 
     /// Gives each inode whose node `moved` maps a new node (after a rename),
@@ -269,7 +261,12 @@ impl InodeTable {
             return;
         };
         entry.lookups = entry.lookups.saturating_sub(count);
-        if entry.lookups == 0 {
+        // Found since the kernel's lookups were last counted: a lookup (or a
+        // listing) of the same path runs concurrently and is about to hand
+        // the kernel this inode again, so the entry stays (a sweep drops it
+        // if nothing counts it). Dropped, the kernel's new inode would be
+        // ESTALE.
+        if entry.lookups == 0 && entry.found <= entry.counted {
             let path = entry.node.key();
             table.by_ino.remove(&ino);
             table.by_path.remove(&path);
@@ -347,7 +344,7 @@ impl Table {
             self.by_ino.remove(&old);
         }
         self.clock += 1;
-        let entry = Entry { node, generation, lookups: 0, used: self.clock };
+        let entry = Entry { node, generation, lookups: 0, used: self.clock, found: 0, counted: 0 };
         let lookups = match self.by_ino.insert(ino, entry) {
             Some(before) if before.node.key() != path => {
                 if self.by_path.get(&before.node.key()) == Some(&ino) {
@@ -431,7 +428,7 @@ mod tests {
         table.count_lookup(ino);
         let (again, _) = table.remember(&object("x"));
         table.forget(ino, 1);
-        table.count_lookup_of(again, &object("x"), generation);
+        table.count_lookup(again);
         assert_eq!(table.node(ino), Some(object("x")));
         assert_eq!(table.generation(ino), Some(generation));
         table.forget(ino, 1);

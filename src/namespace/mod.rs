@@ -26,7 +26,7 @@ use ciofs_backends::gcs::ObjectStore;
 use ciofs_backends::pubsub::PubSub;
 use ciofs_backends::sync::lock;
 use ciofs_frontends::{
-    Attr, AttrsChanged, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
+    Attr, AttrsChanged, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 
 use crate::bigquery::BigQueryTree;
@@ -162,17 +162,7 @@ impl Namespace {
 impl Vfs for Namespace {
     async fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
         let attr = self.find(parent, name).await?;
-        // The node the answer names, by the path grammar: its entry is kept
-        // (or put back) even if the kernel's forget of the inode's earlier
-        // lookups ran meanwhile.
-        let is_dir = attr.kind == FileKind::Directory;
-        let named = self.cx.inodes.node(parent).and_then(|dir| dir.child(name, is_dir));
-        match named {
-            Some(node) if name != "." && name != ".." => {
-                self.cx.inodes.count_lookup_of(attr.ino, &node, attr.generation)
-            }
-            _ => self.cx.inodes.count_lookup(attr.ino),
-        }
+        self.cx.inodes.count_lookup(attr.ino);
         Ok(attr)
     }
 
