@@ -97,6 +97,10 @@ pub struct TreeArgs {
     /// metadata TTL). `touch DIR` forgets it at once.
     #[arg(long, default_value_t = 5)]
     pub negative_ttl: u64,
+    /// How many Cloud Storage names' metadata is cached at most; past it,
+    /// expired names go, then all.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stat_cache_entries: u64,
     /// Entries per list call to Google (at most 1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
@@ -209,6 +213,7 @@ impl TreeArgs {
             page_size: self.page_size,
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             negative_ttl: Duration::from_secs(self.negative_ttl),
+            stat_cache_entries: usize::try_from(self.stat_cache_entries).unwrap_or(usize::MAX),
             staging_dir: self.state_dir()?.join("staging"),
             rename_limit: self.rename_limit,
             config_only: false,

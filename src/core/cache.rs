@@ -21,12 +21,11 @@ pub enum Known {
     Absent,
 }
 
-/// Keeps at most this many names; past it, expired ones go, then all.
-const MAX_ENTRIES: usize = 1 << 20;
-
 pub struct MetaCache {
     ttl: Duration,
     negative_ttl: Duration,
+    /// The most names kept; past it, expired ones go, then all.
+    max_entries: usize,
     entries: Mutex<HashMap<String, (Known, Instant)>>,
 }
 
@@ -36,9 +35,10 @@ pub fn key(bucket: &str, name: &str) -> String {
 }
 
 impl MetaCache {
-    /// Names kept for `ttl`, absent ones for `negative_ttl` (at most `ttl`).
-    pub fn new(ttl: Duration, negative_ttl: Duration) -> Self {
-        Self { ttl, negative_ttl: negative_ttl.min(ttl), entries: Mutex::new(HashMap::new()) }
+    /// Names kept for `ttl`, absent ones for `negative_ttl` (at most `ttl`),
+    /// `max_entries` of them at most.
+    pub fn new(ttl: Duration, negative_ttl: Duration, max_entries: usize) -> Self {
+        Self { ttl, negative_ttl: negative_ttl.min(ttl), max_entries, entries: Mutex::new(HashMap::new()) }
     }
 
     pub fn get(&self, key: &str) -> Option<Known> {
@@ -64,9 +64,9 @@ impl MetaCache {
         let ttl = if matches!(known, Known::Absent) { self.negative_ttl } else { self.ttl };
         let now = Instant::now();
         let mut entries = lock(&self.entries);
-        if entries.len() >= MAX_ENTRIES {
+        if entries.len() >= self.max_entries {
             entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= MAX_ENTRIES {
+            if entries.len() >= self.max_entries {
                 entries.clear();
             }
         }
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let cache = MetaCache::new(Duration::from_millis(30), Duration::from_secs(5));
+        let cache = MetaCache::new(Duration::from_millis(30), Duration::from_secs(5), 100);
         cache.put(key("b", "x/"), Known::Prefix);
         assert!(matches!(cache.get(&key("b", "x/")), Some(Known::Prefix)));
         std::thread::sleep(Duration::from_millis(40));
@@ -118,20 +118,20 @@ mod tests {
 
     #[test]
     fn an_absent_name_is_kept_for_the_negative_ttl_and_never_past_the_ttl() {
-        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_millis(30));
+        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_millis(30), 100);
         cache.put(key("b", "gone"), Known::Absent);
         cache.put(key("b", "here/"), Known::Prefix);
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.get(&key("b", "gone")).is_none(), "asked again after the negative TTL");
         assert!(cache.get(&key("b", "here/")).is_some(), "the rest is kept for the TTL");
-        let always_ask = MetaCache::new(Duration::ZERO, Duration::from_secs(5));
+        let always_ask = MetaCache::new(Duration::ZERO, Duration::from_secs(5), 100);
         always_ask.put(key("b", "gone"), Known::Absent);
         assert!(always_ask.get(&key("b", "gone")).is_none(), "--metadata-ttl 0 asks every time");
     }
 
     #[test]
     fn forgetting_a_directory_forgets_what_is_under_it_only() {
-        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60), 100);
         for name in ["d/", "d/a", "d/e/f", "da", "x"] {
             cache.put(key("b", name), Known::Absent);
         }
@@ -143,5 +143,20 @@ mod tests {
         assert!(cache.get(&key("c", "d/a")).is_some(), "another bucket's names stay");
         cache.forget_under("b", "");
         assert!(cache.get(&key("b", "x")).is_none(), "a bucket root forgets the whole bucket");
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_size_dropping_expired_names_first() {
+        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_millis(20), 3);
+        cache.put(key("b", "gone"), Known::Absent);
+        cache.put(key("b", "a/"), Known::Prefix);
+        cache.put(key("b", "b/"), Known::Prefix);
+        std::thread::sleep(Duration::from_millis(30));
+        cache.put(key("b", "c/"), Known::Prefix);
+        let kept = |names: &[&str]| names.iter().filter(|n| cache.get(&key("b", n)).is_some()).count();
+        assert_eq!(kept(&["a/", "b/", "c/"]), 3, "the expired name made room");
+        cache.put(key("b", "d/"), Known::Prefix);
+        assert_eq!(kept(&["a/", "b/", "c/", "d/"]), 1, "full of live names: all go, the new one stays");
+        assert!(cache.get(&key("b", "d/")).is_some());
     }
 }

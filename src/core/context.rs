@@ -26,6 +26,8 @@ pub struct Options {
     pub metadata_ttl: Duration,
     /// How long a name found absent is remembered (at most `metadata_ttl`).
     pub negative_ttl: Duration,
+    /// The most Cloud Storage names whose metadata is cached.
+    pub stat_cache_entries: usize,
     /// Where files open for write are staged before upload.
     pub staging_dir: PathBuf,
     /// How many objects a directory rename moves at most (each is a copy
@@ -47,6 +49,7 @@ impl Default for Options {
             page_size: 1000,
             metadata_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
+            stat_cache_entries: 1 << 20,
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
             config_only: false,

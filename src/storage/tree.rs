@@ -69,7 +69,7 @@ impl StorageTree {
         let ttl = cx.options.metadata_ttl;
         Self {
             gcs,
-            cache: MetaCache::new(ttl, cx.options.negative_ttl),
+            cache: MetaCache::new(ttl, cx.options.negative_ttl, cx.options.stat_cache_entries),
             project_buckets: Timed::new(ttl),
             foreign_buckets: Timed::new(ttl),
             streams: DirStreams::default(),
