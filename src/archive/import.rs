@@ -570,7 +570,10 @@ fn compare_object<V: Vfs + ?Sized>(
 /// The node an archive's path (relative to a project: `storage/b/x`)
 /// names, in any project.
 fn node_of(parts: &[&str], dir: bool) -> Option<Node> {
-    Node::parse(&format!("{ANY_PROJECT}/{}", parts.join("/")), dir)
+    let (last, dirs) = parts.split_last()?;
+    let project = Node::Project { project: ANY_PROJECT.to_string() };
+    let parent = dirs.iter().try_fold(project, |node, part| node.child_dir(part))?;
+    parent.child(last, dir)
 }
 
 /// A project's name for `node_of` (the grammar below a project is the same

@@ -500,6 +500,16 @@ pub fn check_name_length(name: &str) -> Result<(), ciofs_frontends::VfsError> {
     Ok(())
 }
 
+/// Refuses a name a new entry of `dir` cannot have: too long
+/// (ENAMETOOLONG), or one that cannot be a file name (EINVAL, saying why).
+pub fn check_new_name(dir: &Node, name: &str) -> Result<(), ciofs_frontends::VfsError> {
+    check_name_length(name)?;
+    match unusable_segment(name) {
+        Some(why) => Err(VfsError::invalid(format!("{dir}/{name}: {why}"))),
+        None => Ok(()),
+    }
+}
+
 impl Node {
     /// The node at `path` as `path()` prints it (from the mount root, no
     /// leading `/`); `dir` says whether it names a directory (an object
@@ -615,9 +625,7 @@ impl Node {
 
     /// A file of a bucket directory or of its `.meta/`.
     fn file_in_bucket(dir: &Node, name: &str) -> VfsResult<Node> {
-        if let Some(why) = unusable_segment(name) {
-            return Err(VfsError::invalid(format!("{dir}/{name}: {why}")));
-        }
+        check_new_name(dir, name)?;
         match dir {
             Node::Dir { project, bucket, prefix } => {
                 Ok(Node::Object { project: project.clone(), bucket: bucket.clone(), name: format!("{prefix}{name}") })

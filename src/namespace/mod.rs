@@ -363,10 +363,8 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         let made = match dir.service() {
             Some(service) => self.slice(service).mkdir(&dir, name).await,
-            None => node::check_name_length(name).and_then(|()| match node::unusable_segment(name) {
-                Some(why) => Err(VfsError::invalid(format!("{dir}/{name}: {why}"))),
-                None => Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here"))),
-            }),
+            None => node::check_new_name(&dir, name)
+                .and(Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here")))),
         };
         let attr = match made {
             // A fixed directory (`bigquery`, `.meta`, `subscriptions` ...):

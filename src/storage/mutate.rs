@@ -17,7 +17,7 @@ use ciofs_frontends::{Attr, VfsError, VfsResult};
 use super::tree::StorageTree;
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
-use crate::core::node::{META_DIR, Node, Service, check_name_length, unusable_segment};
+use crate::core::node::{META_DIR, Node, Service, check_name_length, check_new_name};
 
 impl StorageTree {
     /// A `--config-only` tree shows no objects, and changes none (NFS names
@@ -42,10 +42,7 @@ impl StorageTree {
     }
 
     pub async fn make_dir(&self, dir: &Node, name: &str) -> VfsResult<Attr> {
-        check_name_length(name)?;
-        if let Some(why) = unusable_segment(name) {
-            return Err(VfsError::invalid(format!("{dir}/{name}: {why}")));
-        }
+        check_new_name(dir, name)?;
         let node = match dir {
             Node::Service { project, service: Service::Storage } => {
                 self.mkdir_bucket(project, name).await?;
@@ -216,10 +213,7 @@ impl StorageTree {
     /// directory of up to `Options::rename_limit` objects, within a bucket.
     pub async fn rename_entry(&self, from: &Node, name: &str, to: &Node, new_name: &str) -> VfsResult<()> {
         check_name_length(name)?;
-        check_name_length(new_name)?;
-        if let Some(why) = unusable_segment(new_name) {
-            return Err(VfsError::invalid(format!("{to}/{new_name}: {why}")));
-        }
+        check_new_name(to, new_name)?;
         match (from, to) {
             (Node::Dir { project, bucket, prefix }, Node::Dir { bucket: to_bucket, prefix: to_prefix, .. })
                 if bucket == to_bucket =>
