@@ -30,6 +30,15 @@ impl From<Problems> for VfsError {
     }
 }
 
+/// For tests: what a refused document tells the user, checking that it is
+/// refused as EINVAL.
+#[cfg(test)]
+pub fn refused_message<T: std::fmt::Debug>(result: Result<T, Problems>) -> String {
+    let error = VfsError::from(result.expect_err("refused"));
+    assert_eq!(error.errno(), libc::EINVAL, "{error}");
+    error.message().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

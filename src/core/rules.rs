@@ -124,3 +124,21 @@ fn label_letter(c: char) -> bool {
 fn label_char(c: char) -> bool {
     label_letter(c) || c.is_numeric() || c == '_' || c == '-'
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each problem names the setting it is about, as a path into the
+    /// document, beside the sentence the user reads.
+    #[test]
+    fn problems_carry_their_field_paths() {
+        let labels = BTreeMap::from([("Env".to_string(), "x".to_string()), (String::new(), String::new())]);
+        let mut problems = Problems::default();
+        label_problems("BigQuery", &labels, &mut problems);
+        let fields: Vec<&str> = problems.list().iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["labels", "labels.Env"]);
+        assert!(problems.list()[1].message.starts_with("label `Env`: a key must start with a lowercase letter"));
+        assert_eq!(refuse_if_any(Problems::default()), Ok(()));
+    }
+}

@@ -4,7 +4,6 @@ use std::time::{Duration, SystemTime};
 use ciofs_backends::bigquery::{
     DatasetMeta, DatasetSettings, RangePartitioning, SchemaField, TableMeta, TableSettings, TimePartitioning,
 };
-use ciofs_frontends::VfsError;
 
 use super::*;
 
@@ -16,11 +15,7 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).expect("UTF-8")
 }
 
-fn einval(result: Result<impl std::fmt::Debug, Problems>) -> String {
-    let error = VfsError::from(result.expect_err("refused"));
-    assert_eq!(error.errno(), libc::EINVAL, "{error}");
-    error.message().to_string()
-}
+use crate::core::errors::refused_message as einval;
 
 /// The schema document of the format's specification, verbatim.
 const SEED_SCHEMA: &str = r#"{

@@ -5,6 +5,7 @@ use ciofs_backends::bigquery::{RangePartitioning, SchemaField, TableSettings, Ti
 use ciofs_frontends::VfsError;
 
 use super::*;
+use crate::core::errors::refused_message;
 
 fn rec(name: &str, mode: &str, fields: Vec<SchemaField>) -> SchemaField {
     SchemaField { fields, ..SchemaField::new(name, "RECORD", mode) }
@@ -245,9 +246,7 @@ fn many_problems_are_summarized() {
 }
 
 fn schema_problem(fields: &[SchemaField]) -> String {
-    let error: VfsError = check_schema(fields).unwrap_err().into();
-    assert_eq!(error.errno(), libc::EINVAL);
-    error.message().to_string()
+    refused_message(check_schema(fields))
 }
 
 #[test]
@@ -328,9 +327,7 @@ fn partitioned() -> TableSettings {
 }
 
 fn config_problem(table_type: &str, old: &TableSettings, new: &TableSettings) -> String {
-    let error = VfsError::from(check_config_change(table_type, old, new, now()).unwrap_err());
-    assert_eq!(error.errno(), libc::EINVAL);
-    error.message().to_string()
+    refused_message(check_config_change(table_type, old, new, now()))
 }
 
 fn with_labels(labels: &[(&str, &str)]) -> TableSettings {
@@ -477,4 +474,16 @@ fn a_new_table_may_be_partitioned() {
     assert!(check_new_table_config(&both, now()).unwrap_err().message().contains("not both"));
     let bad_labels = TableSettings { labels: BTreeMap::from([("A".into(), String::new())]), ..table() };
     assert!(check_new_table_config(&bad_labels, now()).is_err());
+}
+
+/// A column's problem is about the column's path in the schema.
+#[test]
+fn a_column_problem_names_the_column_path() {
+    let record = SchemaField {
+        fields: vec![SchemaField::new("b", "STRING", "OPTIONAL")],
+        ..SchemaField::new("a", "RECORD", "NULLABLE")
+    };
+    let problems = check_schema(&[record]).unwrap_err();
+    let fields: Vec<&str> = problems.list().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["a.b"]);
 }

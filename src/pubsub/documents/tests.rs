@@ -4,7 +4,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use chrono::DateTime;
 use ciofs_backends::pubsub::ReceivedMessage;
-use ciofs_frontends::VfsError;
 
 use super::stream::base64;
 use super::*;
@@ -17,11 +16,7 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).expect("UTF-8")
 }
 
-fn einval(result: Result<impl std::fmt::Debug, Problems>) -> String {
-    let error = VfsError::from(result.expect_err("refused"));
-    assert_eq!(error.errno(), libc::EINVAL, "{error}");
-    error.message().to_string()
-}
+use crate::core::errors::refused_message as einval;
 
 fn at(text: &str) -> SystemTime {
     DateTime::parse_from_rfc3339(text).expect("a test time").into()

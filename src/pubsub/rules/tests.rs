@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ciofs_backends::pubsub::{DeadLetterPolicy, RetryPolicy, SchemaSettings, SubscriptionSettings, TopicSettings};
-use ciofs_frontends::VfsError;
 
 use super::*;
 
@@ -14,11 +13,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-fn problem(result: Result<(), Problems>) -> String {
-    let error = VfsError::from(result.expect_err("refused"));
-    assert_eq!(error.errno(), libc::EINVAL, "{error}");
-    error.message().to_string()
-}
+use crate::core::errors::refused_message as problem;
 
 // ---------------------------------------------------------------------------
 // Topics
