@@ -188,6 +188,25 @@ fn missing_paths_are_enoent() {
     }
 }
 
+/// With `--stat-cache-entries 2` the metadata cache empties over and over
+/// while `ls -l` and `stat` walk the tree: every answer is still the
+/// object's, only asked of Cloud Storage again.
+#[test]
+fn a_tiny_stat_cache_gives_the_same_answers() {
+    let bucket = bucket_name("tinycache");
+    let big = seed(&bucket);
+    let mount = FuseMount::start(&["--stat-cache-entries", "2"]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}"));
+    let listing = stdout(Command::new("ls").arg("-lR").arg(&dir));
+    for name in ["top.txt", "a.txt", "b.txt", "c.txt", "big.bin"] {
+        assert!(listing.contains(name), "{name} not in {listing}");
+    }
+    for (path, size) in [("top.txt", 10), ("dir/a.txt", 6), ("dir/sub/deeper/c.txt", 8), ("big.bin", big.len())] {
+        assert_eq!(std::fs::metadata(dir.join(path)).expect(path).len(), size as u64, "{path}");
+    }
+    assert_eq!(std::fs::read(dir.join("big.bin")).unwrap(), big);
+}
+
 /// A name found absent is remembered for `--negative-ttl`, so an object
 /// added behind the mount's back stays hidden meanwhile; `touch` of its
 /// directory forgets what is cached there, and the object shows at once.
