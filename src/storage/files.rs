@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ciofs_backends::ErrorKind;
@@ -17,6 +17,13 @@ use super::tree::{SharedReader, StorageTree};
 use super::writer::{Caller, Writer};
 use crate::core::cache;
 use crate::core::node::Node;
+
+/// How long an open for write waits for another handle's data to be
+/// uploaded before it answers EBUSY. FUSE sends RELEASE after close()
+/// returned, so a change made through a closed handle's file (an ftruncate
+/// on another descriptor, say) is uploaded only then: a short wait lets
+/// `close(); open()` in one program see it done.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Readers for NFS, which reads without opening: kept per inode.
 const NFS_READERS: usize = 64;
@@ -62,15 +69,32 @@ impl StorageTree {
         Ok((FileHandle::Read(Arc::new(AsyncMutex::new(reader))), keep_cache))
     }
 
-    /// Opens an object for write (`open_writer`).
+    /// A handle's writer for an open for write of `node`: the file's
+    /// writer if another handle has one (once it settled), else a new one
+    /// staged from the object (empty with `truncate`).
     pub async fn open_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<FileHandle> {
-        Ok(FileHandle::Write(self.open_writer(ino, node, truncate).await?))
+        if let Some(writer) = self.writer(ino) {
+            if !writer.settled_within(SETTLE_WAIT).await {
+                return Err(VfsError::busy(format!(
+                    "{node}: another handle has unflushed data or an upload in flight"
+                )));
+            }
+            if let Some(shared) = self.share_writer(&writer, truncate).await? {
+                return Ok(FileHandle::Write(shared));
+            }
+        }
+        let base = self.existing_object(node).await?;
+        let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
+        lock(&self.writers).insert(ino, writer.clone());
+        Ok(FileHandle::Write(writer.new_handle()))
     }
 
     /// `create` of an object: its handle, and the time the file shows
     /// until something changes it (the writer's own).
     pub fn create_file(&self, ino: Ino, node: &Node) -> VfsResult<(FileHandle, SystemTime)> {
-        let writer = self.create_writer(ino, node)?;
+        let writer = Arc::new(Writer::new(node.clone(), self.stage(node, None, true)?));
+        lock(&self.writers).insert(ino, writer.clone());
+        let writer = writer.new_handle();
         let mtime = writer.state().mtime;
         Ok((FileHandle::Write(writer), mtime))
     }

@@ -44,14 +44,14 @@ use bytes::Bytes;
 use ciofs_backends::gcs::{ObjectMeta, StreamedUpload, Upload, Written};
 use ciofs_backends::sync::lock;
 use ciofs_backends::{BackendResult, ErrorKind};
-use ciofs_frontends::{Ino, VfsError, VfsResult};
+use ciofs_frontends::{VfsError, VfsResult};
 use tokio::sync::OwnedMutexGuard;
 
 use super::reader::{ObjectReader, ObjectVersion};
 use super::tree::StorageTree;
 use super::writer::{
-    Base, Caller, SETTLE_WAIT, STREAM_AFTER, Staged, Streaming, Writer, decode_crc32c, finish_streaming, io_error,
-    staged_in, staging_crc32c,
+    Base, Caller, STREAM_AFTER, Staged, Streaming, Writer, decode_crc32c, finish_streaming, io_error, staged_in,
+    staging_crc32c,
 };
 use crate::core::cache::{Known, key};
 use crate::core::errors::vfs_error;
@@ -427,33 +427,6 @@ impl StorageTree {
                 return Some((writer, staged));
             }
         }
-    }
-
-    /// A handle's writer for an open for write of `node`: the file's
-    /// writer if another handle has one (once it settled), else a new one
-    /// staged from the object (empty with `truncate`).
-    pub async fn open_writer(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Arc<Writer>> {
-        if let Some(writer) = self.writer(ino) {
-            if !writer.settled_within(SETTLE_WAIT).await {
-                return Err(VfsError::busy(format!(
-                    "{node}: another handle has unflushed data or an upload in flight"
-                )));
-            }
-            if let Some(shared) = self.share_writer(&writer, truncate).await? {
-                return Ok(shared);
-            }
-        }
-        let base = self.existing_object(node).await?;
-        let writer = Arc::new(Writer::new(node.clone(), self.stage(node, base, truncate)?));
-        lock(&self.writers).insert(ino, writer.clone());
-        Ok(writer.new_handle())
-    }
-
-    /// The writer of a file `create` makes: empty, its handle counted.
-    pub fn create_writer(&self, ino: Ino, node: &Node) -> VfsResult<Arc<Writer>> {
-        let writer = Arc::new(Writer::new(node.clone(), self.stage(node, None, true)?));
-        lock(&self.writers).insert(ino, writer.clone());
-        Ok(writer.new_handle())
     }
 
     /// A new handle on `writer`, the file's writer, which has nothing

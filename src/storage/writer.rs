@@ -25,13 +25,6 @@ pub(super) const UNCONFIRMED_KEPT: usize = 16;
 /// files go up whole at close, in one request either way.
 pub const STREAM_AFTER: u64 = 8 << 20;
 
-/// How long an open for write waits for another handle's data to be
-/// uploaded before it answers EBUSY. FUSE sends RELEASE after close()
-/// returned, so a change made through a closed handle's file (an ftruncate
-/// on another descriptor, say) is uploaded only then: a short wait lets
-/// `close(); open()` in one program see it done.
-pub(super) const SETTLE_WAIT: Duration = Duration::from_secs(1);
-
 /// An upload that runs while a sequential writer writes.
 pub(super) struct Streaming {
     /// What it uploads; a commit that would upload anything else (the file
