@@ -472,7 +472,7 @@ impl BigQueryTree {
     /// Before a journaled edit of an earlier run is applied: a table that
     /// does not exist (yet) in an existing dataset is a directory made by
     /// mkdir, pending again.
-    pub async fn pending_again(&self, node: &Node) -> VfsResult<()> {
+    async fn pending_again(&self, node: &Node) -> VfsResult<()> {
         let Node::TableFile { project, dataset, table, .. } = node else { return Ok(()) };
         if self.pending(project, dataset, table).is_some() {
             return Ok(());
@@ -776,6 +776,10 @@ impl Slice for BigQueryTree {
                 self.update_table(project, &view, settings).await
             }
         }
+    }
+
+    async fn prepare_replay(&self, node: &Node) -> VfsResult<()> {
+        self.pending_again(node).await
     }
 
     /// The table must still exist for its files to be written.

@@ -50,6 +50,13 @@ pub trait Slice: Send + Sync {
     /// is cached beyond the TTL's own expiry.
     fn forget_cached(&self, _dir: &Node) {}
 
+    /// Before an edit of `node` journaled by an earlier run is applied:
+    /// makes again what it needs (a table directory made by `mkdir` waits
+    /// for its schema). By default nothing is needed.
+    async fn prepare_replay(&self, _node: &Node) -> VfsResult<()> {
+        Ok(())
+    }
+
     /// A document file was removed: its name is hidden (core/edits.rs),
     /// and the slice forgets what the file held for a resource not created
     /// yet. By default there is nothing to forget.

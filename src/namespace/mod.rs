@@ -563,7 +563,7 @@ impl Documents for Namespace {
     }
 
     async fn prepare_replay(&self, node: &Node) -> VfsResult<()> {
-        self.bigquery.pending_again(node).await
+        self.slice_of(node)?.prepare_replay(node).await
     }
 }
 
