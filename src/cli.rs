@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ciofs_backends::retry::RetryPolicy;
 
+use crate::core::context::{CacheOptions, DiskTier};
 use crate::namespace::Options;
 
 #[derive(Parser, Debug)]
@@ -118,6 +119,19 @@ pub struct TreeArgs {
     /// a call that stalls fails within a minute more.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
+    /// Where read object content is cached on disk, kept across restarts;
+    /// one mount at a time. Default: a directory of the state directory
+    /// for each mount point (and NFS server); export and import cache in
+    /// memory only.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Memory for cached object content (K, M, G suffixes: powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = byte_size)]
+    pub cache_memory: u64,
+    /// Disk for cached object content, at most; less if the disk would be
+    /// left with under 10 % free. 0: memory only.
+    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = byte_size)]
+    pub cache_size: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -166,6 +180,27 @@ pub struct ServeNfsArgs {
     /// Internal: the file descriptor on which a re-executed server reports its port.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
+}
+
+/// A size in bytes: a number with an optional K, M, G or T (powers of
+/// 1024, with or without a trailing "iB" or "B").
+fn byte_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let unit_at = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(unit_at);
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: not a size (a number with K, M, G or T)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?}: not a size (a number with K, M, G or T)"))
 }
 
 fn octal(text: &str) -> Result<u16, String> {
@@ -217,7 +252,18 @@ impl TreeArgs {
             staging_dir: self.state_dir()?.join("staging"),
             rename_limit: self.rename_limit,
             config_only: false,
+            content_cache: self.cache_options(None),
         })
+    }
+
+    /// The content cache's tiers: on disk in `--cache-dir`, else in
+    /// `default_dir`, else (or with `--cache-size 0`) memory only.
+    pub fn cache_options(&self, default_dir: Option<PathBuf>) -> CacheOptions {
+        let dir = self.cache_dir.clone().or(default_dir).filter(|_| self.cache_size > 0);
+        CacheOptions {
+            memory_bytes: usize::try_from(self.cache_memory).unwrap_or(usize::MAX),
+            disk: dir.map(|dir| DiskTier { dir, max_bytes: self.cache_size }),
+        }
     }
 
     /// How calls to every Google service are bounded and retried.
@@ -319,5 +365,37 @@ mod tests {
         let Command::ServeNfs(args) = cli.command else { panic!("not serve-nfs") };
         assert_eq!(args.tree.retry_policy().stall_timeout, Duration::from_secs(5));
         assert!(Cli::try_parse_from(["ciofs", "mount", "--project", "p", "--stall-timeout", "0", "/mnt"]).is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(byte_size("0"), Ok(0));
+        assert_eq!(byte_size("4096"), Ok(4096));
+        assert_eq!(byte_size("256M"), Ok(256 << 20));
+        assert_eq!(byte_size("10GiB"), Ok(10 << 30));
+        assert_eq!(byte_size("2 kb"), Ok(2048));
+        assert!(byte_size("ten").is_err());
+        assert!(byte_size("5X").is_err());
+        assert!(byte_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn the_disk_cache_is_in_cache_dir_else_the_default_and_off_at_size_zero() {
+        let parse = |extra: &[&str]| {
+            let args = [&["ciofs", "mount", "--project", "p"], extra, &["/mnt"]].concat();
+            let Command::Mount(args) = Cli::try_parse_from(args).unwrap().command else { panic!("not a mount") };
+            args.tree
+        };
+        let default = Some(PathBuf::from("/state/cache/m"));
+        let tree = parse(&[]);
+        let options = tree.cache_options(default.clone());
+        assert_eq!(options.memory_bytes, 256 << 20);
+        let disk = options.disk.unwrap();
+        assert_eq!((disk.dir, disk.max_bytes), (PathBuf::from("/state/cache/m"), 10 << 30));
+        let tree = parse(&["--cache-dir", "/c", "--cache-memory", "64M"]);
+        assert_eq!(tree.cache_options(default.clone()).disk.unwrap().dir, PathBuf::from("/c"));
+        assert_eq!(tree.cache_options(None).memory_bytes, 64 << 20);
+        assert!(parse(&["--cache-size", "0"]).cache_options(default).disk.is_none());
+        assert!(parse(&[]).cache_options(None).disk.is_none());
     }
 }

@@ -106,9 +106,14 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Where a mount's pid file lives.
 pub fn pid_file(state_dir: &Path, mountpoint: &Path) -> PathBuf {
+    mount_state(&state_dir.join("mounts"), mountpoint).with_extension("pid")
+}
+
+/// The name in `dir` of what belongs to the mount at `mountpoint` alone.
+pub fn mount_state(dir: &Path, mountpoint: &Path) -> PathBuf {
     let canonical = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
     let hash = crate::core::inodes::path_hash(&canonical.to_string_lossy());
-    state_dir.join("mounts").join(format!("{hash:016x}.pid"))
+    dir.join(format!("{hash:016x}"))
 }
 
 /// Records this process as the daemon of `mountpoint`; removed on drop.

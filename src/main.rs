@@ -72,7 +72,15 @@ fn mount_in_background(args: &MountArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn namespace(tree: &TreeArgs, journal: Option<&Path>, config_only: bool) -> Result<Arc<Namespace>, String> {
+/// The namespace over Google's services, its content cache open: its disk
+/// tier in `--cache-dir`, else in `cache_dir` (a mount's or server's own
+/// directory of the state dir), else memory only.
+async fn namespace(
+    tree: &TreeArgs,
+    journal: Option<&Path>,
+    config_only: bool,
+    cache_dir: Option<PathBuf>,
+) -> Result<Arc<Namespace>, String> {
     let retry = tree.retry_policy();
     let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
         .await
@@ -85,12 +93,14 @@ async fn namespace(tree: &TreeArgs, journal: Option<&Path>, config_only: bool) -
         .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
-    let options = ciofs::namespace::Options { config_only, ..tree.options()? };
+    let content_cache = tree.cache_options(cache_dir);
+    let options = ciofs::namespace::Options { config_only, content_cache, ..tree.options()? };
     let namespace = match journal {
         Some(journal) => Namespace::persistent(projects, services, options, journal)
             .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
         None => Namespace::new(projects, services, options),
     };
+    namespace.open_content_cache().await?;
     Ok(Arc::new(namespace))
 }
 
@@ -110,7 +120,8 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // Resolved before mounting: a stat of our own mount point from the
     // daemon would wait on the daemon.
     let canonical = canonical(&args.mountpoint)?;
-    let namespace = namespace(&args.tree, None, args.config_only).await?;
+    let cache_dir = daemon::mount_state(&args.tree.state_dir()?.join("cache"), &canonical);
+    let namespace = namespace(&args.tree, None, args.config_only, Some(cache_dir)).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
@@ -122,6 +133,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
     serve_until_unmounted(Some(mount), &canonical).await;
     let _logged = namespace.settle().await;
+    namespace.close_content_cache().await;
     Ok(())
 }
 
@@ -253,7 +265,9 @@ impl NfsService {
         listen: std::net::SocketAddr,
         config_only: bool,
     ) -> Result<(Self, std::net::SocketAddr), String> {
-        let namespace = namespace(tree, Some(&nfs_journal(tree)?), config_only).await?;
+        let journal = nfs_journal(tree)?;
+        let cache_dir = journal.with_extension("").with_extension("cache");
+        let namespace = namespace(tree, Some(&journal), config_only, Some(cache_dir)).await?;
         namespace.resume_journaled_uploads().await;
         namespace.resume_journaled_edits().await;
         // Both end by themselves when the namespace goes.
@@ -275,6 +289,7 @@ impl NfsService {
     async fn stop(self) {
         self.server.abort();
         let _logged = self.namespace.settle().await;
+        self.namespace.close_content_cache().await;
     }
 }
 
@@ -309,7 +324,7 @@ async fn export(args: ExportArgs) -> Result<(), String> {
     };
     let project = project.clone();
     // Configuration only: the tree a `--config-only` mount shows.
-    let namespace = namespace(&args.tree, None, args.config_only).await?;
+    let namespace = namespace(&args.tree, None, args.config_only, None).await?;
     let partial = args.file.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let name = args.file.to_string_lossy().to_string();
@@ -372,7 +387,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
         return Err("import takes exactly one --project".to_string());
     };
     let project = project.clone();
-    let namespace = namespace(&args.tree, None, false).await?;
+    let namespace = namespace(&args.tree, None, false, None).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let file = import::ArchiveFile::new(&args.file)?;

@@ -37,6 +37,30 @@ pub struct Options {
     /// documents, no object files (`tar c` of such a mount is what
     /// `ciofs export --config-only` writes).
     pub config_only: bool,
+    /// The content cache of object blocks.
+    pub content_cache: CacheOptions,
+}
+
+/// How big the content cache's tiers are and where its disk tier lives.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    pub memory_bytes: usize,
+    /// None: memory only.
+    pub disk: Option<DiskTier>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self { memory_bytes: 256 << 20, disk: None }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskTier {
+    pub dir: PathBuf,
+    /// The most bytes it holds; less if the file system would be left with
+    /// under 10 % free.
+    pub max_bytes: u64,
 }
 
 impl Default for Options {
@@ -53,6 +77,7 @@ impl Default for Options {
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
             config_only: false,
+            content_cache: CacheOptions::default(),
         }
     }
 }

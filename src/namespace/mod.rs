@@ -115,6 +115,17 @@ impl Namespace {
         }
     }
 
+    /// Opens the content cache now, so that an unusable cache directory
+    /// (another mount's, say) stops the start with the reason.
+    pub async fn open_content_cache(&self) -> Result<(), String> {
+        self.storage.content_cache().await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Lets cached blocks on their way to disk get there (at unmount).
+    pub async fn close_content_cache(&self) {
+        self.storage.close_content_cache().await;
+    }
+
     /// The entry of one of the tree's fixed nodes.
     fn fixed_entry(&self, node: Node) -> DirEntry {
         match node {

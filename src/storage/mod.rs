@@ -1,6 +1,7 @@
 //! Cloud Storage as files: its tree (`tree`: buckets and prefixes as
 //! directories, objects as files, lookups and listings), paged listings
-//! (`listing`), object reads (`reader`), the writer of a file (`write`; the
+//! (`listing`), object reads (`reader`, through the content cache of
+//! `block_cache`), the writer of a file (`write`; the
 //! writes NFS sends without an open are `nfs_writes` and `unattended`),
 //! rename and removal (`mutate`), buckets made by `mkdir` (`buckets`), and
 //! the `.meta/` documents (`documents`; `metadata` applies an object's,
@@ -8,6 +9,7 @@
 //!
 //! It uses `core` and nothing else of the crate.
 
+pub mod block_cache;
 pub mod buckets;
 pub mod documents;
 pub mod files;

@@ -1,31 +1,26 @@
-//! Streaming reads of one object generation with a bounded read-ahead.
+//! Reads of one object generation, block by block through the content
+//! cache (`block_cache`): a block read before, by this mount or by an
+//! earlier one with the same cache directory, costs no request.
 //!
-//! A sequential reader is served from a ranged GET that a background task
-//! pulls into a queue holding at most `PREFETCH_BYTES`; each new request is
-//! four times as long as the last, so a long sequential read soon runs on
-//! one request (each request costs a round trip, and fake-gcs-server pays
-//! for each range it serves). The last `BEHIND_BYTES` consumed are kept, so the kernel's
-//! slightly out-of-order reads (async readahead) do not restart the request.
-//! Nothing holds the whole object.
+//! A reader that moves forward block after block is sequential: the blocks
+//! ahead of it are fetched in parallel, in a window that doubles with each
+//! block read in order (up to `MAX_AHEAD`). A reader that jumps is random:
+//! it fetches only the blocks it reads. Memory stays bounded by the cache's
+//! memory tier and the window.
 
-use std::collections::VecDeque;
-use std::ops::Range;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ciofs_backends::gcs::{ObjectStore, ReadObject};
 use ciofs_backends::{BackendError, BackendResult, ErrorKind};
 use futures::StreamExt;
-use tokio::sync::{Semaphore, mpsc};
 
-const FIRST_REQUEST: u64 = 1 << 20;
-const MAX_REQUEST: u64 = 1 << 30;
-const PREFETCH_BYTES: usize = 16 << 20;
-const BEHIND_BYTES: usize = 4 << 20;
-/// A forward jump this short is read through rather than re-requested (and
-/// what it skips stays behind, for the reads the jump overtook).
-const SKIP_THROUGH: u64 = 2 << 20;
-/// How often a read that broke off mid-stream is started again.
+use super::block_cache::{BLOCK_SIZE, BlockCache, BlockKey};
+
+/// The most blocks fetched ahead of a sequential reader.
+const MAX_AHEAD: u64 = 16;
+/// How often a block whose read broke off mid-stream is asked for again.
 const MID_STREAM_RETRIES: u32 = 3;
 
 /// Which object generation a reader reads.
@@ -37,44 +32,22 @@ pub struct ObjectVersion {
     pub size: u64,
 }
 
-/// An in-flight ranged GET: its bytes arrive on `chunks` starting at `next`.
-struct Prefetch {
-    next: u64,
-    end: u64,
-    chunks: mpsc::Receiver<BackendResult<Bytes>>,
-    budget: Arc<Semaphore>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 pub struct ObjectReader {
     store: Arc<dyn ObjectStore>,
+    blocks: Arc<BlockCache>,
     version: ObjectVersion,
-    prefetch: Option<Prefetch>,
-    /// Bytes just consumed, oldest first; `behind_start` is the offset of the
-    /// first.
-    behind: VecDeque<Bytes>,
-    behind_start: u64,
-    behind_len: usize,
-    next_request: u64,
+    /// The block read last, and how many blocks were read in order up to it.
+    last: Option<u64>,
+    run: u32,
+    /// The blocks below this one have been asked for ahead of the reader.
+    ahead_to: u64,
+    /// The block read last, kept for the reads that follow within it.
+    current: Option<(u64, Bytes)>,
 }
 
 impl ObjectReader {
-    pub fn new(store: Arc<dyn ObjectStore>, version: ObjectVersion) -> Self {
-        Self {
-            store,
-            version,
-            prefetch: None,
-            behind: VecDeque::new(),
-            behind_start: 0,
-            behind_len: 0,
-            next_request: FIRST_REQUEST,
-        }
+    pub fn new(store: Arc<dyn ObjectStore>, blocks: Arc<BlockCache>, version: ObjectVersion) -> Self {
+        Self { store, blocks, version, last: None, run: 0, ahead_to: 0, current: None }
     }
 
     pub fn version(&self) -> &ObjectVersion {
@@ -82,186 +55,134 @@ impl ObjectReader {
     }
 
     /// Reads up to `len` bytes at `offset`; the flag is true at end of file.
-    /// A request that breaks off mid-stream is started again from where it
-    /// stopped, a few times.
     pub async fn read(&mut self, offset: u64, len: u32) -> BackendResult<(Bytes, bool)> {
         let size = self.version.size;
         if offset >= size {
             return Ok((Bytes::new(), true));
         }
         let end = size.min(offset + u64::from(len));
-        let mut out = BytesMut::new();
-        let mut at = offset;
-        let mut failures = 0;
-        while at < end {
-            match self.read_piece(at, end).await {
-                // The common case: one chunk holds it all; no copy.
-                Ok(piece) if at == offset && piece.len() as u64 == end - offset => {
-                    return Ok((piece, end == size));
-                }
-                Ok(piece) => {
-                    if out.is_empty() {
-                        out.reserve((end - offset) as usize);
-                    }
-                    at += piece.len() as u64;
-                    out.extend_from_slice(&piece);
-                }
-                Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
-                    failures += 1;
-                    tracing::debug!(error = %e, at, "read broke off; starting again");
-                    self.prefetch = None;
-                }
-                Err(e) => return Err(e),
-            }
+        let (first, last) = (offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
+        if first == last {
+            // The common case: one block holds it all; no copy.
+            let block = self.block(first).await?;
+            let start = first * BLOCK_SIZE;
+            return Ok((block.slice((offset - start) as usize..(end - start) as usize), end == size));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for index in first..=last {
+            let block = self.block(index).await?;
+            let start = index * BLOCK_SIZE;
+            let from = offset.saturating_sub(start) as usize;
+            let to = (end.min(start + BLOCK_SIZE) - start) as usize;
+            out.extend_from_slice(&block[from..to]);
         }
         Ok((out.freeze(), end == size))
     }
 
-    /// Some bytes at `at` (not past `end`), from the bytes behind or the
-    /// prefetch, starting a new request if neither has them.
-    async fn read_piece(&mut self, at: u64, end: u64) -> BackendResult<Bytes> {
-        if let Some(bytes) = self.bytes_behind(at, end) {
-            return Ok(bytes);
+    /// Block `index` of the object, from the cache or fetched.
+    async fn block(&mut self, index: u64) -> BackendResult<Bytes> {
+        if let Some((at, bytes)) = &self.current
+            && *at == index
+        {
+            return Ok(bytes.clone());
         }
-        let usable = self.prefetch.as_ref().is_some_and(|p| at >= p.next && at < p.end && at - p.next <= SKIP_THROUGH);
-        if !usable {
-            self.start_prefetch(at, end).await?;
-        }
-        loop {
-            let (chunk_start, chunk) = self.next_chunk().await?;
-            let chunk_end = chunk_start + chunk.len() as u64;
-            if at < chunk_end {
-                let from = at.saturating_sub(chunk_start) as usize;
-                let to = (end.min(chunk_end) - chunk_start) as usize;
-                return Ok(chunk.slice(from..to));
-            }
-        }
+        self.read_ahead(index);
+        let bytes = self.blocks.block(&self.key(index), self.fetcher(index)).await?;
+        self.current = Some((index, bytes.clone()));
+        Ok(bytes)
     }
 
-    /// The next chunk of the prefetch and its offset, recorded as consumed.
-    /// Starts the following request when the current one is done.
-    async fn next_chunk(&mut self) -> BackendResult<(u64, Bytes)> {
-        loop {
-            let Some(prefetch) = self.prefetch.as_mut() else {
-                return Err(BackendError::new(ErrorKind::Other, "no read in flight"));
-            };
-            if prefetch.next >= prefetch.end {
-                let (next, size) = (prefetch.end, self.version.size);
-                if next >= size {
-                    return Err(BackendError::new(ErrorKind::Other, "read past the end"));
-                }
-                self.start_prefetch(next, next + 1).await?;
-                continue;
-            }
-            match prefetch.chunks.recv().await {
-                Some(Ok(chunk)) => {
-                    prefetch.budget.add_permits(permits_for(chunk.len()));
-                    let start = prefetch.next;
-                    prefetch.next += chunk.len() as u64;
-                    self.push_behind(start, chunk.clone());
-                    return Ok((start, chunk));
-                }
-                Some(Err(e)) => {
-                    self.prefetch = None;
-                    return Err(e);
-                }
-                None => {
-                    let (next, end) = (prefetch.next, prefetch.end);
-                    self.prefetch = None;
-                    let v = &self.version;
-                    let message =
-                        format!("gs://{}/{}: the read ended at byte {next}, {end} expected", v.bucket, v.name);
-                    return Err(BackendError::new(ErrorKind::Unavailable, message));
-                }
-            }
+    /// Notes that block `index` is read and, for a sequential reader,
+    /// asks for the blocks ahead of it.
+    fn read_ahead(&mut self, index: u64) {
+        let in_order = match self.last {
+            None => index == 0,
+            Some(last) => index == last + 1,
+        };
+        // The kernel's readahead may ask for a block just behind.
+        let near = self.last.is_some_and(|last| index <= last && last - index <= 1);
+        if in_order {
+            self.run = self.run.saturating_add(1);
+        } else if !near {
+            self.run = 0;
+            self.ahead_to = 0;
         }
+        self.last = Some(self.last.map_or(index, |last| last.max(index)));
+        if self.run == 0 {
+            return;
+        }
+        let window = MAX_AHEAD.min(1 << self.run.min(8));
+        let to = self.block_count().min(index + 1 + window);
+        for ahead in self.ahead_to.max(index + 1)..to {
+            self.blocks.prefetch(&self.key(ahead), self.fetcher(ahead));
+        }
+        self.ahead_to = self.ahead_to.max(to);
     }
 
-    /// Starts a ranged GET at `at` that covers at least up to `end`. A
-    /// request that continues one read to its end is four times as long.
-    async fn start_prefetch(&mut self, at: u64, end: u64) -> BackendResult<()> {
-        let sequential = self.prefetch.as_ref().is_some_and(|p| p.next == at && p.end == at);
-        self.next_request = if sequential { (self.next_request * 4).min(MAX_REQUEST) } else { FIRST_REQUEST };
-        let range = at..self.version.size.min(at + self.next_request.max(end - at));
-        self.prefetch = None;
-        self.prefetch = Some(self.spawn_prefetch(range).await?);
-        Ok(())
+    fn block_count(&self) -> u64 {
+        self.version.size.div_ceil(BLOCK_SIZE)
     }
 
-    async fn spawn_prefetch(&self, range: Range<u64>) -> BackendResult<Prefetch> {
+    fn key(&self, index: u64) -> BlockKey {
         let v = &self.version;
+        BlockKey { bucket: v.bucket.clone(), name: v.name.clone(), generation: v.generation, index }
+    }
+
+    /// What fetches block `index` of this generation from Cloud Storage.
+    fn fetcher(&self, index: u64) -> impl FnOnce() -> BoxedFetch + use<> {
+        let v = &self.version;
+        let start = index * BLOCK_SIZE;
         let request = ReadObject {
             bucket: v.bucket.clone(),
             name: v.name.clone(),
             generation: Some(v.generation),
-            range: range.clone(),
+            range: start..v.size.min(start + BLOCK_SIZE),
         };
-        let mut body = self.store.read_object(&request).await?;
-        let budget = Arc::new(Semaphore::new(permits_for(PREFETCH_BYTES)));
-        let (sender, chunks) = mpsc::channel(1024);
-        let task_budget = budget.clone();
-        let task = tokio::spawn(async move {
-            while let Some(chunk) = body.next().await {
-                if let Ok(bytes) = &chunk {
-                    // Wait until the reader has room for this chunk.
-                    match task_budget.acquire_many(permits_for(bytes.len()) as u32).await {
-                        Ok(permit) => permit.forget(),
-                        Err(_) => return,
-                    }
-                }
-                let failed = chunk.is_err();
-                if sender.send(chunk).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Prefetch { next: range.start, end: range.end, chunks, budget, task })
+        let store = self.store.clone();
+        move || Box::pin(fetch_block(store, request))
     }
+}
 
-    fn behind_end(&self) -> u64 {
-        self.behind_start + self.behind_len as u64
-    }
+type BoxedFetch = std::pin::Pin<Box<dyn Future<Output = BackendResult<Bytes>> + Send>>;
 
-    fn bytes_behind(&self, at: u64, end: u64) -> Option<Bytes> {
-        if at < self.behind_start || at >= self.behind_end() {
-            return None;
-        }
-        let mut chunk_start = self.behind_start;
-        for chunk in &self.behind {
-            let chunk_end = chunk_start + chunk.len() as u64;
-            if at < chunk_end {
-                let from = (at - chunk_start) as usize;
-                let to = (end.min(chunk_end) - chunk_start) as usize;
-                return Some(chunk.slice(from..to));
+/// One block's bytes, all of them: a read that breaks off is asked for
+/// again, a few times; a short one is an error, never a short block.
+async fn fetch_block(store: Arc<dyn ObjectStore>, request: ReadObject) -> BackendResult<Bytes> {
+    let mut failures = 0;
+    loop {
+        match read_range(store.as_ref(), &request).await {
+            Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
+                failures += 1;
+                tracing::debug!(error = %e, "block read broke off; asking again");
             }
-            chunk_start = chunk_end;
-        }
-        None
-    }
-
-    /// Records `chunk`, which starts at `start`, as just consumed. The bytes
-    /// behind are contiguous: a chunk elsewhere starts them afresh.
-    fn push_behind(&mut self, start: u64, chunk: Bytes) {
-        if start != self.behind_end() {
-            self.behind.clear();
-            self.behind_len = 0;
-            self.behind_start = start;
-        }
-        self.behind_len += chunk.len();
-        self.behind.push_back(chunk);
-        while self.behind_len > BEHIND_BYTES && self.behind.len() > 1 {
-            if let Some(old) = self.behind.pop_front() {
-                self.behind_len -= old.len();
-                self.behind_start += old.len() as u64;
-            }
+            done => return done,
         }
     }
 }
 
-/// Semaphore permits for a chunk: one per KiB, at least one, so a huge chunk
-/// cannot ask for more than the budget holds.
-fn permits_for(bytes: usize) -> usize {
-    (bytes / 1024).clamp(1, PREFETCH_BYTES / 1024)
+async fn read_range(store: &dyn ObjectStore, request: &ReadObject) -> BackendResult<Bytes> {
+    let expected = (request.range.end - request.range.start) as usize;
+    let mut body = store.read_object(request).await?;
+    let mut bytes = BytesMut::with_capacity(expected);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if bytes.len() + chunk.len() > expected {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.len() != expected {
+        let message = format!(
+            "gs://{}/{}: the read of [{}..{}) gave {} bytes",
+            request.bucket,
+            request.name,
+            request.range.start,
+            request.range.end,
+            bytes.len()
+        );
+        return Err(BackendError::new(ErrorKind::Unavailable, message));
+    }
+    Ok(bytes.freeze())
 }
 
 #[cfg(test)]
@@ -274,18 +195,19 @@ mod tests {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
     }
 
-    fn reader(gcs: &Arc<MemoryGcs>, len: usize) -> (ObjectReader, Vec<u8>) {
+    async fn cache() -> Arc<BlockCache> {
+        Arc::new(BlockCache::open(&Default::default()).await.unwrap())
+    }
+
+    async fn reader(gcs: &Arc<MemoryGcs>, len: usize) -> (ObjectReader, Vec<u8>) {
         let bytes = data(len);
         let meta = gcs.put_object("b", "o", bytes.clone());
         let version =
             ObjectVersion { bucket: "b".into(), name: "o".into(), generation: meta.generation, size: meta.size };
-        (ObjectReader::new(gcs.clone(), version), bytes)
+        (ObjectReader::new(gcs.clone(), cache().await, version), bytes)
     }
 
-    #[tokio::test]
-    async fn sequential_reads_use_few_requests() {
-        let gcs = Arc::new(MemoryGcs::new());
-        let (mut reader, bytes) = reader(&gcs, 9 << 20);
+    async fn read_all(reader: &mut ObjectReader) -> Vec<u8> {
         let mut got = Vec::new();
         let mut eof = false;
         while !eof {
@@ -293,15 +215,37 @@ mod tests {
             got.extend_from_slice(&chunk);
             eof = at_end;
         }
-        assert_eq!(got, bytes);
-        // 1 MiB, 4 MiB, then the last 4 MiB of a 16 MiB request.
-        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 3);
+        got
+    }
+
+    #[tokio::test]
+    async fn each_block_is_fetched_once_and_read_again_from_the_cache() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, bytes) = reader(&gcs, 9 << 20).await;
+        assert_eq!(read_all(&mut reader).await, bytes);
+        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 9);
+        // Another reader of the same generation: from the cache.
+        let mut again = ObjectReader::new(gcs.clone(), reader.blocks.clone(), reader.version.clone());
+        assert_eq!(read_all(&mut again).await, bytes);
+        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 9);
+    }
+
+    #[tokio::test]
+    async fn a_random_reader_fetches_only_what_it_reads() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, bytes) = reader(&gcs, 64 << 20).await;
+        for block in [40u64, 3, 17, 60, 9, 33] {
+            let at = block * BLOCK_SIZE + 100;
+            let (chunk, _) = reader.read(at, 4096).await.unwrap();
+            assert_eq!(&chunk[..], &bytes[at as usize..at as usize + 4096]);
+        }
+        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 6);
     }
 
     #[tokio::test]
     async fn out_of_order_and_random_reads_return_the_right_bytes() {
         let gcs = Arc::new(MemoryGcs::new());
-        let (mut reader, bytes) = reader(&gcs, 3 << 20);
+        let (mut reader, bytes) = reader(&gcs, 3 << 20).await;
         let reads = [
             (131072, 4096),
             (0, 131072),
@@ -328,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_out_of_order_reads_return_the_right_bytes() {
         let gcs = Arc::new(MemoryGcs::new());
-        let (reader, bytes) = reader(&gcs, 8 << 20);
+        let (reader, bytes) = reader(&gcs, 8 << 20).await;
         let reader = Arc::new(tokio::sync::Mutex::new(reader));
         // As the kernel's async readahead does: many 128 KiB reads at once.
         let reads = (0..64u64).rev().map(|i| {
@@ -345,7 +289,7 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_generation_is_an_error_not_other_bytes() {
         let gcs = Arc::new(MemoryGcs::new());
-        let (mut reader, _) = reader(&gcs, 1000);
+        let (mut reader, _) = reader(&gcs, 1000).await;
         gcs.put_object("b", "o", "new content");
         assert!(reader.read(0, 10).await.is_err());
     }

@@ -19,6 +19,7 @@ use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::block_cache::BlockCache;
 use super::documents;
 use super::listing::{Child, DirStream, DirStreams, Next};
 use super::object_meta::PendingObjectMeta;
@@ -62,6 +63,8 @@ pub struct StorageTree {
     /// Names another project took between our `mkdir` and our create: what
     /// was written for them must not go up into that bucket.
     pub taken_buckets: Mutex<std::collections::BTreeSet<String>>,
+    /// Object content by block, opened on first use (`open_content_cache`).
+    blocks: tokio::sync::OnceCell<Arc<BlockCache>>,
 }
 
 impl StorageTree {
@@ -79,6 +82,7 @@ impl StorageTree {
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
+            blocks: tokio::sync::OnceCell::new(),
             cx,
         }
     }
@@ -265,7 +269,22 @@ impl StorageTree {
             generation: meta.generation,
             size: meta.size,
         };
-        Ok(ObjectReader::new(self.gcs.clone(), version))
+        Ok(ObjectReader::new(self.gcs.clone(), self.content_cache().await?, version))
+    }
+
+    /// The content cache, opened on first use from the options. The shell
+    /// opens it before serving, so that an unusable cache directory is an
+    /// error at start, not at the first read.
+    pub async fn content_cache(&self) -> VfsResult<Arc<BlockCache>> {
+        let open = || async { BlockCache::open(&self.cx.options.content_cache).await.map(Arc::new) };
+        self.blocks.get_or_try_init(open).await.cloned().map_err(VfsError::io)
+    }
+
+    /// Waits for cached blocks on their way to disk (at unmount).
+    pub async fn close_content_cache(&self) {
+        if let Some(blocks) = self.blocks.get() {
+            blocks.close().await;
+        }
     }
 
     pub async fn render_document(&self, node: &Node) -> VfsResult<Bytes> {

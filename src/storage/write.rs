@@ -92,7 +92,7 @@ impl StorageTree {
             generation: base.generation,
             size: base.size,
         };
-        let mut reader = ObjectReader::new(self.gcs.clone(), version);
+        let mut reader = ObjectReader::new(self.gcs.clone(), self.content_cache().await?, version);
         let mut at = 0;
         while at < base.size {
             let (chunk, _) = reader.read(at, 4 << 20).await.map_err(vfs_error)?;

@@ -1,0 +1,144 @@
+//! The content cache through a real FUSE mount: reads that the kernel's
+//! page cache cannot serve (O_DIRECT) come from ciofs's memory or disk tier
+//! while the service is frozen, also after a remount with the same cache
+//! directory; an object replaced behind the mount is read anew, never the
+//! old bytes; two mounts cannot share a cache directory.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const BUCKET: &str = "cached";
+const SIZE: usize = 3 << 20;
+
+/// A private emulator holding `BUCKET/f.bin` (3 MiB, pattern `seed`).
+fn emulator_with_object(seed: u8) -> PrivateGcs {
+    let gcs = PrivateGcs::start_in_memory();
+    let url = gcs.url();
+    curl(&[
+        "-X",
+        "POST",
+        &format!("{url}/storage/v1/b?project={PROJECT}"),
+        "-d",
+        &format!("{{\"name\":\"{BUCKET}\"}}"),
+    ]);
+    put(&gcs, &pattern(SIZE, seed));
+    gcs
+}
+
+fn put(gcs: &PrivateGcs, data: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    let url = format!("{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=f.bin", gcs.url());
+    curl(&["-X", "POST", &url, "--data-binary", &format!("@{}", file.path().display())]);
+}
+
+fn mount(gcs: &PrivateGcs, cache_dir: &Path, extra: &[&str]) -> FuseMount {
+    let cache_dir = cache_dir.display().to_string();
+    let args = [&["--cache-dir", cache_dir.as_str()], extra].concat();
+    FuseMount::start_with_env(&args, &[("STORAGE_EMULATOR_HOST", &gcs.url())])
+}
+
+fn object_path(mount: &FuseMount) -> String {
+    mount.path(&format!("{PROJECT}/storage/{BUCKET}/f.bin")).display().to_string()
+}
+
+/// The file's bytes read with O_DIRECT, past the kernel's page cache;
+/// None if dd did not finish within 20 s.
+fn read_direct(path: &str) -> Option<Vec<u8>> {
+    let output = Command::new("timeout")
+        .args(["20", "dd", &format!("if={path}"), "iflag=direct", "bs=1M", "status=none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    output.status.success().then_some(output.stdout)
+}
+
+/// Whether `read` is the whole file of pattern `seed` (compared without
+/// printing megabytes on failure).
+fn is_pattern(read: Option<Vec<u8>>, seed: u8) -> bool {
+    read.is_some_and(|bytes| bytes == pattern(SIZE, seed))
+}
+
+/// Runs `read` with the emulator frozen, then lets it go on.
+fn while_frozen<T>(gcs: &PrivateGcs, read: impl FnOnce() -> T) -> T {
+    gcs.freeze();
+    let result = read();
+    gcs.thaw();
+    result
+}
+
+#[test]
+fn a_re_read_with_o_direct_while_the_service_is_frozen_comes_from_the_cache() {
+    let gcs = emulator_with_object(1);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&gcs, cache.path(), &[]);
+    let path = object_path(&mount);
+    assert!(is_pattern(read_direct(&path), 1), "the cold read");
+    let again = while_frozen(&gcs, || read_direct(&path));
+    assert!(is_pattern(again, 1), "the re-read with the service frozen");
+}
+
+#[test]
+fn after_a_remount_with_the_same_cache_dir_a_stated_file_is_read_from_disk() {
+    let gcs = emulator_with_object(2);
+    let cache = tempfile::tempdir().unwrap();
+    let mut first = mount(&gcs, cache.path(), &[]);
+    assert!(is_pattern(read_direct(&object_path(&first)), 2));
+    first.terminate();
+    drop(first);
+
+    let second = mount(&gcs, cache.path(), &[]);
+    let path = object_path(&second);
+    // The stat confirms the generation; the bytes then need no request.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE as u64);
+    let read = while_frozen(&gcs, || read_direct(&path));
+    assert!(is_pattern(read, 2), "read with the service frozen");
+    assert!(second.log_text().contains("content cache: disk hit"), "{}", second.log_text());
+}
+
+#[test]
+fn an_object_replaced_behind_the_mount_is_read_anew_after_the_ttl() {
+    let gcs = emulator_with_object(3);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&gcs, cache.path(), &["--metadata-ttl", "1"]);
+    let path = object_path(&mount);
+    assert!(std::fs::read(&path).unwrap() == pattern(SIZE, 3));
+    assert!(is_pattern(read_direct(&path), 3));
+    // Same size, other bytes: only the generation tells them apart.
+    put(&gcs, &pattern(SIZE, 4));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(std::fs::read(&path).unwrap() == pattern(SIZE, 4), "cat reads the new generation");
+    assert!(is_pattern(read_direct(&path), 4), "so does O_DIRECT");
+}
+
+#[test]
+fn a_second_mount_on_the_same_cache_dir_is_refused_with_the_reason() {
+    let gcs = emulator_with_object(5);
+    let cache = tempfile::tempdir().unwrap();
+    let first = mount(&gcs, cache.path(), &[]);
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let output = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_ciofs"))
+        .args(["mount", "--foreground", "--project", PROJECT, "--cache-dir"])
+        .arg(cache.path())
+        .arg(&dir)
+        .env("CIOFS_STATE_DIR", state.path().join("state"))
+        .env("STORAGE_EMULATOR_HOST", gcs.url())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("is in use by process") && stderr.contains("--cache-dir"), "{stderr}");
+    assert!(!is_mounted(&dir));
+    // The first mount still reads.
+    assert!(std::fs::read(object_path(&first)).unwrap() == pattern(SIZE, 5));
+}
