@@ -50,6 +50,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ciofs::core::context::{CacheOptions, DiskTier};
 use ciofs::namespace::{Namespace, Options, Services};
 use ciofs_backends::ErrorKind;
 use ciofs_backends::fault::{Call, Fault, Faulty};
@@ -802,7 +803,17 @@ impl Sut {
         };
         // Metadata is not cached, so that what another client changed is
         // seen at once and the model needs no clock.
-        let options = Options { staging_dir: self.staging.clone(), metadata_ttl: Duration::ZERO, ..Options::default() };
+        // Object content through the content cache, in a memory tier of a
+        // few small blocks and a disk tier that a restart recovers: what a
+        // handle reads must still be its generation's bytes.
+        let disk = DiskTier { dir: self.staging.with_file_name("blocks"), max_bytes: 64 << 20 };
+        let content_cache = CacheOptions { memory_bytes: 4096, disk: Some(disk) };
+        let options = Options {
+            staging_dir: self.staging.clone(),
+            metadata_ttl: Duration::ZERO,
+            content_cache,
+            ..Options::default()
+        };
         let projects = vec![PROJECT.to_string()];
         match self.frontend {
             Frontend::Fuse => Namespace::new(projects, services, options),
