@@ -8,6 +8,7 @@
 //! so a corrupt block is a miss and is fetched again, never wrong bytes.
 //! However many readers want a block at once, it is fetched once.
 //!
+//! The directory and what is in it are the user's alone (0700 and 0600).
 //! One process at a time uses a cache directory: it holds an exclusive lock
 //! on `DIR/lock` for as long as it runs, and a second mount naming the same
 //! directory is refused with a clear error rather than sharing foyer's
@@ -27,6 +28,7 @@ use foyer::{
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::core::context::{CacheOptions, DiskTier};
+use crate::core::private_files::{self, Open, private_dir};
 
 /// The unit of fetching and caching. Measured on fake-gcs-server: a 1 MiB
 /// range costs about what a 4 KiB one does, and 4 MiB blocks made cold
@@ -189,7 +191,9 @@ type Device = std::sync::Arc<dyn foyer::Device>;
 fn open_disk(disk: &DiskTier) -> Result<Option<(Device, Flock<File>)>, String> {
     let dir = &disk.dir;
     let problem = |what: &str, e: &dyn std::fmt::Display| format!("cache directory {}: {what}: {e}", dir.display());
-    std::fs::create_dir_all(dir.join("blocks")).map_err(|e| problem("cannot create it", &e))?;
+    // Object content: nobody else's to read.
+    private_dir(&dir.join("blocks")).map_err(|e| problem("cannot make it private", &e))?;
+    private_dir(dir).map_err(|e| problem("cannot make it private", &e))?;
     let lock = lock_dir(dir)?;
     let bytes = disk_bytes(dir, disk.max_bytes).map_err(|e| problem("cannot measure its file system", &e))?;
     if bytes < MIN_DISK_BYTES {
@@ -207,12 +211,7 @@ fn open_disk(disk: &DiskTier) -> Result<Option<(Device, Flock<File>)>, String> {
 /// Locks `dir` for this process, or says who has it.
 fn lock_dir(dir: &Path) -> Result<Flock<File>, String> {
     let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
+    let file = private_files::open(&path, Open::ReadWrite)
         .map_err(|e| format!("cache directory {}: cannot open its lock: {e}", dir.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
