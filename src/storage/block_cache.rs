@@ -18,12 +18,14 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ciofs_backends::{BackendError, BackendResult, ErrorKind};
 use foyer::{
-    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy,
-    RecoverMode, Source,
+    BlockEngineConfig, Code, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, RecoverMode, Source,
 };
 use nix::fcntl::{Flock, FlockArg};
 
@@ -36,6 +38,8 @@ use crate::core::private_files::{self, Open, private_dir};
 pub const BLOCK_SIZE: u64 = 1 << 20;
 /// The disk tier's unit of writing and eviction (foyer's "block").
 const REGION_SIZE: usize = 16 << 20;
+/// How many lookups pass between two summaries in the debug log.
+const SUMMARY_EVERY: u64 = 1024;
 /// Below this, a disk tier is not worth having (nor is it left on).
 const MIN_DISK_BYTES: u64 = 4 * REGION_SIZE as u64;
 /// The share of the cache directory's file system left free.
@@ -84,6 +88,7 @@ impl Code for BlockKey {
 
 pub struct BlockCache {
     cache: HybridCache<BlockKey, Bytes>,
+    counts: Arc<Counts>,
     /// Held while this process uses the directory.
     _lock: Option<Flock<File>>,
 }
@@ -92,11 +97,13 @@ impl BlockCache {
     /// Opens the cache: the disk tier's directory locked and its blocks
     /// recovered. An error says what the user can do about it.
     pub async fn open(options: &CacheOptions) -> Result<Self, String> {
+        let counts = Arc::new(Counts::default());
         let builder = HybridCacheBuilder::new()
             .with_name("ciofs-blocks")
             // On disk as soon as fetched, so a crash or kill loses little.
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .with_flush_on_close(false)
+            .with_event_listener(counts.clone())
             .memory(options.memory_bytes)
             .with_shards(memory_shards(options.memory_bytes))
             .with_weighter(|_: &BlockKey, block: &Bytes| block.len())
@@ -113,7 +120,7 @@ impl BlockCache {
             None => (builder, None),
         };
         let cache = builder.build().await.map_err(|e| format!("cannot open the content cache: {e}"))?;
-        Ok(Self { cache, _lock: lock })
+        Ok(Self { cache, counts, _lock: lock })
     }
 
     /// A block: from memory, else from disk, else from `fetch`, whose
@@ -125,9 +132,7 @@ impl BlockCache {
     {
         match self.cache.get_or_fetch(key, fetch).await {
             Ok(entry) => {
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    log_source(key, entry.source());
-                }
+                self.counted(key, entry.source(), entry.value().len());
                 Ok(entry.value().clone())
             }
             Err(e) => Err(backend_error(e)),
@@ -152,8 +157,60 @@ impl BlockCache {
         self.cache.memory().usage()
     }
 
+    /// Counts a block served from `source`; every so often, and at debug,
+    /// logs what the cache did so far.
+    fn counted(&self, key: &BlockKey, source: Source, len: usize) {
+        let c = &self.counts;
+        let (counter, what) = match source {
+            Source::Memory => (&c.memory_hits, "memory hit"),
+            Source::Disk => (&c.disk_hits, "disk hit"),
+            Source::Outer => (&c.misses, "miss"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if source == Source::Outer {
+            c.fetched_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        }
+        let b = key;
+        tracing::trace!(bucket = %b.bucket, object = %b.name, generation = b.generation, block = b.index, "content cache: {what}");
+        if c.lookups.fetch_add(1, Ordering::Relaxed) % SUMMARY_EVERY == SUMMARY_EVERY - 1 {
+            self.log_summary(tracing::Level::DEBUG);
+        }
+    }
+
+    /// Hits by tier, misses, evictions from memory, and the bytes of each
+    /// tier.
+    fn log_summary(&self, level: tracing::Level) {
+        let c = &self.counts;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let disk = self.cache.statistics();
+        let (memory_hits, disk_hits, misses) = (load(&c.memory_hits), load(&c.disk_hits), load(&c.misses));
+        let (evicted, fetched_bytes, memory_bytes) = (load(&c.evicted), load(&c.fetched_bytes), self.memory_usage());
+        let (disk_written, disk_read) = (disk.disk_write_bytes(), disk.disk_read_bytes());
+        macro_rules! summary {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    memory_hits,
+                    disk_hits,
+                    misses,
+                    evicted,
+                    fetched_bytes,
+                    memory_bytes,
+                    disk_written,
+                    disk_read,
+                    "content cache"
+                )
+            };
+        }
+        match level {
+            tracing::Level::INFO => summary!(tracing::Level::INFO),
+            _ => summary!(tracing::Level::DEBUG),
+        }
+    }
+
     /// Waits for blocks on their way to disk to be written.
     pub async fn close(&self) {
+        self.log_summary(tracing::Level::INFO);
         if let Err(e) = self.cache.close().await {
             tracing::warn!(error = %e, "content cache: not closed cleanly");
         }
@@ -167,13 +224,27 @@ fn memory_shards(bytes: usize) -> usize {
     (bytes / (8 * BLOCK_SIZE as usize)).clamp(1, 16)
 }
 
-fn log_source(key: &BlockKey, source: Source) {
-    let tier = match source {
-        Source::Memory => "memory hit",
-        Source::Disk => "disk hit",
-        Source::Outer => "miss",
-    };
-    tracing::debug!(bucket = %key.bucket, object = %key.name, generation = key.generation, block = key.index, "content cache: {tier}");
+/// What the cache did, for the log (and metrics, once there are some).
+#[derive(Default)]
+struct Counts {
+    lookups: AtomicU64,
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    misses: AtomicU64,
+    /// Blocks evicted from the memory tier.
+    evicted: AtomicU64,
+    fetched_bytes: AtomicU64,
+}
+
+impl EventListener for Counts {
+    type Key = BlockKey;
+    type Value = Bytes;
+
+    fn on_leave(&self, reason: Event, _: &BlockKey, _: &Bytes) {
+        if reason == Event::Evict {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The fetch's own error when it failed, else the cache's.
@@ -184,7 +255,7 @@ fn backend_error(e: foyer::Error) -> BackendError {
     }
 }
 
-type Device = std::sync::Arc<dyn foyer::Device>;
+type Device = Arc<dyn foyer::Device>;
 
 /// The disk tier's device and the directory's lock; none when the file
 /// system has too little room for one.
