@@ -67,6 +67,9 @@ pub enum Fault {
     /// an upload reads its source that way before it is made (others: as
     /// `Delay`).
     SlowBody { piece: usize, delay: Duration },
+    /// A read sends this many bytes of its body, then breaks off with
+    /// `Unavailable` (other calls fail so).
+    BreakBody { after: usize },
 }
 
 struct Armed {
@@ -185,6 +188,7 @@ impl<T> Faulty<T> {
         match fault {
             None => make.await,
             Some(Fault::Fail(kind)) => Err(injected(call, kind)),
+            Some(Fault::BreakBody { .. }) => Err(injected(call, ErrorKind::Unavailable)),
             Some(Fault::ApplyThenFail) => {
                 let _lost = make.await;
                 Err(BackendError::new(ErrorKind::Unavailable, format!("{call:?}: answer lost (injected)")))
@@ -245,6 +249,28 @@ fn slow_stream(stream: ByteStream, piece: usize, delay: Duration) -> ByteStream 
     }))
 }
 
+/// The first `after` bytes of `stream`, then an `Unavailable` error.
+fn broken_stream(stream: ByteStream, after: usize) -> ByteStream {
+    let pieces = stream.scan(Some(after), |left, chunk| {
+        let Some(remaining) = *left else { return futures::future::ready(None) };
+        let parts = match chunk {
+            Ok(mut bytes) if bytes.len() >= remaining => {
+                *left = None;
+                bytes.truncate(remaining);
+                let lost = BackendError::new(ErrorKind::Unavailable, "the body broke off (injected)");
+                vec![Ok(bytes), Err(lost)]
+            }
+            Ok(bytes) => {
+                *left = Some(remaining - bytes.len());
+                vec![Ok(bytes)]
+            }
+            Err(e) => vec![Err(e)],
+        };
+        futures::future::ready(Some(futures::stream::iter(parts)))
+    });
+    Box::pin(pieces.flatten())
+}
+
 /// A copy of the upload's source read in pieces, `delay` apart, into an
 /// unnamed file: what a slow connection would send of a source that changes
 /// meanwhile.
@@ -299,10 +325,11 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
     async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
         let call = Call::Gcs(Op::ReadObject);
         let fault = self.take(call);
-        let before = fault.filter(|f| !matches!(f, Fault::SlowBody { .. }));
+        let before = fault.filter(|f| !matches!(f, Fault::SlowBody { .. } | Fault::BreakBody { .. }));
         let stream = self.around(call, before, self.inner.read_object(request)).await?;
         Ok(match fault {
             Some(Fault::SlowBody { piece, delay }) => slow_stream(stream, piece, delay),
+            Some(Fault::BreakBody { after }) => broken_stream(stream, after),
             _ => stream,
         })
     }

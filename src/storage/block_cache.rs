@@ -139,17 +139,21 @@ impl BlockCache {
         }
     }
 
-    /// Starts fetching a block that is not cached, without waiting for it.
+    /// Starts loading a block from disk, or fetching it, without waiting
+    /// for it; nothing if it is in memory or on its way.
     pub fn prefetch<F, Fut>(&self, key: &BlockKey, fetch: F)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = BackendResult<Bytes>> + Send + 'static,
     {
-        if !self.cache.contains(key) {
-            // foyer runs the fetch on its own task: dropping the wait does
-            // not cancel it.
-            drop(self.cache.get_or_fetch(key, fetch));
-        }
+        // foyer runs the load and the fetch on tasks of their own: dropping
+        // the wait does not cancel them.
+        drop(self.cache.get_or_fetch(key, fetch));
+    }
+
+    /// Whether the block is in memory or (likely) on disk.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.cache.contains(key)
     }
 
     /// Bytes held in memory.

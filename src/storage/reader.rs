@@ -8,18 +8,24 @@
 //! it fetches only the blocks it reads. Memory stays bounded by the cache's
 //! memory tier and the window.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ciofs_backends::gcs::{ObjectStore, ReadObject};
 use ciofs_backends::{BackendError, BackendResult, ErrorKind};
 use futures::StreamExt;
+use tokio::sync::oneshot;
 
 use super::block_cache::{BLOCK_SIZE, BlockCache, BlockKey};
 
 /// The most blocks fetched ahead of a sequential reader.
 const MAX_AHEAD: u64 = 16;
+/// The most blocks one request fetches: fewer, longer requests cost the
+/// service less; more of them at once go faster on Cloud Storage.
+const RUN_BLOCKS: u64 = 8;
 /// How often a block whose read broke off mid-stream is asked for again.
 const MID_STREAM_RETRIES: u32 = 3;
 
@@ -93,7 +99,9 @@ impl ObjectReader {
     }
 
     /// Notes that block `index` is read and, for a sequential reader,
-    /// asks for the blocks ahead of it.
+    /// asks for it and the blocks ahead of it: those on disk are loaded in
+    /// the background, the others fetched in runs of up to `RUN_BLOCKS`
+    /// blocks, one request per run.
     fn read_ahead(&mut self, index: u64) {
         let in_order = match self.last {
             None => index == 0,
@@ -113,10 +121,41 @@ impl ObjectReader {
         }
         let window = MAX_AHEAD.min(1 << self.run.min(8));
         let to = self.block_count().min(index + 1 + window);
-        for ahead in self.ahead_to.max(index + 1)..to {
-            self.blocks.prefetch(&self.key(ahead), self.fetcher(ahead));
+        let mut missing = Vec::new();
+        for ahead in self.ahead_to.max(index)..to {
+            if self.blocks.contains(&self.key(ahead)) {
+                self.fetch_run(std::mem::take(&mut missing));
+                self.blocks.prefetch(&self.key(ahead), self.fetcher(ahead));
+            } else {
+                missing.push(ahead);
+                if missing.len() as u64 == RUN_BLOCKS {
+                    self.fetch_run(std::mem::take(&mut missing));
+                }
+            }
         }
+        self.fetch_run(missing);
         self.ahead_to = self.ahead_to.max(to);
+    }
+
+    /// Fetches consecutive blocks with one request: each block goes into
+    /// the cache as soon as its bytes are in, and a reader waiting for one
+    /// waits for that block only.
+    fn fetch_run(&self, run: Vec<u64>) {
+        let (Some(&first), Some(&last)) = (run.first(), run.last()) else { return };
+        if first == last {
+            return self.blocks.prefetch(&self.key(first), self.fetcher(first));
+        }
+        let mut waiting = VecDeque::new();
+        for index in first..=last {
+            let (sender, receiver) = oneshot::channel();
+            waiting.push_back(sender);
+            let stopped = || BackendError::new(ErrorKind::Unavailable, "the read ahead stopped");
+            let fetch =
+                move || -> BoxedFetch { Box::pin(async move { receiver.await.unwrap_or_else(|_| Err(stopped())) }) };
+            self.blocks.prefetch(&self.key(index), fetch);
+        }
+        let request = self.request(first..last + 1);
+        tokio::spawn(deliver_run(self.store.clone(), request, waiting));
     }
 
     fn block_count(&self) -> u64 {
@@ -128,61 +167,118 @@ impl ObjectReader {
         BlockKey { bucket: v.bucket.clone(), name: v.name.clone(), generation: v.generation, index }
     }
 
-    /// What fetches block `index` of this generation from Cloud Storage.
-    fn fetcher(&self, index: u64) -> impl FnOnce() -> BoxedFetch + use<> {
+    /// The request for `blocks` of this generation.
+    fn request(&self, blocks: Range<u64>) -> ReadObject {
         let v = &self.version;
-        let start = index * BLOCK_SIZE;
-        let request = ReadObject {
+        ReadObject {
             bucket: v.bucket.clone(),
             name: v.name.clone(),
             generation: Some(v.generation),
-            range: start..v.size.min(start + BLOCK_SIZE),
-        };
-        let store = self.store.clone();
+            range: blocks.start * BLOCK_SIZE..v.size.min(blocks.end * BLOCK_SIZE),
+        }
+    }
+
+    /// What fetches block `index` of this generation from Cloud Storage.
+    fn fetcher(&self, index: u64) -> impl FnOnce() -> BoxedFetch + use<> {
+        let (store, request) = (self.store.clone(), self.request(index..index + 1));
         move || Box::pin(fetch_block(store, request))
     }
 }
 
 type BoxedFetch = std::pin::Pin<Box<dyn Future<Output = BackendResult<Bytes>> + Send>>;
 
-/// One block's bytes, all of them: a read that breaks off is asked for
-/// again, a few times; a short one is an error, never a short block.
-async fn fetch_block(store: Arc<dyn ObjectStore>, request: ReadObject) -> BackendResult<Bytes> {
-    let mut failures = 0;
-    loop {
-        match read_range(store.as_ref(), &request).await {
-            Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
-                failures += 1;
-                tracing::debug!(error = %e, "block read broke off; asking again");
-            }
-            done => return done,
+/// One block's bytes, all of them.
+async fn fetch_block(store: Arc<dyn ObjectStore>, mut request: ReadObject) -> BackendResult<Bytes> {
+    let mut block = None;
+    stream_blocks(store.as_ref(), &mut request, |bytes| {
+        block = Some(bytes);
+        true
+    })
+    .await?;
+    block.ok_or_else(|| BackendError::new(ErrorKind::Other, "an empty block was asked for"))
+}
+
+/// The blocks of `request`, each to its waiter in order; what could not be
+/// read goes to the waiters left as the error. Stops early when nobody
+/// waits any more (the readers went).
+async fn deliver_run(store: Arc<dyn ObjectStore>, mut request: ReadObject, mut waiting: VecDeque<Waiter>) {
+    let deliver = |bytes: Bytes| match waiting.pop_front() {
+        Some(waiter) => {
+            let _ = waiter.send(Ok(bytes));
+            !waiting.iter().all(|w| w.is_closed())
+        }
+        None => false,
+    };
+    if let Err(e) = stream_blocks(store.as_ref(), &mut request, deliver).await {
+        for waiter in waiting {
+            let _ = waiter.send(Err(e.clone()));
         }
     }
 }
 
-async fn read_range(store: &dyn ObjectStore, request: &ReadObject) -> BackendResult<Bytes> {
-    let expected = (request.range.end - request.range.start) as usize;
-    let mut body = store.read_object(request).await?;
-    let mut bytes = BytesMut::with_capacity(expected);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        if bytes.len() + chunk.len() > expected {
-            break;
+type Waiter = oneshot::Sender<BackendResult<Bytes>>;
+
+/// Streams `request`, which starts at a block's start, and hands each
+/// complete block to `deliver`, in order, until it answers false. The
+/// request's start follows the blocks delivered: a read that breaks off is
+/// asked for again from the first block not delivered, a few times. A block
+/// is never short: a body that ends early is an error.
+async fn stream_blocks(
+    store: &dyn ObjectStore,
+    request: &mut ReadObject,
+    mut deliver: impl FnMut(Bytes) -> bool,
+) -> BackendResult<()> {
+    let mut failures = 0;
+    while request.range.start < request.range.end {
+        match stream_some_blocks(store, request, &mut deliver).await {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
+                failures += 1;
+                tracing::debug!(error = %e, "block read broke off; asking again");
+            }
+            Err(e) => return Err(e),
         }
-        bytes.extend_from_slice(&chunk);
     }
-    if bytes.len() != expected {
-        let message = format!(
-            "gs://{}/{}: the read of [{}..{}) gave {} bytes",
-            request.bucket,
-            request.name,
-            request.range.start,
-            request.range.end,
-            bytes.len()
-        );
-        return Err(BackendError::new(ErrorKind::Unavailable, message));
+    Ok(())
+}
+
+/// One request of `stream_blocks`: true if it went to the end.
+async fn stream_some_blocks(
+    store: &dyn ObjectStore,
+    request: &mut ReadObject,
+    deliver: &mut impl FnMut(Bytes) -> bool,
+) -> BackendResult<bool> {
+    let mut body = store.read_object(request).await?;
+    let block_len = |start: u64| (request.range.end - start).min(BLOCK_SIZE) as usize;
+    let mut block = BytesMut::with_capacity(block_len(request.range.start));
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk?;
+        while !chunk.is_empty() {
+            let wanted = block_len(request.range.start) - block.len();
+            if wanted == 0 {
+                return Err(short_or_long(request, "more bytes than asked for"));
+            }
+            block.extend_from_slice(&chunk.split_to(wanted.min(chunk.len())));
+            if block.len() == block_len(request.range.start) {
+                request.range.start += block.len() as u64;
+                let done = std::mem::replace(&mut block, BytesMut::with_capacity(block_len(request.range.start)));
+                if !deliver(done.freeze()) {
+                    return Ok(false);
+                }
+            }
+        }
     }
-    Ok(bytes.freeze())
+    if request.range.start < request.range.end {
+        return Err(short_or_long(request, "the body ended early"));
+    }
+    Ok(true)
+}
+
+fn short_or_long(request: &ReadObject, what: &str) -> BackendError {
+    let r = request;
+    let message = format!("gs://{}/{}: reading from byte {}: {what}", r.bucket, r.name, r.range.start);
+    BackendError::new(ErrorKind::Unavailable, message)
 }
 
 #[cfg(test)]
@@ -219,15 +315,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_block_is_fetched_once_and_read_again_from_the_cache() {
+    async fn a_sequential_reader_fetches_runs_of_blocks_once_and_rereads_from_the_cache() {
         let gcs = Arc::new(MemoryGcs::new());
         let (mut reader, bytes) = reader(&gcs, 9 << 20).await;
         assert_eq!(read_all(&mut reader).await, bytes);
-        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 9);
+        // Runs of blocks, one request each: 0-2, 3-5 and 6-8.
+        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 3);
         // Another reader of the same generation: from the cache.
         let mut again = ObjectReader::new(gcs.clone(), reader.blocks.clone(), reader.version.clone());
         assert_eq!(read_all(&mut again).await, bytes);
-        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 9);
+        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_breaks_off_goes_on_from_the_first_block_not_read() {
+        use ciofs_backends::fault::{Call, Fault, Faulty};
+        use ciofs_backends::memory::Op;
+        let memory = Arc::new(MemoryGcs::new());
+        let bytes = data(6 << 20);
+        let meta = memory.put_object("b", "o", bytes.clone());
+        let gcs = Arc::new(Faulty::new(memory.clone()));
+        // The first request (blocks 0-2) breaks off in block 1.
+        gcs.arm(Call::Gcs(Op::ReadObject), 1, Fault::BreakBody { after: (1 << 20) + 5000 });
+        let version =
+            ObjectVersion { bucket: "b".into(), name: "o".into(), generation: meta.generation, size: meta.size };
+        let mut reader = ObjectReader::new(gcs.clone(), cache().await, version);
+        assert!(read_all(&mut reader).await == bytes);
+        // 0-2 broken, 1-2 again, 3-5: block 0 was not asked for twice.
+        assert_eq!(memory.calls.read_object.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_keeps_breaking_off_is_an_error_for_its_reader() {
+        use ciofs_backends::fault::{Call, Fault, Faulty};
+        use ciofs_backends::memory::Op;
+        let memory = Arc::new(MemoryGcs::new());
+        let meta = memory.put_object("b", "o", data(3 << 20));
+        let gcs = Arc::new(Faulty::new(memory.clone()));
+        for nth in 1..=4 {
+            gcs.arm(Call::Gcs(Op::ReadObject), nth, Fault::BreakBody { after: 100 });
+        }
+        let version =
+            ObjectVersion { bucket: "b".into(), name: "o".into(), generation: meta.generation, size: meta.size };
+        let mut reader = ObjectReader::new(gcs.clone(), cache().await, version);
+        let error = reader.read(0, 4096).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     }
 
     #[tokio::test]
