@@ -20,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    return_freed_blocks_to_the_system();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) if !args.foreground => mount_in_background(&args),
@@ -70,6 +71,21 @@ fn mount_in_background(args: &MountArgs) -> Result<(), String> {
     let detail = daemon::spawn_and_wait(&["--foreground"], file, &log)?;
     eprintln!("ciofs: mounted {} ({detail}); log: {}", args.mountpoint.display(), log.display());
     Ok(())
+}
+
+/// The content cache allocates a megabyte per block and frees it when the
+/// block leaves memory. glibc's malloc raises its mmap threshold past such
+/// sizes after the first free, and then keeps freed blocks in its arenas:
+/// reading 1 GiB grew the process ~100 MiB past the cache's memory tier.
+/// A fixed threshold keeps large buffers in their own mappings, returned to
+/// the system when freed (measured: 405 MB peak RSS down to 312 MB).
+fn return_freed_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator, before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
 }
 
 /// The namespace over Google's services, its content cache open: its disk

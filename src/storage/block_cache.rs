@@ -40,6 +40,9 @@ pub const BLOCK_SIZE: u64 = 1 << 20;
 const REGION_SIZE: usize = 16 << 20;
 /// How many lookups pass between two summaries in the debug log.
 const SUMMARY_EVERY: u64 = 1024;
+/// What the disk tier buffers on its way to disk, twice (foyer's buffer
+/// pool and its queue; past the queue's size, blocks are not written).
+const WRITE_BUFFER: usize = 4 << 20;
 /// Below this, a disk tier is not worth having (nor is it left on).
 const MIN_DISK_BYTES: u64 = 4 * REGION_SIZE as u64;
 /// The share of the cache directory's file system left free.
@@ -100,9 +103,11 @@ impl BlockCache {
         let counts = Arc::new(Counts::default());
         let builder = HybridCacheBuilder::new()
             .with_name("ciofs-blocks")
-            // On disk as soon as fetched, so a crash or kill loses little.
-            .with_policy(HybridCachePolicy::WriteOnInsertion)
-            .with_flush_on_close(false)
+            // To disk when evicted from memory, and what memory holds at
+            // close: foyer's other policy writes every hit to disk again.
+            // (A killed process loses what only its memory held.)
+            .with_policy(HybridCachePolicy::WriteOnEviction)
+            .with_flush_on_close(true)
             .with_event_listener(counts.clone())
             .memory(options.memory_bytes)
             .with_shards(memory_shards(options.memory_bytes))
@@ -114,7 +119,10 @@ impl BlockCache {
         };
         let (builder, lock) = match disk {
             Some((device, lock)) => {
-                let engine = BlockEngineConfig::new(device).with_block_size(REGION_SIZE);
+                let engine = BlockEngineConfig::new(device)
+                    .with_block_size(REGION_SIZE)
+                    .with_buffer_pool_size(WRITE_BUFFER)
+                    .with_submit_queue_size_threshold(WRITE_BUFFER);
                 (builder.with_engine_config(engine).with_recover_mode(RecoverMode::Quiet), Some(lock))
             }
             None => (builder, None),
