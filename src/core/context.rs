@@ -28,6 +28,9 @@ pub struct Options {
     pub negative_ttl: Duration,
     /// The most Cloud Storage names whose metadata is cached.
     pub stat_cache_entries: usize,
+    /// The most objects and prefixes the cached directory listings hold
+    /// together (a larger listing is not cached).
+    pub list_cache_entries: usize,
     /// Where files open for write are staged before upload.
     pub staging_dir: PathBuf,
     /// How many objects a directory rename moves at most (each is a copy
@@ -50,6 +53,7 @@ impl Default for Options {
             metadata_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             stat_cache_entries: 1 << 20,
+            list_cache_entries: 1 << 20,
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
             config_only: false,

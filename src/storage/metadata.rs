@@ -45,7 +45,7 @@ impl StorageTree {
         };
         let patched = self.gcs.patch_object_metadata(&patch).await.map_err(vfs_error)?;
         tracing::info!(bucket, name, "object metadata set");
-        self.cache.put(key(bucket, name), Known::Object(Arc::new(patched)));
+        self.cache.set(key(bucket, name), Known::Object(Arc::new(patched)));
         Ok(())
     }
 }

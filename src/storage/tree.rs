@@ -20,11 +20,11 @@ use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::documents;
-use super::listing::{Child, DirStream, DirStreams, Next};
+use super::listing::{Child, Collected, DirStream, DirStreams, Next};
 use super::object_meta::PendingObjectMeta;
 use super::reader::{ObjectReader, ObjectVersion};
 use super::writer::Writer;
-use crate::core::cache::{Known, MetaCache, Timed, key};
+use crate::core::cache::{Known, Listing, MetaCache, Timed, key};
 use crate::core::context::Context;
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
@@ -69,7 +69,12 @@ impl StorageTree {
         let ttl = cx.options.metadata_ttl;
         Self {
             gcs,
-            cache: MetaCache::new(ttl, cx.options.negative_ttl, cx.options.stat_cache_entries),
+            cache: MetaCache::new(
+                ttl,
+                cx.options.negative_ttl,
+                cx.options.stat_cache_entries,
+                cx.options.list_cache_entries,
+            ),
             project_buckets: Timed::new(ttl),
             foreign_buckets: Timed::new(ttl),
             streams: DirStreams::default(),
@@ -418,7 +423,18 @@ impl StorageTree {
     }
 
     fn object_meta_entry(&self, project: &str, meta: &ObjectMeta) -> DirEntry {
-        let size = documents::object_document(meta).len() as u64;
+        self.listed_object_meta_entry(project, meta, None)
+    }
+
+    /// A `.meta/` document's entry. Its size is its rendering's length
+    /// (`cat` and `tar` read st_size bytes): rendered once per cached
+    /// listing, so that `find` over a warm tree renders nothing.
+    fn listed_object_meta_entry(&self, project: &str, meta: &ObjectMeta, listing: Option<&Listing>) -> DirEntry {
+        let render = || documents::object_document(meta).len() as u64;
+        let size = match listing {
+            Some(listing) => *lock(&listing.document_sizes).entry(meta.name.clone()).or_insert_with(render),
+            None => render(),
+        };
         let node =
             Node::ObjectMeta { project: project.to_string(), bucket: meta.bucket.clone(), name: meta.name.clone() };
         self.cx.entry(node, size, modified(meta))
@@ -541,8 +557,10 @@ impl StorageTree {
         Ok(())
     }
 
-    /// One list call of a bucket directory: its objects and prefixes merged
-    /// in key order (or, for `.meta/`, one document per object).
+    /// The next page of a bucket directory's listing (or, for `.meta/`, one
+    /// document per object): from the cached listing when there is one,
+    /// all at once; else one list call, whose objects and prefixes are
+    /// merged in key order and, once the last page came, cached together.
     async fn fetch_objects(
         &self,
         project: &str,
@@ -555,6 +573,36 @@ impl StorageTree {
             // Nothing in it yet.
             stream.next = Next::Done;
             return Ok(());
+        }
+        if stream.next == Next::Start {
+            if let Some(listing) = self.cache.listings.get(bucket, prefix) {
+                tracing::debug!(
+                    bucket,
+                    prefix,
+                    entries = listing.objects.len() + listing.prefixes.len(),
+                    "cached listing"
+                );
+                stream.next = Next::Done;
+                stream.listing = Some(listing.id);
+                let (objects, prefixes) = (listing.objects.clone(), listing.prefixes.clone());
+                self.push_children(
+                    project,
+                    bucket,
+                    prefix,
+                    documents_only,
+                    objects,
+                    prefixes,
+                    None,
+                    Some(&listing),
+                    stream,
+                );
+                return Ok(());
+            }
+            if stream.last_key.is_none() {
+                // From the start: the whole listing can be cached.
+                let started = self.cache.listings.start();
+                stream.collected = Some(Collected { started, objects: Vec::new(), prefixes: Vec::new() });
+            }
         }
         let request = ListObjects {
             bucket: bucket.to_string(),
@@ -578,23 +626,75 @@ impl StorageTree {
             Next::Done => None,
             _ => page.objects.iter().map(|o| o.name.clone()).max(),
         };
+        // `prefix` itself is the directory's placeholder object.
+        let objects: Vec<Arc<ObjectMeta>> = page
+            .objects
+            .into_iter()
+            .filter(|meta| meta.name.len() > prefix.len() && meta.name.starts_with(prefix))
+            .map(Arc::new)
+            .collect();
+        for meta in &objects {
+            self.cache.put(key(bucket, &meta.name), Known::Object(meta.clone()));
+        }
+        let prefixes: Vec<String> = page.prefixes.into_iter().filter(|full| full.starts_with(prefix)).collect();
+        for full in &prefixes {
+            self.cache.put(key(bucket, full), Known::Prefix);
+        }
+        if let Some(collected) = stream.collected.as_mut() {
+            collected.objects.extend(objects.iter().cloned());
+            collected.prefixes.extend(prefixes.iter().cloned());
+        }
+        let listing = match (&stream.next, stream.collected.take()) {
+            (Next::Done, Some(all)) => {
+                Some(self.cache.listings.put(bucket, prefix, all.objects, all.prefixes, all.started))
+            }
+            (_, collected) => {
+                stream.collected = collected;
+                None
+            }
+        };
+        stream.listing = listing.as_ref().map(|l| l.id);
+        self.push_children(
+            project,
+            bucket,
+            prefix,
+            documents_only,
+            objects,
+            prefixes,
+            boundary,
+            listing.as_deref(),
+            stream,
+        );
+        Ok(())
+    }
+
+    /// Adds a listing's children to the stream in key order: each object
+    /// and prefix after the stream's last key and up to `boundary` (past
+    /// it, they wait for the next page), as an entry of the directory or,
+    /// `documents_only`, of its `.meta/`.
+    #[allow(clippy::too_many_arguments)]
+    fn push_children(
+        &self,
+        project: &str,
+        bucket: &str,
+        prefix: &str,
+        documents_only: bool,
+        objects: Vec<Arc<ObjectMeta>>,
+        prefixes: Vec<String>,
+        boundary: Option<String>,
+        listing: Option<&Listing>,
+        stream: &mut DirStream,
+    ) {
         let mut children: BTreeMap<String, (String, Child)> =
             stream.carried.drain(..).map(|(name, child)| (child.key().to_string(), (name, child))).collect();
-        for meta in page.objects {
+        for meta in objects {
             let name = meta.name.get(prefix.len()..).unwrap_or_default().to_string();
-            // `prefix` itself is the directory's placeholder object.
-            if name.is_empty() || !meta.name.starts_with(prefix) {
-                continue;
-            }
-            let meta = Arc::new(meta);
-            self.cache.put(key(bucket, &meta.name), Known::Object(meta.clone()));
             children.insert(meta.name.clone(), (name, Child::Object(meta)));
         }
-        for full in page.prefixes {
+        for full in prefixes {
             let Some(name) = full.strip_prefix(prefix).and_then(|n| n.strip_suffix('/')) else {
                 continue;
             };
-            self.cache.put(key(bucket, &full), Known::Prefix);
             children.insert(full.clone(), (name.to_string(), Child::Prefix(full.clone())));
         }
         let prefix_names: HashSet<String> = children
@@ -643,7 +743,7 @@ impl StorageTree {
                     if self.cx.local.is_hidden_at(&node, Some(&object_version(meta))) {
                         continue;
                     }
-                    self.object_meta_entry(project, meta)
+                    self.listed_object_meta_entry(project, meta, listing)
                 }
                 (Child::Prefix(full), false) => self.cx.dir_entry(Node::Dir {
                     project: project.to_string(),
@@ -655,7 +755,6 @@ impl StorageTree {
             stream.last_key = Some(child_key);
             stream.pending.push_back(entry);
         }
-        Ok(())
     }
 }
 
