@@ -61,6 +61,22 @@ impl Default for Options {
     }
 }
 
+/// Whether a node's attributes and name change only through the mount or
+/// when Cloud Storage's copy changes, so that the frontend may keep them for
+/// the metadata TTL: Cloud Storage's buckets, prefixes, objects and their
+/// `.meta/` documents. An editor's scratch file, BigQuery and Pub/Sub
+/// (statuses, streams), `.ciofs/` and the fixed levels are kept briefly.
+fn cacheable(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Dir { .. }
+            | Node::MetaDir { .. }
+            | Node::Object { .. }
+            | Node::ObjectMeta { .. }
+            | Node::BucketMeta { .. }
+    )
+}
+
 /// The state every slice shares; the namespace makes one and hands each
 /// slice an `Arc` of it.
 pub struct Context {
@@ -135,7 +151,8 @@ impl Context {
             node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444, 1),
             _ => (FileKind::File, self.options.file_mode, 1),
         };
-        Attr { ino, kind, size, mtime, perm, nlink, uid: self.options.uid, gid: self.options.gid, generation }
+        let (uid, gid) = (self.options.uid, self.options.gid);
+        Attr { ino, kind, size, mtime, perm, nlink, uid, gid, generation, cacheable: cacheable(node) }
     }
 
     /// Numbers `node` and gives its attributes from what is already known.

@@ -77,6 +77,8 @@ pub struct DirStream {
     pub collected: Option<Collected>,
     /// The cached listing this stream's entries came from, if any.
     pub listing: Option<u64>,
+    /// It began at the directory's first entry.
+    pub from_start: bool,
 }
 
 /// What the pages of one listing held so far.
@@ -98,6 +100,7 @@ impl DirStream {
             local_added: false,
             collected: None,
             listing: None,
+            from_start: false,
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta, ObjectStore};
 use ciofs_backends::sync::lock;
-use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
+use ciofs_frontends::{Attr, DirCaching, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -54,6 +54,9 @@ pub struct StorageTree {
     /// The object generation each inode last had when opened, so that an
     /// unchanged object keeps the kernel's page cache.
     pub opened_generation: Mutex<HashMap<Ino, i64>>,
+    /// By directory inode: the cached listing that the kernel's last full
+    /// read of the directory was made of (`dir_caching`).
+    pub kernel_listings: Mutex<HashMap<Ino, u64>>,
     /// `.meta/` documents written, for the objects' next new upload.
     pub pending_object_meta: PendingObjectMeta,
     /// Buckets made by `mkdir`, waiting for their settings, with their
@@ -81,6 +84,7 @@ impl StorageTree {
             nfs_readers: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             opened_generation: Mutex::new(HashMap::new()),
+            kernel_listings: Mutex::new(HashMap::new()),
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
@@ -116,6 +120,24 @@ impl StorageTree {
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         entries
+    }
+
+    /// `name` in `bucket` changed through the mount (uploaded, patched,
+    /// removed, moved, made): the metadata cache holds what it is now and
+    /// drops the listings above it (core/cache.rs `MetaCache::set`), and
+    /// the frontend, which may keep an object's and its document's
+    /// attributes for the metadata TTL, is told they changed.
+    pub fn changed(&self, bucket: &str, name: &str, known: Known) {
+        self.cache.set(key(bucket, name), known);
+        if name.ends_with('/') {
+            return;
+        }
+        for project in &self.cx.projects {
+            let (project, bucket, name) = (project.clone(), bucket.to_string(), name.to_string());
+            let object = Node::Object { project: project.clone(), bucket: bucket.clone(), name: name.clone() };
+            self.cx.attributes_changed(&object);
+            self.cx.attributes_changed(&Node::ObjectMeta { project, bucket, name });
+        }
     }
 
     /// The object a write starts from, or None for a new one.
@@ -460,7 +482,12 @@ impl StorageTree {
                 // After Cloud Storage's entries: files not uploaded yet.
                 stream.local_added = true;
                 if matches!(dir, Node::Dir { .. }) {
-                    stream.pending.extend(self.unlisted_writers(dir));
+                    let local = self.unlisted_writers(dir);
+                    if !local.is_empty() {
+                        // Not the cached listing alone: not to be kept.
+                        stream.listing = None;
+                    }
+                    stream.pending.extend(local);
                 }
             }
             let taken = stream.take(max - entries.len());
@@ -470,15 +497,49 @@ impl StorageTree {
             entries.extend(taken);
         }
         let eof = stream.is_done();
+        if eof && stream.from_start {
+            self.read_whole(ino, stream.listing);
+        }
         self.streams.put_back(ino, fh, stream);
         Ok(DirPage { entries, eof })
+    }
+
+    /// A directory was read whole, from `listing` if it was one cached.
+    fn read_whole(&self, ino: Ino, listing: Option<u64>) {
+        let mut read = lock(&self.kernel_listings);
+        if read.len() > 100_000 {
+            read.clear();
+        }
+        match listing {
+            Some(id) => read.insert(ino, id),
+            None => read.remove(&ino),
+        };
+    }
+
+    /// Whether the kernel may keep a storage directory's listing (FUSE's
+    /// readdir cache): a bucket directory or its `.meta/`, with a metadata
+    /// TTL; and whether what it kept is still the directory's: its last
+    /// full read was made of the listing cached now (a change through the
+    /// mount, `touch DIR` or the TTL's end made another).
+    pub fn dir_caching(&self, ino: Ino, dir: &Node) -> DirCaching {
+        let (Node::Dir { bucket, prefix, .. } | Node::MetaDir { bucket, prefix, .. }) = dir else {
+            return DirCaching::default();
+        };
+        if self.cx.options.metadata_ttl.is_zero() || self.pending_buckets.contains(bucket) {
+            return DirCaching::default();
+        }
+        let cached = self.cache.listings.get(bucket, prefix).map(|listing| listing.id);
+        let keep = cached.is_some() && lock(&self.kernel_listings).get(&ino).copied() == cached;
+        DirCaching { cache: true, keep }
     }
 
     /// A stream positioned after the entry `after` (0: at the start).
     async fn new_stream(&self, dir: &Node, after: Ino) -> VfsResult<DirStream> {
         if after == 0 {
             let fixed = self.fixed_entries(dir).await?;
-            return Ok(DirStream::new(fixed, None));
+            let mut stream = DirStream::new(fixed, None);
+            stream.from_start = true;
+            return Ok(stream);
         }
         // Resuming a listing we no longer hold (NFS after a restart, or a
         // seekdir): continue after the cookie's entry.
