@@ -506,4 +506,13 @@ fn an_object_added_behind_a_cached_listing_shows_after_touch_dir() {
     assert_eq!(ls(&dir), ["a.txt", "behind.txt", "sub"]);
     assert_eq!(ls(&dir.join(".meta")), ["a.txt.json", "behind.txt.json"]);
     assert_eq!(std::fs::read(dir.join("behind.txt")).unwrap(), b"added behind the mount\n");
+
+    // Removed behind the mount: the kernel keeps the name it was given
+    // (for the TTL) until `touch DIR`.
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode("dir/behind.txt"));
+    curl(&["-X", "DELETE", &url]);
+    ok(&format!("touch {}", dir.display()));
+    let error = std::fs::metadata(dir.join("behind.txt")).expect_err("gone after touch DIR");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{error}");
+    assert_eq!(ls(&dir), ["a.txt", "sub"]);
 }

@@ -117,6 +117,16 @@ impl Context {
         }
     }
 
+    /// Tells the frontend that the attributes of every node `wanted` picks
+    /// may have changed (`touch DIR`: what is under it is asked again).
+    pub fn attributes_changed_where(&self, wanted: impl Fn(&Node) -> bool) {
+        if let Some(changed) = self.attrs_changed.get() {
+            for ino in self.inodes.matching(wanted) {
+                changed(ino);
+            }
+        }
+    }
+
     /// Whether an object's inode still names its path: a file removed or
     /// replaced by a rename answers only through its writer (its open
     /// handles); anything else asked of its inode (a stat, an NFS READ or

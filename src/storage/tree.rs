@@ -899,6 +899,18 @@ impl Slice for StorageTree {
         match dir {
             Node::Dir { bucket, prefix, .. } | Node::MetaDir { bucket, prefix, .. } => {
                 self.cache.forget_under(bucket, prefix);
+                // The kernel may keep the entries under it for the TTL too:
+                // each is asked for again (one gone behind the mount's back
+                // is then ENOENT).
+                self.cx.attributes_changed_where(|node| match node {
+                    Node::Object { bucket: b, name, .. } | Node::ObjectMeta { bucket: b, name, .. } => {
+                        b == bucket && name.starts_with(prefix.as_str())
+                    }
+                    Node::Dir { bucket: b, prefix: p, .. } | Node::MetaDir { bucket: b, prefix: p, .. } => {
+                        b == bucket && p.starts_with(prefix.as_str()) && p != prefix
+                    }
+                    _ => false,
+                });
                 tracing::debug!(bucket, prefix, "cached names forgotten");
             }
             Node::Service { project, .. } => self.project_buckets.forget(project),
