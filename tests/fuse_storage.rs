@@ -507,8 +507,9 @@ fn an_object_added_behind_a_cached_listing_shows_after_touch_dir() {
     assert_eq!(ls(&dir.join(".meta")), ["a.txt.json", "behind.txt.json"]);
     assert_eq!(std::fs::read(dir.join("behind.txt")).unwrap(), b"added behind the mount\n");
 
-    // Removed behind the mount: the kernel keeps the name it was given
-    // (for the TTL) until `touch DIR`.
+    // Removed behind the mount: the kernel keeps the name and attributes it
+    // was given (for the TTL) until `touch DIR`.
+    assert_eq!(std::fs::metadata(dir.join("behind.txt")).unwrap().len(), 23);
     let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode("dir/behind.txt"));
     curl(&["-X", "DELETE", &url]);
     ok(&format!("touch {}", dir.display()));
