@@ -472,3 +472,46 @@ async fn changes_through_the_mount_show_in_a_cached_listing_at_once() {
     assert_eq!(listed(&ns, dir).await, [".meta", "behind", "new", "renamed"]);
     assert_eq!(listed(&ns, meta).await, ["behind.json", "new.json", "renamed.json"]);
 }
+
+/// What FUSE is told at opendir (FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE): the
+/// kernel may keep a storage directory's listing, and what it kept is
+/// still good while it was read whole from the listing cached now.
+#[tokio::test]
+async fn the_kernel_keeps_a_listing_only_while_ciofs_keeps_the_same_one() {
+    use ciofs_frontends::DirCaching;
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/a", "1");
+    let ns = namespace(&gcs, 1000);
+    let dir = walk(&ns, "p/storage/b/d").await;
+    let meta = walk(&ns, "p/storage/b/d/.meta").await;
+    let storage = walk(&ns, "p/storage").await;
+    assert_eq!(ns.dir_caching(dir), DirCaching { cache: true, keep: false }, "nothing read yet");
+    listed(&ns, dir).await;
+    assert_eq!(ns.dir_caching(dir), DirCaching { cache: true, keep: true });
+    assert_eq!(ns.dir_caching(meta), DirCaching { cache: true, keep: false }, "its .meta/ was not read");
+    listed(&ns, meta).await;
+    assert_eq!(ns.dir_caching(meta), DirCaching { cache: true, keep: true });
+    // A change through the mount: both are read again.
+    ns.unlink(dir, "a").await.unwrap();
+    assert!(!ns.dir_caching(dir).keep);
+    assert!(!ns.dir_caching(meta).keep);
+    listed(&ns, dir).await;
+    assert!(ns.dir_caching(dir).keep);
+    // A file being written is listed from the writer, not the cache.
+    let (attr, opened) = ns.create(dir, "new", 0o644).await.unwrap();
+    listed(&ns, dir).await;
+    assert!(!ns.dir_caching(dir).keep);
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    // `touch DIR`.
+    listed(&ns, dir).await;
+    assert!(ns.dir_caching(dir).keep);
+    let touch = ciofs_frontends::SetAttr { mtime: Some(std::time::SystemTime::now()), ..Default::default() };
+    ns.setattr(dir, touch).await.unwrap();
+    assert!(!ns.dir_caching(dir).keep);
+    // The buckets of storage/ are listed every time; so is all with a zero TTL.
+    assert_eq!(ns.dir_caching(storage), DirCaching::default());
+    let uncached = uncached_namespace(&gcs);
+    let dir = walk(&uncached, "p/storage/b/d").await;
+    listed(&uncached, dir).await;
+    assert_eq!(uncached.dir_caching(dir), DirCaching::default());
+}
