@@ -123,9 +123,12 @@ impl Listing {
     }
 }
 
-/// Where a listing fetch started, so that a change meanwhile keeps it out.
+/// Where and when a listing fetch started: a change meanwhile keeps it
+/// out, and it expires a TTL after its start, with the names its first
+/// page put in the metadata cache (so `ls -l` of a kept listing never
+/// stats a name the cache let go).
 #[derive(Clone, Copy, Debug)]
-pub struct ListingStart(u64);
+pub struct ListingStart(u64, Instant);
 
 /// Directory listings, by `key(bucket, prefix)`, for the metadata TTL and
 /// up to a number of listed entries; a listing larger than that bound is
@@ -190,7 +193,7 @@ impl ListingCache {
 
     /// Called before the first page of a listing is asked for.
     pub fn start(&self) -> ListingStart {
-        ListingStart(self.changes.load(Ordering::SeqCst))
+        ListingStart(self.changes.load(Ordering::SeqCst), Instant::now())
     }
 
     /// Keeps a complete listing fetched since `started`, unless its
@@ -236,7 +239,7 @@ impl ListingCache {
             }
         }
         state.listed += weight;
-        state.listings.insert(dir, (listing.clone(), now + self.ttl));
+        state.listings.insert(dir, (listing.clone(), started.1 + self.ttl));
         listing
     }
 
