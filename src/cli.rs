@@ -102,6 +102,11 @@ pub struct TreeArgs {
     /// expired names go, then all.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub stat_cache_entries: u64,
+    /// How many entries (objects and prefixes) the directory listings kept
+    /// for the metadata TTL hold together at most; past it, the oldest
+    /// listings go, and a larger listing is not kept.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub list_cache_entries: u64,
     /// Entries per list call to Google (at most 1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
@@ -249,6 +254,7 @@ impl TreeArgs {
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             negative_ttl: Duration::from_secs(self.negative_ttl),
             stat_cache_entries: usize::try_from(self.stat_cache_entries).unwrap_or(usize::MAX),
+            list_cache_entries: usize::try_from(self.list_cache_entries).unwrap_or(usize::MAX),
             staging_dir: self.state_dir()?.join("staging"),
             rename_limit: self.rename_limit,
             config_only: false,

@@ -140,7 +140,13 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let namespace = namespace(&args.tree, None, args.config_only, Some(cache_dir)).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
-    let options = ciofs_frontends::fuse::FuseOptions { allow_other: args.allow_other, ..Default::default() };
+    // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
+    // their metadata (what changes through the mount tells it at once).
+    let options = ciofs_frontends::fuse::FuseOptions {
+        allow_other: args.allow_other,
+        cacheable_ttl: std::time::Duration::from_secs(args.tree.metadata_ttl),
+        ..Default::default()
+    };
     let mount = ciofs_frontends::fuse::mount(namespace.clone(), &args.mountpoint, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
     let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))

@@ -403,3 +403,117 @@ fn diff_r_of_the_mount_matches_a_tree_downloaded_with_curl() {
     let updated = chrono::DateTime::parse_from_rfc3339(object["updated"].as_str().unwrap()).unwrap();
     assert_eq!(stat.trim(), format!("{} {} regular file", object["size"].as_str().unwrap(), updated.timestamp()));
 }
+
+/// The directory listings the mount asked of Cloud Storage for `bucket`, as
+/// a recording proxy saw them (a lookup's one-entry probe is not one).
+fn list_calls(proxy: &common::proxy::RecordingProxy, bucket: &str) -> usize {
+    proxy
+        .sent()
+        .lines()
+        .filter(|line| line.starts_with("GET ") && line.contains(&format!("/b/{bucket}/o?")))
+        .filter(|line| !line.contains("maxResults=1&") && !line.ends_with("maxResults=1 HTTP/1.1"))
+        .count()
+}
+
+/// A second `ls -l` (and `find`, and the `.meta/` listing) of a directory
+/// within the metadata TTL asks Cloud Storage nothing: the first listing
+/// is kept whole. With `--metadata-ttl 0` every listing asks.
+#[test]
+fn a_second_ls_l_or_find_within_the_metadata_ttl_lists_nothing() {
+    let bucket = bucket_name("listcache");
+    seed(&bucket);
+    for i in 0..20 {
+        upload(&bucket, &format!("dir/many/f{i:02}"), b"x");
+    }
+    let proxy = common::proxy::RecordingProxy::start(&gcs_url());
+    let mount = FuseMount::start_with_env(&[], &[("STORAGE_EMULATOR_HOST", proxy.url())]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
+    let first = stdout(Command::new("ls").args(["-l", "--time-style=+%s"]).arg(&dir));
+    let all = stdout(Command::new("find").arg(&dir));
+    let lists = list_calls(&proxy, &bucket);
+    assert!(lists >= 1, "the first listing asks:\n{}", proxy.sent());
+    assert_eq!(stdout(Command::new("ls").args(["-l", "--time-style=+%s"]).arg(&dir)), first);
+    assert_eq!(stdout(Command::new("find").arg(&dir)), all);
+    let documents = stdout(Command::new("ls").arg(dir.join("many/.meta")));
+    assert_eq!(documents.lines().count(), 20, "{documents}");
+    assert_eq!(list_calls(&proxy, &bucket), lists, "asked again within the TTL:\n{}", proxy.sent());
+
+    drop(mount);
+    let mount = FuseMount::start_with_env(&["--metadata-ttl", "0"], &[("STORAGE_EMULATOR_HOST", proxy.url())]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
+    let before = list_calls(&proxy, &bucket);
+    stdout(Command::new("ls").arg(&dir));
+    stdout(Command::new("ls").arg(&dir));
+    assert_eq!(list_calls(&proxy, &bucket) - before, 2, "--metadata-ttl 0 lists every time");
+}
+
+/// While a directory's listing is cached (by ciofs and by the kernel), what
+/// is done through the mount shows in the next `ls` at once: a file
+/// created, removed or renamed, a directory made or removed, and the
+/// `.meta/` documents that follow them.
+#[test]
+fn changes_through_the_mount_show_at_once_in_a_cached_listing() {
+    let bucket = bucket_name("listchange");
+    seed(&bucket);
+    let mount = FuseMount::start(&[]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
+    let ls = |path: &std::path::Path| -> Vec<String> {
+        stdout(Command::new("ls").arg(path)).lines().map(str::to_string).collect()
+    };
+    assert_eq!(ls(&dir), ["a.txt", "sub"]);
+    assert_eq!(ls(&dir.join(".meta")), ["a.txt.json"]);
+    ok(&format!("echo new > {}", dir.join("new.txt").display()));
+    assert_eq!(ls(&dir), ["a.txt", "new.txt", "sub"]);
+    assert_eq!(ls(&dir.join(".meta")), ["a.txt.json", "new.txt.json"]);
+    ok(&format!("mv {0}/a.txt {0}/moved.txt && rm {0}/new.txt && mkdir {0}/made", dir.display()));
+    assert_eq!(ls(&dir), ["made", "moved.txt", "sub"]);
+    assert_eq!(ls(&dir.join(".meta")), ["moved.txt.json"]);
+    ok(&format!("rmdir {}/made", dir.display()));
+    assert_eq!(ls(&dir), ["moved.txt", "sub"]);
+    // The size of a document follows its object's upload.
+    let document = dir.join(".meta/moved.txt.json");
+    let before = std::fs::metadata(&document).unwrap().len();
+    ok(&format!("echo a much longer content than before > {}", dir.join("moved.txt").display()));
+    let after = std::fs::read(&document).unwrap();
+    assert_eq!(std::fs::metadata(&document).unwrap().len(), after.len() as u64);
+    assert_ne!(after.len() as u64, before, "the document shows the new size");
+    // A file being written shows before its upload.
+    let mut writing = std::fs::File::create(dir.join("writing.txt")).unwrap();
+    assert_eq!(ls(&dir), ["moved.txt", "sub", "writing.txt"]);
+    std::io::Write::write_all(&mut writing, b"done\n").unwrap();
+    drop(writing);
+    assert_eq!(ls(&dir), ["moved.txt", "sub", "writing.txt"]);
+}
+
+/// An object added behind the mount's back does not show in a listing
+/// cached within the metadata TTL; `touch DIR` drops the cached listing,
+/// and it shows at once, in DIR and in DIR/.meta/.
+#[test]
+fn an_object_added_behind_a_cached_listing_shows_after_touch_dir() {
+    let bucket = bucket_name("listbehind");
+    seed(&bucket);
+    let mount = FuseMount::start(&[]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
+    let ls = |path: &std::path::Path| -> Vec<String> {
+        stdout(Command::new("ls").arg(path)).lines().map(str::to_string).collect()
+    };
+    assert_eq!(ls(&dir), ["a.txt", "sub"]);
+    assert_eq!(ls(&dir.join(".meta")), ["a.txt.json"]);
+    upload(&bucket, "dir/behind.txt", b"added behind the mount\n");
+    assert_eq!(ls(&dir), ["a.txt", "sub"], "the cached listing is kept for the TTL");
+    assert_eq!(ls(&dir.join(".meta")), ["a.txt.json"]);
+    ok(&format!("touch {}", dir.display()));
+    assert_eq!(ls(&dir), ["a.txt", "behind.txt", "sub"]);
+    assert_eq!(ls(&dir.join(".meta")), ["a.txt.json", "behind.txt.json"]);
+    assert_eq!(std::fs::read(dir.join("behind.txt")).unwrap(), b"added behind the mount\n");
+
+    // Removed behind the mount: the kernel keeps the name and attributes it
+    // was given (for the TTL) until `touch DIR`.
+    assert_eq!(std::fs::metadata(dir.join("behind.txt")).unwrap().len(), 23);
+    let url = format!("{}/storage/v1/b/{bucket}/o/{}", gcs_url(), encode("dir/behind.txt"));
+    curl(&["-X", "DELETE", &url]);
+    ok(&format!("touch {}", dir.display()));
+    let error = std::fs::metadata(dir.join("behind.txt")).expect_err("gone after touch DIR");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{error}");
+    assert_eq!(ls(&dir), ["a.txt", "sub"]);
+}

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +21,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use crate::vfs::{Attr, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
+use crate::vfs::{Attr, DirCaching, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
 
 /// How many entries one readdir asks of the Vfs; the reply buffer (4 KiB
 /// for plain readdir, more for readdirplus) usually fills before that.
@@ -31,8 +31,13 @@ const READDIR_BATCH: usize = 256;
 #[derive(Clone, Debug)]
 pub struct FuseOptions {
     pub fs_name: String,
-    /// How long the kernel may trust attributes and names.
+    /// How long the kernel may trust attributes and names that change by
+    /// themselves (`Attr::cacheable` false).
     pub ttl: Duration,
+    /// How long the kernel may trust cacheable attributes and names (the
+    /// metadata TTL), and keep the listings of directories the `Vfs` lets
+    /// it keep (`Vfs::dir_caching`). Never shorter than `ttl`.
+    pub cacheable_ttl: Duration,
     /// Session threads reading from /dev/fuse.
     pub threads: usize,
     /// Let other users than the one mounting see the files.
@@ -49,6 +54,7 @@ impl Default for FuseOptions {
         Self {
             fs_name: "ciofs".to_string(),
             ttl: Duration::from_secs(1),
+            cacheable_ttl: Duration::from_secs(1),
             threads: 4,
             allow_other: false,
             read_only: false,
@@ -94,10 +100,13 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> i
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = options.threads > 1;
     let watched = vfs.clone();
-    let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttl: options.ttl };
+    let ttls = Ttls { short: options.ttl, cacheable: options.cacheable_ttl.max(options.ttl) };
+    let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttls, notifier: Arc::default() };
     let canonical = mountpoint.canonicalize()?;
+    let adapter_notifier = adapter.notifier.clone();
     let session = fuser::Session::new(adapter, mountpoint, &config)?;
     let notifier = session.notifier();
+    let _ = adapter_notifier.set(session.notifier());
     watched.watch_attributes(Arc::new(move |ino| invalidate_attributes(&notifier, ino)));
     let session = session.spawn()?;
     if let Some(kb) = options.read_ahead_kb
@@ -140,7 +149,22 @@ fn set_read_ahead(mountpoint: &Path, kb: u32) -> io::Result<()> {
 struct FuseAdapter<V: Vfs> {
     vfs: Arc<V>,
     runtime: Handle,
-    ttl: Duration,
+    ttls: Ttls,
+    /// Set once the session exists (it is made from the adapter).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
+}
+
+/// The kernel's entry and attribute timeouts.
+#[derive(Clone, Copy)]
+struct Ttls {
+    short: Duration,
+    cacheable: Duration,
+}
+
+impl Ttls {
+    fn of(&self, attr: &Attr) -> Duration {
+        if attr.cacheable { self.cacheable } else { self.short }
+    }
 }
 
 impl<V: Vfs> FuseAdapter<V> {
@@ -264,10 +288,10 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let ttl = self.ttl;
+        let ttls = self.ttls;
         self.spawn("lookup", move |vfs| async move {
             match vfs.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
+                Ok(attr) => reply.entry(&ttls.of(&attr), &file_attr(&attr), Generation(attr.generation)),
                 Err(e) => reply.error(errno("lookup", &e)),
             }
         });
@@ -278,10 +302,10 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let ttl = self.ttl;
+        let ttls = self.ttls;
         self.spawn("getattr", move |vfs| async move {
             match vfs.getattr(ino.0).await {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Ok(attr) => reply.attr(&ttls.of(&attr), &file_attr(&attr)),
                 Err(e) => reply.error(errno("getattr", &e)),
             }
         });
@@ -307,10 +331,10 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     ) {
         let set =
             SetAttr { size, mode, uid, gid, mtime: mtime.map(time), atime: atime.map(time), fh: fh.map(|fh| fh.0) };
-        let ttl = self.ttl;
+        let ttls = self.ttls;
         self.spawn("setattr", move |vfs| async move {
             match vfs.setattr(ino.0, set).await {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Ok(attr) => reply.attr(&ttls.of(&attr), &file_attr(&attr)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
         });
@@ -380,15 +404,24 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _flags: fuser::OpenFlags,
+        flags: fuser::OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // A file written through this handle may look otherwise once it is
+        // closed (a document is rendered again from what was applied):
+        // the kernel, which may keep its attributes for the metadata TTL,
+        // asks again. After the reply, which nothing should delay (at
+        // unmount the kernel stops waiting for it).
+        let written = open_flags(flags).write.then(|| self.notifier.clone());
         self.spawn("release", move |vfs| async move {
             match vfs.release(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),
+            }
+            if let Some(notifier) = written.as_ref().and_then(|n| n.get()) {
+                invalidate_attributes(notifier, ino.0);
             }
         });
     }
@@ -402,10 +435,28 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
         });
     }
 
+    /// A directory the `Vfs` lets the kernel keep the listing of is opened
+    /// with FOPEN_CACHE_DIR: the kernel keeps the entries it reads in its
+    /// page cache and serves the next listing from them, with
+    /// FOPEN_KEEP_CACHE while they are still the directory's. Without it
+    /// the kernel drops what it kept and reads the listing again. (The
+    /// kernel drops them by itself too when it creates, removes or renames
+    /// an entry of the directory.)
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let caching = self.ttls.cacheable > self.ttls.short;
         self.spawn("opendir", move |vfs| async move {
             match vfs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    let mut flags = FopenFlags::empty();
+                    let dir = if caching { vfs.dir_caching(ino.0) } else { DirCaching::default() };
+                    if dir.cache {
+                        flags |= FopenFlags::FOPEN_CACHE_DIR;
+                    }
+                    if dir.cache && dir.keep {
+                        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(errno("opendir", &e)),
             }
         });
@@ -430,13 +481,14 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let ttl = self.ttl;
+        let ttls = self.ttls;
         self.spawn("readdirplus", move |vfs| async move {
             match vfs.readdir(ino.0, Some(fh.0), offset, READDIR_BATCH).await {
                 Ok(page) => {
                     for entry in &page.entries {
                         let attr = file_attr(&entry.attr);
                         let generation = Generation(entry.attr.generation);
+                        let ttl = ttls.of(&entry.attr);
                         if reply.add(INodeNo(entry.attr.ino), entry.attr.ino, &entry.name, &ttl, &attr, generation) {
                             break;
                         }
@@ -482,10 +534,10 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             Some(name) => name.to_string(),
             None => return reply.error(Errno::EINVAL),
         };
-        let ttl = self.ttl;
+        let ttls = self.ttls;
         self.spawn("mkdir", move |vfs| async move {
             match vfs.mkdir(parent.0, &name, mode).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
+                Ok(attr) => reply.entry(&ttls.of(&attr), &file_attr(&attr), Generation(attr.generation)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             }
         });
@@ -505,11 +557,11 @@ impl<V: Vfs> Filesystem for FuseAdapter<V> {
             Some(name) => name.to_string(),
             None => return reply.error(Errno::EINVAL),
         };
-        let ttl = self.ttl;
+        let ttls = self.ttls;
         self.spawn("create", move |vfs| async move {
             match vfs.create(parent.0, &name, mode).await {
                 Ok((attr, opened)) => reply.created(
-                    &ttl,
+                    &ttls.of(&attr),
                     &file_attr(&attr),
                     Generation(attr.generation),
                     FileHandle(opened.fh),

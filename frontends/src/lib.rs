@@ -13,6 +13,6 @@ pub mod rpc_records;
 pub mod vfs;
 
 pub use vfs::{
-    Attr, AttrsChanged, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, ROOT_INO, SetAttr, StatFs, Vfs,
-    VfsError, VfsResult,
+    Attr, AttrsChanged, DirCaching, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, ROOT_INO, SetAttr, StatFs,
+    Vfs, VfsError, VfsResult,
 };

@@ -490,7 +490,18 @@ mod tests {
 
     fn attr(kind: FileKind, mtime: SystemTime) -> Attr {
         let nlink = if kind == FileKind::Directory { 2 } else { 1 };
-        Attr { ino: 42, kind, size: 1234, mtime, perm: 0o640, nlink, uid: 1000, gid: 100, generation: 7 }
+        Attr {
+            ino: 42,
+            kind,
+            size: 1234,
+            mtime,
+            perm: 0o640,
+            nlink,
+            uid: 1000,
+            gid: 100,
+            generation: 7,
+            cacheable: false,
+        }
     }
 
     #[test]

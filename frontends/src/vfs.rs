@@ -156,6 +156,12 @@ pub struct Attr {
     pub gid: u32,
     /// The inode's generation: bumped when a path is recreated.
     pub generation: u64,
+    /// Changes only through this mount or when Google's copy changes (a
+    /// Cloud Storage object, directory or `.meta/` document): a frontend
+    /// may keep it, and the name, for the metadata TTL. False for what
+    /// changes by itself (`.ciofs/errors`, a table's `_status.json`, a
+    /// stream): kept briefly.
+    pub cacheable: bool,
 }
 
 /// One entry of a directory listing, with its attributes (readdirplus).
@@ -208,6 +214,15 @@ pub struct Opened {
     pub stream: bool,
     /// The content is unchanged since the kernel last cached it.
     pub keep_cache: bool,
+}
+
+/// How a directory's listing may be kept by a frontend's clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirCaching {
+    /// The listing may be kept once read, until the directory changes.
+    pub cache: bool,
+    /// What was kept from an earlier listing is still the directory's.
+    pub keep: bool,
 }
 
 /// Numbers for statfs; large and stable, so `df` shows something sensible.
@@ -298,6 +313,13 @@ pub trait Vfs: Send + Sync + 'static {
 
     async fn opendir(&self, _ino: Ino) -> VfsResult<Fh> {
         Ok(0)
+    }
+
+    /// Asked right after `opendir`: whether the frontend's clients may keep
+    /// `dir`'s listing once read (FUSE's readdir cache), and whether the
+    /// listing they read last is still the directory's. By default neither.
+    fn dir_caching(&self, _dir: Ino) -> DirCaching {
+        DirCaching::default()
     }
 
     async fn releasedir(&self, _ino: Ino, _fh: Fh) -> VfsResult<()> {

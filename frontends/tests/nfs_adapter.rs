@@ -70,6 +70,7 @@ impl MemFs {
             uid: 1000,
             gid: 1000,
             generation: 1,
+            cacheable: false,
         };
         self.attrs.insert(ino, attr);
         self.generations.lock().unwrap().insert(ino, 1);

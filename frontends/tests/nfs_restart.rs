@@ -46,6 +46,7 @@ impl Vfs for Empty {
             uid: 0,
             gid: 0,
             generation: 1,
+            cacheable: false,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct Options {
     pub negative_ttl: Duration,
     /// The most Cloud Storage names whose metadata is cached.
     pub stat_cache_entries: usize,
+    /// The most objects and prefixes the cached directory listings hold
+    /// together (a larger listing is not cached).
+    pub list_cache_entries: usize,
     /// Where files open for write are staged before upload.
     pub staging_dir: PathBuf,
     /// How many objects a directory rename moves at most (each is a copy
@@ -74,12 +77,29 @@ impl Default for Options {
             metadata_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             stat_cache_entries: 1 << 20,
+            list_cache_entries: 1 << 20,
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
             config_only: false,
             content_cache: CacheOptions::default(),
         }
     }
+}
+
+/// Whether a node's attributes and name change only through the mount or
+/// when Cloud Storage's copy changes, so that the frontend may keep them for
+/// the metadata TTL: Cloud Storage's buckets, prefixes, objects and their
+/// `.meta/` documents. An editor's scratch file, BigQuery and Pub/Sub
+/// (statuses, streams), `.ciofs/` and the fixed levels are kept briefly.
+fn cacheable(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Dir { .. }
+            | Node::MetaDir { .. }
+            | Node::Object { .. }
+            | Node::ObjectMeta { .. }
+            | Node::BucketMeta { .. }
+    )
 }
 
 /// The state every slice shares; the namespace makes one and hands each
@@ -122,6 +142,16 @@ impl Context {
         }
     }
 
+    /// Tells the frontend that the attributes of every node `wanted` picks
+    /// may have changed (`touch DIR`: what is under it is asked again).
+    pub fn attributes_changed_where(&self, wanted: impl Fn(&Node) -> bool) {
+        if let Some(changed) = self.attrs_changed.get() {
+            for ino in self.inodes.matching(wanted) {
+                changed(ino);
+            }
+        }
+    }
+
     /// Whether an object's inode still names its path: a file removed or
     /// replaced by a rename answers only through its writer (its open
     /// handles); anything else asked of its inode (a stat, an NFS READ or
@@ -156,7 +186,8 @@ impl Context {
             node if node.is_stream() => (FileKind::File, self.options.file_mode & 0o444, 1),
             _ => (FileKind::File, self.options.file_mode, 1),
         };
-        Attr { ino, kind, size, mtime, perm, nlink, uid: self.options.uid, gid: self.options.gid, generation }
+        let (uid, gid) = (self.options.uid, self.options.gid);
+        Attr { ino, kind, size, mtime, perm, nlink, uid, gid, generation, cacheable: cacheable(node) }
     }
 
     /// Numbers `node` and gives its attributes from what is already known.

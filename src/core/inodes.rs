@@ -233,6 +233,13 @@ impl InodeTable {
         }
     }
 
+    /// The inodes whose node `wanted` picks (a scan of the table: for rare
+    /// calls, as `touch DIR`).
+    pub fn matching(&self, wanted: impl Fn(&Node) -> bool) -> Vec<Ino> {
+        let table = self.lock();
+        table.by_ino.iter().filter(|(_, entry)| wanted(&entry.node)).map(|(ino, _)| *ino).collect()
+    }
+
     /// The inode number of `node` and its generation, if it has one.
     pub fn find(&self, node: &Node) -> Option<(Ino, u64)> {
         let table = self.lock();

@@ -26,7 +26,7 @@ use ciofs_backends::gcs::ObjectStore;
 use ciofs_backends::pubsub::PubSub;
 use ciofs_backends::sync::lock;
 use ciofs_frontends::{
-    Attr, AttrsChanged, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
+    Attr, AttrsChanged, DirCaching, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 
 use crate::bigquery::BigQueryTree;
@@ -221,6 +221,13 @@ impl Vfs for Namespace {
             return Err(VfsError::not_dir(format!("{node}: not a directory")));
         }
         Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn dir_caching(&self, dir: Ino) -> DirCaching {
+        match self.cx.node(dir) {
+            Ok(node) if node.service() == Some(Service::Storage) => self.storage.dir_caching(dir, &node),
+            _ => DirCaching::default(),
+        }
     }
 
     async fn releasedir(&self, ino: Ino, fh: Fh) -> VfsResult<()> {

@@ -376,3 +376,142 @@ async fn a_meta_document_sets_the_metadata_of_its_object() {
     ns.release(old, opened.fh).await.unwrap();
     assert_eq!(metadata(&gcs).len(), 1);
 }
+
+/// Every name of `dir`, read from a fresh handle (as each `ls` opens one).
+async fn listed(ns: &Namespace, dir: Ino) -> Vec<String> {
+    let fh = ns.opendir(dir).await.unwrap();
+    let (mut names, mut after) = (Vec::new(), 0);
+    loop {
+        let page = ns.readdir(dir, Some(fh), after, 100).await.unwrap();
+        names.extend(page.entries.iter().map(|e| e.name.clone()));
+        match page.entries.last() {
+            Some(last) if !page.eof => after = last.attr.ino,
+            _ => break,
+        }
+    }
+    ns.releasedir(dir, fh).await.unwrap();
+    names
+}
+
+#[tokio::test]
+async fn a_directory_and_its_meta_are_listed_once_within_the_ttl() {
+    let gcs = Arc::new(MemoryGcs::new());
+    for i in 0..25 {
+        gcs.put_object("b", &format!("d/f{i:02}"), vec![0; i]);
+    }
+    gcs.put_object("b", "d/sub/x", "1");
+    let ns = namespace(&gcs, 10);
+    let dir = walk(&ns, "p/storage/b/d").await;
+    let meta = walk(&ns, "p/storage/b/d/.meta").await;
+    let lists = || gcs.calls.list_objects.load(Ordering::SeqCst);
+    let before = lists();
+    let first = listed(&ns, dir).await;
+    assert_eq!(first.len(), 27, "{first:?}");
+    assert_eq!(lists() - before, 3, "26 children, 10 a page");
+    assert_eq!(listed(&ns, dir).await, first);
+    let documents = listed(&ns, meta).await;
+    assert_eq!(documents.len(), 25);
+    assert!(documents.iter().all(|d| d.ends_with(".json")), "{documents:?}");
+    assert_eq!(lists() - before, 3, "the second listing and .meta/'s come from the first");
+    // And `.meta/` listed first serves the directory.
+    let other = walk(&ns, "p/storage/b/d/sub/.meta").await;
+    listed(&ns, other).await;
+    let calls = lists();
+    assert_eq!(listed(&ns, walk(&ns, "p/storage/b/d/sub").await).await, [".meta", "x"]);
+    assert_eq!(lists(), calls);
+
+    let uncached = uncached_namespace(&gcs);
+    let dir = walk(&uncached, "p/storage/b/d").await;
+    let before = lists();
+    listed(&uncached, dir).await;
+    listed(&uncached, dir).await;
+    assert_eq!(lists() - before, 2, "--metadata-ttl 0 lists every time (one page each)");
+}
+
+#[tokio::test]
+async fn changes_through_the_mount_show_in_a_cached_listing_at_once() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/old", "1");
+    gcs.put_object("b", "d/gone", "1");
+    let ns = namespace(&gcs, 1000);
+    let bucket = walk(&ns, "p/storage/b").await;
+    let dir = walk(&ns, "p/storage/b/d").await;
+    let meta = walk(&ns, "p/storage/b/d/.meta").await;
+    assert_eq!(listed(&ns, dir).await, [".meta", "gone", "old"]);
+    assert_eq!(listed(&ns, bucket).await, [".meta", "d"]);
+
+    // Being written, then uploaded at close.
+    let (attr, opened) = ns.create(dir, "new", 0o644).await.unwrap();
+    assert_eq!(listed(&ns, dir).await, [".meta", "gone", "old", "new"], "not uploaded yet: after the listing");
+    ns.write(attr.ino, Some(opened.fh), 0, b"abc").await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    assert_eq!(listed(&ns, dir).await, [".meta", "gone", "new", "old"]);
+    assert_eq!(listed(&ns, meta).await, ["gone.json", "new.json", "old.json"]);
+
+    ns.unlink(dir, "gone").await.unwrap();
+    ns.rename(dir, "old", dir, "renamed").await.unwrap();
+    ns.mkdir(dir, "made", 0o755).await.unwrap();
+    assert_eq!(listed(&ns, dir).await, [".meta", "made", "new", "renamed"]);
+    assert_eq!(listed(&ns, meta).await, ["new.json", "renamed.json"]);
+    ns.rmdir(dir, "made").await.unwrap();
+    assert_eq!(listed(&ns, dir).await, [".meta", "new", "renamed"]);
+    // A directory above shows a change below it too: the last object of
+    // an implicit directory gone, the directory goes.
+    let sub_dir = ns.mkdir(bucket, "e", 0o755).await.unwrap().ino;
+    assert_eq!(listed(&ns, bucket).await, [".meta", "d", "e"]);
+    ns.rmdir(bucket, "e").await.unwrap();
+    let _ = sub_dir;
+    assert_eq!(listed(&ns, bucket).await, [".meta", "d"]);
+
+    // Behind the mount's back: not shown until `touch DIR`.
+    gcs.put_object("b", "d/behind", "1");
+    assert_eq!(listed(&ns, dir).await, [".meta", "new", "renamed"]);
+    let touch = ciofs_frontends::SetAttr { mtime: Some(std::time::SystemTime::now()), ..Default::default() };
+    ns.setattr(dir, touch).await.unwrap();
+    assert_eq!(listed(&ns, dir).await, [".meta", "behind", "new", "renamed"]);
+    assert_eq!(listed(&ns, meta).await, ["behind.json", "new.json", "renamed.json"]);
+}
+
+/// What FUSE is told at opendir (FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE): the
+/// kernel may keep a storage directory's listing, and what it kept is
+/// still good while it was read whole from the listing cached now.
+#[tokio::test]
+async fn the_kernel_keeps_a_listing_only_while_ciofs_keeps_the_same_one() {
+    use ciofs_frontends::DirCaching;
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/a", "1");
+    let ns = namespace(&gcs, 1000);
+    let dir = walk(&ns, "p/storage/b/d").await;
+    let meta = walk(&ns, "p/storage/b/d/.meta").await;
+    let storage = walk(&ns, "p/storage").await;
+    assert_eq!(ns.dir_caching(dir), DirCaching { cache: true, keep: false }, "nothing read yet");
+    listed(&ns, dir).await;
+    assert_eq!(ns.dir_caching(dir), DirCaching { cache: true, keep: true });
+    assert_eq!(ns.dir_caching(meta), DirCaching { cache: true, keep: false }, "its .meta/ was not read");
+    listed(&ns, meta).await;
+    assert_eq!(ns.dir_caching(meta), DirCaching { cache: true, keep: true });
+    // A change through the mount: both are read again.
+    ns.unlink(dir, "a").await.unwrap();
+    assert!(!ns.dir_caching(dir).keep);
+    assert!(!ns.dir_caching(meta).keep);
+    listed(&ns, dir).await;
+    assert!(ns.dir_caching(dir).keep);
+    // A file being written is listed from the writer, not the cache.
+    let (attr, opened) = ns.create(dir, "new", 0o644).await.unwrap();
+    listed(&ns, dir).await;
+    assert!(!ns.dir_caching(dir).keep);
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    // `touch DIR`.
+    listed(&ns, dir).await;
+    assert!(ns.dir_caching(dir).keep);
+    let touch = ciofs_frontends::SetAttr { mtime: Some(std::time::SystemTime::now()), ..Default::default() };
+    ns.setattr(dir, touch).await.unwrap();
+    assert!(!ns.dir_caching(dir).keep);
+    // The buckets of storage/ are listed every time; so is all with a zero TTL.
+    assert_eq!(ns.dir_caching(storage), DirCaching::default());
+    let uncached = uncached_namespace(&gcs);
+    let dir = walk(&uncached, "p/storage/b/d").await;
+    listed(&uncached, dir).await;
+    assert_eq!(uncached.dir_caching(dir), DirCaching::default());
+}

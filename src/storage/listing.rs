@@ -6,6 +6,9 @@
 //! took (the cookie). A `DirStream` keeps the entries of the current page and
 //! the last ones it handed out, so a frontend that took fewer entries than it
 //! was given (a full FUSE reply buffer) continues without a new list call.
+//! A listing read from its start to its end is kept whole in the metadata
+//! cache for the TTL, and the next stream of the directory (or of its
+//! `.meta/`) is served from it at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,8 @@ use std::time::{Duration, Instant};
 use ciofs_backends::gcs::ObjectMeta;
 use ciofs_backends::sync::lock;
 use ciofs_frontends::{DirEntry, Fh, Ino};
+
+use crate::core::cache::ListingStart;
 
 /// How many returned entries a stream keeps to serve a step back.
 const KEEP_RETURNED: usize = 1024;
@@ -67,6 +72,20 @@ pub struct DirStream {
     pub carried: Vec<(String, Child)>,
     /// Files being written but not uploaded were added after the listing.
     pub local_added: bool,
+    /// The pages of a listing from its start, kept to be cached whole
+    /// (core/cache.rs `ListingCache`) once its last page came.
+    pub collected: Option<Collected>,
+    /// The cached listing this stream's entries came from, if any.
+    pub listing: Option<u64>,
+    /// It began at the directory's first entry.
+    pub from_start: bool,
+}
+
+/// What the pages of one listing held so far.
+pub struct Collected {
+    pub started: ListingStart,
+    pub objects: Vec<Arc<ObjectMeta>>,
+    pub prefixes: Vec<String>,
 }
 
 impl DirStream {
@@ -79,6 +98,9 @@ impl DirStream {
             last_key,
             carried: Vec::new(),
             local_added: false,
+            collected: None,
+            listing: None,
+            from_start: false,
         }
     }
 

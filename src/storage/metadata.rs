@@ -13,7 +13,7 @@ use ciofs_frontends::VfsResult;
 use super::documents::parse_object_document;
 use super::object_meta::map_change;
 use super::tree::StorageTree;
-use crate::core::cache::{Known, key};
+use crate::core::cache::Known;
 use crate::core::errors::vfs_error;
 
 impl StorageTree {
@@ -45,7 +45,7 @@ impl StorageTree {
         };
         let patched = self.gcs.patch_object_metadata(&patch).await.map_err(vfs_error)?;
         tracing::info!(bucket, name, "object metadata set");
-        self.cache.put(key(bucket, name), Known::Object(Arc::new(patched)));
+        self.changed(bucket, name, Known::Object(Arc::new(patched)));
         Ok(())
     }
 }

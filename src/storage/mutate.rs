@@ -54,7 +54,7 @@ impl StorageTree {
                     return Err(VfsError::exists(format!("{dir}/{name} exists")));
                 }
                 self.put_placeholder(bucket, &format!("{full}/")).await?;
-                self.cache.put(key(bucket, &format!("{full}/")), Known::Prefix);
+                self.changed(bucket, &format!("{full}/"), Known::Prefix);
                 Node::Dir { project: project.clone(), bucket: bucket.clone(), prefix: format!("{full}/") }
             }
             _ => return Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here"))),
@@ -122,7 +122,7 @@ impl StorageTree {
                             Ok(()) | Err(ciofs_backends::BackendError { kind: ErrorKind::NotFound, .. }) => {}
                             Err(e) => return Err(vfs_error(e)),
                         }
-                        self.cache.put(key(bucket, &full), Known::Absent);
+                        self.changed(bucket, &full, Known::Absent);
                         tracing::debug!(bucket, name = %full, generation = meta.generation, "deleted");
                     }
                     Known::Prefix => return Err(VfsError::is_dir(format!("{dir}/{name} is a directory"))),
@@ -177,6 +177,8 @@ impl StorageTree {
                     return Err(VfsError::not_empty(format!("bucket {name} is not empty")));
                 }
                 self.gcs.delete_bucket(name).await.map_err(vfs_error)?;
+                // Its listings go with it.
+                self.cache.forget_under(name, "");
                 self.cache.put(key(name, ""), Known::Absent);
                 self.project_buckets.forget(project);
                 Ok(())
@@ -192,6 +194,9 @@ impl StorageTree {
                     ListObjects { bucket: bucket.clone(), prefix: full.clone(), page_size: 2, ..Default::default() };
                 let listed = self.gcs.list_objects(&probe).await.map_err(vfs_error)?;
                 if listed.objects.iter().any(|o| o.name != full) {
+                    // Perhaps written behind the mount after the listing
+                    // `rm -r` read: the next listing asks again.
+                    self.cache.forget_under(bucket, &full);
                     return Err(VfsError::not_empty(format!("{dir}/{name} is not empty")));
                 }
                 // With no object left (an implicit directory whose last file
@@ -201,7 +206,7 @@ impl StorageTree {
                     Err(e) if e.kind == ErrorKind::NotFound => {}
                     Err(e) => return Err(vfs_error(e)),
                 }
-                self.cache.put(key(bucket, &full), Known::Absent);
+                self.changed(bucket, &full, Known::Absent);
                 self.cache.forget(&key(bucket, &format!("{prefix}{name}")));
                 Ok(())
             }
@@ -332,12 +337,12 @@ impl StorageTree {
             if_source_generation_match: generation,
         };
         let copied = Arc::new(self.gcs.copy_object(&copy).await.map_err(vfs_error)?);
-        self.cache.put(key(bucket, target), Known::Object(copied.clone()));
+        self.changed(bucket, target, Known::Object(copied.clone()));
         match self.gcs.delete_object(bucket, source, generation).await {
             Ok(()) | Err(ciofs_backends::BackendError { kind: ErrorKind::NotFound, .. }) => {}
             Err(e) => return Err(vfs_error(e)),
         }
-        self.cache.put(key(bucket, source), Known::Absent);
+        self.changed(bucket, source, Known::Absent);
         Ok(copied)
     }
 
@@ -369,8 +374,8 @@ impl StorageTree {
             let moved = format!("{target}{}", &name[source.len()..]);
             let _ = self.move_object(bucket, &name, &moved, Some(generation)).await?;
         }
-        self.cache.put(key(bucket, source), Known::Absent);
-        self.cache.put(key(bucket, target), Known::Prefix);
+        self.changed(bucket, source, Known::Absent);
+        self.changed(bucket, target, Known::Prefix);
         Ok(())
     }
 

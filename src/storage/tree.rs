@@ -15,17 +15,17 @@ use bytes::Bytes;
 use ciofs_backends::ErrorKind;
 use ciofs_backends::gcs::{BucketMeta, ListObjects, ObjectMeta, ObjectStore};
 use ciofs_backends::sync::lock;
-use ciofs_frontends::{Attr, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
+use ciofs_frontends::{Attr, DirCaching, DirEntry, DirPage, Fh, Ino, VfsError, VfsResult};
 
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::block_cache::BlockCache;
 use super::documents;
-use super::listing::{Child, DirStream, DirStreams, Next};
+use super::listing::{Child, Collected, DirStream, DirStreams, Next};
 use super::object_meta::PendingObjectMeta;
 use super::reader::{ObjectReader, ObjectVersion};
 use super::writer::Writer;
-use crate::core::cache::{Known, MetaCache, Timed, key};
+use crate::core::cache::{Known, Listing, MetaCache, Timed, key};
 use crate::core::context::Context;
 use crate::core::errors::vfs_error;
 use crate::core::node::{BUCKET_META, META_DIR, META_SUFFIX, Node, Service, unusable_segment};
@@ -55,6 +55,9 @@ pub struct StorageTree {
     /// The object generation each inode last had when opened, so that an
     /// unchanged object keeps the kernel's page cache.
     pub opened_generation: Mutex<HashMap<Ino, i64>>,
+    /// By directory inode: the cached listing that the kernel's last full
+    /// read of the directory was made of (`dir_caching`).
+    pub kernel_listings: Mutex<HashMap<Ino, u64>>,
     /// `.meta/` documents written, for the objects' next new upload.
     pub pending_object_meta: PendingObjectMeta,
     /// Buckets made by `mkdir`, waiting for their settings, with their
@@ -72,13 +75,19 @@ impl StorageTree {
         let ttl = cx.options.metadata_ttl;
         Self {
             gcs,
-            cache: MetaCache::new(ttl, cx.options.negative_ttl, cx.options.stat_cache_entries),
+            cache: MetaCache::new(
+                ttl,
+                cx.options.negative_ttl,
+                cx.options.stat_cache_entries,
+                cx.options.list_cache_entries,
+            ),
             project_buckets: Timed::new(ttl),
             foreign_buckets: Timed::new(ttl),
             streams: DirStreams::default(),
             nfs_readers: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             opened_generation: Mutex::new(HashMap::new()),
+            kernel_listings: Mutex::new(HashMap::new()),
             pending_object_meta: Default::default(),
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
@@ -115,6 +124,24 @@ impl StorageTree {
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         entries
+    }
+
+    /// `name` in `bucket` changed through the mount (uploaded, patched,
+    /// removed, moved, made): the metadata cache holds what it is now and
+    /// drops the listings above it (core/cache.rs `MetaCache::set`), and
+    /// the frontend, which may keep an object's and its document's
+    /// attributes for the metadata TTL, is told they changed.
+    pub fn changed(&self, bucket: &str, name: &str, known: Known) {
+        self.cache.set(key(bucket, name), known);
+        if name.ends_with('/') {
+            return;
+        }
+        for project in &self.cx.projects {
+            let (project, bucket, name) = (project.clone(), bucket.to_string(), name.to_string());
+            let object = Node::Object { project: project.clone(), bucket: bucket.clone(), name: name.clone() };
+            self.cx.attributes_changed(&object);
+            self.cx.attributes_changed(&Node::ObjectMeta { project, bucket, name });
+        }
     }
 
     /// The object a write starts from, or None for a new one.
@@ -437,7 +464,18 @@ impl StorageTree {
     }
 
     fn object_meta_entry(&self, project: &str, meta: &ObjectMeta) -> DirEntry {
-        let size = documents::object_document(meta).len() as u64;
+        self.listed_object_meta_entry(project, meta, None)
+    }
+
+    /// A `.meta/` document's entry. Its size is its rendering's length
+    /// (`cat` and `tar` read st_size bytes): rendered once per cached
+    /// listing, so that `find` over a warm tree renders nothing.
+    fn listed_object_meta_entry(&self, project: &str, meta: &ObjectMeta, listing: Option<&Listing>) -> DirEntry {
+        let render = || documents::object_document(meta).len() as u64;
+        let size = match listing {
+            Some(listing) => *lock(&listing.document_sizes).entry(meta.name.clone()).or_insert_with(render),
+            None => render(),
+        };
         let node =
             Node::ObjectMeta { project: project.to_string(), bucket: meta.bucket.clone(), name: meta.name.clone() };
         self.cx.entry(node, size, modified(meta))
@@ -463,7 +501,12 @@ impl StorageTree {
                 // After Cloud Storage's entries: files not uploaded yet.
                 stream.local_added = true;
                 if matches!(dir, Node::Dir { .. }) {
-                    stream.pending.extend(self.unlisted_writers(dir));
+                    let local = self.unlisted_writers(dir);
+                    if !local.is_empty() {
+                        // Not the cached listing alone: not to be kept.
+                        stream.listing = None;
+                    }
+                    stream.pending.extend(local);
                 }
             }
             let taken = stream.take(max - entries.len());
@@ -473,15 +516,49 @@ impl StorageTree {
             entries.extend(taken);
         }
         let eof = stream.is_done();
+        if eof && stream.from_start {
+            self.read_whole(ino, stream.listing);
+        }
         self.streams.put_back(ino, fh, stream);
         Ok(DirPage { entries, eof })
+    }
+
+    /// A directory was read whole, from `listing` if it was one cached.
+    fn read_whole(&self, ino: Ino, listing: Option<u64>) {
+        let mut read = lock(&self.kernel_listings);
+        if read.len() > 100_000 {
+            read.clear();
+        }
+        match listing {
+            Some(id) => read.insert(ino, id),
+            None => read.remove(&ino),
+        };
+    }
+
+    /// Whether the kernel may keep a storage directory's listing (FUSE's
+    /// readdir cache): a bucket directory or its `.meta/`, with a metadata
+    /// TTL; and whether what it kept is still the directory's: its last
+    /// full read was made of the listing cached now (a change through the
+    /// mount, `touch DIR` or the TTL's end made another).
+    pub fn dir_caching(&self, ino: Ino, dir: &Node) -> DirCaching {
+        let (Node::Dir { bucket, prefix, .. } | Node::MetaDir { bucket, prefix, .. }) = dir else {
+            return DirCaching::default();
+        };
+        if self.cx.options.metadata_ttl.is_zero() || self.pending_buckets.contains(bucket) {
+            return DirCaching::default();
+        }
+        let cached = self.cache.listings.get(bucket, prefix).map(|listing| listing.id);
+        let keep = cached.is_some() && lock(&self.kernel_listings).get(&ino).copied() == cached;
+        DirCaching { cache: true, keep }
     }
 
     /// A stream positioned after the entry `after` (0: at the start).
     async fn new_stream(&self, dir: &Node, after: Ino) -> VfsResult<DirStream> {
         if after == 0 {
             let fixed = self.fixed_entries(dir).await?;
-            return Ok(DirStream::new(fixed, None));
+            let mut stream = DirStream::new(fixed, None);
+            stream.from_start = true;
+            return Ok(stream);
         }
         // Resuming a listing we no longer hold (NFS after a restart, or a
         // seekdir): continue after the cookie's entry.
@@ -560,8 +637,10 @@ impl StorageTree {
         Ok(())
     }
 
-    /// One list call of a bucket directory: its objects and prefixes merged
-    /// in key order (or, for `.meta/`, one document per object).
+    /// The next page of a bucket directory's listing (or, for `.meta/`, one
+    /// document per object): from the cached listing when there is one,
+    /// all at once; else one list call, whose objects and prefixes are
+    /// merged in key order and, once the last page came, cached together.
     async fn fetch_objects(
         &self,
         project: &str,
@@ -574,6 +653,36 @@ impl StorageTree {
             // Nothing in it yet.
             stream.next = Next::Done;
             return Ok(());
+        }
+        if stream.next == Next::Start {
+            if let Some(listing) = self.cache.listings.get(bucket, prefix) {
+                tracing::debug!(
+                    bucket,
+                    prefix,
+                    entries = listing.objects.len() + listing.prefixes.len(),
+                    "cached listing"
+                );
+                stream.next = Next::Done;
+                stream.listing = Some(listing.id);
+                let (objects, prefixes) = (listing.objects.clone(), listing.prefixes.clone());
+                self.push_children(
+                    project,
+                    bucket,
+                    prefix,
+                    documents_only,
+                    objects,
+                    prefixes,
+                    None,
+                    Some(&listing),
+                    stream,
+                );
+                return Ok(());
+            }
+            if stream.last_key.is_none() {
+                // From the start: the whole listing can be cached.
+                let started = self.cache.listings.start();
+                stream.collected = Some(Collected { started, objects: Vec::new(), prefixes: Vec::new() });
+            }
         }
         let request = ListObjects {
             bucket: bucket.to_string(),
@@ -597,23 +706,75 @@ impl StorageTree {
             Next::Done => None,
             _ => page.objects.iter().map(|o| o.name.clone()).max(),
         };
+        // `prefix` itself is the directory's placeholder object.
+        let objects: Vec<Arc<ObjectMeta>> = page
+            .objects
+            .into_iter()
+            .filter(|meta| meta.name.len() > prefix.len() && meta.name.starts_with(prefix))
+            .map(Arc::new)
+            .collect();
+        for meta in &objects {
+            self.cache.put(key(bucket, &meta.name), Known::Object(meta.clone()));
+        }
+        let prefixes: Vec<String> = page.prefixes.into_iter().filter(|full| full.starts_with(prefix)).collect();
+        for full in &prefixes {
+            self.cache.put(key(bucket, full), Known::Prefix);
+        }
+        if let Some(collected) = stream.collected.as_mut() {
+            collected.objects.extend(objects.iter().cloned());
+            collected.prefixes.extend(prefixes.iter().cloned());
+        }
+        let listing = match (&stream.next, stream.collected.take()) {
+            (Next::Done, Some(all)) => {
+                Some(self.cache.listings.put(bucket, prefix, all.objects, all.prefixes, all.started))
+            }
+            (_, collected) => {
+                stream.collected = collected;
+                None
+            }
+        };
+        stream.listing = listing.as_ref().map(|l| l.id);
+        self.push_children(
+            project,
+            bucket,
+            prefix,
+            documents_only,
+            objects,
+            prefixes,
+            boundary,
+            listing.as_deref(),
+            stream,
+        );
+        Ok(())
+    }
+
+    /// Adds a listing's children to the stream in key order: each object
+    /// and prefix after the stream's last key and up to `boundary` (past
+    /// it, they wait for the next page), as an entry of the directory or,
+    /// `documents_only`, of its `.meta/`.
+    #[allow(clippy::too_many_arguments)]
+    fn push_children(
+        &self,
+        project: &str,
+        bucket: &str,
+        prefix: &str,
+        documents_only: bool,
+        objects: Vec<Arc<ObjectMeta>>,
+        prefixes: Vec<String>,
+        boundary: Option<String>,
+        listing: Option<&Listing>,
+        stream: &mut DirStream,
+    ) {
         let mut children: BTreeMap<String, (String, Child)> =
             stream.carried.drain(..).map(|(name, child)| (child.key().to_string(), (name, child))).collect();
-        for meta in page.objects {
+        for meta in objects {
             let name = meta.name.get(prefix.len()..).unwrap_or_default().to_string();
-            // `prefix` itself is the directory's placeholder object.
-            if name.is_empty() || !meta.name.starts_with(prefix) {
-                continue;
-            }
-            let meta = Arc::new(meta);
-            self.cache.put(key(bucket, &meta.name), Known::Object(meta.clone()));
             children.insert(meta.name.clone(), (name, Child::Object(meta)));
         }
-        for full in page.prefixes {
+        for full in prefixes {
             let Some(name) = full.strip_prefix(prefix).and_then(|n| n.strip_suffix('/')) else {
                 continue;
             };
-            self.cache.put(key(bucket, &full), Known::Prefix);
             children.insert(full.clone(), (name.to_string(), Child::Prefix(full.clone())));
         }
         let prefix_names: HashSet<String> = children
@@ -662,7 +823,7 @@ impl StorageTree {
                     if self.cx.local.is_hidden_at(&node, Some(&object_version(meta))) {
                         continue;
                     }
-                    self.object_meta_entry(project, meta)
+                    self.listed_object_meta_entry(project, meta, listing)
                 }
                 (Child::Prefix(full), false) => self.cx.dir_entry(Node::Dir {
                     project: project.to_string(),
@@ -674,7 +835,6 @@ impl StorageTree {
             stream.last_key = Some(child_key);
             stream.pending.push_back(entry);
         }
-        Ok(())
     }
 }
 
@@ -758,6 +918,18 @@ impl Slice for StorageTree {
         match dir {
             Node::Dir { bucket, prefix, .. } | Node::MetaDir { bucket, prefix, .. } => {
                 self.cache.forget_under(bucket, prefix);
+                // The kernel may keep the entries under it for the TTL too:
+                // each is asked for again (one gone behind the mount's back
+                // is then ENOENT).
+                self.cx.attributes_changed_where(|node| match node {
+                    Node::Object { bucket: b, name, .. } | Node::ObjectMeta { bucket: b, name, .. } => {
+                        b == bucket && name.starts_with(prefix.as_str())
+                    }
+                    Node::Dir { bucket: b, prefix: p, .. } | Node::MetaDir { bucket: b, prefix: p, .. } => {
+                        b == bucket && p.starts_with(prefix.as_str()) && p != prefix
+                    }
+                    _ => false,
+                });
                 tracing::debug!(bucket, prefix, "cached names forgotten");
             }
             Node::Service { project, .. } => self.project_buckets.forget(project),

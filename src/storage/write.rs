@@ -299,7 +299,7 @@ impl StorageTree {
         // times before saving must see no change.
         staged.mtime = meta.updated.or(meta.created).unwrap_or(staged.mtime);
         let meta = Arc::new(meta);
-        self.cache.put(key(&staged.bucket, &staged.name), Known::Object(meta.clone()));
+        self.changed(&staged.bucket, &staged.name, Known::Object(meta.clone()));
         self.cache.forget(&key(&staged.bucket, &format!("{}/", staged.name)));
         staged.base = Base::Object(meta);
         staged.dirty = false;
