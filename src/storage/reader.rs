@@ -162,7 +162,7 @@ async fn fetch_block(store: Arc<dyn ObjectStore>, request: ReadObject) -> Backen
 
 async fn read_range(store: &dyn ObjectStore, request: &ReadObject) -> BackendResult<Bytes> {
     let expected = (request.range.end - request.range.start) as usize;
-    let mut body = store.read_object(request).await?;
+    let mut body = store.read_object(request).await?.bytes;
     let mut bytes = BytesMut::with_capacity(expected);
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
