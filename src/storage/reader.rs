@@ -2,6 +2,10 @@
 //! cache (`block_cache`): a block read before, by this mount or by an
 //! earlier one with the same cache directory, costs no request.
 //!
+//! Blocks are asked for unpinned, and kept only when the answer says they
+//! are of the reader's generation; otherwise asked for again pinned to it
+//! (`fetch_block`).
+//!
 //! A reader that moves forward block after block is sequential: the blocks
 //! ahead of it are fetched in parallel, in a window that doubles with each
 //! block read in order (up to `MAX_AHEAD`). A reader that jumps is random:
@@ -10,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use ciofs_backends::gcs::{ObjectStore, ReadObject};
@@ -43,11 +48,15 @@ pub struct ObjectReader {
     ahead_to: u64,
     /// The block read last, kept for the reads that follow within it.
     current: Option<(u64, Bytes)>,
+    /// Set once a fetch found the object changed: later blocks are asked
+    /// for pinned to the generation at once (see `fetch_block`).
+    changed: Arc<AtomicBool>,
 }
 
 impl ObjectReader {
     pub fn new(store: Arc<dyn ObjectStore>, blocks: Arc<BlockCache>, version: ObjectVersion) -> Self {
-        Self { store, blocks, version, last: None, run: 0, ahead_to: 0, current: None }
+        let changed = Arc::new(AtomicBool::new(false));
+        Self { store, blocks, version, last: None, run: 0, ahead_to: 0, current: None, changed }
     }
 
     pub fn version(&self) -> &ObjectVersion {
@@ -135,36 +144,96 @@ impl ObjectReader {
         let request = ReadObject {
             bucket: v.bucket.clone(),
             name: v.name.clone(),
-            generation: Some(v.generation),
+            generation: None,
             range: start..v.size.min(start + BLOCK_SIZE),
         };
-        let store = self.store.clone();
-        move || Box::pin(fetch_block(store, request))
+        let (store, generation, changed) = (self.store.clone(), v.generation, self.changed.clone());
+        move || Box::pin(fetch_block(store, request, generation, changed))
     }
 }
 
 type BoxedFetch = std::pin::Pin<Box<dyn Future<Output = BackendResult<Bytes>> + Send>>;
 
-/// One block's bytes, all of them: a read that breaks off is asked for
-/// again, a few times; a short one is an error, never a short block.
-async fn fetch_block(store: Arc<dyn ObjectStore>, request: ReadObject) -> BackendResult<Bytes> {
+/// One block's bytes of `generation`, all of them.
+///
+/// It is asked for unpinned first: Cloud Storage says which generation it
+/// served, and an unpinned read costs fake-gcs-server less than a pinned
+/// one. If the object has changed since its metadata was seen (another
+/// generation served, or a read refused because the object is gone or now
+/// shorter), the block is asked for again pinned to `generation`, which
+/// gives its bytes while that generation lives (a versioned bucket keeps
+/// it) and fails `NotFound` once it does not. Bytes are only ever returned
+/// for the generation the service said they are of.
+///
+/// `changed` is the reader's: once one block found the object changed, the
+/// others are asked for pinned at once.
+///
+/// A read that breaks off is asked for again, a few times; a short one is
+/// an error, never a short block.
+async fn fetch_block(
+    store: Arc<dyn ObjectStore>,
+    mut request: ReadObject,
+    generation: i64,
+    changed: Arc<AtomicBool>,
+) -> BackendResult<Bytes> {
+    if changed.load(Ordering::Relaxed) {
+        request.generation = Some(generation);
+    }
     let mut failures = 0;
     loop {
-        match read_range(store.as_ref(), &request).await {
+        match read_range(store.as_ref(), &request, generation).await {
+            Ok(Fetched::Block(bytes)) => return Ok(bytes),
+            Ok(Fetched::Other(served)) if request.generation.is_none() => {
+                tracing::debug!(
+                    bucket = %request.bucket, name = %request.name, generation, served,
+                    "the object changed since it was seen; reading its generation"
+                );
+                changed.store(true, Ordering::Relaxed);
+                request.generation = Some(generation);
+            }
+            Ok(Fetched::Other(served)) => {
+                let message = format!(
+                    "gs://{}/{}: generation {generation} asked for, {served} served",
+                    request.bucket, request.name
+                );
+                return Err(BackendError::new(ErrorKind::Other, message));
+            }
+            // Gone, or shorter than this generation (HTTP 416): the pinned
+            // read says whether this generation is still there.
+            Err(e)
+                if request.generation.is_none()
+                    && matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) =>
+            {
+                tracing::debug!(error = %e, generation, "the live object differs; reading its generation");
+                changed.store(true, Ordering::Relaxed);
+                request.generation = Some(generation);
+            }
             Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
                 failures += 1;
                 tracing::debug!(error = %e, "block read broke off; asking again");
             }
-            done => return done,
+            Err(e) => return Err(e),
         }
     }
 }
 
-async fn read_range(store: &dyn ObjectStore, request: &ReadObject) -> BackendResult<Bytes> {
+/// What a read of a block brought.
+enum Fetched {
+    /// The block, of the generation wanted.
+    Block(Bytes),
+    /// Another generation was served: its bytes are not read.
+    Other(i64),
+}
+
+async fn read_range(store: &dyn ObjectStore, request: &ReadObject, generation: i64) -> BackendResult<Fetched> {
     let expected = (request.range.end - request.range.start) as usize;
-    let mut body = store.read_object(request).await?.bytes;
+    let body = store.read_object(request).await?;
+    if body.generation != generation {
+        return Ok(Fetched::Other(body.generation));
+    }
+    let mut stream = body.bytes;
     let mut bytes = BytesMut::with_capacity(expected);
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if bytes.len() + chunk.len() > expected {
             break;
@@ -182,14 +251,13 @@ async fn read_range(store: &dyn ObjectStore, request: &ReadObject) -> BackendRes
         );
         return Err(BackendError::new(ErrorKind::Unavailable, message));
     }
-    Ok(bytes.freeze())
+    Ok(Fetched::Block(bytes.freeze()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ciofs_backends::memory::MemoryGcs;
-    use std::sync::atomic::Ordering;
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -284,6 +352,56 @@ mod tests {
             let at = (i * 131072) as usize;
             assert!(chunk[..] == bytes[at..at + 131072], "block {i}");
         }
+    }
+
+    fn reads(gcs: &MemoryGcs) -> (u64, u64) {
+        (gcs.calls.read_object.load(Ordering::SeqCst), gcs.calls.pinned_reads.load(Ordering::SeqCst))
+    }
+
+    /// One request per block, unpinned: the answer says which generation
+    /// it served.
+    #[tokio::test]
+    async fn an_unchanged_object_is_read_unpinned() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, bytes) = reader(&gcs, 1000).await;
+        assert_eq!(read_all(&mut reader).await, bytes);
+        assert_eq!(reads(&gcs), (1, 0), "(reads, pinned reads)");
+    }
+
+    /// Replaced by an object of the same size between the reader's creation
+    /// and its first read: the unpinned read gets the new generation, whose
+    /// bytes are not returned; the read pinned to the reader's generation
+    /// then finds it gone.
+    #[tokio::test]
+    async fn an_object_replaced_before_the_first_read_is_an_error_not_its_new_bytes() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, _) = reader(&gcs, 1000).await;
+        gcs.put_object("b", "o", vec![b'n'; 1000]);
+        let error = reader.read(0, 10).await.expect_err("not the new bytes");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_eq!(reads(&gcs), (2, 1), "unpinned, then pinned");
+        // Not cached either: a reader of the new generation reads its bytes.
+        let meta = gcs.get_object("b", "o").await.unwrap();
+        let version = ObjectVersion { generation: meta.generation, size: meta.size, ..reader.version.clone() };
+        let mut new = ObjectReader::new(gcs.clone(), reader.blocks.clone(), version);
+        assert_eq!(read_all(&mut new).await, vec![b'n'; 1000]);
+    }
+
+    /// Replaced by a shorter object: the unpinned read of a block past its
+    /// end is refused (HTTP 416), and the pinned one says the generation is
+    /// gone (ESTALE for the file), not that the read was invalid. The
+    /// reader's next blocks are asked for pinned at once.
+    #[tokio::test]
+    async fn an_object_replaced_by_a_shorter_one_is_not_found_and_later_reads_are_pinned() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, _) = reader(&gcs, 2 << 20).await;
+        gcs.put_object("b", "o", "short");
+        let error = reader.read(BLOCK_SIZE, 10).await.expect_err("gone");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_eq!(reads(&gcs), (2, 1), "unpinned, then pinned");
+        let error = reader.read(0, 10).await.expect_err("gone");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_eq!(reads(&gcs), (3, 2), "pinned at once");
     }
 
     #[tokio::test]
