@@ -54,7 +54,8 @@ async fn main() {
             names.retain(|name| name != "." && name != ".." && name != ".meta");
             names.sort();
             for name in names {
-                let file_fh = nfs::lookup(&mut conn, &fh, &name).await.unwrap_or_else(|e| panic!("lookup {name}: {e:?}"));
+                let file_fh =
+                    nfs::lookup(&mut conn, &fh, &name).await.unwrap_or_else(|e| panic!("lookup {name}: {e:?}"));
                 let mut file = std::fs::File::create(format!("{out}/{name}")).expect("create a file in OUT");
                 copy(&mut conn, &file_fh, &mut file).await;
             }

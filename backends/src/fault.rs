@@ -28,8 +28,8 @@ use tokio::sync::watch;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
-    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectBody, ObjectMeta,
+    ObjectPage, ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::memory::Op;
 use crate::pubsub::{
@@ -322,15 +322,18 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         self.run(Call::Gcs(Op::GetObject), self.inner.get_object(bucket, name)).await
     }
 
-    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ObjectBody> {
         let call = Call::Gcs(Op::ReadObject);
         let fault = self.take(call);
         let before = fault.filter(|f| !matches!(f, Fault::SlowBody { .. } | Fault::BreakBody { .. }));
-        let stream = self.around(call, before, self.inner.read_object(request)).await?;
+        let body = self.around(call, before, self.inner.read_object(request)).await?;
+        let generation = body.generation;
         Ok(match fault {
-            Some(Fault::SlowBody { piece, delay }) => slow_stream(stream, piece, delay),
-            Some(Fault::BreakBody { after }) => broken_stream(stream, after),
-            _ => stream,
+            Some(Fault::SlowBody { piece, delay }) => {
+                ObjectBody { generation, bytes: slow_stream(body.bytes, piece, delay) }
+            }
+            Some(Fault::BreakBody { after }) => ObjectBody { generation, bytes: broken_stream(body.bytes, after) },
+            _ => body,
         })
     }
 
@@ -575,7 +578,7 @@ mod tests {
         let slow = Fault::SlowBody { piece: 3, delay: Duration::from_secs(1) };
         gcs.arm(Call::Gcs(Op::ReadObject), 1, slow);
         let started = tokio::time::Instant::now();
-        let stream = gcs
+        let body = gcs
             .read_object(&ReadObject {
                 bucket: "b".to_string(),
                 name: "f".to_string(),
@@ -584,7 +587,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
+        let pieces: Vec<Bytes> = body.bytes.try_collect().await.unwrap();
         assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         assert_eq!(pieces.concat(), vec![7; 10]);
         assert_eq!(started.elapsed(), Duration::from_secs(4));

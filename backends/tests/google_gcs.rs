@@ -73,17 +73,21 @@ fn upload(bucket: &str, name: &str, data: &[u8]) -> Upload {
 }
 
 async fn read_all(gcs: &GoogleGcs, bucket: &str, name: &str, size: u64) -> Vec<u8> {
-    let stream = gcs
-        .read_object(&ReadObject {
-            bucket: bucket.to_string(),
-            name: name.to_string(),
-            range: 0..size,
-            ..Default::default()
-        })
-        .await
-        .expect("read");
-    let chunks: Vec<_> = stream.try_collect().await.expect("read stream");
-    chunks.concat()
+    read_range(gcs, bucket, name, None, 0..size).await.expect("read").1
+}
+
+/// The generation served and the bytes of `range`, pinned or not.
+async fn read_range(
+    gcs: &GoogleGcs,
+    bucket: &str,
+    name: &str,
+    generation: Option<i64>,
+    range: std::ops::Range<u64>,
+) -> Result<(i64, Vec<u8>), ciofs_backends::BackendError> {
+    let request = ReadObject { bucket: bucket.to_string(), name: name.to_string(), generation, range };
+    let body = gcs.read_object(&request).await?;
+    let chunks: Vec<_> = body.bytes.try_collect().await?;
+    Ok((body.generation, chunks.concat()))
 }
 
 /// Bytes that differ at every offset, so a misplaced chunk shows.
@@ -131,6 +135,45 @@ async fn a_small_upload_sets_content_type_and_metadata() {
     let mut left = vec![0; data.len()];
     std::os::unix::fs::FileExt::read_exact_at(&*request.source, &mut left, 0).unwrap();
     assert_eq!(left, data);
+}
+
+/// A ranged read returns the bytes asked for and the generation they are
+/// of, unpinned as pinned; a read pinned to a replaced generation is
+/// `NotFound`, a range past the end `InvalidArgument`; names with the
+/// characters a URL gives meaning to read right.
+#[tokio::test]
+async fn a_ranged_read_returns_its_bytes_and_the_generation_served() {
+    let gcs = gcs().await;
+    let bucket = new_bucket(&gcs, "ranged").await;
+    let data = pattern(3 * MIB + 5);
+    let first = gcs.upload_object(&upload(&bucket, "r.bin", &data)).await.expect("upload");
+    let at = (MIB as u64 + 3)..(2 * MIB as u64 + 10);
+    let (generation, bytes) = read_range(&gcs, &bucket, "r.bin", None, at.clone()).await.expect("unpinned read");
+    assert_eq!(generation, first.generation);
+    assert!(bytes == data[at.start as usize..at.end as usize], "other bytes");
+    let pinned = read_range(&gcs, &bucket, "r.bin", Some(first.generation), 0..10).await.expect("pinned read");
+    assert_eq!(pinned, (first.generation, data[..10].to_vec()));
+    // A range that ends past the end gives the bytes up to it.
+    let tail = read_range(&gcs, &bucket, "r.bin", None, (data.len() as u64 - 2)..u64::MAX).await.expect("tail");
+    assert_eq!(tail.1, data[data.len() - 2..]);
+
+    let second = gcs.upload_object(&upload(&bucket, "r.bin", b"replaced")).await.expect("overwrite");
+    let (generation, bytes) = read_range(&gcs, &bucket, "r.bin", None, 0..100).await.expect("the new one");
+    assert_eq!((generation, bytes.as_slice()), (second.generation, &b"replaced"[..]));
+    let gone = read_range(&gcs, &bucket, "r.bin", Some(first.generation), 0..10).await.expect_err("replaced");
+    assert_eq!(gone.kind, ErrorKind::NotFound, "{gone}");
+    let past = read_range(&gcs, &bucket, "r.bin", None, 100..200).await.expect_err("past the end");
+    assert_eq!(past.kind, ErrorKind::InvalidArgument, "{past}");
+    let missing = read_range(&gcs, &bucket, "nothing", None, 0..10).await.expect_err("no such object");
+    assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
+
+    for name in ["dir/a b#c?d%20e%.txt", "dir/sub/+&=;,'!*()[]@$", "unicodé ☃"] {
+        let stored = gcs.upload_object(&upload(&bucket, name, name.as_bytes())).await.expect("upload");
+        let got = read_range(&gcs, &bucket, name, None, 1..name.len() as u64).await.expect(name);
+        assert_eq!(got, (stored.generation, name.as_bytes()[1..].to_vec()), "{name}");
+        let got = read_range(&gcs, &bucket, name, Some(stored.generation), 0..3).await.expect(name);
+        assert_eq!(got.1, name.as_bytes()[..3], "{name}");
+    }
 }
 
 #[tokio::test]
@@ -705,6 +748,56 @@ async fn a_streamed_upload_waits_for_a_pausing_writer() {
     write_growing(&file, &data, 2, sender, pause, false).await;
     let uploaded = uploading.await.expect("task").expect("the paused stream goes on");
     assert!(read_all(&check, &bucket, "p.bin", uploaded.size).await == data, "the bytes read back differ");
+}
+
+/// A read from a service that takes the request and never answers fails
+/// as a stall, within the window and one stall timeout.
+#[tokio::test]
+async fn a_read_from_a_service_that_never_answers_stalls() {
+    let (url, _) = a_service_that_stops_reading();
+    let gcs = gcs_at(&url, quick_stalls(2, 3)).await;
+    let started = std::time::Instant::now();
+    let error = read_range(&gcs, "b", "o", None, 0..10).await.expect_err("nothing answers");
+    assert_eq!(error.kind, ErrorKind::Stalled, "{error}");
+    assert!(started.elapsed() <= Duration::from_secs(3 + 2 + 1), "failed after {:?}", started.elapsed());
+}
+
+/// A service that answers every request with `answer` (then closes).
+fn a_service_answering(answer: &'static str) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = (&client).write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+/// A range answered with the whole object (200, as a server that ignores
+/// ranges sends) is cut to the range; an unpinned answer that does not say
+/// its generation is refused (whose bytes would they be?), a pinned one is
+/// of the generation it named.
+#[tokio::test]
+async fn a_whole_answer_is_cut_to_the_range_and_an_unnamed_generation_is_refused() {
+    let retry = RetryPolicy { attempts: 1, ..quick_stalls(2, 3) };
+    let whole =
+        "HTTP/1.1 200 OK\r\nx-goog-generation: 42\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world";
+    let gcs = gcs_at(&a_service_answering(whole), retry).await;
+    assert_eq!(read_range(&gcs, "b", "o", None, 4..9).await.expect("read"), (42, b"o wor".to_vec()));
+    let unnamed = "HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 4-8/11\r\ncontent-length: 5\r\n\
+                   connection: close\r\n\r\no wor";
+    let gcs = gcs_at(&a_service_answering(unnamed), retry).await;
+    let error = read_range(&gcs, "b", "o", None, 4..9).await.expect_err("no generation");
+    assert_eq!(error.kind, ErrorKind::Other, "{error}");
+    assert!(error.message.contains("gs://b/o"), "{error}");
+    assert_eq!(read_range(&gcs, "b", "o", Some(7), 4..9).await.expect("pinned"), (7, b"o wor".to_vec()));
 }
 
 /// A fake Cloud Storage that starts resumable sessions (their URL carries

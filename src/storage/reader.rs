@@ -2,6 +2,10 @@
 //! cache (`block_cache`): a block read before, by this mount or by an
 //! earlier one with the same cache directory, costs no request.
 //!
+//! Blocks are asked for unpinned, and kept only when the answer says they
+//! are of the reader's generation; otherwise asked for again pinned to it
+//! (`BlockRead`).
+//!
 //! A reader that moves forward block after block is sequential: the blocks
 //! ahead of it are fetched in parallel, in a window that doubles with each
 //! block read in order (up to `MAX_AHEAD`). A reader that jumps is random:
@@ -12,6 +16,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use ciofs_backends::gcs::{ObjectStore, ReadObject};
@@ -49,11 +54,15 @@ pub struct ObjectReader {
     ahead_to: u64,
     /// The block read last, kept for the reads that follow within it.
     current: Option<(u64, Bytes)>,
+    /// Set once a fetch found the object changed: later blocks are asked
+    /// for pinned to the generation at once (see `fetch_block`).
+    changed: Arc<AtomicBool>,
 }
 
 impl ObjectReader {
     pub fn new(store: Arc<dyn ObjectStore>, blocks: Arc<BlockCache>, version: ObjectVersion) -> Self {
-        Self { store, blocks, version, last: None, run: 0, ahead_to: 0, current: None }
+        let changed = Arc::new(AtomicBool::new(false));
+        Self { store, blocks, version, last: None, run: 0, ahead_to: 0, current: None, changed }
     }
 
     pub fn version(&self) -> &ObjectVersion {
@@ -154,8 +163,7 @@ impl ObjectReader {
                 move || -> BoxedFetch { Box::pin(async move { receiver.await.unwrap_or_else(|_| Err(stopped())) }) };
             self.blocks.prefetch(&self.key(index), fetch);
         }
-        let request = self.request(first..last + 1);
-        tokio::spawn(deliver_run(self.store.clone(), request, waiting));
+        tokio::spawn(deliver_run(self.store.clone(), self.read_of(first..last + 1), waiting));
     }
 
     fn block_count(&self) -> u64 {
@@ -167,30 +175,56 @@ impl ObjectReader {
         BlockKey { bucket: v.bucket.clone(), name: v.name.clone(), generation: v.generation, index }
     }
 
-    /// The request for `blocks` of this generation.
-    fn request(&self, blocks: Range<u64>) -> ReadObject {
+    /// A read of `blocks` of this generation.
+    fn read_of(&self, blocks: Range<u64>) -> BlockRead {
         let v = &self.version;
-        ReadObject {
+        let request = ReadObject {
             bucket: v.bucket.clone(),
             name: v.name.clone(),
-            generation: Some(v.generation),
+            generation: None,
             range: blocks.start * BLOCK_SIZE..v.size.min(blocks.end * BLOCK_SIZE),
-        }
+        };
+        BlockRead { request, generation: v.generation, changed: self.changed.clone() }
     }
 
     /// What fetches block `index` of this generation from Cloud Storage.
     fn fetcher(&self, index: u64) -> impl FnOnce() -> BoxedFetch + use<> {
-        let (store, request) = (self.store.clone(), self.request(index..index + 1));
-        move || Box::pin(fetch_block(store, request))
+        let (store, read) = (self.store.clone(), self.read_of(index..index + 1));
+        move || Box::pin(fetch_block(store, read))
     }
 }
 
 type BoxedFetch = std::pin::Pin<Box<dyn Future<Output = BackendResult<Bytes>> + Send>>;
 
+/// Blocks of one generation being read.
+///
+/// They are asked for unpinned first: Cloud Storage says which generation
+/// it served, and an unpinned read costs fake-gcs-server less than a pinned
+/// one. If the object has changed since its metadata was seen (another
+/// generation served, or a read refused because the object is gone or now
+/// shorter), they are asked for again pinned to `generation`, which gives
+/// its bytes while that generation lives (a versioned bucket keeps it) and
+/// fails `NotFound` once it does not. Bytes are only ever delivered for the
+/// generation the service said they are of.
+struct BlockRead {
+    request: ReadObject,
+    generation: i64,
+    /// The reader's: once one read found the object changed, the others are
+    /// pinned at once.
+    changed: Arc<AtomicBool>,
+}
+
+impl BlockRead {
+    fn pin(&mut self) {
+        self.changed.store(true, Ordering::Relaxed);
+        self.request.generation = Some(self.generation);
+    }
+}
+
 /// One block's bytes, all of them.
-async fn fetch_block(store: Arc<dyn ObjectStore>, mut request: ReadObject) -> BackendResult<Bytes> {
+async fn fetch_block(store: Arc<dyn ObjectStore>, mut read: BlockRead) -> BackendResult<Bytes> {
     let mut block = None;
-    stream_blocks(store.as_ref(), &mut request, |bytes| {
+    stream_blocks(store.as_ref(), &mut read, |bytes| {
         block = Some(bytes);
         true
     })
@@ -198,10 +232,10 @@ async fn fetch_block(store: Arc<dyn ObjectStore>, mut request: ReadObject) -> Ba
     block.ok_or_else(|| BackendError::new(ErrorKind::Other, "an empty block was asked for"))
 }
 
-/// The blocks of `request`, each to its waiter in order; what could not be
+/// The blocks of `read`, each to its waiter in order; what could not be
 /// read goes to the waiters left as the error. Stops early when nobody
 /// waits any more (the readers went).
-async fn deliver_run(store: Arc<dyn ObjectStore>, mut request: ReadObject, mut waiting: VecDeque<Waiter>) {
+async fn deliver_run(store: Arc<dyn ObjectStore>, mut read: BlockRead, mut waiting: VecDeque<Waiter>) {
     let deliver = |bytes: Bytes| match waiting.pop_front() {
         Some(waiter) => {
             let _ = waiter.send(Ok(bytes));
@@ -209,7 +243,7 @@ async fn deliver_run(store: Arc<dyn ObjectStore>, mut request: ReadObject, mut w
         }
         None => false,
     };
-    if let Err(e) = stream_blocks(store.as_ref(), &mut request, deliver).await {
+    if let Err(e) = stream_blocks(store.as_ref(), &mut read, deliver).await {
         for waiter in waiting {
             let _ = waiter.send(Err(e.clone()));
         }
@@ -218,21 +252,52 @@ async fn deliver_run(store: Arc<dyn ObjectStore>, mut request: ReadObject, mut w
 
 type Waiter = oneshot::Sender<BackendResult<Bytes>>;
 
-/// Streams `request`, which starts at a block's start, and hands each
-/// complete block to `deliver`, in order, until it answers false. The
-/// request's start follows the blocks delivered: a read that breaks off is
-/// asked for again from the first block not delivered, a few times. A block
-/// is never short: a body that ends early is an error.
+/// How one request of `stream_blocks` ended.
+enum Streamed {
+    /// Every block asked for was delivered.
+    ToTheEnd,
+    /// `deliver` wanted no more.
+    Stopped,
+    /// Another generation was served: none of its bytes were delivered.
+    OtherGeneration(i64),
+}
+
+/// Streams `read`, which starts at a block's start, and hands each complete
+/// block to `deliver`, in order, until it answers false. The request's
+/// start follows the blocks delivered: a read that breaks off is asked for
+/// again from the first block not delivered, a few times. A block is never
+/// short: a body that ends early is an error.
 async fn stream_blocks(
     store: &dyn ObjectStore,
-    request: &mut ReadObject,
+    read: &mut BlockRead,
     mut deliver: impl FnMut(Bytes) -> bool,
 ) -> BackendResult<()> {
+    if read.changed.load(Ordering::Relaxed) {
+        read.pin();
+    }
+    let unpinned = |read: &BlockRead| read.request.generation.is_none();
     let mut failures = 0;
-    while request.range.start < request.range.end {
-        match stream_some_blocks(store, request, &mut deliver).await {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
+    while read.request.range.start < read.request.range.end {
+        let generation = read.generation;
+        match stream_some_blocks(store, read, &mut deliver).await {
+            Ok(Streamed::Stopped) => return Ok(()),
+            Ok(Streamed::ToTheEnd) => {}
+            Ok(Streamed::OtherGeneration(served)) if unpinned(read) => {
+                tracing::debug!(generation, served, "the object changed since it was seen; reading its generation");
+                read.pin();
+            }
+            Ok(Streamed::OtherGeneration(served)) => {
+                let r = &read.request;
+                let message =
+                    format!("gs://{}/{}: generation {generation} asked for, {served} served", r.bucket, r.name);
+                return Err(BackendError::new(ErrorKind::Other, message));
+            }
+            // Gone, or shorter than this generation (HTTP 416): the pinned
+            // read says whether this generation is still there.
+            Err(e) if unpinned(read) && matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) => {
+                tracing::debug!(error = %e, generation, "the live object differs; reading its generation");
+                read.pin();
+            }
             Err(e) if e.kind.is_transient() && failures < MID_STREAM_RETRIES => {
                 failures += 1;
                 tracing::debug!(error = %e, "block read broke off; asking again");
@@ -243,16 +308,21 @@ async fn stream_blocks(
     Ok(())
 }
 
-/// One request of `stream_blocks`: true if it went to the end.
+/// One request of `stream_blocks`.
 async fn stream_some_blocks(
     store: &dyn ObjectStore,
-    request: &mut ReadObject,
+    read: &mut BlockRead,
     deliver: &mut impl FnMut(Bytes) -> bool,
-) -> BackendResult<bool> {
-    let mut body = store.read_object(request).await?;
+) -> BackendResult<Streamed> {
+    let body = store.read_object(&read.request).await?;
+    if body.generation != read.generation {
+        return Ok(Streamed::OtherGeneration(body.generation));
+    }
+    let request = &mut read.request;
+    let mut bytes = body.bytes;
     let block_len = |start: u64| (request.range.end - start).min(BLOCK_SIZE) as usize;
     let mut block = BytesMut::with_capacity(block_len(request.range.start));
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = bytes.next().await {
         let mut chunk = chunk?;
         while !chunk.is_empty() {
             let wanted = block_len(request.range.start) - block.len();
@@ -264,7 +334,7 @@ async fn stream_some_blocks(
                 request.range.start += block.len() as u64;
                 let done = std::mem::replace(&mut block, BytesMut::with_capacity(block_len(request.range.start)));
                 if !deliver(done.freeze()) {
-                    return Ok(false);
+                    return Ok(Streamed::Stopped);
                 }
             }
         }
@@ -272,7 +342,7 @@ async fn stream_some_blocks(
     if request.range.start < request.range.end {
         return Err(short_or_long(request, "the body ended early"));
     }
-    Ok(true)
+    Ok(Streamed::ToTheEnd)
 }
 
 fn short_or_long(request: &ReadObject, what: &str) -> BackendError {
@@ -285,7 +355,6 @@ fn short_or_long(request: &ReadObject, what: &str) -> BackendError {
 mod tests {
     use super::*;
     use ciofs_backends::memory::MemoryGcs;
-    use std::sync::atomic::Ordering;
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -416,6 +485,56 @@ mod tests {
             let at = (i * 131072) as usize;
             assert!(chunk[..] == bytes[at..at + 131072], "block {i}");
         }
+    }
+
+    fn reads(gcs: &MemoryGcs) -> (u64, u64) {
+        (gcs.calls.read_object.load(Ordering::SeqCst), gcs.calls.pinned_reads.load(Ordering::SeqCst))
+    }
+
+    /// One request per block, unpinned: the answer says which generation
+    /// it served.
+    #[tokio::test]
+    async fn an_unchanged_object_is_read_unpinned() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, bytes) = reader(&gcs, 1000).await;
+        assert_eq!(read_all(&mut reader).await, bytes);
+        assert_eq!(reads(&gcs), (1, 0), "(reads, pinned reads)");
+    }
+
+    /// Replaced by an object of the same size between the reader's creation
+    /// and its first read: the unpinned read gets the new generation, whose
+    /// bytes are not returned; the read pinned to the reader's generation
+    /// then finds it gone.
+    #[tokio::test]
+    async fn an_object_replaced_before_the_first_read_is_an_error_not_its_new_bytes() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, _) = reader(&gcs, 1000).await;
+        gcs.put_object("b", "o", vec![b'n'; 1000]);
+        let error = reader.read(0, 10).await.expect_err("not the new bytes");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_eq!(reads(&gcs), (2, 1), "unpinned, then pinned");
+        // Not cached either: a reader of the new generation reads its bytes.
+        let meta = gcs.get_object("b", "o").await.unwrap();
+        let version = ObjectVersion { generation: meta.generation, size: meta.size, ..reader.version.clone() };
+        let mut new = ObjectReader::new(gcs.clone(), reader.blocks.clone(), version);
+        assert_eq!(read_all(&mut new).await, vec![b'n'; 1000]);
+    }
+
+    /// Replaced by a shorter object: the unpinned read of a block past its
+    /// end is refused (HTTP 416), and the pinned one says the generation is
+    /// gone (ESTALE for the file), not that the read was invalid. The
+    /// reader's next blocks are asked for pinned at once.
+    #[tokio::test]
+    async fn an_object_replaced_by_a_shorter_one_is_not_found_and_later_reads_are_pinned() {
+        let gcs = Arc::new(MemoryGcs::new());
+        let (mut reader, _) = reader(&gcs, 2 << 20).await;
+        gcs.put_object("b", "o", "short");
+        let error = reader.read(BLOCK_SIZE, 10).await.expect_err("gone");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_eq!(reads(&gcs), (2, 1), "unpinned, then pinned");
+        let error = reader.read(0, 10).await.expect_err("gone");
+        assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
+        assert_eq!(reads(&gcs), (3, 2), "pinned at once");
     }
 
     #[tokio::test]

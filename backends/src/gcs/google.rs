@@ -1,6 +1,7 @@
 //! `ObjectStore` on Cloud Storage's JSON API (crate `gcloud-storage`).
-//! Uploads are in `upload.rs`.
+//! Uploads are in `upload.rs`, ranged reads in `download.rs`.
 
+mod download;
 mod patch;
 mod upload;
 
@@ -8,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use gcloud_storage::client::{Client, ClientConfig};
 use gcloud_storage::http::Error as HttpError;
 use gcloud_storage::http::buckets::delete::DeleteBucketRequest;
@@ -18,14 +18,14 @@ use gcloud_storage::http::buckets::list::ListBucketsRequest;
 use gcloud_storage::http::buckets::{Bucket, Versioning};
 use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::objects::delete::DeleteObjectRequest;
-use gcloud_storage::http::objects::download::Range as HttpRange;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
 use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
+use reqwest_middleware::ClientWithMiddleware;
 use time::OffsetDateTime;
 
 use super::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, ObjectBody, ObjectMeta, ObjectPage,
     ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::endpoint;
@@ -59,6 +59,9 @@ impl GcsConfig {
 
 pub struct GoogleGcs {
     client: Client,
+    /// The HTTP client `client` uses (the one with the read timeout), for
+    /// the ranged reads made here (`download.rs`).
+    reads: ClientWithMiddleware,
     uploads: upload::Uploads,
     retry: RetryPolicy,
 }
@@ -70,23 +73,27 @@ impl GoogleGcs {
         // A read whose next chunk does not come within the stall timeout
         // fails; a long download that keeps moving does not (this is not a
         // total timeout). The one mechanism for a read's bytes.
-        let client = Client::new(Self::client_config(&config, builder().read_timeout(stall)).await?);
+        let reads = Self::http(builder().read_timeout(stall))?;
+        let client = Client::new(Self::client_config(&config, reads.clone()).await?);
         // Uploads have their own HTTP client without a read timeout: reqwest
         // runs it from the start of the request, while the body is still
         // being sent, so it would cut every upload that takes longer. An
         // upload fails when its body stops being read, or its answer does
         // not come, for the stall timeout (`RetryPolicy::run_watched`).
-        let uploads = upload::Uploads::new(Self::client_config(&config, builder()).await?, config.upload_chunk);
-        Ok(Self { client, uploads, retry: config.retry })
+        let uploads =
+            upload::Uploads::new(Self::client_config(&config, Self::http(builder())?).await?, config.upload_chunk);
+        Ok(Self { client, reads, uploads, retry: config.retry })
     }
 
-    async fn client_config(config: &GcsConfig, http: reqwest::ClientBuilder) -> BackendResult<ClientConfig> {
-        let http =
-            http.build().map_err(|e| BackendError::new(ErrorKind::Other, format!("building the HTTP client: {e}")))?;
-        let base = ClientConfig {
-            http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
-            ..ClientConfig::default()
-        };
+    fn http(builder: reqwest::ClientBuilder) -> BackendResult<ClientWithMiddleware> {
+        let http = builder
+            .build()
+            .map_err(|e| BackendError::new(ErrorKind::Other, format!("building the HTTP client: {e}")))?;
+        Ok(reqwest_middleware::ClientBuilder::new(http).build())
+    }
+
+    async fn client_config(config: &GcsConfig, http: ClientWithMiddleware) -> BackendResult<ClientConfig> {
+        let base = ClientConfig { http: Some(http), ..ClientConfig::default() };
         // gcloud-storage has credentials of its own (not google-cloud-auth's
         // of `endpoint::credentials`), chosen the same way.
         let client_config = match endpoint::base_url(config.emulator.as_deref()) {
@@ -180,22 +187,8 @@ impl ObjectStore for GoogleGcs {
         self.retry.call(&what, || self.client.get_object(&request)).await.map(object_meta)
     }
 
-    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
-        let ReadObject { bucket, name, generation, range } = request;
-        if range.is_empty() {
-            return Ok(Box::pin(futures::stream::empty()));
-        }
-        let request = GetObjectRequest {
-            bucket: bucket.clone(),
-            object: name.clone(),
-            generation: *generation,
-            ..Default::default()
-        };
-        // HTTP ranges are inclusive at both ends.
-        let http_range = HttpRange(Some(range.start), Some(range.end - 1));
-        let what = format!("read gs://{bucket}/{name} [{}..{})", range.start, range.end);
-        let stream = self.retry.call(&what, || self.client.download_streamed_object(&request, &http_range)).await?;
-        Ok(Box::pin(stream.map(move |chunk| chunk.map_err(|e| backend_error("reading object data", e)))))
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ObjectBody> {
+        self.download(request).await
     }
 
     async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta> {

@@ -103,7 +103,7 @@ pub struct ReadObject {
     pub bucket: String,
     pub name: String,
     /// Read this generation, so that a concurrent overwrite cannot tear the
-    /// read; `None`: the live one.
+    /// read; `None`: the live one (the answer says which generation that was).
     pub generation: Option<i64>,
     /// The bytes to read, end exclusive.
     pub range: Range<u64>,
@@ -180,6 +180,20 @@ pub struct StreamedUpload {
 /// The bytes of a ranged read, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = BackendResult<Bytes>> + Send>>;
 
+/// What a ranged read returns: the generation the service served (its
+/// `x-goog-generation` header), known before the bytes come, and the bytes.
+/// A caller that reads unpinned learns here which generation it got.
+pub struct ObjectBody {
+    pub generation: i64,
+    pub bytes: ByteStream,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBody").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
 /// The Cloud Storage calls ciofs makes.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
@@ -196,10 +210,13 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     async fn get_object(&self, bucket: &str, name: &str) -> BackendResult<ObjectMeta>;
 
-    /// Streams `range` (end exclusive) of the object's bytes. With a
-    /// generation, reads that generation, so that a concurrent overwrite
-    /// cannot tear the read.
-    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream>;
+    /// Streams `range` (end exclusive) of the object's bytes, with the
+    /// generation they are of. With a generation, reads that generation
+    /// (`NotFound` once it is gone), so that a concurrent overwrite cannot
+    /// tear the read; without, the live one, whichever it is. A range that
+    /// starts at or past the object's end is `InvalidArgument` (HTTP 416);
+    /// one that ends past it gives the bytes up to the end.
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ObjectBody>;
 
     /// Uploads an object whole; it becomes visible only when complete. Large
     /// objects go up in resumable chunks. Bounded by progress, not by size:

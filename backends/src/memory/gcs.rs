@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectMeta, ObjectPage,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, ObjectBody, ObjectMeta, ObjectPage,
     ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::sync::lock;
@@ -27,6 +27,8 @@ pub struct CallCounts {
     pub list_objects: AtomicU64,
     pub get_object: AtomicU64,
     pub read_object: AtomicU64,
+    /// Of the reads, those pinned to a generation (`ReadObject::generation`).
+    pub pinned_reads: AtomicU64,
     pub upload_object: AtomicU64,
     /// Of the uploads, those that were streamed while written.
     pub streamed_uploads: AtomicU64,
@@ -285,19 +287,34 @@ impl ObjectStore for MemoryGcs {
         })
     }
 
-    async fn read_object(&self, request: &ReadObject) -> BackendResult<ByteStream> {
+    /// As Cloud Storage reads: the generation asked for or the live one,
+    /// and a range that starts at or past the end is refused (HTTP 416).
+    async fn read_object(&self, request: &ReadObject) -> BackendResult<ObjectBody> {
         let ReadObject { bucket, name, generation, range } = request;
         self.call(Op::ReadObject)?;
-        let data = self.with_bucket(bucket, |b| match b.objects.get(name) {
-            Some((meta, data)) if generation.is_none_or(|g| g == meta.generation) => Ok(data.clone()),
-            _ => Err(BackendError::not_found(format!("gs://{bucket}/{name}"))),
+        if generation.is_some() {
+            self.calls.pinned_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        let what = format!("gs://{bucket}/{name}");
+        let (served, data) = self.with_bucket(bucket, |b| match b.objects.get(name) {
+            Some((meta, data)) if generation.is_none_or(|g| g == meta.generation) => {
+                Ok((meta.generation, data.clone()))
+            }
+            _ => Err(BackendError::not_found(&what)),
         })?;
+        if range.is_empty() {
+            return Ok(ObjectBody { generation: served, bytes: Box::pin(futures::stream::empty()) });
+        }
+        if range.start >= data.len() as u64 {
+            let message = format!("read {what} [{}..{}): past its end ({} bytes)", range.start, range.end, data.len());
+            return Err(BackendError::new(ErrorKind::InvalidArgument, message));
+        }
         let end = (range.end as usize).min(data.len());
-        let start = (range.start as usize).min(end);
+        let start = range.start as usize;
         // Several chunks, as a network stream would deliver them.
         let chunks: Vec<BackendResult<Bytes>> =
             (start..end).step_by(64 * 1024).map(|at| Ok(data.slice(at..(at + 64 * 1024).min(end)))).collect();
-        Ok(Box::pin(futures::stream::iter(chunks)))
+        Ok(ObjectBody { generation: served, bytes: Box::pin(futures::stream::iter(chunks)) })
     }
 
     async fn upload_object(&self, upload: &Upload) -> BackendResult<ObjectMeta> {
@@ -507,7 +524,7 @@ mod tests {
     }
 
     async fn read(gcs: &MemoryGcs, name: &str) -> Vec<u8> {
-        let stream = gcs
+        let body = gcs
             .read_object(&ReadObject {
                 bucket: "b".to_string(),
                 name: name.to_string(),
@@ -516,7 +533,28 @@ mod tests {
             })
             .await
             .unwrap();
-        stream.try_collect::<Vec<_>>().await.unwrap().concat()
+        body.bytes.try_collect::<Vec<_>>().await.unwrap().concat()
+    }
+
+    /// A read says which generation it served: the live one unless pinned;
+    /// a pinned read of a replaced generation is `NotFound`, and a range
+    /// past the end is refused, as Cloud Storage answers.
+    #[tokio::test]
+    async fn a_read_returns_the_generation_it_served() {
+        let gcs = MemoryGcs::new();
+        let first = gcs.put_object("b", "f", "first");
+        let second = gcs.put_object("b", "f", "second!");
+        let request =
+            |generation, range| ReadObject { bucket: "b".to_string(), name: "f".to_string(), generation, range };
+        let live = gcs.read_object(&request(None, 1..4)).await.unwrap();
+        assert_eq!(live.generation, second.generation);
+        assert_eq!(live.bytes.try_collect::<Vec<_>>().await.unwrap().concat(), b"eco");
+        let pinned = gcs.read_object(&request(Some(second.generation), 0..100)).await.unwrap();
+        assert_eq!(pinned.generation, second.generation);
+        assert_eq!(kind(gcs.read_object(&request(Some(first.generation), 0..5)).await), ErrorKind::NotFound);
+        assert_eq!(kind(gcs.read_object(&request(None, 7..8)).await), ErrorKind::InvalidArgument);
+        assert_eq!(gcs.calls.read_object.load(Ordering::SeqCst), 4);
+        assert_eq!(gcs.calls.pinned_reads.load(Ordering::SeqCst), 2);
     }
 
     fn kind<T: std::fmt::Debug>(result: BackendResult<T>) -> ErrorKind {
