@@ -29,22 +29,23 @@ use foyer::{
 };
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::core::context::{CacheOptions, DiskTier};
+use crate::core::context::CacheOptions;
 use crate::core::private_files::{self, Open, private_dir};
 
 /// The unit of fetching and caching. Measured on fake-gcs-server: a 1 MiB
 /// range costs about what a 4 KiB one does, and 4 MiB blocks made cold
 /// random 4 KiB reads slower without speeding sequential ones.
 pub const BLOCK_SIZE: u64 = 1 << 20;
-/// The disk tier's unit of writing and eviction (foyer's "block").
-const REGION_SIZE: usize = 16 << 20;
+/// The smallest region of the disk tier (`region_size`), and the most
+/// regions (open files) it has.
+const MIN_REGION: u64 = 16 << 20;
+const MAX_REGIONS: u64 = 32;
 /// How many lookups pass between two summaries in the debug log.
 const SUMMARY_EVERY: u64 = 1024;
-/// What the disk tier buffers on its way to disk, twice (foyer's buffer
-/// pool and its queue; past the queue's size, blocks are not written).
+/// What the disk tier buffers on its way to disk (foyer's buffer pool).
 const WRITE_BUFFER: usize = 4 << 20;
 /// Below this, a disk tier is not worth having (nor is it left on).
-const MIN_DISK_BYTES: u64 = 4 * REGION_SIZE as u64;
+const MIN_DISK_BYTES: u64 = 4 * MIN_REGION;
 /// The share of the cache directory's file system left free.
 const FREE_SHARE: f64 = 0.10;
 
@@ -101,34 +102,37 @@ impl BlockCache {
     /// recovered. An error says what the user can do about it.
     pub async fn open(options: &CacheOptions) -> Result<Self, String> {
         let counts = Arc::new(Counts::default());
-        let builder = HybridCacheBuilder::new()
-            .with_name("ciofs-blocks")
-            // To disk when evicted from memory, and what memory holds at
-            // close: foyer's other policy writes every hit to disk again.
-            // (A killed process loses what only its memory held.)
-            .with_policy(HybridCachePolicy::WriteOnEviction)
-            .with_flush_on_close(true)
-            .with_event_listener(counts.clone())
-            .memory(options.memory_bytes)
-            .with_shards(memory_shards(options.memory_bytes))
-            .with_weighter(|_: &BlockKey, block: &Bytes| block.len())
-            .storage();
-        let disk = match &options.disk {
-            Some(disk) => open_disk(disk)?,
-            None => None,
+        let Some((device, lock)) = open_disk(options)? else {
+            return Self::memory_only(options, counts).await;
         };
-        let (builder, lock) = match disk {
-            Some((device, lock)) => {
-                let engine = BlockEngineConfig::new(device)
-                    .with_block_size(REGION_SIZE)
-                    .with_buffer_pool_size(WRITE_BUFFER)
-                    .with_submit_queue_size_threshold(WRITE_BUFFER);
-                (builder.with_engine_config(engine).with_recover_mode(RecoverMode::Quiet), Some(lock))
+        let region = region_size(device.capacity() as u64);
+        let engine = BlockEngineConfig::new(device)
+            .with_block_size(region)
+            .with_buffer_pool_size(WRITE_BUFFER)
+            // What waits to be written: blocks leaving memory, and at
+            // unmount the whole memory tier (past this, foyer drops them).
+            .with_submit_queue_size_threshold(options.memory_bytes.max(WRITE_BUFFER));
+        let built = builder(options, counts.clone())
+            .with_engine_config(engine)
+            .with_recover_mode(RecoverMode::Quiet)
+            .build()
+            .await;
+        match built {
+            Ok(cache) => Ok(Self { cache, counts, _lock: Some(lock) }),
+            // Out of file descriptors, say: the mount serves without it.
+            Err(e) => {
+                tracing::warn!(error = %e, "content cache: cannot open the disk tier; memory only");
+                Self::memory_only(options, counts).await
             }
-            None => (builder, None),
-        };
-        let cache = builder.build().await.map_err(|e| format!("cannot open the content cache: {e}"))?;
-        Ok(Self { cache, counts, _lock: lock })
+        }
+    }
+
+    async fn memory_only(options: &CacheOptions, counts: Arc<Counts>) -> Result<Self, String> {
+        let cache = builder(options, counts.clone())
+            .build()
+            .await
+            .map_err(|e| format!("cannot open the content cache: {e}"))?;
+        Ok(Self { cache, counts, _lock: None })
     }
 
     /// A block: from memory, else from disk, else from `fetch`, whose
@@ -229,6 +233,32 @@ impl BlockCache {
     }
 }
 
+/// The cache's memory tier, ready for a disk tier or none.
+fn builder(
+    options: &CacheOptions,
+    counts: Arc<Counts>,
+) -> foyer::HybridCacheBuilderPhaseStorage<BlockKey, Bytes, foyer::DefaultHasher> {
+    HybridCacheBuilder::new()
+        .with_name("ciofs-blocks")
+        // To disk when evicted from memory, and what memory holds at
+        // close: foyer's other policy writes every hit to disk again.
+        // (A killed process loses what only its memory held.)
+        .with_policy(HybridCachePolicy::WriteOnEviction)
+        .with_flush_on_close(true)
+        .with_event_listener(counts)
+        .memory(options.memory_bytes)
+        .with_shards(memory_shards(options.memory_bytes))
+        .with_weighter(|_: &BlockKey, block: &Bytes| block.len())
+        .storage()
+}
+
+/// The disk tier's regions (foyer's "blocks", its unit of writing and
+/// eviction): each is a file held open, so there are at most
+/// `MAX_REGIONS` of them, each a power of two from 16 MiB.
+fn region_size(disk_bytes: u64) -> usize {
+    (disk_bytes / MAX_REGIONS).next_power_of_two().max(MIN_REGION) as usize
+}
+
 /// Each shard of the memory tier gets an equal share of its bytes and
 /// keeps to that share: a shard must hold several blocks, or one block
 /// would overfill it.
@@ -269,9 +299,10 @@ fn backend_error(e: foyer::Error) -> BackendError {
 
 type Device = Arc<dyn foyer::Device>;
 
-/// The disk tier's device and the directory's lock; none when the file
-/// system has too little room for one.
-fn open_disk(disk: &DiskTier) -> Result<Option<(Device, Flock<File>)>, String> {
+/// The disk tier's device and the directory's lock; none when the options
+/// name no disk tier or the file system has too little room for one.
+fn open_disk(options: &CacheOptions) -> Result<Option<(Device, Flock<File>)>, String> {
+    let Some(disk) = &options.disk else { return Ok(None) };
     let dir = &disk.dir;
     let problem = |what: &str, e: &dyn std::fmt::Display| format!("cache directory {}: {what}: {e}", dir.display());
     // Object content: nobody else's to read.
@@ -326,7 +357,7 @@ fn disk_bytes(dir: &Path, max: u64) -> std::io::Result<u64> {
     let reserved = (total as f64 * FREE_SHARE) as u64;
     let room = (available + held_bytes(&dir.join("blocks"))).saturating_sub(reserved);
     let bytes = max.min(room);
-    Ok(bytes - bytes % REGION_SIZE as u64)
+    Ok(bytes - bytes % region_size(bytes) as u64)
 }
 
 /// The bytes the files in `dir` take on disk (they may be sparse).

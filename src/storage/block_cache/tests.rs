@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::core::context::DiskTier;
 
 fn key(generation: i64, index: u64) -> BlockKey {
     BlockKey { bucket: "b".into(), name: "dir/o".into(), generation, index }
@@ -166,4 +167,23 @@ async fn too_little_room_means_memory_only() {
     let dir = tempfile::tempdir().unwrap();
     let cache = BlockCache::open(&with_disk(dir.path(), 2 << 20, MIN_DISK_BYTES - 1)).await.unwrap();
     assert!(!cache.cache.is_hybrid());
+}
+
+#[test]
+fn the_disk_tier_has_at_most_32_regions_of_16_mib_and_up() {
+    assert_eq!(region_size(MIN_DISK_BYTES), 16 << 20);
+    assert_eq!(region_size(10 << 30), 512 << 20);
+    for bytes in [64 << 20, 1 << 30, (10 << 30) + 12345, 3 << 40] {
+        let region = region_size(bytes) as u64;
+        assert!(region.is_power_of_two() && region >= MIN_REGION, "{bytes}: {region}");
+        assert!(bytes / region <= MAX_REGIONS, "{bytes}: {} regions", bytes / region);
+    }
+}
+
+#[tokio::test]
+async fn a_large_disk_tier_holds_few_files_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cache = BlockCache::open(&with_disk(dir.path(), 2 << 20, 4 << 30)).await.unwrap();
+    let files = std::fs::read_dir(dir.path().join("blocks")).unwrap().count() as u64;
+    assert!((1..=MAX_REGIONS).contains(&files), "{files} region files");
 }
