@@ -260,10 +260,11 @@ fn region_size(disk_bytes: u64) -> usize {
 }
 
 /// Each shard of the memory tier gets an equal share of its bytes and
-/// keeps to that share: a shard must hold several blocks, or one block
-/// would overfill it.
+/// keeps to that share, and blocks fall into shards by their hash: with
+/// few blocks a shard, a shard overflows (and evicts) while the tier as a
+/// whole has room. So shards hold at least 64 blocks, and there are few.
 fn memory_shards(bytes: usize) -> usize {
-    (bytes / (8 * BLOCK_SIZE as usize)).clamp(1, 16)
+    (bytes / (64 * BLOCK_SIZE as usize)).clamp(1, 4)
 }
 
 /// What the cache did, for the log (and metrics, once there are some).
