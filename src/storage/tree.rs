@@ -154,6 +154,16 @@ impl StorageTree {
     }
 }
 
+/// A bucket directory being listed: as itself or, `documents_only`, as
+/// its `.meta/`.
+#[derive(Clone, Copy)]
+struct ListedDir<'a> {
+    project: &'a str,
+    bucket: &'a str,
+    prefix: &'a str,
+    documents_only: bool,
+}
+
 impl StorageTree {
     /// Finds `name` in a storage directory.
     pub async fn lookup_in(&self, dir: &Node, name: &str) -> VfsResult<DirEntry> {
@@ -603,9 +613,11 @@ impl StorageTree {
     async fn fetch_page(&self, dir: &Node, stream: &mut DirStream) -> VfsResult<()> {
         match dir {
             Node::Service { project, service: Service::Storage } => self.fetch_buckets(project, stream).await,
-            Node::Dir { project, bucket, prefix } => self.fetch_objects(project, bucket, prefix, false, stream).await,
+            Node::Dir { project, bucket, prefix } => {
+                self.fetch_objects(&ListedDir { project, bucket, prefix, documents_only: false }, stream).await
+            }
             Node::MetaDir { project, bucket, prefix } => {
-                self.fetch_objects(project, bucket, prefix, true, stream).await
+                self.fetch_objects(&ListedDir { project, bucket, prefix, documents_only: true }, stream).await
             }
             _ => Err(VfsError::not_dir(format!("{dir}: not a directory"))),
         }
@@ -641,14 +653,8 @@ impl StorageTree {
     /// document per object): from the cached listing when there is one,
     /// all at once; else one list call, whose objects and prefixes are
     /// merged in key order and, once the last page came, cached together.
-    async fn fetch_objects(
-        &self,
-        project: &str,
-        bucket: &str,
-        prefix: &str,
-        documents_only: bool,
-        stream: &mut DirStream,
-    ) -> VfsResult<()> {
+    async fn fetch_objects(&self, dir: &ListedDir<'_>, stream: &mut DirStream) -> VfsResult<()> {
+        let (bucket, prefix) = (dir.bucket, dir.prefix);
         if self.pending_buckets.contains(bucket) {
             // Nothing in it yet.
             stream.next = Next::Done;
@@ -664,18 +670,7 @@ impl StorageTree {
                 );
                 stream.next = Next::Done;
                 stream.listing = Some(listing.id);
-                let (objects, prefixes) = (listing.objects.clone(), listing.prefixes.clone());
-                self.push_children(
-                    project,
-                    bucket,
-                    prefix,
-                    documents_only,
-                    objects,
-                    prefixes,
-                    None,
-                    Some(&listing),
-                    stream,
-                );
+                self.push_children(dir, &listing.objects, &listing.prefixes, None, Some(&listing), stream);
                 return Ok(());
             }
             if stream.last_key.is_none() {
@@ -734,17 +729,7 @@ impl StorageTree {
             }
         };
         stream.listing = listing.as_ref().map(|l| l.id);
-        self.push_children(
-            project,
-            bucket,
-            prefix,
-            documents_only,
-            objects,
-            prefixes,
-            boundary,
-            listing.as_deref(),
-            stream,
-        );
+        self.push_children(dir, &objects, &prefixes, boundary.as_deref(), listing.as_deref(), stream);
         Ok(())
     }
 
@@ -752,24 +737,21 @@ impl StorageTree {
     /// and prefix after the stream's last key and up to `boundary` (past
     /// it, they wait for the next page), as an entry of the directory or,
     /// `documents_only`, of its `.meta/`.
-    #[allow(clippy::too_many_arguments)]
     fn push_children(
         &self,
-        project: &str,
-        bucket: &str,
-        prefix: &str,
-        documents_only: bool,
-        objects: Vec<Arc<ObjectMeta>>,
-        prefixes: Vec<String>,
-        boundary: Option<String>,
+        dir: &ListedDir<'_>,
+        objects: &[Arc<ObjectMeta>],
+        prefixes: &[String],
+        boundary: Option<&str>,
         listing: Option<&Listing>,
         stream: &mut DirStream,
     ) {
+        let ListedDir { project, bucket, prefix, documents_only } = *dir;
         let mut children: BTreeMap<String, (String, Child)> =
             stream.carried.drain(..).map(|(name, child)| (child.key().to_string(), (name, child))).collect();
         for meta in objects {
             let name = meta.name.get(prefix.len()..).unwrap_or_default().to_string();
-            children.insert(meta.name.clone(), (name, Child::Object(meta)));
+            children.insert(meta.name.clone(), (name, Child::Object(meta.clone())));
         }
         for full in prefixes {
             let Some(name) = full.strip_prefix(prefix).and_then(|n| n.strip_suffix('/')) else {
@@ -791,8 +773,9 @@ impl StorageTree {
             // would sort past it: this and all after wait for the next page,
             // so that order holds and a directory still hides its twin.
             waiting = waiting
-                || boundary.as_ref().is_some_and(|b| {
-                    child_key > *b || (matches!(child, Child::Object(_)) && format!("{child_key}/") > *b)
+                || boundary.is_some_and(|b| {
+                    child_key.as_str() > b
+                        || (matches!(child, Child::Object(_)) && format!("{child_key}/").as_str() > b)
                 });
             if waiting {
                 stream.carried.push((name, child));
