@@ -155,6 +155,15 @@ struct ListingState {
     cleared_at: u64,
 }
 
+impl ListingState {
+    /// Drops the listing of `dir`, if one is kept, and its weight.
+    fn remove(&mut self, dir: &str) {
+        if let Some((old, _)) = self.listings.remove(dir) {
+            self.listed -= old.weight();
+        }
+    }
+}
+
 /// The listing keys of every directory that shows `name_key` (a name or a
 /// prefix ending with `/`): its parent and all above, up to the bucket.
 fn listing_keys_above(name_key: &str) -> Vec<String> {
@@ -221,9 +230,7 @@ impl ListingCache {
             tracing::debug!(bucket, prefix, "listing not kept: the directory changed while it was listed");
             return listing;
         }
-        if let Some((old, _)) = state.listings.remove(&dir) {
-            state.listed -= old.weight();
-        }
+        state.remove(&dir);
         if state.listed + weight > self.max_listed {
             state.listings.retain(|_, (_, expires)| *expires > now);
             state.listed = state.listings.values().map(|(l, _)| l.weight()).sum();
@@ -234,9 +241,7 @@ impl ListingCache {
             else {
                 break;
             };
-            if let Some((old, _)) = state.listings.remove(&oldest) {
-                state.listed -= old.weight();
-            }
+            state.remove(&oldest);
         }
         state.listed += weight;
         state.listings.insert(dir, (listing.clone(), started.1 + self.ttl));
@@ -254,9 +259,7 @@ impl ListingCache {
             state.cleared_at = at;
         }
         for dir in dirs {
-            if let Some((old, _)) = state.listings.remove(&dir) {
-                state.listed -= old.weight();
-            }
+            state.remove(&dir);
             state.changed_at.insert(dir, at);
         }
     }
@@ -268,9 +271,7 @@ impl ListingCache {
         let mut state = lock(&self.state);
         let gone: Vec<String> = state.listings.keys().filter(|dir| dir.starts_with(start)).cloned().collect();
         for dir in gone {
-            if let Some((old, _)) = state.listings.remove(&dir) {
-                state.listed -= old.weight();
-            }
+            state.remove(&dir);
         }
         // A fetch under way of any of them is not kept either.
         state.changed_at.clear();
