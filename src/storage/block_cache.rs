@@ -189,44 +189,32 @@ impl BlockCache {
         let b = key;
         tracing::trace!(bucket = %b.bucket, object = %b.name, generation = b.generation, block = b.index, "content cache: {what}");
         if c.lookups.fetch_add(1, Ordering::Relaxed) % SUMMARY_EVERY == SUMMARY_EVERY - 1 {
-            self.log_summary(tracing::Level::DEBUG);
+            tracing::debug!("content cache: {}", self.summary());
         }
     }
 
     /// Hits by tier, misses, evictions from memory, and the bytes of each
-    /// tier.
-    fn log_summary(&self, level: tracing::Level) {
+    /// tier, as `name=value` pairs.
+    fn summary(&self) -> String {
         let c = &self.counts;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let disk = self.cache.statistics();
-        let (memory_hits, disk_hits, misses) = (load(&c.memory_hits), load(&c.disk_hits), load(&c.misses));
-        let (evicted, fetched_bytes, memory_bytes) = (load(&c.evicted), load(&c.fetched_bytes), self.memory_usage());
-        let (disk_written, disk_read) = (disk.disk_write_bytes(), disk.disk_read_bytes());
-        macro_rules! summary {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    memory_hits,
-                    disk_hits,
-                    misses,
-                    evicted,
-                    fetched_bytes,
-                    memory_bytes,
-                    disk_written,
-                    disk_read,
-                    "content cache"
-                )
-            };
-        }
-        match level {
-            tracing::Level::INFO => summary!(tracing::Level::INFO),
-            _ => summary!(tracing::Level::DEBUG),
-        }
+        format!(
+            "memory_hits={} disk_hits={} misses={} evicted={} fetched_bytes={} memory_bytes={} disk_written={} disk_read={}",
+            load(&c.memory_hits),
+            load(&c.disk_hits),
+            load(&c.misses),
+            load(&c.evicted),
+            load(&c.fetched_bytes),
+            self.memory_usage(),
+            disk.disk_write_bytes(),
+            disk.disk_read_bytes(),
+        )
     }
 
     /// Waits for blocks on their way to disk to be written.
     pub async fn close(&self) {
-        self.log_summary(tracing::Level::INFO);
+        tracing::info!("content cache: {}", self.summary());
         if let Err(e) = self.cache.close().await {
             tracing::warn!(error = %e, "content cache: not closed cleanly");
         }

@@ -49,6 +49,16 @@ fn with_disk(dir: &Path, memory_bytes: usize, disk_bytes: u64) -> CacheOptions {
     CacheOptions { memory_bytes, disk: Some(DiskTier { dir: dir.to_path_buf(), max_bytes: disk_bytes }) }
 }
 
+/// Opens a cache on `options`, reads `blocks` through it from `origin`,
+/// and closes it, so that they are on disk.
+async fn fill_and_close(options: &CacheOptions, origin: &Origin, blocks: &[(BlockKey, usize)]) {
+    let cache = BlockCache::open(options).await.unwrap();
+    for (block, len) in blocks {
+        cache.block(block, origin.fetch(block, *len)).await.unwrap();
+    }
+    cache.close().await;
+}
+
 #[tokio::test]
 async fn the_same_block_is_fetched_once() {
     let cache = Arc::new(BlockCache::open(&memory_only(64 << 20)).await.unwrap());
@@ -100,14 +110,10 @@ async fn the_disk_tier_survives_a_reopen_and_keeps_to_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let options = with_disk(dir.path(), 2 << 20, MIN_DISK_BYTES);
     let origin = Origin::default();
-    let cache = BlockCache::open(&options).await.unwrap();
     // Twice what the disk holds: the oldest go.
     let blocks = 2 * MIN_DISK_BYTES / BLOCK_SIZE;
-    for index in 0..blocks {
-        cache.block(&key(1, index), origin.fetch(&key(1, index), 1 << 20)).await.unwrap();
-    }
-    cache.close().await;
-    drop(cache);
+    let filled: Vec<_> = (0..blocks).map(|index| (key(1, index), 1 << 20)).collect();
+    fill_and_close(&options, &origin, &filled).await;
     assert!(held_bytes(&dir.path().join("blocks")) <= MIN_DISK_BYTES, "{}", held_bytes(&dir.path().join("blocks")));
 
     let cache = BlockCache::open(&options).await.unwrap();
@@ -124,11 +130,8 @@ async fn a_corrupt_block_on_disk_is_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
     let options = with_disk(dir.path(), 2 << 20, MIN_DISK_BYTES);
     let origin = Origin::default();
-    let cache = BlockCache::open(&options).await.unwrap();
     let block = key(7, 3);
-    cache.block(&block, origin.fetch(&block, 64 << 10)).await.unwrap();
-    cache.close().await;
-    drop(cache);
+    fill_and_close(&options, &origin, &[(block.clone(), 64 << 10)]).await;
 
     // Flip one byte in the middle of the block's bytes on disk.
     let needle = bytes_of(&block, 64 << 10).slice(30_000..30_064);
