@@ -246,9 +246,12 @@ fn os_nfs_mount(port: u16, mountpoint: &Path) -> Result<(), String> {
     Err(format!("the NFS mount failed ({}): {}", output.status, stderr.trim().trim_end_matches('.')))
 }
 
-fn nfs_journal(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
+/// The name in the state dir of what belongs to an NFS server of these
+/// projects alone: `<name>.inodes.jsonl` is its journal, `<name>.cache`
+/// its content cache.
+fn nfs_state(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
     let key = ciofs::core::inodes::path_hash(&tree.projects.join("\0"));
-    Ok(tree.state_dir()?.join("nfs").join(format!("{key:016x}.inodes.jsonl")))
+    Ok(tree.state_dir()?.join("nfs").join(format!("{key:016x}")))
 }
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
@@ -287,8 +290,8 @@ impl NfsService {
         listen: std::net::SocketAddr,
         config_only: bool,
     ) -> Result<(Self, std::net::SocketAddr), String> {
-        let journal = nfs_journal(tree)?;
-        let cache_dir = journal.with_extension("").with_extension("cache");
+        let state = nfs_state(tree)?;
+        let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
         let namespace = namespace(tree, Some(&journal), config_only, Some(cache_dir)).await?;
         namespace.resume_journaled_uploads().await;
         namespace.resume_journaled_edits().await;
