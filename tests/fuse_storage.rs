@@ -447,6 +447,11 @@ fn a_second_ls_l_or_find_within_the_metadata_ttl_lists_nothing() {
     assert_eq!(list_calls(&proxy, &bucket) - before, 2, "--metadata-ttl 0 lists every time");
 }
 
+/// The names `ls` prints for `path`, one per line.
+fn ls(path: &std::path::Path) -> Vec<String> {
+    stdout(Command::new("ls").arg(path)).lines().map(str::to_string).collect()
+}
+
 /// While a directory's listing is cached (by ciofs and by the kernel), what
 /// is done through the mount shows in the next `ls` at once: a file
 /// created, removed or renamed, a directory made or removed, and the
@@ -457,9 +462,6 @@ fn changes_through_the_mount_show_at_once_in_a_cached_listing() {
     seed(&bucket);
     let mount = FuseMount::start(&[]);
     let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
-    let ls = |path: &std::path::Path| -> Vec<String> {
-        stdout(Command::new("ls").arg(path)).lines().map(str::to_string).collect()
-    };
     assert_eq!(ls(&dir), ["a.txt", "sub"]);
     assert_eq!(ls(&dir.join(".meta")), ["a.txt.json"]);
     ok(&format!("echo new > {}", dir.join("new.txt").display()));
@@ -494,9 +496,6 @@ fn an_object_added_behind_a_cached_listing_shows_after_touch_dir() {
     seed(&bucket);
     let mount = FuseMount::start(&[]);
     let dir = mount.path(&format!("{PROJECT}/storage/{bucket}/dir"));
-    let ls = |path: &std::path::Path| -> Vec<String> {
-        stdout(Command::new("ls").arg(path)).lines().map(str::to_string).collect()
-    };
     assert_eq!(ls(&dir), ["a.txt", "sub"]);
     assert_eq!(ls(&dir.join(".meta")), ["a.txt.json"]);
     upload(&bucket, "dir/behind.txt", b"added behind the mount\n");
