@@ -1,7 +1,8 @@
-//! The content cache through a real FUSE mount: reads that the kernel's
-//! page cache cannot serve (O_DIRECT) come from ciofs's memory or disk tier
-//! while the service is frozen, also after a remount with the same cache
-//! directory; an object replaced behind the mount is read anew, never the
+//! The content cache through a real FUSE mount and through `serve-nfs`:
+//! reads that the kernel's page cache cannot serve (O_DIRECT, or any NFS
+//! READ) come from ciofs's memory or disk tier while the service is frozen,
+//! also after a remount with the same cache directory and with the disk
+//! tier off; an object replaced behind the mount is read anew, never the
 //! old bytes; two mounts cannot share a cache directory.
 
 mod common;
@@ -10,7 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::nfs::{Conn, connect, read, walk};
 use common::*;
+use nfs3_client::nfs3_types::nfs3::nfs_fh3;
 
 const BUCKET: &str = "cached";
 const SIZE: usize = 3 << 20;
@@ -88,6 +91,61 @@ fn a_re_read_with_o_direct_while_the_service_is_frozen_comes_from_the_cache() {
     assert!(is_pattern(read_direct(&path), 1), "the cold read");
     let again = while_frozen(&gcs, || read_direct(&path));
     assert!(is_pattern(again, 1), "the re-read with the service frozen");
+}
+
+#[test]
+fn with_the_disk_tier_off_nothing_is_written_to_the_cache_dir_and_memory_serves() {
+    let gcs = emulator_with_object(6);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&gcs, cache.path(), &["--cache-size", "0"]);
+    let path = object_path(&mount);
+    assert!(is_pattern(read_direct(&path), 6), "the cold read");
+    let again = while_frozen(&gcs, || read_direct(&path));
+    assert!(is_pattern(again, 6), "the re-read with the service frozen, from memory");
+    let written: Vec<_> = walkdir(cache.path()).into_iter().filter(|(_, len)| *len > 0).collect();
+    assert!(written.is_empty(), "nothing written under --cache-dir: {written:?}");
+}
+
+/// Every file under `dir`, with its length.
+fn walkdir(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let (path, meta) = (entry.path(), entry.metadata().unwrap());
+        if meta.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push((path, meta.len()));
+        }
+    }
+    files
+}
+
+/// An NFS client has no page cache on ciofs's side: every READ asks
+/// ciofs, and a re-read comes from the content cache.
+#[tokio::test]
+async fn an_nfs_re_read_while_the_service_is_frozen_comes_from_the_cache() {
+    let gcs = emulator_with_object(7);
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start_with_env(state.path(), &[("STORAGE_EMULATOR_HOST", &gcs.url())]);
+    let mut conn = connect(server.port).await;
+    let file = walk(&mut conn, &format!("{PROJECT}/storage/{BUCKET}/f.bin")).await;
+    assert!(read_whole(&mut conn, &file).await == pattern(SIZE, 7), "the cold read");
+    gcs.freeze();
+    let again = tokio::time::timeout(Duration::from_secs(20), read_whole(&mut conn, &file)).await;
+    gcs.thaw();
+    assert!(again.is_ok_and(|bytes| bytes == pattern(SIZE, 7)), "the re-read with the service frozen");
+}
+
+/// The whole file, in READs of 1 MiB.
+async fn read_whole(conn: &mut Conn, file: &nfs_fh3) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let (data, eof) = read(conn, file, bytes.len() as u64, 1 << 20).await;
+        bytes.extend(data);
+        if eof {
+            return bytes;
+        }
+    }
 }
 
 #[test]
