@@ -194,17 +194,15 @@ fn byte_size(text: &str) -> Result<u64, String> {
     let unit_at = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(unit_at);
     let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(format!("{text:?}: not a size (a number with K, M, G or T)")),
+        "" => Some(0),
+        "K" => Some(10),
+        "M" => Some(20),
+        "G" => Some(30),
+        "T" => Some(40),
+        _ => None,
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
+    shift
+        .and_then(|shift| digits.parse::<u64>().ok()?.checked_mul(1 << shift))
         .ok_or_else(|| format!("{text:?}: not a size (a number with K, M, G or T)"))
 }
 
