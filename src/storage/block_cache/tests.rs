@@ -105,6 +105,27 @@ async fn the_memory_tier_keeps_to_its_size() {
     }
 }
 
+/// Blocks are not spread over shards that each keep to a share of the
+/// bytes: a tier holds as many blocks as its bytes, whatever their hashes.
+#[tokio::test]
+async fn the_memory_tier_holds_as_many_blocks_as_its_bytes() {
+    let blocks = 256;
+    let cache = BlockCache::open(&memory_only(blocks << 20)).await.unwrap();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    for _pass in 0..2 {
+        for index in 0..blocks as u64 {
+            let fetches = fetches.clone();
+            let fetch = || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::from(vec![index as u8; 1 << 20]))
+            };
+            let block = cache.block(&key(1, index), fetch).await.unwrap();
+            assert!(block.len() == 1 << 20 && block[0] == index as u8);
+        }
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), blocks, "every block fetched once: none evicted");
+}
+
 #[tokio::test]
 async fn the_disk_tier_survives_a_reopen_and_keeps_to_its_size() {
     let dir = tempfile::tempdir().unwrap();
