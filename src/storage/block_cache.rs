@@ -52,6 +52,9 @@ const SUMMARY_EVERY: u64 = 1024;
 const MEMORY_SHARDS: usize = 1;
 /// What the disk tier buffers on its way to disk (foyer's buffer pool).
 const WRITE_BUFFER: usize = 4 << 20;
+/// What foyer adds to an entry in its write buffer, at most: a header, and
+/// padding to the next 4 KiB page.
+const ENTRY_OVERHEAD: usize = 8 << 10;
 /// Below this, a disk tier is not worth having (nor is it left on).
 const MIN_DISK_BYTES: u64 = 4 * MIN_REGION;
 /// The share of the cache directory's file system left free.
@@ -220,11 +223,41 @@ impl BlockCache {
         )
     }
 
-    /// Waits for blocks on their way to disk to be written.
+    /// Writes the memory tier to disk and waits for blocks on their way
+    /// there, so that the next mount on the directory has them.
     pub async fn close(&self) {
-        tracing::info!("content cache: {}", self.summary());
+        self.flush_to_disk().await;
         if let Err(e) = self.cache.close().await {
             tracing::warn!(error = %e, "content cache: not closed cleanly");
+        }
+        tracing::info!("content cache: {}", self.summary());
+    }
+
+    /// Moves the memory tier to disk a write buffer at a time. foyer drops
+    /// what its write buffer has no room for when it comes (a cache may
+    /// lose entries), so handing it the whole tier at once wrote three
+    /// blocks of it; each `flush_if` first waits for the previous batch to
+    /// be written.
+    async fn flush_to_disk(&self) {
+        if !self.cache.is_hybrid() {
+            return;
+        }
+        loop {
+            let (mut room, mut taken) = (WRITE_BUFFER, 0);
+            self.cache
+                .flush_if(|key, block| {
+                    let size = key.estimated_size() + block.len() + ENTRY_OVERHEAD;
+                    let fits = size <= room;
+                    if fits {
+                        room -= size;
+                        taken += 1;
+                    }
+                    fits
+                })
+                .await;
+            if taken == 0 {
+                return;
+            }
         }
     }
 }

@@ -146,6 +146,24 @@ async fn the_disk_tier_survives_a_reopen_and_keeps_to_its_size() {
     assert_eq!(origin.count(), before + 1, "the first block was evicted");
 }
 
+/// At close the whole memory tier goes to disk, not only what foyer's
+/// write buffer takes at once.
+#[tokio::test]
+async fn a_closed_cache_has_every_block_of_its_memory_tier_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = with_disk(dir.path(), 32 << 20, MIN_DISK_BYTES);
+    let origin = Origin::default();
+    let blocks: Vec<_> = (0..32).map(|index| (key(1, index), 1 << 20)).collect();
+    fill_and_close(&options, &origin, &blocks).await;
+
+    let cache = BlockCache::open(&options).await.unwrap();
+    let before = origin.count();
+    for (block, len) in &blocks {
+        assert!(cache.block(block, origin.fetch(block, *len)).await.unwrap() == bytes_of(block, *len));
+    }
+    assert_eq!(origin.count(), before, "every block came from disk");
+}
+
 #[tokio::test]
 async fn a_corrupt_block_on_disk_is_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
