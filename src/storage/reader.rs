@@ -183,6 +183,7 @@ impl ObjectReader {
             name: v.name.clone(),
             generation: None,
             range: blocks.start * BLOCK_SIZE..v.size.min(blocks.end * BLOCK_SIZE),
+            object_size: Some(v.size),
         };
         BlockRead { request, generation: v.generation, changed: self.changed.clone() }
     }

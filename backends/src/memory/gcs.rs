@@ -290,7 +290,7 @@ impl ObjectStore for MemoryGcs {
     /// As Cloud Storage reads: the generation asked for or the live one,
     /// and a range that starts at or past the end is refused (HTTP 416).
     async fn read_object(&self, request: &ReadObject) -> BackendResult<ObjectBody> {
-        let ReadObject { bucket, name, generation, range } = request;
+        let ReadObject { bucket, name, generation, range, .. } = request;
         self.call(Op::ReadObject)?;
         if generation.is_some() {
             self.calls.pinned_reads.fetch_add(1, Ordering::SeqCst);
@@ -544,8 +544,13 @@ mod tests {
         let gcs = MemoryGcs::new();
         let first = gcs.put_object("b", "f", "first");
         let second = gcs.put_object("b", "f", "second!");
-        let request =
-            |generation, range| ReadObject { bucket: "b".to_string(), name: "f".to_string(), generation, range };
+        let request = |generation, range| ReadObject {
+            bucket: "b".to_string(),
+            name: "f".to_string(),
+            generation,
+            range,
+            ..Default::default()
+        };
         let live = gcs.read_object(&request(None, 1..4)).await.unwrap();
         assert_eq!(live.generation, second.generation);
         assert_eq!(live.bytes.try_collect::<Vec<_>>().await.unwrap().concat(), b"eco");

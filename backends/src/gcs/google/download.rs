@@ -25,7 +25,7 @@ const GENERATION_HEADER: &str = "x-goog-generation";
 
 impl GoogleGcs {
     pub(super) async fn download(&self, request: &ReadObject) -> BackendResult<ObjectBody> {
-        let ReadObject { bucket, name, generation, range } = request;
+        let ReadObject { bucket, name, generation, range, object_size } = request;
         let what = format!("read gs://{bucket}/{name} [{}..{})", range.start, range.end);
         if range.is_empty() {
             // No Range header asks for nothing; the generation is the one
@@ -41,13 +41,19 @@ impl GoogleGcs {
         if let Some(generation) = generation {
             query.push(("generation", generation.to_string()));
         }
-        // HTTP ranges are inclusive at both ends.
-        let wanted = format!("bytes={}-{}", range.start, range.end - 1);
+        // HTTP ranges are inclusive at both ends; all of the object needs
+        // none (another generation, larger, is told by its header before
+        // its body is read).
+        let whole = range.start == 0 && object_size.is_some_and(|size| range.end >= size);
+        let wanted = (!whole).then(|| format!("bytes={}-{}", range.start, range.end - 1));
         let what = what.as_str();
         let response = self
             .retry
             .run(what, || async {
-                let request = self.reads.get(&url).query(&query).header(RANGE, wanted.as_str());
+                let mut request = self.reads.get(&url).query(&query);
+                if let Some(wanted) = &wanted {
+                    request = request.header(RANGE, wanted.as_str());
+                }
                 let request = self.uploads.authorized(request, what).await?;
                 let response = request.send().await.map_err(|e| backend_error(what, e.into()))?;
                 match response.error_for_status_ref() {
