@@ -34,9 +34,13 @@ fn emulator_with_object(seed: u8) -> PrivateGcs {
 }
 
 fn put(gcs: &PrivateGcs, data: &[u8]) {
+    put_named(gcs, "f.bin", data);
+}
+
+fn put_named(gcs: &PrivateGcs, name: &str, data: &[u8]) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), data).unwrap();
-    let url = format!("{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=f.bin", gcs.url());
+    let url = format!("{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={}", gcs.url(), encode(name));
     curl(&["-X", "POST", &url, "--data-binary", &format!("@{}", file.path().display())]);
 }
 
@@ -145,6 +149,34 @@ async fn read_whole(conn: &mut Conn, file: &nfs_fh3) -> Vec<u8> {
         if eof {
             return bytes;
         }
+    }
+}
+
+/// Reading a directory's files in listing order, as tar does, fetches the
+/// next small ones ahead: they then read with the service frozen.
+#[test]
+fn files_read_in_listing_order_have_the_next_ones_fetched_ahead() {
+    let gcs = emulator_with_object(8);
+    let names: Vec<String> = (0..12).map(|i| format!("walk/f{i:02}")).collect();
+    for name in &names {
+        put_named(&gcs, name, name.as_bytes());
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount(&gcs, cache.path(), &[]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{BUCKET}/walk"));
+    let cat = |name: &str| {
+        let output = Command::new("timeout").arg("10").arg("cat").arg(dir.join(name)).output().unwrap();
+        output.status.success().then_some(output.stdout)
+    };
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 13, "the listing, with .meta");
+    for name in ["f00", "f01", "f02"] {
+        assert_eq!(cat(name).as_deref(), Some(format!("walk/{name}").as_bytes()));
+    }
+    // The fetches ahead are under way; let them land.
+    std::thread::sleep(Duration::from_secs(1));
+    let ahead = while_frozen(&gcs, || ["f03", "f04", "f05", "f06"].map(cat));
+    for (name, read) in ["f03", "f04", "f05", "f06"].iter().zip(ahead) {
+        assert_eq!(read.as_deref(), Some(format!("walk/{name}").as_bytes()), "{name} with the service frozen");
     }
 }
 

@@ -1,7 +1,8 @@
 //! Cloud Storage as files: its tree (`tree`: buckets and prefixes as
 //! directories, objects as files, lookups and listings), paged listings
 //! (`listing`), object reads (`reader`, through the content cache of
-//! `block_cache`), the writer of a file (`write`; the
+//! `block_cache`; `walks` fetches the next small files of a directory read
+//! in order), the writer of a file (`write`; the
 //! writes NFS sends without an open are `nfs_writes` and `unattended`),
 //! rename and removal (`mutate`), buckets made by `mkdir` (`buckets`), and
 //! the `.meta/` documents (`documents`; `metadata` applies an object's,
@@ -21,6 +22,7 @@ pub mod object_meta;
 pub mod reader;
 pub mod tree;
 pub mod unattended;
+pub mod walks;
 pub mod write;
 pub mod writer;
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use ciofs_backends::gcs::{ObjectStore, ReadObject};
+use ciofs_backends::gcs::{ObjectMeta, ObjectStore, ReadObject};
 use ciofs_backends::{BackendError, BackendResult, ErrorKind};
 use futures::StreamExt;
 use tokio::sync::oneshot;
@@ -41,6 +41,13 @@ pub struct ObjectVersion {
     pub name: String,
     pub generation: i64,
     pub size: u64,
+}
+
+impl ObjectVersion {
+    pub fn of(meta: &ObjectMeta) -> Self {
+        let (bucket, name) = (meta.bucket.clone(), meta.name.clone());
+        Self { bucket, name, generation: meta.generation, size: meta.size }
+    }
 }
 
 pub struct ObjectReader {
@@ -67,6 +74,14 @@ impl ObjectReader {
 
     pub fn version(&self) -> &ObjectVersion {
         &self.version
+    }
+
+    /// Starts fetching the object's first block into the cache, unless it
+    /// is there or on its way, without waiting for it.
+    pub fn fetch_first_block(&self) {
+        if self.version.size > 0 {
+            self.blocks.prefetch(&self.key(0), self.fetcher(0));
+        }
     }
 
     /// Reads up to `len` bytes at `offset`; the flag is true at end of file.
@@ -368,8 +383,7 @@ mod tests {
     async fn reader(gcs: &Arc<MemoryGcs>, len: usize) -> (ObjectReader, Vec<u8>) {
         let bytes = data(len);
         let meta = gcs.put_object("b", "o", bytes.clone());
-        let version =
-            ObjectVersion { bucket: "b".into(), name: "o".into(), generation: meta.generation, size: meta.size };
+        let version = ObjectVersion::of(&meta);
         (ObjectReader::new(gcs.clone(), cache().await, version), bytes)
     }
 
@@ -407,8 +421,7 @@ mod tests {
         let gcs = Arc::new(Faulty::new(memory.clone()));
         // The first request (blocks 0-2) breaks off in block 1.
         gcs.arm(Call::Gcs(Op::ReadObject), 1, Fault::BreakBody { after: (1 << 20) + 5000 });
-        let version =
-            ObjectVersion { bucket: "b".into(), name: "o".into(), generation: meta.generation, size: meta.size };
+        let version = ObjectVersion::of(&meta);
         let mut reader = ObjectReader::new(gcs.clone(), cache().await, version);
         assert!(read_all(&mut reader).await == bytes);
         // 0-2 broken, 1-2 again, 3-5: block 0 was not asked for twice.
@@ -425,8 +438,7 @@ mod tests {
         for nth in 1..=4 {
             gcs.arm(Call::Gcs(Op::ReadObject), nth, Fault::BreakBody { after: 100 });
         }
-        let version =
-            ObjectVersion { bucket: "b".into(), name: "o".into(), generation: meta.generation, size: meta.size };
+        let version = ObjectVersion::of(&meta);
         let mut reader = ObjectReader::new(gcs.clone(), cache().await, version);
         let error = reader.read(0, 4096).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");

@@ -19,11 +19,12 @@ use ciofs_frontends::{Attr, DirCaching, DirEntry, DirPage, Fh, Ino, VfsError, Vf
 
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::block_cache::BlockCache;
+use super::block_cache::{BLOCK_SIZE, BlockCache};
 use super::documents;
 use super::listing::{Child, Collected, DirStream, DirStreams, Next};
 use super::object_meta::PendingObjectMeta;
 use super::reader::{ObjectReader, ObjectVersion};
+use super::walks::Walks;
 use super::writer::Writer;
 use crate::core::cache::{Known, Listing, MetaCache, Timed, key};
 use crate::core::context::Context;
@@ -68,6 +69,8 @@ pub struct StorageTree {
     pub taken_buckets: Mutex<std::collections::BTreeSet<String>>,
     /// Object content by block, opened on first use (`open_content_cache`).
     blocks: tokio::sync::OnceCell<Arc<BlockCache>>,
+    /// Readers walking through directories' files (`fetch_ahead_of`).
+    walks: Walks,
 }
 
 impl StorageTree {
@@ -92,6 +95,7 @@ impl StorageTree {
             pending_buckets: Default::default(),
             taken_buckets: Default::default(),
             blocks: tokio::sync::OnceCell::new(),
+            walks: Walks::default(),
             cx,
         }
     }
@@ -298,15 +302,24 @@ impl StorageTree {
         }
     }
 
+    /// A reader of the object's current generation. Opening it may fetch
+    /// the next small files of its directory ahead (`walks`).
     pub async fn object_reader(&self, node: &Node) -> VfsResult<ObjectReader> {
         let meta = self.object_meta(node).await?;
-        let version = ObjectVersion {
-            bucket: meta.bucket.clone(),
-            name: meta.name.clone(),
-            generation: meta.generation,
-            size: meta.size,
-        };
-        Ok(ObjectReader::new(self.gcs.clone(), self.content_cache().await?, version))
+        let blocks = self.content_cache().await?;
+        self.fetch_ahead_of(&meta, &blocks);
+        Ok(ObjectReader::new(self.gcs.clone(), blocks, ObjectVersion::of(&meta)))
+    }
+
+    /// The files of `opened`'s directory that a walk through it in listing
+    /// order reads next, fetched ahead.
+    fn fetch_ahead_of(&self, opened: &ObjectMeta, blocks: &Arc<BlockCache>) {
+        let prefix = opened.name.rfind('/').map_or("", |at| &opened.name[..=at]);
+        let Some(listing) = self.cache.listings.get(&opened.bucket, prefix) else { return };
+        let dir = key(&opened.bucket, prefix);
+        for ahead in self.walks.opened(&dir, &listing, &opened.name, BLOCK_SIZE) {
+            ObjectReader::new(self.gcs.clone(), blocks.clone(), ObjectVersion::of(&ahead)).fetch_first_block();
+        }
     }
 
     /// The content cache, opened on first use from the options. The shell

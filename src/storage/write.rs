@@ -86,13 +86,7 @@ impl StorageTree {
             staged.needs_fill = false;
             return Ok(());
         };
-        let version = ObjectVersion {
-            bucket: base.bucket.clone(),
-            name: base.name.clone(),
-            generation: base.generation,
-            size: base.size,
-        };
-        let mut reader = ObjectReader::new(self.gcs.clone(), self.content_cache().await?, version);
+        let mut reader = ObjectReader::new(self.gcs.clone(), self.content_cache().await?, ObjectVersion::of(&base));
         let mut at = 0;
         while at < base.size {
             let (chunk, _) = reader.read(at, 4 << 20).await.map_err(vfs_error)?;
