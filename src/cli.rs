@@ -163,6 +163,17 @@ pub struct MountArgs {
     /// Internal: the file descriptor on which a re-executed daemon reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// What an operator watches a running mount or server by.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OperatorArgs {
+    /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on
+    /// this address (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,6 +196,8 @@ pub struct ServeNfsArgs {
     /// Internal: the file descriptor on which a re-executed server reports its port.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
 }
 
 /// A size in bytes: a number with an optional K, M, G or T (powers of

@@ -14,5 +14,6 @@ pub mod daemon;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod namespace;
+pub mod operations;
 pub mod pubsub;
 pub mod storage;

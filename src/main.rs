@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, ServeNfsArgs, TreeArgs};
+use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
+use ciofs::operations::{self, Readiness};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
@@ -136,6 +137,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // Resolved before mounting: a stat of our own mount point from the
     // daemon would wait on the daemon.
     let canonical = canonical(&args.mountpoint)?;
+    let readiness = operator_endpoint(&args.operator).await?;
     let cache_dir = daemon::mount_state(&args.tree.state_dir()?.join("cache"), &canonical);
     let namespace = namespace(&args.tree, None, args.config_only, Some(cache_dir)).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
@@ -153,7 +155,8 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
-    serve_until_unmounted(Some(mount), &canonical).await;
+    readiness.ready();
+    serve_until_unmounted(Some(mount), &canonical, &readiness).await;
     let _logged = namespace.settle().await;
     namespace.close_content_cache().await;
     Ok(())
@@ -166,7 +169,7 @@ fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
 /// Serves until the mount is gone: unmounted from outside, or by us on a
 /// signal. An unmount that fails (a busy mount) is logged and serving goes
 /// on until the next signal. `fuse` is None for an NFS mount.
-async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
+async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path, readiness: &Readiness) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut signal = std::pin::pin!(shutdown_signal());
     loop {
@@ -174,6 +177,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
             _ = &mut signal => {
                 signal.set(shutdown_signal());
                 tracing::info!("unmounting");
+                readiness.draining();
                 let unmounted = match fuse.take() {
                     Some(mount) => tokio::task::spawn_blocking(move || mount.unmount()).await,
                     None => {
@@ -203,6 +207,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path) {
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let canonical = canonical(&args.mountpoint)?;
+    let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     let (service, address) = NfsService::start(&args.tree, loopback, args.config_only).await?;
     let port = address.port();
@@ -222,9 +227,21 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
-    serve_until_unmounted(None, &canonical).await;
+    readiness.ready();
+    serve_until_unmounted(None, &canonical, &readiness).await;
     service.stop().await;
     Ok(())
+}
+
+/// Starts the operator's endpoint if `--metrics-addr` asks for one; the
+/// readiness it reports (kept, and unused, without one).
+async fn operator_endpoint(args: &OperatorArgs) -> Result<Arc<Readiness>, String> {
+    let readiness = Arc::new(Readiness::default());
+    if let Some(addr) = args.metrics_addr {
+        let bound = operations::serve(addr, readiness.clone()).await?;
+        tracing::info!(address = %bound, "serving metrics at /metrics, /healthz and /readyz");
+    }
+    Ok(readiness)
 }
 
 /// Runs the OS's NFS mount command for a server on loopback.
@@ -256,11 +273,13 @@ fn nfs_state(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
-    let started = match args.listen_address() {
-        Ok(listen) => NfsService::start(&args.tree, listen, args.config_only).await,
-        Err(refused) => Err(refused),
+    let started = match (args.listen_address(), operator_endpoint(&args.operator).await) {
+        (Ok(listen), Ok(readiness)) => {
+            NfsService::start(&args.tree, listen, args.config_only).await.map(|(s, a)| (s, a, readiness))
+        }
+        (Err(refused), _) | (_, Err(refused)) => Err(refused),
     };
-    let (service, address) = match started {
+    let (service, address, readiness) = match started {
         Ok(started) => started,
         Err(error) => {
             ready.failed(&error);
@@ -271,8 +290,10 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     eprintln!("ciofs: serving NFSv3 on {address}");
     tracing::info!(%address, projects = ?args.tree.projects, "serving NFS");
     ready.ready(&address.to_string());
+    readiness.ready();
     shutdown_signal().await;
     tracing::info!("stopping");
+    readiness.draining();
     service.stop().await;
     Ok(())
 }

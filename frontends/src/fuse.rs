@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -21,6 +21,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
+use crate::metered;
 use crate::vfs::{Attr, DirCaching, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
 
 /// How many entries one readdir asks of the Vfs; the reply buffer (4 KiB
@@ -180,7 +181,15 @@ impl<V: Vfs> FuseAdapter<V> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let span = tracing::debug_span!("fuse", op);
-        let mut task = Box::pin(call(self.vfs.clone()).instrument(span));
+        let started = Instant::now();
+        let call = call(self.vfs.clone());
+        let mut task = Box::pin(
+            async move {
+                call.await;
+                metered::op_done("fuse", op, started);
+            }
+            .instrument(span),
+        );
         let _context = self.runtime.enter();
         let mut here = Context::from_waker(Waker::noop());
         // A panic must cost this request only (its dropped reply answers
@@ -197,7 +206,8 @@ impl<V: Vfs> FuseAdapter<V> {
 }
 
 /// Logs a failed call at a level that fits and gives the errno to reply.
-fn errno(op: &str, error: &VfsError) -> Errno {
+fn errno(op: &'static str, error: &VfsError) -> Errno {
+    metered::op_failed("fuse", op, error.errno());
     if error.is_routine() {
         tracing::debug!(op, errno = error.errno(), "{error}");
     } else {

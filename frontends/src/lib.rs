@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod fuse;
+pub mod metered;
 pub mod nfs;
 pub mod rpc_records;
 pub mod vfs;

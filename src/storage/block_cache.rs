@@ -27,6 +27,7 @@ use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, RecoverMode, Source,
 };
+use futures::future::BoxFuture;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::core::context::CacheOptions;
@@ -153,9 +154,9 @@ impl BlockCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = BackendResult<Bytes>> + Send + 'static,
     {
-        match self.cache.get_or_fetch(key, fetch).await {
+        match self.cache.get_or_fetch(key, self.counting(fetch)).await {
             Ok(entry) => {
-                self.counted(key, entry.source(), entry.value().len());
+                self.counted(key, entry.source());
                 Ok(entry.value().clone())
             }
             Err(e) => Err(backend_error(e)),
@@ -171,7 +172,30 @@ impl BlockCache {
     {
         // foyer runs the load and the fetch on tasks of their own: dropping
         // the wait does not cancel them.
-        drop(self.cache.get_or_fetch(key, fetch));
+        drop(self.cache.get_or_fetch(key, self.counting(fetch)));
+    }
+
+    /// `fetch`, counting the block it brings in as a miss: where it is
+    /// fetched, as a reader may be served by a fetch started ahead of it.
+    fn counting<F, Fut>(&self, fetch: F) -> impl FnOnce() -> BoxFuture<'static, BackendResult<Bytes>> + use<F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = BackendResult<Bytes>> + Send + 'static,
+    {
+        let counts = self.counts.clone();
+        move || {
+            let fetching = fetch();
+            Box::pin(async move {
+                let fetched = fetching.await;
+                if let Ok(block) = &fetched {
+                    counts.misses.fetch_add(1, Ordering::Relaxed);
+                    counts.fetched_bytes.fetch_add(block.len() as u64, Ordering::Relaxed);
+                    metrics::counter!("ciofs_content_cache_misses_total").increment(1);
+                    metrics::counter!("ciofs_content_cache_fetched_bytes_total").increment(block.len() as u64);
+                }
+                fetched
+            })
+        }
     }
 
     /// Whether the block is in memory or (likely) on disk.
@@ -184,21 +208,22 @@ impl BlockCache {
         self.cache.memory().usage()
     }
 
-    /// Counts a block served from `source`; every so often, and at debug,
+    /// Counts a block served from memory or disk (a block that had to be
+    /// fetched was counted by `counting`); every so often, and at debug,
     /// logs what the cache did so far.
-    fn counted(&self, key: &BlockKey, source: Source, len: usize) {
+    fn counted(&self, key: &BlockKey, source: Source) {
         let c = &self.counts;
-        let (counter, what) = match source {
-            Source::Memory => (&c.memory_hits, "memory hit"),
-            Source::Disk => (&c.disk_hits, "disk hit"),
-            Source::Outer => (&c.misses, "miss"),
+        let hit = match source {
+            Source::Memory => Some((&c.memory_hits, "memory")),
+            Source::Disk => Some((&c.disk_hits, "disk")),
+            Source::Outer => None,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if source == Source::Outer {
-            c.fetched_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if let Some((counter, tier)) = hit {
+            counter.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ciofs_content_cache_hits_total", "tier" => tier).increment(1);
         }
-        let b = key;
-        tracing::trace!(bucket = %b.bucket, object = %b.name, generation = b.generation, block = b.index, "content cache: {what}");
+        let (b, served) = (key, hit.map_or("fetched", |(_, tier)| tier));
+        tracing::trace!(bucket = %b.bucket, object = %b.name, generation = b.generation, block = b.index, served, "content cache");
         if c.lookups.fetch_add(1, Ordering::Relaxed) % SUMMARY_EVERY == SUMMARY_EVERY - 1 {
             tracing::debug!("content cache: {}", self.summary());
         }
@@ -288,7 +313,7 @@ fn region_size(disk_bytes: u64) -> usize {
     (disk_bytes / MAX_REGIONS).next_power_of_two().max(MIN_REGION) as usize
 }
 
-/// What the cache did, for the log (and metrics, once there are some).
+/// What the cache did, for the log (the metrics are recorded as it goes).
 #[derive(Default)]
 struct Counts {
     lookups: AtomicU64,
@@ -307,6 +332,7 @@ impl EventListener for Counts {
     fn on_leave(&self, reason: Event, _: &BlockKey, _: &Bytes) {
         if reason == Event::Evict {
             self.evicted.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ciofs_content_cache_evictions_total").increment(1);
         }
     }
 }

@@ -1,0 +1,20 @@
+//! What the frontends record of each filesystem operation, through the
+//! `metrics` facade (nothing until the shell installs a recorder with
+//! `--metrics-addr`): `ciofs_fs_ops_total` and
+//! `ciofs_fs_op_duration_seconds` by frontend and op, and
+//! `ciofs_fs_errors_total` by frontend, op and errno.
+
+use std::time::Instant;
+
+/// An operation of `frontend` ("fuse", "nfs") answered, `started` when.
+pub fn op_done(frontend: &'static str, op: &'static str, started: Instant) {
+    metrics::counter!("ciofs_fs_ops_total", "frontend" => frontend, "op" => op).increment(1);
+    metrics::histogram!("ciofs_fs_op_duration_seconds", "frontend" => frontend, "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// An operation answered with `errno`.
+pub fn op_failed(frontend: &'static str, op: &'static str, errno: i32) {
+    metrics::counter!("ciofs_fs_errors_total", "frontend" => frontend, "op" => op, "errno" => errno.to_string())
+        .increment(1);
+}

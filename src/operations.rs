@@ -1,0 +1,116 @@
+//! The operator's endpoint (`--metrics-addr`): what the layers record
+//! through the `metrics` facade, as Prometheus text at `/metrics`;
+//! `/healthz`, 200 while the process serves; `/readyz`, 200 once the mount
+//! serves and 503 before and while it drains.
+//!
+//! Off by default: without it no recorder is installed and every
+//! `metrics::counter!` in the layers is a no-op.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Latency buckets, in seconds: from a cached answer to a stalled call.
+const SECONDS_BUCKETS: &[f64] = &[0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+
+/// Whether the mount takes requests: `/readyz` says it. It starts at 0,
+/// starting.
+#[derive(Default)]
+pub struct Readiness(AtomicU8);
+
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Readiness {
+    pub fn ready(&self) {
+        self.0.store(READY, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) {
+        self.0.store(DRAINING, Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == READY
+    }
+}
+
+/// Installs the Prometheus recorder and serves the endpoint on `addr`
+/// until the process ends; returns the address bound (port 0 picks one).
+pub async fn serve(addr: SocketAddr, readiness: Arc<Readiness>) -> Result<SocketAddr, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(SECONDS_BUCKETS)
+        .and_then(|builder| builder.install_recorder())
+        .map_err(|e| format!("cannot record metrics: {e}"))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    tokio::spawn(accept(listener, Arc::new(handle), readiness));
+    Ok(bound)
+}
+
+async fn accept(listener: TcpListener, handle: Arc<PrometheusHandle>, readiness: Arc<Readiness>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: the next accept may succeed.
+                tracing::warn!(error = %e, "metrics endpoint: cannot accept");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (handle, readiness) = (handle.clone(), readiness.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let answer = answer(&request, &handle, &readiness);
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            {
+                tracing::debug!(error = %e, "metrics endpoint: connection ended");
+            }
+        });
+    }
+}
+
+fn answer(request: &Request<Incoming>, handle: &PrometheusHandle, readiness: &Readiness) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/metrics" => {
+            record_process_memory();
+            text(StatusCode::OK, handle.render())
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
+        "/readyz" if readiness.is_ready() => text(StatusCode::OK, "ready\n".to_string()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+        _ => text(StatusCode::NOT_FOUND, "not found: /metrics, /healthz, /readyz\n".to_string()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}
+
+/// The process's resident memory, read at each scrape
+/// (`process_resident_memory_bytes`, as Prometheus's own clients name it).
+fn record_process_memory() {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return };
+    let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()) else { return };
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    metrics::gauge!("process_resident_memory_bytes").set(pages * page);
+}

@@ -1,0 +1,79 @@
+//! The operator's endpoint through the real binary: `--metrics-addr`
+//! serves `/healthz`, `/readyz` and Prometheus text whose counts follow
+//! what a workload did through the mount.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A port free on loopback now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The HTTP status and body of a GET.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "-m", "10", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of the sample of `name` whose labels include all of `labels`
+/// (`key="value"`), 0 if there is none yet.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_what_a_workload_did_and_health_answers() {
+    let bucket = bucket_name("metrics");
+    create_bucket(&bucket);
+    upload(&bucket, "read.bin", &pattern(3 << 20, 1));
+    let port = free_port();
+    let mount = FuseMount::start(&["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let dir = mount.path(&format!("{PROJECT}/storage/{bucket}"));
+
+    assert_eq!(get(port, "/healthz").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(port, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "/readyz never said ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(port, "/nothing").0, 404);
+
+    let (status, before) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    for i in 0..10 {
+        std::fs::write(dir.join(format!("new-{i}.txt")), b"counted\n").unwrap();
+    }
+    let missing = std::fs::metadata(dir.join("no-such-file")).expect_err("absent");
+    assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+    let read = dir.join("read.bin").display().to_string();
+    for _ in 0..2 {
+        ok(&format!("dd if={read} of=/dev/null iflag=direct bs=1M status=none"));
+    }
+    let (_, after) = get(port, "/metrics");
+
+    let grew = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    assert_eq!(grew("ciofs_fs_ops_total", &["frontend=\"fuse\"", "op=\"create\""]), 10.0, "{after}");
+    assert_eq!(grew("ciofs_fs_op_duration_seconds_count", &["op=\"create\""]), 10.0, "{after}");
+    assert!(grew("ciofs_fs_errors_total", &["op=\"lookup\"", &format!("errno=\"{}\"", libc::ENOENT)]) >= 1.0);
+    // 3 blocks fetched by the first read, served from memory to the second.
+    assert_eq!(grew("ciofs_content_cache_misses_total", &[]), 3.0, "{after}");
+    assert!(grew("ciofs_content_cache_hits_total", &["tier=\"memory\""]) >= 3.0, "{after}");
+    assert_eq!(grew("ciofs_content_cache_fetched_bytes_total", &[]), (3 << 20) as f64);
+    assert!(sample(&after, "process_resident_memory_bytes", &[]) > 1e6, "{after}");
+}
