@@ -205,10 +205,12 @@ async fn a_read_of_the_whole_object_gives_its_bytes_and_no_more() {
     let size = data.len() as u64;
     let (generation, bytes) = read(whole(0..size, size)).await;
     assert!(generation == first.generation && bytes == data, "the whole object");
-    let second = gcs.upload_object(&upload(&bucket, "w.bin", &pattern(2 * MIB))).await.expect("overwrite");
+    // Other bytes at every offset: `pattern` of any length starts alike.
+    let larger: Vec<u8> = pattern(2 * MIB).iter().map(|b| !b).collect();
+    let second = gcs.upload_object(&upload(&bucket, "w.bin", &larger)).await.expect("overwrite");
     let (generation, bytes) = read(whole(0..size, size)).await;
     assert_eq!(generation, second.generation);
-    assert!(bytes == pattern(2 * MIB)[..data.len()], "only the bytes asked for");
+    assert!(bytes == larger[..data.len()], "only the bytes asked for, of the generation served");
 }
 
 #[tokio::test]
@@ -799,20 +801,57 @@ async fn a_read_from_a_service_that_never_answers_stalls() {
 
 /// A service that answers every request with `answer` (then closes).
 fn a_service_answering(answer: &'static str) -> String {
+    a_service_answering_recorded(answer).0
+}
+
+/// `a_service_answering`, keeping the head of every request it was sent
+/// (lowercased).
+fn a_service_answering_recorded(answer: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = heads.clone();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let mut reader = BufReader::new(client.try_clone().unwrap());
-            let mut line = String::new();
+            let (mut head, mut line) = (String::new(), String::new());
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                head.push_str(&line.to_ascii_lowercase());
                 line.clear();
             }
+            recorded.lock().unwrap().push(head);
             let _ = (&client).write_all(answer.as_bytes());
         }
     });
-    url
+    (url, heads)
+}
+
+/// A read that covers the whole object (its size known) is sent without a
+/// `Range` header; one of a part of it with one.
+#[tokio::test]
+async fn a_whole_read_asks_without_a_range_and_a_part_with_one() {
+    let retry = RetryPolicy { attempts: 1, ..quick_stalls(2, 3) };
+    let whole =
+        "HTTP/1.1 200 OK\r\nx-goog-generation: 42\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world";
+    let (url, heads) = a_service_answering_recorded(whole);
+    let gcs = gcs_at(&url, retry).await;
+    let request = |range: std::ops::Range<u64>| ReadObject {
+        bucket: "b".to_string(),
+        name: "o".to_string(),
+        range,
+        object_size: Some(11),
+        ..Default::default()
+    };
+    for range in [0..11, 0..5] {
+        let body = gcs.read_object(&request(range.clone())).await.expect("read");
+        let bytes: Vec<Bytes> = body.bytes.try_collect().await.expect("body");
+        assert_eq!(bytes.concat(), b"hello world"[range.start as usize..range.end as usize]);
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(!heads[0].contains("\r\nrange:"), "the whole object: {}", heads[0]);
+    assert!(heads[1].contains("\r\nrange: bytes=0-4\r\n"), "a part: {}", heads[1]);
 }
 
 /// A range answered with the whole object (200, as a server that ignores

@@ -1,6 +1,7 @@
-//! Ranged reads of an object's bytes: a GET of the JSON API's media
-//! download (`alt=media`) with a `Range` header, made here rather than by
-//! the crate, whose download gives no headers: the answer's
+//! Reads of an object's bytes: a GET of the JSON API's media download
+//! (`alt=media`), with a `Range` header unless the read covers the whole
+//! object, made here rather than by the crate, whose download gives no
+//! headers: the answer's
 //! `x-goog-generation` says which generation was served, so that a read
 //! need not be pinned to learn it.
 //!
