@@ -120,10 +120,14 @@ impl BlockCache {
         let region = region_size(device.capacity() as u64);
         let engine = BlockEngineConfig::new(device)
             .with_block_size(region)
+            // One flusher has the whole write buffer: foyer splits the pool
+            // among its flushers, and `flush_to_disk` sizes its batches to
+            // one buffer.
+            .with_flushers(1)
             .with_buffer_pool_size(WRITE_BUFFER)
-            // What waits to be written: blocks leaving memory, and at
-            // unmount the whole memory tier (past this, foyer drops them).
-            .with_submit_queue_size_threshold(options.memory_bytes.max(WRITE_BUFFER));
+            // What waits for the flusher (past this, foyer drops it): each
+            // holds a block's memory until written.
+            .with_submit_queue_size_threshold(4 * WRITE_BUFFER);
         let built = builder(options, counts.clone())
             .with_engine_config(engine)
             .with_recover_mode(RecoverMode::Quiet)
@@ -251,11 +255,15 @@ impl BlockCache {
     /// Writes the memory tier to disk and waits for blocks on their way
     /// there, so that the next mount on the directory has them.
     pub async fn close(&self) {
+        // Before the flush, which empties memory and counts as evictions.
+        tracing::info!("content cache: {}", self.summary());
+        let written = || self.cache.statistics().disk_write_bytes();
+        let before = written();
         self.flush_to_disk().await;
         if let Err(e) = self.cache.close().await {
             tracing::warn!(error = %e, "content cache: not closed cleanly");
         }
-        tracing::info!("content cache: {}", self.summary());
+        tracing::info!(bytes = written() - before, "content cache: memory written to disk at close");
     }
 
     /// Moves the memory tier to disk a write buffer at a time. foyer drops

@@ -18,17 +18,27 @@ use crate::core::cache::Listing;
 
 /// The most files fetched ahead of a walk.
 const MAX_FILES_AHEAD: usize = 16;
-/// The most directories whose walks are followed (past it, all are forgotten).
+/// The most directories whose walks are followed (past it, the one opened
+/// in least recently is forgotten).
 const MAX_WALKS: usize = 64;
 
 /// The walks under way, by directory (a listing key).
 #[derive(Default)]
 pub struct Walks {
-    walks: Mutex<HashMap<String, Walk>>,
+    state: Mutex<WalksState>,
+}
+
+#[derive(Default)]
+struct WalksState {
+    walks: HashMap<String, Walk>,
+    /// Counts opens: each walk keeps the count at its last one.
+    opens: u64,
 }
 
 /// Where a walk through one directory is.
 struct Walk {
+    /// `WalksState::opens` at its last open.
+    used: u64,
     /// The listing the positions are in.
     listing: u64,
     /// The position opened last, and how many were opened in order up to it.
@@ -46,13 +56,19 @@ impl Walks {
         let Ok(at) = listing.objects.binary_search_by(|object| object.name.as_str().cmp(name)) else {
             return Vec::new();
         };
-        let mut walks = lock(&self.walks);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        state.opens += 1;
+        let (walks, now) = (&mut state.walks, state.opens);
         if walks.len() >= MAX_WALKS && !walks.contains_key(dir) {
-            walks.clear();
+            let oldest = walks.iter().min_by_key(|(_, walk)| walk.used).map(|(dir, _)| dir.clone());
+            walks.remove(&oldest.unwrap_or_default());
         }
-        let walk = walks.entry(dir.to_string()).or_insert(Walk { listing: listing.id, last: at, run: 0, ahead_to: 0 });
+        let new = Walk { used: now, listing: listing.id, last: at, run: 0, ahead_to: 0 };
+        let walk = walks.entry(dir.to_string()).or_insert(new);
+        walk.used = now;
         if walk.listing != listing.id {
-            *walk = Walk { listing: listing.id, last: at, run: 0, ahead_to: 0 };
+            *walk = Walk { used: now, listing: listing.id, last: at, run: 0, ahead_to: 0 };
         } else if at == walk.last + 1 {
             walk.run = walk.run.saturating_add(1);
         } else if at != walk.last {
@@ -116,6 +132,22 @@ mod tests {
         assert!(walks.opened("k", &dir, "d/f05", 100).is_empty(), "backwards");
         assert_eq!(names(walks.opened("k", &dir, "d/f06", 100)), ["f07", "f08"]);
         assert!(walks.opened("k", &dir, "d/gone", 100).is_empty(), "a name not in the listing");
+    }
+
+    #[test]
+    fn past_the_most_walks_the_least_recent_is_forgotten() {
+        let walks = Walks::default();
+        let dir = listing(1, &[10; 10]);
+        walks.opened("kept", &dir, "d/f00", 100);
+        assert_eq!(names(walks.opened("kept", &dir, "d/f01", 100)), ["f02", "f03"]);
+        for other in 0..MAX_WALKS {
+            walks.opened(&format!("other{other}"), &dir, "d/f00", 100);
+            walks.opened("kept", &dir, "d/f01", 100);
+        }
+        // The walk in use went on: its window doubled again.
+        assert_eq!(names(walks.opened("kept", &dir, "d/f02", 100)), ["f04", "f05", "f06"]);
+        assert_eq!(names(walks.opened("other0", &dir, "d/f01", 100)), Vec::<String>::new(), "other0 was forgotten");
+        assert_eq!(names(walks.opened("other9", &dir, "d/f01", 100)), ["f02", "f03"], "other9 was kept");
     }
 
     #[test]
