@@ -286,11 +286,11 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
             return Err(error);
         }
     };
+    readiness.ready();
     // The one line a script or a user reads to find the port.
     eprintln!("ciofs: serving NFSv3 on {address}");
     tracing::info!(%address, projects = ?args.tree.projects, "serving NFS");
     ready.ready(&address.to_string());
-    readiness.ready();
     shutdown_signal().await;
     tracing::info!("stopping");
     readiness.draining();

@@ -1,12 +1,13 @@
 //! The operator's endpoint through the real binary: `--metrics-addr`
 //! serves `/healthz`, `/readyz` and Prometheus text whose counts follow
-//! what a workload did through the mount.
+//! what a workload did through the mount or the NFS server.
 
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::nfs::{connect, lookup, read, walk};
 use common::*;
 
 /// A port free on loopback now.
@@ -76,4 +77,30 @@ fn metrics_count_what_a_workload_did_and_health_answers() {
     assert!(grew("ciofs_content_cache_hits_total", &["tier=\"memory\""]) >= 3.0, "{after}");
     assert_eq!(grew("ciofs_content_cache_fetched_bytes_total", &[]), (3 << 20) as f64);
     assert!(sample(&after, "process_resident_memory_bytes", &[]) > 1e6, "{after}");
+}
+
+#[tokio::test]
+async fn nfs_operations_are_counted_by_op_and_errno() {
+    let bucket = bucket_name("nfsmetrics");
+    create_bucket(&bucket);
+    upload(&bucket, "f.txt", b"counted over NFS\n");
+    let port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let server = NfsServer::start_with_args(state.path(), &[], &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    assert_eq!(get(port, "/readyz").0, 200, "ready once serving");
+    let mut conn = connect(server.port).await;
+    let dir = walk(&mut conn, &format!("{PROJECT}/storage/{bucket}")).await;
+    let file = lookup(&mut conn, &dir, "f.txt").await.unwrap();
+
+    let (_, before) = get(port, "/metrics");
+    for _ in 0..5 {
+        assert_eq!(read(&mut conn, &file, 0, 100).await.0, b"counted over NFS\n");
+    }
+    assert!(lookup(&mut conn, &dir, "no-such-file").await.is_err());
+    let (_, after) = get(port, "/metrics");
+
+    let grew = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    assert_eq!(grew("ciofs_fs_ops_total", &["frontend=\"nfs\"", "op=\"read\""]), 5.0, "{after}");
+    let enoent = format!("errno=\"{}\"", libc::ENOENT);
+    assert_eq!(grew("ciofs_fs_errors_total", &["frontend=\"nfs\"", "op=\"lookup\"", &enoent]), 1.0, "{after}");
 }

@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -21,7 +21,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use crate::metered;
+use crate::metered::{self, OpTimer};
 use crate::vfs::{Attr, DirCaching, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
 
 /// How many entries one readdir asks of the Vfs; the reply buffer (4 KiB
@@ -181,12 +181,12 @@ impl<V: Vfs> FuseAdapter<V> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let span = tracing::debug_span!("fuse", op);
-        let started = Instant::now();
+        let timer = OpTimer::start("fuse", op);
         let call = call(self.vfs.clone());
         let mut task = Box::pin(
             async move {
                 call.await;
-                metered::op_done("fuse", op, started);
+                drop(timer);
             }
             .instrument(span),
         );

@@ -6,6 +6,30 @@
 
 use std::time::Instant;
 
+/// An operation being answered: counted, with its latency, when dropped.
+pub struct OpTimer {
+    frontend: &'static str,
+    pub op: &'static str,
+    started: Instant,
+}
+
+impl OpTimer {
+    pub fn start(frontend: &'static str, op: &'static str) -> Self {
+        Self { frontend, op, started: Instant::now() }
+    }
+
+    /// The operation failed with `errno`.
+    pub fn failed(&self, errno: i32) {
+        op_failed(self.frontend, self.op, errno);
+    }
+}
+
+impl Drop for OpTimer {
+    fn drop(&mut self) {
+        op_done(self.frontend, self.op, self.started);
+    }
+}
+
 /// An operation of `frontend` ("fuse", "nfs") answered, `started` when.
 pub fn op_done(frontend: &'static str, op: &'static str, started: Instant) {
     metrics::counter!("ciofs_fs_ops_total", "frontend" => frontend, "op" => op).increment(1);

@@ -35,6 +35,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, instrument, warn};
 
 use crate::admission::{Admission, Guarded};
+use crate::metered::OpTimer;
 use crate::rpc_records::MAX_TRANSFER;
 use crate::vfs::{Attr, FileKind, Ino, ROOT_INO, SetAttr, Vfs, VfsError};
 
@@ -195,6 +196,12 @@ pub fn errno_to_nfsstat3(errno: i32) -> nfsstat3 {
     }
 }
 
+/// `op` failed with `err`: counted, logged and converted.
+fn failed(op: &OpTimer, err: VfsError) -> nfsstat3 {
+    op.failed(err.errno());
+    status(err)
+}
+
 /// Logs a `Vfs` error at its level and converts it.
 fn status(err: VfsError) -> nfsstat3 {
     if err.is_routine() {
@@ -309,44 +316,50 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
 
     #[instrument(level = "debug", skip(self))]
     async fn lookup(&self, dir: fileid3, name: &filename3) -> Result<fileid3, nfsstat3> {
-        let attr = self.vfs.lookup(dir, existing(name)?).await.map_err(status)?;
+        let op = OpTimer::start("nfs", "lookup");
+        let attr = self.vfs.lookup(dir, existing(name)?).await.map_err(|e| failed(&op, e))?;
         Ok(attr.ino)
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn getattr(&self, ino: fileid3) -> Result<fattr3, nfsstat3> {
-        self.vfs.getattr(ino).await.map(|a| attr_to_fattr3(&a)).map_err(status)
+        let op = OpTimer::start("nfs", "getattr");
+        self.vfs.getattr(ino).await.map(|a| attr_to_fattr3(&a)).map_err(|e| failed(&op, e))
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn setattr(&self, ino: fileid3, sattr: sattr3) -> Result<fattr3, nfsstat3> {
-        let attr = self.vfs.setattr(ino, sattr_to_setattr(&sattr)).await.map_err(status)?;
+        let op = OpTimer::start("nfs", "setattr");
+        let attr = self.vfs.setattr(ino, sattr_to_setattr(&sattr)).await.map_err(|e| failed(&op, e))?;
         Ok(attr_to_fattr3(&attr))
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn read(&self, ino: fileid3, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
-        let (data, eof) = self.vfs.read(ino, None, offset, count).await.map_err(status)?;
+        let op = OpTimer::start("nfs", "read");
+        let (data, eof) = self.vfs.read(ino, None, offset, count).await.map_err(|e| failed(&op, e))?;
         Ok((data.into(), eof))
     }
 
     #[instrument(level = "debug", skip(self, data), fields(len = data.len()))]
     async fn write(&self, ino: fileid3, offset: u64, data: &[u8]) -> Result<fattr3, nfsstat3> {
+        let op = OpTimer::start("nfs", "write");
         // nfsserve acknowledges the whole request, so a short write continues.
         let mut done = 0;
         while done < data.len() {
-            let n = self.vfs.write(ino, None, offset + done as u64, &data[done..]).await.map_err(status)?;
+            let n = self.vfs.write(ino, None, offset + done as u64, &data[done..]).await.map_err(|e| failed(&op, e))?;
             if n == 0 {
                 warn!("write made no progress");
                 return Err(nfsstat3::NFS3ERR_IO);
             }
             done += n as usize;
         }
-        self.getattr(ino).await
+        self.vfs.getattr(ino).await.map(|a| attr_to_fattr3(&a)).map_err(|e| failed(&op, e))
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn create(&self, dir: fileid3, name: &filename3, sattr: sattr3) -> Result<(fileid3, fattr3), nfsstat3> {
+        let op = OpTimer::start("nfs", "create");
         let name = new_name(name)?;
         let mut set = sattr_to_setattr(&sattr);
         let mode = set.mode.take().unwrap_or(DEFAULT_FILE_MODE);
@@ -354,42 +367,45 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
             Ok(attr) => attr,
             // UNCHECKED create of an existing file opens it (RFC 1813 3.3.8);
             // nfsserve answers GUARDED's EXIST itself before calling us.
-            Err(err) if err.errno() == libc::EEXIST => self.vfs.lookup(dir, name).await.map_err(status)?,
-            Err(err) => return Err(status(err)),
+            Err(err) if err.errno() == libc::EEXIST => self.vfs.lookup(dir, name).await.map_err(|e| failed(&op, e))?,
+            Err(err) => return Err(failed(&op, err)),
         };
         // The rest (size 0 for O_TRUNC, times) applies as a setattr would.
         if set != SetAttr::default() {
-            attr = self.vfs.setattr(attr.ino, set).await.map_err(status)?;
+            attr = self.vfs.setattr(attr.ino, set).await.map_err(|e| failed(&op, e))?;
         }
         Ok((attr.ino, attr_to_fattr3(&attr)))
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn create_exclusive(&self, dir: fileid3, name: &filename3) -> Result<fileid3, nfsstat3> {
+        let op = OpTimer::start("nfs", "create_exclusive");
         // nfsserve does not pass the create verifier, so a retransmitted
         // exclusive create cannot be recognised: an existing name is EXIST
         // (what tar's O_EXCL expects; it then unlinks and creates again).
-        let attr = self.create_file(dir, new_name(name)?, DEFAULT_FILE_MODE).await.map_err(status)?;
+        let attr = self.create_file(dir, new_name(name)?, DEFAULT_FILE_MODE).await.map_err(|e| failed(&op, e))?;
         Ok(attr.ino)
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn mkdir(&self, dir: fileid3, name: &filename3) -> Result<(fileid3, fattr3), nfsstat3> {
+        let op = OpTimer::start("nfs", "mkdir");
         // nfsserve does not pass MKDIR's attributes.
-        let attr = self.vfs.mkdir(dir, new_name(name)?, DEFAULT_DIR_MODE).await.map_err(status)?;
+        let attr = self.vfs.mkdir(dir, new_name(name)?, DEFAULT_DIR_MODE).await.map_err(|e| failed(&op, e))?;
         Ok((attr.ino, attr_to_fattr3(&attr)))
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn remove(&self, dir: fileid3, name: &filename3) -> Result<(), nfsstat3> {
+        let op = OpTimer::start("nfs", "remove");
         // nfsserve sends both REMOVE and RMDIR here: the kind decides.
         let name = existing(name)?;
-        let attr = self.vfs.lookup(dir, name).await.map_err(status)?;
+        let attr = self.vfs.lookup(dir, name).await.map_err(|e| failed(&op, e))?;
         match attr.kind {
             FileKind::Directory => self.vfs.rmdir(dir, name).await,
             FileKind::File => self.vfs.unlink(dir, name).await,
         }
-        .map_err(status)
+        .map_err(|e| failed(&op, e))
     }
 
     #[instrument(level = "debug", skip(self))]
@@ -400,16 +416,18 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
         to_dir: fileid3,
         to: &filename3,
     ) -> Result<(), nfsstat3> {
+        let op = OpTimer::start("nfs", "rename");
         let (from, to) = (existing(from)?, new_name(to)?);
-        self.vfs.rename(from_dir, from, to_dir, to).await.map_err(status)
+        self.vfs.rename(from_dir, from, to_dir, to).await.map_err(|e| failed(&op, e))
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn readdir(&self, dir: fileid3, after: fileid3, max: usize) -> Result<ReadDirResult, nfsstat3> {
+        let op = OpTimer::start("nfs", "readdir");
         // The cookie is the previous entry's inode; nfsserve sends back the
         // last entry it fitted into the reply. At least one entry, so a tiny
         // client buffer still makes progress.
-        let page = self.vfs.readdir(dir, None, after, max.max(1)).await.map_err(status)?;
+        let page = self.vfs.readdir(dir, None, after, max.max(1)).await.map_err(|e| failed(&op, e))?;
         let entries = page
             .entries
             .into_iter()
