@@ -160,6 +160,11 @@ pub struct MountArgs {
     /// documents kept (`tar c` of it is a configuration-only export).
     #[arg(long)]
     pub config_only: bool,
+    /// Refuse every change with EROFS: nothing but reads is sent to
+    /// Google (reading a subscription's `_stream`, which acknowledges what
+    /// it reads, is refused too; so is `touch DIR`).
+    #[arg(long)]
+    pub read_only: bool,
     /// Internal: the file descriptor on which a re-executed daemon reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -193,6 +198,9 @@ pub struct ServeNfsArgs {
     /// Show the configuration only, as `mount --config-only` does.
     #[arg(long)]
     pub config_only: bool,
+    /// Refuse every change, as `mount --read-only` does.
+    #[arg(long)]
+    pub read_only: bool,
     /// Internal: the file descriptor on which a re-executed server reports its port.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -269,6 +277,7 @@ impl TreeArgs {
             staging_dir: self.state_dir()?.join("staging"),
             rename_limit: self.rename_limit,
             config_only: false,
+            read_only: false,
             content_cache: self.cache_options(None),
         })
     }

@@ -16,6 +16,17 @@ use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// What a namespace shows and takes: the configuration only; no changes.
+#[derive(Clone, Copy, Default)]
+struct View {
+    config_only: bool,
+    read_only: bool,
+}
+
+fn mount_view(args: &MountArgs) -> View {
+    View { config_only: args.config_only, read_only: args.read_only }
+}
+
 /// NFS has no close: what a client wrote is uploaded once it has not
 /// written to the file for this long.
 const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -95,7 +106,7 @@ fn return_freed_blocks_to_the_system() {
 async fn namespace(
     tree: &TreeArgs,
     journal: Option<&Path>,
-    config_only: bool,
+    view: View,
     cache_dir: Option<PathBuf>,
 ) -> Result<Arc<Namespace>, String> {
     let retry = tree.retry_policy();
@@ -111,7 +122,8 @@ async fn namespace(
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
     let content_cache = tree.cache_options(cache_dir);
-    let options = ciofs::namespace::Options { config_only, content_cache, ..tree.options()? };
+    let View { config_only, read_only } = view;
+    let options = ciofs::namespace::Options { config_only, read_only, content_cache, ..tree.options()? };
     let namespace = match journal {
         Some(journal) => Namespace::persistent(projects, services, options, journal)
             .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
@@ -139,13 +151,14 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let canonical = canonical(&args.mountpoint)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let cache_dir = daemon::mount_state(&args.tree.state_dir()?.join("cache"), &canonical);
-    let namespace = namespace(&args.tree, None, args.config_only, Some(cache_dir)).await?;
+    let namespace = namespace(&args.tree, None, mount_view(args), Some(cache_dir)).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
     // their metadata (what changes through the mount tells it at once).
     let options = ciofs_frontends::fuse::FuseOptions {
         allow_other: args.allow_other,
+        read_only: args.read_only,
         cacheable_ttl: std::time::Duration::from_secs(args.tree.metadata_ttl),
         ..Default::default()
     };
@@ -209,7 +222,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     let canonical = canonical(&args.mountpoint)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-    let (service, address) = NfsService::start(&args.tree, loopback, args.config_only).await?;
+    let (service, address) = NfsService::start(&args.tree, loopback, mount_view(args)).await?;
     let port = address.port();
     let target = canonical.clone();
     // The mount command talks to our own server: keep it off the runtime.
@@ -275,7 +288,8 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
     let started = match (args.listen_address(), operator_endpoint(&args.operator).await) {
         (Ok(listen), Ok(readiness)) => {
-            NfsService::start(&args.tree, listen, args.config_only).await.map(|(s, a)| (s, a, readiness))
+            let view = View { config_only: args.config_only, read_only: args.read_only };
+            NfsService::start(&args.tree, listen, view).await.map(|(s, a)| (s, a, readiness))
         }
         (Err(refused), _) | (_, Err(refused)) => Err(refused),
     };
@@ -309,13 +323,16 @@ impl NfsService {
     async fn start(
         tree: &TreeArgs,
         listen: std::net::SocketAddr,
-        config_only: bool,
+        view: View,
     ) -> Result<(Self, std::net::SocketAddr), String> {
         let state = nfs_state(tree)?;
         let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
-        let namespace = namespace(tree, Some(&journal), config_only, Some(cache_dir)).await?;
-        namespace.resume_journaled_uploads().await;
-        namespace.resume_journaled_edits().await;
+        let namespace = namespace(tree, Some(&journal), view, Some(cache_dir)).await?;
+        // What an earlier run left to upload waits for a run that may write.
+        if !view.read_only {
+            namespace.resume_journaled_uploads().await;
+            namespace.resume_journaled_edits().await;
+        }
         // Both end by themselves when the namespace goes.
         namespace.spawn_idle_commits(COMMIT_IDLE);
         namespace.spawn_stream_log_tending();
@@ -370,7 +387,9 @@ async fn export(args: ExportArgs) -> Result<(), String> {
     };
     let project = project.clone();
     // Configuration only: the tree a `--config-only` mount shows.
-    let namespace = namespace(&args.tree, None, args.config_only, None).await?;
+    // Reads only, whatever the tree holds.
+    let view = View { config_only: args.config_only, read_only: true };
+    let namespace = namespace(&args.tree, None, view, None).await?;
     let partial = args.file.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let name = args.file.to_string_lossy().to_string();
@@ -433,7 +452,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
         return Err("import takes exactly one --project".to_string());
     };
     let project = project.clone();
-    let namespace = namespace(&args.tree, None, false, None).await?;
+    let namespace = namespace(&args.tree, None, View::default(), None).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let file = import::ArchiveFile::new(&args.file)?;

@@ -113,7 +113,8 @@ impl VfsError {
     /// should not be logged above debug level.
     pub fn is_routine(&self) -> bool {
         // EINTR: a `_stream` read that had no message within its wait.
-        matches!(self.errno, libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::EINTR)
+        // EROFS: a change refused by `--read-only`, as the user asked.
+        matches!(self.errno, libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::EINTR | libc::EROFS)
     }
 }
 

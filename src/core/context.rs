@@ -40,6 +40,8 @@ pub struct Options {
     /// documents, no object files (`tar c` of such a mount is what
     /// `ciofs export --config-only` writes).
     pub config_only: bool,
+    /// Refuse every change (EROFS): nothing but reads goes to Google.
+    pub read_only: bool,
     /// The content cache of object blocks.
     pub content_cache: CacheOptions,
 }
@@ -81,6 +83,7 @@ impl Default for Options {
             staging_dir: std::env::temp_dir().join("ciofs-staging"),
             rename_limit: 1000,
             config_only: false,
+            read_only: false,
             content_cache: CacheOptions::default(),
         }
     }

@@ -247,6 +247,10 @@ impl Vfs for Namespace {
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
         let node = self.cx.node(ino)?;
+        // Reading a `_stream` acknowledges the messages it reads.
+        if flags.write || flags.truncate || flags.append || node.is_stream() {
+            self.refuse_if_read_only(&node)?;
+        }
         if node.holds_documents() {
             return self.doc_open(&node, flags).await;
         }
@@ -275,6 +279,7 @@ impl Vfs for Namespace {
 
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
         let dir = self.cx.node(parent)?;
+        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
         if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
             return self.doc_create(&dir, name).await;
         }
@@ -304,6 +309,7 @@ impl Vfs for Namespace {
     }
 
     async fn write(&self, ino: Ino, fh: Option<Fh>, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        self.refuse_if_read_only(&format!("inode {ino}"))?;
         match self.handle(fh) {
             Some(Handle::Object(handle)) => self.storage.write(ino, &handle, offset, data).await,
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
@@ -355,6 +361,7 @@ impl Vfs for Namespace {
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         let node = self.cx.node(ino)?;
+        self.refuse_if_read_only(&node)?;
         if let (Some(size), true) = (set.size, node.holds_documents()) {
             self.doc_truncate(&node, size).await?;
         }
@@ -379,6 +386,7 @@ impl Vfs for Namespace {
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.cx.node(parent)?;
+        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
         let made = match dir.service() {
             Some(service) => self.slice(service).mkdir(&dir, name).await,
             None => node::check_new_name(&dir, name)
@@ -399,6 +407,7 @@ impl Vfs for Namespace {
 
     async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
+        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
         match dir.service() {
             Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
             _ => self.storage.remove_file(&dir, name).await,
@@ -407,6 +416,7 @@ impl Vfs for Namespace {
 
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
+        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
         match dir.service() {
             Some(service) => self.slice(service).rmdir(&dir, name).await,
             None => node::check_name_length(name)
@@ -416,6 +426,7 @@ impl Vfs for Namespace {
 
     async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) -> VfsResult<()> {
         let from = self.cx.node(parent)?;
+        self.refuse_if_read_only(&format!("{from}/{name}"))?;
         let to = self.cx.node(new_parent)?;
         match (from.service(), to.service()) {
             (Some(Service::BigQuery | Service::PubSub), _) | (_, Some(Service::BigQuery | Service::PubSub)) => {
@@ -451,6 +462,15 @@ impl Vfs for Namespace {
 }
 
 impl Namespace {
+    /// `--read-only`: a change to `what` is refused here, where every
+    /// frontend's call comes in, before anything is asked of Google.
+    fn refuse_if_read_only(&self, what: &dyn std::fmt::Display) -> VfsResult<()> {
+        if !self.cx.options.read_only {
+            return Ok(());
+        }
+        Err(VfsError::new(libc::EROFS, format!("{what}: read-only (ciofs runs with --read-only)")))
+    }
+
     fn handle(&self, fh: Option<Fh>) -> Option<Handle> {
         let handles = lock(&self.handles);
         handles.get(&fh?).cloned()
