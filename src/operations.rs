@@ -15,9 +15,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+
+/// A client that has not sent its request's head within this is dropped.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Latency buckets, in seconds: from a cached answer to a stalled call.
 const SECONDS_BUCKETS: &[f64] = &[0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
@@ -58,7 +63,9 @@ pub async fn serve(addr: SocketAddr, readiness: Arc<Readiness>) -> Result<Socket
 }
 
 async fn accept(listener: TcpListener, handle: Arc<PrometheusHandle>, readiness: Arc<Readiness>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -70,13 +77,17 @@ async fn accept(listener: TcpListener, handle: Arc<PrometheusHandle>, readiness:
         };
         let (handle, readiness) = (handle.clone(), readiness.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |request| {
                 let answer = answer(&request, &handle, &readiness);
                 async move { Ok::<_, Infallible>(answer) }
             });
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "metrics endpoint: connection ended");
             }
         });

@@ -54,6 +54,10 @@ fn metrics_count_what_a_workload_did_and_health_answers() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(get(port, "/nothing").0, 404);
+    // Clients that connect and send nothing hold no slot for long: the
+    // endpoint still answers, and closes on them.
+    let silent: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    assert_eq!(get(port, "/healthz").0, 200, "answers beside silent clients");
 
     let (status, before) = get(port, "/metrics");
     assert_eq!(status, 200);
@@ -77,6 +81,11 @@ fn metrics_count_what_a_workload_did_and_health_answers() {
     assert!(grew("ciofs_content_cache_hits_total", &["tier=\"memory\""]) >= 3.0, "{after}");
     assert_eq!(grew("ciofs_content_cache_fetched_bytes_total", &[]), (3 << 20) as f64);
     assert!(sample(&after, "process_resident_memory_bytes", &[]) > 1e6, "{after}");
+
+    let mut silent = silent.into_iter().next().unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let closed = std::io::Read::read(&mut silent, &mut [0; 16]);
+    assert!(matches!(closed, Ok(0)), "a silent client is closed on: {closed:?}");
 }
 
 #[tokio::test]
