@@ -211,6 +211,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path, r
                 };
                 if gone {
                     tracing::info!("unmounted from outside");
+                    readiness.draining();
                     return;
                 }
             }

@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 
 /// A client that has not sent its request's head within this is dropped.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often recorded samples are folded in (`upkeep`).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 16;
 
@@ -58,8 +60,20 @@ pub async fn serve(addr: SocketAddr, readiness: Arc<Readiness>) -> Result<Socket
         .map_err(|e| format!("cannot record metrics: {e}"))?;
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
-    tokio::spawn(accept(listener, Arc::new(handle), readiness));
+    let handle = Arc::new(handle);
+    tokio::spawn(upkeep(handle.clone()));
+    tokio::spawn(accept(listener, handle, readiness));
     Ok(bound)
+}
+
+/// Folds recorded histogram samples into their buckets: without it they
+/// pile up until a scrape (about 24 bytes a FUSE operation).
+async fn upkeep(handle: Arc<PrometheusHandle>) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 async fn accept(listener: TcpListener, handle: Arc<PrometheusHandle>, readiness: Arc<Readiness>) {

@@ -447,7 +447,11 @@ impl Vfs for Namespace {
                 node if crate::core::edits::is_local(&node) => {
                     return self.cx.local.read(self, &node, offset, len.min(MAX_READ)).await;
                 }
-                node if node.is_stream() => return self.pubsub.stream_log_read(&node, offset, len.min(MAX_READ)).await,
+                // NFS has no open: its reads of a `_stream` consume.
+                node if node.is_stream() => {
+                    self.refuse_if_read_only(&node)?;
+                    return self.pubsub.stream_log_read(&node, offset, len.min(MAX_READ)).await;
+                }
                 _ => self.handle_without_open(ino).await?,
             },
         };

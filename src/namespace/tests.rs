@@ -512,3 +512,51 @@ async fn the_kernel_keeps_a_listing_only_while_ciofs_keeps_the_same_one() {
     listed(&uncached, dir).await;
     assert_eq!(uncached.dir_caching(dir), DirCaching::default());
 }
+
+fn is_erofs<T>(result: ciofs_frontends::VfsResult<T>) -> bool {
+    result.err().map(|e| e.errno()) == Some(libc::EROFS)
+}
+
+/// `--read-only`: every change is refused with EROFS before the services
+/// are asked anything but reads; a `_stream` is neither opened nor read
+/// without an open (reading it acknowledges); reads go on.
+#[tokio::test]
+async fn a_read_only_namespace_refuses_every_change_and_sends_only_reads() {
+    use ciofs_backends::memory::PubSubOp;
+    use ciofs_frontends::{OpenFlags, SetAttr};
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/f", "kept");
+    let pubsub = Arc::new(ciofs_backends::memory::MemoryPubSub::new());
+    pubsub.put_subscription("p", "sub", "topic", ciofs_backends::pubsub::SubscriptionSettings::default());
+    let services = Services { gcs: gcs.clone(), bigquery: Arc::new(MemoryBigQuery::new()), pubsub: pubsub.clone() };
+    let ns = Namespace::new(vec!["p".to_string()], services, Options { read_only: true, ..test_options() });
+    let (bucket, dir, file) =
+        (walk(&ns, "p/storage/b").await, walk(&ns, "p/storage/b/d").await, walk(&ns, "p/storage/b/d/f").await);
+    let stream = walk(&ns, "p/pubsub/topics/topic/subscriptions/sub/_stream").await;
+    let write = OpenFlags { write: true, ..OpenFlags::default() };
+
+    assert!(is_erofs(ns.create(dir, "new", 0o644).await));
+    assert!(is_erofs(ns.write(file, None, 0, b"x").await));
+    assert!(is_erofs(ns.setattr(file, SetAttr { size: Some(0), ..SetAttr::default() }).await));
+    assert!(is_erofs(
+        ns.setattr(dir, SetAttr { mtime: Some(std::time::SystemTime::now()), ..SetAttr::default() }).await
+    ));
+    assert!(is_erofs(ns.mkdir(dir, "sub", 0o755).await));
+    assert!(is_erofs(ns.mkdir(walk(&ns, "p/pubsub/topics").await, "t2", 0o755).await));
+    assert!(is_erofs(ns.unlink(dir, "f").await));
+    assert!(is_erofs(ns.rmdir(bucket, "d").await));
+    assert!(is_erofs(ns.rename(dir, "f", dir, "g").await));
+    assert!(is_erofs(ns.open(file, write).await));
+    assert!(is_erofs(ns.open(walk(&ns, "p/storage/b/d/.meta/f.json").await, write).await));
+    assert!(is_erofs(ns.open(stream, OpenFlags::default()).await));
+    assert!(is_erofs(ns.read(stream, None, 0, 100).await), "an NFS read of a _stream");
+
+    let opened = ns.open(file, OpenFlags::default()).await.unwrap();
+    assert_eq!(ns.read(file, Some(opened.fh), 0, 100).await.unwrap().0, "kept");
+    let c = &gcs.calls;
+    let writes = [&c.upload_object, &c.delete_object, &c.copy_object, &c.patch_object, &c.create_bucket];
+    assert!(writes.iter().all(|n| n.load(Ordering::SeqCst) == 0), "no write reached Cloud Storage");
+    for op in [PubSubOp::Pull, PubSubOp::Acknowledge, PubSubOp::ModifyAckDeadline, PubSubOp::CreateTopic] {
+        assert_eq!(pubsub.calls.get(op), 0, "{op:?}");
+    }
+}
