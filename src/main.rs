@@ -225,9 +225,9 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     let (service, address) = NfsService::start(&args.tree, loopback, mount_view(args)).await?;
     let port = address.port();
-    let target = canonical.clone();
+    let (target, read_only) = (canonical.clone(), args.read_only);
     // The mount command talks to our own server: keep it off the runtime.
-    let mounted = tokio::task::spawn_blocking(move || os_nfs_mount(port, &target))
+    let mounted = tokio::task::spawn_blocking(move || os_nfs_mount(port, &target, read_only))
         .await
         .map_err(|e| format!("the NFS mount command failed: {e}"))?;
     if let Err(message) = mounted {
@@ -259,14 +259,17 @@ async fn operator_endpoint(args: &OperatorArgs) -> Result<Arc<Readiness>, String
 }
 
 /// Runs the OS's NFS mount command for a server on loopback.
-fn os_nfs_mount(port: u16, mountpoint: &Path) -> Result<(), String> {
+fn os_nfs_mount(port: u16, mountpoint: &Path, read_only: bool) -> Result<(), String> {
+    let ro = if read_only { ",ro" } else { "" };
     let mut command = if cfg!(target_os = "macos") {
         let mut c = std::process::Command::new("mount_nfs");
-        c.arg("-o").arg(format!("nolocks,vers=3,tcp,rsize=1048576,port={port},mountport={port}")).arg("localhost:/");
+        let options = format!("nolocks,vers=3,tcp,rsize=1048576,port={port},mountport={port}{ro}");
+        c.arg("-o").arg(options).arg("localhost:/");
         c
     } else {
         let mut c = std::process::Command::new("mount");
-        c.args(["-t", "nfs", "-o"]).arg(format!("nolock,vers=3,tcp,port={port},mountport={port}")).arg("127.0.0.1:/");
+        let options = format!("nolock,vers=3,tcp,port={port},mountport={port}{ro}");
+        c.args(["-t", "nfs", "-o"]).arg(options).arg("127.0.0.1:/");
         c
     };
     let output = command.arg(mountpoint).output().map_err(|e| format!("cannot run the NFS mount command: {e}"))?;

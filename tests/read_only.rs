@@ -7,7 +7,10 @@ mod common;
 use common::nfs::{connect, dirop, walk};
 use common::proxy::RecordingProxy;
 use common::*;
-use nfs3_client::nfs3_types::nfs3::{CREATE3args, MKDIR3args, Nfs3Result, createhow3, nfsstat3, sattr3};
+use nfs3_client::nfs3_types::nfs3::{
+    ACCESS3_EXTEND, ACCESS3_LOOKUP, ACCESS3_MODIFY, ACCESS3_READ, ACCESS3args, CREATE3args, MKDIR3args, Nfs3Result,
+    createhow3, nfsstat3, sattr3,
+};
 
 /// What the shell said when `script` failed (it must fail).
 fn refused(script: &str) -> String {
@@ -61,6 +64,10 @@ async fn an_nfs_server_with_read_only_answers_rofs() {
     let server = NfsServer::start_with_args(state.path(), &[], &["--read-only"]);
     let mut conn = connect(server.port).await;
     let dir = walk(&mut conn, &format!("{PROJECT}/storage/{bucket}")).await;
+    // Told up front: ACCESS grants reading and lookup only.
+    let asked = ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND;
+    let access = conn.access(&ACCESS3args { object: dir.clone(), access: asked }).await.unwrap().unwrap();
+    assert_eq!(access.access, ACCESS3_READ | ACCESS3_LOOKUP);
     let how = createhow3::UNCHECKED(sattr3::default());
     let created = conn.create(&CREATE3args { where_: dirop(&dir, "new.txt"), how }).await.unwrap();
     assert!(matches!(created, Nfs3Result::Err((nfsstat3::NFS3ERR_ROFS, _))), "{created:?}");

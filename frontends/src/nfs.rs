@@ -306,8 +306,8 @@ impl<V: Vfs> NfsAdapter<V> {
 #[async_trait]
 impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
     fn capabilities(&self) -> VFSCapabilities {
-        // The Vfs answers EROFS where the tree is read-only.
-        VFSCapabilities::ReadWrite
+        // Otherwise the Vfs answers EROFS where the tree is read-only.
+        if self.vfs.read_only() { VFSCapabilities::ReadOnly } else { VFSCapabilities::ReadWrite }
     }
 
     fn root_dir(&self) -> fileid3 {

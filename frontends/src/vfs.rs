@@ -316,6 +316,12 @@ pub trait Vfs: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Whether every change is refused (EROFS): a frontend may then tell its
+    /// clients so up front (NFS's ACCESS answers read and lookup only).
+    fn read_only(&self) -> bool {
+        false
+    }
+
     /// Asked right after `opendir`: whether the frontend's clients may keep
     /// `dir`'s listing once read (FUSE's readdir cache), and whether the
     /// listing they read last is still the directory's. By default neither.

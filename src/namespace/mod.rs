@@ -223,6 +223,10 @@ impl Vfs for Namespace {
         Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
+    fn read_only(&self) -> bool {
+        self.cx.options.read_only
+    }
+
     fn dir_caching(&self, dir: Ino) -> DirCaching {
         match self.cx.node(dir) {
             Ok(node) if node.service() == Some(Service::Storage) => self.storage.dir_caching(dir, &node),
