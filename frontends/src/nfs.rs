@@ -349,8 +349,7 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
         while done < data.len() {
             let n = self.vfs.write(ino, None, offset + done as u64, &data[done..]).await.map_err(|e| failed(&op, e))?;
             if n == 0 {
-                warn!("write made no progress");
-                return Err(nfsstat3::NFS3ERR_IO);
+                return Err(failed(&op, VfsError::io(format!("inode {ino}: a write made no progress"))));
             }
             done += n as usize;
         }
@@ -461,8 +460,9 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
 
     async fn fsinfo(&self, root: fileid3) -> Result<fsinfo3, nfsstat3> {
         const MIB: u32 = 1024 * 1024;
-        let obj_attributes = match self.getattr(root).await {
-            Ok(attr) => post_op_attr::attributes(attr),
+        // Not `self.getattr`: that would count as a GETATTR.
+        let obj_attributes = match self.vfs.getattr(root).await {
+            Ok(attr) => post_op_attr::attributes(attr_to_fattr3(&attr)),
             Err(_) => post_op_attr::Void,
         };
         // nfsserve's defaults, except: a 1 MiB preferred read size (Linux
