@@ -58,6 +58,7 @@ pub async fn serve(addr: SocketAddr, readiness: Arc<Readiness>) -> Result<Socket
         .set_buckets(SECONDS_BUCKETS)
         .and_then(|builder| builder.install_recorder())
         .map_err(|e| format!("cannot record metrics: {e}"))?;
+    ciofs_frontends::metered::start_recording();
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
     let handle = Arc::new(handle);

@@ -4,18 +4,34 @@
 //! `ciofs_fs_op_duration_seconds` by frontend and op, and
 //! `ciofs_fs_errors_total` by frontend, op and errno.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Whether a recorder takes what is recorded: until then an operation
+/// costs nothing here (building a metric's labels allocates, even for the
+/// facade's no-op recorder, on every FUSE read).
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Called by the shell once it has installed a recorder.
+pub fn start_recording() {
+    RECORDING.store(true, Ordering::Relaxed);
+}
+
+fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
 
 /// An operation being answered: counted, with its latency, when dropped.
 pub struct OpTimer {
     frontend: &'static str,
-    pub op: &'static str,
-    started: Instant,
+    op: &'static str,
+    /// None while nothing records.
+    started: Option<Instant>,
 }
 
 impl OpTimer {
     pub fn start(frontend: &'static str, op: &'static str) -> Self {
-        Self { frontend, op, started: Instant::now() }
+        Self { frontend, op, started: recording().then(Instant::now) }
     }
 
     /// The operation failed with `errno`.
@@ -26,19 +42,19 @@ impl OpTimer {
 
 impl Drop for OpTimer {
     fn drop(&mut self) {
-        op_done(self.frontend, self.op, self.started);
+        let (frontend, op) = (self.frontend, self.op);
+        if let Some(started) = self.started {
+            metrics::counter!("ciofs_fs_ops_total", "frontend" => frontend, "op" => op).increment(1);
+            metrics::histogram!("ciofs_fs_op_duration_seconds", "frontend" => frontend, "op" => op)
+                .record(started.elapsed().as_secs_f64());
+        }
     }
 }
 
-/// An operation of `frontend` ("fuse", "nfs") answered, `started` when.
-pub fn op_done(frontend: &'static str, op: &'static str, started: Instant) {
-    metrics::counter!("ciofs_fs_ops_total", "frontend" => frontend, "op" => op).increment(1);
-    metrics::histogram!("ciofs_fs_op_duration_seconds", "frontend" => frontend, "op" => op)
-        .record(started.elapsed().as_secs_f64());
-}
-
-/// An operation answered with `errno`.
+/// An operation of `frontend` answered with `errno`.
 pub fn op_failed(frontend: &'static str, op: &'static str, errno: i32) {
-    metrics::counter!("ciofs_fs_errors_total", "frontend" => frontend, "op" => op, "errno" => errno.to_string())
-        .increment(1);
+    if recording() {
+        metrics::counter!("ciofs_fs_errors_total", "frontend" => frontend, "op" => op, "errno" => errno.to_string())
+            .increment(1);
+    }
 }
