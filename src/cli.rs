@@ -156,6 +156,18 @@ pub struct MountArgs {
     /// Log file of a background mount (default: in the state directory).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub view: ViewArgs,
+    /// Internal: the file descriptor on which a re-executed daemon reports readiness.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// What a mount or server shows and takes.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct ViewArgs {
     /// Show the configuration only: no object files, their `.meta/`
     /// documents kept (`tar c` of it is a configuration-only export).
     #[arg(long)]
@@ -165,11 +177,6 @@ pub struct MountArgs {
     /// it reads, is refused too; so is `touch DIR`).
     #[arg(long)]
     pub read_only: bool,
-    /// Internal: the file descriptor on which a re-executed daemon reports readiness.
-    #[arg(long, hide = true)]
-    pub ready_fd: Option<i32>,
-    #[command(flatten)]
-    pub operator: OperatorArgs,
 }
 
 /// What an operator watches a running mount or server by.
@@ -195,12 +202,8 @@ pub struct ServeNfsArgs {
     /// change the projects.
     #[arg(long)]
     pub allow_remote: bool,
-    /// Show the configuration only, as `mount --config-only` does.
-    #[arg(long)]
-    pub config_only: bool,
-    /// Refuse every change, as `mount --read-only` does.
-    #[arg(long)]
-    pub read_only: bool,
+    #[command(flatten)]
+    pub view: ViewArgs,
     /// Internal: the file descriptor on which a re-executed server reports its port.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,

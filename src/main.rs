@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs};
+use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
@@ -15,17 +15,6 @@ use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-
-/// What a namespace shows and takes: the configuration only; no changes.
-#[derive(Clone, Copy, Default)]
-struct View {
-    config_only: bool,
-    read_only: bool,
-}
-
-fn mount_view(args: &MountArgs) -> View {
-    View { config_only: args.config_only, read_only: args.read_only }
-}
 
 /// NFS has no close: what a client wrote is uploaded once it has not
 /// written to the file for this long.
@@ -106,7 +95,7 @@ fn return_freed_blocks_to_the_system() {
 async fn namespace(
     tree: &TreeArgs,
     journal: Option<&Path>,
-    view: View,
+    view: ViewArgs,
     cache_dir: Option<PathBuf>,
 ) -> Result<Arc<Namespace>, String> {
     let retry = tree.retry_policy();
@@ -122,7 +111,7 @@ async fn namespace(
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
     let content_cache = tree.cache_options(cache_dir);
-    let View { config_only, read_only } = view;
+    let ViewArgs { config_only, read_only } = view;
     let options = ciofs::namespace::Options { config_only, read_only, content_cache, ..tree.options()? };
     let namespace = match journal {
         Some(journal) => Namespace::persistent(projects, services, options, journal)
@@ -151,14 +140,14 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let canonical = canonical(&args.mountpoint)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let cache_dir = daemon::mount_state(&args.tree.state_dir()?.join("cache"), &canonical);
-    let namespace = namespace(&args.tree, None, mount_view(args), Some(cache_dir)).await?;
+    let namespace = namespace(&args.tree, None, args.view, Some(cache_dir)).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
     // their metadata (what changes through the mount tells it at once).
     let options = ciofs_frontends::fuse::FuseOptions {
         allow_other: args.allow_other,
-        read_only: args.read_only,
+        read_only: args.view.read_only,
         cacheable_ttl: std::time::Duration::from_secs(args.tree.metadata_ttl),
         ..Default::default()
     };
@@ -223,9 +212,9 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     let canonical = canonical(&args.mountpoint)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-    let (service, address) = NfsService::start(&args.tree, loopback, mount_view(args)).await?;
+    let (service, address) = NfsService::start(&args.tree, loopback, args.view).await?;
     let port = address.port();
-    let (target, read_only) = (canonical.clone(), args.read_only);
+    let (target, read_only) = (canonical.clone(), args.view.read_only);
     // The mount command talks to our own server: keep it off the runtime.
     let mounted = tokio::task::spawn_blocking(move || os_nfs_mount(port, &target, read_only))
         .await
@@ -292,8 +281,7 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
     let started = match (args.listen_address(), operator_endpoint(&args.operator).await) {
         (Ok(listen), Ok(readiness)) => {
-            let view = View { config_only: args.config_only, read_only: args.read_only };
-            NfsService::start(&args.tree, listen, view).await.map(|(s, a)| (s, a, readiness))
+            NfsService::start(&args.tree, listen, args.view).await.map(|(s, a)| (s, a, readiness))
         }
         (Err(refused), _) | (_, Err(refused)) => Err(refused),
     };
@@ -327,7 +315,7 @@ impl NfsService {
     async fn start(
         tree: &TreeArgs,
         listen: std::net::SocketAddr,
-        view: View,
+        view: ViewArgs,
     ) -> Result<(Self, std::net::SocketAddr), String> {
         let state = nfs_state(tree)?;
         let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
@@ -392,7 +380,7 @@ async fn export(args: ExportArgs) -> Result<(), String> {
     let project = project.clone();
     // Configuration only: the tree a `--config-only` mount shows.
     // Reads only, whatever the tree holds.
-    let view = View { config_only: args.config_only, read_only: true };
+    let view = ViewArgs { config_only: args.config_only, read_only: true };
     let namespace = namespace(&args.tree, None, view, None).await?;
     let partial = args.file.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
@@ -456,7 +444,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
         return Err("import takes exactly one --project".to_string());
     };
     let project = project.clone();
-    let namespace = namespace(&args.tree, None, View::default(), None).await?;
+    let namespace = namespace(&args.tree, None, ViewArgs::default(), None).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let file = import::ArchiveFile::new(&args.file)?;
