@@ -91,10 +91,15 @@ fn a_re_read_with_o_direct_while_the_service_is_frozen_comes_from_the_cache() {
     let gcs = emulator_with_object(1);
     let cache = tempfile::tempdir().unwrap();
     let mount = mount(&gcs, cache.path(), &[]);
-    let path = object_path(&mount);
-    assert!(is_pattern(read_direct(&path), 1), "the cold read");
-    let again = while_frozen(&gcs, || read_direct(&path));
-    assert!(is_pattern(again, 1), "the re-read with the service frozen");
+    read_cold_then_frozen(&gcs, &object_path(&mount), 1);
+}
+
+/// Reads `path` (pattern `seed`) with O_DIRECT, then again with the
+/// service frozen: the second read must come from the content cache.
+fn read_cold_then_frozen(gcs: &PrivateGcs, path: &str, seed: u8) {
+    assert!(is_pattern(read_direct(path), seed), "the cold read");
+    let again = while_frozen(gcs, || read_direct(path));
+    assert!(is_pattern(again, seed), "the re-read with the service frozen");
 }
 
 #[test]
@@ -102,10 +107,7 @@ fn with_the_disk_tier_off_nothing_is_written_to_the_cache_dir_and_memory_serves(
     let gcs = emulator_with_object(6);
     let cache = tempfile::tempdir().unwrap();
     let mount = mount(&gcs, cache.path(), &["--cache-size", "0"]);
-    let path = object_path(&mount);
-    assert!(is_pattern(read_direct(&path), 6), "the cold read");
-    let again = while_frozen(&gcs, || read_direct(&path));
-    assert!(is_pattern(again, 6), "the re-read with the service frozen, from memory");
+    read_cold_then_frozen(&gcs, &object_path(&mount), 6);
     let written: Vec<_> = walkdir(cache.path()).into_iter().filter(|(_, len)| *len > 0).collect();
     assert!(written.is_empty(), "nothing written under --cache-dir: {written:?}");
 }
@@ -183,9 +185,15 @@ fn files_read_in_listing_order_have_the_next_ones_fetched_ahead() {
 #[test]
 fn after_a_remount_with_the_same_cache_dir_a_stated_file_is_read_from_disk() {
     let gcs = emulator_with_object(2);
+    // More blocks than foyer's write buffer takes at once: the unmount
+    // writes the memory tier to disk in batches, none dropped.
+    const BIG: usize = 16 << 20;
+    put_named(&gcs, "big.bin", &pattern(BIG, 9));
+    let big = |mount: &FuseMount| mount.path(&format!("{PROJECT}/storage/{BUCKET}/big.bin")).display().to_string();
     let cache = tempfile::tempdir().unwrap();
     let mut first = mount(&gcs, cache.path(), &[]);
     assert!(is_pattern(read_direct(&object_path(&first)), 2));
+    assert!(read_direct(&big(&first)).is_some_and(|bytes| bytes == pattern(BIG, 9)));
     first.terminate();
     drop(first);
 
@@ -193,15 +201,17 @@ fn after_a_remount_with_the_same_cache_dir_a_stated_file_is_read_from_disk() {
     let path = object_path(&second);
     // The stat confirms the generation; the bytes then need no request.
     assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE as u64);
-    let read = while_frozen(&gcs, || read_direct(&path));
+    assert_eq!(std::fs::metadata(big(&second)).unwrap().len(), BIG as u64);
+    let (read, read_big) = while_frozen(&gcs, || (read_direct(&path), read_direct(&big(&second))));
     assert!(is_pattern(read, 2), "read with the service frozen");
+    assert!(read_big.is_some_and(|bytes| bytes == pattern(BIG, 9)), "the large one too");
     // What the cache did is in the log at unmount: nothing was fetched,
     // the blocks were read from disk.
     second.terminate();
     let log = second.log_text();
     let field = |name: &str| log.split(&format!(" {name}=")).nth(1)?.split_whitespace().next()?.parse::<u64>().ok();
     assert_eq!(field("misses"), Some(0), "{log}");
-    assert!(field("disk_read").is_some_and(|bytes| bytes >= SIZE as u64), "{log}");
+    assert!(field("disk_read").is_some_and(|bytes| bytes >= (SIZE + BIG) as u64), "{log}");
 }
 
 #[test]
