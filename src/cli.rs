@@ -179,13 +179,20 @@ pub struct ViewArgs {
     pub read_only: bool,
 }
 
-/// What an operator watches a running mount or server by.
-#[derive(Args, Debug, Clone, Default)]
+/// What an operator watches a running mount or server by, and how it stops.
+#[derive(Args, Debug, Clone)]
 pub struct OperatorArgs {
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on
     /// this address (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Seconds a shutdown (SIGTERM, `ciofs unmount`) waits for the files
+    /// being written to be uploaded; new changes are refused meanwhile.
+    /// What is not uploaded by then is kept in the state directory for the
+    /// next start, and the exit status is non-zero. A second signal stops
+    /// waiting at once. The default stays under Kubernetes' 30 s grace.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+    pub shutdown_timeout: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -235,6 +242,12 @@ fn octal(text: &str) -> Result<u16, String> {
         .ok()
         .filter(|mode| *mode <= 0o7777)
         .ok_or_else(|| format!("{text:?} is not an octal permission mode"))
+}
+
+impl OperatorArgs {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
 }
 
 impl ServeNfsArgs {

@@ -237,6 +237,13 @@ pub fn umount(mountpoint: &Path) -> Result<(), String> {
     })
 }
 
+/// Detaches the mount at `mountpoint` (MNT_DETACH): gone from the tree
+/// now, and from the system once nothing holds it open.
+pub fn detach(mountpoint: &Path) -> Result<(), String> {
+    umount2(mountpoint, MntFlags::MNT_DETACH)
+        .map_err(|errno| format!("cannot detach {}: {}", mountpoint.display(), std::io::Error::from(errno)))
+}
+
 /// Whether something is mounted at `mountpoint` (Linux: /proc/self/mountinfo).
 pub fn is_mounted(mountpoint: &Path) -> bool {
     mountpoint.canonicalize().is_ok_and(|canonical| is_mounted_at(&canonical))

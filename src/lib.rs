@@ -16,4 +16,5 @@ pub mod fuzzing;
 pub mod namespace;
 pub mod operations;
 pub mod pubsub;
+pub mod shutdown;
 pub mod storage;

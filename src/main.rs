@@ -3,22 +3,25 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
 use ciofs::operations::{self, Readiness};
+use ciofs::shutdown::{self, Waited};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
+use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 /// NFS has no close: what a client wrote is uploaded once it has not
 /// written to the file for this long.
-const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+const COMMIT_IDLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     return_freed_blocks_to_the_system();
@@ -89,15 +92,21 @@ fn return_freed_blocks_to_the_system() {
     }
 }
 
-/// The namespace over Google's services, its content cache open: its disk
-/// tier in `--cache-dir`, else in `cache_dir` (a mount's or server's own
-/// directory of the state dir), else memory only.
-async fn namespace(
-    tree: &TreeArgs,
-    journal: Option<&Path>,
-    view: ViewArgs,
+/// Where a namespace keeps what it must find again; None: in memory (the
+/// inode numbers, the content cache), or the state directory's default
+/// (staging files).
+#[derive(Default)]
+struct Placement {
+    inode_journal: Option<PathBuf>,
+    /// The content cache's disk tier, unless `--cache-dir` says otherwise.
     cache_dir: Option<PathBuf>,
-) -> Result<Arc<Namespace>, String> {
+    /// Staging files, and the journal of what is yet to be uploaded.
+    staging_dir: Option<PathBuf>,
+}
+
+/// The namespace over Google's services, its content cache open: its disk
+/// tier in `--cache-dir`, else in `placement.cache_dir`, else memory only.
+async fn namespace(tree: &TreeArgs, view: ViewArgs, placement: Placement) -> Result<Arc<Namespace>, String> {
     let retry = tree.retry_policy();
     let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
         .await
@@ -110,10 +119,13 @@ async fn namespace(
         .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
     let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
     let projects = tree.projects.clone();
-    let content_cache = tree.cache_options(cache_dir);
+    let content_cache = tree.cache_options(placement.cache_dir);
     let ViewArgs { config_only, read_only } = view;
-    let options = ciofs::namespace::Options { config_only, read_only, content_cache, ..tree.options()? };
-    let namespace = match journal {
+    let mut options = ciofs::namespace::Options { config_only, read_only, content_cache, ..tree.options()? };
+    if let Some(staging_dir) = placement.staging_dir {
+        options.staging_dir = staging_dir;
+    }
+    let namespace = match placement.inode_journal.as_deref() {
         Some(journal) => Namespace::persistent(projects, services, options, journal)
             .map_err(|e| format!("cannot open the inode journal {}: {e}", journal.display()))?,
         None => Namespace::new(projects, services, options),
@@ -139,8 +151,18 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // daemon would wait on the daemon.
     let canonical = canonical(&args.mountpoint)?;
     let readiness = operator_endpoint(&args.operator).await?;
-    let cache_dir = daemon::mount_state(&args.tree.state_dir()?.join("cache"), &canonical);
-    let namespace = namespace(&args.tree, None, args.view, Some(cache_dir)).await?;
+    // A mount's own: what its last run could not upload is found again by
+    // the next mount at the same place.
+    let state_dir = args.tree.state_dir()?;
+    let placement = Placement {
+        cache_dir: Some(daemon::mount_state(&state_dir.join("cache"), &canonical)),
+        staging_dir: Some(daemon::mount_state(&state_dir.join("staging"), &canonical)),
+        ..Placement::default()
+    };
+    let namespace = namespace(&args.tree, args.view, placement).await?;
+    if !args.view.read_only {
+        namespace.resume_journaled_uploads().await;
+    }
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
@@ -158,10 +180,11 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
     readiness.ready();
-    serve_until_unmounted(Some(mount), &canonical, &readiness).await;
-    let _logged = namespace.settle().await;
+    let timeout = args.operator.shutdown_timeout();
+    let deadline = serve_until_unmounted(Some(mount), &canonical, &readiness, &namespace, timeout).await;
+    let finished = shutdown::finish(&namespace, deadline, shutdown::signal()).await;
     namespace.close_content_cache().await;
-    Ok(())
+    finished
 }
 
 fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
@@ -169,29 +192,46 @@ fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
 }
 
 /// Serves until the mount is gone: unmounted from outside, or by us on a
-/// signal. An unmount that fails (a busy mount) is logged and serving goes
-/// on until the next signal. `fuse` is None for an NFS mount.
-async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path, readiness: &Readiness) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-    let mut signal = std::pin::pin!(shutdown_signal());
+/// signal once the files being written were uploaded or the shutdown's
+/// deadline passed. A mount still busy then is detached at the deadline
+/// (open files see it go). `fuse` is None for an NFS mount. The deadline
+/// the rest of the shutdown has.
+async fn serve_until_unmounted(
+    mut fuse: Option<FuseMount>,
+    mountpoint: &Path,
+    readiness: &Readiness,
+    namespace: &Namespace,
+    timeout: Duration,
+) -> Instant {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut signal = std::pin::pin!(shutdown::signal());
+    let mut deadline = None;
     loop {
         tokio::select! {
             _ = &mut signal => {
-                signal.set(shutdown_signal());
-                tracing::info!("unmounting");
-                readiness.draining();
-                let unmounted = match fuse.take() {
-                    Some(mount) => tokio::task::spawn_blocking(move || mount.unmount()).await,
-                    None => {
-                        let path = mountpoint.to_path_buf();
-                        tokio::task::spawn_blocking(move || daemon::umount(&path).map_err(std::io::Error::other)).await
-                    }
-                };
-                match unmounted {
-                    Ok(Ok(())) => return,
-                    Ok(Err(e)) => tracing::error!("cannot unmount ({e}); still serving"),
-                    Err(e) => tracing::error!("the unmount failed ({e}); still serving"),
+                signal.set(shutdown::signal());
+                let until = *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
+                let waited = shutdown::wait_for_unsaved(namespace, until, &mut signal).await;
+                if waited == Waited::Interrupted {
+                    signal.set(shutdown::signal());
                 }
+                let mut cut_short = waited != Waited::Saved;
+                if let Err(e) = unmount(fuse.take(), mountpoint).await {
+                    // Busy (a file open, a shell's working directory): the
+                    // mount goes at the deadline, whatever holds it.
+                    tracing::warn!("cannot unmount yet ({e}); detaching it at the deadline");
+                    if !cut_short {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => {}
+                            _ = &mut signal => {}
+                        }
+                    }
+                    if let Err(e) = daemon::detach(mountpoint) {
+                        tracing::error!("cannot detach the mount: {e}");
+                    }
+                    cut_short = true;
+                }
+                return if cut_short { Instant::now() } else { until };
             }
             _ = tick.tick() => {
                 let gone = match &fuse {
@@ -200,12 +240,33 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, mountpoint: &Path, r
                 };
                 if gone {
                     tracing::info!("unmounted from outside");
-                    readiness.draining();
-                    return;
+                    return *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
                 }
             }
         }
     }
+}
+
+/// Stops taking changes and says so; the shutdown's deadline.
+fn begin_shutdown(readiness: &Readiness, namespace: &Namespace, timeout: Duration) -> Instant {
+    readiness.draining();
+    namespace.begin_draining();
+    let unsaved = namespace.unsaved_files().len();
+    tracing::info!(unsaved, "shutting down: new changes are refused; waiting up to {timeout:?} for uploads");
+    Instant::now() + timeout
+}
+
+/// Unmounts: the FUSE session, or the NFS mount at `mountpoint`.
+async fn unmount(fuse: Option<FuseMount>, mountpoint: &Path) -> Result<(), String> {
+    tracing::info!("unmounting");
+    let path = mountpoint.to_path_buf();
+    tokio::task::spawn_blocking(move || match fuse {
+        Some(mount) => mount.unmount().map_err(|e| e.to_string()),
+        None => daemon::umount(&path),
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|unmounted| unmounted)
 }
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
@@ -220,7 +281,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
         .await
         .map_err(|e| format!("the NFS mount command failed: {e}"))?;
     if let Err(message) = mounted {
-        service.stop().await;
+        let _nothing_written = service.stop(Instant::now()).await;
         let projects = args.tree.projects.join(",");
         return Err(format!(
             "{message}\nThis system cannot mount NFS. Run `ciofs serve-nfs --project {projects} --listen 127.0.0.1:12049` \
@@ -231,9 +292,9 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
     readiness.ready();
-    serve_until_unmounted(None, &canonical, &readiness).await;
-    service.stop().await;
-    Ok(())
+    let timeout = args.operator.shutdown_timeout();
+    let deadline = serve_until_unmounted(None, &canonical, &readiness, &service.namespace, timeout).await;
+    service.stop(deadline).await
 }
 
 /// Starts the operator's endpoint if `--metrics-addr` asks for one; the
@@ -297,11 +358,10 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     eprintln!("ciofs: serving NFSv3 on {address}");
     tracing::info!(%address, projects = ?args.tree.projects, "serving NFS");
     ready.ready(&address.to_string());
-    shutdown_signal().await;
+    shutdown::signal().await;
     tracing::info!("stopping");
-    readiness.draining();
-    service.stop().await;
-    Ok(())
+    let deadline = begin_shutdown(&readiness, &service.namespace, args.operator.shutdown_timeout());
+    service.stop(deadline).await
 }
 
 /// The NFS server on a journaled namespace, with what NFS needs for having
@@ -319,7 +379,8 @@ impl NfsService {
     ) -> Result<(Self, std::net::SocketAddr), String> {
         let state = nfs_state(tree)?;
         let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
-        let namespace = namespace(tree, Some(&journal), view, Some(cache_dir)).await?;
+        let placement = Placement { inode_journal: Some(journal), cache_dir: Some(cache_dir), ..Placement::default() };
+        let namespace = namespace(tree, view, placement).await?;
         // What an earlier run left to upload waits for a run that may write.
         if !view.read_only {
             namespace.resume_journaled_uploads().await;
@@ -340,34 +401,14 @@ impl NfsService {
         }
     }
 
-    /// Stops serving; what NFS clients wrote and did not go up yet goes up now.
-    async fn stop(self) {
+    /// Stops serving; what NFS clients wrote and did not go up yet goes up
+    /// now, by the deadline (what does not stays journaled for the next
+    /// start, and the error names it).
+    async fn stop(self, deadline: Instant) -> Result<(), String> {
         self.server.abort();
-        let _logged = self.namespace.settle().await;
+        let finished = shutdown::finish(&self.namespace, deadline, shutdown::signal()).await;
         self.namespace.close_content_cache().await;
-    }
-}
-
-/// Resolves on SIGTERM, SIGINT or SIGHUP.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hangup = signal(SignalKind::hangup()).ok();
-    let wait = |s: &mut Option<tokio::signal::unix::Signal>| {
-        let s = s.take();
-        async move {
-            match s {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = wait(&mut term) => {}
-        _ = wait(&mut hangup) => {}
+        finished
     }
 }
 
@@ -381,7 +422,7 @@ async fn export(args: ExportArgs) -> Result<(), String> {
     // Configuration only: the tree a `--config-only` mount shows.
     // Reads only, whatever the tree holds.
     let view = ViewArgs { config_only: args.config_only, read_only: true };
-    let namespace = namespace(&args.tree, None, view, None).await?;
+    let namespace = namespace(&args.tree, view, Placement::default()).await?;
     let partial = args.file.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let name = args.file.to_string_lossy().to_string();
@@ -444,7 +485,7 @@ async fn import(args: ImportArgs) -> Result<(), String> {
         return Err("import takes exactly one --project".to_string());
     };
     let project = project.clone();
-    let namespace = namespace(&args.tree, None, ViewArgs::default(), None).await?;
+    let namespace = namespace(&args.tree, ViewArgs::default(), Placement::default()).await?;
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let file = import::ArchiveFile::new(&args.file)?;

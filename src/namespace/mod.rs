@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -77,6 +77,15 @@ pub struct Services {
 /// what fsinfo allows); a larger count from a client is cut to this.
 const MAX_READ: u32 = 4 << 20;
 
+/// How a change comes in, for `Namespace::refuse_change`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Through {
+    /// Through a handle open now (a write, an ftruncate).
+    OpenHandle,
+    /// Anything else: an open, a create, a rename, a write without a handle.
+    NewChange,
+}
+
 pub struct Namespace {
     /// What every slice shares: options, inodes, local files, the error log.
     cx: Arc<Context>,
@@ -85,6 +94,10 @@ pub struct Namespace {
     pubsub: Arc<PubSubTree>,
     handles: Mutex<HashMap<Fh, Handle>>,
     next_fh: AtomicU64,
+    /// Shutting down: changes through handles already open go on (so that
+    /// what is being written can be closed and uploaded), every new one is
+    /// refused (`begin_draining`).
+    draining: AtomicBool,
 }
 
 impl Namespace {
@@ -112,6 +125,7 @@ impl Namespace {
             cx,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -253,7 +267,7 @@ impl Vfs for Namespace {
         let node = self.cx.node(ino)?;
         // Reading a `_stream` acknowledges the messages it reads.
         if flags.write || flags.truncate || flags.append || node.is_stream() {
-            self.refuse_if_read_only(&node)?;
+            self.refuse_change(&node, Through::NewChange)?;
         }
         if node.holds_documents() {
             return self.doc_open(&node, flags).await;
@@ -283,7 +297,7 @@ impl Vfs for Namespace {
 
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
         let dir = self.cx.node(parent)?;
-        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
+        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
             return self.doc_create(&dir, name).await;
         }
@@ -313,7 +327,7 @@ impl Vfs for Namespace {
     }
 
     async fn write(&self, ino: Ino, fh: Option<Fh>, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        self.refuse_if_read_only(&format!("inode {ino}"))?;
+        self.refuse_change(&format!("inode {ino}"), self.through(fh))?;
         match self.handle(fh) {
             Some(Handle::Object(handle)) => self.storage.write(ino, &handle, offset, data).await,
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
@@ -365,7 +379,7 @@ impl Vfs for Namespace {
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         let node = self.cx.node(ino)?;
-        self.refuse_if_read_only(&node)?;
+        self.refuse_change(&node, self.through(set.fh))?;
         if let (Some(size), true) = (set.size, node.holds_documents()) {
             self.doc_truncate(&node, size).await?;
         }
@@ -390,7 +404,7 @@ impl Vfs for Namespace {
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.cx.node(parent)?;
-        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
+        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         let made = match dir.service() {
             Some(service) => self.slice(service).mkdir(&dir, name).await,
             None => node::check_new_name(&dir, name)
@@ -411,7 +425,7 @@ impl Vfs for Namespace {
 
     async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
-        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
+        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         match dir.service() {
             Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
             _ => self.storage.remove_file(&dir, name).await,
@@ -420,7 +434,7 @@ impl Vfs for Namespace {
 
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
-        self.refuse_if_read_only(&format!("{dir}/{name}"))?;
+        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         match dir.service() {
             Some(service) => self.slice(service).rmdir(&dir, name).await,
             None => node::check_name_length(name)
@@ -430,7 +444,7 @@ impl Vfs for Namespace {
 
     async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) -> VfsResult<()> {
         let from = self.cx.node(parent)?;
-        self.refuse_if_read_only(&format!("{from}/{name}"))?;
+        self.refuse_change(&format!("{from}/{name}"), Through::NewChange)?;
         let to = self.cx.node(new_parent)?;
         match (from.service(), to.service()) {
             (Some(Service::BigQuery | Service::PubSub), _) | (_, Some(Service::BigQuery | Service::PubSub)) => {
@@ -453,7 +467,7 @@ impl Vfs for Namespace {
                 }
                 // NFS has no open: its reads of a `_stream` consume.
                 node if node.is_stream() => {
-                    self.refuse_if_read_only(&node)?;
+                    self.refuse_change(&node, Through::NewChange)?;
                     return self.pubsub.stream_log_read(&node, offset, len.min(MAX_READ)).await;
                 }
                 _ => self.handle_without_open(ino).await?,
@@ -470,13 +484,47 @@ impl Vfs for Namespace {
 }
 
 impl Namespace {
-    /// `--read-only`: a change to `what` is refused here, where every
-    /// frontend's call comes in, before anything is asked of Google.
-    fn refuse_if_read_only(&self, what: &dyn std::fmt::Display) -> VfsResult<()> {
-        if !self.cx.options.read_only {
-            return Ok(());
+    /// `--read-only`, or shutting down: a change to `what` is refused
+    /// here, where every frontend's call comes in, before anything is asked
+    /// of Google. While draining, only changes through a handle already
+    /// open go on.
+    fn refuse_change(&self, what: &dyn std::fmt::Display, through: Through) -> VfsResult<()> {
+        if self.cx.options.read_only {
+            return Err(VfsError::new(libc::EROFS, format!("{what}: read-only (ciofs runs with --read-only)")));
         }
-        Err(VfsError::new(libc::EROFS, format!("{what}: read-only (ciofs runs with --read-only)")))
+        if self.draining.load(Ordering::SeqCst) && through == Through::NewChange {
+            return Err(VfsError::new(libc::EROFS, format!("{what}: read-only (ciofs is shutting down)")));
+        }
+        Ok(())
+    }
+
+    /// Whether a change comes through a handle open now.
+    fn through(&self, fh: Option<Fh>) -> Through {
+        match fh {
+            Some(fh) if lock(&self.handles).contains_key(&fh) => Through::OpenHandle,
+            _ => Through::NewChange,
+        }
+    }
+
+    /// From now on, every change but those through handles already open is
+    /// refused with EROFS (at SIGTERM or `ciofs unmount`, so that what is
+    /// being written finishes while nothing new starts).
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The files being written whose bytes Cloud Storage does not have yet
+    /// (open with unsaved writes, or uploading).
+    pub fn unsaved_files(&self) -> Vec<String> {
+        self.storage.unsaved_files()
+    }
+
+    /// When a shutdown cannot wait any longer: each file of `unsaved_files`
+    /// is kept in the state directory for the next start to upload (see
+    /// `StorageTree::keep_unsaved`); each file's path, and where it went or
+    /// why it could not be kept.
+    pub fn keep_unsaved(&self) -> Vec<(String, Result<String, String>)> {
+        self.storage.keep_unsaved()
     }
 
     fn handle(&self, fh: Option<Fh>) -> Option<Handle> {

@@ -21,6 +21,11 @@
 //! Each writer's staging file has a name of its own, made with O_EXCL, so
 //! two first WRITEs that race cannot truncate each other's bytes; the one
 //! that loses the race to the writers' table leaves nothing behind.
+//!
+//! The same journal keeps what a shutdown could not wait for
+//! (`keep_unsaved`): a file written through a handle whose upload did not
+//! finish in time is copied into it, and the next start uploads it as it
+//! does what NFS clients left.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -356,4 +361,92 @@ impl StorageTree {
         tracing::info!(bucket = %record.bucket, name = %record.name, size, "took back NFS writes left by an earlier run");
         Ok(())
     }
+}
+
+impl StorageTree {
+    /// The files being written whose bytes Cloud Storage does not have
+    /// yet: open with unsaved writes, or uploading.
+    pub fn unsaved_files(&self) -> Vec<String> {
+        let writers = lock(&self.writers);
+        writers.values().filter(|w| w.state().unsaved).map(|w| w.node().to_string()).collect()
+    }
+
+    /// Keeps each unsaved file for the next start, which uploads it (as
+    /// `resume_journaled_uploads` does what NFS clients left): a writer
+    /// without a journal has its staging file copied into the journal
+    /// directory with a record; an unattended one is journaled already.
+    /// Read without the writer's lock, which an upload under way holds.
+    /// Each file's path, and where it is kept or why it could not be.
+    pub fn keep_unsaved(&self) -> Vec<(String, Result<String, String>)> {
+        let writers: Vec<(Ino, Arc<Writer>)> = {
+            let writers = lock(&self.writers);
+            writers.iter().filter(|(_, w)| w.state().unsaved).map(|(i, w)| (*i, w.clone())).collect()
+        };
+        writers
+            .into_iter()
+            .map(|(ino, writer)| {
+                let kept = if writer.unattended {
+                    Ok(format!("the journal in {}", self.journal_dir().display()))
+                } else {
+                    self.journal_copy(ino, &writer).map(|record| record.display().to_string())
+                };
+                (writer.node().to_string(), kept)
+            })
+            .collect()
+    }
+
+    /// Copies a writer's staging file into the journal directory, synced,
+    /// then writes its record; the record's path.
+    fn journal_copy(&self, ino: Ino, writer: &Writer) -> Result<PathBuf, String> {
+        let Node::Object { project, bucket, name } = writer.node() else {
+            return Err("not an object".to_string());
+        };
+        let state = writer.state();
+        if !state.staged_whole {
+            return Err("its earlier bytes were never fetched: what was written since is lost".to_string());
+        }
+        let dir = self.journal_dir();
+        private_files::private_dir(&dir).map_err(|e| format!("journal directory {}: {e}", dir.display()))?;
+        let (mut copy, data) = tempfile::Builder::new()
+            .prefix(&format!("{ino:016x}."))
+            .suffix(".data")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .tempfile_in(&dir)
+            .and_then(|f| f.keep().map_err(|e| e.error))
+            .map_err(|e| format!("journaled staging file: {e}"))?;
+        let copied = copy_staging(&writer.file, state.size, &mut copy).and_then(|()| copy.sync_all());
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&data);
+            return Err(format!("copying the staging file: {e}"));
+        }
+        let record = JournalRecord {
+            project: Some(project),
+            bucket,
+            name,
+            base_generation: Some(state.base_generation).filter(|g| *g != 0),
+            unconfirmed: Vec::new(),
+        };
+        let path = data.with_extension("json");
+        let text = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        private_files::replace(&path, &text).map_err(|e| format!("journal record: {e}"))?;
+        Ok(path)
+    }
+}
+
+/// The first `size` bytes of a staging file into `out`, read at offsets
+/// (an upload may be reading the same file).
+fn copy_staging(file: &std::fs::File, size: u64, out: &mut std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = usize::try_from(size - offset).unwrap_or(usize::MAX).min(buffer.len());
+        let read = file.read_at(&mut buffer[..want], offset)?;
+        if read == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the staging file is shorter"));
+        }
+        std::io::Write::write_all(out, &buffer[..read])?;
+        offset += read as u64;
+    }
+    Ok(())
 }

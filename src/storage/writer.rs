@@ -186,6 +186,14 @@ pub struct WriterState {
     pub in_gcs: bool,
     /// Removed while open: only its open handles still see it.
     pub unlinked: bool,
+    /// Cloud Storage does not have what was written (or made) and nobody
+    /// was told it failed: what a shutdown must upload or keep.
+    pub unsaved: bool,
+    /// The generation the writes replace (0: a new object).
+    pub base_generation: i64,
+    /// The staging file holds the whole content (the base's bytes were
+    /// fetched, or are not needed).
+    pub staged_whole: bool,
 }
 
 impl WriterState {
@@ -196,6 +204,9 @@ impl WriterState {
             busy: staged.is_busy(),
             in_gcs: staged.in_gcs(),
             unlinked: staged.unlinked,
+            unsaved: staged.dirty && !staged.unlinked && staged.broken.is_none() && staged.failure_reported.is_none(),
+            base_generation: staged.base.generation(),
+            staged_whole: !staged.needs_fill,
         }
     }
 }
@@ -209,6 +220,9 @@ pub struct Writer {
     /// (`StorageTree::locked_writer`).
     pub staged: Arc<AsyncMutex<Staged>>,
     pub(super) state: Mutex<WriterState>,
+    /// The staging file (`Staged::file`, which never changes), read
+    /// without the lock an upload holds when a shutdown keeps it.
+    pub(super) file: Arc<std::fs::File>,
     /// Written without a handle (NFS): committed when idle, not at close.
     pub unattended: bool,
     pub(super) last_write: Mutex<Instant>,
@@ -234,6 +248,7 @@ impl Writer {
         Writer {
             node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
+            file: staged.file.clone(),
             staged: Arc::new(AsyncMutex::new(staged)),
             unattended: false,
             last_write: Mutex::new(Instant::now()),

@@ -1,0 +1,101 @@
+//! A bounded shutdown. At SIGTERM, SIGINT or `ciofs unmount`, a mount stops
+//! taking changes (EROFS, but for writes through handles already open),
+//! gives the files being written until a deadline (`--shutdown-timeout`)
+//! to be uploaded, unmounts, and settles what waits for no close. What
+//! could not be uploaded by then is kept in the state directory, where the
+//! next start finds and uploads it, and the process ends with an error
+//! naming each file. A second signal ends the wait at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::namespace::Namespace;
+
+/// How often the wait for unsaved files looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Why a wait for uploads ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// Nothing is left unsaved.
+    Saved,
+    /// The deadline passed first.
+    Deadline,
+    /// A second signal came first.
+    Interrupted,
+}
+
+/// Waits until no file being written is unsaved, the deadline passes, or
+/// `interrupt` resolves.
+pub async fn wait_for_unsaved(namespace: &Namespace, deadline: Instant, interrupt: impl Future) -> Waited {
+    let saved = async {
+        while !namespace.unsaved_files().is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::select! {
+        () = saved => Waited::Saved,
+        () = tokio::time::sleep_until(deadline) => Waited::Deadline,
+        _ = interrupt => Waited::Interrupted,
+    }
+}
+
+/// After the frontend stopped: what was written without a close and the
+/// resources that wait for their settings go up (`Namespace::settle`), by
+/// the deadline or until `interrupt`. What is unsaved then is kept for the
+/// next start; the error names each file, and where it is.
+pub async fn finish(namespace: &Namespace, deadline: Instant, interrupt: impl Future) -> Result<(), String> {
+    tokio::select! {
+        _failed = namespace.settle() => {}
+        () = tokio::time::sleep_until(deadline) => tracing::warn!("the shutdown's deadline passed"),
+        _ = interrupt => tracing::warn!("a second signal: not waiting for uploads"),
+    }
+    let kept = namespace.keep_unsaved();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let mut named = Vec::new();
+    for (file, outcome) in &kept {
+        match outcome {
+            Ok(place) => {
+                tracing::error!(file, kept = %place, "not uploaded before the shutdown; the next start uploads it");
+                named.push(format!("{file} (kept in {place})"));
+            }
+            Err(why) => {
+                tracing::error!(file, error = %why, "not uploaded before the shutdown, and not kept");
+                named.push(format!("{file} (lost: {why})"));
+            }
+        }
+    }
+    Err(format!(
+        "{} file(s) were not uploaded before the shutdown; the next start with this state directory uploads \
+         what was kept: {}",
+        kept.len(),
+        named.join(", ")
+    ))
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGHUP.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let wait = |s: &mut Option<tokio::signal::unix::Signal>| {
+        let s = s.take();
+        async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = wait(&mut term) => {}
+        _ = wait(&mut hangup) => {}
+    }
+}
