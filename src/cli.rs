@@ -137,6 +137,11 @@ pub struct TreeArgs {
     /// left with under 10 % free. 0: memory only.
     #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = byte_size)]
     pub cache_size: u64,
+    /// Send macOS's metadata files (`._*`, `.DS_Store`, `.Trashes`,
+    /// `.Spotlight-V100`, `.fseventsd` ...) to Google like any other file.
+    /// Without it they stay local to the mount, in memory, until it ends.
+    #[arg(long)]
+    pub upload_macos_files: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -294,6 +299,7 @@ impl TreeArgs {
             rename_limit: self.rename_limit,
             config_only: false,
             read_only: false,
+            upload_macos_files: self.upload_macos_files,
             content_cache: self.cache_options(None),
         })
     }

@@ -159,6 +159,7 @@ pub fn import_archive(data: &[u8]) {
         dry_run: true,
         on_conflict: OnConflict::Skip,
         map_bucket: vec![("old".to_string(), "new".to_string())],
+        upload_macos_files: false,
     };
     let Ok(mut planned) = import::read_archive(&file, &options) else { return };
     let _ = import::plan(&target.namespace, target.runtime.handle(), "q", &mut planned);

@@ -433,7 +433,7 @@ async fn export(args: ExportArgs) -> Result<(), String> {
         indicatif::ProgressBar::hidden()
     };
     let runtime = tokio::runtime::Handle::current();
-    let options = ciofs::archive::ExportOptions { progress };
+    let options = ciofs::archive::ExportOptions { progress, macos_files: args.tree.upload_macos_files };
     let exported = tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::new(file);
         if gzip {
@@ -489,7 +489,12 @@ async fn import(args: ImportArgs) -> Result<(), String> {
     // Subscriptions waiting for a dead-letter topic are created by it.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     let file = import::ArchiveFile::new(&args.file)?;
-    let options = ImportOptions { dry_run: args.dry_run, on_conflict: args.on_conflict, map_bucket: args.map_bucket };
+    let options = ImportOptions {
+        dry_run: args.dry_run,
+        on_conflict: args.on_conflict,
+        map_bucket: args.map_bucket,
+        upload_macos_files: args.tree.upload_macos_files,
+    };
     let runtime = tokio::runtime::Handle::current();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut planned = import::read_archive(&file, &options)?;

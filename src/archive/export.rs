@@ -17,6 +17,8 @@ use ciofs_frontends::{Attr, DirEntry, FileKind, Ino, OpenFlags, ROOT_INO, Vfs, V
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Handle;
 
+use crate::core::macos::is_macos_metadata;
+
 /// Entries asked of one readdir call.
 const PAGE: usize = 1000;
 /// Bytes asked of one read call.
@@ -34,6 +36,10 @@ pub struct ExportSummary {
 /// a namespace made with `Options::config_only`.)
 pub struct ExportOptions {
     pub progress: ProgressBar,
+    /// Export macOS's metadata files (`._*`, `.DS_Store` ...) too: with
+    /// `--upload-macos-files` they are objects like any other. Otherwise
+    /// they live in a mount only (core/macos.rs) and are left out.
+    pub macos_files: bool,
 }
 
 /// Writes project `project` of `vfs` as a tar archive to `out`, its paths
@@ -46,7 +52,7 @@ pub fn export_project<V: Vfs + ?Sized, W: Write>(
     out: W,
     options: ExportOptions,
 ) -> Result<(W, ExportSummary), String> {
-    let ExportOptions { progress } = options;
+    let ExportOptions { progress, macos_files } = options;
     let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?;
     progress.set_style(
         ProgressStyle::with_template("{spinner} {pos} files, {bytes} {wide_msg}")
@@ -54,7 +60,7 @@ pub fn export_project<V: Vfs + ?Sized, W: Write>(
     );
     let tar = tar::Builder::new(out);
     let summary = ExportSummary::default();
-    let mut exporter = Exporter { vfs, runtime, tar, summary, progress };
+    let mut exporter = Exporter { vfs, runtime, tar, summary, progress, macos_files };
     exporter.directory(&root, project)?;
     exporter.progress.finish_and_clear();
     let out = exporter.tar.into_inner().map_err(|e| format!("finishing the archive: {e}"))?;
@@ -67,6 +73,7 @@ struct Exporter<V: Vfs + ?Sized, W: Write> {
     tar: tar::Builder<W>,
     summary: ExportSummary,
     progress: ProgressBar,
+    macos_files: bool,
 }
 
 impl<V: Vfs + ?Sized, W: Write> Exporter<V, W> {
@@ -98,7 +105,9 @@ impl<V: Vfs + ?Sized, W: Write> Exporter<V, W> {
             };
             after = page.entries.last().map_or(after, |e| e.attr.ino);
             let done = page.eof || page.entries.is_empty();
-            entries.extend(page.entries.into_iter().filter(|e| e.name != "." && e.name != ".."));
+            let exported =
+                |e: &DirEntry| e.name != "." && e.name != ".." && (self.macos_files || !is_macos_metadata(&e.name));
+            entries.extend(page.entries.into_iter().filter(exported));
             if done {
                 break Ok(entries);
             }

@@ -30,6 +30,7 @@ use tokio::runtime::Handle;
 
 use crate::bigquery::documents::parse_schema;
 use crate::bigquery::rules::check_schema_change;
+use crate::core::macos::is_macos_metadata;
 use crate::core::node::{Node, Service, TableFile};
 
 /// What to do with a resource that exists in the target and differs.
@@ -48,6 +49,10 @@ pub struct ImportOptions {
     pub on_conflict: OnConflict,
     /// `OLD=NEW`: bucket OLD of the archive is imported as NEW.
     pub map_bucket: Vec<(String, String)>,
+    /// Import macOS's metadata files (an archive made on a Mac holds
+    /// `._*`, `.DS_Store` ...) as objects; otherwise they are ignored, as a
+    /// mount keeps them local (core/macos.rs).
+    pub upload_macos_files: bool,
 }
 
 /// One entry of the archive, its path without the source project's name.
@@ -276,8 +281,10 @@ pub fn read_archive(file: &ArchiveFile, options: &ImportOptions) -> Result<Vec<P
                 }
             }
         }
+        let macos = !options.upload_macos_files && parts.iter().any(|part| is_macos_metadata(part));
         let action = match problem {
             Some(why) => Action::Invalid(why),
+            None if macos => Action::Ignored,
             None => Action::Create,
         };
         let entry = Entry { index, path, dir: kind.is_dir(), data, object };
@@ -368,7 +375,7 @@ pub fn plan<V: Vfs + ?Sized>(
     let views = views(planned);
     let mut existing_buckets: Vec<String> = Vec::new();
     for item in planned.iter_mut() {
-        if matches!(item.action, Action::Invalid(_)) {
+        if matches!(item.action, Action::Invalid(_) | Action::Ignored) {
             continue;
         }
         let path = item.entry.path.clone();

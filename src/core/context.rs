@@ -11,6 +11,7 @@ use ciofs_frontends::{Attr, AttrsChanged, DirEntry, DirPage, FileKind, Ino, VfsE
 use super::edits::LocalFiles;
 use super::error_log::ErrorLog;
 use super::inodes::InodeTable;
+use super::macos::LocalDirs;
 use super::node::Node;
 
 /// How the tree looks to users; set from the command line.
@@ -42,6 +43,9 @@ pub struct Options {
     pub config_only: bool,
     /// Refuse every change (EROFS): nothing but reads goes to Google.
     pub read_only: bool,
+    /// Send macOS's metadata files (`._*`, `.DS_Store`, `.Trashes` ...) to
+    /// Google as any other name, instead of keeping them local (`macos`).
+    pub upload_macos_files: bool,
     /// The content cache of object blocks.
     pub content_cache: CacheOptions,
 }
@@ -84,6 +88,7 @@ impl Default for Options {
             rename_limit: 1000,
             config_only: false,
             read_only: false,
+            upload_macos_files: false,
             content_cache: CacheOptions::default(),
         }
     }
@@ -113,6 +118,8 @@ pub struct Context {
     pub inodes: InodeTable,
     /// Edits of documents and scratch files (`edits`).
     pub local: LocalFiles,
+    /// macOS's local directories (`macos`); their files are in `local`.
+    pub local_dirs: LocalDirs,
     /// `.ciofs/errors`.
     pub error_log: Arc<ErrorLog>,
     /// The frontend's, told of attributes that changed by themselves.
@@ -125,6 +132,7 @@ impl Context {
         Self {
             projects,
             local: LocalFiles::new(options.staging_dir.join("nfs-edits"), error_log.clone()),
+            local_dirs: LocalDirs::default(),
             error_log,
             options,
             inodes,

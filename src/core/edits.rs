@@ -299,7 +299,19 @@ impl LocalFiles {
         Some(visible)
     }
 
-    /// The scratch files in a table directory, by name.
+    /// Moves every local file `moved` gives a new node (a local directory
+    /// renamed with the files inside it).
+    pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) {
+        let mut files = lock(&self.files);
+        let changes: Vec<(Node, Node)> = files.keys().filter_map(|node| Some((node.clone(), moved(node)?))).collect();
+        for (from, to) in changes {
+            if let Some(file) = files.remove(&from) {
+                files.insert(to, file);
+            }
+        }
+    }
+
+    /// The scratch files in a directory, by name.
     pub fn scratch_in(&self, dir: &Node) -> Vec<(Node, u64, SystemTime)> {
         let files = lock(&self.files);
         let mut found: Vec<(Node, u64, SystemTime)> = files
@@ -650,14 +662,22 @@ impl LocalFiles {
         self.apply_local(docs, &handle.node, &handle.file, None).await
     }
 
-    /// fsync(): applies any change of the handle's file.
+    /// fsync(): applies any change of the handle's file (a scratch file
+    /// has nothing to apply: it lives here).
     pub async fn fsync(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
         handle.wrote.store(false, Ordering::SeqCst);
+        if !is_editable(&handle.node) {
+            return Ok(());
+        }
         self.apply_local(docs, &handle.node, &handle.file, None).await
     }
 
     /// fsync() without a handle (NFS COMMIT).
     pub async fn fsync_node(&self, docs: &dyn Documents, node: &Node) -> VfsResult<()> {
+        if !is_editable(node) {
+            // A scratch file: applying would also drop it.
+            return Ok(());
+        }
         match self.get(node) {
             Some(file) => self.apply_local(docs, node, &file, None).await,
             None => Ok(()),

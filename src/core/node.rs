@@ -201,8 +201,16 @@ pub enum Node {
     },
     /// Any other file in a directory of documents (a table, topic or
     /// subscription directory): an editor's swap file, `sed -i`'s temporary
-    /// file. Kept locally, never sent to Google.
+    /// file; and a macOS metadata file in any directory (core/macos.rs).
+    /// Kept locally, never sent to Google.
     Scratch {
+        dir: Box<Node>,
+        name: String,
+    },
+    /// A directory kept locally, never sent to Google: one of macOS's
+    /// (`.Trashes`, `.Spotlight-V100` ...), and any directory inside one
+    /// (core/macos.rs).
+    LocalDir {
         dir: Box<Node>,
         name: String,
     },
@@ -279,6 +287,7 @@ impl Node {
                 | Node::Subscriptions { .. }
                 | Node::Subscription { .. }
                 | Node::Control
+                | Node::LocalDir { .. }
         )
     }
 
@@ -298,7 +307,7 @@ impl Node {
             | Node::DatasetMeta { .. }
             | Node::Table { .. }
             | Node::TableFile { .. } => Some(Service::BigQuery),
-            Node::Scratch { dir, .. } => dir.service(),
+            Node::Scratch { dir, .. } | Node::LocalDir { dir, .. } => dir.service(),
             Node::PubSubMetaDir { .. }
             | Node::Quotas { .. }
             | Node::Topics { .. }
@@ -347,7 +356,7 @@ impl Node {
             Node::Table { project, dataset, .. } => {
                 Node::Dataset { project: project.clone(), dataset: dataset.clone() }
             }
-            Node::Scratch { dir, .. } => (**dir).clone(),
+            Node::Scratch { dir, .. } | Node::LocalDir { dir, .. } => (**dir).clone(),
             Node::TableFile { project, dataset, table, .. } => {
                 Node::Table { project: project.clone(), dataset: dataset.clone(), table: table.clone() }
             }
@@ -427,7 +436,11 @@ impl Node {
             Node::TableFile { project, dataset, table, file } => {
                 format!("{project}/bigquery/{dataset}/{table}/{}", file.file_name())
             }
-            Node::Scratch { dir, name } => format!("{}/{name}", dir.path()),
+            Node::Scratch { dir, name } | Node::LocalDir { dir, name } => match dir.path() {
+                // At the mount root (`/.Trashes`): no leading `/`.
+                parent if parent.is_empty() => name.clone(),
+                parent => format!("{parent}/{name}"),
+            },
             Node::PubSubMetaDir { project } => format!("{project}/pubsub/{META_DIR}"),
             Node::Quotas { project } => format!("{project}/pubsub/{META_DIR}/{QUOTAS_FILE}"),
             Node::Topics { project } => format!("{project}/pubsub/{TOPICS_DIR}"),
@@ -576,6 +589,7 @@ impl Node {
             Node::Subscriptions { project, topic } => {
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name_ }
             }
+            Node::LocalDir { .. } => Node::LocalDir { dir: Box::new(self.clone()), name: name_ },
             _ => return None,
         })
     }
@@ -614,6 +628,7 @@ impl Node {
                 None => scratch(dir, name),
             },
             Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
+            Node::LocalDir { .. } => scratch(dir, name),
             _ if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) => {
                 Err(VfsError::not_permitted(format!("{dir}: files cannot be created here")))
             }

@@ -11,6 +11,9 @@
 //! scratch files beside them: editable ones live locally until applied
 //! (`core::edits`); generated ones (`_status.json`, `_quotas.json`) accept
 //! writes and ignore them, so that `tar x` of an export succeeds.
+//!
+//! macOS's metadata files and directories are answered by `local`, before
+//! any slice is asked (`Namespace::keeps_local`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -203,6 +206,7 @@ impl Vfs for Namespace {
                 }
                 (written.size, written.mtime)
             }
+            (None, _) if let Some(local) = self.local_stat(&node) => local?,
             (None, Some(service)) => self.slice(service).stat(ino, &node).await?,
             (None, None) if node == Node::ErrorLog => {
                 let (text, mtime) = self.cx.error_log.render();
@@ -255,12 +259,7 @@ impl Vfs for Namespace {
 
     async fn readdir(&self, dir: Ino, fh: Option<Fh>, after: Ino, max: usize) -> VfsResult<DirPage> {
         let node = self.cx.node(dir)?;
-        if let Some(children) = self.fixed_children(&node) {
-            let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
-            return Ok(self.cx.page_after(entries, after, max));
-        }
-        let service = node.service().ok_or_else(|| VfsError::not_dir(format!("{node}: not a directory")))?;
-        self.slice(service).readdir(&node, dir, fh.unwrap_or(0), after, max).await
+        self.readdir_with_local(&node, dir, fh, after, max).await
     }
 
     async fn open(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Opened> {
@@ -298,6 +297,9 @@ impl Vfs for Namespace {
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
         let dir = self.cx.node(parent)?;
         self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
+        if self.keeps_local(&dir, name) {
+            return self.local_create(&dir, name);
+        }
         if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) {
             return self.doc_create(&dir, name).await;
         }
@@ -406,6 +408,7 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         let made = match dir.service() {
+            _ if self.keeps_local(&dir, name) => self.local_mkdir(&dir, name),
             Some(service) => self.slice(service).mkdir(&dir, name).await,
             None => node::check_new_name(&dir, name)
                 .and(Err(VfsError::not_permitted(format!("{dir}: directories cannot be made here")))),
@@ -427,6 +430,7 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         match dir.service() {
+            _ if self.keeps_local(&dir, name) => self.local_unlink(&dir, name),
             Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
             _ => self.storage.remove_file(&dir, name).await,
         }
@@ -436,6 +440,7 @@ impl Vfs for Namespace {
         let dir = self.cx.node(parent)?;
         self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
         match dir.service() {
+            _ if self.keeps_local(&dir, name) => self.local_rmdir(&dir, name),
             Some(service) => self.slice(service).rmdir(&dir, name).await,
             None => node::check_name_length(name)
                 .and(Err(VfsError::not_permitted(format!("{dir}/{name} cannot be removed")))),
@@ -446,6 +451,9 @@ impl Vfs for Namespace {
         let from = self.cx.node(parent)?;
         self.refuse_change(&format!("{from}/{name}"), Through::NewChange)?;
         let to = self.cx.node(new_parent)?;
+        if self.keeps_local(&from, name) || self.keeps_local(&to, new_name) {
+            return self.local_rename(&from, name, &to, new_name).await;
+        }
         match (from.service(), to.service()) {
             (Some(Service::BigQuery | Service::PubSub), _) | (_, Some(Service::BigQuery | Service::PubSub)) => {
                 self.doc_rename(&from, name, &to, new_name).await
@@ -525,6 +533,27 @@ impl Namespace {
     /// why it could not be kept.
     pub fn keep_unsaved(&self) -> Vec<(String, Result<String, String>)> {
         self.storage.keep_unsaved()
+    }
+
+    /// A page of `node`'s entries from the fixed levels or from its slice
+    /// (a local directory has none of either).
+    async fn slice_or_fixed_page(
+        &self,
+        node: &Node,
+        dir: Ino,
+        fh: Option<Fh>,
+        after: Ino,
+        max: usize,
+    ) -> VfsResult<DirPage> {
+        if matches!(node, Node::LocalDir { .. }) {
+            return Ok(DirPage { entries: Vec::new(), eof: true });
+        }
+        if let Some(children) = self.fixed_children(node) {
+            let entries: Vec<DirEntry> = children.into_iter().map(|c| self.fixed_entry(c)).collect();
+            return Ok(self.cx.page_after(entries, after, max));
+        }
+        let service = node.service().ok_or_else(|| VfsError::not_dir(format!("{node}: not a directory")))?;
+        self.slice(service).readdir(node, dir, fh.unwrap_or(0), after, max).await
     }
 
     fn handle(&self, fh: Option<Fh>) -> Option<Handle> {
@@ -610,6 +639,9 @@ impl Namespace {
                 return self.getattr(ino).await;
             }
             _ => {}
+        }
+        if self.keeps_local(&dir, name) {
+            return self.local_lookup(&dir, name);
         }
         if let Some(children) = self.fixed_children(&dir) {
             let child = children
@@ -782,12 +814,16 @@ impl Namespace {
     }
 }
 
+mod local;
+
 #[cfg(test)]
 mod bigquery_edit_tests;
 #[cfg(test)]
 mod bigquery_tests;
 #[cfg(test)]
 mod bucket_tests;
+#[cfg(test)]
+mod macos_tests;
 #[cfg(test)]
 mod nfs_write_tests;
 #[cfg(test)]

@@ -5,6 +5,7 @@ fn options() -> ImportOptions {
         dry_run: false,
         on_conflict: OnConflict::Fail,
         map_bucket: vec![("old".to_string(), "new".to_string())],
+        upload_macos_files: false,
     }
 }
 
@@ -83,7 +84,12 @@ fn a_bucket_of_another_project_takes_nothing_and_is_a_conflict() {
     let _entered = runtime.enter();
     let ns = Arc::new(crate::namespace::Namespace::new(vec!["q".to_string()], services, options));
     let path = archive(dir.path(), &[("p/storage/theirs", None), ("p/storage/theirs/f.txt", Some(b"mine"))]);
-    let import = ImportOptions { dry_run: false, on_conflict: OnConflict::Skip, map_bucket: Vec::new() };
+    let import = ImportOptions {
+        dry_run: false,
+        on_conflict: OnConflict::Skip,
+        map_bucket: Vec::new(),
+        upload_macos_files: false,
+    };
     let file = ArchiveFile::new(&path).unwrap();
     let mut planned = read_archive(&file, &import).unwrap();
     plan(&ns, runtime.handle(), "q", &mut planned).unwrap();
@@ -104,7 +110,12 @@ fn long_names_are_read_within_the_bound_on_headers() {
     let dir = tempfile::tempdir().unwrap();
     let long = format!("p/storage/b/{}/object", "d".repeat(900));
     let path = archive(dir.path(), &[(long.as_str(), Some(b"x"))]);
-    let import = ImportOptions { dry_run: true, on_conflict: OnConflict::Skip, map_bucket: Vec::new() };
+    let import = ImportOptions {
+        dry_run: true,
+        on_conflict: OnConflict::Skip,
+        map_bucket: Vec::new(),
+        upload_macos_files: false,
+    };
     let planned = read_archive(&ArchiveFile::new(&path).unwrap(), &import).unwrap();
     assert_eq!(planned.len(), 1);
     assert_eq!(planned[0].entry.path, long.trim_start_matches("p/"));
