@@ -145,6 +145,10 @@ pub struct TreeArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Options may also be given as mount(8) gives them: -o ro,allow_other,uid=1000,metadata_ttl=5 \
+    (each is the flag of that name; ro is --read-only; _netdev, noauto, x-systemd.* and the like are ignored). \
+    Linked as mount.ciofs, ciofs mounts the lines of /etc/fstab of type ciofs: \
+    `PROJECT /mnt/gcp ciofs rw,_netdev,allow_other 0 0`.")]
 pub struct MountArgs {
     #[command(flatten)]
     pub tree: TreeArgs,

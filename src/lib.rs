@@ -13,6 +13,7 @@ pub mod core;
 pub mod daemon;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+pub mod mount_options;
 pub mod namespace;
 pub mod operations;
 pub mod pubsub;

@@ -15,7 +15,7 @@ use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
@@ -25,7 +25,15 @@ const COMMIT_IDLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     return_freed_blocks_to_the_system();
-    let cli = Cli::parse();
+    let cli = match command_line() {
+        Ok(Some(cli)) => cli,
+        // mount(8)'s fake mode: nothing to do.
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ciofs: {}", printable(&message));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Mount(args) if !args.foreground => mount_in_background(&args),
         Command::Mount(args) => run(|| mount_foreground(args)),
@@ -45,6 +53,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with mount(8)'s forms turned into ciofs's own (see
+/// `mount_options`); clap exits on a command line it refuses.
+fn command_line() -> Result<Option<Cli>, String> {
+    let command = Cli::command();
+    let long_flags: Vec<String> = command
+        .find_subcommand("mount")
+        .map(|mount| mount.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &long_flags)?;
+    Ok(args.map(Cli::parse_from))
 }
 
 /// Sets up logging and the runtime, then runs `body` on it.

@@ -1,7 +1,9 @@
 //! The operator's endpoint (`--metrics-addr`): what the layers record
 //! through the `metrics` facade, as Prometheus text at `/metrics`;
 //! `/healthz`, 200 while the process serves; `/readyz`, 200 once the mount
-//! serves and 503 before and while it drains.
+//! serves and 503 before and while it drains. The same readiness goes to
+//! systemd (`Type=notify`) when it started the process: READY=1, then
+//! STOPPING=1.
 //!
 //! Off by default: without it no recorder is installed and every
 //! `metrics::counter!` in the layers is a no-op.
@@ -40,14 +42,26 @@ const DRAINING: u8 = 2;
 impl Readiness {
     pub fn ready(&self) {
         self.0.store(READY, Ordering::SeqCst);
+        tell_systemd(sd_notify::NotifyState::Ready);
     }
 
     pub fn draining(&self) {
-        self.0.store(DRAINING, Ordering::SeqCst);
+        if self.0.swap(DRAINING, Ordering::SeqCst) != DRAINING {
+            tell_systemd(sd_notify::NotifyState::Stopping);
+        }
     }
 
     fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst) == READY
+    }
+}
+
+/// Tells systemd (the service manager at $NOTIFY_SOCKET, if any) how the
+/// mount is; nothing without one.
+fn tell_systemd(state: sd_notify::NotifyState) {
+    // The variable stays: STOPPING=1 follows READY=1.
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 
