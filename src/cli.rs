@@ -186,6 +186,11 @@ pub struct OperatorArgs {
     /// this address (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Append one line per attempt of each call to Google (time, service,
+    /// method, resource, status, bytes, duration, attempt) to FILE, made
+    /// 0600; `-` for stderr. Off by default.
+    #[arg(long, value_name = "FILE")]
+    pub api_log: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,6 +11,7 @@ use ciofs::namespace::{Namespace, Services};
 use ciofs::operations::{self, Readiness};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
+use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
 use clap::Parser;
@@ -108,7 +109,12 @@ async fn namespace(
     let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..PubSubConfig::from_env() })
         .await
         .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
-    let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
+    // Every call to Google is counted and logged here (`--metrics-addr`, `--api-log`).
+    let services = Services {
+        gcs: Arc::new(Observed::new(Arc::new(gcs))),
+        bigquery: Arc::new(Observed::new(Arc::new(bigquery))),
+        pubsub: Arc::new(Observed::new(Arc::new(pubsub))),
+    };
     let projects = tree.projects.clone();
     let content_cache = tree.cache_options(cache_dir);
     let ViewArgs { config_only, read_only } = view;
@@ -236,10 +242,14 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     Ok(())
 }
 
-/// Starts the operator's endpoint if `--metrics-addr` asks for one; the
-/// readiness it reports (kept, and unused, without one).
+/// Starts the operator's endpoint if `--metrics-addr` asks for one, and the
+/// API log if `--api-log` does; the readiness the endpoint reports (kept,
+/// and unused, without one).
 async fn operator_endpoint(args: &OperatorArgs) -> Result<Arc<Readiness>, String> {
     let readiness = Arc::new(Readiness::default());
+    if let Some(path) = &args.api_log {
+        operations::open_api_log(path)?;
+    }
     if let Some(addr) = args.metrics_addr {
         let bound = operations::serve(addr, readiness.clone()).await?;
         tracing::info!(address = %bound, "serving metrics at /metrics, /healthz and /readyz");
