@@ -61,7 +61,10 @@ where
         .thread_name("ciofs")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(body())
+    let result = runtime.block_on(body());
+    // The API log's last lines are written by a thread that ends with us.
+    ciofs_backends::observed::flush_api_log(std::time::Duration::from_secs(5));
+    result
 }
 
 fn mount_in_background(args: &MountArgs) -> Result<(), String> {

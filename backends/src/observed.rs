@@ -75,7 +75,15 @@ const LOG_BACKLOG: usize = 8192;
 /// that no call waits on the disk. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ApiLog {
-    lines: mpsc::SyncSender<String>,
+    lines: mpsc::SyncSender<Entry>,
+}
+
+/// What the log's thread is sent.
+#[derive(Debug)]
+enum Entry {
+    Line(String),
+    /// Answer once every line sent before is written and flushed.
+    Flush(mpsc::SyncSender<()>),
 }
 
 impl ApiLog {
@@ -83,28 +91,47 @@ impl ApiLog {
     /// the last handle is dropped. Each batch of lines is flushed once the
     /// channel is empty.
     pub fn to_writer(out: impl Write + Send + 'static) -> std::io::Result<Self> {
-        let (lines, received) = mpsc::sync_channel::<String>(LOG_BACKLOG);
+        let (lines, received) = mpsc::sync_channel::<Entry>(LOG_BACKLOG);
         std::thread::Builder::new().name("ciofs-api-log".to_string()).spawn(move || write_lines(received, out))?;
         Ok(Self { lines })
     }
 
     fn write(&self, line: String) {
-        if self.lines.try_send(line).is_err() && recording() {
+        if self.lines.try_send(Entry::Line(line)).is_err() && recording() {
             metrics::counter!("ciofs_api_log_dropped_lines_total").increment(1);
+        }
+    }
+
+    /// Waits up to `limit` for the lines sent so far to be written: the
+    /// process is about to end, and would take them with it.
+    pub fn flush(&self, limit: Duration) {
+        let (done, flushed) = mpsc::sync_channel(1);
+        if self.lines.send(Entry::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(limit);
         }
     }
 }
 
-fn write_lines(received: mpsc::Receiver<String>, out: impl Write) {
+fn write_lines(received: mpsc::Receiver<Entry>, out: impl Write) {
     let mut out = std::io::BufWriter::new(out);
-    while let Ok(line) = received.recv() {
-        let mut written = out.write_all(line.as_bytes());
-        while let (Ok(()), Ok(line)) = (&written, received.try_recv()) {
-            written = out.write_all(line.as_bytes());
+    while let Ok(entry) = received.recv() {
+        let mut flushed = Vec::new();
+        let mut next = Some(entry);
+        let mut written = Ok(());
+        // Everything waiting is written before the one flush.
+        while let Some(entry) = next.take() {
+            match entry {
+                Entry::Line(line) => written = written.and_then(|()| out.write_all(line.as_bytes())),
+                Entry::Flush(done) => flushed.push(done),
+            }
+            next = received.try_recv().ok();
         }
         if let Err(e) = written.and_then(|()| out.flush()) {
             tracing::warn!(error = %e, "the API log cannot be written; it stops here");
             return;
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }
@@ -116,6 +143,13 @@ static INSTALLED_LOG: std::sync::OnceLock<ApiLog> = std::sync::OnceLock::new();
 /// second call is refused).
 pub fn install_api_log(log: ApiLog) -> Result<(), String> {
     INSTALLED_LOG.set(log).map_err(|_| "an API log is already installed".to_string())
+}
+
+/// Writes out what the installed API log was sent (see `ApiLog::flush`).
+pub fn flush_api_log(limit: Duration) {
+    if let Some(log) = INSTALLED_LOG.get() {
+        log.flush(limit);
+    }
 }
 
 /// The call an observed backend is serving, for the retry layer.
@@ -731,6 +765,21 @@ mod tests {
         assert!(lines[0].contains(r#"method=publish resource="p/t" status=ok bytes=6 "#), "{lines:?}");
         assert!(lines[4].contains(r#"method=get_topic resource="p/absent" status=not_found "#), "{lines:?}");
         assert!(lines.iter().all(|line| line.ends_with(" attempt=1")), "{lines:?}");
+    }
+
+    /// A flush returns once every line sent before it is written: what
+    /// the process does before it ends.
+    #[test]
+    fn a_flush_waits_for_the_lines_sent_before_it() {
+        let written = Written::default();
+        let log = ApiLog::to_writer(written.clone()).unwrap();
+        for i in 0..1000 {
+            log.write(format!("line {i}\n"));
+        }
+        log.flush(Duration::from_secs(10));
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1000);
+        assert!(text.ends_with("line 999\n"));
     }
 
     /// A resource is quoted: a name with spaces, quotes or a newline stays
