@@ -202,6 +202,11 @@ pub struct OperatorArgs {
     /// waiting at once. The default stays under Kubernetes' 30 s grace.
     #[arg(long, value_name = "SECONDS", default_value_t = 25)]
     pub shutdown_timeout: u64,
+    /// Append one line per attempt of each call to Google (time, service,
+    /// method, resource, status, bytes, duration, attempt) to FILE, made
+    /// 0600; `-` for stderr. Off by default.
+    #[arg(long, value_name = "FILE")]
+    pub api_log: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

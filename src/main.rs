@@ -13,6 +13,7 @@ use ciofs::operations::{self, Readiness};
 use ciofs::shutdown::{self, Waited};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
+use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
 use clap::{CommandFactory, Parser};
@@ -83,7 +84,10 @@ where
         .thread_name("ciofs")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(body())
+    let result = runtime.block_on(body());
+    // The API log's last lines are written by a thread that ends with us.
+    ciofs_backends::observed::flush_api_log(std::time::Duration::from_secs(5));
+    result
 }
 
 fn mount_in_background(args: &MountArgs) -> Result<(), String> {
@@ -137,7 +141,12 @@ async fn namespace(tree: &TreeArgs, view: ViewArgs, placement: Placement) -> Res
     let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..PubSubConfig::from_env() })
         .await
         .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
-    let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
+    // Every call to Google is counted and logged here (`--metrics-addr`, `--api-log`).
+    let services = Services {
+        gcs: Arc::new(Observed::new(Arc::new(gcs))),
+        bigquery: Arc::new(Observed::new(Arc::new(bigquery))),
+        pubsub: Arc::new(Observed::new(Arc::new(pubsub))),
+    };
     let projects = tree.projects.clone();
     let content_cache = tree.cache_options(placement.cache_dir);
     let ViewArgs { config_only, read_only } = view;
@@ -317,10 +326,14 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     service.stop(deadline).await
 }
 
-/// Starts the operator's endpoint if `--metrics-addr` asks for one; the
-/// readiness it reports (kept, and unused, without one).
+/// Starts the operator's endpoint if `--metrics-addr` asks for one, and the
+/// API log if `--api-log` does; the readiness the endpoint reports (kept,
+/// and unused, without one).
 async fn operator_endpoint(args: &OperatorArgs) -> Result<Arc<Readiness>, String> {
     let readiness = Arc::new(Readiness::default());
+    if let Some(path) = &args.api_log {
+        operations::open_api_log(path)?;
+    }
     if let Some(addr) = args.metrics_addr {
         let bound = operations::serve(addr, readiness.clone()).await?;
         tracing::info!(address = %bound, "serving metrics at /metrics, /healthz and /readyz");

@@ -3,7 +3,8 @@
 //! `/healthz`, 200 while the process serves; `/readyz`, 200 once the mount
 //! serves and 503 before and while it drains. The same readiness goes to
 //! systemd (`Type=notify`) when it started the process: READY=1, then
-//! STOPPING=1.
+//! STOPPING=1. And the API log (`--api-log`), which
+//! `ciofs_backends::observed` writes.
 //!
 //! Off by default: without it no recorder is installed and every
 //! `metrics::counter!` in the layers is a no-op.
@@ -73,6 +74,7 @@ pub async fn serve(addr: SocketAddr, readiness: Arc<Readiness>) -> Result<Socket
         .and_then(|builder| builder.install_recorder())
         .map_err(|e| format!("cannot record metrics: {e}"))?;
     ciofs_frontends::metered::start_recording();
+    ciofs_backends::observed::start_recording();
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
     let handle = Arc::new(handle);
@@ -127,6 +129,7 @@ fn answer(request: &Request<Incoming>, handle: &PrometheusHandle, readiness: &Re
     match request.uri().path() {
         "/metrics" => {
             record_process_memory();
+            record_uploads();
             text(StatusCode::OK, handle.render())
         }
         "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
@@ -153,4 +156,26 @@ fn record_process_memory() {
     // SAFETY: sysconf only reads a constant of the system.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
     metrics::gauge!("process_resident_memory_bytes").set(pages * page);
+}
+
+/// Uploads sent to Cloud Storage and not answered yet, and staged files
+/// whose bytes are not uploaded yet (written, or being uploaded), read at
+/// each scrape: counting them as they change would cost every write.
+fn record_uploads() {
+    metrics::gauge!("ciofs_uploads_in_flight").set(ciofs_backends::observed::uploads_in_flight() as f64);
+    metrics::gauge!("ciofs_uploads_pending").set(crate::storage::writer::pending_uploads() as f64);
+}
+
+/// Opens `--api-log`: FILE appended to, made 0600 and never through a
+/// link, or stderr for `-`; every observed backend made after this logs
+/// its calls there.
+pub fn open_api_log(path: &std::path::Path) -> Result<(), String> {
+    let opened = if path.as_os_str() == "-" {
+        ciofs_backends::observed::ApiLog::to_writer(std::io::stderr())
+    } else {
+        crate::core::private_files::open(path, crate::core::private_files::Open::Append)
+            .and_then(ciofs_backends::observed::ApiLog::to_writer)
+    };
+    let log = opened.map_err(|e| format!("--api-log {}: {e}", path.display()))?;
+    ciofs_backends::observed::install_api_log(log)
 }

@@ -1,6 +1,7 @@
 //! ciofs's side that talks to Google: one small trait per service, the
 //! implementation on Google's API, an in-memory implementation for unit
-//! tests, and a wrapper that injects failures into any of them (`fault`).
+//! tests, a wrapper that injects failures into any of them (`fault`), and
+//! one that records and logs every call to Google (`observed`).
 //! Nothing here knows about files or frontends.
 
 pub mod bigquery;
@@ -10,6 +11,7 @@ pub mod fault;
 mod gax_error;
 pub mod gcs;
 pub mod memory;
+pub mod observed;
 pub mod pubsub;
 mod rest;
 pub mod retry;

@@ -7,6 +7,10 @@
 //! whatever it sends, and one that keeps moving at any rate is never cut.
 //! A stalled request would otherwise park a FUSE worker thread, and the
 //! user cannot interrupt it (fuser answers FUSE INTERRUPT with ENOSYS).
+//!
+//! Each attempt and each retry of a call that `observed.rs` watches is
+//! told to it (the call is known through its task-local), so that retries
+//! are counted and attempts logged per call.
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -19,6 +23,7 @@ use futures::Stream;
 use tokio::time::Instant;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
+use crate::observed;
 use crate::sync::lock;
 
 #[derive(Clone, Copy, Debug)]
@@ -96,7 +101,10 @@ impl RetryPolicy {
         let mut failing_since = None;
         loop {
             let progress = Progress::new();
-            let error = match self.unless_stalled(what, &progress, call(progress.clone())).await {
+            let started = observed::attempt_started();
+            let result = self.unless_stalled(what, &progress, call(progress.clone())).await;
+            observed::attempt_ended(attempt, started, &result);
+            let error = match result {
                 Err(e) if e.kind.is_transient() => e,
                 other => return other,
             };
@@ -104,6 +112,7 @@ impl RetryPolicy {
             match self.next_wait(attempt, since) {
                 Some(wait) => {
                     tracing::debug!(what, attempt, error = %error, "retrying");
+                    observed::retrying();
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

@@ -1,9 +1,10 @@
 //! The writer of one object file and its staging file (`Staged`): the
 //! states of the state machine write.rs drives, and what a writer knows
 //! without asking Cloud Storage (its size, its time, whether its bytes are
-//! staged, whether its upload is streaming).
+//! staged, whether its upload is streaming), and how many writers hold
+//! bytes not yet uploaded (`pending_uploads`).
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -245,6 +246,7 @@ impl Writer {
     }
 
     pub fn new(node: Node, staged: Staged) -> Self {
+        count_pending(false, staged.is_busy());
         Writer {
             node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
@@ -259,7 +261,9 @@ impl Writer {
     }
 
     pub fn unattended(node: Node, staged: Staged) -> Self {
-        Writer { unattended: true, ..Writer::new(node, staged) }
+        let mut writer = Writer::new(node, staged);
+        writer.unattended = true;
+        writer
     }
 
     pub fn node(&self) -> Node {
@@ -288,7 +292,9 @@ impl Writer {
 
     /// Publishes what getattr, listings and other opens see of `staged`.
     pub fn record(&self, staged: &Staged) {
-        *lock(&self.state) = WriterState::of(staged);
+        let now = WriterState::of(staged);
+        let was = std::mem::replace(&mut *lock(&self.state), now);
+        count_pending(was.busy, now.busy);
         self.changed.notify_waiters();
     }
 
@@ -306,6 +312,30 @@ impl Writer {
             }
         }
     }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        count_pending(self.state().busy, false);
+    }
+}
+
+/// Writers whose published state is busy: bytes staged and not yet
+/// uploaded (`ciofs_uploads_pending`, read at each scrape).
+static PENDING_UPLOADS: AtomicI64 = AtomicI64::new(0);
+
+/// How many staged files hold bytes not yet uploaded now.
+pub fn pending_uploads() -> i64 {
+    PENDING_UPLOADS.load(Ordering::Relaxed)
+}
+
+/// A writer's published state went from `was` busy to `now` busy.
+fn count_pending(was: bool, now: bool) {
+    match (was, now) {
+        (false, true) => PENDING_UPLOADS.fetch_add(1, Ordering::Relaxed),
+        (true, false) => PENDING_UPLOADS.fetch_sub(1, Ordering::Relaxed),
+        _ => 0,
+    };
 }
 
 pub fn io_error(what: &str, error: std::io::Error) -> VfsError {
