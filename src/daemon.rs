@@ -61,15 +61,16 @@ pub fn open_log(log: &Path, in_state_dir: bool) -> Result<File, String> {
     private_files::open(log, Open::Append).map_err(|e| format!("cannot open the log {}: {e}", log.display()))
 }
 
-/// Starts this binary again with `extra` arguments appended and a readiness
-/// pipe, detached from the terminal with output in `log_file` (at `log`).
-/// Returns what the child reported as ready (after `ok `), or its error.
-pub fn spawn_and_wait(extra: &[&str], log_file: File, log: &Path) -> Result<String, String> {
+/// Starts this binary again with `args` and `extra` arguments after them
+/// and a readiness pipe, detached from the terminal with output in
+/// `log_file` (at `log`). Returns what the child reported as ready (after
+/// `ok `), or its error.
+pub fn spawn_and_wait(args: &[OsString], extra: &[&str], log_file: File, log: &Path) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ciofs binary: {e}"))?;
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
     let (read_end, write_end) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     let write_fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
-    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut args = args.to_vec();
     args.extend(extra.iter().map(OsString::from));
     args.extend([OsString::from("--ready-fd"), OsString::from(write_fd.to_string())]);
     let mut command = Command::new(exe);

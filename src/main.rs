@@ -10,7 +10,7 @@ use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
 use ciofs::operations::{self, Readiness};
-use ciofs::shutdown::{self, Waited};
+use ciofs::shutdown::{self, Signals, Waited};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
@@ -26,8 +26,8 @@ const COMMIT_IDLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     return_freed_blocks_to_the_system();
-    let cli = match command_line() {
-        Ok(Some(cli)) => cli,
+    let (cli, args) = match command_line() {
+        Ok(Some(parsed)) => parsed,
         // mount(8)'s fake mode: nothing to do.
         Ok(None) => return ExitCode::SUCCESS,
         Err(message) => {
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Mount(args) if !args.foreground => mount_in_background(&args),
+        Command::Mount(mount) if !mount.foreground => mount_in_background(&mount, &args[1..]),
         Command::Mount(args) => run(|| mount_foreground(args)),
         Command::Unmount { mountpoint, state_dir } => {
             let mut tell = |notice: &str| eprintln!("ciofs: {notice}");
@@ -57,15 +57,16 @@ fn main() -> ExitCode {
 }
 
 /// The command line, with mount(8)'s forms turned into ciofs's own (see
-/// `mount_options`); clap exits on a command line it refuses.
-fn command_line() -> Result<Option<Cli>, String> {
+/// `mount_options`), parsed, and as it was turned (a background mount
+/// starts its daemon with it); clap exits on a command line it refuses.
+fn command_line() -> Result<Option<(Cli, Vec<std::ffi::OsString>)>, String> {
     let command = Cli::command();
     let long_flags: Vec<String> = command
         .find_subcommand("mount")
         .map(|mount| mount.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect())
         .unwrap_or_default();
     let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &long_flags)?;
-    Ok(args.map(Cli::parse_from))
+    Ok(args.map(|args| (Cli::parse_from(&args), args)))
 }
 
 /// Sets up logging and the runtime, then runs `body` on it.
@@ -90,13 +91,15 @@ where
     result
 }
 
-fn mount_in_background(args: &MountArgs) -> Result<(), String> {
+/// `ciofs mount` without --foreground: its daemon is this command line
+/// (`command`, without the program) run again in the foreground.
+fn mount_in_background(args: &MountArgs, command: &[std::ffi::OsString]) -> Result<(), String> {
     let (log, in_state_dir) = match &args.log_file {
         Some(log) => (log.clone(), false),
         None => (daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint).with_extension("log"), true),
     };
     let file = daemon::open_log(&log, in_state_dir)?;
-    let detail = daemon::spawn_and_wait(&["--foreground"], file, &log)?;
+    let detail = daemon::spawn_and_wait(command, &["--foreground"], file, &log)?;
     eprintln!("ciofs: mounted {} ({detail}); log: {}", args.mountpoint.display(), log.display());
     Ok(())
 }
@@ -176,6 +179,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     if args.nfs {
         return nfs_mount_and_wait(args, ready).await;
     }
+    let mut signals = Signals::install()?;
     // Resolved before mounting: a stat of our own mount point from the
     // daemon would wait on the daemon.
     let canonical = canonical(&args.mountpoint)?;
@@ -210,8 +214,9 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
     readiness.ready();
     let timeout = args.operator.shutdown_timeout();
-    let deadline = serve_until_unmounted(Some(mount), &canonical, &readiness, &namespace, timeout).await;
-    let finished = shutdown::finish(&namespace, deadline, shutdown::signal()).await;
+    let serving = Serving { mountpoint: &canonical, readiness: &readiness, namespace: &namespace, timeout };
+    let deadline = serve_until_unmounted(Some(mount), serving, &mut signals).await;
+    let finished = shutdown::finish(&namespace, deadline, signals.recv()).await;
     namespace.close_content_cache().await;
     finished
 }
@@ -225,25 +230,24 @@ fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
 /// deadline passed. A mount still busy then is detached at the deadline
 /// (open files see it go). `fuse` is None for an NFS mount. The deadline
 /// the rest of the shutdown has.
-async fn serve_until_unmounted(
-    mut fuse: Option<FuseMount>,
-    mountpoint: &Path,
-    readiness: &Readiness,
-    namespace: &Namespace,
+/// What a mount serves with, for `serve_until_unmounted`.
+struct Serving<'a> {
+    mountpoint: &'a Path,
+    readiness: &'a Readiness,
+    namespace: &'a Namespace,
+    /// `--shutdown-timeout`.
     timeout: Duration,
-) -> Instant {
+}
+
+async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>, signals: &mut Signals) -> Instant {
+    let Serving { mountpoint, readiness, namespace, timeout } = serving;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut signal = std::pin::pin!(shutdown::signal());
     let mut deadline = None;
     loop {
         tokio::select! {
-            _ = &mut signal => {
-                signal.set(shutdown::signal());
+            () = signals.recv() => {
                 let until = *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
-                let waited = shutdown::wait_for_unsaved(namespace, until, &mut signal).await;
-                if waited == Waited::Interrupted {
-                    signal.set(shutdown::signal());
-                }
+                let waited = shutdown::wait_for_unsaved(namespace, until, signals.recv()).await;
                 let mut cut_short = waited != Waited::Saved;
                 if let Err(e) = unmount(fuse.take(), mountpoint).await {
                     // Busy (a file open, a shell's working directory): the
@@ -252,7 +256,7 @@ async fn serve_until_unmounted(
                     if !cut_short {
                         tokio::select! {
                             () = tokio::time::sleep_until(until) => {}
-                            _ = &mut signal => {}
+                            () = signals.recv() => {}
                         }
                     }
                     if let Err(e) = daemon::detach(mountpoint) {
@@ -299,6 +303,7 @@ async fn unmount(fuse: Option<FuseMount>, mountpoint: &Path) -> Result<(), Strin
 }
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
+    let mut signals = Signals::install()?;
     let canonical = canonical(&args.mountpoint)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
@@ -310,7 +315,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
         .await
         .map_err(|e| format!("the NFS mount command failed: {e}"))?;
     if let Err(message) = mounted {
-        let _nothing_written = service.stop(Instant::now()).await;
+        let _nothing_written = service.stop(Instant::now(), &mut signals).await;
         let projects = args.tree.projects.join(",");
         return Err(format!(
             "{message}\nThis system cannot mount NFS. Run `ciofs serve-nfs --project {projects} --listen 127.0.0.1:12049` \
@@ -322,8 +327,9 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
     readiness.ready();
     let timeout = args.operator.shutdown_timeout();
-    let deadline = serve_until_unmounted(None, &canonical, &readiness, &service.namespace, timeout).await;
-    service.stop(deadline).await
+    let serving = Serving { mountpoint: &canonical, readiness: &readiness, namespace: &service.namespace, timeout };
+    let deadline = serve_until_unmounted(None, serving, &mut signals).await;
+    service.stop(deadline, &mut signals).await
 }
 
 /// Starts the operator's endpoint if `--metrics-addr` asks for one, and the
@@ -373,6 +379,13 @@ fn nfs_state(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
 
 async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     let mut ready = ReadyPipe::from_fd(args.ready_fd);
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            ready.failed(&error);
+            return Err(error);
+        }
+    };
     let started = match (args.listen_address(), operator_endpoint(&args.operator).await) {
         (Ok(listen), Ok(readiness)) => {
             NfsService::start(&args.tree, listen, args.view).await.map(|(s, a)| (s, a, readiness))
@@ -391,10 +404,10 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     eprintln!("ciofs: serving NFSv3 on {address}");
     tracing::info!(%address, projects = ?args.tree.projects, "serving NFS");
     ready.ready(&address.to_string());
-    shutdown::signal().await;
+    signals.recv().await;
     tracing::info!("stopping");
     let deadline = begin_shutdown(&readiness, &service.namespace, args.operator.shutdown_timeout());
-    service.stop(deadline).await
+    service.stop(deadline, &mut signals).await
 }
 
 /// The NFS server on a journaled namespace, with what NFS needs for having
@@ -437,9 +450,9 @@ impl NfsService {
     /// Stops serving; what NFS clients wrote and did not go up yet goes up
     /// now, by the deadline (what does not stays journaled for the next
     /// start, and the error names it).
-    async fn stop(self, deadline: Instant) -> Result<(), String> {
+    async fn stop(self, deadline: Instant, signals: &mut Signals) -> Result<(), String> {
         self.server.abort();
-        let finished = shutdown::finish(&self.namespace, deadline, shutdown::signal()).await;
+        let finished = shutdown::finish(&self.namespace, deadline, signals.recv()).await;
         self.namespace.close_content_cache().await;
         finished
     }

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::namespace::Namespace;
@@ -77,25 +78,32 @@ pub async fn finish(namespace: &Namespace, deadline: Instant, interrupt: impl Fu
     ))
 }
 
-/// Resolves on SIGTERM, SIGINT or SIGHUP.
-pub async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hangup = signal(SignalKind::hangup()).ok();
-    let wait = |s: &mut Option<tokio::signal::unix::Signal>| {
-        let s = s.take();
-        async move {
-            match s {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
+/// SIGTERM, SIGINT and SIGHUP, caught from when this is made: one that
+/// comes before anything waits for it is kept for `recv`, rather than
+/// ending the process by its default action (a mount told to stop just as
+/// it became ready would end without its drain).
+pub struct Signals {
+    term: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self, String> {
+        let catch = |kind: SignalKind| signal(kind).map_err(|e| format!("cannot catch signals: {e}"));
+        Ok(Self {
+            term: catch(SignalKind::terminate())?,
+            interrupt: catch(SignalKind::interrupt())?,
+            hangup: catch(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next of them.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.hangup.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = wait(&mut term) => {}
-        _ = wait(&mut hangup) => {}
     }
 }
