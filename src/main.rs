@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs};
+use ciofs::cli::{
+    Command, ConfigCommand, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs,
+};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
@@ -15,7 +17,6 @@ use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
-use clap::Parser;
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
@@ -25,7 +26,13 @@ const COMMIT_IDLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     return_freed_blocks_to_the_system();
-    let cli = Cli::parse();
+    let cli = match ciofs::config::parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("ciofs: {}", printable(&message));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Mount(args) if !args.foreground => mount_in_background(&args),
         Command::Mount(args) => run(|| mount_foreground(args)),
@@ -36,6 +43,9 @@ fn main() -> ExitCode {
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
         Command::Import(args) => run(|| import(args)),
+        Command::Config(ConfigCommand::Show { command, args }) => {
+            ciofs::config::show(cli.config.as_deref(), &command, &args).map(|text| print!("{text}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
