@@ -92,7 +92,7 @@ pub struct ExportArgs {
     pub file: PathBuf,
     /// Leave out the objects' contents, keep their `.meta/` documents: the
     /// project's configuration only.
-    #[arg(long, help_heading = "View")]
+    #[arg(long, help_heading = "Export")]
     pub config_only: bool,
 }
 

@@ -665,6 +665,36 @@ mod tests {
         assert!(catalogue.find(&metadata_ttl).is_some());
     }
 
+    /// docs/CONFIGURATION.md has a row for every flag of every command, in
+    /// its key's section, with its key, environment variable and default.
+    #[test]
+    fn every_flag_is_in_configuration_md_under_its_key() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md"))
+            .expect("docs/CONFIGURATION.md");
+        let section_text = |section: &Option<String>| {
+            let title = section.as_ref().map_or("At the top of the file".to_string(), |s| format!("`[{s}]`"));
+            doc.split("\n### ").find(|chunk| chunk.starts_with(&title)).map(|chunk| chunk.split("\n## ").next())
+        };
+        let cli = Cli::command();
+        let mut checked = 0;
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                let Some(key) = Key::of(arg) else { continue };
+                let text = section_text(&key.section).flatten().unwrap_or_else(|| panic!("no section for {key}"));
+                let row = format!("| `{}` | `--{}` |", key.name, arg.get_long().unwrap_or_default());
+                let line = text.lines().find(|line| line.starts_with(&row)).unwrap_or_else(|| panic!("no row {row}"));
+                let env = arg.get_env().map(|env| format!("`{}`", env.to_string_lossy()));
+                let defaults = arg.get_default_values().iter().map(|value| value.to_string_lossy().into_owned());
+                for wanted in env.into_iter().chain(defaults) {
+                    assert!(line.contains(&wanted), "{key}: {wanted} is not in {line}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "only {checked} flags checked");
+        assert!(doc.contains("`--config` | `CIOFS_CONFIG`"), "the --config flag itself");
+    }
+
     #[test]
     fn the_default_file_is_in_xdg_config_home_else_in_home() {
         let from = |vars: &[(&str, &str)]| {
