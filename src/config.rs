@@ -341,36 +341,42 @@ fn with_added(mut args: Vec<OsString>, added: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// Why a command line and file were not taken.
+#[derive(Debug)]
+enum Refused {
+    /// clap's own answer, help and version included: printed as clap would.
+    Clap(clap::Error),
+    /// A mistake in the configuration file.
+    File(String),
+}
+
 /// The command line `args` (program name first) with the configuration
 /// file's values where flags and environment say nothing. Help, version and
 /// clap's own errors end the process as `Cli::parse` would; a mistake in
 /// the file is the error.
 pub fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
-    let matches = matches_with_file(&Cli::command(), args.into_iter().collect())?;
-    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+    match matches_with_file(&Cli::command(), args.into_iter().collect()) {
+        Ok(matches) => Cli::from_arg_matches(&matches).map_err(|e| e.exit()),
+        Err(Refused::Clap(error)) => error.exit(),
+        Err(Refused::File(message)) => Err(message),
+    }
 }
 
-fn matches_with_file(cli: &Command, args: Vec<OsString>) -> Result<ArgMatches, String> {
-    let first = match lenient(cli.clone()).try_get_matches_from(&args) {
-        Ok(first) => first,
-        // What failed without requirements fails with them: clap's own
-        // words (and help with the real usage line) come from the real parse.
-        Err(lenient_error) => {
-            if let Err(error) = cli.clone().try_get_matches_from(&args) {
-                error.exit()
-            }
-            lenient_error.exit()
-        }
-    };
-    let file = load(first.get_one::<PathBuf>("config"), cli)?;
+fn matches_with_file(cli: &Command, args: Vec<OsString>) -> Result<ArgMatches, Refused> {
+    // What fails without requirements fails with them: clap's own words
+    // (and help with the real usage line) come from the real parse.
+    let first = lenient(cli.clone())
+        .try_get_matches_from(&args)
+        .map_err(|lenient| Refused::Clap(cli.clone().try_get_matches_from(&args).err().unwrap_or(lenient)))?;
+    let file = load(first.get_one::<PathBuf>("config"), cli).map_err(Refused::File)?;
     let args = match (&file, first.subcommand()) {
         (Some(file), Some((name, sub))) => match cli.find_subcommand(name) {
-            Some(command) => with_added(args, file.arguments_for(command, sub)?.0),
+            Some(command) => with_added(args, file.arguments_for(command, sub).map_err(Refused::File)?.0),
             None => args,
         },
         _ => args,
     };
-    Ok(cli.clone().try_get_matches_from(&args).unwrap_or_else(|e| e.exit()))
+    cli.clone().try_get_matches_from(&args).map_err(Refused::Clap)
 }
 
 /// `ciofs config show COMMAND ARGS`: the options COMMAND would run with,

@@ -146,7 +146,10 @@ fn a_flag_wins_over_the_file_and_the_environment_over_its_state_dir() {
     let bucket = bucket_name("config-flag");
     create_bucket(&bucket);
     upload(&bucket, "first.txt", b"first\n");
-    let scratch = Scratch::new(&format!("state_dir = \"/nonexistent/from-file\"\n{READ_ONLY_NO_CACHE}"));
+    let scratch = Scratch::new("");
+    let state_in_file = scratch.path("state-from-file");
+    let text = format!("state_dir = \"{}\"\n{READ_ONLY_NO_CACHE}", state_in_file.display());
+    std::fs::write(scratch.config(), text).expect("write config");
     let state = scratch.path("state-from-env");
     let config = scratch.config();
     let env = [("CIOFS_STATE_DIR", state.to_str().expect("utf-8")), ("CIOFS_CONFIG", config.to_str().expect("utf-8"))];
@@ -158,7 +161,7 @@ fn a_flag_wins_over_the_file_and_the_environment_over_its_state_dir() {
     assert_eq!(ls(&dir), "first.txt\n", "--metadata-ttl 600 over the file's 0: the listing is kept");
     assert!(write_refused(&dir.join("new.txt")).contains("Read-only file system"), "the file still says read_only");
     assert!(state.is_dir(), "CIOFS_STATE_DIR over the file's state_dir:\n{}", mount.log_text());
-    assert!(!Path::new("/nonexistent/from-file").exists());
+    assert!(!state_in_file.exists(), "the file's state_dir is not used");
 }
 
 #[test]
