@@ -5,9 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ciofs::cli::{
-    Command, ConfigCommand, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs,
-};
+use ciofs::cli::{Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::namespace::{Namespace, Services};
@@ -43,7 +41,7 @@ fn main() -> ExitCode {
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
         Command::Import(args) => run(|| import(args)),
-        Command::Config(ConfigCommand::Show { command, args }) => {
+        Command::Config(ciofs::cli::ConfigCommand::Show { command, args }) => {
             ciofs::config::show(cli.config.as_deref(), &command, &args).map(|text| print!("{text}"))
         }
     };
