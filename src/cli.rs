@@ -15,6 +15,11 @@ use crate::namespace::Options;
 #[derive(Parser, Debug)]
 #[command(name = "ciofs", version, about = "A Google Cloud project as a filesystem")]
 pub struct Cli {
+    /// A TOML file of options (docs/CONFIGURATION.md); default:
+    /// $XDG_CONFIG_HOME/ciofs/config.toml, else ~/.config/ciofs/config.toml,
+    /// if present. Flags and environment variables win over it.
+    #[arg(long, global = true, value_name = "FILE", env = "CIOFS_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +41,23 @@ pub enum Command {
     Export(ExportArgs),
     /// Recreate an archive's resources in a project: prints a plan, then applies it.
     Import(ImportArgs),
+    /// The configuration file: `ciofs config show [COMMAND] [FLAGS]`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the options COMMAND would run with, as TOML, each with where
+    /// its value comes from (flag, environment, file, default).
+    Show {
+        /// mount, serve-nfs, export, import or unmount.
+        #[arg(default_value = "mount", allow_hyphen_values = true)]
+        command: String,
+        /// The command's flags, as it would be given them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -45,13 +67,13 @@ pub struct ImportArgs {
     /// The archive (tar, or gzip-compressed tar).
     pub file: PathBuf,
     /// Print the plan and change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Import")]
     pub dry_run: bool,
     /// What to do with a resource that exists and differs.
-    #[arg(long, value_enum, default_value = "skip")]
+    #[arg(long, help_heading = "Import", value_enum, default_value = "skip")]
     pub on_conflict: crate::archive::import::OnConflict,
     /// Import bucket OLD as NEW (bucket names are global); repeatable.
-    #[arg(long, value_name = "OLD=NEW", value_parser = bucket_mapping)]
+    #[arg(long, help_heading = "Import", value_name = "OLD=NEW", value_parser = bucket_mapping)]
     pub map_bucket: Vec<(String, String)>,
 }
 
@@ -70,7 +92,7 @@ pub struct ExportArgs {
     pub file: PathBuf,
     /// Leave out the objects' contents, keep their `.meta/` documents: the
     /// project's configuration only.
-    #[arg(long)]
+    #[arg(long, help_heading = "Export")]
     pub config_only: bool,
 }
 
@@ -80,39 +102,39 @@ pub struct TreeArgs {
     #[arg(long = "project", required = true, env = "CIOFS_PROJECT", value_delimiter = ',')]
     pub projects: Vec<String>,
     /// Owner shown for every file (default: the user running ciofs).
-    #[arg(long)]
+    #[arg(long, help_heading = "Files")]
     pub uid: Option<u32>,
     /// Group shown for every file (default: the user's group).
-    #[arg(long)]
+    #[arg(long, help_heading = "Files")]
     pub gid: Option<u32>,
     /// Permission bits of files, in octal.
-    #[arg(long, default_value = "644", value_parser = octal)]
+    #[arg(long, help_heading = "Files", default_value = "644", value_parser = octal)]
     pub file_mode: u16,
     /// Permission bits of directories, in octal.
-    #[arg(long, default_value = "755", value_parser = octal)]
+    #[arg(long, help_heading = "Files", default_value = "755", value_parser = octal)]
     pub dir_mode: u16,
     /// Seconds that listed metadata is trusted (0: ask Google every time).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, help_heading = "Metadata", default_value_t = 60)]
     pub metadata_ttl: u64,
     /// Seconds that a name found absent is remembered (at most the
     /// metadata TTL). `touch DIR` forgets it at once.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, help_heading = "Metadata", default_value_t = 5)]
     pub negative_ttl: u64,
     /// How many Cloud Storage names' metadata is cached at most; past it,
     /// expired names go, then all.
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Metadata", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub stat_cache_entries: u64,
     /// How many entries (objects and prefixes) the directory listings kept
     /// for the metadata TTL hold together at most; past it, the oldest
     /// listings go, and a larger listing is not kept.
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Metadata", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub list_cache_entries: u64,
     /// Entries per list call to Google (at most 1000).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, help_heading = "Google", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
     /// How many objects `mv` of a directory moves server-side at most; past
     /// it, rename answers EXDEV and mv copies by itself.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, help_heading = "Google", default_value_t = 1000)]
     pub rename_limit: usize,
     /// Where ciofs keeps its state (NFS handles, staging files, logs, pid
     /// files); made 0700. Default: $XDG_STATE_HOME/ciofs, else
@@ -122,25 +144,25 @@ pub struct TreeArgs {
     /// Seconds a call to Google may go without progress (a request body
     /// not read, an answer not coming) before it is tried again or fails;
     /// a call that stalls fails within a minute more.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Google", value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
     /// Where read object content is cached on disk, kept across restarts;
     /// one mount at a time. Default: a directory of the state directory
     /// for each mount point (and NFS server); export and import cache in
     /// memory only.
-    #[arg(long)]
+    #[arg(long, help_heading = "Cache")]
     pub cache_dir: Option<PathBuf>,
     /// Memory for cached object content (K, M, G suffixes: powers of 1024).
-    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = byte_size)]
+    #[arg(long, help_heading = "Cache", value_name = "BYTES", default_value = "256M", value_parser = byte_size)]
     pub cache_memory: u64,
     /// Disk for cached object content, at most; less if the disk would be
     /// left with under 10 % free. 0: memory only.
-    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = byte_size)]
+    #[arg(long, help_heading = "Cache", value_name = "BYTES", default_value = "10G", value_parser = byte_size)]
     pub cache_size: u64,
     /// Send macOS's metadata files (`._*`, `.DS_Store`, `.Trashes`,
     /// `.Spotlight-V100`, `.fseventsd` ...) to Google like any other file.
     /// Without it they stay local to the mount, in memory, until it ends.
-    #[arg(long)]
+    #[arg(long, help_heading = "Files")]
     pub upload_macos_files: bool,
 }
 
@@ -154,16 +176,16 @@ pub struct MountArgs {
     pub tree: TreeArgs,
     pub mountpoint: PathBuf,
     /// Stay attached and log to stderr.
-    #[arg(long)]
+    #[arg(long, help_heading = "Mount")]
     pub foreground: bool,
     /// Serve over NFS on loopback and mount that with the OS's NFS client.
-    #[arg(long)]
+    #[arg(long, help_heading = "Mount")]
     pub nfs: bool,
     /// Let other users than the one mounting see the files (FUSE allow_other).
-    #[arg(long)]
+    #[arg(long, help_heading = "Mount")]
     pub allow_other: bool,
     /// Log file of a background mount (default: in the state directory).
-    #[arg(long)]
+    #[arg(long, help_heading = "Mount")]
     pub log_file: Option<PathBuf>,
     #[command(flatten)]
     pub view: ViewArgs,
@@ -176,6 +198,7 @@ pub struct MountArgs {
 
 /// What a mount or server shows and takes.
 #[derive(Args, Debug, Clone, Copy, Default)]
+#[command(next_help_heading = "View")]
 pub struct ViewArgs {
     /// Show the configuration only: no object files, their `.meta/`
     /// documents kept (`tar c` of it is a configuration-only export).
@@ -190,6 +213,7 @@ pub struct ViewArgs {
 
 /// What an operator watches a running mount or server by, and how it stops.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Operations")]
 pub struct OperatorArgs {
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on
     /// this address (e.g. 127.0.0.1:9464). Off by default.
@@ -216,12 +240,12 @@ pub struct ServeNfsArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     /// Loopback only (127.0.0.0/8, ::1, or a name resolving to them)
     /// unless --allow-remote is given.
-    #[arg(long, default_value = "127.0.0.1:2049")]
+    #[arg(long, help_heading = "NFS server", default_value = "127.0.0.1:2049")]
     pub listen: String,
     /// Serve on an address that is not loopback. NFS has no
     /// authentication: every host that reaches the port can read and
     /// change the projects.
-    #[arg(long)]
+    #[arg(long, help_heading = "NFS server")]
     pub allow_remote: bool,
     #[command(flatten)]
     pub view: ViewArgs,

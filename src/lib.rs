@@ -2,13 +2,14 @@
 //!
 //! `namespace` implements the frontends' `Vfs` and dispatches to one slice
 //! per service (`storage`, `bigquery`, `pubsub`), which use only `core`;
-//! `archive` exports and imports over the `Vfs`; `cli` and `daemon` run it
-//! all. docs/ARCHITECTURE.md draws the layers. `fuzzing` (built only by
-//! cargo-fuzz) is what fuzz/ runs.
+//! `archive` exports and imports over the `Vfs`; `cli`, `config` (the
+//! configuration file) and `daemon` run it all. docs/ARCHITECTURE.md draws
+//! the layers. `fuzzing` (built only by cargo-fuzz) is what fuzz/ runs.
 
 pub mod archive;
 pub mod bigquery;
 pub mod cli;
+pub mod config;
 pub mod core;
 pub mod daemon;
 #[cfg(fuzzing)]

@@ -16,7 +16,7 @@ use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +45,9 @@ fn main() -> ExitCode {
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
         Command::Import(args) => run(|| import(args)),
+        Command::Config(ciofs::cli::ConfigCommand::Show { command, args }) => {
+            ciofs::config::show(cli.config.as_deref(), &command, &args).map(|text| print!("{text}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,8 +60,9 @@ fn main() -> ExitCode {
 }
 
 /// The command line, with mount(8)'s forms turned into ciofs's own (see
-/// `mount_options`), parsed, and as it was turned (a background mount
-/// starts its daemon with it); clap exits on a command line it refuses.
+/// `mount_options`), parsed under the configuration file (`config`), and
+/// as it was turned (a background mount starts its daemon with it, which
+/// reads the same file); clap exits on a command line it refuses.
 fn command_line() -> Result<Option<(Cli, Vec<std::ffi::OsString>)>, String> {
     let command = Cli::command();
     let long_flags: Vec<String> = command
@@ -66,7 +70,8 @@ fn command_line() -> Result<Option<(Cli, Vec<std::ffi::OsString>)>, String> {
         .map(|mount| mount.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect())
         .unwrap_or_default();
     let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &long_flags)?;
-    Ok(args.map(|args| (Cli::parse_from(&args), args)))
+    let Some(args) = args else { return Ok(None) };
+    Ok(Some((ciofs::config::parse_cli(args.clone())?, args)))
 }
 
 /// Sets up logging and the runtime, then runs `body` on it.

@@ -66,11 +66,12 @@ pub fn normalize(args: Vec<OsString>, long_flags: &[String]) -> Result<Option<Ve
     if called_as_helper || is_helper_form(&args) {
         return helper_command(&args[1..], long_flags);
     }
-    if args.get(1).and_then(|a| a.to_str()) != Some("mount") {
+    let command_at = after_global_options(&args);
+    if args.get(command_at).and_then(|a| a.to_str()) != Some("mount") {
         return Ok(Some(args));
     }
-    let mut out = vec![program, OsString::from("mount")];
-    let mut rest = args[2..].iter();
+    let mut out = args[..=command_at].to_vec();
+    let mut rest = args[command_at + 1..].iter();
     while let Some(arg) = rest.next() {
         match option_list(arg, &mut rest)? {
             Some(options) => out.extend(expand(&options, long_flags, false)?),
@@ -78,6 +79,20 @@ pub fn normalize(args: Vec<OsString>, long_flags: &[String]) -> Result<Option<Ve
         }
     }
     Ok(Some(out))
+}
+
+/// Where the subcommand is: after the program and the options of `ciofs`
+/// itself (`--config FILE`).
+fn after_global_options(args: &[OsString]) -> usize {
+    let mut at = 1;
+    while let Some(arg) = args.get(at).and_then(|a| a.to_str()) {
+        match arg {
+            "--config" => at += 2,
+            _ if arg.starts_with("--config=") => at += 1,
+            _ => break,
+        }
+    }
+    at
 }
 
 /// `ciofs SPEC DIR ...` as fuse's `mount.fuse` runs it: a first argument
@@ -194,6 +209,8 @@ mod tests {
         );
         let out = run(&["ciofs", "mount", "-ometadata_ttl=5,file-mode=600", "/m"]);
         assert_eq!(out.unwrap().unwrap(), ["ciofs", "mount", "--metadata-ttl", "5", "--file-mode", "600", "/m"]);
+        let out = run(&["ciofs", "--config", "c.toml", "mount", "-o", "ro", "/m"]);
+        assert_eq!(out.unwrap().unwrap(), ["ciofs", "--config", "c.toml", "mount", "--read-only", "/m"]);
         let refused = run(&["ciofs", "mount", "-o", "metadata_tll=5", "/m"]).unwrap_err();
         assert!(refused.contains("metadata_tll"), "{refused}");
         assert!(run(&["ciofs", "mount", "-o"]).is_err());
