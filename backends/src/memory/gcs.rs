@@ -1,8 +1,11 @@
-//! `MemoryGcs`: Cloud Storage in memory, for unit tests of the core. It
-//! counts calls so tests can check how many were made, and can be told to
-//! fail the next calls of a kind.
+//! `MemoryGcs`: Cloud Storage in memory, for unit tests of the core and
+//! for `ciofs demo` (`MemoryGcs::live`). It counts calls so tests can check
+//! how many were made, and can be told to fail the next calls of a kind.
+//! A listing page is a range scan of the bucket's ordered names, so paging
+//! through a directory of a million objects costs each page its own size.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +95,10 @@ struct Bucket {
 pub struct MemoryGcs {
     buckets: Mutex<BTreeMap<String, Bucket>>,
     next_generation: AtomicU64,
+    /// Generations and times from the wall clock, as Cloud Storage's are
+    /// (`live`); else generations count from 1 and times from the epoch,
+    /// which unit tests compare exactly.
+    wall_clock: bool,
     /// Calls still to fail, per kind: how many, and how.
     failures: InjectedFailures<Op>,
     pub calls: CallCounts,
@@ -100,6 +107,32 @@ pub struct MemoryGcs {
 impl MemoryGcs {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Cloud Storage in memory as a user sees it (`ciofs demo`): an
+    /// object's generation is the microsecond it was written, as on Google,
+    /// so a generation is never reused by a later run (the content cache on
+    /// disk outlives the process and is keyed by generation), and its
+    /// times are the wall clock's.
+    pub fn live() -> Self {
+        Self { wall_clock: true, ..Self::default() }
+    }
+
+    /// Stores an object with a content type and custom metadata (creating
+    /// its bucket if needed), as an upload from elsewhere would; no call is
+    /// counted.
+    pub fn put_object_with(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: impl Into<Bytes>,
+        content_type: &str,
+        custom_metadata: BTreeMap<String, String>,
+    ) -> ObjectMeta {
+        self.add_bucket_if_missing(bucket);
+        let mut buckets = lock(&self.buckets);
+        let b = buckets.get_mut(bucket).expect("the bucket was just added");
+        self.store(b, name, data.into(), Some(content_type.to_string()), custom_metadata)
     }
 
     /// A bucket listed in every project.
@@ -178,7 +211,7 @@ impl MemoryGcs {
         content_type: Option<String>,
         custom_metadata: BTreeMap<String, String>,
     ) -> ObjectMeta {
-        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst) as i64 + 1;
+        let (generation, created, updated) = self.next_generation_and_times();
         let crc32c =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crc32c::crc32c(&data).to_be_bytes());
         let meta = ObjectMeta {
@@ -189,8 +222,8 @@ impl MemoryGcs {
             generation,
             metageneration: 1,
             content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".to_string())),
-            created: Some(SystemTime::UNIX_EPOCH),
-            updated: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(generation as u64)),
+            created: Some(created),
+            updated: Some(updated),
             storage_class: Some("STANDARD".to_string()),
             custom_metadata,
             etag: format!("etag-{generation}"),
@@ -198,6 +231,23 @@ impl MemoryGcs {
         };
         bucket.objects.insert(name.to_string(), (meta.clone(), data));
         meta
+    }
+
+    /// A new generation, above every earlier one, and the object's
+    /// creation and update times.
+    fn next_generation_and_times(&self) -> (i64, SystemTime, SystemTime) {
+        if !self.wall_clock {
+            let generation = self.next_generation.fetch_add(1, Ordering::SeqCst) as i64 + 1;
+            let updated = SystemTime::UNIX_EPOCH + Duration::from_secs(generation as u64);
+            return (generation, SystemTime::UNIX_EPOCH, updated);
+        }
+        let now = SystemTime::now();
+        let micros = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        // Two writes in one microsecond still get distinct generations.
+        let next = |last: u64| last.saturating_add(1).max(micros);
+        let last = self.next_generation.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(next(last)));
+        let generation = next(last.unwrap_or_else(|last| last)) as i64;
+        (generation, now, now)
     }
 
     fn with_bucket<T>(&self, bucket: &str, f: impl FnOnce(&Bucket) -> BackendResult<T>) -> BackendResult<T> {
@@ -466,40 +516,72 @@ impl ObjectStore for MemoryGcs {
 
 /// One page of a listing: names after the page token (or at/after the start
 /// offset) under the prefix, with names past the delimiter folded into
-/// prefixes.
+/// prefixes. A range scan from where the page starts; a folded prefix is
+/// stepped over with one seek, not name by name.
 fn list_page(bucket: &Bucket, request: &ListObjects) -> ObjectPage {
     let mut page = ObjectPage::default();
-    let mut last = None;
     let mut count = 0;
-    let names = bucket.objects.iter().filter(|(name, _)| {
-        name.starts_with(&request.prefix)
-            && request.page_token.as_ref().is_none_or(|after| *name > after)
-            && request.start_offset.as_ref().is_none_or(|start| *name >= start)
-    });
-    for (name, (meta, _)) in names {
-        let rest = &name[request.prefix.len()..];
-        let folded = request
-            .delimiter
-            .as_deref()
-            .and_then(|d| rest.find(d).map(|at| format!("{}{}", request.prefix, &rest[..at + d.len()])));
-        match folded {
-            Some(prefix) if page.prefixes.last() == Some(&prefix) => {}
-            Some(_) | None if count == request.page_size as usize => {
+    let mut from = scan_start(request);
+    // What the next page starts after: the last name taken, or the end of
+    // the last prefix folded.
+    let mut last = None;
+    loop {
+        let mut step_over = None;
+        for (name, (meta, _)) in bucket.objects.range::<str, _>((from.as_ref().map(String::as_str), Bound::Unbounded)) {
+            let Some(rest) = name.strip_prefix(request.prefix.as_str()) else { return page };
+            let folded = request
+                .delimiter
+                .as_deref()
+                .and_then(|d| rest.find(d).map(|at| &name[..request.prefix.len() + at + d.len()]));
+            if folded.is_some_and(|prefix| page.prefixes.last().is_some_and(|last| last == prefix)) {
+                continue;
+            }
+            if count == request.page_size as usize {
                 page.next_page_token = last;
                 return page;
             }
-            Some(prefix) => {
-                page.prefixes.push(prefix);
-                count += 1;
-            }
-            None => {
-                page.objects.push(meta.clone());
-                count += 1;
+            count += 1;
+            match folded {
+                Some(prefix) => {
+                    page.prefixes.push(prefix.to_string());
+                    step_over = Some(past(prefix));
+                    break;
+                }
+                None => {
+                    page.objects.push(meta.clone());
+                    last = Some(name.clone());
+                }
             }
         }
-        last = Some(name.clone());
+        let Some(after) = step_over else { return page };
+        last = Some(after.clone());
+        from = Bound::Excluded(after);
     }
-    page
+}
+
+/// Where a listing's scan starts: the latest of the prefix, the start
+/// offset (both included) and the page token (excluded).
+fn scan_start(request: &ListObjects) -> Bound<String> {
+    let mut start = Bound::Included(request.prefix.clone());
+    if let Some(offset) = request.start_offset.as_ref().filter(|offset| **offset > request.prefix) {
+        start = Bound::Included(offset.clone());
+    }
+    if let Some(token) = &request.page_token {
+        let later = match &start {
+            Bound::Included(at) => token >= at,
+            _ => true,
+        };
+        if later {
+            start = Bound::Excluded(token.clone());
+        }
+    }
+    start
+}
+
+/// A name after every name that starts with `prefix` (but one that goes on
+/// with U+10FFFF, which the listing then steps over name by name).
+fn past(prefix: &str) -> String {
+    format!("{prefix}{}", char::MAX)
 }
 
 #[cfg(test)]
@@ -592,6 +674,63 @@ mod tests {
         assert!(second.next_page_token.is_none());
         let nested = gcs.list_objects(&request("e/", 10, None)).await.unwrap();
         assert_eq!(nested.prefixes, vec!["e/x/"]);
+    }
+
+    /// Every page size gives the same listing, each prefix once, as one
+    /// walk over the names would; the start offset and the prefix bound it.
+    #[tokio::test]
+    async fn paging_gives_each_entry_once_whatever_the_page_size() {
+        let gcs = MemoryGcs::new();
+        let names = ["a", "b/1", "b/2", "b/c/3", "b0", "c/1", "d", "e/x/1", "e/y", "f", "f/1", "g"];
+        for name in names {
+            gcs.put_object("b", name, "x");
+        }
+        let walk = |prefix: &str, offset: Option<&str>| -> Vec<String> {
+            let mut entries: Vec<String> = Vec::new();
+            for name in names.iter().filter(|n| n.starts_with(prefix) && offset.is_none_or(|o| **n >= o)) {
+                let entry = match name[prefix.len()..].find('/') {
+                    Some(at) => name[..prefix.len() + at + 1].to_string(),
+                    None => name.to_string(),
+                };
+                if entries.last() != Some(&entry) {
+                    entries.push(entry);
+                }
+            }
+            entries
+        };
+        for (prefix, offset) in [("", None), ("", Some("b0")), ("b/", None), ("e/", None), ("f", None), ("zz", None)] {
+            for size in 1..=5 {
+                let mut listed = Vec::new();
+                let mut token = None;
+                loop {
+                    let request =
+                        ListObjects { start_offset: offset.map(str::to_string), ..request(prefix, size, token) };
+                    let page = gcs.list_objects(&request).await.unwrap();
+                    assert!(page.objects.len() + page.prefixes.len() <= size as usize);
+                    let mut entries: Vec<String> = page.objects.iter().map(|o| o.name.clone()).collect();
+                    entries.extend(page.prefixes);
+                    entries.sort();
+                    listed.extend(entries);
+                    token = page.next_page_token;
+                    if token.is_none() {
+                        break;
+                    }
+                }
+                assert_eq!(listed, walk(prefix, offset), "prefix {prefix:?}, offset {offset:?}, page size {size}");
+            }
+        }
+    }
+
+    /// `live` generations are the wall clock's microseconds, never reused.
+    #[tokio::test]
+    async fn live_generations_are_wall_clock_microseconds() {
+        let gcs = MemoryGcs::live();
+        let before = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_micros() as i64;
+        let first = gcs.put_object("b", "f", "1");
+        let second = gcs.put_object("b", "f", "2");
+        assert!(first.generation >= before, "{} < {before}", first.generation);
+        assert!(second.generation > first.generation);
+        assert!(first.updated.unwrap() >= SystemTime::UNIX_EPOCH + Duration::from_micros(before as u64));
     }
 
     #[tokio::test]
