@@ -36,6 +36,13 @@ pub enum Command {
     Export(ExportArgs),
     /// Recreate an archive's resources in a project: prints a plan, then applies it.
     Import(ImportArgs),
+    /// Mount a sample project (demo-project) served from memory: no Google
+    /// account, no emulator. Its data lives in this process's memory only
+    /// and is gone when the demo ends.
+    ///
+    /// Stays in the foreground until Ctrl-C or SIGTERM, then unmounts.
+    /// Without /dev/fuse, `--nfs` serves it over NFS on loopback.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -79,6 +86,8 @@ pub struct TreeArgs {
     /// A project to show at the mount root (repeat for several).
     #[arg(long = "project", required = true, env = "CIOFS_PROJECT", value_delimiter = ',')]
     pub projects: Vec<String>,
+    #[command(flatten)]
+    pub backend: crate::demo::BackendArgs,
     /// Owner shown for every file (default: the user running ciofs).
     #[arg(long)]
     pub uid: Option<u32>,

@@ -3,7 +3,7 @@
 //! `namespace` implements the frontends' `Vfs` and dispatches to one slice
 //! per service (`storage`, `bigquery`, `pubsub`), which use only `core`;
 //! `archive` exports and imports over the `Vfs`; `cli` and `daemon` run it
-//! all. docs/ARCHITECTURE.md draws the layers. `fuzzing` (built only by
+//! all, `demo` serves it from memory. docs/ARCHITECTURE.md draws the layers. `fuzzing` (built only by
 //! cargo-fuzz) is what fuzz/ runs.
 
 pub mod archive;
@@ -11,6 +11,7 @@ pub mod bigquery;
 pub mod cli;
 pub mod core;
 pub mod daemon;
+pub mod demo;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod namespace;

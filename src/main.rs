@@ -1,4 +1,4 @@
-//! `ciofs`: mount, unmount, serve-nfs, export, import.
+//! `ciofs`: mount, unmount, serve-nfs, export, import, demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
         Command::Export(args) => run(|| export(args)),
         Command::Import(args) => run(|| import(args)),
+        Command::Demo(args) => run(|| demo(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,15 +90,8 @@ fn return_freed_blocks_to_the_system() {
     }
 }
 
-/// The namespace over Google's services, its content cache open: its disk
-/// tier in `--cache-dir`, else in `cache_dir` (a mount's or server's own
-/// directory of the state dir), else memory only.
-async fn namespace(
-    tree: &TreeArgs,
-    journal: Option<&Path>,
-    view: ViewArgs,
-    cache_dir: Option<PathBuf>,
-) -> Result<Arc<Namespace>, String> {
+/// Google's services (or the emulators the environment names).
+async fn google_services(tree: &TreeArgs) -> Result<Services, String> {
     let retry = tree.retry_policy();
     let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
         .await
@@ -108,7 +102,22 @@ async fn namespace(
     let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..PubSubConfig::from_env() })
         .await
         .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
-    let services = Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) };
+    Ok(Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) })
+}
+
+/// The namespace over the services `--backend` names, its content cache open: its disk
+/// tier in `--cache-dir`, else in `cache_dir` (a mount's or server's own
+/// directory of the state dir), else memory only.
+async fn namespace(
+    tree: &TreeArgs,
+    journal: Option<&Path>,
+    view: ViewArgs,
+    cache_dir: Option<PathBuf>,
+) -> Result<Arc<Namespace>, String> {
+    let services = match ciofs::demo::memory_services(&tree.backend) {
+        Some(services) => services,
+        None => google_services(tree).await?,
+    };
     let projects = tree.projects.clone();
     let content_cache = tree.cache_options(cache_dir);
     let ViewArgs { config_only, read_only } = view;
@@ -273,7 +282,9 @@ fn os_nfs_mount(port: u16, mountpoint: &Path, read_only: bool) -> Result<(), Str
 /// projects alone: `<name>.inodes.jsonl` is its journal, `<name>.cache`
 /// its content cache.
 fn nfs_state(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
-    let key = ciofs::core::inodes::path_hash(&tree.projects.join("\0"));
+    // A memory backend's server keeps apart: what it left to upload is not Google's.
+    let memory = if tree.backend.backend == ciofs::demo::Backend::Memory { "\0memory" } else { "" };
+    let key = ciofs::core::inodes::path_hash(&(tree.projects.join("\0") + memory));
     Ok(tree.state_dir()?.join("nfs").join(format!("{key:016x}")))
 }
 
@@ -368,6 +379,17 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = wait(&mut term) => {}
         _ = wait(&mut hangup) => {}
+    }
+}
+
+/// `ciofs demo`: a foreground mount (or NFS server) of the sample project
+/// served from memory, as `mount` or `serve-nfs` with `--backend memory`.
+async fn demo(args: ciofs::demo::DemoArgs) -> Result<(), String> {
+    let line = ciofs::demo::command_line(&args)?;
+    match Cli::try_parse_from(line).map_err(|e| e.to_string())?.command {
+        Command::Mount(mount) => mount_foreground(mount).await,
+        Command::ServeNfs(serve) => serve_nfs(serve).await,
+        other => Err(format!("the demo cannot run as {other:?}")),
     }
 }
 

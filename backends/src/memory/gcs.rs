@@ -144,7 +144,7 @@ impl MemoryGcs {
     pub fn add_bucket_of(&self, project: &str, name: &str) {
         let mut buckets = lock(&self.buckets);
         let bucket = buckets.entry(name.to_string()).or_default();
-        bucket.meta = new_bucket_meta(name);
+        bucket.meta = self.new_bucket_meta(name);
         bucket.project = project.to_string();
     }
 
@@ -214,8 +214,14 @@ impl MemoryGcs {
         let (generation, created, updated) = self.next_generation_and_times();
         let crc32c =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crc32c::crc32c(&data).to_be_bytes());
+        // As Cloud Storage gives it; unit tests compare metadata without it.
+        let md5_hash = self.wall_clock.then(|| {
+            let digest = <md5::Md5 as md5::Digest>::digest(&data);
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest)
+        });
         let meta = ObjectMeta {
             crc32c: Some(crc32c),
+            md5_hash,
             bucket: bucket.meta.name.clone(),
             name: name.to_string(),
             size: data.len() as u64,
@@ -227,10 +233,23 @@ impl MemoryGcs {
             storage_class: Some("STANDARD".to_string()),
             custom_metadata,
             etag: format!("etag-{generation}"),
-            ..Default::default()
         };
         bucket.objects.insert(name.to_string(), (meta.clone(), data));
         meta
+    }
+
+    /// A new bucket's metadata, made now (`live`) or at the epoch.
+    fn new_bucket_meta(&self, name: &str) -> BucketMeta {
+        let now = if self.wall_clock { SystemTime::now() } else { SystemTime::UNIX_EPOCH };
+        BucketMeta {
+            name: name.to_string(),
+            location: "US".to_string(),
+            storage_class: "STANDARD".to_string(),
+            created: Some(now),
+            updated: Some(now),
+            metageneration: 1,
+            ..Default::default()
+        }
     }
 
     /// A new generation, above every earlier one, and the object's
@@ -264,18 +283,6 @@ impl MemoryGcs {
             Some(b) => f(b),
             None => Err(BackendError::not_found(format!("bucket {bucket}"))),
         }
-    }
-}
-
-fn new_bucket_meta(name: &str) -> BucketMeta {
-    BucketMeta {
-        name: name.to_string(),
-        location: "US".to_string(),
-        storage_class: "STANDARD".to_string(),
-        created: Some(SystemTime::UNIX_EPOCH),
-        updated: Some(SystemTime::UNIX_EPOCH),
-        metageneration: 1,
-        ..Default::default()
     }
 }
 
@@ -460,7 +467,7 @@ impl ObjectStore for MemoryGcs {
         if buckets.contains_key(bucket) {
             return Err(BackendError::new(ErrorKind::AlreadyExists, format!("bucket {bucket} exists")));
         }
-        let mut meta = new_bucket_meta(bucket);
+        let mut meta = self.new_bucket_meta(bucket);
         meta.location = settings.location.clone().unwrap_or(meta.location);
         meta.storage_class = settings.storage_class.clone().unwrap_or(meta.storage_class);
         meta.labels = settings.labels.clone();
