@@ -221,11 +221,51 @@ async fn serve_nfs_with_the_memory_backend_serves_the_sample_project() {
     assert!(String::from_utf8_lossy(&config).contains("\"ack_deadline_seconds\": 30"));
 
     let scale = walk(&mut conn, &format!("{P}/storage/ciofs-demo-data/scale")).await;
-    let (names, pages) = list(&mut conn, &scale, 16 * 1024).await;
+    // A listing that does not end (a page token that goes nowhere) fails
+    // here rather than growing the server until it is killed.
+    let listed = tokio::time::timeout(Duration::from_secs(60), list(&mut conn, &scale, 16 * 1024)).await;
+    let (names, pages) = listed.expect("the listing ends within a minute");
     let mut expected: Vec<String> = (0..2500).map(|i| format!("object-{i:07}")).collect();
     expected.insert(0, ".meta".to_string());
     assert_eq!(names, expected, "every object once, in order");
     assert!(pages > 1, "{pages} pages");
+    drop(server);
+}
+
+/// Without an NFS mount command (as here), `ciofs demo --nfs` serves the
+/// sample project and prints where, and how to mount it elsewhere.
+#[tokio::test]
+async fn demo_nfs_serves_and_says_how_to_reach_it_without_an_nfs_client() {
+    if ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"].iter().any(|p| Path::new(p).exists()) {
+        eprintln!("this system has mount.nfs: `ciofs demo --nfs` mounts, which this test does not cover");
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let mut child = ciofs_without_emulators(state.path())
+        .args(["demo", "--nfs", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ciofs demo --nfs");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let port = loop {
+        let Some(Ok(line)) = lines.next() else { panic!("ciofs demo --nfs ended:\n{}", printed.join("\n")) };
+        printed.push(line.clone());
+        if let Some(address) = line.split("served over NFSv3 on ").nth(1) {
+            break address.trim_end_matches('.').parse::<std::net::SocketAddr>().expect("address").port();
+        }
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).take_while(|l| !l.contains("Ctrl-C")).collect();
+    let text = rest.join("\n");
+    assert!(text.contains("memory only"), "{text}");
+    assert!(text.contains(&format!("mount -t nfs -o nolock,vers=3,tcp,port={port},mountport={port}")), "{text}");
+    let mut conn = connect(port).await;
+    let csv = walk(&mut conn, &format!("{P}/storage/ciofs-demo-data/reports/2025/q2.csv")).await;
+    let (data, _) = read(&mut conn, &csv, 0, 1 << 20).await;
+    assert_eq!(data, b"region,revenue\nemea,1500\namer,3600\napac,2500\n");
     drop(server);
 }
 
