@@ -4,11 +4,11 @@
 //! A listing page is a range scan of the bucket's ordered names, so paging
 //! through a directory of a million objects costs each page its own size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -85,7 +85,60 @@ struct Bucket {
     /// The project it belongs to; empty: listed in every project (as
     /// fake-gcs-server lists every bucket).
     project: String,
-    objects: BTreeMap<String, (ObjectMeta, Bytes)>,
+    objects: BTreeMap<String, Stored>,
+    /// The content types its objects have, each kept once.
+    content_types: BTreeSet<Arc<str>>,
+}
+
+impl Bucket {
+    fn content_type(&mut self, content_type: &str) -> Arc<str> {
+        if let Some(known) = self.content_types.get(content_type) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(content_type);
+        self.content_types.insert(new.clone());
+        new
+    }
+}
+
+/// An object as its bucket keeps it: the name is the map's key, the bucket
+/// the map's, the hashes numbers and the content type shared, so that an
+/// object costs no allocation of its own but its data and custom metadata
+/// (a million seeded objects take ~300 MB instead of ~800 MB as
+/// `ObjectMeta`s). `meta` makes the API's view of it.
+#[derive(Clone)]
+struct Stored {
+    data: Bytes,
+    generation: i64,
+    metageneration: i64,
+    content_type: Arc<str>,
+    md5: Option<[u8; 16]>,
+    crc32c: u32,
+    created: SystemTime,
+    updated: SystemTime,
+    custom_metadata: BTreeMap<String, String>,
+}
+
+impl Stored {
+    fn meta(&self, bucket: &str, name: &str) -> ObjectMeta {
+        let base64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+        ObjectMeta {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            size: self.data.len() as u64,
+            generation: self.generation,
+            metageneration: self.metageneration,
+            content_type: Some(self.content_type.to_string()),
+            md5_hash: self.md5.map(|digest| base64(&digest)),
+            // As Cloud Storage gives it: base64 of the big-endian value.
+            crc32c: Some(base64(&self.crc32c.to_be_bytes())),
+            created: Some(self.created),
+            updated: Some(self.updated),
+            storage_class: Some("STANDARD".to_string()),
+            custom_metadata: self.custom_metadata.clone(),
+            etag: format!("etag-{}", self.generation),
+        }
+    }
 }
 
 /// Cloud Storage in memory: buckets of objects, listing with prefix,
@@ -168,7 +221,7 @@ impl MemoryGcs {
     /// An object's metadata, if it exists (no call is counted).
     pub fn object_meta(&self, bucket: &str, name: &str) -> Option<ObjectMeta> {
         let buckets = lock(&self.buckets);
-        buckets.get(bucket)?.objects.get(name).map(|(meta, _)| meta.clone())
+        buckets.get(bucket)?.objects.get(name).map(|stored| stored.meta(bucket, name))
     }
 
     /// The names of a bucket's objects, in order (no call is counted).
@@ -180,7 +233,7 @@ impl MemoryGcs {
     /// An object's bytes, if it exists.
     pub fn object_data(&self, bucket: &str, name: &str) -> Option<Bytes> {
         let buckets = lock(&self.buckets);
-        buckets.get(bucket)?.objects.get(name).map(|(_, data)| data.clone())
+        buckets.get(bucket)?.objects.get(name).map(|stored| stored.data.clone())
     }
 
     /// Makes the next `times` calls of kind `op` fail with `kind` (they
@@ -212,29 +265,22 @@ impl MemoryGcs {
         custom_metadata: BTreeMap<String, String>,
     ) -> ObjectMeta {
         let (generation, created, updated) = self.next_generation_and_times();
-        let crc32c =
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crc32c::crc32c(&data).to_be_bytes());
         // As Cloud Storage gives it; unit tests compare metadata without it.
-        let md5_hash = self.wall_clock.then(|| {
-            let digest = <md5::Md5 as md5::Digest>::digest(&data);
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest)
-        });
-        let meta = ObjectMeta {
-            crc32c: Some(crc32c),
-            md5_hash,
-            bucket: bucket.meta.name.clone(),
-            name: name.to_string(),
-            size: data.len() as u64,
+        let md5 = self.wall_clock.then(|| <md5::Md5 as md5::Digest>::digest(&data).into());
+        let content_type = bucket.content_type(content_type.as_deref().unwrap_or("application/octet-stream"));
+        let stored = Stored {
+            crc32c: crc32c::crc32c(&data),
+            md5,
+            data,
             generation,
             metageneration: 1,
-            content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".to_string())),
-            created: Some(created),
-            updated: Some(updated),
-            storage_class: Some("STANDARD".to_string()),
+            content_type,
+            created,
+            updated,
             custom_metadata,
-            etag: format!("etag-{generation}"),
         };
-        bucket.objects.insert(name.to_string(), (meta.clone(), data));
+        let meta = stored.meta(&bucket.meta.name, name);
+        bucket.objects.insert(name.to_string(), stored);
         meta
     }
 
@@ -339,7 +385,7 @@ impl ObjectStore for MemoryGcs {
         self.with_bucket(bucket, |b| {
             b.objects
                 .get(name)
-                .map(|(meta, _)| meta.clone())
+                .map(|stored| stored.meta(bucket, name))
                 .ok_or_else(|| BackendError::not_found(format!("gs://{bucket}/{name}")))
         })
     }
@@ -354,8 +400,8 @@ impl ObjectStore for MemoryGcs {
         }
         let what = format!("gs://{bucket}/{name}");
         let (served, data) = self.with_bucket(bucket, |b| match b.objects.get(name) {
-            Some((meta, data)) if generation.is_none_or(|g| g == meta.generation) => {
-                Ok((meta.generation, data.clone()))
+            Some(stored) if generation.is_none_or(|g| g == stored.generation) => {
+                Ok((stored.generation, stored.data.clone()))
             }
             _ => Err(BackendError::not_found(&what)),
         })?;
@@ -383,7 +429,7 @@ impl ObjectStore for MemoryGcs {
             .read_exact_at(&mut data, 0)
             .map_err(|e| BackendError::new(ErrorKind::InvalidArgument, format!("upload {what}: staging file: {e}")))?;
         self.with_bucket_mut(&upload.bucket, |b| {
-            let current = b.objects.get(&upload.name).map(|(meta, _)| meta.generation);
+            let current = b.objects.get(&upload.name).map(|stored| stored.generation);
             check_generation(&what, current, upload.if_generation_match)?;
             let content_type = upload.content_type.clone();
             Ok(self.store(b, &upload.name, data.into(), content_type, upload.custom_metadata.clone()))
@@ -409,7 +455,7 @@ impl ObjectStore for MemoryGcs {
         self.call(Op::DeleteObject)?;
         let what = format!("gs://{bucket}/{name}");
         self.with_bucket_mut(bucket, |b| {
-            let current = b.objects.get(name).map(|(meta, _)| meta.generation);
+            let current = b.objects.get(name).map(|stored| stored.generation);
             if current.is_none() {
                 return Err(BackendError::not_found(&what));
             }
@@ -424,11 +470,12 @@ impl ObjectStore for MemoryGcs {
         self.call(Op::CopyObject)?;
         let what = format!("gs://{bucket}/{source}");
         self.with_bucket_mut(bucket, |b| {
-            let Some((meta, data)) = b.objects.get(source).cloned() else {
+            let Some(source) = b.objects.get(source).cloned() else {
                 return Err(BackendError::not_found(&what));
             };
-            check_generation(&what, Some(meta.generation), *if_source_generation_match)?;
-            Ok(self.store(b, destination, data, meta.content_type, meta.custom_metadata))
+            check_generation(&what, Some(source.generation), *if_source_generation_match)?;
+            let content_type = Some(source.content_type.to_string());
+            Ok(self.store(b, destination, source.data, content_type, source.custom_metadata))
         })
     }
 
@@ -437,7 +484,7 @@ impl ObjectStore for MemoryGcs {
         self.call(Op::PatchObject)?;
         let what = format!("gs://{bucket}/{name}");
         self.with_bucket_mut(bucket, |b| {
-            let Some((meta, _)) = b.objects.get_mut(name) else {
+            let Some(meta) = b.objects.get_mut(name) else {
                 return Err(BackendError::not_found(&what));
             };
             if if_metageneration_match.is_some_and(|m| m != meta.metageneration) {
@@ -447,7 +494,7 @@ impl ObjectStore for MemoryGcs {
                 ));
             }
             if let Some(content_type) = content_type {
-                meta.content_type = Some(content_type.clone());
+                meta.content_type = Arc::from(content_type.as_str());
             }
             for (key, value) in custom_metadata {
                 match value {
@@ -456,8 +503,8 @@ impl ObjectStore for MemoryGcs {
                 };
             }
             meta.metageneration += 1;
-            meta.updated = Some(std::time::SystemTime::now());
-            Ok(meta.clone())
+            meta.updated = std::time::SystemTime::now();
+            Ok(meta.meta(bucket, name))
         })
     }
 
@@ -473,7 +520,7 @@ impl ObjectStore for MemoryGcs {
         meta.labels = settings.labels.clone();
         meta.versioning = settings.versioning;
         let project = project.to_string();
-        buckets.insert(bucket.to_string(), Bucket { meta: meta.clone(), project, objects: BTreeMap::new() });
+        buckets.insert(bucket.to_string(), Bucket { meta: meta.clone(), project, ..Bucket::default() });
         Ok(meta)
     }
 
@@ -534,7 +581,7 @@ fn list_page(bucket: &Bucket, request: &ListObjects) -> ObjectPage {
     let mut last = None;
     loop {
         let mut step_over = None;
-        for (name, (meta, _)) in bucket.objects.range::<str, _>((from.as_ref().map(String::as_str), Bound::Unbounded)) {
+        for (name, stored) in bucket.objects.range::<str, _>((from.as_ref().map(String::as_str), Bound::Unbounded)) {
             let Some(rest) = name.strip_prefix(request.prefix.as_str()) else { return page };
             let folded = request
                 .delimiter
@@ -555,7 +602,7 @@ fn list_page(bucket: &Bucket, request: &ListObjects) -> ObjectPage {
                     break;
                 }
                 None => {
-                    page.objects.push(meta.clone());
+                    page.objects.push(stored.meta(&bucket.meta.name, name));
                     last = Some(name.clone());
                 }
             }
