@@ -330,6 +330,11 @@ impl NfsService {
     ) -> Result<(Self, std::net::SocketAddr), String> {
         let state = nfs_state(tree)?;
         let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
+        if tree.backend.backend == ciofs::demo::Backend::Memory {
+            // What an earlier run served from memory is gone, and its handles
+            // with it: loading them would only cost memory (1M in a run of 10k).
+            let _ = std::fs::remove_file(&journal);
+        }
         let namespace = namespace(tree, Some(&journal), view, Some(cache_dir)).await?;
         // What an earlier run left to upload waits for a run that may write.
         if !view.read_only {
