@@ -44,6 +44,13 @@ pub enum Command {
     /// The configuration file: `ciofs config show [COMMAND] [FLAGS]`.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Mount a sample project (demo-project) served from memory: no Google
+    /// account, no emulator. Its data lives in this process's memory only
+    /// and is gone when the demo ends.
+    ///
+    /// Stays in the foreground until Ctrl-C or SIGTERM, then unmounts.
+    /// Without /dev/fuse, `--nfs` serves it over NFS on loopback.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +108,8 @@ pub struct TreeArgs {
     /// A project to show at the mount root (repeat for several).
     #[arg(long = "project", required = true, env = "CIOFS_PROJECT", value_delimiter = ',')]
     pub projects: Vec<String>,
+    #[command(flatten)]
+    pub backend: crate::demo::BackendArgs,
     /// Owner shown for every file (default: the user running ciofs).
     #[arg(long, help_heading = "Files")]
     pub uid: Option<u32>,

@@ -3,8 +3,10 @@
 //! `namespace` implements the frontends' `Vfs` and dispatches to one slice
 //! per service (`storage`, `bigquery`, `pubsub`), which use only `core`;
 //! `archive` exports and imports over the `Vfs`; `cli`, `config` (the
-//! configuration file) and `daemon` run it all. docs/ARCHITECTURE.md draws
-//! the layers. `fuzzing` (built only by cargo-fuzz) is what fuzz/ runs.
+//! configuration file), `mount_options` (mount(8)'s forms), `shutdown`,
+//! `operations` and `daemon` run it all, and `demo` serves it from memory.
+//! docs/ARCHITECTURE.md draws the layers. `fuzzing` (built only by
+//! cargo-fuzz) is what fuzz/ runs.
 
 pub mod archive;
 pub mod bigquery;
@@ -12,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod demo;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod mount_options;

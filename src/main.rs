@@ -1,4 +1,4 @@
-//! `ciofs`: mount, unmount, serve-nfs, export, import.
+//! `ciofs`: mount, unmount, serve-nfs, export, import, demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_frontends::fuse::FuseMount;
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         Command::Config(ciofs::cli::ConfigCommand::Show { command, args }) => {
             ciofs::config::show(cli.config.as_deref(), &command, &args).map(|text| print!("{text}"))
         }
+        Command::Demo(args) => run(|| demo(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,24 +137,13 @@ struct Placement {
     staging_dir: Option<PathBuf>,
 }
 
-/// The namespace over Google's services, its content cache open: its disk
-/// tier in `--cache-dir`, else in `placement.cache_dir`, else memory only.
+/// The namespace over the services `--backend` names, its content cache
+/// open: its disk tier in `--cache-dir`, else in `placement.cache_dir`,
+/// else memory only.
 async fn namespace(tree: &TreeArgs, view: ViewArgs, placement: Placement) -> Result<Arc<Namespace>, String> {
-    let retry = tree.retry_policy();
-    let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
-        .await
-        .map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
-    let bigquery = GoogleBigQuery::connect(BigQueryConfig { retry, ..BigQueryConfig::from_env() })
-        .await
-        .map_err(|e| format!("cannot reach BigQuery: {e}"))?;
-    let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..PubSubConfig::from_env() })
-        .await
-        .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
-    // Every call to Google is counted and logged here (`--metrics-addr`, `--api-log`).
-    let services = Services {
-        gcs: Arc::new(Observed::new(Arc::new(gcs))),
-        bigquery: Arc::new(Observed::new(Arc::new(bigquery))),
-        pubsub: Arc::new(Observed::new(Arc::new(pubsub))),
+    let services = match ciofs::demo::memory_services(&tree.backend) {
+        Some(services) => services,
+        None => google_services(tree).await?,
     };
     let projects = tree.projects.clone();
     let content_cache = tree.cache_options(placement.cache_dir);
@@ -169,6 +159,26 @@ async fn namespace(tree: &TreeArgs, view: ViewArgs, placement: Placement) -> Res
     };
     namespace.open_content_cache().await?;
     Ok(Arc::new(namespace))
+}
+
+/// Google's services (or the emulators the environment names), each
+/// counted and logged (`--metrics-addr`, `--api-log`).
+async fn google_services(tree: &TreeArgs) -> Result<Services, String> {
+    let retry = tree.retry_policy();
+    let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
+        .await
+        .map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
+    let bigquery = GoogleBigQuery::connect(BigQueryConfig { retry, ..BigQueryConfig::from_env() })
+        .await
+        .map_err(|e| format!("cannot reach BigQuery: {e}"))?;
+    let pubsub = GooglePubSub::connect(PubSubConfig { retry, ..PubSubConfig::from_env() })
+        .await
+        .map_err(|e| format!("cannot reach Pub/Sub: {e}"))?;
+    Ok(Services {
+        gcs: Arc::new(Observed::new(Arc::new(gcs))),
+        bigquery: Arc::new(Observed::new(Arc::new(bigquery))),
+        pubsub: Arc::new(Observed::new(Arc::new(pubsub))),
+    })
 }
 
 async fn mount_foreground(args: MountArgs) -> Result<(), String> {
@@ -378,7 +388,9 @@ fn os_nfs_mount(port: u16, mountpoint: &Path, read_only: bool) -> Result<(), Str
 /// projects alone: `<name>.inodes.jsonl` is its journal, `<name>.cache`
 /// its content cache.
 fn nfs_state(tree: &TreeArgs) -> Result<std::path::PathBuf, String> {
-    let key = ciofs::core::inodes::path_hash(&tree.projects.join("\0"));
+    // A memory backend's server keeps apart: what it left to upload is not Google's.
+    let memory = if tree.backend.backend == ciofs::demo::Backend::Memory { "\0memory" } else { "" };
+    let key = ciofs::core::inodes::path_hash(&(tree.projects.join("\0") + memory));
     Ok(tree.state_dir()?.join("nfs").join(format!("{key:016x}")))
 }
 
@@ -430,6 +442,11 @@ impl NfsService {
     ) -> Result<(Self, std::net::SocketAddr), String> {
         let state = nfs_state(tree)?;
         let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
+        if tree.backend.backend == ciofs::demo::Backend::Memory {
+            // What an earlier run served from memory is gone, and its handles
+            // with it: loading them would only cost memory (1M in a run of 10k).
+            let _ = std::fs::remove_file(&journal);
+        }
         let placement = Placement { inode_journal: Some(journal), cache_dir: Some(cache_dir), ..Placement::default() };
         let namespace = namespace(tree, view, placement).await?;
         // What an earlier run left to upload waits for a run that may write.
@@ -460,6 +477,17 @@ impl NfsService {
         let finished = shutdown::finish(&self.namespace, deadline, signals.recv()).await;
         self.namespace.close_content_cache().await;
         finished
+    }
+}
+
+/// `ciofs demo`: a foreground mount (or NFS server) of the sample project
+/// served from memory, as `mount` or `serve-nfs` with `--backend memory`.
+async fn demo(args: ciofs::demo::DemoArgs) -> Result<(), String> {
+    let line = ciofs::demo::command_line(&args)?;
+    match Cli::try_parse_from(line).map_err(|e| e.to_string())?.command {
+        Command::Mount(mount) => mount_foreground(mount).await,
+        Command::ServeNfs(serve) => serve_nfs(serve).await,
+        other => Err(format!("the demo cannot run as {other:?}")),
     }
 }
 
