@@ -274,9 +274,7 @@ impl InodeTable {
         // if nothing counts it). Dropped, the kernel's new inode would be
         // ESTALE.
         if entry.lookups == 0 && entry.found <= entry.counted {
-            let path = entry.node.key();
-            table.by_ino.remove(&ino);
-            table.by_path.remove(&path);
+            table.remove(ino);
         }
     }
 }
@@ -367,6 +365,18 @@ impl Table {
         }
     }
 
+    /// Drops `ino`'s entry, and its path if the path still leads to it: a
+    /// removed or replaced file's inode (detached) no longer owns its path,
+    /// which may name a new file's inode now (`tar x`: unlink, create
+    /// again, and the kernel's FORGET of the old inode after the create).
+    fn remove(&mut self, ino: Ino) {
+        let Some(entry) = self.by_ino.remove(&ino) else { return };
+        let path = entry.node.key();
+        if self.by_path.get(&path) == Some(&ino) {
+            self.by_path.remove(&path);
+        }
+    }
+
     /// The hash of `path`, probed forward past numbers in use.
     fn free_ino(&self, path: &str) -> Ino {
         let mut ino = path_hash(path);
@@ -440,6 +450,29 @@ mod tests {
         assert_eq!(table.generation(ino), Some(generation));
         table.forget(ino, 1);
         assert_eq!(table.node(ino), None, "counted once: one forget drops it");
+    }
+
+    /// `tar x` over a file: unlink (the old inode is detached, the kernel
+    /// still holds it), create (the path's hash is taken by the old inode:
+    /// the new file gets the next number), and only then the kernel's
+    /// FORGET of the old inode. Forgetting it must drop its entry only, not
+    /// the path, which names the new inode now: untied from its path, the
+    /// new file answered every GETATTR with ESTALE ("tar: ./a/1: Cannot
+    /// stat: Stale file handle").
+    #[test]
+    fn forgetting_a_removed_inode_leaves_the_new_file_of_its_name() {
+        let table = InodeTable::new();
+        let (old, _) = table.remember(&object("x"));
+        table.count_lookup(old);
+        table.detach(old);
+        let (new, _) = table.remember(&object("x"));
+        table.count_lookup(new);
+        assert_ne!(old, new, "the removed file's inode is still held");
+        table.forget(old, 1);
+        assert_eq!(table.node(old), None, "the removed file's inode goes");
+        assert!(table.is_attached(new), "the new file still names x");
+        assert_eq!(table.find(&object("x")).map(|(ino, _)| ino), Some(new));
+        assert_eq!(table.remember(&object("x")).0, new, "a lookup finds the new file");
     }
 
     #[test]

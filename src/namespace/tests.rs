@@ -172,6 +172,29 @@ async fn dot_and_dotdot_resolve_for_nfs_and_unknown_inodes_are_stale() {
     assert_eq!(ns.getattr(12345).await.unwrap_err().errno(), libc::ESTALE);
 }
 
+/// `tar x` over an existing file through FUSE: unlink, create again, and
+/// the kernel's FORGET of the removed file's inode arriving only after the
+/// create (FUSE sends forgets on its own queue). The new file stays named:
+/// its GETATTR and a LOOKUP of its name answer it, not ESTALE.
+#[tokio::test]
+async fn a_late_forget_of_a_replaced_file_leaves_the_new_file_named() {
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "a/1", "old");
+    let ns = namespace(&gcs, 1000);
+    let dir = walk(&ns, "p/storage/b/a").await;
+    let old = ns.lookup(dir, "1").await.unwrap().ino;
+    ns.unlink(dir, "1").await.unwrap();
+    let (attr, opened) = ns.create(dir, "1", 0o644).await.unwrap();
+    ns.write(attr.ino, Some(opened.fh), 0, b"new").await.unwrap();
+    ns.flush(attr.ino, opened.fh).await.unwrap();
+    ns.release(attr.ino, opened.fh).await.unwrap();
+    ns.forget(old, 1);
+    let stat = ns.getattr(attr.ino).await.unwrap_or_else(|e| panic!("getattr of the new file: {e}"));
+    assert_eq!(stat.size, 3);
+    let found = ns.lookup(dir, "1").await.unwrap();
+    assert_eq!((found.ino, found.size), (attr.ino, 3), "a lookup finds the new file's inode");
+}
+
 #[tokio::test]
 async fn an_object_and_its_prefix_twin_on_different_pages_show_once_as_a_directory() {
     let gcs = Arc::new(MemoryGcs::new());
