@@ -45,17 +45,6 @@ fn get_metrics(port: u16) -> std::io::Result<String> {
     }
 }
 
-/// The value of the samples of `name` whose labels include all of
-/// `labels` (`key="value"`), summed; 0 if there is none yet.
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 const STORAGE: &str = "service=\"storage\"";
 
 #[test]
@@ -86,7 +75,7 @@ fn api_metrics_follow_a_workload_through_the_mount() {
         assert_eq!(write_and_close_errno(&topic_dir.join("_message"), message.as_bytes()), 0);
     }
     let after = scrape(port);
-    let grew = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let grew = |name: &str, labels: &[&str]| metric_sample(&after, name, labels) - metric_sample(&before, name, labels);
 
     let uploads = [STORAGE, "method=\"upload\""];
     let ok_uploads = [STORAGE, "method=\"upload\"", "status=\"ok\""];
@@ -100,8 +89,8 @@ fn api_metrics_follow_a_workload_through_the_mount() {
     assert_eq!(grew("ciofs_pubsub_messages_published_total", &[]), 3.0, "{after}");
     let published = ["service=\"pubsub\"", "method=\"publish\"", "status=\"ok\""];
     assert_eq!(grew("ciofs_api_requests_total", &published), 3.0, "{after}");
-    assert_eq!(sample(&after, "ciofs_uploads_in_flight", &[]), 0.0, "{after}");
-    assert_eq!(sample(&after, "ciofs_uploads_pending", &[]), 0.0, "{after}");
+    assert_eq!(metric_sample(&after, "ciofs_uploads_in_flight", &[]), 0.0, "{after}");
+    assert_eq!(metric_sample(&after, "ciofs_uploads_pending", &[]), 0.0, "{after}");
 
     // A file written and not closed is pending until its close uploads it
     // (O_DIRECT: the kernel sends the write at once rather than at close).
@@ -113,9 +102,9 @@ fn api_metrics_follow_a_workload_through_the_mount() {
         .unwrap();
     open.write_all(b"not yet\n").unwrap();
     let held = scrape(port);
-    assert_eq!(sample(&held, "ciofs_uploads_pending", &[]), 1.0, "{held}");
+    assert_eq!(metric_sample(&held, "ciofs_uploads_pending", &[]), 1.0, "{held}");
     drop(open);
-    assert_eq!(sample(&scrape(port), "ciofs_uploads_pending", &[]), 0.0);
+    assert_eq!(metric_sample(&scrape(port), "ciofs_uploads_pending", &[]), 0.0);
 
     // Messages read from `_stream`: delivered by pulls; a reader that
     // closes early gives back what it did not read, and those come again.
@@ -125,7 +114,7 @@ fn api_metrics_follow_a_workload_through_the_mount() {
     let second = ok(&format!("timeout 60 head -n 2 {}", stream.display()));
     assert_eq!(stream_data(&first).len() + stream_data(&second).len(), 3, "{first}{second}");
     let after = scrape(port);
-    let grew = |name: &str| sample(&after, name, &[]) - sample(&before, name, &[]);
+    let grew = |name: &str| metric_sample(&after, name, &[]) - metric_sample(&before, name, &[]);
     let (delivered, given_back) =
         (grew("ciofs_pubsub_messages_delivered_total"), grew("ciofs_pubsub_messages_given_back_total"));
     assert!(given_back >= 1.0, "the first reader pulled more than it read: {after}");

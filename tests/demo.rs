@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::nfs::*;
-use common::{ciofs, is_mounted, ok};
+use common::{NfsServer, ciofs, is_mounted, ok};
 
 const EMULATOR_VARIABLES: [&str; 3] = ["STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"];
 const P: &str = "demo-project";
@@ -190,26 +190,12 @@ fn sigterm_ends_the_demo_with_status_zero_and_no_mount() {
 #[tokio::test]
 async fn serve_nfs_with_the_memory_backend_serves_the_sample_project() {
     let state = tempfile::tempdir().unwrap();
-    let mut child = ciofs_without_emulators(state.path())
+    let mut command = ciofs_without_emulators(state.path());
+    command
         .args(["serve-nfs", "--backend", "memory", "--project", P, "--listen", "127.0.0.1:0"])
-        .args(["--seed-objects", "2500"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve-nfs");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            panic!("serve-nfs exited before it served");
-        };
-        if let Some(address) = line.strip_prefix("ciofs: serving NFSv3 on ") {
-            break address.trim().parse::<std::net::SocketAddr>().expect("address").port();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let server = KillOnDrop(child);
+        .args(["--seed-objects", "2500"]);
+    let server = NfsServer::spawn(command);
+    let port = server.port;
 
     let mut conn = connect(port).await;
     let index = walk(&mut conn, &format!("{P}/storage/ciofs-demo-website/index.html")).await;

@@ -27,17 +27,6 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
-/// The value of the sample of `name` whose labels include all of `labels`
-/// (`key="value"`), 0 if there is none yet.
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn metrics_count_what_a_workload_did_and_health_answers() {
     let bucket = bucket_name("metrics");
@@ -72,7 +61,7 @@ fn metrics_count_what_a_workload_did_and_health_answers() {
     }
     let (_, after) = get(port, "/metrics");
 
-    let grew = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let grew = |name: &str, labels: &[&str]| metric_sample(&after, name, labels) - metric_sample(&before, name, labels);
     assert_eq!(grew("ciofs_fs_ops_total", &["frontend=\"fuse\"", "op=\"create\""]), 10.0, "{after}");
     assert_eq!(grew("ciofs_fs_op_duration_seconds_count", &["op=\"create\""]), 10.0, "{after}");
     assert!(grew("ciofs_fs_errors_total", &["op=\"lookup\"", &format!("errno=\"{}\"", libc::ENOENT)]) >= 1.0);
@@ -80,7 +69,7 @@ fn metrics_count_what_a_workload_did_and_health_answers() {
     assert_eq!(grew("ciofs_content_cache_misses_total", &[]), 3.0, "{after}");
     assert!(grew("ciofs_content_cache_hits_total", &["tier=\"memory\""]) >= 3.0, "{after}");
     assert_eq!(grew("ciofs_content_cache_fetched_bytes_total", &[]), (3 << 20) as f64);
-    assert!(sample(&after, "process_resident_memory_bytes", &[]) > 1e6, "{after}");
+    assert!(metric_sample(&after, "process_resident_memory_bytes", &[]) > 1e6, "{after}");
 
     let mut silent = silent.into_iter().next().unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -108,7 +97,7 @@ async fn nfs_operations_are_counted_by_op_and_errno() {
     assert!(lookup(&mut conn, &dir, "no-such-file").await.is_err());
     let (_, after) = get(port, "/metrics");
 
-    let grew = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let grew = |name: &str, labels: &[&str]| metric_sample(&after, name, labels) - metric_sample(&before, name, labels);
     assert_eq!(grew("ciofs_fs_ops_total", &["frontend=\"nfs\"", "op=\"read\""]), 5.0, "{after}");
     let enoent = format!("errno=\"{}\"", libc::ENOENT);
     assert_eq!(grew("ciofs_fs_errors_total", &["frontend=\"nfs\"", "op=\"lookup\"", &enoent]), 1.0, "{after}");

@@ -233,12 +233,20 @@ impl NfsServer {
 
     /// `start_with_env`, with more options of `serve-nfs`.
     pub fn start_with_args(state: &Path, env: &[(&str, &str)], extra: &[&str]) -> Self {
-        let mut child = ciofs()
+        let mut command = ciofs();
+        command
             .args(["serve-nfs", "--project", PROJECT, "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("CIOFS_STATE_DIR", state)
             .env("CIOFS_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (a `ciofs serve-nfs` on port 0) and waits for the
+    /// line that names its port.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -679,4 +687,16 @@ pub fn close_a_duplicate(file: &std::fs::File) -> i32 {
     assert!(copy >= 0, "dup: {}", std::io::Error::last_os_error());
     // SAFETY: `copy` was just made and nothing else owns it.
     if unsafe { libc::close(copy) } == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(-1) }
+}
+
+/// The value of the samples of metric `name` in Prometheus text whose
+/// labels include all of `labels` (`key="value"`), summed; 0 if there is
+/// none yet.
+pub fn metric_sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
