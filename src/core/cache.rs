@@ -108,8 +108,9 @@ impl MetaCache {
 pub struct Listing {
     /// Which fetch this is: a listing fetched again is another.
     pub id: u64,
+    /// In name order.
     pub objects: Vec<Arc<ObjectMeta>>,
-    /// Full prefixes, each ending with `/`.
+    /// Full prefixes, each ending with `/`, in order.
     pub prefixes: Vec<String>,
     /// The lengths of the objects' `.meta/` documents, by object name, as
     /// the slice that renders them found them (rendered once per listing).
@@ -212,11 +213,19 @@ impl ListingCache {
         &self,
         bucket: &str,
         prefix: &str,
-        objects: Vec<Arc<ObjectMeta>>,
-        prefixes: Vec<String>,
+        mut objects: Vec<Arc<ObjectMeta>>,
+        mut prefixes: Vec<String>,
         started: ListingStart,
     ) -> Arc<Listing> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Kept in key order, to be handed out a chunk at a time
+        // (storage/listing.rs `Replay`); pages come in order already.
+        if !objects.is_sorted_by(|a, b| a.name <= b.name) {
+            objects.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        if !prefixes.is_sorted() {
+            prefixes.sort();
+        }
         let listing = Arc::new(Listing { id, objects, prefixes, document_sizes: Mutex::default() });
         let weight = listing.weight();
         if self.ttl.is_zero() || weight > self.max_listed {

@@ -169,6 +169,15 @@ impl InodeTable {
         (ino, 0)
     }
 
+    /// How many inodes the table holds.
+    pub fn len(&self) -> usize {
+        self.lock().by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The kernel was told of `ino` once more (a lookup, or an entry of a
     /// readdirplus reply).
     pub fn count_lookup(&self, ino: Ino) {

@@ -221,6 +221,57 @@ async fn an_object_and_its_prefix_twin_on_different_pages_show_once_as_a_directo
 }
 
 #[tokio::test]
+async fn a_cached_listing_lists_as_its_pages_did_in_every_slicing() {
+    let gcs = Arc::new(MemoryGcs::new());
+    // Objects and prefixes interleaved, and an object whose prefix twin
+    // sorts after names that start with it.
+    for name in ["a", "a-0", "a-1", "a/x", "b/y", "c", "c.d", "c0/z", "d", "e/f", "g"] {
+        gcs.put_object("b", name, "1");
+    }
+    for page_size in 1..5 {
+        let ns = namespace(&gcs, page_size);
+        let root = walk(&ns, "p/storage/b").await;
+        let lists = || gcs.calls.list_objects.load(Ordering::SeqCst);
+        let cold = listed(&ns, root).await;
+        assert_eq!(cold, [".meta", "a-0", "a-1", "a", "b", "c", "c.d", "c0", "d", "e", "g"], "page size {page_size}");
+        let calls = lists();
+        for max in 1..4 {
+            assert_eq!(names_through(&ns, root, 100 + max as u64, max).await, cold, "page size {page_size}, {max}");
+        }
+        // Resumed from each cookie with a new handle, as after a restart.
+        let inodes: Vec<Ino> = {
+            let fh = ns.opendir(root).await.unwrap();
+            ns.readdir(root, Some(fh), 0, 100).await.unwrap().entries.iter().map(|e| e.attr.ino).collect()
+        };
+        for (at, cookie) in inodes.iter().enumerate() {
+            let rest = ns.readdir(root, Some(1000 + at as u64), *cookie, 100).await.unwrap();
+            let names: Vec<&str> = rest.entries.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(names, cold[at + 1..], "page size {page_size}, after {}", cold[at]);
+        }
+        assert_eq!(lists(), calls, "page size {page_size}: all from the cached listing");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_of_a_cached_listing_holds_one_page_at_a_time() {
+    let gcs = Arc::new(MemoryGcs::new());
+    for i in 0..500 {
+        gcs.put_object("b", &format!("d/f{i:03}"), "1");
+    }
+    let ns = namespace(&gcs, 10);
+    let dir = walk(&ns, "p/storage/b/d").await;
+    // Listing `.meta/` caches the listing and makes no inode of an object.
+    assert_eq!(listed(&ns, walk(&ns, "p/storage/b/d/.meta").await).await.len(), 500);
+    let before = ns.cx.inodes.len();
+    let first = ns.readdir(dir, Some(1), 0, 3).await.unwrap();
+    assert_eq!(first.entries.len(), 3);
+    let made = ns.cx.inodes.len() - before;
+    assert!(made <= 10, "{made} entries made for 3 read: the stream took more than a page");
+    let rest = ns.readdir(dir, Some(1), first.entries[2].attr.ino, 1000).await.unwrap();
+    assert_eq!(rest.entries.len(), 498, "the rest, after the first 2 objects");
+}
+
+#[tokio::test]
 async fn a_cookie_from_another_directory_is_refused() {
     let gcs = Arc::new(MemoryGcs::new());
     gcs.put_object("b", "x/1", "1");

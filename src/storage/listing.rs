@@ -18,7 +18,7 @@ use ciofs_backends::gcs::ObjectMeta;
 use ciofs_backends::sync::lock;
 use ciofs_frontends::{DirEntry, Fh, Ino};
 
-use crate::core::cache::ListingStart;
+use crate::core::cache::{Listing, ListingStart};
 
 /// How many returned entries a stream keeps to serve a step back.
 const KEEP_RETURNED: usize = 1024;
@@ -32,13 +32,83 @@ const PRUNE_AT: usize = 256;
 const IDLE: Duration = Duration::from_secs(60);
 
 /// Where the next page of a listing comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Nothing fetched yet.
     Start,
     /// Continue with this page token.
     Token(String),
+    /// Continue the cached listing.
+    Cached(Replay),
     Done,
+}
+
+impl Next {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Next::Done)
+    }
+}
+
+/// A cached listing handed out a chunk at a time, as if in pages (of
+/// `--page-size` children), so that what a stream holds stays bounded
+/// however large the directory: where its next chunk starts among its
+/// objects and among its prefixes.
+pub struct Replay {
+    pub listing: Arc<Listing>,
+    pub objects: usize,
+    pub prefixes: usize,
+}
+
+impl Replay {
+    /// Positioned after `last_key` (None: at the start).
+    pub fn new(listing: Arc<Listing>, last_key: Option<&str>) -> Self {
+        let (objects, prefixes) = match last_key {
+            Some(last) => (
+                listing.objects.partition_point(|meta| meta.name.as_str() <= last),
+                listing.prefixes.partition_point(|full| full.as_str() <= last),
+            ),
+            None => (0, 0),
+        };
+        Self { listing, objects, prefixes }
+    }
+
+    /// Takes the next `max` children in key order: the objects and the
+    /// prefixes taken, and the key of the last one unless they were the
+    /// listing's last (the boundary of this chunk, as of a page).
+    pub fn take(&mut self, max: usize) -> Chunk<'_> {
+        let (objects, prefixes) = (&self.listing.objects, &self.listing.prefixes);
+        let (mut o, mut p) = (self.objects, self.prefixes);
+        let mut last = None;
+        for _ in 0..max {
+            let object = objects.get(o).map(|meta| meta.name.as_str());
+            let prefix = prefixes.get(p).map(String::as_str);
+            match (object, prefix) {
+                (Some(name), Some(full)) if name <= full => (o, last) = (o + 1, Some(name)),
+                (_, Some(full)) => (p, last) = (p + 1, Some(full)),
+                (Some(name), None) => (o, last) = (o + 1, Some(name)),
+                (None, None) => break,
+            }
+        }
+        let ended = o == objects.len() && p == prefixes.len();
+        let chunk = Chunk {
+            objects: &objects[self.objects..o],
+            prefixes: &prefixes[self.prefixes..p],
+            boundary: if ended { None } else { last },
+        };
+        (self.objects, self.prefixes) = (o, p);
+        chunk
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.objects == self.listing.objects.len() && self.prefixes == self.listing.prefixes.len()
+    }
+}
+
+/// Children of a cached listing taken together (`Replay::take`).
+pub struct Chunk<'a> {
+    pub objects: &'a [Arc<ObjectMeta>],
+    pub prefixes: &'a [String],
+    /// Children after it wait for the next chunk (None: none follow).
+    pub boundary: Option<&'a str>,
 }
 
 /// A child of a bucket directory, as a listing returns it.
@@ -122,7 +192,7 @@ impl DirStream {
     }
 
     pub fn is_done(&self) -> bool {
-        self.pending.is_empty() && self.next == Next::Done && self.carried.is_empty() && self.local_added
+        self.pending.is_empty() && self.next.is_done() && self.carried.is_empty() && self.local_added
     }
 
     /// Hands out up to `max` pending entries.

@@ -21,7 +21,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::block_cache::{BLOCK_SIZE, BlockCache};
 use super::documents;
-use super::listing::{Child, Collected, DirStream, DirStreams, Next};
+use super::listing::{Child, Collected, DirStream, DirStreams, Next, Replay};
 use super::object_meta::PendingObjectMeta;
 use super::reader::{ObjectReader, ObjectVersion};
 use super::walks::Walks;
@@ -512,7 +512,7 @@ impl StorageTree {
         };
         let mut entries = Vec::new();
         while entries.len() < max {
-            if stream.pending.is_empty() && stream.next != Next::Done {
+            if stream.pending.is_empty() && !stream.next.is_done() {
                 if let Err(e) = self.fetch_page(dir, &mut stream).await {
                     // Keep the stream: the frontend may retry from here.
                     self.streams.put_back(ino, fh, stream);
@@ -673,7 +673,11 @@ impl StorageTree {
             stream.next = Next::Done;
             return Ok(());
         }
-        if stream.next == Next::Start {
+        if let Next::Cached(_) = stream.next {
+            self.replay_chunk(dir, stream);
+            return Ok(());
+        }
+        if let Next::Start = stream.next {
             if let Some(listing) = self.cache.listings.get(bucket, prefix) {
                 tracing::debug!(
                     bucket,
@@ -681,9 +685,9 @@ impl StorageTree {
                     entries = listing.objects.len() + listing.prefixes.len(),
                     "cached listing"
                 );
-                stream.next = Next::Done;
                 stream.listing = Some(listing.id);
-                self.push_children(dir, &listing.objects, &listing.prefixes, None, Some(&listing), stream);
+                stream.next = Next::Cached(Replay::new(listing, stream.last_key.as_deref()));
+                self.replay_chunk(dir, stream);
                 return Ok(());
             }
             if stream.last_key.is_none() {
@@ -744,6 +748,20 @@ impl StorageTree {
         stream.listing = listing.as_ref().map(|l| l.id);
         self.push_children(dir, &objects, &prefixes, boundary.as_deref(), listing.as_deref(), stream);
         Ok(())
+    }
+
+    /// The next chunk of the cached listing the stream continues, added to
+    /// it as a page of the listing would be.
+    fn replay_chunk(&self, dir: &ListedDir<'_>, stream: &mut DirStream) {
+        let Next::Cached(mut replay) = std::mem::replace(&mut stream.next, Next::Done) else {
+            return;
+        };
+        let listing = replay.listing.clone();
+        let chunk = replay.take(self.cx.options.page_size.max(1) as usize);
+        self.push_children(dir, chunk.objects, chunk.prefixes, chunk.boundary, Some(&listing), stream);
+        if !replay.is_done() {
+            stream.next = Next::Cached(replay);
+        }
     }
 
     /// Adds a listing's children to the stream in key order: each object
