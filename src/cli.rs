@@ -183,6 +183,9 @@ pub struct TreeArgs {
 pub struct MountArgs {
     #[command(flatten)]
     pub tree: TreeArgs,
+    /// Where to mount; or `/dev/fd/N`, a /dev/fuse descriptor that a
+    /// privileged helper opened, mounted and passed on: ciofs then serves
+    /// it without privileges and leaves the unmount to the helper.
     pub mountpoint: PathBuf,
     /// Stay attached and log to stderr.
     #[arg(long, help_heading = "Mount")]

@@ -1,5 +1,6 @@
 //! `ciofs`: mount, unmount, serve-nfs, export, import, demo.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
-use ciofs_frontends::fuse::FuseMount;
+use ciofs_frontends::fuse::{FuseMount, FuseTarget};
 use clap::{CommandFactory, Parser};
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
@@ -195,9 +196,15 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
         return nfs_mount_and_wait(args, ready).await;
     }
     let mut signals = Signals::install()?;
+    // Taken (or refused) before anything else is set up.
+    let mut passed = passed_descriptor(&args.mountpoint).map(take_descriptor).transpose()?;
     // Resolved before mounting: a stat of our own mount point from the
-    // daemon would wait on the daemon.
-    let canonical = canonical(&args.mountpoint)?;
+    // daemon would wait on the daemon. A passed descriptor's `/dev/fd/N`
+    // names the mount (its state) as it is.
+    let canonical = match passed {
+        Some(_) => args.mountpoint.clone(),
+        None => canonical(&args.mountpoint)?,
+    };
     let readiness = operator_endpoint(&args.operator).await?;
     // A mount's own: what its last run could not upload is found again by
     // the next mount at the same place.
@@ -221,7 +228,11 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
         cacheable_ttl: std::time::Duration::from_secs(args.tree.metadata_ttl),
         ..Default::default()
     };
-    let mount = ciofs_frontends::fuse::mount(namespace.clone(), &args.mountpoint, &options)
+    let target = match passed.take() {
+        Some(fd) => FuseTarget::Descriptor(fd),
+        None => FuseTarget::Path(&args.mountpoint),
+    };
+    let mount = ciofs_frontends::fuse::mount(namespace.clone(), target, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
     let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
@@ -234,6 +245,27 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let finished = shutdown::finish(&namespace, deadline, signals.recv()).await;
     namespace.close_content_cache().await;
     finished
+}
+
+/// The descriptor `/dev/fd/N` names, if the mount point is one: /dev/fuse
+/// opened and mounted by a privileged helper and inherited, so that this
+/// process serves the mount without privileges (libfuse's convention).
+fn passed_descriptor(mountpoint: &Path) -> Option<RawFd> {
+    mountpoint.to_str()?.strip_prefix("/dev/fd/")?.parse().ok().filter(|fd| *fd > 2)
+}
+
+/// Takes the inherited descriptor `fd` as this process's to serve.
+fn take_descriptor(fd: RawFd) -> Result<OwnedFd, String> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any number is safe
+    // to ask about.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("/dev/fd/{fd}: no such open descriptor (the helper passes one it mounted)"));
+    }
+    // SAFETY: the descriptor is open (checked above), and the command line
+    // hands it to this process to serve: nothing else here owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    ciofs_frontends::fuse::is_dev_fuse(&fd).map_err(|e| format!("/dev/fd/{}: {e}", fd.as_raw_fd()))?;
+    Ok(fd)
 }
 
 fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {

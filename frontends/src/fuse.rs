@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -64,15 +65,34 @@ impl Default for FuseOptions {
     }
 }
 
+/// Where a session's connection to the kernel comes from.
+pub enum FuseTarget<'a> {
+    /// Mounted here (as root, or through fusermount3).
+    Path(&'a Path),
+    /// A /dev/fuse descriptor that a privileged helper opened and mounted
+    /// (`ciofs mount /dev/fd/N`, as libfuse and the gcs-fuse CSI driver
+    /// take it): nothing is mounted or unmounted here.
+    Descriptor(OwnedFd),
+}
+
 /// A mounted filesystem; dropping it unmounts.
 pub struct FuseMount {
     session: fuser::BackgroundSession,
+    /// Served through a descriptor mounted by someone else.
+    passed: bool,
 }
 
 impl FuseMount {
     /// Unmounts (with fusermount where not root) and waits for the session
     /// to end. On failure (the mount is busy), the session goes on serving.
+    /// A passed descriptor's mount is its helper's to unmount: the session
+    /// is left to end with the process, whose exit closes the descriptor
+    /// (the kernel then fails the mount's calls with ENOTCONN).
     pub fn unmount(self) -> io::Result<()> {
+        if self.passed {
+            std::mem::forget(self.session);
+            return Ok(());
+        }
         self.session.umount_and_join()
     }
 
@@ -82,9 +102,9 @@ impl FuseMount {
     }
 }
 
-/// Mounts `vfs` at `mountpoint`. Must be called from within a tokio runtime,
+/// Mounts `vfs` at `target`. Must be called from within a tokio runtime,
 /// which runs the requests.
-pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> io::Result<FuseMount> {
+pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions) -> io::Result<FuseMount> {
     let mut mount_options = vec![
         MountOption::FSName(options.fs_name.clone()),
         MountOption::Subtype("ciofs".to_string()),
@@ -103,19 +123,39 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, mountpoint: &Path, options: &FuseOptions) -> i
     let watched = vfs.clone();
     let ttls = Ttls { short: options.ttl, cacheable: options.cacheable_ttl.max(options.ttl) };
     let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttls, notifier: Arc::default() };
-    let canonical = mountpoint.canonicalize()?;
     let adapter_notifier = adapter.notifier.clone();
-    let session = fuser::Session::new(adapter, mountpoint, &config)?;
+    let (session, mountpoint) = match target {
+        FuseTarget::Path(mountpoint) => {
+            let canonical = mountpoint.canonicalize()?;
+            (fuser::Session::new(adapter, mountpoint, &config)?, Some(canonical))
+        }
+        FuseTarget::Descriptor(fd) => {
+            is_dev_fuse(&fd)?;
+            (fuser::Session::from_fd(adapter, fd, config.acl, config)?, None)
+        }
+    };
     let notifier = session.notifier();
     let _ = adapter_notifier.set(session.notifier());
     watched.watch_attributes(Arc::new(move |ino| invalidate_attributes(&notifier, ino)));
     let session = session.spawn()?;
-    if let Some(kb) = options.read_ahead_kb
-        && let Err(e) = set_read_ahead(&canonical, kb)
+    if let (Some(kb), Some(canonical)) = (options.read_ahead_kb, &mountpoint)
+        && let Err(e) = set_read_ahead(canonical, kb)
     {
         tracing::debug!(error = %e, "cannot raise the read-ahead (not root?)");
     }
-    Ok(FuseMount { session })
+    Ok(FuseMount { session, passed: mountpoint.is_none() })
+}
+
+/// Refuses a descriptor that is not /dev/fuse (character device 10:229):
+/// served as one, another file would be read as the kernel's requests.
+pub fn is_dev_fuse(fd: &OwnedFd) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+    let device = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    match meta.file_type().is_char_device() && device == (10, 229) {
+        true => Ok(()),
+        false => Err(io::Error::new(io::ErrorKind::InvalidInput, "the descriptor is not /dev/fuse")),
+    }
 }
 
 /// Tells the kernel to ask for `ino`'s attributes again rather than use
