@@ -27,6 +27,23 @@ fn mount_dev_fuse(dir: &Path) -> File {
     fuse
 }
 
+/// What the test started, taken down whatever the test did: the ciofs
+/// process, then the mount (as the helper would).
+struct Cleanup<'a> {
+    child: &'a mut Child,
+    dir: &'a Path,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if is_mounted(self.dir) {
+            let _ = nix::mount::umount2(self.dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 /// `ciofs mount --foreground /dev/fd/N` with `fd` inherited as N.
 fn serve(fd: RawFd, state: &Path, log: &Path) -> Child {
     let mut command = ciofs();
@@ -70,6 +87,7 @@ fn a_passed_descriptor_is_served_and_sigterm_leaves_the_mount_to_its_helper() {
     let mut child = serve(fuse.as_raw_fd(), &scratch.path().join("state"), &log);
     // The helper's own copy: the sidecar's is the one that serves.
     drop(fuse);
+    let cleanup = Cleanup { child: &mut child, dir: &dir };
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until("ciofs serves the descriptor", Duration::from_secs(30), || logged().contains("mounted"));
 
@@ -80,14 +98,15 @@ fn a_passed_descriptor_is_served_and_sigterm_leaves_the_mount_to_its_helper() {
     assert_eq!(read_object(&bucket, "new.txt"), b"written\n", "closed, so uploaded:\n{}", logged());
 
     // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = exit_status_within(&mut child, Duration::from_secs(30));
+    unsafe { libc::kill(cleanup.child.id() as i32, libc::SIGTERM) };
+    let status = exit_status_within(cleanup.child, Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", logged());
     // The mount is the helper's to take down; its connection is gone.
     assert!(is_mounted(&dir), "ciofs cannot unmount what it did not mount");
     let error = std::fs::read_dir(&files).err().and_then(|e| e.raw_os_error());
     assert_eq!(error, Some(libc::ENOTCONN), "served after ciofs ended");
     nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).expect("the helper unmounts");
+    drop(cleanup);
 }
 
 #[test]
