@@ -262,10 +262,10 @@ async fn a_stream_of_a_cached_listing_holds_one_page_at_a_time() {
     let dir = walk(&ns, "p/storage/b/d").await;
     // Listing `.meta/` caches the listing and makes no inode of an object.
     assert_eq!(listed(&ns, walk(&ns, "p/storage/b/d/.meta").await).await.len(), 500);
-    let before = ns.cx.inodes.len();
+    let before = ns.cx.inodes.count();
     let first = ns.readdir(dir, Some(1), 0, 3).await.unwrap();
     assert_eq!(first.entries.len(), 3);
-    let made = ns.cx.inodes.len() - before;
+    let made = ns.cx.inodes.count() - before;
     assert!(made <= 10, "{made} entries made for 3 read: the stream took more than a page");
     let rest = ns.readdir(dir, Some(1), first.entries[2].attr.ino, 1000).await.unwrap();
     assert_eq!(rest.entries.len(), 498, "the rest, after the first 2 objects");

@@ -54,8 +54,8 @@ impl Next {
 /// objects and among its prefixes.
 pub struct Replay {
     pub listing: Arc<Listing>,
-    pub objects: usize,
-    pub prefixes: usize,
+    objects: usize,
+    prefixes: usize,
 }
 
 impl Replay {
