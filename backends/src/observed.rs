@@ -106,11 +106,24 @@ impl ApiLog {
 
     /// Waits up to `limit` for the lines sent so far to be written: the
     /// process is about to end, and would take them with it.
+    /// The channel may be full with nobody reading it (`--api-log -` to a
+    /// pipe nobody drains): the flush is offered until the deadline, never
+    /// waited on past it.
     pub fn flush(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let (done, flushed) = mpsc::sync_channel(1);
-        if self.lines.send(Entry::Flush(done)).is_ok() {
-            let _ = flushed.recv_timeout(limit);
+        let mut entry = Entry::Flush(done);
+        loop {
+            match self.lines.try_send(entry) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) if Instant::now() < deadline => {
+                    entry = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = flushed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -367,6 +380,10 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Observed<T> {
 
     async fn upload_streamed(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
         let _in_flight = InFlight::start();
+        if !recording() && self.log.is_none() {
+            return self.inner.upload_streamed(streamed).await;
+        }
+        // The resource is made before the upload takes `streamed`.
         let resource = format!("{}/{}", streamed.upload.bucket, streamed.upload.name);
         let meta = self.observe(storage("upload_streamed", || resource), self.inner.upload_streamed(streamed)).await?;
         count_bytes("ciofs_api_written_bytes_total", STORAGE, meta.size);
@@ -782,6 +799,20 @@ mod tests {
         let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1000);
         assert!(text.ends_with("line 999\n"));
+    }
+
+    /// A flush gives up at its limit even when the log's channel is full
+    /// and nobody drains it (its writer blocked, as on a pipe nobody
+    /// reads).
+    #[test]
+    fn a_flush_does_not_wait_past_its_limit_on_a_full_channel() {
+        let (lines, _kept) = mpsc::sync_channel::<Entry>(1);
+        let log = ApiLog { lines };
+        log.write("fills the channel\n".to_string());
+        let started = Instant::now();
+        log.flush(Duration::from_millis(200));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(5), "{took:?}");
     }
 
     /// A resource is quoted: a name with spaces, quotes or a newline stays
