@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often recorded samples are folded in (`upkeep`).
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-/// Connections served at once; more wait to be accepted.
+/// Connections served at once; more are closed as soon as accepted, so
+/// that clients holding every slot stall no one queued behind them.
 const MAX_CONNECTIONS: usize = 16;
 
 /// Latency buckets, in seconds: from a cached answer to a stalled call.
@@ -96,7 +97,6 @@ async fn upkeep(handle: Arc<PrometheusHandle>) {
 async fn accept(listener: TcpListener, handle: Arc<PrometheusHandle>, readiness: Arc<Readiness>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -105,6 +105,10 @@ async fn accept(listener: TcpListener, handle: Arc<PrometheusHandle>, readiness:
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics endpoint: every connection slot is taken; closing a new one");
+            continue;
         };
         let (handle, readiness) = (handle.clone(), readiness.clone());
         tokio::spawn(async move {

@@ -6,42 +6,21 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A port free on loopback now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// The Prometheus text at /metrics, once the endpoint answers. Asked from
-/// this process: a child (curl) would close the test's open files at its
-/// exec, and each close of a file on the mount is a FUSE flush, which
-/// uploads.
+/// The Prometheus text at /metrics, once the endpoint answers.
 fn scrape(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match get_metrics(port) {
-            Ok(text) => return text,
-            Err(e) => assert!(Instant::now() < deadline, "no metrics: {e}"),
+        match http_get(port, "/metrics") {
+            (200, text) => return text,
+            answer => assert!(Instant::now() < deadline, "no metrics: {answer:?}"),
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn get_metrics(port: u16) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    match answer.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => Err(std::io::Error::other(format!("unexpected answer: {answer}"))),
     }
 }
 
@@ -89,8 +68,8 @@ fn api_metrics_follow_a_workload_through_the_mount() {
     assert_eq!(grew("ciofs_pubsub_messages_published_total", &[]), 3.0, "{after}");
     let published = ["service=\"pubsub\"", "method=\"publish\"", "status=\"ok\""];
     assert_eq!(grew("ciofs_api_requests_total", &published), 3.0, "{after}");
-    assert_eq!(metric_sample(&after, "ciofs_uploads_in_flight", &[]), 0.0, "{after}");
-    assert_eq!(metric_sample(&after, "ciofs_uploads_pending", &[]), 0.0, "{after}");
+    assert_eq!(present_metric_sample(&after, "ciofs_uploads_in_flight", &[]), 0.0, "{after}");
+    assert_eq!(present_metric_sample(&after, "ciofs_uploads_pending", &[]), 0.0, "{after}");
 
     // A file written and not closed is pending until its close uploads it
     // (O_DIRECT: the kernel sends the write at once rather than at close).
@@ -102,9 +81,9 @@ fn api_metrics_follow_a_workload_through_the_mount() {
         .unwrap();
     open.write_all(b"not yet\n").unwrap();
     let held = scrape(port);
-    assert_eq!(metric_sample(&held, "ciofs_uploads_pending", &[]), 1.0, "{held}");
+    assert_eq!(present_metric_sample(&held, "ciofs_uploads_pending", &[]), 1.0, "{held}");
     drop(open);
-    assert_eq!(metric_sample(&scrape(port), "ciofs_uploads_pending", &[]), 0.0);
+    assert_eq!(present_metric_sample(&scrape(port), "ciofs_uploads_pending", &[]), 0.0);
 
     // Messages read from `_stream`: delivered by pulls; a reader that
     // closes early gives back what it did not read, and those come again.
@@ -167,6 +146,11 @@ fn api_log_has_a_line_per_call_and_no_secret() {
     assert!(has(&format!("method=read resource=\"{bucket}/read.bin\" status=ok bytes=100000 ")), "{text}");
     assert!(has(&format!("resource=\"{bucket}/absent.txt\" status=not_found ")), "{text}");
     assert!(lines.iter().all(|line| line.ends_with(" attempt=1")), "nothing retried: {text}");
+    // One line per call: an upload's generation check is not logged as
+    // a not_found upload of its own.
+    let uploads = lines.iter().filter(|line| line.contains(" method=upload "));
+    assert!(uploads.clone().all(|line| line.contains(" status=ok ")), "{text}");
+    assert_eq!(uploads.filter(|line| line.contains("a file.txt")).count(), 1, "{text}");
     for secret in
         [FAKE_TOKEN, "Authorization", "Bearer", "access_token", "upload_id", "uploadId", "http://", "https://"]
     {

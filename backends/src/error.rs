@@ -42,6 +42,21 @@ impl ErrorKind {
         matches!(self, ErrorKind::RateLimited | ErrorKind::Unavailable | ErrorKind::Stalled)
     }
 
+    /// The kind as a label: the `status` of the metrics and the API log.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::PreconditionFailed => "precondition_failed",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Stalled => "stalled",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Other => "other",
+        }
+    }
+
     /// The kind for an HTTP status code.
     pub fn from_http_status(status: u16) -> Self {
         match status {

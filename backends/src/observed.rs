@@ -3,14 +3,16 @@
 //! `metrics` facade (`ciofs_api_requests_total{service,method,status}`,
 //! `ciofs_api_request_duration_seconds{service,method}`, bytes read and
 //! written, Pub/Sub messages published, delivered and given back, uploads
-//! in flight) and writes one line per attempt to the API log
-//! (`--api-log`).
+//! in flight) and writes one line per call to the API log (`--api-log`):
+//! its final status, its whole duration and how many attempts it took.
 //!
 //! The retry layer (`retry.rs`) learns which call it serves through a
 //! tokio task-local (`CALL`) that the decorator sets around the call, so
-//! that it counts retries and logs each attempt without a parameter in
-//! every backend method. A call that never reaches the retry layer (the
-//! in-memory backends, a streamed upload) gets one line from the decorator.
+//! that it counts the call's retries without a parameter in every backend
+//! method. It only counts: the line is the decorator's, written once the
+//! call has answered, whatever requests the call was made of (a generation
+//! check before an upload, the chunks of a resumable upload) and whether
+//! or not it went through the retry layer at all.
 //!
 //! Nothing here costs anything until the shell starts recording
 //! (`start_recording`) or gives an API log: building a metric's labels
@@ -36,7 +38,7 @@ use crate::bigquery::{
     BigQuery, DatasetListEntry, DatasetMeta, DatasetSettings, Page as BqPage, TableListEntry, TableMeta, TableSettings,
     UpdateTable,
 };
-use crate::error::{BackendResult, ErrorKind};
+use crate::error::BackendResult;
 use crate::gcs::{
     BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, ObjectBody, ObjectMeta, ObjectPage,
     ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
@@ -104,11 +106,24 @@ impl ApiLog {
 
     /// Waits up to `limit` for the lines sent so far to be written: the
     /// process is about to end, and would take them with it.
+    /// The channel may be full with nobody reading it (`--api-log -` to a
+    /// pipe nobody drains): the flush is offered until the deadline, never
+    /// waited on past it.
     pub fn flush(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let (done, flushed) = mpsc::sync_channel(1);
-        if self.lines.send(Entry::Flush(done)).is_ok() {
-            let _ = flushed.recv_timeout(limit);
+        let mut entry = Entry::Flush(done);
+        loop {
+            match self.lines.try_send(entry) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) if Instant::now() < deadline => {
+                    entry = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = flushed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -156,55 +171,46 @@ pub fn flush_api_log(limit: Duration) {
 struct Call {
     service: &'static str,
     method: &'static str,
-    resource: String,
-    /// The bytes the call sends or asks for.
-    bytes: u64,
-    log: Option<ApiLog>,
-    /// Attempts the retry layer saw end.
-    attempts: Cell<u32>,
+    /// Retries the retry layer made for the call, whichever of its
+    /// requests they were of.
+    retries: Cell<u32>,
 }
 
 tokio::task_local! {
     static CALL: Call;
 }
 
-/// When an attempt of an observed call starts; `None` outside one.
-pub(crate) fn attempt_started() -> Option<Instant> {
-    CALL.try_with(|_| Instant::now()).ok()
-}
-
-/// An attempt the retry layer made (`attempt`, 1 for the first) ended with
-/// `result`: logged.
-pub(crate) fn attempt_ended<T>(attempt: u32, started: Option<Instant>, result: &BackendResult<T>) {
-    let Some(started) = started else { return };
-    let _ = CALL.try_with(|call| {
-        call.attempts.set(call.attempts.get() + 1);
-        call.log_attempt(attempt, started.elapsed(), status(result));
-    });
-}
-
-/// The retry layer tries an observed call again: counted.
+/// The retry layer tries a request of an observed call again: counted.
 pub(crate) fn retrying() {
-    if !recording() {
-        return;
-    }
     let _ = CALL.try_with(|call| {
-        metrics::counter!("ciofs_api_retries_total", "service" => call.service, "method" => call.method).increment(1);
+        call.retries.set(call.retries.get() + 1);
+        if recording() {
+            metrics::counter!("ciofs_api_retries_total", "service" => call.service, "method" => call.method)
+                .increment(1);
+        }
     });
 }
 
-impl Call {
-    fn log_attempt(&self, attempt: u32, took: Duration, status: &str) {
-        let Some(log) = &self.log else { return };
+/// What the API log says of one call once it has answered.
+struct Outcome<'a> {
+    service: &'static str,
+    method: &'static str,
+    resource: &'a str,
+    bytes: u64,
+    status: &'static str,
+    took: Duration,
+    attempts: u32,
+}
+
+impl ApiLog {
+    fn log_call(&self, outcome: &Outcome<'_>) {
         let time = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| "-".to_string());
-        log.write(format!(
-            "time={time} service={} method={} resource={:?} status={status} bytes={} duration={:.6} attempt={attempt}\n",
-            self.service,
-            self.method,
-            self.resource,
-            self.bytes,
+        let Outcome { service, method, resource, bytes, status, took, attempts } = outcome;
+        self.write(format!(
+            "time={time} service={service} method={method} resource={resource:?} status={status} bytes={bytes} \
+             duration={:.6} attempt={attempts}\n",
             took.as_secs_f64(),
         ));
     }
@@ -214,17 +220,7 @@ impl Call {
 fn status<T>(result: &BackendResult<T>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(e) => match e.kind {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::PermissionDenied => "permission_denied",
-            ErrorKind::AlreadyExists => "already_exists",
-            ErrorKind::PreconditionFailed => "precondition_failed",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Stalled => "stalled",
-            ErrorKind::InvalidArgument => "invalid_argument",
-            ErrorKind::Other => "other",
-        },
+        Err(e) => e.kind.label(),
     }
 }
 
@@ -268,31 +264,24 @@ impl<T: ?Sized> Observed<T> {
         }
         let Request { service, method, resource, bytes } = request;
         let started = Instant::now();
-        let watched = Call {
-            service,
-            method,
-            resource: if self.log.is_some() { resource() } else { String::new() },
-            bytes,
-            log: self.log.clone(),
-            attempts: Cell::new(0),
-        };
-        let result = CALL
+        let watched = Call { service, method, retries: Cell::new(0) };
+        let (result, retries) = CALL
             .scope(watched, async {
                 let result = call.await;
-                CALL.with(|call| {
-                    if call.attempts.get() == 0 {
-                        call.log_attempt(1, started.elapsed(), status(&result));
-                    }
-                });
-                result
+                (result, CALL.with(|call| call.retries.get()))
             })
             .await;
+        let took = started.elapsed();
+        let status = status(&result);
+        if let Some(log) = &self.log {
+            let resource = &resource();
+            log.log_call(&Outcome { service, method, resource, bytes, status, took, attempts: retries + 1 });
+        }
         if recording() {
-            let status = status(&result);
             metrics::counter!("ciofs_api_requests_total", "service" => service, "method" => method, "status" => status)
                 .increment(1);
             metrics::histogram!("ciofs_api_request_duration_seconds", "service" => service, "method" => method)
-                .record(started.elapsed().as_secs_f64());
+                .record(took.as_secs_f64());
         }
         result
     }
@@ -391,6 +380,10 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Observed<T> {
 
     async fn upload_streamed(&self, streamed: StreamedUpload) -> BackendResult<ObjectMeta> {
         let _in_flight = InFlight::start();
+        if !recording() && self.log.is_none() {
+            return self.inner.upload_streamed(streamed).await;
+        }
+        // The resource is made before the upload takes `streamed`.
         let resource = format!("{}/{}", streamed.upload.bucket, streamed.upload.name);
         let meta = self.observe(storage("upload_streamed", || resource), self.inner.upload_streamed(streamed)).await?;
         count_bytes("ciofs_api_written_bytes_total", STORAGE, meta.size);
@@ -619,6 +612,7 @@ impl<T: PubSub + ?Sized> PubSub for Observed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use crate::fault::{Call as FaultCall, Fault, Faulty};
     use crate::memory::{MemoryGcs, MemoryPubSub, Op};
     use crate::retry::RetryPolicy;
@@ -653,6 +647,12 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             panic!("fewer than {n} lines: {:?}", String::from_utf8_lossy(&self.0.lock().unwrap()));
+        }
+
+        /// Every line `observed` logged so far, once its log is flushed.
+        async fn all<T: ?Sized>(&self, observed: &Observed<T>) -> Vec<String> {
+            observed.log.as_ref().expect("a log").flush(Duration::from_secs(10));
+            self.lines(0).await
         }
     }
 
@@ -697,10 +697,10 @@ mod tests {
     }
 
     /// A call the retry layer serves, failing twice and then answering:
-    /// one request, two retries, three attempts logged (1, 2, 3) and the
-    /// first two as unavailable.
+    /// one request, two retries, and one line with the final status and
+    /// three attempts.
     #[tokio::test]
-    async fn retries_are_counted_and_each_attempt_is_logged() {
+    async fn retries_are_counted_and_the_call_has_one_line() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         let _local = metrics::set_default_local_recorder(&recorder);
@@ -722,15 +722,34 @@ mod tests {
         assert_eq!(counter(&recorded, "ciofs_api_retries_total", &labels), 2);
         assert_eq!(counter(&recorded, "ciofs_api_requests_total", &labels), 1);
         assert_eq!(counter(&recorded, "ciofs_api_requests_total", &[("status", "not_found")]), 1);
-        let lines = written.lines(3).await;
-        assert_eq!(lines.len(), 3, "{lines:?}");
-        for (i, line) in lines.iter().enumerate() {
-            assert!(line.starts_with("time=20"), "{line}");
-            assert!(line.contains(r#" service=storage method=get_object resource="b/f" "#), "{line}");
-            assert!(line.ends_with(&format!(" attempt={}", i + 1)), "{line}");
-            let status = if i < 2 { "unavailable" } else { "not_found" };
-            assert!(line.contains(&format!(" status={status} ")), "{line}");
-        }
+        let lines = written.all(&observed).await;
+        assert_eq!(lines.len(), 1, "one line for the call: {lines:?}");
+        let line = &lines[0];
+        assert!(line.starts_with("time=20"), "{line}");
+        assert!(line.contains(r#" service=storage method=get_object resource="b/f" status=not_found "#), "{line}");
+        assert!(line.ends_with(" attempt=3"), "{line}");
+    }
+
+    /// A call made of several requests (an upload that checks the
+    /// object's generation first) has one line, under its own method and
+    /// with its own status, not one per request.
+    #[tokio::test]
+    async fn a_call_of_several_requests_has_one_line() {
+        let memory = Arc::new(MemoryGcs::new());
+        memory.add_bucket("b");
+        let written = Written::default();
+        let observed = Observed::logging_to(memory.clone(), Some(ApiLog::to_writer(written.clone()).unwrap()));
+        let requests = async {
+            let checked = fast().run("check", || memory.get_object("b", "f")).await;
+            assert_eq!(checked.map_err(|e| e.kind).err(), Some(ErrorKind::NotFound));
+            fast().run("upload", || async { Ok(()) }).await
+        };
+        let request = Request { bytes: 12, ..storage("upload", || "b/f".to_string()) };
+        observed.observe(request, requests).await.unwrap();
+        let lines = written.all(&observed).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(r#" method=upload resource="b/f" status=ok bytes=12 "#), "{lines:?}");
+        assert!(lines[0].ends_with(" attempt=1"), "{lines:?}");
     }
 
     /// A call that never reaches the retry layer gets one line of its own;
@@ -780,6 +799,20 @@ mod tests {
         let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1000);
         assert!(text.ends_with("line 999\n"));
+    }
+
+    /// A flush gives up at its limit even when the log's channel is full
+    /// and nobody drains it (its writer blocked, as on a pipe nobody
+    /// reads).
+    #[test]
+    fn a_flush_does_not_wait_past_its_limit_on_a_full_channel() {
+        let (lines, _kept) = mpsc::sync_channel::<Entry>(1);
+        let log = ApiLog { lines };
+        log.write("fills the channel\n".to_string());
+        let started = Instant::now();
+        log.flush(Duration::from_millis(200));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(5), "{took:?}");
     }
 
     /// A resource is quoted: a name with spaces, quotes or a newline stays

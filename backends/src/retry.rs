@@ -8,9 +8,10 @@
 //! A stalled request would otherwise park a FUSE worker thread, and the
 //! user cannot interrupt it (fuser answers FUSE INTERRUPT with ENOSYS).
 //!
-//! Each attempt and each retry of a call that `observed.rs` watches is
-//! told to it (the call is known through its task-local), so that retries
-//! are counted and attempts logged per call.
+//! Each retry of a call that `observed.rs` watches is told to it (the call
+//! is known through its task-local), so that retries are counted per call
+//! and its one API log line says how many attempts it took. The failures
+//! retried are logged here, at debug, not in the API log.
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -101,9 +102,7 @@ impl RetryPolicy {
         let mut failing_since = None;
         loop {
             let progress = Progress::new();
-            let started = observed::attempt_started();
             let result = self.unless_stalled(what, &progress, call(progress.clone())).await;
-            observed::attempt_ended(attempt, started, &result);
             let error = match result {
                 Err(e) if e.kind.is_transient() => e,
                 other => return other,

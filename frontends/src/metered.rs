@@ -37,11 +37,6 @@ impl OpTimer {
     pub fn start(frontend: &'static str, op: &'static str) -> Self {
         Self { frontend, op, started: recording().then(Instant::now) }
     }
-
-    /// The operation failed with `errno`.
-    pub fn failed(&self, errno: i32) {
-        op_failed(self.frontend, self.op, errno);
-    }
 }
 
 impl Drop for OpTimer {
@@ -60,32 +55,41 @@ impl Drop for OpTimer {
 type OpMetrics = (Counter, Histogram);
 
 thread_local! {
-    /// Each thread's handles, by the two static names' addresses and
-    /// lengths (a linker may start one literal inside another).
-    /// `counter!` builds its key and looks it up in the recorder's registry
-    /// on every call (scripts/bench measured a warm `ls -lA` 10 % slower
-    /// with metrics on that way); a kept handle is an atomic add.
-    static OP_METRICS: RefCell<HashMap<[usize; 4], OpMetrics>> = RefCell::new(HashMap::new());
+    /// Each thread's handles, by frontend and op. `counter!` builds its
+    /// key and looks it up in the recorder's registry on every call
+    /// (scripts/bench measured a warm `ls -lA` 10 % slower with metrics on
+    /// that way); a kept handle is an atomic add.
+    static OP_METRICS: RefCell<HashMap<(&'static str, &'static str), OpMetrics>> = RefCell::new(HashMap::new());
+    /// Each thread's error counters, by frontend, op and errno: a failure
+    /// builds no key and formats no errno once its counter is kept.
+    static ERROR_COUNTERS: RefCell<HashMap<(&'static str, &'static str, i32), Counter>> =
+        RefCell::new(HashMap::new());
 }
 
 fn with_op_metrics(frontend: &'static str, op: &'static str, record: impl FnOnce(&Counter, &Histogram)) {
     OP_METRICS.with_borrow_mut(|handles| {
-        let (count, duration) = handles
-            .entry([frontend.as_ptr() as usize, frontend.len(), op.as_ptr() as usize, op.len()])
-            .or_insert_with(|| {
-                (
-                    metrics::counter!("ciofs_fs_ops_total", "frontend" => frontend, "op" => op),
-                    metrics::histogram!("ciofs_fs_op_duration_seconds", "frontend" => frontend, "op" => op),
-                )
-            });
+        let (count, duration) = handles.entry((frontend, op)).or_insert_with(|| {
+            (
+                metrics::counter!("ciofs_fs_ops_total", "frontend" => frontend, "op" => op),
+                metrics::histogram!("ciofs_fs_op_duration_seconds", "frontend" => frontend, "op" => op),
+            )
+        });
         record(count, duration);
     });
 }
 
 /// An operation of `frontend` answered with `errno`.
 pub fn op_failed(frontend: &'static str, op: &'static str, errno: i32) {
-    if recording() {
-        metrics::counter!("ciofs_fs_errors_total", "frontend" => frontend, "op" => op, "errno" => errno.to_string())
-            .increment(1);
+    if !recording() {
+        return;
     }
+    ERROR_COUNTERS.with_borrow_mut(|counters| {
+        counters
+            .entry((frontend, op, errno))
+            .or_insert_with(|| {
+                let errno = errno.to_string();
+                metrics::counter!("ciofs_fs_errors_total", "frontend" => frontend, "op" => op, "errno" => errno)
+            })
+            .increment(1);
+    });
 }

@@ -35,7 +35,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, instrument, warn};
 
 use crate::admission::{Admission, Guarded};
-use crate::metered::OpTimer;
+use crate::metered::{self, OpTimer};
 use crate::rpc_records::MAX_TRANSFER;
 use crate::vfs::{Attr, FileKind, Ino, ROOT_INO, SetAttr, Vfs, VfsError};
 
@@ -196,14 +196,17 @@ pub fn errno_to_nfsstat3(errno: i32) -> nfsstat3 {
     }
 }
 
-/// `op` failed with `err`: counted, logged and converted.
-fn failed(op: &OpTimer, err: VfsError) -> nfsstat3 {
-    op.failed(err.errno());
-    status(err)
+/// Answers NFS operation `op` with what `call` gives, timed and counted:
+/// the one place an operation's failure is counted, logged and converted,
+/// whatever step of it failed.
+async fn nfs_op<T>(op: &'static str, call: impl Future<Output = Result<T, VfsError>>) -> Result<T, nfsstat3> {
+    let _timer = OpTimer::start("nfs", op);
+    call.await.map_err(|err| failed(op, err))
 }
 
-/// Logs a `Vfs` error at its level and converts it.
-fn status(err: VfsError) -> nfsstat3 {
+/// Operation `op` failed with `err`: counted, logged and converted.
+fn failed(op: &'static str, err: VfsError) -> nfsstat3 {
+    metered::op_failed("nfs", op, err.errno());
     if err.is_routine() {
         debug!(errno = err.errno(), "{err}");
     } else {
@@ -218,13 +221,13 @@ fn utf8(name: &filename3) -> Option<&str> {
 }
 
 /// An existing name: one that is not UTF-8 does not exist.
-fn existing(name: &filename3) -> Result<&str, nfsstat3> {
-    utf8(name).ok_or(nfsstat3::NFS3ERR_NOENT)
+fn existing(name: &filename3) -> Result<&str, VfsError> {
+    utf8(name).ok_or_else(|| VfsError::not_found("a name that is not UTF-8"))
 }
 
 /// A name to create: one that is not UTF-8 cannot be created.
-fn new_name(name: &filename3) -> Result<&str, nfsstat3> {
-    utf8(name).ok_or(nfsstat3::NFS3ERR_INVAL)
+fn new_name(name: &filename3) -> Result<&str, VfsError> {
+    utf8(name).ok_or_else(|| VfsError::invalid("a name that is not UTF-8"))
 }
 
 fn encode_fh(ino: Ino, generation: u64) -> Vec<u8> {
@@ -316,95 +319,97 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
 
     #[instrument(level = "debug", skip(self))]
     async fn lookup(&self, dir: fileid3, name: &filename3) -> Result<fileid3, nfsstat3> {
-        let op = OpTimer::start("nfs", "lookup");
-        let attr = self.vfs.lookup(dir, existing(name)?).await.map_err(|e| failed(&op, e))?;
-        Ok(attr.ino)
+        nfs_op("lookup", async { Ok(self.vfs.lookup(dir, existing(name)?).await?.ino) }).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn getattr(&self, ino: fileid3) -> Result<fattr3, nfsstat3> {
-        let op = OpTimer::start("nfs", "getattr");
-        self.vfs.getattr(ino).await.map(|a| attr_to_fattr3(&a)).map_err(|e| failed(&op, e))
+        nfs_op("getattr", async { Ok(attr_to_fattr3(&self.vfs.getattr(ino).await?)) }).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn setattr(&self, ino: fileid3, sattr: sattr3) -> Result<fattr3, nfsstat3> {
-        let op = OpTimer::start("nfs", "setattr");
-        let attr = self.vfs.setattr(ino, sattr_to_setattr(&sattr)).await.map_err(|e| failed(&op, e))?;
-        Ok(attr_to_fattr3(&attr))
+        nfs_op("setattr", async { Ok(attr_to_fattr3(&self.vfs.setattr(ino, sattr_to_setattr(&sattr)).await?)) }).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn read(&self, ino: fileid3, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
-        let op = OpTimer::start("nfs", "read");
-        let (data, eof) = self.vfs.read(ino, None, offset, count).await.map_err(|e| failed(&op, e))?;
-        Ok((data.into(), eof))
+        nfs_op("read", async {
+            let (data, eof) = self.vfs.read(ino, None, offset, count).await?;
+            Ok((data.into(), eof))
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self, data), fields(len = data.len()))]
     async fn write(&self, ino: fileid3, offset: u64, data: &[u8]) -> Result<fattr3, nfsstat3> {
-        let op = OpTimer::start("nfs", "write");
-        // nfsserve acknowledges the whole request, so a short write continues.
-        let mut done = 0;
-        while done < data.len() {
-            let n = self.vfs.write(ino, None, offset + done as u64, &data[done..]).await.map_err(|e| failed(&op, e))?;
-            if n == 0 {
-                return Err(failed(&op, VfsError::io(format!("inode {ino}: a write made no progress"))));
+        nfs_op("write", async {
+            // nfsserve acknowledges the whole request, so a short write continues.
+            let mut done = 0;
+            while done < data.len() {
+                let n = self.vfs.write(ino, None, offset + done as u64, &data[done..]).await?;
+                if n == 0 {
+                    return Err(VfsError::io(format!("inode {ino}: a write made no progress")));
+                }
+                done += n as usize;
             }
-            done += n as usize;
-        }
-        self.vfs.getattr(ino).await.map(|a| attr_to_fattr3(&a)).map_err(|e| failed(&op, e))
+            Ok(attr_to_fattr3(&self.vfs.getattr(ino).await?))
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn create(&self, dir: fileid3, name: &filename3, sattr: sattr3) -> Result<(fileid3, fattr3), nfsstat3> {
-        let op = OpTimer::start("nfs", "create");
-        let name = new_name(name)?;
-        let mut set = sattr_to_setattr(&sattr);
-        let mode = set.mode.take().unwrap_or(DEFAULT_FILE_MODE);
-        let mut attr = match self.create_file(dir, name, mode).await {
-            Ok(attr) => attr,
-            // UNCHECKED create of an existing file opens it (RFC 1813 3.3.8);
-            // nfsserve answers GUARDED's EXIST itself before calling us.
-            Err(err) if err.errno() == libc::EEXIST => self.vfs.lookup(dir, name).await.map_err(|e| failed(&op, e))?,
-            Err(err) => return Err(failed(&op, err)),
-        };
-        // The rest (size 0 for O_TRUNC, times) applies as a setattr would.
-        if set != SetAttr::default() {
-            attr = self.vfs.setattr(attr.ino, set).await.map_err(|e| failed(&op, e))?;
-        }
-        Ok((attr.ino, attr_to_fattr3(&attr)))
+        nfs_op("create", async {
+            let name = new_name(name)?;
+            let mut set = sattr_to_setattr(&sattr);
+            let mode = set.mode.take().unwrap_or(DEFAULT_FILE_MODE);
+            let mut attr = match self.create_file(dir, name, mode).await {
+                Ok(attr) => attr,
+                // UNCHECKED create of an existing file opens it (RFC 1813 3.3.8);
+                // nfsserve answers GUARDED's EXIST itself before calling us.
+                Err(err) if err.errno() == libc::EEXIST => self.vfs.lookup(dir, name).await?,
+                Err(err) => return Err(err),
+            };
+            // The rest (size 0 for O_TRUNC, times) applies as a setattr would.
+            if set != SetAttr::default() {
+                attr = self.vfs.setattr(attr.ino, set).await?;
+            }
+            Ok((attr.ino, attr_to_fattr3(&attr)))
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn create_exclusive(&self, dir: fileid3, name: &filename3) -> Result<fileid3, nfsstat3> {
-        let op = OpTimer::start("nfs", "create_exclusive");
         // nfsserve does not pass the create verifier, so a retransmitted
         // exclusive create cannot be recognised: an existing name is EXIST
         // (what tar's O_EXCL expects; it then unlinks and creates again).
-        let attr = self.create_file(dir, new_name(name)?, DEFAULT_FILE_MODE).await.map_err(|e| failed(&op, e))?;
-        Ok(attr.ino)
+        nfs_op("create_exclusive", async { Ok(self.create_file(dir, new_name(name)?, DEFAULT_FILE_MODE).await?.ino) })
+            .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn mkdir(&self, dir: fileid3, name: &filename3) -> Result<(fileid3, fattr3), nfsstat3> {
-        let op = OpTimer::start("nfs", "mkdir");
-        // nfsserve does not pass MKDIR's attributes.
-        let attr = self.vfs.mkdir(dir, new_name(name)?, DEFAULT_DIR_MODE).await.map_err(|e| failed(&op, e))?;
-        Ok((attr.ino, attr_to_fattr3(&attr)))
+        nfs_op("mkdir", async {
+            // nfsserve does not pass MKDIR's attributes.
+            let attr = self.vfs.mkdir(dir, new_name(name)?, DEFAULT_DIR_MODE).await?;
+            Ok((attr.ino, attr_to_fattr3(&attr)))
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn remove(&self, dir: fileid3, name: &filename3) -> Result<(), nfsstat3> {
-        let op = OpTimer::start("nfs", "remove");
-        // nfsserve sends both REMOVE and RMDIR here: the kind decides.
-        let name = existing(name)?;
-        let attr = self.vfs.lookup(dir, name).await.map_err(|e| failed(&op, e))?;
-        match attr.kind {
-            FileKind::Directory => self.vfs.rmdir(dir, name).await,
-            FileKind::File => self.vfs.unlink(dir, name).await,
-        }
-        .map_err(|e| failed(&op, e))
+        nfs_op("remove", async {
+            // nfsserve sends both REMOVE and RMDIR here: the kind decides.
+            let name = existing(name)?;
+            match self.vfs.lookup(dir, name).await?.kind {
+                FileKind::Directory => self.vfs.rmdir(dir, name).await,
+                FileKind::File => self.vfs.unlink(dir, name).await,
+            }
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
@@ -415,18 +420,19 @@ impl<V: Vfs> NFSFileSystem for NfsAdapter<V> {
         to_dir: fileid3,
         to: &filename3,
     ) -> Result<(), nfsstat3> {
-        let op = OpTimer::start("nfs", "rename");
-        let (from, to) = (existing(from)?, new_name(to)?);
-        self.vfs.rename(from_dir, from, to_dir, to).await.map_err(|e| failed(&op, e))
+        nfs_op("rename", async {
+            let (from, to) = (existing(from)?, new_name(to)?);
+            self.vfs.rename(from_dir, from, to_dir, to).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn readdir(&self, dir: fileid3, after: fileid3, max: usize) -> Result<ReadDirResult, nfsstat3> {
-        let op = OpTimer::start("nfs", "readdir");
         // The cookie is the previous entry's inode; nfsserve sends back the
         // last entry it fitted into the reply. At least one entry, so a tiny
         // client buffer still makes progress.
-        let page = self.vfs.readdir(dir, None, after, max.max(1)).await.map_err(|e| failed(&op, e))?;
+        let page = nfs_op("readdir", self.vfs.readdir(dir, None, after, max.max(1))).await?;
         let entries = page
             .entries
             .into_iter()
@@ -625,8 +631,9 @@ mod tests {
     #[test]
     fn non_utf8_names() {
         let bad: filename3 = vec![0xff, 0xfe].into();
-        assert!(matches!(existing(&bad), Err(nfsstat3::NFS3ERR_NOENT)));
-        assert!(matches!(new_name(&bad), Err(nfsstat3::NFS3ERR_INVAL)));
+        let status = |name: Result<&str, VfsError>| name.err().map(|e| errno_to_nfsstat3(e.errno()));
+        assert!(matches!(status(existing(&bad)), Some(nfsstat3::NFS3ERR_NOENT)));
+        assert!(matches!(status(new_name(&bad)), Some(nfsstat3::NFS3ERR_INVAL)));
         let good: filename3 = b"a.txt"[..].into();
         assert_eq!(existing(&good).unwrap(), "a.txt");
     }

@@ -700,3 +700,45 @@ pub fn metric_sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
+
+/// The value of the samples of metric `name` whose labels include all of
+/// `labels`, as `metric_sample`; panics when the scrape has no such line,
+/// so that a check of 0 cannot pass on a metric that is not there.
+pub fn present_metric_sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    let present = metrics.lines().any(|line| {
+        (line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+            && labels.iter().all(|label| line.contains(label))
+    });
+    assert!(present, "no {name} {labels:?} in the scrape:\n{metrics}");
+    metric_sample(metrics, name, labels)
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The HTTP status and body of a GET of `path` on loopback `port` (0 and
+/// the error when there is no answer). Asked from this process: a child
+/// (curl) would close the test's open files at its exec, and each close of
+/// a file on a mount is a FUSE flush, which uploads.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    match try_http_get(port, path) {
+        Ok(answer) => answer,
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok());
+    let status = status.ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
+    Ok((status, body.to_string()))
+}

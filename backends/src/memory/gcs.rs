@@ -182,10 +182,7 @@ impl MemoryGcs {
         content_type: &str,
         custom_metadata: BTreeMap<String, String>,
     ) -> ObjectMeta {
-        self.add_bucket_if_missing(bucket);
-        let mut buckets = lock(&self.buckets);
-        let b = buckets.get_mut(bucket).expect("the bucket was just added");
-        self.store(b, name, data.into(), Some(content_type.to_string()), custom_metadata)
+        self.put(bucket, name, data.into(), Some(content_type.to_string()), custom_metadata)
     }
 
     /// A bucket listed in every project.
@@ -204,10 +201,23 @@ impl MemoryGcs {
     /// Stores an object (creating its bucket if needed) with a new generation,
     /// as a change made behind the mount's back would.
     pub fn put_object(&self, bucket: &str, name: &str, data: impl Into<Bytes>) -> ObjectMeta {
+        self.put(bucket, name, data.into(), None, BTreeMap::new())
+    }
+
+    /// `put_object` and `put_object_with`: stores an object, its bucket
+    /// made if missing, counting no call.
+    fn put(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Bytes,
+        content_type: Option<String>,
+        custom_metadata: BTreeMap<String, String>,
+    ) -> ObjectMeta {
         self.add_bucket_if_missing(bucket);
         let mut buckets = lock(&self.buckets);
         let b = buckets.get_mut(bucket).expect("the bucket was just added");
-        self.store(b, name, data.into(), None, BTreeMap::new())
+        self.store(b, name, data, content_type, custom_metadata)
     }
 
     /// Removes an object behind the mount's back (no call is counted).
@@ -484,6 +494,9 @@ impl ObjectStore for MemoryGcs {
         self.call(Op::PatchObject)?;
         let what = format!("gs://{bucket}/{name}");
         self.with_bucket_mut(bucket, |b| {
+            // Shared with the bucket's other objects of that type; made
+            // before the object is borrowed from the bucket.
+            let content_type = content_type.as_deref().map(|c| b.content_type(c));
             let Some(meta) = b.objects.get_mut(name) else {
                 return Err(BackendError::not_found(&what));
             };
@@ -494,7 +507,7 @@ impl ObjectStore for MemoryGcs {
                 ));
             }
             if let Some(content_type) = content_type {
-                meta.content_type = Arc::from(content_type.as_str());
+                meta.content_type = content_type;
             }
             for (key, value) in custom_metadata {
                 match value {
@@ -616,20 +629,14 @@ fn list_page(bucket: &Bucket, request: &ListObjects) -> ObjectPage {
 /// Where a listing's scan starts: the latest of the prefix, the start
 /// offset (both included) and the page token (excluded).
 fn scan_start(request: &ListObjects) -> Bound<String> {
-    let mut start = Bound::Included(request.prefix.clone());
-    if let Some(offset) = request.start_offset.as_ref().filter(|offset| **offset > request.prefix) {
-        start = Bound::Included(offset.clone());
+    let floor = match &request.start_offset {
+        Some(offset) if *offset > request.prefix => offset,
+        _ => &request.prefix,
+    };
+    match &request.page_token {
+        Some(token) if token >= floor => Bound::Excluded(token.clone()),
+        _ => Bound::Included(floor.clone()),
     }
-    if let Some(token) = &request.page_token {
-        let later = match &start {
-            Bound::Included(at) => token >= at,
-            _ => true,
-        };
-        if later {
-            start = Bound::Excluded(token.clone());
-        }
-    }
-    start
 }
 
 /// A name after every name that starts with `prefix` (but one that goes on
@@ -890,6 +897,25 @@ mod tests {
         );
         assert_eq!(kind(gcs.get_object("b", "x").await), ErrorKind::NotFound);
         assert_eq!(gcs.calls.copy_object.load(Ordering::SeqCst), 3);
+    }
+
+    /// A content type patched in is shared with the bucket's other objects
+    /// of that type, as one stored is (a million objects hold one copy).
+    #[tokio::test]
+    async fn a_patched_content_type_is_shared() {
+        let gcs = MemoryGcs::new();
+        gcs.put_object_with("b", "typed", "x", "text/csv", BTreeMap::new());
+        gcs.put_object("b", "patched", "x");
+        let patch = PatchObjectMetadata {
+            bucket: "b".to_string(),
+            name: "patched".to_string(),
+            content_type: Some("text/csv".to_string()),
+            ..Default::default()
+        };
+        gcs.patch_object_metadata(&patch).await.unwrap();
+        let buckets = lock(&gcs.buckets);
+        let objects = &buckets["b"].objects;
+        assert!(Arc::ptr_eq(&objects["typed"].content_type, &objects["patched"].content_type));
     }
 
     #[tokio::test]
