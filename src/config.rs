@@ -350,12 +350,12 @@ enum Refused {
     File(String),
 }
 
-/// The command line `args` (program name first) with the configuration
-/// file's values where flags and environment say nothing. Help, version and
-/// clap's own errors end the process as `Cli::parse` would; a mistake in
-/// the file is the error.
-pub fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
-    match matches_with_file(&Cli::command(), args.into_iter().collect()) {
+/// The command line `args` (program name first), parsed by `cli` (Cli's
+/// own command), with the configuration file's values where flags and
+/// environment say nothing. Help, version and clap's own errors end the
+/// process as `Cli::parse` would; a mistake in the file is the error.
+pub fn parse_cli(cli: &Command, args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
+    match matches_with_file(cli, args.into_iter().collect()) {
         Ok(matches) => Cli::from_arg_matches(&matches).map_err(|e| e.exit()),
         Err(Refused::Clap(error)) => error.exit(),
         Err(Refused::File(message)) => Err(message),

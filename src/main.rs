@@ -67,13 +67,9 @@ fn main() -> ExitCode {
 /// reads the same file); clap exits on a command line it refuses.
 fn command_line() -> Result<Option<(Cli, Vec<std::ffi::OsString>)>, String> {
     let command = Cli::command();
-    let long_flags: Vec<String> = command
-        .find_subcommand("mount")
-        .map(|mount| mount.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect())
-        .unwrap_or_default();
-    let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &long_flags)?;
+    let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &command)?;
     let Some(args) = args else { return Ok(None) };
-    Ok(Some((ciofs::config::parse_cli(args.clone())?, args)))
+    Ok(Some((ciofs::config::parse_cli(&command, args.clone())?, args)))
 }
 
 /// Sets up logging and the runtime, then runs `body` on it.
