@@ -268,11 +268,6 @@ fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
     mountpoint.canonicalize().map_err(|e| format!("mount point {}: {e}", mountpoint.display()))
 }
 
-/// Serves until the mount is gone: unmounted from outside, or by us on a
-/// signal once the files being written were uploaded or the shutdown's
-/// deadline passed. A mount still busy then is detached at the deadline
-/// (open files see it go). `fuse` is None for an NFS mount. The deadline
-/// the rest of the shutdown has.
 /// What a mount serves with, for `serve_until_unmounted`.
 struct Serving<'a> {
     mountpoint: &'a Path,
@@ -282,16 +277,20 @@ struct Serving<'a> {
     timeout: Duration,
 }
 
+/// Serves until the mount is gone: unmounted from outside, or by us on a
+/// signal once the files being written were uploaded or the shutdown's
+/// deadline passed. A mount still busy then is detached at the deadline
+/// (open files see it go). `fuse` is None for an NFS mount. The deadline
+/// the rest of the shutdown has.
 async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>, signals: &mut Signals) -> Instant {
     let Serving { mountpoint, readiness, namespace, timeout } = serving;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut deadline = None;
     loop {
         tokio::select! {
             () = signals.recv() => {
-                let until = *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
+                let until = begin_shutdown(readiness, namespace, timeout);
                 let waited = shutdown::wait_for_unsaved(namespace, until, signals.recv()).await;
-                let mut cut_short = waited != Waited::Saved;
+                let cut_short = waited != Waited::Saved;
                 if let Err(e) = unmount(fuse.take(), mountpoint).await {
                     // Busy (a file open, a shell's working directory): the
                     // mount goes at the deadline, whatever holds it.
@@ -305,7 +304,8 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>
                     if let Err(e) = daemon::detach(mountpoint) {
                         tracing::error!("cannot detach the mount: {e}");
                     }
-                    cut_short = true;
+                    // The deadline passed, or a second signal cut it short.
+                    return Instant::now();
                 }
                 return if cut_short { Instant::now() } else { until };
             }
@@ -316,7 +316,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>
                 };
                 if gone {
                     tracing::info!("unmounted from outside");
-                    return *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
+                    return begin_shutdown(readiness, namespace, timeout);
                 }
             }
         }
