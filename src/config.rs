@@ -324,9 +324,7 @@ fn config_path(explicit: Option<&PathBuf>) -> Option<PathBuf> {
 
 /// `$XDG_CONFIG_HOME/ciofs/config.toml`, else `~/.config/ciofs/config.toml`.
 fn default_path(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    // Empty or relative is as unset (the XDG base directory rules).
-    let absolute = |name: &str| var(name).map(PathBuf::from).filter(|path| path.is_absolute());
-    let base = absolute("XDG_CONFIG_HOME").or_else(|| absolute("HOME").map(|home| home.join(".config")))?;
+    let base = crate::cli::xdg_base(&var, "XDG_CONFIG_HOME", ".config")?;
     Some(base.join("ciofs").join("config.toml"))
 }
 
