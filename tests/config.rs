@@ -249,3 +249,25 @@ fn config_show_s_own_config_is_read_whatever_the_default_file_holds() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("metadata_tll: unknown key"), "the default is read: {stderr}");
 }
+
+/// Flags, then environment, then the file: what the file sets and the
+/// environment too is the environment's, unless a flag says.
+#[test]
+fn the_environment_wins_over_the_file_and_a_flag_over_the_environment() {
+    let scratch = Scratch::new("project = [\"file-a\"]\nstate_dir = \"/from/file\"\n[metadata]\nmetadata_ttl = 7\n");
+    let config = scratch.config().display().to_string();
+    let env = [("CIOFS_PROJECT", "env-a,env-b"), ("CIOFS_STATE_DIR", "/from/env"), ("CIOFS_CONFIG", config.as_str())];
+    let shown = stdout_of(&run(scratch.ciofs(&env).args(["config", "show", "mount"])));
+    for line in [
+        "project = [\"env-a\", \"env-b\"]  # env CIOFS_PROJECT".to_string(),
+        "state_dir = \"/from/env\"  # env CIOFS_STATE_DIR".to_string(),
+        format!("metadata_ttl = 7  # file {config}:4"),
+    ] {
+        assert!(shown.lines().any(|shown| shown == line), "no {line:?} in:\n{shown}");
+    }
+    let flags = ["config", "show", "mount", "--project", "flag", "--state-dir", "/flag"];
+    let shown = stdout_of(&run(scratch.ciofs(&env).args(flags)));
+    for line in ["project = [\"flag\"]  # flag", "state_dir = \"/flag\"  # flag"] {
+        assert!(shown.lines().any(|shown| shown == line), "no {line:?} in:\n{shown}");
+    }
+}
