@@ -1,6 +1,6 @@
 //! `ciofs`: mount, unmount, serve-nfs, export, import, demo.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
-use ciofs_frontends::fuse::{FuseMount, FuseTarget};
+use ciofs_frontends::fuse::{DevFuse, FuseMount, FuseTarget};
 use clap::{CommandFactory, Parser};
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
@@ -230,7 +230,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     };
     let mount = ciofs_frontends::fuse::mount(namespace.clone(), target, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
-    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
@@ -250,8 +250,9 @@ fn passed_descriptor(mountpoint: &Path) -> Option<RawFd> {
     mountpoint.to_str()?.strip_prefix("/dev/fd/")?.parse().ok().filter(|fd| *fd > 2)
 }
 
-/// Takes the inherited descriptor `fd` as this process's to serve.
-fn take_descriptor(fd: RawFd) -> Result<OwnedFd, String> {
+/// Takes the inherited descriptor `fd` as this process's to serve, once it
+/// is known to be /dev/fuse.
+fn take_descriptor(fd: RawFd) -> Result<DevFuse, String> {
     // SAFETY: F_GETFD only reads the descriptor's flags; any number is safe
     // to ask about.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -259,9 +260,8 @@ fn take_descriptor(fd: RawFd) -> Result<OwnedFd, String> {
     }
     // SAFETY: the descriptor is open (checked above), and the command line
     // hands it to this process to serve: nothing else here owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    ciofs_frontends::fuse::is_dev_fuse(&fd).map_err(|e| format!("/dev/fd/{}: {e}", fd.as_raw_fd()))?;
-    Ok(fd)
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    DevFuse::check(owned).map_err(|e| format!("/dev/fd/{fd}: {e}"))
 }
 
 fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
