@@ -1,6 +1,7 @@
 //! The command line: one clap struct per command, turned once into the
 //! layers' own options.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,7 +64,7 @@ pub enum ConfigCommand {
         command: String,
         /// The command's flags, as it would be given them.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<std::ffi::OsString>,
+        args: Vec<OsString>,
     },
 }
 
@@ -381,24 +382,29 @@ pub fn state_dir(explicit: Option<&PathBuf>) -> Result<PathBuf, String> {
     state_dir_from(explicit, |name| std::env::var_os(name))
 }
 
-fn state_dir_from(
-    explicit: Option<&PathBuf>,
-    var: impl Fn(&str) -> Option<std::ffi::OsString>,
-) -> Result<PathBuf, String> {
-    // Empty or relative is as unset (the XDG base directory rules).
-    let absolute = |name: &str| var(name).map(PathBuf::from).filter(|path| path.is_absolute());
-    if let Some(dir) = explicit.cloned().or_else(|| absolute("CIOFS_STATE_DIR")) {
+fn state_dir_from(explicit: Option<&PathBuf>, var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, String> {
+    if let Some(dir) = explicit.cloned().or_else(|| absolute_var(&var, "CIOFS_STATE_DIR")) {
         return Ok(dir);
     }
-    absolute("XDG_STATE_HOME")
-        .or_else(|| absolute("HOME").map(|home| home.join(".local/state")))
-        .or_else(|| absolute("XDG_RUNTIME_DIR"))
+    xdg_base(&var, "XDG_STATE_HOME", ".local/state")
+        .or_else(|| absolute_var(&var, "XDG_RUNTIME_DIR"))
         .map(|base| base.join("ciofs"))
         .ok_or_else(|| {
             "no place for ciofs's state: none of $XDG_STATE_HOME, $HOME and $XDG_RUNTIME_DIR is set; \
              pass --state-dir DIR (or set $CIOFS_STATE_DIR) to a directory only you can enter"
                 .to_string()
         })
+}
+
+/// An XDG base directory: `$name`, else `$HOME/under_home`.
+pub(crate) fn xdg_base(var: &impl Fn(&str) -> Option<OsString>, name: &str, under_home: &str) -> Option<PathBuf> {
+    absolute_var(var, name).or_else(|| absolute_var(var, "HOME").map(|home| home.join(under_home)))
+}
+
+/// The path the variable `name` holds; empty or relative is as unset (the
+/// XDG base directory rules).
+fn absolute_var(var: &impl Fn(&str) -> Option<OsString>, name: &str) -> Option<PathBuf> {
+    var(name).map(PathBuf::from).filter(|path| path.is_absolute())
 }
 
 #[cfg(test)]

@@ -324,9 +324,7 @@ fn config_path(explicit: Option<&PathBuf>) -> Option<PathBuf> {
 
 /// `$XDG_CONFIG_HOME/ciofs/config.toml`, else `~/.config/ciofs/config.toml`.
 fn default_path(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    // Empty or relative is as unset (the XDG base directory rules).
-    let absolute = |name: &str| var(name).map(PathBuf::from).filter(|path| path.is_absolute());
-    let base = absolute("XDG_CONFIG_HOME").or_else(|| absolute("HOME").map(|home| home.join(".config")))?;
+    let base = crate::cli::xdg_base(&var, "XDG_CONFIG_HOME", ".config")?;
     Some(base.join("ciofs").join("config.toml"))
 }
 
@@ -350,12 +348,12 @@ enum Refused {
     File(String),
 }
 
-/// The command line `args` (program name first) with the configuration
-/// file's values where flags and environment say nothing. Help, version and
-/// clap's own errors end the process as `Cli::parse` would; a mistake in
-/// the file is the error.
-pub fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
-    match matches_with_file(&Cli::command(), args.into_iter().collect()) {
+/// The command line `args` (program name first), parsed by `cli` (Cli's
+/// own command), with the configuration file's values where flags and
+/// environment say nothing. Help, version and clap's own errors end the
+/// process as `Cli::parse` would; a mistake in the file is the error.
+pub fn parse_cli(cli: &Command, args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
+    match matches_with_file(cli, args.into_iter().collect()) {
         Ok(matches) => Cli::from_arg_matches(&matches).map_err(|e| e.exit()),
         Err(Refused::Clap(error)) => error.exit(),
         Err(Refused::File(message)) => Err(message),
@@ -363,20 +361,61 @@ pub fn parse_cli(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String
 }
 
 fn matches_with_file(cli: &Command, args: Vec<OsString>) -> Result<ArgMatches, Refused> {
+    merged(cli, args, None, Strict::Yes).map(|merged| merged.matches)
+}
+
+/// Whether the last parse of `merged` asks for what the command requires.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strict {
+    /// A command to run.
+    Yes,
+    /// `config show`, which needs no mount point.
+    No,
+}
+
+/// A command line parsed with the configuration file's values added.
+struct Merged {
+    matches: ArgMatches,
+    file: Option<ConfigFile>,
+    /// The ids of the args the file gave, with where it gives them.
+    from_file: HashMap<String, Position>,
+}
+
+/// `args` (program name first) parsed by `cli`, with the configuration
+/// file's values for the subcommand's args the command line and
+/// environment left at their default. The file is the one `--config`
+/// names on the command line, else `default_file`, else `$CIOFS_CONFIG`,
+/// else the default place; none is read for a subcommand that has no keys
+/// (`config show` reads its own, and must not be stopped by another).
+fn merged(cli: &Command, args: Vec<OsString>, default_file: Option<&Path>, strict: Strict) -> Result<Merged, Refused> {
+    let parser = match strict {
+        Strict::Yes => cli.clone(),
+        Strict::No => lenient(cli.clone()),
+    };
     // What fails without requirements fails with them: clap's own words
     // (and help with the real usage line) come from the real parse.
     let first = lenient(cli.clone())
         .try_get_matches_from(&args)
-        .map_err(|lenient| Refused::Clap(cli.clone().try_get_matches_from(&args).err().unwrap_or(lenient)))?;
-    let file = load(first.get_one::<PathBuf>("config"), cli).map_err(Refused::File)?;
-    let args = match (&file, first.subcommand()) {
-        (Some(file), Some((name, sub))) => match cli.find_subcommand(name) {
-            Some(command) => with_added(args, file.arguments_for(command, sub).map_err(Refused::File)?.0),
-            None => args,
-        },
-        _ => args,
+        .map_err(|lenient| Refused::Clap(parser.clone().try_get_matches_from(&args).err().unwrap_or(lenient)))?;
+    let configured = first
+        .subcommand()
+        .filter(|(name, _)| !NOT_CONFIGURED.contains(name))
+        .and_then(|(name, sub)| Some((cli.find_subcommand(name)?, sub)));
+    let Some((command, sub)) = configured else {
+        let matches = parser.try_get_matches_from(&args).map_err(Refused::Clap)?;
+        return Ok(Merged { matches, file: None, from_file: HashMap::new() });
     };
-    cli.clone().try_get_matches_from(&args).map_err(Refused::Clap)
+    let explicit = match first.value_source("config") {
+        Some(ValueSource::CommandLine) => first.get_one::<PathBuf>("config").cloned(),
+        _ => default_file.map(Path::to_path_buf).or_else(|| first.get_one::<PathBuf>("config").cloned()),
+    };
+    let file = load(explicit.as_ref(), cli).map_err(Refused::File)?;
+    let (added, from_file) = match &file {
+        Some(file) => file.arguments_for(command, sub).map_err(Refused::File)?,
+        None => Default::default(),
+    };
+    let matches = parser.try_get_matches_from(with_added(args, added)).map_err(Refused::Clap)?;
+    Ok(Merged { matches, file, from_file })
 }
 
 /// `ciofs config show COMMAND ARGS`: the options COMMAND would run with,
@@ -396,18 +435,14 @@ fn show_for(cli: &Command, config: Option<&Path>, command: &str, args: &[OsStrin
         .filter(|c| !NOT_CONFIGURED.contains(&c.get_name()))
         .ok_or_else(|| format!("config show: no command {name:?}"))?;
     // `--config` is global: it may come among the shown command's flags.
-    let config_arg = cli.get_arguments().find(|arg| arg.get_id() == "config").cloned();
-    let parser = lenient(target.clone()).args(config_arg);
-    let argv = [vec![OsString::from(name)], args].concat();
-    let first = parser.clone().try_get_matches_from(&argv).map_err(|e| first_line(&e))?;
-    let explicit = first.get_one::<PathBuf>("config").cloned().or_else(|| config.map(Path::to_path_buf));
-    let file = load(explicit.as_ref(), cli)?;
-    let (added, from_file) = match &file {
-        Some(file) => file.arguments_for(target, &first)?,
-        None => Default::default(),
-    };
-    let matches = parser.try_get_matches_from(with_added(argv, added)).map_err(|e| first_line(&e))?;
-    Ok(render(target, &matches, &from_file, file.as_ref().map(|f| f.path.as_path())))
+    let argv = [vec![OsString::from(cli.get_name()), OsString::from(name)], args].concat();
+    let Merged { matches, file, from_file } =
+        merged(cli, argv, config, Strict::No).map_err(|refused| match refused {
+            Refused::Clap(error) => first_line(&error),
+            Refused::File(message) => message,
+        })?;
+    let matches = matches.subcommand_matches(name).ok_or_else(|| format!("config show: no command {name:?}"))?;
+    Ok(render(target, matches, &from_file, file.as_ref().map(|f| f.path.as_path())))
 }
 
 /// Every key of `command` as TOML, grouped in sections, each line saying
@@ -554,37 +589,19 @@ mod tests {
         assert_eq!(defaults.tree.state_dir, None);
     }
 
+    /// The environment's half (over the file, under a flag) is checked
+    /// through the binary (tests/config.rs): setting variables here would
+    /// race with the other tests' threads, which read the environment.
     #[test]
-    fn the_environment_wins_over_the_file_and_the_flag_over_the_environment() {
-        // SAFETY: only this test reads or writes these two variables.
-        unsafe {
-            std::env::set_var("CIOFS_CONFIG_TEST_PROJECT", "env-a,env-b");
-            std::env::set_var("CIOFS_CONFIG_TEST_STATE_DIR", "/env/state");
-        }
-        // The real args with variables of their own, so that no other test
-        // sees them (clap reads them when the arg is made).
-        let cli = Cli::command().mut_subcommand("mount", |mount| {
-            mount
-                .mut_arg("projects", |arg| arg.env("CIOFS_CONFIG_TEST_PROJECT"))
-                .mut_arg("state_dir", |arg| arg.env("CIOFS_CONFIG_TEST_STATE_DIR"))
-        });
+    fn a_flag_wins_over_the_file() {
+        let cli = Cli::command();
         let config = file(ALL_KINDS);
-        let from_env = mount(&cli, &config, &[]);
-        assert_eq!(from_env.tree.projects, ["env-a", "env-b"]);
-        assert_eq!(from_env.tree.state_dir, Some(PathBuf::from("/env/state")));
-        assert_eq!(from_env.tree.metadata_ttl, 7, "the file still gives what the environment does not");
         let from_flags = mount(&cli, &config, &["--project", "flag", "--state-dir", "/flag"]);
         assert_eq!(from_flags.tree.projects, ["flag"]);
         assert_eq!(from_flags.tree.state_dir, Some(PathBuf::from("/flag")));
+        assert_eq!(from_flags.tree.metadata_ttl, 7, "the file still gives what the flags do not");
         let shown = show_for(&cli, Some(&config.path), "mount", &["--metadata-ttl".into(), "3".into()]).expect("show");
-        assert!(shown.contains("project = [\"env-a\", \"env-b\"]  # env CIOFS_CONFIG_TEST_PROJECT\n"), "{shown}");
-        assert!(shown.contains("state_dir = \"/env/state\"  # env CIOFS_CONFIG_TEST_STATE_DIR\n"), "{shown}");
         assert!(shown.contains("metadata_ttl = 3  # flag\n"), "{shown}");
-        // SAFETY: as above.
-        unsafe {
-            std::env::remove_var("CIOFS_CONFIG_TEST_PROJECT");
-            std::env::remove_var("CIOFS_CONFIG_TEST_STATE_DIR");
-        }
     }
 
     #[test]
@@ -604,6 +621,22 @@ mod tests {
         assert!(served.contains("\n[nfs_server]\nlisten = \"127.0.0.1:2049\"  # default\n"), "{served}");
         let parsed: toml::Table = toml::from_str(&shown).expect("config show prints TOML");
         assert_eq!(parsed["metadata"]["metadata_ttl"].as_integer(), Some(7));
+    }
+
+    /// `config show`'s own `--config` is the file shown: another file (the
+    /// default, or one `ciofs --config` names) is not read, broken or not.
+    #[test]
+    fn config_show_reads_the_file_its_own_config_names() {
+        let (good, broken) = (file("[nfs_server]\nlisten = \"127.0.0.1:0\"\n"), file("nonsense = 1\n"));
+        let args = ["--negative-ttl".into(), "1".into(), "--config".into(), good.path.clone().into_os_string()];
+        let shown = show(Some(&broken.path), "serve-nfs", &args).expect("the good file");
+        assert!(shown.contains(&format!("listen = \"127.0.0.1:0\"  # file {}:2\n", good.path.display())), "{shown}");
+        let refused = show(Some(&broken.path), "serve-nfs", &[]).expect_err("the broken file");
+        assert!(refused.contains("nonsense: unknown key"), "{refused}");
+        let cli = Cli::command();
+        let args = ["ciofs".into(), "--config".into(), broken.path.clone().into_os_string(), "config".into()];
+        let args = [args.to_vec(), vec!["show".into(), "serve-nfs".into()]].concat();
+        assert!(matches_with_file(&cli, args).is_ok(), "config itself has no keys: no file is read for it");
     }
 
     #[test]

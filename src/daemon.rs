@@ -229,20 +229,25 @@ fn alive(pid: i32) -> bool {
 
 /// Unmounts `mountpoint` with umount(2).
 pub fn umount(mountpoint: &Path) -> Result<(), String> {
-    if mountpoint.as_os_str().as_encoded_bytes().contains(&0) {
-        return Err("mount point contains a NUL byte".to_string());
-    }
-    umount2(mountpoint, MntFlags::empty()).map_err(|errno| {
-        let error = std::io::Error::from(errno);
-        format!("cannot unmount {}: {error}", mountpoint.display())
-    })
+    umount_with(mountpoint, MntFlags::empty())
 }
 
 /// Detaches the mount at `mountpoint` (MNT_DETACH): gone from the tree
 /// now, and from the system once nothing holds it open.
 pub fn detach(mountpoint: &Path) -> Result<(), String> {
-    umount2(mountpoint, MntFlags::MNT_DETACH)
-        .map_err(|errno| format!("cannot detach {}: {}", mountpoint.display(), std::io::Error::from(errno)))
+    umount_with(mountpoint, MntFlags::MNT_DETACH)
+}
+
+/// umount2(2) of `mountpoint` with `flags`.
+fn umount_with(mountpoint: &Path, flags: MntFlags) -> Result<(), String> {
+    if mountpoint.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err("mount point contains a NUL byte".to_string());
+    }
+    let what = if flags.contains(MntFlags::MNT_DETACH) { "detach" } else { "unmount" };
+    umount2(mountpoint, flags).map_err(|errno| {
+        let error = std::io::Error::from(errno);
+        format!("cannot {what} {}: {error}", mountpoint.display())
+    })
 }
 
 /// Whether something is mounted at `mountpoint` (Linux: /proc/self/mountinfo).

@@ -1,6 +1,6 @@
 //! `ciofs`: mount, unmount, serve-nfs, export, import, demo.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
-use ciofs_frontends::fuse::{FuseMount, FuseTarget};
+use ciofs_frontends::fuse::{DevFuse, FuseMount, FuseTarget};
 use clap::{CommandFactory, Parser};
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
@@ -67,13 +67,9 @@ fn main() -> ExitCode {
 /// reads the same file); clap exits on a command line it refuses.
 fn command_line() -> Result<Option<(Cli, Vec<std::ffi::OsString>)>, String> {
     let command = Cli::command();
-    let long_flags: Vec<String> = command
-        .find_subcommand("mount")
-        .map(|mount| mount.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect())
-        .unwrap_or_default();
-    let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &long_flags)?;
+    let args = ciofs::mount_options::normalize(std::env::args_os().collect(), &command)?;
     let Some(args) = args else { return Ok(None) };
-    Ok(Some((ciofs::config::parse_cli(args.clone())?, args)))
+    Ok(Some((ciofs::config::parse_cli(&command, args.clone())?, args)))
 }
 
 /// Sets up logging and the runtime, then runs `body` on it.
@@ -234,7 +230,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     };
     let mount = ciofs_frontends::fuse::mount(namespace.clone(), target, &options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
-    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
@@ -254,8 +250,9 @@ fn passed_descriptor(mountpoint: &Path) -> Option<RawFd> {
     mountpoint.to_str()?.strip_prefix("/dev/fd/")?.parse().ok().filter(|fd| *fd > 2)
 }
 
-/// Takes the inherited descriptor `fd` as this process's to serve.
-fn take_descriptor(fd: RawFd) -> Result<OwnedFd, String> {
+/// Takes the inherited descriptor `fd` as this process's to serve, once it
+/// is known to be /dev/fuse.
+fn take_descriptor(fd: RawFd) -> Result<DevFuse, String> {
     // SAFETY: F_GETFD only reads the descriptor's flags; any number is safe
     // to ask about.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -263,20 +260,14 @@ fn take_descriptor(fd: RawFd) -> Result<OwnedFd, String> {
     }
     // SAFETY: the descriptor is open (checked above), and the command line
     // hands it to this process to serve: nothing else here owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    ciofs_frontends::fuse::is_dev_fuse(&fd).map_err(|e| format!("/dev/fd/{}: {e}", fd.as_raw_fd()))?;
-    Ok(fd)
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    DevFuse::check(owned).map_err(|e| format!("/dev/fd/{fd}: {e}"))
 }
 
 fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
     mountpoint.canonicalize().map_err(|e| format!("mount point {}: {e}", mountpoint.display()))
 }
 
-/// Serves until the mount is gone: unmounted from outside, or by us on a
-/// signal once the files being written were uploaded or the shutdown's
-/// deadline passed. A mount still busy then is detached at the deadline
-/// (open files see it go). `fuse` is None for an NFS mount. The deadline
-/// the rest of the shutdown has.
 /// What a mount serves with, for `serve_until_unmounted`.
 struct Serving<'a> {
     mountpoint: &'a Path,
@@ -286,16 +277,20 @@ struct Serving<'a> {
     timeout: Duration,
 }
 
+/// Serves until the mount is gone: unmounted from outside, or by us on a
+/// signal once the files being written were uploaded or the shutdown's
+/// deadline passed. A mount still busy then is detached at the deadline
+/// (open files see it go). `fuse` is None for an NFS mount. The deadline
+/// the rest of the shutdown has.
 async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>, signals: &mut Signals) -> Instant {
     let Serving { mountpoint, readiness, namespace, timeout } = serving;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut deadline = None;
     loop {
         tokio::select! {
             () = signals.recv() => {
-                let until = *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
+                let until = begin_shutdown(readiness, namespace, timeout);
                 let waited = shutdown::wait_for_unsaved(namespace, until, signals.recv()).await;
-                let mut cut_short = waited != Waited::Saved;
+                let cut_short = waited != Waited::Saved;
                 if let Err(e) = unmount(fuse.take(), mountpoint).await {
                     // Busy (a file open, a shell's working directory): the
                     // mount goes at the deadline, whatever holds it.
@@ -309,7 +304,8 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>
                     if let Err(e) = daemon::detach(mountpoint) {
                         tracing::error!("cannot detach the mount: {e}");
                     }
-                    cut_short = true;
+                    // The deadline passed, or a second signal cut it short.
+                    return Instant::now();
                 }
                 return if cut_short { Instant::now() } else { until };
             }
@@ -320,7 +316,7 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>
                 };
                 if gone {
                     tracing::info!("unmounted from outside");
-                    return *deadline.get_or_insert_with(|| begin_shutdown(readiness, namespace, timeout));
+                    return begin_shutdown(readiness, namespace, timeout);
                 }
             }
         }

@@ -227,3 +227,47 @@ fn config_show_prints_every_key_of_the_command_with_its_source() {
     let flags = help.lines().filter(|l| l.trim_start().starts_with("--") && !l.contains("--config <FILE>")).count();
     assert_eq!(keys(&serve), flags, "one key per flag of serve-nfs --help:\n{serve}\n{help}");
 }
+
+/// `ciofs config show COMMAND FLAGS --config FILE` shows FILE even when
+/// the default file is broken (the first parse of the command line read
+/// the default file, and refused it, before `config show` saw its
+/// `--config`).
+#[test]
+fn config_show_s_own_config_is_read_whatever_the_default_file_holds() {
+    let scratch = Scratch::new("[nfs_server]\nlisten = \"127.0.0.1:0\"\n");
+    let in_xdg = scratch.path("xdg/ciofs/config.toml");
+    std::fs::create_dir_all(in_xdg.parent().expect("parent")).expect("xdg/ciofs");
+    std::fs::write(&in_xdg, "[metadata]\nmetadata_tll = 3\n").expect("write");
+    let config = scratch.config().display().to_string();
+    // After another flag, `--config` is among `config show`'s trailing args.
+    let output =
+        run(scratch.ciofs(&[]).args(["config", "show", "serve-nfs", "--negative-ttl", "1", "--config", &config]));
+    let shown = stdout_of(&output);
+    assert!(shown.contains(&format!("listen = \"127.0.0.1:0\"  # file {config}:2\n")), "{shown}");
+    assert!(shown.contains("negative_ttl = 1  # flag\n"), "{shown}");
+    let output = run(scratch.ciofs(&[]).args(["config", "show", "serve-nfs"]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("metadata_tll: unknown key"), "the default is read: {stderr}");
+}
+
+/// Flags, then environment, then the file: what the file sets and the
+/// environment too is the environment's, unless a flag says.
+#[test]
+fn the_environment_wins_over_the_file_and_a_flag_over_the_environment() {
+    let scratch = Scratch::new("project = [\"file-a\"]\nstate_dir = \"/from/file\"\n[metadata]\nmetadata_ttl = 7\n");
+    let config = scratch.config().display().to_string();
+    let env = [("CIOFS_PROJECT", "env-a,env-b"), ("CIOFS_STATE_DIR", "/from/env"), ("CIOFS_CONFIG", config.as_str())];
+    let shown = stdout_of(&run(scratch.ciofs(&env).args(["config", "show", "mount"])));
+    for line in [
+        "project = [\"env-a\", \"env-b\"]  # env CIOFS_PROJECT".to_string(),
+        "state_dir = \"/from/env\"  # env CIOFS_STATE_DIR".to_string(),
+        format!("metadata_ttl = 7  # file {config}:4"),
+    ] {
+        assert!(shown.lines().any(|shown| shown == line), "no {line:?} in:\n{shown}");
+    }
+    let flags = ["config", "show", "mount", "--project", "flag", "--state-dir", "/flag"];
+    let shown = stdout_of(&run(scratch.ciofs(&env).args(flags)));
+    for line in ["project = [\"flag\"]  # flag", "state_dir = \"/flag\"  # flag"] {
+        assert!(shown.lines().any(|shown| shown == line), "no {line:?} in:\n{shown}");
+    }
+}

@@ -82,6 +82,18 @@ fn options_that_are_not_flags_are_refused_by_name() {
     assert!(stderr.contains("-o metadata_tll=5: not an option of ciofs mount"), "{stderr}");
 }
 
+#[test]
+fn an_option_without_its_value_does_not_take_the_mount_point() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = run(ciofs().args(["mount", "--project", PROJECT, "-o", "ro,uid"]).arg(scratch.path()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("-o uid: uid needs a value"), "{stderr}");
+    let output = run(ciofs().args(["mount", "--project", PROJECT, "-o", "allow_other=1"]).arg(scratch.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("-o allow_other=1: allow_other takes no value"), "{stderr}");
+}
+
 /// The processes whose command line names `dir` (the mount's daemon).
 fn daemon_pids(dir: &Path) -> Vec<String> {
     let output = run(Command::new("pgrep").arg("-f").arg(dir.as_os_str()));

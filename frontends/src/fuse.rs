@@ -72,7 +72,27 @@ pub enum FuseTarget<'a> {
     /// A /dev/fuse descriptor that a privileged helper opened and mounted
     /// (`ciofs mount /dev/fd/N`, as libfuse and the gcs-fuse CSI driver
     /// take it): nothing is mounted or unmounted here.
-    Descriptor(OwnedFd),
+    Descriptor(DevFuse),
+}
+
+/// A descriptor known to be /dev/fuse: made only by `DevFuse::check`, so
+/// that a caller can refuse a wrong one early (before setting anything up)
+/// and `mount` need not check it again.
+pub struct DevFuse(OwnedFd);
+
+impl DevFuse {
+    /// Refuses a descriptor that is not /dev/fuse (character device
+    /// 10:229): served as one, another file would be read as the kernel's
+    /// requests.
+    pub fn check(fd: OwnedFd) -> io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+        let device = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+        match meta.file_type().is_char_device() && device == (10, 229) {
+            true => Ok(DevFuse(fd)),
+            false => Err(io::Error::new(io::ErrorKind::InvalidInput, "the descriptor is not /dev/fuse")),
+        }
+    }
 }
 
 /// A mounted filesystem; dropping it unmounts.
@@ -129,10 +149,7 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
             let canonical = mountpoint.canonicalize()?;
             (fuser::Session::new(adapter, mountpoint, &config)?, Some(canonical))
         }
-        FuseTarget::Descriptor(fd) => {
-            is_dev_fuse(&fd)?;
-            (fuser::Session::from_fd(adapter, fd, config.acl, config)?, None)
-        }
+        FuseTarget::Descriptor(DevFuse(fd)) => (fuser::Session::from_fd(adapter, fd, config.acl, config)?, None),
     };
     let notifier = session.notifier();
     let _ = adapter_notifier.set(session.notifier());
@@ -144,18 +161,6 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
         tracing::debug!(error = %e, "cannot raise the read-ahead (not root?)");
     }
     Ok(FuseMount { session, passed: mountpoint.is_none() })
-}
-
-/// Refuses a descriptor that is not /dev/fuse (character device 10:229):
-/// served as one, another file would be read as the kernel's requests.
-pub fn is_dev_fuse(fd: &OwnedFd) -> io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
-    let device = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-    match meta.file_type().is_char_device() && device == (10, 229) {
-        true => Ok(()),
-        false => Err(io::Error::new(io::ErrorKind::InvalidInput, "the descriptor is not /dev/fuse")),
-    }
 }
 
 /// Tells the kernel to ask for `ino`'s attributes again rather than use
