@@ -634,3 +634,33 @@ async fn a_read_only_namespace_refuses_every_change_and_sends_only_reads() {
         assert_eq!(pubsub.calls.get(op), 0, "{op:?}");
     }
 }
+
+/// Draining (a shutdown): a write through a handle open before goes on;
+/// a new open for write, a create, a write without a handle and a read of
+/// a `_stream` are refused with EROFS; reads go on.
+#[tokio::test]
+async fn a_draining_namespace_takes_writes_only_through_handles_open_before() {
+    use ciofs_frontends::{OpenFlags, SetAttr};
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/f", "kept");
+    let ns = namespace(&gcs, 1000);
+    let (dir, file) = (walk(&ns, "p/storage/b/d").await, walk(&ns, "p/storage/b/d/f").await);
+    let write = OpenFlags { write: true, truncate: true, ..OpenFlags::default() };
+    let open = ns.open(file, write).await.unwrap();
+    ns.write(file, Some(open.fh), 0, b"new ").await.unwrap();
+
+    ns.begin_draining();
+    assert_eq!(ns.write(file, Some(open.fh), 4, b"bytes").await.unwrap(), 5, "through the open handle");
+    let truncate = SetAttr { size: Some(9), fh: Some(open.fh), ..SetAttr::default() };
+    ns.setattr(file, truncate).await.unwrap();
+    assert!(is_erofs(ns.open(file, write).await));
+    assert!(is_erofs(ns.create(dir, "new", 0o644).await));
+    assert!(is_erofs(ns.write(file, None, 0, b"x").await), "an NFS write has no handle");
+    assert!(is_erofs(ns.write(file, Some(open.fh + 1000), 0, b"x").await), "a handle not open");
+    assert!(is_erofs(ns.unlink(dir, "f").await));
+    ns.flush(file, open.fh).await.unwrap();
+    ns.release(file, open.fh).await.unwrap();
+    assert_eq!(gcs.object_data("b", "d/f").as_deref(), Some(&b"new bytes"[..]));
+    let reading = ns.open(file, OpenFlags::default()).await.unwrap();
+    assert_eq!(ns.read(file, Some(reading.fh), 0, 100).await.unwrap().0, "new bytes");
+}
