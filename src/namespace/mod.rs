@@ -519,6 +519,11 @@ impl Namespace {
         self.storage.unsaved_files()
     }
 
+    /// Whether `unsaved_files` would name any.
+    pub fn has_unsaved(&self) -> bool {
+        self.storage.has_unsaved()
+    }
+
     /// When a shutdown cannot wait any longer: each file of `unsaved_files`
     /// is kept in the state directory for the next start to upload (see
     /// `StorageTree::keep_unsaved`); each file's path, and where it went or

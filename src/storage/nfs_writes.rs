@@ -371,6 +371,12 @@ impl StorageTree {
         writers.values().filter(|w| w.state().unsaved).map(|w| w.node().to_string()).collect()
     }
 
+    /// Whether any file is unsaved (see `unsaved_files`), without naming
+    /// them: what a shutdown's wait asks every few milliseconds.
+    pub fn has_unsaved(&self) -> bool {
+        lock(&self.writers).values().any(|w| w.state().unsaved)
+    }
+
     /// Keeps each unsaved file for the next start, which uploads it (as
     /// `resume_journaled_uploads` does what NFS clients left): a writer
     /// without a journal has its staging file copied into the journal
