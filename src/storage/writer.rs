@@ -409,15 +409,30 @@ pub(super) fn decode_crc32c(text: &str) -> Option<u32> {
 /// The CRC32C of the first `size` bytes of a staging file.
 pub fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
     let mut crc = 0;
+    walk_staging(file, size, |chunk| {
+        crc = crc32c::crc32c_append(crc, chunk);
+        Ok(())
+    })?;
+    Ok(crc)
+}
+
+/// Hands the first `size` bytes of a staging file to `each`, a MiB at a
+/// time, read at offsets (an upload may be reading the same file); an
+/// error if the file is shorter.
+pub fn walk_staging(
+    file: &std::fs::File,
+    size: u64,
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut buffer = vec![0; 1 << 20];
     let mut at = 0;
     while at < size {
         let want = (size - at).min(buffer.len() as u64) as usize;
         file.read_exact_at(&mut buffer[..want], at)?;
-        crc = crc32c::crc32c_append(crc, &buffer[..want]);
+        each(&buffer[..want])?;
         at += want as u64;
     }
-    Ok(crc)
+    Ok(())
 }
 
 /// Tells a streamed upload that `upload` is all and waits for it; `None`
