@@ -428,7 +428,9 @@ impl StorageTree {
             bucket,
             name,
             base_generation: Some(state.base_generation).filter(|g| *g != 0),
-            unconfirmed: Vec::new(),
+            // What failed uploads may have stored: the next start takes
+            // such an object for this file's, not for someone else's.
+            unconfirmed: lock(&writer.unconfirmed).clone(),
         };
         let path = data.with_extension("json");
         write_record(&path, &record).map_err(|e| e.message().to_string())?;

@@ -224,6 +224,8 @@ pub struct Writer {
     /// The staging file (`Staged::file`, which never changes), read
     /// without the lock an upload holds when a shutdown keeps it.
     pub(super) file: Arc<std::fs::File>,
+    /// `Staged::unconfirmed` as last published, for the same reason.
+    pub(super) unconfirmed: Mutex<Vec<(u64, u32)>>,
     /// Written without a handle (NFS): committed when idle, not at close.
     pub unattended: bool,
     pub(super) last_write: Mutex<Instant>,
@@ -251,6 +253,7 @@ impl Writer {
             node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
             file: staged.file.clone(),
+            unconfirmed: Mutex::new(staged.unconfirmed.clone()),
             staged: Arc::new(AsyncMutex::new(staged)),
             unattended: false,
             last_write: Mutex::new(Instant::now()),
@@ -295,6 +298,12 @@ impl Writer {
         let now = WriterState::of(staged);
         let was = std::mem::replace(&mut *lock(&self.state), now);
         count_pending(was.busy, now.busy);
+        let mut unconfirmed = lock(&self.unconfirmed);
+        // Cloned only when it changed: after a failed upload, or a success.
+        if *unconfirmed != staged.unconfirmed {
+            unconfirmed.clone_from(&staged.unconfirmed);
+        }
+        drop(unconfirmed);
         self.changed.notify_waiters();
     }
 
