@@ -59,7 +59,7 @@ pub(super) async fn walk(ns: &Namespace, path: &str) -> Ino {
 }
 
 /// Every name of a directory, `max` entries per readdir call.
-async fn names(ns: &Namespace, dir: Ino, max: usize) -> Vec<String> {
+pub(super) async fn names(ns: &Namespace, dir: Ino, max: usize) -> Vec<String> {
     names_through(ns, dir, 7, max).await
 }
 
@@ -587,6 +587,28 @@ async fn the_kernel_keeps_a_listing_only_while_ciofs_keeps_the_same_one() {
     assert_eq!(uncached.dir_caching(dir), DirCaching::default());
 }
 
+/// No call that changes Cloud Storage was made.
+pub(super) fn assert_no_gcs_writes(gcs: &MemoryGcs) {
+    let calls = &gcs.calls;
+    for (what, count) in [
+        ("uploads", &calls.upload_object),
+        ("deletes", &calls.delete_object),
+        ("copies", &calls.copy_object),
+        ("patches", &calls.patch_object),
+        ("buckets made", &calls.create_bucket),
+    ] {
+        assert_eq!(count.load(Ordering::SeqCst), 0, "{what}: no write reached Cloud Storage");
+    }
+}
+
+/// The whole of a file, read through a handle of its own.
+pub(super) async fn read_all(ns: &Namespace, ino: Ino) -> Vec<u8> {
+    let opened = ns.open(ino, ciofs_frontends::OpenFlags::default()).await.expect("open");
+    let (data, _) = ns.read(ino, Some(opened.fh), 0, 1 << 20).await.expect("read");
+    ns.release(ino, opened.fh).await.expect("release");
+    data.to_vec()
+}
+
 fn is_erofs<T>(result: ciofs_frontends::VfsResult<T>) -> bool {
     result.err().map(|e| e.errno()) == Some(libc::EROFS)
 }
@@ -627,9 +649,7 @@ async fn a_read_only_namespace_refuses_every_change_and_sends_only_reads() {
 
     let opened = ns.open(file, OpenFlags::default()).await.unwrap();
     assert_eq!(ns.read(file, Some(opened.fh), 0, 100).await.unwrap().0, "kept");
-    let c = &gcs.calls;
-    let writes = [&c.upload_object, &c.delete_object, &c.copy_object, &c.patch_object, &c.create_bucket];
-    assert!(writes.iter().all(|n| n.load(Ordering::SeqCst) == 0), "no write reached Cloud Storage");
+    assert_no_gcs_writes(&gcs);
     for op in [PubSubOp::Pull, PubSubOp::Acknowledge, PubSubOp::ModifyAckDeadline, PubSubOp::CreateTopic] {
         assert_eq!(pubsub.calls.get(op), 0, "{op:?}");
     }
