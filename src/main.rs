@@ -540,7 +540,7 @@ async fn export(args: ExportArgs) -> Result<(), String> {
         indicatif::ProgressBar::hidden()
     };
     let runtime = tokio::runtime::Handle::current();
-    let options = ciofs::archive::ExportOptions { progress, macos_files: args.tree.upload_macos_files };
+    let options = ciofs::archive::ExportOptions { progress };
     let exported = tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::new(file);
         if gzip {

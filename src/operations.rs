@@ -164,7 +164,8 @@ fn record_process_memory() {
 
 /// Uploads sent to Cloud Storage and not answered yet, and staged files
 /// whose bytes are not uploaded yet (written, or being uploaded), read at
-/// each scrape: counting them as they change would cost every write.
+/// each scrape. The latter is counted as a writer's published state turns
+/// busy or idle (`storage::writer::pending_uploads`), not at every write.
 fn record_uploads() {
     metrics::gauge!("ciofs_uploads_in_flight").set(ciofs_backends::observed::uploads_in_flight() as f64);
     metrics::gauge!("ciofs_uploads_pending").set(crate::storage::writer::pending_uploads() as f64);

@@ -17,6 +17,10 @@ use crate::namespace::Namespace;
 /// How often the wait for unsaved files looks again.
 const POLL: Duration = Duration::from_millis(50);
 
+/// What settling gets past the deadline: a wait for uploads cut short
+/// used the deadline up, and a bucket or dataset `mkdir` made is one call.
+const SETTLE_AT_LEAST: Duration = Duration::from_secs(2);
+
 /// Why a wait for uploads ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Waited {
@@ -32,7 +36,7 @@ pub enum Waited {
 /// `interrupt` resolves.
 pub async fn wait_for_unsaved(namespace: &Namespace, deadline: Instant, interrupt: impl Future) -> Waited {
     let saved = async {
-        while !namespace.unsaved_files().is_empty() {
+        while namespace.has_unsaved() {
             tokio::time::sleep(POLL).await;
         }
     };
@@ -48,14 +52,24 @@ pub async fn wait_for_unsaved(namespace: &Namespace, deadline: Instant, interrup
 /// the deadline or until `interrupt`. What is unsaved then is kept for the
 /// next start; the error names each file, and where it is.
 pub async fn finish(namespace: &Namespace, deadline: Instant, interrupt: impl Future) -> Result<(), String> {
-    tokio::select! {
-        _failed = namespace.settle() => {}
-        () = tokio::time::sleep_until(deadline) => tracing::warn!("the shutdown's deadline passed"),
-        _ = interrupt => tracing::warn!("a second signal: not waiting for uploads"),
-    }
+    let until = deadline.max(Instant::now() + SETTLE_AT_LEAST);
+    let unsettled = tokio::select! {
+        failed = namespace.settle() => failed.iter().map(|(path, error)| format!("{path} ({error})")).collect(),
+        () = tokio::time::sleep_until(until) => {
+            tracing::warn!("the shutdown's deadline passed");
+            vec!["what waited for its settings or a BigQuery edit (cut short at the deadline)".to_string()]
+        }
+        _ = interrupt => {
+            tracing::warn!("a second signal: not waiting for uploads");
+            vec!["what waited for its settings or a BigQuery edit (cut short by a signal)".to_string()]
+        }
+    };
     let kept = namespace.keep_unsaved();
-    if kept.is_empty() {
+    if kept.is_empty() && unsettled.is_empty() {
         return Ok(());
+    }
+    if kept.is_empty() {
+        return Err(format!("not created or applied before the shutdown: {}", unsettled.join(", ")));
     }
     let mut named = Vec::new();
     for (file, outcome) in &kept {
@@ -75,7 +89,7 @@ pub async fn finish(namespace: &Namespace, deadline: Instant, interrupt: impl Fu
          what was kept: {}",
         kept.len(),
         named.join(", ")
-    ))
+    ) + &unsettled.iter().map(|what| format!("; not created or applied: {what}")).collect::<String>())
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from when this is made: one that

@@ -3,10 +3,12 @@
 //! refuses new changes at once, waits for the upload, and exits 0 once it
 //! is done; past `--shutdown-timeout` (or at a second signal) it exits
 //! non-zero naming the file, which is kept in the state directory and
-//! uploaded by the next mount at the same place.
+//! uploaded by the next mount at the same place. A handle open at the
+//! SIGTERM goes on writing while a new open for write is refused.
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -160,6 +162,38 @@ fn sigterm_refuses_new_changes_waits_for_a_paused_upload_and_exits_0() {
     let written = writer.wait_with_output().unwrap();
     assert!(written.status.success(), "the close succeeded: {}", String::from_utf8_lossy(&written.stderr));
     assert!(object(&gcs, "slow.bin") == Some(data), "uploaded before the exit");
+    assert_eq!(object(&gcs, "other.txt").unwrap(), b"old\n", "nothing new was taken while draining");
+    assert!(!is_mounted(&place.dir));
+}
+
+/// Opens `path` for write as a new open would; the errno it was refused with.
+fn open_for_write_errno(path: &str) -> Option<i32> {
+    std::fs::OpenOptions::new().write(true).open(path).err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn a_handle_open_at_sigterm_goes_on_writing_while_new_opens_are_refused() {
+    let gcs = emulator(&["open.bin", "other.txt"]);
+    let place = Place::new();
+    let mut ciofs = mount(&gcs, &place.dir, &place.state, &place.log, &["--shutdown-timeout", "30"]);
+    let (first, second) = (pattern(100_000, 6), pattern(60_000, 7));
+    place.list_bucket();
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(place.file("open.bin")).unwrap();
+    file.write_all(&first).unwrap();
+    signal(&ciofs, libc::SIGTERM);
+    wait_until("the shutdown began", Duration::from_secs(10), || place.log_text().contains("shutting down"));
+
+    assert_eq!(open_for_write_errno(&place.file("other.txt")), Some(libc::EROFS), "{}", place.log_text());
+    assert_eq!(open_for_write_errno(&place.file("open.bin")), Some(libc::EROFS), "a second open of the same file");
+    file.write_all(&second).unwrap_or_else(|e| panic!("the open handle writes on: {e}\n{}", place.log_text()));
+    assert!(ciofs.try_wait().unwrap().is_none(), "still waiting for the open file");
+    file.sync_all().unwrap();
+    drop(file);
+
+    let (status, _) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    assert!(status.success(), "{status}:\n{}", place.log_text());
+    let all = [first, second].concat();
+    assert!(object(&gcs, "open.bin") == Some(all), "every byte, those written after SIGTERM too");
     assert_eq!(object(&gcs, "other.txt").unwrap(), b"old\n", "nothing new was taken while draining");
     assert!(!is_mounted(&place.dir));
 }

@@ -17,8 +17,6 @@ use ciofs_frontends::{Attr, DirEntry, FileKind, Ino, OpenFlags, ROOT_INO, Vfs, V
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Handle;
 
-use crate::core::macos::is_macos_metadata;
-
 /// Entries asked of one readdir call.
 const PAGE: usize = 1000;
 /// Bytes asked of one read call.
@@ -35,11 +33,9 @@ pub struct ExportSummary {
 /// How to show an export's progress. (A configuration-only export walks
 /// a namespace made with `Options::config_only`.)
 pub struct ExportOptions {
+    /// macOS's metadata files are left out by the namespace itself: its
+    /// listings drop them unless `--upload-macos-files` (core/macos.rs).
     pub progress: ProgressBar,
-    /// Export macOS's metadata files (`._*`, `.DS_Store` ...) too: with
-    /// `--upload-macos-files` they are objects like any other. Otherwise
-    /// they live in a mount only (core/macos.rs) and are left out.
-    pub macos_files: bool,
 }
 
 /// Writes project `project` of `vfs` as a tar archive to `out`, its paths
@@ -52,7 +48,7 @@ pub fn export_project<V: Vfs + ?Sized, W: Write>(
     out: W,
     options: ExportOptions,
 ) -> Result<(W, ExportSummary), String> {
-    let ExportOptions { progress, macos_files } = options;
+    let ExportOptions { progress } = options;
     let root = runtime.block_on(vfs.lookup(ROOT_INO, project)).map_err(|e| format!("project {project}: {e}"))?;
     progress.set_style(
         ProgressStyle::with_template("{spinner} {pos} files, {bytes} {wide_msg}")
@@ -60,7 +56,7 @@ pub fn export_project<V: Vfs + ?Sized, W: Write>(
     );
     let tar = tar::Builder::new(out);
     let summary = ExportSummary::default();
-    let mut exporter = Exporter { vfs, runtime, tar, summary, progress, macos_files };
+    let mut exporter = Exporter { vfs, runtime, tar, summary, progress };
     exporter.directory(&root, project)?;
     exporter.progress.finish_and_clear();
     let out = exporter.tar.into_inner().map_err(|e| format!("finishing the archive: {e}"))?;
@@ -73,7 +69,6 @@ struct Exporter<V: Vfs + ?Sized, W: Write> {
     tar: tar::Builder<W>,
     summary: ExportSummary,
     progress: ProgressBar,
-    macos_files: bool,
 }
 
 impl<V: Vfs + ?Sized, W: Write> Exporter<V, W> {
@@ -105,8 +100,7 @@ impl<V: Vfs + ?Sized, W: Write> Exporter<V, W> {
             };
             after = page.entries.last().map_or(after, |e| e.attr.ino);
             let done = page.eof || page.entries.is_empty();
-            let exported =
-                |e: &DirEntry| e.name != "." && e.name != ".." && (self.macos_files || !is_macos_metadata(&e.name));
+            let exported = |e: &DirEntry| e.name != "." && e.name != "..";
             entries.extend(page.entries.into_iter().filter(exported));
             if done {
                 break Ok(entries);

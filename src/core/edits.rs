@@ -302,13 +302,7 @@ impl LocalFiles {
     /// Moves every local file `moved` gives a new node (a local directory
     /// renamed with the files inside it).
     pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) {
-        let mut files = lock(&self.files);
-        let changes: Vec<(Node, Node)> = files.keys().filter_map(|node| Some((node.clone(), moved(node)?))).collect();
-        for (from, to) in changes {
-            if let Some(file) = files.remove(&from) {
-                files.insert(to, file);
-            }
-        }
+        super::macos::rekey_keys(&mut lock(&self.files), moved);
     }
 
     /// The scratch files in a directory, by name.
@@ -316,7 +310,7 @@ impl LocalFiles {
         let files = lock(&self.files);
         let mut found: Vec<(Node, u64, SystemTime)> = files
             .iter()
-            .filter(|(node, _)| matches!(node, Node::Scratch { .. }) && node.parent() == *dir)
+            .filter(|(node, _)| matches!(node, Node::Scratch { dir: parent, .. } if **parent == *dir))
             .map(|(node, file)| {
                 let state = file.state();
                 (node.clone(), state.data.len() as u64, state.mtime.unwrap_or(SystemTime::UNIX_EPOCH))
@@ -344,6 +338,7 @@ impl LocalFiles {
         let files = lock(&self.files);
         files
             .iter()
+            // Not only for apply_local: a scratch file is never dropped here.
             .filter(|(node, _)| is_editable(node))
             .filter_map(|(node, file)| {
                 let state = file.state();
@@ -656,7 +651,7 @@ impl LocalFiles {
     /// close(): applies what this handle wrote. A refusal ends that change
     /// (the handle's later writes continue its bytes and apply again).
     pub async fn flush(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
-        if !is_editable(&handle.node) || !handle.wrote.swap(false, Ordering::SeqCst) {
+        if !handle.wrote.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
         self.apply_local(docs, &handle.node, &handle.file, None).await
@@ -666,18 +661,11 @@ impl LocalFiles {
     /// has nothing to apply: it lives here).
     pub async fn fsync(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
         handle.wrote.store(false, Ordering::SeqCst);
-        if !is_editable(&handle.node) {
-            return Ok(());
-        }
         self.apply_local(docs, &handle.node, &handle.file, None).await
     }
 
     /// fsync() without a handle (NFS COMMIT).
     pub async fn fsync_node(&self, docs: &dyn Documents, node: &Node) -> VfsResult<()> {
-        if !is_editable(node) {
-            // A scratch file: applying would also drop it.
-            return Ok(());
-        }
         match self.get(node) {
             Some(file) => self.apply_local(docs, node, &file, None).await,
             None => Ok(()),
@@ -689,6 +677,7 @@ impl LocalFiles {
     /// (NFS creates, then writes); anything else local is dropped, so the
     /// file shows the table again (`touch`, `: > schema.json`).
     pub async fn release(&self, docs: &dyn Documents, handle: &LocalHandle) -> VfsResult<()> {
+        // Not only for apply_local: a scratch file is never dropped here.
         if !handle.for_write || !is_editable(&handle.node) {
             if handle.for_write {
                 let mut state = handle.file.state();
@@ -742,6 +731,10 @@ impl LocalFiles {
         file: &Arc<LocalFile>,
         idle: Option<Duration>,
     ) -> VfsResult<()> {
+        // A scratch file has nothing to apply (and must not be dropped).
+        if !is_editable(node) {
+            return Ok(());
+        }
         let _applying = file.applying.lock().await;
         let (data, version) = {
             let mut state = file.state();

@@ -55,7 +55,7 @@ pub fn is_macos_metadata(name: &str) -> bool {
 pub fn kept_local(dir: &Node, name: &str, upload_macos_files: bool) -> bool {
     match dir {
         Node::LocalDir { .. } => true,
-        Node::Control | Node::ErrorLog => false,
+        Node::Control => false,
         _ => !upload_macos_files && is_macos_metadata(name),
     }
 }
@@ -90,21 +90,31 @@ impl LocalDirs {
     /// The local directories in `dir`, by name.
     pub fn children(&self, dir: &Node) -> Vec<(Node, SystemTime)> {
         let mut found: Vec<(Node, SystemTime)> =
-            lock(&self.dirs).iter().filter(|(node, _)| node.parent() == *dir).map(|(n, t)| (n.clone(), *t)).collect();
+            lock(&self.dirs).iter().filter(|(node, _)| is_in(node, dir)).map(|(n, t)| (n.clone(), *t)).collect();
         found.sort_by_key(|(node, _)| node.path());
         found
     }
 
     /// Moves every local directory `moved` gives a new node.
     pub fn rekey(&self, moved: impl Fn(&Node) -> Option<Node>) {
-        let mut dirs = lock(&self.dirs);
-        let changes: Vec<(Node, Node)> = dirs.keys().filter_map(|node| Some((node.clone(), moved(node)?))).collect();
-        for (from, to) in changes {
-            if let Some(mtime) = dirs.remove(&from) {
-                dirs.insert(to, mtime);
-            }
-        }
+        rekey_keys(&mut lock(&self.dirs), moved);
     }
+}
+
+/// Gives every entry of `map` whose key `moved` maps the new key. All of
+/// them are taken out before any goes back in (as `InodeTable::rekey`
+/// does), so that one moved onto another's old key does not lose it.
+pub fn rekey_keys<V>(map: &mut HashMap<Node, V>, moved: impl Fn(&Node) -> Option<Node>) {
+    let changes: Vec<(Node, Node)> = map.keys().filter_map(|node| Some((node.clone(), moved(node)?))).collect();
+    let taken: Vec<(Node, V)> =
+        changes.into_iter().filter_map(|(from, to)| map.remove(&from).map(|value| (to, value))).collect();
+    map.extend(taken);
+}
+
+/// Whether local directory `node` is in `dir` (its stored parent, not
+/// one made again by `Node::parent`).
+fn is_in(node: &Node, dir: &Node) -> bool {
+    matches!(node, Node::LocalDir { dir: parent, .. } if **parent == *dir)
 }
 
 /// `node` once local directory `from` is named `to`, if it is `from` or
@@ -184,15 +194,25 @@ mod tests {
         assert_eq!(dirs.children(&Node::Root).len(), 1);
     }
 
+    /// Local nodes are made by `Namespace::local_nodes`, not by the
+    /// grammar (`Node::child_dir`, `Node::file_in`).
     #[test]
-    fn local_nodes_have_paths_that_parse_back_inside_a_local_dir() {
+    fn local_nodes_have_paths_inside_a_local_dir() {
         let trashes = Node::LocalDir { dir: Box::new(bucket()), name: ".Trashes".into() };
         assert_eq!(trashes.path(), "p/storage/b/photos/.Trashes");
         assert!(trashes.is_dir());
         assert_eq!(trashes.parent(), bucket());
-        let inner = trashes.child_dir("501").expect("a directory in a local directory");
-        let file = Node::file_in(&inner, "._x").expect("a file in it");
-        assert_eq!(file, Node::Scratch { dir: Box::new(inner.clone()), name: "._x".into() });
+        let inner = Node::LocalDir { dir: Box::new(trashes), name: "501".into() };
+        let file = Node::Scratch { dir: Box::new(inner.clone()), name: "._x".into() };
+        assert_eq!(file.parent(), inner);
         assert_eq!(file.path(), "p/storage/b/photos/.Trashes/501/._x");
+    }
+
+    #[test]
+    fn rekey_keys_swaps_two_names_without_losing_either() {
+        let (a, b) = (Node::LocalDir { dir: Box::new(bucket()), name: "a".into() }, Node::Root);
+        let mut map = HashMap::from([(a.clone(), 1), (b.clone(), 2)]);
+        rekey_keys(&mut map, |node| Some(if *node == a { b.clone() } else { a.clone() }));
+        assert_eq!(map, HashMap::from([(b, 1), (a, 2)]));
     }
 }

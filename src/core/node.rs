@@ -589,7 +589,6 @@ impl Node {
             Node::Subscriptions { project, topic } => {
                 Node::Subscription { project: project.clone(), topic: topic.clone(), subscription: name_ }
             }
-            Node::LocalDir { .. } => Node::LocalDir { dir: Box::new(self.clone()), name: name_ },
             _ => return None,
         })
     }
@@ -628,7 +627,6 @@ impl Node {
                 None => scratch(dir, name),
             },
             Node::PubSubMetaDir { project } if name == QUOTAS_FILE => Ok(Node::Quotas { project: project.clone() }),
-            Node::LocalDir { .. } => scratch(dir, name),
             _ if matches!(dir.service(), Some(Service::BigQuery | Service::PubSub)) => {
                 Err(VfsError::not_permitted(format!("{dir}: files cannot be created here")))
             }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use ciofs_backends::bigquery::TableSettings;
 use ciofs_backends::memory::{BigQueryOp, MemoryBigQuery, MemoryGcs};
-use ciofs_frontends::{Ino, OpenFlags, SetAttr, Vfs};
+use ciofs_frontends::{OpenFlags, SetAttr, Vfs};
 
 use super::bigquery_tests::column;
-use super::tests::{test_options, walk};
+use super::tests::{read_all, test_options, walk};
 use super::{Namespace, Options, Services};
 
 fn settings() -> TableSettings {
@@ -36,13 +36,6 @@ fn fixture_with(options: Options) -> (Arc<MemoryBigQuery>, Namespace) {
 
 fn fixture() -> (Arc<MemoryBigQuery>, Namespace) {
     fixture_with(test_options())
-}
-
-async fn read_all(ns: &Namespace, ino: Ino) -> Vec<u8> {
-    let opened = ns.open(ino, OpenFlags::default()).await.unwrap();
-    let (data, _) = ns.read(ino, Some(opened.fh), 0, 1 << 20).await.unwrap();
-    ns.release(ino, opened.fh).await.unwrap();
-    data.to_vec()
 }
 
 const WRITE_TRUNC: OpenFlags = OpenFlags { write: true, truncate: true, append: false };

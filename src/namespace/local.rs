@@ -158,6 +158,16 @@ impl Namespace {
         dirs.chain(files).collect()
     }
 
+    /// Whether inode `ino` is a local entry of `dir`.
+    fn is_local_entry(&self, dir: &Node, ino: Ino) -> bool {
+        match self.cx.node(ino) {
+            Ok(Node::LocalDir { dir: parent, name } | Node::Scratch { dir: parent, name }) => {
+                *parent == *dir && self.keeps_local(dir, &name)
+            }
+            _ => false,
+        }
+    }
+
     /// A page of `dir`: the slice's entries (without names that are local
     /// here, which Google may hold from before), then the local ones. The
     /// local entries follow the last page of the slice's; `after` naming a
@@ -170,9 +180,13 @@ impl Namespace {
         after: Ino,
         max: usize,
     ) -> VfsResult<DirPage> {
-        let local = self.local_children(dir);
-        if after != 0 && local.iter().any(|entry| entry.attr.ino == after) {
-            return Ok(self.cx.page_after(local, after, max));
+        // The local entries are gathered only where they are listed (this
+        // runs for every page of every directory).
+        if after != 0 && self.is_local_entry(dir, after) {
+            let local = self.local_children(dir);
+            if local.iter().any(|entry| entry.attr.ino == after) {
+                return Ok(self.cx.page_after(local, after, max));
+            }
         }
         let mut after = after;
         let mut page = loop {
@@ -186,6 +200,7 @@ impl Namespace {
             }
         };
         if page.eof {
+            let local = self.local_children(dir);
             let room = max.saturating_sub(page.entries.len());
             page.eof = local.len() <= room;
             page.entries.extend(local.into_iter().take(room));

@@ -6,26 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ciofs_backends::memory::MemoryGcs;
-use ciofs_frontends::{Ino, OpenFlags, ROOT_INO, Vfs};
+use ciofs_frontends::{Ino, ROOT_INO, Vfs};
 
-use super::tests::{services, test_options, walk};
+use super::tests::{assert_no_gcs_writes, names, read_all, services, test_options, walk};
 use super::{Namespace, Options};
 
 fn namespace(gcs: &Arc<MemoryGcs>, upload_macos_files: bool) -> Namespace {
     let options = Options { upload_macos_files, ..test_options() };
     Namespace::new(vec!["p".to_string()], services(gcs), options)
-}
-
-async fn names(ns: &Namespace, dir: Ino, max: usize) -> Vec<String> {
-    let (mut names, mut after) = (Vec::new(), 0);
-    loop {
-        let page = ns.readdir(dir, Some(1), after, max).await.expect("readdir");
-        names.extend(page.entries.iter().map(|e| e.name.clone()));
-        match page.entries.last() {
-            Some(last) if !page.eof => after = last.attr.ino,
-            _ => return names,
-        }
-    }
 }
 
 /// `echo DATA > dir/name`: create, write, close.
@@ -38,25 +26,9 @@ async fn write_file(ns: &Namespace, dir: Ino, name: &str, data: &[u8]) -> Ino {
     attr.ino
 }
 
-async fn read_file(ns: &Namespace, ino: Ino) -> Vec<u8> {
-    let opened = ns.open(ino, OpenFlags::default()).await.expect("open");
-    let (bytes, _) = ns.read(ino, Some(opened.fh), 0, 1 << 16).await.expect("read");
-    ns.release(ino, opened.fh).await.expect("release");
-    bytes.to_vec()
-}
-
 /// No call that changes Cloud Storage was made.
 fn nothing_changed(gcs: &MemoryGcs) {
-    let calls = &gcs.calls;
-    for (what, count) in [
-        ("uploads", &calls.upload_object),
-        ("deletes", &calls.delete_object),
-        ("copies", &calls.copy_object),
-        ("patches", &calls.patch_object),
-        ("buckets made", &calls.create_bucket),
-    ] {
-        assert_eq!(count.load(Ordering::SeqCst), 0, "{what}");
-    }
+    assert_no_gcs_writes(gcs);
     assert_eq!(gcs.object_names("b"), Vec::<String>::new());
 }
 
@@ -77,8 +49,8 @@ async fn macos_files_and_directories_live_in_the_namespace_only() {
     assert_eq!(names(&ns, bucket, 1).await, listed, "paged one by one");
     let lists_before = gcs.calls.list_objects.load(Ordering::SeqCst);
     assert_eq!(names(&ns, user, 1000).await, ["photo.jpg"]);
-    assert_eq!(read_file(&ns, store).await, b"finder");
-    assert_eq!(read_file(&ns, trashed).await, b"in the trash");
+    assert_eq!(read_all(&ns, store).await, b"finder");
+    assert_eq!(read_all(&ns, trashed).await, b"in the trash");
     assert_eq!(ns.getattr(double).await.expect("stat").size, 6);
     // Over NFS: no open.
     assert_eq!(ns.write(double, None, 6, b"!").await.expect("an NFS WRITE"), 1);

@@ -80,15 +80,6 @@ pub struct Services {
 /// what fsinfo allows); a larger count from a client is cut to this.
 const MAX_READ: u32 = 4 << 20;
 
-/// How a change comes in, for `Namespace::refuse_change`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Through {
-    /// Through a handle open now (a write, an ftruncate).
-    OpenHandle,
-    /// Anything else: an open, a create, a rename, a write without a handle.
-    NewChange,
-}
-
 pub struct Namespace {
     /// What every slice shares: options, inodes, local files, the error log.
     cx: Arc<Context>,
@@ -266,7 +257,7 @@ impl Vfs for Namespace {
         let node = self.cx.node(ino)?;
         // Reading a `_stream` acknowledges the messages it reads.
         if flags.write || flags.truncate || flags.append || node.is_stream() {
-            self.refuse_change(&node, Through::NewChange)?;
+            self.refuse_change(|| &node, None)?;
         }
         if node.holds_documents() {
             return self.doc_open(&node, flags).await;
@@ -296,7 +287,7 @@ impl Vfs for Namespace {
 
     async fn create(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<(Attr, Opened)> {
         let dir = self.cx.node(parent)?;
-        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
+        self.refuse_change(|| format!("{dir}/{name}"), None)?;
         if self.keeps_local(&dir, name) {
             return self.local_create(&dir, name);
         }
@@ -329,7 +320,7 @@ impl Vfs for Namespace {
     }
 
     async fn write(&self, ino: Ino, fh: Option<Fh>, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        self.refuse_change(&format!("inode {ino}"), self.through(fh))?;
+        self.refuse_change(|| format!("inode {ino}"), fh)?;
         match self.handle(fh) {
             Some(Handle::Object(handle)) => self.storage.write(ino, &handle, offset, data).await,
             Some(Handle::Ignored(_)) => Ok(data.len() as u32),
@@ -381,7 +372,7 @@ impl Vfs for Namespace {
 
     async fn setattr(&self, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         let node = self.cx.node(ino)?;
-        self.refuse_change(&node, self.through(set.fh))?;
+        self.refuse_change(|| &node, set.fh)?;
         if let (Some(size), true) = (set.size, node.holds_documents()) {
             self.doc_truncate(&node, size).await?;
         }
@@ -406,7 +397,7 @@ impl Vfs for Namespace {
 
     async fn mkdir(&self, parent: Ino, name: &str, _mode: u32) -> VfsResult<Attr> {
         let dir = self.cx.node(parent)?;
-        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
+        self.refuse_change(|| format!("{dir}/{name}"), None)?;
         let made = match dir.service() {
             _ if self.keeps_local(&dir, name) => self.local_mkdir(&dir, name),
             Some(service) => self.slice(service).mkdir(&dir, name).await,
@@ -428,7 +419,7 @@ impl Vfs for Namespace {
 
     async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
-        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
+        self.refuse_change(|| format!("{dir}/{name}"), None)?;
         match dir.service() {
             _ if self.keeps_local(&dir, name) => self.local_unlink(&dir, name),
             Some(Service::BigQuery | Service::PubSub) => self.doc_unlink(&dir, name).await,
@@ -438,7 +429,7 @@ impl Vfs for Namespace {
 
     async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let dir = self.cx.node(parent)?;
-        self.refuse_change(&format!("{dir}/{name}"), Through::NewChange)?;
+        self.refuse_change(|| format!("{dir}/{name}"), None)?;
         match dir.service() {
             _ if self.keeps_local(&dir, name) => self.local_rmdir(&dir, name),
             Some(service) => self.slice(service).rmdir(&dir, name).await,
@@ -449,7 +440,7 @@ impl Vfs for Namespace {
 
     async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) -> VfsResult<()> {
         let from = self.cx.node(parent)?;
-        self.refuse_change(&format!("{from}/{name}"), Through::NewChange)?;
+        self.refuse_change(|| format!("{from}/{name}"), None)?;
         let to = self.cx.node(new_parent)?;
         if self.keeps_local(&from, name) || self.keeps_local(&to, new_name) {
             return self.local_rename(&from, name, &to, new_name).await;
@@ -475,7 +466,7 @@ impl Vfs for Namespace {
                 }
                 // NFS has no open: its reads of a `_stream` consume.
                 node if node.is_stream() => {
-                    self.refuse_change(&node, Through::NewChange)?;
+                    self.refuse_change(|| &node, None)?;
                     return self.pubsub.stream_log_read(&node, offset, len.min(MAX_READ)).await;
                 }
                 _ => self.handle_without_open(ino).await?,
@@ -496,22 +487,23 @@ impl Namespace {
     /// here, where every frontend's call comes in, before anything is asked
     /// of Google. While draining, only changes through a handle already
     /// open go on.
-    fn refuse_change(&self, what: &dyn std::fmt::Display, through: Through) -> VfsResult<()> {
-        if self.cx.options.read_only {
-            return Err(VfsError::new(libc::EROFS, format!("{what}: read-only (ciofs runs with --read-only)")));
+    /// `through` is the handle a change comes by (a write, an ftruncate),
+    /// None for anything else (an open, a create, a write without a
+    /// handle). `what` names it, and is only made for a refusal: every
+    /// write passes here.
+    fn refuse_change<D: std::fmt::Display>(&self, what: impl FnOnce() -> D, through: Option<Fh>) -> VfsResult<()> {
+        let read_only = self.cx.options.read_only;
+        if !read_only && !self.draining.load(Ordering::SeqCst) {
+            return Ok(());
         }
-        if self.draining.load(Ordering::SeqCst) && through == Through::NewChange {
-            return Err(VfsError::new(libc::EROFS, format!("{what}: read-only (ciofs is shutting down)")));
-        }
-        Ok(())
-    }
-
-    /// Whether a change comes through a handle open now.
-    fn through(&self, fh: Option<Fh>) -> Through {
-        match fh {
-            Some(fh) if lock(&self.handles).contains_key(&fh) => Through::OpenHandle,
-            _ => Through::NewChange,
-        }
+        let why = if read_only {
+            "ciofs runs with --read-only"
+        } else if through.is_some_and(|fh| lock(&self.handles).contains_key(&fh)) {
+            return Ok(());
+        } else {
+            "ciofs is shutting down"
+        };
+        Err(VfsError::read_only(format!("{} ({why})", what())))
     }
 
     /// From now on, every change but those through handles already open is
@@ -525,6 +517,11 @@ impl Namespace {
     /// (open with unsaved writes, or uploading).
     pub fn unsaved_files(&self) -> Vec<String> {
         self.storage.unsaved_files()
+    }
+
+    /// Whether `unsaved_files` would name any.
+    pub fn has_unsaved(&self) -> bool {
+        self.storage.has_unsaved()
     }
 
     /// When a shutdown cannot wait any longer: each file of `unsaved_files`

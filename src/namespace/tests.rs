@@ -59,7 +59,7 @@ pub(super) async fn walk(ns: &Namespace, path: &str) -> Ino {
 }
 
 /// Every name of a directory, `max` entries per readdir call.
-async fn names(ns: &Namespace, dir: Ino, max: usize) -> Vec<String> {
+pub(super) async fn names(ns: &Namespace, dir: Ino, max: usize) -> Vec<String> {
     names_through(ns, dir, 7, max).await
 }
 
@@ -587,6 +587,28 @@ async fn the_kernel_keeps_a_listing_only_while_ciofs_keeps_the_same_one() {
     assert_eq!(uncached.dir_caching(dir), DirCaching::default());
 }
 
+/// No call that changes Cloud Storage was made.
+pub(super) fn assert_no_gcs_writes(gcs: &MemoryGcs) {
+    let calls = &gcs.calls;
+    for (what, count) in [
+        ("uploads", &calls.upload_object),
+        ("deletes", &calls.delete_object),
+        ("copies", &calls.copy_object),
+        ("patches", &calls.patch_object),
+        ("buckets made", &calls.create_bucket),
+    ] {
+        assert_eq!(count.load(Ordering::SeqCst), 0, "{what}: no write reached Cloud Storage");
+    }
+}
+
+/// The whole of a file, read through a handle of its own.
+pub(super) async fn read_all(ns: &Namespace, ino: Ino) -> Vec<u8> {
+    let opened = ns.open(ino, ciofs_frontends::OpenFlags::default()).await.expect("open");
+    let (data, _) = ns.read(ino, Some(opened.fh), 0, 1 << 20).await.expect("read");
+    ns.release(ino, opened.fh).await.expect("release");
+    data.to_vec()
+}
+
 fn is_erofs<T>(result: ciofs_frontends::VfsResult<T>) -> bool {
     result.err().map(|e| e.errno()) == Some(libc::EROFS)
 }
@@ -627,10 +649,38 @@ async fn a_read_only_namespace_refuses_every_change_and_sends_only_reads() {
 
     let opened = ns.open(file, OpenFlags::default()).await.unwrap();
     assert_eq!(ns.read(file, Some(opened.fh), 0, 100).await.unwrap().0, "kept");
-    let c = &gcs.calls;
-    let writes = [&c.upload_object, &c.delete_object, &c.copy_object, &c.patch_object, &c.create_bucket];
-    assert!(writes.iter().all(|n| n.load(Ordering::SeqCst) == 0), "no write reached Cloud Storage");
+    assert_no_gcs_writes(&gcs);
     for op in [PubSubOp::Pull, PubSubOp::Acknowledge, PubSubOp::ModifyAckDeadline, PubSubOp::CreateTopic] {
         assert_eq!(pubsub.calls.get(op), 0, "{op:?}");
     }
+}
+
+/// Draining (a shutdown): a write through a handle open before goes on;
+/// a new open for write, a create, a write without a handle and a read of
+/// a `_stream` are refused with EROFS; reads go on.
+#[tokio::test]
+async fn a_draining_namespace_takes_writes_only_through_handles_open_before() {
+    use ciofs_frontends::{OpenFlags, SetAttr};
+    let gcs = Arc::new(MemoryGcs::new());
+    gcs.put_object("b", "d/f", "kept");
+    let ns = namespace(&gcs, 1000);
+    let (dir, file) = (walk(&ns, "p/storage/b/d").await, walk(&ns, "p/storage/b/d/f").await);
+    let write = OpenFlags { write: true, truncate: true, ..OpenFlags::default() };
+    let open = ns.open(file, write).await.unwrap();
+    ns.write(file, Some(open.fh), 0, b"new ").await.unwrap();
+
+    ns.begin_draining();
+    assert_eq!(ns.write(file, Some(open.fh), 4, b"bytes").await.unwrap(), 5, "through the open handle");
+    let truncate = SetAttr { size: Some(9), fh: Some(open.fh), ..SetAttr::default() };
+    ns.setattr(file, truncate).await.unwrap();
+    assert!(is_erofs(ns.open(file, write).await));
+    assert!(is_erofs(ns.create(dir, "new", 0o644).await));
+    assert!(is_erofs(ns.write(file, None, 0, b"x").await), "an NFS write has no handle");
+    assert!(is_erofs(ns.write(file, Some(open.fh + 1000), 0, b"x").await), "a handle not open");
+    assert!(is_erofs(ns.unlink(dir, "f").await));
+    ns.flush(file, open.fh).await.unwrap();
+    ns.release(file, open.fh).await.unwrap();
+    assert_eq!(gcs.object_data("b", "d/f").as_deref(), Some(&b"new bytes"[..]));
+    let reading = ns.open(file, OpenFlags::default()).await.unwrap();
+    assert_eq!(ns.read(file, Some(reading.fh), 0, 100).await.unwrap().0, "new bytes");
 }

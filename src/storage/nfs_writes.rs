@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tree::StorageTree;
 use super::unattended::{JournalFiles, Retry};
-use super::writer::{Base, Staged, Writer, io_error, staged_in, staging_crc32c};
+use super::writer::{Base, Staged, Writer, io_error, staged_in, staging_crc32c, walk_staging};
 use crate::core::node::Node;
 use crate::core::private_files::{self, Open};
 
@@ -160,17 +160,23 @@ impl StorageTree {
         let Node::Object { project, bucket, name } = node else {
             return Err(VfsError::is_dir(format!("{node}: not an object")));
         };
+        let (file, data) = self.new_journal_file(ino)?;
+        let files = JournalFiles { record: data.with_extension("json"), data, project: project.clone() };
+        Ok(staged_in(bucket, name, file, base.map_or(Base::New, Base::Object), false, Some(files)))
+    }
+
+    /// A new staging file of inode `ino` in the journal directory, 0600
+    /// and kept; its path.
+    fn new_journal_file(&self, ino: Ino) -> VfsResult<(std::fs::File, PathBuf)> {
         let dir = self.journal_dir();
         private_files::private_dir(&dir).map_err(|e| io_error(&format!("journal directory {}", dir.display()), e))?;
-        let (file, data) = tempfile::Builder::new()
+        tempfile::Builder::new()
             .prefix(&format!("{ino:016x}."))
             .suffix(".data")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .tempfile_in(&dir)
             .and_then(|f| f.keep().map_err(|e| e.error))
-            .map_err(|e| io_error("journaled staging file", e))?;
-        let files = JournalFiles { record: data.with_extension("json"), data, project: project.clone() };
-        Ok(staged_in(bucket, name, file, base.map_or(Base::New, Base::Object), false, Some(files)))
+            .map_err(|e| io_error("journaled staging file", e))
     }
 
     /// Before a change to a journaled staging file (a WRITE, a SETATTR
@@ -214,8 +220,7 @@ impl StorageTree {
             },
             unconfirmed: staged.unconfirmed.clone(),
         };
-        let text = serde_json::to_vec(&record).map_err(|e| VfsError::io(e.to_string()))?;
-        private_files::replace(&files.record, &text).map_err(|e| io_error("journal record", e))?;
+        write_record(&files.record, &record)?;
         staged.journaled = true;
         Ok(())
     }
@@ -371,6 +376,12 @@ impl StorageTree {
         writers.values().filter(|w| w.state().unsaved).map(|w| w.node().to_string()).collect()
     }
 
+    /// Whether any file is unsaved (see `unsaved_files`), without naming
+    /// them: what a shutdown's wait asks every few milliseconds.
+    pub fn has_unsaved(&self) -> bool {
+        lock(&self.writers).values().any(|w| w.state().unsaved)
+    }
+
     /// Keeps each unsaved file for the next start, which uploads it (as
     /// `resume_journaled_uploads` does what NFS clients left): a writer
     /// without a journal has its staging file copied into the journal
@@ -405,16 +416,9 @@ impl StorageTree {
         if !state.staged_whole {
             return Err("its earlier bytes were never fetched: what was written since is lost".to_string());
         }
-        let dir = self.journal_dir();
-        private_files::private_dir(&dir).map_err(|e| format!("journal directory {}: {e}", dir.display()))?;
-        let (mut copy, data) = tempfile::Builder::new()
-            .prefix(&format!("{ino:016x}."))
-            .suffix(".data")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .tempfile_in(&dir)
-            .and_then(|f| f.keep().map_err(|e| e.error))
-            .map_err(|e| format!("journaled staging file: {e}"))?;
-        let copied = copy_staging(&writer.file, state.size, &mut copy).and_then(|()| copy.sync_all());
+        let (mut copy, data) = self.new_journal_file(ino).map_err(|e| e.message().to_string())?;
+        let copied = walk_staging(&writer.file, state.size, |chunk| std::io::Write::write_all(&mut copy, chunk))
+            .and_then(|()| copy.sync_all());
         if let Err(e) = copied {
             let _ = std::fs::remove_file(&data);
             return Err(format!("copying the staging file: {e}"));
@@ -424,29 +428,18 @@ impl StorageTree {
             bucket,
             name,
             base_generation: Some(state.base_generation).filter(|g| *g != 0),
-            unconfirmed: Vec::new(),
+            // What failed uploads may have stored: the next start takes
+            // such an object for this file's, not for someone else's.
+            unconfirmed: lock(&writer.unconfirmed).clone(),
         };
         let path = data.with_extension("json");
-        let text = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        private_files::replace(&path, &text).map_err(|e| format!("journal record: {e}"))?;
+        write_record(&path, &record).map_err(|e| e.message().to_string())?;
         Ok(path)
     }
 }
 
-/// The first `size` bytes of a staging file into `out`, read at offsets
-/// (an upload may be reading the same file).
-fn copy_staging(file: &std::fs::File, size: u64, out: &mut std::fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < size {
-        let want = usize::try_from(size - offset).unwrap_or(usize::MAX).min(buffer.len());
-        let read = file.read_at(&mut buffer[..want], offset)?;
-        if read == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the staging file is shorter"));
-        }
-        std::io::Write::write_all(out, &buffer[..read])?;
-        offset += read as u64;
-    }
-    Ok(())
+/// Writes journal record `record` at `path`, replacing what was there.
+fn write_record(path: &Path, record: &JournalRecord) -> VfsResult<()> {
+    let text = serde_json::to_vec(record).map_err(|e| VfsError::io(e.to_string()))?;
+    private_files::replace(path, &text).map_err(|e| io_error("journal record", e))
 }

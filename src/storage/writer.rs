@@ -224,6 +224,8 @@ pub struct Writer {
     /// The staging file (`Staged::file`, which never changes), read
     /// without the lock an upload holds when a shutdown keeps it.
     pub(super) file: Arc<std::fs::File>,
+    /// `Staged::unconfirmed` as last published, for the same reason.
+    pub(super) unconfirmed: Mutex<Vec<(u64, u32)>>,
     /// Written without a handle (NFS): committed when idle, not at close.
     pub unattended: bool,
     pub(super) last_write: Mutex<Instant>,
@@ -251,6 +253,7 @@ impl Writer {
             node: Mutex::new(node),
             state: Mutex::new(WriterState::of(&staged)),
             file: staged.file.clone(),
+            unconfirmed: Mutex::new(staged.unconfirmed.clone()),
             staged: Arc::new(AsyncMutex::new(staged)),
             unattended: false,
             last_write: Mutex::new(Instant::now()),
@@ -295,6 +298,12 @@ impl Writer {
         let now = WriterState::of(staged);
         let was = std::mem::replace(&mut *lock(&self.state), now);
         count_pending(was.busy, now.busy);
+        let mut unconfirmed = lock(&self.unconfirmed);
+        // Cloned only when it changed: after a failed upload, or a success.
+        if *unconfirmed != staged.unconfirmed {
+            unconfirmed.clone_from(&staged.unconfirmed);
+        }
+        drop(unconfirmed);
         self.changed.notify_waiters();
     }
 
@@ -409,15 +418,30 @@ pub(super) fn decode_crc32c(text: &str) -> Option<u32> {
 /// The CRC32C of the first `size` bytes of a staging file.
 pub fn staging_crc32c(file: &std::fs::File, size: u64) -> std::io::Result<u32> {
     let mut crc = 0;
+    walk_staging(file, size, |chunk| {
+        crc = crc32c::crc32c_append(crc, chunk);
+        Ok(())
+    })?;
+    Ok(crc)
+}
+
+/// Hands the first `size` bytes of a staging file to `each`, a MiB at a
+/// time, read at offsets (an upload may be reading the same file); an
+/// error if the file is shorter.
+pub fn walk_staging(
+    file: &std::fs::File,
+    size: u64,
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut buffer = vec![0; 1 << 20];
     let mut at = 0;
     while at < size {
         let want = (size - at).min(buffer.len() as u64) as usize;
         file.read_exact_at(&mut buffer[..want], at)?;
-        crc = crc32c::crc32c_append(crc, &buffer[..want]);
+        each(&buffer[..want])?;
         at += want as u64;
     }
-    Ok(crc)
+    Ok(())
 }
 
 /// Tells a streamed upload that `upload` is all and waits for it; `None`

@@ -148,3 +148,20 @@ fn an_archive_is_a_regular_file_that_does_not_change_between_plan_and_apply() {
     let changed = file.reopen().err().unwrap_or_default();
     assert!(changed.contains("changed since it was planned"), "{changed}");
 }
+
+/// macOS's metadata files and what is under its directories are ignored,
+/// unless `upload_macos_files`, when they are created like any file.
+#[test]
+fn macos_names_are_ignored_unless_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["p/storage/b/._x", "p/storage/b/.DS_Store", "p/storage/b/.Trashes/y", "p/storage/b/kept.txt"];
+    let entries: Vec<(&str, Option<&[u8]>)> = names.iter().map(|name| (*name, Some(&b"x"[..]))).collect();
+    let path = archive(dir.path(), &entries);
+    let file = ArchiveFile::new(&path).unwrap();
+    let import = ImportOptions { on_conflict: OnConflict::Skip, map_bucket: Vec::new(), ..options() };
+    let planned = read_archive(&file, &import).unwrap();
+    let ignored: Vec<bool> = planned.iter().map(|p| matches!(p.action, Action::Ignored)).collect();
+    assert_eq!(ignored, [true, true, true, false], "in the archive's order");
+    let uploaded = read_archive(&file, &ImportOptions { upload_macos_files: true, ..import }).unwrap();
+    assert!(uploaded.iter().all(|p| matches!(p.action, Action::Create)), "with upload_macos_files");
+}
