@@ -1,23 +1,27 @@
 //! `ciofs demo` and `--backend memory`: the in-memory Cloud Storage,
 //! BigQuery and Pub/Sub of `ciofs_backends::memory`, served in process and
-//! seeded with the sample project `scripts/demo --emulators` makes on the
-//! emulators (project `demo-project`). This module owns the backend choice,
-//! the seeding, and the command line a demo runs as (`mount --foreground`
-//! or `serve-nfs`), with the lines it prints once that is ready. The data
+//! seeded with the sample project (project `demo-project`). The seeding
+//! goes through the backend traits, so `ciofs demo --seed` (which
+//! `scripts/demo --emulators` runs) makes the very same project on the
+//! emulators. This module owns the backend choice, the seeding, and the
+//! command line a demo runs as (`mount --foreground` or `serve-nfs`), with
+//! the lines it prints once that is ready. The data of a memory backend
 //! lives in the process's memory only: it is gone when the process ends.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use ciofs_backends::bigquery::{DatasetSettings, SchemaField, TableSettings};
+use ciofs_backends::bigquery::{BigQuery, DatasetSettings, SchemaField, TableSettings};
+use ciofs_backends::gcs::{BucketSettings, ObjectStore, Upload};
 use ciofs_backends::memory::{MemoryBigQuery, MemoryGcs, MemoryPubSub};
-use ciofs_backends::pubsub::{SubscriptionSettings, TopicSettings};
+use ciofs_backends::pubsub::{CreateSubscription, PubSub, SubscriptionSettings, TopicSettings};
+use ciofs_backends::{BackendResult, ErrorKind};
 
 use crate::namespace::Services;
 
@@ -76,63 +80,145 @@ pub struct DemoArgs {
     /// directory, ciofs-demo-data/scale/.
     #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
     pub seed_objects: u64,
+    /// Developer option (`scripts/demo --emulators`): make the sample
+    /// project on the services the environment names (the emulators, by
+    /// their *_EMULATOR_HOST variables) and exit, mounting nothing.
+    #[arg(long, hide = true)]
+    pub seed: bool,
 }
 
 /// The services `--backend` asks for when it is `memory`, seeded; None for
 /// Google's (which the shell connects to).
-pub fn memory_services(args: &BackendArgs) -> Option<Services> {
+pub async fn memory_services(args: &BackendArgs) -> Result<Option<Services>, String> {
     if args.backend != Backend::Memory {
-        return None;
+        return Ok(None);
     }
-    let gcs = MemoryGcs::live();
-    let bigquery = MemoryBigQuery::new();
-    let pubsub = MemoryPubSub::new();
-    seed_storage(&gcs);
-    seed_bigquery(&bigquery);
-    seed_pubsub(&pubsub);
-    seed_scale(&gcs, args.seed_objects);
+    let services = Services {
+        gcs: Arc::new(MemoryGcs::live()),
+        bigquery: Arc::new(MemoryBigQuery::new()),
+        pubsub: Arc::new(MemoryPubSub::new()),
+    };
+    seed(&services, args.seed_objects).await?;
     tracing::info!(objects = args.seed_objects, "serving the sample project {PROJECT} from memory");
-    Some(Services { gcs: Arc::new(gcs), bigquery: Arc::new(bigquery), pubsub: Arc::new(pubsub) })
+    Ok(Some(services))
+}
+
+/// Makes the sample project on `services`, through the same calls whatever
+/// they are: the memory backends of `ciofs demo`, or the emulators (`ciofs
+/// demo --seed`, which `scripts/demo --emulators` runs). What exists
+/// already is kept and the objects are written again, so a second run on
+/// the same emulators succeeds. `scale_objects`: see `--seed-objects`.
+pub async fn seed(services: &Services, scale_objects: u64) -> Result<(), String> {
+    seed_storage(services.gcs.as_ref()).await?;
+    seed_bigquery(services.bigquery.as_ref()).await?;
+    seed_pubsub(services.pubsub.as_ref()).await?;
+    seed_scale(services.gcs.as_ref(), scale_objects).await
+}
+
+/// A creation's outcome, where finding the thing there already is fine.
+fn created<T>(what: &str, result: BackendResult<T>) -> Result<(), String> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create {what}: {e}")),
+    }
 }
 
 fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// The three buckets and their objects, as `scripts/demo --emulators`
-/// uploads them (content types and custom metadata included).
-fn seed_storage(gcs: &MemoryGcs) {
-    for bucket in [WEBSITE, LOGS, DATA] {
-        gcs.add_bucket_of(PROJECT, bucket);
-    }
+/// One object of the sample project.
+struct SampleObject {
+    bucket: &'static str,
+    name: &'static str,
+    content: String,
+    content_type: &'static str,
+    metadata: BTreeMap<String, String>,
+}
+
+fn object(bucket: &'static str, name: &'static str, content: &str, content_type: &'static str) -> SampleObject {
+    SampleObject { bucket, name, content: content.to_string(), content_type, metadata: BTreeMap::new() }
+}
+
+/// The objects of the three buckets, with their content types and custom
+/// metadata.
+fn sample_objects() -> Vec<SampleObject> {
     let index = "<!doctype html>\n<html><head><title>ciofs demo</title><link rel=\"stylesheet\" \
                  href=\"css/site.css\"></head>\n<body><h1>Hello from a Cloud Storage bucket</h1></body></html>\n";
-    gcs.put_object_with(
-        WEBSITE,
-        "index.html",
-        index,
-        "text/html",
-        metadata(&[("owner", "web-team"), ("cache", "short")]),
-    );
-    let css = "body { font-family: sans-serif; margin: 2em; }\n";
-    gcs.put_object_with(WEBSITE, "css/site.css", css, "text/css", metadata(&[]));
     let intro = "# Introduction\n\nEvery object is a file; every \"/\" in its name is a directory.\n";
-    gcs.put_object_with(WEBSITE, "docs/guide/intro.md", intro, "text/markdown", metadata(&[("reviewed", "yes")]));
-    gcs.put_object_with(WEBSITE, "docs/guide/install.md", "Run ciofs demo.\n", "text/markdown", metadata(&[]));
-
-    let nginx = || metadata(&[("source", "nginx")]);
-    gcs.put_object_with(LOGS, "web/2025/03/01/access.log", access_log("01/Mar/2025"), "text/plain", nginx());
-    gcs.put_object_with(LOGS, "web/2025/03/02/access.log", access_log("02/Mar/2025"), "text/plain", nginx());
+    // Right on both paths: scripts/demo serves the project from memory
+    // (ciofs demo) or, with --emulators, from the emulators.
+    let install = "Run scripts/demo (add --emulators to use the local emulators).\n";
     let errors = "2025-03-02T10:00:00Z ERROR payment timeout (retried)\n";
-    gcs.put_object_with(LOGS, "app/errors.log", errors, "text/plain", metadata(&[]));
-
     let q1 = "region,revenue\nemea,1200\namer,3400\napac,2100\n";
-    let finance = metadata(&[("owner", "finance"), ("classification", "internal")]);
-    gcs.put_object_with(DATA, "reports/2025/q1.csv", q1, "text/csv", finance);
     let q2 = "region,revenue\nemea,1500\namer,3600\napac,2500\n";
-    gcs.put_object_with(DATA, "reports/2025/q2.csv", q2, "text/csv", metadata(&[("owner", "finance")]));
-    let readme = "Quarterly reports, one CSV per quarter.\n";
-    gcs.put_object_with(DATA, "README.txt", readme, "text/plain", metadata(&[]));
+    let nginx = [("source", "nginx")];
+    vec![
+        SampleObject {
+            metadata: metadata(&[("owner", "web-team"), ("cache", "short")]),
+            ..object(WEBSITE, "index.html", index, "text/html")
+        },
+        object(WEBSITE, "css/site.css", "body { font-family: sans-serif; margin: 2em; }\n", "text/css"),
+        SampleObject {
+            metadata: metadata(&[("reviewed", "yes")]),
+            ..object(WEBSITE, "docs/guide/intro.md", intro, "text/markdown")
+        },
+        object(WEBSITE, "docs/guide/install.md", install, "text/markdown"),
+        SampleObject {
+            metadata: metadata(&nginx),
+            ..object(LOGS, "web/2025/03/01/access.log", &access_log("01/Mar/2025"), "text/plain")
+        },
+        SampleObject {
+            metadata: metadata(&nginx),
+            ..object(LOGS, "web/2025/03/02/access.log", &access_log("02/Mar/2025"), "text/plain")
+        },
+        object(LOGS, "app/errors.log", errors, "text/plain"),
+        SampleObject {
+            metadata: metadata(&[("owner", "finance"), ("classification", "internal")]),
+            ..object(DATA, "reports/2025/q1.csv", q1, "text/csv")
+        },
+        SampleObject {
+            metadata: metadata(&[("owner", "finance")]),
+            ..object(DATA, "reports/2025/q2.csv", q2, "text/csv")
+        },
+        object(DATA, "README.txt", "Quarterly reports, one CSV per quarter.\n", "text/plain"),
+    ]
+}
+
+/// The three buckets and their objects.
+async fn seed_storage(gcs: &dyn ObjectStore) -> Result<(), String> {
+    for bucket in [WEBSITE, LOGS, DATA] {
+        created(&format!("bucket {bucket}"), gcs.create_bucket(PROJECT, bucket, &BucketSettings::default()).await)?;
+    }
+    for sample in sample_objects() {
+        let source = Arc::new(staging_file(sample.content.as_bytes())?);
+        let upload = Upload {
+            bucket: sample.bucket.to_string(),
+            name: sample.name.to_string(),
+            source,
+            size: sample.content.len() as u64,
+            content_type: Some(sample.content_type.to_string()),
+            custom_metadata: sample.metadata,
+            if_generation_match: None,
+        };
+        upload_one(gcs, &upload).await?;
+    }
+    Ok(())
+}
+
+/// An unnamed file holding `content`, as an upload reads it.
+fn staging_file(content: &[u8]) -> Result<std::fs::File, String> {
+    let mut file = tempfile::tempfile().map_err(|e| format!("cannot make a staging file: {e}"))?;
+    file.write_all(content).map_err(|e| format!("cannot write a staging file: {e}"))?;
+    Ok(file)
+}
+
+async fn upload_one(gcs: &dyn ObjectStore, upload: &Upload) -> Result<(), String> {
+    gcs.upload_object(upload)
+        .await
+        .map_err(|e| format!("cannot upload gs://{}/{}: {e}", upload.bucket, upload.name))?;
+    Ok(())
 }
 
 /// 2,000 lines of a web server's access log (about 170 KB): a file big
@@ -149,9 +235,9 @@ fn access_log(day: &str) -> String {
 
 /// The dataset `sales`: the table `orders` (a nested schema) and the view
 /// `big_orders`.
-fn seed_bigquery(bigquery: &MemoryBigQuery) {
-    let description = Some("Orders".to_string());
-    bigquery.put_dataset(PROJECT, "sales", DatasetSettings { description, ..Default::default() });
+async fn seed_bigquery(bigquery: &dyn BigQuery) -> Result<(), String> {
+    let sales = DatasetSettings { description: Some("Orders".to_string()), ..Default::default() };
+    created("the dataset sales", bigquery.create_dataset(PROJECT, "sales", &sales).await)?;
     let customer = SchemaField {
         fields: vec![SchemaField::new("name", "STRING", "NULLABLE"), SchemaField::new("country", "STRING", "NULLABLE")],
         ..SchemaField::new("customer", "RECORD", "NULLABLE")
@@ -168,24 +254,42 @@ fn seed_bigquery(bigquery: &MemoryBigQuery) {
         labels: metadata(&[("team", "sales"), ("env", "demo")]),
         ..Default::default()
     };
-    bigquery.put_table(PROJECT, "sales", "orders", orders);
+    created("the table sales.orders", bigquery.create_table(PROJECT, "sales", "orders", &orders).await)?;
     let query = "SELECT * FROM sales.orders WHERE amount > 100".to_string();
-    bigquery.put_table(PROJECT, "sales", "big_orders", TableSettings { view_query: Some(query), ..Default::default() });
+    let view = TableSettings { view_query: Some(query), ..Default::default() };
+    created("the view sales.big_orders", bigquery.create_table(PROJECT, "sales", "big_orders", &view).await)
 }
 
 /// The topic `orders` with the subscription `billing`.
-fn seed_pubsub(pubsub: &MemoryPubSub) {
-    pubsub.put_topic(PROJECT, "orders", TopicSettings { labels: metadata(&[("team", "sales")]), ..Default::default() });
-    let billing = SubscriptionSettings { ack_deadline_seconds: 30, ..Default::default() };
-    pubsub.put_subscription(PROJECT, "billing", "orders", billing);
+async fn seed_pubsub(pubsub: &dyn PubSub) -> Result<(), String> {
+    let orders = TopicSettings { labels: metadata(&[("team", "sales")]), ..Default::default() };
+    created("the topic orders", pubsub.create_topic(PROJECT, "orders", &orders).await)?;
+    let billing = CreateSubscription {
+        project: PROJECT.to_string(),
+        subscription: "billing".to_string(),
+        topic: "orders".to_string(),
+        settings: SubscriptionSettings { ack_deadline_seconds: 30, ..Default::default() },
+    };
+    created("the subscription billing", pubsub.create_subscription(&billing).await)
 }
 
 /// `count` empty objects in one directory (`--seed-objects`), for
 /// measuring listings at scale without an emulator's own costs.
-fn seed_scale(gcs: &MemoryGcs, count: u64) {
+async fn seed_scale(gcs: &dyn ObjectStore, count: u64) -> Result<(), String> {
+    let empty = Arc::new(staging_file(b"")?);
     for i in 0..count {
-        gcs.put_object_with(DATA, &format!("{SCALE_PREFIX}object-{i:07}"), "", "text/plain", BTreeMap::new());
+        let upload = Upload {
+            bucket: DATA.to_string(),
+            name: format!("{SCALE_PREFIX}object-{i:07}"),
+            source: empty.clone(),
+            size: 0,
+            content_type: Some("text/plain".to_string()),
+            custom_metadata: BTreeMap::new(),
+            if_generation_match: None,
+        };
+        upload_one(gcs, &upload).await?;
     }
+    Ok(())
 }
 
 /// The command line `ciofs demo` runs as: a FUSE mount in the foreground,
@@ -295,10 +399,63 @@ fn nfs_tour(address: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The access logs are the script's: 2,000 lines, the same first line.
-    #[test]
-    fn the_access_log_is_the_scripts() {
-        let log = access_log("01/Mar/2025");
+    use ciofs_backends::gcs::{ListObjects, ReadObject};
+    use futures::TryStreamExt;
+
+    fn memory() -> Services {
+        Services {
+            gcs: Arc::new(MemoryGcs::new()),
+            bigquery: Arc::new(MemoryBigQuery::new()),
+            pubsub: Arc::new(MemoryPubSub::new()),
+        }
+    }
+
+    async fn names(gcs: &dyn ObjectStore, bucket: &str) -> Vec<String> {
+        let request = ListObjects { bucket: bucket.to_string(), page_size: 1000, ..Default::default() };
+        let page = gcs.list_objects(&request).await.expect("list");
+        page.objects.into_iter().map(|o| o.name).collect()
+    }
+
+    async fn content(gcs: &dyn ObjectStore, bucket: &str, name: &str) -> String {
+        let read =
+            ReadObject { bucket: bucket.to_string(), name: name.to_string(), range: 0..1 << 20, ..Default::default() };
+        let chunks: Vec<_> = gcs.read_object(&read).await.expect("read").bytes.try_collect().await.expect("bytes");
+        String::from_utf8(chunks.concat()).expect("utf-8")
+    }
+
+    /// A second seeding (scripts/demo --emulators run again on the same
+    /// emulators) finds the project there and succeeds, leaving it as one.
+    #[tokio::test]
+    async fn seeding_twice_makes_one_sample_project() {
+        let services = memory();
+        seed(&services, 3).await.expect("first seeding");
+        seed(&services, 3).await.expect("second seeding");
+        let gcs = services.gcs.as_ref();
+        let buckets = gcs.list_buckets(PROJECT, None, 100).await.expect("buckets").buckets;
+        let buckets: Vec<_> = buckets.into_iter().map(|b| b.name).collect();
+        assert_eq!(buckets, [DATA, LOGS, WEBSITE]);
+        assert_eq!(
+            names(gcs, WEBSITE).await,
+            ["css/site.css", "docs/guide/install.md", "docs/guide/intro.md", "index.html"]
+        );
+        assert_eq!(names(gcs, LOGS).await.len(), 3);
+        assert_eq!(names(gcs, DATA).await.len(), 3 + 3, "three objects and three of scale/");
+        let q1 = gcs.get_object(DATA, "reports/2025/q1.csv").await.expect("q1");
+        assert_eq!(q1.content_type.as_deref(), Some("text/csv"));
+        assert_eq!(q1.custom_metadata, metadata(&[("owner", "finance"), ("classification", "internal")]));
+        let tables = services.bigquery.list_tables(PROJECT, "sales", None).await.expect("tables").items;
+        assert_eq!(tables.iter().map(|t| t.table.as_str()).collect::<Vec<_>>(), ["big_orders", "orders"]);
+        let subscription = services.pubsub.get_subscription(PROJECT, "billing").await.expect("billing");
+        assert_eq!(subscription.settings.ack_deadline_seconds, 30);
+    }
+
+    /// The access logs: 2,000 lines, uploaded whole.
+    #[tokio::test]
+    async fn the_access_logs_are_uploaded_whole() {
+        let services = memory();
+        seed(&services, 0).await.expect("seeding");
+        let log = content(services.gcs.as_ref(), LOGS, "web/2025/03/01/access.log").await;
+        assert_eq!(log, access_log("01/Mar/2025"));
         assert_eq!(log.lines().count(), 2000);
         let first = "10.0.0.0 - - [01/Mar/2025:00:00:00 +0000] \"GET /docs/page-0.html HTTP/1.1\" 200 1000";
         assert_eq!(log.lines().next(), Some(first));

@@ -16,6 +16,7 @@ use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
 use ciofs_backends::gcs::{GcsConfig, GoogleGcs};
 use ciofs_backends::observed::Observed;
 use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
+use ciofs_backends::retry::RetryPolicy;
 use ciofs_frontends::fuse::{DevFuse, FuseMount, FuseTarget};
 use clap::{CommandFactory, Parser};
 use tokio::time::Instant;
@@ -138,7 +139,7 @@ struct Placement {
 /// open: its disk tier in `--cache-dir`, else in `placement.cache_dir`,
 /// else memory only.
 async fn namespace(tree: &TreeArgs, view: ViewArgs, placement: Placement) -> Result<Arc<Namespace>, String> {
-    let services = match ciofs::demo::memory_services(&tree.backend) {
+    let services = match ciofs::demo::memory_services(&tree.backend).await? {
         Some(services) => services,
         None => google_services(tree).await?,
     };
@@ -161,7 +162,10 @@ async fn namespace(tree: &TreeArgs, view: ViewArgs, placement: Placement) -> Res
 /// Google's services (or the emulators the environment names), each
 /// counted and logged (`--metrics-addr`, `--api-log`).
 async fn google_services(tree: &TreeArgs) -> Result<Services, String> {
-    let retry = tree.retry_policy();
+    google_services_with(tree.retry_policy()).await
+}
+
+async fn google_services_with(retry: RetryPolicy) -> Result<Services, String> {
     let gcs = GoogleGcs::connect(GcsConfig { retry, ..GcsConfig::from_env() })
         .await
         .map_err(|e| format!("cannot reach Cloud Storage: {e}"))?;
@@ -509,8 +513,16 @@ impl NfsService {
 }
 
 /// `ciofs demo`: a foreground mount (or NFS server) of the sample project
-/// served from memory, as `mount` or `serve-nfs` with `--backend memory`.
+/// served from memory, as `mount` or `serve-nfs` with `--backend memory`;
+/// with `--seed`, the sample project made on Google's services (the
+/// emulators the environment names) instead.
 async fn demo(args: ciofs::demo::DemoArgs) -> Result<(), String> {
+    if args.seed {
+        let services = google_services_with(RetryPolicy::default()).await?;
+        ciofs::demo::seed(&services, args.seed_objects).await?;
+        tracing::info!("made the sample project {} on Google's services", ciofs::demo::PROJECT);
+        return Ok(());
+    }
     let line = ciofs::demo::command_line(&args)?;
     match Cli::try_parse_from(line).map_err(|e| e.to_string())?.command {
         Command::Mount(mount) => mount_foreground(mount).await,

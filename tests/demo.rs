@@ -9,13 +9,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::nfs::*;
-use common::{NfsServer, ciofs, is_mounted, ok};
+use common::{FuseMount, NfsServer, ciofs, is_mounted, ok};
 
 const EMULATOR_VARIABLES: [&str; 3] = ["STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"];
 const P: &str = "demo-project";
@@ -30,13 +30,11 @@ fn ciofs_without_emulators(state: &Path) -> Command {
     command
 }
 
-/// `ciofs demo MOUNTPOINT` as a child process, its stdout's lines
-/// gathered; dropping it unmounts and stops it whatever the test did.
+/// `ciofs demo MOUNTPOINT` as a mount (unmounted and stopped on drop,
+/// whatever the test did), its stdout's lines gathered.
 struct Demo {
-    child: Child,
-    dir: PathBuf,
+    mount: FuseMount,
     stdout: mpsc::Receiver<String>,
-    _scratch: tempfile::TempDir,
 }
 
 impl Demo {
@@ -44,39 +42,26 @@ impl Demo {
         let scratch = tempfile::tempdir().expect("temp dir");
         // Made by `ciofs demo` itself.
         let dir = scratch.path().join("not-yet/mnt");
-        let mut child = ciofs_without_emulators(&scratch.path().join("state"))
-            .arg("demo")
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(scratch.path().join("log")).expect("log"))
-            .spawn()
-            .expect("start ciofs demo");
+        let mut command = ciofs_without_emulators(&scratch.path().join("state"));
+        command.arg("demo").arg(&dir).stdout(Stdio::piped());
+        let mut mount = FuseMount::spawn(command, dir, scratch);
         let (tx, stdout) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
+        let out = mount.take_stdout().expect("stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
         });
-        let mut demo = Demo { child, dir, stdout, _scratch: scratch };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&demo.dir) {
-            if let Ok(Some(status)) = demo.child.try_wait() {
-                panic!("ciofs demo exited ({status}) before mounting:\n{}", demo.log());
-            }
-            assert!(Instant::now() < deadline, "not mounted in time:\n{}", demo.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        demo
+        Demo { mount, stdout }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._scratch.path().join("log")).unwrap_or_default()
+    fn dir(&self) -> &Path {
+        &self.mount.dir
     }
 
     /// The sample project's directory, quoted for the shell.
     fn project(&self) -> String {
-        format!("'{}/{P}'", self.dir.display())
+        format!("'{}/{P}'", self.dir().display())
     }
 
     /// What the demo printed once mounted, up to its last line.
@@ -94,16 +79,6 @@ impl Demo {
     }
 }
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if is_mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The README's walkthrough, on `ciofs demo` with no emulator: what each
 /// command shows is the sample project `scripts/demo --emulators` makes.
 #[test]
@@ -111,7 +86,7 @@ fn the_readme_walkthrough_works_on_the_demo_without_emulators() {
     let demo = Demo::start();
     let printed = demo.printed();
     assert!(printed.contains("memory only"), "the demo says its data is in memory only:\n{printed}");
-    assert!(printed.contains(&format!("ls -l {}/{P}/storage", demo.dir.display())), "{printed}");
+    assert!(printed.contains(&format!("ls -l {}/{P}/storage", demo.dir().display())), "{printed}");
     let p = demo.project();
 
     let buckets = ok(&format!("ls {p}/storage"));
@@ -155,7 +130,7 @@ fn the_readme_walkthrough_works_on_the_demo_without_emulators() {
     assert!(consumed.trim_end().ends_with("order 1001 paid"), "{consumed}");
 
     // tar c of the mount holds every resource kind.
-    let listed = ok(&format!("tar cf - -C '{}' {P} | tar tf -", demo.dir.display()));
+    let listed = ok(&format!("tar cf - -C '{}' {P} | tar tf -", demo.dir().display()));
     for entry in [
         "demo-project/storage/ciofs-demo-data/copy.txt",
         "demo-project/storage/ciofs-demo-website/.meta/_bucket.json",
@@ -170,18 +145,9 @@ fn the_readme_walkthrough_works_on_the_demo_without_emulators() {
 #[test]
 fn sigterm_ends_the_demo_with_status_zero_and_no_mount() {
     let mut demo = Demo::start();
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(demo.child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = demo.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the demo did not end:\n{}", demo.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}:\n{}", demo.log());
-    assert!(!is_mounted(&demo.dir), "the mount is gone");
+    let status = demo.mount.terminate();
+    assert!(status.success(), "{status}:\n{}", demo.mount.log_text());
+    assert!(!is_mounted(demo.dir()), "the mount is gone");
 }
 
 /// `serve-nfs --backend memory` serves the sample project, a seeded

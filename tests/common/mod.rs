@@ -153,9 +153,8 @@ impl FuseMount {
         let scratch = tempfile::tempdir().expect("temp dir");
         let dir = scratch.path().join("mnt");
         std::fs::create_dir(&dir).expect("mount dir");
-        let log = scratch.path().join("ciofs.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = ciofs()
+        let mut command = ciofs();
+        command
             .args(["mount", "--foreground", "--project", PROJECT])
             .args(extra)
             .arg(&dir)
@@ -163,14 +162,21 @@ impl FuseMount {
             .env("CIOFS_LOG", "info,ciofs=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start ciofs");
+            .stdout(Stdio::null());
+        Self::spawn(command, dir, scratch)
+    }
+
+    /// Runs `command`, a ciofs that mounts `dir` in the foreground (`mount
+    /// --foreground`, `demo`), its stderr in `scratch`'s ciofs.log, and
+    /// waits until `dir` is mounted. `scratch` lives as long as the mount;
+    /// stdin and stdout are the command's to set.
+    pub fn spawn(mut command: Command, dir: PathBuf, scratch: tempfile::TempDir) -> Self {
+        let log = scratch.path().join("ciofs.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = command.stderr(log_file).spawn().expect("start ciofs");
         let mut mount = FuseMount { dir, child, _scratch: scratch, log };
-        let dir = mount.dir.clone();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&dir) {
+        while !is_mounted(&mount.dir) {
             if let Ok(Some(status)) = mount.child.try_wait() {
                 panic!("ciofs exited ({status}) before mounting:\n{}", mount.log_text());
             }
@@ -178,6 +184,11 @@ impl FuseMount {
             std::thread::sleep(Duration::from_millis(20));
         }
         mount
+    }
+
+    /// The process's stdout, if `spawn`'s command piped it (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -188,13 +199,16 @@ impl FuseMount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Asks ciofs to unmount and end (SIGTERM, as `ciofs unmount` does) and
-    /// waits until it has.
-    pub fn terminate(&mut self) {
+    /// Asks ciofs to unmount and end (SIGTERM, as `ciofs unmount` does),
+    /// waits until it has, and returns how it ended.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill with the pid of our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for ciofs") {
+                return status;
+            }
             assert!(Instant::now() < deadline, "ciofs did not end:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
