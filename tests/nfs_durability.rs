@@ -224,10 +224,25 @@ async fn every_write_is_synced_to_disk_before_it_is_answered() {
         .args(["-p", &server.pid().to_string()])
         .spawn()
         .expect("strace (apt-get install strace)");
-    // strace prints nothing when it has attached: wait for it to trace a
-    // probe write, then count from there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // strace prints nothing when it has attached, and attaching to every
+    // thread takes a while on a loaded machine: write probes (past the
+    // counted range) until one of their syncs shows, then count from there.
+    let count_syncs = |trace: &std::path::Path| {
+        let text = std::fs::read_to_string(trace).unwrap_or_default();
+        text.lines().filter(|l| l.contains("fdatasync(") || l.contains("fsync(")).count()
+    };
     let writes = 6;
+    let probe_at = (writes * 4096) as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let baseline = loop {
+        write(&mut conn, &file, probe_at, b"probe").await;
+        let seen = count_syncs(&trace);
+        if seen > 0 {
+            break seen;
+        }
+        assert!(std::time::Instant::now() < deadline, "strace traced no sync of a probe write in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     for i in 0..writes {
         write(&mut conn, &file, (i * 4096) as u64, &pattern(4096, i as u8)).await;
     }
@@ -235,6 +250,6 @@ async fn every_write_is_synced_to_disk_before_it_is_answered() {
     unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
     strace.wait().unwrap();
     let syncs = std::fs::read_to_string(&trace).unwrap();
-    let count = syncs.lines().filter(|l| l.contains("fdatasync(") || l.contains("fsync(")).count();
+    let count = count_syncs(&trace) - baseline;
     assert!(count >= writes, "{writes} WRITEs answered FILE_SYNC, {count} syncs:\n{syncs}");
 }
