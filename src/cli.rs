@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +38,11 @@ pub enum Command {
     },
     /// Serve projects over NFSv3 (on loopback; another address needs --allow-remote).
     ServeNfs(ServeNfsArgs),
+    /// The privileged half of an unprivileged mount (a Kubernetes sidecar's
+    /// helper): mounts /dev/fuse at MOUNTPOINT for each `ciofs mount
+    /// --fuse-socket` that connects to SOCKET, passes it the descriptor,
+    /// and unmounts once that ciofs ends.
+    FuseHelper(FuseHelperArgs),
     /// Write a project as a tar archive (FILE.tar, or .tar.gz/.tgz compressed), as `tar c` of the mount would.
     Export(ExportArgs),
     /// Recreate an archive's resources in a project: prints a plan, then applies it.
@@ -181,13 +186,20 @@ pub struct TreeArgs {
     (each is the flag of that name; ro is --read-only; _netdev, noauto, x-systemd.* and the like are ignored). \
     Linked as mount.ciofs, ciofs mounts the lines of /etc/fstab of type ciofs: \
     `PROJECT /mnt/gcp ciofs rw,_netdev,allow_other 0 0`.")]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["mountpoint", "fuse_socket"])))]
 pub struct MountArgs {
     #[command(flatten)]
     pub tree: TreeArgs,
     /// Where to mount; or `/dev/fd/N`, a /dev/fuse descriptor that a
     /// privileged helper opened, mounted and passed on: ciofs then serves
     /// it without privileges and leaves the unmount to the helper.
-    pub mountpoint: PathBuf,
+    pub mountpoint: Option<PathBuf>,
+    /// Take the mount from `ciofs fuse-helper` listening on this Unix
+    /// socket (instead of a MOUNTPOINT): it mounts /dev/fuse and passes
+    /// the descriptor, which ciofs serves without privileges; the helper
+    /// unmounts when ciofs ends. Waits up to 60 s for the helper.
+    #[arg(long, help_heading = "Mount", value_name = "SOCKET", conflicts_with = "nfs")]
+    pub fuse_socket: Option<PathBuf>,
     /// Stay attached and log to stderr.
     #[arg(long, help_heading = "Mount")]
     pub foreground: bool,
@@ -244,6 +256,40 @@ pub struct OperatorArgs {
     /// 0600; `-` for stderr. Off by default.
     #[arg(long, value_name = "FILE")]
     pub api_log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FuseHelperArgs {
+    /// Where to mount (a directory the consumers share, such as a pod's
+    /// emptyDir).
+    pub mountpoint: PathBuf,
+    /// The Unix socket to listen on; one left by an earlier helper is
+    /// replaced.
+    #[arg(long, value_name = "SOCKET")]
+    pub socket: PathBuf,
+    /// The user (besides root) that may connect and be given the mount:
+    /// the socket is made theirs. Without it only root may.
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Option<u32>,
+    /// Mount with FUSE's allow_other: users other than ciofs's see the files.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+impl MountArgs {
+    /// What names this mount in the state directory (pid file, staging,
+    /// log): its mount point, or the helper's socket it takes it from.
+    pub fn place(&self) -> &Path {
+        match (&self.mountpoint, &self.fuse_socket) {
+            (Some(mountpoint), _) => mountpoint,
+            (None, Some(socket)) => socket,
+            // clap requires one of them.
+            (None, None) => Path::new("."),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

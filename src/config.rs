@@ -24,8 +24,10 @@ use toml::de::{DeTable, DeValue};
 
 use crate::cli::Cli;
 
-/// Subcommands whose flags have no keys: they are about the file itself.
-const NOT_CONFIGURED: &[&str] = &["config", "help"];
+/// Subcommands whose flags have no keys: `config` is about the file
+/// itself; `fuse-helper` runs privileged and takes its options from its
+/// command line only, never from a file the unprivileged side may write.
+const NOT_CONFIGURED: &[&str] = &["config", "help", "fuse-helper"];
 
 /// The command a bare `ciofs config show` shows.
 const DEFAULT_SHOWN: &str = "mount";
@@ -239,7 +241,9 @@ fn first_line(error: &clap::Error) -> String {
 /// what the command line gave, and `config show`, which needs no
 /// mount point.
 fn lenient(command: Command) -> Command {
-    command.mut_args(|arg| arg.required(false)).mut_subcommands(lenient)
+    let groups: Vec<clap::Id> = command.get_groups().map(|group| group.get_id().clone()).collect();
+    let command = command.mut_args(|arg| arg.required(false)).mut_subcommands(lenient);
+    groups.into_iter().fold(command, |command, id| command.mut_group(id, |group| group.required(false)))
 }
 
 impl ConfigFile {
@@ -716,7 +720,7 @@ mod tests {
         };
         let cli = Cli::command();
         let mut checked = 0;
-        for command in cli.get_subcommands() {
+        for command in cli.get_subcommands().filter(|c| !NOT_CONFIGURED.contains(&c.get_name())) {
             for arg in command.get_arguments() {
                 let Some(key) = Key::of(arg) else { continue };
                 let text = section_text(&key.section).flatten().unwrap_or_else(|| panic!("no section for {key}"));

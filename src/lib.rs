@@ -5,6 +5,8 @@
 //! `archive` exports and imports over the `Vfs`; `cli`, `config` (the
 //! configuration file), `mount_options` (mount(8)'s forms), `shutdown`,
 //! `operations` and `daemon` run it all, and `demo` serves it from memory.
+//! `fuse_helper` is the privileged half of an unprivileged mount: it hands
+//! a mounted /dev/fuse over as `fuse_handoff` says.
 //! docs/ARCHITECTURE.md draws the layers. `fuzzing` (built only by
 //! cargo-fuzz) is what fuzz/ runs.
 
@@ -15,6 +17,8 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod fuse_handoff;
+pub mod fuse_helper;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod mount_options;

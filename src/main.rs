@@ -9,6 +9,7 @@ use std::time::Duration;
 use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
+use ciofs::fuse_handoff::{self, Mounted};
 use ciofs::namespace::{Namespace, Services};
 use ciofs::operations::{self, Readiness};
 use ciofs::shutdown::{self, Signals, Waited};
@@ -19,6 +20,7 @@ use ciofs_backends::pubsub::{GooglePubSub, PubSubConfig};
 use ciofs_backends::retry::RetryPolicy;
 use ciofs_frontends::fuse::{DevFuse, FuseMount, FuseTarget};
 use clap::{CommandFactory, Parser};
+use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             ciofs::cli::state_dir(state_dir.as_ref()).and_then(|dir| daemon::unmount(&dir, &mountpoint, &mut tell))
         }
         Command::ServeNfs(args) => run(|| serve_nfs(args)),
+        Command::FuseHelper(args) => run(|| ciofs::fuse_helper::run(args)),
         Command::Export(args) => run(|| export(args)),
         Command::Import(args) => run(|| import(args)),
         Command::Config(ciofs::cli::ConfigCommand::Show { command, args }) => {
@@ -100,11 +103,11 @@ where
 fn mount_in_background(args: &MountArgs, command: &[std::ffi::OsString]) -> Result<(), String> {
     let (log, in_state_dir) = match &args.log_file {
         Some(log) => (log.clone(), false),
-        None => (daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint).with_extension("log"), true),
+        None => (daemon::pid_file(&args.tree.state_dir()?, args.place()).with_extension("log"), true),
     };
     let file = daemon::open_log(&log, in_state_dir)?;
     let detail = daemon::spawn_and_wait(command, &["--foreground"], file, &log)?;
-    eprintln!("ciofs: mounted {} ({detail}); log: {}", args.mountpoint.display(), log.display());
+    eprintln!("ciofs: mounted {} ({detail}); log: {}", args.place().display(), log.display());
     Ok(())
 }
 
@@ -196,15 +199,18 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
         return nfs_mount_and_wait(args, ready).await;
     }
     let mut signals = Signals::install()?;
-    // Taken (or refused) before anything else is set up.
-    let mut passed = passed_descriptor(&args.mountpoint).map(take_descriptor).transpose()?;
-    // Resolved before mounting: a stat of our own mount point from the
-    // daemon would wait on the daemon. A passed descriptor's `/dev/fd/N`
-    // names the mount (its state) as it is.
-    let canonical = match passed {
-        Some(_) => args.mountpoint.clone(),
-        None => canonical(&args.mountpoint)?,
+    // Taken (or refused) before anything else is set up. Resolved before
+    // mounting: a stat of our own mount point from the daemon would wait on
+    // the daemon. A passed descriptor's `/dev/fd/N` (or the helper's
+    // socket) names the mount (its state) as it is.
+    let (connection, helper) = fuse_connection(args).await?;
+    let canonical = match &connection {
+        FuseConnection::Mount(canonical) => canonical.clone(),
+        FuseConnection::Passed(_) => args.place().to_path_buf(),
     };
+    // A helper that mounted with allow_other has the kernel let every user
+    // in: the session must answer them too.
+    let allow_other = args.allow_other || helper.as_ref().is_some_and(|(_, mounted)| mounted.allow_other);
     let readiness = operator_endpoint(&args.operator).await?;
     // A mount's own: what its last run could not upload is found again by
     // the next mount at the same place.
@@ -223,20 +229,20 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
     // their metadata (what changes through the mount tells it at once).
     let options = ciofs_frontends::fuse::FuseOptions {
-        allow_other: args.allow_other,
+        allow_other,
         read_only: args.view.read_only,
         cacheable_ttl: std::time::Duration::from_secs(args.tree.metadata_ttl),
         ..Default::default()
     };
-    let target = match passed.take() {
-        Some(fd) => FuseTarget::Descriptor(fd),
-        None => FuseTarget::Path(&args.mountpoint),
+    let target = match connection {
+        FuseConnection::Passed(fd) => FuseTarget::Descriptor(fd),
+        FuseConnection::Mount(_) => FuseTarget::Path(args.place()),
     };
     let mount = ciofs_frontends::fuse::mount(namespace.clone(), target, &options)
-        .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
-    let _pid = PidFile::create(daemon::pid_file(&state_dir, &args.mountpoint))
+        .map_err(|e| format!("cannot mount {}: {e}", args.place().display()))?;
+    let _pid = PidFile::create(daemon::pid_file(&state_dir, args.place()))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
-    tracing::info!(mountpoint = %args.mountpoint.display(), projects = ?args.tree.projects, "mounted");
+    tracing::info!(mountpoint = %args.place().display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
     readiness.ready();
     let timeout = args.operator.shutdown_timeout();
@@ -245,6 +251,35 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let finished = shutdown::finish(&namespace, deadline, signals.recv()).await;
     namespace.close_content_cache().await;
     finished
+}
+
+/// Where a FUSE session's connection to the kernel comes from.
+enum FuseConnection {
+    /// A mount ciofs makes at this (canonical) path.
+    Mount(PathBuf),
+    /// A /dev/fuse descriptor someone else mounted.
+    Passed(DevFuse),
+}
+
+/// How long `--fuse-socket` waits for its helper to listen (its container
+/// may start after ours).
+const HELPER_WAIT: Duration = Duration::from_secs(60);
+
+/// The mount's connection, and with a `--fuse-socket` helper's the stream
+/// to keep open while serving (its end tells the helper to unmount) and
+/// what it mounted.
+async fn fuse_connection(args: &MountArgs) -> Result<(FuseConnection, Option<(UnixStream, Mounted)>), String> {
+    if let Some(socket) = &args.fuse_socket {
+        let (stream, fd, mounted) = fuse_handoff::receive(socket, HELPER_WAIT).await?;
+        let fuse = DevFuse::check(fd).map_err(|e| format!("the descriptor from {}: {e}", socket.display()))?;
+        tracing::info!(socket = %socket.display(), mountpoint = %mounted.mountpoint.display(), "the helper mounted");
+        return Ok((FuseConnection::Passed(fuse), Some((stream, mounted))));
+    }
+    let place = args.place();
+    match passed_descriptor(place) {
+        Some(fd) => Ok((FuseConnection::Passed(take_descriptor(fd)?), None)),
+        None => Ok((FuseConnection::Mount(canonical(place)?), None)),
+    }
 }
 
 /// The descriptor `/dev/fd/N` names, if the mount point is one: /dev/fuse
@@ -351,7 +386,7 @@ async fn unmount(fuse: Option<FuseMount>, mountpoint: &Path) -> Result<(), Strin
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let mut signals = Signals::install()?;
-    let canonical = canonical(&args.mountpoint)?;
+    let canonical = canonical(args.place())?;
     let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     let (service, address) = NfsService::start(&args.tree, loopback, args.view).await?;
@@ -369,7 +404,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
              and use a userspace NFS client, or mount with FUSE (without --nfs)"
         ));
     }
-    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, &args.mountpoint))
+    let _pid = PidFile::create(daemon::pid_file(&args.tree.state_dir()?, args.place()))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     ready.ready(&format!("NFS on 127.0.0.1:{port}"));
     readiness.ready();

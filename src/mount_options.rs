@@ -247,7 +247,7 @@ mod tests {
         let Ok(crate::cli::Cli { command: crate::cli::Command::Mount(mount), .. }) = parsed else {
             panic!("{parsed:?}")
         };
-        assert_eq!((mount.tree.uid, mount.mountpoint.as_path()), (Some(7), std::path::Path::new("/m")));
+        assert_eq!((mount.tree.uid, mount.place()), (Some(7), std::path::Path::new("/m")));
     }
 
     #[test]

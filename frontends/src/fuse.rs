@@ -139,7 +139,10 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
     config.mount_options = mount_options;
     config.acl = if options.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(options.threads.max(1));
-    config.clone_fd = options.threads > 1;
+    // A cloned descriptor is /dev/fuse opened again, which a process that
+    // was passed its descriptor may not be able to (no /dev/fuse in its
+    // container, or not its to open): its threads share the one.
+    config.clone_fd = options.threads > 1 && matches!(target, FuseTarget::Path(_));
     let watched = vfs.clone();
     let ttls = Ttls { short: options.ttl, cacheable: options.cacheable_ttl.max(options.ttl) };
     let adapter = FuseAdapter { vfs, runtime: Handle::current(), ttls, notifier: Arc::default() };

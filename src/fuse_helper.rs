@@ -1,0 +1,237 @@
+//! `ciofs fuse-helper`: the privileged half of an unprivileged mount, as
+//! a Kubernetes pod runs it next to an unprivileged ciofs. It listens on a
+//! Unix socket; for each `ciofs mount --fuse-socket` that connects (one at
+//! a time) it opens /dev/fuse, mounts it at its mount point for the
+//! connecting user, hands the descriptor over (`fuse_handoff`), and
+//! unmounts once that connection ends: the ciofs exited, whether it
+//! drained or was killed, and a restarted one gets a fresh mount.
+//!
+//! It reads nothing from the descriptor, talks to no Google service, and
+//! takes its few options from the command line only (not from a
+//! configuration file the unprivileged side could write): all it trusts
+//! from outside is the kernel's word on who connected.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use tokio::io::AsyncReadExt;
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::cli::FuseHelperArgs;
+use crate::fuse_handoff::{self, Mounted};
+use crate::shutdown::Signals;
+
+/// The filesystem type and source a ciofs mount shows in /proc/mounts, as
+/// ciofs's own FUSE mounts do.
+const FS_TYPE: &str = "fuse.ciofs";
+const FS_NAME: &str = "ciofs";
+
+/// Serves connections until SIGTERM (or SIGINT, SIGHUP), then unmounts
+/// what it mounted and removes its socket.
+pub async fn run(args: FuseHelperArgs) -> Result<(), String> {
+    let mut signals = Signals::install()?;
+    let mountpoint = args.mountpoint.canonicalize().map_err(|e| format!("{}: {e}", args.mountpoint.display()))?;
+    let listener = listen(&args.socket, args.allow_uid)?;
+    tracing::info!(socket = %args.socket.display(), mountpoint = %mountpoint.display(), "fuse-helper listening");
+    let helper = Helper { mountpoint, args: &args };
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    continue;
+                }
+            },
+            () = signals.recv() => break,
+        };
+        if helper.serve(stream, &mut signals).await == Served::Stopped {
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&args.socket);
+    tracing::info!("fuse-helper stopped");
+    Ok(())
+}
+
+/// Binds `socket`, replacing one an earlier helper left (a path that is
+/// not a socket is refused), readable by root and `allow_uid` only.
+fn listen(socket: &Path, allow_uid: Option<u32>) -> Result<UnixListener, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let named = |e: io::Error| format!("{}: {e}", socket.display());
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(socket).map_err(named)?,
+        Ok(_) => return Err(format!("{}: exists and is not a socket", socket.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(named(e)),
+    }
+    let listener = UnixListener::bind(socket).map_err(named)?;
+    // The peer's credentials decide (see `Helper::serve`); the mode only
+    // keeps others from connecting at all.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
+    if let Some(uid) = allow_uid {
+        std::os::unix::fs::chown(socket, Some(uid), None).map_err(named)?;
+    }
+    Ok(listener)
+}
+
+#[derive(Debug, PartialEq)]
+enum Served {
+    /// The connection ended: wait for the next.
+    Ended,
+    /// A signal came: stop.
+    Stopped,
+}
+
+struct Helper<'a> {
+    mountpoint: PathBuf,
+    args: &'a FuseHelperArgs,
+}
+
+impl Helper<'_> {
+    /// One connection: a mount handed over, held until the peer hangs up.
+    async fn serve(&self, stream: UnixStream, signals: &mut Signals) -> Served {
+        let peer = match stream.peer_cred() {
+            Ok(peer) => peer,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell who connected");
+                return Served::Ended;
+            }
+        };
+        let (uid, gid, pid) = (peer.uid(), peer.gid(), peer.pid());
+        if uid != 0 && Some(uid) != self.args.allow_uid {
+            tracing::warn!(uid, ?pid, "refused a connection from a user not allowed (--allow-uid)");
+            let _ = fuse_handoff::send_refusal(&stream, &format!("uid {uid} may not mount (--allow-uid)")).await;
+            return Served::Ended;
+        }
+        let fuse = match self.mount(uid, gid) {
+            Ok(fuse) => fuse,
+            Err(e) => {
+                let why = format!("cannot mount {}: {e}", self.mountpoint.display());
+                tracing::warn!(uid, ?pid, "{why}");
+                let _ = fuse_handoff::send_refusal(&stream, &why).await;
+                return Served::Ended;
+            }
+        };
+        let mounted = Mounted {
+            mountpoint: self.mountpoint.clone(),
+            allow_other: self.args.allow_other,
+            read_only: self.args.read_only,
+        };
+        let sent = fuse_handoff::send_mounted(&stream, fuse.as_fd(), &mounted).await;
+        // Ours is closed: the peer's copy is now the mount's connection.
+        drop(fuse);
+        let served = match sent {
+            Ok(()) => {
+                tracing::info!(uid, ?pid, "handed the mount over");
+                wait_for_hangup(stream, signals).await
+            }
+            Err(e) => {
+                tracing::warn!(uid, ?pid, error = %e, "cannot hand the mount over");
+                Served::Ended
+            }
+        };
+        self.unmount();
+        served
+    }
+
+    /// Opens /dev/fuse and mounts it for `uid`:`gid`, after taking down a
+    /// mount an earlier ciofs left (its server gone, it would answer
+    /// ENOTCONN).
+    fn mount(&self, uid: u32, gid: u32) -> io::Result<OwnedFd> {
+        self.unmount();
+        let fuse =
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open("/dev/fuse")?;
+        let mut data =
+            format!("fd={},rootmode=40000,user_id={uid},group_id={gid},default_permissions", fuse.as_raw_fd());
+        if self.args.allow_other {
+            data.push_str(",allow_other");
+        }
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if self.args.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        nix::mount::mount(Some(FS_NAME), &self.mountpoint, Some(FS_TYPE), flags, Some(data.as_str()))?;
+        tracing::info!(mountpoint = %self.mountpoint.display(), uid, gid, "mounted /dev/fuse");
+        Ok(fuse.into())
+    }
+
+    /// Detaches the ciofs mount on top of the mount point, if there is
+    /// one: never what is under it (a pod's emptyDir is itself a mount).
+    fn unmount(&self) {
+        if top_fs_type(&self.mountpoint).as_deref() != Some(FS_TYPE) {
+            return;
+        }
+        match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH) {
+            Ok(()) => tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted"),
+            Err(e) => tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "cannot unmount"),
+        }
+    }
+}
+
+/// Waits for the peer to close its end (it exited); what it sends is
+/// ignored.
+async fn wait_for_hangup(mut stream: UnixStream, signals: &mut Signals) -> Served {
+    let mut ignored = [0u8; 512];
+    loop {
+        tokio::select! {
+            read = stream.read(&mut ignored) => match read {
+                Ok(0) | Err(_) => return Served::Ended,
+                Ok(_) => {}
+            },
+            () = signals.recv() => return Served::Stopped,
+        }
+    }
+}
+
+/// The filesystem type of the topmost mount at `path` (canonical), from
+/// /proc/self/mountinfo.
+fn top_fs_type(path: &Path) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    top_fs_type_in(&mountinfo, path)
+}
+
+/// Later lines are mounted on top of earlier ones at the same point.
+fn top_fs_type_in(mountinfo: &str, path: &Path) -> Option<String> {
+    let wanted = escaped(path);
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let separator = fields.iter().position(|field| *field == "-")?;
+        (fields.get(4) == Some(&wanted.as_str())).then(|| fields.get(separator + 1).map(|t| t.to_string()))?
+    })
+}
+
+/// A path as mountinfo writes it: space, tab, newline and backslash as
+/// octal escapes.
+fn escaped(path: &Path) -> String {
+    let mut text = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => text.push_str(&format!("\\{:03o}", c as u32)),
+            c => text.push(c),
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topmost_mount_at_a_point_is_the_last_listed() {
+        let mountinfo = "\
+22 1 0:21 / / rw - ext4 /dev/sda1 rw
+40 22 0:35 / /pod/my\\040data rw,relatime shared:5 - tmpfs tmpfs rw
+41 40 0:36 / /pod/my\\040data rw,nosuid,nodev - fuse.ciofs ciofs rw,user_id=0
+42 22 0:37 / /pod/other rw - tmpfs tmpfs rw
+";
+        let at = |path: &str| top_fs_type_in(mountinfo, Path::new(path));
+        assert_eq!(at("/pod/my data").as_deref(), Some("fuse.ciofs"));
+        assert_eq!(at("/pod/other").as_deref(), Some("tmpfs"));
+        assert_eq!(at("/pod"), None);
+    }
+}
