@@ -708,6 +708,22 @@ mod tests {
         assert!(catalogue.find(&metadata_ttl).is_some());
     }
 
+    /// The privileged helper is not steered by a file, even one that
+    /// names its flags or is not TOML at all.
+    #[test]
+    fn fuse_helper_reads_no_file() {
+        let cli = Cli::command();
+        for text in ["allow_uid = 0\n[mount]\nread_only = false\n", "garbage = ["] {
+            let file = file(text);
+            let args = argv(&file, &["fuse-helper", "--socket", "/s", "/mnt"]);
+            let matches = matches_with_file(&cli, args).unwrap_or_else(|_| panic!("refused for {text:?}"));
+            let Run::FuseHelper(helper) = Cli::from_arg_matches(&matches).expect("parsed").command else {
+                panic!("not the helper")
+            };
+            assert_eq!(helper.allow_uid, None, "{text:?}");
+        }
+    }
+
     /// docs/CONFIGURATION.md has a row for every flag of every command, in
     /// its key's section, with its key, environment variable and default.
     #[test]
