@@ -1,19 +1,22 @@
 //! A Kubernetes pod simulated with Linux namespaces, as far as a machine
 //! without a cluster goes.
 //!
-//! FUSE sidecar: a scratch directory bind-mounted onto itself and made a
-//! shared mount plays the pod's emptyDir (the kubelet's volume directory).
-//! The sidecar, ciofs, mounts into it from a mount namespace of its own
-//! whose emptyDir stays shared (`mountPropagation: Bidirectional`), so the
-//! mount reaches the pod. `/readyz` answering 200 (a startupProbe) lets the
-//! app start: another mount namespace whose mounts are slaves of the pod's
+//! FUSE sidecar: the node is a mount namespace of the test's own; in it a
+//! scratch directory bind-mounted onto itself and made a shared mount
+//! plays the pod's emptyDir (the kubelet's volume directory). The
+//! sidecar, ciofs, mounts into it from a mount namespace of its own whose
+//! emptyDir stays shared (`mountPropagation: Bidirectional`), so the mount
+//! reaches the node. `/readyz` answering 200 (a startupProbe) lets the app
+//! start: another mount namespace whose mounts are slaves of the node's
 //! (`HostToContainer`), reading and writing through the mount as uid 1000
 //! with real tools. SIGTERM to ciofs, with a file still open for write in
 //! the app, refuses new changes, waits for that file, unmounts and exits 0
 //! within `--shutdown-timeout`; the app then sees the mount gone, and
 //! every file it wrote is in the emulator. The scenario takes a
 //! `SidecarMode` (how the sidecar is started, what is checked of it), so
-//! that each way of running the sidecar is one more short test.
+//! that each way of running the sidecar is one more short test. An app
+//! without propagation (Kubernetes' default) keeps a private copy of the
+//! mount, which must not keep the sidecar from ending (ignored: it does).
 //!
 //! NFS for pods without /dev/fuse: `serve-nfs --allow-remote` in a network
 //! namespace of its own, listening on one address; a client in another
@@ -45,31 +48,53 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- the pod
 
-/// The pod's emptyDir: `dir`, a bind mount of itself made shared in a peer
-/// group of its own, with the mount point `mnt` in it; beside it in the
-/// scratch directory, the sidecar's state and logs. Unmounted on drop
-/// (lazily when busy), whatever the test did.
-struct EmptyDir {
+/// The node: a mount namespace of its own (private: nothing in it reaches
+/// the machine's, and a namespace made elsewhere meanwhile, by another
+/// test, copies none of the pod's mounts), kept by a `sleep` in it. In it,
+/// the pod's emptyDir `dir`: a bind mount of itself made shared in a peer
+/// group of its own, as the kubelet's volume directory, with the mount
+/// point `mnt` in it. Beside it in the scratch directory, the sidecar's
+/// state and logs. On drop, the emptyDir is unmounted (lazily, whatever
+/// is still in it) and the node's namespace ends with its last process.
+struct Node {
+    holder: Child,
     scratch: tempfile::TempDir,
     dir: PathBuf,
 }
 
-impl EmptyDir {
+impl Node {
     fn new() -> Self {
         let scratch = tempfile::tempdir().expect("temp dir");
         // The app (uid 1000) walks through it to the mount.
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let dir = scratch.path().join("emptydir");
         std::fs::create_dir_all(dir.join("mnt")).expect("mount point");
-        let emptydir = EmptyDir { scratch, dir };
-        let shown = emptydir.dir.display();
-        // Private first: its own peer group, not the parent mount's.
-        ok(&format!("mount --bind {shown} {shown} && mount --make-private {shown} && mount --make-shared {shown}"));
-        emptydir
+        let holder = namespace_holder(Command::new("unshare"), "private");
+        let node = Node { holder, scratch, dir };
+        let shown = node.dir.display();
+        // Private first: a peer group of its own, not the parent mount's.
+        let script =
+            format!("mount --bind {shown} {shown} && mount --make-private {shown} && mount --make-shared {shown}");
+        let made = run(node.command("sh").args(["-c", &script]));
+        assert!(made.status.success(), "the emptyDir: {}", String::from_utf8_lossy(&made.stderr));
+        node
+    }
+
+    /// `program`, to be run in the node's mount namespace (nsenter execs
+    /// it: the child is `program`).
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.args(["--target", &self.holder.id().to_string(), "--mount", program]);
+        command
     }
 
     fn mountpoint(&self) -> PathBuf {
         self.dir.join("mnt")
+    }
+
+    /// Whether `dir` is a mount point in the node's namespace.
+    fn is_mounted(&self, dir: &Path) -> bool {
+        mount_line(self.holder.id(), dir).is_some()
     }
 
     /// A path in the scratch directory, outside the emptyDir.
@@ -78,30 +103,52 @@ impl EmptyDir {
     }
 }
 
-impl Drop for EmptyDir {
+impl Drop for Node {
     fn drop(&mut self) {
-        for dir in [self.mountpoint(), self.dir.clone()] {
-            if is_mounted(&dir) && !Command::new("umount").arg(&dir).status().is_ok_and(|s| s.success()) {
-                let _ = Command::new("umount").arg("-l").arg(&dir).status();
-            }
-        }
+        let _ = self.command("umount").arg("--recursive").arg("--lazy").arg(&self.dir).status();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
-/// What every sidecar mode shares: the emptyDir, where ciofs keeps its
-/// state and log, and its metrics port.
+/// `unshare` (or what execs it) making a mount namespace with
+/// `propagation` and keeping it with a `sleep`, once that runs: unshare
+/// execs it only after the namespace and its propagation are set.
+fn namespace_holder(mut unshare: Command, propagation: &str) -> Child {
+    let holder = unshare
+        .args(["--mount", "--propagation", propagation, "sleep", "600"])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("make a mount namespace");
+    let comm = format!("/proc/{}/comm", holder.id());
+    wait_until("the namespace is made", Duration::from_secs(10), || {
+        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+    });
+    holder
+}
+
+/// The line of process `pid`'s mount table that mounts `dir`, if any.
+fn mount_line(pid: u32, dir: &Path) -> Option<String> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let wanted = dir.to_string_lossy().replace(' ', "\\040");
+    table.lines().find(|line| line.split(' ').nth(4) == Some(wanted.as_str())).map(String::from)
+}
+
+/// What every sidecar mode shares: the node and its emptyDir, where
+/// ciofs keeps its state and log, and its metrics port.
 struct Pod {
-    emptydir: EmptyDir,
+    node: Node,
     metrics_port: u16,
 }
 
 impl Pod {
     fn new() -> Self {
-        Pod { emptydir: EmptyDir::new(), metrics_port: free_port() }
+        Pod { node: Node::new(), metrics_port: free_port() }
     }
 
     fn mountpoint(&self) -> PathBuf {
-        self.emptydir.mountpoint()
+        self.node.mountpoint()
     }
 
     /// The flags of `ciofs mount` the sidecar runs with in every mode, but
@@ -115,12 +162,13 @@ impl Pod {
         flags.iter().chain(&more).map(|flag| flag.to_string()).collect()
     }
 
-    /// Starts `command` (ciofs, or what execs it) as a pod's container:
+    /// Starts `command` (ciofs, or what execs it, made by `Node::command`)
+    /// as a pod's container:
     /// its state in the scratch directory, stderr in `log`.
     fn spawn(&self, mut command: Command, log: &str) -> Child {
-        let log = File::create(self.emptydir.beside(log)).expect("log file");
+        let log = File::create(self.node.beside(log)).expect("log file");
         command
-            .env("CIOFS_STATE_DIR", self.emptydir.beside("state"))
+            .env("CIOFS_STATE_DIR", self.node.beside("state"))
             .env("CIOFS_LOG", "info,ciofs=debug")
             .current_dir("/")
             .stdin(Stdio::null())
@@ -131,7 +179,7 @@ impl Pod {
 
     /// The logs of the processes `spawn` started.
     fn logs(&self) -> String {
-        let logs = std::fs::read_dir(self.emptydir.scratch.path()).into_iter().flatten().flatten();
+        let logs = std::fs::read_dir(self.node.scratch.path()).into_iter().flatten().flatten();
         let logs = logs.filter(|entry| entry.path().extension().is_some_and(|e| e == "log"));
         logs.map(|entry| {
             format!("{:?}:\n{}", entry.file_name(), std::fs::read_to_string(entry.path()).unwrap_or_default())
@@ -172,7 +220,7 @@ trait SidecarMode {
     fn start(&self, pod: &Pod) -> Sidecar;
 
     /// Checks of the serving process once it is ready.
-    fn check(&self, pid: u32);
+    fn check(&self, pod: &Pod, pid: u32);
 }
 
 /// Root in a mount namespace of its own that keeps the emptyDir shared
@@ -182,43 +230,40 @@ struct Privileged;
 
 impl SidecarMode for Privileged {
     fn start(&self, pod: &Pod) -> Sidecar {
-        let mut command = Command::new("unshare");
+        let mut command = pod.node.command("unshare");
         // Without --fork, unshare execs ciofs: the child is ciofs itself.
         command.args(["--mount", "--propagation", "unchanged", env!("CARGO_BIN_EXE_ciofs"), "mount"]);
         command.args(pod.mount_flags()).arg(pod.mountpoint());
         Sidecar { ciofs: pod.spawn(command, "ciofs.log"), helpers: Vec::new() }
     }
 
-    fn check(&self, pid: u32) {
-        let namespace = |of: &str| std::fs::read_link(format!("/proc/{of}/ns/mnt")).expect("mount namespace");
-        assert_ne!(namespace(&pid.to_string()), namespace("self"), "the sidecar has its own mount namespace");
+    fn check(&self, pod: &Pod, pid: u32) {
+        let namespace = |of: u32| std::fs::read_link(format!("/proc/{of}/ns/mnt")).expect("mount namespace");
+        assert_ne!(namespace(pid), namespace(pod.node.holder.id()), "the sidecar has its own mount namespace");
     }
 }
 
 // ---------------------------------------------------------------- the app
 
-/// The app container: a mount namespace whose mounts are slaves of the
-/// pod's (`HostToContainer`), kept by a `sleep` in it; each of the app's
-/// commands enters it as uid 1000 with no supplementary groups.
+/// The app container: a mount namespace of its own, kept by a `sleep` in
+/// it; each of the app's commands enters it as uid 1000 with no
+/// supplementary groups.
 struct App {
     holder: Child,
 }
 
+/// The app's mounts as `mountPropagation: HostToContainer` makes them:
+/// slaves of the pod's, which see its mounts and unmounts.
+const HOST_TO_CONTAINER: &str = "slave";
+
+/// Kubernetes' default, `None`: private copies, which see neither.
+const NO_PROPAGATION: &str = "private";
+
 impl App {
-    fn start() -> Self {
-        let holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "slave", "sleep", "600"])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the app's namespace");
-        let app = App { holder };
-        // unshare execs sleep once the namespace and its propagation are set.
-        let comm = format!("/proc/{}/comm", app.holder.id());
-        wait_until("the app's namespace is made", Duration::from_secs(10), || {
-            std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
-        });
-        app
+    /// Its mount namespace, made in the node's with `propagation` (as
+    /// `unshare --propagation` takes it).
+    fn start(pod: &Pod, propagation: &str) -> Self {
+        App { holder: namespace_holder(pod.node.command("unshare"), propagation) }
     }
 
     fn command(&self, script: &str) -> Command {
@@ -245,9 +290,7 @@ impl App {
 
     /// The line of the app's mount table that mounts `dir`, if any.
     fn mount_of(&self, dir: &Path) -> Option<String> {
-        let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", self.holder.id())).expect("mountinfo");
-        let wanted = dir.to_string_lossy().replace(' ', "\\040");
-        table.lines().find(|line| line.split(' ').nth(4) == Some(wanted.as_str())).map(String::from)
+        mount_line(self.holder.id(), dir)
     }
 }
 
@@ -277,7 +320,7 @@ fn wait_until_ready(pod: &Pod, sidecar: &mut Sidecar) {
         assert!(Instant::now() < deadline, "not ready in time:\n{}", pod.logs());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(is_mounted(&pod.mountpoint()), "ready, but the mount did not reach the pod:\n{}", pod.logs());
+    assert!(pod.node.is_mounted(&pod.mountpoint()), "ready, but the mount did not reach the pod:\n{}", pod.logs());
 }
 
 /// Waits for `child` to exit within `limit`.
@@ -327,9 +370,9 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
     let pid = sidecar.ciofs.id();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
     assert_eq!(exe, Path::new(env!("CARGO_BIN_EXE_ciofs")), "the process to signal is ciofs");
-    mode.check(pid);
+    mode.check(&pod, pid);
 
-    let app = App::start();
+    let app = App::start(&pod, HOST_TO_CONTAINER);
     let seen = app.mount_of(&pod.mountpoint()).expect("the mount reached the app");
     assert!(seen.contains(" master:"), "HostToContainer: the app's copy is a slave: {seen}");
     let files = format!("{}/{PROJECT}/storage/{bucket}", pod.mountpoint().display());
@@ -340,7 +383,7 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
     assert_eq!(read_object(&bucket, "a.txt"), b"written\n", "closed, so uploaded");
 
     // The app has a file open for write when the pod is stopped.
-    let signals = pod.emptydir.beside("app");
+    let signals = pod.node.beside("app");
     std::fs::create_dir(&signals).expect("the app's directory");
     std::os::unix::fs::chown(&signals, Some(APP_ID), Some(APP_ID)).expect("chown");
     let (opened, go) = (signals.join("opened"), signals.join("go"));
@@ -372,7 +415,7 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
         let status = exit_within(helper, Duration::from_secs(10), &pod);
         assert!(status.success(), "a helper: {status}:\n{}", pod.logs());
     }
-    assert!(!is_mounted(&pod.mountpoint()), "the unmount reached the pod");
+    assert!(!pod.node.is_mounted(&pod.mountpoint()), "the unmount reached the pod");
     assert_eq!(app.mount_of(&pod.mountpoint()), None, "the app still has the mount");
     assert_eq!(app.ok(&format!("ls -A {}", pod.mountpoint().display())), "", "the app sees the bare directory");
     for (name, data) in [("a.txt", "written\n"), ("d/b.txt", "written\n"), ("in-flight.txt", "part one\npart two\n")] {
@@ -551,4 +594,26 @@ fn serve_nfs_in_its_own_network_namespace_serves_only_the_address_it_was_allowed
     let unreachable = refused(&format!("10.233.1.1:{port}"), &other_ns);
     assert_eq!(unreachable, Err(std::io::ErrorKind::NetworkUnreachable), "the allowed address from the other");
     drop(server);
+}
+
+/// An app container without mount propagation (Kubernetes' default) holds
+/// a private copy of the mount, which the sidecar's unmount does not
+/// reach: the sidecar must still end within its shutdown timeout (the
+/// app's copy is the kernel's to fail), or the pod never terminates.
+#[test]
+#[ignore = "ciofs waits for its FUSE session to end, which the app's copy of the mount keeps open: it never exits"]
+fn an_app_without_mount_propagation_does_not_keep_the_sidecar_past_its_timeout() {
+    let bucket = bucket_name("pod_private_app");
+    create_bucket(&bucket);
+    let pod = Pod::new();
+    let mut sidecar = Privileged.start(&pod);
+    wait_until_ready(&pod, &mut sidecar);
+    let app = App::start(&pod, NO_PROPAGATION);
+    let files = format!("{}/{PROJECT}/storage/{bucket}", pod.mountpoint().display());
+    app.ok(&format!("echo written > {files}/a.txt"));
+    // SAFETY: kill with the pid of our own child process.
+    unsafe { libc::kill(sidecar.ciofs.id() as i32, libc::SIGTERM) };
+    let status = exit_within(&mut sidecar.ciofs, SHUTDOWN_TIMEOUT + Duration::from_secs(5), &pod);
+    assert!(status.success(), "{status}:\n{}", pod.logs());
+    assert_eq!(read_object(&bucket, "a.txt"), b"written\n");
 }
