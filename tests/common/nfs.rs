@@ -13,7 +13,13 @@ use tokio::net::TcpStream;
 pub type Conn = Nfs3Connection<TokioIo<TcpStream>>;
 
 pub async fn connect(port: u16) -> Conn {
-    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
+    connect_to("127.0.0.1", port).await
+}
+
+/// Mounts the export of the server at `host` (an address), all of whose
+/// services answer on `port`.
+pub async fn connect_to(host: &str, port: u16) -> Conn {
+    Nfs3ConnectionBuilder::new(TokioConnector, host, "/")
         .portmapper_port(port)
         .mount_port(port)
         .nfs3_port(port)
