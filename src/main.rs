@@ -318,9 +318,8 @@ struct Serving<'a> {
 
 /// Serves until the mount is gone: unmounted from outside, or by us on a
 /// signal once the files being written were uploaded or the shutdown's
-/// deadline passed. A mount still busy then is detached at the deadline
-/// (open files see it go). `fuse` is None for an NFS mount. The deadline
-/// the rest of the shutdown has.
+/// deadline passed. `fuse` is None for an NFS mount. The deadline the rest
+/// of the shutdown has.
 async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>, signals: &mut Signals) -> Instant {
     let Serving { mountpoint, readiness, namespace, timeout } = serving;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -329,24 +328,19 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>
             () = signals.recv() => {
                 let until = begin_shutdown(readiness, namespace, timeout);
                 let waited = shutdown::wait_for_unsaved(namespace, until, signals.recv()).await;
-                let cut_short = waited != Waited::Saved;
-                if let Err(e) = unmount(fuse.take(), mountpoint).await {
-                    // Busy (a file open, a shell's working directory): the
-                    // mount goes at the deadline, whatever holds it.
-                    tracing::warn!("cannot unmount yet ({e}); detaching it at the deadline");
-                    if !cut_short {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(until) => {}
-                            () = signals.recv() => {}
-                        }
-                    }
-                    if let Err(e) = daemon::detach(mountpoint) {
-                        tracing::error!("cannot detach the mount: {e}");
-                    }
-                    // The deadline passed, or a second signal cut it short.
-                    return Instant::now();
+                let deadline = if waited == Waited::Saved { until } else { Instant::now() };
+                // A passed descriptor's mount is its helper's to unmount.
+                let ours = match &fuse {
+                    Some(mount) => mount.mountpoint().map(|path| (true, path.to_path_buf())),
+                    None => Some((false, mountpoint.to_path_buf())),
+                };
+                if let Some((is_fuse, path)) = ours {
+                    unmount_by(is_fuse, path, deadline, signals).await;
                 }
-                return if cut_short { Instant::now() } else { until };
+                if let Some(mount) = fuse.take() {
+                    let_the_session_end(mount, deadline).await;
+                }
+                return deadline;
             }
             _ = tick.tick() => {
                 let gone = match &fuse {
@@ -371,17 +365,66 @@ fn begin_shutdown(readiness: &Readiness, namespace: &Namespace, timeout: Duratio
     Instant::now() + timeout
 }
 
-/// Unmounts: the FUSE session, or the NFS mount at `mountpoint`.
-async fn unmount(fuse: Option<FuseMount>, mountpoint: &Path) -> Result<(), String> {
+/// How often a busy mount is tried again.
+const UNMOUNT_RETRY: Duration = Duration::from_millis(200);
+
+/// Unmounts the mount at `path` (FUSE or NFS), trying again while it is
+/// busy (a file open, a shell's working directory) until `deadline`, then
+/// detaching it: whatever holds it sees it go. A second signal detaches at
+/// once.
+async fn unmount_by(is_fuse: bool, path: PathBuf, deadline: Instant, signals: &mut Signals) {
     tracing::info!("unmounting");
-    let path = mountpoint.to_path_buf();
-    tokio::task::spawn_blocking(move || match fuse {
-        Some(mount) => mount.unmount().map_err(|e| e.to_string()),
-        None => daemon::umount(&path),
+    let mut said = false;
+    loop {
+        let error = match unmount_once(is_fuse, path.clone(), false).await {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        if Instant::now() >= deadline {
+            break;
+        }
+        if !said {
+            tracing::warn!("cannot unmount yet ({error}); trying again until the deadline, then detaching");
+            said = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(UNMOUNT_RETRY) => {}
+            () = signals.recv() => break,
+        }
+    }
+    if let Err(e) = unmount_once(is_fuse, path, true).await {
+        tracing::error!("cannot detach the mount: {e}");
+    }
+}
+
+/// One unmount (`lazy`: a detach), off the runtime: it may wait on the
+/// kernel, which may wait on our own session.
+async fn unmount_once(is_fuse: bool, path: PathBuf, lazy: bool) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || match (is_fuse, lazy) {
+        (true, _) => ciofs_frontends::fuse::unmount(&path, lazy).map_err(|e| format!("{}: {e}", path.display())),
+        (false, false) => daemon::umount(&path),
+        (false, true) => daemon::detach(&path),
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|unmounted| unmounted)
+}
+
+/// Waits, until `deadline`, for the FUSE session to end. The kernel ends it
+/// once the last copy of the mount is gone: a copy in another mount
+/// namespace (an app container without mount propagation) keeps it
+/// serving, and is not waited for past the deadline; once ciofs exits it
+/// answers ENOTCONN. A passed descriptor's session ends with the process.
+async fn let_the_session_end(mount: FuseMount, deadline: Instant) {
+    if mount.mountpoint().is_some() {
+        while !mount.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !mount.is_finished() {
+            tracing::warn!("the mount is still held by a copy in another mount namespace: it fails once ciofs ends");
+        }
+    }
+    mount.abandon();
 }
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {

@@ -16,7 +16,7 @@
 //! `SidecarMode` (how the sidecar is started, what is checked of it), so
 //! that each way of running the sidecar is one more short test. An app
 //! without propagation (Kubernetes' default) keeps a private copy of the
-//! mount, which must not keep the sidecar from ending (ignored: it does).
+//! mount, which must not keep the sidecar from ending.
 //!
 //! NFS for pods without /dev/fuse: `serve-nfs --allow-remote` in a network
 //! namespace of its own, listening on one address; a client in another
@@ -136,15 +136,20 @@ fn mount_line(pid: u32, dir: &Path) -> Option<String> {
 }
 
 /// What every sidecar mode shares: the node and its emptyDir, where
-/// ciofs keeps its state and log, and its metrics port.
+/// ciofs keeps its state and log, its metrics port, and the image's ciofs
+/// (a copy any user may run: the build's lies under /root).
 struct Pod {
     node: Node,
     metrics_port: u16,
+    ciofs: PathBuf,
 }
 
 impl Pod {
     fn new() -> Self {
-        Pod { node: Node::new(), metrics_port: free_port() }
+        let node = Node::new();
+        let ciofs = node.beside("ciofs");
+        std::fs::copy(env!("CARGO_BIN_EXE_ciofs"), &ciofs).expect("copy ciofs");
+        Pod { node, metrics_port: free_port(), ciofs }
     }
 
     fn mountpoint(&self) -> PathBuf {
@@ -232,7 +237,7 @@ impl SidecarMode for Privileged {
     fn start(&self, pod: &Pod) -> Sidecar {
         let mut command = pod.node.command("unshare");
         // Without --fork, unshare execs ciofs: the child is ciofs itself.
-        command.args(["--mount", "--propagation", "unchanged", env!("CARGO_BIN_EXE_ciofs"), "mount"]);
+        command.args(["--mount", "--propagation", "unchanged"]).arg(&pod.ciofs).arg("mount");
         command.args(pod.mount_flags()).arg(pod.mountpoint());
         Sidecar { ciofs: pod.spawn(command, "ciofs.log"), helpers: Vec::new() }
     }
@@ -240,6 +245,49 @@ impl SidecarMode for Privileged {
     fn check(&self, pod: &Pod, pid: u32) {
         let namespace = |of: u32| std::fs::read_link(format!("/proc/{of}/ns/mnt")).expect("mount namespace");
         assert_ne!(namespace(pid), namespace(pod.node.holder.id()), "the sidecar has its own mount namespace");
+    }
+}
+
+/// The unprivileged sidecar: `ciofs fuse-helper`, root in a mount
+/// namespace that keeps the emptyDir shared (a privileged container with
+/// `Bidirectional`), mounts /dev/fuse and passes the descriptor over a
+/// Unix socket in a directory the two share; ciofs runs as uid 65534 with
+/// no capabilities and no mount of the emptyDir of its own, and serves it.
+/// Once ciofs ends, the helper unmounts; it ends at its own SIGTERM.
+struct Descriptor;
+
+/// The unprivileged sidecar's user.
+const SIDECAR_ID: u32 = 65534;
+
+impl SidecarMode for Descriptor {
+    fn start(&self, pod: &Pod) -> Sidecar {
+        let (run, state) = (pod.node.beside("run"), pod.node.beside("state"));
+        for dir in [&run, &state] {
+            std::fs::create_dir(dir).expect("dir");
+        }
+        std::os::unix::fs::chown(&state, Some(SIDECAR_ID), Some(SIDECAR_ID)).expect("chown");
+        let socket = run.join("fuse.sock");
+        let mut helper = pod.node.command("unshare");
+        helper.args(["--mount", "--propagation", "unchanged"]).arg(&pod.ciofs).arg("fuse-helper");
+        helper.arg("--socket").arg(&socket).args(["--allow-uid", &SIDECAR_ID.to_string(), "--allow-other"]);
+        let helper = pod.spawn(helper.arg(pod.mountpoint()), "helper.log");
+        let id = SIDECAR_ID.to_string();
+        let mut command = pod.node.command("unshare");
+        // unshare execs setpriv, which execs ciofs: the child is ciofs.
+        command.args(["--mount", "--propagation", "unchanged", "setpriv", "--reuid", &id, "--regid", &id]);
+        command.args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]);
+        command.arg(&pod.ciofs).arg("mount").args(pod.mount_flags()).arg("--fuse-socket").arg(&socket);
+        // Its own home: root's is not its to read.
+        command.env("HOME", &state);
+        Sidecar { ciofs: pod.spawn(command, "ciofs.log"), helpers: vec![helper] }
+    }
+
+    fn check(&self, _pod: &Pod, pid: u32) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |name: &str| status.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+        assert_eq!(field("Uid:").and_then(|ids| ids.split_whitespace().next()), Some("65534"), "{status}");
+        assert_eq!(field("CapEff:"), Some("0000000000000000"), "no capabilities: {status}");
+        assert_eq!(field("CapBnd:"), Some("0000000000000000"), "none to gain: {status}");
     }
 }
 
@@ -369,7 +417,7 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
     wait_until_ready(&pod, &mut sidecar);
     let pid = sidecar.ciofs.id();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
-    assert_eq!(exe, Path::new(env!("CARGO_BIN_EXE_ciofs")), "the process to signal is ciofs");
+    assert_eq!(exe, pod.ciofs, "the process to signal is ciofs");
     mode.check(&pod, pid);
 
     let app = App::start(&pod, HOST_TO_CONTAINER);
@@ -411,11 +459,16 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
         stopped.elapsed(),
         pod.logs()
     );
-    for helper in &mut sidecar.helpers {
+    // The unmount reaches the pod once ciofs has ended (a helper's comes
+    // as it sees ciofs go), before anything else is stopped.
+    wait_until("the unmount reaches the pod", Duration::from_secs(10), || !pod.node.is_mounted(&pod.mountpoint()));
+    // The kubelet stops the sidecars in the reverse of their start.
+    for helper in sidecar.helpers.iter_mut().rev() {
+        // SAFETY: kill with the pid of our own child process.
+        unsafe { libc::kill(helper.id() as i32, libc::SIGTERM) };
         let status = exit_within(helper, Duration::from_secs(10), &pod);
         assert!(status.success(), "a helper: {status}:\n{}", pod.logs());
     }
-    assert!(!pod.node.is_mounted(&pod.mountpoint()), "the unmount reached the pod");
     assert_eq!(app.mount_of(&pod.mountpoint()), None, "the app still has the mount");
     assert_eq!(app.ok(&format!("ls -A {}", pod.mountpoint().display())), "", "the app sees the bare directory");
     for (name, data) in [("a.txt", "written\n"), ("d/b.txt", "written\n"), ("in-flight.txt", "part one\npart two\n")] {
@@ -428,6 +481,11 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
 #[test]
 fn a_privileged_sidecar_serves_the_app_and_drains_at_sigterm() {
     pod_lifecycle(&Privileged, "pod_privileged");
+}
+
+#[test]
+fn an_unprivileged_sidecar_serves_the_helpers_mount_and_drains_at_sigterm() {
+    pod_lifecycle(&Descriptor, "pod_descriptor");
 }
 
 // -------------------------------------------------------------------- NFS
@@ -601,7 +659,6 @@ fn serve_nfs_in_its_own_network_namespace_serves_only_the_address_it_was_allowed
 /// reach: the sidecar must still end within its shutdown timeout (the
 /// app's copy is the kernel's to fail), or the pod never terminates.
 #[test]
-#[ignore = "ciofs waits for its FUSE session to end, which the app's copy of the mount keeps open: it never exits"]
 fn an_app_without_mount_propagation_does_not_keep_the_sidecar_past_its_timeout() {
     let bucket = bucket_name("pod_private_app");
     create_bucket(&bucket);

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -98,27 +98,54 @@ impl DevFuse {
 /// A mounted filesystem; dropping it unmounts.
 pub struct FuseMount {
     session: fuser::BackgroundSession,
-    /// Served through a descriptor mounted by someone else.
-    passed: bool,
+    /// Where it is mounted (canonical); None for a descriptor mounted by
+    /// someone else, whose mount is theirs to unmount.
+    mountpoint: Option<PathBuf>,
 }
 
 impl FuseMount {
-    /// Unmounts (with fusermount where not root) and waits for the session
-    /// to end. On failure (the mount is busy), the session goes on serving.
-    /// A passed descriptor's mount is its helper's to unmount: the session
-    /// is left to end with the process, whose exit closes the descriptor
-    /// (the kernel then fails the mount's calls with ENOTCONN).
-    pub fn unmount(self) -> io::Result<()> {
-        if self.passed {
-            std::mem::forget(self.session);
-            return Ok(());
-        }
-        self.session.umount_and_join()
+    /// Where it is mounted, if it is ours to unmount (`unmount`); None for
+    /// a passed descriptor: its helper unmounts, and the session ends with
+    /// the process, whose exit closes the descriptor.
+    pub fn mountpoint(&self) -> Option<&Path> {
+        self.mountpoint.as_deref()
     }
 
-    /// Whether the session ended (the filesystem was unmounted from outside).
+    /// Whether the session ended: the kernel ends it once the last copy
+    /// of the mount is gone (unmounted here or from outside; a copy in
+    /// another mount namespace keeps it serving).
     pub fn is_finished(&self) -> bool {
         self.session.guard.is_finished()
+    }
+
+    /// Lets the session go without unmounting or waiting for it, for a
+    /// process about to exit: what still holds the mount then sees
+    /// ENOTCONN.
+    pub fn abandon(self) {
+        std::mem::forget(self.session);
+    }
+}
+
+/// Unmounts the FUSE mount at `mountpoint`: umount2 as root, else
+/// `fusermount3 -u` (the setuid helper that mounted it). `lazy` detaches
+/// it even while busy (MNT_DETACH, `-z`); otherwise a busy mount fails
+/// (EBUSY) and goes on serving.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    use nix::mount::MntFlags;
+    if nix::unistd::geteuid().is_root() {
+        let flags = if lazy { MntFlags::MNT_DETACH } else { MntFlags::empty() };
+        return nix::mount::umount2(mountpoint, flags).map_err(io::Error::from);
+    }
+    let flag = if lazy { "-uz" } else { "-u" };
+    let run = |program: &str| std::process::Command::new(program).arg(flag).arg(mountpoint).output();
+    // fuse2 systems have only `fusermount`.
+    let output = match run("fusermount3") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => run("fusermount")?,
+        other => other?,
+    };
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(io::Error::other(String::from_utf8_lossy(&output.stderr).trim().to_string())),
     }
 }
 
@@ -163,7 +190,7 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
     {
         tracing::debug!(error = %e, "cannot raise the read-ahead (not root?)");
     }
-    Ok(FuseMount { session, passed: mountpoint.is_none() })
+    Ok(FuseMount { session, mountpoint })
 }
 
 /// Tells the kernel to ask for `ino`'s attributes again rather than use
