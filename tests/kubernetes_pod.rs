@@ -270,7 +270,8 @@ impl SidecarMode for Descriptor {
         let mut helper = pod.node.command("unshare");
         helper.args(["--mount", "--propagation", "unchanged"]).arg(&pod.ciofs).arg("fuse-helper");
         helper.arg("--socket").arg(&socket).args(["--allow-uid", &SIDECAR_ID.to_string(), "--allow-other"]);
-        let helper = pod.spawn(helper.arg(pod.mountpoint()), "helper.log");
+        helper.arg(pod.mountpoint());
+        let helper = pod.spawn(helper, "helper.log");
         let id = SIDECAR_ID.to_string();
         let mut command = pod.node.command("unshare");
         // unshare execs setpriv, which execs ciofs: the child is ciofs.

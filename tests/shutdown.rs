@@ -268,3 +268,25 @@ fn journal_records(state: &Path) -> Vec<PathBuf> {
     }
     records
 }
+
+/// A mount kept busy at SIGTERM only by a reader (nothing to upload) is
+/// unmounted as soon as the reader lets go, not at the deadline: a pod
+/// whose app has just closed its files stops at once.
+#[test]
+fn a_mount_busy_at_sigterm_is_unmounted_once_it_is_let_go_not_at_the_deadline() {
+    let gcs = emulator(&["held.txt"]);
+    let place = Place::new();
+    let mut ciofs = mount(&gcs, &place.dir, &place.state, &place.log, &["--shutdown-timeout", "60"]);
+    // A reader holding the file (and so the mount) for 2 s.
+    let opened = place.state.with_file_name("opened");
+    let script = format!("exec 3< {} && touch {} && sleep 2", place.file("held.txt"), opened.display());
+    let reader = Command::new("bash").args(["-c", &script]).spawn().unwrap();
+    wait_until("the file is held", Duration::from_secs(10), || opened.exists());
+    signal(&ciofs, libc::SIGTERM);
+    let (status, took) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    assert!(status.success(), "{status}:\n{}", place.log_text());
+    assert!(place.log_text().contains("cannot unmount yet"), "the mount was busy:\n{}", place.log_text());
+    assert!(took < Duration::from_secs(10), "not the 60 s timeout: took {took:?}");
+    assert!(!is_mounted(&place.dir), "unmounted");
+    let _ = reader.wait_with_output();
+}
