@@ -181,10 +181,9 @@ fn every_ciofs_container_runs_with_arguments_the_binary_accepts() {
                     known_refused.insert(key);
                 }
                 (Err(why), false) => refused.push(format!("{name} {}: {:?}\n  {why}", container.name, container.args)),
-                (Ok(()), true) => refused.push(format!(
-                    "{name} {}: accepted now: remove it from KNOWN_REFUSED",
-                    container.name
-                )),
+                (Ok(()), true) => {
+                    refused.push(format!("{name} {}: accepted now: remove it from KNOWN_REFUSED", container.name))
+                }
             }
         }
     }
