@@ -209,6 +209,10 @@ pub struct MountArgs {
     /// Let other users than the one mounting see the files (FUSE allow_other).
     #[arg(long, help_heading = "Mount")]
     pub allow_other: bool,
+    /// Create the mount point if it is missing (as mount(8)'s
+    /// X-mount.mkdir), such as a directory in a pod's fresh emptyDir.
+    #[arg(long, help_heading = "Mount")]
+    pub mkdir: bool,
     /// Log file of a background mount (default: in the state directory).
     #[arg(long, help_heading = "Mount")]
     pub log_file: Option<PathBuf>,
@@ -277,6 +281,9 @@ pub struct FuseHelperArgs {
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Create the mount point if it is missing.
+    #[arg(long)]
+    pub mkdir: bool,
 }
 
 impl MountArgs {

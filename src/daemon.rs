@@ -258,11 +258,7 @@ pub fn is_mounted(mountpoint: &Path) -> bool {
 /// Like `is_mounted`, for a path already made canonical: no stat, so the
 /// daemon can ask about its own mount point.
 pub fn is_mounted_at(canonical: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = canonical.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    crate::mount_point::top_mount(canonical).is_some()
 }
 
 #[cfg(test)]

@@ -22,10 +22,11 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::cli::FuseHelperArgs;
 use crate::fuse_handoff::{self, Mounted};
+use crate::mount_point;
 use crate::shutdown::Signals;
 
-/// The filesystem type and source a ciofs mount shows in /proc/mounts, as
-/// ciofs's own FUSE mounts do.
+/// The type and source a ciofs mount shows in /proc/mounts (see
+/// `mount_point::MountEntry::is_ciofs`).
 const FS_TYPE: &str = "fuse.ciofs";
 const FS_NAME: &str = "ciofs";
 
@@ -33,7 +34,7 @@ const FS_NAME: &str = "ciofs";
 /// what it mounted and removes its socket.
 pub async fn run(args: FuseHelperArgs) -> Result<(), String> {
     let mut signals = Signals::install()?;
-    let mountpoint = args.mountpoint.canonicalize().map_err(|e| format!("{}: {e}", args.mountpoint.display()))?;
+    let mountpoint = mount_point::prepare(&args.mountpoint, args.mkdir)?;
     let listener = listen(&args.socket, args.allow_uid)?;
     tracing::info!(socket = %args.socket.display(), mountpoint = %mountpoint.display(), "fuse-helper listening");
     let helper = Helper { mountpoint, args: &args };
@@ -162,7 +163,7 @@ impl Helper<'_> {
     /// Detaches the ciofs mount on top of the mount point, if there is
     /// one: never what is under it (a pod's emptyDir is itself a mount).
     fn unmount(&self) {
-        if top_fs_type(&self.mountpoint).as_deref() != Some(FS_TYPE) {
+        if !mount_point::top_mount(&self.mountpoint).is_some_and(|mounted| mounted.is_ciofs()) {
             return;
         }
         match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH) {
@@ -184,54 +185,5 @@ async fn wait_for_hangup(mut stream: UnixStream, signals: &mut Signals) -> Serve
             },
             () = signals.recv() => return Served::Stopped,
         }
-    }
-}
-
-/// The filesystem type of the topmost mount at `path` (canonical), from
-/// /proc/self/mountinfo.
-fn top_fs_type(path: &Path) -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    top_fs_type_in(&mountinfo, path)
-}
-
-/// Later lines are mounted on top of earlier ones at the same point.
-fn top_fs_type_in(mountinfo: &str, path: &Path) -> Option<String> {
-    let wanted = escaped(path);
-    mountinfo.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let separator = fields.iter().position(|field| *field == "-")?;
-        (fields.get(4) == Some(&wanted.as_str())).then(|| fields.get(separator + 1).map(|t| t.to_string()))?
-    })
-}
-
-/// A path as mountinfo writes it: space, tab, newline and backslash as
-/// octal escapes.
-fn escaped(path: &Path) -> String {
-    let mut text = String::new();
-    for c in path.to_string_lossy().chars() {
-        match c {
-            ' ' | '\t' | '\n' | '\\' => text.push_str(&format!("\\{:03o}", c as u32)),
-            c => text.push(c),
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_topmost_mount_at_a_point_is_the_last_listed() {
-        let mountinfo = "\
-22 1 0:21 / / rw - ext4 /dev/sda1 rw
-40 22 0:35 / /pod/my\\040data rw,relatime shared:5 - tmpfs tmpfs rw
-41 40 0:36 / /pod/my\\040data rw,nosuid,nodev - fuse.ciofs ciofs rw,user_id=0
-42 22 0:37 / /pod/other rw - tmpfs tmpfs rw
-";
-        let at = |path: &str| top_fs_type_in(mountinfo, Path::new(path));
-        assert_eq!(at("/pod/my data").as_deref(), Some("fuse.ciofs"));
-        assert_eq!(at("/pod/other").as_deref(), Some("tmpfs"));
-        assert_eq!(at("/pod"), None);
     }
 }

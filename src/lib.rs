@@ -3,7 +3,7 @@
 //! `namespace` implements the frontends' `Vfs` and dispatches to one slice
 //! per service (`storage`, `bigquery`, `pubsub`), which use only `core`;
 //! `archive` exports and imports over the `Vfs`; `cli`, `config` (the
-//! configuration file), `mount_options` (mount(8)'s forms), `shutdown`,
+//! configuration file), `mount_options` (mount(8)'s forms), `mount_point`, `shutdown`,
 //! `operations` and `daemon` run it all, and `demo` serves it from memory.
 //! `fuse_helper` is the privileged half of an unprivileged mount: it hands
 //! a mounted /dev/fuse over as `fuse_handoff` says.
@@ -22,6 +22,7 @@ pub mod fuse_helper;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod mount_options;
+pub mod mount_point;
 pub mod namespace;
 pub mod operations;
 pub mod pubsub;

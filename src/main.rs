@@ -10,6 +10,7 @@ use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, 
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::fuse_handoff::{self, Mounted};
+use ciofs::mount_point;
 use ciofs::namespace::{Namespace, Services};
 use ciofs::operations::{self, Readiness};
 use ciofs::shutdown::{self, Signals, Waited};
@@ -278,7 +279,7 @@ async fn fuse_connection(args: &MountArgs) -> Result<(FuseConnection, Option<(Un
     let place = args.place();
     match passed_descriptor(place) {
         Some(fd) => Ok((FuseConnection::Passed(take_descriptor(fd)?), None)),
-        None => Ok((FuseConnection::Mount(canonical(place)?), None)),
+        None => Ok((FuseConnection::Mount(mount_point::prepare(place, args.mkdir)?), None)),
     }
 }
 
@@ -301,10 +302,6 @@ fn take_descriptor(fd: RawFd) -> Result<DevFuse, String> {
     // hands it to this process to serve: nothing else here owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     DevFuse::check(owned).map_err(|e| format!("/dev/fd/{fd}: {e}"))
-}
-
-fn canonical(mountpoint: &Path) -> Result<PathBuf, String> {
-    mountpoint.canonicalize().map_err(|e| format!("mount point {}: {e}", mountpoint.display()))
 }
 
 /// What a mount serves with, for `serve_until_unmounted`.
@@ -429,7 +426,7 @@ async fn let_the_session_end(mount: FuseMount, deadline: Instant) {
 
 async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), String> {
     let mut signals = Signals::install()?;
-    let canonical = canonical(args.place())?;
+    let canonical = mount_point::prepare(args.place(), args.mkdir)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     let (service, address) = NfsService::start(&args.tree, loopback, args.view).await?;

@@ -68,7 +68,9 @@ impl Node {
         // The app (uid 1000) walks through it to the mount.
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let dir = scratch.path().join("emptydir");
-        std::fs::create_dir_all(dir.join("mnt")).expect("mount point");
+        // The mount point is not there: the sidecar makes it (`--mkdir`),
+        // as in a fresh emptyDir.
+        std::fs::create_dir_all(&dir).expect("the emptyDir");
         let holder = namespace_holder(Command::new("unshare"), "private");
         let node = Node { holder, scratch, dir };
         let shown = node.dir.display();
@@ -162,7 +164,8 @@ impl Pod {
         let id = APP_ID.to_string();
         let metrics = format!("127.0.0.1:{}", self.metrics_port);
         let timeout = SHUTDOWN_TIMEOUT.as_secs().to_string();
-        let flags = ["--foreground", "--allow-other", "--uid", &id, "--gid", &id, "--metrics-addr", &metrics];
+        let flags =
+            ["--foreground", "--mkdir", "--allow-other", "--uid", &id, "--gid", &id, "--metrics-addr", &metrics];
         let more = ["--shutdown-timeout", &timeout, "--project", PROJECT];
         flags.iter().chain(&more).map(|flag| flag.to_string()).collect()
     }
@@ -269,7 +272,7 @@ impl SidecarMode for Descriptor {
         let socket = run.join("fuse.sock");
         let mut helper = pod.node.command("unshare");
         helper.args(["--mount", "--propagation", "unchanged"]).arg(&pod.ciofs).arg("fuse-helper");
-        helper.arg("--socket").arg(&socket).args(["--allow-uid", &SIDECAR_ID.to_string(), "--allow-other"]);
+        helper.arg("--socket").arg(&socket).args(["--allow-uid", &SIDECAR_ID.to_string(), "--allow-other", "--mkdir"]);
         helper.arg(pod.mountpoint());
         let helper = pod.spawn(helper, "helper.log");
         let id = SIDECAR_ID.to_string();
@@ -487,6 +490,41 @@ fn a_privileged_sidecar_serves_the_app_and_drains_at_sigterm() {
 #[test]
 fn an_unprivileged_sidecar_serves_the_helpers_mount_and_drains_at_sigterm() {
     pod_lifecycle(&Descriptor, "pod_descriptor");
+}
+
+/// An OOM kill of the privileged sidecar leaves its FUSE mount behind,
+/// dead (ENOTCONN); the kubelet restarts the container in the same pod,
+/// and the new ciofs detaches the dead mount and mounts again, which the
+/// app, still running, sees.
+#[test]
+fn a_killed_privileged_sidecar_restarts_over_the_dead_mount_it_left() {
+    let bucket = bucket_name("pod_restart");
+    create_bucket(&bucket);
+    upload(&bucket, "seed.txt", b"from the emulator\n");
+    let pod = Pod::new();
+    let mut sidecar = Privileged.start(&pod);
+    wait_until_ready(&pod, &mut sidecar);
+    let app = App::start(&pod, HOST_TO_CONTAINER);
+    let files = format!("{}/{PROJECT}/storage/{bucket}", pod.mountpoint().display());
+    assert_eq!(app.ok(&format!("cat {files}/seed.txt")), "from the emulator\n");
+
+    sidecar.ciofs.kill().expect("SIGKILL");
+    sidecar.ciofs.wait().expect("wait");
+    let dead = app.run(&format!("ls {files}"));
+    let said = String::from_utf8_lossy(&dead.stderr);
+    assert!(said.contains("Transport endpoint is not connected"), "the mount left behind is dead: {said}");
+
+    let mut restarted = Privileged.start(&pod);
+    wait_until_ready(&pod, &mut restarted);
+    assert!(pod.logs().contains("detached a dead ciofs mount"), "{}", pod.logs());
+    assert_eq!(app.ok(&format!("cat {files}/seed.txt")), "from the emulator\n");
+    app.ok(&format!("echo again > {files}/again.txt"));
+    assert_eq!(read_object(&bucket, "again.txt"), b"again\n");
+    // SAFETY: kill with the pid of our own child process.
+    unsafe { libc::kill(restarted.ciofs.id() as i32, libc::SIGTERM) };
+    let status = exit_within(&mut restarted.ciofs, SHUTDOWN_TIMEOUT, &pod);
+    assert!(status.success(), "{status}:\n{}", pod.logs());
+    assert!(!pod.node.is_mounted(&pod.mountpoint()), "unmounted");
 }
 
 // -------------------------------------------------------------------- NFS
