@@ -16,13 +16,6 @@ use serde_json::Value;
 /// The Kubernetes version the examples are written for.
 const KUBERNETES_VERSION: &str = "1.30.0";
 
-/// Containers (file, container name) whose ciofs arguments the binary
-/// refuses today because they use what has not landed yet: `ciofs
-/// fuse-helper` and `ciofs mount --fuse-socket`. The test checks that each
-/// one is still refused, so an entry that starts to pass must be removed.
-const KNOWN_REFUSED: &[(&str, &str)] =
-    &[("unprivileged-deployment.yaml", "fuse-helper"), ("unprivileged-deployment.yaml", "ciofs")];
-
 /// The commands `ciofs config show` knows; the arguments of any other are
 /// checked by clap alone (`ciofs COMMAND ARGS... --help`).
 const SHOWN_BY_CONFIG: &[&str] = &["mount", "serve-nfs"];
@@ -160,7 +153,6 @@ fn accepted(args: &[String], scratch: &Path) -> Result<(), String> {
 fn every_ciofs_container_runs_with_arguments_the_binary_accepts() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let mut refused = Vec::new();
-    let mut known_refused = BTreeSet::new();
     let mut seen = BTreeSet::new();
     for file in manifests() {
         let name = file_name(&file);
@@ -173,23 +165,10 @@ fn every_ciofs_container_runs_with_arguments_the_binary_accepts() {
         for container in found {
             let key = (name.clone(), container.name.clone());
             assert!(seen.insert(key.clone()), "{name}: two ciofs containers named {}", container.name);
-            let known = KNOWN_REFUSED.contains(&(name.as_str(), container.name.as_str()));
-            match (accepted(&container.args, scratch.path()), known) {
-                (Ok(()), false) => {}
-                (Err(why), true) => {
-                    eprintln!("{name} {}: refused, as known: {why}", container.name);
-                    known_refused.insert(key);
-                }
-                (Err(why), false) => refused.push(format!("{name} {}: {:?}\n  {why}", container.name, container.args)),
-                (Ok(()), true) => {
-                    refused.push(format!("{name} {}: accepted now: remove it from KNOWN_REFUSED", container.name))
-                }
+            if let Err(why) = accepted(&container.args, scratch.path()) {
+                refused.push(format!("{name} {}: {:?}\n  {why}", container.name, container.args));
             }
         }
     }
     assert!(refused.is_empty(), "ciofs arguments in deploy/kubernetes/:\n{}", refused.join("\n"));
-    for (file, container) in KNOWN_REFUSED {
-        let key = (file.to_string(), container.to_string());
-        assert!(known_refused.contains(&key), "KNOWN_REFUSED names {file} {container}, which no manifest has");
-    }
 }
