@@ -271,8 +271,8 @@ pub struct FuseHelperArgs {
     /// replaced.
     #[arg(long, value_name = "SOCKET")]
     pub socket: PathBuf,
-    /// The user (besides root) that may connect and be given the mount:
-    /// the socket is made theirs. Without it only root may.
+    /// The user (besides root) that may be given the mount; the kernel
+    /// says who connected. Without it only root may.
     #[arg(long, value_name = "UID")]
     pub allow_uid: Option<u32>,
     /// Mount with FUSE's allow_other: users other than ciofs's see the files.

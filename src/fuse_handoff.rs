@@ -77,6 +77,15 @@ async fn send(stream: &UnixStream, answer: &Answer, fd: Option<RawFd>) -> io::Re
 /// serves.
 pub async fn receive(socket: &Path, wait: Duration) -> Result<(UnixStream, OwnedFd, Mounted), String> {
     let stream = connect(socket, wait).await?;
+    tracing::info!(socket = %socket.display(), "connected to the fuse-helper; waiting for its mount");
+    // A helper busy with another ciofs answers once that one is gone.
+    tokio::time::timeout(wait, answer(stream, socket))
+        .await
+        .map_err(|_| format!("{}: the fuse-helper did not answer within {wait:?}", socket.display()))?
+}
+
+/// The helper's answer on `stream`.
+async fn answer(stream: UnixStream, socket: &Path) -> Result<(UnixStream, OwnedFd, Mounted), String> {
     let named = |e: io::Error| format!("{}: {e}", socket.display());
     let (fd, mut line) = receive_first(&stream).await.map_err(named)?;
     let mut stream = stream;
@@ -137,6 +146,9 @@ fn receive_message(raw: RawFd) -> io::Result<(Vec<OwnedFd>, Vec<u8>)> {
     let mut iov = [io::IoSliceMut::new(&mut buffer)];
     let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
     let received = recvmsg::<()>(raw, &mut iov, Some(&mut cmsg), flags)?;
+    if received.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "more descriptors came than a helper sends"));
+    }
     let mut fds = Vec::new();
     for message in received.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw_fds) = message {

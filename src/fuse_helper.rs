@@ -13,7 +13,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -34,8 +34,12 @@ const FS_NAME: &str = "ciofs";
 /// what it mounted and removes its socket.
 pub async fn run(args: FuseHelperArgs) -> Result<(), String> {
     let mut signals = Signals::install()?;
+    // Checked before it is made canonical, which would follow a symlink.
+    if args.mountpoint.is_symlink() {
+        return Err(format!("{}: a symlink; give the directory itself", args.mountpoint.display()));
+    }
     let mountpoint = mount_point::prepare(&args.mountpoint, args.mkdir)?;
-    let listener = listen(&args.socket, args.allow_uid)?;
+    let listener = listen(&args.socket)?;
     tracing::info!(socket = %args.socket.display(), mountpoint = %mountpoint.display(), "fuse-helper listening");
     let helper = Helper { mountpoint, args: &args };
     loop {
@@ -43,7 +47,9 @@ pub async fn run(args: FuseHelperArgs) -> Result<(), String> {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
+                    // Out of descriptors, say: not a reason to spin.
                     tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -59,8 +65,8 @@ pub async fn run(args: FuseHelperArgs) -> Result<(), String> {
 }
 
 /// Binds `socket`, replacing one an earlier helper left (a path that is
-/// not a socket is refused), readable by root and `allow_uid` only.
-fn listen(socket: &Path, allow_uid: Option<u32>) -> Result<UnixListener, String> {
+/// not a socket is refused).
+fn listen(socket: &Path) -> Result<UnixListener, String> {
     use std::os::unix::fs::FileTypeExt;
     let named = |e: io::Error| format!("{}: {e}", socket.display());
     match std::fs::symlink_metadata(socket) {
@@ -69,14 +75,14 @@ fn listen(socket: &Path, allow_uid: Option<u32>) -> Result<UnixListener, String>
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(named(e)),
     }
-    let listener = UnixListener::bind(socket).map_err(named)?;
-    // The peer's credentials decide (see `Helper::serve`); the mode only
-    // keeps others from connecting at all.
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
-    if let Some(uid) = allow_uid {
-        std::os::unix::fs::chown(socket, Some(uid), None).map_err(named)?;
-    }
-    Ok(listener)
+    // Made 0666 as it is bound: a chmod or chown by path afterwards could
+    // be sent elsewhere by whoever can write the directory (the sidecar's
+    // user). Who is given a mount is the peer's credentials' to decide
+    // (`Helper::serve`); nothing else here makes files.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o111));
+    let bound = UnixListener::bind(socket);
+    nix::sys::stat::umask(umask);
+    bound.map_err(named)
 }
 
 #[derive(Debug, PartialEq)]
@@ -144,6 +150,10 @@ impl Helper<'_> {
     /// ENOTCONN).
     fn mount(&self, uid: u32, gid: u32) -> io::Result<OwnedFd> {
         self.unmount();
+        // Mounted through the directory opened without following a
+        // symlink: the consumers may write the mount point's parent, and a
+        // symlink put there must not send a root mount elsewhere.
+        let dir = open_mount_point(&self.mountpoint)?;
         let fuse =
             std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open("/dev/fuse")?;
         let mut data =
@@ -155,21 +165,38 @@ impl Helper<'_> {
         if self.args.read_only {
             flags |= MsFlags::MS_RDONLY;
         }
-        nix::mount::mount(Some(FS_NAME), &self.mountpoint, Some(FS_TYPE), flags, Some(data.as_str()))?;
+        let target = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        nix::mount::mount(Some(FS_NAME), target.as_str(), Some(FS_TYPE), flags, Some(data.as_str()))?;
         tracing::info!(mountpoint = %self.mountpoint.display(), uid, gid, "mounted /dev/fuse");
         Ok(fuse.into())
     }
 
     /// Detaches the ciofs mount on top of the mount point, if there is
-    /// one: never what is under it (a pod's emptyDir is itself a mount).
+    /// one: never what is under it (a pod's emptyDir is itself a mount),
+    /// and never through a symlink.
     fn unmount(&self) {
         if !mount_point::top_mount(&self.mountpoint).is_some_and(|mounted| mounted.is_ciofs()) {
             return;
         }
-        match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH) {
+        match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) => tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted"),
             Err(e) => tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "cannot unmount"),
         }
+    }
+}
+
+/// The mount point, opened as a path only, refused if it is a symlink or
+/// not a directory.
+fn open_mount_point(path: &Path) -> io::Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let dir = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
+    match dir {
+        Ok(dir) => Ok(dir.into()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory (a symlink?): refused", path.display()),
+        )),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `ciofs`: mount, unmount, serve-nfs, export, import, demo.
+//! `ciofs`: mount, unmount, serve-nfs, fuse-helper, export, import,
+//! config show, demo.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -204,7 +205,11 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // mounting: a stat of our own mount point from the daemon would wait on
     // the daemon. A passed descriptor's `/dev/fd/N` (or the helper's
     // socket) names the mount (its state) as it is.
-    let (connection, helper) = fuse_connection(args).await?;
+    let (connection, helper) = tokio::select! {
+        connection = fuse_connection(args) => connection?,
+        // Stopped while it waited for its helper: nothing served yet.
+        () = signals.recv() => return Ok(()),
+    };
     let canonical = match &connection {
         FuseConnection::Mount(canonical) => canonical.clone(),
         FuseConnection::Passed(_) => args.place().to_path_buf(),
@@ -326,16 +331,16 @@ async fn serve_until_unmounted(mut fuse: Option<FuseMount>, serving: Serving<'_>
                 let until = begin_shutdown(readiness, namespace, timeout);
                 let waited = shutdown::wait_for_unsaved(namespace, until, signals.recv()).await;
                 let deadline = if waited == Waited::Saved { until } else { Instant::now() };
-                // A passed descriptor's mount is its helper's to unmount.
                 let ours = match &fuse {
-                    Some(mount) => mount.mountpoint().map(|path| (true, path.to_path_buf())),
-                    None => Some((false, mountpoint.to_path_buf())),
+                    Some(mount) => mount.mountpoint().map(|path| Unmount::Fuse(path.to_path_buf())),
+                    None => Some(Unmount::Nfs(mountpoint.to_path_buf())),
                 };
-                if let Some((is_fuse, path)) = ours {
-                    unmount_by(is_fuse, path, deadline, signals).await;
+                // A passed descriptor's mount is its helper's to unmount.
+                if let Some(ours) = ours {
+                    ours.unmount_by(deadline, signals).await;
                 }
                 if let Some(mount) = fuse.take() {
-                    let_the_session_end(mount, deadline).await;
+                    let_the_session_end(mount, deadline, signals).await;
                 }
                 return deadline;
             }
@@ -365,57 +370,76 @@ fn begin_shutdown(readiness: &Readiness, namespace: &Namespace, timeout: Duratio
 /// How often a busy mount is tried again.
 const UNMOUNT_RETRY: Duration = Duration::from_millis(200);
 
-/// Unmounts the mount at `path` (FUSE or NFS), trying again while it is
-/// busy (a file open, a shell's working directory) until `deadline`, then
-/// detaching it: whatever holds it sees it go. A second signal detaches at
-/// once.
-async fn unmount_by(is_fuse: bool, path: PathBuf, deadline: Instant, signals: &mut Signals) {
-    tracing::info!("unmounting");
-    let mut said = false;
-    loop {
-        let error = match unmount_once(is_fuse, path.clone(), false).await {
-            Ok(()) => return,
-            Err(error) => error,
-        };
-        if Instant::now() >= deadline {
-            break;
+/// A mount of ours to take down at shutdown.
+#[derive(Clone)]
+enum Unmount {
+    Fuse(PathBuf),
+    Nfs(PathBuf),
+}
+
+impl Unmount {
+    /// Unmounts, trying again while the mount is busy (a file open, a
+    /// shell's working directory) until `deadline`, then detaching it:
+    /// whatever holds it sees it go. A second signal detaches at once.
+    async fn unmount_by(self, deadline: Instant, signals: &mut Signals) {
+        tracing::info!("unmounting");
+        let mut said = false;
+        loop {
+            let error = match self.once(false).await {
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                break;
+            }
+            if !said {
+                tracing::warn!("cannot unmount yet ({error}); trying again until the deadline, then detaching");
+                said = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(UNMOUNT_RETRY) => {}
+                () = signals.recv() => break,
+            }
         }
-        if !said {
-            tracing::warn!("cannot unmount yet ({error}); trying again until the deadline, then detaching");
-            said = true;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(UNMOUNT_RETRY) => {}
-            () = signals.recv() => break,
+        if let Err(e) = self.once(true).await {
+            tracing::error!("cannot detach the mount: {e}");
         }
     }
-    if let Err(e) = unmount_once(is_fuse, path, true).await {
-        tracing::error!("cannot detach the mount: {e}");
+
+    /// One unmount (`lazy`: a detach), off the runtime: it may wait on the
+    /// kernel, which may wait on our own session.
+    async fn once(&self, lazy: bool) -> Result<(), String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || match (this, lazy) {
+            (Unmount::Fuse(path), _) => {
+                ciofs_frontends::fuse::unmount(&path, lazy).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            (Unmount::Nfs(path), false) => daemon::umount(&path),
+            (Unmount::Nfs(path), true) => daemon::detach(&path),
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|unmounted| unmounted)
     }
 }
 
-/// One unmount (`lazy`: a detach), off the runtime: it may wait on the
-/// kernel, which may wait on our own session.
-async fn unmount_once(is_fuse: bool, path: PathBuf, lazy: bool) -> Result<(), String> {
-    tokio::task::spawn_blocking(move || match (is_fuse, lazy) {
-        (true, _) => ciofs_frontends::fuse::unmount(&path, lazy).map_err(|e| format!("{}: {e}", path.display())),
-        (false, false) => daemon::umount(&path),
-        (false, true) => daemon::detach(&path),
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|unmounted| unmounted)
-}
-
-/// Waits, until `deadline`, for the FUSE session to end. The kernel ends it
-/// once the last copy of the mount is gone: a copy in another mount
-/// namespace (an app container without mount propagation) keeps it
-/// serving, and is not waited for past the deadline; once ciofs exits it
-/// answers ENOTCONN. A passed descriptor's session ends with the process.
-async fn let_the_session_end(mount: FuseMount, deadline: Instant) {
+/// Waits, until `deadline` or a second signal, for the FUSE session to
+/// end. The kernel ends it once the last copy of the mount is gone: a copy
+/// in another mount namespace (an app container without mount
+/// propagation) keeps it serving, and is not waited for past the deadline;
+/// once ciofs exits it answers ENOTCONN. A passed descriptor's session
+/// ends with the process.
+async fn let_the_session_end(mount: FuseMount, deadline: Instant, signals: &mut Signals) {
     if mount.mountpoint().is_some() {
-        while !mount.is_finished() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let ended = async {
+            while !mount.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            () = ended => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = signals.recv() => {}
         }
         if !mount.is_finished() {
             tracing::warn!("the mount is still held by a copy in another mount namespace: it fails once ciofs ends");

@@ -7,8 +7,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, umount2};
-
 /// The topmost mount at a mount point, as mountinfo lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MountEntry {
@@ -74,7 +72,8 @@ pub fn prepare(path: &Path, mkdir: bool) -> Result<PathBuf, String> {
         Err(e) => return Err(named(e)),
     };
     if is_dead_ciofs_mount(&canonical) {
-        umount2(&canonical, MntFlags::MNT_DETACH).map_err(|errno| named(errno.into()))?;
+        // Through fusermount3 where ciofs is not root.
+        ciofs_frontends::fuse::unmount(&canonical, true).map_err(named)?;
         tracing::warn!(mountpoint = %canonical.display(), "detached a dead ciofs mount (its ciofs was killed)");
     }
     canonical.canonicalize().map_err(named)

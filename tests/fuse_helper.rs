@@ -135,8 +135,10 @@ fn as_app(script: &str) -> String {
     ok(&format!("setpriv --reuid=1000 --regid=1000 --clear-groups sh -c '{script}'"))
 }
 
+/// The sidecar logs `ciofs: mounted` once it serves (after "the helper
+/// mounted", which it logs when it is given the descriptor).
 fn serving(pod: &Pod, sidecar: &Process) -> bool {
-    sidecar.log().contains("mounted") && pod.mounted()
+    sidecar.log().contains("ciofs: mounted") && pod.mounted()
 }
 
 #[test]
@@ -183,12 +185,10 @@ fn an_unprivileged_ciofs_serves_the_helpers_mount_and_the_helper_unmounts_when_i
 fn a_user_the_helper_does_not_allow_is_refused_and_nothing_is_mounted() {
     let pod = Pod::new();
     let _unmount = Unmount(pod.path("mnt"));
-    let _helper = pod.helper();
+    let helper = pod.helper();
     std::fs::set_permissions(pod.path("state"), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    wait_until("the helper listens", Duration::from_secs(10), || pod.socket().exists());
-    // The socket's mode keeps other users out; loosen it to see that the
-    // helper's own check of who connected refuses them too.
-    std::fs::set_permissions(pod.socket(), std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    wait_until("the helper listens", Duration::from_secs(10), || helper.log().contains("listening"));
+    // Anyone may connect (the socket is 0666): who connected decides.
     let mut stranger = pod.sidecar(SIDECAR_UID - 1, "stranger.log");
     let status = stranger.exit_within(Duration::from_secs(30));
     let log = stranger.log();
@@ -205,4 +205,25 @@ fn a_socket_path_held_by_something_else_is_refused() {
     let log = helper.log();
     assert!(!status.success() && log.contains("exists and is not a socket"), "{status}: {log}");
     assert_eq!(std::fs::read(pod.socket()).expect("kept"), b"not a socket");
+}
+
+/// Between two ciofs, whoever may write the mount point's parent (a
+/// pod's app, in an emptyDir) can put a symlink where the mount point
+/// was: the helper, root, refuses to mount through it.
+#[test]
+fn the_helper_does_not_mount_through_a_symlink_put_at_its_mount_point() {
+    let pod = Pod::new();
+    let _unmount = Unmount(pod.path("mnt"));
+    let elsewhere = pod.path("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("dir");
+    let _elsewhere = Unmount(elsewhere.clone());
+    let helper = pod.helper();
+    wait_until("the helper listens", Duration::from_secs(10), || helper.log().contains("listening"));
+    std::fs::remove_dir(pod.path("mnt")).expect("rmdir");
+    std::os::unix::fs::symlink(&elsewhere, pod.path("mnt")).expect("symlink");
+    let mut sidecar = pod.sidecar(SIDECAR_UID, "sidecar.log");
+    let status = sidecar.exit_within(Duration::from_secs(30));
+    let log = sidecar.log();
+    assert!(!status.success() && log.contains("a symlink?): refused"), "{status}: {log}");
+    assert!(!is_mounted(&elsewhere), "mounted through the symlink");
 }

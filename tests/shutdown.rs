@@ -277,16 +277,23 @@ fn a_mount_busy_at_sigterm_is_unmounted_once_it_is_let_go_not_at_the_deadline() 
     let gcs = emulator(&["held.txt"]);
     let place = Place::new();
     let mut ciofs = mount(&gcs, &place.dir, &place.state, &place.log, &["--shutdown-timeout", "60"]);
-    // A reader holding the file (and so the mount) for 2 s.
-    let opened = place.state.with_file_name("opened");
-    let script = format!("exec 3< {} && touch {} && sleep 2", place.file("held.txt"), opened.display());
+    // A reader holding the file (and so the mount) until it is let go.
+    let (opened, go) = (place.state.with_file_name("opened"), place.state.with_file_name("go"));
+    ok(&format!("mkfifo {}", go.display()));
+    let script =
+        format!("exec 3< {} && touch {} && read line < {}", place.file("held.txt"), opened.display(), go.display());
     let reader = Command::new("bash").args(["-c", &script]).spawn().unwrap();
     wait_until("the file is held", Duration::from_secs(10), || opened.exists());
     signal(&ciofs, libc::SIGTERM);
-    let (status, took) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    wait_until("ciofs finds the mount busy", Duration::from_secs(20), || {
+        place.log_text().contains("cannot unmount yet")
+    });
+    let let_go = Instant::now();
+    std::fs::write(&go, b"go\n").unwrap();
+    let (status, _) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    let took = let_go.elapsed();
     assert!(status.success(), "{status}:\n{}", place.log_text());
-    assert!(place.log_text().contains("cannot unmount yet"), "the mount was busy:\n{}", place.log_text());
-    assert!(took < Duration::from_secs(10), "not the 60 s timeout: took {took:?}");
+    assert!(took < Duration::from_secs(10), "not the 60 s timeout: took {took:?} after the reader let go");
     assert!(!is_mounted(&place.dir), "unmounted");
     let _ = reader.wait_with_output();
 }
