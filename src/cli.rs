@@ -409,7 +409,7 @@ impl TreeArgs {
         let dir = self.cache_dir.clone().or(default_dir).filter(|_| self.cache_size > 0);
         CacheOptions {
             memory_bytes: usize::try_from(self.cache_memory).unwrap_or(usize::MAX),
-            disk: dir.map(|dir| DiskTier { dir, max_bytes: self.cache_size }),
+            disk: dir.map(|dir| DiskTier::new(dir, self.cache_size)),
         }
     }
 

@@ -806,7 +806,7 @@ impl Sut {
         // Object content through the content cache, in a memory tier of a
         // few small blocks and a disk tier that a restart recovers: what a
         // handle reads must still be its generation's bytes.
-        let disk = DiskTier { dir: self.staging.with_file_name("blocks"), max_bytes: 64 << 20 };
+        let disk = DiskTier { dir: self.staging.with_file_name("blocks"), max_bytes: 64 << 20, keep_free: 0.0 };
         let content_cache = CacheOptions { memory_bytes: 4096, disk: Some(disk) };
         let options = Options {
             staging_dir: self.staging.clone(),

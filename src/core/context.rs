@@ -68,8 +68,21 @@ impl Default for CacheOptions {
 pub struct DiskTier {
     pub dir: PathBuf,
     /// The most bytes it holds; less if the file system would be left with
-    /// under 10 % free.
+    /// under `keep_free` of its size free.
     pub max_bytes: u64,
+    /// The share of the file system left free (`DiskTier::KEEP_FREE`;
+    /// tests keep none, so that they do not depend on the machine's disk).
+    pub keep_free: f64,
+}
+
+impl DiskTier {
+    /// The share of the cache directory's file system a mount leaves free.
+    pub const KEEP_FREE: f64 = 0.10;
+
+    /// A disk tier in `dir` of at most `max_bytes`, leaving `KEEP_FREE`.
+    pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        DiskTier { dir, max_bytes, keep_free: Self::KEEP_FREE }
+    }
 }
 
 impl Default for Options {

@@ -58,8 +58,6 @@ const WRITE_BUFFER: usize = 4 << 20;
 const ENTRY_OVERHEAD: usize = 8 << 10;
 /// Below this, a disk tier is not worth having (nor is it left on).
 const MIN_DISK_BYTES: u64 = 4 * MIN_REGION;
-/// The share of the cache directory's file system left free.
-const FREE_SHARE: f64 = 0.10;
 
 /// A block of one object generation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -365,7 +363,8 @@ fn open_disk(options: &CacheOptions) -> Result<Option<(Device, Flock<File>)>, St
     private_dir(&dir.join("blocks")).map_err(|e| problem("cannot make it private", &e))?;
     private_dir(dir).map_err(|e| problem("cannot make it private", &e))?;
     let lock = lock_dir(dir)?;
-    let bytes = disk_bytes(dir, disk.max_bytes).map_err(|e| problem("cannot measure its file system", &e))?;
+    let bytes =
+        disk_bytes(dir, disk.max_bytes, disk.keep_free).map_err(|e| problem("cannot measure its file system", &e))?;
     if bytes < MIN_DISK_BYTES {
         tracing::warn!(dir = %dir.display(), bytes, "content cache: too little free disk for a disk tier; memory only");
         return Ok(None);
@@ -403,14 +402,14 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, String> {
 }
 
 /// How big the disk tier may be: at most `max`, and no more than leaves
-/// 10 % of the file system free (counting what the cache already holds
-/// as room it may keep).
-fn disk_bytes(dir: &Path, max: u64) -> std::io::Result<u64> {
+/// `keep_free` of the file system free (counting what the cache already
+/// holds as room it may keep).
+fn disk_bytes(dir: &Path, max: u64, keep_free: f64) -> std::io::Result<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
     let unit = stat.fragment_size() as u64;
     let total = stat.blocks() as u64 * unit;
     let available = stat.blocks_available() as u64 * unit;
-    let reserved = (total as f64 * FREE_SHARE) as u64;
+    let reserved = (total as f64 * keep_free) as u64;
     let room = (available + held_bytes(&dir.join("blocks"))).saturating_sub(reserved);
     let bytes = max.min(room);
     Ok(bytes - bytes % region_size(bytes) as u64)

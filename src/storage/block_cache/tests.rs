@@ -45,8 +45,11 @@ fn memory_only(bytes: usize) -> CacheOptions {
     CacheOptions { memory_bytes: bytes, disk: None }
 }
 
+/// A disk tier that leaves nothing free: the tests do not depend on how
+/// full the machine's disk is.
 fn with_disk(dir: &Path, memory_bytes: usize, disk_bytes: u64) -> CacheOptions {
-    CacheOptions { memory_bytes, disk: Some(DiskTier { dir: dir.to_path_buf(), max_bytes: disk_bytes }) }
+    let disk = DiskTier { dir: dir.to_path_buf(), max_bytes: disk_bytes, keep_free: 0.0 };
+    CacheOptions { memory_bytes, disk: Some(disk) }
 }
 
 /// Opens a cache on `options`, reads `blocks` through it from `origin`,
