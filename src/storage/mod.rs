@@ -6,7 +6,8 @@
 //! writes NFS sends without an open are `nfs_writes` and `unattended`),
 //! rename and removal (`mutate`), buckets made by `mkdir` (`buckets`), and
 //! the `.meta/` documents (`documents`; `metadata` applies an object's,
-//! `object_meta` keeps it for the object's next upload).
+//! `object_meta` keeps it for the object's next upload), and what Cloud
+//! Storage's Pub/Sub notifications say changed (`notifications`).
 //!
 //! It uses `core` and nothing else of the crate.
 
@@ -18,6 +19,7 @@ pub mod listing;
 pub mod metadata;
 pub mod mutate;
 pub mod nfs_writes;
+pub mod notifications;
 pub mod object_meta;
 pub mod reader;
 pub mod tree;

@@ -303,6 +303,9 @@ pub struct PrivateGcs {
     root: tempfile::TempDir,
     child: Option<Child>,
     in_memory: bool,
+    /// Where it publishes its notifications: a Pub/Sub emulator's host
+    /// and a topic of project `PROJECT` (`publishing_to`).
+    events: Option<(String, String)>,
 }
 
 impl PrivateGcs {
@@ -319,8 +322,21 @@ impl PrivateGcs {
     }
 
     fn start_with(in_memory: bool) -> Self {
+        Self::start_publishing(in_memory, None)
+    }
+
+    /// One (in memory) that publishes a notification of every object
+    /// finalized, deleted or whose metadata changed to `topic` of project
+    /// `PROJECT` on `pubsub`, as a bucket's notification config makes
+    /// Cloud Storage do.
+    pub fn publishing_to(pubsub: &PrivatePubSub, topic: &str) -> Self {
+        Self::start_publishing(true, Some((pubsub.host(), topic.to_string())))
+    }
+
+    fn start_publishing(in_memory: bool, events: Option<(String, String)>) -> Self {
         let port = emulator_port();
-        let mut gcs = PrivateGcs { port, root: tempfile::tempdir().expect("temp dir"), child: None, in_memory };
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut gcs = PrivateGcs { port, root, child: None, in_memory, events };
         gcs.resume();
         gcs
     }
@@ -360,6 +376,8 @@ impl PrivateGcs {
             .arg("-filesystem-root")
             .arg(self.root.path())
             .args(["-external-url", &self.url(), "-log-level", "error"])
+            .args(self.event_args())
+            .envs(self.events.iter().map(|(host, _)| ("PUBSUB_EMULATOR_HOST", host)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -372,6 +390,15 @@ impl PrivateGcs {
         if let Some(child) = self.child.as_mut() {
             assert_running(child, "the private fake-gcs-server", self.port);
         }
+    }
+}
+
+impl PrivateGcs {
+    fn event_args(&self) -> Vec<String> {
+        let Some((_, topic)) = &self.events else { return Vec::new() };
+        let args = ["-event.pubsub-project-id", PROJECT, "-event.pubsub-topic", topic];
+        let list = ["-event.list", "finalize,delete,metadataUpdate"];
+        args.iter().chain(&list).map(|arg| arg.to_string()).collect()
     }
 }
 
