@@ -110,11 +110,16 @@ async fn answer(stream: UnixStream, socket: &Path) -> Result<(UnixStream, OwnedF
 
 async fn connect(socket: &Path, wait: Duration) -> Result<UnixStream, String> {
     let deadline = tokio::time::Instant::now() + wait;
+    let mut said = false;
     loop {
         match UnixStream::connect(socket).await {
             Ok(stream) => return Ok(stream),
             // Not there yet, or left by a helper that is starting again.
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+                if !said {
+                    tracing::info!(socket = %socket.display(), "waiting for the fuse-helper to listen");
+                    said = true;
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(format!("{}: no fuse-helper listening after {wait:?} ({e})", socket.display()));
                 }

@@ -227,3 +227,18 @@ fn the_helper_does_not_mount_through_a_symlink_put_at_its_mount_point() {
     assert!(!status.success() && log.contains("a symlink?): refused"), "{status}: {log}");
     assert!(!is_mounted(&elsewhere), "mounted through the symlink");
 }
+
+/// A pod deleted before its helper ever listened: ciofs, waiting for the
+/// helper, ends at SIGTERM at once rather than after its 60 s wait.
+#[test]
+fn sigterm_while_waiting_for_the_helper_ends_ciofs_at_once() {
+    let pod = Pod::new();
+    let mut sidecar = pod.sidecar(SIDECAR_UID, "sidecar.log");
+    wait_until("ciofs waits for its helper", Duration::from_secs(20), || {
+        sidecar.log().contains("waiting for the fuse-helper to listen")
+    });
+    sidecar.signal(libc::SIGTERM);
+    let status = sidecar.exit_within(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", sidecar.log());
+    assert!(!pod.mounted());
+}
