@@ -16,7 +16,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use ciofs_frontends::fuse::{FS_NAME, FS_TYPE};
+use nix::mount::MsFlags;
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 
@@ -24,11 +25,6 @@ use crate::cli::FuseHelperArgs;
 use crate::fuse_handoff::{self, Mounted};
 use crate::mount_point;
 use crate::shutdown::Signals;
-
-/// The type and source a ciofs mount shows in /proc/mounts (see
-/// `mount_point::MountEntry::is_ciofs`).
-const FS_TYPE: &str = "fuse.ciofs";
-const FS_NAME: &str = "ciofs";
 
 /// Serves connections until SIGTERM (or SIGINT, SIGHUP), then unmounts
 /// what it mounted and removes its socket.
@@ -178,7 +174,7 @@ impl Helper<'_> {
         if !mount_point::top_mount(&self.mountpoint).is_some_and(|mounted| mounted.is_ciofs()) {
             return;
         }
-        match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        match ciofs_frontends::fuse::unmount(&self.mountpoint, true) {
             Ok(()) => tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted"),
             Err(e) => tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "cannot unmount"),
         }

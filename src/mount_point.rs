@@ -19,7 +19,8 @@ impl MountEntry {
     /// fuser mounts it) or `fuse.ciofs` (as `fuse-helper` and mount(8)'s
     /// helper forms do).
     pub fn is_ciofs(&self) -> bool {
-        self.source == "ciofs" && matches!(self.fs_type.as_str(), "fuse" | "fuse.ciofs")
+        use ciofs_frontends::fuse::{FS_NAME, FS_TYPE};
+        self.source == FS_NAME && (self.fs_type == "fuse" || self.fs_type == FS_TYPE)
     }
 }
 

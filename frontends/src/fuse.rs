@@ -29,6 +29,12 @@ use crate::vfs::{Attr, DirCaching, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
 /// for plain readdir, more for readdirplus) usually fills before that.
 const READDIR_BATCH: usize = 256;
 
+/// The source ciofs's FUSE mounts show in /proc/mounts.
+pub const FS_NAME: &str = "ciofs";
+/// Their type there, when mounted with the subtype (`fuse-helper`,
+/// mount(8)'s helper forms); fuser's own mount shows `fuse`.
+pub const FS_TYPE: &str = "fuse.ciofs";
+
 /// How a FUSE mount is set up.
 #[derive(Clone, Debug)]
 pub struct FuseOptions {
@@ -54,7 +60,7 @@ pub struct FuseOptions {
 impl Default for FuseOptions {
     fn default() -> Self {
         Self {
-            fs_name: "ciofs".to_string(),
+            fs_name: FS_NAME.to_string(),
             ttl: Duration::from_secs(1),
             cacheable_ttl: Duration::from_secs(1),
             threads: 4,
@@ -133,7 +139,8 @@ impl FuseMount {
 pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
     use nix::mount::MntFlags;
     if nix::unistd::geteuid().is_root() {
-        let flags = if lazy { MntFlags::MNT_DETACH } else { MntFlags::empty() };
+        // Never through a symlink put where the mount point was.
+        let flags = if lazy { MntFlags::MNT_DETACH } else { MntFlags::empty() } | MntFlags::UMOUNT_NOFOLLOW;
         return nix::mount::umount2(mountpoint, flags).map_err(io::Error::from);
     }
     let flag = if lazy { "-uz" } else { "-u" };
