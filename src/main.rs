@@ -217,6 +217,10 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // A helper that mounted with allow_other has the kernel let every user
     // in: the session must answer them too.
     let allow_other = args.allow_other || helper.as_ref().is_some_and(|(_, mounted)| mounted.allow_other);
+    // One it mounted read-only: the kernel refuses writes, and ciofs's own
+    // view says so (EROFS at the core, nothing but reads sent to Google).
+    let mut view = args.view;
+    view.read_only |= helper.as_ref().is_some_and(|(_, mounted)| mounted.read_only);
     let readiness = operator_endpoint(&args.operator).await?;
     // A mount's own: what its last run could not upload is found again by
     // the next mount at the same place.
@@ -226,8 +230,8 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
         staging_dir: Some(daemon::mount_state(&state_dir.join("staging"), &canonical)),
         ..Placement::default()
     };
-    let namespace = namespace(&args.tree, args.view, placement).await?;
-    if !args.view.read_only {
+    let namespace = namespace(&args.tree, view, placement).await?;
+    if !view.read_only {
         namespace.resume_journaled_uploads().await;
     }
     // Edits written without close (a truncate alone, say) settle when idle.
@@ -236,7 +240,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     // their metadata (what changes through the mount tells it at once).
     let options = ciofs_frontends::fuse::FuseOptions {
         allow_other,
-        read_only: args.view.read_only,
+        read_only: view.read_only,
         cacheable_ttl: std::time::Duration::from_secs(args.tree.metadata_ttl),
         ..Default::default()
     };

@@ -50,9 +50,13 @@ impl Pod {
     }
 
     fn helper(&self) -> Process {
+        self.helper_with(&[])
+    }
+
+    fn helper_with(&self, extra: &[&str]) -> Process {
         let mut command = Command::new(&self.ciofs);
         command.arg("fuse-helper").arg("--socket").arg(self.socket());
-        command.args(["--allow-uid", &SIDECAR_UID.to_string(), "--allow-other"]).arg(self.path("mnt"));
+        command.args(["--allow-uid", &SIDECAR_UID.to_string(), "--allow-other"]).args(extra).arg(self.path("mnt"));
         Process::spawn(command, self.path("helper.log"))
     }
 
@@ -241,4 +245,38 @@ fn sigterm_while_waiting_for_the_helper_ends_ciofs_at_once() {
     let status = sidecar.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status}: {}", sidecar.log());
     assert!(!pod.mounted());
+}
+
+/// A helper that mounts read-only: the kernel refuses writes, and the
+/// ciofs it hands the mount to takes the same view, so that a read that
+/// would change something (a `_stream`'s, which acknowledges) is refused
+/// too and the message stays.
+#[test]
+fn a_read_only_helper_mount_makes_the_ciofs_it_serves_read_only() {
+    let bucket = bucket_name("fuse-helper-ro");
+    create_bucket(&bucket);
+    upload(&bucket, "kept.txt", b"kept\n");
+    let topic = pubsub_name("fuse-helper-ro");
+    let subscription = format!("{topic}-sub");
+    ps_create_topic(&topic);
+    ps_create_subscription(&subscription, &topic);
+    ps_publish(&topic, &[b"unread"]);
+    let pod = Pod::new();
+    let _unmount = Unmount(pod.path("mnt"));
+    let _helper = pod.helper_with(&["--read-only"]);
+    let sidecar = pod.sidecar(SIDECAR_UID, "sidecar.log");
+    wait_until("the sidecar serves", Duration::from_secs(30), || serving(&pod, &sidecar));
+
+    let root = pod.path("mnt").join(PROJECT);
+    let files = root.join("storage").join(&bucket);
+    assert_eq!(as_app(&format!("cat {}/kept.txt", files.display())), "kept\n");
+    let stream = root.join(format!("pubsub/topics/{topic}/subscriptions/{subscription}/_stream"));
+    for script in
+        [format!("echo new > {}/new.txt", files.display()), format!("timeout 20 head -n 1 {}", stream.display())]
+    {
+        let output = sh(&format!("setpriv --reuid=1000 --regid=1000 --clear-groups sh -c '{script}'"));
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && said.contains("Read-only file system"), "{script}: {said}");
+    }
+    assert_eq!(ps_pull(&subscription, 1, Duration::from_secs(15)), vec![b"unread".to_vec()], "not acknowledged");
 }
