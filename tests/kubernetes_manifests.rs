@@ -11,13 +11,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use clap::Parser;
 use serde_json::Value;
 
 /// The Kubernetes version the examples are written for.
 const KUBERNETES_VERSION: &str = "1.30.0";
 
 /// The commands `ciofs config show` knows; the arguments of any other are
-/// checked by clap alone (`ciofs COMMAND ARGS... --help`).
+/// checked by its command-line parser alone (`Cli::try_parse_from`).
 const SHOWN_BY_CONFIG: &[&str] = &["mount", "serve-nfs"];
 
 fn root() -> PathBuf {
@@ -124,12 +125,16 @@ fn as_ciofs_container(container: &Value) -> Option<CiofsContainer> {
     Some(CiofsContainer { name, args: strings("args") })
 }
 
-/// Whether the real binary accepts `args`: through `ciofs config show`
-/// for the commands it knows (flags, values and the configuration's
-/// rules), else through clap (`--help` after the arguments parses them
-/// all, then prints the help instead of running).
+/// Whether ciofs accepts `args`: the real binary through `ciofs config
+/// show` for the commands it knows (flags, values and the configuration's
+/// rules); the others (`fuse-helper`, which runs as soon as it parses)
+/// through ciofs's own command-line parser, required arguments and all.
 fn accepted(args: &[String], scratch: &Path) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or("no arguments")?;
+    if !SHOWN_BY_CONFIG.contains(&command.as_str()) {
+        let line = std::iter::once("ciofs").chain(args.iter().map(String::as_str));
+        return ciofs::cli::Cli::try_parse_from(line).map(drop).map_err(|e| e.to_string());
+    }
     let mut ciofs = Command::new(env!("CARGO_BIN_EXE_ciofs"));
     ciofs
         .env_remove("CIOFS_CONFIG")
@@ -137,11 +142,7 @@ fn accepted(args: &[String], scratch: &Path) -> Result<(), String> {
         .env_remove("CIOFS_STATE_DIR")
         .env("XDG_CONFIG_HOME", scratch)
         .env("HOME", scratch);
-    if SHOWN_BY_CONFIG.contains(&command.as_str()) {
-        ciofs.args(["config", "show", command]).args(rest);
-    } else {
-        ciofs.arg(command).args(rest).arg("--help");
-    }
+    ciofs.args(["config", "show", command]).args(rest);
     let output = ciofs.output().expect("ciofs runs");
     match output.status.success() {
         true => Ok(()),
