@@ -134,7 +134,7 @@ fn an_import_whose_write_fails_leaves_the_object_as_it_was() {
         .env("CIOFS_STATE_DIR", state.dir.path())
         .output()
         .expect("ciofs import runs");
-    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let said = output_text(&output);
     assert!(!output.status.success(), "the failed write is reported: {said}");
     let now = stored(&gcs, "f.bin");
     assert!(now == b"previous", "a half-written object ({} bytes) replaced it: {said}", now.len());

@@ -313,7 +313,7 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
             .env("CIOFS_STATE_DIR", format!("{w}/state"))
             .output()
             .expect("ciofs runs");
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        let text = output_text(&output);
         (output.status.success(), text)
     };
     let (exported, said) = run(&["export", "--project", &source, &format!("{w}/p.tar")]);
@@ -363,7 +363,7 @@ fn ciofs_import_plans_applies_and_is_idempotent() {
         .envs(proxies.iter().map(|(name, proxy)| (*name, proxy.url())))
         .output()
         .expect("ciofs import runs");
-    let plan = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let plan = output_text(&output);
     assert!(output.status.success(), "{plan}");
     assert!(plan.contains("0 to create, 0 to update"), "{plan}");
     assert!(!plan.contains("create ") && !plan.contains("update "), "{plan}");

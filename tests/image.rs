@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::manifests::*;
 use common::*;
 use serde_json::Value;
 
@@ -31,26 +32,18 @@ const MANIFEST: &str = "deploy/kubernetes/sidecar-deployment.yaml";
 /// The app's uid and gid, which the manifest gives ciofs's files.
 const APP_ID: u32 = 1000;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `scripts/image` with `args`, which must succeed; its standard output.
 fn image_script(args: &[&str]) -> String {
-    let output = run(Command::new(root().join("scripts/image")).args(args).env("CIOFS_IMAGE", image_name()));
-    assert!(output.status.success(), "scripts/image {args:?}: {}", text(&output));
+    let output = run(Command::new(repo_root().join("scripts/image")).args(args).env("CIOFS_IMAGE", image_name()));
+    assert!(output.status.success(), "scripts/image {args:?}: {}", output_text(&output));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 /// The image's name: one per checkout (tests of two checkouts may run at
 /// once), replaced by each build, so that images do not pile up.
 fn image_name() -> String {
     let path: String =
-        root().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        repo_root().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let tail = &path[path.len().saturating_sub(100)..];
     format!("localhost/ciofs:test-{}", tail.trim_matches('-').to_ascii_lowercase())
 }
@@ -64,15 +57,12 @@ fn build_image() -> String {
     id
 }
 
-/// The manifest's `ciofs` container, as JSON (read with the venv's PyYAML).
+/// The manifest's `ciofs` container, as JSON.
 fn sidecar_spec() -> Value {
-    let python = std::env::var_os("CIOFS_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from);
-    let script = "import json, sys, yaml\n\
-                  spec = yaml.safe_load(open(sys.argv[1]))['spec']['template']['spec']\n\
-                  print(json.dumps([c for c in spec['initContainers'] if c['name'] == 'ciofs'][0]))";
-    let output = run(Command::new(&python).args(["-c", script]).arg(root().join(MANIFEST)));
-    assert!(output.status.success(), "{} reading {MANIFEST}: {}", python.display(), text(&output));
-    serde_json::from_slice(&output.stdout).expect("json")
+    let documents = yaml_documents(&repo_root().join(MANIFEST));
+    let containers = documents[0]["spec"]["template"]["spec"]["initContainers"].as_array().cloned();
+    let ciofs = containers.into_iter().flatten().find(|container| container["name"] == "ciofs");
+    ciofs.unwrap_or_else(|| panic!("{MANIFEST} has no init container named ciofs"))
 }
 
 /// A pod's volume: a scratch directory bind-mounted onto itself and made
@@ -106,19 +96,19 @@ struct Container {
 impl Container {
     /// `scripts/image runtime SUBCOMMAND [OPTIONS] NAME`.
     fn runtime(&self, subcommand: &[&str]) -> Output {
-        let mut command = Command::new(root().join("scripts/image"));
+        let mut command = Command::new(repo_root().join("scripts/image"));
         run(command.arg("runtime").args(subcommand).arg(&self.name))
     }
 
     /// A field of `inspect` (a Go template, `{{.State.Running}}`).
     fn inspect(&self, template: &str) -> String {
         let output = self.runtime(&["inspect", "--format", template]);
-        assert!(output.status.success(), "inspect: {}", text(&output));
+        assert!(output.status.success(), "inspect: {}", output_text(&output));
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
     fn logs(&self) -> String {
-        text(&self.runtime(&["logs"]))
+        output_text(&self.runtime(&["logs"]))
     }
 }
 
@@ -160,9 +150,9 @@ impl Pod {
         }
         run_args.push(image.to_string());
         run_args.extend(args);
-        let output = run(Command::new(root().join("scripts/image")).arg("runtime").args(&run_args));
+        let output = run(Command::new(repo_root().join("scripts/image")).arg("runtime").args(&run_args));
         let pod = Pod { container: Container { name }, volumes, metrics_port, mountpoint, _scratch: scratch };
-        assert!(output.status.success(), "run {run_args:?}: {}", text(&output));
+        assert!(output.status.success(), "run {run_args:?}: {}", output_text(&output));
         pod
     }
 
@@ -251,7 +241,7 @@ fn as_app(script: &str) -> String {
     let mut command = Command::new("setpriv");
     command.args(["--reuid", &id, "--regid", &id, "--clear-groups", "sh", "-c", script]).current_dir("/");
     let output = run(&mut command);
-    assert!(output.status.success(), "as uid {APP_ID}, {script}: {}", text(&output));
+    assert!(output.status.success(), "as uid {APP_ID}, {script}: {}", output_text(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -274,7 +264,7 @@ fn the_image_serves_the_sidecar_manifests_mount_and_ends_at_sigterm() {
 
     let stopping = Instant::now();
     let stopped = pod.container.runtime(&["stop", "--time", "60"]);
-    assert!(stopped.status.success(), "stop: {}", text(&stopped));
+    assert!(stopped.status.success(), "stop: {}", output_text(&stopped));
     let logs = pod.container.logs();
     assert_eq!(pod.container.inspect("{{.State.ExitCode}}"), "0", "after {:.1?}:\n{logs}", stopping.elapsed());
     assert!(logs.contains("shutting down"), "a drain at SIGTERM:\n{logs}");

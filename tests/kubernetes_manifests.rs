@@ -7,11 +7,15 @@
 //! `.venv/bin/python`), which `scripts/emulators install` (or `start`)
 //! fills with kubernetes-validate and PyYAML.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use clap::Parser;
+use common::manifests::*;
+use common::output_text;
 use serde_json::Value;
 
 /// The Kubernetes version the examples are written for.
@@ -21,12 +25,8 @@ const KUBERNETES_VERSION: &str = "1.30.0";
 /// checked by its command-line parser alone (`Cli::try_parse_from`).
 const SHOWN_BY_CONFIG: &[&str] = &["mount", "serve-nfs"];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn manifests() -> Vec<PathBuf> {
-    let dir = root().join("deploy/kubernetes");
+    let dir = repo_root().join("deploy/kubernetes");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
@@ -41,25 +41,9 @@ fn file_name(path: &Path) -> String {
     path.file_name().expect("a file name").to_string_lossy().into_owned()
 }
 
-/// The venv's Python; a missing one is a failure that says how to make it.
-fn python() -> PathBuf {
-    let python = std::env::var_os("CIOFS_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from);
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/emulators install (it installs kubernetes-validate and PyYAML into .venv), \
-         or set CIOFS_PYTHON",
-        python.display()
-    );
-    python
-}
-
-fn output_text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
 #[test]
 fn every_manifest_validates_against_the_kubernetes_schemas() {
-    let python = python();
+    let python = venv_python();
     let mut failures = Vec::new();
     for file in manifests() {
         let output = Command::new(&python)
@@ -72,15 +56,6 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
         }
     }
     assert!(failures.is_empty(), "manifests that do not validate:\n{}", failures.join("\n"));
-}
-
-/// Every YAML document of `file`, as JSON.
-fn documents(file: &Path) -> Vec<Value> {
-    let script = "import json, sys, yaml\n\
-                  print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))";
-    let output = Command::new(python()).args(["-c", script]).arg(file).output().expect("python runs");
-    assert!(output.status.success(), "{}: {}", file.display(), output_text(&output));
-    serde_json::from_slice(&output.stdout).expect("json")
 }
 
 /// A container that runs ciofs: its name and ciofs's argument vector.
@@ -158,7 +133,7 @@ fn every_ciofs_container_runs_with_arguments_the_binary_accepts() {
     for file in manifests() {
         let name = file_name(&file);
         let mut found = Vec::new();
-        documents(&file).iter().for_each(|document| ciofs_containers(document, &mut found));
+        yaml_documents(&file).iter().for_each(|document| ciofs_containers(document, &mut found));
         assert!(
             !found.is_empty() || name == "credentials.yaml",
             "{name}: no container runs ciofs (the image is registry/ciofs:TAG)"

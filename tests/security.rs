@@ -313,7 +313,7 @@ fn ciofs_import_prints_names_with_control_characters_escaped() {
         .args(["import", "--dry-run", "--project", PROJECT])
         .arg(&archive)
         .env("CIOFS_STATE_DIR", work.path()));
-    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let said = output_text(&output);
     assert_eq!(terminal_controls(&said), Vec::<char>::new(), "{said:?}");
     assert!(said.contains(r"storage/b-esc/\u{1b}[31mred\u{1b}[0m.txt"), "{said}");
     assert!(said.contains(r"storage/b-esc/two\u{a}lines"), "{said}");

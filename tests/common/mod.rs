@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod manifests;
 pub mod nfs;
 pub mod proxy;
 
@@ -782,4 +783,9 @@ fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let status = head.split(' ').nth(1).and_then(|code| code.parse().ok());
     let status = status.ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
     Ok((status, body.to_string()))
+}
+
+/// What a finished command printed, standard output then error.
+pub fn output_text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
