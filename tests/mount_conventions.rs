@@ -73,24 +73,25 @@ fn an_fstab_line_mounts_with_mount_and_goes_with_umount() {
     assert!(!is_mounted(&dir));
 }
 
+/// What `ciofs mount -o OPTIONS` said, refusing them.
+fn refused_options(options: &str) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = run(ciofs().args(["mount", "--project", PROJECT, "-o", options]).arg(scratch.path()));
+    assert!(!output.status.success(), "-o {options} was taken");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn options_that_are_not_flags_are_refused_by_name() {
-    let scratch = tempfile::tempdir().unwrap();
-    let output = run(ciofs().args(["mount", "--project", PROJECT, "-o", "rw,metadata_tll=5"]).arg(scratch.path()));
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_options("rw,metadata_tll=5");
     assert!(stderr.contains("-o metadata_tll=5: not an option of ciofs mount"), "{stderr}");
 }
 
 #[test]
 fn an_option_without_its_value_does_not_take_the_mount_point() {
-    let scratch = tempfile::tempdir().unwrap();
-    let output = run(ciofs().args(["mount", "--project", PROJECT, "-o", "ro,uid"]).arg(scratch.path()));
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_options("ro,uid");
     assert!(stderr.contains("-o uid: uid needs a value"), "{stderr}");
-    let output = run(ciofs().args(["mount", "--project", PROJECT, "-o", "allow_other=1"]).arg(scratch.path()));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_options("allow_other=1");
     assert!(stderr.contains("-o allow_other=1: allow_other takes no value"), "{stderr}");
 }
 
