@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use nix::mount::{MsFlags, mount};
@@ -63,17 +63,6 @@ fn serve(fd: RawFd, state: &Path, log: &Path) -> Child {
     command.spawn().expect("start ciofs")
 }
 
-fn exit_status_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "ciofs did not end within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_passed_descriptor_is_served_and_sigterm_leaves_the_mount_to_its_helper() {
     let bucket = bucket_name("descriptor");
@@ -97,9 +86,8 @@ fn a_passed_descriptor_is_served_and_sigterm_leaves_the_mount_to_its_helper() {
     ok(&format!("echo written > {shown}/new.txt && ls {shown}"));
     assert_eq!(read_object(&bucket, "new.txt"), b"written\n", "closed, so uploaded:\n{}", logged());
 
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(cleanup.child.id() as i32, libc::SIGTERM) };
-    let status = exit_status_within(cleanup.child, Duration::from_secs(30));
+    signal(cleanup.child, libc::SIGTERM);
+    let status = exit_within(cleanup.child, Duration::from_secs(30), logged);
     assert!(status.success(), "{status}:\n{}", logged());
     // The mount is the helper's to take down; its connection is gone.
     assert!(is_mounted(&dir), "ciofs cannot unmount what it did not mount");
@@ -115,8 +103,9 @@ fn a_descriptor_that_is_not_dev_fuse_or_not_open_is_refused() {
     let log = scratch.path().join("ciofs.log");
     let file = File::create(scratch.path().join("plain")).expect("file");
     let mut child = serve(file.as_raw_fd(), &scratch.path().join("state"), &log);
-    let status = exit_status_within(&mut child, Duration::from_secs(30));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let status = exit_within(&mut child, Duration::from_secs(30), logged);
+    let text = logged();
     assert!(!status.success() && text.contains("not /dev/fuse"), "{status}: {text}");
 
     let output = ciofs()

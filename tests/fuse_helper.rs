@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -93,19 +93,12 @@ impl Process {
     }
 
     fn signal(&self, signal: i32) {
-        // SAFETY: kill with the pid of our own child process.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        common::signal(&self.child, signal);
     }
 
     fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "did not end within {limit:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log.clone();
+        common::exit_within(&mut self.child, limit, || std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     /// A line of /proc/PID/status, such as `Uid:` or `CapEff:`.
@@ -120,17 +113,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Takes down a mount a failed test left.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
     }
 }
 
@@ -151,7 +133,7 @@ fn an_unprivileged_ciofs_serves_the_helpers_mount_and_the_helper_unmounts_when_i
     create_bucket(&bucket);
     upload(&bucket, "hello.txt", b"hello\n");
     let pod = Pod::new();
-    let _unmount = Unmount(pod.path("mnt"));
+    let _unmount = UnmountOnDrop(pod.path("mnt"));
     // The sidecar may start first: it waits for the helper's socket.
     let mut sidecar = pod.sidecar(SIDECAR_UID, "sidecar.log");
     std::thread::sleep(Duration::from_millis(500));
@@ -188,7 +170,7 @@ fn an_unprivileged_ciofs_serves_the_helpers_mount_and_the_helper_unmounts_when_i
 #[test]
 fn a_user_the_helper_does_not_allow_is_refused_and_nothing_is_mounted() {
     let pod = Pod::new();
-    let _unmount = Unmount(pod.path("mnt"));
+    let _unmount = UnmountOnDrop(pod.path("mnt"));
     let helper = pod.helper();
     std::fs::set_permissions(pod.path("state"), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     wait_until("the helper listens", Duration::from_secs(10), || helper.log().contains("listening"));
@@ -217,10 +199,10 @@ fn a_socket_path_held_by_something_else_is_refused() {
 #[test]
 fn the_helper_does_not_mount_through_a_symlink_put_at_its_mount_point() {
     let pod = Pod::new();
-    let _unmount = Unmount(pod.path("mnt"));
+    let _unmount = UnmountOnDrop(pod.path("mnt"));
     let elsewhere = pod.path("elsewhere");
     std::fs::create_dir(&elsewhere).expect("dir");
-    let _elsewhere = Unmount(elsewhere.clone());
+    let _elsewhere = UnmountOnDrop(elsewhere.clone());
     let helper = pod.helper();
     wait_until("the helper listens", Duration::from_secs(10), || helper.log().contains("listening"));
     std::fs::remove_dir(pod.path("mnt")).expect("rmdir");

@@ -333,7 +333,7 @@ fn mount_returns_when_ready_and_unmount_stops_the_daemon() {
     let output = run(ciofs().args(["mount", "--project", PROJECT]).arg(&dir).env("CIOFS_STATE_DIR", &state));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // Ready on return: no wait needed before the first use.
-    let guard = scopeguard(&dir);
+    let guard = UnmountOnDrop(dir.clone());
     assert_eq!(std::fs::read(dir.join(format!("{PROJECT}/storage/{bucket}/dir/a.txt"))).unwrap(), b"alpha\n");
     let output = run(ciofs().arg("unmount").arg(&dir).env("CIOFS_STATE_DIR", &state));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -341,25 +341,12 @@ fn mount_returns_when_ready_and_unmount_stops_the_daemon() {
     drop(guard);
 }
 
-/// Unmounts `dir` on drop if a test left it mounted.
-fn scopeguard(dir: &std::path::Path) -> impl Drop + '_ {
-    struct Guard<'a>(&'a std::path::Path);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            if is_mounted(self.0) {
-                let _ = Command::new("umount").arg("-l").arg(self.0).status();
-            }
-        }
-    }
-    Guard(dir)
-}
-
 #[test]
 fn mount_nfs_without_a_kernel_client_fails_naming_serve_nfs() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("mnt");
     std::fs::create_dir(&dir).unwrap();
-    let guard = scopeguard(&dir);
+    let guard = UnmountOnDrop(dir.clone());
     let output = run(ciofs()
         .args(["mount", "--nfs", "--project", PROJECT])
         .arg(&dir)

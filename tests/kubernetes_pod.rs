@@ -32,7 +32,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,7 @@ impl Node {
 
     /// Whether `dir` is a mount point in the node's namespace.
     fn is_mounted(&self, dir: &Path) -> bool {
-        mount_line(self.holder.id(), dir).is_some()
+        mount_line(&self.holder.id().to_string(), dir).is_some()
     }
 
     /// A path in the scratch directory, outside the emptyDir.
@@ -128,13 +128,6 @@ fn namespace_holder(mut unshare: Command, propagation: &str) -> Child {
         std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
     });
     holder
-}
-
-/// The line of process `pid`'s mount table that mounts `dir`, if any.
-fn mount_line(pid: u32, dir: &Path) -> Option<String> {
-    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
-    let wanted = dir.to_string_lossy().replace(' ', "\\040");
-    table.lines().find(|line| line.split(' ').nth(4) == Some(wanted.as_str())).map(String::from)
 }
 
 /// What every sidecar mode shares: the node and its emptyDir, where
@@ -342,7 +335,7 @@ impl App {
 
     /// The line of the app's mount table that mounts `dir`, if any.
     fn mount_of(&self, dir: &Path) -> Option<String> {
-        mount_line(self.holder.id(), dir)
+        mount_line(&self.holder.id().to_string(), dir)
     }
 }
 
@@ -373,18 +366,6 @@ fn wait_until_ready(pod: &Pod, sidecar: &mut Sidecar) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(pod.node.is_mounted(&pod.mountpoint()), "ready, but the mount did not reach the pod:\n{}", pod.logs());
-}
-
-/// Waits for `child` to exit within `limit`.
-fn exit_within(child: &mut Child, limit: Duration, pod: &Pod) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {limit:?}:\n{}", pod.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// An app's writer that holds `file` open across the SIGTERM: it writes a
@@ -442,8 +423,7 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
     ok(&format!("mkfifo -m 666 {}", go.display()));
     let writer = writer_in_flight(&app, &format!("{files}/in-flight.txt"), &opened, &go);
     wait_until("the app's file is open", Duration::from_secs(10), || opened.exists());
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    signal(&sidecar.ciofs, libc::SIGTERM);
     let stopped = Instant::now();
     wait_until("the drain began", Duration::from_secs(10), || pod.logs().contains("shutting down"));
     assert!(pod.logs().contains("unsaved=1"), "the file is in flight:\n{}", pod.logs());
@@ -456,7 +436,7 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
     let written = writer.wait_with_output().expect("the writer");
     assert!(written.status.success(), "the writer: {}", String::from_utf8_lossy(&written.stderr));
 
-    let status = exit_within(&mut sidecar.ciofs, SHUTDOWN_TIMEOUT + Duration::from_secs(5), &pod);
+    let status = exit_within(&mut sidecar.ciofs, SHUTDOWN_TIMEOUT + Duration::from_secs(5), || pod.logs());
     assert!(
         status.success() && stopped.elapsed() < SHUTDOWN_TIMEOUT,
         "{status} after {:?}:\n{}",
@@ -468,9 +448,8 @@ fn pod_lifecycle(mode: &dyn SidecarMode, test: &str) {
     wait_until("the unmount reaches the pod", Duration::from_secs(10), || !pod.node.is_mounted(&pod.mountpoint()));
     // The kubelet stops the sidecars in the reverse of their start.
     for helper in sidecar.helpers.iter_mut().rev() {
-        // SAFETY: kill with the pid of our own child process.
-        unsafe { libc::kill(helper.id() as i32, libc::SIGTERM) };
-        let status = exit_within(helper, Duration::from_secs(10), &pod);
+        signal(helper, libc::SIGTERM);
+        let status = exit_within(helper, Duration::from_secs(10), || pod.logs());
         assert!(status.success(), "a helper: {status}:\n{}", pod.logs());
     }
     assert_eq!(app.mount_of(&pod.mountpoint()), None, "the app still has the mount");
@@ -520,9 +499,8 @@ fn a_killed_privileged_sidecar_restarts_over_the_dead_mount_it_left() {
     assert_eq!(app.ok(&format!("cat {files}/seed.txt")), "from the emulator\n");
     app.ok(&format!("echo again > {files}/again.txt"));
     assert_eq!(read_object(&bucket, "again.txt"), b"again\n");
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(restarted.ciofs.id() as i32, libc::SIGTERM) };
-    let status = exit_within(&mut restarted.ciofs, SHUTDOWN_TIMEOUT, &pod);
+    signal(&restarted.ciofs, libc::SIGTERM);
+    let status = exit_within(&mut restarted.ciofs, SHUTDOWN_TIMEOUT, || pod.logs());
     assert!(status.success(), "{status}:\n{}", pod.logs());
     assert!(!pod.node.is_mounted(&pod.mountpoint()), "unmounted");
 }
@@ -707,9 +685,8 @@ fn an_app_without_mount_propagation_does_not_keep_the_sidecar_past_its_timeout()
     let app = App::start(&pod, NO_PROPAGATION);
     let files = format!("{}/{PROJECT}/storage/{bucket}", pod.mountpoint().display());
     app.ok(&format!("echo written > {files}/a.txt"));
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(sidecar.ciofs.id() as i32, libc::SIGTERM) };
-    let status = exit_within(&mut sidecar.ciofs, SHUTDOWN_TIMEOUT + Duration::from_secs(5), &pod);
+    signal(&sidecar.ciofs, libc::SIGTERM);
+    let status = exit_within(&mut sidecar.ciofs, SHUTDOWN_TIMEOUT + Duration::from_secs(5), || pod.logs());
     assert!(status.success(), "{status}:\n{}", pod.logs());
     assert_eq!(read_object(&bucket, "a.txt"), b"written\n");
 }

@@ -9,7 +9,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -61,8 +61,7 @@ fn an_fstab_line_mounts_with_mount_and_goes_with_umount() {
     assert!(is_mounted(&dir), "mounted when mount returns");
     let file = dir.join(format!("{PROJECT}/storage/{bucket}/hello.txt"));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello from fstab\n");
-    let options = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let ours = options.lines().find(|l| l.contains(&*dir.to_string_lossy())).unwrap().to_string();
+    let ours = mount_line("self", &dir).unwrap();
     assert!(ours.contains("allow_other") && ours.contains(" ro,"), "allow_other and ro reached the mount: {ours}");
     let write = sh(&format!("echo x > {}", file.display()));
     assert!(String::from_utf8_lossy(&write.stderr).contains("Read-only file system"), "ro is --read-only");
@@ -124,14 +123,9 @@ fn systemd_hears_ready_once_the_mount_serves_and_stopping_at_sigterm() {
     assert_eq!(String::from_utf8_lossy(&message[..n]).trim(), "READY=1");
     assert!(is_mounted(&dir), "ready means mounted");
 
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(&child, libc::SIGTERM);
     let n = socket.recv(&mut message).expect("STOPPING=1");
     assert_eq!(String::from_utf8_lossy(&message[..n]).trim(), "STOPPING=1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "ciofs did not end");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(child.wait().unwrap().success());
+    let status = exit_within(&mut child, Duration::from_secs(30), String::new);
+    assert!(status.success(), "{status}");
 }

@@ -246,8 +246,7 @@ async fn every_write_is_synced_to_disk_before_it_is_answered() {
     for i in 0..writes {
         write(&mut conn, &file, (i * 4096) as u64, &pattern(4096, i as u8)).await;
     }
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    signal(&strace, libc::SIGINT);
     strace.wait().unwrap();
     let syncs = std::fs::read_to_string(&trace).unwrap();
     let count = count_syncs(&trace) - baseline;

@@ -111,17 +111,6 @@ fn without_a_state_directory_ciofs_refuses_and_never_uses_tmp() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "nothing is made in the temporary directory");
 }
 
-/// Unmounts `dir` when dropped, whatever the test did.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        if is_mounted(self.0) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-}
-
 /// A background mount's state directory, the directory of its pid file
 /// and log, and those files are the user's alone (0700, 0600) whatever the
 /// umask, and a link planted where the log goes is not followed: the mount
@@ -131,7 +120,7 @@ fn a_background_mount_keeps_its_state_private_and_follows_no_link() {
     let scratch = tempfile::tempdir().unwrap();
     let (state, mnt) = (scratch.path().join("state"), scratch.path().join("mnt"));
     std::fs::create_dir(&mnt).unwrap();
-    let _unmount = Unmount(&mnt);
+    let _unmount = UnmountOnDrop(mnt.clone());
     let pid_file = ciofs::daemon::pid_file(&state, &mnt);
     let log = pid_file.with_extension("log");
     let mounts = log.parent().unwrap();

@@ -10,7 +10,7 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -61,6 +61,8 @@ fn mount(gcs: &PrivateGcs, dir: &Path, state: &Path, log: &Path, extra: &[&str])
 
 /// A scratch place: a mount point, a state directory and a log.
 struct Place {
+    /// First, so that it unmounts before `_root` goes.
+    _unmount: UnmountOnDrop,
     _root: tempfile::TempDir,
     dir: PathBuf,
     state: PathBuf,
@@ -72,7 +74,7 @@ impl Place {
         let root = tempfile::tempdir().unwrap();
         let (dir, state, log) = (root.path().join("mnt"), root.path().join("state"), root.path().join("ciofs.log"));
         std::fs::create_dir(&dir).unwrap();
-        Place { _root: root, dir, state, log }
+        Place { _unmount: UnmountOnDrop(dir.clone()), _root: root, dir, state, log }
     }
 
     fn file(&self, name: &str) -> String {
@@ -87,31 +89,6 @@ impl Place {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        if is_mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill with the pid of our own child process.
-    unsafe { libc::kill(child.id() as i32, signal) };
-}
-
-/// Waits for `child` to exit within `limit`; its status and how long it took.
-fn exit_within(child: &mut Child, limit: Duration, place: &Place) -> (ExitStatus, Duration) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, started.elapsed());
-        }
-        assert!(started.elapsed() < limit, "ciofs did not exit within {limit:?}:\n{}", place.log_text());
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -157,7 +134,7 @@ fn sigterm_refuses_new_changes_waits_for_a_paused_upload_and_exits_0() {
     assert!(ciofs.try_wait().unwrap().is_none(), "still waiting for the upload");
 
     gcs.thaw();
-    let (status, _) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    let status = exit_within(&mut ciofs, Duration::from_secs(30), || place.log_text());
     assert!(status.success(), "{status}:\n{}", place.log_text());
     let written = writer.wait_with_output().unwrap();
     assert!(written.status.success(), "the close succeeded: {}", String::from_utf8_lossy(&written.stderr));
@@ -190,7 +167,7 @@ fn a_handle_open_at_sigterm_goes_on_writing_while_new_opens_are_refused() {
     file.sync_all().unwrap();
     drop(file);
 
-    let (status, _) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    let status = exit_within(&mut ciofs, Duration::from_secs(30), || place.log_text());
     assert!(status.success(), "{status}:\n{}", place.log_text());
     let all = [first, second].concat();
     assert!(object(&gcs, "open.bin") == Some(all), "every byte, those written after SIGTERM too");
@@ -208,7 +185,9 @@ fn past_the_deadline_the_file_is_kept_named_and_uploaded_by_the_next_start() {
     gcs.freeze();
     let (writer, _source) = write_in_background(&place.file("kept.bin"), &data);
     signal(&ciofs, libc::SIGTERM);
-    let (status, took) = exit_within(&mut ciofs, Duration::from_secs(15), &place);
+    let started = Instant::now();
+    let status = exit_within(&mut ciofs, Duration::from_secs(15), || place.log_text());
+    let took = started.elapsed();
     assert!(!status.success(), "nothing uploaded, yet it exited 0:\n{}", place.log_text());
     assert!(took < Duration::from_secs(8), "bounded by --shutdown-timeout 2: took {took:?}");
     let log = place.log_text();
@@ -228,7 +207,7 @@ fn past_the_deadline_the_file_is_kept_named_and_uploaded_by_the_next_start() {
     });
     wait_until("its journal record goes", Duration::from_secs(10), || journal_records(&place.state).is_empty());
     signal(&again, libc::SIGTERM);
-    let (status, _) = exit_within(&mut again, Duration::from_secs(30), &place);
+    let status = exit_within(&mut again, Duration::from_secs(30), || place.log_text());
     assert!(status.success(), "{status}");
 }
 
@@ -243,7 +222,9 @@ fn a_second_signal_stops_waiting_at_once() {
     signal(&ciofs, libc::SIGTERM);
     wait_until("the shutdown began", Duration::from_secs(10), || place.log_text().contains("shutting down"));
     signal(&ciofs, libc::SIGINT);
-    let (status, took) = exit_within(&mut ciofs, Duration::from_secs(20), &place);
+    let started = Instant::now();
+    let status = exit_within(&mut ciofs, Duration::from_secs(20), || place.log_text());
+    let took = started.elapsed();
     assert!(!status.success(), "{status}");
     assert!(took < Duration::from_secs(10), "not the 60 s timeout: took {took:?}");
     assert_eq!(journal_records(&place.state).len(), 1, "kept for the next start");
@@ -290,7 +271,7 @@ fn a_mount_busy_at_sigterm_is_unmounted_once_it_is_let_go_not_at_the_deadline() 
     });
     let let_go = Instant::now();
     std::fs::write(&go, b"go\n").unwrap();
-    let (status, _) = exit_within(&mut ciofs, Duration::from_secs(30), &place);
+    let status = exit_within(&mut ciofs, Duration::from_secs(30), || place.log_text());
     let took = let_go.elapsed();
     assert!(status.success(), "{status}:\n{}", place.log_text());
     assert!(took < Duration::from_secs(10), "not the 60 s timeout: took {took:?} after the reader let go");

@@ -121,10 +121,47 @@ pub fn ciofs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ciofs"))
 }
 
-pub fn is_mounted(dir: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// The line of a mount table that mounts `dir`, if any: `of` is "self"
+/// (this process's) or a process id (`/proc/PID/mountinfo`).
+pub fn mount_line(of: &str, dir: &Path) -> Option<String> {
+    let table = std::fs::read_to_string(format!("/proc/{of}/mountinfo")).expect("mountinfo");
     let wanted = dir.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    table.lines().find(|line| line.split(' ').nth(4) == Some(wanted.as_str())).map(String::from)
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    mount_line("self", dir).is_some()
+}
+
+/// Lazily unmounts `dir` when dropped if it is still mounted: a mount a
+/// failed test left.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Sends `signal` to `child`.
+pub fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill with the pid of our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+/// Waits for `child` to exit within `limit`; fails the test otherwise,
+/// with `log()` (what the process or the test logged) in the message.
+pub fn exit_within(child: &mut Child, limit: Duration, log: impl Fn() -> String) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {limit:?}:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls `done` every 20 ms until it holds; fails the test after `timeout`.
@@ -203,16 +240,9 @@ impl FuseMount {
     /// Asks ciofs to unmount and end (SIGTERM, as `ciofs unmount` does),
     /// waits until it has, and returns how it ended.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill with the pid of our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for ciofs") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "ciofs did not end:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal(&self.child, libc::SIGTERM);
+        let log = self.log.clone();
+        exit_within(&mut self.child, Duration::from_secs(30), || std::fs::read_to_string(&log).unwrap_or_default())
     }
 }
 
