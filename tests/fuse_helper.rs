@@ -244,7 +244,7 @@ fn a_read_only_helper_mount_makes_the_ciofs_it_serves_read_only() {
     ps_create_subscription(&subscription, &topic);
     ps_publish(&topic, &[b"unread"]);
     let pod = Pod::new();
-    let _unmount = Unmount(pod.path("mnt"));
+    let _unmount = UnmountOnDrop(pod.path("mnt"));
     let _helper = pod.helper_with(&["--read-only"]);
     let sidecar = pod.sidecar(SIDECAR_UID, "sidecar.log");
     wait_until("the sidecar serves", Duration::from_secs(30), || serving(&pod, &sidecar));
