@@ -28,8 +28,8 @@ use tokio::sync::watch;
 
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, ObjectBody, ObjectMeta,
-    ObjectPage, ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, ByteStream, CopyObject, ListObjects, NotificationConfig,
+    ObjectBody, ObjectMeta, ObjectPage, ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::memory::Op;
 use crate::pubsub::{
@@ -381,6 +381,20 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
         self.run(Call::Gcs(Op::DeleteBucket), self.inner.delete_bucket(bucket)).await
+    }
+
+    async fn list_notifications(&self, bucket: &str) -> BackendResult<Vec<NotificationConfig>> {
+        self.run(Call::Gcs(Op::ListNotifications), self.inner.list_notifications(bucket)).await
+    }
+
+    async fn create_notification(
+        &self,
+        bucket: &str,
+        topic: &str,
+        event_types: &[String],
+    ) -> BackendResult<NotificationConfig> {
+        let call = Call::Gcs(Op::CreateNotification);
+        self.run(call, self.inner.create_notification(bucket, topic, event_types)).await
     }
 }
 

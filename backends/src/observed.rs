@@ -40,8 +40,8 @@ use crate::bigquery::{
 };
 use crate::error::BackendResult;
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, ObjectBody, ObjectMeta, ObjectPage,
-    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, NotificationConfig, ObjectBody,
+    ObjectMeta, ObjectPage, ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::pubsub::{
     CreateSubscription, OutgoingMessage, Page, PubSub, ReceivedMessage, SubscriptionMeta, SubscriptionSettings,
@@ -422,6 +422,21 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Observed<T> {
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
         self.observe(storage("delete_bucket", || bucket.to_string()), self.inner.delete_bucket(bucket)).await
+    }
+
+    async fn list_notifications(&self, bucket: &str) -> BackendResult<Vec<NotificationConfig>> {
+        let observed = storage("list_notifications", || bucket.to_string());
+        self.observe(observed, self.inner.list_notifications(bucket)).await
+    }
+
+    async fn create_notification(
+        &self,
+        bucket: &str,
+        topic: &str,
+        event_types: &[String],
+    ) -> BackendResult<NotificationConfig> {
+        let observed = storage("create_notification", || bucket.to_string());
+        self.observe(observed, self.inner.create_notification(bucket, topic, event_types)).await
     }
 }
 

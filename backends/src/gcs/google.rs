@@ -1,7 +1,9 @@
 //! `ObjectStore` on Cloud Storage's JSON API (crate `gcloud-storage`).
-//! Uploads are in `upload.rs`, ranged reads in `download.rs`.
+//! Uploads are in `upload.rs`, ranged reads in `download.rs`, notification
+//! configs in `notifications.rs`.
 
 mod download;
+mod notifications;
 mod patch;
 mod upload;
 
@@ -25,8 +27,8 @@ use reqwest_middleware::ClientWithMiddleware;
 use time::OffsetDateTime;
 
 use super::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, ObjectBody, ObjectMeta, ObjectPage,
-    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, NotificationConfig, ObjectBody,
+    ObjectMeta, ObjectPage, ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::endpoint;
 use crate::error::{BackendError, BackendResult, ErrorKind};
@@ -319,6 +321,19 @@ impl ObjectStore for GoogleGcs {
             }
             _ => e,
         })
+    }
+
+    async fn list_notifications(&self, bucket: &str) -> BackendResult<Vec<NotificationConfig>> {
+        self.notifications(bucket).await
+    }
+
+    async fn create_notification(
+        &self,
+        bucket: &str,
+        topic: &str,
+        event_types: &[String],
+    ) -> BackendResult<NotificationConfig> {
+        self.insert_notification(bucket, topic, event_types).await
     }
 }
 

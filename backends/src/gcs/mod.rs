@@ -1,5 +1,5 @@
 //! Cloud Storage as ciofs needs it: buckets, listings by prefix, object
-//! metadata and ranged reads.
+//! metadata and ranged reads, and buckets' Pub/Sub notification configs.
 
 mod google;
 
@@ -73,6 +73,19 @@ pub struct ObjectMeta {
     pub storage_class: Option<String>,
     pub custom_metadata: BTreeMap<String, String>,
     pub etag: String,
+}
+
+/// A bucket's Pub/Sub notification config: Cloud Storage publishes a
+/// message to `topic` for each change of the kinds `event_types` names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotificationConfig {
+    pub id: String,
+    /// Full name: `projects/P/topics/T` (the API's `//pubsub.googleapis.com/` prefix removed).
+    pub topic: String,
+    /// OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_METADATA_UPDATE, ...; empty: every kind.
+    pub event_types: Vec<String>,
+    /// JSON_API_V1 or NONE.
+    pub payload_format: String,
 }
 
 /// One page of a bucket listing.
@@ -263,4 +276,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> BackendResult<BucketMeta>;
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()>;
+
+    /// The bucket's Pub/Sub notification configs (`NotFound`: no bucket).
+    async fn list_notifications(&self, bucket: &str) -> BackendResult<Vec<NotificationConfig>>;
+
+    /// Creates a config publishing `event_types` of `bucket` to `topic` (full name), payload JSON_API_V1.
+    async fn create_notification(
+        &self,
+        bucket: &str,
+        topic: &str,
+        event_types: &[String],
+    ) -> BackendResult<NotificationConfig>;
 }

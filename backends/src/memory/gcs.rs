@@ -17,8 +17,8 @@ use bytes::Bytes;
 use super::InjectedFailures;
 use crate::error::{BackendError, BackendResult, ErrorKind};
 use crate::gcs::{
-    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, ObjectBody, ObjectMeta, ObjectPage,
-    ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
+    BucketChange, BucketMeta, BucketPage, BucketSettings, CopyObject, ListObjects, NotificationConfig, ObjectBody,
+    ObjectMeta, ObjectPage, ObjectStore, PatchObjectMetadata, ReadObject, StreamedUpload, Upload,
 };
 use crate::sync::lock;
 
@@ -41,6 +41,8 @@ pub struct CallCounts {
     pub create_bucket: AtomicU64,
     pub update_bucket: AtomicU64,
     pub delete_bucket: AtomicU64,
+    pub list_notifications: AtomicU64,
+    pub create_notification: AtomicU64,
 }
 
 /// A kind of `ObjectStore` call, to make it fail with `MemoryGcs::fail_next`.
@@ -58,6 +60,8 @@ pub enum Op {
     CreateBucket,
     UpdateBucket,
     DeleteBucket,
+    ListNotifications,
+    CreateNotification,
 }
 
 impl CallCounts {
@@ -75,6 +79,8 @@ impl CallCounts {
             Op::CreateBucket => &self.create_bucket,
             Op::UpdateBucket => &self.update_bucket,
             Op::DeleteBucket => &self.delete_bucket,
+            Op::ListNotifications => &self.list_notifications,
+            Op::CreateNotification => &self.create_notification,
         }
     }
 }
@@ -88,6 +94,11 @@ struct Bucket {
     objects: BTreeMap<String, Stored>,
     /// The content types its objects have, each kept once.
     content_types: BTreeSet<Arc<str>>,
+    /// Its Pub/Sub notification configs, in the order they were made.
+    notifications: Vec<NotificationConfig>,
+    /// The id of the last config made: ids count from 1, per bucket, and
+    /// are not reused.
+    last_notification_id: u64,
 }
 
 impl Bucket {
@@ -579,6 +590,31 @@ impl ObjectStore for MemoryGcs {
             }
         }
     }
+
+    async fn list_notifications(&self, bucket: &str) -> BackendResult<Vec<NotificationConfig>> {
+        self.call(Op::ListNotifications)?;
+        self.with_bucket(bucket, |b| Ok(b.notifications.clone()))
+    }
+
+    async fn create_notification(
+        &self,
+        bucket: &str,
+        topic: &str,
+        event_types: &[String],
+    ) -> BackendResult<NotificationConfig> {
+        self.call(Op::CreateNotification)?;
+        self.with_bucket_mut(bucket, |b| {
+            b.last_notification_id += 1;
+            let config = NotificationConfig {
+                id: b.last_notification_id.to_string(),
+                topic: topic.to_string(),
+                event_types: event_types.to_vec(),
+                payload_format: "JSON_API_V1".to_string(),
+            };
+            b.notifications.push(config.clone());
+            Ok(config)
+        })
+    }
 }
 
 /// One page of a listing: names after the page token (or at/after the start
@@ -931,6 +967,35 @@ mod tests {
         assert_eq!(kind(gcs.delete_bucket("b").await), ErrorKind::NotFound);
         assert_eq!(gcs.calls.create_bucket.load(Ordering::SeqCst), 2);
         assert_eq!(gcs.calls.delete_bucket.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn notification_configs_are_kept_per_bucket_with_counted_ids() {
+        let gcs = MemoryGcs::new();
+        gcs.add_bucket("b");
+        gcs.add_bucket("c");
+        assert_eq!(gcs.list_notifications("b").await.unwrap(), []);
+        let kinds = ["OBJECT_FINALIZE".to_string(), "OBJECT_DELETE".to_string()];
+        let first = gcs.create_notification("b", "projects/p/topics/t", &kinds).await.unwrap();
+        let expected = NotificationConfig {
+            id: "1".to_string(),
+            topic: "projects/p/topics/t".to_string(),
+            event_types: kinds.to_vec(),
+            payload_format: "JSON_API_V1".to_string(),
+        };
+        assert_eq!(first, expected);
+        let second = gcs.create_notification("b", "projects/p/topics/u", &[]).await.unwrap();
+        assert_eq!((second.id.as_str(), second.event_types.len()), ("2", 0));
+        assert_eq!(gcs.list_notifications("b").await.unwrap(), [first, second]);
+        assert_eq!(gcs.create_notification("c", "projects/p/topics/t", &[]).await.unwrap().id, "1");
+        assert_eq!(gcs.list_notifications("c").await.unwrap().len(), 1, "each bucket has its own");
+        assert_eq!(kind(gcs.list_notifications("nope").await), ErrorKind::NotFound);
+        assert_eq!(kind(gcs.create_notification("nope", "projects/p/topics/t", &[]).await), ErrorKind::NotFound);
+        gcs.fail_next(Op::CreateNotification, 1, ErrorKind::Unavailable);
+        assert_eq!(kind(gcs.create_notification("b", "projects/p/topics/t", &[]).await), ErrorKind::Unavailable);
+        assert_eq!(gcs.list_notifications("b").await.unwrap().len(), 2, "a failed create makes nothing");
+        assert_eq!(gcs.calls.create_notification.load(Ordering::SeqCst), 5);
+        assert_eq!(gcs.calls.list_notifications.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]
