@@ -259,6 +259,8 @@ pub fn parse_subscription_config(
         ),
         dead_letter_policy: pick(dead_letter_policy, &current.dead_letter_policy),
         retry_policy: pick(retry_policy, &current.retry_policy),
+        // Not in the document: set only when ciofs creates a subscription.
+        expiration_ttl: current.expiration_ttl,
     })
 }
 

@@ -420,10 +420,12 @@ impl PubSub for MemoryPubSub {
         check_subscription_settings(settings)?;
         let mut state = self.shared.state();
         let s = state.subscription_mut(project, subscription)?;
-        // The filter and ordering are fixed at creation.
-        let fixed = (s.meta.settings.filter.clone(), s.meta.settings.enable_message_ordering);
+        // The filter and ordering are fixed at creation; the expiration is
+        // set only then (as the Google backend does).
+        let current = &s.meta.settings;
+        let fixed = (current.filter.clone(), current.enable_message_ordering, current.expiration_ttl);
         s.meta.settings = with_defaults(settings);
-        (s.meta.settings.filter, s.meta.settings.enable_message_ordering) = fixed;
+        (s.meta.settings.filter, s.meta.settings.enable_message_ordering, s.meta.settings.expiration_ttl) = fixed;
         Ok(s.meta.clone())
     }
 
@@ -557,6 +559,9 @@ fn check_subscription_settings(settings: &SubscriptionSettings) -> BackendResult
         if too_long || min.zip(max).is_some_and(|(min, max)| min > max) {
             return Err(invalid("Invalid retry policy backoffs".to_string()));
         }
+    }
+    if settings.expiration_ttl.is_some_and(|ttl| ttl < Duration::from_secs(24 * 3600)) {
+        return Err(invalid("Invalid expiration policy: the ttl must be at least 1 day".to_string()));
     }
     Ok(())
 }

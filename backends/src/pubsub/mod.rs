@@ -72,8 +72,9 @@ pub struct RetryPolicy {
     pub maximum_backoff: Option<Duration>,
 }
 
-/// What a user can set on a subscription (`config.json`). `filter` and
-/// `enable_message_ordering` can only be set at creation.
+/// What a user can set on a subscription (`config.json`), and its
+/// expiration policy. `filter`, `enable_message_ordering` and
+/// `expiration_ttl` can only be set at creation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SubscriptionSettings {
     pub labels: BTreeMap<String, String>,
@@ -85,6 +86,12 @@ pub struct SubscriptionSettings {
     pub enable_message_ordering: bool,
     pub dead_letter_policy: Option<DeadLetterPolicy>,
     pub retry_policy: Option<RetryPolicy>,
+    /// How long the subscription may go unused before Pub/Sub deletes it
+    /// (its expiration policy). None: the service's default (31 days).
+    /// Pub/Sub's minimum is one day. Set only at creation here:
+    /// `update_subscription` leaves it as it is. Read back, a subscription
+    /// that never expires (a policy without a ttl) is None too.
+    pub expiration_ttl: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

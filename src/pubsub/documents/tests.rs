@@ -199,6 +199,8 @@ fn full_subscription() -> SubscriptionSettings {
             max_delivery_attempts: 7,
         }),
         retry_policy: Some(RetryPolicy { minimum_backoff: secs(10), maximum_backoff: secs(600) }),
+        // Not in the document (see `the_expiration_is_kept_and_not_shown`).
+        expiration_ttl: None,
     }
 }
 
@@ -241,6 +243,20 @@ fn subscription_config_merges_at_the_top_level() {
     assert_eq!(parse(nulls, &current).unwrap(), SubscriptionSettings::default(), "null clears");
     let one = parse(br#"{"ack_deadline_seconds": 30, "labels": {"team": "x"}}"#, &current).unwrap();
     assert_eq!(one, SubscriptionSettings { ack_deadline_seconds: 30, labels: labels(&[("team", "x")]), ..current });
+}
+
+/// The expiration ttl is not part of `config.json`: a written document
+/// keeps the current one, even with every key null, and the rendered one
+/// does not show it.
+#[test]
+fn the_expiration_is_kept_and_not_shown() {
+    let current = SubscriptionSettings { expiration_ttl: secs(86400), ..full_subscription() };
+    let nulls = br#"{"labels": null, "dead_letter_policy": null, "retry_policy": null}"#;
+    assert_eq!(parse(nulls, &current).unwrap().expiration_ttl, secs(86400));
+    let rendered = render_subscription_config(PROJECT, &subscription(current.clone()));
+    assert!(!text(rendered.clone()).contains("expiration"));
+    assert_eq!(parse(&rendered, &current).unwrap(), current);
+    assert!(einval(parse(br#"{"expiration_ttl": "86400s"}"#, &current)).contains("unknown field `expiration_ttl`"));
 }
 
 #[test]

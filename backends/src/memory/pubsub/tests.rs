@@ -85,6 +85,30 @@ async fn topics_and_subscriptions_answer_as_pubsub_does() {
     assert_eq!(ps.calls.get(PubSubOp::DeleteSubscription), 2);
 }
 
+/// The expiration ttl is kept from creation: an update leaves it, and one
+/// under a day (Pub/Sub's minimum) is refused.
+#[tokio::test]
+async fn the_expiration_is_set_at_creation_only() {
+    let ps = MemoryPubSub::new();
+    ps.create_topic("p", "topic", &TopicSettings::default()).await.unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    let create = |subscription: &str, expiration_ttl| CreateSubscription {
+        project: "p".to_string(),
+        subscription: subscription.to_string(),
+        topic: "topic".to_string(),
+        settings: SubscriptionSettings { expiration_ttl, ..Default::default() },
+    };
+    let created = ps.create_subscription(&create("sub", Some(day))).await.unwrap();
+    assert_eq!(created.settings.expiration_ttl, Some(day));
+    assert_eq!(ps.get_subscription("p", "sub").await.unwrap().settings.expiration_ttl, Some(day));
+    let changed = SubscriptionSettings { expiration_ttl: None, ack_deadline_seconds: 60, ..created.settings };
+    let updated = ps.update_subscription("p", "sub", &changed).await.unwrap();
+    assert_eq!((updated.settings.ack_deadline_seconds, updated.settings.expiration_ttl), (60, Some(day)));
+    let short = create("short", Some(day - Duration::from_secs(1)));
+    assert_eq!(kind(ps.create_subscription(&short).await), ErrorKind::InvalidArgument);
+    assert_eq!(ps.create_subscription(&create("default", None)).await.unwrap().settings.expiration_ttl, None);
+}
+
 #[tokio::test]
 async fn listings_come_in_pages_in_name_order() {
     let ps = MemoryPubSub::new();

@@ -121,6 +121,8 @@ pub(super) fn api_subscription(
     api.message_retention_duration = settings.message_retention_duration.map(duration_to_api);
     api.dead_letter_policy = settings.dead_letter_policy.as_ref().map(api_dead_letter_policy);
     api.retry_policy = settings.retry_policy.as_ref().map(api_retry_policy);
+    api.expiration_policy =
+        settings.expiration_ttl.map(|ttl| model::ExpirationPolicy::new().set_ttl(duration_to_api(ttl)));
     api
 }
 
@@ -158,14 +160,18 @@ pub(super) fn subscription_meta(api: &model::Subscription) -> SubscriptionMeta {
             enable_message_ordering: api.enable_message_ordering,
             dead_letter_policy,
             retry_policy,
+            // A policy without a ttl: the subscription never expires. That
+            // is None as well: `expiration_ttl` has no value for "never".
+            expiration_ttl: api.expiration_policy.as_ref().and_then(|p| p.ttl.as_ref()).and_then(duration_from_api),
         },
     }
 }
 
 /// The fields of a subscription to update from `current` to `wanted`, among
 /// those that can change after creation (not `filter`, not
-/// `enable_message_ordering`). Defaults are compared as the values they
-/// stand for.
+/// `enable_message_ordering`), and not `expiration_policy`, which ciofs
+/// sets only at creation. Defaults are compared as the values they stand
+/// for.
 pub(super) fn subscription_mask(current: &SubscriptionSettings, wanted: &SubscriptionSettings) -> Vec<&'static str> {
     let mut paths = Vec::new();
     if current.labels != wanted.labels {
@@ -262,8 +268,10 @@ mod tests {
         assert!(subscription_mask(&current, &same).is_empty(), "defaults are the values they stand for");
         let longer = SubscriptionSettings { ack_deadline_seconds: 30, ..same.clone() };
         assert_eq!(subscription_mask(&current, &longer), ["ack_deadline_seconds"]);
-        let filtered = SubscriptionSettings { filter: "x".to_string(), ..same };
+        let filtered = SubscriptionSettings { filter: "x".to_string(), ..same.clone() };
         assert!(subscription_mask(&current, &filtered).is_empty(), "the filter is fixed at creation");
+        let expiring = SubscriptionSettings { expiration_ttl: Some(Duration::from_secs(86400)), ..same };
+        assert!(subscription_mask(&current, &expiring).is_empty(), "the expiration is set only at creation");
 
         let topic = TopicSettings {
             schema_settings: Some(SchemaSettings { schema: "s".to_string(), encoding: "JSON".to_string() }),
@@ -274,6 +282,23 @@ mod tests {
         assert_eq!(topic_mask(&topic, &labelled), ["labels"]);
     }
 
+    /// A ttl is sent as the expiration policy and read back; none leaves the
+    /// policy out (the service's default), and a policy without a ttl
+    /// (never expires) reads as none.
+    #[test]
+    fn the_expiration_ttl_is_the_expiration_policy() {
+        let day = Duration::from_secs(24 * 3600);
+        let settings = SubscriptionSettings { expiration_ttl: Some(day), ..Default::default() };
+        let api = api_subscription("p", "s", "t", &settings);
+        let ttl = api.expiration_policy.as_ref().and_then(|p| p.ttl);
+        assert_eq!(ttl, Some(wkt::Duration::clamp(86400, 0)));
+        assert_eq!(subscription_meta(&api).settings.expiration_ttl, Some(day));
+        let default = api_subscription("p", "s", "t", &SubscriptionSettings::default());
+        assert_eq!(default.expiration_policy, None);
+        let never = model::Subscription::new().set_expiration_policy(model::ExpirationPolicy::new());
+        assert_eq!(subscription_meta(&never).settings.expiration_ttl, None);
+    }
+
     #[test]
     fn durations_round_trip() {
         let settings = SubscriptionSettings {
@@ -282,6 +307,7 @@ mod tests {
                 maximum_backoff: Some(Duration::from_secs(60)),
             }),
             message_retention_duration: Some(Duration::from_secs(3600)),
+            expiration_ttl: Some(Duration::from_secs(2 * 24 * 3600)),
             ..Default::default()
         };
         let meta = subscription_meta(&api_subscription("p", "s", "t", &settings));
