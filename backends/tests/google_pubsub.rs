@@ -148,6 +148,7 @@ async fn subscriptions_are_created_with_policies_listed_updated_and_deleted() {
             minimum_backoff: Some(Duration::from_secs(1)),
             maximum_backoff: Some(Duration::from_secs(30)),
         }),
+        expiration_ttl: Some(Duration::from_secs(2 * 24 * 3600)),
         ..Default::default()
     };
     let created = pubsub
@@ -164,6 +165,7 @@ async fn subscriptions_are_created_with_policies_listed_updated_and_deleted() {
     assert_eq!(created.settings.ack_deadline_seconds, 20);
     assert_eq!(created.settings.dead_letter_policy, settings.dead_letter_policy);
     assert_eq!(created.settings.retry_policy, settings.retry_policy);
+    assert_eq!(created.settings.expiration_ttl, settings.expiration_ttl);
     let again = pubsub
         .create_subscription(&CreateSubscription {
             project: project.clone(),
@@ -216,6 +218,10 @@ async fn subscriptions_are_created_with_policies_listed_updated_and_deleted() {
     let longer = SubscriptionSettings { ack_deadline_seconds: 60, ..created.settings.clone() };
     let updated = pubsub.update_subscription(&project, "sub", &longer).await.unwrap();
     assert_eq!(updated.settings, longer);
+    // The expiration is set only at creation: an update leaves it.
+    let unexpiring = SubscriptionSettings { expiration_ttl: None, ..longer.clone() };
+    let updated = pubsub.update_subscription(&project, "sub", &unexpiring).await.unwrap();
+    assert_eq!(updated.settings.expiration_ttl, settings.expiration_ttl);
     assert_eq!(pubsub.get_subscription(&project, "sub").await.unwrap().settings.ack_deadline_seconds, 60);
     let fewer = SubscriptionSettings { retry_policy: None, dead_letter_policy: None, ..longer.clone() };
     let updated = pubsub.update_subscription(&project, "sub", &fewer).await.unwrap();
