@@ -218,6 +218,8 @@ pub struct MountArgs {
     pub log_file: Option<PathBuf>,
     #[command(flatten)]
     pub view: ViewArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Internal: the file descriptor on which a re-executed daemon reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -238,6 +240,40 @@ pub struct ViewArgs {
     /// it reads, is refused too; so is `touch DIR`).
     #[arg(long)]
     pub read_only: bool,
+}
+
+/// `--watch`: changes made elsewhere seen within seconds
+/// (src/storage/watch.rs).
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Watch")]
+pub struct WatchArgs {
+    /// Subscribe to Cloud Storage's Pub/Sub notifications of the mounted
+    /// buckets: what other mounts and writers change shows within
+    /// seconds, not after the metadata TTL. ciofs makes a subscription of
+    /// its own (deleted at unmount) and, without --watch-topic, a
+    /// notification config to the topic `ciofs-watch` for each bucket
+    /// that has none publishing every change.
+    #[arg(long)]
+    pub watch: bool,
+    /// The topic the buckets already publish their changes to
+    /// (`projects/P/topics/T`, or `T` of the first project): no
+    /// notification config is read or made.
+    #[arg(long, value_name = "TOPIC")]
+    pub watch_topic: Option<String>,
+    /// Hours a subscription lives unused, should the mount die without
+    /// deleting it (24 at least: Pub/Sub's minimum).
+    #[arg(long, value_name = "HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..=744))]
+    pub watch_expiration: u64,
+}
+
+impl WatchArgs {
+    /// What `--watch` asks for, if it does.
+    pub fn options(&self) -> Option<crate::namespace::WatchOptions> {
+        self.watch.then(|| crate::namespace::WatchOptions {
+            topic: self.watch_topic.clone(),
+            expiration: Duration::from_secs(self.watch_expiration * 3600),
+        })
+    }
 }
 
 /// What an operator watches a running mount or server by, and how it stops.
@@ -315,6 +351,8 @@ pub struct ServeNfsArgs {
     pub allow_remote: bool,
     #[command(flatten)]
     pub view: ViewArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Internal: the file descriptor on which a re-executed server reports its port.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,

@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ciofs::cli::{Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs};
+use ciofs::cli::{
+    Cli, Command, ExportArgs, ImportArgs, MountArgs, OperatorArgs, ServeNfsArgs, TreeArgs, ViewArgs, WatchArgs,
+};
 use ciofs::core::printable::printable;
 use ciofs::daemon::{self, PidFile, ReadyPipe};
 use ciofs::fuse_handoff::{self, Mounted};
 use ciofs::mount_point;
-use ciofs::namespace::{Namespace, Services};
+use ciofs::namespace::{Namespace, Services, Watching};
 use ciofs::operations::{self, Readiness};
 use ciofs::shutdown::{self, Signals, Waited};
 use ciofs_backends::bigquery::{BigQueryConfig, GoogleBigQuery};
@@ -234,6 +236,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     if !view.read_only {
         namespace.resume_journaled_uploads().await;
     }
+    let watching = start_watching(&namespace, &args.watch).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
@@ -258,6 +261,7 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     let timeout = args.operator.shutdown_timeout();
     let serving = Serving { mountpoint: &canonical, readiness: &readiness, namespace: &namespace, timeout };
     let deadline = serve_until_unmounted(Some(mount), serving, &mut signals).await;
+    stop_watching(watching).await;
     let finished = shutdown::finish(&namespace, deadline, signals.recv()).await;
     namespace.close_content_cache().await;
     finished
@@ -457,7 +461,7 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     let canonical = mount_point::prepare(args.place(), args.mkdir)?;
     let readiness = operator_endpoint(&args.operator).await?;
     let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-    let (service, address) = NfsService::start(&args.tree, loopback, args.view).await?;
+    let (service, address) = NfsService::start(&args.tree, loopback, args.view, &args.watch).await?;
     let port = address.port();
     let (target, read_only) = (canonical.clone(), args.view.read_only);
     // The mount command talks to our own server: keep it off the runtime.
@@ -480,6 +484,21 @@ async fn nfs_mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(
     let serving = Serving { mountpoint: &canonical, readiness: &readiness, namespace: &service.namespace, timeout };
     let deadline = serve_until_unmounted(None, serving, &mut signals).await;
     service.stop(deadline, &mut signals).await
+}
+
+/// Starts `--watch` if it is asked for.
+async fn start_watching(namespace: &Arc<Namespace>, watch: &WatchArgs) -> Result<Option<Watching>, String> {
+    match watch.options() {
+        Some(options) => namespace.start_watching(&options).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Stops `--watch` (its subscriptions are deleted) once nothing is served.
+async fn stop_watching(watching: Option<Watching>) {
+    if let Some(watching) = watching {
+        watching.stop().await;
+    }
 }
 
 /// Starts the operator's endpoint if `--metrics-addr` asks for one, and the
@@ -540,7 +559,7 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
     };
     let started = match (args.listen_address(), operator_endpoint(&args.operator).await) {
         (Ok(listen), Ok(readiness)) => {
-            NfsService::start(&args.tree, listen, args.view).await.map(|(s, a)| (s, a, readiness))
+            NfsService::start(&args.tree, listen, args.view, &args.watch).await.map(|(s, a)| (s, a, readiness))
         }
         (Err(refused), _) | (_, Err(refused)) => Err(refused),
     };
@@ -567,6 +586,7 @@ async fn serve_nfs(args: ServeNfsArgs) -> Result<(), String> {
 struct NfsService {
     namespace: Arc<Namespace>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    watching: Option<Watching>,
 }
 
 impl NfsService {
@@ -574,6 +594,7 @@ impl NfsService {
         tree: &TreeArgs,
         listen: std::net::SocketAddr,
         view: ViewArgs,
+        watch: &WatchArgs,
     ) -> Result<(Self, std::net::SocketAddr), String> {
         let state = nfs_state(tree)?;
         let (journal, cache_dir) = (state.with_extension("inodes.jsonl"), state.with_extension("cache"));
@@ -592,11 +613,12 @@ impl NfsService {
         // Both end by themselves when the namespace goes.
         namespace.spawn_idle_commits(COMMIT_IDLE);
         namespace.spawn_stream_log_tending();
+        let watching = start_watching(&namespace, watch).await?;
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();
         let served = namespace.clone();
         let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, listen, Some(port_tx)).await });
         match port_rx.await {
-            Ok(address) => Ok((NfsService { namespace, server }, address)),
+            Ok(address) => Ok((NfsService { namespace, server, watching }, address)),
             Err(_) => Err(match server.await {
                 Ok(Err(e)) => format!("cannot listen on {listen}: {e}"),
                 _ => "the NFS server did not start".to_string(),
@@ -609,6 +631,7 @@ impl NfsService {
     /// start, and the error names it).
     async fn stop(self, deadline: Instant, signals: &mut Signals) -> Result<(), String> {
         self.server.abort();
+        stop_watching(self.watching).await;
         let finished = shutdown::finish(&self.namespace, deadline, signals.recv()).await;
         self.namespace.close_content_cache().await;
         finished

@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use crate::metered::{self, OpTimer};
-use crate::vfs::{Attr, DirCaching, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
+use crate::vfs::{Attr, ClientCache, DirCaching, FileKind, OpenFlags, SetAttr, Vfs, VfsError};
 
 /// How many entries one readdir asks of the Vfs; the reply buffer (4 KiB
 /// for plain readdir, more for readdirplus) usually fills before that.
@@ -190,7 +190,7 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
     };
     let notifier = session.notifier();
     let _ = adapter_notifier.set(session.notifier());
-    watched.watch_attributes(Arc::new(move |ino| invalidate_attributes(&notifier, ino)));
+    watched.watch_client_cache(Arc::new(KernelCache(notifier)));
     let session = session.spawn()?;
     if let (Some(kb), Some(canonical)) = (options.read_ahead_kb, &mountpoint)
         && let Err(e) = set_read_ahead(canonical, kb)
@@ -200,16 +200,39 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
     Ok(FuseMount { session, mountpoint })
 }
 
+/// The kernel's caches of this mount, told what changed (`Vfs::watch_client_cache`).
+struct KernelCache(fuser::Notifier);
+
+impl ClientCache for KernelCache {
+    fn attributes_changed(&self, ino: u64) {
+        invalidate_attributes(&self.0, ino);
+    }
+
+    fn content_changed(&self, ino: u64) {
+        // Offset 0, length 0: every cached page, and the attributes.
+        ignore_unknown("content", ino, self.0.inval_inode(INodeNo(ino), 0, 0));
+    }
+
+    fn entry_changed(&self, parent: u64, name: &str) {
+        ignore_unknown("entry", parent, self.0.inval_entry(INodeNo(parent), std::ffi::OsStr::new(name)));
+    }
+}
+
 /// Tells the kernel to ask for `ino`'s attributes again rather than use
 /// the ones it holds (offset -1: its cached pages stay). Safe from within
 /// a request: invalidating attributes takes no lock the kernel holds while
 /// it waits for a reply.
 fn invalidate_attributes(notifier: &fuser::Notifier, ino: u64) {
-    match notifier.inval_inode(INodeNo(ino), -1, 0) {
+    ignore_unknown("attributes", ino, notifier.inval_inode(INodeNo(ino), -1, 0));
+}
+
+/// What an invalidation answered: an inode or entry the kernel does not
+/// hold has nothing to drop.
+fn ignore_unknown(what: &str, ino: u64, result: io::Result<()>) {
+    match result {
         Ok(()) => {}
-        // An inode the kernel does not hold has nothing to drop.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(e) => tracing::debug!(ino, error = %e, "cannot invalidate the kernel's attributes"),
+        Err(e) => tracing::debug!(ino, what, error = %e, "cannot invalidate the kernel's cache"),
     }
 }
 

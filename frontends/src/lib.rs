@@ -14,6 +14,6 @@ pub mod rpc_records;
 pub mod vfs;
 
 pub use vfs::{
-    Attr, AttrsChanged, DirCaching, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, ROOT_INO, SetAttr, StatFs,
+    Attr, ClientCache, DirCaching, DirEntry, DirPage, Fh, FileKind, Ino, OpenFlags, Opened, ROOT_INO, SetAttr, StatFs,
     Vfs, VfsError, VfsResult,
 };

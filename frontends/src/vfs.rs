@@ -251,10 +251,26 @@ impl Default for StatFs {
     }
 }
 
-/// How the core tells a frontend that an inode's attributes changed by
-/// themselves, outside any request that returned them (an upload gives a
-/// file the object's time): the frontend's clients may hold the old ones.
-pub type AttrsChanged = std::sync::Arc<dyn Fn(Ino) + Send + Sync>;
+/// What a frontend's clients keep of the tree (FUSE: the kernel's
+/// attributes, directory entries and pages, each for its TTL), and how the
+/// core tells them that something changed outside any request that
+/// returned it: an upload gives a file the object's time, another mount
+/// replaced an object (`--watch`).
+pub trait ClientCache: Send + Sync {
+    /// `ino`'s attributes changed; its cached pages are still its content.
+    /// Safe from within a request.
+    fn attributes_changed(&self, ino: Ino);
+
+    /// `ino`'s content changed: its attributes and its cached pages go.
+    /// Not from within a request on `ino` (the kernel may hold the pages'
+    /// lock while it waits for the reply).
+    fn content_changed(&self, ino: Ino);
+
+    /// The entry `name` of directory `parent` was made, removed or now
+    /// names another file: it is looked up again. Not from within a
+    /// request on `parent` (the kernel holds the directory's lock).
+    fn entry_changed(&self, parent: Ino, name: &str);
+}
 
 /// The filesystem as both frontends see it.
 ///
@@ -284,10 +300,10 @@ pub trait Vfs: Send + Sync + 'static {
         Ok(StatFs::default())
     }
 
-    /// Called once by a frontend whose clients cache attributes and can be
-    /// told to drop them (FUSE: the kernel, for its TTL): `changed` is then
-    /// called with each inode whose attributes changed by themselves.
-    fn watch_attributes(&self, _changed: AttrsChanged) {}
+    /// Called once by a frontend whose clients cache attributes, entries
+    /// or pages and can be told to drop them (FUSE: the kernel, for its
+    /// TTL): `cache` is then told of each change made outside a request.
+    fn watch_client_cache(&self, _cache: std::sync::Arc<dyn ClientCache>) {}
 
     /// The kernel was handed `ino` once more without a `lookup` call (an
     /// entry of a FUSE readdirplus reply). `lookup` counts itself.

@@ -88,6 +88,12 @@ impl MetaCache {
         lock(&self.entries).retain(|name, _| !name.starts_with(&start));
     }
 
+    /// Forgets every name and listing (a gap in what `--watch` was told).
+    pub fn forget_all(&self) {
+        self.listings.forget_under("");
+        lock(&self.entries).clear();
+    }
+
     pub fn put(&self, key: String, known: Known) {
         let ttl = if matches!(known, Known::Absent) { self.negative_ttl } else { self.ttl };
         let now = Instant::now();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use ciofs_frontends::{Attr, AttrsChanged, DirEntry, DirPage, FileKind, Ino, VfsError, VfsResult};
+use ciofs_frontends::{Attr, ClientCache, DirEntry, DirPage, FileKind, Ino, VfsError, VfsResult};
 
 use super::edits::LocalFiles;
 use super::error_log::ErrorLog;
@@ -135,8 +135,8 @@ pub struct Context {
     pub local_dirs: LocalDirs,
     /// `.ciofs/errors`.
     pub error_log: Arc<ErrorLog>,
-    /// The frontend's, told of attributes that changed by themselves.
-    attrs_changed: OnceLock<AttrsChanged>,
+    /// The frontend's clients' caches, told of what changed by itself.
+    client_cache: OnceLock<Arc<dyn ClientCache>>,
 }
 
 impl Context {
@@ -149,30 +149,64 @@ impl Context {
             error_log,
             options,
             inodes,
-            attrs_changed: OnceLock::new(),
+            client_cache: OnceLock::new(),
         }
     }
 
-    /// Called once, by the frontend (see `Vfs::watch_attributes`).
-    pub fn watch_attributes(&self, changed: AttrsChanged) {
-        let _ = self.attrs_changed.set(changed);
+    /// Called once, by the frontend (see `Vfs::watch_client_cache`).
+    pub fn watch_client_cache(&self, cache: Arc<dyn ClientCache>) {
+        let _ = self.client_cache.set(cache);
     }
 
     /// Tells the frontend that `node`'s attributes changed outside a request
     /// that returned them, if the kernel may hold them.
     pub fn attributes_changed(&self, node: &Node) {
-        if let (Some(changed), Some((ino, _))) = (self.attrs_changed.get(), self.inodes.find(node)) {
-            changed(ino);
+        if let (Some(cache), Some((ino, _))) = (self.client_cache.get(), self.inodes.find(node)) {
+            cache.attributes_changed(ino);
         }
     }
 
     /// Tells the frontend that the attributes of every node `wanted` picks
     /// may have changed (`touch DIR`: what is under it is asked again).
     pub fn attributes_changed_where(&self, wanted: impl Fn(&Node) -> bool) {
-        if let Some(changed) = self.attrs_changed.get() {
+        if let Some(cache) = self.client_cache.get() {
             for ino in self.inodes.matching(wanted) {
-                changed(ino);
+                cache.attributes_changed(ino);
             }
+        }
+    }
+
+    /// Tells the frontend that `node` changed behind the mount's back (its
+    /// content, and maybe whether it exists): its attributes and pages go,
+    /// and so does its entry in its parent. Not from within a request.
+    pub fn changed_elsewhere(&self, node: &Node) {
+        let Some(cache) = self.client_cache.get() else { return };
+        if let Some((ino, _)) = self.inodes.find(node) {
+            cache.content_changed(ino);
+        }
+        if let (Some((parent, _)), Some(name)) = (self.inodes.find(&node.parent()), node.file_name()) {
+            cache.entry_changed(parent, &name);
+        }
+    }
+
+    /// `changed_elsewhere` for every node `wanted` picks that the
+    /// frontend was given (a gap in `--watch`: anything may have changed).
+    pub fn changed_elsewhere_where(&self, wanted: impl Fn(&Node) -> bool) {
+        if self.client_cache.get().is_none() {
+            return;
+        }
+        for ino in self.inodes.matching(wanted) {
+            if let Some(node) = self.inodes.node(ino) {
+                self.changed_elsewhere(&node);
+            }
+        }
+    }
+
+    /// Tells the frontend that the directory `dir` lists otherwise now:
+    /// its clients' kept listing goes. Not from within a request.
+    pub fn listing_changed(&self, dir: &Node) {
+        if let (Some(cache), Some((ino, _))) = (self.client_cache.get(), self.inodes.find(dir)) {
+            cache.content_changed(ino);
         }
     }
 

@@ -410,6 +410,13 @@ impl Node {
         if self.is_dir() { path + "/" } else { path }
     }
 
+    /// The node's name in its directory (the root has none).
+    pub fn file_name(&self) -> Option<String> {
+        let path = self.path();
+        let name = path.rsplit('/').next().unwrap_or_default();
+        (!name.is_empty()).then(|| name.to_string())
+    }
+
     /// The path from the mount root, without a leading `/`. Unique per node
     /// but for an object and a prefix of the same name.
     pub fn path(&self) -> String {

@@ -29,7 +29,7 @@ use ciofs_backends::gcs::ObjectStore;
 use ciofs_backends::pubsub::PubSub;
 use ciofs_backends::sync::lock;
 use ciofs_frontends::{
-    Attr, AttrsChanged, DirCaching, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
+    Attr, ClientCache, DirCaching, DirEntry, DirPage, Fh, Ino, OpenFlags, Opened, SetAttr, Vfs, VfsError, VfsResult,
 };
 
 use crate::bigquery::BigQueryTree;
@@ -45,6 +45,8 @@ use crate::pubsub::PubSubTree;
 use crate::pubsub::stream::StreamReader;
 use crate::storage::StorageTree;
 use crate::storage::files::FileHandle;
+pub use crate::storage::watch::WatchOptions;
+use crate::storage::watch::Watcher;
 use crate::storage::writer::Caller;
 
 /// What an open file handle reads or writes.
@@ -76,6 +78,21 @@ pub struct Services {
     pub pubsub: Arc<dyn PubSub>,
 }
 
+/// A mount's `--watch`, running.
+pub struct Watching {
+    watcher: Arc<Watcher>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watching {
+    /// Stops pulling and deletes the subscriptions (at unmount).
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.watcher.stop().await;
+    }
+}
+
 /// The most one read returns (FUSE asks for at most 1 MiB, NFS clients for
 /// what fsinfo allows); a larger count from a client is cut to this.
 const MAX_READ: u32 = 4 << 20;
@@ -86,6 +103,8 @@ pub struct Namespace {
     storage: StorageTree,
     bigquery: BigQueryTree,
     pubsub: Arc<PubSubTree>,
+    /// Pub/Sub itself, for `--watch`'s subscriptions (storage/watch.rs).
+    pubsub_service: Arc<dyn PubSub>,
     handles: Mutex<HashMap<Fh, Handle>>,
     next_fh: AtomicU64,
     /// Shutting down: changes through handles already open go on (so that
@@ -114,6 +133,7 @@ impl Namespace {
         let cx = Arc::new(Context::new(projects, options, inodes));
         Self {
             bigquery: BigQueryTree::new(cx.clone(), services.bigquery),
+            pubsub_service: services.pubsub.clone(),
             pubsub: Arc::new(PubSubTree::new(cx.clone(), services.pubsub)),
             storage: StorageTree::new(cx.clone(), services.gcs),
             cx,
@@ -212,8 +232,8 @@ impl Vfs for Namespace {
         self.cx.inodes.generation(ino)
     }
 
-    fn watch_attributes(&self, changed: AttrsChanged) {
-        self.cx.watch_attributes(changed);
+    fn watch_client_cache(&self, cache: Arc<dyn ClientCache>) {
+        self.cx.watch_client_cache(cache);
     }
 
     fn count_lookup(&self, ino: Ino) {
@@ -610,6 +630,23 @@ impl Namespace {
                 namespace.commit_idle(idle).await;
             }
         })
+    }
+
+    /// Starts `--watch`: subscribes to the notifications of the mounted
+    /// buckets and acts on them until `Watching::stop`.
+    pub async fn start_watching(self: &Arc<Self>, options: &WatchOptions) -> Result<Watching, String> {
+        let watcher = Arc::new(Watcher::start(&self.storage, self.pubsub_service.clone(), options).await?);
+        let namespace = Arc::downgrade(self);
+        let pulling = watcher.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Some(namespace) = namespace.upgrade() else { return };
+                let wait = pulling.pull_once(&namespace.storage).await;
+                drop(namespace);
+                tokio::time::sleep(wait).await;
+            }
+        });
+        Ok(Watching { watcher, task })
     }
 
     async fn open_for_write(&self, ino: Ino, node: &Node, truncate: bool) -> VfsResult<Opened> {

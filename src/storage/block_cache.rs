@@ -205,6 +205,15 @@ impl BlockCache {
         self.cache.contains(key)
     }
 
+    /// Drops the blocks of a generation replaced elsewhere: none will be
+    /// read again, and they would take the room of those that will.
+    pub fn remove_generation(&self, bucket: &str, name: &str, generation: i64, size: u64) {
+        let blocks = size.div_ceil(BLOCK_SIZE).max(1);
+        for index in 0..blocks {
+            self.cache.remove(&BlockKey { bucket: bucket.to_string(), name: name.to_string(), generation, index });
+        }
+    }
+
     /// Bytes held in memory.
     pub fn memory_usage(&self) -> usize {
         self.cache.memory().usage()

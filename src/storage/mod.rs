@@ -6,8 +6,10 @@
 //! writes NFS sends without an open are `nfs_writes` and `unattended`),
 //! rename and removal (`mutate`), buckets made by `mkdir` (`buckets`), and
 //! the `.meta/` documents (`documents`; `metadata` applies an object's,
-//! `object_meta` keeps it for the object's next upload), and what Cloud
-//! Storage's Pub/Sub notifications say changed (`notifications`).
+//! `object_meta` keeps it for the object's next upload), and `--watch`:
+//! the subscription to Cloud Storage's Pub/Sub notifications (`watch`),
+//! what one says changed (`notifications`) and what that invalidates
+//! (`invalidation`).
 //!
 //! It uses `core` and nothing else of the crate.
 
@@ -15,6 +17,7 @@ pub mod block_cache;
 pub mod buckets;
 pub mod documents;
 pub mod files;
+pub mod invalidation;
 pub mod listing;
 pub mod metadata;
 pub mod mutate;
@@ -25,6 +28,7 @@ pub mod reader;
 pub mod tree;
 pub mod unattended;
 pub mod walks;
+pub mod watch;
 pub mod write;
 pub mod writer;
 

@@ -1,9 +1,13 @@
 //! Cloud Storage's Pub/Sub notifications, read: what one message says
 //! changed. A bucket's notification config publishes a message per
 //! change, whose attributes name the event, the bucket, the object and its
-//! generation (`payloadFormat` JSON_API_V1 or NONE: the attributes carry
-//! all `--watch` needs, so the payload is not read). This module only
-//! reads them; what a change invalidates is the watcher's.
+//! generation (`payloadFormat` JSON_API_V1 or NONE). The attributes carry
+//! nearly all `--watch` needs; a JSON payload adds the metageneration and
+//! the metadata the object now has, so that a mount can tell its own
+//! metadata change from another's (the emulator's payload has no
+//! metageneration: the metadata itself is compared then). This
+//! module only reads them; what a change invalidates is
+//! `invalidation.rs`'s.
 //!
 //! Notifications arrive at least once and in no particular order (the
 //! emulator sends an object's metadata update before its finalize): a
@@ -34,6 +38,10 @@ pub struct ObjectChange {
     pub name: String,
     /// None when the message does not say (or says it unreadably).
     pub generation: Option<i64>,
+    /// From a JSON_API_V1 payload; None without one.
+    pub metageneration: Option<i64>,
+    /// The metadata the object has now, from a JSON_API_V1 payload.
+    pub shown: Option<ShownMetadata>,
     /// A finalize over an object: the generation it replaced.
     pub overwrote_generation: Option<i64>,
     /// A delete by an overwrite: the generation that replaced it.
@@ -50,6 +58,21 @@ pub enum NotChange {
 }
 
 impl ObjectChange {
+    /// Reads a message: its attributes, and its payload if it is the
+    /// object's JSON.
+    pub fn from_message(attributes: &BTreeMap<String, String>, data: &[u8]) -> Result<Self, NotChange> {
+        let mut change = Self::from_attributes(attributes)?;
+        if let Ok(payload) = serde_json::from_slice::<Payload>(data) {
+            change.metageneration = payload.metageneration.and_then(|m| m.parse().ok()).filter(|m: &i64| *m > 0);
+            change.shown = Some(ShownMetadata {
+                content_type: payload.content_type,
+                storage_class: payload.storage_class,
+                custom_metadata: payload.metadata.unwrap_or_default(),
+            });
+        }
+        Ok(change)
+    }
+
     /// Reads a message's attributes.
     pub fn from_attributes(attributes: &BTreeMap<String, String>) -> Result<Self, NotChange> {
         let get = |key: &str| attributes.get(key).filter(|value| !value.is_empty());
@@ -68,10 +91,31 @@ impl ObjectChange {
             bucket: required("bucketId")?,
             name: required("objectId")?,
             generation: generation("objectGeneration"),
+            metageneration: None,
+            shown: None,
             overwrote_generation: generation("overwroteGeneration"),
             overwritten_by_generation: generation("overwrittenByGeneration"),
         })
     }
+}
+
+/// What of an object's metadata ciofs shows (in its `.meta/` document
+/// and attributes) beyond its generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownMetadata {
+    pub content_type: Option<String>,
+    pub storage_class: Option<String>,
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+/// A JSON_API_V1 payload: the object resource (its numbers are strings).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    metageneration: Option<String>,
+    content_type: Option<String>,
+    storage_class: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(test)]
@@ -98,6 +142,27 @@ mod tests {
         assert_eq!((change.bucket.as_str(), change.name.as_str()), ("bk", "a/b c.txt"));
         assert_eq!((change.generation, change.overwrote_generation), (Some(1796318618558485), Some(1796318618000000)));
         assert_eq!(change.overwritten_by_generation, None);
+    }
+
+    #[test]
+    fn a_json_payload_gives_the_metageneration_and_the_metadata_shown() {
+        let message = attributes(&[("eventType", "OBJECT_METADATA_UPDATE"), ("bucketId", "b"), ("objectId", "o")]);
+        let json = br#"{"kind":"storage#object","name":"o","generation":"7","metageneration":"3",
+            "contentType":"text/csv","storageClass":"STANDARD","metadata":{"team":"blue"}}"#;
+        let change = ObjectChange::from_message(&message, json).unwrap();
+        assert_eq!(change.metageneration, Some(3));
+        let shown = change.shown.expect("shown");
+        assert_eq!(
+            (shown.content_type.as_deref(), shown.storage_class.as_deref()),
+            (Some("text/csv"), Some("STANDARD"))
+        );
+        assert_eq!(shown.custom_metadata, BTreeMap::from([("team".to_string(), "blue".to_string())]));
+        let emulator = ObjectChange::from_message(&message, br#"{"name":"o","generation":"7"}"#).unwrap();
+        assert_eq!((emulator.metageneration, emulator.shown.map(|s| s.custom_metadata.len())), (None, Some(0)));
+        for data in [&b""[..], b"not json", br#"{"metageneration":3}"#] {
+            let change = ObjectChange::from_message(&message, data).unwrap();
+            assert_eq!((change.metageneration, change.shown), (None, None), "{data:?}");
+        }
     }
 
     #[test]

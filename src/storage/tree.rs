@@ -330,6 +330,11 @@ impl StorageTree {
         self.blocks.get_or_try_init(open).await.cloned().map_err(VfsError::io)
     }
 
+    /// The content cache if it was opened.
+    pub fn content_cache_if_open(&self) -> Option<Arc<BlockCache>> {
+        self.blocks.get().cloned()
+    }
+
     /// Waits for cached blocks on their way to disk (at unmount).
     pub async fn close_content_cache(&self) {
         if let Some(blocks) = self.blocks.get() {

@@ -1,0 +1,232 @@
+//! What a change made elsewhere invalidates here: another mount or another
+//! writer changed an object, and Cloud Storage's notification said so
+//! (`--watch`, `watch.rs`). Exactly what the change names goes: the
+//! object's metadata and the listings that show it (its directory's and
+//! the `.meta/` made from it), the content cache's blocks of the
+//! generation it replaced, and what the frontend's clients keep of the
+//! object, its `.meta/` document and its directories (FUSE: the kernel's
+//! attributes, entries and pages; NFS clients ask again with GETATTR).
+//!
+//! A change this mount already knows of (its own upload, or a change it
+//! has since looked up) drops nothing: a mount's own writes are not
+//! invalidated twice, and a late, out-of-order notification does not make
+//! a newer generation look stale.
+
+use std::sync::Arc;
+
+use ciofs_backends::gcs::ObjectMeta;
+
+use super::notifications::{ChangeKind, ObjectChange};
+use super::tree::StorageTree;
+use crate::core::cache::{Known, key};
+use crate::core::node::Node;
+
+/// What a notification did here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidated {
+    /// This mount knew the change (or a later one) already.
+    AlreadyKnown,
+    /// This mount holds nothing of the object (another bucket's, or one
+    /// never looked at).
+    NotHeld,
+    /// What it names was dropped, to be asked of Cloud Storage again.
+    Dropped,
+}
+
+impl StorageTree {
+    /// Acts on a change made elsewhere. Not from within a request: it tells
+    /// the kernel to drop entries and pages.
+    pub fn changed_elsewhere(&self, change: &ObjectChange) -> Invalidated {
+        let (bucket, name) = (change.bucket.as_str(), change.name.as_str());
+        let known = self.known_now(bucket, name);
+        match &known {
+            Some(known) if knows_of(known, change) => return Invalidated::AlreadyKnown,
+            None if !self.holds_inode_of(bucket, name) => return Invalidated::NotHeld,
+            _ => {}
+        }
+        self.cache.forget(&key(bucket, name));
+        let prefixes = ancestor_prefixes(name);
+        // A prefix the mount did not know as a directory may be a new one
+        // (its kernel entry may say it is absent).
+        let new_dirs: Vec<&str> = prefixes
+            .iter()
+            .copied()
+            .filter(|p| !matches!(self.cache.get(&key(bucket, p)), Some(Known::Prefix)))
+            .collect();
+        for prefix in &prefixes {
+            self.cache.forget(&key(bucket, prefix));
+        }
+        if let Some(Known::Object(old)) = &known
+            && Some(old.generation) != change.generation.filter(|_| change.kind != ChangeKind::Deleted)
+        {
+            self.drop_blocks_of(old);
+        }
+        self.tell_clients(bucket, name, &new_dirs);
+        Invalidated::Dropped
+    }
+
+    /// Everything known of `bucket` goes (a gap in its notifications: what
+    /// changed meanwhile is not known), and the frontend's clients ask
+    /// again for what they keep of it.
+    pub fn forget_bucket(&self, bucket: &str) {
+        self.cache.forget_under(bucket, "");
+        self.cx.changed_elsewhere_where(|node| match node {
+            Node::Dir { bucket: b, .. }
+            | Node::Object { bucket: b, .. }
+            | Node::MetaDir { bucket: b, .. }
+            | Node::ObjectMeta { bucket: b, .. } => b == bucket,
+            _ => false,
+        });
+    }
+
+    /// Everything known of every bucket goes (a gap in the notifications
+    /// of a topic that any bucket may publish to).
+    pub fn forget_all_buckets(&self) {
+        self.cache.forget_all();
+        self.cx.changed_elsewhere_where(|node| {
+            matches!(node, Node::Dir { .. } | Node::Object { .. } | Node::MetaDir { .. } | Node::ObjectMeta { .. })
+        });
+    }
+
+    /// What this mount knows of an object now: its cached metadata, else
+    /// what the kept listing of its directory says (absent if not in it).
+    fn known_now(&self, bucket: &str, name: &str) -> Option<Known> {
+        if let Some(known) = self.cache.get(&key(bucket, name)) {
+            return Some(known);
+        }
+        let prefix = name.rfind('/').map_or("", |at| &name[..=at]);
+        let listing = self.cache.listings.get(bucket, prefix)?;
+        let listed = listing.objects.binary_search_by(|o| o.name.as_str().cmp(name)).ok();
+        Some(listed.map_or(Known::Absent, |at| Known::Object(listing.objects[at].clone())))
+    }
+
+    /// Whether a frontend was given an inode for the object, in any
+    /// project: its clients may hold its attributes or pages.
+    fn holds_inode_of(&self, bucket: &str, name: &str) -> bool {
+        self.cx.projects.iter().any(|project| {
+            let object = Node::Object { project: project.clone(), bucket: bucket.to_string(), name: name.to_string() };
+            self.cx.inodes.find(&object).is_some()
+        })
+    }
+
+    /// Drops the cached blocks of an object's replaced generation.
+    fn drop_blocks_of(&self, old: &Arc<ObjectMeta>) {
+        if let Some(blocks) = self.content_cache_if_open() {
+            blocks.remove_generation(&old.bucket, &old.name, old.generation, old.size);
+        }
+    }
+
+    /// Tells the frontend's clients, in every project that shows the
+    /// bucket: the object and its document (attributes, pages, entries),
+    /// the listings of its directories, and the entries of directories
+    /// that may be new.
+    fn tell_clients(&self, bucket: &str, name: &str, new_dirs: &[&str]) {
+        let dir = |project: &str, prefix: &str| Node::Dir {
+            project: project.to_string(),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        };
+        for project in &self.cx.projects {
+            let (p, b, n) = (project.clone(), bucket.to_string(), name.to_string());
+            self.cx.changed_elsewhere(&Node::Object { project: p.clone(), bucket: b.clone(), name: n.clone() });
+            self.cx.changed_elsewhere(&Node::ObjectMeta { project: p.clone(), bucket: b.clone(), name: n });
+            let parent = name.rfind('/').map_or("", |at| &name[..=at]);
+            self.cx.listing_changed(&dir(project, parent));
+            self.cx.listing_changed(&Node::MetaDir { project: p, bucket: b, prefix: parent.to_string() });
+            for prefix in new_dirs {
+                self.cx.changed_elsewhere(&dir(project, prefix));
+            }
+        }
+    }
+}
+
+/// Whether what the mount knows already reflects `change` or a later one.
+fn knows_of(known: &Known, change: &ObjectChange) -> bool {
+    let Some(generation) = change.generation else { return false };
+    match (change.kind, known) {
+        (ChangeKind::Finalized, Known::Object(meta)) => meta.generation >= generation,
+        (ChangeKind::MetadataUpdated, Known::Object(meta)) => {
+            meta.generation > generation || (meta.generation == generation && shows_metadata_of(meta, change))
+        }
+        // Deleted or made noncurrent: known if something newer replaced it,
+        // or if the mount knows it is gone.
+        (ChangeKind::Deleted | ChangeKind::Archived, Known::Object(meta)) => meta.generation > generation,
+        (ChangeKind::Deleted | ChangeKind::Archived, Known::Absent) => true,
+        _ => false,
+    }
+}
+
+/// Whether the metadata of `meta` (of the changed generation) is what the
+/// change made: by metageneration if the notification says it, else by
+/// the metadata shown (the emulator's notifications have no
+/// metageneration). Neither said: not known.
+fn shows_metadata_of(meta: &ObjectMeta, change: &ObjectChange) -> bool {
+    if let Some(wanted) = change.metageneration {
+        return meta.metageneration >= wanted;
+    }
+    change.shown.as_ref().is_some_and(|shown| {
+        shown.content_type == meta.content_type
+            && shown.storage_class == meta.storage_class
+            && shown.custom_metadata == meta.custom_metadata
+    })
+}
+
+/// The prefixes above `name`, nearest last: `a/b/c` → `a/`, `a/b/`.
+fn ancestor_prefixes(name: &str) -> Vec<&str> {
+    name.match_indices('/').map(|(at, _)| &name[..=at]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::notifications::ShownMetadata;
+
+    fn meta(generation: i64, metageneration: i64) -> Known {
+        Known::Object(Arc::new(ObjectMeta { generation, metageneration, ..Default::default() }))
+    }
+
+    fn change(kind: ChangeKind, generation: i64, metageneration: Option<i64>) -> ObjectChange {
+        ObjectChange {
+            kind,
+            bucket: "b".into(),
+            name: "o".into(),
+            generation: Some(generation),
+            metageneration,
+            shown: None,
+            overwrote_generation: None,
+            overwritten_by_generation: None,
+        }
+    }
+
+    #[test]
+    fn a_change_is_known_only_if_the_mount_holds_it_or_a_later_one() {
+        use ChangeKind::*;
+        assert!(knows_of(&meta(5, 1), &change(Finalized, 5, None)), "its own upload");
+        assert!(knows_of(&meta(6, 1), &change(Finalized, 5, None)), "a late notification");
+        assert!(!knows_of(&meta(4, 1), &change(Finalized, 5, None)));
+        assert!(!knows_of(&Known::Absent, &change(Finalized, 5, None)));
+        assert!(knows_of(&meta(5, 3), &change(MetadataUpdated, 5, Some(3))), "its own patch");
+        assert!(!knows_of(&meta(5, 2), &change(MetadataUpdated, 5, Some(3))));
+        assert!(!knows_of(&meta(5, 3), &change(MetadataUpdated, 5, None)), "nothing to compare: dropped");
+        let mut shown = change(MetadataUpdated, 5, None);
+        shown.shown = Some(ShownMetadata {
+            content_type: None,
+            storage_class: None,
+            custom_metadata: [("team".to_string(), "blue".to_string())].into(),
+        });
+        assert!(!knows_of(&meta(5, 1), &shown), "other metadata: dropped");
+        let mut tagged = ObjectMeta { generation: 5, ..Default::default() };
+        tagged.custom_metadata.insert("team".into(), "blue".into());
+        assert!(knows_of(&Known::Object(Arc::new(tagged)), &shown), "the same metadata: its own");
+        assert!(knows_of(&Known::Absent, &change(Deleted, 5, None)), "its own removal");
+        assert!(knows_of(&meta(6, 1), &change(Deleted, 5, None)), "an overwrite it knows");
+        assert!(!knows_of(&meta(5, 1), &change(Deleted, 5, None)));
+        assert!(!knows_of(&Known::Prefix, &change(Deleted, 5, None)));
+    }
+
+    #[test]
+    fn the_prefixes_above_a_name_are_its_directories() {
+        assert_eq!(ancestor_prefixes("a/b/c.txt"), vec!["a/", "a/b/"]);
+        assert!(ancestor_prefixes("top.txt").is_empty());
+    }
+}
