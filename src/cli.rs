@@ -258,7 +258,7 @@ pub struct WatchArgs {
     /// The topic the buckets already publish their changes to
     /// (`projects/P/topics/T`, or `T` of the first project): no
     /// notification config is read or made.
-    #[arg(long, value_name = "TOPIC")]
+    #[arg(long, value_name = "TOPIC", requires = "watch")]
     pub watch_topic: Option<String>,
     /// Hours a subscription lives unused, should the mount die without
     /// deleting it (24 at least: Pub/Sub's minimum).

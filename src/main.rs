@@ -236,7 +236,6 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
     if !view.read_only {
         namespace.resume_journaled_uploads().await;
     }
-    let watching = start_watching(&namespace, &args.watch).await?;
     // Edits written without close (a truncate alone, say) settle when idle.
     let _idle = namespace.spawn_idle_commits(COMMIT_IDLE);
     // Cloud Storage's entries are kept by the kernel as long as ciofs keeps
@@ -255,6 +254,8 @@ async fn mount_and_wait(args: &MountArgs, ready: &mut ReadyPipe) -> Result<(), S
         .map_err(|e| format!("cannot mount {}: {e}", args.place().display()))?;
     let _pid = PidFile::create(daemon::pid_file(&state_dir, args.place()))
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
+    // Once nothing else can fail to start: a subscription is not left behind.
+    let watching = start_watching(&namespace, &args.watch).await?;
     tracing::info!(mountpoint = %args.place().display(), projects = ?args.tree.projects, "mounted");
     ready.ready(&format!("FUSE, projects {}", args.tree.projects.join(",")));
     readiness.ready();
@@ -613,12 +614,16 @@ impl NfsService {
         // Both end by themselves when the namespace goes.
         namespace.spawn_idle_commits(COMMIT_IDLE);
         namespace.spawn_stream_log_tending();
-        let watching = start_watching(&namespace, watch).await?;
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();
         let served = namespace.clone();
         let server = tokio::spawn(async move { ciofs_frontends::nfs::serve(served, listen, Some(port_tx)).await });
         match port_rx.await {
-            Ok(address) => Ok((NfsService { namespace, server, watching }, address)),
+            Ok(address) => {
+                // Once serving: a subscription is not left behind by a
+                // server that could not listen.
+                let watching = start_watching(&namespace, watch).await?;
+                Ok((NfsService { namespace, server, watching }, address))
+            }
             Err(_) => Err(match server.await {
                 Ok(Err(e)) => format!("cannot listen on {listen}: {e}"),
                 _ => "the NFS server did not start".to_string(),

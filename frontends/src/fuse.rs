@@ -190,7 +190,7 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
     };
     let notifier = session.notifier();
     let _ = adapter_notifier.set(session.notifier());
-    watched.watch_client_cache(Arc::new(KernelCache(notifier)));
+    watched.watch_client_cache(Arc::new(KernelCache::new(notifier)?));
     let session = session.spawn()?;
     if let (Some(kb), Some(canonical)) = (options.read_ahead_kb, &mountpoint)
         && let Err(e) = set_read_ahead(canonical, kb)
@@ -201,20 +201,52 @@ pub fn mount<V: Vfs>(vfs: Arc<V>, target: FuseTarget<'_>, options: &FuseOptions)
 }
 
 /// The kernel's caches of this mount, told what changed (`Vfs::watch_client_cache`).
-struct KernelCache(fuser::Notifier);
+struct KernelCache {
+    notifier: fuser::Notifier,
+    /// To the thread that drops pages and entries: the kernel takes the
+    /// inode's or directory's lock for them, and waits for requests in
+    /// flight on it, which the caller's runtime may be answering.
+    dropper: std::sync::mpsc::Sender<Dropped>,
+}
+
+/// What the kernel is told to drop, on the dropping thread.
+enum Dropped {
+    Content(u64),
+    Entry(u64, String),
+}
+
+impl KernelCache {
+    fn new(notifier: fuser::Notifier) -> io::Result<Self> {
+        let (dropper, dropped) = std::sync::mpsc::channel();
+        let on_thread = notifier.clone();
+        // Ends when the sender does (the namespace holding this goes).
+        std::thread::Builder::new().name("ciofs-kernel-inval".into()).spawn(move || {
+            for what in dropped {
+                match what {
+                    // Offset 0, length 0: every cached page, and the attributes.
+                    Dropped::Content(ino) => ignore_unknown("content", ino, on_thread.inval_inode(INodeNo(ino), 0, 0)),
+                    Dropped::Entry(parent, name) => {
+                        let result = on_thread.inval_entry(INodeNo(parent), std::ffi::OsStr::new(&name));
+                        ignore_unknown("entry", parent, result)
+                    }
+                }
+            }
+        })?;
+        Ok(Self { notifier, dropper })
+    }
+}
 
 impl ClientCache for KernelCache {
     fn attributes_changed(&self, ino: u64) {
-        invalidate_attributes(&self.0, ino);
+        invalidate_attributes(&self.notifier, ino);
     }
 
     fn content_changed(&self, ino: u64) {
-        // Offset 0, length 0: every cached page, and the attributes.
-        ignore_unknown("content", ino, self.0.inval_inode(INodeNo(ino), 0, 0));
+        let _ = self.dropper.send(Dropped::Content(ino));
     }
 
     fn entry_changed(&self, parent: u64, name: &str) {
-        ignore_unknown("entry", parent, self.0.inval_entry(INodeNo(parent), std::ffi::OsStr::new(name)));
+        let _ = self.dropper.send(Dropped::Entry(parent, name.to_string()));
     }
 }
 

@@ -261,14 +261,14 @@ pub trait ClientCache: Send + Sync {
     /// Safe from within a request.
     fn attributes_changed(&self, ino: Ino);
 
-    /// `ino`'s content changed: its attributes and its cached pages go.
-    /// Not from within a request on `ino` (the kernel may hold the pages'
-    /// lock while it waits for the reply).
+    /// `ino`'s content changed: its attributes and its cached pages go,
+    /// soon (FUSE: on a thread of its own, as the kernel may hold the
+    /// inode's lock while it waits for a request in flight).
     fn content_changed(&self, ino: Ino);
 
     /// The entry `name` of directory `parent` was made, removed or now
-    /// names another file: it is looked up again. Not from within a
-    /// request on `parent` (the kernel holds the directory's lock).
+    /// names another file: it is looked up again, soon (FUSE: on a thread
+    /// of its own, as the kernel takes the directory's lock).
     fn entry_changed(&self, parent: Ino, name: &str);
 }
 

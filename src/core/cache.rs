@@ -35,8 +35,26 @@ pub struct MetaCache {
     /// The most names kept; past it, expired ones go, then all.
     max_entries: usize,
     entries: Mutex<HashMap<String, (Known, Instant)>>,
+    /// Which names changed when, so that what a fetch started before a
+    /// change found is not kept after it (`put_fetched`).
+    changes: Mutex<Changes>,
     pub listings: ListingCache,
 }
+
+/// The changes of names, counted: a fetch notes the count at its start.
+#[derive(Default)]
+struct Changes {
+    count: u64,
+    /// The count at each name's last change (cleared past a bound).
+    at: HashMap<String, u64>,
+    /// Changes up to this count are no longer in `at`: older fetches are
+    /// not kept.
+    cleared_at: u64,
+}
+
+/// When a fetch of names started (`MetaCache::start`).
+#[derive(Clone, Copy, Debug)]
+pub struct FetchStart(u64);
 
 /// A key for a name in a bucket: `bucket` then the object name or prefix.
 pub fn key(bucket: &str, name: &str) -> String {
@@ -53,6 +71,7 @@ impl MetaCache {
             negative_ttl: negative_ttl.min(ttl),
             max_entries,
             entries: Mutex::new(HashMap::new()),
+            changes: Mutex::default(),
             listings: ListingCache::new(ttl, max_listed),
         }
     }
@@ -61,7 +80,42 @@ impl MetaCache {
     /// what it is now, and the listings that showed it go.
     pub fn set(&self, key: String, known: Known) {
         self.listings.changed(&key);
+        self.note_change(Some(&key));
         self.put(key, known);
+    }
+
+    /// Called before a fetch whose answers go to `put_fetched`.
+    pub fn start(&self) -> FetchStart {
+        FetchStart(lock(&self.changes).count)
+    }
+
+    /// Keeps what a fetch started at `started` found, unless the name
+    /// changed meanwhile (set, forgotten: a notification said so): the
+    /// answer may be from before the change.
+    pub fn put_fetched(&self, key: String, known: Known, started: FetchStart) {
+        {
+            let changes = lock(&self.changes);
+            if started.0 < changes.cleared_at || changes.at.get(&key).is_some_and(|at| *at > started.0) {
+                return;
+            }
+        }
+        self.put(key, known);
+    }
+
+    /// Counts a change of `key`, or of every name (None).
+    fn note_change(&self, key: Option<&str>) {
+        let mut changes = lock(&self.changes);
+        changes.count += 1;
+        let count = changes.count;
+        match key {
+            Some(key) if changes.at.len() < 100_000 => {
+                changes.at.insert(key.to_string(), count);
+            }
+            _ => {
+                changes.at.clear();
+                changes.cleared_at = count;
+            }
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Known> {
@@ -76,6 +130,7 @@ impl MetaCache {
     /// read that found its generation gone), and the listings that show it.
     pub fn forget(&self, key: &str) {
         self.listings.changed(key);
+        self.note_change(Some(key));
         lock(&self.entries).remove(key);
     }
 
@@ -85,12 +140,14 @@ impl MetaCache {
     pub fn forget_under(&self, bucket: &str, prefix: &str) {
         let start = key(bucket, prefix);
         self.listings.forget_under(&start);
+        self.note_change(None);
         lock(&self.entries).retain(|name, _| !name.starts_with(&start));
     }
 
     /// Forgets every name and listing (a gap in what `--watch` was told).
     pub fn forget_all(&self) {
         self.listings.forget_under("");
+        self.note_change(None);
         lock(&self.entries).clear();
     }
 
@@ -331,6 +388,24 @@ impl<K: Hash + Eq, V: Clone> Timed<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_fetch_found_is_not_kept_if_the_name_changed_meanwhile() {
+        let cache = MetaCache::new(Duration::from_secs(60), Duration::from_secs(5), 100, 100);
+        let started = cache.start();
+        cache.forget(&key("b", "changed"));
+        cache.put_fetched(key("b", "changed"), Known::Prefix, started);
+        assert!(cache.get(&key("b", "changed")).is_none(), "found before the change: not kept");
+        cache.put_fetched(key("b", "other"), Known::Prefix, started);
+        assert!(cache.get(&key("b", "other")).is_some(), "another name is kept");
+        let after = cache.start();
+        cache.put_fetched(key("b", "changed"), Known::Prefix, after);
+        assert!(cache.get(&key("b", "changed")).is_some(), "found after the change: kept");
+        let before_all = cache.start();
+        cache.forget_under("b", "");
+        cache.put_fetched(key("b", "other"), Known::Prefix, before_all);
+        assert!(cache.get(&key("b", "other")).is_none(), "a whole bucket forgotten meanwhile");
+    }
 
     #[test]
     fn entries_expire() {

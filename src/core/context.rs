@@ -178,7 +178,7 @@ impl Context {
 
     /// Tells the frontend that `node` changed behind the mount's back (its
     /// content, and maybe whether it exists): its attributes and pages go,
-    /// and so does its entry in its parent. Not from within a request.
+    /// and so does its entry in its parent.
     pub fn changed_elsewhere(&self, node: &Node) {
         let Some(cache) = self.client_cache.get() else { return };
         if let Some((ino, _)) = self.inodes.find(node) {
@@ -203,7 +203,7 @@ impl Context {
     }
 
     /// Tells the frontend that the directory `dir` lists otherwise now:
-    /// its clients' kept listing goes. Not from within a request.
+    /// its clients' kept listing goes.
     pub fn listing_changed(&self, dir: &Node) {
         if let (Some(cache), Some((ino, _))) = (self.client_cache.get(), self.inodes.find(dir)) {
             cache.content_changed(ino);

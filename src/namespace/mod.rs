@@ -867,4 +867,6 @@ mod stream_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod watch_tests;
+#[cfg(test)]
 mod write_tests;

@@ -21,6 +21,15 @@ use super::tree::StorageTree;
 use crate::core::cache::{Known, key};
 use crate::core::node::Node;
 
+/// The directories above a changed object (`directories_changed_by`).
+#[derive(Default)]
+struct ChangedDirs {
+    /// Prefixes whose cached word goes.
+    forgotten: Vec<String>,
+    /// Prefixes whose kernel entry goes (they may be new, or gone).
+    entries: Vec<String>,
+}
+
 /// What a notification did here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidated {
@@ -34,26 +43,26 @@ pub enum Invalidated {
 }
 
 impl StorageTree {
-    /// Acts on a change made elsewhere. Not from within a request: it tells
-    /// the kernel to drop entries and pages.
+    /// Acts on a change made elsewhere.
     pub fn changed_elsewhere(&self, change: &ObjectChange) -> Invalidated {
         let (bucket, name) = (change.bucket.as_str(), change.name.as_str());
         let known = self.known_now(bucket, name);
-        match &known {
-            Some(known) if knows_of(known, change) => return Invalidated::AlreadyKnown,
-            None if !self.holds_inode_of(bucket, name) => return Invalidated::NotHeld,
-            _ => {}
+        if let Some(known) = &known
+            && knows_of(known, change)
+        {
+            // What the kernel holds may be from before (a lookup of the
+            // object's `.meta/` refilled the cache, not its own entry).
+            self.tell_attributes(bucket, name);
+            return Invalidated::AlreadyKnown;
         }
+        let held = known.is_some() || self.holds_inode_of(bucket, name);
+        let dirs = self.directories_changed_by(change);
+        if !held && dirs.forgotten.is_empty() && change.kind != ChangeKind::Deleted {
+            return Invalidated::NotHeld;
+        }
+        // The object, and the listings of every directory above it.
         self.cache.forget(&key(bucket, name));
-        let prefixes = ancestor_prefixes(name);
-        // A prefix the mount did not know as a directory may be a new one
-        // (its kernel entry may say it is absent).
-        let new_dirs: Vec<&str> = prefixes
-            .iter()
-            .copied()
-            .filter(|p| !matches!(self.cache.get(&key(bucket, p)), Some(Known::Prefix)))
-            .collect();
-        for prefix in &prefixes {
+        for prefix in &dirs.forgotten {
             self.cache.forget(&key(bucket, prefix));
         }
         if let Some(Known::Object(old)) = &known
@@ -61,8 +70,37 @@ impl StorageTree {
         {
             self.drop_blocks_of(old);
         }
-        self.tell_clients(bucket, name, &new_dirs);
-        Invalidated::Dropped
+        self.tell_clients(bucket, name, held, &dirs.entries);
+        if held { Invalidated::Dropped } else { Invalidated::NotHeld }
+    }
+
+    /// The directories above a changed object that may have appeared or
+    /// gone: a new object's ancestors not known as directories; for a
+    /// removed one, its ancestors known as directories (the cache's word
+    /// may be stale now), and its own directory's kernel entry if the kept
+    /// listing shows nothing else in it. A directory that still has other
+    /// entries keeps its kernel entry: dropping it would unhash a shell's
+    /// working directory.
+    fn directories_changed_by(&self, change: &ObjectChange) -> ChangedDirs {
+        let (bucket, name) = (change.bucket.as_str(), change.name.as_str());
+        let prefixes = ancestor_prefixes(name);
+        let is_dir = |prefix: &str| matches!(self.cache.get(&key(bucket, prefix)), Some(Known::Prefix));
+        match change.kind {
+            ChangeKind::Finalized => {
+                let new: Vec<String> = prefixes.iter().filter(|p| !is_dir(p)).map(|p| p.to_string()).collect();
+                ChangedDirs { forgotten: new.clone(), entries: new }
+            }
+            ChangeKind::Deleted | ChangeKind::Archived => {
+                let forgotten = prefixes.iter().filter(|p| is_dir(p)).map(|p| p.to_string()).collect();
+                let parent = prefixes.last().copied().unwrap_or_default();
+                let emptied = !parent.is_empty()
+                    && self.cache.listings.get(bucket, parent).is_some_and(|listing| {
+                        listing.prefixes.is_empty() && listing.objects.iter().all(|o| o.name == name)
+                    });
+                ChangedDirs { forgotten, entries: if emptied { vec![parent.to_string()] } else { Vec::new() } }
+            }
+            ChangeKind::MetadataUpdated => ChangedDirs::default(),
+        }
     }
 
     /// Everything known of `bucket` goes (a gap in its notifications: what
@@ -117,25 +155,37 @@ impl StorageTree {
     }
 
     /// Tells the frontend's clients, in every project that shows the
-    /// bucket: the object and its document (attributes, pages, entries),
-    /// the listings of its directories, and the entries of directories
-    /// that may be new.
-    fn tell_clients(&self, bucket: &str, name: &str, new_dirs: &[&str]) {
+    /// bucket: the object and its document, if held (attributes, pages,
+    /// entries), the listings of its directory and its `.meta/`, and the
+    /// entries of `dirs`.
+    fn tell_clients(&self, bucket: &str, name: &str, held: bool, dirs: &[String]) {
         let dir = |project: &str, prefix: &str| Node::Dir {
             project: project.to_string(),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         };
+        let parent = name.rfind('/').map_or("", |at| &name[..=at]);
         for project in &self.cx.projects {
             let (p, b, n) = (project.clone(), bucket.to_string(), name.to_string());
-            self.cx.changed_elsewhere(&Node::Object { project: p.clone(), bucket: b.clone(), name: n.clone() });
-            self.cx.changed_elsewhere(&Node::ObjectMeta { project: p.clone(), bucket: b.clone(), name: n });
-            let parent = name.rfind('/').map_or("", |at| &name[..=at]);
+            if held {
+                self.cx.changed_elsewhere(&Node::Object { project: p.clone(), bucket: b.clone(), name: n.clone() });
+                self.cx.changed_elsewhere(&Node::ObjectMeta { project: p.clone(), bucket: b.clone(), name: n });
+            }
             self.cx.listing_changed(&dir(project, parent));
             self.cx.listing_changed(&Node::MetaDir { project: p, bucket: b, prefix: parent.to_string() });
-            for prefix in new_dirs {
+            for prefix in dirs {
                 self.cx.changed_elsewhere(&dir(project, prefix));
             }
+        }
+    }
+
+    /// Tells the frontend's clients that the object's attributes, and its
+    /// document's, may have changed.
+    fn tell_attributes(&self, bucket: &str, name: &str) {
+        for project in &self.cx.projects {
+            let (p, b, n) = (project.clone(), bucket.to_string(), name.to_string());
+            self.cx.attributes_changed(&Node::Object { project: p.clone(), bucket: b.clone(), name: n.clone() });
+            self.cx.attributes_changed(&Node::ObjectMeta { project: p, bucket: b, name: n });
         }
     }
 }

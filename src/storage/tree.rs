@@ -287,15 +287,16 @@ impl StorageTree {
         if let Some(Known::Object(meta)) = self.cache.get(&cache_key) {
             return Ok(meta);
         }
+        let started = self.cache.start();
         match self.gcs.get_object(bucket, name).await {
             Ok(meta) => {
                 let meta = Arc::new(meta);
-                self.cache.put(cache_key, Known::Object(meta.clone()));
+                self.cache.put_fetched(cache_key, Known::Object(meta.clone()), started);
                 Ok(meta)
             }
             Err(e) => {
                 if e.kind == ErrorKind::NotFound {
-                    self.cache.put(cache_key, Known::Absent);
+                    self.cache.put_fetched(cache_key, Known::Absent, started);
                 }
                 Err(vfs_error(e))
             }
@@ -454,21 +455,22 @@ impl StorageTree {
             page_size: 1,
             ..Default::default()
         };
+        let started = self.cache.start();
         let (listed, got) = tokio::join!(self.gcs.list_objects(&probe), self.gcs.get_object(bucket, name));
         let listed = listed.map_err(vfs_error)?;
         if !listed.objects.is_empty() || !listed.prefixes.is_empty() {
-            self.cache.put(prefix_key, Known::Prefix);
+            self.cache.put_fetched(prefix_key, Known::Prefix, started);
             return Ok(Known::Prefix);
         }
-        self.cache.put(prefix_key, Known::Absent);
+        self.cache.put_fetched(prefix_key, Known::Absent, started);
         match got {
             Ok(meta) => {
                 let known = Known::Object(Arc::new(meta));
-                self.cache.put(object_key, known.clone());
+                self.cache.put_fetched(object_key, known.clone(), started);
                 Ok(known)
             }
             Err(e) if e.kind == ErrorKind::NotFound => {
-                self.cache.put(object_key, Known::Absent);
+                self.cache.put_fetched(object_key, Known::Absent, started);
                 Ok(Known::Absent)
             }
             Err(e) => Err(vfs_error(e)),
@@ -715,6 +717,7 @@ impl StorageTree {
                 _ => None,
             },
         };
+        let started = self.cache.start();
         let page = self.gcs.list_objects(&request).await.map_err(vfs_error)?;
         stream.next = page.next_page_token.clone().map_or(Next::Done, Next::Token);
         // With more pages to come, only what sorts before the page's last
@@ -731,11 +734,11 @@ impl StorageTree {
             .map(Arc::new)
             .collect();
         for meta in &objects {
-            self.cache.put(key(bucket, &meta.name), Known::Object(meta.clone()));
+            self.cache.put_fetched(key(bucket, &meta.name), Known::Object(meta.clone()), started);
         }
         let prefixes: Vec<String> = page.prefixes.into_iter().filter(|full| full.starts_with(prefix)).collect();
         for full in &prefixes {
-            self.cache.put(key(bucket, full), Known::Prefix);
+            self.cache.put_fetched(key(bucket, full), Known::Prefix, started);
         }
         if let Some(collected) = stream.collected.as_mut() {
             collected.objects.extend(objects.iter().cloned());

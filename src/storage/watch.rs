@@ -32,6 +32,12 @@ use super::tree::StorageTree;
 
 /// The changes `--watch` needs a bucket to publish.
 pub const EVENTS: [&str; 3] = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_METADATA_UPDATE"];
+/// What a config ciofs makes publishes: those, and OBJECT_ARCHIVE, which is
+/// all a removal in a versioned bucket sends.
+pub const EVENTS_MADE: [&str; 4] = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_METADATA_UPDATE", "OBJECT_ARCHIVE"];
+/// How long stopping may take (Pub/Sub unreachable at unmount: the
+/// subscription then expires by itself).
+const STOP_WAIT: Duration = Duration::from_secs(10);
 /// The topic a bucket without a suitable notification config publishes to.
 pub const WATCH_TOPIC: &str = "ciofs-watch";
 /// How long a subscription keeps messages not pulled: Pub/Sub's minimum.
@@ -90,11 +96,11 @@ impl Watcher {
             None => bucket_topics(storage, pubsub.as_ref()).await?,
         };
         let mut watcher = Watcher { pubsub, subscriptions: Vec::new(), expiration: options.expiration };
-        for (topic, buckets) in topics {
+        for (index, (topic, buckets)) in topics.into_iter().enumerate() {
             let (project, _) = split_topic(&topic)?;
             let subscription = Subscription {
                 project: project.to_string(),
-                name: subscription_name(),
+                name: subscription_name(index),
                 topic,
                 buckets,
                 state: std::sync::Mutex::new(PullState { answered: Instant::now(), failures: 0 }),
@@ -113,7 +119,9 @@ impl Watcher {
     /// expires by itself.
     pub async fn stop(&self) {
         for sub in &self.subscriptions {
-            match self.pubsub.delete_subscription(&sub.project, &sub.name).await {
+            let deleted = tokio::time::timeout(STOP_WAIT, self.pubsub.delete_subscription(&sub.project, &sub.name));
+            let deleted = deleted.await.unwrap_or_else(|_| Err(BackendError::new(ErrorKind::Stalled, "no answer")));
+            match deleted {
                 Ok(()) => tracing::debug!(subscription = %sub.name, "subscription deleted"),
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!(
@@ -168,12 +176,13 @@ impl Watcher {
         })
     }
 
-    /// A pull answered: after a long failure, what was missed is a gap.
+    /// A pull answered: after a long time without one (pulls failing, or
+    /// the process suspended), what was missed is a gap.
     fn answered(&self, storage: &StorageTree, sub: &Subscription) {
         let mut state = lock(&sub.state);
-        if state.failures > 0 && state.answered.elapsed() > RETENTION {
+        if state.answered.elapsed() > RETENTION {
             drop(state);
-            self.gap(storage, sub, "pulls failed for longer than the subscription keeps messages");
+            self.gap(storage, sub, "no pull answered for longer than the subscription keeps messages");
             state = lock(&sub.state);
         }
         *state = PullState { answered: Instant::now(), failures: 0 };
@@ -195,7 +204,7 @@ impl Watcher {
             }
             *lock(&sub.state) = PullState { answered: Instant::now(), failures: 0 };
             self.gap(storage, sub, "its subscription was made again");
-            return Duration::ZERO;
+            return POLL;
         }
         if failures == 1 || failures.is_power_of_two() {
             tracing::warn!(subscription = %sub.name, error = %e, failures, "cannot pull --watch notifications; changes elsewhere show after the metadata TTL until it can");
@@ -314,7 +323,7 @@ async fn bucket_topic(
         }
     }
     let topic = format!("projects/{project}/topics/{WATCH_TOPIC}");
-    let events: Vec<String> = EVENTS.iter().map(|e| e.to_string()).collect();
+    let events: Vec<String> = EVENTS_MADE.iter().map(|e| e.to_string()).collect();
     gcs.create_notification(bucket, &topic, &events).await.map_err(|e| {
         needs(
             e,
@@ -327,9 +336,11 @@ async fn bucket_topic(
     Ok(topic)
 }
 
-/// Whether a config publishes every change `--watch` needs.
+/// Whether a config publishes every change `--watch` needs, of every
+/// object (one limited to a prefix does not).
 fn publishes_what_is_needed(config: &NotificationConfig) -> bool {
-    config.event_types.is_empty() || EVENTS.iter().all(|event| config.event_types.iter().any(|e| e == event))
+    config.object_name_prefix.is_empty()
+        && (config.event_types.is_empty() || EVENTS.iter().all(|event| config.event_types.iter().any(|e| e == event)))
 }
 
 /// An error of a call `--watch` needs, naming the permission it takes.
@@ -362,12 +373,13 @@ fn split_topic(topic: &str) -> Result<(&str, &str), String> {
     }
 }
 
-/// A name no other mount has: the host, the process and the time.
-fn subscription_name() -> String {
+/// A name no other mount has: the host, the process, the time, and which
+/// of the mount's subscriptions it is.
+fn subscription_name(index: usize) -> String {
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(60).collect();
     let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-    format!("ciofs-watch-{host}-{}-{millis}", std::process::id())
+    format!("ciofs-watch-{host}-{}-{millis}-{index}", std::process::id())
 }
 
 /// `86400s` as a person says it: `1 day`, `2 h`, `90 s`.
@@ -402,11 +414,14 @@ mod tests {
         assert!(publishes_what_is_needed(&config(&[])), "no list: every kind");
         assert!(publishes_what_is_needed(&config(&["OBJECT_DELETE", "OBJECT_METADATA_UPDATE", "OBJECT_FINALIZE"])));
         assert!(!publishes_what_is_needed(&config(&["OBJECT_FINALIZE"])), "the emulator's default");
+        let prefixed = NotificationConfig { object_name_prefix: "logs/".into(), ..config(&[]) };
+        assert!(!publishes_what_is_needed(&prefixed), "some objects only");
     }
 
     #[test]
     fn a_subscription_name_is_one_pubsub_accepts() {
-        let name = subscription_name();
+        let name = subscription_name(0);
+        assert_ne!(name, subscription_name(1), "two subscriptions of one mount");
         assert!(ciofs_backends::pubsub::is_valid_name(&name), "{name}");
     }
 }

@@ -237,6 +237,17 @@ impl FuseMount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the ciofs process (SIGSTOP): nothing it does goes on until
+    /// `resume`. The mount must not be used meanwhile (it would wait).
+    pub fn pause(&self) {
+        signal(&self.child, libc::SIGSTOP);
+    }
+
+    /// Lets a paused ciofs go on (SIGCONT).
+    pub fn resume(&self) {
+        signal(&self.child, libc::SIGCONT);
+    }
+
     /// Asks ciofs to unmount and end (SIGTERM, as `ciofs unmount` does),
     /// waits until it has, and returns how it ended.
     pub fn terminate(&mut self) -> std::process::ExitStatus {

@@ -86,6 +86,8 @@ pub struct NotificationConfig {
     pub event_types: Vec<String>,
     /// JSON_API_V1 or NONE.
     pub payload_format: String,
+    /// Only the objects whose names start with it; empty: every object.
+    pub object_name_prefix: String,
 }
 
 /// One page of a bucket listing.

@@ -610,6 +610,7 @@ impl ObjectStore for MemoryGcs {
                 topic: topic.to_string(),
                 event_types: event_types.to_vec(),
                 payload_format: "JSON_API_V1".to_string(),
+                object_name_prefix: String::new(),
             };
             b.notifications.push(config.clone());
             Ok(config)
@@ -982,6 +983,7 @@ mod tests {
             topic: "projects/p/topics/t".to_string(),
             event_types: kinds.to_vec(),
             payload_format: "JSON_API_V1".to_string(),
+            object_name_prefix: String::new(),
         };
         assert_eq!(first, expected);
         let second = gcs.create_notification("b", "projects/p/topics/u", &[]).await.unwrap();

@@ -139,6 +139,7 @@ fn notification_config(api: ApiNotification) -> NotificationConfig {
         topic: topic_from_api(&api.topic),
         event_types: api.event_types,
         payload_format: api.payload_format,
+        object_name_prefix: api.object_name_prefix.unwrap_or_default(),
     }
 }
 
@@ -180,6 +181,7 @@ mod tests {
             topic: "projects/p/topics/t".to_string(),
             event_types: vec!["OBJECT_FINALIZE".to_string(), "OBJECT_DELETE".to_string()],
             payload_format: "JSON_API_V1".to_string(),
+            object_name_prefix: String::new(),
         };
         assert_eq!(configs[0], first);
         assert_eq!((configs[1].event_types.len(), configs[1].payload_format.as_str()), (0, "NONE"));
