@@ -214,7 +214,9 @@ async fn changes_through_a_fuse_mount_show_in_a_watching_nfs_server_within_2_s()
 async fn a_writer_outside_any_mount_shows_in_a_watching_fuse_mount_within_2_s() {
     let bucket = bucket_name("watch_curl_to_fuse");
     seed(&bucket);
-    let watching = FuseMount::start(&caching(true));
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let watching = FuseMount::start(&[caching(true), vec!["--metrics-addr", &metrics_addr]].concat());
     let still = FuseMount::start(&caching(false));
     let dir = format!("{PROJECT}/storage/{bucket}");
     let before = seen_through_fuse(&watching.path(&dir));
@@ -227,6 +229,13 @@ async fn a_writer_outside_any_mount_shows_in_a_watching_fuse_mount_within_2_s() 
         assert!(took < SOON, "{change:?} showed after {took:?}\n{}", watching.log_text());
     }
     assert_eq!(seen_through_fuse(&still.path(&dir)), before, "without --watch, the old state for the TTL");
+    // What was observed is measured: each change dropped what it named,
+    // and how late each notification came.
+    let (_, metrics) = http_get(metrics_port, "/metrics");
+    let dropped = metric_sample(&metrics, "ciofs_watch_notifications_total", &["outcome=\"dropped\""]);
+    assert!(dropped >= 4.0, "{dropped} notifications dropped something:\n{metrics}");
+    let observed = metric_sample(&metrics, "ciofs_watch_staleness_seconds_count", &[]);
+    assert!(observed >= 4.0, "{observed} staleness samples:\n{metrics}");
 }
 
 /// The subscription a mount's log names.

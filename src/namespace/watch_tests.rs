@@ -15,6 +15,7 @@ use ciofs_frontends::Vfs;
 
 use super::tests::{test_options, walk};
 use super::{Namespace, Services, WatchOptions};
+use crate::storage::block_cache::BlockKey;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -99,6 +100,11 @@ async fn pulls_that_fail_are_tried_again_and_then_a_notification_drops_what_it_n
     let file = walk(&ns, "p/storage/b/a.txt").await;
     let other = walk(&ns, "p/storage/b/other.txt").await;
     assert_eq!(ns.getattr(file).await.unwrap().size, 3);
+    let old = gcs.object_meta("b", "a.txt").expect("stored");
+    assert_eq!(&ns.read(file, None, 0, 100).await.unwrap().0[..], b"old");
+    let old_block = BlockKey { bucket: "b".into(), name: "a.txt".into(), generation: old.generation, index: 0 };
+    let blocks = ns.storage.content_cache_if_open().expect("opened by the read");
+    assert!(blocks.contains(&old_block), "the read cached its block");
     pubsub.fail_next(PubSubOp::Pull, 3, ErrorKind::Unavailable);
     let watching = ns.start_watching(&options(Some("events"))).await.expect("watching");
 
@@ -112,6 +118,7 @@ async fn pulls_that_fail_are_tried_again_and_then_a_notification_drops_what_it_n
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(pubsub.calls.get(PubSubOp::Pull) > 3, "pulls went on after failing");
+    assert!(!blocks.contains(&old_block), "the replaced generation's blocks went");
     ns.getattr(other).await.unwrap();
     assert_eq!(
         gcs.calls.get_object.load(std::sync::atomic::Ordering::SeqCst),
