@@ -344,3 +344,51 @@ async fn a_directory_made_or_emptied_elsewhere_shows_in_a_watching_fuse_mount_wi
     assert_eq!(ls(&still, ""), "old\ntop.txt\n", "without --watch, the old listing for the TTL");
     assert!(!still.path(&format!("{dir}/new")).exists(), "and the new directory still absent");
 }
+
+/// Uploads `data` as `bucket/name` with curl; its generation.
+fn upload_generation(bucket: &str, name: &str, data: &[u8]) -> String {
+    upload(bucket, name, data);
+    object_json(bucket, name)["generation"].as_str().expect("a generation").to_string()
+}
+
+/// Waits until the mount's log says it acted on the notification of
+/// `generation`.
+fn acted_on(mount: &FuseMount, generation: &str) {
+    wait_until(&format!("the notification of generation {generation}"), Duration::from_secs(10), || {
+        mount.log_text().lines().any(|l| l.contains("notification") && l.contains(&format!("generation={generation}")))
+    });
+}
+
+#[tokio::test]
+async fn an_answer_fetched_before_a_change_is_not_kept_after_it() {
+    use std::os::unix::fs::MetadataExt;
+    let bucket = bucket_name("watch_late_answer");
+    create_bucket(&bucket);
+    upload(&bucket, "a.txt", b"old");
+    let proxy = common::proxy::RecordingProxy::start(&gcs_url());
+    let mount = FuseMount::start_with_env(&caching(true), &[("STORAGE_EMULATOR_HOST", proxy.url())]);
+    let file = std::fs::File::open(mount.path(&format!("{PROJECT}/storage/{bucket}/a.txt"))).expect("open");
+    assert_eq!(file.metadata().unwrap().size(), 3);
+
+    // A change drops the kernel's attributes of the open file: the next
+    // fstat asks ciofs, which asks Cloud Storage, whose answer (v2) is
+    // held back while another change comes and is notified.
+    let second = upload_generation(&bucket, "a.txt", b"v2");
+    acted_on(&mount, &second);
+    let asked = || proxy.sent().matches(&format!("/b/{bucket}/o/a.txt")).count();
+    let asked_before = asked();
+    proxy.hold_answers(true);
+    let held = file.try_clone().unwrap();
+    let fstat = std::thread::spawn(move || held.metadata().unwrap().size());
+    wait_until("ciofs asks for the object", Duration::from_secs(10), || asked() > asked_before);
+    let third = upload_generation(&bucket, "a.txt", b"three");
+    acted_on(&mount, &third);
+    proxy.hold_answers(false);
+    assert_eq!(fstat.join().unwrap(), 2, "the answer from before the third");
+
+    // Neither ciofs nor the kernel keeps what that answer said: the next
+    // fstat has the third's size.
+    let started = Instant::now();
+    wait_until("the kernel has the third's size", Duration::from_secs(10), || file.metadata().unwrap().size() == 5);
+    assert!(started.elapsed() < SOON, "the third's size after {:?}", started.elapsed());
+}
