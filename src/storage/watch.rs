@@ -230,6 +230,9 @@ impl Watcher {
         for message in &messages {
             act_on_message(storage, message);
         }
+        if backlog_near_retention(&messages, SystemTime::now()) {
+            self.gap(storage, sub, "the backlog reached the subscription's retention: older notifications may be gone");
+        }
         if let Err(e) = self.pubsub.acknowledge(&sub.project, &sub.name, &ack_ids).await {
             tracing::debug!(error = %e, "cannot acknowledge notifications: they come again, and are known then");
         }
@@ -266,6 +269,13 @@ fn act_on_message(storage: &StorageTree, message: &ReceivedMessage) {
         tracing::info!(bucket = %change.bucket, late_ms, "a notification came after the metadata TTL had passed");
     }
     tracing::debug!(bucket = %change.bucket, kind = ?change.kind, generation = change.generation, outcome, late_ms, "notification");
+}
+
+/// Whether a notification pulled waited nearly as long as the subscription
+/// keeps one: others, older, may have been dropped unread.
+fn backlog_near_retention(messages: &[ReceivedMessage], now: SystemTime) -> bool {
+    let oldest_kept = now.checked_sub(RETENTION - RETENTION / 10);
+    messages.iter().any(|m| m.publish_time.zip(oldest_kept).is_some_and(|(published, oldest)| published < oldest))
 }
 
 /// How long after the change a notification is acted on: from the event's
@@ -416,6 +426,16 @@ mod tests {
         assert!(!publishes_what_is_needed(&config(&["OBJECT_FINALIZE"])), "the emulator's default");
         let prefixed = NotificationConfig { object_name_prefix: "logs/".into(), ..config(&[]) };
         assert!(!publishes_what_is_needed(&prefixed), "some objects only");
+    }
+
+    #[test]
+    fn a_backlog_near_the_retention_is_a_gap() {
+        let now = SystemTime::now();
+        let published =
+            |ago: u64| ReceivedMessage { publish_time: Some(now - Duration::from_secs(ago)), ..Default::default() };
+        assert!(!backlog_near_retention(&[published(1), published(500)], now));
+        assert!(backlog_near_retention(&[published(1), published(560)], now), "9 of its 10 minutes");
+        assert!(!backlog_near_retention(&[ReceivedMessage::default()], now), "no publish time: not known");
     }
 
     #[test]
