@@ -106,23 +106,21 @@ impl StorageTree {
     /// Everything known of `bucket` goes (a gap in its notifications: what
     /// changed meanwhile is not known), and the frontend's clients ask
     /// again for what they keep of it.
-    pub fn forget_bucket(&self, bucket: &str) {
-        self.cache.forget_under(bucket, "");
-        self.cx.changed_elsewhere_where(|node| match node {
-            Node::Dir { bucket: b, .. }
-            | Node::Object { bucket: b, .. }
-            | Node::MetaDir { bucket: b, .. }
-            | Node::ObjectMeta { bucket: b, .. } => b == bucket,
-            _ => false,
-        });
-    }
-
-    /// Everything known of every bucket goes (a gap in the notifications
-    /// of a topic that any bucket may publish to).
-    pub fn forget_all_buckets(&self) {
-        self.cache.forget_all();
+    /// (None: of every bucket, for a topic any bucket may publish to.)
+    pub fn forget_bucket(&self, bucket: Option<&str>) {
+        match bucket {
+            Some(bucket) => self.cache.forget_under(bucket, ""),
+            None => self.cache.forget_all(),
+        }
         self.cx.changed_elsewhere_where(|node| {
-            matches!(node, Node::Dir { .. } | Node::Object { .. } | Node::MetaDir { .. } | Node::ObjectMeta { .. })
+            let in_bucket = match node {
+                Node::Dir { bucket, .. }
+                | Node::Object { bucket, .. }
+                | Node::MetaDir { bucket, .. }
+                | Node::ObjectMeta { bucket, .. } => bucket,
+                _ => return false,
+            };
+            bucket.is_none_or(|wanted| wanted == in_bucket)
         });
     }
 
@@ -181,7 +179,7 @@ impl StorageTree {
 
     /// Tells the frontend's clients that the object's attributes, and its
     /// document's, may have changed.
-    fn tell_attributes(&self, bucket: &str, name: &str) {
+    pub fn tell_attributes(&self, bucket: &str, name: &str) {
         for project in &self.cx.projects {
             let (p, b, n) = (project.clone(), bucket.to_string(), name.to_string());
             self.cx.attributes_changed(&Node::Object { project: p.clone(), bucket: b.clone(), name: n.clone() });

@@ -140,12 +140,7 @@ impl StorageTree {
         if name.ends_with('/') {
             return;
         }
-        for project in &self.cx.projects {
-            let (project, bucket, name) = (project.clone(), bucket.to_string(), name.to_string());
-            let object = Node::Object { project: project.clone(), bucket: bucket.clone(), name: name.clone() };
-            self.cx.attributes_changed(&object);
-            self.cx.attributes_changed(&Node::ObjectMeta { project, bucket, name });
-        }
+        self.tell_attributes(bucket, name);
     }
 
     /// The object a write starts from, or None for a new one.

@@ -217,8 +217,8 @@ impl Watcher {
     fn gap(&self, storage: &StorageTree, sub: &Subscription, why: &str) {
         metrics::counter!("ciofs_watch_gaps_total").increment(1);
         match &sub.buckets {
-            Some(buckets) => buckets.iter().for_each(|bucket| storage.forget_bucket(bucket)),
-            None => storage.forget_all_buckets(),
+            Some(buckets) => buckets.iter().for_each(|bucket| storage.forget_bucket(Some(bucket))),
+            None => storage.forget_bucket(None),
         }
         tracing::warn!(topic = %sub.topic, "--watch had a gap ({why}): the cached metadata of its buckets was dropped");
     }
